@@ -1,0 +1,17 @@
+"""The `fabric` command line: a click group; each concern adds its commands here."""
+
+from __future__ import annotations
+
+import click
+
+from fabric import __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="fabric")
+def main() -> None:
+    """Run, supervise and break cloud services the way the Azure fabric did."""
+
+
+if __name__ == "__main__":  # pragma: no cover - `python -m fabric.cli`
+    main()
