@@ -1,0 +1,24 @@
+"""The load balancer: one per InputEndpoint, spreading connections over role instances."""
+
+from __future__ import annotations
+
+from ._errors import InvalidSpecError as InvalidSpecError
+from ._errors import NetworkError as NetworkError
+from ._errors import NoFreePortError as NoFreePortError
+from ._errors import ToxicsUnsupportedError as ToxicsUnsupportedError
+from ._errors import UnknownBackendError as UnknownBackendError
+from ._errors import UnknownToxicError as UnknownToxicError
+from ._model import Backend as Backend
+from ._model import BackendStats as BackendStats
+from ._model import EndpointSpec as EndpointSpec
+from ._model import LoadBalancerStats as LoadBalancerStats
+from ._model import ProbeSpec as ProbeSpec
+from .load_balancer import LoadBalancer as LoadBalancer
+from .load_balancer import open_load_balancer as open_load_balancer
+from .load_balancer import serve_load_balancer as serve_load_balancer
+from .toxics import Bandwidth as Bandwidth
+from .toxics import Latency as Latency
+from .toxics import ResetPeer as ResetPeer
+from .toxics import SlowClose as SlowClose
+from .toxics import Timeout as Timeout
+from .toxics import Toxic as Toxic

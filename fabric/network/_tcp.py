@@ -1,0 +1,160 @@
+"""TCP balancing: accept clients, connect each to an instance in rotation, pump bytes."""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import logging
+import random
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import anyio
+from anyio.abc import SocketListener, SocketStream, TaskStatus
+
+from ._conn import Conn, Flow, abort_stream, pump, pump_plain
+from ._errors import ToxicsUnsupportedError, UnknownToxicError
+from ._lane import attach, detach
+from ._pool import Entry, Pool
+from .toxics import Toxic
+
+log = logging.getLogger("fabric.network")
+
+# accept() failures that mean "out of resources for now", not "listener broken".
+_ACCEPT_TRANSIENT = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+
+Pump = Callable[[SocketStream, Flow], Coroutine[Any, Any, None]]
+
+
+class Counters:
+    """Endpoint-wide counters of client connections."""
+
+    __slots__ = ("connections", "refused", "rejected")
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.refused = 0
+        self.rejected = 0
+
+
+class TcpBalancer:
+    """Spreads client connections of one endpoint over the pool's rotation."""
+
+    def __init__(
+        self, name: str, pool: Pool, *, toxics: bool = True, connect_timeout: float = 5.0
+    ) -> None:
+        self.name = name
+        self.pool = pool
+        self.counters = Counters()
+        self.conns: set[Conn] = set()
+        self.toxics: dict[str, Toxic] = {}
+        self._toxics_enabled = toxics
+        self._pump: Pump = pump if toxics else pump_plain
+        self._connect_timeout = connect_timeout
+        self._ids = itertools.count(1)
+
+    async def serve(
+        self,
+        listeners: list[SocketListener],
+        *,
+        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Accept on ``listeners`` until cancelled; every connection ends with it."""
+        try:
+            async with anyio.create_task_group() as tg:
+                for listener in listeners:
+                    tg.start_soon(self._accept_loop, listener, tg)
+                task_status.started()
+        finally:
+            with anyio.CancelScope(shield=True):
+                for listener in listeners:
+                    await listener.aclose()
+
+    async def _accept_loop(self, listener: SocketListener, tg: anyio.abc.TaskGroup) -> None:
+        while True:
+            try:
+                client = await listener.accept()
+            except OSError as exc:
+                if exc.errno not in _ACCEPT_TRANSIENT:
+                    raise
+                log.warning("endpoint %s: accept failed (%s); retrying shortly", self.name, exc)
+                await anyio.sleep(0.1)
+                continue
+            tg.start_soon(self._handle, client)
+
+    async def _handle(self, client: SocketStream) -> None:
+        self.counters.connections += 1
+        async with client:
+            picked = await self._connect()
+            if picked is None:
+                # No instance can take it: reset, as Azure's balancer does.
+                self.counters.rejected += 1
+                abort_stream(client)
+                return
+            server, entry = picked
+            entry.active += 1
+            entry.connections += 1
+            conn: Conn | None = None
+            try:
+                async with server, anyio.create_task_group() as tg:
+                    conn = Conn(client, server, entry, tg)
+                    self.conns.add(conn)
+                    if self.toxics:
+                        for toxic_id, spec in self.toxics.items():
+                            _maybe_attach(conn, toxic_id, spec)
+                    tg.start_soon(self._pump, server, conn.down)
+                    await self._pump(client, conn.up)
+            finally:
+                if conn is not None:
+                    self.conns.discard(conn)
+                self.pool.closed(entry)
+
+    async def _connect(self) -> tuple[SocketStream, Entry] | None:
+        """Connect to the next instance in rotation, trying others after a refusal."""
+        tried: set[Entry] = set()
+        while (entry := self.pool.pick(tried)) is not None:
+            tried.add(entry)
+            backend = entry.backend
+            try:
+                with anyio.fail_after(self._connect_timeout):
+                    stream = await anyio.connect_tcp(backend.host, backend.port)
+            except OSError:  # refused, unreachable, or timed out (TimeoutError)
+                self.counters.refused += 1
+                self.pool.refused(entry)
+                continue
+            return stream, entry
+        return None
+
+    def add_toxic(self, spec: Toxic) -> str:
+        """Apply ``spec`` to open and future connections; returns its id."""
+        if not self._toxics_enabled:
+            raise ToxicsUnsupportedError(
+                f"endpoint {self.name!r} was opened with toxics=False: reopen it with toxics=True"
+            )
+        toxic_id = f"{type(spec).__name__.lower()}_{spec.stream}_{next(self._ids)}"
+        self.toxics[toxic_id] = spec
+        for conn in self.conns:
+            _maybe_attach(conn, toxic_id, spec)
+        return toxic_id
+
+    def remove_toxic(self, toxic_id: str) -> None:
+        """Stop toxic ``toxic_id``; raises UnknownToxicError."""
+        if self.toxics.pop(toxic_id, None) is None:
+            raise UnknownToxicError(
+                f"no toxic {toxic_id!r} on endpoint {self.name!r}: use an id from add_toxic"
+            )
+        for conn in self.conns:
+            detach(conn.up, toxic_id)
+            detach(conn.down, toxic_id)
+
+    def clear_toxics(self) -> None:
+        """Stop every toxic."""
+        for toxic_id in list(self.toxics):
+            self.remove_toxic(toxic_id)
+
+
+def _maybe_attach(conn: Conn, toxic_id: str, spec: Toxic) -> None:
+    # Toxicity is drawn once per connection, as toxiproxy does per link.
+    if spec.toxicity < 1.0 and random.random() >= spec.toxicity:
+        return
+    attach(conn.up if spec.stream == "upstream" else conn.down, toxic_id, spec)

@@ -1,0 +1,232 @@
+"""The load balancer of one InputEndpoint: a public port spreading traffic over instances."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from functools import partial
+
+import anyio
+from anyio.abc import SocketAttribute, TaskStatus
+
+from ._bind import PORT_ATTEMPTS, bind_tcp, bind_udp
+from ._errors import ToxicsUnsupportedError
+from ._model import Backend, EndpointSpec, LoadBalancerStats
+from ._pool import Entry, Pool
+from ._probe import probe_loop
+from ._tcp import TcpBalancer
+from ._udp import UdpBalancer
+from .toxics import Toxic
+
+
+class LoadBalancer:
+    """A running endpoint balancer; get one from ``open_load_balancer``.
+
+    Attributes:
+        spec: the endpoint it serves.
+        address: the (host, port) it listens on; the port is the endpoint's public
+            port unless that was taken, in which case it is the next free one.
+    """
+
+    def __init__(
+        self,
+        spec: EndpointSpec,
+        address: tuple[str, int],
+        engine: TcpBalancer | UdpBalancer,
+        tg: anyio.abc.TaskGroup,
+        closed: anyio.Event,
+    ) -> None:
+        self.spec = spec
+        self.address = address
+        self._engine = engine
+        self._pool = engine.pool
+        self._tg = tg
+        self._closed = closed
+        self._probes: dict[Entry, anyio.CancelScope] = {}
+
+    def set_backends(self, backends: Iterable[Backend]) -> None:
+        """Replace the pool at once. Open connections to removed instances go on
+        (they drain); new connections go only to the instances given here."""
+        added, removed = self._pool.set_backends(backends)
+        for entry in removed:
+            scope = self._probes.pop(entry, None)
+            if scope is not None:
+                scope.cancel()
+        if self.spec.probe is not None:
+            for entry in added:
+                self._probes[entry] = scope = anyio.CancelScope()
+                self._tg.start_soon(self._probe, entry, scope)
+
+    def update(
+        self, instance_id: str, *, ready: bool | None = None, busy: bool | None = None
+    ) -> None:
+        """Change one instance's status; the next connection sees it.
+
+        Raises:
+            UnknownBackendError: the instance is not in the pool.
+        """
+        self._pool.update(instance_id, ready=ready, busy=busy)
+
+    def backends(self) -> list[Backend]:
+        """The instances in the pool, in instance id order, with their last status."""
+        return [e.backend for e in self._pool.entries()]
+
+    def rotation(self) -> list[str]:
+        """The ids of the instances that new connections may go to now."""
+        return [e.backend.instance_id for e in self._pool.rotation]
+
+    def stats(self) -> LoadBalancerStats:
+        """Counters per instance (pool, then draining ones) and totals since opening."""
+        counters = self._engine.counters
+        up, down = self._pool.traffic()
+        backends = self._pool.stats()
+        return LoadBalancerStats(
+            endpoint=self.spec.name,
+            host=self.address[0],
+            port=self.address[1],
+            backends=backends,
+            active=sum(b.active for b in backends),
+            connections=counters.connections,
+            refused=counters.refused,
+            rejected=counters.rejected,
+            bytes_up=up,
+            bytes_down=down,
+        )
+
+    def add_toxic(self, toxic: Toxic) -> str:
+        """Inject ``toxic`` into open and new connections; returns its id.
+
+        Raises:
+            ToxicsUnsupportedError: a UDP endpoint, or one opened with toxics=False.
+        """
+        return self._tcp("add_toxic").add_toxic(toxic)
+
+    def remove_toxic(self, toxic_id: str) -> None:
+        """Remove one toxic; raises UnknownToxicError for an id not active here."""
+        self._tcp("remove_toxic").remove_toxic(toxic_id)
+
+    def clear_toxics(self) -> None:
+        """Remove every toxic."""
+        if isinstance(self._engine, TcpBalancer):
+            self._engine.clear_toxics()
+
+    def toxics(self) -> dict[str, Toxic]:
+        """The active toxics by id."""
+        return dict(self._engine.toxics) if isinstance(self._engine, TcpBalancer) else {}
+
+    async def aclose(self) -> None:
+        """Stop listening, end every connection, and wait until all are closed."""
+        self._tg.cancel_scope.cancel()
+        await self._closed.wait()
+
+    def _tcp(self, what: str) -> TcpBalancer:
+        if not isinstance(self._engine, TcpBalancer):
+            raise ToxicsUnsupportedError(
+                f"endpoint {self.spec.name!r} is UDP: {what} works on TCP endpoints only"
+            )
+        return self._engine
+
+    async def _probe(self, entry: Entry, scope: anyio.CancelScope) -> None:
+        assert self.spec.probe is not None
+        with scope:
+            await probe_loop(self._pool, entry, self.spec.probe)
+
+
+@asynccontextmanager
+async def open_load_balancer(
+    spec: EndpointSpec,
+    backends: Iterable[Backend] = (),
+    *,
+    host: str = "127.0.0.1",
+    toxics: bool = True,
+    connect_timeout: float = 5.0,
+    udp_idle_timeout: float = 240.0,
+    port_attempts: int = PORT_ATTEMPTS,
+) -> AsyncIterator[LoadBalancer]:
+    """Listen for ``spec`` on ``host`` and balance over ``backends`` until exit.
+
+    Args:
+        spec: the endpoint; its public port, or the next free one, is bound.
+        backends: the initial pool (see ``LoadBalancer.set_backends``).
+        host: the deployment's public address.
+        toxics: False builds the plain pump, which cannot take toxics at all.
+        connect_timeout: seconds a connect to an instance may take before the next
+            instance is tried.
+        udp_idle_timeout: seconds after which a quiet UDP client may change instance.
+        port_attempts: how many ports from the public one are tried.
+
+    Raises:
+        NoFreePortError: no port in the range tried could be bound.
+    """
+    error: Exception | None = None
+    async with anyio.create_task_group() as tg:
+        lb: LoadBalancer = await tg.start(
+            partial(
+                serve_load_balancer,
+                spec,
+                backends,
+                host=host,
+                toxics=toxics,
+                connect_timeout=connect_timeout,
+                udp_idle_timeout=udp_idle_timeout,
+                port_attempts=port_attempts,
+            )
+        )
+        try:
+            yield lb
+        except Exception as exc:
+            # Re-raised below, outside the task group, so callers see it unwrapped.
+            error = exc
+        finally:
+            tg.cancel_scope.cancel()
+    if error is not None:
+        raise error
+
+
+async def serve_load_balancer(
+    spec: EndpointSpec,
+    backends: Iterable[Backend] = (),
+    *,
+    host: str = "127.0.0.1",
+    toxics: bool = True,
+    connect_timeout: float = 5.0,
+    udp_idle_timeout: float = 240.0,
+    port_attempts: int = PORT_ATTEMPTS,
+    keep_refused: bool = False,
+    task_status: TaskStatus[LoadBalancer] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run a load balancer until cancelled or closed; ``task_status.started`` gets it.
+
+    For a caller keeping balancers in its own task group:
+    ``lb = await tg.start(serve_load_balancer, spec)``. Arguments are those of
+    ``open_load_balancer``; ``keep_refused`` keeps an instance in rotation after a
+    refused connect (for single-instance forwarding).
+    """
+    pool = Pool(
+        ignore_status=spec.ignore_role_instance_status,
+        probed=spec.probe is not None,
+        keep_refused=keep_refused,
+    )
+    closed = anyio.Event()
+    try:
+        async with anyio.create_task_group() as tg:
+            engine: TcpBalancer | UdpBalancer
+            if spec.protocol == "udp":
+                sock = await bind_udp(spec.name, host, spec.public_port, attempts=port_attempts)
+                address = sock.extra(SocketAttribute.local_address)
+                engine = UdpBalancer(spec.name, pool, idle_timeout=udp_idle_timeout)
+                await tg.start(engine.serve, sock)
+            else:
+                listeners = await bind_tcp(
+                    spec.name, host, spec.public_port, attempts=port_attempts
+                )
+                address = listeners[0].extra(SocketAttribute.local_address)
+                engine = TcpBalancer(
+                    spec.name, pool, toxics=toxics, connect_timeout=connect_timeout
+                )
+                await tg.start(engine.serve, listeners)
+            lb = LoadBalancer(spec, (str(address[0]), int(address[1])), engine, tg, closed)
+            lb.set_backends(backends)
+            task_status.started(lb)
+    finally:
+        closed.set()
