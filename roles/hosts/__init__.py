@@ -1,0 +1,3 @@
+"""The role host processes: WaWorkerHost, WaIISHost, WaWebHost (HWC) and the W3WP web worker."""
+
+from __future__ import annotations

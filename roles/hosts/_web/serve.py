@@ -1,0 +1,221 @@
+"""Serve a WebSpec's sites with hypercorn on the listening sockets the worker inherited."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Mapping
+from contextlib import AsyncExitStack
+from functools import partial
+from pathlib import Path
+from typing import Any, cast
+
+import anyio
+import sniffio
+from hypercorn.config import Config, Sockets
+from hypercorn.typing import AppWrapper
+
+from .lifespan import site_lifespan
+from .routing import EndpointRouter, RequestTracker, SiteDispatcher, make_handler
+from .sites import LoadedSite, SiteKind, load_site
+from .spec import SiteSpec, WebSpec, WebSpecError, check_web_spec, normalize_prefix
+from .static import StaticFiles
+from .types import ASGIApp, Handler
+from .w3c import W3CLog
+
+logger = logging.getLogger(__name__)
+
+
+class LoadedSites:
+    """Every folder of a WebSpec, imported: site -> (root, [(prefix, folder)])."""
+
+    def __init__(self, spec: WebSpec) -> None:
+        """Import each site's root folder and virtual applications; raises SiteLoadError."""
+        self.roots: dict[str, LoadedSite] = {}
+        self.mounts: dict[str, list[tuple[str, LoadedSite]]] = {}
+        for site in spec.sites:
+            self.roots[site.name] = load_site(site.physical_path)
+            mounts = [
+                (normalize_prefix(a.path), load_site(a.physical_path)) for a in site.applications
+            ]
+            for directory in site.directories:
+                folder = Path(directory.physical_path)
+                if not folder.is_dir():
+                    raise WebSpecError(
+                        f"virtual directory {directory.path!r} of site {site.name!r}: folder "
+                        f"{folder} does not exist; check its physicalDirectory"
+                    )
+                mounts.append(
+                    (
+                        normalize_prefix(directory.path),
+                        LoadedSite(SiteKind.STATIC, folder, StaticFiles(folder)),
+                    )
+                )
+            self.mounts[site.name] = mounts
+
+    def asgi_apps(self) -> list[tuple[str, LoadedSite]]:
+        """Return (label, site) for every ASGI application, to run their lifespans."""
+        found = [(name, root) for name, root in self.roots.items()]
+        found += [(f"{name}{prefix}", s) for name, ms in self.mounts.items() for prefix, s in ms]
+        return [(label, site) for label, site in found if site.kind is SiteKind.ASGI]
+
+
+def log_site_name(spec: WebSpec, site: SiteSpec) -> str:
+    """Return a site's s-sitename in the access log: W3SVC<site_id + index>, as IIS numbers it."""
+    return f"W3SVC{spec.site_id + site.index}"
+
+
+def open_listeners(endpoints: Mapping[str, int]) -> dict[str, socket.socket]:
+    """Wrap each endpoint's inherited fd in a socket of our own (a dup: the fd stays the caller's).
+
+    Raises WebSpecError if an fd is not an open, listening TCP socket.
+    """
+    sockets: dict[str, socket.socket] = {}
+    try:
+        for name, fd in endpoints.items():
+            try:
+                sock = socket.socket(fileno=os.dup(fd))
+            except OSError as error:
+                raise WebSpecError(
+                    f"endpoint {name!r}: fd {fd} is not an open socket ({error.strerror}); "
+                    "pass the listening socket's fd with pass_fds"
+                ) from error
+            sockets[name] = sock
+            listening = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+            if sock.type != socket.SOCK_STREAM or not listening:
+                raise WebSpecError(
+                    f"endpoint {name!r}: fd {fd} is not a listening TCP socket; call listen() first"
+                )
+            sock.setblocking(False)
+    except BaseException:
+        for sock in sockets.values():
+            sock.close()
+        raise
+    return sockets
+
+
+def hypercorn_config(spec: WebSpec) -> Config:
+    """Return the hypercorn Config a worker serves with."""
+    config = Config()
+    config.graceful_timeout = spec.graceful_timeout
+    config.accesslog = None  # the W3C log is ours
+    config.include_server_header = False
+    return config
+
+
+async def serve_sites(
+    spec: WebSpec,
+    *,
+    shutdown_event: anyio.Event | None = None,
+    task_status: anyio.abc.TaskStatus[dict[str, str]] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve every site of `spec` until `shutdown_event` is set, idle timeout, or cancellation.
+
+    Runs inside any anyio program (trio or asyncio), so WaWebHost can host sites in-process.
+    Reports {endpoint name: "http://host:port"} through task_status once requests are served.
+    On shutdown the listeners stop accepting (pending connections stay queued in the inherited
+    sockets for the next worker), in-flight requests get `spec.graceful_timeout` seconds, then
+    ASGI lifespans shut down and the access log is flushed.
+
+    Raises WebSpecError for a spec that cannot be served, SiteLoadError for a site folder that
+    fails to import, LifespanError for an ASGI app whose startup fails.
+    """
+    check_web_spec(spec)
+    loaded = LoadedSites(spec)
+    stop = shutdown_event or anyio.Event()
+    tracker = RequestTracker()
+    access_log = W3CLog(spec.log_dir)
+    listeners = open_listeners(spec.endpoints)
+    try:
+        async with anyio.create_task_group() as tasks:
+            await tasks.start(access_log.run_flusher)
+            async with AsyncExitStack() as lifespans:
+                states: dict[int, dict[str, Any] | None] = {}
+                for label, site in loaded.asgi_apps():
+                    app = cast(ASGIApp, site.app)
+                    states[id(site)] = await lifespans.enter_async_context(
+                        site_lifespan(app, label)
+                    )
+                routers = _build_routers(spec, loaded, states, access_log, tracker)
+                binds: dict[str, str] = {}
+                async with anyio.create_task_group() as servers:
+                    for name, router in routers.items():
+                        binds[name] = await servers.start(
+                            _serve_endpoint, router, listeners[name], stop, spec
+                        )
+                    if spec.idle_timeout is not None:
+                        servers.start_soon(_watch_idle, tracker, spec.idle_timeout, stop)
+                    task_status.started(binds)
+                    await stop.wait()
+            tasks.cancel_scope.cancel()  # only the flusher is left; it flushes once more
+    finally:
+        access_log.flush()
+        for sock in listeners.values():
+            sock.close()
+
+
+def _build_routers(
+    spec: WebSpec,
+    loaded: LoadedSites,
+    states: Mapping[int, dict[str, Any] | None],
+    access_log: W3CLog,
+    tracker: RequestTracker,
+) -> dict[str, EndpointRouter]:
+    def handler(site: LoadedSite) -> Handler:
+        return make_handler(site, states.get(id(site)))
+
+    bound: dict[str, dict[str, tuple[str, SiteDispatcher]]] = {name: {} for name in spec.endpoints}
+    for site in spec.sites:
+        dispatcher = SiteDispatcher(
+            handler(loaded.roots[site.name]),
+            [(prefix, handler(mounted)) for prefix, mounted in loaded.mounts[site.name]],
+        )
+        for binding in site.bindings:
+            bound[binding.endpoint][binding.host_header] = (log_site_name(spec, site), dispatcher)
+    return {
+        name: EndpointRouter(name, sites, access_log=access_log, tracker=tracker)
+        for name, sites in bound.items()
+    }
+
+
+async def _serve_endpoint(
+    router: EndpointRouter,
+    sock: socket.socket,
+    stop: anyio.Event,
+    spec: WebSpec,
+    *,
+    task_status: anyio.abc.TaskStatus[str] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    config = hypercorn_config(spec)
+    # serve_sites owns `sock` and closes it; hypercorn closes what it serves, so it gets a dup.
+    sockets = Sockets(secure_sockets=[], insecure_sockets=[sock.dup()], quic_sockets=[])
+    app = cast(AppWrapper, router)
+    if sniffio.current_async_library() == "trio":
+        from hypercorn.trio.run import worker_serve as trio_serve
+
+        async with anyio.create_task_group() as tasks:
+            binds: list[str] = await tasks.start(
+                partial(trio_serve, app, config, sockets=sockets, shutdown_trigger=stop.wait)
+            )
+            task_status.started(binds[0])
+    else:
+        from hypercorn.asyncio.run import worker_serve as asyncio_serve
+
+        # The asyncio server has no readiness report, but the socket already listens: connections
+        # made now wait in its backlog until the server accepts them.
+        host, port = sock.getsockname()[:2]
+        task_status.started(f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}")
+        await asyncio_serve(app, config, sockets=sockets, shutdown_trigger=stop.wait)
+
+
+async def _watch_idle(tracker: RequestTracker, idle_timeout: float, stop: anyio.Event) -> None:
+    while not stop.is_set():
+        now = anyio.current_time()
+        quiet_until = tracker.last_activity + idle_timeout
+        if tracker.in_flight == 0 and now >= quiet_until:
+            logger.info("no request for %g s: shutting down", idle_timeout)
+            stop.set()
+            return
+        # A running request pushes last_activity forward when it ends; look again after that.
+        await anyio.sleep(max(quiet_until - now, min(idle_timeout, 1.0)))

@@ -1,0 +1,98 @@
+"""Load a site folder the way IIS would pick a handler: asgi.py, else wsgi.py, else static files.
+
+A folder holding `asgi.py` that defines `app` is an ASGI application; else a folder holding
+`wsgi.py` that defines `application` is a WSGI application (run in hypercorn's thread pool);
+else the folder's files are served as static content. While the module is imported, the site
+folder is put at the front of `sys.path`, so `asgi.py` can import modules that sit beside it;
+it is removed again afterwards, so imports that run later, inside a request, do not see it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import itertools
+import sys
+from collections.abc import Callable
+from enum import Enum
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import msgspec
+
+from .static import StaticFiles
+
+_module_numbers = itertools.count()
+
+
+class SiteLoadError(Exception):
+    """A site folder that cannot be served: missing, or its asgi.py/wsgi.py fails to import."""
+
+
+class SiteKind(Enum):
+    """How a site folder is served."""
+
+    ASGI = "asgi"
+    WSGI = "wsgi"
+    STATIC = "static"
+
+
+class LoadedSite(msgspec.Struct, frozen=True):
+    """A loaded site folder: its kind and the callable that serves it."""
+
+    kind: SiteKind
+    folder: Path
+    app: Callable[..., Any]
+
+
+def load_site(folder: str | Path) -> LoadedSite:
+    """Load the application in `folder`.
+
+    Raises SiteLoadError if the folder does not exist, if asgi.py/wsgi.py raises while being
+    imported, or if it does not define `app`/`application` as a callable.
+    """
+    path = Path(folder).absolute()
+    if not path.is_dir():
+        raise SiteLoadError(
+            f"site folder {path} does not exist; check the site's physicalDirectory"
+        )
+    for kind, file_name, attribute in (
+        (SiteKind.ASGI, "asgi.py", "app"),
+        (SiteKind.WSGI, "wsgi.py", "application"),
+    ):
+        source = path / file_name
+        if source.is_file():
+            module = _import_file(source)
+            app = getattr(module, attribute, None)
+            if app is None:
+                raise SiteLoadError(f"{source} does not define `{attribute}`; add it")
+            if not callable(app):
+                raise SiteLoadError(f"`{attribute}` in {source} is not callable")
+            return LoadedSite(kind, path, app)
+    return LoadedSite(SiteKind.STATIC, path, StaticFiles(path))
+
+
+def _import_file(source: Path) -> ModuleType:
+    # Each site gets its own module name: two sites both holding asgi.py must not share one.
+    name = f"_reddog_site_{next(_module_numbers)}_{source.stem}"
+    spec = importlib.util.spec_from_file_location(name, source)
+    if spec is None or spec.loader is None:
+        raise SiteLoadError(f"{source} cannot be imported as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    folder = str(source.parent)
+    sys.path.insert(0, folder)
+    sys.modules[name] = module  # so dataclasses, pickle and typing can find the module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException as error:
+        sys.modules.pop(name, None)
+        if isinstance(error, Exception):
+            raise SiteLoadError(
+                f"importing {source} failed: {type(error).__name__}: {error}"
+            ) from error
+        raise
+    finally:
+        with contextlib.suppress(ValueError):  # the module may have removed it itself
+            sys.path.remove(folder)
+    return module
