@@ -1,0 +1,22 @@
+"""A small actor runtime on anyio: mailboxes, supervision, and actors in child processes."""
+
+from __future__ import annotations
+
+from ._actor import Actor as Actor
+from ._errors import ActorDead as ActorDead
+from ._errors import ActorError as ActorError
+from ._errors import AskTimeout as AskTimeout
+from ._errors import MailboxFull as MailboxFull
+from ._errors import ProcessExited as ProcessExited
+from ._errors import RestartIntensityExceeded as RestartIntensityExceeded
+from ._errors import Unresponsive as Unresponsive
+from ._link import LinkFaults as LinkFaults
+from ._ref import Ref as Ref
+from ._supervisor import ChildInfo as ChildInfo
+from ._supervisor import ChildSpec as ChildSpec
+from ._supervisor import GetChild as GetChild
+from ._supervisor import Supervisor as Supervisor
+from ._supervisor import WhichChildren as WhichChildren
+from ._system import ActorSystem as ActorSystem
+from ._system import ProcessOptions as ProcessOptions
+from ._system import open_system as open_system

@@ -1,0 +1,85 @@
+"""The Actor base class: state plus a handler, fed one message at a time from a mailbox."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+from anyio.abc import TaskGroup
+
+if TYPE_CHECKING:
+    from ._cell import LocalCell
+    from ._ref import Ref
+    from ._system import ActorSystem, ProcessOptions
+
+
+class Actor:
+    """Subclass this and override ``receive``; optionally ``on_start`` and ``on_stop``.
+
+    Messages are handled one at a time, in mailbox order. The value ``receive`` returns is the
+    answer to an ask. An exception raised while answering an ask goes back to the asker as an
+    ActorError and the actor carries on; an exception raised while handling a tell crashes the
+    actor (its supervisor decides what happens next), because nobody else can act on it.
+    """
+
+    _cell: LocalCell
+    _task_group: TaskGroup
+
+    async def on_start(self) -> None:
+        """Called once before the first message; an exception here fails the spawn."""
+
+    async def receive(self, message: Any) -> Any:
+        """Handle one message; the return value answers an ask."""
+        raise TypeError(f"{type(self).__name__} does not handle {type(message).__name__} messages")
+
+    async def on_stop(self) -> None:
+        """Called once when the actor is stopped (not when it crashes)."""
+
+    # -- context, valid from on_start on ---------------------------------------------------
+
+    @property
+    def ref(self) -> Ref:
+        """This actor's own Ref."""
+        return self._cell.ref
+
+    @property
+    def name(self) -> str:
+        """The name the actor was spawned with."""
+        return self._cell.name
+
+    @property
+    def system(self) -> ActorSystem:
+        """The actor system this actor lives in."""
+        return self._cell.system
+
+    @property
+    def parent(self) -> Ref | None:
+        """The actor this one reports to, when the spawner named one (across a process link too)."""
+        return self._cell.parent
+
+    def start_soon(
+        self, func: Callable[..., Coroutine[Any, Any, Any]], *args: Any, name: str | None = None
+    ) -> None:
+        """Run a background task for the actor's lifetime; if it raises, the actor crashes."""
+        self._task_group.start_soon(func, *args, name=name)
+
+    async def start(
+        self, func: Callable[..., Coroutine[Any, Any, Any]], *args: Any, name: str | None = None
+    ) -> Any:
+        """Like start_soon, but wait until the task calls ``task_status.started(value)``."""
+        return await self._task_group.start(func, *args, name=name)
+
+    async def spawn(self, factory: Callable[[], Actor], *, name: str, mailbox_size: int = 1000) -> Ref:
+        """Spawn an in-process actor owned by this one: it stops before this actor does."""
+        return await self._cell.children.spawn(factory, name=name, mailbox_size=mailbox_size, parent=self.ref)
+
+    async def spawn_process(
+        self, target: str, *, name: str, options: ProcessOptions | None = None, **kwargs: Any
+    ) -> Ref:
+        """Spawn a process actor owned by this one (see ActorSystem.spawn_process)."""
+        kwargs.setdefault("parent", self.ref)
+        return await self._cell.children.spawn_process(target, name=name, options=options, **kwargs)
+
+    def stop(self) -> None:
+        """Stop this actor once the current message is handled (a normal exit)."""
+        self._cell.request_stop(by_owner=False)

@@ -1,0 +1,374 @@
+"""A link: one connection between two processes, carrying frames both ways, with fault hooks."""
+
+from __future__ import annotations
+
+import logging
+import random
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+import anyio
+import anyio.lowlevel
+
+from ._errors import ActorDead, ActorError, MailboxFull
+from ._mailbox import Reply, new_event
+from ._wire import BadFrame, Failure, Frame, FrameSplitter, Kind, append_frame, decode_frame
+
+logger = logging.getLogger("actors.link")
+
+#: A tell waits for the writer once this many bytes are queued: batches frames, bounds memory.
+FLUSH_BYTES: Final = 64 * 1024
+#: tell_nowait refuses (MailboxFull) once this many bytes are queued.
+LIMIT_BYTES: Final = 1024 * 1024
+READ_SIZE: Final = 256 * 1024
+
+Direction = Literal["out", "in", "both"]
+
+
+@dataclass
+class _Rule:
+    drop: float = 0.0
+    delay: float = 0.0
+    jitter: float = 0.0
+    cut: bool = False
+
+
+class LinkFaults:
+    """The fault hook of a link: drop, delay or cut frames, per direction.
+
+    "out" is towards the child, "in" is from it. Off by default; while off, the link pays one
+    attribute test per frame. Faults persist across restarts of the child.
+    """
+
+    def __init__(self, seed: int | None = None) -> None:
+        self.active = False
+        self._rules: dict[str, _Rule] = {"out": _Rule(), "in": _Rule()}
+        self._random = random.Random(seed)
+
+    def _each(self, direction: Direction) -> list[_Rule]:
+        if direction not in ("out", "in", "both"):
+            raise ValueError(f"direction must be 'out', 'in' or 'both', not {direction!r}")
+        return list(self._rules.values()) if direction == "both" else [self._rules[direction]]
+
+    def drop(self, probability: float, direction: Direction = "both") -> None:
+        """Lose each frame with this probability (0 to 1)."""
+        if not 0.0 <= probability <= 1.0:
+            raise ValueError(f"drop probability must be between 0 and 1, not {probability}")
+        for rule in self._each(direction):
+            rule.drop = probability
+        self._refresh()
+
+    def delay(self, seconds: float, jitter: float = 0.0, direction: Direction = "both") -> None:
+        """Hold each frame for ``seconds`` plus a uniform random ``[0, jitter)``; order may change."""
+        if seconds < 0 or jitter < 0:
+            raise ValueError("delay and jitter must not be negative")
+        for rule in self._each(direction):
+            rule.delay, rule.jitter = seconds, jitter
+        self._refresh()
+
+    def cut(self, direction: Direction = "both") -> None:
+        """Lose every frame (a partition) until cleared."""
+        for rule in self._each(direction):
+            rule.cut = True
+        self._refresh()
+
+    def clear(self, direction: Direction = "both") -> None:
+        """Remove every fault in that direction."""
+        for key in ("out", "in") if direction == "both" else (direction,):
+            self._rules[key] = _Rule()
+        self._refresh()
+
+    def _refresh(self) -> None:
+        self.active = any(r.cut or r.drop or r.delay or r.jitter for r in self._rules.values())
+
+    def decide(self, direction: Literal["out", "in"]) -> float | None:
+        """None: lose the frame; otherwise the delay before it goes on (0.0: at once)."""
+        rule = self._rules[direction]
+        if rule.cut or (rule.drop and self._random.random() < rule.drop):
+            return None
+        return rule.delay + (self._random.uniform(0.0, rule.jitter) if rule.jitter else 0.0)
+
+
+class WireReply(Reply):
+    """Sends the answer to an ask back across the link it came from."""
+
+    __slots__ = ("_ident", "_outbox")
+
+    def __init__(self, outbox: Outbox, ident: int) -> None:
+        self._outbox = outbox
+        self._ident = ident
+
+    def resolve(self, value: Any) -> None:
+        """Send a REPLY frame."""
+        self._outbox.control(Kind.REPLY, self._ident, value)
+
+    def reject(self, error: BaseException) -> None:
+        """Send a FAIL frame describing the error."""
+        self._outbox.control(Kind.FAIL, self._ident, describe_failure(error))
+
+
+def describe_failure(error: BaseException) -> Failure:
+    """An exception as it crosses the wire."""
+    if isinstance(error, ActorDead):
+        return Failure("dead", "ActorDead", str(error))
+    if not isinstance(error, ActorError):
+        error = ActorError.from_exception(error)
+    return Failure("error", error.type_name, error.message, error.traceback)
+
+
+def rebuild_failure(failure: Failure) -> BaseException:
+    """The exception a Failure from the wire stands for."""
+    if failure.kind == "dead":
+        return ActorDead(failure.message)
+    return ActorError(failure.type_name, failure.message, failure.traceback)
+
+
+class Outbox:
+    """Frames waiting to be written to a peer, and the asks waiting for its answers.
+
+    It outlives a link: frames queued while a child restarts go to the next incarnation.
+    """
+
+    def __init__(self, name: str, faults: LinkFaults) -> None:
+        self.name = name
+        self.faults = faults
+        self.buffer = bytearray()
+        self.control_buffer = bytearray()
+        self.pending: dict[int, Reply] = {}
+        self.closed = False
+        self._next_id = 1
+        self._queued_ask_id = 0
+        self._written_ask_id = 0
+        self._drained = anyio.Event()
+        self._wake: anyio.Event | None = None
+        self._delayed: Callable[[float, Callable[[], None]], None] | None = None
+        #: A non-blocking send on the raw socket, set while a link runs: lets an ask or a reply
+        #: leave at once instead of waking the writer task (a scheduler round trip per frame).
+        self.direct_send: Callable[[bytes], int] | None = None
+
+    # -- producers ---------------------------------------------------------------------------
+
+    async def deliver(self, message: Any, reply: Reply | None) -> None:
+        """Queue a TELL (or an ASK whose answer goes to ``reply``), waiting while the buffer is full."""
+        self._queue(message, reply)
+        if len(self.buffer) >= FLUSH_BYTES:
+            await self._wait_drained()
+        else:
+            await anyio.lowlevel.checkpoint_if_cancelled()
+
+    def deliver_nowait(self, message: Any, reply: Reply | None) -> None:
+        """Queue a frame at once, or raise MailboxFull / ActorDead."""
+        if len(self.buffer) >= LIMIT_BYTES:
+            raise MailboxFull(f"link to actor {self.name!r} has {len(self.buffer)} bytes queued; use tell()")
+        self._queue(message, reply)
+
+    def _queue(self, message: Any, reply: Reply | None) -> None:
+        if self.closed:
+            raise ActorDead(f"actor {self.name!r} is dead")
+        if reply is None:
+            kind, ident = Kind.TELL, 0
+        else:
+            kind, ident = Kind.ASK, self._next_id
+            self._next_id += 1
+            self.pending[ident] = reply
+            self._queued_ask_id = ident
+            if hasattr(reply, "on_abandon"):
+                reply.on_abandon = lambda: self.pending.pop(ident, None)
+        if self.faults.active:
+            self._faulty(self.buffer, kind, ident, message)
+            return
+        append_frame(self.buffer, kind, ident, message)
+        if self._wake is not None:
+            if reply is not None:
+                self._flush_now()
+            else:
+                self._wake.set()
+
+    def control(self, kind: int, ident: int, body: Any) -> None:
+        """Queue a control frame (replies, pings, stop), written before ordinary messages."""
+        if self.faults.active:
+            self._faulty(self.control_buffer, kind, ident, body)
+            return
+        append_frame(self.control_buffer, kind, ident, body)
+        if self._wake is not None:
+            self._flush_now()
+
+    def _flush_now(self) -> None:
+        """Write what is queued straight to the socket; only called while the writer is idle,
+        so no partial write of the writer's can be interleaved with ours."""
+        assert self._wake is not None
+        if self.direct_send is not None:
+            data = bytes(self.control_buffer + self.buffer) if self.control_buffer else bytes(self.buffer)
+            try:
+                sent = self.direct_send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                sent = 0  # the writer will meet the same error and end the link
+            if sent:
+                self.control_buffer.clear()
+                self.buffer.clear()
+                self._written_ask_id = self._queued_ask_id
+                if sent < len(data):
+                    self.control_buffer += data[sent:]
+                else:
+                    return
+        self._wake.set()
+
+    def _faulty(self, buffer: bytearray, kind: int, ident: int, body: Any) -> None:
+        delay = self.faults.decide("out")
+        if delay is None:
+            return
+        if delay == 0.0 or self._delayed is None:
+            append_frame(buffer, kind, ident, body)
+            if self._wake is not None:
+                self._wake.set()
+            return
+
+        def later() -> None:
+            append_frame(buffer, kind, ident, body)
+            if self._wake is not None:
+                self._wake.set()
+
+        self._delayed(delay, later)
+
+    async def _wait_drained(self) -> None:
+        if self._drained.is_set():
+            self._drained = new_event()
+        await self._drained.wait()
+        if self.closed:
+            raise ActorDead(f"actor {self.name!r} is dead")
+
+    # -- the writer side ---------------------------------------------------------------------
+
+    async def take(self) -> bytes:
+        """Wait for queued frames and take them all, control frames first."""
+        while not (self.buffer or self.control_buffer):
+            self._wake = new_event()
+            await self._wake.wait()
+            self._wake = None
+        data = bytes(self.control_buffer + self.buffer) if self.control_buffer else bytes(self.buffer)
+        self.control_buffer.clear()
+        self.buffer.clear()
+        self._written_ask_id = self._queued_ask_id
+        self._drained.set()
+        return data
+
+    def answer(self, frame: Frame, value: Any) -> None:
+        """Route a REPLY (value) or FAIL (an exception) to the ask waiting for it."""
+        reply = self.pending.pop(frame.id, None)
+        if reply is None:
+            return  # the asker gave up already
+        if isinstance(value, BaseException):
+            reply.reject(value)
+        else:
+            reply.resolve(value)
+
+    def lose_written(self) -> None:
+        """The peer is gone: asks already written will never be answered."""
+        for ident in [i for i in self.pending if i <= self._written_ask_id]:
+            self.pending.pop(ident).reject(ActorDead(f"actor {self.name!r} died before answering"))
+        self.control_buffer.clear()
+
+    def close(self) -> None:
+        """No peer will ever read this again: fail every waiting ask and every waiting sender."""
+        self.closed = True
+        self._written_ask_id = self._queued_ask_id
+        self.lose_written()
+        self.buffer.clear()
+        self._drained.set()
+
+
+async def pump(
+    sock: socket.socket,
+    outbox: Outbox,
+    on_frame: Callable[[Frame], Awaitable[None]],
+    on_bad_frame: Callable[[BadFrame, Frame | None], None],
+) -> None:
+    """Run one link over a connected socket: write the outbox, read frames into ``on_frame``.
+
+    Returns when the peer closes the connection (EOF) or it breaks. The socket is used raw
+    and non-blocking (try first, wait for readiness only when it would block): each skipped
+    scheduler round trip is measurable on the ask latency.
+    """
+    sock.setblocking(False)
+    faults = outbox.faults
+
+    async def writer() -> None:
+        try:
+            while True:
+                data = memoryview(await outbox.take())
+                while data:
+                    try:
+                        data = data[sock.send(data) :]
+                    except BlockingIOError:
+                        await anyio.wait_writable(sock)
+        except OSError:
+            pass  # the reader sees the same breakage as EOF and ends the link
+
+    async def deliver_later(delay: float, frame: Frame) -> None:
+        await anyio.sleep(delay)
+        try:
+            await on_frame(frame)
+        except BadFrame as exc:
+            on_bad_frame(exc, frame)
+
+    def send_later(delay: float, action: Callable[[], None]) -> None:
+        async def run() -> None:
+            await anyio.sleep(delay)
+            action()
+
+        task_group.start_soon(run)
+
+    async with anyio.create_task_group() as task_group:
+        outbox._delayed = send_later
+        outbox.direct_send = sock.send
+        task_group.start_soon(writer)
+        splitter = FrameSplitter()
+        streak = 0
+        while True:
+            try:
+                chunk = sock.recv(READ_SIZE)
+            except BlockingIOError:
+                await anyio.wait_readable(sock)
+                streak = 0
+                continue
+            except OSError:
+                break
+            if not chunk:
+                break
+            streak += 1
+            if streak >= 16:  # a peer that never lets us block must not starve our other tasks
+                streak = 0
+                await anyio.lowlevel.checkpoint()
+            try:
+                payloads = splitter.feed(chunk)
+            except BadFrame as exc:
+                on_bad_frame(exc, None)
+                continue
+            for payload in payloads:
+                frame: Frame | None = None
+                try:
+                    frame = decode_frame(payload)
+                    if faults.active:
+                        delay = faults.decide("in")
+                        if delay is None:
+                            continue
+                        if delay:
+                            task_group.start_soon(deliver_later, delay, frame)
+                            continue
+                    await on_frame(frame)
+                except BadFrame as exc:
+                    on_bad_frame(exc, frame)
+        outbox._delayed = None
+        outbox.direct_send = None
+        task_group.cancel_scope.cancel()
+
+
+def report_bad_frame(outbox: Outbox, exc: BadFrame, frame: Frame | None) -> None:
+    """Log a frame that could not be understood and tell the peer, without dying of it."""
+    logger.warning("link %r: %s", outbox.name, exc)
+    ident = frame.id if frame is not None and frame.kind == Kind.ASK else 0
+    outbox.control(Kind.FAIL, ident, Failure("bad-frame", "BadFrame", str(exc)))

@@ -1,0 +1,129 @@
+"""Refs: the one handle to an actor, the same whether it lives in this process or another."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Final, Protocol, final
+
+import anyio
+
+from ._errors import AskTimeout, MailboxFull
+from ._mailbox import AwaitedReply, Reply
+
+if TYPE_CHECKING:
+    from ._link import LinkFaults
+
+#: How long ask() waits by default: long enough for any sane handler, short enough that a
+#: lost reply surfaces as an error rather than a hang.
+DEFAULT_ASK_TIMEOUT: Final = 30.0
+
+
+class Target(Protocol):
+    """What a Ref talks to: a local actor cell, a process actor, or the peer across a link."""
+
+    name: str
+
+    async def deliver(self, message: Any, reply: Reply | None) -> None:
+        """Queue a message (waiting for room); its answer, if any, goes to ``reply``."""
+
+    def deliver_nowait(self, message: Any, reply: Reply | None) -> None:
+        """Queue a message now or raise MailboxFull."""
+
+    def request_stop(self) -> None:
+        """Ask the actor to stop; returns at once."""
+
+    async def join(self) -> BaseException | None:
+        """Wait until the actor is gone for good; return why (None for a normal stop)."""
+
+    @property
+    def pid(self) -> int | None:
+        """The pid of the process running the actor now."""
+
+    @property
+    def faults(self) -> LinkFaults | None:
+        """The fault hook of the link to the actor, for process actors."""
+
+
+@final
+class Ref:
+    """A handle to an actor: tell it, ask it, stop it, wait for it.
+
+    A Ref stays valid across restarts by a supervisor: messages sent while the actor restarts
+    wait in its mailbox (or, for a process actor, in the link's outgoing buffer).
+    """
+
+    __slots__ = ("_target", "name")
+
+    def __init__(self, target: Target) -> None:
+        self._target = target
+        self.name = target.name
+
+    async def tell(self, message: Any) -> None:
+        """Send a message without waiting for an answer; waits while the mailbox is full.
+
+        Raises:
+            ActorDead: the actor is gone.
+        """
+        await self._target.deliver(message, None)
+
+    def tell_nowait(self, message: Any) -> None:
+        """Send a message at once.
+
+        Raises:
+            MailboxFull: the mailbox has no room now.
+            ActorDead: the actor is gone.
+        """
+        self._target.deliver_nowait(message, None)
+
+    async def ask(self, message: Any, *, timeout: float | None = DEFAULT_ASK_TIMEOUT) -> Any:
+        """Send a message and return the handler's return value.
+
+        Raises:
+            AskTimeout: no answer within ``timeout`` seconds (None waits for ever).
+            ActorError: the handler raised; carries the exception's type name, message and
+                traceback text.
+            ActorDead: the actor is gone, or went before answering.
+        """
+        reply = AwaitedReply()
+        with anyio.move_on_after(timeout) as scope:
+            try:
+                try:
+                    # No scheduler round trip when there is room: the wait below yields anyway.
+                    self._target.deliver_nowait(message, reply)
+                except MailboxFull:
+                    await self._target.deliver(message, reply)
+                await reply.wait()
+            except BaseException:
+                reply.abandon()
+                raise
+        if scope.cancelled_caught:
+            reply.abandon()
+            raise AskTimeout(
+                f"actor {self.name!r} did not answer {type(message).__name__} within {timeout} s"
+            )
+        return reply.result()
+
+    def request_stop(self) -> None:
+        """Ask the actor to stop and return at once (its owner will not restart it)."""
+        self._target.request_stop()
+
+    async def stop(self) -> BaseException | None:
+        """Stop the actor and wait until it is gone; return why it ended (None: normally)."""
+        self._target.request_stop()
+        return await self._target.join()
+
+    async def join(self) -> BaseException | None:
+        """Wait until the actor is gone for good; return why it ended (None: normally)."""
+        return await self._target.join()
+
+    @property
+    def pid(self) -> int | None:
+        """The pid of the process running the actor now (this process's pid for a local one)."""
+        return self._target.pid
+
+    @property
+    def faults(self) -> LinkFaults | None:
+        """The fault hook of the link to a process actor (None for a local actor)."""
+        return self._target.faults
+
+    def __repr__(self) -> str:
+        return f"<Ref {self.name!r}>"

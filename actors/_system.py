@@ -1,0 +1,112 @@
+"""The actor system: the root that owns every top-level actor and child process."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from ._scope import Scope
+
+if TYPE_CHECKING:
+    from ._actor import Actor
+    from ._ref import Ref
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProcessOptions:
+    """How a process actor's process is run, watched and stopped.
+
+    Attributes:
+        log_path: file that receives the child's stdout and stderr (appended); None inherits ours.
+        env: extra environment variables for the child (on top of ours).
+        cwd: working directory of the child.
+        new_session: run the child in a new session and process group (a VM: kill it whole).
+        user, group: run the child as this user and group (needs root).
+        python: the interpreter to run.
+        start_timeout: how long the child may take to import and finish on_start.
+        ping_interval: seconds between liveness pings; None disables them.
+        ping_timeout: a ping unanswered this long means the child is unresponsive.
+        stop_timeout: after the stop message, how long before SIGTERM.
+        term_timeout: after SIGTERM, how long before SIGKILL.
+    """
+
+    log_path: str | os.PathLike[str] | None = None
+    env: Mapping[str, str] | None = None
+    cwd: str | os.PathLike[str] | None = None
+    new_session: bool = False
+    user: str | int | None = None
+    group: str | int | None = None
+    python: str | None = None
+    start_timeout: float = 60.0
+    ping_interval: float | None = 5.0
+    ping_timeout: float = 15.0
+    stop_timeout: float = 10.0
+    term_timeout: float = 5.0
+
+
+class ActorSystem:
+    """Spawns actors, in this process or in child processes, and owns them until it closes."""
+
+    def __init__(self, scope_factory: Callable[[ActorSystem], Scope]) -> None:
+        self._root = scope_factory(self)
+
+    async def spawn(self, factory: Callable[[], Actor], *, name: str, mailbox_size: int = 1000) -> Ref:
+        """Start an in-process actor built by ``factory()``; return its Ref once on_start is done.
+
+        Raises:
+            ActorError: on_start raised.
+        """
+        return await self._root.spawn(factory, name=name, mailbox_size=mailbox_size)
+
+    async def spawn_process(
+        self,
+        target: str,
+        *,
+        name: str,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        parent: Ref | None = None,
+        mailbox_size: int = 1000,
+        options: ProcessOptions | None = None,
+    ) -> Ref:
+        """Start ``"package.module:ClassName"`` as an actor in a new child process.
+
+        The class is built in the child as ``ClassName(*args, **kwargs)``; arguments must be
+        msgspec-encodable (Structs keep their type). Messages the child sends to its
+        ``parent`` are delivered to ``parent`` here. Returns once the child's on_start is done.
+
+        Raises:
+            ActorError: the child could not import or build the actor, or on_start raised.
+            ProcessExited: the child died before it started.
+        """
+        return await self._root.spawn_process(
+            target,
+            name=name,
+            args=tuple(args),
+            kwargs=dict(kwargs or {}),
+            parent=parent,
+            mailbox_size=mailbox_size,
+            options=options,
+        )
+
+    async def aclose(self) -> None:
+        """Stop every actor, newest first (each stops its own children first)."""
+        await self._root.aclose()
+
+
+@asynccontextmanager
+async def open_system() -> AsyncIterator[ActorSystem]:
+    """Open an actor system; leaving the block stops every actor and child process it started."""
+    async with anyio.create_task_group() as task_group:
+        system = ActorSystem(lambda owner: Scope(owner, task_group))
+        try:
+            yield system
+        finally:
+            with anyio.CancelScope(shield=True):
+                await system.aclose()
+            task_group.cancel_scope.cancel()

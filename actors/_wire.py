@@ -1,0 +1,176 @@
+"""The wire between processes: length-prefixed msgpack frames carrying typed messages.
+
+A frame is a 4-byte big-endian length followed by a msgpack array
+``[kind, id, type, body]``. ``type`` names the message class (``"module:QualName"`` of a
+msgspec Struct) so the receiver can decode ``body`` into the same class without a registry;
+an empty ``type`` means plain msgpack data.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from enum import IntEnum
+from typing import Any, Final
+
+import msgspec
+
+logger = logging.getLogger("actors.wire")
+
+HEADER_SIZE: Final = 4
+#: Frames larger than this are refused: they are far past any sane message and usually mean a
+#: desynchronised or hostile stream.
+MAX_FRAME_SIZE: Final = 64 * 1024 * 1024
+
+
+class Kind(IntEnum):
+    """What a frame carries."""
+
+    TELL = 0
+    ASK = 1
+    REPLY = 2
+    FAIL = 3
+    INIT = 4
+    STARTED = 5
+    STOP = 6
+    PING = 7
+    PONG = 8
+    CRASHED = 9
+
+
+class Frame(msgspec.Struct, array_like=True, frozen=True):
+    """A decoded frame whose body is still raw msgpack, to be decoded by its type."""
+
+    kind: int
+    id: int
+    type: str
+    body: msgspec.Raw
+
+
+class Failure(msgspec.Struct, frozen=True):
+    """Why an ask failed, as it crosses the wire: ``kind`` is "error", "dead" or "bad-frame"."""
+
+    kind: str
+    type_name: str
+    message: str
+    traceback: str = ""
+
+
+class Init(msgspec.Struct, frozen=True):
+    """What a child needs to build its actor: the class path, its name and typed arguments."""
+
+    target: str
+    name: str
+    args: list[tuple[str, msgspec.Raw]]
+    kwargs: dict[str, tuple[str, msgspec.Raw]]
+    has_parent: bool
+    mailbox_size: int
+
+
+class Started(msgspec.Struct, frozen=True):
+    """The child's actor finished on_start."""
+
+    pid: int
+
+
+class BadFrame(Exception):
+    """A frame could not be decoded: corrupt msgpack, unknown kind or an unknown message type."""
+
+
+_encoder = msgspec.msgpack.Encoder()
+_frame_decoder = msgspec.msgpack.Decoder(Frame)
+_any_decoder: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder()
+_decoders: dict[str, msgspec.msgpack.Decoder[Any]] = {"": _any_decoder}
+_type_names: dict[type, str] = {}
+
+
+def type_name(value: object) -> str:
+    """The wire name of a value's type: its class path for a Struct, "" for plain data."""
+    kind = type(value)
+    try:
+        return _type_names[kind]
+    except KeyError:
+        name = f"{kind.__module__}:{kind.__qualname__}" if issubclass(kind, msgspec.Struct) else ""
+        _type_names[kind] = name
+        return name
+
+
+def _decoder_for(name: str) -> msgspec.msgpack.Decoder[Any]:
+    try:
+        return _decoders[name]
+    except KeyError:
+        pass
+    module_name, _, qualname = name.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise BadFrame(f"unknown message type {name!r}: {exc}") from None
+    if not (isinstance(obj, type) and issubclass(obj, msgspec.Struct)):
+        raise BadFrame(f"message type {name!r} is not a msgspec Struct")
+    decoder = _decoders[name] = msgspec.msgpack.Decoder(obj)
+    return decoder
+
+
+def decode_value(name: str, body: msgspec.Raw | bytes | memoryview) -> Any:
+    """Decode a message body of the named type; raise BadFrame if it cannot be."""
+    try:
+        return _decoder_for(name).decode(body)
+    except msgspec.DecodeError as exc:
+        raise BadFrame(f"cannot decode a {name or 'plain'} message: {exc}") from None
+
+
+def encode_value(value: object) -> tuple[str, msgspec.Raw]:
+    """A value as a (type name, raw msgpack) pair, for arguments nested inside another message."""
+    return type_name(value), msgspec.Raw(_encoder.encode(value))
+
+
+def append_frame(buffer: bytearray, kind: int, ident: int, body: object, name: str | None = None) -> None:
+    """Encode one frame at the end of ``buffer`` (in place: no intermediate copies)."""
+    start = len(buffer)
+    _encoder.encode_into(
+        (kind, ident, type_name(body) if name is None else name, body), buffer, start + HEADER_SIZE
+    )
+    buffer[start : start + HEADER_SIZE] = (len(buffer) - start - HEADER_SIZE).to_bytes(HEADER_SIZE, "big")
+
+
+def decode_frame(data: bytes | memoryview) -> Frame:
+    """Decode a frame's envelope; the body stays raw. Raises BadFrame."""
+    try:
+        return _frame_decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        raise BadFrame(f"malformed frame: {exc}") from None
+
+
+class FrameSplitter:
+    """Cuts a byte stream into frame payloads, keeping any partial frame for the next chunk."""
+
+    __slots__ = ("_buffer",)
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """Add a chunk; return every complete frame payload now available, in order.
+
+        Raises BadFrame when a length prefix is impossible; the buffered bytes are dropped then,
+        because framing cannot be recovered from the middle of a stream.
+        """
+        buffer = self._buffer
+        buffer += chunk
+        frames: list[bytes] = []
+        pos = 0
+        end = len(buffer)
+        while end - pos >= HEADER_SIZE:
+            size = int.from_bytes(buffer[pos : pos + HEADER_SIZE], "big")
+            if size > MAX_FRAME_SIZE:
+                buffer.clear()
+                raise BadFrame(f"frame of {size} bytes exceeds the {MAX_FRAME_SIZE}-byte limit")
+            if end - pos - HEADER_SIZE < size:
+                break
+            frames.append(bytes(buffer[pos + HEADER_SIZE : pos + HEADER_SIZE + size]))
+            pos += HEADER_SIZE + size
+        if pos:
+            del buffer[:pos]
+        return frames

@@ -1,0 +1,150 @@
+"""Actors the tests run, in-process and in child processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Any
+
+import anyio
+import msgspec
+
+from actors import Actor
+
+
+class Add(msgspec.Struct, frozen=True, tag=True):
+    """Add to the counter."""
+
+    amount: int
+
+
+class Get(msgspec.Struct, frozen=True, tag=True):
+    """Ask for the counter and the order messages came in."""
+
+
+class Fail(msgspec.Struct, frozen=True, tag=True):
+    """Raise inside the handler."""
+
+    text: str
+
+
+class Exit(msgspec.Struct, frozen=True, tag=True):
+    """End the whole process with this exit code."""
+
+    code: int
+
+
+class Pid(msgspec.Struct, frozen=True, tag=True):
+    """Ask for the pid serving the actor."""
+
+
+class Block(msgspec.Struct, frozen=True, tag=True):
+    """Block the event loop (a stuck handler) for this many seconds."""
+
+    seconds: float
+
+
+class Tell(msgspec.Struct, frozen=True, tag=True):
+    """Ask the child to tell its parent something."""
+
+    text: str
+
+
+class AskParent(msgspec.Struct, frozen=True, tag=True):
+    """Ask the child to ask its parent something and return the answer."""
+
+    text: str
+
+
+class Print(msgspec.Struct, frozen=True, tag=True):
+    """Print a line to stdout and one to stderr."""
+
+    text: str
+
+
+class Recorder(Actor):
+    """Keeps every message it receives; answers Get with them."""
+
+    def __init__(self, prefix: str = "") -> None:
+        self.prefix = prefix
+        self.total = 0
+        self.seen: list[Any] = []
+
+    async def receive(self, message: Any) -> Any:
+        match message:
+            case Add(amount=amount):
+                self.total += amount
+                self.seen.append(amount)
+                return self.total
+            case Get():
+                return {"total": self.total, "seen": self.seen, "prefix": self.prefix}
+            case Fail(text=text):
+                raise ValueError(text)
+            case Exit(code=code):
+                os._exit(code)
+            case Pid():
+                return os.getpid()
+            case Block(seconds=seconds):
+                time.sleep(seconds)
+                return None
+            case Tell(text=text):
+                assert self.parent is not None
+                await self.parent.tell(text)
+                return None
+            case AskParent(text=text):
+                assert self.parent is not None
+                return await self.parent.ask(text, timeout=10)
+            case Print(text=text):
+                print(text, flush=True)
+                import sys
+
+                print(f"err:{text}", file=sys.stderr, flush=True)
+                return None
+            case _:
+                self.seen.append(message)
+                return message
+
+
+class StubbornStop(Actor):
+    """Ignores the polite stop: its on_stop blocks the whole process, and SIGTERM too."""
+
+    async def on_start(self) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+    async def receive(self, message: Any) -> Any:
+        return os.getpid()
+
+    async def on_stop(self) -> None:
+        time.sleep(3600)
+
+
+class FailingStart(Actor):
+    """on_start raises."""
+
+    async def on_start(self) -> None:
+        raise RuntimeError("cannot start: no database")
+
+
+class Slow(Actor):
+    """Each message takes a while: fills its mailbox quickly."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    async def receive(self, message: Any) -> Any:
+        if message == "count":
+            return self.count
+        await anyio.sleep(0.05)
+        self.count += 1
+        return None
+
+
+class Spawner(Actor):
+    """Spawns a Recorder in a child process of its own (a grandchild of the test)."""
+
+    async def on_start(self) -> None:
+        self.child = await self.spawn_process("sample_actors:Recorder", name="grandchild")
+
+    async def receive(self, message: Any) -> Any:
+        return await self.child.ask(message)
