@@ -102,9 +102,7 @@ class SiteActivator:
         """Wait until a worker starts or exits."""
         await self._changed.wait()
 
-    async def run(
-        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
-    ) -> None:
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Activate workers until cancelled; raises WorkerRapidFailError on repeated failures."""
         task_status.started()
         while True:

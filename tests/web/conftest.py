@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 import textwrap
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
@@ -16,7 +16,7 @@ import pytest
 
 from roles.hosts._web import BindingSpec, SiteSpec, WebSpec, serve_sites
 
-ASGI_APP = '''
+ASGI_APP = """
 import json
 
 import helper  # a module beside asgi.py: the site folder is on sys.path while importing
@@ -35,12 +35,13 @@ async def app(scope, receive, send):
     if scope["path"].endswith("/boom"):
         raise RuntimeError("boom")
     if scope["path"].endswith("/slow"):
-        import pathlib
-
         import anyio
-        # Tell the test the request is in flight, then take a while.
-        (pathlib.Path(__file__).parent / "slow-started").touch()
+        # Headers and a first chunk at once tell the client the request is in flight.
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"started ", "more_body": True})
         await anyio.sleep(float(scope["query_string"] or b"0.5"))
+        await send({"type": "http.response.body", "body": b"finished"})
+        return
     body = json.dumps({
         "site": helper.NAME,
         "path": scope["path"],
@@ -50,9 +51,9 @@ async def app(scope, receive, send):
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-type", b"application/json")]})
     await send({"type": "http.response.body", "body": body})
-'''
+"""
 
-WSGI_APP = '''
+WSGI_APP = """
 import threading
 
 
@@ -64,7 +65,7 @@ def application(environ, start_response):
                      str(in_thread)])
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [body.encode()]
-'''
+"""
 
 
 class WebKit:
@@ -114,9 +115,7 @@ class WebKit:
         """Serve `spec` in-process for the body of the block; yields {endpoint: base url}."""
         stop = anyio.Event()
         async with anyio.create_task_group() as tasks:
-            binds: dict[str, str] = await tasks.start(
-                partial(serve_sites, spec, shutdown_event=stop)
-            )
+            binds: dict[str, str] = await tasks.start(partial(serve_sites, spec, shutdown_event=stop))
             try:
                 yield binds
             finally:
@@ -127,6 +126,14 @@ class WebKit:
         """An httpx client for a server on loopback (no proxies from the environment)."""
         async with httpx.AsyncClient(base_url=base_url, trust_env=False, timeout=10) as http:
             yield http
+
+    async def poll_until(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+        """Check `predicate` every 20 ms until it holds; fail after `timeout` seconds."""
+        with anyio.fail_after(timeout):
+            while True:
+                if predicate():
+                    return
+                await anyio.sleep(0.02)
 
     def log_text(self) -> str:
         """Return the text of every access log file written so far."""

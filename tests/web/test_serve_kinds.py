@@ -34,9 +34,7 @@ async def test_wsgi_site_runs_in_a_worker_thread(web, listener, tmp_path: Path) 
     assert response.text == "|/a/b|x=1|True"
 
 
-async def test_failing_application_gives_500_and_keeps_serving(
-    web, listener, tmp_path: Path
-) -> None:
+async def test_failing_application_gives_500_and_keeps_serving(web, listener, tmp_path: Path) -> None:
     spec = web.one_site(web.asgi_site(tmp_path / "site", "alpha"), listener)
     async with web.serving(spec) as binds, web.client(binds["HttpIn"]) as http:
         failed = await http.get("/boom")
@@ -45,9 +43,7 @@ async def test_failing_application_gives_500_and_keeps_serving(
     assert after.status_code == 200
 
 
-async def test_site_folder_that_fails_to_import_names_the_file(
-    web, listener, tmp_path: Path
-) -> None:
+async def test_site_folder_that_fails_to_import_names_the_file(web, listener, tmp_path: Path) -> None:
     folder = tmp_path / "broken"
     folder.mkdir()
     (folder / "asgi.py").write_text("raise ImportError('no such framework')\n")
@@ -55,9 +51,7 @@ async def test_site_folder_that_fails_to_import_names_the_file(
         await serve_sites(web.one_site(folder, listener))
 
 
-async def test_site_bound_to_an_endpoint_without_socket_is_refused(
-    web, listener, tmp_path: Path
-) -> None:
+async def test_site_bound_to_an_endpoint_without_socket_is_refused(web, listener, tmp_path: Path) -> None:
     spec = web.one_site(web.static_site(tmp_path / "site"), listener, endpoints={"Other": 99})
     with pytest.raises(WebSpecError, match="binds endpoint 'HttpIn'"):
         await serve_sites(spec)
@@ -71,24 +65,17 @@ async def test_fd_that_is_not_listening_is_refused(web, tmp_path: Path) -> None:
 
 
 async def test_shutdown_lets_the_request_in_flight_finish(web, listener, tmp_path: Path) -> None:
-    folder = web.asgi_site(tmp_path / "site", "alpha")
-    spec = web.one_site(folder, listener)
+    spec = web.one_site(web.asgi_site(tmp_path / "site", "alpha"), listener)
     stop = anyio.Event()
-    responses = []
     async with anyio.create_task_group() as tasks:
         binds = await tasks.start(partial(serve_sites, spec, shutdown_event=stop))
-        async with web.client(binds["HttpIn"]) as http:
-
-            async def slow_request() -> None:
-                responses.append(await http.get("/slow?0.5"))
-
-            async with anyio.create_task_group() as requests:
-                requests.start_soon(slow_request)
-                with anyio.fail_after(5):
-                    while not (folder / "slow-started").exists():
-                        await anyio.sleep(0.01)
-                stop.set()
-    assert [r.status_code for r in responses] == [200]
+        async with web.client(binds["HttpIn"]) as http, http.stream("GET", "/slow?0.5") as response:
+            chunks = response.aiter_bytes()
+            assert await anext(chunks) == b"started "
+            stop.set()  # the response is half sent: shutdown must wait for the rest
+            rest = b"".join([chunk async for chunk in chunks])
+    assert rest == b"finished"
+    assert [row["sc-status"] for row in web.log_rows()] == ["200"]
 
 
 async def test_idle_timeout_ends_serving(web, listener, tmp_path: Path) -> None:

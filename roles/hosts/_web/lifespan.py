@@ -69,9 +69,7 @@ async def site_lifespan(
                     await to_app.send({"type": "lifespan.shutdown"})
                     reply = await _next(from_app)
                     if reply is not None and reply["type"] == "lifespan.shutdown.failed":
-                        logger.error(
-                            "%s: lifespan shutdown failed: %s", label, reply.get("message")
-                        )
+                        logger.error("%s: lifespan shutdown failed: %s", label, reply.get("message"))
                 tasks.cancel_scope.cancel()
     if failure is not None:
         # Raised outside the task group so the caller sees it plainly, not in an exception group.

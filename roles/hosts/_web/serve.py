@@ -36,9 +36,7 @@ class LoadedSites:
         self.mounts: dict[str, list[tuple[str, LoadedSite]]] = {}
         for site in spec.sites:
             self.roots[site.name] = load_site(site.physical_path)
-            mounts = [
-                (normalize_prefix(a.path), load_site(a.physical_path)) for a in site.applications
-            ]
+            mounts = [(normalize_prefix(a.path), load_site(a.physical_path)) for a in site.applications]
             for directory in site.directories:
                 folder = Path(directory.physical_path)
                 if not folder.is_dir():
@@ -134,9 +132,7 @@ async def serve_sites(
                 states: dict[int, dict[str, Any] | None] = {}
                 for label, site in loaded.asgi_apps():
                     app = cast(ASGIApp, site.app)
-                    states[id(site)] = await lifespans.enter_async_context(
-                        site_lifespan(app, label)
-                    )
+                    states[id(site)] = await lifespans.enter_async_context(site_lifespan(app, label))
                 routers = _build_routers(spec, loaded, states, access_log, tracker)
                 binds: dict[str, str] = {}
                 async with anyio.create_task_group() as servers:

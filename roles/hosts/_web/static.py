@@ -108,9 +108,7 @@ def _relative_path(scope: Scope) -> str | None:
 def content_type(path: Path) -> str:
     """Return the Content-Type for a file name (application/octet-stream when unknown)."""
     guessed, encoding = mimetypes.guess_type(path.name, strict=False)
-    if (
-        guessed is None or encoding is not None
-    ):  # a .gz file is sent as bytes, not as its inner type
+    if guessed is None or encoding is not None:  # a .gz file is sent as bytes, not as its inner type
         return "application/octet-stream"
     return guessed
 
@@ -138,9 +136,7 @@ async def _redirect_to_folder(scope: Scope, send: Send) -> None:
     location = quote(scope["path"], safe="/:@!$&'()*+,;=~") + "/"
     if scope.get("query_string"):
         location += "?" + scope["query_string"].decode("latin-1")
-    await send_error_page(
-        send, 301, "Moved Permanently", [(b"location", location.encode("latin-1"))]
-    )
+    await send_error_page(send, 301, "Moved Permanently", [(b"location", location.encode("latin-1"))])
 
 
 async def send_error_page(
