@@ -12,7 +12,7 @@ from pathlib import Path
 import anyio
 import psutil
 import pytest
-from sample_actors import Add, AskParent, Block, Exit, Fail, Get, Pid, Print, Recorder, Tell
+from sample_actors import Add, AskParent, Block, Exit, Fail, Get, Pid, Print, Tell
 
 from actors import (
     Actor,
@@ -87,7 +87,7 @@ async def test_backpressure_across_the_process_boundary() -> None:
         ref = await system.spawn_process("sample_actors:Recorder", name="rec", mailbox_size=4)
         await ref.tell(Block(0.5))  # the child's actor is stuck; its mailbox fills, then the link
         with anyio.fail_after(20):
-            for i in range(50_000):
+            for _i in range(50_000):
                 await ref.tell(Add(1))
         assert (await ref.ask(Get()))["total"] == 50_000
 
@@ -96,9 +96,9 @@ async def test_spawn_failures_are_named() -> None:
     async with open_system() as system:
         with pytest.raises(ActorError, match="no database"):
             await system.spawn_process("sample_actors:FailingStart", name="bad")
-        with pytest.raises(ActorError, match="ModuleNotFoundError|No module named"):
+        with pytest.raises(ActorError, match=r"ModuleNotFoundError|No module named"):
             await system.spawn_process("no_such_module:Thing", name="missing")
-        with pytest.raises(ValueError, match="package.module:ClassName"):
+        with pytest.raises(ValueError, match=r"package\.module:ClassName"):
             await system.spawn_process("not-a-target", name="wrong")
 
 
