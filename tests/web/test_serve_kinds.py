@@ -7,6 +7,7 @@ from functools import partial
 from pathlib import Path
 
 import anyio
+import httpx
 import pytest
 
 from roles.hosts._web import SiteLoadError, WebSpecError, serve_sites
@@ -76,6 +77,21 @@ async def test_shutdown_lets_the_request_in_flight_finish(web, listener, tmp_pat
             rest = b"".join([chunk async for chunk in chunks])
     assert rest == b"finished"
     assert [row["sc-status"] for row in web.log_rows()] == ["200"]
+
+
+async def test_shutdown_does_not_wait_longer_than_the_grace_period(web, listener, tmp_path: Path) -> None:
+    spec = web.one_site(web.asgi_site(tmp_path / "site", "alpha"), listener, graceful_timeout=0.3)
+    stop = anyio.Event()
+    with anyio.fail_after(5):  # the request alone would take 30 s
+        async with anyio.create_task_group() as tasks:
+            binds = await tasks.start(partial(serve_sites, spec, shutdown_event=stop))
+            async with web.client(binds["HttpIn"]) as http, http.stream("GET", "/slow?30") as response:
+                chunks = response.aiter_bytes()
+                assert await anext(chunks) == b"started "
+                stop.set()
+                with pytest.raises(httpx.RemoteProtocolError):  # cut off mid-body
+                    async for _ in chunks:
+                        pass
 
 
 async def test_idle_timeout_ends_serving(web, listener, tmp_path: Path) -> None:

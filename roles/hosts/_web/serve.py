@@ -98,6 +98,9 @@ def hypercorn_config(spec: WebSpec) -> Config:
     config = Config()
     config.graceful_timeout = spec.graceful_timeout
     config.accesslog = None  # the W3C log is ours
+    # A Logger (not "-") keeps hypercorn from adding its own stderr handler: messages go
+    # through the host program's logging setup, once.
+    config.errorlog = logging.getLogger("hypercorn.error")
     config.include_server_header = False
     return config
 
@@ -121,6 +124,10 @@ async def serve_sites(
     """
     check_web_spec(spec)
     loaded = LoadedSites(spec)
+    for site_spec in spec.sites:
+        root = loaded.roots[site_spec.name]
+        bindings = ", ".join(f"{b.endpoint}:{b.host_header or '*'}" for b in site_spec.bindings)
+        logger.info("site %s (%s) from %s on %s", site_spec.name, root.kind.value, root.folder, bindings)
     stop = shutdown_event or anyio.Event()
     tracker = RequestTracker()
     access_log = W3CLog(spec.log_dir)

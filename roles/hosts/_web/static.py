@@ -6,6 +6,7 @@ import email.utils
 import mimetypes
 import os
 import stat
+from enum import Enum
 from html import escape
 from pathlib import Path
 from urllib.parse import quote
@@ -41,60 +42,76 @@ class StaticFiles:
             await send_error_page(send, 405, "Method Not Allowed", [(b"allow", b"GET, HEAD")])
             return
         relative = _relative_path(scope)
-        target = None if relative is None else await self._resolve(relative)
-        if relative is None or target is None:
+        # One thread hop for every file system look-up a request needs (and a small file's bytes).
+        found = (
+            _Answer.NOT_FOUND if relative is None else await anyio.to_thread.run_sync(self.lookup, relative)
+        )
+        if found is _Answer.NOT_FOUND:
             await send_error_page(send, 404, "Not Found")
-            return
-        info = await anyio.to_thread.run_sync(os.stat, target)
-        if stat.S_ISDIR(info.st_mode):
-            if not relative.endswith("/") and relative != "":
-                await _redirect_to_folder(scope, send)
-                return
-            document = await self._default_document(target)
-            if document is None:
-                await send_error_page(send, 403, "Forbidden: directory browsing is not enabled")
-                return
-            target, info = document
-        elif relative.endswith("/"):  # a file named like a folder, as IIS answers it
-            await send_error_page(send, 404, "Not Found")
-            return
-        await _send_file(send, target, info, head=method == "HEAD")
+        elif found is _Answer.REDIRECT:
+            await _redirect_to_folder(scope, send)
+        elif found is _Answer.NO_DEFAULT_DOCUMENT:
+            await send_error_page(send, 403, "Forbidden: directory browsing is not enabled")
+        else:
+            await _send_file(send, found, head=method == "HEAD")
 
-    async def _resolve(self, relative: str) -> Path | None:
+    def lookup(self, relative: str) -> _File | _Answer:
+        """Return the file to send for a path relative to the root, or the answer instead.
+
+        Blocking: runs in a worker thread.
+        """
+        target = self._resolve(self.root, relative)
+        if target is None:
+            return _Answer.NOT_FOUND
+        real, info = target
+        if stat.S_ISDIR(info.st_mode):
+            if relative and not relative.endswith("/"):
+                return _Answer.REDIRECT
+            for name in DEFAULT_DOCUMENTS:
+                document = self._resolve(real, name)
+                if document is not None and stat.S_ISREG(document[1].st_mode):
+                    return _File.read(*document)
+            return _Answer.NO_DEFAULT_DOCUMENT
+        if relative.endswith("/") or not stat.S_ISREG(info.st_mode):
+            return _Answer.NOT_FOUND  # a file asked for as a folder, or a device/socket/fifo
+        return _File.read(real, info)
+
+    def _resolve(self, base: Path, relative: str) -> tuple[Path, os.stat_result] | None:
         segments = [segment for segment in relative.split("/") if segment]
         for segment in segments:
             # ".." and dot-files (.git, .env) are never served; a backslash is a separator on IIS.
             if segment.startswith(".") or "\\" in segment or "\0" in segment:
                 return None
-        candidate = self.root.joinpath(*segments)
         try:
-            real = Path(await anyio.to_thread.run_sync(_realpath, candidate))
-        except OSError:  # missing, or a symlink loop
+            real = Path(os.path.realpath(base.joinpath(*segments), strict=True))
+            info = real.stat()
+        except OSError:  # missing, unreadable, or a symlink loop
             return None
         if real != self.root and not real.is_relative_to(self.root):
-            return None
-        return real
-
-    async def _default_document(self, folder: Path) -> tuple[Path, os.stat_result] | None:
-        for name in DEFAULT_DOCUMENTS:
-            target = await self._resolve_in(folder, name)
-            if target is not None:
-                return target
-        return None
-
-    async def _resolve_in(self, folder: Path, name: str) -> tuple[Path, os.stat_result] | None:
-        try:
-            real = Path(await anyio.to_thread.run_sync(_realpath, folder / name))
-            info = await anyio.to_thread.run_sync(os.stat, real)
-        except OSError:
-            return None
-        if not real.is_relative_to(self.root) or not stat.S_ISREG(info.st_mode):
-            return None
+            return None  # a symlink pointing outside the site folder
         return real, info
 
 
-def _realpath(path: Path) -> str:
-    return os.path.realpath(path, strict=True)
+class _File:
+    """A file to send: its stat, and its bytes when small enough to read at once."""
+
+    def __init__(self, path: Path, info: os.stat_result, data: bytes | None) -> None:
+        self.path = path
+        self.info = info
+        self.data = data
+
+    @classmethod
+    def read(cls, path: Path, info: os.stat_result) -> _File:
+        data = path.read_bytes() if info.st_size <= _CHUNK else None
+        return cls(path, info, data)
+
+
+class _Answer(Enum):
+    """A look-up that ends in something other than a file."""
+
+    NOT_FOUND = 404
+    REDIRECT = 301
+    NO_DEFAULT_DOCUMENT = 403
 
 
 def _relative_path(scope: Scope) -> str | None:
@@ -113,21 +130,22 @@ def content_type(path: Path) -> str:
     return guessed
 
 
-async def _send_file(send: Send, path: Path, info: os.stat_result, *, head: bool) -> None:
-    if not stat.S_ISREG(info.st_mode):
-        await send_error_page(send, 404, "Not Found")
-        return
+async def _send_file(send: Send, file: _File, *, head: bool) -> None:
+    size = len(file.data) if file.data is not None else file.info.st_size
     headers = [
-        (b"content-type", content_type(path).encode("latin-1")),
-        (b"content-length", str(info.st_size).encode("ascii")),
-        (b"last-modified", email.utils.formatdate(info.st_mtime, usegmt=True).encode("ascii")),
+        (b"content-type", content_type(file.path).encode("latin-1")),
+        (b"content-length", str(size).encode("ascii")),
+        (b"last-modified", email.utils.formatdate(file.info.st_mtime, usegmt=True).encode("ascii")),
     ]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
-    if head:
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    if head or file.data is not None:
+        body = b"" if head or file.data is None else file.data
+        await send({"type": "http.response.body", "body": body, "more_body": False})
         return
-    async with await anyio.open_file(path, "rb") as file:
-        while chunk := await file.read(_CHUNK):
+    async with await anyio.open_file(file.path, "rb") as stream:
+        remaining = size  # a file growing meanwhile must not overrun its Content-Length
+        while remaining > 0 and (chunk := await stream.read(min(_CHUNK, remaining))):
+            remaining -= len(chunk)
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
     await send({"type": "http.response.body", "body": b"", "more_body": False})
 
