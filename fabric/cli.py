@@ -5,12 +5,17 @@ from __future__ import annotations
 import click
 
 from fabric import __version__
+from fabric.commands.model import package, validate
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="fabric")
 def main() -> None:
     """Run, supervise and break cloud services the way the Azure fabric did."""
+
+
+main.add_command(validate)
+main.add_command(package)
 
 
 if __name__ == "__main__":  # pragma: no cover - `python -m fabric.cli`

@@ -1,0 +1,1 @@
+"""Click commands of the `fabric` CLI, one module per concern."""
