@@ -153,6 +153,8 @@ class ProcessCell:
             str(os.getpid()),
             sniffio.current_async_library(),
         ]
+        if opts.run_as is not None:
+            command.append(str(opts.run_as))
         env = dict(os.environ)
         env.update(opts.env or {})
         env["PYTHONPATH"] = os.pathsep.join(p for p in [*sys.path, env.get("PYTHONPATH", "")] if p)
@@ -168,8 +170,6 @@ class ProcessCell:
                 env=env,
                 start_new_session=opts.new_session,
                 pass_fds=(fd,),
-                user=opts.user,
-                group=opts.group,
             )
         finally:
             if log is not None:

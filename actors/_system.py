@@ -26,7 +26,8 @@ class ProcessOptions:
         env: extra environment variables for the child (on top of ours).
         cwd: working directory of the child.
         new_session: run the child in a new session and process group (a VM: kill it whole).
-        user, group: run the child as this user and group (needs root).
+        run_as: run the child as this unprivileged user (needs root): it switches right after
+            the interpreter starts, before the actor's code is imported (see _privileges).
         python: the interpreter to run.
         start_timeout: how long the child may take to import and finish on_start.
         ping_interval: seconds between liveness pings; None disables them.
@@ -39,8 +40,7 @@ class ProcessOptions:
     env: Mapping[str, str] | None = None
     cwd: str | os.PathLike[str] | None = None
     new_session: bool = False
-    user: str | int | None = None
-    group: str | int | None = None
+    run_as: str | int | None = None
     python: str | None = None
     start_timeout: float = 60.0
     ping_interval: float | None = 5.0

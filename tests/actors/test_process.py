@@ -288,3 +288,15 @@ async def test_killing_the_parent_process_kills_its_children(tmp_path: Path) -> 
     finally:
         parent.kill()
         parent.wait()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
+async def test_run_as_drops_root_before_the_actor_runs() -> None:
+    async with open_system() as system:
+        ref = await system.spawn_process(
+            "sample_actors:Recorder", name="limited", options=ProcessOptions(run_as="nobody")
+        )
+        pid = await ref.ask(Pid())
+        uids = psutil.Process(pid).uids()
+        assert (uids.real, uids.effective, uids.saved) == (65534, 65534, 65534)
+        assert await ref.ask(Add(2)) == 2

@@ -1,0 +1,69 @@
+"""Messages inside a VM: between the guest agent and the host bootstrapper process."""
+
+from __future__ import annotations
+
+import msgspec
+
+from fabric.model.definition import RoleDefinition
+from fabric.model.status import RoleStatus
+from fabric.settings import Settings
+from roles.protocol import Change, RoleEnvironmentData
+
+
+class BootstrapConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """The one argument the host bootstrapper is built with.
+
+    Attributes:
+        vm_root: the VM's disk folder (see fabric.guest.disk.VmDisk).
+        role: the role's definition (startup tasks, imports, runtime, sites, endpoints...).
+        environment: the instance's RoleEnvironment snapshot (ports already assigned).
+        limited_user: when the fabric runs as root, the unprivileged account that runs
+            limited startup tasks and the role; None when not root (everything runs as us).
+        python: the interpreter for role hosts, plugin agents and IISConfigurator.
+    """
+
+    vm_root: str
+    deployment_id: str
+    instance_id: str
+    role: RoleDefinition
+    environment: RoleEnvironmentData
+    settings: Settings
+    limited_user: str | None = None
+    python: str = ""
+
+
+class InstanceStatus(msgspec.Struct, frozen=True, tag=True, kw_only=True):
+    """The bootstrapper's view of its role instance, pushed to the guest agent on every change.
+
+    Attributes:
+        status: the Service Management API status.
+        detail: why, in words (e.g. "startup task 'install.sh' exited with code 3; see ...").
+        restarts: how many times the role host was restarted since the VM started.
+        role_pid: the role host's pid, 0 when none runs.
+        at: anyio.current_time() of the change, in the bootstrapper's clock.
+    """
+
+    status: RoleStatus
+    detail: str = ""
+    restarts: int = 0
+    role_pid: int = 0
+    at: float = 0.0
+
+
+class GetInstanceStatus(msgspec.Struct, frozen=True, tag=True):
+    """Ask the bootstrapper for its current InstanceStatus."""
+
+
+class ApplyEnvironment(msgspec.Struct, frozen=True, tag=True, kw_only=True):
+    """Ask the bootstrapper to apply a new environment (configuration or topology change).
+
+    The answer is "applied" (changing not cancelled; changed raised) or "recycling" (a
+    changing handler cancelled: the role host is recycled with the new environment).
+    """
+
+    environment: RoleEnvironmentData
+    changes: list[Change]
+
+
+class RecycleRole(msgspec.Struct, frozen=True, tag=True):
+    """Tell the bootstrapper to recycle the role host (Stopping, on_stop, restart)."""

@@ -1,0 +1,103 @@
+"""Every duration and limit of the fabric, with Azure's values as defaults and a fast profile.
+
+Code reads time only through anyio, so any of these can be shortened for a demo or a test,
+or run at full length under trio's autojump clock.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+
+class SettingsError(ValueError):
+    """A settings file or override is wrong; the message names the key and what to change."""
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Durations in seconds and limits. Field names are the keys of a settings TOML file."""
+
+    #: the host agent heartbeats each guest this often (the seed's WaAppAgent.log: every 2-3 s)
+    guest_heartbeat_interval: float = 2.5
+    #: no heartbeat reply this long and the host agent restarts the guest OS (the seed: 10 min)
+    guest_heartbeat_timeout: float = 600.0
+    #: a host that stops heartbeating the controller this long is dead; its instances move
+    host_failure_timeout: float = 60.0
+    host_heartbeat_interval: float = 5.0
+    #: the bootstrapper raises StatusCheck on the role host this often
+    status_check_interval: float = 15.0
+    #: a role host that does not answer a StatusCheck in this time is UnresponsiveRole
+    status_check_timeout: float = 30.0
+    #: an UnresponsiveRole host is recycled after this long
+    role_unresponsive_timeout: float = 120.0
+    #: OnStop may run this long, then the role host is killed
+    on_stop_timeout: float = 300.0
+    #: a startup task of the simple kind may run this long (0: no limit, as in Azure)
+    simple_task_timeout: float = 0.0
+    #: role host restart backoff: first delay, factor, cap; reset after a healthy period
+    role_restart_initial: float = 0.5
+    role_restart_factor: float = 2.0
+    role_restart_max: float = 60.0
+    role_restart_reset: float = 300.0
+    #: this many quick failures in a row and the instance shows CyclingRole
+    role_cycling_after: int = 3
+    #: a web worker (W3WP) with no request this long exits (IIS: 20 minutes)
+    web_worker_idle_timeout: float = 1200.0
+    #: the Diagnostics plugin samples and copies logs this often
+    diagnostics_interval: float = 60.0
+    #: liveness pings on every process link
+    link_ping_interval: float = 5.0
+    link_ping_timeout: float = 15.0
+    #: the polite stop of a fabric process (host, guest, bootstrapper) before SIGTERM
+    process_stop_timeout: float = 30.0
+    #: local hosts the controller may spin up, and the cores each has
+    max_hosts: int = 4
+    host_cores: int = 8
+
+    @classmethod
+    def fast(cls, **overrides: Any) -> Settings:
+        """A profile for demos and tests: the same behaviour, in seconds instead of minutes."""
+        values: dict[str, Any] = {
+            "guest_heartbeat_interval": 0.5,
+            "guest_heartbeat_timeout": 5.0,
+            "host_failure_timeout": 3.0,
+            "host_heartbeat_interval": 0.5,
+            "status_check_interval": 1.0,
+            "status_check_timeout": 2.0,
+            "role_unresponsive_timeout": 3.0,
+            "on_stop_timeout": 5.0,
+            "role_restart_initial": 0.05,
+            "role_restart_max": 2.0,
+            "role_restart_reset": 10.0,
+            "web_worker_idle_timeout": 60.0,
+            "diagnostics_interval": 2.0,
+            "link_ping_interval": 1.0,
+            "link_ping_timeout": 5.0,
+            "process_stop_timeout": 5.0,
+        }
+        values.update(overrides)
+        return cls(**values)
+
+    @classmethod
+    def load(cls, path: str | Path, *, base: Settings | None = None) -> Settings:
+        """Read a TOML file of overrides on top of ``base`` (the Azure defaults).
+
+        Raises:
+            SettingsError: the file is missing, not TOML, or has an unknown key or a bad value.
+        """
+        import tomllib
+
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise SettingsError(f"{path}: no such settings file") from None
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise SettingsError(f"{path}: not a readable TOML file: {exc}") from None
+        merged = msgspec.structs.asdict(base or cls())
+        merged.update(data)
+        try:
+            return msgspec.convert(merged, cls)
+        except msgspec.ValidationError as exc:
+            raise SettingsError(f"{path}: {exc}") from None
