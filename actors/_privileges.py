@@ -9,7 +9,6 @@ anything it does not own, signal other users' processes or bind privileged ports
 from __future__ import annotations
 
 import ctypes
-import grp
 import os
 import pwd
 import stat
