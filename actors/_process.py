@@ -169,7 +169,7 @@ class ProcessCell:
                 cwd=opts.cwd,
                 env=env,
                 start_new_session=opts.new_session,
-                pass_fds=(fd,),
+                pass_fds=(fd, *opts.pass_fds),
             )
         finally:
             if log is not None:

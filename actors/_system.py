@@ -28,6 +28,7 @@ class ProcessOptions:
         new_session: run the child in a new session and process group (a VM: kill it whole).
         run_as: run the child as this unprivileged user (needs root): it switches right after
             the interpreter starts, before the actor's code is imported (see _privileges).
+        pass_fds: more file descriptors the child inherits (e.g. listening sockets).
         python: the interpreter to run.
         start_timeout: how long the child may take to import and finish on_start.
         ping_interval: seconds between liveness pings; None disables them.
@@ -41,6 +42,7 @@ class ProcessOptions:
     cwd: str | os.PathLike[str] | None = None
     new_session: bool = False
     run_as: str | int | None = None
+    pass_fds: tuple[int, ...] = ()
     python: str | None = None
     start_timeout: float = 60.0
     ping_interval: float | None = 5.0
