@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from fabric import __version__
+from fabric.commands.guest import guest
 from fabric.commands.model import package, validate
 
 
@@ -16,6 +17,7 @@ def main() -> None:
 
 main.add_command(validate)
 main.add_command(package)
+main.add_command(guest)
 
 
 if __name__ == "__main__":  # pragma: no cover - `python -m fabric.cli`

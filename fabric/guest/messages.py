@@ -67,3 +67,71 @@ class ApplyEnvironment(msgspec.Struct, frozen=True, tag=True, kw_only=True):
 
 class RecycleRole(msgspec.Struct, frozen=True, tag=True):
     """Tell the bootstrapper to recycle the role host (Stopping, on_stop, restart)."""
+
+
+# -- the host agent and the guest (the AppAgent, first process of the VM) --------------------------
+
+
+class CertificateFile(msgspec.Struct, frozen=True, kw_only=True):
+    """A certificate the instance needs, with its PEM text (placed owner-only on the VM)."""
+
+    name: str
+    thumbprint: str
+    store_location: str = "LocalMachine"
+    store_name: str = "My"
+    pem: str = ""
+
+
+class GuestConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """The one argument a VM's first process (the AppAgent) is built with.
+
+    Attributes:
+        vm_root: the VM's disk folder.
+        role_code_dir: the role's code on the host, copied to E/approot.
+        site_dirs: for each site index, the host folder holding its files (copied to
+            E/sitesroot/<index>); for each virtual application, "index/app-path" -> folder.
+        agent: the guest agent class the AppAgent installs ("module:Class"), so that a new
+            version can replace the old one without restarting the role.
+    """
+
+    vm_root: str
+    deployment_id: str
+    instance_id: str
+    role: RoleDefinition
+    role_code_dir: str
+    site_dirs: dict[str, str] = {}
+    environment: RoleEnvironmentData
+    settings: Settings
+    certificates: list[CertificateFile] = []
+    limited_user: str | None = None
+    agent: str = "fabric.guest.agent:GuestAgent"
+
+
+class Heartbeat(msgspec.Struct, frozen=True, tag=True):
+    """The host agent's heartbeat; the answer is a HeartbeatReply."""
+
+    seq: int
+
+
+class HeartbeatReply(msgspec.Struct, frozen=True, tag=True, kw_only=True):
+    """The guest's answer: its sequence number and the instance's status now."""
+
+    seq: int
+    instance_id: str
+    status: InstanceStatus
+    agent_version: str = ""
+    #: LocalStorage resources using more than their sizeInMB
+    storage_over_quota: list[str] = []
+
+
+class GuestStatus(msgspec.Struct, frozen=True, tag=True, kw_only=True):
+    """Pushed up to the host agent at once on every status change."""
+
+    instance_id: str
+    status: InstanceStatus
+
+
+class UpdateGuestAgent(msgspec.Struct, frozen=True, tag=True):
+    """Replace the guest agent with another version ("module:Class"), leaving the role running."""
+
+    agent: str

@@ -1,0 +1,195 @@
+"""Setting up a VM's guest OS (seed D.1, D.2, step 5): disk, code, configuration, storage,
+certificates, user account and firewall rules. Plain blocking functions: the guest agent runs
+them in a worker thread."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from pathlib import Path
+
+import msgspec
+
+from fabric.guest.disk import VmDisk
+from fabric.guest.messages import GuestConfig
+from fabric.model.definition import ServiceDefinition
+from fabric.model.xml import definition_to_xml
+from roles.protocol import RoleEnvironmentData
+
+Log = Callable[[str], None]
+
+
+def disk_of(config: GuestConfig) -> VmDisk:
+    """The VM disk a GuestConfig describes."""
+    return VmDisk(Path(config.vm_root), config.deployment_id, config.role.name, config.instance_id)
+
+
+def provision(config: GuestConfig, log: Log, *, fresh_role: bool = True) -> None:
+    """Lay out the disk and everything the role needs before the bootstrapper starts.
+
+    ``fresh_role`` is True when the role (re)starts: LocalStorage marked cleanOnRoleRecycle is
+    emptied then; the rest is kept.
+    """
+    disk = disk_of(config)
+    disk.create()
+    copy_code(config, disk, log)
+    write_configuration(config, disk, log)
+    prepare_local_storage(config, disk, log, clean=fresh_role)
+    place_certificates(config, disk, log)
+    record_firewall_rules(config, disk, log)
+    grant_limited_user(config, disk, log)
+
+
+def copy_code(config: GuestConfig, disk: VmDisk, log: Log) -> None:
+    """The service package's role code to E/approot and each site to E/sitesroot/<index>."""
+    shutil.rmtree(disk.approot, ignore_errors=True)
+    shutil.copytree(config.role_code_dir, disk.approot, symlinks=False)
+    log(f"copied the role's code from {config.role_code_dir} to {disk.approot}")
+    for key, source in sorted(config.site_dirs.items()):
+        index, _, app = key.partition("/")
+        target = disk.site_root(int(index)) / app if app else disk.site_root(int(index))
+        if not app:
+            shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(source, target, dirs_exist_ok=True, symlinks=False)
+        log(f"copied site {key} from {source} to {target}")
+    definition = ServiceDefinition(name=config.deployment_id, roles=(config.role,))
+    disk.role_model.write_bytes(definition_to_xml(definition))
+    log(f"wrote the role model {disk.role_model}")
+
+
+def write_configuration(config: GuestConfig, disk: VmDisk, log: Log) -> None:
+    """The instance's configuration, as XML, to C/Config (seed step 5)."""
+    disk.config_file.write_bytes(environment_xml(config.environment))
+    log(f"wrote the configuration {disk.config_file}")
+
+
+def environment_xml(env: RoleEnvironmentData) -> bytes:
+    """The role environment document, shaped as /RoleEnvironment is for RoleInstanceValue."""
+    root = ET.Element("RoleEnvironment")
+    ET.SubElement(root, "Deployment", id=env.deployment_id, emulated=str(env.emulated).lower())
+    me = env.current_instance
+    current = ET.SubElement(
+        root,
+        "CurrentInstance",
+        id=me.id,
+        roleName=me.role_name,
+        faultDomain=str(me.fault_domain),
+        updateDomain=str(me.update_domain),
+    )
+    settings = ET.SubElement(current, "ConfigurationSettings")
+    for name, value in sorted(env.settings.items()):
+        ET.SubElement(settings, "ConfigurationSetting", name=name, value=value)
+    resources = ET.SubElement(current, "LocalResources")
+    for res in env.local_resources.values():
+        ET.SubElement(
+            resources, "LocalResource", name=res.name, path=res.root_path, sizeInMB=str(res.maximum_size_mb)
+        )
+    endpoints = ET.SubElement(current, "Endpoints")
+    for ep in me.endpoints.values():
+        ET.SubElement(
+            endpoints, "Endpoint", name=ep.name, address=ep.host, port=str(ep.port), protocol=ep.protocol
+        )
+    roles = ET.SubElement(root, "Roles")
+    for role_name, instances in sorted(env.roles.items()):
+        role_el = ET.SubElement(roles, "Role", name=role_name)
+        for inst in instances:
+            inst_el = ET.SubElement(role_el, "Instance", id=inst.id)
+            for ep in inst.endpoints.values():
+                ET.SubElement(
+                    inst_el,
+                    "Endpoint",
+                    name=ep.name,
+                    address=ep.host,
+                    port=str(ep.port),
+                    protocol=ep.protocol,
+                )
+    ET.indent(root)
+    return bytes(ET.tostring(root, encoding="utf-8", xml_declaration=True))
+
+
+def prepare_local_storage(config: GuestConfig, disk: VmDisk, log: Log, *, clean: bool) -> None:
+    """Create each LocalStorage folder; empty those marked cleanOnRoleRecycle on a role start."""
+    for storage in config.role.local_storage:
+        folder = disk.local_resource(storage.name)
+        if clean and storage.clean_on_role_recycle and folder.exists():
+            shutil.rmtree(folder)
+            log(f"cleaned LocalStorage {storage.name} (cleanOnRoleRecycle)")
+        folder.mkdir(parents=True, exist_ok=True)
+        log(f"LocalStorage {storage.name} at {folder}, {storage.size_in_mb} MB")
+
+
+def storage_over_quota(config: GuestConfig) -> list[str]:
+    """LocalStorage resources using more than their sizeInMB."""
+    disk = disk_of(config)
+    over = []
+    for storage in config.role.local_storage:
+        if folder_size(disk.local_resource(storage.name)) > storage.size_in_mb * 1024 * 1024:
+            over.append(storage.name)
+    return over
+
+
+def folder_size(folder: Path) -> int:
+    """Bytes used by the files under a folder (0 when it does not exist)."""
+    total = 0
+    for dirpath, _, files in os.walk(folder):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+            except OSError:
+                continue  # removed while we walked
+    return total
+
+
+def place_certificates(config: GuestConfig, disk: VmDisk, log: Log) -> None:
+    """Each certificate as a PEM file readable by its owner only."""
+    for cert in config.certificates:
+        folder = disk.certificates_dir / cert.store_location / cert.store_name
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path = folder / f"{cert.thumbprint}.pem"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(cert.pem)
+        os.chmod(path, 0o600)
+        log(f"placed certificate {cert.name} ({cert.thumbprint}) in {cert.store_location}/{cert.store_name}")
+
+
+class FirewallRule(msgspec.Struct, frozen=True, kw_only=True):
+    """One allowed port of the instance; everything else is closed."""
+
+    endpoint: str
+    protocol: str
+    port: int
+    direction: str = "in"
+
+
+def record_firewall_rules(config: GuestConfig, disk: VmDisk, log: Log) -> None:
+    """Only the role's own endpoints are open: write the rules to C/Config/Firewall.json."""
+    rules = [
+        FirewallRule(endpoint=ep.name, protocol=ep.protocol, port=ep.port)
+        for ep in config.environment.current_instance.endpoints.values()
+    ]
+    document = {"default": "deny", "allow": msgspec.to_builtins(rules)}
+    disk.firewall_file.write_text(json.dumps(document, indent=2) + "\n")
+    log(f"firewall: default deny; allowed {', '.join(f'{r.protocol}/{r.port}' for r in rules) or 'nothing'}")
+
+
+def grant_limited_user(config: GuestConfig, disk: VmDisk, log: Log) -> None:
+    """Give the limited account what it needs: its LocalStorage and the web logs (seed D.2)."""
+    if config.limited_user is None:
+        log(f"user account: tasks and the role run as uid {os.geteuid()} (not root, no switch)")
+        return
+    from actors._privileges import resolve_user
+
+    uid, gid = resolve_user(config.limited_user)
+    owned = [disk.local_resource(s.name) for s in config.role.local_storage] + [disk.iis_log_dir]
+    for folder in owned:
+        for dirpath, dirnames, filenames in os.walk(folder):
+            os.chown(dirpath, uid, gid)
+            for name in dirnames + filenames:
+                os.chown(os.path.join(dirpath, name), uid, gid, follow_symlinks=False)
+    log(
+        f"user account: limited tasks and the role run as {config.limited_user} (uid {uid}); elevated ones as root"
+    )
