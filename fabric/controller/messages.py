@@ -1,0 +1,190 @@
+"""Fabric commands: what FFE asks a fabric controller, and the views it answers with.
+
+Every command is an ask answered with a value (or raising ControllerError, which the front end
+turns into a 4xx). Long operations answer at once with an OperationAccepted and finish in the
+background; their outcome is read with GetOperation.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from fabric.model.status import RoleStatus
+
+Slot = Literal["production", "staging"]
+UpgradeMode = Literal["Auto", "Manual", "Simultaneous"]
+OperationStatus = Literal["InProgress", "Succeeded", "Failed"]
+
+
+class ControllerError(Exception):
+    """A command the controller refuses; ``code`` is a Service Management error code
+    (ResourceNotFound, ConflictError, BadRequest, ...) and ``status`` its HTTP status."""
+
+    def __init__(self, code: str, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status
+
+
+# -- commands -----------------------------------------------------------------------------------
+
+
+class CreateDeployment(msgspec.Struct, frozen=True, tag=True, kw_only=True):
+    """Deploy a package (a .cspkg on disk) with a configuration (XML or TOML bytes)."""
+
+    service: str
+    slot: Slot
+    name: str
+    label: str = ""
+    package_path: str
+    configuration: bytes
+    configuration_name: str = "ServiceConfiguration.cscfg"
+    start: bool = True
+
+
+class GetDeployment(msgspec.Struct, frozen=True, tag=True, kw_only=True):
+    """Answer the DeploymentView of a slot."""
+
+    service: str
+    slot: Slot
+
+
+class ListDeployments(msgspec.Struct, frozen=True, tag=True):
+    """Answer every DeploymentView."""
+
+
+class ChangeConfiguration(msgspec.Struct, frozen=True, tag=True, kw_only=True):
+    """Apply a new configuration: settings raise changing/changed; instance counts scale."""
+
+    service: str
+    slot: Slot
+    configuration: bytes
+    configuration_name: str = "ServiceConfiguration.cscfg"
+    mode: UpgradeMode = "Auto"
+
+
+class UpgradeDeployment(msgspec.Struct, frozen=True, tag=True, kw_only=True):
+    """Roll out a new package, update domain by update domain (or all at once)."""
+
+    service: str
+    slot: Slot
+    package_path: str
+    configuration: bytes | None = None
+    configuration_name: str = "ServiceConfiguration.cscfg"
+    mode: UpgradeMode = "Auto"
+    role: str | None = None
+    label: str = ""
+
+
+class WalkUpgradeDomain(msgspec.Struct, frozen=True, tag=True, kw_only=True):
+    """In a Manual upgrade, upgrade this domain next (domains go in order)."""
+
+    service: str
+    slot: Slot
+    upgrade_domain: int
+
+
+class SetDeploymentStatus(msgspec.Struct, frozen=True, tag=True, kw_only=True):
+    """Suspend (stop every instance, keep the deployment) or run it again."""
+
+    service: str
+    slot: Slot
+    status: Literal["Running", "Suspended"]
+
+
+class InstanceAction(msgspec.Struct, frozen=True, tag=True, kw_only=True):
+    """Reboot (restart the guest OS), reimage (fresh disk) or rebuild (fresh disk and role
+    drive) one role instance."""
+
+    service: str
+    slot: Slot
+    instance_id: str
+    action: Literal["reboot", "reimage", "rebuild"]
+
+
+class DeleteDeployment(msgspec.Struct, frozen=True, tag=True, kw_only=True):
+    """Stop every instance and forget the deployment."""
+
+    service: str
+    slot: Slot
+
+
+class SwapDeployments(msgspec.Struct, frozen=True, tag=True, kw_only=True):
+    """VIP swap: production and staging exchange their public ports."""
+
+    service: str
+
+
+class GetOperation(msgspec.Struct, frozen=True, tag=True, kw_only=True):
+    """Answer the OperationView of a request id."""
+
+    request_id: str
+
+
+# -- views --------------------------------------------------------------------------------------
+
+
+class OperationAccepted(msgspec.Struct, frozen=True, kw_only=True):
+    """A long command was accepted; follow it with GetOperation(request_id)."""
+
+    request_id: str
+
+
+class OperationView(msgspec.Struct, frozen=True, kw_only=True):
+    """The state of an asynchronous operation."""
+
+    request_id: str
+    status: OperationStatus
+    http_status_code: int = 200
+    error_code: str = ""
+    error_message: str = ""
+    description: str = ""
+
+
+class InstanceView(msgspec.Struct, frozen=True, kw_only=True):
+    """One role instance, as `fabric status --json` shows it."""
+
+    id: str
+    role: str
+    status: RoleStatus
+    detail: str = ""
+    host: str = ""
+    update_domain: int = 0
+    fault_domain: int = 0
+    restarts: int = 0
+    #: endpoint name -> "host:port" of this instance
+    endpoints: dict[str, str] = {}
+
+
+class PublicEndpoint(msgspec.Struct, frozen=True, kw_only=True):
+    """A load-balanced input endpoint: where users connect."""
+
+    role: str
+    name: str
+    protocol: str
+    host: str
+    port: int
+    #: the port the definition asked for, when it was taken and another was chosen
+    requested_port: int = 0
+
+
+class DeploymentView(msgspec.Struct, frozen=True, kw_only=True):
+    """A deployment, as `fabric status --json` shows it (the stable machine-readable view)."""
+
+    service: str
+    slot: Slot
+    name: str
+    id: str
+    label: str = ""
+    status: Literal[
+        "Running", "Suspended", "Deploying", "RunningTransitioning", "SuspendedTransitioning", "Deleting"
+    ]
+    upgrade_domain_count: int = 5
+    #: during a Manual upgrade: the next domain to walk; -1 when none is in progress
+    next_upgrade_domain: int = -1
+    roles: dict[str, int] = {}
+    instances: list[InstanceView] = []
+    endpoints: list[PublicEndpoint] = []
