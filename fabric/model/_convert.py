@@ -5,14 +5,15 @@ from __future__ import annotations
 import difflib
 import functools
 import re
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Any, TypeVar, cast
 
 import msgspec
 import msgspec.inspect as mi
 
 from fabric.model._source import Loc, Report
-from fabric.model.definition import MAX_INT
+from fabric.model.definition import MAX_INT, RoleDefinition
+from fabric.model.vmsizes import VM_SIZES, UnknownVmSizeError, vm_size
 
 T = TypeVar("T")
 
@@ -69,9 +70,32 @@ def _struct(info: mi.StructType, data: Any, loc: Loc, report: Report, text: bool
             ok = False
         else:
             kwargs[f.name] = value
+    for name, check in _CHECKS.get(info.cls, {}).items():
+        problem = check(kwargs[name]) if name in kwargs else None
+        if problem:
+            report.error((*loc, name), problem)
+            ok = False
     if not ok:
         return _BAD
     return info.cls(**kwargs)
+
+
+def _known_vm_size(name: str) -> str | None:
+    try:
+        vm_size(name)
+    except UnknownVmSizeError:
+        return (
+            f"unknown VM size '{name}'{suggest(name, list(VM_SIZES))} "
+            "(sizes: ExtraSmall, Small, Medium, Large, ExtraLarge, A5-A11, Standard_*)"
+        )
+    return None
+
+
+# Value rules that go beyond a field's type, checked with the types so they are reported in
+# the same pass as every other bad value.
+_CHECKS: dict[type, dict[str, Callable[[Any], str | None]]] = {
+    RoleDefinition: {"vm_size": _known_vm_size},
+}
 
 
 def _value(t: mi.Type, v: Any, loc: Loc, report: Report, text: bool) -> Any:
@@ -120,6 +144,8 @@ def _union(t: mi.UnionType, v: Any, loc: Loc, report: Report, text: bool) -> Any
     if v in literals:
         return v
     others = [alt for alt in t.types if not isinstance(alt, mi.LiteralType | mi.NoneType)]
+    if not others:  # an optional enum
+        return _value(mi.LiteralType(tuple(literals)), v, loc, report, text)
     if len(others) != 1:
         raise TypeError(f"model union {t!r} is not supported")
     if isinstance(others[0], mi.IntType):

@@ -18,7 +18,6 @@ from fabric.model.definition import (
 )
 from fabric.model.environment import parse_role_instance_xpath
 from fabric.model.errors import UnsupportedXPathError
-from fabric.model.vmsizes import VM_SIZES, UnknownVmSizeError, vm_size
 
 MAX_ROLES = 25
 MAX_ENDPOINTS = 25
@@ -96,14 +95,6 @@ def _check_role(d: ServiceDefinition, role: RoleDefinition, loc: Loc, report: Re
             (*loc, "name"),
             f"'{role.name}' is not a valid role name; use up to 63 letters, digits, '.', '_' "
             "or '-', starting with a letter or digit",
-        )
-    try:
-        vm_size(role.vm_size)
-    except UnknownVmSizeError:
-        report.error(
-            (*loc, "vm_size"),
-            f"unknown VM size '{role.vm_size}'{suggest(role.vm_size, list(VM_SIZES))} "
-            "(sizes: ExtraSmall, Small, Medium, Large, ExtraLarge, A5-A11, Standard_*)",
         )
     if role.kind == "worker" and role.sites:
         report.error((*loc, "sites"), "only web roles have sites; remove them or make the role a web role")
