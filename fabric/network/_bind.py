@@ -7,8 +7,9 @@ import logging
 import socket
 
 import anyio
-from anyio.abc import SocketAttribute, SocketListener, UDPSocket
+from anyio.abc import SocketAttribute, UDPSocket
 
+from . import _sock
 from ._errors import NoFreePortError
 
 log = logging.getLogger("fabric.network")
@@ -27,31 +28,33 @@ def _taken(exc: OSError) -> bool:
     return exc.errno in (errno.EADDRINUSE, errno.EACCES)
 
 
-async def bind_tcp(
-    name: str, host: str, port: int, *, attempts: int = PORT_ATTEMPTS
-) -> list[SocketListener]:
-    """TCP listeners (one per address of ``host``) on ``port`` or the first free port
-    after it; raises NoFreePortError."""
+async def bind_tcp(name: str, host: str, port: int, *, attempts: int = PORT_ATTEMPTS) -> socket.socket:
+    """A listening socket on ``port`` or the first free port after it.
+
+    Raises:
+        NoFreePortError: every port tried is taken.
+    """
     for candidate in _candidates(port, attempts):
         try:
-            listener = await anyio.create_tcp_listener(local_host=host, local_port=candidate)
+            sock = await _sock.listen(host, candidate)
         except OSError as exc:
             if not _taken(exc):
                 raise
             continue
-        inners = [x for x in listener.listeners if isinstance(x, SocketListener)]
-        _announce(name, host, port, inners[0].extra(SocketAttribute.local_port))
-        return inners
+        _announce(name, host, port, sock.getsockname()[1])
+        return sock
     raise NoFreePortError(_no_port(name, host, port, attempts))
 
 
 async def bind_udp(name: str, host: str, port: int, *, attempts: int = PORT_ATTEMPTS) -> UDPSocket:
-    """A UDP socket on ``port`` or the first free port after it; raises NoFreePortError."""
+    """A UDP socket on ``port`` or the first free port after it.
+
+    Raises:
+        NoFreePortError: every port tried is taken.
+    """
     for candidate in _candidates(port, attempts):
         try:
-            sock = await anyio.create_udp_socket(
-                family=socket.AF_INET, local_host=host, local_port=candidate
-            )
+            sock = await anyio.create_udp_socket(family=socket.AF_INET, local_host=host, local_port=candidate)
         except OSError as exc:
             if not _taken(exc):
                 raise

@@ -1,26 +1,25 @@
 """One proxied TCP connection: the two byte pumps between client and instance.
 
-The pumps are the hot path. A toxic-capable pump tests one attribute per chunk
-(``flow.lane``) and otherwise does what the plain pump does: receive, count, send.
+The pumps are the hot path. The toxic-capable pump tests one attribute per chunk
+(``flow.lane``) and otherwise does exactly what the plain pump does.
 """
 
 from __future__ import annotations
 
 import socket
-import struct
 from typing import TYPE_CHECKING
 
 import anyio
-from anyio.abc import SocketAttribute, SocketStream
+from anyio.lowlevel import checkpoint
+
+from . import _sock
 
 if TYPE_CHECKING:
     from ._lane import Attached, Lane
     from ._pool import Entry
 
 CHUNK = 65536
-# SO_LINGER on with a zero timeout: close() sends RST and drops unsent data.
-_LINGER_ABORT = struct.pack("ii", 1, 0)
-_PUMP_ERRORS = (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
+PUMP_ERRORS = (OSError, anyio.ClosedResourceError, anyio.BrokenResourceError)
 
 
 class Flow:
@@ -28,7 +27,7 @@ class Flow:
 
     __slots__ = ("conn", "dst", "index", "lane", "toxics")
 
-    def __init__(self, conn: Conn, dst: SocketStream, index: int) -> None:
+    def __init__(self, conn: Conn, dst: socket.socket, index: int) -> None:
         self.conn = conn
         self.dst = dst
         self.index = index  # 0 upstream (client->instance), 1 downstream
@@ -42,7 +41,11 @@ class Conn:
     __slots__ = ("client", "down", "entry", "scope", "server", "tg", "up")
 
     def __init__(
-        self, client: SocketStream, server: SocketStream, entry: Entry, tg: anyio.abc.TaskGroup
+        self,
+        client: socket.socket,
+        server: socket.socket,
+        entry: Entry,
+        tg: anyio.abc.TaskGroup,
     ) -> None:
         self.client = client
         self.server = server
@@ -53,76 +56,94 @@ class Conn:
         self.down = Flow(self, client, 1)
 
     def close(self) -> None:
-        """End the connection with a normal close of both sides."""
+        """End the connection with a normal close (FIN) of both sides."""
         self.scope.cancel()
 
     def abort(self) -> None:
         """End the connection with a TCP reset of both sides."""
-        abort_stream(self.client)
-        abort_stream(self.server)
+        _sock.abort(self.client)
+        _sock.abort(self.server)
         self.scope.cancel()
 
-
-def abort_stream(stream: SocketStream) -> None:
-    """Make the coming close of ``stream`` send RST instead of FIN."""
-    try:
-        sock: socket.socket = stream.extra(SocketAttribute.raw_socket)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ABORT)
-    except (OSError, anyio.TypedAttributeLookupError):
-        pass  # already closed: nothing to reset
+    def failed(self, exc: BaseException) -> None:
+        """A pump hit ``exc``: a reset is passed on as a reset, anything else closes."""
+        if isinstance(exc, ConnectionResetError):
+            self.abort()
+        else:
+            self.close()
 
 
-async def pump_plain(src: SocketStream, flow: Flow) -> None:
+async def pump_plain(src: socket.socket, flow: Flow) -> None:
     """Copy ``src`` to ``flow.dst`` until end of stream, then pass the end on."""
-    receive = src.receive
-    send = flow.dst.send
+    recv = src.recv
+    dst = flow.dst
+    send = dst.send
+    wait_readable = anyio.wait_readable
     traffic = flow.conn.entry.traffic
     i = flow.index
     try:
         while True:
-            data = await receive(CHUNK)
-            traffic[i] += len(data)
-            await send(data)
-    except anyio.EndOfStream:
-        await _send_eof(flow)
-    except _PUMP_ERRORS as exc:
-        _failed(flow.conn, exc)
+            try:
+                data = recv(CHUNK)
+            except BlockingIOError:
+                await wait_readable(src)
+                continue
+            if not data:
+                _sock.shutdown_write(dst)
+                return
+            n = len(data)
+            traffic[i] += n
+            try:
+                sent = send(data)
+            except BlockingIOError:
+                sent = 0
+            if sent < n:
+                await _sock.send_all(dst, data, sent)
+            # A short read has most likely emptied the socket: wait rather than
+            # try a recv bound to fail. Either way this is the loop's checkpoint.
+            if n < CHUNK:
+                await wait_readable(src)
+            else:
+                await checkpoint()
+    except PUMP_ERRORS as exc:
+        flow.conn.failed(exc)
 
 
-async def pump(src: SocketStream, flow: Flow) -> None:
+async def pump(src: socket.socket, flow: Flow) -> None:
     """Like pump_plain, handing chunks to the flow's toxic lane while it has one."""
-    receive = src.receive
-    send = flow.dst.send
+    recv = src.recv
+    dst = flow.dst
+    send = dst.send
+    wait_readable = anyio.wait_readable
     traffic = flow.conn.entry.traffic
     i = flow.index
     try:
         while True:
-            data = await receive(CHUNK)
-            traffic[i] += len(data)
+            try:
+                data = recv(CHUNK)
+            except BlockingIOError:
+                await wait_readable(src)
+                continue
+            if not data:
+                if flow.lane is None:
+                    _sock.shutdown_write(dst)
+                else:
+                    await flow.lane.put(None)
+                return
+            n = len(data)
+            traffic[i] += n
             if flow.lane is None:
-                await send(data)
+                try:
+                    sent = send(data)
+                except BlockingIOError:
+                    sent = 0
+                if sent < n:
+                    await _sock.send_all(dst, data, sent)
             else:
                 await flow.lane.put(data)
-    except anyio.EndOfStream:
-        if flow.lane is None:
-            await _send_eof(flow)
-        else:
-            await flow.lane.put(None)
-    except _PUMP_ERRORS as exc:
-        _failed(flow.conn, exc)
-
-
-async def _send_eof(flow: Flow) -> None:
-    try:
-        await flow.dst.send_eof()
-    except _PUMP_ERRORS as exc:
-        _failed(flow.conn, exc)
-
-
-def _failed(conn: Conn, exc: BaseException) -> None:
-    # A reset on one side is passed on as a reset; any other failure closes both.
-    cause = exc.__cause__ or exc
-    if isinstance(cause, ConnectionResetError):
-        conn.abort()
-    else:
-        conn.close()
+            if n < CHUNK:
+                await wait_readable(src)
+            else:
+                await checkpoint()
+    except PUMP_ERRORS as exc:
+        flow.conn.failed(exc)

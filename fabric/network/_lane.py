@@ -7,14 +7,14 @@ import random
 
 import anyio
 
-from ._conn import Flow, abort_stream
+from . import _sock
+from ._conn import PUMP_ERRORS, Flow
 from .toxics import Bandwidth, Latency, ResetPeer, SlowClose, Timeout, Toxic
 
 # Chunks queued per direction before the reader waits (backpressure): at most 1 MiB.
 _QUEUE = 16
 # A bandwidth toxic sends a large chunk in slices of this many seconds' worth.
 _SLICE_SECONDS = 0.1
-_ERRORS = (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
 
 
 class Attached:
@@ -58,9 +58,7 @@ class Lane:
 
     def __init__(self, flow: Flow) -> None:
         self._flow = flow
-        self._send, self._recv = anyio.create_memory_object_stream[tuple[float, bytes | None]](
-            _QUEUE
-        )
+        self._send, self._recv = anyio.create_memory_object_stream[tuple[float, bytes | None]](_QUEUE)
 
     async def put(self, data: bytes | None) -> None:
         """Queue a chunk (None: end of stream), or write it at once if the lane has ended."""
@@ -134,13 +132,10 @@ async def _apply(flow: Flow, arrived: float, data: bytes | None) -> bool:
 async def _write(flow: Flow, data: bytes | None) -> bool:
     try:
         if data is None:
-            await flow.dst.send_eof()
+            _sock.shutdown_write(flow.dst)
         else:
-            await flow.dst.send(data)
-    except _ERRORS as exc:
-        if isinstance(exc.__cause__ or exc, ConnectionResetError):
-            abort_stream(flow.conn.client)
-            abort_stream(flow.conn.server)
-        flow.conn.close()
+            await _sock.send_all(flow.dst, data)
+    except PUMP_ERRORS as exc:
+        flow.conn.failed(exc)
         return False
     return True

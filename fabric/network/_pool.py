@@ -142,9 +142,7 @@ class Pool:
             return
         entry.refused = True
         if not entry.removed:
-            log.warning(
-                "instance %s refused a connection: out of rotation", entry.backend.instance_id
-            )
+            log.warning("instance %s refused a connection: out of rotation", entry.backend.instance_id)
             self._recompute()
 
     def pick(self, tried: set[Entry]) -> Entry | None:

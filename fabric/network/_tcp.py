@@ -6,13 +6,16 @@ import errno
 import itertools
 import logging
 import random
+import socket
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 import anyio
-from anyio.abc import SocketListener, SocketStream, TaskStatus
+from anyio.abc import TaskStatus
+from anyio.lowlevel import checkpoint
 
-from ._conn import Conn, Flow, abort_stream, pump, pump_plain
+from . import _sock
+from ._conn import Conn, Flow, pump, pump_plain
 from ._errors import ToxicsUnsupportedError, UnknownToxicError
 from ._lane import attach, detach
 from ._pool import Entry, Pool
@@ -23,7 +26,7 @@ log = logging.getLogger("fabric.network")
 # accept() failures that mean "out of resources for now", not "listener broken".
 _ACCEPT_TRANSIENT = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 
-Pump = Callable[[SocketStream, Flow], Coroutine[Any, Any, None]]
+Pump = Callable[[socket.socket, Flow], Coroutine[Any, Any, None]]
 
 
 class Counters:
@@ -40,9 +43,7 @@ class Counters:
 class TcpBalancer:
     """Spreads client connections of one endpoint over the pool's rotation."""
 
-    def __init__(
-        self, name: str, pool: Pool, *, toxics: bool = True, connect_timeout: float = 5.0
-    ) -> None:
+    def __init__(self, name: str, pool: Pool, *, toxics: bool = True, connect_timeout: float = 5.0) -> None:
         self.name = name
         self.pool = pool
         self.counters = Counters()
@@ -55,48 +56,44 @@ class TcpBalancer:
 
     async def serve(
         self,
-        listeners: list[SocketListener],
+        listener: socket.socket,
         *,
         task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Accept on ``listeners`` until cancelled; every connection ends with it."""
+        """Accept on ``listener`` until cancelled; every connection ends with it."""
         try:
             async with anyio.create_task_group() as tg:
-                for listener in listeners:
-                    tg.start_soon(self._accept_loop, listener, tg)
                 task_status.started()
+                while True:
+                    try:
+                        client = await _sock.accept(listener)
+                    except OSError as exc:
+                        if exc.errno not in _ACCEPT_TRANSIENT:
+                            raise
+                        log.warning("endpoint %s: accept failed (%s); retrying", self.name, exc)
+                        await anyio.sleep(0.1)
+                        continue
+                    tg.start_soon(self._handle, client)
+                    # A flood of connects must not starve the connections already open.
+                    await checkpoint()
         finally:
-            with anyio.CancelScope(shield=True):
-                for listener in listeners:
-                    await listener.aclose()
+            _sock.close(listener)
 
-    async def _accept_loop(self, listener: SocketListener, tg: anyio.abc.TaskGroup) -> None:
-        while True:
-            try:
-                client = await listener.accept()
-            except OSError as exc:
-                if exc.errno not in _ACCEPT_TRANSIENT:
-                    raise
-                log.warning("endpoint %s: accept failed (%s); retrying shortly", self.name, exc)
-                await anyio.sleep(0.1)
-                continue
-            tg.start_soon(self._handle, client)
-
-    async def _handle(self, client: SocketStream) -> None:
+    async def _handle(self, client: socket.socket) -> None:
         self.counters.connections += 1
-        async with client:
+        try:
             picked = await self._connect()
             if picked is None:
                 # No instance can take it: reset, as Azure's balancer does.
                 self.counters.rejected += 1
-                abort_stream(client)
+                _sock.abort(client)
                 return
             server, entry = picked
             entry.active += 1
             entry.connections += 1
             conn: Conn | None = None
             try:
-                async with server, anyio.create_task_group() as tg:
+                async with anyio.create_task_group() as tg:
                     conn = Conn(client, server, entry, tg)
                     self.conns.add(conn)
                     if self.toxics:
@@ -108,8 +105,11 @@ class TcpBalancer:
                 if conn is not None:
                     self.conns.discard(conn)
                 self.pool.closed(entry)
+                _sock.close(server)
+        finally:
+            _sock.close(client)
 
-    async def _connect(self) -> tuple[SocketStream, Entry] | None:
+    async def _connect(self) -> tuple[socket.socket, Entry] | None:
         """Connect to the next instance in rotation, trying others after a refusal."""
         tried: set[Entry] = set()
         while (entry := self.pool.pick(tried)) is not None:
@@ -117,12 +117,12 @@ class TcpBalancer:
             backend = entry.backend
             try:
                 with anyio.fail_after(self._connect_timeout):
-                    stream = await anyio.connect_tcp(backend.host, backend.port)
+                    server = await _sock.connect(backend.host, backend.port)
             except OSError:  # refused, unreachable, or timed out (TimeoutError)
                 self.counters.refused += 1
                 self.pool.refused(entry)
                 continue
-            return stream, entry
+            return server, entry
         return None
 
     def add_toxic(self, spec: Toxic) -> str:

@@ -56,9 +56,7 @@ class UdpBalancer:
                     continue
                 await self._forward(data, client, sock, tg)
 
-    async def _forward(
-        self, data: bytes, client: tuple[str, int], public: UDPSocket, tg: TaskGroup
-    ) -> None:
+    async def _forward(self, data: bytes, client: tuple[str, int], public: UDPSocket, tg: TaskGroup) -> None:
         # A send refused by one instance is tried on the others, as for TCP connects.
         for _ in range(len(self.pool.rotation) + 1):
             session = self._sessions.get(client)
@@ -78,9 +76,7 @@ class UdpBalancer:
             session.entry.traffic[0] += len(data)
             return
 
-    async def _open(
-        self, client: tuple[str, int], public: UDPSocket, tg: TaskGroup
-    ) -> _Session | None:
+    async def _open(self, client: tuple[str, int], public: UDPSocket, tg: TaskGroup) -> _Session | None:
         tried: set[Entry] = set()
         while (entry := self.pool.pick(tried)) is not None:
             tried.add(entry)

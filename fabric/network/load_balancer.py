@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from functools import partial
 
 import anyio
-from anyio.abc import SocketAttribute, TaskStatus
+from anyio.abc import SocketAttribute, TaskStatus, UDPSocket
 
+from . import _sock
 from ._bind import PORT_ATTEMPTS, bind_tcp, bind_udp
 from ._errors import ToxicsUnsupportedError
 from ._model import Backend, EndpointSpec, LoadBalancerStats
@@ -57,9 +59,7 @@ class LoadBalancer:
                 self._probes[entry] = scope = anyio.CancelScope()
                 self._tg.start_soon(self._probe, entry, scope)
 
-    def update(
-        self, instance_id: str, *, ready: bool | None = None, busy: bool | None = None
-    ) -> None:
+    def update(self, instance_id: str, *, ready: bool | None = None, busy: bool | None = None) -> None:
         """Change one instance's status; the next connection sees it.
 
         Raises:
@@ -158,20 +158,19 @@ async def open_load_balancer(
     Raises:
         NoFreePortError: no port in the range tried could be bound.
     """
+    bound = await _bind(spec, host, port_attempts)
+    run = partial(
+        _run,
+        spec,
+        bound,
+        backends,
+        toxics=toxics,
+        connect_timeout=connect_timeout,
+        udp_idle_timeout=udp_idle_timeout,
+    )
     error: Exception | None = None
     async with anyio.create_task_group() as tg:
-        lb: LoadBalancer = await tg.start(
-            partial(
-                serve_load_balancer,
-                spec,
-                backends,
-                host=host,
-                toxics=toxics,
-                connect_timeout=connect_timeout,
-                udp_idle_timeout=udp_idle_timeout,
-                port_attempts=port_attempts,
-            )
-        )
+        lb: LoadBalancer = await tg.start(run)
         try:
             yield lb
         except Exception as exc:
@@ -202,31 +201,61 @@ async def serve_load_balancer(
     ``open_load_balancer``; ``keep_refused`` keeps an instance in rotation after a
     refused connect (for single-instance forwarding).
     """
+    bound = await _bind(spec, host, port_attempts)
+    await _run(
+        spec,
+        bound,
+        backends,
+        toxics=toxics,
+        connect_timeout=connect_timeout,
+        udp_idle_timeout=udp_idle_timeout,
+        keep_refused=keep_refused,
+        task_status=task_status,
+    )
+
+
+async def _bind(spec: EndpointSpec, host: str, attempts: int) -> socket.socket | UDPSocket:
+    # Bound before any task group exists, so a NoFreePortError reaches the caller bare.
+    if spec.protocol == "udp":
+        return await bind_udp(spec.name, host, spec.public_port, attempts=attempts)
+    return await bind_tcp(spec.name, host, spec.public_port, attempts=attempts)
+
+
+async def _run(
+    spec: EndpointSpec,
+    bound: socket.socket | UDPSocket,
+    backends: Iterable[Backend],
+    *,
+    toxics: bool,
+    connect_timeout: float,
+    udp_idle_timeout: float,
+    keep_refused: bool = False,
+    task_status: TaskStatus[LoadBalancer] = anyio.TASK_STATUS_IGNORED,
+) -> None:
     pool = Pool(
         ignore_status=spec.ignore_role_instance_status,
         probed=spec.probe is not None,
         keep_refused=keep_refused,
     )
     closed = anyio.Event()
+    engine: TcpBalancer | UdpBalancer
     try:
         async with anyio.create_task_group() as tg:
-            engine: TcpBalancer | UdpBalancer
-            if spec.protocol == "udp":
-                sock = await bind_udp(spec.name, host, spec.public_port, attempts=port_attempts)
-                address = sock.extra(SocketAttribute.local_address)
-                engine = UdpBalancer(spec.name, pool, idle_timeout=udp_idle_timeout)
-                await tg.start(engine.serve, sock)
+            if isinstance(bound, socket.socket):
+                address = bound.getsockname()
+                engine = TcpBalancer(spec.name, pool, toxics=toxics, connect_timeout=connect_timeout)
             else:
-                listeners = await bind_tcp(
-                    spec.name, host, spec.public_port, attempts=port_attempts
-                )
-                address = listeners[0].extra(SocketAttribute.local_address)
-                engine = TcpBalancer(
-                    spec.name, pool, toxics=toxics, connect_timeout=connect_timeout
-                )
-                await tg.start(engine.serve, listeners)
+                address = bound.extra(SocketAttribute.local_address)
+                engine = UdpBalancer(spec.name, pool, idle_timeout=udp_idle_timeout)
+            await tg.start(engine.serve, bound)
             lb = LoadBalancer(spec, (str(address[0]), int(address[1])), engine, tg, closed)
             lb.set_backends(backends)
             task_status.started(lb)
     finally:
+        # The engine closes its socket; this covers a cancel before it took it over.
+        if isinstance(bound, socket.socket):
+            _sock.close(bound)
+        else:
+            with anyio.CancelScope(shield=True):
+                await bound.aclose()
         closed.set()

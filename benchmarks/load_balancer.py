@@ -1,0 +1,248 @@
+"""HTTP requests/s through the load balancer against the same site directly, same run.
+
+Usage: .venv/bin/python benchmarks/load_balancer.py [--seconds 2] [--rounds 3]
+       [--connections 16] [--server hypercorn|raw|both]
+
+The site runs in a child process: hypercorn serving a tiny ASGI app (what a web role
+runs), and/or a minimal keep-alive HTTP server in asyncio (far faster, so the load
+balancer's own cost shows more). The load comes from ``wrk`` when it is installed,
+else from this file's own epoll client in another child process. Three paths are
+measured in interleaved rounds and their medians printed beside the direct baseline
+of the same run: direct, the plain pump (``toxics=False``) and the toxic-capable
+pump with no toxic set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import selectors
+import shutil
+import socket
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import anyio
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from fabric.network import Backend, EndpointSpec, open_load_balancer  # noqa: E402
+
+REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
+BODY = b"Hello, world!"
+
+
+# --- the site (child process) -------------------------------------------------------
+
+
+def serve_hypercorn(port: int) -> None:
+    """Serve a one-line ASGI app with hypercorn on 127.0.0.1:port until killed."""
+    import asyncio
+
+    from hypercorn.asyncio import serve
+    from hypercorn.config import Config
+
+    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        headers = [(b"content-type", b"text/plain"), (b"content-length", b"%d" % len(BODY))]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": BODY})
+
+    config = Config()
+    config.bind = [f"127.0.0.1:{port}"]
+    config.accesslog = None
+    config.errorlog = None
+    config.keep_alive_timeout = 60
+    config.keep_alive_max_requests = 10**9
+    asyncio.run(serve(app, config))  # type: ignore[arg-type]
+
+
+def serve_raw(port: int) -> None:
+    """Serve a canned keep-alive HTTP response per request, as fast as asyncio allows."""
+    import asyncio
+
+    response = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s" % (
+        len(BODY),
+        BODY,
+    )
+
+    class Http(asyncio.Protocol):
+        def connection_made(self, transport):  # type: ignore[no-untyped-def]
+            self.transport = transport
+            self.buffer = b""
+
+        def data_received(self, data: bytes) -> None:
+            self.buffer += data
+            n = self.buffer.count(b"\r\n\r\n")
+            if n:
+                self.buffer = self.buffer[self.buffer.rfind(b"\r\n\r\n") + 4 :]
+                self.transport.write(response * n)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(Http, "127.0.0.1", port)
+        await server.serve_forever()
+
+    asyncio.run(main())
+
+
+# --- the load (child process) --------------------------------------------------------
+
+
+def load(port: int, connections: int, seconds: float, warmup: float) -> None:
+    """Keep ``connections`` keep-alive requests in flight; print completed requests/s."""
+    sel = selectors.DefaultSelector()
+    buffers: dict[socket.socket, bytes] = {}
+
+    def open_one() -> None:
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setblocking(False)
+        sel.register(sock, selectors.EVENT_READ)
+        buffers[sock] = b""
+        sock.send(REQUEST)
+
+    for _ in range(connections):
+        open_one()
+    begin = time.perf_counter() + warmup
+    end = begin + seconds
+    done = 0
+    while (now := time.perf_counter()) < end:
+        for key, _ in sel.select(timeout=0.5):
+            sock = key.fileobj
+            assert isinstance(sock, socket.socket)
+            data = sock.recv(65536)
+            if not data:  # the server ended a keep-alive connection: open another
+                sel.unregister(sock)
+                sock.close()
+                del buffers[sock]
+                open_one()
+                continue
+            buf = buffers[sock] + data
+            while (head := buf.find(b"\r\n\r\n")) >= 0:
+                match = re.search(rb"(?i)content-length:\s*(\d+)", buf[:head])
+                total = head + 4 + (int(match.group(1)) if match else 0)
+                if len(buf) < total:
+                    break
+                buf = buf[total:]
+                if now >= begin:
+                    done += 1
+                sock.send(REQUEST)
+            buffers[sock] = buf
+    print(json.dumps({"rps": done / seconds}))
+
+
+# --- orchestration -------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def wait_listening(port: int) -> None:
+    with anyio.fail_after(20):
+        while True:
+            try:
+                stream = await anyio.connect_tcp("127.0.0.1", port)
+            except OSError:
+                await anyio.sleep(0.05)
+                continue
+            await stream.aclose()
+            return
+
+
+async def measure(port: int, args: argparse.Namespace) -> float:
+    """Requests/s against 127.0.0.1:port, from wrk if installed, else our own client."""
+    wrk = shutil.which("wrk")
+    if wrk:
+        cmd = [wrk, "-t1", f"-c{args.connections}", f"-d{args.seconds}s", f"http://127.0.0.1:{port}/"]
+        out = (await anyio.run_process(cmd)).stdout.decode()
+        found = re.search(r"Requests/sec:\s+([\d.]+)", out)
+        if not found:
+            raise SystemExit(f"cannot read wrk's output:\n{out}")
+        return float(found.group(1))
+    cmd = [sys.executable, __file__, "--load", str(port), str(args.connections), str(args.seconds)]
+    out = (await anyio.run_process(cmd)).stdout.decode()
+    return float(json.loads(out)["rps"])
+
+
+async def bench_server(kind: str, args: argparse.Namespace) -> None:
+    """Measure one site directly and through both balancers, interleaved, in rounds."""
+    port = free_port()
+    cmd = [sys.executable, __file__, f"--serve-{kind}", str(port)]
+    runs: dict[str, list[float]] = {"direct": [], "plain": [], "capable": []}
+    async with await anyio.open_process(cmd) as server:
+        try:
+            await wait_listening(port)
+            backend = [Backend("bench_IN_0", "127.0.0.1", port)]
+            spec = EndpointSpec("bench", "http", 0)
+            async with (
+                open_load_balancer(spec, backend, toxics=False) as plain,
+                open_load_balancer(spec, backend, toxics=True) as capable,
+            ):
+                ports = {"direct": port, "plain": plain.address[1], "capable": capable.address[1]}
+                # Interleaved rounds, so a noisy moment on the machine hits every path.
+                for _ in range(args.rounds):
+                    for path, target in ports.items():
+                        runs[path].append(await measure(target, args))
+        finally:
+            server.kill()
+    med = {path: statistics.median(values) for path, values in runs.items()}
+    base = med["direct"]
+
+    def line(label: str, path: str, extra: str = "") -> None:
+        spread = f"{min(runs[path]):,.0f}-{max(runs[path]):,.0f}"
+        print(f"  {label:<40}{med[path]:>9,.0f}{med[path] / base:>9.2f}x  {spread:>15}{extra}")
+
+    print(f"\nsite: {kind}; median of {args.rounds} interleaved runs of {args.seconds}s each")
+    print(f"  {'path':<40}{'req/s':>9}{'vs direct':>10}  {'range':>15}")
+    line("direct (the baseline)", "direct")
+    line("load balancer, plain pump", "plain")
+    ratio = med["capable"] / med["plain"]
+    line("load balancer, toxic-capable, no toxic", "capable", f"  ({ratio:.2f}x the plain pump)")
+
+
+async def main(args: argparse.Namespace) -> None:
+    tool = shutil.which("wrk") or "own epoll client (install wrk for a stronger load)"
+    print(f"load: {tool}, {args.connections} keep-alive connections")
+    kinds = ["hypercorn", "raw"] if args.server == "both" else [args.server]
+    for kind in kinds:
+        await bench_server(kind, args)
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--server", choices=["hypercorn", "raw", "both"], default="both")
+    parser.add_argument("--serve-hypercorn", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--serve-raw", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--load", nargs=3, type=float, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_hypercorn:
+        serve_hypercorn(args.serve_hypercorn)
+    elif args.serve_raw:
+        serve_raw(args.serve_raw)
+    elif args.load:
+        port, connections, seconds = args.load
+        load(int(port), int(connections), seconds, warmup=0.5)
+    else:
+        anyio.run(main, args, backend="trio")
+
+
+if __name__ == "__main__":
+    cli()
