@@ -6,6 +6,10 @@ The bootstrapper's SiteActivator starts it on the first connection; it serves un
 SIGINT (graceful: in-flight requests finish, bounded by the spec's graceful_timeout) or until
 it has been idle for idle_timeout seconds, then exits 0. A spec or site that cannot be served
 exits 2 with one line naming the file to fix.
+
+``WebWorker`` is the same worker as a process actor, which is how the bootstrapper runs it
+(``roles.hosts.w3wp:WebWorker`` with one RoleHostConfig): it also populates RoleEnvironment and
+raises its events in this process, for the sites that subscribe to them.
 """
 
 from __future__ import annotations
@@ -16,10 +20,15 @@ import signal
 import sys
 import traceback
 from collections.abc import Sequence
+from typing import ClassVar
 
 import anyio
 import msgspec
 
+from roles.protocol import RoleHostConfig
+
+from ._common import RoleHostBase, describe, wait_first
+from ._sites import SiteServer, web_spec
 from ._web import LifespanError, SiteLoadError, WebSpec, WebSpecError, load_web_spec, serve_sites
 
 EXIT_USAGE = 2
@@ -98,6 +107,59 @@ def _user_errors(error: BaseException) -> list[Exception]:
         found = [_user_errors(inner) for inner in error.exceptions]
         return [e for errors in found for e in errors] if all(found) else []
     return [error] if isinstance(error, (WebSpecError, SiteLoadError, LifespanError)) else []
+
+
+class WebWorker(RoleHostBase):
+    """W3WP as a process actor: serves ``config.sites`` on the inherited ``config.listen_fds``.
+
+    Reports "ready" once the sites serve; after ``config.idle_timeout`` seconds without a
+    request it reports "stopping" and exits 0 by itself. A site that cannot be served reports
+    "failed" and exits non-zero. RoleEnvironment.request_recycle() called by a site reports
+    "recycling" (the bootstrapper recycles the instance) while the worker keeps serving.
+    """
+
+    host_name: ClassVar[str] = "W3WP"
+
+    def __init__(self, config: RoleHostConfig) -> None:
+        """Build the worker for ``config``; nothing runs until on_start."""
+        super().__init__(config)
+        self.sites: SiteServer | None = None
+        self.idle = False
+
+    async def lifecycle(self) -> None:
+        """Serve until stopped or idle."""
+        try:
+            sites = self.sites = SiteServer(web_spec(self.config, idle_timeout=self.config.idle_timeout))
+            binds = await self.start(sites.serve, self._sites_failed, name="sites")
+        except Exception as error:
+            logging.getLogger(self.host_name).exception("the sites cannot be served")
+            await self.fail(f"the sites cannot be served: {describe(error)}")
+            return
+        sites.binds = binds
+        self.log.info("serving %s", ", ".join(f"{name} on {url}" for name, url in binds.items()))
+        await self.report("ready")
+        await wait_first(sites.done, self.recycle_requested)
+        if self.recycle_requested.is_set() and not sites.done.is_set():
+            await self.report("recycling", "request_recycle() was called")
+            await sites.done.wait()
+        if self.stopping or self.failed:
+            return
+        self.idle = True
+        self.stop()
+
+    async def on_stop(self) -> None:
+        """Stop serving: requests in flight finish within the spec's graceful_timeout."""
+        if self.failed:
+            return
+        self.stopping = True
+        idle = f"no request for {self.config.idle_timeout:g} s" if self.idle else ""
+        await self.report("stopping", idle)
+        if self.sites is not None:
+            await self.sites.stop()
+
+    async def _sites_failed(self, error: BaseException) -> None:
+        self.log.error("serving the sites failed", exc_info=error)
+        await self.fail(f"serving the sites failed: {describe(error)}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,218 @@
+"""The lifecycle of a role run from an entry point: on_start, Ready with run, stopping, on_stop.
+
+Shared by WaWorkerHost, WaIISHost and WaWebHost. The role is either a RoleEntryPoint subclass
+found in the role's code, or a ProgramEntryPoint command line.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import anyio
+
+from roles.entry_point import RoleEntryPoint
+from roles.environment import RoleEnvironment
+from roles.events import RoleEnvironmentStoppingEventArgs
+from roles.protocol import RoleHostConfig
+
+from ._common import RoleFailed, RoleHostBase, describe, wait_first
+from ._loader import EntryPointError, call_user, find_entry_point
+from ._program import Program
+
+
+class EntryPointHost(RoleHostBase):
+    """A role host that runs the role's entry point; subclasses may add sites around it."""
+
+    #: a worker role must define an entry point; a web role may rely on the default one
+    entry_point_required: ClassVar[bool] = True
+
+    def __init__(self, config: RoleHostConfig) -> None:
+        """Build the host for ``config``; nothing runs until on_start."""
+        super().__init__(config)
+        self._lifecycle_scope: anyio.CancelScope | None = None
+        self.entry: RoleEntryPoint | None = None
+        self.program: Program | None = None
+        #: on_start returned True: stopping and on_stop are due when the role ends
+        self.role_started = False
+        self._shutdown_done: anyio.Event | None = None
+        self._run_error: BaseException | None = None
+
+    # -- hooks for hosts that serve sites ---------------------------------------------------------
+
+    async def before_ready(self) -> None:
+        """Called after on_start returned True, before "ready"; raising fails the role."""
+
+    async def after_ready(self) -> None:
+        """Called once "ready" is reported and run has started."""
+
+    async def after_role_stopped(self) -> None:
+        """Called once on_stop has finished (or overrun), before the process ends."""
+
+    # -- the lifecycle --------------------------------------------------------------------------
+
+    async def lifecycle(self) -> None:
+        """Run the entry point (or program) until it fails, recycles, or the host is stopped."""
+        with anyio.CancelScope() as self._lifecycle_scope:
+            if self.config.program:
+                await self._run_program()
+            else:
+                await self._run_entry_point()
+
+    async def _load(self) -> RoleEntryPoint | None:
+        config = self.config
+        try:
+            found = find_entry_point(config.app_root, config.entry_module)
+        except EntryPointError as error:
+            await self.fail(str(error))
+            return None
+        if found is None:
+            if self.entry_point_required:
+                await self.fail(
+                    f"no RoleEntryPoint subclass in any .py file of {config.app_root}; define one "
+                    "there or name the entry module in the service definition"
+                )
+                return None
+            self.log.info("no RoleEntryPoint subclass in %s: using the default one", config.app_root)
+            found = RoleEntryPoint
+        self.log.info("entry point %s.%s", found.__module__, found.__qualname__)
+        try:
+            return found()
+        except Exception as error:
+            await self.fail(f"creating {found.__qualname__} raised {describe(error)}")
+            return None
+
+    async def _run_entry_point(self) -> None:
+        entry = self.entry = await self._load()
+        if entry is None:
+            return
+        self.log.info("calling on_start")
+        try:
+            ok = await call_user(entry.on_start)
+        except Exception as error:
+            self.log.exception("on_start raised")
+            await self.fail(f"on_start raised {describe(error)}")
+            return
+        if ok is not None and not ok:
+            await self.fail("on_start returned False")
+            return
+        if self.stopping:
+            return
+        try:
+            await self.before_ready()
+        except Exception as error:
+            self.log.exception("the role's sites could not start")
+            await self.fail(describe(error))
+            return
+        self.role_started = True
+        run_done = anyio.Event()
+        # In the actor's own task group, not ours: run keeps going while stopping and on_stop
+        # run, as Azure's Run thread does; it ends with the process.
+        self.start_soon(self._run, entry, run_done, name="run")
+        await self.report("ready")
+        await self.after_ready()
+        await wait_first(run_done, self.recycle_requested)
+        if self.stopping or self.failed:
+            return
+        if not self.recycle_requested.is_set() and self._run_error is not None:
+            await self.fail(f"run raised {describe(self._run_error)}")
+            return
+        why = "request_recycle() was called" if self.recycle_requested.is_set() else "run returned"
+        await self.report("recycling", why)
+        await self.shutdown_role()
+        self.stop()
+
+    async def _run(self, entry: RoleEntryPoint, done: anyio.Event) -> None:
+        self.log.info("calling run")
+        try:
+            await call_user(entry.run)
+        except Exception as error:
+            self.log.exception("run raised")
+            self._run_error = error
+        else:
+            self.log.info("run returned")
+        done.set()
+
+    async def _run_program(self) -> None:
+        program = self.program = Program(self.config.program, self.config.app_root)
+        exited = anyio.Event()
+
+        async def run() -> None:
+            try:
+                code = await program.run()
+            except OSError as error:
+                self.log.error("cannot start the program: %s", error)
+            else:
+                self.log.info("the program exited with code %d", code)
+            exited.set()
+
+        self.log.info("running the program: %s", self.config.program)
+        self.role_started = True
+        self.start_soon(run, name="program")
+        # Ready as soon as it is started, whatever set_ready_on_process_start says: a program
+        # has no way to report readiness later.
+        await self.report("ready")
+        await wait_first(exited, self.recycle_requested)
+        if self.stopping or self.failed:
+            return
+        code = program.returncode
+        if code == 0:
+            await self.report("recycling", "the program exited with code 0")
+        elif code is None:
+            await self.report("recycling", "request_recycle() was called")
+            await program.terminate(self.config.on_stop_timeout)
+        else:
+            await self.fail(f"the program exited with code {code}")
+            return
+        self._shutdown_done = anyio.Event()
+        self._shutdown_done.set()
+        self.stop()
+
+    # -- stopping -------------------------------------------------------------------------------
+
+    async def on_stop(self) -> None:
+        """Stopped by the bootstrapper: report "stopping", raise stopping, call on_stop."""
+        if self.failed:
+            return
+        if self._shutdown_done is not None:  # recycling: the shutdown is under way already
+            await self._shutdown_done.wait()
+            return
+        self.stopping = True
+        await self.report("stopping")
+        if self.program is not None:
+            await self.program.terminate(self.config.on_stop_timeout)
+        elif self.role_started:
+            await self.shutdown_role()
+        elif self._lifecycle_scope is not None:
+            # Still loading or in on_start: abandon it, as Azure ends the process.
+            self._lifecycle_scope.cancel()
+
+    async def shutdown_role(self) -> None:
+        """Raise stopping, then call on_stop, both within on_stop_timeout.
+
+        Raises:
+            RoleFailed: a stopping handler or on_stop raised (reported as "failed" first).
+        """
+        self._shutdown_done = done = anyio.Event()
+        timeout = self.config.on_stop_timeout
+        step = "a stopping handler"
+        try:
+            with anyio.move_on_after(timeout) as scope:
+                await RoleEnvironment.stopping.emit(RoleEnvironmentStoppingEventArgs())
+                if self.entry is not None:
+                    step = "on_stop"
+                    self.log.info("calling on_stop")
+                    await call_user(self.entry.on_stop)
+            if scope.cancelled_caught:
+                self.log.warning("on_stop did not finish within %g s: ending the process anyway", timeout)
+            else:
+                self.log.info("on_stop finished")
+        except Exception as error:
+            self.log.exception("%s raised", step)
+            self.failed = True
+            detail = f"{step} raised {describe(error)}"
+            await self.report("failed", detail)
+            raise RoleFailed(detail) from error
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.after_role_stopped()
+            done.set()

@@ -1,0 +1,121 @@
+"""Serving a role's sites inside a role host process (WaWebHost and W3WP) with the web core."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Final
+from urllib.parse import urlsplit
+
+import anyio
+import anyio.abc
+
+from roles.protocol import RoleHostConfig
+
+from ._web import BindingSpec, SiteSpec, VirtualApplicationSpec, WebSpec, WebSpecError, serve_sites
+
+#: The request HWC sends itself once the role is ready, so the first user is not the one who
+#: pays for the site's warm-up.
+WARM_UP_PATH: Final = "/do.rd_runtime_init"
+
+logger = logging.getLogger("roles.hosts.sites")
+
+
+def web_spec(config: RoleHostConfig, *, idle_timeout: float | None) -> WebSpec:
+    """Return the WebSpec serving ``config.sites`` on ``config.listen_fds``.
+
+    Raises:
+        WebSpecError: the config names no sites or no W3SVC log folder.
+    """
+    if not config.sites:
+        raise WebSpecError(f"the {config.kind} host was given no sites; a web role needs at least one")
+    if not config.web_log_dir:
+        raise WebSpecError(f"the {config.kind} host was given no web_log_dir for its W3SVC log")
+    sites = tuple(
+        SiteSpec(
+            name=site.name,
+            index=site.index,
+            physical_path=site.physical_path,
+            bindings=tuple(BindingSpec(b.endpoint_name, b.host_header, b.name) for b in site.bindings),
+            applications=tuple(
+                VirtualApplicationSpec(path, folder) for path, folder in site.virtual_applications.items()
+            ),
+        )
+        for site in config.sites
+    )
+    return WebSpec(sites, dict(config.listen_fds), config.web_log_dir, idle_timeout=idle_timeout)
+
+
+class _Started:
+    """Forwards task_status.started and remembers that it happened."""
+
+    def __init__(self, inner: anyio.abc.TaskStatus[dict[str, str]]) -> None:
+        self.inner = inner
+        self.done = False
+
+    def started(self, value: dict[str, str] | None = None) -> None:
+        self.done = True
+        self.inner.started(value or {})
+
+
+class SiteServer:
+    """One run of serve_sites in a role host: start it, stop it gracefully, know when it ended."""
+
+    def __init__(self, spec: WebSpec) -> None:
+        """Prepare to serve ``spec``."""
+        self.spec = spec
+        self.shutdown = anyio.Event()
+        self.done = anyio.Event()
+        self.binds: dict[str, str] = {}
+
+    async def serve(
+        self,
+        on_error: Callable[[BaseException], Awaitable[None]],
+        *,
+        task_status: anyio.abc.TaskStatus[dict[str, str]] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Serve until ``shutdown`` is set or the idle timeout; report the bound URLs.
+
+        An error before the sites serve is raised to the caller of ``start``; one afterwards
+        goes to ``on_error``.
+        """
+        status = _Started(task_status)
+        try:
+            await serve_sites(self.spec, shutdown_event=self.shutdown, task_status=status)
+        except Exception as error:
+            if not status.done:
+                raise
+            await on_error(error)
+        finally:
+            self.done.set()
+
+    async def stop(self) -> None:
+        """Stop accepting, let requests in flight finish (graceful_timeout), wait for the end."""
+        self.shutdown.set()
+        with anyio.move_on_after(self.spec.graceful_timeout + 5.0):
+            await self.done.wait()
+
+
+async def warm_up(spec: WebSpec, binds: dict[str, str], timeout: float = 10.0) -> str:
+    """Send GET /do.rd_runtime_init to the first site's first binding; return the status line."""
+    site = spec.sites[0]
+    binding = site.bindings[0]
+    url = urlsplit(binds[binding.endpoint])
+    host = url.hostname or "127.0.0.1"
+    if host in ("0.0.0.0", "::"):
+        host = "127.0.0.1" if host == "0.0.0.0" else "::1"
+    port = url.port or 80
+    request = (
+        f"GET {WARM_UP_PATH} HTTP/1.1\r\nHost: {binding.host_header or host}\r\n"
+        "User-Agent: reddog-hwc-warmup\r\nConnection: close\r\n\r\n"
+    ).encode()
+    chunks: list[bytes] = []
+    with anyio.fail_after(timeout):
+        async with await anyio.connect_tcp(host, port) as stream:
+            await stream.send(request)
+            try:
+                async for chunk in stream:
+                    chunks.append(chunk)
+            except anyio.EndOfStream:
+                pass
+    return b"".join(chunks).split(b"\r\n", 1)[0].decode("latin-1")
