@@ -34,6 +34,10 @@ def _endpoints(role: RoleDefinition) -> list[str]:
     return out
 
 
+def _n(count: int, word: str) -> str:
+    return f"{count} {word}" + ("" if count == 1 else "s")
+
+
 def summary(service: Service) -> list[str]:
     """The one-screen description `fabric validate` prints for a valid service."""
     d = service.definition
@@ -41,23 +45,19 @@ def summary(service: Service) -> list[str]:
     endpoints = sum(r.endpoint_count for r in d.roles)
     tasks = sum(len(r.startup) for r in d.roles)
     lines = [
-        f"{d.name}: {len(d.roles)} roles, {instances} instances, {endpoints} endpoints, "
-        f"{tasks} startup tasks",
+        f"{d.name}: {_n(len(d.roles), 'role')}, {_n(instances, 'instance')}, "
+        f"{_n(endpoints, 'endpoint')}, {_n(tasks, 'startup task')}",
         f"  definition:    {service.definition_file}",
         f"  configuration: {service.configuration_file}",
     ]
     width = max(len(r.name) for r in d.roles)
     for role in d.roles:
         size = vm_size(role.vm_size)
-        kind = (
-            "web (HWC)"
-            if role.is_hwc
-            else f"web, {len(role.sites)} sites"
-            if role.kind == "web"
-            else "worker"
-        )
+        kind = "worker" if role.kind == "worker" else "web (HWC)" if role.is_hwc else "web"
+        if role.sites:
+            kind += f", {_n(len(role.sites), 'site')}"
         lines.append(
-            f"  {role.name:<{width}}  {kind:<15} {role.vm_size} ({size.cores} cores, "
+            f"  {role.name:<{width}}  {kind:<15} {role.vm_size} ({_n(size.cores, 'core')}, "
             f"{size.memory_mb} MB) x{service.instances(role.name)}"
         )
         lines.append(f"    endpoints: {', '.join(_endpoints(role)) or 'none'}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Literal, NoReturn
 
 import msgspec
 
@@ -71,17 +71,14 @@ SUPPORTED_XPATHS = (
 )
 
 
-def _fail(cls: type[UnsupportedXPathError | UnresolvedXPathError], xpath: str, why: str) -> None:
-    raise cls(
-        [
-            Problem(
-                file="<role environment>",
-                element="RoleInstanceValue",
-                attribute="xpath",
-                message=f"'{xpath}' {why}",
-            )
-        ]
+def _fail(cls: type[UnsupportedXPathError | UnresolvedXPathError], xpath: str, why: str) -> NoReturn:
+    problem = Problem(
+        file="<role environment>",
+        element="RoleInstanceValue",
+        attribute="xpath",
+        message=f"'{xpath}' {why}",
     )
+    raise cls([problem])
 
 
 def parse_role_instance_xpath(xpath: str) -> XPathRef:
@@ -98,7 +95,6 @@ def parse_role_instance_xpath(xpath: str) -> XPathRef:
         xpath,
         "is not a supported RoleInstanceValue xpath; use one of: " + ", ".join(SUPPORTED_XPATHS),
     )
-    raise AssertionError  # pragma: no cover - _fail always raises
 
 
 def resolve_role_instance_value(xpath: str, doc: RoleEnvironmentDocument) -> str:
@@ -132,4 +128,3 @@ def resolve_role_instance_value(xpath: str, doc: RoleEnvironmentDocument) -> str
     _fail(
         UnresolvedXPathError, xpath, f"names {what[ref.kind]} '{ref.name}', which this instance does not have"
     )
-    raise AssertionError  # pragma: no cover

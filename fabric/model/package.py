@@ -15,7 +15,7 @@ from pathlib import Path
 
 import msgspec
 
-from fabric.model._files import MAX_MODEL_BYTES
+from fabric.model._files import MAX_MODEL_BYTES, read_model_bytes
 from fabric.model._manifest import (
     CSDEF,
     DEFAULT_LIMITS,
@@ -70,9 +70,8 @@ def _collect(
         for k, declared in enumerate(declared_dirs(role)):
             actual = service.content_dir(role.name, declared).resolve()
             if actual == role_dir or role_dir in actual.parents:
-                mapping[declared] = f"roles/{role.name}/{actual.relative_to(role_dir).as_posix()}".rstrip(
-                    "/."
-                )
+                inner = actual.relative_to(role_dir).as_posix()
+                mapping[declared] = f"roles/{role.name}" + ("" if inner == "." else f"/{inner}")
             else:
                 mapping[declared] = f"content/{role.name}/{k}"
                 files.extend(_walk(actual, mapping[declared], problems))
@@ -188,8 +187,6 @@ def _service_of(opened: Opened, path: Path, config: str | Path | None, strict: b
             f"{file}:{manifest.configuration}",
         )
     else:
-        from fabric.model._files import read_model_bytes
-
         cfg = (read_model_bytes(Path(config)), str(config))
     return assemble(
         (definition, f"{file}:{manifest.definition}"), cfg, _ZipLayout(opened, path), strict=strict, root=file

@@ -189,9 +189,11 @@ def _check_code(d: ServiceDefinition, layout: Layout, report: Report, required: 
 
 
 def _environment(path: Path, prefix: str, suffix: str) -> str:
-    name = path.name
-    inner = name[len(prefix) : len(name) - len(suffix)] if name.lower().endswith(suffix) else name
-    return inner.lstrip(".").lower()
+    """`ServiceConfiguration.Local.cscfg` -> `local`; a name without the prefix keeps its stem."""
+    name = path.name.lower()
+    name = name.removesuffix(suffix.lower())
+    name = name.removeprefix(prefix.lower())
+    return name.strip(".")
 
 
 def find_configuration(root: Path, toml: bool) -> Path:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from typing import Any, TypeVar
-from xml.sax.saxutils import escape, quoteattr
+from xml.sax.saxutils import quoteattr
 
 import msgspec
 
@@ -242,7 +242,7 @@ class _Out:
         pad = "  " * depth
         attrs = "".join(f" {k}={quoteattr(v)}" for k, v in self.attrs)
         if not self.children:
-            lines.append(f"{pad}<{escape(self.tag)}{attrs} />")
+            lines.append(f"{pad}<{self.tag}{attrs} />")
             return
         lines.append(f"{pad}<{self.tag}{attrs}>")
         for child in self.children:
