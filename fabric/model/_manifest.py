@@ -44,6 +44,7 @@ DEFAULT_LIMITS = ExtractLimits()
 
 
 def problem(path: object, message: str) -> Problem:
+    """A problem about a whole file (a package or a file in it), without a line."""
     return Problem(file=str(path), message=message)
 
 
