@@ -8,6 +8,8 @@ from ._errors import NoFreePortError as NoFreePortError
 from ._errors import ToxicsUnsupportedError as ToxicsUnsupportedError
 from ._errors import UnknownBackendError as UnknownBackendError
 from ._errors import UnknownToxicError as UnknownToxicError
+from ._instance import InstanceForwarder as InstanceForwarder
+from ._instance import open_instance_forwarder as open_instance_forwarder
 from ._model import Backend as Backend
 from ._model import BackendStats as BackendStats
 from ._model import EndpointSpec as EndpointSpec
