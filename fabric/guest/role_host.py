@@ -1,0 +1,450 @@
+"""The role host (seed E.2, E.3, I, J, step 9): start it, watch it, restart it, map it to statuses.
+
+One role host process runs at a time (WaWorkerHost, WaIISHost or WaWebHost, as process
+actors). What it reports (RoleHostState) and how it answers StatusCheck become the instance's
+status: StartingRole, ReadyRole, BusyRole, UnresponsiveRole, StoppingRole. A host that fails
+is restarted with exponential backoff (RestartingRole, then CyclingRole, or FailedStartingRole
+when it never got to Ready); a recycle (run returned, request_recycle, RecycleRole, a
+cancelled change, or an unresponsive host) restarts it at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import anyio
+
+from actors import Actor, ActorDead, ActorError, ActorSystem, AskTimeout, ProcessExited, ProcessOptions, Ref
+from fabric.guest.disk import VmDisk
+from fabric.guest.messages import ApplyEnvironment, BootstrapConfig
+from fabric.guest.startup import environment_document, resolve_variables
+from fabric.model.definition import RoleDefinition
+from fabric.model.errors import XPathError
+from fabric.model.status import RoleStatus
+from roles.protocol import (
+    EnvironmentChanged,
+    EnvironmentChanging,
+    RoleEnvironmentData,
+    RoleHostConfig,
+    RoleHostPhase,
+    RoleHostState,
+    SimultaneousChanged,
+    SimultaneousChanging,
+    SiteInfo,
+    StatusCheck,
+)
+
+HostKind = Literal["worker", "iis", "hwc", "w3wp"]
+
+HOST_TARGETS: dict[str, str] = {
+    "worker": "roles.hosts.worker:WorkerHost",
+    "iis": "roles.hosts.iis:IISHost",
+    "hwc": "roles.hosts.hwc:WebHost",
+    "w3wp": "roles.hosts.w3wp:WebWorker",
+}
+HOST_NAMES: dict[str, str] = {
+    "worker": "WaWorkerHost",
+    "iis": "WaIISHost",
+    "hwc": "WaWebHost",
+    "w3wp": "W3WP",
+}
+#: ``kind=module:Class,...`` swaps role host implementations (experiments, stand-ins in tests).
+TARGETS_ENV = "REDDOG_ROLE_HOSTS"
+
+StatusSink = Callable[[RoleStatus, str], None]
+Log = Callable[[str], None]
+
+
+def host_target(kind: str) -> str:
+    """The process actor class that runs a kind of role host."""
+    for item in os.environ.get(TARGETS_ENV, "").split(","):
+        name, _, target = item.partition("=")
+        if name.strip() == kind and target.strip():
+            return target.strip()
+    return HOST_TARGETS[kind]
+
+
+def host_kind(role: RoleDefinition) -> Literal["worker", "iis", "hwc"]:
+    """WaWorkerHost for a worker role, WaIISHost for a web role with Sites, else WaWebHost (HWC)."""
+    if role.kind == "worker":
+        return "worker"
+    return "hwc" if role.is_hwc else "iis"
+
+
+def is_limited(role: RoleDefinition) -> bool:
+    """Whether the role's processes run with limited rights (the default executionContext)."""
+    return role.runtime is None or role.runtime.execution_context == "limited"
+
+
+class Relay(Actor):
+    """Hands every message to a callback: the parent of one role host or web worker process."""
+
+    def __init__(self, deliver: Callable[[Any], None]) -> None:
+        self.deliver = deliver
+
+    async def receive(self, message: Any) -> Any:
+        """Deliver the message; answer nothing."""
+        self.deliver(message)
+        return None
+
+
+@dataclass
+class _Incarnation:
+    """One role host process, from spawn to exit."""
+
+    number: int
+    ref: Ref | None = None
+    pid: int = 0
+    phase: RoleHostPhase | None = None
+    reached_ready: bool = False
+    failure: str = ""
+    recycle: str | None = None  # why we restart it at once, when we do
+    busy: bool = False
+    unresponsive_since: float | None = None
+    ended: bool = False
+
+
+class RoleHost:
+    """Keeps the role host running; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        system: ActorSystem,
+        config: BootstrapConfig,
+        disk: VmDisk,
+        log: Log,
+        set_status: StatusSink,
+        sites: list[SiteInfo],
+        listen_fds: dict[str, int],
+    ) -> None:
+        self.system = system
+        self.config = config
+        self.settings = config.settings
+        self.disk = disk
+        self.log = log
+        self.set_status = set_status
+        self.kind = host_kind(config.role)
+        self.name = HOST_NAMES[self.kind]
+        self.sites = sites
+        self.listen_fds = listen_fds
+        self.environment: RoleEnvironmentData = config.environment
+        self.restarts = 0
+        self.current = _Incarnation(0)
+        #: extra targets for RoleEnvironment events (the running W3WP)
+        self.event_targets: Callable[[], list[Ref]] = list
+        self.on_recycle: Callable[[], None] = lambda: None
+        #: tell the current status again (the pid or restart count changed)
+        self.refresh: Callable[[], None] = lambda: None
+        self.relays: dict[Ref, Ref] = {}
+
+    # -- what a role host is started with ----------------------------------------------------
+
+    def host_config(self, kind: HostKind, listen_fds: dict[str, int]) -> RoleHostConfig:
+        """The RoleHostConfig of a kind of host for this role, with the current environment."""
+        role, disk, settings = self.config.role, self.disk, self.settings
+        entry = role.runtime.entry_point if role.runtime is not None else None
+        netfx = entry.netfx if entry is not None else None
+        program = entry.program if entry is not None else None
+        return RoleHostConfig(
+            kind=kind,
+            app_root=str(disk.approot),
+            entry_module=netfx.module_file if netfx is not None else "",
+            program=program.command_line if program is not None else "",
+            set_ready_on_process_start=program.set_ready_on_process_start if program is not None else True,
+            environment=self.environment,
+            log_path="" if kind == "w3wp" else str(disk.role_log(f"{HOST_NAMES[kind]}.log")),
+            on_stop_timeout=settings.on_stop_timeout,
+            sites=self.sites if kind != "worker" else [],
+            listen_fds=listen_fds,
+            web_log_dir=str(disk.iis_log_dir) if kind != "worker" else "",
+            idle_timeout=settings.web_worker_idle_timeout,
+        )
+
+    def prepare_files(self) -> None:
+        """Let the limited user write the host's own log and the W3SVC log folder."""
+        user = self.config.limited_user
+        if user is None or not is_limited(self.config.role) or os.geteuid() != 0:
+            return
+        from actors._privileges import resolve_user
+
+        uid, gid = resolve_user(user)
+        paths = [self.disk.role_log(f"{self.name}.log")]
+        for path in paths:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+        self.disk.iis_log_dir.mkdir(parents=True, exist_ok=True)
+        for path in [*paths, self.disk.iis_log_dir, *self.disk.iis_log_dir.iterdir()]:
+            os.chown(path, uid, gid)
+
+    def process_options(self, kind: HostKind, pass_fds: tuple[int, ...] = ()) -> ProcessOptions:
+        """How a kind of host process runs: its own process group, as the limited user if any.
+
+        Raises:
+            XPathError: a Runtime/Environment variable cannot be resolved.
+        """
+        s, role = self.settings, self.config.role
+        variables = role.runtime.environment if role.runtime is not None else ()
+        env = resolve_variables(variables, environment_document(self.environment))
+        return ProcessOptions(
+            log_path=self.disk.role_log(f"{HOST_NAMES[kind]}.out.log"),
+            env=env,
+            cwd=self.disk.approot,
+            new_session=True,
+            run_as=self.config.limited_user if is_limited(role) else None,
+            pass_fds=pass_fds,
+            python=self.config.python or None,
+            # StatusCheck is the role host's liveness check; W3WP has only the link's pings.
+            ping_interval=s.link_ping_interval if kind == "w3wp" else None,
+            ping_timeout=s.link_ping_timeout,
+            stop_timeout=s.on_stop_timeout + s.process_stop_timeout / 2,
+            term_timeout=max(1.0, s.process_stop_timeout / 4),
+        )
+
+    async def spawn(self, kind: HostKind, deliver: Callable[[Any], None], listen_fds: dict[str, int]) -> Ref:
+        """Start a host process whose reports go to ``deliver``; return its Ref once started.
+
+        ``listen_fds`` are listening sockets it inherits, by endpoint name.
+        """
+        options = self.process_options(kind, tuple(listen_fds.values()))
+        relay = await self.system.spawn(lambda: Relay(deliver), name=f"{HOST_NAMES[kind]}-events")
+        try:
+            ref = await self.system.spawn_process(
+                host_target(kind),
+                name=HOST_NAMES[kind],
+                args=(self.host_config(kind, listen_fds),),
+                parent=relay,
+                options=options,
+            )
+        except BaseException:
+            relay.request_stop()
+            raise
+        self.relays[ref] = relay
+        return ref
+
+    # -- the restart loop ---------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run the role host for ever: restart it after every exit (see the module docstring)."""
+        s = self.settings
+        failures = 0
+        ready_in_streak = False
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(self._check_status)
+            number = 0
+            while True:
+                number += 1
+                started = anyio.current_time()
+                incarnation = self.current = _Incarnation(number)
+                await self._run_once(incarnation)
+                if incarnation.recycle is not None:
+                    self.restarts += 1
+                    continue
+                if anyio.current_time() - started >= s.role_restart_reset:
+                    failures, ready_in_streak = 0, False
+                failures += 1
+                ready_in_streak = ready_in_streak or incarnation.reached_ready
+                delay = min(
+                    s.role_restart_initial * s.role_restart_factor ** (failures - 1), s.role_restart_max
+                )
+                status: RoleStatus = "RestartingRole"
+                if failures >= s.role_cycling_after:
+                    status = "CyclingRole" if ready_in_streak else "FailedStartingRole"
+                self.restarts += 1
+                self.set_status(
+                    status,
+                    f"{incarnation.failure}; restart {self.restarts} in {delay:.2f} s "
+                    f"({failures} failure{'s' if failures > 1 else ''} in a row)",
+                )
+                await anyio.sleep(delay)
+
+    async def _run_once(self, inc: _Incarnation) -> None:
+        self.set_status("StartingRole", f"starting {self.name}")
+        try:
+            ref = await self.spawn(self.kind, lambda m: self._on_message(inc, m), self.listen_fds)
+        except (ActorError, ProcessExited, XPathError, OSError) as exc:
+            inc.failure = f"{self.name} could not start: {exc}"
+            self.log(inc.failure)
+            return
+        inc.ref, inc.pid = ref, ref.pid or inc.pid
+        self.log(f"started {self.name} (pid {inc.pid})")
+        self.refresh()  # the status told so far may not carry the pid yet
+        if inc.recycle is not None:
+            ref.request_stop()
+        reason = await ref.join()
+        relay = self.relays.pop(ref, None)
+        if relay is not None:
+            relay.request_stop()
+        how = "exited normally" if reason is None else str(reason)
+        self.log(f"{self.name} (pid {inc.pid}) {how}")
+        inc.ref, inc.pid, inc.ended = None, 0, True
+        if inc.recycle is None and reason is None and inc.phase in ("recycling", "stopping"):
+            inc.recycle = "the role recycled"
+        if inc.recycle is None and not inc.failure:
+            inc.failure = f"{self.name} {how}" if reason is not None else f"{self.name} exited unasked"
+        elif inc.recycle is None:
+            inc.failure = f"{self.name} failed: {inc.failure}"
+
+    def _on_message(self, inc: _Incarnation, message: Any) -> None:
+        if not isinstance(message, RoleHostState) or inc is not self.current or inc.ended:
+            return  # a late report from a host that is gone
+        inc.phase = message.phase
+        inc.pid = inc.pid or message.pid
+        detail = message.detail
+        self.log(f"{self.name} (pid {message.pid}) {message.phase}" + (f": {detail}" if detail else ""))
+        match message.phase:
+            case "starting":
+                self.set_status("StartingRole", "OnStart is running")
+            case "ready":
+                inc.reached_ready, inc.busy = True, False
+                self.set_status("ReadyRole", "")
+            case "recycling":
+                self.recycle(inc, f"the role is recycling: {detail or 'Run returned'}")
+            case "stopping":
+                self.set_status("StoppingRole", "OnStop is running")
+            case "failed":
+                inc.failure = detail or "failed"
+
+    # -- recycles -------------------------------------------------------------------------------
+
+    def recycle(self, inc: _Incarnation | None, why: str) -> None:
+        """Stop the host by its ladder (stopping, on_stop) and start it again without backoff."""
+        inc = inc or self.current
+        if inc is not self.current or inc.recycle is not None or inc.failure:
+            return
+        inc.recycle = why
+        self.log(f"recycling {self.name}: {why}")
+        self.set_status("StoppingRole", why)
+        self.on_recycle()
+        if inc.ref is not None:
+            inc.ref.request_stop()
+
+    def _kill(self, inc: _Incarnation, why: str) -> None:
+        """Recycle a host that cannot stop politely: SIGKILL its process group."""
+        inc.recycle = why
+        self.log(f"killing {self.name} (pid {inc.pid}): {why}")
+        self.set_status("StoppingRole", why)
+        if inc.pid:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(inc.pid, signal.SIGKILL)
+
+    # -- StatusCheck ----------------------------------------------------------------------------
+
+    async def _check_status(self) -> None:
+        s = self.settings
+        while True:
+            await anyio.sleep(s.status_check_interval)
+            inc = self.current
+            ref = inc.ref
+            if ref is None or inc.recycle is not None or inc.phase not in ("starting", "ready"):
+                continue
+            timeout = s.status_check_timeout
+            if inc.unresponsive_since is not None:
+                left = inc.unresponsive_since + s.role_unresponsive_timeout - anyio.current_time()
+                timeout = max(0.01, min(timeout, left))
+            try:
+                result = await ref.ask(StatusCheck(), timeout=timeout)
+            except AskTimeout:
+                self._unanswered(inc)
+                continue
+            except (ActorDead, ActorError):
+                continue
+            if inc is not self.current or inc.recycle is not None:
+                continue
+            was_unresponsive = inc.unresponsive_since is not None
+            inc.unresponsive_since = None
+            busy = bool(getattr(result, "busy", False))
+            if inc.phase == "ready" and (busy != inc.busy or was_unresponsive):
+                inc.busy = busy
+                if busy:
+                    self.set_status("BusyRole", "a status_check handler called set_busy()")
+                else:
+                    self.set_status("ReadyRole", "")
+            elif was_unresponsive:
+                self.set_status("StartingRole", "OnStart is running")
+
+    def _unanswered(self, inc: _Incarnation) -> None:
+        s = self.settings
+        if inc is not self.current or inc.recycle is not None:
+            return
+        now = anyio.current_time()
+        if inc.unresponsive_since is None:
+            inc.unresponsive_since = now
+            self.set_status(
+                "UnresponsiveRole",
+                f"{self.name} did not answer StatusCheck within {s.status_check_timeout:g} s",
+            )
+        elif now - inc.unresponsive_since >= s.role_unresponsive_timeout:
+            self._kill(inc, f"unresponsive for {now - inc.unresponsive_since:.1f} s: recycling")
+
+    # -- configuration changes ------------------------------------------------------------------
+
+    async def apply(self, change: ApplyEnvironment) -> str:
+        """Raise changing (or the Simultaneous pair) and changed; "applied" or "recycling"."""
+        self.environment = change.environment
+        inc = self.current
+        targets = [r for r in [inc.ref, *self.event_targets()] if r is not None]
+        if inc.ref is None or inc.recycle is not None:
+            self.log("new environment recorded; the next role host start uses it")
+            return "applied"
+        timeout = self.settings.status_check_timeout
+        changes = change.changes
+        blast = self.environment.topology_change_discovery == "Blast"
+        if blast and changes and all(c.kind == "topology" for c in changes):
+            for ref in targets:
+                await _ask_quietly(ref, SimultaneousChanging(changes=changes), timeout)
+            for ref in targets:
+                await _tell_quietly(ref, SimultaneousChanged(environment=self.environment, changes=changes))
+            self.log(f"topology change applied at once (Blast): {_names(changes)}")
+            return "applied"
+        cancel = False
+        for ref in targets:
+            try:
+                answer = await _ask_quietly(ref, EnvironmentChanging(changes=changes), timeout)
+            except AskTimeout:
+                self.log(f"no answer to changing within {timeout:g} s: recycling to apply the change")
+                cancel = True
+                continue
+            cancel = cancel or bool(getattr(answer, "cancel", False))
+        if cancel:
+            self.recycle(inc, f"a changing handler cancelled the change ({_names(changes)}): recycling")
+            return "recycling"
+        for ref in targets:
+            await _tell_quietly(ref, EnvironmentChanged(environment=self.environment, changes=changes))
+        self.log(f"environment changed: {_names(changes)}")
+        return "applied"
+
+    # -- the end --------------------------------------------------------------------------------
+
+    async def stop(self) -> None:
+        """Stop the running host by its ladder (call after cancelling ``run``)."""
+        inc = self.current
+        if inc.ref is not None:
+            inc.recycle = inc.recycle or "the VM is stopping"
+            self.log(f"stopping {self.name} (pid {inc.pid})")
+            reason = await inc.ref.stop()
+            self.log(f"{self.name} stopped" + (f": {reason}" if reason is not None else ""))
+        for relay in self.relays.values():
+            relay.request_stop()
+        self.relays.clear()
+
+
+def _names(changes: Any) -> str:
+    return ", ".join(f"{c.kind} {c.name}" for c in changes) or "(nothing)"
+
+
+async def _ask_quietly(ref: Ref, message: Any, timeout: float) -> Any:
+    try:
+        return await ref.ask(message, timeout=timeout)
+    except (ActorDead, ActorError):
+        return None
+
+
+async def _tell_quietly(ref: Ref, message: Any) -> None:
+    with contextlib.suppress(ActorDead):
+        await ref.tell(message)
