@@ -100,6 +100,8 @@ class RoleHostConfig(msgspec.Struct, frozen=True, kw_only=True):
     web_log_dir: str = ""
     #: a w3wp worker exits by itself after this long without a request
     idle_timeout: float = 1200.0
+    #: for hwc and w3wp: after a stop, how long requests in flight may take to finish
+    graceful_timeout: float = 10.0
 
 
 # -- bootstrapper -> role host (asks) -------------------------------------------------------------

@@ -43,7 +43,13 @@ def web_spec(config: RoleHostConfig, *, idle_timeout: float | None) -> WebSpec:
         )
         for site in config.sites
     )
-    return WebSpec(sites, dict(config.listen_fds), config.web_log_dir, idle_timeout=idle_timeout)
+    return WebSpec(
+        sites,
+        dict(config.listen_fds),
+        config.web_log_dir,
+        idle_timeout=idle_timeout,
+        graceful_timeout=config.graceful_timeout,
+    )
 
 
 class _Started:
@@ -67,6 +73,7 @@ class SiteServer:
         self.shutdown = anyio.Event()
         self.done = anyio.Event()
         self.binds: dict[str, str] = {}
+        self._scope = anyio.CancelScope()
 
     async def serve(
         self,
@@ -81,7 +88,8 @@ class SiteServer:
         """
         status = _Started(task_status)
         try:
-            await serve_sites(self.spec, shutdown_event=self.shutdown, task_status=status)
+            with self._scope:
+                await serve_sites(self.spec, shutdown_event=self.shutdown, task_status=status)
         except Exception as error:
             if not status.done:
                 raise
@@ -90,9 +98,18 @@ class SiteServer:
             self.done.set()
 
     async def stop(self) -> None:
-        """Stop accepting, let requests in flight finish (graceful_timeout), wait for the end."""
+        """Stop accepting, let requests in flight finish (graceful_timeout), wait for the end.
+
+        Whatever still runs after graceful_timeout (plus a moment for lifespans and the log)
+        is cancelled: by then hypercorn has cut the requests in flight anyway, and the web
+        core's idle watcher may otherwise sleep on for up to its idle_timeout.
+        """
         self.shutdown.set()
-        with anyio.move_on_after(self.spec.graceful_timeout + 5.0):
+        with anyio.move_on_after(self.spec.graceful_timeout + 1.0):
+            await self.done.wait()
+        if not self.done.is_set():
+            logger.warning("the sites did not stop within %g s: cancelling them", self.spec.graceful_timeout)
+            self._scope.cancel()
             await self.done.wait()
 
 

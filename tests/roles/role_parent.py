@@ -33,7 +33,9 @@ HOSTS = {
 }
 
 
-def environment(settings: Mapping[str, str], *, port: int = 20000, scratch: str = "/tmp") -> RoleEnvironmentData:
+def environment(
+    settings: Mapping[str, str], *, port: int = 20000, scratch: str = "/tmp"
+) -> RoleEnvironmentData:
     """An instance of WorkerRole in deployment d-test, with a WebRole beside it."""
     me = InstanceInfo(
         id="WorkerRole_IN_0",
@@ -136,7 +138,9 @@ class HostRun:
 
 
 @asynccontextmanager
-async def run_host(config: RoleHostConfig, *, options: ProcessOptions | None = None) -> AsyncIterator[HostRun]:
+async def run_host(
+    config: RoleHostConfig, *, options: ProcessOptions | None = None
+) -> AsyncIterator[HostRun]:
     """Spawn the role host for ``config`` as the bootstrapper would; stop it on the way out."""
     recorder = StateRecorder()
     if options is None:

@@ -43,7 +43,10 @@ def assert_role_failed(reason: BaseException | None) -> None:
 
 @pytest.mark.parametrize(
     ("on_start", "detail"),
-    [("false", "on_start returned False"), ("raise", "on_start raised RuntimeError: cannot reach the database")],
+    [
+        ("false", "on_start returned False"),
+        ("raise", "on_start raised RuntimeError: cannot reach the database"),
+    ],
 )
 async def test_a_failed_on_start_ends_the_process_without_stopping(
     tmp_path: Path, on_start: str, detail: str
