@@ -25,7 +25,7 @@ PUMP_ERRORS = (OSError, anyio.ClosedResourceError, anyio.BrokenResourceError)
 class Flow:
     """One direction of a connection, and the toxics acting on it."""
 
-    __slots__ = ("conn", "dst", "index", "lane", "toxics")
+    __slots__ = ("conn", "done", "dst", "index", "lane", "toxics")
 
     def __init__(self, conn: Conn, dst: socket.socket, index: int) -> None:
         self.conn = conn
@@ -33,6 +33,7 @@ class Flow:
         self.index = index  # 0 upstream (client->instance), 1 downstream
         self.lane: Lane | None = None  # set while toxics shape this direction
         self.toxics: tuple[Attached, ...] = ()
+        self.done = False  # its end of stream has been read: nothing more will flow
 
 
 class Conn:
@@ -89,6 +90,7 @@ async def pump_plain(src: socket.socket, flow: Flow) -> None:
                 await wait_readable(src)
                 continue
             if not data:
+                flow.done = True
                 _sock.shutdown_write(dst)
                 return
             n = len(data)
@@ -125,6 +127,7 @@ async def pump(src: socket.socket, flow: Flow) -> None:
                 await wait_readable(src)
                 continue
             if not data:
+                flow.done = True
                 if flow.lane is None:
                     _sock.shutdown_write(dst)
                 else:

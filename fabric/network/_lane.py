@@ -20,16 +20,19 @@ _SLICE_SECONDS = 0.1
 class Attached:
     """A toxic as attached to one flow, with that flow's state for it."""
 
-    __slots__ = ("next_free", "spec", "toxic_id")
+    __slots__ = ("next_free", "spec", "timer", "toxic_id")
 
     def __init__(self, toxic_id: str, spec: Toxic) -> None:
         self.toxic_id = toxic_id
         self.spec = spec
         self.next_free = 0.0  # bandwidth: when the link is free for the next byte
+        self.timer = anyio.CancelScope()  # timeout: the pending close, dropped on detach
 
 
 def attach(flow: Flow, toxic_id: str, spec: Toxic) -> None:
-    """Make ``spec`` act on ``flow`` from its next chunk on."""
+    """Make ``spec`` act on ``flow`` from its next chunk on (if any is still to come)."""
+    if flow.done:
+        return
     att = Attached(toxic_id, spec)
     flow.toxics = (*flow.toxics, att)
     conn = flow.conn
@@ -42,12 +45,18 @@ def attach(flow: Flow, toxic_id: str, spec: Toxic) -> None:
 
 def detach(flow: Flow, toxic_id: str) -> None:
     """Stop ``toxic_id`` acting on ``flow``; queued chunks still go out in order."""
-    flow.toxics = tuple(a for a in flow.toxics if a.toxic_id != toxic_id)
+    kept = []
+    for att in flow.toxics:
+        if att.toxic_id == toxic_id:
+            att.timer.cancel()
+        else:
+            kept.append(att)
+    flow.toxics = tuple(kept)
 
 
 async def _close_after(flow: Flow, att: Attached, seconds: float) -> None:
-    await anyio.sleep(seconds)
-    if att in flow.toxics:
+    with att.timer:
+        await anyio.sleep(seconds)
         flow.conn.close()
 
 

@@ -30,6 +30,7 @@ class EchoInstance:
         """Listen (again, on the same port once it has one)."""
         multi = await anyio.create_tcp_listener(local_host=HOST, local_port=self.port)
         [listener] = multi.listeners
+        assert isinstance(listener, anyio.abc.SocketListener)
         self.port = listener.extra(SocketAttribute.local_port)
         self.scope = anyio.CancelScope()
         self.tg.start_soon(self._serve, listener, self.scope)
@@ -42,7 +43,7 @@ class EchoInstance:
         """This instance as the load balancer's pool sees it."""
         return Backend(self.name, HOST, self.port, ready, busy, probe_port)
 
-    async def _serve(self, listener: anyio.abc.Listener[SocketStream], scope: anyio.CancelScope) -> None:
+    async def _serve(self, listener: anyio.abc.SocketListener, scope: anyio.CancelScope) -> None:
         with scope:
             async with listener:
                 while True:

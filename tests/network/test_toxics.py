@@ -168,3 +168,14 @@ async def test_toxic_errors_are_named(farm):
         Bandwidth(rate=0)
     with pytest.raises(InvalidSpecError):
         Timeout(timeout=10, toxicity=1.5)
+
+
+async def test_a_removed_timeout_toxic_holds_nothing_open(farm, until):
+    (a,) = await farm.instances(1)
+    async with open_load_balancer(WEB, [a.backend()]) as lb:
+        client = await farm.connect(lb.address)
+        lb.remove_toxic(lb.add_toxic(Timeout(timeout=30_000)))
+        assert await round_trip(client) < 1
+        await client.aclose()
+        # The connection ends with its client, not when the toxic's timer would fire.
+        await until(lambda: lb.stats().active == 0, 2.0)
