@@ -164,17 +164,18 @@ async def wait_listening(port: int) -> None:
             return
 
 
-async def measure(port: int, args: argparse.Namespace) -> float:
+async def measure(port: int, args: argparse.Namespace, seconds: int = 0) -> float:
     """Requests/s against 127.0.0.1:port, from wrk if installed, else our own client."""
+    seconds = seconds or args.seconds
     wrk = shutil.which("wrk")
     if wrk:
-        cmd = [wrk, "-t1", f"-c{args.connections}", f"-d{args.seconds}s", f"http://127.0.0.1:{port}/"]
+        cmd = [wrk, "-t1", f"-c{args.connections}", f"-d{seconds}s", f"http://127.0.0.1:{port}/"]
         out = (await anyio.run_process(cmd)).stdout.decode()
         found = re.search(r"Requests/sec:\s+([\d.]+)", out)
         if not found:
             raise SystemExit(f"cannot read wrk's output:\n{out}")
         return float(found.group(1))
-    cmd = [sys.executable, __file__, "--load", str(port), str(args.connections), str(args.seconds)]
+    cmd = [sys.executable, __file__, "--load", str(port), str(args.connections), str(seconds)]
     out = (await anyio.run_process(cmd)).stdout.decode()
     return float(json.loads(out)["rps"])
 
@@ -194,6 +195,8 @@ async def bench_server(kind: str, args: argparse.Namespace) -> None:
                 open_load_balancer(spec, backend, toxics=True) as capable,
             ):
                 ports = {"direct": port, "plain": plain.address[1], "capable": capable.address[1]}
+                for target in ports.values():  # warm-up, not counted
+                    await measure(target, args, seconds=1)
                 # Interleaved rounds, so a noisy moment on the machine hits every path.
                 for _ in range(args.rounds):
                     for path, target in ports.items():

@@ -1,4 +1,14 @@
-"""The load balancer: one per InputEndpoint, spreading connections over role instances."""
+"""The load balancer: one per InputEndpoint, spreading connections over role instances.
+
+    spec = EndpointSpec("HttpIn", "http", 8080)
+    async with open_load_balancer(spec, [Backend("web_IN_0", "127.0.0.1", 20000)]) as lb:
+        print(lb.address)                      # ("127.0.0.1", 8080), or the next free port
+        lb.update("web_IN_0", busy=True)       # out of rotation for the next connection
+        toxic = lb.add_toxic(Latency(latency=100))
+        lb.remove_toxic(toxic)
+
+Instance input endpoints: ``open_instance_forwarder(name, range(10000, 10010), backends)``.
+"""
 
 from __future__ import annotations
 

@@ -109,7 +109,9 @@ class BackendStats(msgspec.Struct, frozen=True):
 class LoadBalancerStats(msgspec.Struct, frozen=True):
     """Counters of one endpoint: per backend, and totals since it opened.
 
-    ``rejected`` counts client connections closed because no backend could take them.
+    ``connections`` counts every client connection accepted (for UDP: client
+    sessions), ``refused`` the connects instances refused (each retried elsewhere),
+    and ``rejected`` the client connections reset because no instance could take them.
     """
 
     endpoint: str

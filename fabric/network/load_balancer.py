@@ -47,8 +47,12 @@ class LoadBalancer:
         self._probes: dict[Entry, anyio.CancelScope] = {}
 
     def set_backends(self, backends: Iterable[Backend]) -> None:
-        """Replace the pool at once. Open connections to removed instances go on
-        (they drain); new connections go only to the instances given here."""
+        """Replace the pool at once; connections to removed instances drain.
+
+        Open connections to an instance left out (or given with a new address) go on
+        until they end; new connections go only to the instances given here. An
+        instance given again as Ready with a changed status is forgiven a refusal.
+        """
         added, removed = self._pool.set_backends(backends)
         for entry in removed:
             scope = self._probes.pop(entry, None)
@@ -61,6 +65,9 @@ class LoadBalancer:
 
     def update(self, instance_id: str, *, ready: bool | None = None, busy: bool | None = None) -> None:
         """Change one instance's status; the next connection sees it.
+
+        Open connections are never cut. Saying ``ready=True`` also forgives a
+        refused connect, putting the instance back in rotation if it is not Busy.
 
         Raises:
             UnknownBackendError: the instance is not in the pool.

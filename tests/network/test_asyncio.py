@@ -8,7 +8,7 @@ import pytest
 from fabric.network import EndpointSpec, Latency, open_load_balancer
 
 
-def test_balancing_toxics_and_refusals_work_on_asyncio(farm_class):
+def test_balancing_toxics_refusals_and_bulk_data_work_on_asyncio(farm_class):
     async def main() -> None:
         async with anyio.create_task_group() as tg:
             farm = farm_class(tg)
@@ -23,6 +23,12 @@ def test_balancing_toxics_and_refusals_work_on_asyncio(farm_class):
                 start = anyio.current_time()
                 assert await client.echo(b"slow") == b"slow"
                 assert anyio.current_time() - start >= 0.09
+                lb.clear_toxics()
+                payload = b"0123456789abcdef" * 65536  # 1 MiB: fills socket buffers
+                async with anyio.create_task_group() as sender:
+                    sender.start_soon(client.stream.send, payload)
+                    with anyio.fail_after(10):
+                        assert await client.read_exactly(len(payload)) == payload
                 await client.aclose()
             with pytest.raises(OSError):
                 await anyio.connect_tcp(*lb.address)
