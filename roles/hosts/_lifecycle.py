@@ -97,13 +97,16 @@ class EntryPointHost(RoleHostBase):
             return
         if self.stopping:
             return
+        # From here a stop raises stopping and calls on_stop, even while the sites start.
+        self.role_started = True
         try:
             await self.before_ready()
         except Exception as error:
             self.log.exception("the role's sites could not start")
             await self.fail(describe(error))
             return
-        self.role_started = True
+        if self.stopping:
+            return
         run_done = anyio.Event()
         # In the actor's own task group, not ours: run keeps going while stopping and on_stop
         # run, as Azure's Run thread does; it ends with the process.
@@ -116,9 +119,12 @@ class EntryPointHost(RoleHostBase):
         if not self.recycle_requested.is_set() and self._run_error is not None:
             await self.fail(f"run raised {describe(self._run_error)}")
             return
+        done = self._claim_shutdown()
+        if done is None:  # the bootstrapper's stop got there first
+            return
         why = "request_recycle() was called" if self.recycle_requested.is_set() else "run returned"
         await self.report("recycling", why)
-        await self.shutdown_role()
+        await self.shutdown_role(done)
         self.stop()
 
     async def _run(self, entry: RoleEntryPoint, done: anyio.Event) -> None:
@@ -155,16 +161,18 @@ class EntryPointHost(RoleHostBase):
         if self.stopping or self.failed:
             return
         code = program.returncode
-        if code == 0:
-            await self.report("recycling", "the program exited with code 0")
-        elif code is None:
-            await self.report("recycling", "request_recycle() was called")
-            await program.terminate(self.config.on_stop_timeout)
-        else:
+        if code not in (0, None):
             await self.fail(f"the program exited with code {code}")
             return
-        self._shutdown_done = anyio.Event()
-        self._shutdown_done.set()
+        done = self._claim_shutdown()
+        if done is None:
+            return
+        if code == 0:
+            await self.report("recycling", "the program exited with code 0")
+        else:
+            await self.report("recycling", "request_recycle() was called")
+            await program.terminate(self.config.on_stop_timeout)
+        done.set()
         self.stop()
 
     # -- stopping -------------------------------------------------------------------------------
@@ -173,7 +181,9 @@ class EntryPointHost(RoleHostBase):
         """Stopped by the bootstrapper: report "stopping", raise stopping, call on_stop."""
         if self.failed:
             return
-        if self._shutdown_done is not None:  # recycling: the shutdown is under way already
+        done = self._claim_shutdown()
+        if done is None:  # recycling: the shutdown is under way already
+            assert self._shutdown_done is not None
             await self._shutdown_done.wait()
             return
         self.stopping = True
@@ -181,18 +191,25 @@ class EntryPointHost(RoleHostBase):
         if self.program is not None:
             await self.program.terminate(self.config.on_stop_timeout)
         elif self.role_started:
-            await self.shutdown_role()
+            await self.shutdown_role(done)
         elif self._lifecycle_scope is not None:
             # Still loading or in on_start: abandon it, as Azure ends the process.
             self._lifecycle_scope.cancel()
+        done.set()
 
-    async def shutdown_role(self) -> None:
-        """Raise stopping, then call on_stop, both within on_stop_timeout.
+    def _claim_shutdown(self) -> anyio.Event | None:
+        """A fresh "shutdown done" event for the one caller that shuts the role down, else None."""
+        if self._shutdown_done is not None:
+            return None
+        self._shutdown_done = anyio.Event()
+        return self._shutdown_done
+
+    async def shutdown_role(self, done: anyio.Event) -> None:
+        """Raise stopping, then call on_stop, both within on_stop_timeout; then set ``done``.
 
         Raises:
             RoleFailed: a stopping handler or on_stop raised (reported as "failed" first).
         """
-        self._shutdown_done = done = anyio.Event()
         timeout = self.config.on_stop_timeout
         step = "a stopping handler"
         try:

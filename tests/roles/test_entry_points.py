@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
 import anyio
+import psutil
 import pytest
 from role_parent import FIXTURES, marks, run_host, worker_config
 from test_worker_host import assert_role_failed
@@ -99,3 +102,20 @@ async def test_a_program_that_exits_recycles_or_fails_the_role(
         assert reason is None
     assert host.recorder.phases == ["starting", "ready", phase]
     assert host.recorder.states[-1].detail == detail
+
+
+async def test_a_program_dies_with_its_sigkilled_role_host(tmp_path: Path) -> None:
+    config = worker_config("no_entry", tmp_path, program="exec sleep 30")
+    async with run_host(config) as host:
+        await host.recorder.wait_for("ready")
+        pid = host.ref.pid
+        assert pid is not None
+        with anyio.fail_after(5):
+            while not psutil.Process(pid).children():
+                await anyio.sleep(0.02)
+        program = psutil.Process(pid).children()[0]
+        os.kill(pid, signal.SIGKILL)
+        await host.exit_reason()
+        with anyio.fail_after(5):
+            while program.is_running() and program.status() != psutil.STATUS_ZOMBIE:
+                await anyio.sleep(0.02)
