@@ -185,6 +185,9 @@ async def bench_server(kind: str, args: argparse.Namespace) -> None:
     port = free_port()
     cmd = [sys.executable, __file__, f"--serve-{kind}", str(port)]
     runs: dict[str, list[float]] = {"direct": [], "plain": [], "capable": []}
+    # CPU seconds this process (the balancers' only home) spent per request: steadier
+    # than requests/s when other programs share the machine.
+    cpu: dict[str, list[float]] = {"direct": [], "plain": [], "capable": []}
     async with await anyio.open_process(cmd) as server:
         try:
             await wait_listening(port)
@@ -200,7 +203,10 @@ async def bench_server(kind: str, args: argparse.Namespace) -> None:
                 # Interleaved rounds, so a noisy moment on the machine hits every path.
                 for _ in range(args.rounds):
                     for path, target in ports.items():
-                        runs[path].append(await measure(target, args))
+                        before = time.process_time()
+                        rps = await measure(target, args)
+                        runs[path].append(rps)
+                        cpu[path].append((time.process_time() - before) / (rps * args.seconds))
         finally:
             server.kill()
     med = {path: statistics.median(values) for path, values in runs.items()}
@@ -208,10 +214,11 @@ async def bench_server(kind: str, args: argparse.Namespace) -> None:
 
     def line(label: str, path: str, extra: str = "") -> None:
         spread = f"{min(runs[path]):,.0f}-{max(runs[path]):,.0f}"
-        print(f"  {label:<40}{med[path]:>9,.0f}{med[path] / base:>9.2f}x  {spread:>15}{extra}")
+        us = statistics.median(cpu[path]) * 1e6
+        print(f"  {label:<40}{med[path]:>9,.0f}{med[path] / base:>9.2f}x  {spread:>15}{us:>9.1f}{extra}")
 
     print(f"\nsite: {kind}; median of {args.rounds} interleaved runs of {args.seconds}s each")
-    print(f"  {'path':<40}{'req/s':>9}{'vs direct':>10}  {'range':>15}")
+    print(f"  {'path':<40}{'req/s':>9}{'vs direct':>10}  {'range':>15}{'LB us/req':>10}")
     line("direct (the baseline)", "direct")
     line("load balancer, plain pump", "plain")
     ratio = med["capable"] / med["plain"]
