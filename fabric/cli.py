@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from fabric import __version__
+from fabric.commands import client as client_commands
 from fabric.commands.guest import guest
 from fabric.commands.model import package, validate
 
@@ -18,6 +19,8 @@ def main() -> None:
 main.add_command(validate)
 main.add_command(package)
 main.add_command(guest)
+for _command in client_commands.COMMANDS:
+    main.add_command(_command)
 
 
 if __name__ == "__main__":  # pragma: no cover - `python -m fabric.cli`

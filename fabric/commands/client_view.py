@@ -1,0 +1,75 @@
+"""How the client commands show deployments: the status table, one-line summaries, progress."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+
+import msgspec
+from rich.console import Console
+from rich.table import Table
+
+from fabric.controller.messages import DeploymentView, PublicEndpoint
+
+#: the statuses in which an instance is doing its job
+_GOOD = {"ReadyRole"}
+
+
+def status_json(deployments: Sequence[DeploymentView]) -> bytes:
+    """The stable machine-readable view `fabric status --json` prints."""
+    data = msgspec.json.encode({"deployments": list(deployments)})
+    return msgspec.json.format(data, indent=2)
+
+
+def endpoint_text(e: PublicEndpoint) -> str:
+    """``WebRole1/Endpoint1 http://127.0.0.1:8080`` (and the port it asked for, when taken)."""
+    scheme = e.protocol.lower()
+    where = (
+        f"{scheme}://{e.host}:{e.port}" if scheme in ("http", "https") else f"{e.host}:{e.port} ({scheme})"
+    )
+    moved = f" (port {e.requested_port} was taken)" if e.requested_port and e.requested_port != e.port else ""
+    return f"{e.role}/{e.name} {where}{moved}"
+
+
+def summary(view: DeploymentView) -> str:
+    """One line: where a deployment is and how its instances are doing."""
+    counts = Counter(i.status for i in view.instances)
+    ready = counts.get("ReadyRole", 0)
+    others = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()) if s not in _GOOD)
+    text = f"{view.service}/{view.slot} {view.name}: {view.status}, {ready}/{len(view.instances)} instances ready"
+    return text + (f" ({others})" if others else "")
+
+
+def render_status(console: Console, deployments: Sequence[DeploymentView]) -> None:
+    """Print every deployment: a line, its instances table, its public endpoints."""
+    if not deployments:
+        console.print("no deployments (deploy one with `fabric deploy SERVICE`)")
+        return
+    for view in sorted(deployments, key=lambda d: (d.service, d.slot)):
+        console.print(
+            f"[bold]{view.service}[/bold] {view.slot}: {view.name} ({view.id}) {view.status}", highlight=False
+        )
+        if view.next_upgrade_domain >= 0:
+            console.print(f"  manual upgrade in progress: walk update domain {view.next_upgrade_domain} next")
+        table = Table(show_edge=False, pad_edge=False, box=None)
+        for column in ("instance", "role", "status", "host", "UD", "FD", "restarts"):
+            table.add_column(column, justify="right" if column in ("UD", "FD", "restarts") else "left")
+        for i in sorted(view.instances, key=lambda i: i.id):
+            status = i.status if not i.detail else f"{i.status} ({i.detail})"
+            table.add_row(
+                i.id, i.role, status, i.host, str(i.update_domain), str(i.fault_domain), str(i.restarts)
+            )
+        console.print(table)
+        for e in view.endpoints:
+            console.print(f"  endpoint {endpoint_text(e)}", highlight=False)
+
+
+@contextmanager
+def progress(console: Console, title: str) -> Iterator[Callable[[str], None]]:
+    """A spinner with a line of text (shown only on a terminal); yields a function to update it."""
+    if not console.is_terminal:
+        yield lambda text: None
+        return
+    with console.status(title) as status:
+        yield lambda text: status.update(f"{title}: {text}")

@@ -1,0 +1,360 @@
+"""FFE, the fabric front end: turns RDFE's requests into fabric commands for the right pool.
+
+FFE knows the machine pools (each a region and its master fabric controller). It picks the
+pool for a hosted service's first deployment by affinity group, then location, then pool
+availability (a pool whose controller does not answer is skipped; among the rest the least
+loaded wins), stages and checks uploaded packages, and forwards every later command to the
+pool the hosted service lives in.
+
+FFE answers every request with a value: the controller's answer, or ``Refused`` for a request
+that must not go ahead (so the refusal's HTTP status and code survive any process boundary).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import msgspec
+
+from actors import Actor, ActorDead, ActorError, AskTimeout, Ref
+from fabric.controller.messages import (
+    ChangeConfiguration,
+    ControllerError,
+    CreateDeployment,
+    DeploymentView,
+    ListDeployments,
+    Slot,
+    UpgradeDeployment,
+    UpgradeMode,
+)
+from fabric.frontend.api import ApiError
+from fabric.frontend.staging import check_configuration, discard_packages, stage_package
+
+logger = logging.getLogger("fabric.frontend.ffe")
+
+DEFAULT_LOCATION = "Local"
+
+
+@dataclass(frozen=True)
+class Pool:
+    """A machine pool: a name, the region it serves, and its master fabric controller."""
+
+    name: str
+    controller: Ref
+    location: str = DEFAULT_LOCATION
+
+
+# -- requests RDFE asks FFE ------------------------------------------------------------------------
+
+
+class Deploy(msgspec.Struct, frozen=True, kw_only=True):
+    """Create a deployment: choose the pool (unless the hosted service has one), stage the package."""
+
+    pool: str | None
+    location: str | None = None
+    affinity_pool: str | None = None
+    service: str
+    slot: Slot
+    name: str
+    label: str = ""
+    package: bytes
+    configuration: bytes | None = None
+    configuration_name: str = "ServiceConfiguration.cscfg"
+    start: bool = True
+
+
+class Upgrade(msgspec.Struct, frozen=True, kw_only=True):
+    """Upgrade a deployment to a new package (staged and checked first)."""
+
+    pool: str
+    service: str
+    slot: Slot
+    package: bytes
+    configuration: bytes | None = None
+    configuration_name: str = "ServiceConfiguration.cscfg"
+    mode: UpgradeMode = "Auto"
+    role: str | None = None
+    label: str = ""
+
+
+class ChangeConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """Change a deployment's configuration, checked against its package when RDFE knows it."""
+
+    pool: str
+    service: str
+    slot: Slot
+    configuration: bytes
+    configuration_name: str = "ServiceConfiguration.cscfg"
+    mode: UpgradeMode = "Auto"
+    package_path: str | None = None
+
+
+class Forward(msgspec.Struct, frozen=True, kw_only=True):
+    """Send a fabric command to a pool's controller and answer what it answers."""
+
+    pool: str
+    command: Any
+
+
+class ListAll(msgspec.Struct, frozen=True):
+    """Answer {pool name: [DeploymentView]} for every pool that answers."""
+
+
+class ListPools(msgspec.Struct, frozen=True):
+    """Answer [PoolInfo] for every pool."""
+
+
+class ForgetService(msgspec.Struct, frozen=True, kw_only=True):
+    """A hosted service was deleted: drop its staged packages."""
+
+    service: str
+
+
+# -- answers ---------------------------------------------------------------------------------------
+
+
+class Refused(msgspec.Struct, frozen=True, kw_only=True):
+    """The request must not go ahead; nothing was changed."""
+
+    status: int
+    code: str
+    message: str
+
+    def error(self) -> ApiError:
+        """The ApiError RDFE answers with."""
+        return ApiError(self.status, self.code, self.message)
+
+
+class Submitted(msgspec.Struct, frozen=True, kw_only=True):
+    """A deploy or upgrade went to ``pool``; ``answer`` is the controller's (an OperationAccepted)."""
+
+    pool: str
+    package_path: str
+    answer: Any
+
+
+class PoolInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """A pool as the locations list shows it."""
+
+    name: str
+    location: str
+
+
+class Ffe(Actor):
+    """The FFE actor. Spawn it in the fabric's own process, next to the controllers.
+
+    Args:
+        pools: the machine pools (at least one); names must be unique.
+        state_dir: the state folder; staged packages go to ``<state>/packages``.
+        command_timeout: how long a controller may take to answer a command.
+        probe_timeout: how long a controller may take to answer the availability probe.
+    """
+
+    def __init__(
+        self,
+        pools: Sequence[Pool],
+        state_dir: str | Path,
+        *,
+        command_timeout: float = 30.0,
+        probe_timeout: float = 2.0,
+    ) -> None:
+        if not pools:
+            raise ValueError("FFE needs at least one machine pool")
+        self.pools = {p.name: p for p in pools}
+        if len(self.pools) != len(pools):
+            raise ValueError("machine pool names must be unique")
+        self.state_dir = Path(state_dir)
+        self.command_timeout = command_timeout
+        self.probe_timeout = probe_timeout
+
+    async def receive(self, message: Any) -> Any:
+        """Handle one RDFE request; answers a value or Refused."""
+        try:
+            return await self._handle(message)
+        except ApiError as exc:
+            return Refused(status=exc.status, code=exc.code, message=exc.message)
+
+    async def _handle(self, message: Any) -> Any:
+        match message:
+            case Deploy():
+                return await self._deploy(message)
+            case Upgrade():
+                return await self._upgrade(message)
+            case ChangeConfig():
+                await anyio.to_thread.run_sync(
+                    check_configuration,
+                    message.configuration,
+                    message.configuration_name,
+                    Path(message.package_path) if message.package_path else None,
+                )
+                command = ChangeConfiguration(
+                    service=message.service,
+                    slot=message.slot,
+                    configuration=message.configuration,
+                    configuration_name=message.configuration_name,
+                    mode=message.mode,
+                )
+                return await self._ask(message.pool, command)
+            case Forward():
+                return await self._ask(message.pool, message.command)
+            case ListAll():
+                return await self._list_all()
+            case ListPools():
+                return [PoolInfo(name=p.name, location=p.location) for p in self.pools.values()]
+            case ForgetService():
+                await anyio.to_thread.run_sync(discard_packages, self.state_dir, message.service)
+                return None
+        raise TypeError(f"FFE does not handle {type(message).__name__} messages")
+
+    # -- pools -------------------------------------------------------------------------------------
+
+    def _pool(self, name: str) -> Pool:
+        try:
+            return self.pools[name]
+        except KeyError:
+            raise ApiError(
+                503, "ServiceUnavailable", f"machine pool {name!r} is not part of this fabric any more"
+            ) from None
+
+    async def _ask(self, pool_name: str, command: Any, timeout: float | None = None) -> Any:
+        pool = self._pool(pool_name)
+        try:
+            return await pool.controller.ask(command, timeout=timeout or self.command_timeout)
+        except ActorError as exc:
+            refusal = _controller_refusal(exc)
+            if refusal is None:
+                raise  # a bug in the controller: RDFE answers 500 and logs the traceback
+            raise refusal from exc
+        except ActorDead:
+            raise ApiError(
+                503, "ServiceUnavailable", f"the fabric controller of pool {pool.name!r} is not running"
+            ) from None
+        except AskTimeout:
+            raise ApiError(
+                503,
+                "ServiceUnavailable",
+                f"the fabric controller of pool {pool.name!r} did not answer in time; "
+                "the command may still be applied: check the deployment's status",
+            ) from None
+
+    async def _load(self, pool: Pool) -> int | None:
+        """The instances a pool runs, or None when its controller does not answer."""
+        try:
+            views = await pool.controller.ask(ListDeployments(), timeout=self.probe_timeout)
+        except (ActorError, ActorDead, AskTimeout) as exc:
+            logger.warning("pool %s is not available: %s", pool.name, exc)
+            return None
+        return sum(len(v.instances) for v in views)
+
+    async def _loads(self, pools: Sequence[Pool]) -> list[int | None]:
+        loads: list[int | None] = [None] * len(pools)
+
+        async def probe(i: int) -> None:
+            loads[i] = await self._load(pools[i])
+
+        async with anyio.create_task_group() as tg:
+            for i in range(len(pools)):
+                tg.start_soon(probe, i)
+        return loads
+
+    async def choose_pool(self, location: str | None, affinity_pool: str | None) -> Pool:
+        """The pool a hosted service's first deployment goes to.
+
+        Raises:
+            ApiError: 400 when no pool serves ``location``; 503 when none answers.
+        """
+        if affinity_pool is not None:
+            return self._pool(affinity_pool)
+        candidates = [
+            p for p in self.pools.values() if location is None or p.location.casefold() == location.casefold()
+        ]
+        if not candidates:
+            known = ", ".join(sorted({p.location for p in self.pools.values()}))
+            raise ApiError(
+                400, "BadRequest", f"no machine pool serves location {location!r}; use one of: {known}"
+            )
+        loads = await self._loads(candidates)
+        available = [(load, i) for i, load in enumerate(loads) if load is not None]
+        if not available:
+            raise ApiError(503, "ServiceUnavailable", "no machine pool is available now; try again shortly")
+        return candidates[min(available)[1]]
+
+    async def _list_all(self) -> dict[str, list[DeploymentView]]:
+        pools = list(self.pools.values())
+        out: dict[str, list[DeploymentView]] = {}
+
+        async def collect(pool: Pool) -> None:
+            try:
+                out[pool.name] = await pool.controller.ask(ListDeployments(), timeout=self.command_timeout)
+            except (ActorError, ActorDead, AskTimeout) as exc:
+                logger.warning("pool %s did not list its deployments: %s", pool.name, exc)
+
+        async with anyio.create_task_group() as tg:
+            for pool in pools:
+                tg.start_soon(collect, pool)
+        return {p.name: out[p.name] for p in pools if p.name in out}
+
+    # -- packages ------------------------------------------------------------------------------------
+
+    async def _submit(self, pool: Pool, path: Path, command: Any) -> Submitted:
+        try:
+            answer = await self._ask(pool.name, command)
+        except BaseException:
+            # Refused: the staged package serves nothing (shielded: cancellation must not skip it).
+            with anyio.CancelScope(shield=True):
+                await anyio.Path(path).unlink(missing_ok=True)
+            raise
+        return Submitted(pool=pool.name, package_path=str(path), answer=answer)
+
+    async def _deploy(self, m: Deploy) -> Submitted:
+        pool = (
+            self._pool(m.pool) if m.pool is not None else await self.choose_pool(m.location, m.affinity_pool)
+        )
+        path, configuration, configuration_name = await anyio.to_thread.run_sync(
+            stage_package, self.state_dir, m.service, m.package, m.configuration, m.configuration_name
+        )
+        command = CreateDeployment(
+            service=m.service,
+            slot=m.slot,
+            name=m.name,
+            label=m.label,
+            package_path=str(path),
+            configuration=configuration,
+            configuration_name=configuration_name,
+            start=m.start,
+        )
+        return await self._submit(pool, path, command)
+
+    async def _upgrade(self, m: Upgrade) -> Submitted:
+        pool = self._pool(m.pool)
+        path, configuration, configuration_name = await anyio.to_thread.run_sync(
+            stage_package, self.state_dir, m.service, m.package, m.configuration, m.configuration_name
+        )
+        command = UpgradeDeployment(
+            service=m.service,
+            slot=m.slot,
+            package_path=str(path),
+            # Without an uploaded configuration the package's own is used, as for a deployment.
+            configuration=configuration,
+            configuration_name=configuration_name,
+            mode=m.mode,
+            role=m.role,
+            label=m.label,
+        )
+        return await self._submit(pool, path, command)
+
+
+def _controller_refusal(exc: ActorError) -> ApiError | None:
+    """The ApiError for a controller's ControllerError; None for any other failure (a bug)."""
+    cause = exc.__cause__
+    if isinstance(cause, ControllerError):
+        return ApiError(cause.status, cause.code, cause.message)
+    if exc.type_name.rsplit(".", 1)[-1] == "ControllerError":
+        # Across a process link only the message survives; the code is lost.
+        return ApiError(400, "BadRequest", exc.message)
+    return None

@@ -1,0 +1,370 @@
+"""RDFE: the HTTP Service Management API of the fabric, an ASGI app served by hypercorn.
+
+Routes (every one needs ``Authorization: Bearer <token>``, the token in ``<state>/token``)::
+
+    GET    /subscriptions
+    GET    /subscriptions/{sub}
+    GET    /subscriptions/{sub}/locations
+    GET    /subscriptions/{sub}/operations/{request-id}
+    GET    /subscriptions/{sub}/services/hostedservices[?embed-detail=true]
+    POST   /subscriptions/{sub}/services/hostedservices                  CreateHostedService
+    GET    .../hostedservices/{service}[?embed-detail=true]
+    PUT    .../hostedservices/{service}                                  UpdateHostedService
+    DELETE .../hostedservices/{service}                                  (no deployments left)
+    POST   .../hostedservices/{service}[?comp=swap]                      Swap (VIP swap)
+    POST   .../hostedservices/{service}/deploymentslots/{slot}           CreateDeployment
+    GET    .../deploymentslots/{slot}                                    -> DeploymentView
+    DELETE .../deploymentslots/{slot}
+    POST   .../deploymentslots/{slot}?comp=config|upgrade|walkupgradedomain|status
+    POST   .../deploymentslots/{slot}/roleinstances/{name}?comp=reboot|reimage|rebuild
+
+Bodies are JSON (see ``fabric.frontend.api``). A long call answers 202 with ``x-ms-request-id``;
+``GET .../operations/{id}`` then reads InProgress, Succeeded or Failed. A refused request
+answers 4xx with ``{"Error": {"Code", "Message"}}`` and changes nothing; a bug answers 500
+InternalError naming the request id its traceback is logged under.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from functools import partial
+from pathlib import Path
+from typing import Any, cast
+
+import anyio
+import msgspec
+
+from actors import ActorDead, AskTimeout, Ref
+from fabric.controller.messages import OperationAccepted
+from fabric.frontend import api
+from fabric.frontend._http import (
+    ClientGone,
+    Receive,
+    Request,
+    Response,
+    Scope,
+    Send,
+    error_response,
+    lifespan,
+)
+from fabric.frontend.api import ApiError, bad_request, not_found
+from fabric.frontend.auth import token_matches
+from fabric.frontend.ffe import Refused
+from fabric.frontend.operations import OperationLog, read_operation
+from fabric.frontend.services import subscription_view
+from fabric.frontend.store import HostedServiceRecord, Store, SubscriptionRecord
+
+logger = logging.getLogger("fabric.frontend.rdfe")
+
+#: a request body larger than this is refused with 413 (a package travels base64 in the body)
+DEFAULT_MAX_BODY_BYTES = 256 * 1024 * 1024
+
+_MUTATING = frozenset({"POST", "PUT", "DELETE", "PATCH"})
+
+
+class Rdfe:
+    """The RDFE ASGI application.
+
+    Args:
+        ffe: the FFE actor (in this process).
+        state_dir: the state folder (``rdfe.json`` holds subscriptions and hosted services).
+        token: the secret every request must present.
+        max_body_bytes: larger request bodies get 413.
+        ffe_timeout: how long FFE may take to answer (it stages packages and asks controllers).
+
+    Raises:
+        StoreError: ``<state>/rdfe.json`` is damaged.
+    """
+
+    def __init__(
+        self,
+        ffe: Ref,
+        state_dir: str | Path,
+        token: str,
+        *,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        ffe_timeout: float = 120.0,
+    ) -> None:
+        from fabric.frontend.services import ServiceHandlers
+        from fabric.frontend.slots import SlotHandlers
+
+        self.ffe = ffe
+        self.state_dir = Path(state_dir)
+        self.store = Store(self.state_dir)
+        self.operations = OperationLog()
+        self.max_body_bytes = max_body_bytes
+        self.ffe_timeout = ffe_timeout
+        self._token = token
+        # One change at a time: a check and the change it allows never interleave with another.
+        self.lock = anyio.Lock()
+        self.services = ServiceHandlers(self)
+        self.slots = SlotHandlers(self)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The ASGI entry point."""
+        if scope["type"] == "lifespan":
+            await lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return  # websockets: not part of this API; hypercorn closes the connection
+        request_id = uuid.uuid4().hex
+        request = Request(scope, receive, self.max_body_bytes)
+        try:
+            response = await self._answer(request, request_id)
+        except ClientGone:
+            return
+        except ApiError as exc:
+            response = error_response(exc)
+        except Exception:
+            logger.exception(
+                "bug while handling %s %s (request id %s)", request.method, request.path, request_id
+            )
+            response = error_response(
+                ApiError(
+                    500,
+                    "InternalError",
+                    f"the fabric hit a bug handling this request; its log has the traceback under request id {request_id}",
+                )
+            )
+        if 200 <= response.status < 300 and "x-ms-request-id" in response.headers:
+            request_id = response.headers.pop("x-ms-request-id")
+        if request.body_left_unread:
+            # Answered before the body was read (401, 413, 404...): the rest of it is still on
+            # the wire, so the connection must close rather than be reused for the next request.
+            response.headers["connection"] = "close"
+        await response.send(send, request_id)
+
+    async def _answer(self, request: Request, request_id: str) -> Response:
+        if not token_matches(self._token, request.headers.get("authorization")):
+            # Checked before the route and before reading the body: nothing is touched.
+            raise ApiError(
+                401,
+                "AuthenticationFailed",
+                "a valid token is required: send `Authorization: Bearer <token>` with the token from the fabric's state folder",
+            )
+        if request.method not in _MUTATING:
+            return await self._route(request, request_id)
+        try:
+            async with self.lock:
+                response = await self._route(request, request_id)
+        except ApiError as exc:
+            self._record(request, request_id, exc.status, exc.code, exc.message)
+            raise
+        if "x-ms-request-id" not in response.headers:
+            self._record(request, request_id, response.status)
+        return response
+
+    def _record(
+        self, request: Request, request_id: str, status: int, code: str = "", message: str = ""
+    ) -> None:
+        segments = request.segments
+        sub = (
+            self.store.subscription(segments[1])
+            if segments[:1] == ["subscriptions"] and len(segments) > 1
+            else None
+        )
+        if sub is not None:
+            self.operations.finished(
+                request_id, sub.id, http_status_code=status, error_code=code, error_message=message
+            )
+
+    # -- routing -------------------------------------------------------------------------------------
+
+    async def _route(self, r: Request, request_id: str) -> Response:
+        match r.segments:
+            case ["subscriptions"]:
+                self._allow(r, "GET")
+                views = [subscription_view(s) for s in self.store.subscriptions]
+                return Response(200, api.Subscriptions(subscriptions=views))
+            case ["subscriptions", sub]:
+                self._allow(r, "GET")
+                return Response(200, subscription_view(self.subscription(sub)))
+            case ["subscriptions", sub, "locations"]:
+                self._allow(r, "GET")
+                self.subscription(sub)
+                return Response(200, await self.services.locations())
+            case ["subscriptions", sub, "operations", rid]:
+                self._allow(r, "GET")
+                return Response(200, await read_operation(self, self.subscription(sub).id, rid))
+            case ["subscriptions", sub, "services", "hostedservices"]:
+                self._allow(r, "GET", "POST")
+                s = self.subscription(sub)
+                if r.method == "GET":
+                    return await self.services.list_services(s, r)
+                return await self.services.create_service(s, r)
+            case ["subscriptions", sub, "services", "hostedservices", svc]:
+                self._allow(r, "GET", "PUT", "DELETE", "POST", comps={"POST": ("swap",)})
+                s = self.subscription(sub)
+                if r.method == "POST":
+                    return await self.slots.swap(s, svc, r)
+                if r.method == "GET":
+                    return await self.services.get_service(s, svc, r)
+                if r.method == "PUT":
+                    return await self.services.update_service(s, svc, r)
+                return await self.services.delete_service(s, svc)
+            case ["subscriptions", sub, "services", "hostedservices", svc, "deploymentslots", slot]:
+                self._allow(
+                    r,
+                    "GET",
+                    "POST",
+                    "DELETE",
+                    comps={"POST": ("config", "upgrade", "walkupgradedomain", "status")},
+                )
+                return await self.slots.slot(self.subscription(sub), svc, slot, r)
+            case [
+                "subscriptions",
+                sub,
+                "services",
+                "hostedservices",
+                svc,
+                "deploymentslots",
+                slot,
+                "roleinstances",
+                name,
+            ]:
+                self._allow(r, "POST", comps={"POST": ("reboot", "reimage", "rebuild")}, need_comp=True)
+                return await self.slots.instance(self.subscription(sub), svc, slot, name, r)
+        raise not_found(f"no API at {r.path}; see the route list in fabric/frontend/rdfe.py")
+
+    @staticmethod
+    def _allow(
+        r: Request, *methods: str, comps: dict[str, tuple[str, ...]] | None = None, need_comp: bool = False
+    ) -> None:
+        if r.method not in methods:
+            raise ApiError(
+                405,
+                "UnsupportedHttpVerb",
+                f"{r.path} does not take {r.method}; it takes {', '.join(methods)}",
+            )
+        allowed = (comps or {}).get(r.method, ())
+        if r.comp is None:
+            if need_comp:
+                raise bad_request(
+                    f"{r.method} {r.path} needs ?comp= one of: {', '.join(allowed)}",
+                    "InvalidQueryParameterValue",
+                )
+        elif r.comp not in allowed:
+            hint = f"one of: {', '.join(allowed)}" if allowed else "no comp here"
+            raise bad_request(
+                f"comp={r.comp!r} is not known for {r.method} {r.path}; use {hint}",
+                "InvalidQueryParameterValue",
+            )
+
+    # -- FFE -----------------------------------------------------------------------------------------
+
+    async def ask_ffe(self, message: Any) -> Any:
+        """Ask FFE; a Refused answer is raised as its ApiError.
+
+        Raises:
+            ApiError: FFE refused, is gone (503) or did not answer in time (503).
+        """
+        try:
+            answer = await self.ffe.ask(message, timeout=self.ffe_timeout)
+        except ActorDead:
+            raise ApiError(503, "ServiceUnavailable", "the fabric front end (FFE) is not running") from None
+        except AskTimeout:
+            raise ApiError(
+                503, "ServiceUnavailable", "the fabric front end (FFE) did not answer in time; try again"
+            ) from None
+        if isinstance(answer, Refused):
+            raise answer.error()
+        return answer
+
+    def accepted(
+        self, sub: SubscriptionRecord, pool: str, answer: Any, request_id: str | None = None
+    ) -> Response:
+        """202 with the controller's request id for an accepted long command; 200 for an answer."""
+        if isinstance(answer, OperationAccepted):
+            self.operations.started(answer.request_id, sub.id, pool)
+            return Response(202, None, {"x-ms-request-id": answer.request_id})
+        body = answer if isinstance(answer, msgspec.Struct) else None
+        return Response(200, body)
+
+    # -- lookups -------------------------------------------------------------------------------------
+
+    def subscription(self, subscription_id: str) -> SubscriptionRecord:
+        """The subscription with this id, or 404."""
+        found = self.store.subscription(subscription_id)
+        if found is None:
+            raise not_found(f"subscription {subscription_id!r} does not exist; GET /subscriptions lists them")
+        return found
+
+    def hosted(self, sub: SubscriptionRecord, name: str) -> HostedServiceRecord:
+        """The hosted service record, or 404."""
+        found = sub.hosted_services.get(name.lower())
+        if found is None:
+            raise not_found(f"hosted service {name!r} does not exist in subscription {sub.id}")
+        return found
+
+
+async def serve_api(
+    ffe: Ref,
+    state_dir: str | Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    shutdown_event: anyio.Event | None = None,
+    task_status: anyio.abc.TaskStatus[str] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the API with hypercorn until cancelled (or ``shutdown_event`` is set).
+
+    Writes a fresh token to ``<state>/token`` (0600) before listening and the URL to
+    ``<state>/api`` once listening, then reports the URL through ``task_status``; on the way
+    out ``<state>/api`` is removed, so clients say no fabric is running.
+
+    Args:
+        ffe: the FFE actor.
+        state_dir: the fabric's state folder (created if missing).
+        host: the address to bind (loopback unless you mean to expose the fabric).
+        port: the port; 0 picks a free one.
+
+    Raises:
+        OSError: the port cannot be bound.
+        StoreError: ``<state>/rdfe.json`` is damaged.
+    """
+    import socket
+
+    import sniffio
+    from hypercorn.config import Config, Sockets
+    from hypercorn.utils import wrap_app
+
+    from fabric.frontend.auth import clear_api_url, new_token, write_api_url, write_token
+
+    state = Path(state_dir)
+    await anyio.Path(state).mkdir(parents=True, exist_ok=True)
+    token = new_token()
+    write_token(state, token)
+    app = Rdfe(ffe, state, token, max_body_bytes=max_body_bytes)
+    config = Config()
+    config.accesslog = None
+    # A Logger (not "-") keeps hypercorn from adding its own handler: the fabric's logging decides.
+    config.errorlog = logging.getLogger("hypercorn.error")
+    config.include_server_header = False
+    config.graceful_timeout = 2.0
+    stop = shutdown_event or anyio.Event()
+    sock = socket.create_server((host, port), backlog=config.backlog)
+    bound_host, bound_port = sock.getsockname()[:2]
+    url = f"http://{bound_host}:{bound_port}"
+    sockets = Sockets(secure_sockets=[], insecure_sockets=[sock], quic_sockets=[])
+    asgi = wrap_app(cast(Any, app), config.wsgi_max_body_size, "asgi")
+    try:
+        if sniffio.current_async_library() == "trio":
+            from hypercorn.trio.run import worker_serve as trio_serve
+
+            async with anyio.create_task_group() as tg:
+                await tg.start(partial(trio_serve, asgi, config, sockets=sockets, shutdown_trigger=stop.wait))
+                write_api_url(state, url)
+                task_status.started(url)
+        else:
+            from hypercorn.asyncio.run import worker_serve as asyncio_serve
+
+            # hypercorn's asyncio server has no readiness report, but the socket already
+            # listens: connections made now wait in its backlog until it accepts them.
+            write_api_url(state, url)
+            task_status.started(url)
+            await asyncio_serve(asgi, config, sockets=sockets, shutdown_trigger=stop.wait)
+    finally:
+        sock.close()  # hypercorn closed the same object already unless it failed to start
+        clear_api_url(state, url)

@@ -1,0 +1,226 @@
+"""The deployment half of RDFE: deployment slots, role instances and the VIP swap."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, cast
+
+import anyio
+
+from fabric.controller.messages import (
+    DeleteDeployment,
+    DeploymentView,
+    GetDeployment,
+    InstanceAction,
+    SetDeploymentStatus,
+    Slot,
+    SwapDeployments,
+    WalkUpgradeDomain,
+)
+from fabric.frontend import api
+from fabric.frontend._http import Request, Response
+from fabric.frontend.api import ApiError, bad_request, conflict, not_found
+from fabric.frontend.ffe import ChangeConfig, Deploy, Forward, Submitted, Upgrade
+from fabric.frontend.store import HostedServiceRecord, SubscriptionRecord
+
+if TYPE_CHECKING:
+    from fabric.frontend.rdfe import Rdfe
+
+logger = logging.getLogger("fabric.frontend.rdfe")
+
+SLOTS: tuple[Slot, ...] = ("production", "staging")
+
+
+def parse_slot(text: str) -> Slot:
+    """The slot named in a path (case-insensitive), or 400."""
+    for slot in SLOTS:
+        if slot == text.lower():
+            return slot
+    raise bad_request(f"slot {text!r} is not production or staging")
+
+
+class SlotHandlers:
+    """Handlers for ``.../deploymentslots/{slot}`` and below, and for the swap."""
+
+    def __init__(self, rdfe: Rdfe) -> None:
+        self.rdfe = rdfe
+
+    # -- helpers -------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _pool(hosted: HostedServiceRecord, slot: str) -> str:
+        if hosted.pool is None:
+            raise not_found(f"hosted service {hosted.name!r} has no deployment in the {slot} slot")
+        return hosted.pool
+
+    async def _get(self, hosted: HostedServiceRecord, slot: Slot) -> DeploymentView:
+        pool = self._pool(hosted, slot)
+        view: DeploymentView = await self.rdfe.ask_ffe(
+            Forward(pool=pool, command=GetDeployment(service=hosted.name, slot=slot))
+        )
+        return view
+
+    async def _current(self, hosted: HostedServiceRecord) -> dict[Slot, DeploymentView]:
+        """The deployments a hosted service has now, by slot."""
+        found: dict[Slot, DeploymentView] = {}
+        if hosted.pool is None:
+            return found
+        for slot in SLOTS:
+            try:
+                found[slot] = await self._get(hosted, slot)
+            except ApiError as exc:
+                if exc.status != 404:
+                    raise
+        return found
+
+    async def _save(self) -> None:
+        # The fabric command was accepted: the records follow it even if the disk fails now.
+        try:
+            await anyio.to_thread.run_sync(self.rdfe.store.save)
+        except OSError:
+            logger.exception("could not save %s", self.rdfe.store.path)
+
+    # -- deployment slots -------------------------------------------------------------------------
+
+    async def slot(self, sub: SubscriptionRecord, service: str, slot_text: str, r: Request) -> Response:
+        """GET, DELETE, POST (create) and POST ?comp=... on a deployment slot."""
+        hosted = self.rdfe.hosted(sub, service)
+        slot = parse_slot(slot_text)
+        if r.method == "GET":
+            return Response(200, await self._get(hosted, slot))
+        if r.method == "DELETE":
+            return await self._forward(sub, hosted, slot, DeleteDeployment(service=hosted.name, slot=slot))
+        match r.comp:
+            case None:
+                return await self._create(sub, hosted, slot, r)
+            case "config":
+                return await self._configure(sub, hosted, slot, r)
+            case "upgrade":
+                return await self._upgrade(sub, hosted, slot, r)
+            case "walkupgradedomain":
+                walk = await r.json(api.WalkUpgradeDomain)
+                command: Any = WalkUpgradeDomain(
+                    service=hosted.name, slot=slot, upgrade_domain=walk.upgrade_domain
+                )
+            case _:  # "status": the router lets no other comp through
+                status = await r.json(api.UpdateDeploymentStatus)
+                command = SetDeploymentStatus(service=hosted.name, slot=slot, status=status.status)
+        return await self._forward(sub, hosted, slot, command)
+
+    async def instance(
+        self, sub: SubscriptionRecord, service: str, slot_text: str, name: str, r: Request
+    ) -> Response:
+        """POST .../roleinstances/{name}?comp=reboot|reimage|rebuild."""
+        hosted = self.rdfe.hosted(sub, service)
+        slot = parse_slot(slot_text)
+        action = cast(Any, r.comp)
+        command = InstanceAction(service=hosted.name, slot=slot, instance_id=name, action=action)
+        return await self._forward(sub, hosted, slot, command)
+
+    async def _forward(
+        self, sub: SubscriptionRecord, hosted: HostedServiceRecord, slot: Slot, command: Any
+    ) -> Response:
+        pool = self._pool(hosted, slot)
+        answer = await self.rdfe.ask_ffe(Forward(pool=pool, command=command))
+        return self.rdfe.accepted(sub, pool, answer)
+
+    async def _create(
+        self, sub: SubscriptionRecord, hosted: HostedServiceRecord, slot: Slot, r: Request
+    ) -> Response:
+        body = await r.json(api.CreateDeployment)
+        current = await self._current(hosted)
+        if slot in current:
+            raise conflict(
+                f"the {slot} slot of {hosted.name!r} already holds deployment {current[slot].name!r}; "
+                "upgrade it, or delete it first"
+            )
+        if any(view.name == body.name for view in current.values()):
+            raise conflict(
+                f"deployment name {body.name!r} is taken in {hosted.name!r}; choose another --name"
+            )
+        affinity_pool = None
+        if hosted.pool is None and hosted.affinity_group is not None:
+            affinity_pool = self.rdfe.store.affinity_pool(hosted.affinity_group)
+        submitted: Submitted = await self.rdfe.ask_ffe(
+            Deploy(
+                pool=hosted.pool,
+                location=hosted.location,
+                affinity_pool=affinity_pool,
+                service=hosted.name,
+                slot=slot,
+                name=body.name,
+                label=body.label or body.name,
+                package=body.package,
+                configuration=body.configuration,
+                configuration_name=body.configuration_name,
+                start=body.start_deployment,
+            )
+        )
+        hosted.pool = submitted.pool
+        hosted.packages[body.name] = submitted.package_path
+        await self._save()
+        return self.rdfe.accepted(sub, submitted.pool, submitted.answer)
+
+    async def _configure(
+        self, sub: SubscriptionRecord, hosted: HostedServiceRecord, slot: Slot, r: Request
+    ) -> Response:
+        body = await r.json(api.ChangeConfiguration)
+        current = await self._get(hosted, slot)
+        pool = self._pool(hosted, slot)
+        answer = await self.rdfe.ask_ffe(
+            ChangeConfig(
+                pool=pool,
+                service=hosted.name,
+                slot=slot,
+                configuration=body.configuration,
+                configuration_name=body.configuration_name,
+                mode=body.mode,
+                package_path=hosted.packages.get(current.name),
+            )
+        )
+        return self.rdfe.accepted(sub, pool, answer)
+
+    async def _upgrade(
+        self, sub: SubscriptionRecord, hosted: HostedServiceRecord, slot: Slot, r: Request
+    ) -> Response:
+        body = await r.json(api.UpgradeDeployment)
+        current = await self._get(hosted, slot)
+        pool = self._pool(hosted, slot)
+        submitted: Submitted = await self.rdfe.ask_ffe(
+            Upgrade(
+                pool=pool,
+                service=hosted.name,
+                slot=slot,
+                package=body.package,
+                configuration=body.configuration,
+                configuration_name=body.configuration_name,
+                mode=body.mode,
+                role=body.role_to_upgrade,
+                label=body.label,
+            )
+        )
+        hosted.packages[current.name] = submitted.package_path
+        await self._save()
+        return self.rdfe.accepted(sub, pool, submitted.answer)
+
+    # -- swap ----------------------------------------------------------------------------------------
+
+    async def swap(self, sub: SubscriptionRecord, service: str, r: Request) -> Response:
+        """POST .../hostedservices/{service} with a Swap body (or ?comp=swap): VIP swap."""
+        hosted = self.rdfe.hosted(sub, service)
+        body = await r.json(api.Swap, default=api.Swap())
+        current = await self._current(hosted)
+        if not current:
+            raise not_found(f"hosted service {hosted.name!r} has no deployments to swap")
+        checks: list[tuple[str | None, Slot, str]] = [
+            (body.production, "production", "Production"),
+            (body.source_deployment, "staging", "SourceDeployment"),
+        ]
+        for given, slot, field in checks:
+            if given is None:
+                continue
+            actual = current.get(slot)
+            if actual is None or actual.name != given:
+                now = repr(actual.name) if actual else "nothing"
+                raise bad_request(f"{field} {given!r} does not match the {slot} slot, which holds {now}")
+        return await self._forward(sub, hosted, "production", SwapDeployments(service=hosted.name))

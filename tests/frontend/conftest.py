@@ -1,0 +1,117 @@
+"""Fixtures for the front end tests: the real API on 127.0.0.1 with a stand-in controller."""
+
+from __future__ import annotations
+
+import base64
+import shutil
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+
+from actors import Ref, open_system
+from fabric.frontend.ffe import Ffe, Pool
+from fabric.frontend.rdfe import serve_api
+from fabric.model import build_package
+
+HERE = Path(__file__).parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))  # the stand-in controller, importable by name (tests/actors does the same)
+
+from frontend_standin import StandInController  # noqa: E402
+
+FIXTURES = HERE / "fixtures"
+#: the body limit the test API runs with (the hello package is a few KiB)
+TEST_BODY_LIMIT = 256 * 1024
+
+
+@pytest.fixture
+def hello(tmp_path: Path) -> Path:
+    """A writable copy of the one-role Hello service folder (2 instances)."""
+    return Path(shutil.copytree(FIXTURES / "hello", tmp_path / "hello"))
+
+
+@pytest.fixture
+def hello_package(hello: Path, tmp_path: Path) -> bytes:
+    """The Hello service packed as a .cspkg."""
+    out = tmp_path / "hello.cspkg"
+    build_package(hello, out)
+    return out.read_bytes()
+
+
+@dataclass
+class Api:
+    """A served API and what a test needs to drive and inspect it."""
+
+    url: str
+    state: Path
+    token: str
+    controller: StandInController
+    controller_ref: Ref
+    http: httpx.AsyncClient
+    subscription: str
+
+    @property
+    def services(self) -> str:
+        """The hosted services collection path."""
+        return f"/subscriptions/{self.subscription}/services/hostedservices"
+
+    def slot(self, service: str = "hello", slot: str = "production") -> str:
+        """A deployment slot path."""
+        return f"{self.services}/{service}/deploymentslots/{slot}"
+
+    def mutations(self) -> list[Any]:
+        """Commands that reached the controller, minus the read-only ones."""
+        from fabric.controller.messages import GetDeployment, GetOperation, ListDeployments
+
+        return [
+            m
+            for m in self.controller.received
+            if not isinstance(m, GetDeployment | GetOperation | ListDeployments)
+        ]
+
+    async def create_service(self, name: str = "hello", **extra: Any) -> httpx.Response:
+        """POST a hosted service."""
+        return await self.http.post(self.services, json={"ServiceName": name, **extra})
+
+    async def deploy(
+        self, package: bytes, service: str = "hello", slot: str = "production", name: str = "d1", **extra: Any
+    ) -> httpx.Response:
+        """POST a deployment with a base64 package."""
+        body = {"Name": name, "Package": base64.b64encode(package).decode(), **extra}
+        return await self.http.post(self.slot(service, slot), json=body)
+
+
+async def open_api(state: Path, *, auto_finish: bool = True) -> AsyncIterator[Api]:
+    """Serve the API for `state` with one local pool run by a stand-in controller."""
+    async with open_system() as system:
+        instance = StandInController(auto_finish=auto_finish)
+        controller = await system.spawn(lambda: instance, name="controller")
+        ffe = await system.spawn(lambda: Ffe([Pool("local", controller)], state), name="ffe")
+        async with anyio.create_task_group() as tg:
+            url = await tg.start(partial(serve_api, ffe, state, max_body_bytes=TEST_BODY_LIMIT))
+            token = (state / "token").read_text().strip()
+            async with httpx.AsyncClient(base_url=url, headers={"authorization": f"Bearer {token}"}) as http:
+                subs = (await http.get("/subscriptions")).json()["Subscriptions"]
+                yield Api(url, state, token, instance, controller, http, subs[0]["SubscriptionId"])
+            tg.cancel_scope.cancel()
+
+
+@pytest.fixture
+async def api(tmp_path: Path) -> AsyncIterator[Api]:
+    """The API with a stand-in controller that finishes operations at once."""
+    async for served in open_api(tmp_path / "state"):
+        yield served
+
+
+@pytest.fixture
+async def slow_api(tmp_path: Path) -> AsyncIterator[Api]:
+    """The API with a stand-in controller whose operations stay InProgress until finished."""
+    async for served in open_api(tmp_path / "state", auto_finish=False):
+        yield served
