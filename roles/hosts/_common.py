@@ -45,8 +45,8 @@ from roles.protocol import (
 
 ArgsT = TypeVar("ArgsT")
 
-#: Added to the role's on_stop_timeout for the host's own clean-up (sites, log flush).
-STOP_MARGIN: Final = 15.0
+#: Added to the role's on_stop_timeout and the sites' graceful_timeout for the host's own clean-up.
+STOP_MARGIN: Final = 5.0
 LOG_FORMAT: Final = "%(asctime)s [%(process)d] %(name)s %(levelname)s %(message)s"
 
 
@@ -108,7 +108,7 @@ class RoleHostBase(Actor):
         self._token = anyio.lowlevel.current_token()
         self.recycle_requested = anyio.Event()
         RoleEnvironment._attach(config.environment, self._request_recycle)
-        self._allow_stop_time(config.on_stop_timeout + STOP_MARGIN)
+        self._allow_stop_time(config.on_stop_timeout + config.graceful_timeout + STOP_MARGIN)
         await self.report("starting")
         self.start_soon(self.lifecycle, name=f"{self.host_name} lifecycle")
 
