@@ -84,7 +84,7 @@ class TcpBalancer:
         try:
             picked = await self._connect()
             if picked is None:
-                # No instance can take it: reset, as Azure's balancer does.
+                # No instance can take it: reset, so the client fails at once.
                 self.counters.rejected += 1
                 _sock.abort(client)
                 return

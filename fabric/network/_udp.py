@@ -60,9 +60,10 @@ class UdpBalancer:
         # A send refused by one instance is tried on the others, as for TCP connects.
         for _ in range(len(self.pool.rotation) + 1):
             session = self._sessions.get(client)
-            if session is None or not self.pool.in_rotation(session.entry):
-                if session is not None:
-                    session.scope.cancel()
+            if session is not None and not self.pool.in_rotation(session.entry):
+                self._drop(session)
+                session = None
+            if session is None:
                 session = await self._open(client, public, tg)
                 if session is None:
                     self.counters.rejected += 1
@@ -99,6 +100,12 @@ class UdpBalancer:
     def _refused(self, session: _Session) -> None:
         self.counters.refused += 1
         self.pool.refused(session.entry)
+        self._drop(session)
+
+    def _drop(self, session: _Session) -> None:
+        # Forgotten at once, so the client's next datagram opens a fresh session.
+        if self._sessions.get(session.client) is session:
+            del self._sessions[session.client]
         session.scope.cancel()
 
     async def _replies(self, session: _Session, public: UDPSocket) -> None:

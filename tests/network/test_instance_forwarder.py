@@ -80,3 +80,16 @@ async def test_a_taken_port_in_the_range_is_a_named_error(farm, taken_port):
     with pytest.raises(NoFreePortError, match=f"port {taken_port}"):
         async with open_instance_forwarder("Rdp", range(taken_port, taken_port + 1), [a.backend()]):
             pass
+
+
+async def test_udp_ports_are_forwarded_too(farm):
+    a, b = await farm.udp_instances(2)
+    ports = free_range(2)
+    async with open_instance_forwarder("Voice", ports, [a.backend(), b.backend()], protocol="udp"):
+        sock = await anyio.create_udp_socket(family=socket.AF_INET, local_host="127.0.0.1")
+        async with sock:
+            for n in range(2):
+                await sock.sendto(b"hello", "127.0.0.1", ports[n])
+                with anyio.fail_after(5):
+                    reply, _ = await sock.receive()
+                assert reply == f"dns_IN_{n}:hello".encode()
