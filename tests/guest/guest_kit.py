@@ -15,6 +15,7 @@ from typing import Any
 
 import anyio
 import msgspec
+import psutil
 
 from actors import Actor, ProcessOptions, Ref, open_system
 from fabric.guest.disk import VmDisk
@@ -65,6 +66,18 @@ class StatusRecorder(Actor):
             self.seen.append(message)
             self.changed()
         return None
+
+
+async def wait_gone(pid: int, timeout: float = 5.0) -> None:
+    """Wait until a process is gone (a zombie counts as gone: it runs no more)."""
+    with anyio.fail_after(timeout):
+        while True:
+            try:
+                if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                    return
+            except psutil.NoSuchProcess:
+                return
+            await anyio.sleep(0.02)
 
 
 def free_port() -> int:
