@@ -107,15 +107,22 @@ def build_guest_config(
     settings: Settings,
     update_domain: int = 0,
     fault_domain: int = 0,
+    vm: str | None = None,
 ) -> GuestConfig:
-    """Everything the VM of ``role_name`` instance ``index`` needs to boot."""
+    """Everything the VM of ``role_name`` instance ``index`` needs to boot.
+
+    ``vm`` names the VM (its folder under ``<state>/vms`` and the id its host knows it by)
+    when several deployments share a host and so ``<Role>_IN_<n>`` alone would clash; the
+    role still sees its Azure instance id in RoleEnvironment.
+    """
     role = service.definition.role(role_name)
     iid = instance_id(role_name, index)
-    disk = VmDisk(state_dir / "vms" / iid, deployment_id, role_name, iid)
+    name = vm or iid
+    disk = VmDisk(state_dir / "vms" / name, deployment_id, role_name, name)
     return GuestConfig(
         vm_root=str(disk.root),
         deployment_id=deployment_id,
-        instance_id=iid,
+        instance_id=name,
         role=role,
         role_code_dir=str(service.role_dir(role_name)),
         site_dirs=site_dirs(service, role),

@@ -1,0 +1,357 @@
+"""Deployment commands: create, suspend and run, reboot/reimage/rebuild, delete, swap.
+
+Each command is checked completely first (raising ControllerError with nothing changed), then
+written to the store, then answered with OperationAccepted while its work runs in the
+background. Upgrades and configuration changes live in upgrade.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import uuid
+from collections.abc import Awaitable, Callable
+from functools import partial
+from pathlib import Path
+
+import anyio
+import anyio.to_thread
+
+from fabric.controller import lifecycle
+from fabric.controller.generations import stage_package, write_config
+from fabric.controller.messages import (
+    ControllerError,
+    CreateDeployment,
+    DeleteDeployment,
+    InstanceAction,
+    OperationAccepted,
+    SetDeploymentStatus,
+    SwapDeployments,
+)
+from fabric.controller.model import Deployment, Instance, check_name, vm_name
+from fabric.controller.operations import Operations
+from fabric.controller.placement import PortAllocator, cores_of, update_domain
+from fabric.controller.state import ControllerState
+from fabric.controller.store import GenerationRecord
+
+log = logging.getLogger("fabric.controller")
+
+Spawn = Callable[..., None]
+SLOTS = ("production", "staging")
+
+
+def conflict(message: str) -> ControllerError:
+    """A 409 ConflictError."""
+    return ControllerError("ConflictError", message, 409)
+
+
+def ensure_idle(dep: Deployment, *, allow_upgrade: bool = False) -> None:
+    """Refuse a change while another operation (or a Manual upgrade) has the deployment."""
+    if dep.busy is not None:
+        raise conflict(
+            f"deployment {dep.name} is busy with operation {dep.busy}; wait for it to finish, then try again"
+        )
+    if dep.goal == "Deleting":
+        raise conflict(f"deployment {dep.name} is being deleted")
+    if dep.upgrade is not None and not allow_upgrade:
+        raise conflict(
+            f"deployment {dep.name} has a {dep.upgrade.mode} upgrade in progress; "
+            f"walk update domain {dep.upgrade.next_domain} next (or wait for it to finish)"
+        )
+
+
+def check_slot(slot: str) -> None:
+    """Refuse a slot other than production or staging."""
+    if slot not in SLOTS:
+        raise ControllerError("BadRequest", f"slot {slot!r} is not valid; use production or staging")
+
+
+async def start_all(state: ControllerState, dep: Deployment, insts: list[Instance]) -> None:
+    """Start instances concurrently; raise the first failure once all were tried."""
+    await _each(insts, lambda inst: lifecycle.start(state, dep, inst))
+
+
+async def _each(insts: list[Instance], step: Callable[[Instance], Awaitable[None]]) -> None:
+    errors: list[ControllerError] = []
+
+    async def one(inst: Instance) -> None:
+        try:
+            await step(inst)
+        except ControllerError as exc:
+            errors.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        for inst in insts:
+            tg.start_soon(one, inst)
+    if errors:
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise ControllerError(errors[0].code, errors[0].message + more, errors[0].status)
+
+
+class Commands:
+    """Checks and runs the deployment commands of one controller."""
+
+    def __init__(self, state: ControllerState, ops: Operations, spawn: Spawn) -> None:
+        self.state = state
+        self.ops = ops
+        self.spawn = spawn
+
+    def accept(
+        self, kind: str, dep: Deployment, work: Callable[[], Awaitable[str | None]], phase: str | None = None
+    ) -> OperationAccepted:
+        """Record the operation, mark the deployment busy, and run ``work`` in the background."""
+        request_id = self.ops.begin(kind, f"{dep.service}/{dep.slot}")
+        dep.busy = request_id
+        self.spawn(partial(self.ops.run, request_id, dep, work, phase=phase))
+        self.state.notify()
+        return OperationAccepted(request_id=request_id)
+
+    # -- create ---------------------------------------------------------------------------------
+
+    async def create(self, cmd: CreateDeployment) -> OperationAccepted:
+        """Check, stage, place and store a new deployment; start it in the background."""
+        state = self.state
+        check_name("hosted service", cmd.service)
+        check_name("deployment", cmd.name)
+        check_slot(cmd.slot)
+        existing = state.find(cmd.service, cmd.slot)
+        if existing is not None or (cmd.service, cmd.slot) in state.store.other_pools_services():
+            raise conflict(
+                f"hosted service {cmd.service} already has a {cmd.slot} deployment; "
+                "delete it, upgrade it, or deploy to the other slot"
+            )
+        if any(d.name == cmd.name for d in state.of_service(cmd.service)):
+            raise conflict(
+                f"hosted service {cmd.service} already has a deployment named {cmd.name}; choose another"
+            )
+        dep_id = uuid.uuid4().hex
+        folder = state.state_dir / "deployments" / dep_id
+        await anyio.to_thread.run_sync(lambda: folder.mkdir(parents=True))
+        try:
+            dep = await self._build(cmd, dep_id, folder)
+            await state.rotation.open(dep)
+            try:
+                self.place(dep, dep.ordered())
+            except BaseException:
+                await state.rotation.close(dep.id)
+                raise
+        except BaseException:
+            await anyio.to_thread.run_sync(shutil.rmtree, folder, True)
+            raise
+        with state.store.transaction():
+            state.store.put(dep.current.record)
+            state.save_deployment(dep)
+            for inst in dep.instances.values():
+                state.save_instance(inst)
+        state.add(dep)
+        log.info(
+            "deployment %s (%s/%s) created with %d instances",
+            dep.name,
+            dep.service,
+            dep.slot,
+            len(dep.instances),
+        )
+        if not cmd.start:
+            return self.accept("CreateDeployment", dep, _done("created suspended"))
+        return self.accept("CreateDeployment", dep, lambda: self._start_new(dep), phase="Deploying")
+
+    async def _build(self, cmd: CreateDeployment, dep_id: str, folder: Path) -> Deployment:
+        from fabric.controller.generations import load_generation
+
+        config = write_config(folder, 1, cmd.configuration, cmd.configuration_name)
+        pkg = str(await stage_package(cmd.package_path, folder, 1, config))
+        record = GenerationRecord(
+            deployment_id=dep_id,
+            number=1,
+            packages={},
+            main=pkg,
+            configuration=cmd.configuration,
+            configuration_name=cmd.configuration_name,
+        )
+        gen = await load_generation(record, folder)
+        dep = Deployment(
+            id=dep_id,
+            service=cmd.service,
+            slot=cmd.slot,
+            name=cmd.name,
+            label=cmd.label or cmd.name,
+            goal="Running" if cmd.start else "Suspended",
+            generation=1,
+            folder=folder,
+            generations={1: gen},
+        )
+        ports = PortAllocator(self.state.taken_ports())
+        udc = gen.definition.upgrade_domain_count
+        for role in gen.definition.roles:
+            cores_of(role)  # an unknown vmsize is refused before anything else
+            for index in range(gen.instance_count(role.name)):
+                inst = Instance(
+                    vm=vm_name(cmd.service, cmd.name, role.name, index),
+                    deployment_id=dep_id,
+                    role=role.name,
+                    index=index,
+                    ports=ports.instance_ports(role),
+                    update_domain=update_domain(index, udc),
+                    generation=1,
+                    status="RoleStateUnknown" if cmd.start else "StoppedVM",
+                    detail="waiting for its host" if cmd.start else "the deployment is suspended",
+                )
+                dep.instances[inst.vm] = inst
+        return dep
+
+    def place(self, dep: Deployment, insts: list[Instance]) -> None:
+        """Place instances on hosts, all or none (synchronous, so no other placement interleaves).
+
+        Raises:
+            ControllerError: ConflictError when the pool has no room (nothing is placed).
+        """
+        planner = self.state.planner()
+        chosen = []
+        for inst in insts:
+            if not inst.host_id:
+                role = dep.generations[inst.generation].role(inst.role)
+                chosen.append((inst, planner.place((dep.id, inst.role), cores_of(role))))
+        self.state.commit_hosts(planner)
+        for inst, slot in chosen:
+            inst.host_id, inst.fault_domain = slot.id, slot.fault_domain
+
+    async def _start_new(self, dep: Deployment) -> str:
+        await start_all(self.state, dep, dep.ordered())
+        return f"started {len(dep.instances)} instances"
+
+    # -- suspend and run --------------------------------------------------------------------------
+
+    def set_status(self, cmd: SetDeploymentStatus) -> OperationAccepted:
+        """Suspend (stop every VM, keep the deployment and its ports) or run it again."""
+        state = self.state
+        dep = state.get(cmd.service, cmd.slot)
+        if cmd.status not in ("Running", "Suspended"):
+            raise ControllerError(
+                "BadRequest", f"status {cmd.status!r} is not valid; use Running or Suspended"
+            )
+        ensure_idle(dep)
+        if dep.goal == cmd.status:
+            return self.accept("UpdateDeploymentStatus", dep, _done(f"already {cmd.status}"))
+        dep.goal = cmd.status
+        state.save_deployment(dep)
+        state.rotation.refresh(dep)
+        insts = dep.ordered()
+        if cmd.status == "Suspended":
+
+            async def suspend() -> str:
+                await _each(insts, lambda i: lifecycle.stop(state, dep, i))
+                return f"stopped {len(insts)} instances"
+
+            return self.accept("UpdateDeploymentStatus", dep, suspend, phase="SuspendedTransitioning")
+
+        async def run() -> str:
+            await start_all(state, dep, insts)
+            return f"started {len(insts)} instances"
+
+        return self.accept("UpdateDeploymentStatus", dep, run, phase="RunningTransitioning")
+
+    # -- one instance ------------------------------------------------------------------------------
+
+    def instance_action(self, cmd: InstanceAction) -> OperationAccepted:
+        """Reboot (restart the guest OS), reimage (fresh disk) or rebuild (fresh disk and role
+        drive, booted anew) one instance; the operation ends when it runs its role again."""
+        state = self.state
+        dep = state.get(cmd.service, cmd.slot)
+        inst = dep.find(cmd.instance_id)
+        if cmd.action not in ("reboot", "reimage", "rebuild"):
+            raise ControllerError(
+                "BadRequest", f"action {cmd.action!r} is not valid; use reboot, reimage or rebuild"
+            )
+        ensure_idle(dep, allow_upgrade=True)
+        if dep.goal != "Running":
+            raise conflict(f"deployment {dep.name} is suspended; run it before you {cmd.action} an instance")
+
+        async def act() -> str:
+            if cmd.action == "rebuild":
+                await lifecycle.stop(state, dep, inst, delete_disk=True)
+                await lifecycle.start(state, dep, inst)
+            else:
+                await lifecycle.restart(state, dep, inst, reimage=cmd.action == "reimage")
+            await lifecycle.wait_up(state, dep, [inst], f"{cmd.action} of {inst.id}")
+            return f"{inst.id} {cmd.action} done; it is {inst.status}"
+
+        kind = {
+            "reboot": "RebootRoleInstance",
+            "reimage": "ReimageRoleInstance",
+            "rebuild": "RebuildRoleInstance",
+        }
+        return self.accept(kind[cmd.action], dep, act)
+
+    # -- delete ------------------------------------------------------------------------------------
+
+    def delete(self, cmd: DeleteDeployment) -> OperationAccepted:
+        """Stop every instance, delete their disks and forget the deployment. A running
+        operation (say an upgrade stuck on a failing role) is cancelled first."""
+        state = self.state
+        dep = state.get(cmd.service, cmd.slot)
+        if dep.goal == "Deleting":
+            raise conflict(f"deployment {dep.name} is already being deleted")
+        if dep.cancel_scope is not None:
+            dep.cancel_scope.cancel()
+        dep.busy = None
+        dep.goal = "Deleting"
+        state.save_deployment(dep)
+        state.rotation.refresh(dep)
+        return self.accept("DeleteDeployment", dep, lambda: finish_delete(state, dep), phase="Deleting")
+
+    # -- swap --------------------------------------------------------------------------------------
+
+    def swap(self, cmd: SwapDeployments) -> OperationAccepted:
+        """VIP swap: production and staging exchange public ports (and slots)."""
+        state = self.state
+        deps = state.of_service(cmd.service)
+        if not deps:
+            raise ControllerError("ResourceNotFound", f"hosted service {cmd.service} has no deployments", 404)
+        for dep in deps:
+            ensure_idle(dep)
+        if len(deps) == 2:
+            problem = state.rotation.swap_problem(deps[0], deps[1])
+            if problem:
+                raise ControllerError("BadRequest", f"cannot swap: {problem}")
+        for dep in deps:
+            dep.busy = "swap"
+
+        async def act() -> str:
+            try:
+                if len(deps) == 2:
+                    await state.rotation.swap(deps[0], deps[1])
+                with state.store.transaction():
+                    for dep in deps:
+                        dep.slot = "staging" if dep.slot == "production" else "production"
+                        state.save_deployment(dep)
+            finally:
+                for dep in deps[1:]:
+                    dep.busy = None
+            names = ", ".join(f"{d.name} is now {d.slot}" for d in deps)
+            return f"swapped: {names}"
+
+        return self.accept("SwapDeployment", deps[0], act)
+
+
+async def finish_delete(state: ControllerState, dep: Deployment) -> str:
+    """Close the deployment's ports, stop and wipe its VMs, forget it (resumable)."""
+    await state.rotation.close(dep.id)
+    insts = dep.ordered()
+
+    async def wipe(inst: Instance) -> None:
+        try:
+            await lifecycle.stop(state, dep, inst, delete_disk=True)
+        except ControllerError as exc:
+            log.warning("deleting %s: %s", inst.id, exc.message)
+
+    await _each(insts, wipe)
+    state.forget(dep)
+    await anyio.to_thread.run_sync(shutil.rmtree, dep.folder, True)
+    return f"deleted {dep.name} and its {len(insts)} instances"
+
+
+def _done(description: str) -> Callable[[], Awaitable[str]]:
+    async def nothing() -> str:
+        return description
+
+    return nothing

@@ -1,0 +1,159 @@
+"""The FabricController actor (seed B): the master of one machine pool.
+
+It keeps the goal state of every deployment in SQLite, places instances on hosts (spinning
+hosts up as needed), drives host agents toward the goal, aggregates instance status, keeps
+the load balancers in step, and moves the instances of a dead host elsewhere.
+
+Spawn it in the fabric's process::
+
+    ref = await system.spawn(lambda: FabricController(state_dir, settings), name="fabric-controller")
+
+and ask it the commands of fabric.controller.messages (see fabric.controller.client for
+asking with ControllerError unwrapped). Hosts are host agent processes, children of the
+controller; pass ``host_factory`` to use something else (tests use in-process stand-ins).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import anyio.to_thread
+
+from actors import Actor
+from fabric.controller import lifecycle
+from fabric.controller.commands import Commands
+from fabric.controller.hosts import HostFactory, HostPool, spawn_host_process
+from fabric.controller.messages import (
+    ChangeConfiguration,
+    CreateDeployment,
+    DeleteDeployment,
+    DeploymentView,
+    GetDeployment,
+    GetOperation,
+    InstanceAction,
+    ListDeployments,
+    SetDeploymentStatus,
+    SwapDeployments,
+    UpgradeDeployment,
+    WalkUpgradeDomain,
+)
+from fabric.controller.model import Deployment
+from fabric.controller.operations import Operations
+from fabric.controller.recovery import recover
+from fabric.controller.rotation import Rotation
+from fabric.controller.state import ControllerState
+from fabric.controller.store import Store
+from fabric.controller.upgrade import Upgrades
+from fabric.host.messages import HostHeartbeat, InstanceStatusChanged
+from fabric.settings import Settings
+
+log = logging.getLogger("fabric.controller")
+
+DATABASE = "fabric.db"
+
+
+class FabricController(Actor):
+    """The fabric controller of one machine pool.
+
+    Args:
+        state_dir: the fabric's state folder (``fabric.db``, ``deployments/``, ``hosts/``,
+            ``vms/``); created when missing.
+        settings: durations and limits (max_hosts, host_cores, host_failure_timeout...).
+        pool: the machine pool's name (host ids are ``<pool>-host<n>``).
+        host_factory: builds a host; by default a host agent process.
+    """
+
+    def __init__(
+        self,
+        state_dir: str | Path,
+        settings: Settings | None = None,
+        pool: str = "local",
+        host_factory: HostFactory | None = None,
+    ) -> None:
+        self.state_dir = Path(state_dir).resolve()
+        self.settings = settings or Settings()
+        self.pool = pool
+        self.host_factory = host_factory or spawn_host_process
+
+    async def on_start(self) -> None:
+        """Open the store, bring back what it holds, and start watching hosts."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        store = await anyio.to_thread.run_sync(Store, self.state_dir / DATABASE, self.pool)
+        rotation = Rotation(self.start)
+        hosts = HostPool(
+            self, self.host_factory, self.settings, self.state_dir, self._on_host_dead, closing=self._closing
+        )
+        self.state = ControllerState(
+            state_dir=self.state_dir,
+            settings=self.settings,
+            pool=self.pool,
+            store=store,
+            hosts=hosts,
+            rotation=rotation,
+        )
+        self.ops = Operations(store, self.pool, self.state.notify)
+        self.commands = Commands(self.state, self.ops, self.start_soon)
+        self.upgrades = Upgrades(self.commands)
+        count = await recover(self.state, self.ops, self.upgrades, self.start_soon)
+        if count:
+            log.info("pool %s: recovered %d deployment(s) from %s", self.pool, count, store.path)
+        self.start_soon(hosts.watch)
+        self.start_soon(lifecycle.heal_forever, self.state, self.start_soon)
+
+    def _closing(self) -> bool:
+        # Once the controller is asked to stop, hosts stop on purpose (and may be slow about
+        # it): that is not a failure to heal.
+        return bool(getattr(self._cell, "stop_requested", False))
+
+    async def _on_host_dead(self, host: Any, why: str) -> None:
+        await lifecycle.on_host_dead(self.state, host, why)
+
+    async def receive(self, message: Any) -> Any:
+        """Host reports (tells) and fabric commands (asks)."""
+        state = self.state
+        match message:
+            case InstanceStatusChanged(host_id=host_id, instance_id=vm, status=status):
+                state.hosts.heard(host_id)
+                state.on_status(host_id, vm, status)
+            case HostHeartbeat(host_id=host_id, instances=instances, pid=pid):
+                if state.hosts.heard(host_id, pid):
+                    for vm, status in instances.items():
+                        state.on_status(host_id, vm, status)
+            case GetDeployment(service=service, slot=slot):
+                return self.view(state.get(service, slot))
+            case ListDeployments():
+                return [
+                    self.view(d)
+                    for d in sorted(state.deployments.values(), key=lambda d: (d.service, d.slot))
+                ]
+            case GetOperation(request_id=request_id):
+                return self.ops.view(request_id)
+            case CreateDeployment():
+                return await self.commands.create(message)
+            case ChangeConfiguration():
+                return await self.upgrades.change_configuration(message)
+            case UpgradeDeployment():
+                return await self.upgrades.upgrade(message)
+            case WalkUpgradeDomain():
+                return self.upgrades.walk(message)
+            case SetDeploymentStatus():
+                return self.commands.set_status(message)
+            case InstanceAction():
+                return self.commands.instance_action(message)
+            case DeleteDeployment():
+                return self.commands.delete(message)
+            case SwapDeployments():
+                return self.commands.swap(message)
+            case _:
+                return await super().receive(message)
+        return None
+
+    def view(self, dep: Deployment) -> DeploymentView:
+        """A deployment's DeploymentView, public endpoints included."""
+        return dep.view(self.state.rotation.endpoints(dep))
+
+    async def on_stop(self) -> None:
+        """Hosts were stopped first (they are children); close the database."""
+        self.state.store.close()

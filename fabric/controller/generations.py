@@ -1,0 +1,120 @@
+"""Packages and configurations on the controller's disk: staged, checked, loaded, cleaned.
+
+A deployment folder (``<state>/deployments/<id>/``) holds ``pkg<n>/`` (an extracted package)
+and ``config<n>.cscfg`` (or ``.toml``) for each generation n. The controller's copy is the goal
+state: the package a user uploaded may be gone by the time the fabric restarts.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import anyio.to_thread
+
+from fabric.controller.messages import ControllerError
+from fabric.controller.model import Deployment, Generation
+from fabric.controller.store import GenerationRecord, Store
+from fabric.model.errors import ModelError
+from fabric.model.package import build_package, extract_package, read_package
+from fabric.model.service import Service, load_service
+
+#: A user error lists at most this many problems (the CLI's `fabric validate` shows them all).
+MAX_PROBLEMS = 3
+
+
+def model_error(what: str, exc: ModelError) -> ControllerError:
+    """A BadRequest naming the first problems of a package or configuration."""
+    problems = [str(p) for p in (exc.errors or exc.problems)]
+    text = "; ".join(problems[:MAX_PROBLEMS])
+    if len(problems) > MAX_PROBLEMS:
+        text += f"; and {len(problems) - MAX_PROBLEMS} more (run `fabric validate`)"
+    return ControllerError("BadRequest", f"{what}: {text}")
+
+
+def config_path(folder: Path, number: int, configuration_name: str) -> Path:
+    """Where generation ``number``'s configuration lives (its suffix says XML or TOML)."""
+    suffix = ".toml" if configuration_name.lower().endswith(".toml") else ".cscfg"
+    return folder / f"config{number}{suffix}"
+
+
+def write_config(folder: Path, number: int, configuration: bytes, configuration_name: str) -> Path:
+    """Write a generation's configuration file; returns its path."""
+    path = config_path(folder, number, configuration_name)
+    path.write_bytes(configuration)
+    return path
+
+
+def _stage(package_path: str, folder: Path, number: int, config: Path) -> Path:
+    source = Path(package_path)
+    dest = folder / f"pkg{number}"
+    if not source.exists():
+        raise ControllerError("BadRequest", f"package {package_path} does not exist; upload the .cspkg again")
+    try:
+        if source.is_dir():
+            # A service folder (`fabric run DIR`): packed first, so the goal state is a package.
+            packed = folder / f"pkg{number}.cspkg"
+            build_package(source, packed, config)
+            extract_package(packed, dest)
+            packed.unlink()
+        else:
+            read_package(source, config)  # the package with this configuration, checked whole
+            extract_package(source, dest)
+    except ModelError as exc:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise model_error(f"package {source.name}", exc) from None
+    except OSError as exc:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise ControllerError("BadRequest", f"package {source.name} cannot be read: {exc}") from None
+    return dest
+
+
+async def stage_package(package_path: str, folder: Path, number: int, config: Path) -> Path:
+    """Check a package (a .cspkg or a service folder) with a configuration and extract it into
+    ``folder/pkg<number>``; returns that folder.
+
+    Raises:
+        ControllerError: BadRequest when the package is missing, corrupt or does not match.
+    """
+    return await anyio.to_thread.run_sync(_stage, package_path, folder, number, config)
+
+
+def _load(record: GenerationRecord, folder: Path) -> Generation:
+    config = config_path(folder, record.number, record.configuration_name)
+    if not config.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        config.write_bytes(record.configuration)
+    services: dict[str, Service] = {}
+    loaded: dict[str, Service] = {}
+    for package in dict.fromkeys([record.main, *record.packages.values()]):
+        try:
+            loaded[package] = load_service(package, config)
+        except ModelError as exc:
+            raise model_error(f"configuration {record.configuration_name}", exc) from None
+    main = loaded[record.main]
+    for role in main.definition.roles:
+        services[role.name] = loaded[record.packages.get(role.name, record.main)]
+    return Generation(record=record, services=services, main=main)
+
+
+async def load_generation(record: GenerationRecord, folder: Path) -> Generation:
+    """Load a generation's services from its packages and configuration (rewritten from the
+    record when the file is missing).
+
+    Raises:
+        ControllerError: BadRequest when the configuration does not fit a package.
+    """
+    return await anyio.to_thread.run_sync(_load, record, folder)
+
+
+def drop_unused(store: Store, dep: Deployment) -> None:
+    """Forget generations no instance runs and that are not current; delete their files."""
+    used = {dep.generation} | {i.generation for i in dep.instances.values()}
+    for number in [n for n in dep.generations if n not in used]:
+        gen = dep.generations.pop(number)
+        store.delete_generation(dep.id, number)
+        config_path(dep.folder, number, gen.record.configuration_name).unlink(missing_ok=True)
+    kept = {p for g in dep.generations.values() for p in [g.record.main, *g.record.packages.values()]}
+    for child in dep.folder.glob("pkg*"):
+        if child.is_dir() and str(child) not in kept:
+            shutil.rmtree(child, ignore_errors=True)

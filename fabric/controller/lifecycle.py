@@ -1,0 +1,244 @@
+"""One instance's life on its host: start, stop, restart, apply a change, wait until it is up,
+and service healing when its host dies.
+
+Each step holds the instance's lock, so an upgrade, a reboot and healing never drive the same
+VM at once. A host that is gone raises nothing here: the instance loses its host and the
+healer starts it elsewhere.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import anyio
+
+from actors import ActorError, AskTimeout
+from fabric.controller.hosts import Host, HostUnavailable
+from fabric.controller.messages import ControllerError
+from fabric.controller.model import Deployment, Instance
+from fabric.controller.placement import cores_of
+from fabric.controller.state import ControllerState
+from fabric.guest.messages import ApplyEnvironment
+from fabric.host.messages import ApplyGuestEnvironment, RestartGuest, StartGuest, StopGuest
+from roles.protocol import Change
+
+log = logging.getLogger("fabric.controller")
+
+#: Runs a coroutine function in the background (the controller actor's start_soon).
+Spawn = Callable[..., None]
+#: A VM's first process may take this long to start (the actor runtime's start timeout, twice).
+START_TIMEOUT = 120.0
+
+
+def slow_timeout(state: ControllerState) -> float:
+    """How long a host may take to stop, restart or reconfigure a guest (OnStop included)."""
+    s = state.settings
+    return s.on_stop_timeout + 4 * s.process_stop_timeout + START_TIMEOUT
+
+
+def _refused(inst: Instance, what: str, exc: BaseException) -> ControllerError:
+    message = exc.message if isinstance(exc, ActorError) else str(exc)
+    return ControllerError("InternalError", f"{what} {inst.id} failed: {message}", 500)
+
+
+async def start(state: ControllerState, dep: Deployment, inst: Instance) -> None:
+    """Boot the instance's VM on its host (a VM already running there is left alone).
+
+    Raises:
+        ControllerError: the host refused (the VM could not boot).
+    """
+    async with inst.lock:
+        if not inst.host_id or dep.instances.get(inst.vm) is not inst:
+            return
+        config = dep.guest_config(inst, state.state_dir, state.settings)
+        state.set_status(dep, inst, "RoleStateUnknown", f"starting on host {inst.host_id}")
+        try:
+            await state.hosts.ask(inst.host_id, StartGuest(config), START_TIMEOUT)
+        except HostUnavailable:
+            return
+        except (ActorError, AskTimeout) as exc:
+            raise _refused(inst, "starting", exc) from None
+
+
+async def stop(state: ControllerState, dep: Deployment, inst: Instance, *, delete_disk: bool = False) -> None:
+    """Stop the VM gracefully (the role's OnStop runs); with ``delete_disk`` its folder goes too."""
+    async with inst.lock:
+        if inst.host_id:
+            try:
+                await state.hosts.ask(
+                    inst.host_id, StopGuest(instance_id=inst.vm, delete_disk=delete_disk), slow_timeout(state)
+                )
+            except HostUnavailable:
+                pass
+            except (ActorError, AskTimeout) as exc:
+                raise _refused(inst, "stopping", exc) from None
+        if dep.instances.get(inst.vm) is inst:
+            state.set_status(dep, inst, "StoppedVM", "stopped")
+
+
+async def restart(
+    state: ControllerState,
+    dep: Deployment,
+    inst: Instance,
+    *,
+    reimage: bool = False,
+    new_config: bool = False,
+) -> None:
+    """Restart the guest OS (a reboot), with a fresh disk when ``reimage``; ``new_config``
+    boots it with its current generation's configuration (an upgrade)."""
+    async with inst.lock:
+        if not inst.host_id:
+            return
+        config = dep.guest_config(inst, state.state_dir, state.settings) if new_config else None
+        inst.cycle_pending = True
+        inst.reboots += 1
+        try:
+            await state.hosts.ask(
+                inst.host_id,
+                RestartGuest(instance_id=inst.vm, reimage=reimage, config=config),
+                slow_timeout(state),
+            )
+        except HostUnavailable:
+            return
+        except (ActorError, AskTimeout) as exc:
+            if _unknown_to_host(exc):
+                # The host lost the VM (it was never booted, or was stopped): boot it afresh.
+                inst.cycle_pending = False
+                await _start_locked(state, dep, inst)
+                return
+            inst.cycle_pending = False
+            raise _refused(inst, "restarting", exc) from None
+
+
+async def _start_locked(state: ControllerState, dep: Deployment, inst: Instance) -> None:
+    config = dep.guest_config(inst, state.state_dir, state.settings)
+    try:
+        await state.hosts.ask(inst.host_id, StartGuest(config), START_TIMEOUT)
+    except HostUnavailable:
+        return
+    except (ActorError, AskTimeout) as exc:
+        raise _refused(inst, "starting", exc) from None
+
+
+def _unknown_to_host(exc: BaseException) -> bool:
+    return isinstance(exc, ActorError) and exc.type_name.endswith("UnknownInstance")
+
+
+async def apply(
+    state: ControllerState, dep: Deployment, inst: Instance, changes: list[Change], generation: int
+) -> str:
+    """Tell one instance of a configuration or topology change (RoleEnvironment changing and
+    changed) and move it to ``generation``. Returns the guest's answer: "applied", "recycling",
+    or "rebooted" when the role was not running and the VM was restarted with the change."""
+    async with inst.lock:
+        if dep.instances.get(inst.vm) is not inst:
+            return "gone"
+        env = dep.guest_config(inst, state.state_dir, state.settings, generation=generation).environment
+        inst.generation = generation
+        state.save_instance(inst)
+        if not inst.host_id or dep.goal != "Running":
+            return "deferred"  # it boots with the new environment when it starts
+        # A recycle shows as a non-Ready status, possibly before the answer: arm first.
+        inst.cycle_pending = inst.status in ("ReadyRole", "BusyRole")
+        change = ApplyGuestEnvironment(
+            instance_id=inst.vm, change=ApplyEnvironment(environment=env, changes=changes)
+        )
+        try:
+            answer = await state.hosts.ask(inst.host_id, change, slow_timeout(state))
+        except HostUnavailable:
+            inst.cycle_pending = False
+            return "healing"
+        except (ActorError, AskTimeout) as exc:
+            log.warning("%s: could not apply the change (%s); rebooting it with the change", inst.id, exc)
+            inst.cycle_pending = False
+        else:
+            if answer != "recycling":
+                inst.cycle_pending = False
+            return str(answer)
+    await restart(state, dep, inst, new_config=True)
+    return "rebooted"
+
+
+async def wait_up(state: ControllerState, dep: Deployment, insts: list[Instance], what: str) -> None:
+    """Wait until every instance still in the deployment runs its role (Ready or Busy).
+
+    Raises:
+        ControllerError: InternalError when one failed (FailedStartingRole, CyclingRole...).
+    """
+    while True:
+        live = [i for i in insts if dep.instances.get(i.vm) is i]
+        failed = [i for i in live if i.failed]
+        if failed:
+            i = failed[0]
+            raise ControllerError(
+                "InternalError",
+                f"{what}: instance {i.id} is {i.status}"
+                + (f" ({i.detail})" if i.detail else "")
+                + "; fix the role and try again",
+                500,
+            )
+        if all(i.up for i in live) or dep.goal == "Deleting":
+            return
+        await state.changed()
+
+
+# -- service healing ------------------------------------------------------------------------------
+
+
+async def on_host_dead(state: ControllerState, host: Host, why: str) -> None:
+    """A host died: its instances lose their host, and the healer places them again."""
+    state.store.delete_host(host.id)
+    for dep, inst in state.instances():
+        if inst.host_id == host.id:
+            inst.host_id = ""
+            inst.reboots += 1
+            state.save_instance(inst)
+            state.set_status(
+                dep, inst, "RoleStateUnknown", f"host {host.id} failed ({why}); moving it to another host"
+            )
+    state.wake_healer()
+
+
+def heal_once(state: ControllerState, spawn: Spawn) -> None:
+    """Place every instance that has no host; start those of running deployments.
+
+    ``spawn(func, *args)`` runs a start in the background (the actor's start_soon).
+    """
+    for dep, inst in state.instances():
+        if inst.host_id or dep.goal == "Deleting":
+            continue
+        planner = state.planner()
+        try:
+            slot = planner.place(
+                (dep.id, inst.role), cores_of(dep.generations[inst.generation].role(inst.role))
+            )
+        except ControllerError as exc:
+            if "waiting for capacity" not in inst.detail:
+                state.set_status(dep, inst, "RoleStateUnknown", f"waiting for capacity: {exc.message}")
+            continue
+        state.commit_hosts(planner)
+        inst.host_id, inst.fault_domain = slot.id, slot.fault_domain
+        state.save_instance(inst)
+        log.info("healing: %s %s goes to host %s", dep.name, inst.id, slot.id)
+        if dep.goal == "Running":
+            spawn(_start_quietly, state, dep, inst)
+        else:
+            state.set_status(dep, inst, "StoppedVM", f"placed on host {slot.id}; the deployment is suspended")
+
+
+async def _start_quietly(state: ControllerState, dep: Deployment, inst: Instance) -> None:
+    try:
+        await start(state, dep, inst)
+    except ControllerError as exc:
+        log.error("healing %s: %s", inst.id, exc.message)
+
+
+async def heal_forever(state: ControllerState, spawn: Spawn) -> None:
+    """Heal now and whenever woken, and every host_heartbeat_interval (capacity may free)."""
+    while True:
+        wakeup = anyio.Event()
+        state.wake_healer = wakeup.set
+        heal_once(state, spawn)
+        with anyio.move_on_after(max(0.05, state.settings.host_heartbeat_interval)):
+            await wakeup.wait()

@@ -1,0 +1,300 @@
+"""The controller's live picture of a deployment: generations, instances and their views.
+
+Records in the store are the goal; these objects add what only a running controller knows
+(each instance's last status, locks, what an operation is doing) and build the GuestConfig
+and RoleEnvironment topology of an instance from them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anyio
+
+from fabric.controller.messages import ControllerError, DeploymentView, InstanceView, Slot
+from fabric.controller.store import (
+    DeploymentGoal,
+    DeploymentRecord,
+    GenerationRecord,
+    InstanceRecord,
+    UpgradeRecord,
+)
+from fabric.guest.instance import build_guest_config, instance_endpoints, instance_id
+from fabric.guest.messages import GuestConfig
+from fabric.model.definition import RoleDefinition, ServiceDefinition
+from fabric.model.service import Service
+from fabric.model.status import RoleStatus
+from fabric.settings import Settings
+from roles.protocol import InstanceInfo
+
+#: Names a user gives (hosted services, deployments) become folder names: keep them plain.
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+#: Statuses after which an instance will not come up by itself.
+FAILED: frozenset[RoleStatus] = frozenset({"FailedStartingRole", "FailedStartingVM", "CyclingRole"})
+#: Statuses of an instance that runs its role.
+UP: frozenset[RoleStatus] = frozenset({"ReadyRole", "BusyRole"})
+
+
+def check_name(what: str, name: str) -> None:
+    """Refuse a service or deployment name that cannot be a folder name."""
+    if not NAME_RE.fullmatch(name):
+        raise ControllerError(
+            "BadRequest",
+            f"{what} name {name!r} is not valid; use 1-100 letters, digits, '-', '_' or '.', "
+            "starting with a letter or digit",
+        )
+
+
+def vm_name(service: str, deployment: str, role: str, index: int) -> str:
+    """The VM of an instance: unique in the pool, so two deployments never share a VM folder."""
+    return f"{service}.{deployment}.{instance_id(role, index)}"
+
+
+@dataclass
+class Generation:
+    """A package (per role) and a configuration, loaded."""
+
+    record: GenerationRecord
+    #: role -> the service loaded from that role's package with this configuration
+    services: dict[str, Service]
+    #: the service whose definition governs deployment-wide things (domains, probes)
+    main: Service
+
+    @property
+    def number(self) -> int:
+        """The generation number."""
+        return self.record.number
+
+    @property
+    def definition(self) -> ServiceDefinition:
+        """The governing service definition."""
+        return self.main.definition
+
+    def role(self, name: str) -> RoleDefinition:
+        """A role's definition, from the package that role runs."""
+        return self.services[name].definition.role(name)
+
+    def instance_count(self, role: str) -> int:
+        """How many instances the configuration asks for."""
+        return self.main.configuration.role(role).instances
+
+    def settings_of(self, role: str) -> dict[str, str]:
+        """A role's setting values."""
+        return self.main.configuration.role(role).setting_values()
+
+    def certificates_of(self, role: str) -> dict[str, str]:
+        """A role's certificate thumbprints."""
+        return {c.name: c.thumbprint for c in self.main.configuration.role(role).certificates}
+
+
+@dataclass(eq=False)
+class Instance:
+    """A role instance: its goal (the record) and its last known status."""
+
+    vm: str
+    deployment_id: str
+    role: str
+    index: int
+    host_id: str = ""
+    ports: dict[str, int] = field(default_factory=dict)
+    update_domain: int = 0
+    fault_domain: int = 0
+    generation: int = 1
+    status: RoleStatus = "RoleStateUnknown"
+    detail: str = ""
+    role_restarts: int = 0
+    reboots: int = 0
+    #: a restart was asked: a Ready seen before the instance went down is not the new one
+    cycle_pending: bool = False
+    #: out of rotation on purpose (its update domain is upgrading)
+    held_out: bool = False
+    lock: anyio.Lock = field(default_factory=anyio.Lock)
+
+    @property
+    def id(self) -> str:
+        """Azure's instance id, ``<Role>_IN_<n>``."""
+        return instance_id(self.role, self.index)
+
+    @property
+    def up(self) -> bool:
+        """Whether the role runs (Ready or Busy) since the last restart asked of it."""
+        return not self.cycle_pending and self.status in UP
+
+    @property
+    def failed(self) -> bool:
+        """Whether it will not come up by itself."""
+        return not self.cycle_pending and self.status in FAILED
+
+    def record(self) -> InstanceRecord:
+        """The goal part, for the store."""
+        return InstanceRecord(
+            vm=self.vm,
+            deployment_id=self.deployment_id,
+            role=self.role,
+            index=self.index,
+            host_id=self.host_id,
+            ports=dict(self.ports),
+            update_domain=self.update_domain,
+            fault_domain=self.fault_domain,
+            generation=self.generation,
+        )
+
+    @classmethod
+    def from_record(cls, r: InstanceRecord) -> Instance:
+        """Rebuild from the store."""
+        return cls(
+            vm=r.vm,
+            deployment_id=r.deployment_id,
+            role=r.role,
+            index=r.index,
+            host_id=r.host_id,
+            ports=dict(r.ports),
+            update_domain=r.update_domain,
+            fault_domain=r.fault_domain,
+            generation=r.generation,
+        )
+
+
+@dataclass(eq=False)
+class Deployment:
+    """A deployment as the controller runs it."""
+
+    id: str
+    service: str
+    slot: Slot
+    name: str
+    label: str
+    goal: DeploymentGoal
+    generation: int
+    folder: Path
+    generations: dict[int, Generation]
+    instances: dict[str, Instance] = field(default_factory=dict)
+    upgrade: UpgradeRecord | None = None
+    #: the request id of the operation changing it now, if any
+    busy: str | None = None
+    #: the transitional status shown while an operation runs
+    phase: str | None = None
+    #: cancels the running operation (a delete does)
+    cancel_scope: anyio.CancelScope | None = None
+
+    @property
+    def current(self) -> Generation:
+        """The generation the deployment is at (or moving to, during an upgrade)."""
+        return self.generations[self.generation]
+
+    def record(self, pool: str) -> DeploymentRecord:
+        """The goal part, for the store."""
+        return DeploymentRecord(
+            id=self.id,
+            pool=pool,
+            service=self.service,
+            slot=self.slot,
+            name=self.name,
+            label=self.label,
+            goal=self.goal,
+            generation=self.generation,
+            upgrade=self.upgrade,
+            folder=str(self.folder),
+        )
+
+    def by_role(self, role: str) -> list[Instance]:
+        """A role's instances, by index."""
+        return sorted((i for i in self.instances.values() if i.role == role), key=lambda i: i.index)
+
+    def ordered(self) -> list[Instance]:
+        """Every instance, by role then index."""
+        return sorted(self.instances.values(), key=lambda i: (i.role, i.index))
+
+    def find(self, name: str) -> Instance:
+        """An instance by Azure id (``Role_IN_0``) or VM name.
+
+        Raises:
+            ControllerError: ResourceNotFound.
+        """
+        for inst in self.instances.values():
+            if name in (inst.id, inst.vm):
+                return inst
+        raise ControllerError(
+            "ResourceNotFound",
+            f"deployment {self.name} has no role instance {name!r}; "
+            f"its instances are {', '.join(i.id for i in self.ordered()) or 'none'}",
+            404,
+        )
+
+    def topology(self) -> dict[str, list[InstanceInfo]]:
+        """RoleEnvironment.roles: every role's instances and their endpoints."""
+        roles: dict[str, list[InstanceInfo]] = {r.name: [] for r in self.current.definition.roles}
+        for inst in self.ordered():
+            gen = self.generations[inst.generation]
+            roles.setdefault(inst.role, []).append(
+                InstanceInfo(
+                    id=inst.id,
+                    role_name=inst.role,
+                    update_domain=inst.update_domain,
+                    fault_domain=inst.fault_domain,
+                    endpoints=instance_endpoints(gen.role(inst.role), inst.ports),
+                )
+            )
+        return roles
+
+    def guest_config(
+        self, inst: Instance, state_dir: Path, settings: Settings, generation: int | None = None
+    ) -> GuestConfig:
+        """Everything the instance's VM needs to boot, at its generation (or the one given)."""
+        gen = self.generations[generation if generation is not None else inst.generation]
+        return build_guest_config(
+            gen.services[inst.role],
+            inst.role,
+            inst.index,
+            deployment_id=self.id,
+            state_dir=state_dir,
+            ports=inst.ports,
+            topology=self.topology(),
+            settings=settings,
+            update_domain=inst.update_domain,
+            fault_domain=inst.fault_domain,
+            vm=inst.vm,
+        )
+
+    def view_status(self) -> str:
+        """The status DeploymentView shows."""
+        if self.goal == "Deleting":
+            return "Deleting"
+        return self.phase or self.goal
+
+    def view(self, endpoints: list) -> DeploymentView:  # type: ignore[type-arg]
+        """The stable machine-readable view."""
+        gen = self.current
+        upgrade = self.upgrade
+        return DeploymentView(
+            service=self.service,
+            slot=self.slot,
+            name=self.name,
+            id=self.id,
+            label=self.label,
+            status=self.view_status(),  # type: ignore[arg-type]
+            upgrade_domain_count=gen.definition.upgrade_domain_count,
+            next_upgrade_domain=upgrade.next_domain
+            if upgrade is not None and upgrade.mode == "Manual"
+            else -1,
+            roles={r.name: len(self.by_role(r.name)) for r in gen.definition.roles},
+            instances=[instance_view(i) for i in self.ordered()],
+            endpoints=endpoints,
+        )
+
+
+def instance_view(inst: Instance) -> InstanceView:
+    """One instance as `fabric status --json` shows it."""
+    return InstanceView(
+        id=inst.id,
+        role=inst.role,
+        status=inst.status,
+        detail=inst.detail,
+        host=inst.host_id,
+        update_domain=inst.update_domain,
+        fault_domain=inst.fault_domain,
+        restarts=inst.role_restarts + inst.reboots,
+        endpoints={name: f"127.0.0.1:{port}" for name, port in sorted(inst.ports.items())},
+    )

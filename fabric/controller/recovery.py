@@ -1,0 +1,112 @@
+"""Coming back after the fabric was killed: read the store and bring every deployment back.
+
+Each deployment returns as it was: the same instances on the same hosts (spun up again under
+their old ids), the same public ports when they are still free, suspended ones still
+suspended. Work cut short resumes: a delete finishes, an Auto or Simultaneous walk carries on
+(a Manual one waits for its next walk again). Operations that were running read Failed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+from fabric.controller.commands import finish_delete, start_all
+from fabric.controller.generations import load_generation
+from fabric.controller.messages import ControllerError
+from fabric.controller.model import Deployment, Generation, Instance
+from fabric.controller.operations import Operations
+from fabric.controller.state import ControllerState
+from fabric.controller.upgrade import Upgrades
+
+log = logging.getLogger("fabric.controller")
+
+INTERRUPTED = "the fabric restarted while this operation ran; check the deployment and run it again"
+
+
+async def recover(
+    state: ControllerState, ops: Operations, upgrades: Upgrades, spawn: Callable[..., None]
+) -> int:
+    """Load the pool's goal state, reopen its ports, and start bringing deployments back in the
+    background. Returns how many deployments were recovered."""
+    store = state.store
+    failed = store.fail_interrupted(INTERRUPTED)
+    if failed:
+        log.warning("%d operation(s) were cut short by a restart and are marked Failed", failed)
+    for host in store.hosts():
+        state.hosts.add(host)
+    recovered = []
+    for rec in store.deployments():
+        folder = Path(rec.folder)
+        generations: dict[int, Generation] = {}
+        try:
+            for g in store.generations(rec.id):
+                generations[g.number] = await load_generation(g, folder)
+        except (ControllerError, OSError) as exc:
+            log.error("deployment %s of %s cannot be recovered: %s", rec.name, rec.service, exc)
+            continue
+        if rec.generation not in generations:
+            log.error(
+                "deployment %s of %s lost generation %d; not recovered", rec.name, rec.service, rec.generation
+            )
+            continue
+        dep = Deployment(
+            id=rec.id,
+            service=rec.service,
+            slot=rec.slot,
+            name=rec.name,
+            label=rec.label,
+            goal=rec.goal,
+            generation=rec.generation,
+            folder=folder,
+            generations=generations,
+            upgrade=rec.upgrade,
+        )
+        for r in store.instances(rec.id):
+            inst = Instance.from_record(r)
+            if inst.generation not in generations:
+                inst.generation = rec.generation
+            if inst.host_id not in state.hosts.hosts:
+                inst.host_id = ""  # its host was lost: the healer places it
+            running = rec.goal == "Running"
+            inst.status = "RoleStateUnknown" if running else "StoppedVM"
+            inst.detail = "coming back after a fabric restart" if running else "the deployment is suspended"
+            dep.instances[inst.vm] = inst
+        if rec.goal != "Deleting":
+            wanted = {(p.role, p.endpoint, p.instance): p for p in store.public_ports(rec.id)}
+            try:
+                await state.rotation.open(dep, wanted)
+            except ControllerError as exc:
+                log.error("deployment %s: its public ports cannot be opened: %s", dep.name, exc.message)
+        state.add(dep)
+        state.save_deployment(dep)
+        recovered.append(dep)
+    for dep in recovered:
+        _resume(state, ops, upgrades, spawn, dep)
+    return len(recovered)
+
+
+def _resume(
+    state: ControllerState, ops: Operations, upgrades: Upgrades, spawn: Callable[..., None], dep: Deployment
+) -> None:
+    target = f"{dep.service}/{dep.slot}"
+    if dep.goal == "Deleting":
+        request_id = ops.begin("DeleteDeployment", target, "resumed after a fabric restart")
+        dep.busy = request_id
+        spawn(partial(ops.run, request_id, dep, lambda: finish_delete(state, dep), phase="Deleting"))
+        return
+    if dep.goal != "Running":
+        return
+
+    async def bring_back() -> str:
+        await start_all(state, dep, dep.ordered())
+        upgrade = dep.upgrade
+        if upgrade is not None and upgrade.mode != "Manual":
+            return await upgrades.resume(dep)
+        return f"{len(dep.instances)} instances started again"
+
+    request_id = ops.begin("RecoverDeployment", target, "bringing the deployment back after a fabric restart")
+    dep.busy = request_id
+    spawn(partial(ops.run, request_id, dep, bring_back, phase="RunningTransitioning"))

@@ -1,0 +1,219 @@
+"""What one controller knows: its deployments, hosts and balancers, and the store behind them.
+
+Every change of goal goes through here so the store and the live objects never disagree:
+``save_*`` writes the record, and status reports land in ``on_status``, which keeps the load
+balancers in step and wakes whoever waits for an instance to come up.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import anyio
+
+from fabric.controller.hosts import HostPool
+from fabric.controller.messages import ControllerError, Slot
+from fabric.controller.model import Deployment, Instance
+from fabric.controller.placement import Planner, cores_of
+from fabric.controller.rotation import Rotation
+from fabric.controller.store import HostRecord, Store
+from fabric.guest.messages import InstanceStatus
+from fabric.model.status import RoleStatus
+from fabric.settings import Settings
+
+log = logging.getLogger("fabric.controller")
+
+
+def not_found(service: str, slot: str) -> ControllerError:
+    """The error for a slot with no deployment."""
+    return ControllerError(
+        "ResourceNotFound", f"hosted service {service} has no deployment in the {slot} slot", 404
+    )
+
+
+class ControllerState:
+    """The deployments of a pool, with the hosts, balancers and store that serve them."""
+
+    def __init__(
+        self,
+        *,
+        state_dir: Path,
+        settings: Settings,
+        pool: str,
+        store: Store,
+        hosts: HostPool,
+        rotation: Rotation,
+    ) -> None:
+        self.state_dir = state_dir
+        self.settings = settings
+        self.pool = pool
+        self.store = store
+        self.hosts = hosts
+        self.rotation = rotation
+        self.deployments: dict[str, Deployment] = {}
+        self._by_vm: dict[str, tuple[Deployment, Instance]] = {}
+        self._changed = anyio.Event()
+        #: called when instances lost their host (healing places them again)
+        self.wake_healer: Callable[[], None] = lambda: None
+
+    # -- lookups -------------------------------------------------------------------------------
+
+    def get(self, service: str, slot: Slot) -> Deployment:
+        """The deployment in a slot.
+
+        Raises:
+            ControllerError: ResourceNotFound.
+        """
+        dep = self.find(service, slot)
+        if dep is None:
+            raise not_found(service, slot)
+        return dep
+
+    def find(self, service: str, slot: str) -> Deployment | None:
+        """The deployment in a slot, or None."""
+        for dep in self.deployments.values():
+            if dep.service == service and dep.slot == slot:
+                return dep
+        return None
+
+    def of_service(self, service: str) -> list[Deployment]:
+        """A hosted service's deployments."""
+        return [d for d in self.deployments.values() if d.service == service]
+
+    def instances(self) -> Iterator[tuple[Deployment, Instance]]:
+        """Every instance of every deployment."""
+        for dep in list(self.deployments.values()):
+            for inst in list(dep.instances.values()):
+                yield dep, inst
+
+    def used_cores(self) -> dict[str, int]:
+        """Cores taken on each host by the instances placed there."""
+        used: Counter[str] = Counter()
+        for dep, inst in self.instances():
+            if inst.host_id:
+                used[inst.host_id] += cores_of(dep.generations[inst.generation].role(inst.role))
+        return dict(used)
+
+    def taken_ports(self) -> set[int]:
+        """Local and public ports the pool has given out."""
+        taken: set[int] = set()
+        for _, inst in self.instances():
+            taken.update(inst.ports.values())
+        for dep in self.deployments.values():
+            taken.update(r.port for r in self.rotation.records(dep.id))
+        return taken
+
+    def planner(self) -> Planner:
+        """A placement plan over the live hosts as they stand."""
+        spread: dict[tuple[str, str], Counter[int]] = {}
+        for dep, inst in self.instances():
+            if inst.host_id:
+                spread.setdefault((dep.id, inst.role), Counter())[inst.fault_domain] += 1
+        return Planner(
+            hosts=self.hosts.slots(self.used_cores()),
+            pool=self.pool,
+            max_hosts=self.settings.max_hosts,
+            host_cores=self.settings.host_cores,
+            next_number=self.hosts.next_number,
+            spread=spread,
+        )
+
+    def commit_hosts(self, planner: Planner) -> None:
+        """Register (and store) the hosts a plan spins up; they start on first use."""
+        for slot in planner.new_hosts():
+            if slot.id in self.hosts.hosts:
+                continue
+            record = HostRecord(
+                id=slot.id,
+                pool=self.pool,
+                number=slot.number,
+                cores=slot.cores,
+                fault_domain=slot.fault_domain,
+            )
+            self.store.put(record)
+            self.hosts.add(record)
+
+    # -- goal state ----------------------------------------------------------------------------
+
+    def add(self, dep: Deployment) -> None:
+        """Start tracking a deployment (already stored)."""
+        self.deployments[dep.id] = dep
+        for inst in dep.instances.values():
+            self._by_vm[inst.vm] = (dep, inst)
+
+    def add_instance(self, dep: Deployment, inst: Instance) -> None:
+        """Track and store a new instance."""
+        dep.instances[inst.vm] = inst
+        self._by_vm[inst.vm] = (dep, inst)
+        self.save_instance(inst)
+
+    def remove_instance(self, dep: Deployment, inst: Instance) -> None:
+        """Forget an instance (store included)."""
+        dep.instances.pop(inst.vm, None)
+        self._by_vm.pop(inst.vm, None)
+        self.store.delete_instance(inst.vm)
+
+    def forget(self, dep: Deployment) -> None:
+        """Forget a deployment (store included)."""
+        self.store.delete_deployment(dep.id)
+        self.deployments.pop(dep.id, None)
+        for vm in list(dep.instances):
+            self._by_vm.pop(vm, None)
+
+    def save_deployment(self, dep: Deployment) -> None:
+        """Store a deployment's goal and the ports it holds."""
+        with self.store.transaction():
+            self.store.put(dep.record(self.pool))
+            for port in self.rotation.records(dep.id):
+                self.store.put(port)
+
+    def save_instance(self, inst: Instance) -> None:
+        """Store an instance's placement and generation."""
+        self.store.put(inst.record())
+
+    # -- status --------------------------------------------------------------------------------
+
+    def on_status(self, host_id: str, vm: str, status: InstanceStatus) -> None:
+        """A host reported an instance's status: record it and update rotation at once."""
+        found = self._by_vm.get(vm)
+        if found is None:
+            return
+        dep, inst = found
+        if inst.host_id != host_id:
+            return  # from a host the instance has left (healed elsewhere)
+        if (status.status, status.detail, status.restarts) == (inst.status, inst.detail, inst.role_restarts):
+            return
+        self.set_status(dep, inst, status.status, status.detail, restarts=status.restarts)
+
+    def set_status(
+        self,
+        dep: Deployment,
+        inst: Instance,
+        status: RoleStatus,
+        detail: str = "",
+        *,
+        restarts: int | None = None,
+    ) -> None:
+        """Change an instance's status (the controller's own knowledge, or a host's report)."""
+        if inst.cycle_pending and status not in ("ReadyRole", "BusyRole"):
+            inst.cycle_pending = False
+        was_rotating = inst.status
+        inst.status, inst.detail = status, detail
+        if restarts is not None:
+            inst.role_restarts = restarts
+        if was_rotating != status:
+            log.info("%s %s: %s%s", dep.name, inst.id, status, f" ({detail})" if detail else "")
+        self.rotation.refresh(dep)
+        self.notify()
+
+    def notify(self) -> None:
+        """Wake every task waiting for a change."""
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    async def changed(self) -> None:
+        """Wait for the next change of any instance or deployment."""
+        await self._changed.wait()

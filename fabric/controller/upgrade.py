@@ -1,0 +1,394 @@
+"""Upgrades and configuration changes, update domain by update domain.
+
+An upgrade (a new package) or a settings change makes a new generation and walks the update
+domains: Auto walks them in order, each domain out of rotation while it changes and the next
+only once the previous runs its role again; Manual waits for WalkUpgradeDomain per domain;
+Simultaneous changes every domain at once. A package upgrade restarts each instance with the
+new package; a settings change raises RoleEnvironment changing/changed in each instance
+(recycling it only when a changing handler cancels). An instance count change adds or
+removes instances and tells every other instance of the new topology at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import anyio
+import msgspec
+
+from fabric.controller import lifecycle
+from fabric.controller.commands import Commands, _each, ensure_idle, start_all
+from fabric.controller.generations import drop_unused, load_generation, stage_package, write_config
+from fabric.controller.messages import (
+    ChangeConfiguration,
+    ControllerError,
+    OperationAccepted,
+    UpgradeDeployment,
+    WalkUpgradeDomain,
+)
+from fabric.controller.model import Deployment, Generation, Instance, vm_name
+from fabric.controller.placement import PortAllocator, update_domain
+from fabric.controller.state import ControllerState
+from fabric.controller.store import GenerationRecord, UpgradeRecord
+from roles.protocol import Change
+
+log = logging.getLogger("fabric.controller")
+
+MODES = ("Auto", "Manual", "Simultaneous")
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise ControllerError(
+            "BadRequest", f"upgrade mode {mode!r} is not valid; use Auto, Manual or Simultaneous"
+        )
+
+
+def setting_changes(old: Generation, new: Generation, role: str) -> list[Change]:
+    """The settings and certificates of ``role`` whose values differ between generations."""
+    changes = []
+    a, b = old.settings_of(role), new.settings_of(role)
+    for name in sorted(set(a) | set(b)):
+        if a.get(name) != b.get(name):
+            changes.append(Change(kind="setting", name=name))
+    ca, cb = old.certificates_of(role), new.certificates_of(role)
+    for name in sorted(set(ca) | set(cb)):
+        if ca.get(name) != cb.get(name):
+            changes.append(Change(kind="certificate", name=name))
+    return changes
+
+
+def upgrade_problem(old: Generation, new: Generation) -> str | None:
+    """Why a package cannot replace the running one in place (a VIP swap can), or None."""
+    before = {r.name: r for r in old.definition.roles}
+    after = {r.name: r for r in new.definition.roles}
+    if set(before) != set(after):
+        return f"the roles change ({', '.join(sorted(before))} -> {', '.join(sorted(after))})"
+    for name, role in after.items():
+        was = before[name]
+        if role.vm_size != was.vm_size:
+            return f"role {name} changes vmsize ({was.vm_size} -> {role.vm_size})"
+        if role.endpoint_names != was.endpoint_names:
+            return f"role {name} changes its endpoints"
+        if [(e.protocol, e.port) for e in role.input_endpoints] != [
+            (e.protocol, e.port) for e in was.input_endpoints
+        ]:
+            return f"role {name} changes an input endpoint's port or protocol"
+        if new.instance_count(name) != old.instance_count(name):
+            return f"role {name} changes its instance count (change the configuration for that)"
+    return None
+
+
+class Upgrades:
+    """Runs upgrades and configuration changes for one controller."""
+
+    def __init__(self, commands: Commands) -> None:
+        self.commands = commands
+        self.state: ControllerState = commands.state
+
+    # -- configuration change ---------------------------------------------------------------------
+
+    async def change_configuration(self, cmd: ChangeConfiguration) -> OperationAccepted:
+        """Check a new configuration against the package; scale and notify in the background."""
+        state = self.state
+        dep = state.get(cmd.service, cmd.slot)
+        _check_mode(cmd.mode)
+        ensure_idle(dep)
+        old = dep.current
+        number = max(dep.generations) + 1
+        path = write_config(dep.folder, number, cmd.configuration, cmd.configuration_name)
+        added: list[Instance] = []
+        try:
+            record = GenerationRecord(
+                deployment_id=dep.id,
+                number=number,
+                packages=dict(old.record.packages),
+                main=old.record.main,
+                configuration=cmd.configuration,
+                configuration_name=cmd.configuration_name,
+            )
+            new = await load_generation(record, dep.folder)
+            ensure_idle(dep)  # nothing may have started while the files were read
+            removed = self._resize(dep, new, number, added)
+            for inst in added:
+                await state.rotation.open_instance(dep, inst)
+            self.commands.place(dep, added)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            for inst in added:
+                await state.rotation.close_instance(dep.id, inst.vm)
+            raise
+        settings_changed = any(setting_changes(old, new, r.name) for r in new.definition.roles)
+        dep.generations[number] = new
+        dep.generation = number
+        dep.upgrade = (
+            UpgradeRecord(kind="config", mode=cmd.mode, generation=number, domain_count=_domains(dep))
+            if settings_changed
+            else None
+        )
+        with state.store.transaction():
+            state.store.put(record)
+            for inst in removed:
+                state.remove_instance(dep, inst)
+            for inst in added:
+                state.add_instance(dep, inst)
+            state.save_deployment(dep)
+        state.rotation.refresh(dep)
+
+        async def act() -> str:
+            await self._apply_resize(dep, old, added, removed)
+            if dep.upgrade is None:
+                for inst in dep.instances.values():
+                    inst.generation = number
+                    state.save_instance(inst)
+                drop_unused(state.store, dep)
+                return _resize_text(added, removed) or "no change"
+            return await self._walk_or_wait(dep)
+
+        return self.commands.accept("ChangeDeploymentConfiguration", dep, act, phase="RunningTransitioning")
+
+    def _resize(self, dep: Deployment, new: Generation, number: int, added: list[Instance]) -> list[Instance]:
+        """New instances (with ports, not placed) for roles that grow; the ones that go."""
+        ports = PortAllocator(self.state.taken_ports())
+        udc = new.definition.upgrade_domain_count
+        removed: list[Instance] = []
+        for role in new.definition.roles:
+            have = dep.by_role(role.name)
+            want = new.instance_count(role.name)
+            removed.extend(i for i in have if i.index >= want)
+            for index in range(len(have), want):
+                added.append(
+                    Instance(
+                        vm=vm_name(dep.service, dep.name, role.name, index),
+                        deployment_id=dep.id,
+                        role=role.name,
+                        index=index,
+                        ports=ports.instance_ports(new.role(role.name)),
+                        update_domain=update_domain(index, udc),
+                        generation=number,
+                        status="RoleStateUnknown" if dep.goal == "Running" else "StoppedVM",
+                        detail="waiting for its host",
+                    )
+                )
+        return removed
+
+    async def _apply_resize(
+        self, dep: Deployment, old: Generation, added: list[Instance], removed: list[Instance]
+    ) -> None:
+        state = self.state
+        if not added and not removed:
+            return
+
+        async def remove(inst: Instance) -> None:
+            await state.rotation.close_instance(dep.id, inst.vm)
+            await lifecycle.stop(state, dep, inst, delete_disk=True)
+
+        await _each(removed, remove)
+        if dep.goal == "Running":
+            await start_all(state, dep, added)
+        # Everyone else learns the new topology at once (their own settings change later).
+        roles = sorted({i.role for i in [*added, *removed]})
+        topology = [Change(kind="topology", name=r) for r in roles]
+        others = [i for i in dep.ordered() if i not in added]
+        await _each(others, lambda i: self._notify(dep, i, topology, i.generation))
+
+    async def _notify(self, dep: Deployment, inst: Instance, changes: list[Change], generation: int) -> None:
+        await lifecycle.apply(self.state, dep, inst, changes, generation)
+
+    # -- upgrade ----------------------------------------------------------------------------------
+
+    async def upgrade(self, cmd: UpgradeDeployment) -> OperationAccepted:
+        """Check and stage a new package; walk the update domains (or wait for walks)."""
+        state = self.state
+        dep = state.get(cmd.service, cmd.slot)
+        _check_mode(cmd.mode)
+        ensure_idle(dep)
+        old = dep.current
+        if cmd.role is not None and cmd.role not in {r.name for r in old.definition.roles}:
+            raise ControllerError("BadRequest", f"role {cmd.role!r} is not in deployment {dep.name}")
+        number = max(dep.generations) + 1
+        configuration = cmd.configuration if cmd.configuration is not None else old.record.configuration
+        name = cmd.configuration_name if cmd.configuration is not None else old.record.configuration_name
+        path = write_config(dep.folder, number, configuration, name)
+        pkg: Path | None = None
+        try:
+            pkg = await stage_package(cmd.package_path, dep.folder, number, path)
+            roles = [r.name for r in old.definition.roles]
+            packages = {
+                r: str(pkg) if cmd.role in (None, r) else old.record.packages.get(r, old.record.main)
+                for r in roles
+            }
+            record = GenerationRecord(
+                deployment_id=dep.id,
+                number=number,
+                packages=packages,
+                main=str(pkg),
+                configuration=configuration,
+                configuration_name=name,
+            )
+            new = await load_generation(record, dep.folder)
+            problem = upgrade_problem(old, new)
+            if problem:
+                raise ControllerError(
+                    "BadRequest", f"cannot upgrade in place: {problem}; deploy to staging and swap"
+                )
+            ensure_idle(dep)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            if pkg is not None:
+                await anyio.to_thread.run_sync(_rmtree, pkg)
+            raise
+        dep.generations[number] = new
+        dep.generation = number
+        if cmd.label:
+            dep.label = cmd.label
+        dep.upgrade = UpgradeRecord(
+            kind="package", mode=cmd.mode, generation=number, role=cmd.role, domain_count=_domains(dep)
+        )
+        with state.store.transaction():
+            state.store.put(record)
+            state.save_deployment(dep)
+        return self.commands.accept(
+            "UpgradeDeployment", dep, lambda: self._walk_or_wait(dep), phase="RunningTransitioning"
+        )
+
+    # -- walking ----------------------------------------------------------------------------------
+
+    def walk(self, cmd: WalkUpgradeDomain) -> OperationAccepted:
+        """Upgrade the next domain of a Manual upgrade (domains go in order)."""
+        dep = self.state.get(cmd.service, cmd.slot)
+        upgrade = dep.upgrade
+        if upgrade is None or upgrade.mode != "Manual":
+            raise ControllerError("BadRequest", f"deployment {dep.name} has no Manual upgrade in progress")
+        ensure_idle(dep, allow_upgrade=True)
+        if cmd.upgrade_domain != upgrade.next_domain:
+            raise ControllerError(
+                "BadRequest",
+                f"update domain {cmd.upgrade_domain} cannot be walked now; the next one is {upgrade.next_domain}",
+            )
+
+        async def act() -> str:
+            await self._walk_domain(dep, cmd.upgrade_domain)
+            return self._advance(dep, cmd.upgrade_domain)
+
+        return self.commands.accept("WalkUpgradeDomain", dep, act, phase="RunningTransitioning")
+
+    async def _walk_or_wait(self, dep: Deployment) -> str:
+        upgrade = dep.upgrade
+        assert upgrade is not None
+        if upgrade.mode == "Manual":
+            return f"ready for a Manual walk: walk update domain {upgrade.next_domain} next"
+        if upgrade.mode == "Simultaneous":
+            await self._walk_domain(dep, None)
+            return self._finish(dep)
+        text = ""
+        for domain in range(upgrade.next_domain, upgrade.domain_count):
+            await self._walk_domain(dep, domain)
+            text = self._advance(dep, domain)
+        return text
+
+    def _advance(self, dep: Deployment, domain: int) -> str:
+        upgrade = dep.upgrade
+        assert upgrade is not None
+        nxt = domain + 1
+        if nxt >= upgrade.domain_count:
+            return self._finish(dep)
+        dep.upgrade = msgspec.structs.replace(upgrade, next_domain=nxt)
+        self.state.save_deployment(dep)
+        return f"update domain {domain} done; {'walk' if upgrade.mode == 'Manual' else 'next'} domain {nxt}"
+
+    def _finish(self, dep: Deployment) -> str:
+        upgrade = dep.upgrade
+        dep.upgrade = None
+        self.state.save_deployment(dep)
+        drop_unused(self.state.store, dep)
+        what = "upgrade" if upgrade is None or upgrade.kind == "package" else "configuration change"
+        return f"{what} complete"
+
+    async def _walk_domain(self, dep: Deployment, domain: int | None) -> None:
+        """Move the instances of one update domain (None: all) to the target generation."""
+        upgrade = dep.upgrade
+        assert upgrade is not None
+        target = dep.generations[upgrade.generation]
+        insts = [
+            i
+            for i in dep.ordered()
+            if (domain is None or i.update_domain == domain) and i.generation != upgrade.generation
+        ]
+        if not insts:
+            return
+        label = f"update domain {domain}" if domain is not None else "the upgrade"
+        if upgrade.kind == "config":
+            await self._reconfigure(dep, insts, target, label)
+        else:
+            await self._replace(dep, insts, label)
+
+    async def _replace(self, dep: Deployment, insts: list[Instance], label: str) -> None:
+        state = self.state
+        upgrade = dep.upgrade
+        assert upgrade is not None
+        changing = []
+        for inst in insts:
+            before = dep.generations[inst.generation].record.packages.get(inst.role)
+            after = dep.generations[upgrade.generation].record.packages.get(inst.role)
+            if before != after or upgrade.role is None:
+                changing.append(inst)
+            inst.generation = upgrade.generation
+            state.save_instance(inst)
+        if dep.goal != "Running" or not changing:
+            return
+        for inst in changing:
+            inst.held_out = True
+        state.rotation.refresh(dep)
+        log.info("%s: upgrading %s (%s)", dep.name, label, ", ".join(i.id for i in changing))
+        try:
+            await _each(changing, lambda i: lifecycle.restart(state, dep, i, new_config=True))
+            await lifecycle.wait_up(state, dep, changing, label)
+        finally:
+            for inst in changing:
+                inst.held_out = False
+            state.rotation.refresh(dep)
+
+    async def _reconfigure(
+        self, dep: Deployment, insts: list[Instance], target: Generation, label: str
+    ) -> None:
+        state = self.state
+        upgrade = dep.upgrade
+        assert upgrade is not None
+        changed = []
+        for inst in insts:
+            changes = setting_changes(dep.generations[inst.generation], target, inst.role)
+            if changes and dep.goal == "Running":
+                changed.append((inst, changes))
+            else:
+                inst.generation = upgrade.generation
+                state.save_instance(inst)
+        log.info("%s: new configuration for %s", dep.name, label)
+        await _each(
+            [i for i, _ in changed], lambda i: self._notify(dep, i, dict(changed)[i], upgrade.generation)
+        )
+        await lifecycle.wait_up(state, dep, [i for i, _ in changed], label)
+
+    async def resume(self, dep: Deployment) -> str:
+        """Carry on an Auto or Simultaneous walk the fabric's restart interrupted."""
+        return await self._walk_or_wait(dep)
+
+
+def _domains(dep: Deployment) -> int:
+    return max((i.update_domain for i in dep.instances.values()), default=0) + 1
+
+
+def _resize_text(added: list[Instance], removed: list[Instance]) -> str:
+    parts = []
+    if added:
+        parts.append(f"added {', '.join(i.id for i in added)}")
+    if removed:
+        parts.append(f"removed {', '.join(i.id for i in removed)}")
+    return "; ".join(parts)
+
+
+def _rmtree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,182 @@
+"""Helpers for the controller tests: a small service, a running controller, waiting on views."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+from controller_standin import World
+
+from actors import Ref, open_system
+from fabric.controller import FabricController, ask, wait_operation
+from fabric.controller.messages import CreateDeployment, DeploymentView, GetDeployment, OperationView, Slot
+from fabric.settings import Settings
+
+DEFINITION = """
+name = "Demo"
+upgrade_domain_count = {domains}
+
+[[roles]]
+name = "Front"
+kind = "worker"
+vm_size = "{front_size}"
+
+[[roles.settings]]
+name = "Greeting"
+
+[[roles.input_endpoints]]
+name = "Http"
+protocol = "tcp"
+port = {port}
+
+[[roles.internal_endpoints]]
+name = "Control"
+protocol = "tcp"
+
+[[roles]]
+name = "Back"
+kind = "worker"
+vm_size = "Small"
+
+[[roles.settings]]
+name = "Queue"
+
+[[roles.internal_endpoints]]
+name = "Gossip"
+protocol = "tcp"
+"""
+
+CONFIG = """
+service_name = "Demo"
+
+[[roles]]
+name = "Front"
+instances = {front}
+
+[[roles.settings]]
+name = "Greeting"
+value = "{greeting}"
+
+[[roles]]
+name = "Back"
+instances = {back}
+
+[[roles.settings]]
+name = "Queue"
+value = "orders"
+"""
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def config(front: int = 2, back: int = 1, greeting: str = "hello") -> bytes:
+    """The Demo service's configuration TOML."""
+    return CONFIG.format(front=front, back=back, greeting=greeting).encode()
+
+
+class ServiceFactory:
+    """Writes Demo service folders (a definition, a configuration, role code)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.port = free_port()
+        self.count = 0
+
+    def __call__(
+        self, *, domains: int = 2, front_size: str = "Small", version: str = "v1", port: int | None = None
+    ) -> Path:
+        self.count += 1
+        folder = self.root / f"svc{self.count}"
+        for role in ("Front", "Back"):
+            (folder / role).mkdir(parents=True)
+            (folder / role / "role.py").write_text(f"VERSION = {version!r}\n")
+        (folder / "service.toml").write_text(
+            DEFINITION.format(domains=domains, front_size=front_size, port=port or self.port)
+        )
+        (folder / "config.toml").write_bytes(config())
+        return folder
+
+
+def settings(**overrides: Any) -> Settings:
+    """Fast settings, with room for the Demo service on two hosts by default."""
+    values: dict[str, Any] = {"max_hosts": 4, "host_cores": 4}
+    values.update(overrides)
+    return Settings.fast(**values)
+
+
+@asynccontextmanager
+async def open_controller(
+    state_dir: Path, world: World, config: Settings | None = None, pool: str = "local"
+) -> AsyncIterator[Ref]:
+    """A running controller with stand-in hosts; stopped (hosts too) on exit."""
+    async with open_system() as system:
+        ref = await system.spawn(
+            lambda: FabricController(
+                state_dir, config or settings(), pool=pool, host_factory=world.factory()
+            ),
+            name=f"controller:{pool}",
+        )
+        yield ref
+
+
+async def create(
+    ref: Ref,
+    package: Path,
+    *,
+    slot: Slot = "production",
+    name: str = "demo-1",
+    service: str = "demo",
+    configuration: bytes | None = None,
+    start: bool = True,
+) -> OperationView:
+    """Create a deployment and wait for its operation."""
+    accepted = await ask(
+        ref,
+        CreateDeployment(
+            service=service,
+            slot=slot,
+            name=name,
+            package_path=str(package),
+            configuration=configuration if configuration is not None else config(),
+            configuration_name="config.toml",
+            start=start,
+        ),
+    )
+    return await wait_operation(ref, accepted.request_id, timeout=600)
+
+
+async def view(ref: Ref, slot: Slot = "production", service: str = "demo") -> DeploymentView:
+    """The DeploymentView of a slot."""
+    found: DeploymentView = await ask(ref, GetDeployment(service=service, slot=slot))
+    return found
+
+
+async def wait_view(
+    ref: Ref,
+    check: Callable[[DeploymentView], bool],
+    *,
+    slot: Slot = "production",
+    service: str = "demo",
+    timeout: float = 600.0,
+) -> DeploymentView:
+    """Poll a deployment until ``check`` holds (a deadline, never a bare sleep)."""
+    with anyio.fail_after(timeout):
+        while True:
+            v = await view(ref, slot, service)
+            if check(v):
+                return v
+            await anyio.sleep(0.01)
+
+
+def all_ready(v: DeploymentView) -> bool:
+    """Every instance is ReadyRole."""
+    return bool(v.instances) and all(i.status == "ReadyRole" for i in v.instances)
