@@ -14,6 +14,7 @@ import inspect
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
+from ._threads import run_in_daemon_thread
 from .protocol import Change
 
 __all__ = [
@@ -143,13 +144,11 @@ class Event(Generic[ArgsT]):
 
         Raises whatever a handler raises; the handlers after it are not called.
         """
-        import anyio.to_thread  # only role hosts raise events: keep `import roles` light
-
         for handler in list(self._handlers):  # a handler may unsubscribe itself
             if inspect.iscoroutinefunction(handler):
                 await handler(args)
                 continue
-            result = await anyio.to_thread.run_sync(handler, args, abandon_on_cancel=True)
+            result = await run_in_daemon_thread(handler, args, name=f"{self.name} handler")
             if inspect.isawaitable(result):  # a plain function returning a coroutine
                 await result
 

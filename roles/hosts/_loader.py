@@ -10,6 +10,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from roles._threads import run_in_daemon_thread
 from roles.entry_point import RoleEntryPoint
 
 
@@ -105,14 +106,13 @@ def _subclass_in(module: ModuleType) -> type[RoleEntryPoint] | None:
 async def call_user(method: Callable[[], Any]) -> Any:
     """Call an entry point method: await an async one, run a plain one in a worker thread.
 
-    The thread is abandoned if the caller is cancelled, so a stop is never blocked by it.
+    The thread is a daemon, abandoned if the caller is cancelled, so neither a stop nor the
+    process's exit waits for it.
     """
     if inspect.iscoroutinefunction(method) or _is_default(method):
         result = method()
     else:
-        import anyio.to_thread
-
-        result = await anyio.to_thread.run_sync(method, abandon_on_cancel=True)
+        result = await run_in_daemon_thread(method, name=getattr(method, "__name__", "role"))
     if inspect.isawaitable(result):
         result = await result
     return result

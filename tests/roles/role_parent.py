@@ -154,3 +154,10 @@ async def run_host(
             HOSTS[config.kind], name=f"role-{os.getpid()}", args=(config,), parent=parent, options=options
         )
         yield HostRun(ref, recorder, config)
+
+
+async def recycle_sync_worker(markers: str) -> list[str]:
+    """Run the sync_worker fixture until it recycles; return its phases (for other backends)."""
+    async with run_host(worker_config("sync_worker", Path(markers))) as host:
+        await host.exit_reason()
+    return host.recorder.phases

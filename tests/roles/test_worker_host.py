@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import anyio
@@ -171,3 +172,16 @@ async def test_changing_can_be_cancelled_and_changed_sees_the_new_settings(tmp_p
         "on_stop",
         "on_stop done",
     ]
+
+
+async def test_role_hosts_run_on_asyncio_too(tmp_path: Path) -> None:
+    # The host runs on its parent's backend; an abandoned plain run() must not hold its exit.
+    code = (
+        "import sys, anyio; sys.path.insert(0, sys.argv[1]); import role_parent; "
+        "print(anyio.run(role_parent.recycle_sync_worker, sys.argv[2], backend='asyncio'))"
+    )
+    here = str(Path(__file__).parent)
+    with anyio.fail_after(20):
+        result = await anyio.run_process([sys.executable, "-c", code, here, str(tmp_path)])
+    assert result.stdout.decode().strip() == "['starting', 'ready', 'recycling']"
+    assert marks(tmp_path) == ["on_start in_thread=True", "run", "stopping", "on_stop"]

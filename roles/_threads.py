@@ -1,0 +1,45 @@
+"""Run a role's plain (def) code in a daemon thread that a stop can abandon.
+
+anyio's worker threads are not daemon threads on asyncio, so a role's ``run`` that never
+returns would keep the role host process from exiting; a daemon thread of our own does not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+async def run_in_daemon_thread(func: Callable[..., T], *args: Any, name: str = "role") -> T:
+    """Call ``func(*args)`` in a new daemon thread and return (or raise) what it does.
+
+    If the caller is cancelled the thread is abandoned: it runs on until it returns or the
+    process ends.
+    """
+    import anyio
+    import anyio.from_thread
+    import anyio.lowlevel
+
+    token = anyio.lowlevel.current_token()
+    done = anyio.Event()
+    outcome: list[tuple[bool, Any]] = []
+
+    def target() -> None:
+        try:
+            outcome.append((True, func(*args)))
+        except BaseException as error:  # handed to the awaiting task, which re-raises it
+            outcome.append((False, error))
+        # RunFinishedError: the event loop is gone, so nobody waits for the result any more.
+        with contextlib.suppress(anyio.RunFinishedError):
+            anyio.from_thread.run_sync(done.set, token=token)
+
+    threading.Thread(target=target, name=name, daemon=True).start()
+    await done.wait()
+    succeeded, value = outcome[0]
+    if succeeded:
+        return value  # type: ignore[no-any-return]
+    raise value
