@@ -5,6 +5,9 @@ from __future__ import annotations
 import errno
 import logging
 import socket
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import TypeVar
 
 import anyio
 from anyio.abc import SocketAttribute, UDPSocket
@@ -14,18 +17,39 @@ from ._errors import NoFreePortError
 
 log = logging.getLogger("fabric.network")
 
-# How many ports after a taken one are tried before giving up.
+# How many ports from the public one are tried before giving up.
 PORT_ATTEMPTS = 100
+# Where the search goes on when ports below 1024 are not ours to bind (80 -> 8080).
+UNPRIVILEGED_OFFSET = 8000
+
+T = TypeVar("T")
 
 
-def _candidates(port: int, attempts: int) -> list[int]:
-    if port == 0:
-        return [0]
-    return list(range(port, min(port + attempts, 65536)))
-
-
-def _taken(exc: OSError) -> bool:
-    return exc.errno in (errno.EADDRINUSE, errno.EACCES)
+async def _bind_first(
+    name: str, host: str, port: int, attempts: int, open_one: Callable[[int], Awaitable[T]]
+) -> T:
+    """Open ``port`` with ``open_one``, moving on to the next port while they are taken."""
+    candidate = last = port
+    for _ in range(attempts if port else 1):
+        last = candidate
+        try:
+            bound = await open_one(candidate)
+        except OSError as exc:
+            if exc.errno == errno.EACCES and 0 < candidate < 1024:
+                # Not allowed below 1024: 81, 82... would fail alike, so 80 -> 8080.
+                candidate += UNPRIVILEGED_OFFSET
+            elif exc.errno in (errno.EADDRINUSE, errno.EACCES) and 0 < candidate < 65535:
+                candidate += 1
+            elif exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                break
+            else:
+                raise
+            continue
+        return bound
+    tried = f"port {port} is" if last == port else f"ports from {port} to {last} are all"
+    raise NoFreePortError(
+        f"endpoint {name!r}: {tried} taken on {host}; free one or choose another public port"
+    )
 
 
 async def bind_tcp(name: str, host: str, port: int, *, attempts: int = PORT_ATTEMPTS) -> socket.socket:
@@ -34,16 +58,9 @@ async def bind_tcp(name: str, host: str, port: int, *, attempts: int = PORT_ATTE
     Raises:
         NoFreePortError: every port tried is taken.
     """
-    for candidate in _candidates(port, attempts):
-        try:
-            sock = await _sock.listen(host, candidate)
-        except OSError as exc:
-            if not _taken(exc):
-                raise
-            continue
-        _announce(name, host, port, sock.getsockname()[1])
-        return sock
-    raise NoFreePortError(_no_port(name, host, port, attempts))
+    sock = await _bind_first(name, host, port, attempts, partial(_sock.listen, host))
+    _announce(name, host, port, sock.getsockname()[1])
+    return sock
 
 
 async def bind_udp(name: str, host: str, port: int, *, attempts: int = PORT_ATTEMPTS) -> UDPSocket:
@@ -52,16 +69,13 @@ async def bind_udp(name: str, host: str, port: int, *, attempts: int = PORT_ATTE
     Raises:
         NoFreePortError: every port tried is taken.
     """
-    for candidate in _candidates(port, attempts):
-        try:
-            sock = await anyio.create_udp_socket(family=socket.AF_INET, local_host=host, local_port=candidate)
-        except OSError as exc:
-            if not _taken(exc):
-                raise
-            continue
-        _announce(name, host, port, sock.extra(SocketAttribute.local_port))
-        return sock
-    raise NoFreePortError(_no_port(name, host, port, attempts))
+
+    async def open_one(candidate: int) -> UDPSocket:
+        return await anyio.create_udp_socket(family=socket.AF_INET, local_host=host, local_port=candidate)
+
+    sock = await _bind_first(name, host, port, attempts, open_one)
+    _announce(name, host, port, sock.extra(SocketAttribute.local_port))
+    return sock
 
 
 def _announce(name: str, host: str, wanted: int, bound: int) -> None:
@@ -75,11 +89,3 @@ def _announce(name: str, host: str, wanted: int, bound: int) -> None:
         )
     else:
         log.info("endpoint %s: listening on %s:%d", name, host, bound)
-
-
-def _no_port(name: str, host: str, port: int, attempts: int) -> str:
-    last = min(port + attempts, 65536) - 1
-    return (
-        f"endpoint {name!r}: ports {port}-{last} on {host} are all taken; "
-        "free one or choose another public port"
-    )

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 
 import anyio
 import psutil
 import pytest
 
-from fabric.network import EndpointSpec, NoFreePortError, open_load_balancer
+from fabric.network import EndpointSpec, NoFreePortError, _sock, open_load_balancer
 
 
 def open_fds() -> int:
@@ -75,3 +76,19 @@ async def test_aclose_inside_the_block_closes_and_returns(farm):
             await client.stream.receive()
         reached = True
     assert reached
+
+
+async def test_a_port_below_1024_not_ours_moves_up_by_8000(monkeypatch, caplog):
+    # As a user who may not bind privileged ports (the suite may run as root).
+    real_listen = _sock.listen
+
+    async def unprivileged_listen(host: str, port: int, backlog: int = 1024):
+        if port < 1024:
+            raise PermissionError(errno.EACCES, "Permission denied")
+        return await real_listen(host, port, backlog)
+
+    monkeypatch.setattr(_sock, "listen", unprivileged_listen)
+    with caplog.at_level(logging.WARNING, logger="fabric.network"):
+        async with open_load_balancer(EndpointSpec("HttpIn", "http", 80)) as lb:
+            assert 8080 <= lb.address[1] < 8180
+    assert any("port 80 on 127.0.0.1 is taken" in r.getMessage() for r in caplog.records)
