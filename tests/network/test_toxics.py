@@ -39,7 +39,7 @@ async def test_latency_delays_an_open_connection_and_goes_away(farm):
         lb.remove_toxic(toxic)
         after = await round_trip(client)
     assert delayed >= 0.14 > plain
-    assert after < 0.1
+    assert after < 0.14
 
 
 async def test_latency_on_both_streams_adds_up_for_new_connections(farm):
@@ -75,10 +75,10 @@ async def test_bandwidth_caps_the_rate(farm):
     async with open_load_balancer(WEB, [a.backend()]) as lb:
         client = await farm.connect(lb.address)
         fast = await round_trip(client, payload)
-        lb.add_toxic(Bandwidth(rate=256))  # KB/s: 64 KiB takes 0.25 s
+        lb.add_toxic(Bandwidth(rate=128))  # KB/s: 64 KiB takes 0.5 s
         slow = await round_trip(client, payload)
-    assert fast < 0.1
-    assert 0.22 <= slow < 2
+    assert fast < 0.25
+    assert 0.45 <= slow < 3
 
 
 async def test_timeout_stops_data_then_closes(farm):
@@ -136,20 +136,20 @@ async def test_toxicity_zero_spares_every_connection(farm):
     async with open_load_balancer(WEB, [a.backend()]) as lb:
         lb.add_toxic(Latency(latency=300, toxicity=0.0))
         client = await farm.connect(lb.address)
-        assert await round_trip(client) < 0.2
+        assert await round_trip(client) < 0.25
 
 
 async def test_clear_toxics_restores_the_fast_path(farm):
     (a,) = await farm.instances(1)
     async with open_load_balancer(WEB, [a.backend()]) as lb:
         client = await farm.connect(lb.address)
-        lb.add_toxic(Latency(latency=100))
+        lb.add_toxic(Latency(latency=300))
         lb.add_toxic(Bandwidth(rate=1000))
         assert set(lb.toxics()) == {"latency_downstream_1", "bandwidth_downstream_2"}
-        await round_trip(client)
+        assert await round_trip(client) >= 0.29
         lb.clear_toxics()
         assert lb.toxics() == {}
-        assert await round_trip(client) < 0.1
+        assert await round_trip(client) < 0.25
 
 
 async def test_toxic_errors_are_named(farm):
