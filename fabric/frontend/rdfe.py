@@ -360,11 +360,22 @@ async def serve_api(
         else:
             from hypercorn.asyncio.run import worker_serve as asyncio_serve
 
-            # hypercorn's asyncio server has no readiness report, but the socket already
-            # listens: connections made now wait in its backlog until it accepts them.
-            write_api_url(state, url)
-            task_status.started(url)
-            await asyncio_serve(asgi, config, sockets=sockets, shutdown_trigger=stop.wait)
+            async def serve_until_stopped() -> None:
+                # hypercorn's asyncio server breaks when cancelled (InvalidStateError); it is
+                # shielded and stopped through its shutdown trigger instead.
+                with anyio.CancelScope(shield=True):
+                    await asyncio_serve(asgi, config, sockets=sockets, shutdown_trigger=stop.wait)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(serve_until_stopped)
+                # No readiness report here, but the socket already listens: connections made
+                # now wait in its backlog until the server accepts them.
+                write_api_url(state, url)
+                task_status.started(url)
+                try:
+                    await stop.wait()
+                finally:
+                    stop.set()
     finally:
         sock.close()  # hypercorn closed the same object already unless it failed to start
         clear_api_url(state, url)

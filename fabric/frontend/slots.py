@@ -21,6 +21,7 @@ from fabric.frontend import api
 from fabric.frontend._http import Request, Response
 from fabric.frontend.api import ApiError, bad_request, conflict, not_found
 from fabric.frontend.ffe import ChangeConfig, Deploy, Forward, Submitted, Upgrade
+from fabric.frontend.staging import discard_package
 from fabric.frontend.store import HostedServiceRecord, SubscriptionRecord
 
 if TYPE_CHECKING:
@@ -73,12 +74,18 @@ class SlotHandlers:
                     raise
         return found
 
-    async def _save(self) -> None:
+    async def _save(self, hosted: HostedServiceRecord, name: str, package: str | None) -> None:
+        """Record the package deployment ``name`` runs now (None: it is gone); drop the old one."""
+        old = hosted.packages.pop(name, None)
+        if package is not None:
+            hosted.packages[name] = package
         # The fabric command was accepted: the records follow it even if the disk fails now.
         try:
             await anyio.to_thread.run_sync(self.rdfe.store.save)
         except OSError:
             logger.exception("could not save %s", self.rdfe.store.path)
+        if old is not None and old != package:
+            await anyio.to_thread.run_sync(discard_package, old)
 
     # -- deployment slots -------------------------------------------------------------------------
 
@@ -89,7 +96,7 @@ class SlotHandlers:
         if r.method == "GET":
             return Response(200, await self._get(hosted, slot))
         if r.method == "DELETE":
-            return await self._forward(sub, hosted, slot, DeleteDeployment(service=hosted.name, slot=slot))
+            return await self._delete(sub, hosted, slot)
         match r.comp:
             case None:
                 return await self._create(sub, hosted, slot, r)
@@ -157,9 +164,15 @@ class SlotHandlers:
             )
         )
         hosted.pool = submitted.pool
-        hosted.packages[body.name] = submitted.package_path
-        await self._save()
+        await self._save(hosted, body.name, submitted.package_path)
         return self.rdfe.accepted(sub, submitted.pool, submitted.answer)
+
+    async def _delete(self, sub: SubscriptionRecord, hosted: HostedServiceRecord, slot: Slot) -> Response:
+        current = await self._get(hosted, slot)
+        response = await self._forward(sub, hosted, slot, DeleteDeployment(service=hosted.name, slot=slot))
+        # The controller keeps its own copy until the instances are gone; ours is no longer needed.
+        await self._save(hosted, current.name, None)
+        return response
 
     async def _configure(
         self, sub: SubscriptionRecord, hosted: HostedServiceRecord, slot: Slot, r: Request
@@ -199,8 +212,7 @@ class SlotHandlers:
                 label=body.label,
             )
         )
-        hosted.packages[current.name] = submitted.package_path
-        await self._save()
+        await self._save(hosted, current.name, submitted.package_path)
         return self.rdfe.accepted(sub, pool, submitted.answer)
 
     # -- swap ----------------------------------------------------------------------------------------

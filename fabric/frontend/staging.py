@@ -127,6 +127,12 @@ def stage_package(
     return path, configuration, configuration_name
 
 
+def discard_package(path: str | None) -> None:
+    """Remove one staged package (superseded by an upgrade, or its deployment deleted)."""
+    if path:
+        Path(path).unlink(missing_ok=True)
+
+
 def discard_packages(state_dir: Path, service: str) -> None:
     """Remove every staged package of a hosted service (it has been deleted)."""
     shutil.rmtree(state_dir / PACKAGES_DIR / service, ignore_errors=True)

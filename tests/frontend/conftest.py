@@ -5,7 +5,8 @@ from __future__ import annotations
 import base64
 import shutil
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -56,6 +57,8 @@ class Api:
     controller_ref: Ref
     http: httpx.AsyncClient
     subscription: str
+    #: every pool's stand-in controller and its Ref, by pool name
+    pools: dict[str, tuple[StandInController, Ref]]
 
     @property
     def services(self) -> str:
@@ -88,30 +91,39 @@ class Api:
         return await self.http.post(self.slot(service, slot), json=body)
 
 
-async def open_api(state: Path, *, auto_finish: bool = True) -> AsyncIterator[Api]:
-    """Serve the API for `state` with one local pool run by a stand-in controller."""
+@asynccontextmanager
+async def open_api(
+    state: Path, *, auto_finish: bool = True, pools: Sequence[tuple[str, str]] = (("local", "Local"),)
+) -> AsyncIterator[Api]:
+    """Serve the API for `state`; each pool (name, location) is run by a stand-in controller."""
     async with open_system() as system:
-        instance = StandInController(auto_finish=auto_finish)
-        controller = await system.spawn(lambda: instance, name="controller")
-        ffe = await system.spawn(lambda: Ffe([Pool("local", controller)], state), name="ffe")
+        standins: dict[str, tuple[StandInController, Ref]] = {}
+        for name, _ in pools:
+            instance = StandInController(auto_finish=auto_finish)
+            standins[name] = (instance, await system.spawn(partial(lambda i: i, instance), name=f"fc-{name}"))
+        ffe = await system.spawn(
+            lambda: Ffe([Pool(name, standins[name][1], location) for name, location in pools], state),
+            name="ffe",
+        )
         async with anyio.create_task_group() as tg:
             url = await tg.start(partial(serve_api, ffe, state, max_body_bytes=TEST_BODY_LIMIT))
             token = (state / "token").read_text().strip()
             async with httpx.AsyncClient(base_url=url, headers={"authorization": f"Bearer {token}"}) as http:
                 subs = (await http.get("/subscriptions")).json()["Subscriptions"]
-                yield Api(url, state, token, instance, controller, http, subs[0]["SubscriptionId"])
+                first, first_ref = standins[pools[0][0]]
+                yield Api(url, state, token, first, first_ref, http, subs[0]["SubscriptionId"], standins)
             tg.cancel_scope.cancel()
 
 
 @pytest.fixture
 async def api(tmp_path: Path) -> AsyncIterator[Api]:
     """The API with a stand-in controller that finishes operations at once."""
-    async for served in open_api(tmp_path / "state"):
+    async with open_api(tmp_path / "state") as served:
         yield served
 
 
 @pytest.fixture
 async def slow_api(tmp_path: Path) -> AsyncIterator[Api]:
     """The API with a stand-in controller whose operations stay InProgress until finished."""
-    async for served in open_api(tmp_path / "state", auto_finish=False):
+    async with open_api(tmp_path / "state", auto_finish=False) as served:
         yield served

@@ -139,6 +139,8 @@ async def test_every_deployment_route(api: Api, hello_package: bytes, hello) -> 
         assert isinstance(api.mutations()[-1], kind)
     view = (await api.http.get(api.slot())).json()
     assert len(view["instances"]) == 4 and view["status"] == "Suspended" and view["label"] == "v2"
+    staged = api.state / "packages" / "hello"
+    assert len(list(staged.iterdir())) == 2  # one per deployment: the upgrade replaced d1's
     for action in ("reboot", "reimage", "rebuild"):
         resp = await api.http.post(f"{api.slot()}/roleinstances/Hello_IN_1", params={"comp": action})
         assert resp.status_code == 202
@@ -152,6 +154,7 @@ async def test_every_deployment_route(api: Api, hello_package: bytes, hello) -> 
     assert (await api.http.get(api.slot())).json()["name"] == "d1"
     assert (await api.http.delete(api.slot(slot="staging"))).status_code == 202
     assert isinstance(api.mutations()[-1], DeleteDeployment)
+    assert len(list(staged.iterdir())) == 1
     assert error_of(await api.http.get(api.slot(slot="staging"))) == (404, "ResourceNotFound")
 
 
@@ -200,13 +203,28 @@ async def test_rdfe_records_survive_a_restart(tmp_path, hello_package: bytes) ->
     from conftest import open_api
 
     state = tmp_path / "state"
-    async for api in open_api(state):
+    async with open_api(state) as api:
         await api.create_service("kept", Label="still here")
         first_token = api.token
         subscription = api.subscription
     assert not (state / "api").exists()  # a stopped fabric leaves no address behind
-    async for api in open_api(state):
+    async with open_api(state) as api:
         assert api.token != first_token
         assert api.subscription == subscription
         got = (await api.http.get(f"{api.services}/kept")).json()
         assert got["HostedServiceProperties"]["Label"] == "still here"
+
+
+def test_the_api_serves_on_asyncio_too(tmp_path) -> None:
+    """Library code uses only anyio: the same server runs under asyncio."""
+    import anyio
+    from conftest import open_api
+
+    async def main() -> tuple[int, int]:
+        async with open_api(tmp_path / "state") as api:
+            ok = await api.http.get("/subscriptions")
+            async with httpx.AsyncClient(base_url=api.url) as anonymous:
+                refused = await anonymous.get("/subscriptions")
+            return ok.status_code, refused.status_code
+
+    assert anyio.run(main, backend="asyncio") == (200, 401)
