@@ -159,7 +159,7 @@ class Commands:
         from fabric.controller.generations import load_generation
 
         config = write_config(folder, 1, cmd.configuration, cmd.configuration_name)
-        pkg = str(await stage_package(cmd.package_path, folder, 1, config))
+        pkg = str(await stage_package(cmd.package_path, folder, 1, config, cmd.configuration_name))
         record = GenerationRecord(
             deployment_id=dep_id,
             number=1,

@@ -23,9 +23,14 @@ from fabric.model.service import Service, load_service
 MAX_PROBLEMS = 3
 
 
-def model_error(what: str, exc: ModelError) -> ControllerError:
-    """A BadRequest naming the first problems of a package or configuration."""
+def model_error(
+    what: str, exc: ModelError, config: Path | None = None, config_name: str = ""
+) -> ControllerError:
+    """A BadRequest naming the first problems of a package or configuration (the controller's
+    copy of the configuration is named as the user named it)."""
     problems = [str(p) for p in (exc.errors or exc.problems)]
+    if config is not None and config_name:
+        problems = [p.replace(str(config), config_name) for p in problems]
     text = "; ".join(problems[:MAX_PROBLEMS])
     if len(problems) > MAX_PROBLEMS:
         text += f"; and {len(problems) - MAX_PROBLEMS} more (run `fabric validate`)"
@@ -45,7 +50,7 @@ def write_config(folder: Path, number: int, configuration: bytes, configuration_
     return path
 
 
-def _stage(package_path: str, folder: Path, number: int, config: Path) -> Path:
+def _stage(package_path: str, folder: Path, number: int, config: Path, config_name: str) -> Path:
     source = Path(package_path)
     dest = folder / f"pkg{number}"
     if not source.exists():
@@ -62,21 +67,23 @@ def _stage(package_path: str, folder: Path, number: int, config: Path) -> Path:
             extract_package(source, dest)
     except ModelError as exc:
         shutil.rmtree(dest, ignore_errors=True)
-        raise model_error(f"package {source.name}", exc) from None
+        raise model_error(f"package {source.name}", exc, config, config_name) from None
     except OSError as exc:
         shutil.rmtree(dest, ignore_errors=True)
         raise ControllerError("BadRequest", f"package {source.name} cannot be read: {exc}") from None
     return dest
 
 
-async def stage_package(package_path: str, folder: Path, number: int, config: Path) -> Path:
+async def stage_package(
+    package_path: str, folder: Path, number: int, config: Path, config_name: str = ""
+) -> Path:
     """Check a package (a .cspkg or a service folder) with a configuration and extract it into
     ``folder/pkg<number>``; returns that folder.
 
     Raises:
         ControllerError: BadRequest when the package is missing, corrupt or does not match.
     """
-    return await anyio.to_thread.run_sync(_stage, package_path, folder, number, config)
+    return await anyio.to_thread.run_sync(_stage, package_path, folder, number, config, config_name)
 
 
 def _load(record: GenerationRecord, folder: Path) -> Generation:
@@ -90,7 +97,9 @@ def _load(record: GenerationRecord, folder: Path) -> Generation:
         try:
             loaded[package] = load_service(package, config)
         except ModelError as exc:
-            raise model_error(f"configuration {record.configuration_name}", exc) from None
+            raise model_error(
+                f"configuration {record.configuration_name}", exc, config, record.configuration_name
+            ) from None
     main = loaded[record.main]
     for role in main.definition.roles:
         services[role.name] = loaded[record.packages.get(role.name, record.main)]

@@ -109,7 +109,7 @@ class Operations:
         try:
             with scope:
                 description = await work()
-            if scope.cancelled_caught:
+            if scope.cancel_called:
                 self.fail(
                     request_id, ControllerError("ConflictError", "cancelled: the deployment was deleted", 409)
                 )

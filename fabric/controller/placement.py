@@ -110,7 +110,7 @@ class Planner:
         else:
             total = sum(h.cores for h in self.hosts)
             raise capacity_error(
-                f"not enough capacity: role {key[1]} needs {cores} free cores and the pool's "
+                f"not enough capacity: role {key[1]} needs {cores} free core{'s' if cores > 1 else ''} and the pool's "
                 f"{len(self.hosts)} hosts ({total} cores) have no room; raise max_hosts or "
                 "host_cores, or lower instance counts"
             )

@@ -213,7 +213,7 @@ class Upgrades:
         path = write_config(dep.folder, number, configuration, name)
         pkg: Path | None = None
         try:
-            pkg = await stage_package(cmd.package_path, dep.folder, number, path)
+            pkg = await stage_package(cmd.package_path, dep.folder, number, path, name)
             roles = [r.name for r in old.definition.roles]
             packages = {
                 r: str(pkg) if cmd.role in (None, r) else old.record.packages.get(r, old.record.main)

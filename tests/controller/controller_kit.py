@@ -180,3 +180,45 @@ async def wait_view(
 def all_ready(v: DeploymentView) -> bool:
     """Every instance is ReadyRole."""
     return bool(v.instances) and all(i.status == "ReadyRole" for i in v.instances)
+
+
+async def change_status(world: World, vm: str, status: str) -> None:
+    """Make a stand-in guest report a new status (as its role would)."""
+    for host in world.hosts.values():
+        if host.alive and vm in host.guests:
+            await host._push(vm, status)  # type: ignore[arg-type]
+            return
+    raise AssertionError(f"no host runs {vm}")
+
+
+@asynccontextmanager
+async def echo_servers(ports: dict[str, int]) -> AsyncIterator[None]:
+    """A TCP server on each port that answers its name and closes (an instance's site)."""
+    async with anyio.create_task_group() as tg:
+        for name, port in ports.items():
+            listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=port)
+
+            async def handle(stream: Any, name: str = name) -> None:
+                async with stream:
+                    await stream.send(name.encode())
+
+            tg.start_soon(listener.serve, handle)
+        yield
+        tg.cancel_scope.cancel()
+
+
+async def fetch(port: int) -> str:
+    """Connect to a port and read what it says until it closes ("" when cut off)."""
+    data = b""
+    try:
+        async with await anyio.connect_tcp("127.0.0.1", port) as stream:
+            while True:
+                data += await stream.receive()
+    except (anyio.EndOfStream, anyio.BrokenResourceError, ConnectionError, OSError):
+        pass
+    return data.decode()
+
+
+async def answers(port: int, tries: int = 8) -> set[str]:
+    """Who answers on a public port over several connections."""
+    return {await fetch(port) for _ in range(tries)}
