@@ -12,6 +12,8 @@ from ._errors import RestartIntensityExceeded as RestartIntensityExceeded
 from ._errors import Unresponsive as Unresponsive
 from ._link import LinkFaults as LinkFaults
 from ._ref import Ref as Ref
+from ._spawn import ChildProcess as ChildProcess
+from ._spawn import start_process as start_process
 from ._supervisor import ChildInfo as ChildInfo
 from ._supervisor import ChildSpec as ChildSpec
 from ._supervisor import GetChild as GetChild

@@ -100,7 +100,12 @@ class _Child:
                 return actor_class(*args, **kwargs)
 
             self.ref = await self.system._root.spawn(
-                build, name=init.name, mailbox_size=init.mailbox_size, parent=parent
+                build,
+                name=init.name,
+                mailbox_size=init.mailbox_size,
+                parent=parent,
+                # The parent's ladder waits this long before SIGTERM: let on_stop use it all.
+                stop_timeout=init.stop_timeout,
             )
         except Exception as exc:
             logger.error("cannot start %s: %r", init.target, exc)
@@ -114,7 +119,8 @@ class _Child:
             self.ref.request_stop()
         reason = await self.ref.join()
         if reason is not None:
-            self.outbox.control(Kind.CRASHED, 0, describe_failure(reason))
+            # In order after what the actor already told its parent, not ahead of it.
+            self.outbox.send_ordered(Kind.CRASHED, 0, describe_failure(reason))
             self.exit_code = 1
         self.done.set()
 

@@ -217,6 +217,13 @@ class Outbox:
                     return
         self._wake.set()
 
+    def send_ordered(self, kind: int, ident: int, body: Any) -> None:
+        """Queue a control frame behind the ordinary frames already queued (e.g. a crash report
+        must not overtake the last messages the actor sent)."""
+        append_frame(self.buffer, kind, ident, body)
+        if self._wake is not None:
+            self._wake.set()
+
     def _faulty(self, buffer: bytearray, kind: int, ident: int, body: Any) -> None:
         delay = self.faults.decide("out")
         if delay is None:

@@ -19,6 +19,7 @@ from ._errors import ActorDead, ActorError, ProcessExited, Unresponsive
 from ._link import LinkFaults, Outbox, WireReply, pump, rebuild_failure, report_bad_frame
 from ._mailbox import Reply
 from ._ref import Ref
+from ._spawn import ChildProcess, start_process
 from ._wire import (
     BadFrame,
     Frame,
@@ -74,8 +75,9 @@ class ProcessCell:
             kwargs={k: encode_value(v) for k, v in (kwargs or {}).items()},
             has_parent=parent is not None,
             mailbox_size=mailbox_size,
+            stop_timeout=options.stop_timeout,
         )
-        self._process: anyio.abc.Process | None = None
+        self._process: ChildProcess | None = None
         self._wake_monitor = anyio.Event()
         self._exited = anyio.Event()
         self._exited.set()
@@ -126,7 +128,7 @@ class ProcessCell:
         self._wake_monitor = anyio.Event()
         self.incarnations += 1
         ours, theirs = socket.socketpair()
-        process: anyio.abc.Process | None = None
+        process: ChildProcess | None = None
         try:
             process = await self._launch(theirs)
             theirs.close()
@@ -142,7 +144,7 @@ class ProcessCell:
             self.outbox.lose_written()
             self._exited.set()
 
-    async def _launch(self, theirs: socket.socket) -> anyio.abc.Process:
+    async def _launch(self, theirs: socket.socket) -> ChildProcess:
         opts = self.options
         fd = theirs.fileno()
         command = [
@@ -161,7 +163,7 @@ class ProcessCell:
         # Opening a log file is a local, non-blocking-in-practice call; the child keeps the fd.
         log = open(opts.log_path, "ab", buffering=0) if opts.log_path else None  # noqa: SIM115, ASYNC230
         try:
-            return await anyio.open_process(
+            return await start_process(
                 command,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -179,7 +181,7 @@ class ProcessCell:
 class _Incarnation:
     """One child process of a ProcessCell, from handshake to reaping."""
 
-    def __init__(self, cell: ProcessCell, process: anyio.abc.Process, sock: socket.socket) -> None:
+    def __init__(self, cell: ProcessCell, process: ChildProcess, sock: socket.socket) -> None:
         self.cell = cell
         self.process = process
         self.sock = sock
@@ -339,7 +341,7 @@ async def _first(*events: anyio.Event) -> None:
             tg.start_soon(wait)
 
 
-def _signal(process: anyio.abc.Process, signum: signal.Signals, group: bool) -> None:
+def _signal(process: ChildProcess, signum: signal.Signals, group: bool) -> None:
     try:
         if group:
             os.killpg(process.pid, signum)
@@ -349,7 +351,7 @@ def _signal(process: anyio.abc.Process, signum: signal.Signals, group: bool) -> 
         pass
 
 
-async def _force_reap(process: anyio.abc.Process, options: ProcessOptions, sock: socket.socket) -> None:
+async def _force_reap(process: ChildProcess, options: ProcessOptions, sock: socket.socket) -> None:
     """The last rung, for cancellation paths: ask once by a raw write, then TERM and KILL."""
     if process.returncode is not None:
         return

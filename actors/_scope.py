@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from anyio.abc import TaskGroup, TaskStatus
 
-from ._cell import LocalCell
+from ._cell import DEFAULT_STOP_TIMEOUT, LocalCell
 from ._ref import Ref
 
 if TYPE_CHECKING:
@@ -52,9 +52,15 @@ class Scope:
         name: str,
         mailbox_size: int = 1000,
         parent: Ref | None = None,
+        stop_timeout: float = DEFAULT_STOP_TIMEOUT,
     ) -> Ref:
-        """Start an in-process actor; return its Ref once on_start has finished."""
-        cell = LocalCell(self.system, name, factory, mailbox_size=mailbox_size, parent=parent)
+        """Start an in-process actor; return its Ref once on_start has finished.
+
+        ``stop_timeout`` bounds its stop: the message in hand plus on_stop.
+        """
+        cell = LocalCell(
+            self.system, name, factory, mailbox_size=mailbox_size, parent=parent, stop_timeout=stop_timeout
+        )
         return await self.start_cell(cell)
 
     async def spawn_process(

@@ -65,6 +65,8 @@ class Init(msgspec.Struct, frozen=True):
     kwargs: dict[str, tuple[str, msgspec.Raw]]
     has_parent: bool
     mailbox_size: int
+    #: how long the child's actor may take to stop (its on_stop) before it is cut short
+    stop_timeout: float = 10.0
 
 
 class Started(msgspec.Struct, frozen=True):

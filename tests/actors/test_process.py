@@ -300,3 +300,26 @@ async def test_run_as_drops_root_before_the_actor_runs() -> None:
         uids = psutil.Process(pid).uids()
         assert (uids.real, uids.effective, uids.saved) == (65534, 65534, 65534)
         assert await ref.ask(Add(2)) == 2
+
+
+async def test_children_are_forked_by_one_long_lived_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """PR_SET_PDEATHSIG fires when the forking *thread* ends, and trio forks in worker threads
+    that retire after ten idle seconds, which killed every child ten seconds after its birth.
+    Every fork must happen in the runtime's own thread, which lives as long as the process."""
+    import threading
+
+    forking_threads: list[threading.Thread] = []
+    original = subprocess.Popen.__init__
+
+    def recording_init(self: subprocess.Popen[bytes], *args: object, **kwargs: object) -> None:
+        forking_threads.append(threading.current_thread())
+        original(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", recording_init)
+    async with open_system() as system:
+        for i in range(3):
+            await system.spawn_process("sample_actors:Recorder", name=f"rec{i}")
+            await anyio.to_thread.run_sync(lambda: None)  # other work in trio's worker threads
+    assert len({t.ident for t in forking_threads}) == 1
+    assert forking_threads[0].name.startswith("actors-forker")
+    assert forking_threads[0].is_alive()
