@@ -23,6 +23,8 @@ import contextlib
 import math
 import os
 import shutil
+import socket
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -43,7 +45,8 @@ from fabric.guest.messages import (
     RecycleRole,
 )
 from fabric.guest.plugins import startup_plan
-from fabric.guest.role_host import RoleHost, host_kind
+from fabric.guest.role_host import RoleHost
+from fabric.guest.role_launch import HostKind, host_kind, prepare_files
 from fabric.guest.startup import StartupTaskError, StartupTasks, open_startup_tasks
 from fabric.guest.web_configurator import ConfiguratorRequest, site_infos
 from fabric.guest.web_workers import EndpointBindError, WebWorkers, close_sockets, open_sockets
@@ -64,7 +67,7 @@ class HostBootstrapper(Actor):
         self._work = anyio.CancelScope()
         self._done = anyio.Event()
         self._stop_deadline = math.inf
-        self._sockets: dict[str, Any] = {}
+        self._sockets: dict[str, socket.socket] = {}
 
     # -- the actor --------------------------------------------------------------------------------
 
@@ -231,7 +234,7 @@ class HostBootstrapper(Actor):
                 f"see {self.disk.role_log('IISConfigurator.log')}"
             )
 
-    async def _run_role(self, kind: str, web: anyio.abc.TaskGroup) -> None:
+    async def _run_role(self, kind: HostKind, web: anyio.abc.TaskGroup) -> None:
         role = self.config.role
         endpoints = self.config.environment.current_instance.endpoints
         sites: list[SiteInfo] = []
@@ -267,7 +270,7 @@ class HostBootstrapper(Actor):
             listen_fds=fds if kind == "hwc" else {},
         )
         host.refresh = lambda: self._set(self.status.status, self.status.detail)
-        await anyio.to_thread.run_sync(host.prepare_files)
+        await anyio.to_thread.run_sync(prepare_files, self.config, self.disk, kind)
         if kind == "iis" and self._sockets:
             s = self.settings
             workers = WebWorkers(
@@ -290,6 +293,4 @@ def _input_endpoints(config: BootstrapConfig) -> list[EndpointInfo]:
 
 
 def _python() -> str:
-    import sys
-
     return sys.executable

@@ -15,22 +15,28 @@ import os
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import anyio
 
-from actors import Actor, ActorDead, ActorError, ActorSystem, AskTimeout, ProcessExited, ProcessOptions, Ref
+from actors import ActorDead, ActorError, ActorSystem, AskTimeout, ProcessExited, Ref
 from fabric.guest.disk import VmDisk
 from fabric.guest.messages import ApplyEnvironment, BootstrapConfig
-from fabric.guest.startup import environment_document, resolve_variables
-from fabric.model.definition import RoleDefinition
+from fabric.guest.role_launch import (
+    HOST_NAMES,
+    HostKind,
+    Relay,
+    host_config,
+    host_kind,
+    host_target,
+    process_options,
+)
 from fabric.model.errors import XPathError
 from fabric.model.status import RoleStatus
 from roles.protocol import (
     EnvironmentChanged,
     EnvironmentChanging,
     RoleEnvironmentData,
-    RoleHostConfig,
     RoleHostPhase,
     RoleHostState,
     SimultaneousChanged,
@@ -39,58 +45,8 @@ from roles.protocol import (
     StatusCheck,
 )
 
-HostKind = Literal["worker", "iis", "hwc", "w3wp"]
-
-HOST_TARGETS: dict[str, str] = {
-    "worker": "roles.hosts.worker:WorkerHost",
-    "iis": "roles.hosts.iis:IISHost",
-    "hwc": "roles.hosts.hwc:WebHost",
-    "w3wp": "roles.hosts.w3wp:WebWorker",
-}
-HOST_NAMES: dict[str, str] = {
-    "worker": "WaWorkerHost",
-    "iis": "WaIISHost",
-    "hwc": "WaWebHost",
-    "w3wp": "W3WP",
-}
-#: ``kind=module:Class,...`` swaps role host implementations (experiments, stand-ins in tests).
-TARGETS_ENV = "REDDOG_ROLE_HOSTS"
-
 StatusSink = Callable[[RoleStatus, str], None]
 Log = Callable[[str], None]
-
-
-def host_target(kind: str) -> str:
-    """The process actor class that runs a kind of role host."""
-    for item in os.environ.get(TARGETS_ENV, "").split(","):
-        name, _, target = item.partition("=")
-        if name.strip() == kind and target.strip():
-            return target.strip()
-    return HOST_TARGETS[kind]
-
-
-def host_kind(role: RoleDefinition) -> Literal["worker", "iis", "hwc"]:
-    """WaWorkerHost for a worker role, WaIISHost for a web role with Sites, else WaWebHost (HWC)."""
-    if role.kind == "worker":
-        return "worker"
-    return "hwc" if role.is_hwc else "iis"
-
-
-def is_limited(role: RoleDefinition) -> bool:
-    """Whether the role's processes run with limited rights (the default executionContext)."""
-    return role.runtime is None or role.runtime.execution_context == "limited"
-
-
-class Relay(Actor):
-    """Hands every message to a callback: the parent of one role host or web worker process."""
-
-    def __init__(self, deliver: Callable[[Any], None]) -> None:
-        self.deliver = deliver
-
-    async def receive(self, message: Any) -> Any:
-        """Deliver the message; answer nothing."""
-        self.deliver(message)
-        return None
 
 
 @dataclass
@@ -145,79 +101,27 @@ class RoleHost:
 
     # -- what a role host is started with ----------------------------------------------------
 
-    def host_config(self, kind: HostKind, listen_fds: dict[str, int]) -> RoleHostConfig:
-        """The RoleHostConfig of a kind of host for this role, with the current environment."""
-        role, disk, settings = self.config.role, self.disk, self.settings
-        entry = role.runtime.entry_point if role.runtime is not None else None
-        netfx = entry.netfx if entry is not None else None
-        program = entry.program if entry is not None else None
-        return RoleHostConfig(
-            kind=kind,
-            app_root=str(disk.approot),
-            entry_module=netfx.module_file if netfx is not None else "",
-            program=program.command_line if program is not None else "",
-            set_ready_on_process_start=program.set_ready_on_process_start if program is not None else True,
-            environment=self.environment,
-            log_path="" if kind == "w3wp" else str(disk.role_log(f"{HOST_NAMES[kind]}.log")),
-            on_stop_timeout=settings.on_stop_timeout,
-            sites=self.sites if kind != "worker" else [],
-            listen_fds=listen_fds,
-            web_log_dir=str(disk.iis_log_dir) if kind != "worker" else "",
-            idle_timeout=settings.web_worker_idle_timeout,
-        )
-
-    def prepare_files(self) -> None:
-        """Let the limited user write the host's own log and the W3SVC log folder."""
-        user = self.config.limited_user
-        if user is None or not is_limited(self.config.role) or os.geteuid() != 0:
-            return
-        from actors._privileges import resolve_user
-
-        uid, gid = resolve_user(user)
-        paths = [self.disk.role_log(f"{self.name}.log")]
-        for path in paths:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.touch()
-        self.disk.iis_log_dir.mkdir(parents=True, exist_ok=True)
-        for path in [*paths, self.disk.iis_log_dir, *self.disk.iis_log_dir.iterdir()]:
-            os.chown(path, uid, gid)
-
-    def process_options(self, kind: HostKind, pass_fds: tuple[int, ...] = ()) -> ProcessOptions:
-        """How a kind of host process runs: its own process group, as the limited user if any.
-
-        Raises:
-            XPathError: a Runtime/Environment variable cannot be resolved.
-        """
-        s, role = self.settings, self.config.role
-        variables = role.runtime.environment if role.runtime is not None else ()
-        env = resolve_variables(variables, environment_document(self.environment))
-        return ProcessOptions(
-            log_path=self.disk.role_log(f"{HOST_NAMES[kind]}.out.log"),
-            env=env,
-            cwd=self.disk.approot,
-            new_session=True,
-            run_as=self.config.limited_user if is_limited(role) else None,
-            pass_fds=pass_fds,
-            python=self.config.python or None,
-            # StatusCheck is the role host's liveness check; W3WP has only the link's pings.
-            ping_interval=s.link_ping_interval if kind == "w3wp" else None,
-            ping_timeout=s.link_ping_timeout,
-            stop_timeout=s.on_stop_timeout + s.process_stop_timeout / 2,
-            term_timeout=max(1.0, s.process_stop_timeout / 4),
-        )
-
     async def spawn(self, kind: HostKind, deliver: Callable[[Any], None], listen_fds: dict[str, int]) -> Ref:
         """Start a host process whose reports go to ``deliver``; return its Ref once started.
 
         ``listen_fds`` are listening sockets it inherits, by endpoint name.
         """
-        options = self.process_options(kind, tuple(listen_fds.values()))
+        options = process_options(self.config, self.disk, self.environment, kind, tuple(listen_fds.values()))
         relay = await self.system.spawn(lambda: Relay(deliver), name=f"{HOST_NAMES[kind]}-events")
         try:
             ref = await self.system.spawn_process(
                 host_target(kind),
                 name=HOST_NAMES[kind],
-                args=(self.host_config(kind, listen_fds),),
+                args=(
+                    host_config(
+                        self.config,
+                        self.disk,
+                        self.environment,
+                        kind,
+                        sites=self.sites,
+                        listen_fds=listen_fds,
+                    ),
+                ),
                 parent=relay,
                 options=options,
             )

@@ -64,12 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"task_leader: cannot run {command[0]!r}: {exc}", file=sys.stderr, flush=True)
         os._exit(EXIT_CANNOT_RUN)
     threading.Thread(target=_watch_lifeline, args=(lifeline,), daemon=True).start()
-    while True:
-        try:
-            _, status = os.waitpid(pid, 0)
-            break
-        except InterruptedError:  # pragma: no cover - PEP 475 retries, kept for clarity
-            continue
+    _, status = os.waitpid(pid, 0)
     code = os.waitstatus_to_exitcode(status)
     return code if code >= 0 else 128 - code
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
 import anyio
+import msgspec
 import psutil
 import pytest
-from guest_kit import WORKER, Vm, boot
+from guest_kit import FAST, WORKER, Vm, boot, wait_gone
 
 from fabric.model.definition import LocalStorage, RoleDefinition, StartupTask, TaskVariable
 
@@ -193,3 +195,31 @@ async def test_limited_tasks_run_as_the_limited_user_and_elevated_ones_as_root(m
     logs = vm.disk.diagnostic_store / "StartupTasks"
     assert (logs / "0.log").read_text().strip() == "nobody"
     assert (logs / "1.log").read_text().strip() == "root"
+
+
+async def test_a_foreground_task_that_never_exits_is_killed_at_the_stop_deadline(make_vm: MakeVm) -> None:
+    vm = make_vm(role(StartupTask(command_line="echo $$ > fg.pid; exec sleep 60", task_type="foreground")))
+    vm.write("worker.py", WORKER)
+    settings = msgspec.structs.replace(FAST, on_stop_timeout=1.0)
+    async with boot(vm, vm.config(settings=settings)) as booted:
+        await booted.wait_for("ReadyRole")
+        foreground = int(await wait_file(vm.disk.approot / "fg.pid"))
+        started = anyio.current_time()
+        await booted.ref.stop()
+        took = anyio.current_time() - started
+    assert 1.0 <= took < 5.0
+    await wait_gone(foreground)
+    assert "killing task 0 (foreground, limited)" in booted.log()
+
+
+async def test_tasks_and_the_role_host_die_with_a_killed_bootstrapper(make_vm: MakeVm) -> None:
+    vm = make_vm(role(StartupTask(command_line="echo $$ > bg.pid; exec sleep 60", task_type="background")))
+    vm.write("worker.py", WORKER)
+    async with boot(vm, vm.config()) as booted:
+        ready = await booted.wait_for("ReadyRole")
+        background = int(await wait_file(vm.disk.approot / "bg.pid"))
+        assert booted.ref.pid is not None
+        os.kill(booted.ref.pid, signal.SIGKILL)  # no on_stop, no clean-up: only the lifelines
+        await booted.ref.join()
+    await wait_gone(background)
+    await wait_gone(ready.role_pid)

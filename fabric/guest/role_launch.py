@@ -1,0 +1,142 @@
+"""How a role host or web worker process is launched: which class, with what config and options."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any, Literal
+
+from actors import Actor, ProcessOptions
+from fabric.guest.disk import VmDisk
+from fabric.guest.messages import BootstrapConfig
+from fabric.guest.startup import environment_document, resolve_variables
+from fabric.model.definition import RoleDefinition
+from roles.protocol import RoleEnvironmentData, RoleHostConfig, SiteInfo
+
+HostKind = Literal["worker", "iis", "hwc", "w3wp"]
+
+HOST_TARGETS: dict[str, str] = {
+    "worker": "roles.hosts.worker:WorkerHost",
+    "iis": "roles.hosts.iis:IISHost",
+    "hwc": "roles.hosts.hwc:WebHost",
+    "w3wp": "roles.hosts.w3wp:WebWorker",
+}
+HOST_NAMES: dict[str, str] = {
+    "worker": "WaWorkerHost",
+    "iis": "WaIISHost",
+    "hwc": "WaWebHost",
+    "w3wp": "W3WP",
+}
+#: ``kind=module:Class,...`` swaps role host implementations (experiments, stand-ins in tests).
+TARGETS_ENV = "REDDOG_ROLE_HOSTS"
+
+
+def host_target(kind: str) -> str:
+    """The process actor class that runs a kind of role host."""
+    for item in os.environ.get(TARGETS_ENV, "").split(","):
+        name, _, target = item.partition("=")
+        if name.strip() == kind and target.strip():
+            return target.strip()
+    return HOST_TARGETS[kind]
+
+
+def host_kind(role: RoleDefinition) -> Literal["worker", "iis", "hwc"]:
+    """WaWorkerHost for a worker role, WaIISHost for a web role with Sites, else WaWebHost (HWC)."""
+    if role.kind == "worker":
+        return "worker"
+    return "hwc" if role.is_hwc else "iis"
+
+
+def is_limited(role: RoleDefinition) -> bool:
+    """Whether the role's processes run with limited rights (the default executionContext)."""
+    return role.runtime is None or role.runtime.execution_context == "limited"
+
+
+class Relay(Actor):
+    """Hands every message to a callback: the parent of one role host or web worker process."""
+
+    def __init__(self, deliver: Callable[[Any], None]) -> None:
+        self.deliver = deliver
+
+    async def receive(self, message: Any) -> Any:
+        """Deliver the message; answer nothing."""
+        self.deliver(message)
+        return None
+
+
+def host_config(
+    config: BootstrapConfig,
+    disk: VmDisk,
+    environment: RoleEnvironmentData,
+    kind: HostKind,
+    *,
+    sites: list[SiteInfo],
+    listen_fds: dict[str, int],
+) -> RoleHostConfig:
+    """The RoleHostConfig of a kind of host for the role, with ``environment``."""
+    role, settings = config.role, config.settings
+    entry = role.runtime.entry_point if role.runtime is not None else None
+    netfx = entry.netfx if entry is not None else None
+    program = entry.program if entry is not None else None
+    return RoleHostConfig(
+        kind=kind,
+        app_root=str(disk.approot),
+        entry_module=netfx.module_file if netfx is not None else "",
+        program=program.command_line if program is not None else "",
+        set_ready_on_process_start=program.set_ready_on_process_start if program is not None else True,
+        environment=environment,
+        log_path="" if kind == "w3wp" else str(disk.role_log(f"{HOST_NAMES[kind]}.log")),
+        on_stop_timeout=settings.on_stop_timeout,
+        sites=sites if kind != "worker" else [],
+        listen_fds=listen_fds,
+        web_log_dir=str(disk.iis_log_dir) if kind != "worker" else "",
+        idle_timeout=settings.web_worker_idle_timeout,
+    )
+
+
+def process_options(
+    config: BootstrapConfig,
+    disk: VmDisk,
+    environment: RoleEnvironmentData,
+    kind: HostKind,
+    pass_fds: tuple[int, ...] = (),
+) -> ProcessOptions:
+    """How a kind of host process runs: in E/approot, in its own process group, as the limited
+    user for a limited role, with the Runtime/Environment variables resolved.
+
+    Raises:
+        XPathError: a Runtime/Environment variable cannot be resolved.
+    """
+    s, role = config.settings, config.role
+    variables = role.runtime.environment if role.runtime is not None else ()
+    env = resolve_variables(variables, environment_document(environment))
+    return ProcessOptions(
+        log_path=disk.role_log(f"{HOST_NAMES[kind]}.out.log"),
+        env=env,
+        cwd=disk.approot,
+        new_session=True,
+        run_as=config.limited_user if is_limited(role) else None,
+        pass_fds=pass_fds,
+        python=config.python or None,
+        # StatusCheck is the role host's liveness check; W3WP has only the link's pings.
+        ping_interval=s.link_ping_interval if kind == "w3wp" else None,
+        ping_timeout=s.link_ping_timeout,
+        stop_timeout=s.on_stop_timeout + s.process_stop_timeout / 2,
+        term_timeout=max(1.0, s.process_stop_timeout / 4),
+    )
+
+
+def prepare_files(config: BootstrapConfig, disk: VmDisk, kind: HostKind) -> None:
+    """Let the limited user write the host's own log and the W3SVC log folder (blocking)."""
+    user = config.limited_user
+    if user is None or not is_limited(config.role) or os.geteuid() != 0:
+        return
+    from actors._privileges import resolve_user
+
+    uid, gid = resolve_user(user)
+    log = disk.role_log(f"{HOST_NAMES[kind]}.log")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.touch()
+    disk.iis_log_dir.mkdir(parents=True, exist_ok=True)
+    for path in [log, disk.iis_log_dir, *disk.iis_log_dir.iterdir()]:
+        os.chown(path, uid, gid)
