@@ -18,7 +18,7 @@ Routes (every one needs ``Authorization: Bearer <token>``, the token in ``<state
     POST   .../deploymentslots/{slot}?comp=config|upgrade|walkupgradedomain|status
     POST   .../deploymentslots/{slot}/roleinstances/{name}?comp=reboot|reimage|rebuild
 
-Bodies are JSON (see ``fabric.frontend.api``). A long call answers 202 with ``x-ms-request-id``;
+Bodies are JSON (see ``fabric.frontend.api``); a package or configuration travels in it base64. A long call answers 202 with ``x-ms-request-id``;
 ``GET .../operations/{id}`` then reads InProgress, Succeeded or Failed. A refused request
 answers 4xx with ``{"Error": {"Code", "Message"}}`` and changes nothing; a bug answers 500
 InternalError naming the request id its traceback is logged under.
@@ -52,7 +52,8 @@ from fabric.frontend.api import ApiError, bad_request, not_found
 from fabric.frontend.auth import token_matches
 from fabric.frontend.ffe import Refused
 from fabric.frontend.operations import OperationLog, read_operation
-from fabric.frontend.services import subscription_view
+from fabric.frontend.services import ServiceHandlers, subscription_view
+from fabric.frontend.slots import SlotHandlers
 from fabric.frontend.store import HostedServiceRecord, Store, SubscriptionRecord
 
 logger = logging.getLogger("fabric.frontend.rdfe")
@@ -86,9 +87,6 @@ class Rdfe:
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         ffe_timeout: float = 120.0,
     ) -> None:
-        from fabric.frontend.services import ServiceHandlers
-        from fabric.frontend.slots import SlotHandlers
-
         self.ffe = ffe
         self.state_dir = Path(state_dir)
         self.store = Store(self.state_dir)

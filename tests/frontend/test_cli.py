@@ -16,6 +16,7 @@ from conftest import Api
 from frontend_standin import Finish
 
 from fabric.cli import main
+from fabric.model import build_package
 
 FABRIC = Path(sys.executable).parent / "fabric"
 
@@ -98,7 +99,9 @@ async def test_the_client_commands_drive_a_served_fabric(api: Api, hello: Path, 
     code, _, err = await cli("deploy", str(hello), *s)
     assert code == 2 and len(err.splitlines()) == 1 and "(ConflictError)" in err
 
-    code, out, err = await cli("deploy", str(hello), "--slot", "staging", "--name", "next", "--no-wait", *s)
+    package = tmp_path / "hello.cspkg"
+    build_package(hello, package)
+    code, out, err = await cli("deploy", str(package), "--slot", "staging", "--name", "next", "--no-wait", *s)
     assert code == 0 and "accepted, request id" in out, err
     assert (await cli("swap", *s))[0] == 0
     deployments = json.loads((await cli("status", "--json", *s))[1])["deployments"]
@@ -157,6 +160,13 @@ async def test_logs_reads_the_vm_disk(tmp_path: Path) -> None:
     assert code == 2 and err.endswith("VMs there: Hello_IN_0\n")
     code, _, err = await cli("logs", "Hello_IN_0", "--file", "Nope", *s)
     assert code == 2  # click refuses the choice
+    # The controller names VM folders <service>.<deployment>.<instance>: the instance id finds it.
+    make_vm(state, "hello.d1.Hello_IN_1")
+    assert (await cli("logs", "Hello_IN_1", *s))[1] == "heartbeat 1\nheartbeat 2\n"
+    make_vm(state, "hello.d2.Hello_IN_1")
+    code, _, err = await cli("logs", "Hello_IN_1", *s)
+    assert code == 2 and "several VMs match 'Hello_IN_1'" in err
+    assert (await cli("logs", "hello.d2.Hello_IN_1", *s))[0] == 0
 
 
 @pytest.mark.timeout(30)
