@@ -220,5 +220,7 @@ async def _watch_idle(tracker: RequestTracker, idle_timeout: float, stop: anyio.
             logger.info("no request for %g s: shutting down", idle_timeout)
             stop.set()
             return
-        # A running request pushes last_activity forward when it ends; look again after that.
-        await anyio.sleep(max(quiet_until - now, min(idle_timeout, 1.0)))
+        # A running request pushes last_activity forward when it ends; look again after that,
+        # unless a stop comes first (the servers then end, and so must this watcher).
+        with anyio.move_on_after(max(quiet_until - now, min(idle_timeout, 1.0))):
+            await stop.wait()
