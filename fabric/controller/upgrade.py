@@ -111,10 +111,13 @@ class Upgrades:
             new = await load_generation(record, dep.folder)
             ensure_idle(dep)  # nothing may have started while the files were read
             removed = self._resize(dep, new, number, added)
+            # Known (not current) while new instances get their ports and hosts.
+            dep.generations[number] = new
             for inst in added:
                 await state.rotation.open_instance(dep, inst)
             self.commands.place(dep, added)
         except BaseException:
+            dep.generations.pop(number, None)
             path.unlink(missing_ok=True)
             for inst in added:
                 await state.rotation.close_instance(dep.id, inst.vm)

@@ -137,8 +137,10 @@ async def create(
     service: str = "demo",
     configuration: bytes | None = None,
     start: bool = True,
+    timeout: float | None = 60.0,
 ) -> OperationView:
-    """Create a deployment and wait for its operation."""
+    """Create a deployment and wait for its operation (``timeout=None`` under the autojump
+    clock: staging a package runs in a thread, and virtual time races ahead meanwhile)."""
     accepted = await ask(
         ref,
         CreateDeployment(
@@ -150,6 +152,7 @@ async def create(
             configuration_name="config.toml",
             start=start,
         ),
+        timeout=timeout,
     )
     return await wait_operation(ref, accepted.request_id, timeout=600)
 

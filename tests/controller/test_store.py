@@ -116,7 +116,7 @@ def test_deleting_a_deployment_takes_its_rows(tmp_path: Path) -> None:
 def test_a_newer_or_foreign_database_is_refused_with_what_to_do(tmp_path: Path) -> None:
     db = tmp_path / "fabric.db"
     sqlite3.connect(db).execute("PRAGMA user_version = 99").connection.commit()
-    with pytest.raises(StoreError, match="schema version 99.*new --state-dir"):
+    with pytest.raises(StoreError, match=r"schema version 99.*new --state-dir"):
         Store(db, "p")
     junk = tmp_path / "junk.db"
     junk.write_bytes(b"this is not sqlite" * 100)
