@@ -69,9 +69,13 @@ class Actor:
         """Like start_soon, but wait until the task calls ``task_status.started(value)``."""
         return await self._task_group.start(func, *args, name=name)
 
-    async def spawn(self, factory: Callable[[], Actor], *, name: str, mailbox_size: int = 1000) -> Ref:
+    async def spawn(
+        self, factory: Callable[[], Actor], *, name: str, mailbox_size: int = 1000, stop_timeout: float = 10.0
+    ) -> Ref:
         """Spawn an in-process actor owned by this one: it stops before this actor does."""
-        return await self._cell.children.spawn(factory, name=name, mailbox_size=mailbox_size, parent=self.ref)
+        return await self._cell.children.spawn(
+            factory, name=name, mailbox_size=mailbox_size, parent=self.ref, stop_timeout=stop_timeout
+        )
 
     async def spawn_process(
         self, target: str, *, name: str, options: ProcessOptions | None = None, **kwargs: Any

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from ._cell import DEFAULT_STOP_TIMEOUT
 from ._scope import Scope
 
 if TYPE_CHECKING:
@@ -57,13 +58,22 @@ class ActorSystem:
     def __init__(self, scope_factory: Callable[[ActorSystem], Scope]) -> None:
         self._root = scope_factory(self)
 
-    async def spawn(self, factory: Callable[[], Actor], *, name: str, mailbox_size: int = 1000) -> Ref:
+    async def spawn(
+        self,
+        factory: Callable[[], Actor],
+        *,
+        name: str,
+        mailbox_size: int = 1000,
+        stop_timeout: float = DEFAULT_STOP_TIMEOUT,
+    ) -> Ref:
         """Start an in-process actor built by ``factory()``; return its Ref once on_start is done.
+
+        ``stop_timeout`` bounds its stop (the message in hand, its children, on_stop).
 
         Raises:
             ActorError: on_start raised.
         """
-        return await self._root.spawn(factory, name=name, mailbox_size=mailbox_size)
+        return await self._root.spawn(factory, name=name, mailbox_size=mailbox_size, stop_timeout=stop_timeout)
 
     async def spawn_process(
         self,

@@ -8,6 +8,7 @@ from fabric import __version__
 from fabric.commands import client as client_commands
 from fabric.commands.guest import guest
 from fabric.commands.model import package, validate
+from fabric.commands.run import run, serve
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -19,6 +20,8 @@ def main() -> None:
 main.add_command(validate)
 main.add_command(package)
 main.add_command(guest)
+main.add_command(run)
+main.add_command(serve)
 for _command in client_commands.COMMANDS:
     main.add_command(_command)
 

@@ -189,27 +189,77 @@ def deploy(
     state_dir: Path,
 ) -> None:
     """Deploy SERVICE (a folder, packed first, or a .cspkg) to a running fabric."""
-    with _user_errors(), tempfile.TemporaryDirectory(prefix="reddog-deploy-") as tmp:
+    with _user_errors():
+        deploy_service(
+            source,
+            config_file,
+            state_dir,
+            slot=cast(Slot, slot.lower()),
+            name=name,
+            label=label,
+            service=service,
+            location=location,
+            affinity_group=affinity_group,
+            start=not suspended,
+            no_wait=no_wait,
+        )
+
+
+def deploy_service(
+    source: Path,
+    config_file: Path | None,
+    state_dir: Path,
+    *,
+    slot: Slot = "production",
+    name: str | None = None,
+    label: str = "",
+    service: str | None = None,
+    location: str | None = None,
+    affinity_group: str | None = None,
+    start: bool = True,
+    no_wait: bool = False,
+    replace: bool = False,
+) -> tuple[str, Slot]:
+    """Pack (if needed) and deploy a service; wait for the operation unless ``no_wait``.
+
+    With ``replace``, a deployment already in the slot is deleted first. Returns the
+    (hosted service, slot) deployed to. Raises ClientError or ModelError.
+    """
+    with tempfile.TemporaryDirectory(prefix="reddog-deploy-") as tmp:
         package, configuration, configuration_name, definition = _package(source, config_file, Path(tmp))
         hosted = (service or _hosted_name(definition)).lower()
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
-        chosen = cast(Slot, slot.lower())
         with FabricClient(state_dir) as client:
             if client.hosted_service(hosted) is None:
                 client.create_hosted_service(
                     hosted, label=definition, location=location, affinity_group=affinity_group
                 )
+            elif replace and any((d.service, d.slot) == (hosted, slot) for d in client.deployments()):
+                _finish(
+                    client,
+                    client.delete_deployment(hosted, slot),
+                    f"delete the old {hosted}/{slot}",
+                    False,
+                    None,
+                )
             request_id = client.create_deployment(
                 hosted,
-                chosen,
+                slot,
                 name=name or f"{hosted}-{stamp}",
                 package=package,
                 configuration=configuration,
                 configuration_name=configuration_name,
                 label=label or definition,
-                start=not suspended,
+                start=start,
             )
-            _finish(client, request_id, f"deploy {hosted} to {chosen}", no_wait, (hosted, chosen))
+            _finish(client, request_id, f"deploy {hosted} to {slot}", no_wait, (hosted, slot))
+    return hosted, slot
+
+
+def delete_and_wait(state_dir: Path, target: tuple[str, Slot]) -> None:
+    """Delete a deployment and wait until its instances are stopped."""
+    with FabricClient(state_dir) as client:
+        _finish(client, client.delete_deployment(*target), f"delete {target[0]}/{target[1]}", False, None)
 
 
 @click.command()

@@ -1,0 +1,189 @@
+"""`fabric serve` (the fabric alone) and `fabric run SERVICE` (the fabric, a deployment, a live view)."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import click
+from rich.console import Console
+from rich.live import Live
+
+from fabric.commands.client import delete_and_wait, deploy_service, state_dir_option
+from fabric.commands.client_view import endpoint_text, render_status, summary
+from fabric.controller.messages import DeploymentView, ListDeployments
+from fabric.model import ModelError, load_service
+from fabric.server import FabricBusy
+from fabric.settings import Settings, SettingsError
+
+_PATH = click.Path(path_type=Path)
+
+
+def settings_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``--settings FILE`` and ``--fast``."""
+    f = click.option("--fast", is_flag=True, help="Short timeouts (seconds, not minutes), for demos.")(f)
+    return click.option(
+        "--settings", "settings_file", type=_PATH, help="A TOML file of settings to override."
+    )(f)
+
+
+def load_settings(settings_file: Path | None, fast: bool) -> Settings:
+    """The Azure defaults (or the fast profile), with a settings file on top."""
+    settings = Settings.fast() if fast else Settings()
+    return Settings.load(settings_file, base=settings) if settings_file is not None else settings
+
+
+def _fail(message: str) -> click.exceptions.Exit:
+    click.echo(f"error: {message}", err=True)
+    return click.exceptions.Exit(2)
+
+
+@click.command()
+@click.option(
+    "--port", default=0, show_default=True, type=click.IntRange(0, 65535), help="The API port (0: any)."
+)
+@settings_options
+@state_dir_option
+def serve(port: int, settings_file: Path | None, fast: bool, state_dir: Path) -> None:
+    """Run the fabric (API, controller, local hosts) until Ctrl-C; deploy to it with `fabric deploy`."""
+    try:
+        settings = load_settings(settings_file, fast)
+    except SettingsError as exc:
+        raise _fail(str(exc)) from None
+    try:
+        anyio.run(_serve, state_dir, settings, port, backend="trio")
+    except FabricBusy as exc:
+        raise _fail(str(exc)) from None
+
+
+async def _serve(state_dir: Path, settings: Settings, port: int) -> None:
+    from fabric.server import open_fabric  # the whole fabric: only when it is to run
+
+    async with open_fabric(state_dir, settings, api_port=port) as fabric:
+        click.echo(
+            f"fabric serving {fabric.url} (state folder {fabric.state_dir}); Ctrl-C stops it", err=True
+        )
+        await _until_signal()
+        click.echo("stopping every role instance gracefully...", err=True)
+
+
+async def _until_signal() -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            return
+
+
+@click.command()
+@click.argument("service", type=click.Path(path_type=Path, exists=True))
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="The .cscfg or configuration TOML.",
+)
+@click.option(
+    "--port", default=0, show_default=True, type=click.IntRange(0, 65535), help="The API port (0: any)."
+)
+@settings_options
+@state_dir_option
+def run(
+    service: Path,
+    config_file: Path | None,
+    port: int,
+    settings_file: Path | None,
+    fast: bool,
+    state_dir: Path,
+) -> None:
+    """Run the fabric, deploy SERVICE (a folder or .cspkg) and show its instances live.
+
+    Ctrl-C stops the deployment gracefully (StoppingRole, on_stop) and leaves no process behind.
+    """
+    try:
+        settings = load_settings(settings_file, fast)
+        load_service(service, config_file)  # every problem now, before anything starts
+    except SettingsError as exc:
+        raise _fail(str(exc)) from None
+    except ModelError as exc:
+        for line in str(exc).splitlines():
+            click.echo(line, err=True)
+        raise click.exceptions.Exit(2) from None
+    try:
+        anyio.run(_run, service, config_file, state_dir, settings, port, backend="trio")
+    except FabricBusy as exc:
+        raise _fail(str(exc)) from None
+
+
+async def _run(
+    service: Path, config_file: Path | None, state_dir: Path, settings: Settings, port: int
+) -> None:
+    from fabric.server import open_fabric  # the whole fabric: only when it is to run
+
+    console = Console(stderr=False)
+    async with open_fabric(state_dir, settings, api_port=port) as fabric:
+        console.print(f"fabric API {fabric.url}; state folder {fabric.state_dir}", highlight=False)
+        target = await anyio.to_thread.run_sync(
+            lambda: deploy_service(service, config_file, fabric.state_dir, replace=True),
+            abandon_on_cancel=True,
+        )
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_show, console, fabric.controller, target)
+
+            async def stop_on_signal() -> None:
+                await _until_signal()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(stop_on_signal)
+        console.print("stopping the deployment (StoppingRole, on_stop)...", highlight=False)
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(lambda: delete_and_wait(fabric.state_dir, target))
+        console.print("stopped; no process left behind", highlight=False)
+
+
+async def _show(console: Console, controller: Any, target: tuple[str, str]) -> None:
+    """A live table on a terminal; one line per change elsewhere (logs, tests, pipes)."""
+    last: dict[str, str] = {}
+    shown_endpoints = False
+
+    async def current() -> list[DeploymentView]:
+        views: list[DeploymentView] = await controller.ask(ListDeployments())
+        return [v for v in views if (v.service, v.slot) == target]
+
+    if console.is_terminal:
+        with Live(console=console, refresh_per_second=4, transient=False) as live:
+            while True:
+                views = await current()
+                live.update(_table(console, views))
+                await anyio.sleep(0.25)
+    while True:
+        for view in await current():
+            for instance in view.instances:
+                line = f"{instance.id}: {instance.status}" + (
+                    f" ({instance.detail})" if instance.detail else ""
+                )
+                if last.get(instance.id) != line:
+                    last[instance.id] = line
+                    console.print(line, highlight=False)
+            if (
+                view.endpoints
+                and not shown_endpoints
+                and all(i.status == "ReadyRole" for i in view.instances)
+            ):
+                shown_endpoints = True
+                console.print(summary(view), highlight=False)
+                for endpoint in view.endpoints:
+                    console.print(f"  endpoint {endpoint_text(endpoint)}", highlight=False)
+        await anyio.sleep(0.1)
+
+
+def _table(console: Console, views: list[DeploymentView]) -> Any:
+    from rich.console import Group
+
+    with console.capture() as capture:
+        render_status(console, views)
+    from rich.text import Text
+
+    return Group(Text.from_ansi(capture.get()))
