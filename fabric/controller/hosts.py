@@ -32,7 +32,11 @@ HostFactory = Callable[[Actor, HostConfig], Awaitable[Ref]]
 
 
 class HostUnavailable(Exception):
-    """The host of an instance is dead, or could not be started."""
+    """The host of an instance is dead (its instances are healed elsewhere)."""
+
+
+class HostStartFailed(HostUnavailable):
+    """A host could not be spun up (its process failed to start); a later use tries again."""
 
 
 async def spawn_host_process(controller: Actor, config: HostConfig) -> Ref:
@@ -133,7 +137,8 @@ class HostPool:
         """The running host's Ref, spinning the host up on first use.
 
         Raises:
-            HostUnavailable: the host is dead, unknown, or failed to start.
+            HostStartFailed: the host's process failed to start.
+            HostUnavailable: the host is dead or unknown.
         """
         host = self.hosts.get(host_id)
         if host is None or not host.alive:
@@ -151,7 +156,8 @@ class HostPool:
                     host.ref = await self.factory(self.owner, config)
                 except Exception as exc:
                     log.error("host %s did not start: %s", host.id, exc)
-                    raise HostUnavailable(f"host {host.id} did not start: {exc}") from exc
+                    where = self.state_dir / "hosts" / host.id / "host.out.log"
+                    raise HostStartFailed(f"host {host.id} did not start ({exc}); see {where}") from exc
                 host.last_seen = anyio.current_time()
                 host.pid = host.ref.pid or 0
                 log.info("host %s is up (pid %s)", host.id, host.pid)

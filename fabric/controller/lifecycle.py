@@ -14,7 +14,7 @@ from collections.abc import Callable
 import anyio
 
 from actors import ActorError, AskTimeout
-from fabric.controller.hosts import Host, HostUnavailable
+from fabric.controller.hosts import Host, HostStartFailed, HostUnavailable
 from fabric.controller.messages import ControllerError
 from fabric.controller.model import Deployment, Instance
 from fabric.controller.placement import cores_of
@@ -51,14 +51,8 @@ async def start(state: ControllerState, dep: Deployment, inst: Instance) -> None
     async with inst.lock:
         if not inst.host_id or dep.instances.get(inst.vm) is not inst:
             return
-        config = dep.guest_config(inst, state.state_dir, state.settings)
         state.set_status(dep, inst, "RoleStateUnknown", f"starting on host {inst.host_id}")
-        try:
-            await state.hosts.ask(inst.host_id, StartGuest(config), START_TIMEOUT)
-        except HostUnavailable:
-            return
-        except (ActorError, AskTimeout) as exc:
-            raise _refused(inst, "starting", exc) from None
+        await _start_locked(state, dep, inst)
 
 
 async def stop(state: ControllerState, dep: Deployment, inst: Instance, *, delete_disk: bool = False) -> None:
@@ -115,8 +109,11 @@ async def _start_locked(state: ControllerState, dep: Deployment, inst: Instance)
     config = dep.guest_config(inst, state.state_dir, state.settings)
     try:
         await state.hosts.ask(inst.host_id, StartGuest(config), START_TIMEOUT)
+    except HostStartFailed as exc:
+        state.set_status(dep, inst, "FailedStartingVM", str(exc))
+        raise ControllerError("InternalError", f"starting {inst.id} failed: {exc}", 500) from None
     except HostUnavailable:
-        return
+        return  # the healer starts it elsewhere
     except (ActorError, AskTimeout) as exc:
         raise _refused(inst, "starting", exc) from None
 

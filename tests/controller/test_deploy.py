@@ -204,3 +204,26 @@ async def test_a_slot_or_name_in_use_is_a_conflict(
         same_name = await _refused(ref, _command(folder, slot="staging"))
         assert same_name.code == "ConflictError" and "named demo-1" in same_name.message
         assert [d.name for d in await ask(ref, ListDeployments())] == ["demo-1"]
+
+
+async def test_a_host_that_cannot_start_fails_the_operation_with_where_to_look(
+    service: ServiceFactory, world: World, state_dir: Path
+) -> None:
+    from fabric.host.messages import HostConfig
+
+    real = world.factory()
+
+    async def broken(controller: object, config: HostConfig) -> object:
+        if config.host_id == "local-host2":
+            raise RuntimeError("no such interpreter")
+        return await real(controller, config)  # type: ignore[arg-type]
+
+    world.factory = lambda: broken  # type: ignore[assignment,method-assign,return-value]
+    async with open_controller(state_dir, world) as ref:
+        op = await create(ref, service())
+        assert op.status == "Failed" and op.error_code == "InternalError"
+        assert "local-host2 did not start (no such interpreter)" in op.error_message
+        assert "hosts/local-host2/host.out.log" in op.error_message
+        v = await view(ref)
+        failed = next(i for i in v.instances if i.host == "local-host2")
+        assert failed.status == "FailedStartingVM"
