@@ -313,9 +313,10 @@ class HostAgent(Actor):
     # -- status ------------------------------------------------------------------------------------
 
     async def _on_push(self, guest: Guest, generation: int, status: InstanceStatus) -> None:
-        """A status the guest pushed: relay it at once."""
-        if generation != guest.generation or status == guest.status:
-            return
+        """A status the guest pushed: relay it at once, unless a newer one came with a heartbeat
+        reply (the guest answers heartbeats ahead of the pushes queued behind them)."""
+        if generation != guest.generation or status.at < guest.guest_at or status == guest.status:
+            return  # stale (a heartbeat reply overtook it) or already shown
         guest.guest_at = status.at
         await self._tell_status(guest, status)
 

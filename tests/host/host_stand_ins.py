@@ -93,13 +93,19 @@ class ControllerStandIn(Actor):
         self.changed = anyio.Event()
         return None
 
-    def seen(self, instance_id: str = "Worker_IN_0") -> list[str]:
-        """The statuses reported for an instance, in order."""
-        return [m.status.status for _, m in self.statuses if m.instance_id == instance_id]
+    def mark(self) -> int:
+        """A bookmark in the record of status changes, for ``since=``."""
+        return len(self.statuses)
 
-    def at(self, status: str, instance_id: str = "Worker_IN_0", nth: int = 0) -> float:
-        """When the nth report of ``status`` arrived."""
-        times = [t for t, m in self.statuses if m.instance_id == instance_id and m.status.status == status]
+    def seen(self, instance_id: str = "Worker_IN_0", since: int = 0) -> list[str]:
+        """The statuses reported for an instance, in order (from bookmark ``since``)."""
+        return [m.status.status for _, m in self.statuses[since:] if m.instance_id == instance_id]
+
+    def at(self, status: str, instance_id: str = "Worker_IN_0", nth: int = 0, since: int = 0) -> float:
+        """When the nth report of ``status`` arrived (from bookmark ``since``)."""
+        times = [
+            t for t, m in self.statuses[since:] if m.instance_id == instance_id and m.status.status == status
+        ]
         return times[nth]
 
     async def wait_until(self, predicate: Callable[[], bool], seconds: float) -> None:
@@ -109,10 +115,10 @@ class ControllerStandIn(Actor):
                 await self.changed.wait()
 
     async def wait_for(
-        self, status: str, seconds: float, instance_id: str = "Worker_IN_0", count: int = 1
+        self, status: str, seconds: float, instance_id: str = "Worker_IN_0", count: int = 1, since: int = 0
     ) -> None:
-        """Wait until ``status`` was reported ``count`` times for the instance."""
-        await self.wait_until(lambda: self.seen(instance_id).count(status) >= count, seconds)
+        """Wait until ``status`` was reported ``count`` times for the instance (after ``since``)."""
+        await self.wait_until(lambda: self.seen(instance_id, since).count(status) >= count, seconds)
 
 
 # -- a real VM quickly: the real AppAgent with a guest agent that runs no role -------------------
@@ -120,13 +126,15 @@ class ControllerStandIn(Actor):
 
 class StandInAgent(GuestAgent):
     """A guest agent that skips provisioning and the bootstrapper: it reports the role Ready at
-    once, answers heartbeats, and applies any environment. It also reports its pid."""
+    once, answers heartbeats, and applies any environment."""
 
     async def on_start(self) -> None:
         self.start_soon(self._come_up)
 
     async def _come_up(self) -> None:
-        await self._on_status(InstanceStatus(status="StartingRole", detail=f"pid {os.getpid()}"))
+        await self._on_status(
+            InstanceStatus(status="StartingRole", detail=f"pid {os.getpid()}", at=anyio.current_time())
+        )
         await self._on_status(InstanceStatus(status="ReadyRole", at=anyio.current_time()))
 
     async def receive(self, message: Any) -> Any:
