@@ -18,7 +18,7 @@ import anyio
 import anyio.to_thread
 
 from fabric.controller import lifecycle
-from fabric.controller.generations import stage_package, write_config
+from fabric.controller.generations import load_generation, stage_package, write_config
 from fabric.controller.messages import (
     ControllerError,
     CreateDeployment,
@@ -68,10 +68,12 @@ def check_slot(slot: str) -> None:
 
 async def start_all(state: ControllerState, dep: Deployment, insts: list[Instance]) -> None:
     """Start instances concurrently; raise the first failure once all were tried."""
-    await _each(insts, lambda inst: lifecycle.start(state, dep, inst))
+    await each_instance(insts, lambda inst: lifecycle.start(state, dep, inst))
 
 
-async def _each(insts: list[Instance], step: Callable[[Instance], Awaitable[None]]) -> None:
+async def each_instance(insts: list[Instance], step: Callable[[Instance], Awaitable[None]]) -> None:
+    """Run ``step`` on every instance concurrently; raise the first ControllerError once all
+    were tried (one failing instance does not stop the others)."""
     errors: list[ControllerError] = []
 
     async def one(inst: Instance) -> None:
@@ -156,8 +158,6 @@ class Commands:
         return self.accept("CreateDeployment", dep, lambda: self._start_new(dep), phase="Deploying")
 
     async def _build(self, cmd: CreateDeployment, dep_id: str, folder: Path) -> Deployment:
-        from fabric.controller.generations import load_generation
-
         config = write_config(folder, 1, cmd.configuration, cmd.configuration_name)
         pkg = str(await stage_package(cmd.package_path, folder, 1, config, cmd.configuration_name))
         record = GenerationRecord(
@@ -239,7 +239,7 @@ class Commands:
         if cmd.status == "Suspended":
 
             async def suspend() -> str:
-                await _each(insts, lambda i: lifecycle.stop(state, dep, i))
+                await each_instance(insts, lambda i: lifecycle.stop(state, dep, i))
                 return f"stopped {len(insts)} instances"
 
             return self.accept("UpdateDeploymentStatus", dep, suspend, phase="SuspendedTransitioning")
@@ -344,7 +344,7 @@ async def finish_delete(state: ControllerState, dep: Deployment) -> str:
         except ControllerError as exc:
             log.warning("deleting %s: %s", inst.id, exc.message)
 
-    await _each(insts, wipe)
+    await each_instance(insts, wipe)
     state.forget(dep)
     await anyio.to_thread.run_sync(shutil.rmtree, dep.folder, True)
     return f"deleted {dep.name} and its {len(insts)} instances"

@@ -53,8 +53,9 @@ async def spawn_host_process(controller: Actor, config: HostConfig) -> Ref:
             # Its own session: a Ctrl-C meant for the fabric must not kill hosts before the
             # controller stops them in order.
             new_session=True,
-            ping_interval=s.link_ping_interval,
-            ping_timeout=s.link_ping_timeout,
+            # No link pings: host heartbeats and host_failure_timeout decide when a host is
+            # dead (a ping timeout would condemn a hung host sooner than the setting says).
+            ping_interval=None,
             # Stopping a host stops its guests, each of which may run OnStop that long.
             stop_timeout=s.on_stop_timeout + 3 * s.process_stop_timeout,
             term_timeout=s.process_stop_timeout,

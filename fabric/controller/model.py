@@ -72,6 +72,10 @@ class Generation:
         """The governing service definition."""
         return self.main.definition
 
+    def package_of(self, role: str) -> str:
+        """The extracted package folder a role's instances run."""
+        return self.record.packages.get(role, self.record.main)
+
     def role(self, name: str) -> RoleDefinition:
         """A role's definition, from the package that role runs."""
         return self.services[name].definition.role(name)

@@ -18,7 +18,7 @@ import anyio
 import msgspec
 
 from fabric.controller import lifecycle
-from fabric.controller.commands import Commands, _each, ensure_idle, start_all
+from fabric.controller.commands import Commands, each_instance, ensure_idle, start_all
 from fabric.controller.generations import drop_unused, load_generation, stage_package, write_config
 from fabric.controller.messages import (
     ChangeConfiguration,
@@ -187,14 +187,14 @@ class Upgrades:
             await state.rotation.close_instance(dep.id, inst.vm)
             await lifecycle.stop(state, dep, inst, delete_disk=True)
 
-        await _each(removed, remove)
+        await each_instance(removed, remove)
         if dep.goal == "Running":
             await start_all(state, dep, added)
         # Everyone else learns the new topology at once (their own settings change later).
         roles = sorted({i.role for i in [*added, *removed]})
         topology = [Change(kind="topology", name=r) for r in roles]
         others = [i for i in dep.ordered() if i not in added]
-        await _each(others, lambda i: self._notify(dep, i, topology, i.generation))
+        await each_instance(others, lambda i: self._notify(dep, i, topology, i.generation))
 
     async def _notify(self, dep: Deployment, inst: Instance, changes: list[Change], generation: int) -> None:
         await lifecycle.apply(self.state, dep, inst, changes, generation)
@@ -218,10 +218,7 @@ class Upgrades:
         try:
             pkg = await stage_package(cmd.package_path, dep.folder, number, path, name)
             roles = [r.name for r in old.definition.roles]
-            packages = {
-                r: str(pkg) if cmd.role in (None, r) else old.record.packages.get(r, old.record.main)
-                for r in roles
-            }
+            packages = {r: str(pkg) if cmd.role in (None, r) else old.package_of(r) for r in roles}
             record = GenerationRecord(
                 deployment_id=dep.id,
                 number=number,
@@ -328,25 +325,37 @@ class Upgrades:
             await self._replace(dep, insts, label)
 
     async def _replace(self, dep: Deployment, insts: list[Instance], label: str) -> None:
+        """Restart the instances whose role gets a new package; tell the others (a one-role
+        upgrade) of any settings the new configuration changes for them."""
         state = self.state
         upgrade = dep.upgrade
         assert upgrade is not None
-        changing = []
+        target = dep.generations[upgrade.generation]
+        changing, told = [], []
         for inst in insts:
-            before = dep.generations[inst.generation].record.packages.get(inst.role)
-            after = dep.generations[upgrade.generation].record.packages.get(inst.role)
-            if before != after or upgrade.role is None:
+            current = dep.generations[inst.generation]
+            if current.package_of(inst.role) != target.package_of(inst.role):
                 changing.append(inst)
-            inst.generation = upgrade.generation
-            state.save_instance(inst)
-        if dep.goal != "Running" or not changing:
+                # Moved before the restart, so that healing, too, boots the new version.
+                inst.generation = upgrade.generation
+                state.save_instance(inst)
+            elif dep.goal == "Running" and setting_changes(current, target, inst.role):
+                told.append(inst)
+            else:
+                inst.generation = upgrade.generation
+                state.save_instance(inst)
+        if dep.goal != "Running":
+            return
+        if told:
+            await self._reconfigure(dep, told, target, label)
+        if not changing:
             return
         for inst in changing:
             inst.held_out = True
         state.rotation.refresh(dep)
         log.info("%s: upgrading %s (%s)", dep.name, label, ", ".join(i.id for i in changing))
         try:
-            await _each(changing, lambda i: lifecycle.restart(state, dep, i, new_config=True))
+            await each_instance(changing, lambda i: lifecycle.restart(state, dep, i, new_config=True))
             await lifecycle.wait_up(state, dep, changing, label)
         finally:
             for inst in changing:
@@ -368,7 +377,7 @@ class Upgrades:
                 inst.generation = upgrade.generation
                 state.save_instance(inst)
         log.info("%s: new configuration for %s", dep.name, label)
-        await _each(
+        await each_instance(
             [i for i, _ in changed], lambda i: self._notify(dep, i, dict(changed)[i], upgrade.generation)
         )
         await lifecycle.wait_up(state, dep, [i for i, _ in changed], label)

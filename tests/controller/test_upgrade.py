@@ -168,3 +168,30 @@ async def test_an_upgrade_that_cannot_be_done_in_place_changes_nothing(
     folder = state_dir / "deployments" / before.id
     assert sorted(p.name for p in folder.iterdir()) == ["config1.toml", "pkg1"]
     assert world.events("restart") == []
+
+
+async def test_a_one_role_upgrade_restarts_only_that_role(
+    service: ServiceFactory, world: World, state_dir: Path
+) -> None:
+    async with open_controller(state_dir, world) as ref:
+        await create(ref, service())
+        await wait_view(ref, all_ready)
+        accepted = await ask(
+            ref,
+            UpgradeDeployment(
+                service="demo", slot="production", package_path=str(service(version="v2")), role="Back"
+            ),
+        )
+        assert (await wait_operation(ref, accepted.request_id)).status == "Succeeded"
+        assert world.events("restart") == [VM.format("Back_IN_0")]
+        assert "pkg2" in world.booted[VM.format("Back_IN_0")].role_code_dir
+        with pytest.raises(ControllerError) as caught:
+            await ask(
+                ref,
+                UpgradeDeployment(
+                    service="demo", slot="production", package_path=str(service()), role="Nope"
+                ),
+            )
+        assert caught.value.code == "BadRequest" and "Nope" in caught.value.message
+    # Front keeps running its first package: the folder stays, the deployment mixes both.
+    assert all("pkg1" in world.booted[VM.format(i)].role_code_dir for i in ("Front_IN_0", "Front_IN_1"))
