@@ -16,8 +16,9 @@ from roles import RoleEnvironment
 async def store(command: str) -> list[str]:
     """Send one line to every worker's Store endpoint; return the first answer's entries."""
     answers: list[list[str]] = []
-    for instance in RoleEnvironment.roles.get("Worker", []):
-        endpoint = instance.endpoints.get("Store")
+    worker = RoleEnvironment.roles.get("Worker")
+    for instance in worker.instances if worker else []:
+        endpoint = instance.instance_endpoints.get("Store")
         if endpoint is None:
             continue
         try:

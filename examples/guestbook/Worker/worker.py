@@ -17,7 +17,7 @@ class Store(RoleEntryPoint):
         return True
 
     async def run(self) -> None:
-        endpoint = RoleEnvironment.current_instance.endpoints["Store"]
+        endpoint = RoleEnvironment.current_instance.instance_endpoints["Store"]
         listener = await anyio.create_tcp_listener(local_host=endpoint.host, local_port=endpoint.port)
         await listener.serve(self.handle)
 
