@@ -73,7 +73,6 @@ class HostBootstrapper(Actor):
 
     async def on_start(self) -> None:
         """Open the log and start the work in the background."""
-        s = self.settings
         for folder in (self.disk.diagnostic_store, self.disk.role_resources, self.disk.approot):
             folder.mkdir(parents=True, exist_ok=True)
         self.log = LogFile(self.disk.bootstrapper_log)
@@ -81,12 +80,6 @@ class HostBootstrapper(Actor):
             f"WaHostBootstrapper starting (pid {os.getpid()}) for {self.config.instance_id} of "
             f"deployment {self.config.deployment_id}, role {self.config.role.name}"
         )
-        # The runtime bounds an actor's on_stop by a default of its own; ours covers the role's
-        # on_stop and the foreground tasks, within what the guest's stop ladder allows.
-        cell = getattr(self, "_cell", None)
-        needed = s.on_stop_timeout + s.process_stop_timeout
-        if cell is not None and getattr(cell, "stop_timeout", needed) < needed:
-            cell.stop_timeout = needed
         send, receive = anyio.create_memory_object_stream[InstanceStatus](math.inf)
         self._status_send = send
         self.start_soon(self._push, receive, name="push status")
@@ -277,6 +270,7 @@ class HostBootstrapper(Actor):
                 self._sockets,
                 lambda worker_fds: host.spawn("w3wp", workers.on_state, worker_fds),
                 log=self.log.write,
+                release=host.release,
                 stop_timeout=s.process_stop_timeout,
                 retry_after=s.role_restart_max,
             )

@@ -131,6 +131,12 @@ class RoleHost:
         self.relays[ref] = relay
         return ref
 
+    def release(self, ref: Ref) -> None:
+        """A host or worker process is gone: stop the actor that relayed its reports."""
+        relay = self.relays.pop(ref, None)
+        if relay is not None:
+            relay.request_stop()
+
     # -- the restart loop ---------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -181,9 +187,7 @@ class RoleHost:
         if inc.recycle is not None:
             ref.request_stop()
         reason = await ref.join()
-        relay = self.relays.pop(ref, None)
-        if relay is not None:
-            relay.request_stop()
+        self.release(ref)
         how = "exited normally" if reason is None else str(reason)
         self.log(f"{self.name} (pid {inc.pid}) {how}")
         inc.ref, inc.pid, inc.ended = None, 0, True

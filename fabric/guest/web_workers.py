@@ -94,12 +94,14 @@ class WebWorkers:
         spawn: Callable[[dict[str, int]], Awaitable[Ref]],
         *,
         log: Log,
+        release: Callable[[Ref], None],
         stop_timeout: float,
         retry_after: float,
     ) -> None:
         self.sockets = dict(sockets)
         self.spawn = spawn
         self.log = log
+        self.release = release
         self.stop_timeout = stop_timeout
         self.retry_after = retry_after
         self.current: ActorWorker | None = None
@@ -115,6 +117,7 @@ class WebWorkers:
         return worker
 
     def _exited(self, worker: ActorWorker, code: int) -> None:
+        self.release(worker.ref)
         self.log(f"W3WP (pid {worker.pid}) exited with code {code}; the next request starts another")
         if self.current is worker:
             self.current = None

@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import anyio
+import httpx
 import msgspec
 import pytest
-from guest_kit import Vm, boot
+from guest_kit import Vm, boot, free_port
 
 from fabric.guest.messages import ApplyEnvironment, InstanceStatus
-from fabric.model.definition import RoleDefinition
+from fabric.model.definition import Binding, InputEndpoint, RoleDefinition, Site
 from roles.protocol import Change, InstanceInfo
 
 pytestmark = pytest.mark.timeout(30)
@@ -108,3 +109,58 @@ async def test_a_blast_topology_change_is_simultaneous_and_never_recycles(make_v
         assert "Cache" in await wait_text(vm, "simultaneous.txt")
         assert booted.last.role_pid == ready.role_pid
         assert "StoppingRole" not in booted.statuses
+
+
+async def test_events_fire_in_both_waiishost_and_w3wp(make_vm: MakeVm) -> None:
+    role = RoleDefinition(
+        name="Web",
+        kind="web",
+        input_endpoints=(InputEndpoint(name="HttpIn", protocol="http", port=80),),
+        sites=(
+            Site(
+                name="Web",
+                physical_directory="site",
+                bindings=(Binding(name="Http", endpoint_name="HttpIn"),),
+            ),
+        ),
+    )
+    vm = make_vm(role)
+    subscriber = """
+        from pathlib import Path
+
+        from roles import RoleEnvironment
+
+
+        @RoleEnvironment.changed.subscribe
+        def changed(args):
+            Path({out!r}).write_text(RoleEnvironment.get_config_setting("Greeting"))
+        """
+    vm.write(
+        "webrole.py",
+        subscriber.format(out=str(vm.disk.approot / "iis.txt"))
+        + "\n\n        from roles import RoleEntryPoint\n\n\n        class WebRole(RoleEntryPoint):\n            pass\n",
+    )
+    vm.write(
+        "site/asgi.py",
+        subscriber.format(out=str(vm.disk.approot / "w3wp.txt"))
+        + """
+
+        async def app(scope, receive, send):
+            if scope["type"] == "http":
+                await send({"type": "http.response.start", "status": 200, "headers": []})
+                await send({"type": "http.response.body", "body": b"ok"})
+        """,
+    )
+    port = free_port()
+    config = vm.config(values={"Greeting": "hello"}, endpoints={"HttpIn": ("http", port)})
+    async with boot(vm, config) as booted:
+        await booted.wait_for("ReadyRole")
+        async with httpx.AsyncClient(trust_env=False, timeout=10) as http:
+            assert (await http.get(f"http://127.0.0.1:{port}/")).text == "ok"  # W3WP now runs
+        new = msgspec.structs.replace(config.environment, settings={"Greeting": "ciao"})
+        answer = await booted.ref.ask(
+            ApplyEnvironment(environment=new, changes=[Change(kind="setting", name="Greeting")])
+        )
+        assert answer == "applied"
+        assert await wait_text(vm, "iis.txt") == "ciao"
+        assert await wait_text(vm, "w3wp.txt") == "ciao"
