@@ -128,16 +128,23 @@ class HostAgent(Actor):
         return guest.pid
 
     async def _stop(self, instance_id: str, delete_disk: bool) -> None:
-        """StoppingVM, a graceful stop (the role's OnStop runs inside the guest), StoppedVM."""
+        """StoppingVM, a graceful stop (the role's OnStop runs inside the guest), StoppedVM.
+        A guest that answers no heartbeat is killed rather than waited for."""
         guest = self.guests.get(instance_id)
         if guest is None:
             return  # nothing runs: stopping is idempotent
         async with guest.lock:
             guest.take_over()
             self.log.write(f"stopping guest {instance_id}")
-            await self._report(guest, "StoppingVM", "stopping the guest OS")
-            # Still the current incarnation: what the guest says while it stops is relayed.
-            await guest.stop()
+            if guest.status.status == "RoleStateUnknown":
+                # It answers no heartbeat: a polite stop would only wait out its timeouts.
+                self.log.warning(f"{instance_id} does not answer heartbeats; killing it instead")
+                await self._report(guest, "StoppingVM", "stopping the guest OS (unresponsive: killed)")
+                await guest.kill()
+            else:
+                await self._report(guest, "StoppingVM", "stopping the guest OS")
+                # Still the current incarnation: what the guest says while it stops is relayed.
+                await guest.stop()
             guest.retire()
             await self._report(guest, "StoppedVM", "the guest OS is stopped")
             if delete_disk:
@@ -338,7 +345,7 @@ class HostAgent(Actor):
         self.log.warning(
             f"no heartbeat reply from {guest.instance_id} for {silent:.1f} s; its state is unknown"
         )
-        await self._report(guest, "RoleStateUnknown", f"no heartbeat reply from the guest for {silent:.0f} s")
+        await self._report(guest, "RoleStateUnknown", f"no heartbeat reply from the guest for {silent:.1f} s")
 
     async def _report(self, guest: Guest, status: RoleStatus, detail: str) -> None:
         """Report a status the host itself knows (the VM's, rather than the role's)."""

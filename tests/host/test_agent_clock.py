@@ -193,3 +193,18 @@ async def test_host_heartbeats_the_controller_every_interval(
         assert len(beats) == 13
         assert beats[-1][1].instances["Worker_IN_0"].status == "ReadyRole"
         assert beats[-1][1].pid > 0
+
+
+def test_the_same_restart_on_asyncio(tmp_path: Path) -> None:
+    """The host agent uses only anyio: the watchdog works on asyncio too (real time, short)."""
+    settings = Settings.fast(guest_heartbeat_interval=0.05, guest_heartbeat_timeout=0.5)
+
+    async def main() -> None:
+        async with host(tmp_path, settings) as h:
+            await h.ref.ask(StartGuest(h.config))
+            await h.controller.wait_for("ReadyRole", 5)
+            h.launcher.current.muted = True
+            await h.controller.wait_for("ReadyRole", 5, count=2)
+            assert h.controller.seen()[4:7] == ["RoleStateUnknown", "StoppedVM", "StartingVM"]
+
+    anyio.run(main, backend="asyncio")

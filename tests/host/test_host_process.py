@@ -142,6 +142,19 @@ async def test_a_sigstopped_guest_goes_unknown_and_is_restarted_by_the_watchdog(
         assert "its state is unknown" in log
 
 
+async def test_stopping_an_unresponsive_guest_kills_it_without_waiting(tmp_path: Path) -> None:
+    patient = Settings.fast(guest_heartbeat_timeout=60.0)  # the watchdog stays out of it
+    async with host_process(tmp_path, patient) as h:
+        vm = await h.ref.ask(StartGuest(h.config))
+        await h.controller.wait_for("ReadyRole", 15)
+        os.kill(vm, signal.SIGSTOP)
+        await h.controller.wait_for("RoleStateUnknown", 10)
+        with anyio.fail_after(3):  # the polite stop would wait on_stop_timeout and more
+            await h.ref.ask(StopGuest(instance_id="Worker_IN_0"))
+        assert not _alive(vm)
+        assert "does not answer heartbeats; killing it" in h.log.read_text()
+
+
 async def test_a_sigkilled_guest_is_rebooted(tmp_path: Path) -> None:
     async with host_process(tmp_path) as h:
         vm = await h.ref.ask(StartGuest(h.config))
