@@ -218,7 +218,10 @@ class HostBootstrapper(Actor):
         )
         self.log.write(f"running IISConfigurator {action}")
         command = [c.python or _python(), "-m", "fabric.guest.web_configurator"]
-        result = await anyio.run_process(command, input=msgspec.json.encode(request), check=False)
+        try:
+            result = await anyio.run_process(command, input=msgspec.json.encode(request), check=False)
+        except OSError as exc:
+            await self._blocked(f"IISConfigurator {action} could not start: {exc}")
         self.log.write(f"IISConfigurator {action} exited with code {result.returncode}")
         if result.returncode != 0:
             reason = result.stderr.decode(errors="replace").strip().splitlines() or ["(no message)"]
@@ -263,7 +266,10 @@ class HostBootstrapper(Actor):
             listen_fds=fds if kind == "hwc" else {},
         )
         host.refresh = lambda: self._set(self.status.status, self.status.detail)
-        await anyio.to_thread.run_sync(prepare_files, self.config, self.disk, kind)
+        try:
+            await anyio.to_thread.run_sync(prepare_files, self.config, self.disk, kind)
+        except OSError as exc:
+            self.log.warning(f"cannot give the limited user its log files: {exc}")
         if kind == "iis" and self._sockets:
             s = self.settings
             workers = WebWorkers(

@@ -200,36 +200,42 @@ class StartupTasks:
         if user is not None:
             command += ["--user", user]
         command += ["--", "/bin/sh", "-c", plan.command_line]
-        self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{index}.log"
-        # A local file open; the child keeps its own descriptor.
-        with open(log_path, "ab", buffering=0) as out:  # noqa: ASYNC230
-            if user is not None:
-                _give_to(log_path, user)
-            try:
-                process = await anyio.open_process(
-                    command,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=out,
-                    cwd=self.disk.approot,
-                    env=env,
-                    start_new_session=True,
-                    pass_fds=(self._lifeline,),
-                )
-            except OSError as exc:
-                raise StartupTaskError(f"{plan.describe(index)} could not start: {exc}") from None
+        try:
+            process = await self._launch(command, env, log_path, user)
+        except OSError as exc:
+            raise StartupTaskError(f"{plan.describe(index)} could not start: {exc}") from None
         task = RunningTask(index, plan, process, log_path)
         self.tasks.append(task)
-        shown = ", ".join(f"{k}={v}" for k, v in variables.items())
+        shown = ", ".join(variables)  # names only: values may be secrets (connection strings)
         self.log(
             f"started {plan.describe(index)} as pid {process.pid}"
             + (f" as {user}" if user else "")
-            + (f" with {shown}" if shown else "")
+            + (f" with variables {shown}" if shown else "")
             + f"; output in {log_path}"
         )
         self._task_group.start_soon(self._watch, task)
         return task
+
+    async def _launch(
+        self, command: list[str], env: dict[str, str], log_path: Path, user: str | None
+    ) -> anyio.abc.Process:
+        """Start the task's leader in a new session, its output appended to ``log_path``."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        # A local file open; the child keeps its own descriptor.
+        with open(log_path, "ab", buffering=0) as out:  # noqa: ASYNC230
+            if user is not None:
+                _give_to(log_path, user)
+            return await anyio.open_process(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                cwd=self.disk.approot,
+                env=env,
+                start_new_session=True,
+                pass_fds=(self._lifeline,),
+            )
 
     async def _watch(self, task: RunningTask) -> None:
         code = await task.process.wait()

@@ -16,8 +16,9 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 import anyio
 
-from actors import ProcessExited, Ref
-from fabric.guest.web_activation import SiteActivator, WorkerRapidFailError, listen_tcp
+from actors import ActorError, ProcessExited, Ref
+from fabric.guest.web_activation import SiteActivator, WorkerHandle, WorkerRapidFailError, listen_tcp
+from fabric.model.errors import XPathError
 from roles.protocol import EndpointInfo, RoleHostState
 
 Log = Callable[[str], None]
@@ -85,6 +86,20 @@ class ActorWorker:
                 os.killpg(self.pid, signal.SIGKILL)
 
 
+class FailedWorker:
+    """A worker that could not start, as a WorkerHandle that has exited with code 1."""
+
+    async def wait(self) -> int:
+        """It is already gone."""
+        return 1
+
+    def terminate(self) -> None:
+        """Nothing runs."""
+
+    def kill(self) -> None:
+        """Nothing runs."""
+
+
 class WebWorkers:
     """Runs the activator of a full IIS role and keeps track of the running W3WP."""
 
@@ -109,8 +124,13 @@ class WebWorkers:
         #: called when a worker reports "recycling" (a site called request_recycle())
         self.on_recycle: Callable[[str], None] = lambda detail: None
 
-    async def _start(self, fds: Mapping[str, int]) -> ActorWorker:
-        ref = await self.spawn(dict(fds))
+    async def _start(self, fds: Mapping[str, int]) -> WorkerHandle:
+        try:
+            ref = await self.spawn(dict(fds))
+        except (ActorError, ProcessExited, XPathError, OSError) as exc:
+            # Counts as a failed worker: the activator's rapid-fail protection applies.
+            self.log(f"W3WP could not start: {exc}")
+            return FailedWorker()
         worker = self.current = ActorWorker(ref, self._exited)
         self.starts += 1
         self.log(f"started W3WP (pid {worker.pid}) on the first request since it last ran")
