@@ -227,7 +227,9 @@ class HostAgent(Actor):
         with scope:
             why, hung = await self._until_down(guest, generation)
             if why is None:
-                # Stopped by its owner without a request of ours: this host agent is stopping.
+                # A clean exit we did not ask for: this host agent is stopping its children.
+                if guest.generation == generation:
+                    await self._report(guest, "StoppedVM", "the guest OS shut down")
                 return
             async with guest.lock:
                 if guest.generation != generation:

@@ -203,6 +203,16 @@ async def test_host_heartbeats_arrive_every_interval(tmp_path: Path) -> None:
         assert {beat.pid for _, beat in h.controller.heartbeats} == {h.pid}
 
 
+async def test_stopping_the_host_stops_its_vms_and_says_so(tmp_path: Path) -> None:
+    async with host_process(tmp_path) as h:
+        vm = await h.ref.ask(StartGuest(h.config))
+        await h.controller.wait_for("ReadyRole", 15)
+        await h.ref.stop()
+        assert not _alive(vm)
+        await h.controller.wait_for("StoppedVM", 5)
+        assert h.controller.seen()[-1] == "StoppedVM"
+
+
 async def test_vms_die_with_a_sigkilled_host(tmp_path: Path) -> None:
     async with host_process(tmp_path) as h:
         vm = await h.ref.ask(StartGuest(h.config))
