@@ -9,6 +9,7 @@ from anyio.abc import TaskGroup
 
 if TYPE_CHECKING:
     from ._cell import LocalCell
+    from ._mailbox import Reply
     from ._ref import Ref
     from ._system import ActorSystem, ProcessOptions
 
@@ -83,6 +84,23 @@ class Actor:
         """Spawn a process actor owned by this one (see ActorSystem.spawn_process)."""
         kwargs.setdefault("parent", self.ref)
         return await self._cell.children.spawn_process(target, name=name, options=options, **kwargs)
+
+    def defer_reply(self) -> Reply:
+        """Take over the answer to the ask being handled, to give it later from another task.
+
+        The handler's return value is then ignored; call ``resolve(value)`` or ``reject(error)``
+        on the returned Reply exactly once (a later call is ignored). Long work can go on in a
+        background task while the actor keeps handling its mailbox, as a gen_server that
+        answers ``noreply`` and calls ``gen_server:reply`` later.
+
+        Raises:
+            RuntimeError: the message being handled is a tell, or the answer was taken already.
+        """
+        reply = self._cell.current_reply
+        if reply is None:
+            raise RuntimeError("defer_reply() is only for the ask being handled, and only once")
+        self._cell.current_reply = None
+        return reply
 
     def stop(self) -> None:
         """Stop this actor once the current message is handled (a normal exit)."""

@@ -51,6 +51,8 @@ class LocalCell:
         self.children: Scope
         self.stop_requested = False
         self.stopped_by_owner = False
+        #: the reply slot of the ask being handled; Actor.defer_reply() takes it
+        self.current_reply: Reply | None = None
         self._idle = False
         self._loop_scope: anyio.CancelScope | None = None
         self._exited = anyio.Event()
@@ -191,13 +193,20 @@ class LocalCell:
                     if current is None:
                         await receive(message)
                         continue
+                    self.current_reply = current
                     try:
                         value: Any = await receive(message)
                     except Exception as exc:
-                        current.reject(handler_failure(exc))
+                        if self.current_reply is not None:
+                            current.reject(handler_failure(exc))
+                        else:  # the answer was deferred: its owner answers; the error is ours
+                            logger.error(
+                                "actor %r raised after deferring its reply: %r", self.name, exc, exc_info=exc
+                            )
                     else:
-                        current.resolve(value)
-                    current = None
+                        if self.current_reply is not None:  # None: the handler deferred its answer
+                            current.resolve(value)
+                    self.current_reply = current = None
         finally:
             self._idle = False
             self._loop_scope = None

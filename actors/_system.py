@@ -73,7 +73,9 @@ class ActorSystem:
         Raises:
             ActorError: on_start raised.
         """
-        return await self._root.spawn(factory, name=name, mailbox_size=mailbox_size, stop_timeout=stop_timeout)
+        return await self._root.spawn(
+            factory, name=name, mailbox_size=mailbox_size, stop_timeout=stop_timeout
+        )
 
     async def spawn_process(
         self,

@@ -153,3 +153,52 @@ async def test_core_runs_on_asyncio_too() -> None:
     # A separate event loop in a worker thread: this test itself runs under trio.
     seen = await anyio.to_thread.run_sync(lambda: anyio.run(main, backend="asyncio"))
     assert seen == list(range(10))
+
+
+async def test_a_deferred_reply_lets_the_actor_serve_other_asks_meanwhile() -> None:
+    class Slowpoke(Actor):
+        async def receive(self, message: Any) -> Any:
+            if message == "slow":
+                reply = self.defer_reply()
+
+                async def later() -> None:
+                    await self.release.wait()
+                    reply.resolve("slow done")
+
+                self.start_soon(later)
+                return "ignored"
+            if message == "fail-later":
+                reply = self.defer_reply()
+                reply.reject(ActorError("ValueError", "nope"))
+                return None
+            if message == "release":
+                self.release.set()
+            if isinstance(message, DeferOnTell):
+                self.defer_reply().resolve("first")
+                self.defer_reply()
+            return "quick"
+
+        async def on_start(self) -> None:
+            self.release = anyio.Event()
+
+    async with open_system() as system:
+        ref = await system.spawn(Slowpoke, name="slow")
+        async with anyio.create_task_group() as tg:
+            results: list[str] = []
+
+            async def slow() -> None:
+                results.append(await ref.ask("slow"))
+
+            tg.start_soon(slow)
+            await anyio.wait_all_tasks_blocked()
+            assert await ref.ask("other") == "quick"  # not stuck behind the slow one
+            await ref.ask("release")
+        assert results == ["slow done"]
+        with pytest.raises(ActorError, match="nope"):
+            await ref.ask("fail-later")
+        # deferring twice is refused; the first deferred answer still reaches the asker
+        assert await ref.ask(DeferOnTell()) == "first"
+
+
+class DeferOnTell:
+    """A message whose handler defers twice (the second call must fail)."""
