@@ -10,7 +10,7 @@ import anyio
 import anyio.lowlevel
 import sniffio
 
-from ._errors import ActorDead, ActorError, MailboxFull
+from ._errors import ActorDead, ActorError, AskTimeout, MailboxFull
 
 
 class Reply:
@@ -45,9 +45,12 @@ class AwaitedReply(Reply):
             self._event.set()
 
     def reject(self, error: BaseException) -> None:
-        """Deliver the failure unless an answer already arrived."""
+        """Deliver the failure unless an answer already arrived. Any exception but ActorDead
+        or an ActorError reaches the asker as an ActorError, as a handler's would."""
         if not self._event.is_set():
-            self._error = error
+            self._error = (
+                error if isinstance(error, (ActorError, ActorDead, AskTimeout)) else handler_failure(error)
+            )
             self._event.set()
 
     async def wait(self) -> None:

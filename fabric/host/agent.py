@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Coroutine
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -81,19 +82,35 @@ class HostAgent(Actor):
 
     async def receive(self, message: Any) -> Any:
         """The controller's asks (fabric.host.messages)."""
+        # Each request that waits on a VM answers from a task of its own: the mailbox stays
+        # free, so ten boots run side by side and a slow on_stop holds up nobody else.
         match message:
             case StartGuest(config=config):
-                return await self._start(config)
+                self._answer_later(self._start(config))
             case StopGuest(instance_id=instance_id, delete_disk=delete_disk):
-                await self._stop(instance_id, delete_disk)
-                return None
+                self._answer_later(self._stop(instance_id, delete_disk))
             case RestartGuest(instance_id=instance_id, reimage=reimage, config=config):
-                return await self._restart(instance_id, reimage, config)
+                self._answer_later(self._restart(instance_id, reimage, config))
             case ApplyGuestEnvironment(instance_id=instance_id, change=change):
-                return await self._apply(instance_id, change)
+                self._answer_later(self._apply(instance_id, change))
             case GetHostStatus():
                 return self._host_status()
-        return await super().receive(message)
+            case _:
+                return await super().receive(message)
+        return None
+
+    def _answer_later(self, work: Coroutine[Any, Any, Any]) -> None:
+        reply = self.defer_reply()
+
+        async def run() -> None:
+            try:
+                value = await work
+            except Exception as exc:
+                reply.reject(exc)
+            else:
+                reply.resolve(value)
+
+        self.start_soon(run)
 
     async def on_stop(self) -> None:
         """The VMs were stopped first (they are this actor's children)."""
