@@ -133,6 +133,7 @@ class Commands:
             dep = await self._build(cmd, dep_id, folder)
             await state.rotation.open(dep)
             try:
+                state.move_off_public_ports(dep.ordered())
                 self.place(dep, dep.ordered())
             except BaseException:
                 await state.rotation.close(dep.id)

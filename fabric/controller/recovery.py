@@ -83,6 +83,8 @@ async def recover(
         state.add(dep)
         state.save_deployment(dep)
         recovered.append(dep)
+    for inst in state.move_off_public_ports([i for d in recovered for i in d.instances.values()]):
+        state.save_instance(inst)
     for dep in recovered:
         _resume(state, ops, upgrades, spawn, dep)
     return len(recovered)

@@ -17,7 +17,7 @@ import anyio
 from fabric.controller.hosts import HostPool
 from fabric.controller.messages import ControllerError, Slot
 from fabric.controller.model import Deployment, Instance
-from fabric.controller.placement import Planner, cores_of
+from fabric.controller.placement import Planner, PortAllocator, cores_of
 from fabric.controller.rotation import Rotation
 from fabric.controller.store import HostRecord, Store
 from fabric.guest.messages import InstanceStatus
@@ -105,6 +105,28 @@ class ControllerState:
         for dep in self.deployments.values():
             taken.update(r.port for r in self.rotation.records(dep.id))
         return taken
+
+    def move_off_public_ports(self, insts: list[Instance]) -> list[Instance]:
+        """Give a new local port to any endpoint of ``insts`` whose port a load balancer took
+        (a public port falling on the next free one can land on a stopped instance's port).
+        Returns the instances that changed (the caller stores them)."""
+        public = {r.port for dep in self.deployments.values() for r in self.rotation.records(dep.id)}
+        public.update(r.port for inst in insts for r in self.rotation.records(inst.deployment_id))
+        ports = PortAllocator(self.taken_ports() | public | {p for i in insts for p in i.ports.values()})
+        changed = []
+        for inst in insts:
+            for name, port in sorted(inst.ports.items()):
+                if port in public:
+                    inst.ports[name] = ports.any_free()
+                    log.warning(
+                        "%s: endpoint %s moves from port %d (now public) to %d",
+                        inst.id,
+                        name,
+                        port,
+                        inst.ports[name],
+                    )
+                    changed.append(inst)
+        return changed
 
     def planner(self) -> Planner:
         """A placement plan over the live hosts as they stand."""

@@ -115,6 +115,7 @@ class Upgrades:
             dep.generations[number] = new
             for inst in added:
                 await state.rotation.open_instance(dep, inst)
+            state.move_off_public_ports(added)
             self.commands.place(dep, added)
         except BaseException:
             dep.generations.pop(number, None)

@@ -9,7 +9,7 @@ import pytest
 
 HERE = str(Path(__file__).parent)
 if HERE not in sys.path:
-    sys.path.insert(0, HERE)
+    sys.path.append(HERE)  # appended: other folders import their own "conftest" by name
 
 from controller_kit import ServiceFactory  # noqa: E402
 from controller_standin import World  # noqa: E402

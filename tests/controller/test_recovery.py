@@ -117,3 +117,30 @@ async def test_a_deployment_deleted_while_the_fabric_was_down_is_finished_on_res
             while await ask(ref, ListDeployments()):
                 await anyio.sleep(0.01)
     assert not (state_dir / "deployments" / v.id).exists()
+
+
+async def test_a_public_port_that_lands_on_an_instance_port_moves_the_instance(
+    service: ServiceFactory, world: World, state_dir: Path
+) -> None:
+    from fabric.controller.store import Store
+
+    async with open_controller(state_dir, world) as ref:
+        await create(ref, service(), start=False)
+        before = await view(ref)
+    port = before.endpoints[0].port
+    store = Store(state_dir / "fabric.db", "local")
+    inst = next(r for r in store.instances(before.id) if r.vm.endswith("Front_IN_0"))
+    store.put(msgspec.structs.replace(inst, ports={**inst.ports, "Http": port + 1}))
+    store.close()
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        async with open_controller(state_dir, World()) as ref:
+            after = await view(ref)
+    assert after.endpoints[0].port == port + 1
+    moved = next(i for i in after.instances if i.id == "Front_IN_0")
+    assert moved.endpoints["Http"] != f"127.0.0.1:{port + 1}"
+    store = Store(state_dir / "fabric.db", "local")
+    assert (
+        next(r for r in store.instances(before.id) if r.vm.endswith("Front_IN_0")).ports["Http"] != port + 1
+    )
