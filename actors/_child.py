@@ -1,4 +1,4 @@
-"""Process actors, child side: ``python -m actors._child FD PARENT_PID BACKEND [USER]``.
+"""Process actors, child side: ``python -m actors._child FD PARENT_PID BACKEND NAME [USER]``.
 
 The child adopts the socket its parent made, dies with its parent, builds the actor named in
 the INIT frame, serves it, and exits 0 after a requested stop or 1 after a crash.
@@ -211,10 +211,10 @@ def main() -> None:
     """Entry point of a child process."""
     fd, parent_pid, backend = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
     die_with_parent(parent_pid)
-    if len(sys.argv) > 4:
+    if len(sys.argv) > 5:
         from ._privileges import drop_privileges
 
-        drop_privileges(int(sys.argv[4]) if sys.argv[4].isdigit() else sys.argv[4])
+        drop_privileges(int(sys.argv[5]) if sys.argv[5].isdigit() else sys.argv[5])
     logging.basicConfig(
         stream=sys.stderr,
         level=logging.INFO,

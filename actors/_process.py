@@ -154,6 +154,8 @@ class ProcessCell:
             str(fd),
             str(os.getpid()),
             sniffio.current_async_library(),
+            # The actor's name, so that ps, top and chaos tools can tell the processes apart.
+            self.name,
         ]
         if opts.run_as is not None:
             command.append(str(opts.run_as))
