@@ -41,6 +41,7 @@ from fabric.controller.messages import (
 )
 from fabric.controller.model import Deployment
 from fabric.controller.operations import Operations
+from fabric.controller.reconfigure import Reconfigure
 from fabric.controller.recovery import recover
 from fabric.controller.rotation import Rotation
 from fabric.controller.state import ControllerState
@@ -96,6 +97,7 @@ class FabricController(Actor):
         self.ops = Operations(store, self.pool, self.state.notify)
         self.commands = Commands(self.state, self.ops, self.start_soon)
         self.upgrades = Upgrades(self.commands)
+        self.reconfigure = Reconfigure(self.commands, self.upgrades)
         count = await recover(self.state, self.ops, self.upgrades, self.start_soon)
         if count:
             log.info("pool %s: recovered %d deployment(s) from %s", self.pool, count, store.path)
@@ -133,7 +135,7 @@ class FabricController(Actor):
             case CreateDeployment():
                 return await self.commands.create(message)
             case ChangeConfiguration():
-                return await self.upgrades.change_configuration(message)
+                return await self.reconfigure.change_configuration(message)
             case UpgradeDeployment():
                 return await self.upgrades.upgrade(message)
             case WalkUpgradeDomain():

@@ -1,12 +1,11 @@
-"""Upgrades and configuration changes, update domain by update domain.
+"""Upgrades, update domain by update domain (and the walk a settings change shares).
 
-An upgrade (a new package) or a settings change makes a new generation and walks the update
-domains: Auto walks them in order, each domain out of rotation while it changes and the next
-only once the previous runs its role again; Manual waits for WalkUpgradeDomain per domain;
-Simultaneous changes every domain at once. A package upgrade restarts each instance with the
-new package; a settings change raises RoleEnvironment changing/changed in each instance
-(recycling it only when a changing handler cancels). An instance count change adds or
-removes instances and tells every other instance of the new topology at once.
+An upgrade (a new package) or a settings change (reconfigure.py) makes a new generation and
+walks the update domains: Auto walks them in order, each domain out of rotation while it
+changes and the next only once the previous runs its role again; Manual waits for
+WalkUpgradeDomain per domain; Simultaneous changes every domain at once. A package upgrade
+restarts each instance with the new package; a settings change raises RoleEnvironment
+changing/changed in each instance (recycling it only when a changing handler cancels).
 """
 
 from __future__ import annotations
@@ -18,17 +17,15 @@ import anyio
 import msgspec
 
 from fabric.controller import lifecycle
-from fabric.controller.commands import Commands, each_instance, ensure_idle, start_all
+from fabric.controller.commands import Commands, each_instance, ensure_idle
 from fabric.controller.generations import drop_unused, load_generation, stage_package, write_config
 from fabric.controller.messages import (
-    ChangeConfiguration,
     ControllerError,
     OperationAccepted,
     UpgradeDeployment,
     WalkUpgradeDomain,
 )
-from fabric.controller.model import Deployment, Generation, Instance, vm_name
-from fabric.controller.placement import PortAllocator, update_domain
+from fabric.controller.model import Deployment, Generation, Instance
 from fabric.controller.state import ControllerState
 from fabric.controller.store import GenerationRecord, UpgradeRecord
 from roles.protocol import Change
@@ -38,7 +35,8 @@ log = logging.getLogger("fabric.controller")
 MODES = ("Auto", "Manual", "Simultaneous")
 
 
-def _check_mode(mode: str) -> None:
+def check_mode(mode: str) -> None:
+    """Refuse an upgrade mode other than Auto, Manual or Simultaneous."""
     if mode not in MODES:
         raise ControllerError(
             "BadRequest", f"upgrade mode {mode!r} is not valid; use Auto, Manual or Simultaneous"
@@ -87,117 +85,8 @@ class Upgrades:
         self.commands = commands
         self.state: ControllerState = commands.state
 
-    # -- configuration change ---------------------------------------------------------------------
-
-    async def change_configuration(self, cmd: ChangeConfiguration) -> OperationAccepted:
-        """Check a new configuration against the package; scale and notify in the background."""
-        state = self.state
-        dep = state.get(cmd.service, cmd.slot)
-        _check_mode(cmd.mode)
-        ensure_idle(dep)
-        old = dep.current
-        number = max(dep.generations) + 1
-        path = write_config(dep.folder, number, cmd.configuration, cmd.configuration_name)
-        added: list[Instance] = []
-        try:
-            record = GenerationRecord(
-                deployment_id=dep.id,
-                number=number,
-                packages=dict(old.record.packages),
-                main=old.record.main,
-                configuration=cmd.configuration,
-                configuration_name=cmd.configuration_name,
-            )
-            new = await load_generation(record, dep.folder)
-            ensure_idle(dep)  # nothing may have started while the files were read
-            removed = self._resize(dep, new, number, added)
-            # Known (not current) while new instances get their ports and hosts.
-            dep.generations[number] = new
-            for inst in added:
-                await state.rotation.open_instance(dep, inst)
-            state.move_off_public_ports(added)
-            self.commands.place(dep, added)
-        except BaseException:
-            dep.generations.pop(number, None)
-            path.unlink(missing_ok=True)
-            for inst in added:
-                await state.rotation.close_instance(dep.id, inst.vm)
-            raise
-        settings_changed = any(setting_changes(old, new, r.name) for r in new.definition.roles)
-        dep.generations[number] = new
-        dep.generation = number
-        dep.upgrade = (
-            UpgradeRecord(kind="config", mode=cmd.mode, generation=number, domain_count=_domains(dep))
-            if settings_changed
-            else None
-        )
-        with state.store.transaction():
-            state.store.put(record)
-            for inst in removed:
-                state.remove_instance(dep, inst)
-            for inst in added:
-                state.add_instance(dep, inst)
-            state.save_deployment(dep)
-        state.rotation.refresh(dep)
-
-        async def act() -> str:
-            await self._apply_resize(dep, old, added, removed)
-            if dep.upgrade is None:
-                for inst in dep.instances.values():
-                    inst.generation = number
-                    state.save_instance(inst)
-                drop_unused(state.store, dep)
-                return _resize_text(added, removed) or "no change"
-            return await self._walk_or_wait(dep)
-
-        return self.commands.accept("ChangeDeploymentConfiguration", dep, act, phase="RunningTransitioning")
-
-    def _resize(self, dep: Deployment, new: Generation, number: int, added: list[Instance]) -> list[Instance]:
-        """New instances (with ports, not placed) for roles that grow; the ones that go."""
-        ports = PortAllocator(self.state.taken_ports())
-        udc = new.definition.upgrade_domain_count
-        removed: list[Instance] = []
-        for role in new.definition.roles:
-            have = dep.by_role(role.name)
-            want = new.instance_count(role.name)
-            removed.extend(i for i in have if i.index >= want)
-            for index in range(len(have), want):
-                added.append(
-                    Instance(
-                        vm=vm_name(dep.service, dep.name, role.name, index),
-                        deployment_id=dep.id,
-                        role=role.name,
-                        index=index,
-                        ports=ports.instance_ports(new.role(role.name)),
-                        update_domain=update_domain(index, udc),
-                        generation=number,
-                        status="RoleStateUnknown" if dep.goal == "Running" else "StoppedVM",
-                        detail="waiting for its host",
-                    )
-                )
-        return removed
-
-    async def _apply_resize(
-        self, dep: Deployment, old: Generation, added: list[Instance], removed: list[Instance]
-    ) -> None:
-        state = self.state
-        if not added and not removed:
-            return
-
-        async def remove(inst: Instance) -> None:
-            await state.rotation.close_instance(dep.id, inst.vm)
-            await lifecycle.stop(state, dep, inst, delete_disk=True)
-
-        await each_instance(removed, remove)
-        if dep.goal == "Running":
-            await start_all(state, dep, added)
-        # Everyone else learns the new topology at once (their own settings change later).
-        roles = sorted({i.role for i in [*added, *removed]})
-        topology = [Change(kind="topology", name=r) for r in roles]
-        others = [i for i in dep.ordered() if i not in added]
-        await each_instance(others, lambda i: self._notify(dep, i, topology, i.generation))
-
-    async def _notify(self, dep: Deployment, inst: Instance, changes: list[Change], generation: int) -> None:
+    async def notify(self, dep: Deployment, inst: Instance, changes: list[Change], generation: int) -> None:
+        """Tell one instance of a configuration or topology change; move it to ``generation``."""
         await lifecycle.apply(self.state, dep, inst, changes, generation)
 
     # -- upgrade ----------------------------------------------------------------------------------
@@ -206,7 +95,7 @@ class Upgrades:
         """Check and stage a new package; walk the update domains (or wait for walks)."""
         state = self.state
         dep = state.get(cmd.service, cmd.slot)
-        _check_mode(cmd.mode)
+        check_mode(cmd.mode)
         ensure_idle(dep)
         old = dep.current
         if cmd.role is not None and cmd.role not in {r.name for r in old.definition.roles}:
@@ -245,13 +134,13 @@ class Upgrades:
         if cmd.label:
             dep.label = cmd.label
         dep.upgrade = UpgradeRecord(
-            kind="package", mode=cmd.mode, generation=number, role=cmd.role, domain_count=_domains(dep)
+            kind="package", mode=cmd.mode, generation=number, role=cmd.role, domain_count=domain_count(dep)
         )
         with state.store.transaction():
             state.store.put(record)
             state.save_deployment(dep)
         return self.commands.accept(
-            "UpgradeDeployment", dep, lambda: self._walk_or_wait(dep), phase="RunningTransitioning"
+            "UpgradeDeployment", dep, lambda: self.walk_or_wait(dep), phase="RunningTransitioning"
         )
 
     # -- walking ----------------------------------------------------------------------------------
@@ -275,7 +164,7 @@ class Upgrades:
 
         return self.commands.accept("WalkUpgradeDomain", dep, act, phase="RunningTransitioning")
 
-    async def _walk_or_wait(self, dep: Deployment) -> str:
+    async def walk_or_wait(self, dep: Deployment) -> str:
         upgrade = dep.upgrade
         assert upgrade is not None
         if upgrade.mode == "Manual":
@@ -321,7 +210,7 @@ class Upgrades:
             return
         label = f"update domain {domain}" if domain is not None else "the upgrade"
         if upgrade.kind == "config":
-            await self._reconfigure(dep, insts, target, label)
+            await self.reconfigure(dep, insts, target, label)
         else:
             await self._replace(dep, insts, label)
 
@@ -348,7 +237,7 @@ class Upgrades:
         if dep.goal != "Running":
             return
         if told:
-            await self._reconfigure(dep, told, target, label)
+            await self.reconfigure(dep, told, target, label)
         if not changing:
             return
         for inst in changing:
@@ -363,7 +252,7 @@ class Upgrades:
                 inst.held_out = False
             state.rotation.refresh(dep)
 
-    async def _reconfigure(
+    async def reconfigure(
         self, dep: Deployment, insts: list[Instance], target: Generation, label: str
     ) -> None:
         state = self.state
@@ -379,26 +268,18 @@ class Upgrades:
                 state.save_instance(inst)
         log.info("%s: new configuration for %s", dep.name, label)
         await each_instance(
-            [i for i, _ in changed], lambda i: self._notify(dep, i, dict(changed)[i], upgrade.generation)
+            [i for i, _ in changed], lambda i: self.notify(dep, i, dict(changed)[i], upgrade.generation)
         )
         await lifecycle.wait_up(state, dep, [i for i, _ in changed], label)
 
     async def resume(self, dep: Deployment) -> str:
         """Carry on an Auto or Simultaneous walk the fabric's restart interrupted."""
-        return await self._walk_or_wait(dep)
+        return await self.walk_or_wait(dep)
 
 
-def _domains(dep: Deployment) -> int:
+def domain_count(dep: Deployment) -> int:
+    """Update domains in use: the highest domain of any instance, plus one."""
     return max((i.update_domain for i in dep.instances.values()), default=0) + 1
-
-
-def _resize_text(added: list[Instance], removed: list[Instance]) -> str:
-    parts = []
-    if added:
-        parts.append(f"added {', '.join(i.id for i in added)}")
-    if removed:
-        parts.append(f"removed {', '.join(i.id for i in removed)}")
-    return "; ".join(parts)
 
 
 def _rmtree(path: Path) -> None:
