@@ -7,9 +7,10 @@ import signal
 from collections.abc import Callable
 
 import anyio
+import msgspec
 import psutil
 import pytest
-from guest_kit import WORKER, Vm, boot
+from guest_kit import FAST, WORKER, Vm, boot
 
 from fabric.guest.messages import GetInstanceStatus, InstanceStatus, RecycleRole
 from fabric.model.definition import RoleDefinition
@@ -215,3 +216,30 @@ async def test_a_limited_role_host_runs_as_the_limited_user(make_vm: MakeVm) -> 
         with anyio.fail_after(5):
             while "ready" not in log.read_text():
                 await anyio.sleep(0.02)
+
+
+async def test_a_role_that_ran_long_enough_starts_its_backoff_afresh(make_vm: MakeVm) -> None:
+    vm = make_vm(ROLE)
+    vm.write(
+        "worker.py",
+        """
+        from roles import RoleEntryPoint
+
+
+        class Worker(RoleEntryPoint):
+            async def run(self):
+                import anyio
+                await anyio.sleep(0.6)
+                raise RuntimeError("crashed after a healthy while")
+        """,
+    )
+    settings = msgspec.structs.replace(FAST, role_restart_reset=0.5)
+    async with boot(vm, vm.config(settings=settings)) as booted:
+
+        def third_failure(status: InstanceStatus) -> bool:
+            return status.restarts == 3 and status.status != "StartingRole"
+
+        await booted.wait_for(third_failure, timeout=15)
+    failures = [s for s in booted.seen if s.status in ("RestartingRole", "CyclingRole", "FailedStartingRole")]
+    assert [s.status for s in failures] == ["RestartingRole"] * 3
+    assert all("in 0.20 s (1 failure in a row)" in s.detail for s in failures)
