@@ -36,7 +36,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     on_stop_timeout: float = 300.0
     #: a startup task of the simple kind may run this long (0: no limit, as in Azure)
     simple_task_timeout: float = 0.0
-    #: role host restart backoff: first delay, factor, cap; reset after a healthy period
+    #: role host restart backoff: a first failure restarts at once; the second waits
+    #: role_restart_initial, each further one role_restart_factor times longer, up to the cap;
+    #: a run of role_restart_reset seconds counts as healthy and starts the count over
     role_restart_initial: float = 0.5
     role_restart_factor: float = 2.0
     role_restart_max: float = 60.0

@@ -148,6 +148,8 @@ def place_certificates(config: GuestConfig, disk: VmDisk, log: Log) -> None:
     for cert in config.certificates:
         folder = disk.certificates_dir / cert.store_location / cert.store_name
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for level in (disk.certificates_dir, folder.parent, folder):  # mkdir's mode obeys the umask
+            os.chmod(level, 0o700)
         path = folder / f"{cert.thumbprint}.pem"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as out:

@@ -159,8 +159,14 @@ class RoleHost:
                     failures, ready_in_streak = 0, False
                 failures += 1
                 ready_in_streak = ready_in_streak or incarnation.reached_ready
-                delay = min(
-                    s.role_restart_initial * s.role_restart_factor ** (failures - 1), s.role_restart_max
+                # The first failure after a healthy run restarts at once (a one-off crash should
+                # cost no more than a process start); failures in a row back off exponentially.
+                delay = (
+                    0.0
+                    if failures == 1
+                    else min(
+                        s.role_restart_initial * s.role_restart_factor ** (failures - 2), s.role_restart_max
+                    )
                 )
                 status: RoleStatus = "RestartingRole"
                 if failures >= s.role_cycling_after:
