@@ -8,7 +8,7 @@ import stat
 
 import httpx
 import pytest
-from conftest import Api
+from frontend_kit import Api
 from frontend_standin import Finish
 
 from fabric.controller.messages import (
@@ -200,7 +200,7 @@ async def test_a_handler_bug_is_a_500_with_the_request_id_in_the_log(
 
 
 async def test_rdfe_records_survive_a_restart(tmp_path, hello_package: bytes) -> None:
-    from conftest import open_api
+    from frontend_kit import open_api
 
     state = tmp_path / "state"
     async with open_api(state) as api:
@@ -218,7 +218,7 @@ async def test_rdfe_records_survive_a_restart(tmp_path, hello_package: bytes) ->
 def test_the_api_serves_on_asyncio_too(tmp_path) -> None:
     """Library code uses only anyio: the same server runs under asyncio."""
     import anyio
-    from conftest import open_api
+    from frontend_kit import open_api
 
     async def main() -> tuple[int, int]:
         async with open_api(tmp_path / "state") as api:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import TEST_BODY_LIMIT, Api
+from frontend_kit import TEST_BODY_LIMIT, Api
 from test_api import error_of
 
 Send = Callable[[Api, bytes, Path], Awaitable[httpx.Response]]

@@ -12,7 +12,7 @@ from pathlib import Path
 import anyio
 import pytest
 from click.testing import CliRunner
-from conftest import Api
+from frontend_kit import Api
 from frontend_standin import Finish
 
 from fabric.cli import main

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from conftest import Api, open_api
+from frontend_kit import Api, open_api
 from test_api import error_of
 
 from fabric.controller.messages import CreateDeployment, ListDeployments
