@@ -100,6 +100,9 @@ class RoleHostConfig(msgspec.Struct, frozen=True, kw_only=True):
     web_log_dir: str = ""
     #: a w3wp worker exits by itself after this long without a request
     idle_timeout: float = 1200.0
+    #: a fault injected by chaos into this start: "" (none), "fail" (on_start raises) or
+    #: "slow:<seconds>" (on_start is held that long first)
+    chaos_on_start: str = ""
     #: for hwc and w3wp: after a stop, how long requests in flight may take to finish
     graceful_timeout: float = 10.0
 

@@ -36,6 +36,7 @@ import msgspec
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from actors import Actor, ActorDead
+from fabric.guest.chaos_directives import with_startup_fault
 from fabric.guest.disk import VmDisk
 from fabric.guest.messages import (
     ApplyEnvironment,
@@ -189,6 +190,9 @@ class HostBootstrapper(Actor):
             runtime_dir=runtime_dir,
             bootstrapper_pid=os.getpid(),
         )
+        plans, planted = with_startup_fault(self.disk, plans)
+        if planted:
+            self.log.warning(planted)
         self._set("StartingRole", f"running {len(plans)} startup task{'s' * (len(plans) != 1)}")
         try:
             await tasks.run(plans)  # step 7

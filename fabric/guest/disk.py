@@ -62,6 +62,11 @@ class VmDisk:
         return self.config_dir / "Firewall.json"
 
     @property
+    def chaos_file(self) -> Path:
+        """C/Config/Chaos.json: faults chaos asked for at the next role start (read once)."""
+        return self.config_dir / "Chaos.json"
+
+    @property
     def certificates_dir(self) -> Path:
         """C/Certificates: certificates, owner-only."""
         return self.root / "C" / "Certificates"

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 from actors import Actor, ProcessOptions
+from fabric.guest.chaos_directives import on_start_fault
 from fabric.guest.disk import VmDisk
 from fabric.guest.messages import BootstrapConfig
 from fabric.guest.startup import environment_document, resolve_variables
@@ -91,6 +92,7 @@ def host_config(
         listen_fds=listen_fds,
         web_log_dir=str(disk.iis_log_dir) if kind != "worker" else "",
         idle_timeout=settings.web_worker_idle_timeout,
+        chaos_on_start=on_start_fault(disk) if kind != "w3wp" else "",
     )
 
 

@@ -81,12 +81,24 @@ class EntryPointHost(RoleHostBase):
             await self.fail(f"creating {found.__qualname__} raised {describe(error)}")
             return None
 
+    async def _injected_fault(self) -> None:
+        """Chaos: fail or slow this on_start, as the bootstrapper was told to (once)."""
+        fault = self.config.chaos_on_start
+        if fault == "fail":
+            self.log.warning("chaos: on_start fails on purpose")
+            raise InjectedFault("on_start failed on purpose (chaos)")
+        if fault.startswith("slow:"):
+            seconds = float(fault.partition(":")[2])
+            self.log.warning("chaos: on_start is held %.1f s on purpose", seconds)
+            await anyio.sleep(seconds)
+
     async def _run_entry_point(self) -> None:
         entry = self.entry = await self._load()
         if entry is None:
             return
         self.log.info("calling on_start")
         try:
+            await self._injected_fault()
             ok = await call_user(entry.on_start)
         except Exception as error:
             self.log.exception("on_start raised")
@@ -233,3 +245,7 @@ class EntryPointHost(RoleHostBase):
             with anyio.CancelScope(shield=True):
                 await self.after_role_stopped()
             done.set()
+
+
+class InjectedFault(RuntimeError):
+    """A failure chaos asked for."""
