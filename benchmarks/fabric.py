@@ -1,0 +1,206 @@
+"""Control plane benchmark: deploy to Ready, heal through the load balancer, LB throughput, memory.
+
+    .venv/bin/python benchmarks/fabric.py [--quick]
+
+Every figure stands beside a raw baseline measured in the same run:
+- 10 worker instances deployed to all Ready, against 10 bare interpreters started at once;
+- a SIGKILLed role host to serving again through the load balancer (one instance), against the
+  same bare interpreter start;
+- HTTP requests/s through the load balancer against the same site directly (wrk when installed);
+- resident memory of one worker instance, all its processes together, against a bare interpreter.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# benchmarks/actors.py is named after the package: keep this folder off the import path.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import anyio  # noqa: E402
+import anyio.to_thread  # noqa: E402
+import httpx  # noqa: E402
+import psutil  # noqa: E402
+
+from fabric.commands.client import deploy_service  # noqa: E402
+from fabric.controller.messages import DeploymentView, ListDeployments  # noqa: E402
+from fabric.server import open_fabric  # noqa: E402
+from fabric.settings import Settings  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICK = "--quick" in sys.argv
+SECONDS = 3 if QUICK else 8
+
+
+def with_count(example: str, count: int, tmp: Path) -> Path:
+    """A copy of an example whose every role has ``count`` instances."""
+    target = tmp / f"{example}-{count}"
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(ROOT / "examples" / example, target)
+    cscfg = target / "ServiceConfiguration.Local.cscfg"
+    cscfg.write_text(re.sub(r'<Instances count="\d+"', f'<Instances count="{count}"', cscfg.read_text()))
+    return target
+
+
+def bare_interpreters(n: int) -> float:
+    """Seconds to start n interpreters at once, each importing what a fabric process imports."""
+    start = time.perf_counter()
+    procs = [
+        subprocess.Popen([sys.executable, "-c", "import anyio, trio, msgspec, actors"]) for _ in range(n)
+    ]
+    for proc in procs:
+        proc.wait()
+    return time.perf_counter() - start
+
+
+async def views(controller) -> list[DeploymentView]:  # type: ignore[no-untyped-def]
+    views: list[DeploymentView] = await controller.ask(ListDeployments())
+    return views
+
+
+async def all_ready(controller, count: int) -> None:  # type: ignore[no-untyped-def]
+    with anyio.fail_after(120):
+        while True:
+            ready = [i for v in await views(controller) for i in v.instances if i.status == "ReadyRole"]
+            if len(ready) >= count:
+                return
+            await anyio.sleep(0.02)
+
+
+async def deploy_ten(tmp: Path, settings: Settings) -> float:
+    service = with_count("hello-worker", 10, tmp)
+    async with open_fabric(tmp / "state10", settings) as fabric:
+        start = time.perf_counter()
+        await anyio.to_thread.run_sync(lambda: deploy_service(service, None, fabric.state_dir, no_wait=True))
+        await all_ready(fabric.controller, 10)
+        return time.perf_counter() - start
+
+
+def role_host_pids(name: str) -> list[int]:
+    """Pids of processes named ``name`` among our descendants (actors carry their name on argv)."""
+    found = []
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if proc.cmdline()[6:7] == [name]:
+                found.append(proc.pid)
+        except psutil.Error:
+            continue
+    return found
+
+
+async def heal_and_throughput(tmp: Path, settings: Settings) -> tuple[list[float], float, float]:
+    """(SIGKILL-to-serving times, LB req/s, direct req/s)."""
+    service = with_count("hwc-wsgi", 1, tmp)
+    async with open_fabric(tmp / "stateweb", settings) as fabric:
+        await anyio.to_thread.run_sync(lambda: deploy_service(service, None, fabric.state_dir))
+        await all_ready(fabric.controller, 1)
+        view = (await views(fabric.controller))[0]
+        lb_port = view.endpoints[0].port
+        direct = view.instances[0].endpoints["HttpIn"]
+        heals = []
+        async with httpx.AsyncClient(timeout=0.5) as client:
+            for _ in range(3 if QUICK else 7):
+                (pid,) = role_host_pids("WaWebHost")
+                killed = time.perf_counter()
+                os.kill(pid, signal.SIGKILL)
+                with anyio.fail_after(60):
+                    while True:
+                        try:
+                            if (
+                                await client.get(f"http://127.0.0.1:{lb_port}/")
+                            ).status_code == 200 and pid not in role_host_pids("WaWebHost"):
+                                break
+                        except httpx.HTTPError:
+                            pass
+                        await anyio.sleep(0.005)
+                heals.append(time.perf_counter() - killed)
+                await anyio.sleep(settings.role_restart_reset + 0.1)
+        through = await requests_per_second(f"http://127.0.0.1:{lb_port}/")
+        straight = await requests_per_second(f"http://{direct}/")
+        return heals, through, straight
+
+
+async def requests_per_second(url: str) -> float:
+    wrk = shutil.which("wrk")
+    if wrk:
+        out = (await anyio.run_process([wrk, "-t1", "-c16", f"-d{SECONDS}s", url])).stdout.decode()
+        return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    done = 0
+    end = time.perf_counter() + SECONDS
+    async with httpx.AsyncClient() as client:
+
+        async def loop() -> None:
+            nonlocal done
+            while time.perf_counter() < end:
+                await client.get(url)
+                done += 1
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(16):
+                tg.start_soon(loop)
+    return done / SECONDS
+
+
+async def worker_rss(tmp: Path, settings: Settings) -> float:
+    """Resident MiB of one hello-worker instance: its VM process and every descendant."""
+    service = with_count("hello-worker", 1, tmp)
+    async with open_fabric(tmp / "staterss", settings) as fabric:
+        await anyio.to_thread.run_sync(lambda: deploy_service(service, None, fabric.state_dir))
+        await all_ready(fabric.controller, 1)
+        await anyio.sleep(1)
+        vm = next(
+            p
+            for p in psutil.Process().children(recursive=True)
+            if any(a.startswith("vm:") for a in p.cmdline())
+        )
+        procs = [vm, *vm.children(recursive=True)]
+        return sum(p.memory_info().rss for p in procs) / 2**20
+
+
+def bare_rss() -> float:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import anyio, trio, msgspec, actors, sys; sys.stdin.read()"],
+        stdin=subprocess.PIPE,
+    )
+    time.sleep(1.0)
+    rss = psutil.Process(proc.pid).memory_info().rss / 2**20
+    proc.communicate(b"")
+    return rss
+
+
+async def main() -> None:
+    settings = Settings.fast(role_restart_reset=0.5)
+    print(f"fabric benchmark ({os.cpu_count()} cores){' quick' if QUICK else ''}")
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        floor10 = bare_interpreters(10)
+        deploy = await deploy_ten(tmp, settings)
+        print(
+            f"deploy 10 worker instances to all Ready: {deploy:6.2f} s   (10 bare interpreters at once: {floor10:5.2f} s; goal < 3 s)"
+        )
+        floor1 = bare_interpreters(1)
+        heals, through, straight = await heal_and_throughput(tmp, settings)
+        print(
+            f"SIGKILLed role host to serving again through the load balancer: {statistics.median(heals) * 1000:6.0f} ms median"
+            f"   (a bare interpreter: {floor1 * 1000:4.0f} ms; goal < 500 ms)"
+        )
+        print(
+            f"HTTP through the load balancer: {through:8.0f} req/s   directly: {straight:8.0f} req/s   ratio {through / straight:4.2f}x (goal >= 0.8x)"
+        )
+        rss = await worker_rss(tmp, settings)
+        print(
+            f"one worker instance, all its processes: {rss:6.1f} MiB resident   (a bare interpreter: {bare_rss():5.1f} MiB)"
+        )
+
+
+if __name__ == "__main__":
+    anyio.run(main, backend="trio")
