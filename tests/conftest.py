@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 from collections.abc import Iterator
@@ -19,19 +20,13 @@ def no_processes_left_behind() -> Iterator[None]:
     left = []
     deadline_checks = 50
     for _ in range(deadline_checks):
-        left = [
-            p
-            for p in me.children(recursive=True)
-            if p.pid not in before and _alive(p)
-        ]
+        left = [p for p in me.children(recursive=True) if p.pid not in before and _alive(p)]
         if not left:
             return
         psutil.wait_procs(left, timeout=0.1)
     for proc in left:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     pytest.fail(f"processes left behind: {[(p.pid, _cmdline(p)) for p in left]}")
 
 
