@@ -92,8 +92,9 @@ async def test_scaling_up_and_down(tmp_path: Path) -> None:
                 copy_service(EXAMPLES / "hello-worker", tmp_path, count=count)
                 / "ServiceConfiguration.Local.cscfg"
             )
+            data = config.read_bytes()
             await fab.call(
-                lambda c, data=config.read_bytes(): c.change_configuration(
+                lambda c, data=data: c.change_configuration(
                     "helloworker", "production", data, "ServiceConfiguration.Local.cscfg"
                 )
             )
