@@ -15,10 +15,10 @@ from typing import Any
 
 import anyio
 
-from actors import Actor, ActorSystem, ProcessOptions, Ref
+from actors import Actor, ActorSystem, Ref
 from fabric.guest.instance import build_guest_config, instance_endpoints, instance_id
 from fabric.guest.messages import GuestConfig, GuestStatus, Heartbeat, HeartbeatReply
-from fabric.guest.provision import disk_of
+from fabric.host.guests import guest_options  # this runner plays the host agent's part
 from fabric.model.definition import RoleDefinition
 from fabric.model.service import Service
 from fabric.settings import Settings
@@ -78,19 +78,6 @@ class StatusWatcher(Actor):
         if isinstance(message, GuestStatus):
             self.on_status(message)
         return None
-
-
-def guest_options(config: GuestConfig, settings: Settings) -> ProcessOptions:
-    """How a VM's first process is run: its own session (a VM is killed whole) and its log."""
-    disk = disk_of(config)
-    disk.logs.mkdir(parents=True, exist_ok=True)
-    return ProcessOptions(
-        log_path=disk.logs / "Guest.out.log",
-        new_session=True,
-        ping_interval=settings.link_ping_interval,
-        ping_timeout=settings.link_ping_timeout,
-        stop_timeout=settings.on_stop_timeout + 2 * settings.process_stop_timeout,
-    )
 
 
 async def boot_vm(system: ActorSystem, config: GuestConfig, parent: Ref, settings: Settings) -> Ref:
