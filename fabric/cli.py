@@ -6,6 +6,7 @@ import click
 
 from fabric import __version__
 from fabric.commands import client as client_commands
+from fabric.commands.chaos import chaos
 from fabric.commands.guest import guest
 from fabric.commands.model import package, validate
 from fabric.commands.run import run, serve
@@ -22,6 +23,7 @@ main.add_command(package)
 main.add_command(guest)
 main.add_command(run)
 main.add_command(serve)
+main.add_command(chaos)
 for _command in client_commands.COMMANDS:
     main.add_command(_command)
 

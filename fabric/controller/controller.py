@@ -22,6 +22,7 @@ from typing import Any
 import anyio.to_thread
 
 from actors import Actor
+from fabric.chaos.hooks import ChaosCommand, answer_chaos
 from fabric.controller import lifecycle
 from fabric.controller.commands import Commands
 from fabric.controller.hosts import HostFactory, HostPool, spawn_host_process
@@ -148,6 +149,8 @@ class FabricController(Actor):
                 return self.commands.delete(message)
             case SwapDeployments():
                 return self.commands.swap(message)
+            case ChaosCommand():  # fault injection: answered by the chaos agent (fabric.chaos)
+                await answer_chaos(self, message)
             case _:
                 return await super().receive(message)
         return None

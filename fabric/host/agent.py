@@ -19,6 +19,7 @@ from typing import Any
 import anyio
 
 from actors import Actor, ActorDead, ActorError, ProcessExited, Ref
+from fabric.chaos.hooks import GuestLinkFault, apply_guest_link
 from fabric.guest.messages import ApplyEnvironment, GuestConfig, HeartbeatReply, InstanceStatus
 from fabric.host.guests import APP_AGENT, Guest, GuestBootError, ProcessLauncher, VmLauncher
 from fabric.host.messages import (
@@ -95,6 +96,8 @@ class HostAgent(Actor):
                 self._answer_later(self._apply(instance_id, change))
             case GetHostStatus():
                 return self._host_status()
+            case GuestLinkFault():  # chaos: drop, delay or cut the link to one VM
+                return apply_guest_link(self.guests, message)
             case _:
                 return await super().receive(message)
         return None

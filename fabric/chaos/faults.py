@@ -1,0 +1,391 @@
+"""Applying each kind of fault in the fabric's process, and how each lasting one is undone.
+
+``apply(world, fault)`` finds the target in the live tree, does the damage at once and answers
+an Applied: what it hit, and for a lasting fault the coroutine that undoes it. Processes are
+signalled by pid and resumed only while still the same process (pid and start time), so an
+undo never touches a pid the system has reused.
+
+Signals: kill is SIGKILL; crash is SIGABRT (the process dies as on a fatal internal error, with
+its core file size limited to 0 first so no core lands on disk); hang is SIGSTOP, undone by
+SIGCONT. A whole host is every process under its host agent: each of their process groups is
+killed (VMs and role hosts run in sessions of their own), or each process stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anyio
+import anyio.to_thread
+import msgspec
+import psutil  # type: ignore[import-untyped]
+
+from actors import ActorError, AskTimeout, LinkFaults, Ref
+from fabric.chaos import targets
+from fabric.chaos.hooks import GuestLinkAction, GuestLinkApplied, GuestLinkFault
+from fabric.chaos.messages import (
+    ConfigStorm,
+    Crash,
+    Fault,
+    FillStorage,
+    Hang,
+    Hit,
+    Kill,
+    LinkFault,
+    Partition,
+    StartupFault,
+    ToxicFault,
+)
+from fabric.chaos.tree import Proc, ProcessMap, same_process, scan
+from fabric.controller.client import ask
+from fabric.controller.hosts import HostUnavailable
+from fabric.controller.messages import InstanceAction
+from fabric.controller.model import Deployment, Instance
+from fabric.controller.state import ControllerState
+from fabric.network import UnknownToxicError
+
+#: A chaos file may not be larger than this (a LocalStorage of a huge sizeInMB would fill the disk).
+MAX_FILL_MB = 4096
+FILL_NAME = "chaos-fill.bin"
+DIRECTIVE = "Chaos.json"
+
+Undo = Callable[[], Awaitable[str]]
+Background = Callable[[Callable[[str], None]], Awaitable[None]]
+
+
+@dataclass
+class Applied:
+    """What a fault hit; ``undo`` ends a lasting one; ``background`` is its long-running part."""
+
+    hits: list[Hit]
+    instances: list[str] = field(default_factory=list)
+    undo: Undo | None = None
+    background: Background | None = None
+    detail: str = ""
+
+
+@dataclass
+class World:
+    """What faults act on: the controller's live state and Ref, and the process tree."""
+
+    state: ControllerState
+    controller: Ref
+    #: (kind, key) of links and processes held by an active fault: a second one is refused
+    held: set[tuple[str, str]] = field(default_factory=set)
+
+    async def scan(self) -> ProcessMap:
+        """The fabric's process tree now."""
+        return await anyio.to_thread.run_sync(scan, os.getpid())
+
+
+async def apply(world: World, fault: Fault) -> Applied:
+    """Apply ``fault`` now.
+
+    Raises:
+        ControllerError: the target does not exist or cannot be hit now (the message says why).
+    """
+    match fault:
+        case Kill() | Crash() | Hang():
+            return await _process_fault(world, fault)
+        case LinkFault() | Partition():
+            return await _link_fault(world, fault)
+        case ToxicFault():
+            return _toxic(world, fault)
+        case StartupFault():
+            from fabric.chaos.storage import startup
+
+            return await startup(world, fault)
+        case FillStorage():
+            from fabric.chaos.storage import fill
+
+            return await fill(world, fault)
+        case ConfigStorm():
+            from fabric.chaos.storm import storm
+
+            return storm(world, fault)
+    raise targets.refuse(f"unknown fault {type(fault).__name__}")
+
+
+# -- processes ---------------------------------------------------------------------------------------
+
+
+async def _process_fault(world: World, fault: Kill | Crash | Hang) -> Applied:
+    t, state = fault.target, world.state
+    if t.place is None:
+        raise targets.refuse("name the process to hit: a place (role-host, bootstrapper, host, ...)")
+    dep = targets.deployment(state, t.service, t.slot)
+    procs = await world.scan()
+    if t.place in ("host", "host-agent"):
+        host = targets.host_id(state, dep, t)
+        hit = procs.of_host(host) if t.place == "host" else [p for p in [procs.host_agent(host)] if p]
+        instances = [i.id for i in dep.ordered() if i.host_id == host]
+        where = f"host {host}"
+    else:
+        inst = targets.instance(dep, t)
+        hit = procs.of_vm(inst.vm, t.place)
+        instances = [inst.id]
+        where = f"instance {inst.id} ({inst.status})"
+    if not hit:
+        raise targets.refuse(f"no {t.place} process runs for {where} now", "ConflictError", 409)
+    ids = {i.vm: i.id for i in dep.ordered()}
+    hits = [_hit(p, ids) for p in hit]
+    match fault:
+        case Kill():
+            kill_processes(hit, whole_host=t.place == "host")
+            return Applied(hits, instances, detail=f"SIGKILL {_pids(hit)}")
+        case Crash():
+            if t.place == "host":
+                raise targets.refuse("a whole host can be killed or hung, not crashed; crash its host-agent")
+            for p in hit:
+                _abort(p)
+            return Applied(hits, instances, detail=f"SIGABRT {_pids(hit)}")
+    keys = [("process", f"{p.pid}:{p.started}") for p in hit]
+    if any(k in world.held for k in keys):
+        raise targets.refuse(
+            f"{_pids(hit)} is already hung by another fault; undo it first", "ConflictError", 409
+        )
+    for p in hit:
+        _signal(p.pid, signal.SIGSTOP)
+    world.held.update(keys)
+
+    async def resume() -> str:
+        world.held.difference_update(keys)
+        resumed = [p for p in reversed(hit) if same_process(p.pid, p.started) is not None]
+        for p in resumed:
+            _signal(p.pid, signal.SIGCONT)
+        gone = len(hit) - len(resumed)
+        return f"SIGCONT {_pids(resumed) or 'nothing'}" + (f"; {gone} gone meanwhile" if gone else "")
+
+    return Applied(hits, instances, undo=resume, detail=f"SIGSTOP {_pids(hit)}")
+
+
+def _hit(p: Proc, ids: dict[str, str]) -> Hit:
+    return Hit(
+        what="process",
+        name=p.name,
+        pid=p.pid,
+        started=p.started,
+        instance=ids.get(p.instance, p.instance),
+        host=p.host,
+        detail=p.place,
+    )
+
+
+def _pids(procs: list[Proc]) -> str:
+    return ", ".join(f"{p.name} (pid {p.pid})" for p in procs)
+
+
+def _signal(pid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signum)
+
+
+def kill_processes(procs: list[Proc], *, whole_host: bool) -> None:
+    """SIGKILL each process (still the same one); ``whole_host``: their process groups first."""
+    if whole_host:
+        # Every process group under the host (its own, each VM's, each role host's...) at once,
+        # as a power cut would; never a group the fabric itself belongs to.
+        ours = os.getpgid(0)
+        for pgid in dict.fromkeys(p.pgid for p in procs):
+            if pgid != ours:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pgid, signal.SIGKILL)
+    for p in procs:
+        if same_process(p.pid, p.started) is not None:
+            _signal(p.pid, signal.SIGKILL)
+
+
+def _abort(p: Proc) -> None:
+    proc = same_process(p.pid, p.started)
+    if proc is None:
+        return
+    with contextlib.suppress(psutil.Error, OSError, AttributeError):
+        proc.rlimit(psutil.RLIMIT_CORE, (0, 0))
+    _signal(p.pid, signal.SIGABRT)
+
+
+# -- links -------------------------------------------------------------------------------------------
+
+
+async def _link_fault(world: World, fault: LinkFault | Partition) -> Applied:
+    t, state = fault.target, world.state
+    dep = targets.deployment(state, t.service, t.slot)
+    if isinstance(fault, Partition):
+        fault = LinkFault(target=t, link=fault.link, cut=True, direction="both", duration=fault.duration)
+    if not (fault.cut or fault.drop or fault.delay or fault.jitter):
+        raise targets.refuse("a link fault needs cut, drop, delay or jitter")
+    try:
+        what = _describe_link(fault)
+        if fault.link == "host":
+            return _host_link(world, dep, fault, what)
+        return await _guest_link(world, dep, fault, what)
+    except ValueError as exc:  # LinkFaults refuses a probability or delay out of range
+        raise targets.refuse(str(exc)) from None
+
+
+def _describe_link(f: LinkFault) -> str:
+    if f.cut:
+        return f"cut ({f.direction})"
+    parts = []
+    if f.drop:
+        parts.append(f"drop {f.drop:.0%}")
+    if f.delay or f.jitter:
+        parts.append(f"delay {f.delay:g}+{f.jitter:g} s")
+    return ", ".join(parts) + f" ({f.direction})"
+
+
+def _host_link(world: World, dep: Deployment, fault: LinkFault, what: str) -> Applied:
+    state = world.state
+    host_id = targets.host_id(state, dep, fault.target)
+    host = state.hosts.hosts[host_id]
+    faults = host.ref.faults if host.ref is not None else None
+    if faults is None:
+        raise targets.refuse(
+            f"host {host_id} has no link with fault hooks (not a host process)", "ConflictError", 409
+        )
+    key = ("link", f"host:{host_id}")
+    if key in world.held:
+        raise targets.refuse(
+            f"the link to host {host_id} is already faulted; undo that fault first", "ConflictError", 409
+        )
+    _set_link(faults, fault)
+    world.held.add(key)
+    ref = host.ref
+
+    async def clear() -> str:
+        world.held.discard(key)
+        faults.clear(fault.direction)
+        return f"link to host {host_id} cleared"
+
+    instances = [i.id for i in dep.ordered() if i.host_id == host_id]
+    hit = Hit(
+        what="link",
+        name=f"controller<->{host_id}",
+        pid=(ref.pid or 0) if ref else 0,
+        host=host_id,
+        detail=what,
+    )
+    return Applied([hit], instances, undo=clear, detail=f"controller<->{host_id}: {what}")
+
+
+def _set_link(faults: LinkFaults, f: LinkFault) -> None:
+    if f.cut:
+        faults.cut(f.direction)
+        return
+    if f.drop:
+        faults.drop(f.drop, f.direction)
+    if f.delay or f.jitter:
+        faults.delay(f.delay, f.jitter, f.direction)
+
+
+async def _guest_link(world: World, dep: Deployment, fault: LinkFault, what: str) -> Applied:
+    state = world.state
+    inst = targets.instance(dep, fault.target)
+    if not inst.host_id:
+        raise targets.refuse(
+            f"instance {inst.id} has no host now (it is moving); try again", "ConflictError", 409
+        )
+    host_id, key = inst.host_id, ("link", f"guest:{inst.vm}")
+    if key in world.held:
+        raise targets.refuse(
+            f"the link to {inst.id} is already faulted; undo that fault first", "ConflictError", 409
+        )
+    steps = [_guest_message(inst.vm, a, fault) for a in _actions(fault)]
+    answer: GuestLinkApplied | None = None
+    for step in steps:
+        answer = await _ask_host(state, host_id, step)
+    world.held.add(key)
+
+    async def clear() -> str:
+        world.held.discard(key)
+        message = GuestLinkFault(instance_id=inst.vm, action="clear", direction=fault.direction)
+        try:
+            await _ask_host(state, host_id, message)
+        except Exception as exc:  # the host or the VM is gone: nothing left to clear
+            return f"link to {inst.id} not cleared ({exc}); its VM has a fresh link when it boots"
+        return f"link to {inst.id} cleared"
+
+    pid = answer.pid if answer is not None else 0
+    hit = Hit(
+        what="link", name=f"{host_id}<->{inst.id}", pid=pid, instance=inst.id, host=host_id, detail=what
+    )
+    return Applied([hit], [inst.id], undo=clear, detail=f"{host_id}<->{inst.id}: {what}")
+
+
+def _actions(f: LinkFault) -> list[GuestLinkAction]:
+    if f.cut:
+        return ["cut"]
+    actions: list[GuestLinkAction] = []
+    if f.drop:
+        actions.append("drop")
+    if f.delay or f.jitter:
+        actions.append("delay")
+    return actions
+
+
+def _guest_message(vm: str, action: GuestLinkAction, f: LinkFault) -> GuestLinkFault:
+    return GuestLinkFault(
+        instance_id=vm,
+        action=action,
+        direction=f.direction,
+        probability=f.drop,
+        seconds=f.delay,
+        jitter=f.jitter,
+    )
+
+
+async def _ask_host(state: ControllerState, host_id: str, message: GuestLinkFault) -> GuestLinkApplied:
+    try:
+        answer: GuestLinkApplied = await state.hosts.ask(host_id, message, 5.0)
+    except (HostUnavailable, AskTimeout) as exc:
+        raise targets.refuse(
+            f"host {host_id} cannot take the fault now: {exc}", "ConflictError", 409
+        ) from None
+    except ActorError as exc:
+        raise targets.refuse(exc.message, "ConflictError", 409) from None
+    return answer
+
+
+# -- load balancer toxics ----------------------------------------------------------------------------
+
+
+def _toxic(world: World, fault: ToxicFault) -> Applied:
+    state, t = world.state, fault.target
+    dep = targets.deployment(state, t.service, t.slot)
+    name, lb = targets.balancer(state, dep, t.endpoint)
+    toxic_id = lb.add_toxic(fault.toxic)
+    spec = msgspec.json.encode(fault.toxic).decode()
+
+    async def remove() -> str:
+        with contextlib.suppress(UnknownToxicError):
+            lb.remove_toxic(toxic_id)
+        return f"toxic {toxic_id} removed from {name}"
+
+    hit = Hit(what="endpoint", name=f"{dep.service}/{name}", detail=f"{toxic_id} {spec}")
+    return Applied([hit], [], undo=remove, detail=f"{name}: {spec}")
+
+
+# -- helpers for the storage and storm faults ---------------------------------------------------------
+
+
+def vm_root(world: World, dep: Deployment, inst: Instance) -> Path:
+    """The VM folder of an instance (its disk)."""
+    config = dep.guest_config(inst, world.state.state_dir, world.state.settings)
+    return Path(config.vm_root)
+
+
+async def reboot(world: World, dep: Deployment, inst: Instance) -> str:
+    """Ask the controller to reboot one instance (answers at once; the reboot goes on)."""
+    action = InstanceAction(
+        service=dep.service,
+        slot=dep.slot,
+        instance_id=inst.id,
+        action="reboot",
+    )
+    await ask(world.controller, action, timeout=30.0)
+    return f"rebooting {inst.id}"

@@ -1,0 +1,105 @@
+"""The two small hooks chaos needs in others' actors: the controller hands ChaosCommand to its
+chaos agent, and a host agent applies link faults to its guests' Refs.
+
+Kept light on purpose: the controller and host agent import this module, and chaos must cost
+nothing until it is used (the agent module loads on the first ChaosCommand).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+import msgspec
+
+if TYPE_CHECKING:
+    from actors import Actor
+
+Direction = Literal["out", "in", "both"]
+GuestLinkAction = Literal["drop", "delay", "cut", "clear"]
+
+
+class ChaosCommand(msgspec.Struct, frozen=True):
+    """The envelope FFE forwards to a fabric controller for its chaos agent (fabric.chaos.messages)."""
+
+    request: Any
+
+
+class GuestLinkFault(msgspec.Struct, frozen=True, tag=True, kw_only=True):
+    """Controller -> host agent: drop, delay or cut the link to one VM, or clear it."""
+
+    instance_id: str
+    action: GuestLinkAction
+    direction: Direction = "both"
+    probability: float = 0.0
+    seconds: float = 0.0
+    jitter: float = 0.0
+
+
+class GuestLinkApplied(msgspec.Struct, frozen=True, kw_only=True):
+    """The host agent's answer: the VM's pid (0 when it is down)."""
+
+    instance_id: str
+    pid: int
+
+
+class GuestLinkUnavailable(RuntimeError):
+    """The VM named by a GuestLinkFault does not run on this host now."""
+
+
+async def answer_chaos(controller: Actor, command: ChaosCommand) -> None:
+    """Hand a ChaosCommand to the controller's chaos agent (spawned on first use) and answer
+    from a task of the controller's: its mailbox stays free while the agent works."""
+    reply = controller.defer_reply()
+    agent = getattr(controller, "_chaos_agent", None)
+    if agent is None:
+        from fabric.chaos.agent import ChaosAgent
+
+        agent = await controller.spawn(lambda: ChaosAgent(controller), name="Chaos")
+        controller._chaos_agent = agent  # type: ignore[attr-defined]
+
+    async def run() -> None:
+        from actors import ActorDead, ActorError
+        from fabric.controller.messages import ControllerError
+
+        try:
+            value = await agent.ask(command.request, timeout=120.0)
+        except ActorDead as exc:
+            controller._chaos_agent = None  # type: ignore[attr-defined]  # the next command starts another
+            reply.reject(exc)
+        except ActorError as exc:
+            # A refusal keeps its ControllerError, so FFE answers it as a 4xx.
+            cause = exc.__cause__
+            reply.reject(cause if isinstance(cause, ControllerError) else exc)
+        except Exception as exc:
+            reply.reject(exc)
+        else:
+            reply.resolve(value)
+
+    controller.start_soon(run)
+
+
+def apply_guest_link(guests: dict[str, Any], fault: GuestLinkFault) -> GuestLinkApplied:
+    """Apply a GuestLinkFault to the link of one of a host agent's guests.
+
+    Raises:
+        GuestLinkUnavailable: no such guest here, or its VM is down (rebooting).
+    """
+    guest = guests.get(fault.instance_id)
+    vm = getattr(guest, "vm", None)
+    faults = getattr(vm, "faults", None)
+    if faults is None:
+        if fault.action == "clear":
+            return GuestLinkApplied(instance_id=fault.instance_id, pid=0)
+        raise GuestLinkUnavailable(
+            f"the VM of {fault.instance_id} does not run on this host now; try again once it is up"
+        )
+    match fault.action:
+        case "drop":
+            faults.drop(fault.probability, fault.direction)
+        case "delay":
+            faults.delay(fault.seconds, fault.jitter, fault.direction)
+        case "cut":
+            faults.cut(fault.direction)
+        case "clear":
+            faults.clear(fault.direction)
+    return GuestLinkApplied(instance_id=fault.instance_id, pid=getattr(vm, "pid", 0) or 0)

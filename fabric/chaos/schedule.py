@@ -1,0 +1,199 @@
+"""A scenario's fault schedule: every fault, its time and its target, drawn from a seed.
+
+The same scenario, seed, duration and topology always give the same schedule: each method line
+draws from its own generator (seeded by the run's seed and the line's number), times first,
+then a target for each time. Targets are instances by id (``Web_IN_1``), a host by id or as
+"the host of an instance", or an endpoint; the fabric finds the process or link behind each
+when the fault is injected, and the journal records what it hit.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from typing import cast
+
+import msgspec
+
+from fabric.chaos.messages import (
+    ConfigStorm,
+    Crash,
+    Fault,
+    FillStorage,
+    Hang,
+    Inject,
+    Kill,
+    LinkFault,
+    Partition,
+    Place,
+    StartupFault,
+    Target,
+    ToxicFault,
+)
+from fabric.chaos.scenario import MethodEntry, Scenario, ScenarioError, toxic_of
+
+#: a method line may plan at most this many faults (a rate of 1000/s over an hour is a typo)
+MAX_PER_LINE = 10_000
+
+
+class Topology(msgspec.Struct, frozen=True, kw_only=True):
+    """What a schedule draws targets from: each role's instance count."""
+
+    roles: dict[str, int]
+
+    def instances(self, roles: list[str] | None = None) -> list[str]:
+        """Instance ids (``Role_IN_n``) of ``roles`` (all roles when None), sorted."""
+        wanted = self.roles if not roles else {r: self.roles.get(r, 0) for r in roles}
+        return sorted(f"{role}_IN_{i}" for role, n in wanted.items() for i in range(n))
+
+    @classmethod
+    def of(cls, counts: Mapping[str, int]) -> Topology:
+        """From role -> instance count."""
+        return cls(roles=dict(sorted(counts.items())))
+
+
+class PlannedFault(msgspec.Struct, frozen=True, kw_only=True):
+    """One fault of the schedule: ``at`` seconds after the method starts."""
+
+    n: int
+    at: float
+    line: int
+    inject: Inject
+
+
+def plan(
+    scenario: Scenario, seed: int, topology: Topology, duration: float | None = None
+) -> list[PlannedFault]:
+    """The fault schedule of ``scenario`` for ``seed`` over ``duration`` (default: the scenario's).
+
+    Raises:
+        ScenarioError: a method line names a role the topology lacks, or plans too many faults.
+    """
+    length = scenario.duration if duration is None else duration
+    items: list[tuple[float, int, Inject]] = []
+    for line, entry in enumerate(scenario.method, 1):
+        rng = random.Random(f"reddog-chaos:{seed}:{line}")
+        times = _times(entry, length, rng, line)
+        for at in times:
+            target = _target(scenario, entry, topology, rng, line)
+            lasting = entry.duration if entry.duration is not None else max(0.0, length - at)
+            fault = _fault(entry, target, lasting)
+            where = _where(entry, target)
+            label = f"{entry.name} ({where})" if entry.name else f"{entry.fault} {where}"
+            items.append((round(at, 6), line, Inject(fault=fault, label=label)))
+    items.sort(key=lambda item: (item[0], item[1]))
+    return [
+        PlannedFault(n=n, at=at, line=line, inject=inject) for n, (at, line, inject) in enumerate(items, 1)
+    ]
+
+
+def _times(entry: MethodEntry, length: float, rng: random.Random, line: int) -> list[float]:
+    stop = min(length, entry.stop) if entry.stop is not None else length
+    times: list[float] = []
+    if entry.at is not None:
+        wanted = entry.at if isinstance(entry.at, list) else [entry.at]
+        times = [float(t) for t in wanted if 0 <= t < length]
+    elif entry.every is not None:
+        t = entry.start
+        while t < stop and len(times) <= MAX_PER_LINE:
+            times.append(min(t + (rng.uniform(0.0, entry.jitter) if entry.jitter else 0.0), stop))
+            t += entry.every
+    elif entry.rate is not None:
+        t = entry.start + rng.expovariate(entry.rate)
+        while t < stop and len(times) <= MAX_PER_LINE:
+            times.append(t)
+            t += rng.expovariate(entry.rate)
+    elif entry.start < length:
+        times = [entry.start]
+    if len(times) > MAX_PER_LINE:
+        raise ScenarioError(f"method line {line} plans more than {MAX_PER_LINE} faults: lower its rate")
+    return times
+
+
+def _target(scenario: Scenario, entry: MethodEntry, topo: Topology, rng: random.Random, line: int) -> Target:
+    service, slot = scenario.service.name, scenario.service.slot
+    base = Target(service=service, slot=slot, place=_place(entry))
+    if entry.fault == "toxic":
+        return msgspec.structs.replace(base, endpoint=entry.endpoint or scenario.load.endpoint)
+    if entry.fault == "storm":
+        role = entry.role or (entry.roles[0] if entry.roles else None)
+        return msgspec.structs.replace(base, role=role, instance=entry.instance)
+    if entry.instance is not None:
+        return msgspec.structs.replace(base, instance=entry.instance)
+    if entry.host is not None:
+        return msgspec.structs.replace(base, host=entry.host)
+    roles = list(entry.roles) + ([entry.role] if entry.role else [])
+    missing = [r for r in roles if r not in topo.roles]
+    if missing:
+        known = ", ".join(topo.roles) or "none"
+        raise ScenarioError(
+            f"method line {line}: no role {', '.join(missing)} in the service (its roles: {known})"
+        )
+    candidates = topo.instances(roles or None)
+    if not candidates:
+        raise ScenarioError(f"method line {line}: no instance to draw a target from")
+    return msgspec.structs.replace(base, instance=rng.choice(candidates))
+
+
+def _where(entry: MethodEntry, t: Target) -> str:
+    """What a planned fault aims at, in words: ``role-host@Web_IN_1``, ``host link of Web_IN_0``."""
+    if entry.fault in ("link", "partition"):
+        link = entry.target if entry.target in ("host", "guest") else "host"
+        if link == "host":
+            return f"host link {t.host}" if t.host else f"host link of {t.instance}"
+        return f"guest link of {t.instance}"
+    if entry.fault == "toxic":
+        kind = (entry.toxic or {}).get("type", "toxic")
+        return f"{kind} on {t.endpoint or 'the load balancer'}"
+    if entry.fault == "storm":
+        return f"settings of {t.role or t.instance or 'the first role'}"
+    return t.label()
+
+
+def _place(entry: MethodEntry) -> Place | None:
+    return cast(Place, entry.target) if entry.fault in ("kill", "crash", "hang") else None
+
+
+def _fault(entry: MethodEntry, target: Target, duration: float) -> Fault:
+    link = entry.target if entry.target in ("host", "guest") else "host"
+    match entry.fault:
+        case "kill":
+            return Kill(target=target)
+        case "crash":
+            return Crash(target=target)
+        case "hang":
+            return Hang(target=target, duration=duration)
+        case "link":
+            p = entry.link
+            return LinkFault(
+                target=target,
+                link=link,  # type: ignore[arg-type]
+                drop=p.drop,
+                delay=p.delay,
+                jitter=p.jitter,
+                cut=p.cut,
+                direction=p.direction,
+                duration=duration,
+            )
+        case "partition":
+            return Partition(target=target, link=link, duration=duration)  # type: ignore[arg-type]
+        case "toxic":
+            return ToxicFault(target=target, toxic=toxic_of(entry), duration=duration)
+        case "startup":
+            s = entry.startup
+            return StartupFault(
+                target=target,
+                startup_task=s.startup_task,
+                on_start=s.on_start,
+                seconds=s.seconds,
+                trigger=s.trigger,
+                duration=duration,
+            )
+        case "fill":
+            return FillStorage(
+                target=target, storage=entry.storage, extra_mb=entry.extra_mb, duration=duration
+            )
+        case "storm":
+            st = entry.storm
+            return ConfigStorm(target=target, setting=st.setting, count=st.count, interval=st.interval)
+    raise ScenarioError(f"unknown fault {entry.fault!r}")
