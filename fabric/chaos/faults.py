@@ -52,7 +52,6 @@ from fabric.network import UnknownToxicError
 #: A chaos file may not be larger than this (a LocalStorage of a huge sizeInMB would fill the disk).
 MAX_FILL_MB = 4096
 FILL_NAME = "chaos-fill.bin"
-DIRECTIVE = "Chaos.json"
 
 Undo = Callable[[], Awaitable[str]]
 Background = Callable[[Callable[[str], None]], Awaitable[None]]

@@ -10,7 +10,7 @@ when the fault is injected, and the journal records what it hit.
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import cast
 
 import msgspec
@@ -73,8 +73,7 @@ def plan(
     items: list[tuple[float, int, Inject]] = []
     for line, entry in enumerate(scenario.method, 1):
         rng = random.Random(f"reddog-chaos:{seed}:{line}")
-        times = _times(entry, length, rng, line)
-        for at in times:
+        for at in _times(entry, length, rng, line):
             target = _target(scenario, entry, topology, rng, line)
             lasting = entry.duration if entry.duration is not None else max(0.0, length - at)
             fault = _fault(entry, target, lasting)
@@ -87,27 +86,30 @@ def plan(
     ]
 
 
-def _times(entry: MethodEntry, length: float, rng: random.Random, line: int) -> list[float]:
+def _times(entry: MethodEntry, length: float, rng: random.Random, line: int) -> Iterator[float]:
+    """The line's times, drawn one by one: the caller draws each one's target before the next
+    time, so a shorter run's schedule is the start of a longer one's."""
     stop = min(length, entry.stop) if entry.stop is not None else length
-    times: list[float] = []
+    count = 0
     if entry.at is not None:
         wanted = entry.at if isinstance(entry.at, list) else [entry.at]
-        times = [float(t) for t in wanted if 0 <= t < length]
-    elif entry.every is not None:
-        t = entry.start
-        while t < stop and len(times) <= MAX_PER_LINE:
-            times.append(min(t + (rng.uniform(0.0, entry.jitter) if entry.jitter else 0.0), stop))
+        yield from (float(t) for t in wanted if 0 <= t < length)
+        return
+    if entry.every is None and entry.rate is None:
+        if entry.start < length:
+            yield entry.start
+        return
+    t = entry.start if entry.every is not None else entry.start + rng.expovariate(entry.rate or 1.0)
+    while t < stop:
+        count += 1
+        if count > MAX_PER_LINE:
+            raise ScenarioError(f"method line {line} plans more than {MAX_PER_LINE} faults: lower its rate")
+        if entry.every is not None:
+            yield min(t + (rng.uniform(0.0, entry.jitter) if entry.jitter else 0.0), stop)
             t += entry.every
-    elif entry.rate is not None:
-        t = entry.start + rng.expovariate(entry.rate)
-        while t < stop and len(times) <= MAX_PER_LINE:
-            times.append(t)
-            t += rng.expovariate(entry.rate)
-    elif entry.start < length:
-        times = [entry.start]
-    if len(times) > MAX_PER_LINE:
-        raise ScenarioError(f"method line {line} plans more than {MAX_PER_LINE} faults: lower its rate")
-    return times
+        else:
+            yield t
+            t += rng.expovariate(entry.rate or 1.0)
 
 
 def _target(scenario: Scenario, entry: MethodEntry, topo: Topology, rng: random.Random, line: int) -> Target:

@@ -1,8 +1,9 @@
 """Faults written on a VM's disk: a startup directive (``C/Config/Chaos.json``) and a
 LocalStorage folder filled past its size.
 
-The directive is read once by the next role start inside the VM (the bootstrapper for
-``startup_task``, the role host for ``on_start``)::
+The directive is read once, part by part, by the next role start inside the VM
+(fabric.guest.chaos_directives: the bootstrapper takes ``startup_task`` before the startup
+tasks, and ``on_start`` when it launches the role host)::
 
     {"startup_task": {"mode": "fail" | "hang"}, "on_start": {"mode": "fail" | "slow", "seconds": N}}
 """
@@ -19,7 +20,6 @@ import msgspec
 
 from fabric.chaos import targets
 from fabric.chaos.faults import (
-    DIRECTIVE,
     FILL_NAME,
     MAX_FILL_MB,
     Applied,
@@ -47,11 +47,6 @@ class Directive(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     on_start: StartupMode | None = None
 
 
-def directive_path(root: Path) -> Path:
-    """``<vm_root>/C/Config/Chaos.json``."""
-    return root / "C" / "Config" / DIRECTIVE
-
-
 def _write_atomically(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -73,7 +68,7 @@ async def startup(world: World, fault: StartupFault) -> Applied:
         if fault.on_start
         else None,
     )
-    path = directive_path(vm_root(world, dep, inst))
+    path = VmDisk(vm_root(world, dep, inst), dep.id, inst.role, inst.vm).chaos_file
     await anyio.to_thread.run_sync(_write_atomically, path, msgspec.json.encode(directive))
     trigger = fault.trigger
     if trigger == "auto":
