@@ -62,7 +62,8 @@ async def test_ask_times_out() -> None:
             await anyio.sleep_forever()
 
     async with open_system() as system:
-        ref = await system.spawn(Silent, name="silent")
+        # stop_timeout: the handler never returns, so the closing system cuts it short
+        ref = await system.spawn(Silent, name="silent", stop_timeout=0.2)
         with pytest.raises(AskTimeout):
             await ref.ask("hello", timeout=0.05)
 

@@ -98,6 +98,6 @@ async def test_a_manual_upgrade_walked_domain_by_domain_keeps_the_site_answering
             await anyio.sleep(0.5)  # let the load see the finished upgrade
             tg.cancel_scope.cancel()
         total = outcomes["ok"] + outcomes["failed"]
-        assert total > 50
+        assert total > 20
         assert outcomes["failed"] <= total * 0.01, outcomes  # the site answered throughout
         assert versions[0] == "v1" and versions[-1] == "v2"
