@@ -68,9 +68,8 @@ def _run_options(f: Any) -> Any:
             click.option(
                 "--journal",
                 type=_PATH,
-                default=Path("journal.json"),
-                show_default=True,
-                help="Where the run's journal (scenario, seed, schedule, report) goes.",
+                help="Where the run's journal (scenario, seed, schedule, report) goes "
+                "[default: journal.json; for a replay, JOURNAL.replay.json].",
             ),
             click.option("--quiet", is_flag=True, help="No progress lines."),
         ]
@@ -111,7 +110,7 @@ def replay(journal_file: Path, **opts: Any) -> None:
         scenario=journal.scenario, scenario_file=journal.scenario_file, seed=journal.seed,
         duration=journal.duration, schedule=journal.schedule, topology=journal.topology,
     )  # fmt: skip
-    if opts["journal"] == journal_file:
+    if opts["journal"] is None or opts["journal"] == journal_file:
         opts["journal"] = journal_file.with_name(f"{journal_file.stem}.replay.json")
     _play(run, Path(journal.scenario_file), **opts)
 
@@ -125,9 +124,10 @@ def _play(
     config_file: Path | None,
     state_dir: Path | None,
     json_out: Path | None,
-    journal: Path,
+    journal: Path | None,
     quiet: bool,
 ) -> None:
+    journal = journal or Path("journal.json")
     run.journal = journal
     if not quiet:
         run.progress = lambda line: click.echo(f"chaos: {line}", err=True)

@@ -103,6 +103,10 @@ class HttpLoad:
         self._next = 0.0
         self._stopping = False
         self.finished = anyio.Event()
+        #: start times of the requests under way, by a serial number
+        self._pending: dict[int, float] = {}
+        self._serial = 0
+        self._ended = anyio.Event()
         self._request = (
             f"GET {self.path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
             "User-Agent: reddog-chaos\r\nConnection: close\r\n\r\n"
@@ -121,6 +125,22 @@ class HttpLoad:
                     tg.start_soon(self._worker)
         finally:
             self.finished.set()
+
+    async def settled(self, before: float) -> None:
+        """Wait until every request started before ``before`` has ended (each ends within ``timeout``)."""
+        with anyio.move_on_after(self.timeout + 1.0):
+            while any(t < before for t in self._pending.values()):
+                await self._ended.wait()
+
+    async def warm_up(self, deadline: float) -> bool:
+        """Send requests until one succeeds (a web role may start its worker on the first);
+        False when none did within ``deadline`` seconds."""
+        with anyio.move_on_after(deadline):
+            while True:
+                if (await self.once()).ok:
+                    return True
+                await anyio.sleep(0.1)  # not ready yet: try again shortly
+        return False
 
     async def stop(self) -> None:
         """Start no more requests; wait for those under way (each ends within ``timeout``)."""
@@ -142,6 +162,17 @@ class HttpLoad:
     async def once(self) -> Sample:
         """One request."""
         start = anyio.current_time()
+        self._serial += 1
+        serial = self._serial
+        self._pending[serial] = start
+        try:
+            return await self._request_once(start)
+        finally:
+            del self._pending[serial]
+            self._ended.set()
+            self._ended = anyio.Event()
+
+    async def _request_once(self, start: float) -> Sample:
         error = ""
         status = 0
         try:

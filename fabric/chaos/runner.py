@@ -158,6 +158,11 @@ async def run_on(state_dir: Path, run: Run) -> Report:
                 run.seen.update({(p.pid, p.started): p.name for p in found.procs})
                 await anyio.sleep(POLL)
 
+        if not await load.warm_up(steady.recovery_timeout):
+            raise ScenarioError(
+                f"no request to {endpoint.name} ({endpoint.host}:{endpoint.port}{s.load.path}) succeeded "
+                f"in {steady.recovery_timeout:g} s: check load.path, or the role's site"
+            )
         async with anyio.create_task_group() as tg:
             tg.start_soon(load.run)
             tg.start_soon(follow)
@@ -170,6 +175,7 @@ async def run_on(state_dir: Path, run: Run) -> Report:
                 await anyio.sleep(steady.before)
                 b1 = anyio.current_time()
                 now = await client.targets(service, slot)
+                await load.settled(b1)  # the requests of the window count once they end
                 phases["before"] = evaluate(
                     steady.probes, "before", b1 - b0, load.window(b0, b1), _ready(now), n_instances
                 )

@@ -9,16 +9,18 @@ from pathlib import Path
 import anyio
 import psutil
 import pytest
-from chaos_kit import Guestbook, all_ready, guestbook
+from chaos_kit import Guestbook, all_ready, guestbook, scenario
 
+from fabric.chaos.journal import Journal, read_journal, write_journal
 from fabric.chaos.messages import ConfigStorm, Crash, FillStorage, Inject, LinkFault, StartupFault, Target
+from fabric.chaos.schedule import Topology, plan
 from fabric.frontend.client import ApiRefused
 
 
 async def chaos_cli(book: Guestbook, *args: str) -> tuple[int, str, str]:
     """Run `fabric chaos ARGS --state-dir ...` in a child process."""
     command = [sys.executable, "-m", "fabric.cli", "chaos", *args, "--state-dir", str(book.state_dir)]
-    result = await anyio.run_process(command, check=False)
+    result = await anyio.run_process(command, check=False, cwd=book.state_dir.parent)
     return result.returncode, result.stdout.decode(), result.stderr.decode()
 
 
@@ -100,6 +102,72 @@ async def test_faults_from_the_command_line_and_the_api(tmp_path: Path) -> None:
         code, out, err = await chaos_cli(book, "faults")
         assert code == 0 and "active" not in out, out
         await book.until(all_ready)
+
+        # a whole host killed: every process of it goes at once, its instances heal elsewhere
+        before = await book.targets()
+        host = next(i.host for i in before.instances if i.id == "Worker_IN_1")
+        code, out, err = await chaos_cli(
+            book, "kill", "--target", "host", "--instance", "Worker_IN_1", "--json"
+        )
+        assert code == 0, err
+        killed = json.loads(out)["hits"]
+        assert {h["detail"] for h in killed} >= {"host-agent", "vm", "bootstrapper", "role-host"}
+        with anyio.fail_after(10):
+            while [
+                h["pid"]
+                for h in killed
+                if psutil.pid_exists(h["pid"]) and psutil.Process(h["pid"]).status() != psutil.STATUS_ZOMBIE
+            ]:
+                await anyio.sleep(0.05)
+        after = await book.until(lambda t: all_ready(t) and host not in {h.id for h in t.hosts})
+        assert all(i.host != host for i in after.instances)
+
+
+REPLAY = """
+title = "replayed"
+duration = 2
+[load]
+rate = 10
+[steady_state]
+before = 0.5
+after = 0.5
+[[method]]
+fault = "kill"
+target = "role-host"
+instance = "Web_IN_1"
+at = 0.5
+[[rollbacks]]
+action = "undo"
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+async def test_a_journal_replays_against_a_running_fabric(tmp_path: Path) -> None:
+    s = scenario(REPLAY)
+    journal = tmp_path / "journal.json"
+    schedule = plan(s, 5, Topology.of({"Web": 2, "Worker": 2}))
+    topology = Topology.of({"Web": 2, "Worker": 2})
+    write_journal(
+        journal,
+        Journal(
+            scenario_file="replayed.toml",
+            scenario=s,
+            seed=5,
+            duration=2,
+            topology=topology,
+            schedule=schedule,
+        ),
+    )
+    async with guestbook(tmp_path / "state") as book:
+        code, out, err = await chaos_cli(
+            book, "replay", str(journal), "--json", str(tmp_path / "report.json")
+        )
+        assert code == 0, out + err
+        assert "hypothesis HELD" in out and "-> WaIISHost pid" in out
+        replayed = read_journal(tmp_path / "journal.replay.json")
+        assert replayed.schedule == schedule and replayed.report is not None
+        assert replayed.report.rollbacks == ["undo: 0 fault(s) undone"]
 
 
 @pytest.mark.slow
