@@ -157,9 +157,10 @@ class ChaosAgent(Actor):
 
     async def _inject(self, message: Inject) -> FaultRecord:
         fault = message.fault
-        at = anyio.current_time()
-        wall = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
         applied = await faults.apply(self.world, fault)
+        # The moment of the damage: finding the target (a process scan) is not part of it.
+        at = applied.at if applied.at is not None else anyio.current_time()
+        wall = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
         kind = fault_kind(fault)
         entry = Entry(
             id=f"f{next(self._fault_ids)}",

@@ -160,16 +160,20 @@ def _play(
 
 
 async def _main(run: Run, service_dir: Path | None, config: Path | None, state_dir: Path | None) -> Report:
+    result: list[Report] = []
+    failed: list[Exception] = []
     async with anyio.create_task_group() as tg:
-        result: list[Report] = []
 
         async def play() -> None:
-            if service_dir is not None:
-                from fabric.chaos.embedded import run_embedded
+            try:
+                if service_dir is not None:
+                    from fabric.chaos.embedded import run_embedded
 
-                result.append(await run_embedded(service_dir, config, state_dir, run))
-            else:
-                result.append(await run_on(state_dir or Path(".fabric"), run))
+                    result.append(await run_embedded(service_dir, config, state_dir, run))
+                else:
+                    result.append(await run_on(state_dir or Path(".fabric"), run))
+            except Exception as exc:  # raised below, outside the task group, unwrapped
+                failed.append(exc)
             tg.cancel_scope.cancel()
 
         async def signals() -> None:
@@ -184,6 +188,8 @@ async def _main(run: Run, service_dir: Path | None, config: Path | None, state_d
 
         tg.start_soon(play)
         tg.start_soon(signals)
+    if failed:
+        raise failed[0]
     if not result:
         raise ScenarioError("the run was stopped before it made a report; its faults were undone")
     return result[0]

@@ -66,6 +66,8 @@ class Applied:
     undo: Undo | None = None
     background: Background | None = None
     detail: str = ""
+    #: when the damage was done, if before apply returned (a fault that then waits, e.g. a reboot)
+    at: float | None = None
 
 
 @dataclass

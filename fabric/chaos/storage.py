@@ -70,6 +70,7 @@ async def startup(world: World, fault: StartupFault) -> Applied:
     )
     path = VmDisk(vm_root(world, dep, inst), dep.id, inst.role, inst.vm).chaos_file
     await anyio.to_thread.run_sync(_write_atomically, path, msgspec.json.encode(directive))
+    at = anyio.current_time()
     trigger = fault.trigger
     if trigger == "auto":
         trigger = "reboot" if fault.startup_task else "kill"
@@ -99,7 +100,7 @@ async def startup(world: World, fault: StartupFault) -> Applied:
         host=inst.host_id,
         detail=msgspec.json.encode(directive).decode(),
     )
-    return Applied([hit], [inst.id], undo=undo, detail=detail)
+    return Applied([hit], [inst.id], undo=undo, detail=detail, at=at)
 
 
 def _remove(path: Path) -> bool:

@@ -12,7 +12,16 @@ import pytest
 from chaos_kit import Guestbook, all_ready, guestbook, scenario
 
 from fabric.chaos.journal import Journal, read_journal, write_journal
-from fabric.chaos.messages import ConfigStorm, Crash, FillStorage, Inject, LinkFault, StartupFault, Target
+from fabric.chaos.messages import (
+    ConfigStorm,
+    Crash,
+    FillStorage,
+    Inject,
+    Kill,
+    LinkFault,
+    StartupFault,
+    Target,
+)
 from fabric.chaos.schedule import Topology, plan
 from fabric.frontend.client import ApiRefused
 
@@ -174,14 +183,14 @@ async def test_a_journal_replays_against_a_running_fabric(tmp_path: Path) -> Non
 @pytest.mark.timeout(120)
 async def test_startup_directives_make_the_next_start_misbehave(tmp_path: Path) -> None:
     async with guestbook(tmp_path / "state") as book, book.client() as client:
-        # on_start fails once: the role host is killed to start it again; it reads the directive
-        slow = await client.inject(
-            Inject(fault=StartupFault(target=Target(instance="Worker_IN_0"), on_start="fail"))
-        )
-        directive = Path(slow.hits[0].name)
+        # on_start fails once, at the next start of the role host (here: after a kill)
+        fail = StartupFault(target=Target(instance="Worker_IN_0"), on_start="fail", trigger="none")
+        planted = await client.inject(Inject(fault=fail))
+        directive = Path(planted.hits[0].name)
         assert directive.name == "Chaos.json" and json.loads(directive.read_text()) == {
             "on_start": {"mode": "fail"}
         }
+        await client.inject(Inject(fault=Kill(target=Target(place="role-host", instance="Worker_IN_0"))))
         with anyio.fail_after(15):
             while directive.exists():  # consumed once, at the next start
                 await anyio.sleep(0.1)

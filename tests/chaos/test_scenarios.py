@@ -45,8 +45,8 @@ async def test_a_role_kill_every_2_s_keeps_99_percent_of_requests(tmp_path: Path
         assert hit.what == "process" and hit.detail == "role-host" and hit.pid
         assert hit.name in ("WaIISHost", "WaWorkerHost")
         # The fabric saw each one and the instance came back.
-        assert kill.detect is not None and kill.detect < 1.0, out
-        assert kill.recover is not None and kill.recover < 2.0, out
+        assert kill.detect is not None and kill.detect < 2.0, out
+        assert kill.recover is not None and kill.recover < 5.0, out
         if hit.name == "WaIISHost":
             assert kill.leave_rotation is not None and kill.leave_rotation <= kill.recover
     assert report.left_behind == [] and report.held and report.status == "completed"
