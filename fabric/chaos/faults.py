@@ -121,6 +121,8 @@ async def _process_fault(world: World, fault: Kill | Crash | Hang) -> Applied:
     t, state = fault.target, world.state
     if t.place is None:
         raise targets.refuse("name the process to hit: a place (role-host, bootstrapper, host, ...)")
+    if t.place == "host" and isinstance(fault, Crash):
+        raise targets.refuse("a whole host can be killed or hung, not crashed; crash its host-agent")
     dep = targets.deployment(state, t.service, t.slot)
     procs = await world.scan()
     if t.place in ("host", "host-agent"):
@@ -142,8 +144,6 @@ async def _process_fault(world: World, fault: Kill | Crash | Hang) -> Applied:
             kill_processes(hit, whole_host=t.place == "host")
             return Applied(hits, instances, detail=f"SIGKILL {_pids(hit)}")
         case Crash():
-            if t.place == "host":
-                raise targets.refuse("a whole host can be killed or hung, not crashed; crash its host-agent")
             for p in hit:
                 _abort(p)
             return Applied(hits, instances, detail=f"SIGABRT {_pids(hit)}")
