@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
+import anyio.abc
 import anyio.to_thread
 import msgspec
 
@@ -23,11 +24,11 @@ from fabric.chaos.client import ChaosClient
 from fabric.chaos.journal import Journal, write_journal
 from fabric.chaos.load import HttpLoad, stats
 from fabric.chaos.messages import EndpointTargets, FaultRecord, TargetMap, WatchEvent
+from fabric.chaos.method import inject_all, not_run, roll_back, timed
 from fabric.chaos.probes import PhaseState, evaluate, ready_needed, skipped
-from fabric.chaos.report import FaultOutcome, Leftover, Report, RunStatus, Timings, outcome_timings
-from fabric.chaos.scenario import PHASES, Scenario, ScenarioError
+from fabric.chaos.report import FaultOutcome, Leftover, Report, RunStatus, outcome_timings
+from fabric.chaos.scenario import PHASES, Phase, Scenario, ScenarioError
 from fabric.chaos.schedule import PlannedFault, Topology, plan
-from fabric.frontend.client import ClientError
 
 #: how often the runner collects watch events and looks at the process tree
 POLL = 0.5
@@ -104,21 +105,64 @@ async def wait_ready(
 
 
 async def run_on(state_dir: Path, run: Run) -> Report:
-    """Run ``run`` against the fabric serving ``state_dir``; the report (left_behind: processes
-    seen in the run that are alive but no longer in the fabric's tree)."""
-    s = run.scenario
-    service, slot = run.target or (s.service.name, s.service.slot)
-    steady = s.steady_state
+    """Run ``run`` against the fabric serving ``state_dir`` and return its report.
+
+    ``left_behind`` lists the processes seen in the fabric's tree during the run that are
+    still alive but no longer part of it (an embedded run checks again once its fabric stopped).
+
+    Raises:
+        ScenarioError: the deployment is not Ready, or no request gets through its endpoint.
+        ClientError: the fabric cannot be reached.
+    """
     started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     async with ChaosClient(state_dir) as client:
+        session = await _Session.prepare(client, run, state_dir)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(session.load.run)
+            tg.start_soon(session.follow)
+            tg.start_soon(session.look)
+            await session.play(tg)
+            await session.load.stop()
+            tg.cancel_scope.cancel()
+        await session.finish()
+    return await session.report(started)
+
+
+@dataclass
+class _Session:
+    """One run under way: its fabric, schedule, load, watch, and what it found so far."""
+
+    client: ChaosClient
+    run: Run
+    state_dir: Path
+    targets: TargetMap
+    journal: Journal
+    endpoint: EndpointTargets
+    load: HttpLoad
+    watch_id: str = ""
+    cursor: int = 0
+    #: the fabric's clock minus ours
+    offset: float = 0.0
+    events: list[WatchEvent] = field(default_factory=list)
+    outcomes: list[FaultOutcome] = field(default_factory=list)
+    records: list[tuple[int, FaultRecord]] = field(default_factory=list)
+    rollbacks: list[str] = field(default_factory=list)
+    phases: dict[str, PhaseState] = field(default_factory=dict)
+    status: RunStatus = "completed"
+    recovery: float | None = None
+    window: tuple[float, float] = (0.0, 0.0)
+    current: set[tuple[int, float]] = field(default_factory=set)
+
+    @classmethod
+    async def prepare(cls, client: ChaosClient, run: Run, state_dir: Path) -> _Session:
+        """Wait until the deployment is Ready, plan, write the journal, warm up, start watching."""
+        s, steady = run.scenario, run.scenario.steady_state
+        service, slot = run.target or (s.service.name, s.service.slot)
         run.progress("waiting for every instance to be Ready")
         targets, waited = await wait_ready(client, service, slot, None, steady.recovery_timeout)
         if waited is None:
-            raise ScenarioError(
-                f"the deployment is not Ready after {steady.recovery_timeout:g} s: "
-                + ", ".join(f"{i.id} {i.status}" for i in targets.instances)
-            )
-        service, slot = targets.service, targets.slot
+            states = ", ".join(f"{i.id} {i.status}" for i in targets.instances)
+            raise ScenarioError(f"the deployment is not Ready after {steady.recovery_timeout:g} s: {states}")
         topology = run.topology or Topology.of(_counts(targets))
         schedule = run.schedule if run.schedule is not None else plan(s, run.seed, topology, run.duration)
         journal = Journal(
@@ -128,116 +172,129 @@ async def run_on(state_dir: Path, run: Run) -> Report:
         if run.journal is not None:
             await anyio.to_thread.run_sync(write_journal, run.journal, journal)
         endpoint = pick_endpoint(targets, s.load.endpoint)
+        total = steady.before + run.length + steady.after + steady.recovery_timeout
         load = HttpLoad(
             endpoint.host, endpoint.port, s.load.path, s.load.rate, s.load.concurrency, s.load.timeout,
-            max_requests=int(s.load.rate * (steady.before + run.length + steady.after + steady.recovery_timeout)) + 100,
+            max_requests=int(s.load.rate * total) + 100,
         )  # fmt: skip
-        watch = await client.watch(service, slot, lease=30.0)
-        events: list[WatchEvent] = list(watch.events)
-        offset = watch.now - anyio.current_time()  # fabric clock minus ours
-        cursor = watch.next
-        outcomes: list[FaultOutcome] = []
-        records: list[tuple[int, FaultRecord]] = []
-        rollbacks: list[str] = []
-        phases: dict[str, PhaseState] = {}
-        status: RunStatus = "completed"
-        recovery: float | None = None
-        n_instances = len(targets.instances)
-
-        async def follow() -> None:
-            nonlocal cursor
-            while True:
-                await anyio.sleep(POLL)
-                batch = await client.poll(watch.id, cursor)
-                events.extend(batch.events)
-                cursor = batch.next
-
-        async def look() -> None:
-            while True:
-                found = await anyio.to_thread.run_sync(tree.scan, targets.fabric_pid)
-                run.seen.update({(p.pid, p.started): p.name for p in found.procs})
-                await anyio.sleep(POLL)
-
         if not await load.warm_up(steady.recovery_timeout):
             raise ScenarioError(
                 f"no request to {endpoint.name} ({endpoint.host}:{endpoint.port}{s.load.path}) succeeded "
                 f"in {steady.recovery_timeout:g} s: check load.path, or the role's site"
             )
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(load.run)
-            tg.start_soon(follow)
-            tg.start_soon(look)
-            try:
-                run.progress(
-                    f"steady state before: {steady.before:g} s of load on {endpoint.name} ({endpoint.port})"
+        session = cls(client, run, state_dir, targets, journal, endpoint, load)
+        batch = await client.watch(targets.service, targets.slot, lease=30.0)
+        session.watch_id, session.cursor, session.events = batch.id, batch.next, list(batch.events)
+        session.offset = batch.now - anyio.current_time()
+        return session
+
+    async def follow(self) -> None:
+        """Collect the watch's events as they come."""
+        while True:
+            await anyio.sleep(POLL)
+            batch = await self.client.poll(self.watch_id, self.cursor)
+            self.events.extend(batch.events)
+            self.cursor = batch.next
+
+    async def look(self) -> None:
+        """Remember every process of the fabric's tree, to find any left behind at the end."""
+        while True:
+            found = await anyio.to_thread.run_sync(tree.scan, self.targets.fabric_pid)
+            self.run.seen.update({(p.pid, p.started): p.name for p in found.procs})
+            await anyio.sleep(POLL)
+
+    async def measure(self, phase: Phase, seconds: float) -> PhaseState:
+        """``seconds`` of load, then the phase's probes on it."""
+        start = anyio.current_time()
+        await anyio.sleep(seconds)
+        end = anyio.current_time()
+        now = await self.client.targets(self.targets.service, self.targets.slot)
+        await self.load.settled(end)  # the requests of the window count once they end
+        probes = self.run.scenario.steady_state.probes
+        return evaluate(
+            probes, phase, end - start, self.load.window(start, end), _ready(now), len(now.instances)
+        )
+
+    async def play(self, tg: anyio.abc.TaskGroup) -> None:
+        """Before, the method, rollbacks (always), recovery and after."""
+        run, steady = self.run, self.run.scenario.steady_state
+        schedule = self.journal.schedule
+        try:
+            run.progress(f"steady state before: {steady.before:g} s of load on {self.endpoint.name}")
+            self.phases["before"] = await self.measure("before", steady.before)
+            if not self.phases["before"].held:
+                self.status = "aborted"
+                run.progress("the steady state does not hold before the method: no fault injected")
+                return
+            m0 = anyio.current_time()
+            with anyio.CancelScope() as method:
+                tg.start_soon(_cancel_on, run.interrupt, method)
+                await inject_all(
+                    self.client, schedule, m0, run.length, run.progress, self.outcomes, self.records
                 )
-                b0 = anyio.current_time()
-                await anyio.sleep(steady.before)
-                b1 = anyio.current_time()
-                now = await client.targets(service, slot)
-                await load.settled(b1)  # the requests of the window count once they end
-                phases["before"] = evaluate(
-                    steady.probes, "before", b1 - b0, load.window(b0, b1), _ready(now), n_instances
+            self.window = (m0, anyio.current_time())
+            if method.cancelled_caught:
+                self.status = "interrupted"
+                return
+        finally:
+            with anyio.CancelScope(shield=True):
+                self.rollbacks = await roll_back(
+                    self.client,
+                    run.scenario,
+                    self.records,
+                    self.targets.service,
+                    self.targets.slot,
+                    self.state_dir,
                 )
-                m0 = m1 = anyio.current_time()
-                if not phases["before"].held:
-                    status = "aborted"
-                    run.progress("the steady state does not hold before the method: no fault injected")
-                else:
-                    with anyio.CancelScope() as method:
-                        tg.start_soon(_cancel_on, run.interrupt, method)
-                        await _method(client, run, schedule, m0, outcomes, records)
-                    m1 = anyio.current_time()
-                    if method.cancelled_caught:
-                        status = "interrupted"
-            finally:
-                with anyio.CancelScope(shield=True):
-                    rollbacks = await _rollback(client, s, records, service, slot, state_dir)
-                    for planned in schedule[len(outcomes) :]:
-                        outcomes.append(_not_run(planned))
-            if status == "completed":
-                run.progress("waiting for recovery")
-                needed = ready_needed(steady.probes, n_instances)
-                _, recovery = await wait_ready(client, service, slot, needed, steady.recovery_timeout)
-                a0 = anyio.current_time()
-                await anyio.sleep(steady.after)
-                a1 = anyio.current_time()
-                now = await client.targets(service, slot)
-                await load.stop()  # requests under way finish and count
-                phases["after"] = evaluate(
-                    steady.probes, "after", a1 - a0, load.window(a0, a1), _ready(now), n_instances
-                )
-            await load.stop()
-            tg.cancel_scope.cancel()
-        last = await client.stop_watch(watch.id, cursor)
-        events.extend(last.events)
-        if status == "completed" or status == "interrupted":
-            fewest = _fewest_ready(events, m0 + offset, m1 + offset)
-            phases["during"] = evaluate(
-                steady.probes, "during", m1 - m0, load.window(m0, m1), fewest, n_instances
+                self.outcomes += [not_run(planned) for planned in schedule[len(self.outcomes) :]]
+        run.progress("waiting for recovery")
+        needed = ready_needed(steady.probes, len(self.targets.instances))
+        _, self.recovery = await wait_ready(
+            self.client, self.targets.service, self.targets.slot, needed, steady.recovery_timeout
+        )
+        self.phases["after"] = await self.measure("after", steady.after)
+
+    async def finish(self) -> None:
+        """End the watch; judge the method's window on all its events."""
+        last = await self.client.stop_watch(self.watch_id, self.cursor)
+        self.events.extend(last.events)
+        if self.status != "aborted":
+            m0, m1 = self.window
+            fewest = _fewest_ready(self.events, m0 + self.offset, m1 + self.offset)
+            probes = self.run.scenario.steady_state.probes
+            samples = self.load.window(m0, m1)
+            self.phases["during"] = evaluate(
+                probes, "during", m1 - m0, samples, fewest, len(self.targets.instances)
             )
         for phase in PHASES:
-            phases.setdefault(phase, skipped(phase, steady.probes))
-        current = await anyio.to_thread.run_sync(tree.scan, targets.fabric_pid)
-    timings = outcome_timings(records, events)
-    current_keys = current.keys()
-    outcomes = [_timed(o, timings) for o in outcomes]
-    notes = []
-    if recovery is None and status == "completed":
-        notes.append(f"instances were not all Ready {steady.recovery_timeout:g} s after the rollbacks")
-    alive = await anyio.to_thread.run_sync(tree.still_alive, list(run.seen))
-    left = [Leftover(pid=p, name=run.seen[(p, t)], started=t) for p, t in alive if (p, t) not in current_keys]
-    held = status == "completed" and all(p.held for p in phases.values()) and not left
-    report = Report(
-        title=s.title, scenario=run.scenario_file, seed=run.seed, duration=run.length, started=started,
-        status=status, hypothesis=steady.title, held=held,
-        steady_state={k: phases[k] for k in ("before", "during", "after")}, faults=outcomes,
-        requests=stats(load.samples), recovery=recovery, rollbacks=rollbacks, left_behind=left, notes=notes,
-    )  # fmt: skip
-    if run.journal is not None:
-        final = msgspec.structs.replace(journal, report=report)
-        await anyio.to_thread.run_sync(write_journal, run.journal, final)
-    return report
+            self.phases.setdefault(phase, skipped(phase, self.run.scenario.steady_state.probes))
+        self.current = (await anyio.to_thread.run_sync(tree.scan, self.targets.fabric_pid)).keys()
+
+    async def report(self, started: str) -> Report:
+        """The report; the journal is written again with it."""
+        run, s = self.run, self.run.scenario
+        timings = outcome_timings(self.records, self.events)
+        outcomes = [timed(o, timings) for o in self.outcomes]
+        notes = []
+        if self.recovery is None and self.status == "completed":
+            notes.append(
+                f"instances were not all Ready {s.steady_state.recovery_timeout:g} s after the rollbacks"
+            )
+        alive = await anyio.to_thread.run_sync(tree.still_alive, list(run.seen))
+        left = [
+            Leftover(pid=p, name=run.seen[(p, t)], started=t) for p, t in alive if (p, t) not in self.current
+        ]
+        held = self.status == "completed" and all(p.held for p in self.phases.values()) and not left
+        report = Report(
+            title=s.title, scenario=run.scenario_file, seed=run.seed, duration=run.length, started=started,
+            status=self.status, hypothesis=s.steady_state.title, held=held,
+            steady_state={k: self.phases[k] for k in PHASES}, faults=outcomes, requests=stats(self.load.samples),
+            recovery=self.recovery, rollbacks=self.rollbacks, left_behind=left, notes=notes,
+        )  # fmt: skip
+        if run.journal is not None:
+            final = msgspec.structs.replace(self.journal, report=report)
+            await anyio.to_thread.run_sync(write_journal, run.journal, final)
+        return report
 
 
 def _counts(targets: TargetMap) -> dict[str, int]:
@@ -250,92 +307,3 @@ def _counts(targets: TargetMap) -> dict[str, int]:
 async def _cancel_on(event: anyio.Event, scope: anyio.CancelScope) -> None:
     await event.wait()
     scope.cancel()
-
-
-async def _method(
-    client: ChaosClient,
-    run: Run,
-    schedule: list[PlannedFault],
-    m0: float,
-    outcomes: list[FaultOutcome],
-    records: list[tuple[int, FaultRecord]],
-) -> None:
-    """Inject each planned fault at its time; then wait out the method's duration."""
-    for planned in schedule:
-        if planned.at >= run.length:
-            break
-        await anyio.sleep(max(0.0, m0 + planned.at - anyio.current_time()))
-        sent = anyio.current_time() - m0
-        kind = str(type(planned.inject.fault).__struct_config__.tag)
-        try:
-            record = await client.inject(planned.inject)
-        except ClientError as exc:
-            outcomes.append(FaultOutcome(
-                n=planned.n, label=planned.inject.label, kind=kind, planned_at=planned.at, applied_at=sent,
-                outcome="refused", error=str(exc),
-            ))  # fmt: skip
-            run.progress(f"t={planned.at:6.2f} {planned.inject.label}: refused: {exc}")
-            continue
-        records.append((planned.n, record))
-        outcomes.append(FaultOutcome(
-            n=planned.n, label=planned.inject.label, kind=kind, planned_at=planned.at, applied_at=sent,
-            outcome="applied", record=record,
-        ))  # fmt: skip
-        run.progress(f"t={planned.at:6.2f} {planned.inject.label}: {record.detail}")
-    await anyio.sleep(max(0.0, m0 + run.length - anyio.current_time()))
-
-
-async def _rollback(
-    client: ChaosClient,
-    scenario: Scenario,
-    records: list[tuple[int, FaultRecord]],
-    service: str | None,
-    slot: str,
-    state_dir: Path,
-) -> list[str]:
-    """Undo every lasting fault of this run still in force, then the scenario's rollbacks."""
-    done: list[str] = []
-    for _, record in records:
-        if record.state != "active":
-            continue
-        try:
-            for undone in await client.undo(record.id):
-                if undone.undone_at is not None and undone.state in ("undone", "failed"):
-                    done.append(
-                        f"{undone.id} {undone.label}: {undone.detail.partition('; undone: ')[2] or undone.detail}"
-                    )
-        except ClientError as exc:
-            done.append(f"{record.id} {record.label}: could not undo: {exc}")
-    for action in scenario.rollbacks:
-        try:
-            if action.action == "undo":
-                done.append(f"undo: {len(await client.undo())} fault(s) undone")
-            elif action.action == "reboot" and action.instance and service:
-                from fabric.frontend.client import FabricClient
-
-                def reboot(name: str = action.instance) -> str:
-                    with FabricClient(state_dir) as fc:
-                        return fc.instance_action(service, slot, name, "reboot")  # type: ignore[arg-type]
-
-                await anyio.to_thread.run_sync(reboot)
-                done.append(f"reboot {action.instance}: accepted")
-        except ClientError as exc:
-            done.append(f"{action.action}: failed: {exc}")
-    return done
-
-
-def _not_run(planned: PlannedFault) -> FaultOutcome:
-    kind = str(type(planned.inject.fault).__struct_config__.tag)
-    return FaultOutcome(
-        n=planned.n, label=planned.inject.label, kind=kind, planned_at=planned.at, outcome="not run"
-    )
-
-
-def _timed(outcome: FaultOutcome, timings: dict[int, Timings]) -> FaultOutcome:
-    found = timings.get(outcome.n)
-    if found is None:
-        return outcome
-    per_instance, detect, leave, recover = found
-    return msgspec.structs.replace(
-        outcome, instances=per_instance, detect=detect, leave_rotation=leave, recover=recover
-    )
