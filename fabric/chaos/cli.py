@@ -11,19 +11,20 @@ import random
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import click
 import msgspec
 
-from fabric.chaos.journal import read_journal
-from fabric.chaos.report import Report, render, to_json
-from fabric.chaos.runner import Run, run_on
 from fabric.chaos.scenario import Scenario, ScenarioError, load_scenario
-from fabric.chaos.schedule import PlannedFault, Topology
-from fabric.chaos.schedule import plan as make_plan
-from fabric.frontend.client import ClientError
+
+if TYPE_CHECKING:
+    from fabric.chaos.report import Report
+    from fabric.chaos.runner import Run
+    from fabric.chaos.schedule import PlannedFault, Topology
+
+# The runner, report and journal load when a command runs: `fabric` itself starts faster.
 
 _FILE = click.Path(path_type=Path, exists=True, dir_okay=False)
 _PATH = click.Path(path_type=Path)
@@ -88,6 +89,8 @@ def run(scenario_file: Path, seed: int | None, **opts: Any) -> None:
         scenario = load_scenario(scenario_file)
     except ScenarioError as exc:
         raise _fail(str(exc)) from None
+    from fabric.chaos.runner import Run
+
     seed = seed if seed is not None else random.SystemRandom().randrange(1, 2**31)
     _play(
         Run(scenario=scenario, scenario_file=str(scenario_file), seed=seed, duration=opts.pop("duration")),
@@ -101,6 +104,9 @@ def run(scenario_file: Path, seed: int | None, **opts: Any) -> None:
 @_run_options
 def replay(journal_file: Path, **opts: Any) -> None:
     """Run a journal's fault schedule again (same faults, targets and times)."""
+    from fabric.chaos.journal import read_journal
+    from fabric.chaos.runner import Run
+
     try:
         journal = read_journal(journal_file)
     except ScenarioError as exc:
@@ -127,6 +133,9 @@ def _play(
     journal: Path | None,
     quiet: bool,
 ) -> None:
+    from fabric.chaos.report import render, to_json
+    from fabric.frontend.client import ClientError
+
     journal = journal or Path("journal.json")
     run.journal = journal
     if not quiet:
@@ -160,6 +169,8 @@ def _play(
 
 
 async def _main(run: Run, service_dir: Path | None, config: Path | None, state_dir: Path | None) -> Report:
+    from fabric.chaos.runner import run_on
+
     result: list[Report] = []
     failed: list[Exception] = []
     async with anyio.create_task_group() as tg:
@@ -203,6 +214,8 @@ async def _main(run: Run, service_dir: Path | None, config: Path | None, state_d
 @click.option("--json", "as_json", is_flag=True, help="Print the schedule as JSON.")
 def plan(scenario_file: Path, seed: int, duration: float | None, topology: str | None, as_json: bool) -> None:
     """Print the fault schedule a scenario and seed give, without running anything."""
+    from fabric.chaos.schedule import plan as make_plan
+
     try:
         scenario = load_scenario(scenario_file)
         topo = _topology(scenario, scenario_file, topology)
@@ -229,6 +242,8 @@ def describe(item: PlannedFault) -> str:
 
 
 def _topology(scenario: Scenario, scenario_file: Path, text: str | None) -> Topology:
+    from fabric.chaos.schedule import Topology
+
     if text:
         try:
             pairs = (part.split("=") for part in text.split(","))
