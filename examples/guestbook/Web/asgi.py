@@ -29,7 +29,7 @@ async def store(command: str) -> list[str]:
                     while not data.endswith(b"\n"):
                         data += await conn.receive()
             answers.append(json.loads(data))
-        except (OSError, TimeoutError, anyio.EndOfStream, ValueError):
+        except (OSError, TimeoutError, anyio.EndOfStream, anyio.BrokenResourceError, ValueError):
             continue  # that worker is restarting: the others have the entries too
     return answers[0] if answers else []
 
