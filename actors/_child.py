@@ -26,7 +26,6 @@ from ._link import (
     WireReply,
     describe_failure,
     pump,
-    rebuild_failure,
     report_bad_frame,
 )
 from ._mailbox import Reply
@@ -147,14 +146,8 @@ class _Child:
             except ActorDead as exc:
                 if reply is not None:
                     reply.reject(exc)
-        elif kind == Kind.REPLY:
-            outbox.answer(frame, decode_value(frame.type, frame.body))
-        elif kind == Kind.FAIL:
-            failure = decode_value("actors._wire:Failure", frame.body)
-            if frame.id:
-                outbox.answer(frame, rebuild_failure(failure))
-            else:
-                logger.warning("the parent reported: %s", failure.message)
+        elif outbox.settle(frame, "the parent"):
+            pass
         elif kind == Kind.PING:
             outbox.control(Kind.PONG, frame.id, None)
         elif kind == Kind.STOP:

@@ -14,7 +14,7 @@ import anyio.lowlevel
 
 from ._errors import ActorDead, ActorError, MailboxFull
 from ._mailbox import Reply, new_event
-from ._wire import BadFrame, Failure, Frame, FrameSplitter, Kind, append_frame, decode_frame
+from ._wire import BadFrame, Failure, Frame, FrameSplitter, Kind, append_frame, decode_frame, decode_value
 
 logger = logging.getLogger("actors.link")
 
@@ -272,6 +272,21 @@ class Outbox:
             reply.reject(value)
         else:
             reply.resolve(value)
+
+    def settle(self, frame: Frame, peer: str) -> bool:
+        """Handle a REPLY or FAIL from the peer (an answer to one of our asks, or a complaint
+        about a frame of ours); False for any other kind of frame."""
+        if frame.kind == Kind.REPLY:
+            self.answer(frame, decode_value(frame.type, frame.body))
+            return True
+        if frame.kind == Kind.FAIL:
+            failure = decode_value("actors._wire:Failure", frame.body)
+            if frame.id:
+                self.answer(frame, rebuild_failure(failure))
+            else:
+                logger.warning("%s reported: %s", peer, failure.message)
+            return True
+        return False
 
     def lose_written(self) -> None:
         """The peer is gone: asks already written will never be answered."""

@@ -302,14 +302,8 @@ class _Incarnation:
 
     async def _on_frame(self, frame: Frame) -> None:
         kind, outbox = frame.kind, self.cell.outbox
-        if kind == Kind.REPLY:
-            outbox.answer(frame, decode_value(frame.type, frame.body))
-        elif kind == Kind.FAIL:
-            failure = decode_value("actors._wire:Failure", frame.body)
-            if frame.id:
-                outbox.answer(frame, rebuild_failure(failure))
-            else:
-                logger.warning("%r reported: %s", self.cell.name, failure.message)
+        if outbox.settle(frame, repr(self.cell.name)):
+            pass
         elif kind == Kind.TELL or kind == Kind.ASK:
             message = decode_value(frame.type, frame.body)
             reply = WireReply(outbox, frame.id) if kind == Kind.ASK else None
