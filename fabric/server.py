@@ -12,8 +12,10 @@ from functools import partial
 from pathlib import Path
 
 import anyio
+import anyio.to_thread
 
 from actors import ActorSystem, Ref, open_system
+from fabric.bytecode import warm_bytecode
 from fabric.settings import Settings
 
 
@@ -67,6 +69,7 @@ async def open_fabric(state_dir: Path, settings: Settings, *, api_port: int = 0)
 
     state_dir, lock = lock_state_dir(state_dir)
     try:
+        await anyio.to_thread.run_sync(warm_bytecode)  # every process below imports our modules
         async with open_system() as system, anyio.create_task_group() as tg:
             # Stopping the controller stops every VM, and each role may take on_stop_timeout.
             stop_budget = settings.on_stop_timeout + 3 * settings.process_stop_timeout
