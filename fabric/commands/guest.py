@@ -8,7 +8,7 @@ from pathlib import Path
 import anyio
 import click
 
-from fabric.model import ModelError, load_service
+from fabric.model import ModelError, Service, load_service
 from fabric.settings import Settings, SettingsError
 
 
@@ -55,7 +55,7 @@ def guest(
     anyio.run(_run, loaded, role, index, state_dir.resolve(), settings, backend="trio")
 
 
-async def _run(service, role: str, index: int, state_dir: Path, settings: Settings) -> None:  # type: ignore[no-untyped-def]
+async def _run(service: Service, role: str, index: int, state_dir: Path, settings: Settings) -> None:
     from actors import open_system
     from fabric.guest.standalone import StatusWatcher, boot_vm, describe, guest_config_for, heartbeat
 
