@@ -7,8 +7,9 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import msgspec
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.table import Table
+from rich.text import Text
 
 from fabric.controller.messages import DeploymentView, PublicEndpoint
 
@@ -41,17 +42,21 @@ def summary(view: DeploymentView) -> str:
     return text + (f" ({others})" if others else "")
 
 
-def render_status(console: Console, deployments: Sequence[DeploymentView]) -> None:
-    """Print every deployment: a line, its instances table, its public endpoints."""
+def status_renderables(deployments: Sequence[DeploymentView]) -> list[RenderableType]:
+    """Every deployment as rich renderables: a line, its instances table, its public endpoints."""
     if not deployments:
-        console.print("no deployments (deploy one with `fabric deploy SERVICE`)")
-        return
+        return [Text("no deployments (deploy one with `fabric deploy SERVICE`)")]
+    out: list[RenderableType] = []
     for view in sorted(deployments, key=lambda d: (d.service, d.slot)):
-        console.print(
-            f"[bold]{view.service}[/bold] {view.slot}: {view.name} ({view.id}) {view.status}", highlight=False
+        out.append(
+            Text.from_markup(
+                f"[bold]{view.service}[/bold] {view.slot}: {view.name} ({view.id}) {view.status}"
+            )
         )
         if view.next_upgrade_domain >= 0:
-            console.print(f"  manual upgrade in progress: walk update domain {view.next_upgrade_domain} next")
+            out.append(
+                Text(f"  manual upgrade in progress: walk update domain {view.next_upgrade_domain} next")
+            )
         table = Table(show_edge=False, pad_edge=False, box=None)
         for column in ("instance", "role", "status", "host", "UD", "FD", "restarts"):
             table.add_column(column, justify="right" if column in ("UD", "FD", "restarts") else "left")
@@ -60,9 +65,15 @@ def render_status(console: Console, deployments: Sequence[DeploymentView]) -> No
             table.add_row(
                 i.id, i.role, status, i.host, str(i.update_domain), str(i.fault_domain), str(i.restarts)
             )
-        console.print(table)
-        for e in view.endpoints:
-            console.print(f"  endpoint {endpoint_text(e)}", highlight=False)
+        out.append(table)
+        out.extend(Text(f"  endpoint {endpoint_text(e)}") for e in view.endpoints)
+    return out
+
+
+def render_status(console: Console, deployments: Sequence[DeploymentView]) -> None:
+    """Print every deployment: a line, its instances table, its public endpoints."""
+    for renderable in status_renderables(deployments):
+        console.print(renderable, highlight=False)
 
 
 @contextmanager

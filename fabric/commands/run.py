@@ -10,11 +10,12 @@ from typing import Any
 import anyio
 import anyio.to_thread
 import click
-from rich.console import Console
+from rich.console import Console, Group
 from rich.live import Live
+from rich.text import Text
 
 from fabric.commands.client import delete_and_wait, deploy_service, state_dir_option
-from fabric.commands.client_view import endpoint_text, render_status, summary
+from fabric.commands.client_view import endpoint_text, status_renderables, summary
 from fabric.controller.messages import DeploymentView, ListDeployments
 from fabric.model import ModelError, load_service
 from fabric.server import FabricBusy
@@ -156,7 +157,7 @@ async def _show(console: Console, controller: Any, target: tuple[str, str]) -> N
         with Live(console=console, refresh_per_second=4, transient=False) as live:
             while True:
                 views = await current()
-                live.update(_table(console, views))
+                live.update(_table(views))
                 await anyio.sleep(0.25)
     while True:
         for view in await current():
@@ -179,11 +180,6 @@ async def _show(console: Console, controller: Any, target: tuple[str, str]) -> N
         await anyio.sleep(0.1)
 
 
-def _table(console: Console, views: list[DeploymentView]) -> Any:
-    from rich.console import Group
-
-    with console.capture() as capture:
-        render_status(console, views)
-    from rich.text import Text
-
-    return Group(Text.from_ansi(capture.get()))
+def _table(views: list[DeploymentView]) -> Group:
+    """The live view: the status table of `fabric status`, redrawn in place."""
+    return Group(*status_renderables(views), Text("Ctrl-C stops the deployment gracefully", style="dim"))
