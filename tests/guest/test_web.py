@@ -35,6 +35,15 @@ def application(environ, start_response):
 """
 
 HTTP = InputEndpoint(name="HttpIn", protocol="http", port=80)
+#: a full IIS web role with one site, from the role's "site" folder, bound to HttpIn
+FULL_WEB_ROLE = RoleDefinition(
+    name="Web",
+    kind="web",
+    input_endpoints=(HTTP,),
+    sites=(
+        Site(name="Web", physical_directory="site", bindings=(Binding(name="Http", endpoint_name="HttpIn"),)),
+    ),
+)
 
 
 def role_processes(bootstrapper: psutil.Process) -> list[psutil.Process]:
@@ -58,19 +67,7 @@ async def wait_log_line(vm: Vm, needle: str) -> str:
 
 
 async def test_a_full_iis_role_serves_through_w3wp_started_on_the_first_request(make_vm: MakeVm) -> None:
-    role = RoleDefinition(
-        name="Web",
-        kind="web",
-        input_endpoints=(HTTP,),
-        sites=(
-            Site(
-                name="Web",
-                physical_directory="site",
-                bindings=(Binding(name="Http", endpoint_name="HttpIn"),),
-            ),
-        ),
-    )
-    vm = make_vm(role)
+    vm = make_vm(FULL_WEB_ROLE)
     vm.write("site/asgi.py", ASGI_SITE)
     port = free_port()
     async with boot(vm, vm.config(endpoints={"HttpIn": ("http", port)})) as booted:
@@ -158,19 +155,7 @@ async def test_an_hwc_web_role_serves_from_the_role_host_itself(make_vm: MakeVm)
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
 async def test_a_limited_web_role_serves_and_logs_as_the_limited_user(make_vm: MakeVm) -> None:
-    role = RoleDefinition(
-        name="Web",
-        kind="web",
-        input_endpoints=(HTTP,),
-        sites=(
-            Site(
-                name="Web",
-                physical_directory="site",
-                bindings=(Binding(name="Http", endpoint_name="HttpIn"),),
-            ),
-        ),
-    )
-    vm = make_vm(role)
+    vm = make_vm(FULL_WEB_ROLE)
     vm.write("site/asgi.py", ASGI_SITE)
     port = free_port()
     async with boot(vm, vm.config(endpoints={"HttpIn": ("http", port)}, limited_user="nobody")) as booted:
