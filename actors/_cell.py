@@ -12,11 +12,14 @@ from anyio.abc import TaskStatus
 
 from ._actor import Actor
 from ._errors import ActorDead, ActorError
-from ._mailbox import Mailbox, Reply, handler_failure
+from ._loopcalls import loop_calls
+from ._mailbox import AwaitedReply, Envelope, Mailbox, Reply, handler_failure
+from ._reader import first_step
 from ._ref import Ref
 
 if TYPE_CHECKING:
-    from ._link import LinkFaults
+    from ._link import LinkFaults, Outbox
+    from ._reader import LinkReader
     from ._scope import Scope
     from ._system import ActorSystem
 
@@ -54,6 +57,9 @@ class LocalCell:
         #: the reply slot of the ask being handled; Actor.defer_reply() takes it
         self.current_reply: Reply | None = None
         self._idle = False
+        #: the link to the parent, when this is the actor a child process serves (see _child)
+        self.link: Outbox | None = None
+        self._reading: LinkReader | None = None  # the link this actor reads while idle
         self._loop_scope: anyio.CancelScope | None = None
         self._exited = anyio.Event()
         self._dead = anyio.Event()
@@ -61,8 +67,13 @@ class LocalCell:
         # The deliver methods are the hot path of every tell: bind them once.
         self.deliver = self._mailbox.put_envelope
         self.deliver_nowait = self._mailbox.put_envelope_nowait
+        self.timer = system.timer
 
     # -- Target protocol ---------------------------------------------------------------------
+
+    async def wait_reply(self, reply: AwaitedReply) -> None:
+        """Wait for the answer to an ask this actor was sent."""
+        await reply.wait()
 
     @property
     def pid(self) -> int | None:
@@ -82,6 +93,8 @@ class LocalCell:
         self.stopped_by_owner = self.stopped_by_owner or by_owner
         if self._idle and self._loop_scope is not None:
             self._loop_scope.cancel()
+        elif self._reading is not None:
+            self._reading.interrupt()
 
     async def join(self) -> BaseException | None:
         """Wait until the actor is gone for good."""
@@ -169,7 +182,9 @@ class LocalCell:
 
     async def _serve(self, actor: Actor) -> None:
         receive = actor.receive
-        get, get_nowait = self._mailbox.get, self._mailbox.get_nowait
+        mailbox = self._mailbox
+        get_nowait = mailbox.get_nowait
+        me = loop_calls().current_task()
         current: Reply | None = None
         streak = 0
         try:
@@ -178,25 +193,31 @@ class LocalCell:
                 while not self.stop_requested:
                     # Take what is already queued without a scheduler round trip, but yield
                     # every FAIRNESS_STREAK messages so a busy actor cannot starve its neighbours.
-                    try:
-                        message, current = get_nowait()
-                    except anyio.WouldBlock:
-                        self._idle = True
-                        message, current = await get()
-                        self._idle = False
+                    if not mailbox:
+                        envelope = await self._next_envelope()
+                        if envelope is None:
+                            break
+                        message, current = envelope
                         streak = 0
                     else:
+                        message, current = get_nowait()
                         streak += 1
                         if streak >= FAIRNESS_STREAK:
                             streak = 0
+                            self._give_back_link(me)
                             await anyio.lowlevel.checkpoint()
-                    if current is None:
-                        await receive(message)
-                        continue
+                    reader = self.link.reader if self.link is not None else None
                     self.current_reply = current
                     try:
-                        value: Any = await receive(message)
+                        if reader is not None and reader.holder is me:
+                            # Holding the link: a handler that answers at once keeps it.
+                            done, outcome = first_step(receive(message), reader, me)
+                            value: Any = outcome if done else await outcome
+                        else:
+                            value = await receive(message)
                     except Exception as exc:
+                        if current is None:
+                            raise  # a tell's handler raised: the actor crashed
                         if self.current_reply is not None:
                             current.reject(handler_failure(exc))
                         else:  # the answer was deferred: its owner answers; the error is ours
@@ -204,11 +225,43 @@ class LocalCell:
                                 "actor %r raised after deferring its reply: %r", self.name, exc, exc_info=exc
                             )
                     else:
-                        if self.current_reply is not None:  # None: the handler deferred its answer
-                            current.resolve(value)
+                        if current is not None and self.current_reply is not None:
+                            current.resolve(value)  # (None: the handler deferred its answer)
                     self.current_reply = current = None
         finally:
             self._idle = False
             self._loop_scope = None
+            self._give_back_link(me)
             if current is not None:
                 current.reject(ActorDead(f"actor {self.name!r} stopped while handling the message"))
+
+    async def _next_envelope(self) -> Envelope | None:
+        """Idle: wait for the next message; None when asked to stop meanwhile."""
+        mailbox = self._mailbox
+        reader = self.link.reader if self.link is not None else None
+        if reader is not None and reader.borrow():
+            # The actor its process serves: it reads its link itself while idle, so the next
+            # message needs no hand-over from the link's reader task (one scheduler pass less).
+            self._reading = reader
+            mailbox.on_put = reader.interrupt  # a message from this process wakes us too
+            try:
+                while not mailbox and not self.stop_requested and not reader.ended:
+                    await reader.read_once(mailbox.full)
+            finally:
+                self._reading = None
+                mailbox.on_put = None
+            if mailbox:
+                return mailbox.get_nowait()  # keep the link while handling it (see _serve)
+            reader.give_back()
+            if self.stop_requested:
+                return None
+        self._idle = True
+        try:
+            return await mailbox.get()
+        finally:
+            self._idle = False
+
+    def _give_back_link(self, me: Any) -> None:
+        reader = self.link.reader if self.link is not None else None
+        if reader is not None and reader.holder is me:
+            reader.give_back()

@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Awaitable
 from typing import Any
 
 import anyio
@@ -31,6 +32,7 @@ from ._link import (
 from ._mailbox import Reply
 from ._ref import Ref
 from ._system import ActorSystem, open_system
+from ._timer import AskTimer
 from ._wire import BadFrame, Frame, Init, Kind, Started, decode_value
 
 logger = logging.getLogger("actors.child")
@@ -50,11 +52,13 @@ def die_with_parent(parent_pid: int) -> None:
 class _Parent:
     """The parent end of the link, seen from the child as a Ref target."""
 
-    def __init__(self, outbox: Outbox) -> None:
+    def __init__(self, outbox: Outbox, timer: AskTimer) -> None:
         self.name = "parent"
         self._outbox = outbox
         self.gone = anyio.Event()
         self.faults = None
+        self.timer = timer
+        self.wait_reply = outbox.wait_reply
 
     async def deliver(self, message: Any, reply: Reply | None) -> None:
         await self._outbox.deliver(message, reply)
@@ -81,7 +85,7 @@ class _Child:
         self.system = system
         self.outbox = outbox
         self.task_group = task_group
-        self.parent = _Parent(outbox)
+        self.parent = _Parent(outbox, system.timer)
         self.ref: Ref | None = None
         self.ready = anyio.Event()
         self.done = anyio.Event()
@@ -112,6 +116,8 @@ class _Child:
             self.exit_code = 1
             self.done.set()
             return
+        # From its next idle moment the actor reads the link itself (see LocalCell._serve).
+        self.ref._target.link = self.outbox  # type: ignore[attr-defined]
         self.outbox.control(Kind.STARTED, 0, Started(pid=os.getpid()))
         self.ready.set()
         if self.stop_requested:
@@ -123,6 +129,16 @@ class _Child:
             self.exit_code = 1
         self.done.set()
 
+    async def _deliver(self, message: Any, reply: Reply | None) -> None:
+        """Deliver once the actor has started and its mailbox has room."""
+        await self.ready.wait()
+        assert self.ref is not None
+        try:
+            await self.ref._target.deliver(message, reply)
+        except ActorDead as exc:
+            if reply is not None:
+                reply.reject(exc)
+
     def stop(self) -> None:
         self.stop_requested = True
         if self.ref is not None:
@@ -130,23 +146,22 @@ class _Child:
         elif not self.ready.is_set():
             self.done.set()
 
-    async def on_frame(self, frame: Frame) -> None:
+    def on_frame(self, frame: Frame) -> Awaitable[None] | None:
+        """Handle a frame from the parent; return an awaitable only when that must wait."""
         kind, outbox = frame.kind, self.outbox
         if kind == Kind.TELL or kind == Kind.ASK:
             message = decode_value(frame.type, frame.body)
             reply = WireReply(outbox, frame.id) if kind == Kind.ASK else None
-            if not self.ready.is_set():  # (waiting on a set Event still costs a round trip)
-                await self.ready.wait()
-            assert self.ref is not None
+            if self.ref is None:  # the actor is still starting
+                return self._deliver(message, reply)
             try:
-                try:
-                    self.ref._target.deliver_nowait(message, reply)
-                except MailboxFull:
-                    await self.ref._target.deliver(message, reply)
+                self.ref._target.deliver_nowait(message, reply)
+            except MailboxFull:
+                return self._deliver(message, reply)
             except ActorDead as exc:
                 if reply is not None:
                     reply.reject(exc)
-        elif outbox.settle(frame, "the parent"):
+        elif outbox.settle(frame):
             pass
         elif kind == Kind.PING:
             outbox.control(Kind.PONG, frame.id, None)
@@ -156,6 +171,7 @@ class _Child:
             self.task_group.start_soon(self.start, decode_value("actors._wire:Init", frame.body))
         else:
             raise BadFrame(f"unexpected frame kind {kind} from the parent")
+        return None
 
 
 def _import(target: str) -> type[Actor]:

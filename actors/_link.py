@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import random
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -13,8 +13,9 @@ import anyio
 import anyio.lowlevel
 
 from ._errors import ActorDead, ActorError, MailboxFull
-from ._mailbox import Reply, new_event
-from ._wire import BadFrame, Failure, Frame, FrameSplitter, Kind, append_frame, decode_frame, decode_value
+from ._mailbox import AwaitedReply, Reply, Signal, new_event
+from ._reader import Dispatch, LinkReader
+from ._wire import BadFrame, Failure, Frame, Kind, append_frame, decode_value
 
 logger = logging.getLogger("actors.link")
 
@@ -22,7 +23,6 @@ logger = logging.getLogger("actors.link")
 FLUSH_BYTES: Final = 64 * 1024
 #: tell_nowait refuses (MailboxFull) once this many bytes are queued.
 LIMIT_BYTES: Final = 1024 * 1024
-READ_SIZE: Final = 256 * 1024
 
 Direction = Literal["out", "in", "both"]
 
@@ -141,12 +141,14 @@ class Outbox:
         self._next_id = 1
         self._queued_ask_id = 0
         self._written_ask_id = 0
-        self._drained = anyio.Event()
-        self._wake: anyio.Event | None = None
+        self._drained: Signal = anyio.Event()
+        self._wake: Signal | None = None
         self._delayed: Callable[[float, Callable[[], None]], None] | None = None
         #: A non-blocking send on the raw socket, set while a link runs: lets an ask or a reply
         #: leave at once instead of waking the writer task (a scheduler round trip per frame).
-        self.direct_send: Callable[[bytes], int] | None = None
+        self.direct_send: Callable[[bytes | bytearray], int] | None = None
+        #: The reading end of the link while one runs: an asker may read its answer itself.
+        self.reader: LinkReader | None = None
 
     # -- producers ---------------------------------------------------------------------------
 
@@ -174,8 +176,8 @@ class Outbox:
             self._next_id += 1
             self.pending[ident] = reply
             self._queued_ask_id = ident
-            if hasattr(reply, "on_abandon"):
-                reply.on_abandon = lambda: self.pending.pop(ident, None)
+            if isinstance(reply, AwaitedReply):
+                reply.on_abandon = lambda: self._forget(ident)
         if self.faults.active:
             self._faulty(self.buffer, kind, ident, message)
             return
@@ -200,7 +202,11 @@ class Outbox:
         so no partial write of the writer's can be interleaved with ours."""
         assert self._wake is not None
         if self.direct_send is not None:
-            data = bytes(self.control_buffer + self.buffer) if self.control_buffer else bytes(self.buffer)
+            control, buffer = self.control_buffer, self.buffer
+            if control and buffer:
+                control += buffer
+                buffer.clear()
+            data = control or buffer
             try:
                 sent = self.direct_send(data)
             except (BlockingIOError, InterruptedError):
@@ -208,13 +214,11 @@ class Outbox:
             except OSError:
                 sent = 0  # the writer will meet the same error and end the link
             if sent:
-                self.control_buffer.clear()
-                self.buffer.clear()
                 self._written_ask_id = self._queued_ask_id
-                if sent < len(data):
-                    self.control_buffer += data[sent:]
-                else:
+                if sent == len(data):
+                    data.clear()
                     return
+                del data[:sent]
         self._wake.set()
 
     def send_ordered(self, kind: int, ident: int, body: Any) -> None:
@@ -223,6 +227,9 @@ class Outbox:
         append_frame(self.buffer, kind, ident, body)
         if self._wake is not None:
             self._wake.set()
+
+    def _forget(self, ident: int) -> None:
+        self.pending.pop(ident, None)
 
     def _faulty(self, buffer: bytearray, kind: int, ident: int, body: Any) -> None:
         delay = self.faults.decide("out")
@@ -240,6 +247,30 @@ class Outbox:
                 self._wake.set()
 
         self._delayed(delay, later)
+
+    async def wait_reply(self, reply: AwaitedReply) -> None:
+        """Wait for the answer to an ask sent through this outbox, reading it off the link
+        ourselves when nobody else is reading (one scheduler pass instead of two).
+
+        An answer that is already there is taken without yielding to other tasks: the reader
+        yields every few reads that did not wait (see LinkReader.read_once), which bounds how
+        long a task asking in a loop can keep the others waiting.
+        """
+        reader = self.reader
+        if reader is not None:
+            held = reader.holds()  # an actor that reads its link, asking its peer
+            if held or reader.borrow():
+                reply.on_settle = reader.interrupt  # the ask timer must wake us
+                try:
+                    while not reply.settled and not reader.ended:
+                        await reader.read_once()
+                finally:
+                    reply.on_settle = None
+                    if not held:
+                        reader.give_back()
+                if reply.settled:
+                    return
+        await reply.wait()
 
     async def _wait_drained(self) -> None:
         if self._drained.is_set():
@@ -273,7 +304,7 @@ class Outbox:
         else:
             reply.resolve(value)
 
-    def settle(self, frame: Frame, peer: str) -> bool:
+    def settle(self, frame: Frame) -> bool:
         """Handle a REPLY or FAIL from the peer (an answer to one of our asks, or a complaint
         about a frame of ours); False for any other kind of frame."""
         if frame.kind == Kind.REPLY:
@@ -284,7 +315,7 @@ class Outbox:
             if frame.id:
                 self.answer(frame, rebuild_failure(failure))
             else:
-                logger.warning("%s reported: %s", peer, failure.message)
+                logger.warning("the peer of link %r reported: %s", self.name, failure.message)
             return True
         return False
 
@@ -306,17 +337,17 @@ class Outbox:
 async def pump(
     sock: socket.socket,
     outbox: Outbox,
-    on_frame: Callable[[Frame], Awaitable[None]],
+    on_frame: Dispatch,
     on_bad_frame: Callable[[BadFrame, Frame | None], None],
 ) -> None:
     """Run one link over a connected socket: write the outbox, read frames into ``on_frame``.
 
     Returns when the peer closes the connection (EOF) or it breaks. The socket is used raw
     and non-blocking (try first, wait for readiness only when it would block): each skipped
-    scheduler round trip is measurable on the ask latency.
+    scheduler round trip is measurable on the ask latency. While it runs, ``outbox.reader``
+    lets an asker read its answer off the socket itself (see LinkReader).
     """
     sock.setblocking(False)
-    faults = outbox.faults
 
     async def writer() -> None:
         try:
@@ -330,13 +361,6 @@ async def pump(
         except OSError:
             pass  # the reader sees the same breakage as EOF and ends the link
 
-    async def deliver_later(delay: float, frame: Frame) -> None:
-        await anyio.sleep(delay)
-        try:
-            await on_frame(frame)
-        except BadFrame as exc:
-            on_bad_frame(exc, frame)
-
     def send_later(delay: float, action: Callable[[], None]) -> None:
         async def run() -> None:
             await anyio.sleep(delay)
@@ -345,47 +369,18 @@ async def pump(
         task_group.start_soon(run)
 
     async with anyio.create_task_group() as task_group:
+        reader = LinkReader(sock, on_frame, on_bad_frame, outbox.faults, task_group.start_soon)
         outbox._delayed = send_later
         outbox.direct_send = sock.send
+        outbox.reader = reader
         task_group.start_soon(writer)
-        splitter = FrameSplitter()
-        streak = 0
-        while True:
-            try:
-                chunk = sock.recv(READ_SIZE)
-            except BlockingIOError:
-                await anyio.wait_readable(sock)
-                streak = 0
-                continue
-            except OSError:
-                break
-            if not chunk:
-                break
-            streak += 1
-            if streak >= 16:  # a peer that never lets us block must not starve our other tasks
-                streak = 0
-                await anyio.lowlevel.checkpoint()
-            try:
-                payloads = splitter.feed(chunk)
-            except BadFrame as exc:
-                on_bad_frame(exc, None)
-                continue
-            for payload in payloads:
-                frame: Frame | None = None
-                try:
-                    frame = decode_frame(payload)
-                    if faults.active:
-                        delay = faults.decide("in")
-                        if delay is None:
-                            continue
-                        if delay:
-                            task_group.start_soon(deliver_later, delay, frame)
-                            continue
-                    await on_frame(frame)
-                except BadFrame as exc:
-                    on_bad_frame(exc, frame)
-        outbox._delayed = None
-        outbox.direct_send = None
+        try:
+            await reader.run()
+        finally:
+            outbox._delayed = None
+            outbox.direct_send = None
+            outbox.reader = None
+            reader.close()
         task_group.cancel_scope.cancel()
 
 

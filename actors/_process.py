@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -64,6 +65,8 @@ class ProcessCell:
         self.outbox = Outbox(name, self.faults)
         self.deliver = self.outbox.deliver
         self.deliver_nowait = self.outbox.deliver_nowait
+        self.wait_reply = self.outbox.wait_reply
+        self.timer = system.timer
         self.ref = Ref(self)
         self.stop_requested = False
         self.stopped_by_owner = False
@@ -300,14 +303,18 @@ class _Incarnation:
                 if reply is not None:
                     reply.reject(exc)
 
-    async def _on_frame(self, frame: Frame) -> None:
+    def _on_frame(self, frame: Frame) -> Awaitable[None] | None:
+        """Handle a frame from the child; return an awaitable only when that must wait."""
         kind, outbox = frame.kind, self.cell.outbox
-        if outbox.settle(frame, repr(self.cell.name)):
+        if outbox.settle(frame):
             pass
         elif kind == Kind.TELL or kind == Kind.ASK:
             message = decode_value(frame.type, frame.body)
             reply = WireReply(outbox, frame.id) if kind == Kind.ASK else None
-            await self._relay_send.send((message, reply))
+            try:
+                self._relay_send.send_nowait((message, reply))
+            except anyio.WouldBlock:
+                return self._relay_send.send((message, reply))
         elif kind == Kind.PONG:
             self.pong.set()
         elif kind == Kind.STARTED:
@@ -323,6 +330,7 @@ class _Incarnation:
                 self.ended.set()
         else:
             raise BadFrame(f"unexpected frame kind {kind} from a child")
+        return None
 
 
 async def _first(*events: anyio.Event) -> None:

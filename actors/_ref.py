@@ -11,6 +11,7 @@ from ._mailbox import AwaitedReply, Reply
 
 if TYPE_CHECKING:
     from ._link import LinkFaults
+    from ._timer import AskTimer
 
 #: How long ask() waits by default: long enough for any sane handler, short enough that a
 #: lost reply surfaces as an error rather than a hang.
@@ -21,12 +22,17 @@ class Target(Protocol):
     """What a Ref talks to: a local actor cell, a process actor, or the peer across a link."""
 
     name: str
+    #: fails asks that are not answered in time
+    timer: AskTimer
 
     async def deliver(self, message: Any, reply: Reply | None) -> None:
         """Queue a message (waiting for room); its answer, if any, goes to ``reply``."""
 
     def deliver_nowait(self, message: Any, reply: Reply | None) -> None:
         """Queue a message now or raise MailboxFull."""
+
+    async def wait_reply(self, reply: AwaitedReply) -> None:
+        """Wait until the answer to an ask delivered to this target has arrived."""
 
     def request_stop(self) -> None:
         """Ask the actor to stop; returns at once."""
@@ -83,14 +89,27 @@ class Ref:
                 traceback text.
             ActorDead: the actor is gone, or went before answering.
         """
+        target = self._target
         reply = AwaitedReply()
+        try:
+            target.deliver_nowait(message, reply)
+        except MailboxFull:
+            return await self._ask_when_there_is_room(message, reply, timeout)
+        try:
+            if timeout is not None:
+                # Not a cancel scope: one costs as much as the rest of a local ask.
+                target.timer.watch(reply, timeout, self.name, message)
+            await target.wait_reply(reply)
+        except BaseException:
+            reply.abandon()
+            raise
+        return reply.result()
+
+    async def _ask_when_there_is_room(self, message: Any, reply: AwaitedReply, timeout: float | None) -> Any:
+        # The slow path: the wait for room counts against the timeout too.
         with anyio.move_on_after(timeout) as scope:
             try:
-                try:
-                    # No scheduler round trip when there is room: the wait below yields anyway.
-                    self._target.deliver_nowait(message, reply)
-                except MailboxFull:
-                    await self._target.deliver(message, reply)
+                await self._target.deliver(message, reply)
                 await reply.wait()
             except BaseException:
                 reply.abandon()

@@ -12,6 +12,7 @@ import anyio
 
 from ._cell import DEFAULT_STOP_TIMEOUT
 from ._scope import Scope
+from ._timer import AskTimer
 
 if TYPE_CHECKING:
     from ._actor import Actor
@@ -55,7 +56,9 @@ class ProcessOptions:
 class ActorSystem:
     """Spawns actors, in this process or in child processes, and owns them until it closes."""
 
-    def __init__(self, scope_factory: Callable[[ActorSystem], Scope]) -> None:
+    def __init__(self, scope_factory: Callable[[ActorSystem], Scope], timer: AskTimer) -> None:
+        #: fails the asks made to this system's actors that are not answered in time
+        self.timer = timer
         self._root = scope_factory(self)
 
     async def spawn(
@@ -117,7 +120,7 @@ class ActorSystem:
 async def open_system() -> AsyncIterator[ActorSystem]:
     """Open an actor system; leaving the block stops every actor and child process it started."""
     async with anyio.create_task_group() as task_group:
-        system = ActorSystem(lambda owner: Scope(owner, task_group))
+        system = ActorSystem(lambda owner: Scope(owner, task_group), AskTimer(task_group))
         try:
             yield system
         finally:

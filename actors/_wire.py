@@ -160,6 +160,11 @@ class FrameSplitter:
         because framing cannot be recovered from the middle of a stream.
         """
         buffer = self._buffer
+        if not buffer and len(chunk) >= HEADER_SIZE:
+            # The common case, one whole frame in one read: no copy into the buffer.
+            size = int.from_bytes(chunk[:HEADER_SIZE], "big")
+            if size + HEADER_SIZE == len(chunk) and size <= MAX_FRAME_SIZE:
+                return [chunk[HEADER_SIZE:]]
         buffer += chunk
         frames: list[bytes] = []
         pos = 0

@@ -37,7 +37,7 @@ from actors import ProcessOptions, open_system  # noqa: E402
 
 QUICK = "--quick" in sys.argv
 N_TELL = 50_000 if QUICK else 200_000
-N_ASK = 2_000 if QUICK else 10_000
+N_ASK = 500 if QUICK else 2_000
 N_SPAWN = 5 if QUICK else 15
 OPTIONS = ProcessOptions(ping_interval=None)
 
@@ -117,16 +117,14 @@ def raw_pipe_throughput(n: int) -> float:
     return elapsed
 
 
-async def ask_round_trips(n: int) -> tuple[float, float]:
-    """(actor ask, raw ping-pong) mean round trip in seconds, between the same two processes."""
+async def ask_round_trips(n: int, rounds: int = 7) -> tuple[float, float]:
+    """(actor ask, raw ping-pong) round trip in seconds, between the same two processes.
+
+    The two alternate in rounds of n, and each figure is the median of its rounds: this
+    machine's noise comes in bursts, which then hit both sides alike.
+    """
     async with open_system() as system:
         ref = await system.spawn_process("bench_actors_helpers:Sink", name="sink", options=OPTIONS)
-        for _ in range(200):
-            await ref.ask("warm")
-        start = time.perf_counter()
-        for _ in range(n):
-            await ref.ask("ping")
-        actor = (time.perf_counter() - start) / n
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "echo.sock")
             await ref.ask(RawEcho(path))
@@ -143,13 +141,25 @@ async def ask_round_trips(n: int) -> tuple[float, float]:
                         except BlockingIOError:
                             await anyio.wait_readable(conn)
 
-                for _ in range(200):
-                    await ping()
-                start = time.perf_counter()
-                for _ in range(n):
-                    await ping()
-                raw = (time.perf_counter() - start) / n
-    return actor, raw
+                async def asks() -> float:
+                    start = time.perf_counter()
+                    for _ in range(n):
+                        await ref.ask("ping")
+                    return (time.perf_counter() - start) / n
+
+                async def pings() -> float:
+                    start = time.perf_counter()
+                    for _ in range(n):
+                        await ping()
+                    return (time.perf_counter() - start) / n
+
+                await asks()  # warm both paths up
+                await pings()
+                actor, raw = [], []
+                for _ in range(rounds):
+                    actor.append(await asks())
+                    raw.append(await pings())
+    return statistics.median(actor), statistics.median(raw)
 
 
 async def spawn_to_first_reply(n: int) -> tuple[float, float]:

@@ -45,6 +45,12 @@ class Block(msgspec.Struct, frozen=True, tag=True):
     seconds: float
 
 
+class Nap(msgspec.Struct, frozen=True, tag=True):
+    """Wait (without blocking the event loop) for this many seconds, then answer "rested"."""
+
+    seconds: float
+
+
 class Tell(msgspec.Struct, frozen=True, tag=True):
     """Ask the child to tell its parent something."""
 
@@ -88,6 +94,9 @@ class Recorder(Actor):
             case Block(seconds=seconds):
                 time.sleep(seconds)
                 return None
+            case Nap(seconds=seconds):
+                await anyio.sleep(seconds)
+                return "rested"
             case Tell(text=text):
                 assert self.parent is not None
                 await self.parent.tell(text)

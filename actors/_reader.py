@@ -1,0 +1,287 @@
+"""The reading end of a link, and which task reads it.
+
+One task reads a link at a time. By default that is the link's reader task, but a task about to
+wait for a frame from the peer (an asker for its reply, an idle actor for its next message)
+*borrows* the reading and reads for itself: the frame then wakes the task that wants it, one
+scheduler pass, instead of waking the reader task which wakes the task that wants it, two.
+On an ask round trip that halves the passes on both sides.
+
+The rule that keeps this safe: a borrower suspends only while it waits for the socket (or at a
+bare checkpoint inside its read loop); before it waits for anything else, or returns, it gives
+the reading back. So whenever other tasks run, someone is reading or about to.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine, Generator
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+import anyio
+import anyio.lowlevel
+
+from ._loopcalls import loop_calls
+from ._mailbox import Signal, new_event
+from ._wire import BadFrame, Frame, FrameSplitter, decode_frame
+
+if TYPE_CHECKING:
+    from ._link import LinkFaults
+
+READ_SIZE: Final = 256 * 1024
+#: A reader yields after this many reads that did not have to wait: a peer that never lets it
+#: block must not starve the other tasks.
+FAIRNESS_READS: Final = 16
+
+T = TypeVar("T")
+
+#: Handles one frame; returns an awaitable only when handling it must wait (e.g. for room in a
+#: full mailbox), so the common case costs no coroutine.
+Dispatch = Callable[[Frame], Awaitable[None] | None]
+
+
+class LinkReader:
+    """Reads frames off a link's socket and hands each to ``dispatch``, in order."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        dispatch: Dispatch,
+        on_bad_frame: Callable[[BadFrame, Frame | None], None],
+        faults: LinkFaults,
+        start_soon: Callable[..., object],
+    ) -> None:
+        self._sock = sock
+        # Readers wait on a descriptor of their own, so that waking one (notify_closing) cannot
+        # disturb the writer task waiting on the socket's own descriptor.
+        self._fd = os.dup(sock.fileno())
+        self._dispatch = dispatch
+        self._on_bad_frame = on_bad_frame
+        self._faults = faults
+        self._start_soon = start_soon
+        self._calls = loop_calls()
+        self._splitter = FrameSplitter()
+        self._backlog: deque[bytes] = deque()  # frames read but not dispatched yet
+        self._reads = 0
+        self._task: Any = None  # the link's reader task
+        self._handback: Signal | None = None  # the reader task waits on it while lent
+        #: the task reading now (None: nobody yet; the reader task takes it when it runs)
+        self.holder: Any = None
+        #: the task waiting for the socket to become readable, if one is
+        self.parked: Any = None
+        #: the peer closed the link, or it broke
+        self.ended = False
+
+    # -- the link's own reader task ----------------------------------------------------------
+
+    async def run(self) -> None:
+        """Read whenever no borrower does, until the link ends."""
+        me = self._task = self._calls.current_task()
+        try:
+            while not self.ended:
+                if self.holder is None:
+                    self.holder = me
+                if self.holder is me:
+                    await self.read_once()
+                else:
+                    self._handback = handback = new_event()
+                    await handback.wait()
+        finally:
+            if self.holder is me:
+                self.holder = None
+
+    # -- borrowing ---------------------------------------------------------------------------
+
+    def holds(self) -> bool:
+        """Whether the current task holds the reading."""
+        return self.holder is not None and self.holder is self._calls.current_task()
+
+    def borrow(self) -> bool:
+        """Take the reading for the current task; False when another task is busy reading
+        (it will dispatch what the current task waits for) or the link has ended."""
+        if self.ended:
+            return False
+        me = self._calls.current_task()
+        holder = self.holder
+        if holder is me:
+            return True
+        if holder is None:
+            self.holder = me
+            return True
+        if holder is self._task and self.parked is holder:
+            self.holder = me
+            self._calls.notify_closing(self._fd)  # the reader task steps aside
+            return True
+        return False
+
+    def give_back(self) -> None:
+        """End a borrow: the link's reader task reads again."""
+        self.holder = None
+        handback, self._handback = self._handback, None
+        if handback is not None:
+            handback.set()
+
+    def interrupt(self) -> None:
+        """Wake the holder if it waits for the socket, so it looks again at why it reads."""
+        if self.parked is not None:
+            self._calls.notify_closing(self._fd)
+
+    # -- reading -----------------------------------------------------------------------------
+
+    async def read_once(self, enough: Callable[[], object] | None = None) -> bool:
+        """Holder only: dispatch what the socket has, or wait until it has something.
+
+        ``enough`` stops the dispatching early, as soon as it returns true; the frames left
+        are dispatched first by the next read (an actor reading for its own mailbox must not
+        fill it past its size: it would wait for room only itself can make).
+        Returns whether it let other tasks run (waited, or yielded for fairness).
+        """
+        if self.ended:
+            return False
+        if self._backlog:  # left by a dispatch that stopped early or was cancelled
+            pending = self._dispatch_backlog(enough)
+            if pending is not None:
+                await self._dispatch_waiting(pending, enough)
+            return False
+        try:
+            chunk = self._sock.recv(READ_SIZE)
+        except BlockingIOError:
+            self.parked = me = self._calls.current_task()
+            try:
+                await self._calls.wait_readable(self._fd)
+            except self._calls.closed_error:
+                pass  # woken on purpose: the caller looks again at why it reads
+            finally:
+                if self.parked is me:  # (a task moved aside by borrow() must not clear it)
+                    self.parked = None
+            self._reads = 0
+            return True
+        except OSError:
+            self._end()
+            return False
+        if not chunk:
+            self._end()
+            return False
+        yielded = False
+        self._reads += 1
+        if self._reads >= FAIRNESS_READS:
+            self._reads = 0
+            await anyio.lowlevel.checkpoint()
+            yielded = True
+        try:
+            self._backlog.extend(self._splitter.feed(chunk))
+        except BadFrame as exc:
+            self._on_bad_frame(exc, None)
+            return yielded
+        pending = self._dispatch_backlog(enough)
+        if pending is not None:
+            await self._dispatch_waiting(pending, enough)
+        return yielded
+
+    def _dispatch_backlog(self, enough: Callable[[], object] | None) -> Awaitable[None] | None:
+        """Dispatch the frames read, in order, until one must wait: return what it waits for
+        (then call again), or None when done. No coroutine in the common case."""
+        backlog, faults = self._backlog, self._faults
+        while backlog:
+            if enough is not None and enough():
+                return None
+            payload = backlog.popleft()
+            frame: Frame | None = None
+            try:
+                frame = decode_frame(payload)
+                if faults.active:
+                    delay = faults.decide("in")
+                    if delay is None:
+                        continue
+                    if delay:
+                        self._start_soon(self._dispatch_later, delay, frame)
+                        continue
+                pending = self._dispatch(frame)
+            except BadFrame as exc:
+                self._on_bad_frame(exc, frame)
+                continue
+            if pending is not None:
+                return pending
+        return None
+
+    async def _dispatch_waiting(self, pending: Awaitable[None], enough: Callable[[], object] | None) -> None:
+        """Finish a dispatch that must wait, then the rest of the backlog."""
+        next_wait: Awaitable[None] | None = pending
+        while next_wait is not None:
+            await next_wait
+            next_wait = self._dispatch_backlog(enough)
+
+    async def _dispatch_later(self, delay: float, frame: Frame) -> None:
+        await anyio.sleep(delay)
+        try:
+            pending = self._dispatch(frame)
+            if pending is not None:
+                await pending
+        except BadFrame as exc:
+            self._on_bad_frame(exc, frame)
+
+    def _end(self) -> None:
+        self.ended = True
+        if self.holder is not self._task:
+            handback, self._handback = self._handback, None
+            if handback is not None:
+                handback.set()
+
+    def close(self) -> None:
+        """The link is over: nobody may read again; wake and release the descriptor."""
+        self.ended = True
+        self._calls.notify_closing(self._fd)
+        os.close(self._fd)
+
+
+def first_step(coro: Coroutine[Any, Any, T], reader: LinkReader, task: Any) -> tuple[bool, Any]:
+    """Start ``coro`` in ``task``, which holds the reading: (True, its result) when it finishes
+    without waiting, else (False, an awaitable that runs the rest and gives the reading back
+    the first time the coroutine waits for anything other than the socket).
+
+    A handler that answers at once keeps the reading (nobody else could have run meanwhile);
+    one that waits (on I/O, a lock, a sleep) must not leave the link unread while it does.
+    Its exceptions propagate from here, or from the awaitable.
+    """
+    try:
+        yielded = coro.send(None)
+    except StopIteration as stop:
+        return True, stop.value
+    if reader.holder is task and reader.parked is not task:
+        reader.give_back()
+    return False, _GiveBackOnWait(coro, yielded, reader, task)
+
+
+class _GiveBackOnWait(Awaitable[T]):
+    """The rest of a coroutine after its first step; see first_step."""
+
+    __slots__ = ("_coro", "_reader", "_task", "_yielded")
+
+    def __init__(self, coro: Coroutine[Any, Any, T], yielded: Any, reader: LinkReader, task: Any) -> None:
+        self._coro = coro
+        self._yielded = yielded
+        self._reader = reader
+        self._task = task
+
+    def __await__(self) -> Generator[Any, Any, T]:
+        # What ``yield from coro`` does, from its second step on, with a look at the reading
+        # at each suspension.
+        coro, reader, task = self._coro, self._reader, self._task
+        yielded = self._yielded
+        while True:
+            sent: Any = None
+            thrown: BaseException | None = None
+            try:
+                sent = yield yielded
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:
+                thrown = exc
+            try:
+                yielded = coro.send(sent) if thrown is None else coro.throw(thrown)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+            if reader.holder is task and reader.parked is not task:
+                reader.give_back()
