@@ -10,6 +10,7 @@ from ._errors import MailboxFull as MailboxFull
 from ._errors import ProcessExited as ProcessExited
 from ._errors import RestartIntensityExceeded as RestartIntensityExceeded
 from ._errors import Unresponsive as Unresponsive
+from ._fork import command_line as command_line
 from ._link import LinkFaults as LinkFaults
 from ._ref import Ref as Ref
 from ._spawn import ChildProcess as ChildProcess

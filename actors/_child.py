@@ -216,20 +216,27 @@ async def _serve(fd: int) -> int:
     return child.exit_code
 
 
-def main() -> None:
-    """Entry point of a child process."""
-    fd, parent_pid, backend = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+def run(argv: list[str]) -> int:
+    """Serve the actor of a child process; ``argv`` is ``FD PARENT_PID BACKEND NAME [USER]``.
+    Returns the exit code."""
+    fd, parent_pid, backend = int(argv[0]), int(argv[1]), argv[2]
     die_with_parent(parent_pid)
-    if len(sys.argv) > 5:
+    if len(argv) > 4:
         from ._privileges import drop_privileges
 
-        drop_privileges(int(sys.argv[5]) if sys.argv[5].isdigit() else sys.argv[5])
+        drop_privileges(int(argv[4]) if argv[4].isdigit() else argv[4])
     logging.basicConfig(
         stream=sys.stderr,
         level=logging.INFO,
         format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s",
     )
-    sys.exit(anyio.run(_serve, fd, backend=backend))
+    code: int = anyio.run(_serve, fd, backend=backend)
+    return code
+
+
+def main() -> None:
+    """Entry point of an exec'd child process."""
+    sys.exit(run(sys.argv[1:]))
 
 
 if __name__ == "__main__":

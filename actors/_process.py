@@ -17,10 +17,11 @@ import sniffio
 from anyio.abc import TaskStatus
 
 from ._errors import ActorDead, ActorError, ProcessExited, Unresponsive
+from ._fork import ForkedStart, become, can_fork
 from ._link import LinkFaults, Outbox, WireReply, pump, rebuild_failure, report_bad_frame
 from ._mailbox import Reply
 from ._ref import Ref
-from ._spawn import ChildProcess, start_process
+from ._spawn import ChildProcess, fork_process, start_process
 from ._wire import (
     BadFrame,
     Frame,
@@ -168,6 +169,19 @@ class ProcessCell:
         # Opening a log file is a local, non-blocking-in-practice call; the child keeps the fd.
         log = open(opts.log_path, "ab", buffering=0) if opts.log_path else None  # noqa: SIM115, ASYNC230
         try:
+            if can_fork(opts.run_as, opts.python):
+                # As exec would fail (a local stat, like the open above).
+                if opts.cwd is not None and not os.path.isdir(opts.cwd):  # noqa: ASYNC240
+                    raise FileNotFoundError(f"working directory {os.fspath(opts.cwd)!r} does not exist")
+                start = ForkedStart(
+                    argv=command,
+                    env=env,
+                    cwd=os.fspath(opts.cwd) if opts.cwd is not None else None,
+                    new_session=opts.new_session,
+                    log_fd=log.fileno() if log is not None else None,
+                    keep_fds=(fd, *opts.pass_fds),
+                )
+                return await fork_process(lambda: become(start))
             return await start_process(
                 command,
                 stdin=subprocess.DEVNULL,

@@ -15,7 +15,8 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from typing import IO, Any
 
 import anyio
@@ -36,26 +37,45 @@ def _die_with_parent() -> None:
 class ChildProcess:
     """A started child: its pid, exit code, signals, and an awaitable exit."""
 
-    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+    def __init__(self, popen: subprocess.Popen[bytes] | None = None, *, pid: int | None = None) -> None:
+        """Wrap a Popen, or (``pid``) a child forked without exec, which we reap ourselves."""
         self.popen = popen
-        self.pid = popen.pid
+        if popen is not None:
+            self.pid = popen.pid
+            self._poll = popen.poll
+        else:
+            assert pid is not None
+            self.pid = pid
+            self._code: int | None = None
+            self._poll = self._waitpid
         self._pidfd: int | None = None
         if hasattr(os, "pidfd_open"):
             try:
-                self._pidfd = os.pidfd_open(popen.pid)
+                self._pidfd = os.pidfd_open(self.pid)
             except OSError:
                 self._pidfd = None
+
+    def _waitpid(self) -> int | None:
+        if self._code is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                self._code = 255  # reaped elsewhere: its code is lost
+            else:
+                if pid:
+                    self._code = os.waitstatus_to_exitcode(status)
+        return self._code
 
     @property
     def returncode(self) -> int | None:
         """The exit code (negative: killed by that signal), or None while it runs."""
-        return self.popen.poll()
+        return self._poll()
 
     async def wait(self) -> int:
         """Wait until the child exits and is reaped; return its exit code. Any number of tasks
         may wait at once."""
         delay = 0.001
-        while (code := self.popen.poll()) is None:
+        while (code := self._poll()) is None:
             if self._pidfd is not None:
                 waiter = os.dup(self._pidfd)  # one fd per waiter: trio allows one waiter per fd
                 try:
@@ -70,8 +90,8 @@ class ChildProcess:
 
     def send_signal(self, signum: int) -> None:
         """Send a signal unless the child is already reaped."""
-        if self.popen.poll() is None:
-            self.popen.send_signal(signum)
+        if self._poll() is None:
+            os.kill(self.pid, signum)
 
     def terminate(self) -> None:
         """SIGTERM."""
@@ -125,3 +145,39 @@ async def start_process(
     future = _forker.submit(fork)
     popen = await anyio.to_thread.run_sync(future.result)
     return ChildProcess(popen)
+
+
+async def fork_process(run: Callable[[], int]) -> ChildProcess:
+    """Fork this process (no exec) and run ``run()`` in the child, which exits with its result.
+
+    The fork happens in the same long-lived thread as start_process, for the same reason
+    (PR_SET_PDEATHSIG follows the forking thread); ``run`` must set up everything else the
+    child needs (see actors/_fork.py).
+    """
+
+    def fork() -> int:
+        pid = os.fork()
+        if pid == 0:  # the child: never returns into the executor
+            code = 1
+            try:
+                code = run()
+            finally:
+                os._exit(code)
+        return pid
+
+    future = _forker.submit(fork)
+    pid = await anyio.to_thread.run_sync(future.result)
+    return ChildProcess(pid=pid)
+
+
+def _new_forker() -> None:
+    # A forked child has no forker thread (only the thread that forked survives, and it now runs
+    # the child): give it an executor of its own for the processes it will start.
+    global _forker
+    _forker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="actors-forker")
+
+
+os.register_at_fork(after_in_child=_new_forker)
+# Forking a process that runs other threads is safe here: the child only runs code that
+# resets what it inherited (actors/_fork.py) before it starts its own event loop.
+warnings.filterwarnings("ignore", message=r".*fork\(\) may lead to deadlocks", category=DeprecationWarning)

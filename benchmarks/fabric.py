@@ -31,6 +31,7 @@ import anyio.to_thread  # noqa: E402
 import httpx  # noqa: E402
 import psutil  # noqa: E402
 
+from actors import command_line  # noqa: E402
 from fabric.commands.client import deploy_service  # noqa: E402
 from fabric.controller.messages import DeploymentView, ListDeployments  # noqa: E402
 from fabric.server import open_fabric  # noqa: E402
@@ -90,7 +91,7 @@ def role_host_pids(name: str) -> list[int]:
     found = []
     for proc in psutil.Process().children(recursive=True):
         try:
-            if proc.cmdline()[6:7] == [name]:
+            if command_line(proc.cmdline())[6:7] == [name]:
                 found.append(proc.pid)
         except psutil.Error:
             continue
@@ -160,7 +161,7 @@ async def worker_rss(tmp: Path, settings: Settings) -> float:
         vm = next(
             p
             for p in psutil.Process().children(recursive=True)
-            if any(a.startswith("vm:") for a in p.cmdline())
+            if any(a.startswith("vm:") for a in command_line(p.cmdline()))
         )
         procs = [vm, *vm.children(recursive=True)]
         return sum(p.memory_info().rss for p in procs) / 2**20

@@ -10,6 +10,8 @@ from collections.abc import Iterator
 import psutil
 import pytest
 
+from actors import command_line
+
 
 @pytest.fixture(autouse=True)
 def no_processes_left_behind() -> Iterator[None]:
@@ -39,6 +41,6 @@ def _alive(proc: psutil.Process) -> bool:
 
 def _cmdline(proc: psutil.Process) -> str:
     try:
-        return " ".join(proc.cmdline())
+        return " ".join(command_line(proc.cmdline()))
     except psutil.Error:
         return "?"

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import psutil  # type: ignore[import-untyped]
 
+from actors import command_line
 from fabric.chaos.messages import ProcessView
 
 ROLE_HOSTS = frozenset({"WaWorkerHost", "WaIISHost", "WaWebHost"})
@@ -117,7 +118,7 @@ def scan(root: int) -> ProcessMap:
             with proc.oneshot():
                 if proc.status() == psutil.STATUS_ZOMBIE:
                     continue
-                cmdline = proc.cmdline()
+                cmdline = command_line(proc.cmdline())
                 raw[proc.pid] = (
                     proc.ppid(),
                     os.getpgid(proc.pid),

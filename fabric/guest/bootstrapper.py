@@ -50,7 +50,7 @@ from fabric.guest.role_host import RoleHost
 from fabric.guest.role_launch import HostKind, host_kind, prepare_files
 from fabric.guest.startup import StartupTaskError, StartupTasks, open_startup_tasks
 from fabric.guest.web_configurator import ConfiguratorRequest, site_infos
-from fabric.guest.web_workers import EndpointBindError, WebWorkers, close_sockets, open_sockets
+from fabric.guest.web_workers import EndpointBindError, WebWorkers, close_sockets, open_sockets_when_free
 from fabric.logs import LogFile
 from fabric.model.status import RoleStatus
 from roles.protocol import EndpointInfo, SiteBinding, SiteInfo
@@ -254,7 +254,7 @@ class HostBootstrapper(Actor):
         else:
             wanted = []
         try:
-            self._sockets = open_sockets(wanted)
+            self._sockets = await open_sockets_when_free(wanted, self.log.write)
         except EndpointBindError as exc:
             await self._blocked(str(exc))
         for name, sock in self._sockets.items():

@@ -9,6 +9,7 @@ first connection, handing it the sockets, and starts a fresh one when it exits o
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 import socket
@@ -40,14 +41,44 @@ def open_sockets(endpoints: Iterable[EndpointInfo]) -> dict[str, socket.socket]:
             try:
                 sockets[endpoint.name] = listen_tcp(endpoint.host, endpoint.port)
             except OSError as exc:
-                raise EndpointBindError(
+                error = EndpointBindError(
                     f"cannot listen on {endpoint.host}:{endpoint.port} for endpoint "
                     f"{endpoint.name!r}: {exc.strerror or exc}; free the port or choose another"
-                ) from None
+                )
+                error.errno = exc.errno
+                raise error from None
     except BaseException:
         close_sockets(sockets)
         raise
     return sockets
+
+
+#: How long a port in use may take to be released before the role fails to start: after a
+#: reboot, the previous incarnation's processes may still be exiting with their sockets.
+PORT_RELEASE_WAIT = 3.0
+
+
+async def open_sockets_when_free(
+    endpoints: Iterable[EndpointInfo], log: Log, patience: float = PORT_RELEASE_WAIT
+) -> dict[str, socket.socket]:
+    """open_sockets, waiting up to ``patience`` seconds for ports that are in use to be freed.
+
+    Raises:
+        EndpointBindError: a port is still in use after that, or cannot be used at all.
+    """
+    wanted = list(endpoints)
+    deadline = anyio.current_time() + patience
+    waiting = False
+    while True:
+        try:
+            return open_sockets(wanted)
+        except EndpointBindError as exc:
+            if exc.errno != errno.EADDRINUSE or anyio.current_time() >= deadline:
+                raise
+            if not waiting:
+                waiting = True
+                log(f"{exc}: waiting up to {patience:.0f} s for it to be released")
+        await anyio.sleep(0.02)
 
 
 def close_sockets(sockets: Mapping[str, socket.socket]) -> None:

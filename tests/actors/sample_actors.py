@@ -51,6 +51,14 @@ class Nap(msgspec.Struct, frozen=True, tag=True):
     seconds: float
 
 
+class Inspect(msgspec.Struct, frozen=True, tag=True):
+    """Ask what the process looks like from inside: open files, cwd, environment, command line."""
+
+
+#: Set by a test in its own process only: a child must not see it unless it was forked.
+MARKER = "pristine"
+
+
 class Tell(msgspec.Struct, frozen=True, tag=True):
     """Ask the child to tell its parent something."""
 
@@ -94,6 +102,25 @@ class Recorder(Actor):
             case Block(seconds=seconds):
                 time.sleep(seconds)
                 return None
+            case Inspect():
+                import logging
+                import sys
+
+                logging.getLogger("sample").warning("inspected")
+                fds = []
+                for fd in os.listdir("/proc/self/fd"):
+                    try:
+                        fds.append(os.readlink(f"/proc/self/fd/{fd}"))
+                    except FileNotFoundError:
+                        continue  # the listing's own descriptor
+                return {
+                    "fds": sorted(fds),
+                    "cwd": os.getcwd(),
+                    "env": os.environ.get("SAMPLE_SETTING"),
+                    "cmdline": open("/proc/self/cmdline").read(),
+                    "marker": MARKER,
+                    "path0": sys.path[0],
+                }
             case Nap(seconds=seconds):
                 await anyio.sleep(seconds)
                 return "rested"

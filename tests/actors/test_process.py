@@ -309,17 +309,26 @@ async def test_children_are_forked_by_one_long_lived_thread(monkeypatch: pytest.
     import threading
 
     forking_threads: list[threading.Thread] = []
-    original = subprocess.Popen.__init__
+    original_init, original_fork = subprocess.Popen.__init__, os.fork
 
     def recording_init(self: subprocess.Popen[bytes], *args: object, **kwargs: object) -> None:
         forking_threads.append(threading.current_thread())
-        original(self, *args, **kwargs)  # type: ignore[arg-type]
+        original_init(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    def recording_fork() -> int:
+        forking_threads.append(threading.current_thread())
+        return original_fork()
 
     monkeypatch.setattr(subprocess.Popen, "__init__", recording_init)
+    monkeypatch.setattr(os, "fork", recording_fork)
+    exec_options = ProcessOptions(python=sys.executable)  # another interpreter: exec'd, not forked
     async with open_system() as system:
-        for i in range(3):
-            await system.spawn_process("sample_actors:Recorder", name=f"rec{i}")
+        for i in range(4):
+            await system.spawn_process(
+                "sample_actors:Recorder", name=f"rec{i}", options=exec_options if i % 2 else None
+            )
             await anyio.to_thread.run_sync(lambda: None)  # other work in trio's worker threads
+    assert len(forking_threads) == 4
     assert len({t.ident for t in forking_threads}) == 1
     assert forking_threads[0].name.startswith("actors-forker")
     assert forking_threads[0].is_alive()

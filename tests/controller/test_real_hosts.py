@@ -14,7 +14,7 @@ import psutil
 import pytest
 from controller_kit import all_ready, answers, config, free_port, wait_view
 
-from actors import Ref, open_system
+from actors import Ref, command_line, open_system
 from fabric.controller import FabricController, ask, wait_operation
 from fabric.controller.messages import CreateDeployment, DeleteDeployment
 from fabric.settings import Settings
@@ -84,7 +84,7 @@ async def real_controller(state_dir: Path) -> AsyncIterator[Ref]:
 def host_pids() -> list[int]:
     """The host agent processes (children of this process)."""
     me = psutil.Process()
-    return [p.pid for p in me.children() if "actors._child" in " ".join(p.cmdline())]
+    return [p.pid for p in me.children() if "actors._child" in command_line(p.cmdline())]
 
 
 @pytest.mark.timeout(90)

@@ -15,6 +15,7 @@ import anyio.to_thread
 import httpx
 import psutil
 
+from actors import command_line
 from fabric.commands.client import deploy_service
 from fabric.controller.messages import DeploymentView, InstanceView, ListDeployments
 from fabric.frontend.client import FabricClient
@@ -120,7 +121,7 @@ def descendants_named(name: str) -> list[psutil.Process]:
     found = []
     for proc in psutil.Process().children(recursive=True):
         try:
-            if proc.cmdline()[6:7] == [name]:
+            if command_line(proc.cmdline())[6:7] == [name]:
                 found.append(proc)
         except psutil.Error:
             continue
@@ -136,7 +137,7 @@ def vm_process(instance: str) -> psutil.Process:
     """The first process of an instance's VM (its actor is named ``vm:<...>.<instance>``)."""
     for proc in psutil.Process().children(recursive=True):
         try:
-            name = proc.cmdline()[6:7]
+            name = command_line(proc.cmdline())[6:7]
         except psutil.Error:
             continue
         if name and name[0].startswith("vm:") and name[0].endswith(instance):
@@ -148,7 +149,7 @@ def role_host_of(instance: str, name: str) -> psutil.Process:
     """The role host process (``WaWorkerHost``, ``WaWebHost``...) of an instance."""
     for proc in vm_process(instance).children(recursive=True):
         try:
-            if proc.cmdline()[6:7] == [name]:
+            if command_line(proc.cmdline())[6:7] == [name]:
                 return proc
         except psutil.Error:
             continue

@@ -23,6 +23,7 @@ import anyio
 import anyio.to_thread
 import psutil  # type: ignore[import-untyped]
 
+from actors import command_line
 from fabric.guest.plugin_agents._ready import run_agent, serve_ready
 
 CONNECTION_STRING = "Microsoft_WindowsAzure_Plugins_Diagnostics_ConnectionString"
@@ -53,7 +54,7 @@ class Sampler:
                             "time": now,
                             "pid": proc.pid,
                             "name": proc.name(),
-                            "command": " ".join(proc.cmdline())[:200],
+                            "command": " ".join(command_line(proc.cmdline()))[:200],
                             "cpu_percent": proc.cpu_percent(None),
                             "rss_bytes": proc.memory_info().rss,
                             "threads": proc.num_threads(),

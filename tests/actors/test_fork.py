@@ -1,0 +1,92 @@
+"""Process actors started by fork: a copy of the parent that keeps none of the parent's business."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import psutil
+import pytest
+import sample_actors
+from sample_actors import Add, Inspect
+
+from actors import ProcessOptions, open_system
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def test_a_forked_child_keeps_only_its_own_files_and_shows_its_command_line(tmp_path: Path) -> None:
+    secret = tmp_path / "parent-only.txt"
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    options = ProcessOptions(log_path=tmp_path / "child.log", cwd=workdir, env={"SAMPLE_SETTING": "42"})
+    with secret.open("w"):
+        async with open_system() as system:
+            first = await system.spawn_process("sample_actors:Recorder", name="first")
+            second = await system.spawn_process("sample_actors:Recorder", name="second", options=options)
+            seen = await second.ask(Inspect())
+            ours = {os.readlink(f"/proc/self/fd/{fd}") for fd in _open_fds()}
+            assert second.pid is not None
+            cmdline = psutil.Process(second.pid).cmdline()
+            assert await first.ask(Add(1)) == 1
+    assert str(secret) not in seen["fds"]  # open in the parent, not passed
+    # Its sockets are its own (its end of its link, its event loop's): none is one of ours,
+    # such as our end of its link or of the first child's, which would keep them from closing.
+    assert not {t for t in seen["fds"] if t.startswith("socket:")} & ours
+    assert str(tmp_path / "child.log") in seen["fds"]
+    assert seen["cwd"] == str(workdir)
+    assert seen["path0"] == str(workdir)  # as `python -m` puts it
+    assert seen["env"] == "42"
+    assert cmdline[1:3] == ["-m", "actors._child"] and cmdline[6] == "second"
+    assert "inspected" in (tmp_path / "child.log").read_text()
+
+
+async def test_the_parents_log_handlers_stay_with_the_parent(tmp_path: Path) -> None:
+    parent_log = tmp_path / "parent.log"
+    handler = logging.FileHandler(parent_log)
+    logging.getLogger().addHandler(handler)
+    try:
+        async with open_system() as system:
+            ref = await system.spawn_process(
+                "sample_actors:Recorder",
+                name="child",
+                options=ProcessOptions(log_path=tmp_path / "child.log"),
+            )
+            await ref.ask(Inspect())
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+    assert "inspected" not in parent_log.read_text()
+    assert "inspected" in (tmp_path / "child.log").read_text()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
+async def test_a_child_that_changes_user_starts_from_a_fresh_interpreter(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A limited role must not begin life with a copy of a privileged parent's memory."""
+    monkeypatch.setattr(sample_actors, "MARKER", "the parent's secret")
+    async with open_system() as system:
+        forked = await system.spawn_process("sample_actors:Recorder", name="forked")
+        limited = await system.spawn_process(
+            "sample_actors:Recorder", name="limited", options=ProcessOptions(run_as="nobody")
+        )
+        assert (await forked.ask(Inspect()))["marker"] == "the parent's secret"
+        assert (await limited.ask(Inspect()))["marker"] == "pristine"
+
+
+async def test_spawning_can_be_told_to_exec(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ACTORS_SPAWN", "exec")
+    monkeypatch.setattr(sample_actors, "MARKER", "only in the parent")
+    async with open_system() as system:
+        ref = await system.spawn_process("sample_actors:Recorder", name="execd")
+        assert (await ref.ask(Inspect()))["marker"] == "pristine"
+
+
+def _open_fds() -> list[int]:
+    fds = []
+    for name in os.listdir("/proc/self/fd"):
+        if os.path.exists(f"/proc/self/fd/{name}"):
+            fds.append(int(name))
+    return fds
