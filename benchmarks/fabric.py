@@ -151,8 +151,10 @@ async def requests_per_second(url: str) -> float:
     return done / SECONDS
 
 
-async def worker_rss(tmp: Path, settings: Settings) -> float:
-    """Resident MiB of one hello-worker instance: its VM process and every descendant."""
+async def worker_memory(tmp: Path, settings: Settings) -> tuple[float, float]:
+    """(resident, proportional) MiB of one hello-worker instance: its VM process and every
+    descendant. Forked processes share their parent's pages until they write them: resident
+    memory counts a shared page once per process, proportional memory splits it among them."""
     service = with_count("hello-worker", 1, tmp)
     async with open_fabric(tmp / "staterss", settings) as fabric:
         await anyio.to_thread.run_sync(lambda: deploy_service(service, None, fabric.state_dir))
@@ -164,18 +166,19 @@ async def worker_rss(tmp: Path, settings: Settings) -> float:
             if any(a.startswith("vm:") for a in command_line(p.cmdline()))
         )
         procs = [vm, *vm.children(recursive=True)]
-        return sum(p.memory_info().rss for p in procs) / 2**20
+        infos = [p.memory_full_info() for p in procs]
+        return sum(i.rss for i in infos) / 2**20, sum(i.pss for i in infos) / 2**20
 
 
-def bare_rss() -> float:
+def bare_memory() -> tuple[float, float]:
     proc = subprocess.Popen(
         [sys.executable, "-c", "import anyio, trio, msgspec, actors, sys; sys.stdin.read()"],
         stdin=subprocess.PIPE,
     )
     time.sleep(1.0)
-    rss = psutil.Process(proc.pid).memory_info().rss / 2**20
+    info = psutil.Process(proc.pid).memory_full_info()
     proc.communicate(b"")
-    return rss
+    return info.rss / 2**20, info.pss / 2**20
 
 
 async def main() -> None:
@@ -197,9 +200,11 @@ async def main() -> None:
         print(
             f"HTTP through the load balancer: {through:8.0f} req/s   directly: {straight:8.0f} req/s   ratio {through / straight:4.2f}x (goal >= 0.8x)"
         )
-        rss = await worker_rss(tmp, settings)
+        rss, pss = await worker_memory(tmp, settings)
+        bare_rss, bare_pss = bare_memory()
         print(
-            f"one worker instance, all its processes: {rss:6.1f} MiB resident   (a bare interpreter: {bare_rss():5.1f} MiB)"
+            f"one worker instance, all its processes: {rss:6.1f} MiB resident, {pss:6.1f} MiB proportional"
+            f"   (a bare interpreter: {bare_rss:5.1f} MiB resident, {bare_pss:5.1f} MiB proportional)"
         )
 
 
