@@ -130,7 +130,7 @@ class LinkReader:
     # -- reading -----------------------------------------------------------------------------
 
     async def read_once(self, enough: Callable[[], object] | None = None) -> bool:
-        """Holder only: dispatch what the socket has, or wait until it has something.
+        """Holder only: dispatch what the socket has, waiting for it to have something first.
 
         ``enough`` stops the dispatching early, as soon as it returns true; the frames left
         are dispatched first by the next read (an actor reading for its own mailbox must not
@@ -144,6 +144,7 @@ class LinkReader:
             if pending is not None:
                 await self._dispatch_waiting(pending, enough)
             return False
+        yielded = False
         try:
             chunk = self._sock.recv(READ_SIZE)
         except BlockingIOError:
@@ -151,19 +152,25 @@ class LinkReader:
             try:
                 await self._calls.wait_readable(self._fd)
             except self._calls.closed_error:
-                pass  # woken on purpose: the caller looks again at why it reads
+                return True  # woken on purpose: the caller looks again at why it reads
             finally:
                 if self.parked is me:  # (a task moved aside by borrow() must not clear it)
                     self.parked = None
             self._reads = 0
-            return True
+            yielded = True
+            try:
+                chunk = self._sock.recv(READ_SIZE)  # readable now, most likely
+            except BlockingIOError:
+                return True
+            except OSError:
+                self._end()
+                return True
         except OSError:
             self._end()
             return False
         if not chunk:
             self._end()
-            return False
-        yielded = False
+            return yielded
         self._reads += 1
         if self._reads >= FAIRNESS_READS:
             self._reads = 0
