@@ -47,6 +47,11 @@ class LinkFaults:
         self._rules: dict[str, _Rule] = {"out": _Rule(), "in": _Rule()}
         self._random = random.Random(seed)
 
+    def reseed(self, seed: int | None) -> None:
+        """Draw drops and jitter from a generator seeded with ``seed`` from now on (None: from
+        fresh entropy), so that a seeded chaos run loses the same frames each time."""
+        self._random.seed(seed)
+
     def _each(self, direction: Direction) -> list[_Rule]:
         if direction not in ("out", "in", "both"):
             raise ValueError(f"direction must be 'out', 'in' or 'both', not {direction!r}")

@@ -33,6 +33,7 @@ class GuestLinkFault(msgspec.Struct, frozen=True, tag=True, kw_only=True):
     probability: float = 0.0
     seconds: float = 0.0
     jitter: float = 0.0
+    seed: int | None = None  # of the drop and jitter draws (see LinkFaults.reseed)
 
 
 class GuestLinkApplied(msgspec.Struct, frozen=True, kw_only=True):
@@ -93,6 +94,8 @@ def apply_guest_link(guests: dict[str, Any], fault: GuestLinkFault) -> GuestLink
         raise GuestLinkUnavailable(
             f"the VM of {fault.instance_id} does not run on this host now; try again once it is up"
         )
+    if fault.seed is not None:
+        faults.reseed(fault.seed)
     match fault.action:
         case "drop":
             faults.drop(fault.probability, fault.direction)

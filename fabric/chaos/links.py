@@ -85,6 +85,8 @@ def _host_link(world: World, dep: Deployment, fault: LinkFault, what: str) -> Ap
 
 
 def _set_link(faults: LinkFaults, f: LinkFault) -> None:
+    if f.seed is not None:
+        faults.reseed(f.seed)
     if f.cut:
         faults.cut(f.direction)
         return
@@ -147,6 +149,7 @@ def _guest_message(vm: str, action: GuestLinkAction, f: LinkFault) -> GuestLinkF
         probability=f.drop,
         seconds=f.delay,
         jitter=f.jitter,
+        seed=f.seed,
     )
 
 

@@ -104,6 +104,9 @@ class LinkFault(_Fault, frozen=True, kw_only=True, tag="link"):
     cut: bool = False
     direction: Direction = "both"
     duration: float | None = None
+    #: seeds which frames are dropped and the jitter drawn (None: unseeded); a scenario's
+    #: schedule derives it from the run's seed
+    seed: int | None = None
 
 
 class Partition(_Fault, frozen=True, kw_only=True, tag="partition"):

@@ -77,6 +77,10 @@ def plan(
             target = _target(scenario, entry, topology, rng, line)
             lasting = entry.duration if entry.duration is not None else max(0.0, length - at)
             fault = _fault(entry, target, lasting)
+            if isinstance(fault, LinkFault):
+                # Its own generator, not the line's: the times and targets stay as they were.
+                link_seed = random.Random(f"reddog-chaos-link:{seed}:{line}:{at!r}").randrange(1, 2**31)
+                fault = msgspec.structs.replace(fault, seed=link_seed)
             where = _where(entry, target)
             label = f"{entry.name} ({where})" if entry.name else f"{entry.fault} {where}"
             items.append((round(at, 6), line, Inject(fault=fault, label=label)))

@@ -19,6 +19,7 @@ from actors import (
     ActorDead,
     ActorError,
     AskTimeout,
+    LinkFaults,
     ProcessExited,
     ProcessOptions,
     Unresponsive,
@@ -332,3 +333,16 @@ async def test_children_are_forked_by_one_long_lived_thread(monkeypatch: pytest.
     assert len({t.ident for t in forking_threads}) == 1
     assert forking_threads[0].name.startswith("actors-forker")
     assert forking_threads[0].is_alive()
+
+
+def test_link_faults_with_the_same_seed_lose_the_same_frames() -> None:
+    def losses(seed: int) -> list[float | None]:
+        faults = LinkFaults()
+        faults.reseed(seed)
+        faults.drop(0.5, direction="in")
+        faults.delay(0.01, jitter=0.02, direction="in")
+        return [faults.decide("in") for _ in range(500)]
+
+    first = losses(3)
+    assert first == losses(3) != losses(4)
+    assert 150 < first.count(None) < 350  # about half lost

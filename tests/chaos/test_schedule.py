@@ -10,7 +10,7 @@ from chaos_kit import EXAMPLES, scenario
 from click.testing import CliRunner
 
 from fabric.chaos.journal import Journal, read_journal, write_journal
-from fabric.chaos.messages import Hang, Kill, Partition, ToxicFault
+from fabric.chaos.messages import Hang, Kill, LinkFault, Partition, ToxicFault
 from fabric.chaos.scenario import ScenarioError, load_scenario
 from fabric.chaos.schedule import Topology, plan
 from fabric.cli import main
@@ -145,3 +145,28 @@ def test_a_role_the_service_lacks_is_refused_when_planning() -> None:
     s = scenario('title = "x"\n[[method]]\nfault = "kill"\ntarget = "role-host"\nroles = ["Db"]\nevery = 1')
     with pytest.raises(ScenarioError, match="no role Db"):
         plan(s, 1, GUESTBOOK)
+
+
+LOSSY = """
+title = "lossy"
+duration = 20
+
+[[method]]
+fault = "link"
+target = "guest"
+role = "Worker"
+every = 5
+link = { drop = 0.3, delay = 0.05, jitter = 0.05 }
+"""
+
+
+def test_link_faults_carry_a_seed_of_their_own_drawn_from_the_run_seed() -> None:
+    """So a seeded run drops the same frames again, and the times and targets stay as they were."""
+    s = scenario(LOSSY)
+    first, again, other = plan(s, 7, GUESTBOOK), plan(s, 7, GUESTBOOK), plan(s, 8, GUESTBOOK)
+    seeds = [p.inject.fault.seed for p in first if isinstance(p.inject.fault, LinkFault)]
+    assert len(seeds) == 4 and None not in seeds and len(set(seeds)) == 4
+    assert seeds == [p.inject.fault.seed for p in again if isinstance(p.inject.fault, LinkFault)]
+    assert seeds != [p.inject.fault.seed for p in other if isinstance(p.inject.fault, LinkFault)]
+    unseeded = [msgspec.structs.replace(p.inject.fault, seed=None) for p in first]
+    assert unseeded[0].drop == 0.3 and unseeded[0].target.instance in {"Worker_IN_0", "Worker_IN_1"}
