@@ -20,6 +20,7 @@ import anyio
 import anyio.abc
 
 from ._actor import Actor
+from ._cell import LocalCell
 from ._errors import ActorDead, MailboxFull
 from ._link import (
     LinkFaults,
@@ -117,7 +118,9 @@ class _Child:
             self.done.set()
             return
         # From its next idle moment the actor reads the link itself (see LocalCell._serve).
-        self.ref._target.link = self.outbox  # type: ignore[attr-defined]
+        cell = self.ref._target
+        assert isinstance(cell, LocalCell)
+        cell.link = self.outbox
         self.outbox.control(Kind.STARTED, 0, Started(pid=os.getpid()))
         self.ready.set()
         if self.stop_requested:

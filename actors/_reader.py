@@ -17,7 +17,7 @@ import os
 import socket
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Generator
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
 import anyio
 import anyio.lowlevel
@@ -289,6 +289,6 @@ class _GiveBackOnWait(Awaitable[T]):
             try:
                 yielded = coro.send(sent) if thrown is None else coro.throw(thrown)
             except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
+                return cast(T, stop.value)
             if reader.holder is task and reader.parked is not task:
                 reader.give_back()

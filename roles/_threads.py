@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 T = TypeVar("T")
 
@@ -41,5 +41,5 @@ async def run_in_daemon_thread(func: Callable[..., T], *args: Any, name: str = "
     await done.wait()
     succeeded, value = outcome[0]
     if succeeded:
-        return value  # type: ignore[no-any-return]
+        return cast(T, value)
     raise value

@@ -17,6 +17,7 @@ from fabric.chaos.messages import (
     FaultList,
     FaultRecord,
     Inject,
+    Slot,
     TargetMap,
     WatchBatch,
     WatchStart,
@@ -96,10 +97,10 @@ class ChaosClient:
         return await self._call("GET", "/chaos/targets", TargetMap, service=service, slot=slot)
 
     async def watch(
-        self, service: str | None = None, slot: str = "production", lease: float = 30.0
+        self, service: str | None = None, slot: Slot = "production", lease: float = 30.0
     ) -> WatchBatch:
         """Start watching a deployment's instances."""
-        body = WatchStart(service=service, slot=slot, lease=lease)  # type: ignore[arg-type]
+        body = WatchStart(service=service, slot=slot, lease=lease)
         return await self._call("POST", "/chaos/watches", WatchBatch, body, service=service)
 
     async def poll(self, watch_id: str, since: int) -> WatchBatch:

@@ -7,12 +7,13 @@ nothing until it is used (the agent module loads on the first ChaosCommand).
 
 from __future__ import annotations
 
+import weakref
 from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
 if TYPE_CHECKING:
-    from actors import Actor
+    from actors import Actor, Ref
 
 Direction = Literal["out", "in", "both"]
 GuestLinkAction = Literal["drop", "delay", "cut", "clear"]
@@ -47,16 +48,19 @@ class GuestLinkUnavailable(RuntimeError):
     """The VM named by a GuestLinkFault does not run on this host now."""
 
 
+#: Each controller's chaos agent, spawned on first use.
+_agents: weakref.WeakKeyDictionary[Actor, Ref] = weakref.WeakKeyDictionary()
+
+
 async def answer_chaos(controller: Actor, command: ChaosCommand) -> None:
     """Hand a ChaosCommand to the controller's chaos agent (spawned on first use) and answer
     from a task of the controller's: its mailbox stays free while the agent works."""
     reply = controller.defer_reply()
-    agent = getattr(controller, "_chaos_agent", None)
+    agent = _agents.get(controller)
     if agent is None:
         from fabric.chaos.agent import ChaosAgent
 
-        agent = await controller.spawn(lambda: ChaosAgent(controller), name="Chaos")
-        controller._chaos_agent = agent  # type: ignore[attr-defined]
+        agent = _agents[controller] = await controller.spawn(lambda: ChaosAgent(controller), name="Chaos")
 
     async def run() -> None:
         from actors import ActorDead, ActorError
@@ -65,7 +69,7 @@ async def answer_chaos(controller: Actor, command: ChaosCommand) -> None:
         try:
             value = await agent.ask(command.request, timeout=120.0)
         except ActorDead as exc:
-            controller._chaos_agent = None  # type: ignore[attr-defined]  # the next command starts another
+            _agents.pop(controller, None)  # the next command starts another
             reply.reject(exc)
         except ActorError as exc:
             # A refusal keeps its ControllerError, so FFE answers it as a 4xx.

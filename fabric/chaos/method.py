@@ -11,7 +11,7 @@ import anyio.to_thread
 import msgspec
 
 from fabric.chaos.client import ChaosClient
-from fabric.chaos.messages import FaultRecord
+from fabric.chaos.messages import FaultRecord, Slot
 from fabric.chaos.report import FaultOutcome, Timings
 from fabric.chaos.scenario import Scenario
 from fabric.chaos.schedule import PlannedFault
@@ -58,7 +58,7 @@ async def roll_back(
     scenario: Scenario,
     records: list[tuple[int, FaultRecord]],
     service: str | None,
-    slot: str,
+    slot: Slot,
     state_dir: Path,
 ) -> list[str]:
     """Undo every lasting fault of this run still in force, then the scenario's rollbacks."""
@@ -83,7 +83,7 @@ async def roll_back(
 
                 def reboot(name: str = action.instance) -> str:
                     with FabricClient(state_dir) as fc:
-                        return fc.instance_action(service, slot, name, "reboot")  # type: ignore[arg-type]
+                        return fc.instance_action(service, slot, name, "reboot")
 
                 await anyio.to_thread.run_sync(reboot)
                 done.append(f"reboot {action.instance}: accepted")

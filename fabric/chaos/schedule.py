@@ -23,6 +23,7 @@ from fabric.chaos.messages import (
     Hang,
     Inject,
     Kill,
+    Link,
     LinkFault,
     Partition,
     Place,
@@ -161,7 +162,7 @@ def _place(entry: MethodEntry) -> Place | None:
 
 
 def _fault(entry: MethodEntry, target: Target, duration: float) -> Fault:
-    link = entry.target if entry.target in ("host", "guest") else "host"
+    link: Link = "guest" if entry.target == "guest" else "host"
     match entry.fault:
         case "kill":
             return Kill(target=target)
@@ -173,7 +174,7 @@ def _fault(entry: MethodEntry, target: Target, duration: float) -> Fault:
             p = entry.link
             return LinkFault(
                 target=target,
-                link=link,  # type: ignore[arg-type]
+                link=link,
                 drop=p.drop,
                 delay=p.delay,
                 jitter=p.jitter,
@@ -182,7 +183,7 @@ def _fault(entry: MethodEntry, target: Target, duration: float) -> Fault:
                 duration=duration,
             )
         case "partition":
-            return Partition(target=target, link=link, duration=duration)  # type: ignore[arg-type]
+            return Partition(target=target, link=link, duration=duration)
         case "toxic":
             return ToxicFault(target=target, toxic=toxic_of(entry), duration=duration)
         case "startup":

@@ -23,6 +23,7 @@ from fabric.controller.messages import (
     ControllerError,
     CreateDeployment,
     DeleteDeployment,
+    DeploymentStatus,
     InstanceAction,
     OperationAccepted,
     SetDeploymentStatus,
@@ -99,7 +100,11 @@ class Commands:
         self.spawn = spawn
 
     def accept(
-        self, kind: str, dep: Deployment, work: Callable[[], Awaitable[str | None]], phase: str | None = None
+        self,
+        kind: str,
+        dep: Deployment,
+        work: Callable[[], Awaitable[str | None]],
+        phase: DeploymentStatus | None = None,
     ) -> OperationAccepted:
         """Record the operation, mark the deployment busy, and run ``work`` in the background."""
         request_id = self.ops.begin(kind, f"{dep.service}/{dep.slot}")

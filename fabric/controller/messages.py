@@ -14,6 +14,10 @@ import msgspec
 from fabric.model.status import RoleStatus
 
 Slot = Literal["production", "staging"]
+#: A deployment's status: its goal when it is there, else what it is doing to get there.
+DeploymentStatus = Literal[
+    "Running", "Suspended", "Deploying", "RunningTransitioning", "SuspendedTransitioning", "Deleting"
+]
 UpgradeMode = Literal["Auto", "Manual", "Simultaneous"]
 OperationStatus = Literal["InProgress", "Succeeded", "Failed"]
 
@@ -179,9 +183,7 @@ class DeploymentView(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     id: str
     label: str = ""
-    status: Literal[
-        "Running", "Suspended", "Deploying", "RunningTransitioning", "SuspendedTransitioning", "Deleting"
-    ]
+    status: DeploymentStatus
     upgrade_domain_count: int = 5
     #: during a Manual upgrade: the next domain to walk; -1 when none is in progress
     next_upgrade_domain: int = -1

@@ -13,7 +13,14 @@ from pathlib import Path
 
 import anyio
 
-from fabric.controller.messages import ControllerError, DeploymentView, InstanceView, Slot
+from fabric.controller.messages import (
+    ControllerError,
+    DeploymentStatus,
+    DeploymentView,
+    InstanceView,
+    PublicEndpoint,
+    Slot,
+)
 from fabric.controller.store import (
     DeploymentGoal,
     DeploymentRecord,
@@ -179,7 +186,7 @@ class Deployment:
     #: the request id of the operation changing it now, if any
     busy: str | None = None
     #: the transitional status shown while an operation runs
-    phase: str | None = None
+    phase: DeploymentStatus | None = None
     #: cancels the running operation (a delete does)
     cancel_scope: anyio.CancelScope | None = None
 
@@ -262,13 +269,13 @@ class Deployment:
             vm=inst.vm,
         )
 
-    def view_status(self) -> str:
+    def view_status(self) -> DeploymentStatus:
         """The status DeploymentView shows."""
         if self.goal == "Deleting":
             return "Deleting"
         return self.phase or self.goal
 
-    def view(self, endpoints: list) -> DeploymentView:  # type: ignore[type-arg]
+    def view(self, endpoints: list[PublicEndpoint]) -> DeploymentView:
         """The stable machine-readable view."""
         gen = self.current
         upgrade = self.upgrade
@@ -278,7 +285,7 @@ class Deployment:
             name=self.name,
             id=self.id,
             label=self.label,
-            status=self.view_status(),  # type: ignore[arg-type]
+            status=self.view_status(),
             upgrade_domain_count=gen.definition.upgrade_domain_count,
             next_upgrade_domain=upgrade.next_domain
             if upgrade is not None and upgrade.mode == "Manual"

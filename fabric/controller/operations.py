@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 import anyio
 import msgspec
 
-from fabric.controller.messages import ControllerError, OperationView
+from fabric.controller.messages import ControllerError, DeploymentStatus, OperationView
 from fabric.controller.model import Deployment
 from fabric.controller.store import OperationRecord, Store
 
@@ -94,7 +94,7 @@ class Operations:
         dep: Deployment | None,
         work: Callable[[], Awaitable[str | None]],
         *,
-        phase: str | None = None,
+        phase: DeploymentStatus | None = None,
     ) -> None:
         """Run an operation's work and record how it ended; never raises (but cancellation).
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from typing import Final, Literal, get_args
 
 RoleStatus = Literal[
     "CreatingVM",
@@ -22,7 +22,7 @@ RoleStatus = Literal[
     "RoleStateUnknown",
 ]
 
-ALL_STATUSES: Final[tuple[RoleStatus, ...]] = RoleStatus.__args__  # type: ignore[attr-defined]
+ALL_STATUSES: Final[tuple[RoleStatus, ...]] = get_args(RoleStatus)
 
 #: The statuses in which an instance takes load-balanced traffic.
 IN_ROTATION: Final[frozenset[RoleStatus]] = frozenset({"ReadyRole"})
