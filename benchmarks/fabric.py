@@ -7,7 +7,8 @@ Every figure stands beside a raw baseline measured in the same run:
 - a SIGKILLed role host to serving again through the load balancer (one instance), against the
   same bare interpreter start;
 - HTTP requests/s through the load balancer against the same site directly (wrk when installed);
-- resident memory of one worker instance, all its processes together, against a bare interpreter.
+- memory of one worker instance, all its processes together, against a bare interpreter: resident
+  and proportional (forked processes share pages; the proportional size splits them fairly).
 """
 
 from __future__ import annotations
