@@ -11,6 +11,8 @@ module does before it runs the same entry point an exec'd child runs (actors._ch
 - logging: every handler of the parent removed;
 - environment, working directory, import path and command line: the ones an exec'd child with
   the same options would have (the command line shows in ps and tells chaos who it is);
+- exit handlers: the parent's are dropped; the child's own run when it ends, as they would in
+  an interpreter (it then ends with os._exit, past anything else of the parent's);
 - the garbage collector: the inherited objects are frozen, so collections do not touch (and
   copy) the parent's pages.
 
@@ -20,6 +22,7 @@ role must not start with a copy of a privileged parent's memory.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import gc
 import io
@@ -93,10 +96,14 @@ def become(start: ForkedStart) -> int:
             _inherited.extend(logger.handlers)
             for handler in list(logger.handlers):
                 logger.removeHandler(handler)
+    atexit._clear()  # the parent's exit handlers are not the child's
     gc.freeze()
     from . import _child
 
-    return _child.run(list(start.argv[3:]))
+    try:
+        return _child.run(list(start.argv[3:]))
+    finally:
+        atexit._run_exitfuncs()  # the child's own, as an interpreter runs them when it ends
 
 
 def _stdio(log_fd: int | None) -> None:

@@ -10,11 +10,13 @@ Exits are awaited on a pidfd (Linux) or by polling with backoff (elsewhere).
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import ctypes
 import os
 import signal
 import subprocess
 import sys
+import traceback
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import IO, Any
@@ -158,16 +160,31 @@ async def fork_process(run: Callable[[], int]) -> ChildProcess:
     def fork() -> int:
         pid = os.fork()
         if pid == 0:  # the child: never returns into the executor
-            code = 1
-            try:
-                code = run()
-            finally:
-                os._exit(code)
+            os._exit(_exit_code_of(run))
         return pid
 
     future = _forker.submit(fork)
     pid = await anyio.to_thread.run_sync(future.result)
     return ChildProcess(pid=pid)
+
+
+def _exit_code_of(run: Callable[[], int]) -> int:
+    """Run a forked child's life and return its exit code, as an interpreter would end it:
+    sys.exit's code, or 1 and a traceback on stderr for an uncaught exception."""
+    code = 1
+    try:
+        code = run()
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+        if exit_.code is not None and not isinstance(exit_.code, int):
+            print(exit_.code, file=sys.stderr)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+    return code
 
 
 def _new_forker() -> None:

@@ -51,6 +51,19 @@ class Nap(msgspec.Struct, frozen=True, tag=True):
     seconds: float
 
 
+class SysExit(msgspec.Struct, frozen=True, tag=True):
+    """Raise SystemExit with this code from the handler, as a program ending itself would."""
+
+    code: int
+
+
+class AtExit(msgspec.Struct, frozen=True, tag=True):
+    """Register an exit handler that writes ``text`` to ``path`` when the process ends."""
+
+    path: str
+    text: str
+
+
 class Inspect(msgspec.Struct, frozen=True, tag=True):
     """Ask what the process looks like from inside: open files, cwd, environment, command line."""
 
@@ -101,6 +114,14 @@ class Recorder(Actor):
                 return os.getpid()
             case Block(seconds=seconds):
                 time.sleep(seconds)
+                return None
+            case SysExit(code=code):
+                raise SystemExit(code)
+            case AtExit(path=path, text=text):
+                import atexit
+                from pathlib import Path
+
+                atexit.register(Path(path).write_text, text)
                 return None
             case Inspect():
                 import logging

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import sys
 from pathlib import Path
 
 import psutil
 import pytest
 import sample_actors
-from sample_actors import Add, Inspect
+from sample_actors import Add, AtExit, Inspect, SysExit
 
-from actors import ProcessOptions, open_system
+from actors import ProcessExited, ProcessOptions, command_line, open_system
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -28,7 +30,7 @@ async def test_a_forked_child_keeps_only_its_own_files_and_shows_its_command_lin
             seen = await second.ask(Inspect())
             ours = {os.readlink(f"/proc/self/fd/{fd}") for fd in _open_fds()}
             assert second.pid is not None
-            cmdline = psutil.Process(second.pid).cmdline()
+            cmdline = command_line(psutil.Process(second.pid).cmdline())
             assert await first.ask(Add(1)) == 1
     assert str(secret) not in seen["fds"]  # open in the parent, not passed
     # Its sockets are its own (its end of its link, its event loop's): none is one of ours,
@@ -90,3 +92,29 @@ def _open_fds() -> list[int]:
         if os.path.exists(f"/proc/self/fd/{name}"):
             fds.append(int(name))
     return fds
+
+
+async def test_a_forked_child_ends_as_an_interpreter_would(tmp_path: Path) -> None:
+    """Its own exit handlers run (not the parent's), and a SystemExit ends it with the code an
+    exec'd child ends with."""
+    parent_handler_ran = tmp_path / "parent-handler"
+    atexit.register(parent_handler_ran.write_text, "the parent's handler ran in a child")
+    try:
+        async with open_system() as system:
+            polite = await system.spawn_process("sample_actors:Recorder", name="polite")
+            await polite.ask(AtExit(str(tmp_path / "bye"), "goodbye"))
+            assert await polite.stop() is None
+            codes = []
+            for options in (None, ProcessOptions(python=sys.executable)):  # forked, exec'd
+                leaving = await system.spawn_process(
+                    "sample_actors:Recorder", name="leaving", options=options
+                )
+                await leaving.tell(SysExit(3))
+                reason = await leaving.join()
+                assert isinstance(reason, ProcessExited)
+                codes.append(reason.returncode)
+    finally:
+        atexit.unregister(parent_handler_ran.write_text)
+    assert (tmp_path / "bye").read_text() == "goodbye"
+    assert not parent_handler_ran.exists()
+    assert codes[0] == codes[1] != 0
