@@ -13,8 +13,9 @@ module does before it runs the same entry point an exec'd child runs (actors._ch
   the same options would have (the command line shows in ps and tells chaos who it is);
 - exit handlers: the parent's are dropped; the child's own run when it ends, as they would in
   an interpreter (it then ends with os._exit, past anything else of the parent's);
-- the garbage collector: the inherited objects are frozen, so collections do not touch (and
-  copy) the parent's pages.
+- the garbage collector: it is off across the fork and the inherited objects are frozen first
+  thing, so no collection finalizes the parent's objects here (a coroutine of the parent's
+  closed in the child would run its finally blocks here), nor touches and copies their pages.
 
 A child that changes user (``run_as``) or runs another interpreter is exec'd instead: a limited
 role must not start with a copy of a privileged parent's memory.
@@ -32,6 +33,8 @@ import signal
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+
+from . import _spawn
 
 #: What the child inherited and must keep referenced: dropping them would run their finalizers
 #: (a parent's half-filled stdout buffer, flushed into the child's log).
@@ -75,6 +78,11 @@ def can_fork(run_as: object, python: str | None) -> bool:
 
 def become(start: ForkedStart) -> int:
     """In the child right after fork: shed the parent's state, then serve the actor."""
+    # Forked with the collector off (see fork_process): freeze what we inherited, then turn it
+    # back on for the child's own objects.
+    gc.freeze()
+    if _spawn.gc_was_enabled:
+        gc.enable()
     # First: it moves the environment out of the way of the longer title, which must happen
     # before the environment is replaced.
     import setproctitle
@@ -97,7 +105,6 @@ def become(start: ForkedStart) -> int:
             for handler in list(logger.handlers):
                 logger.removeHandler(handler)
     atexit._clear()  # the parent's exit handlers are not the child's
-    gc.freeze()
     from . import _child
 
     try:

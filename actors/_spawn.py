@@ -12,6 +12,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import ctypes
+import gc
 import os
 import signal
 import subprocess
@@ -28,6 +29,8 @@ _PR_SET_PDEATHSIG = 1
 _LINUX = sys.platform.startswith("linux")
 _prctl = ctypes.CDLL(None, use_errno=True).prctl if _LINUX else None
 _forker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="actors-forker")
+#: Whether the garbage collector was on when the last fork began (it is off across a fork).
+gc_was_enabled = True
 
 
 def _die_with_parent() -> None:
@@ -158,9 +161,16 @@ async def fork_process(run: Callable[[], int]) -> ChildProcess:
     """
 
     def fork() -> int:
+        # No garbage collection until the child has frozen what it inherited: a collection
+        # there could finalize the parent's coroutines and run their finally blocks in the child.
+        global gc_was_enabled
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
         pid = os.fork()
         if pid == 0:  # the child: never returns into the executor
             os._exit(_exit_code_of(run))
+        if gc_was_enabled:
+            gc.enable()
         return pid
 
     future = _forker.submit(fork)
