@@ -250,7 +250,7 @@ class LocalCell:
             finally:
                 self._reading = None
                 mailbox.on_put = None
-            if mailbox:
+            if mailbox and not self.stop_requested:
                 return mailbox.get_nowait()  # keep the link while handling it (see _serve)
             reader.give_back()
             if self.stop_requested:
