@@ -51,6 +51,19 @@ class Nap(msgspec.Struct, frozen=True, tag=True):
     seconds: float
 
 
+class Work(msgspec.Struct, frozen=True, tag=True):
+    """Record ``n`` under ``sender``, maybe nap first, maybe ask the parent; answer ``n``."""
+
+    sender: int
+    n: int
+    nap: float = 0.0
+    ask_parent: bool = False
+
+
+class Seen(msgspec.Struct, frozen=True, tag=True):
+    """Ask for the Work numbers recorded, per sender, in the order they were handled."""
+
+
 class SysExit(msgspec.Struct, frozen=True, tag=True):
     """Raise SystemExit with this code from the handler, as a program ending itself would."""
 
@@ -97,6 +110,7 @@ class Recorder(Actor):
         self.prefix = prefix
         self.total = 0
         self.seen: list[Any] = []
+        self.work: dict[int, list[int]] = {}
 
     async def receive(self, message: Any) -> Any:
         match message:
@@ -115,6 +129,16 @@ class Recorder(Actor):
             case Block(seconds=seconds):
                 time.sleep(seconds)
                 return None
+            case Work(sender=sender, n=n, nap=nap, ask_parent=ask_parent):
+                self.work.setdefault(sender, []).append(n)
+                if nap:
+                    await anyio.sleep(nap)
+                if ask_parent:
+                    assert self.parent is not None
+                    assert await self.parent.ask(n, timeout=30) == n
+                return n
+            case Seen():
+                return self.work
             case SysExit(code=code):
                 raise SystemExit(code)
             case AtExit(path=path, text=text):

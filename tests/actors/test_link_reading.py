@@ -13,7 +13,7 @@ import random
 import anyio
 import pytest
 import trio
-from sample_actors import Add, AskParent, Get, Nap
+from sample_actors import Add, AskParent, Get, Nap, Seen, Work
 
 from actors import Actor, AskTimeout, ProcessOptions, open_system
 
@@ -131,3 +131,43 @@ async def test_process_asks_and_timeouts_on_asyncio_too() -> None:
 
     answers = await anyio.to_thread.run_sync(lambda: anyio.run(main, backend="asyncio"))
     assert answers == [*range(50), "timed out", 2]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_a_mixed_load_keeps_every_answer_and_every_sender_s_order(seed: int) -> None:
+    """Several senders tell and ask at once; handlers answer at once, nap, or ask the parent
+    back. Every ask gets its own answer and each sender's messages are handled in its order,
+    whoever happens to be reading the link at each moment."""
+    rng = random.Random(seed)
+    plans = {
+        sender: [
+            (rng.random() < 0.5, rng.choice([0.0, 0.0, 0.0, 0.001, 0.005]), rng.random() < 0.2)
+            for _ in range(60)
+        ]
+        for sender in range(6)
+    }
+
+    class Parent(Actor):
+        async def receive(self, message: object) -> object:
+            if rng.random() < 0.3:
+                await anyio.sleep(0.001)
+            return message
+
+    async with open_system() as system:
+        parent = await system.spawn(Parent, name="parent")
+        child = await system.spawn_process("sample_actors:Recorder", name="worker", parent=parent)
+
+        async def sender(who: int) -> None:
+            for n, (ask, nap, ask_parent) in enumerate(plans[who]):
+                work = Work(sender=who, n=n, nap=nap, ask_parent=ask_parent)
+                if ask:
+                    assert await child.ask(work, timeout=30) == n
+                else:
+                    await child.tell(work)
+
+        with anyio.fail_after(45):
+            async with anyio.create_task_group() as tg:
+                for who in plans:
+                    tg.start_soon(sender, who)
+            seen = await child.ask(Seen())
+    assert seen == {who: list(range(60)) for who in plans}
