@@ -65,15 +65,38 @@ def command_line(cmdline: Sequence[str]) -> list[str]:
     return args
 
 
-def can_fork(run_as: object, python: str | None) -> bool:
-    """Whether a child with these options may be forked rather than exec'd."""
+def can_fork(run_as: object, python: str | None, title: str) -> bool:
+    """Whether a child with these options, showing ``title`` as its command line, may be forked
+    rather than exec'd."""
     return (
         hasattr(os, "fork")
         and sys.platform.startswith("linux")
         and run_as is None
         and python is None
         and os.environ.get("ACTORS_SPAWN", "fork") != "exec"
+        and len(title.encode()) < _title_room()
     )
+
+
+_room: int | None = None
+
+
+def _title_room() -> int:
+    """How long a command line a forked child can show: it rewrites the memory that held the
+    first process's arguments and environment (setproctitle), whose size every fork inherits.
+    A title that does not fit would be cut, and chaos tools would not know the process."""
+    global _room
+    if _room is None:
+        try:
+            with open("/proc/self/stat", "rb") as stat:
+                data = stat.read()
+            # The fields after the command name (which may hold spaces); field 3 comes first.
+            fields = data[data.rindex(b")") + 2 :].split()
+            arg_start, env_end = int(fields[48 - 3]), int(fields[51 - 3])
+            _room = env_end - arg_start - 1
+        except (OSError, ValueError, IndexError):
+            _room = 0  # unknown: exec, which always shows the whole command line
+    return _room
 
 
 def become(start: ForkedStart) -> int:

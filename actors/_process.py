@@ -169,7 +169,7 @@ class ProcessCell:
         # Opening a log file is a local, non-blocking-in-practice call; the child keeps the fd.
         log = open(opts.log_path, "ab", buffering=0) if opts.log_path else None  # noqa: SIM115, ASYNC230
         try:
-            if can_fork(opts.run_as, opts.python):
+            if can_fork(opts.run_as, opts.python, " ".join(command)):
                 # As exec would fail (a local stat, like the open above).
                 if opts.cwd is not None and not os.path.isdir(opts.cwd):  # noqa: ASYNC240
                     raise FileNotFoundError(f"working directory {os.fspath(opts.cwd)!r} does not exist")

@@ -118,3 +118,22 @@ async def test_a_forked_child_ends_as_an_interpreter_would(tmp_path: Path) -> No
     assert (tmp_path / "bye").read_text() == "goodbye"
     assert not parent_handler_ran.exists()
     assert codes[0] == codes[1] != 0
+
+
+async def test_a_command_line_too_long_to_show_after_a_fork_is_exec_d(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A forked child shows its command line in the memory that held the first process's
+    arguments and environment; a name that does not fit there must not be cut (chaos tools
+    find processes by it): that child is exec'd instead."""
+    from actors._fork import _title_room
+
+    monkeypatch.setattr(sample_actors, "MARKER", "only in the parent")
+    name = "n" * (_title_room() + 1)
+    async with open_system() as system:
+        ref = await system.spawn_process("sample_actors:Recorder", name=name)
+        seen = await ref.ask(Inspect())
+        assert ref.pid is not None
+        cmdline = command_line(psutil.Process(ref.pid).cmdline())
+    assert seen["marker"] == "pristine"  # a fresh interpreter
+    assert cmdline[6] == name
