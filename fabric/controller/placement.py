@@ -14,6 +14,7 @@ when it does not fit) before anything starts. Rules:
 
 from __future__ import annotations
 
+import random
 import socket
 from collections import Counter
 from collections.abc import Iterable
@@ -154,6 +155,21 @@ def port_is_free(port: int, protocol: str = "tcp") -> bool:
     return True
 
 
+#: Instance ports are drawn from here up to the ephemeral range (registered ports of common
+#: services sit lower; a bind test skips any that is in use).
+_FIRST_PRIVATE = 20000
+_draw = random.Random()
+
+
+def _ephemeral_low() -> int:
+    """The first port of the kernel's range for outgoing connections (Linux's default: 32768)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 class PortAllocator:
     """Hands out local ports that nothing listens on and no other instance was given.
 
@@ -165,7 +181,18 @@ class PortAllocator:
         self.taken = set(taken)
 
     def any_free(self) -> int:
-        """A port the kernel considers free, not given out before."""
+        """A port nothing is bound to now, not given out before.
+
+        Drawn below the kernel's ephemeral range when there is room: a port from that range can
+        be handed to an outgoing connection in the time before the instance binds it.
+        """
+        low = _ephemeral_low()
+        if low - _FIRST_PRIVATE >= 1000:
+            for _ in range(200):
+                port = _draw.randrange(_FIRST_PRIVATE, low)
+                if port not in self.taken and port_is_free(port) and port_is_free(port, "udp"):
+                    self.taken.add(port)
+                    return port
         for _ in range(100):
             with socket.socket() as probe:
                 probe.bind((LOCALHOST, 0))

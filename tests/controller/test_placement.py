@@ -79,6 +79,10 @@ def test_ports_are_distinct_and_free() -> None:
     flat = [p for d in got for p in d.values()]
     assert len(set(flat)) == len(flat) == 10
     assert all(port_is_free(p) for p in flat)
+    # Below the range the kernel hands to outgoing connections, which could take one first.
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as ephemeral:
+        first_ephemeral = int(ephemeral.read().split()[0])
+    assert all(p < first_ephemeral for p in flat)
 
 
 def test_fixed_ports_go_one_per_instance_and_run_out_with_a_clear_error() -> None:
