@@ -22,7 +22,9 @@ pytestmark = pytest.mark.timeout(60)
 
 async def test_a_handler_that_waits_leaves_the_link_read() -> None:
     """While the child's actor naps in a handler, its pings and other traffic still flow."""
-    quick_pings = ProcessOptions(ping_interval=0.1, ping_timeout=1.0)
+    # The nap outlasts the ping timeout well: an unread link would fail the child for sure;
+    # the timeout still leaves a loaded machine room to answer a ping that was read.
+    quick_pings = ProcessOptions(ping_interval=0.2, ping_timeout=2.0)
     async with open_system() as system:
         ref = await system.spawn_process("sample_actors:Recorder", name="napper", options=quick_pings)
         pid = ref.pid
@@ -30,12 +32,12 @@ async def test_a_handler_that_waits_leaves_the_link_read() -> None:
         async with anyio.create_task_group() as tg:
 
             async def nap() -> None:
-                assert await ref.ask(Nap(2.5)) == "rested"
+                assert await ref.ask(Nap(5.0)) == "rested"
 
             tg.start_soon(nap)
             await ref.tell(Add(1))  # queued behind the nap
             assert await ref.ask(Get(), timeout=20) == {"total": 1, "seen": [1], "prefix": ""}
-        # Unanswered pings for 2.5 s would have restarted it: same process, same state.
+        # Unanswered pings for 5 s would have restarted it: same process, same state.
         assert ref.pid == pid
         assert (await ref.ask(Get()))["total"] == 1
 
