@@ -32,6 +32,7 @@ sys.path.insert(0, str(HERE / "support"))
 sys.path.insert(0, str(ROOT))
 
 from bench_actors_helpers import Count, Item  # noqa: E402
+from bench_net import wait_listening  # noqa: E402
 
 from actors import ProcessOptions, Ref, open_system  # noqa: E402
 from fabric.network import Backend, EndpointSpec, Latency, open_load_balancer  # noqa: E402
@@ -78,7 +79,7 @@ async def bench_load_balancer(args: argparse.Namespace) -> None:
         port = s.getsockname()[1]
     async with await anyio.open_process([sys.executable, LB_SCRIPT, "--serve-raw", str(port)]) as server:
         try:
-            await _wait_listening(port)
+            await wait_listening(port)
             backend = [Backend("bench_IN_0", "127.0.0.1", port)]
             spec = EndpointSpec("bench", "http", 0)
             async with (
@@ -118,18 +119,6 @@ async def bench_load_balancer(args: argparse.Namespace) -> None:
     )
     print(line("toxic-capable, never touched", results["untouched"], base, "req/s"))
     print(line("chaos loaded, toxic added+removed", results["chaos"], base, "req/s"))
-
-
-async def _wait_listening(port: int) -> None:
-    with anyio.fail_after(20):
-        while True:
-            try:
-                stream = await anyio.connect_tcp("127.0.0.1", port)
-            except OSError:
-                await anyio.sleep(0.05)
-                continue
-            await stream.aclose()
-            return
 
 
 # -- actor links -------------------------------------------------------------------------------

@@ -29,6 +29,9 @@ import anyio
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent / "support"))
+
+from bench_net import wait_listening  # noqa: E402
 
 from fabric.network import Backend, EndpointSpec, open_load_balancer  # noqa: E402
 
@@ -150,18 +153,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-async def wait_listening(port: int) -> None:
-    with anyio.fail_after(20):
-        while True:
-            try:
-                stream = await anyio.connect_tcp("127.0.0.1", port)
-            except OSError:
-                await anyio.sleep(0.05)
-                continue
-            await stream.aclose()
-            return
 
 
 async def measure(port: int, args: argparse.Namespace, seconds: int = 0) -> float:
