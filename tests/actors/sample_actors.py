@@ -225,7 +225,7 @@ class Spawner(Actor):
     """Spawns a Recorder in a child process of its own (a grandchild of the test)."""
 
     async def on_start(self) -> None:
-        self.child = await self.spawn_process("sample_actors:Recorder", name="grandchild")
+        self.child = await self.spawn_process("tests.actors.sample_actors:Recorder", name="grandchild")
 
     async def receive(self, message: Any) -> Any:
         return await self.child.ask(message)

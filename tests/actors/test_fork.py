@@ -10,10 +10,10 @@ from pathlib import Path
 
 import psutil
 import pytest
-import sample_actors
-from sample_actors import Add, AtExit, Inspect, SysExit
 
 from actors import ProcessExited, ProcessOptions, command_line, open_system
+from tests.actors import sample_actors
+from tests.actors.sample_actors import Add, AtExit, Inspect, SysExit
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -25,8 +25,10 @@ async def test_a_forked_child_keeps_only_its_own_files_and_shows_its_command_lin
     options = ProcessOptions(log_path=tmp_path / "child.log", cwd=workdir, env={"SAMPLE_SETTING": "42"})
     with secret.open("w"):
         async with open_system() as system:
-            first = await system.spawn_process("sample_actors:Recorder", name="first")
-            second = await system.spawn_process("sample_actors:Recorder", name="second", options=options)
+            first = await system.spawn_process("tests.actors.sample_actors:Recorder", name="first")
+            second = await system.spawn_process(
+                "tests.actors.sample_actors:Recorder", name="second", options=options
+            )
             seen = await second.ask(Inspect())
             ours = {os.readlink(f"/proc/self/fd/{fd}") for fd in _open_fds()}
             assert second.pid is not None
@@ -51,7 +53,7 @@ async def test_the_parents_log_handlers_stay_with_the_parent(tmp_path: Path) -> 
     try:
         async with open_system() as system:
             ref = await system.spawn_process(
-                "sample_actors:Recorder",
+                "tests.actors.sample_actors:Recorder",
                 name="child",
                 options=ProcessOptions(log_path=tmp_path / "child.log"),
             )
@@ -70,9 +72,9 @@ async def test_a_child_that_changes_user_starts_from_a_fresh_interpreter(
     """A limited role must not begin life with a copy of a privileged parent's memory."""
     monkeypatch.setattr(sample_actors, "MARKER", "the parent's secret")
     async with open_system() as system:
-        forked = await system.spawn_process("sample_actors:Recorder", name="forked")
+        forked = await system.spawn_process("tests.actors.sample_actors:Recorder", name="forked")
         limited = await system.spawn_process(
-            "sample_actors:Recorder", name="limited", options=ProcessOptions(run_as="nobody")
+            "tests.actors.sample_actors:Recorder", name="limited", options=ProcessOptions(run_as="nobody")
         )
         assert (await forked.ask(Inspect()))["marker"] == "the parent's secret"
         assert (await limited.ask(Inspect()))["marker"] == "pristine"
@@ -82,7 +84,7 @@ async def test_spawning_can_be_told_to_exec(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("ACTORS_SPAWN", "exec")
     monkeypatch.setattr(sample_actors, "MARKER", "only in the parent")
     async with open_system() as system:
-        ref = await system.spawn_process("sample_actors:Recorder", name="execd")
+        ref = await system.spawn_process("tests.actors.sample_actors:Recorder", name="execd")
         assert (await ref.ask(Inspect()))["marker"] == "pristine"
 
 
@@ -101,13 +103,13 @@ async def test_a_forked_child_ends_as_an_interpreter_would(tmp_path: Path) -> No
     atexit.register(parent_handler_ran.write_text, "the parent's handler ran in a child")
     try:
         async with open_system() as system:
-            polite = await system.spawn_process("sample_actors:Recorder", name="polite")
+            polite = await system.spawn_process("tests.actors.sample_actors:Recorder", name="polite")
             await polite.ask(AtExit(str(tmp_path / "bye"), "goodbye"))
             assert await polite.stop() is None
             codes = []
             for options in (None, ProcessOptions(python=sys.executable)):  # forked, exec'd
                 leaving = await system.spawn_process(
-                    "sample_actors:Recorder", name="leaving", options=options
+                    "tests.actors.sample_actors:Recorder", name="leaving", options=options
                 )
                 await leaving.tell(SysExit(3))
                 reason = await leaving.join()
@@ -131,7 +133,7 @@ async def test_a_command_line_too_long_to_show_after_a_fork_is_exec_d(
     monkeypatch.setattr(sample_actors, "MARKER", "only in the parent")
     name = "n" * (_title_room() + 1)
     async with open_system() as system:
-        ref = await system.spawn_process("sample_actors:Recorder", name=name)
+        ref = await system.spawn_process("tests.actors.sample_actors:Recorder", name=name)
         seen = await ref.ask(Inspect())
         assert ref.pid is not None
         cmdline = command_line(psutil.Process(ref.pid).cmdline())

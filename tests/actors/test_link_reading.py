@@ -13,9 +13,9 @@ import random
 import anyio
 import pytest
 import trio
-from sample_actors import Add, AskParent, Get, Nap, Seen, Work
 
 from actors import Actor, AskTimeout, ProcessOptions, open_system
+from tests.actors.sample_actors import Add, AskParent, Get, Nap, Seen, Work
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -26,7 +26,9 @@ async def test_a_handler_that_waits_leaves_the_link_read() -> None:
     # the timeout still leaves a loaded machine room to answer a ping that was read.
     quick_pings = ProcessOptions(ping_interval=0.2, ping_timeout=2.0)
     async with open_system() as system:
-        ref = await system.spawn_process("sample_actors:Recorder", name="napper", options=quick_pings)
+        ref = await system.spawn_process(
+            "tests.actors.sample_actors:Recorder", name="napper", options=quick_pings
+        )
         pid = ref.pid
         await ref.ask(Get())  # from now on the idle actor reads its link itself
         async with anyio.create_task_group() as tg:
@@ -44,7 +46,7 @@ async def test_a_handler_that_waits_leaves_the_link_read() -> None:
 
 async def test_concurrent_askers_each_get_their_own_answer() -> None:
     async with open_system() as system:
-        ref = await system.spawn_process("sample_actors:Recorder", name="echo")
+        ref = await system.spawn_process("tests.actors.sample_actors:Recorder", name="echo")
         answers: dict[int, object] = {}
 
         async def asker(i: int) -> None:
@@ -68,7 +70,7 @@ async def test_a_child_asking_its_parent_in_a_loop_while_the_parent_asks_it() ->
 
     async with open_system() as system:
         parent = await system.spawn(Parent, name="parent")
-        child = await system.spawn_process("sample_actors:Recorder", name="child", parent=parent)
+        child = await system.spawn_process("tests.actors.sample_actors:Recorder", name="child", parent=parent)
         async with anyio.create_task_group() as tg:
 
             async def parent_asks() -> None:
@@ -82,7 +84,7 @@ async def test_a_child_asking_its_parent_in_a_loop_while_the_parent_asks_it() ->
 
 async def test_a_timed_out_ask_is_forgotten_and_the_actor_serves_on() -> None:
     async with open_system() as system:
-        ref = await system.spawn_process("sample_actors:Recorder", name="sleepy")
+        ref = await system.spawn_process("tests.actors.sample_actors:Recorder", name="sleepy")
         with anyio.fail_after(20):
             with pytest.raises(AskTimeout, match=r"did not answer Nap within 0\.2 s"):
                 await ref.ask(Nap(1.0), timeout=0.2)
@@ -122,7 +124,7 @@ async def _expect_timeout(ref: object, timeout: float) -> None:
 async def test_process_asks_and_timeouts_on_asyncio_too() -> None:
     async def main() -> list[object]:
         async with open_system() as system:
-            ref = await system.spawn_process("sample_actors:Recorder", name="proc")
+            ref = await system.spawn_process("tests.actors.sample_actors:Recorder", name="proc")
             answers = [await ref.ask(i) for i in range(50)]
             try:
                 await ref.ask(Nap(1.0), timeout=0.2)
@@ -157,7 +159,9 @@ async def test_a_mixed_load_keeps_every_answer_and_every_sender_s_order(seed: in
 
     async with open_system() as system:
         parent = await system.spawn(Parent, name="parent")
-        child = await system.spawn_process("sample_actors:Recorder", name="worker", parent=parent)
+        child = await system.spawn_process(
+            "tests.actors.sample_actors:Recorder", name="worker", parent=parent
+        )
 
         async def sender(who: int) -> None:
             for n, (ask, nap, ask_parent) in enumerate(plans[who]):

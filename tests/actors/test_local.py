@@ -6,9 +6,9 @@ from typing import Any
 
 import anyio
 import pytest
-from sample_actors import Add, Fail, Get, Recorder, Slow
 
 from actors import Actor, ActorDead, ActorError, AskTimeout, MailboxFull, open_system
+from tests.actors.sample_actors import Add, Fail, Get, Recorder, Slow
 
 
 async def test_tells_are_handled_in_order_and_ask_sees_them_all() -> None:
@@ -146,7 +146,7 @@ async def test_core_runs_on_asyncio_too() -> None:
             for i in range(10):
                 await ref.tell(Add(i))
             state = await ref.ask(Get())
-            proc = await system.spawn_process("sample_actors:Recorder", name="proc")
+            proc = await system.spawn_process("tests.actors.sample_actors:Recorder", name="proc")
             await proc.tell(Add(5))
             assert (await proc.ask(Get()))["total"] == 5
             return list(state["seen"])

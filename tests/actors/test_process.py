@@ -12,7 +12,6 @@ from pathlib import Path
 import anyio
 import psutil
 import pytest
-from sample_actors import Add, AskParent, Block, Exit, Fail, Get, Pid, Print, Tell
 
 from actors import (
     Actor,
@@ -26,6 +25,8 @@ from actors import (
     open_system,
 )
 from actors._wire import Kind, append_frame
+from tests.actors.sample_actors import Add, AskParent, Block, Exit, Fail, Get, Pid, Print, Tell
+from tests.paths import ROOT
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -44,7 +45,7 @@ async def wait_gone(pid: int, seconds: float = 20.0) -> None:
 
 async def test_a_process_actor_runs_in_another_process_and_keeps_order() -> None:
     async with open_system() as system:
-        ref = await system.spawn_process("sample_actors:Recorder", name="rec", args=("p:",))
+        ref = await system.spawn_process("tests.actors.sample_actors:Recorder", name="rec", args=("p:",))
         pid = await ref.ask(Pid())
         assert pid == ref.pid != os.getpid()
         for i in range(2000):
@@ -57,7 +58,7 @@ async def test_a_process_actor_runs_in_another_process_and_keeps_order() -> None
 
 async def test_remote_exception_carries_type_message_and_traceback() -> None:
     async with open_system() as system:
-        ref = await system.spawn_process("sample_actors:Recorder", name="rec")
+        ref = await system.spawn_process("tests.actors.sample_actors:Recorder", name="rec")
         with pytest.raises(ActorError) as caught:
             await ref.ask(Fail("remote boom"))
         assert caught.value.type_name == "ValueError"
@@ -77,7 +78,7 @@ async def test_child_talks_to_its_parent_actor() -> None:
 
     async with open_system() as system:
         parent = await system.spawn(Parent, name="parent")
-        child = await system.spawn_process("sample_actors:Recorder", name="child", parent=parent)
+        child = await system.spawn_process("tests.actors.sample_actors:Recorder", name="child", parent=parent)
         await child.ask(Tell("status: ready"))
         assert await child.ask(AskParent("may I?")) == "yes:may I?"
     assert heard == ["status: ready", "may I?"]
@@ -85,7 +86,7 @@ async def test_child_talks_to_its_parent_actor() -> None:
 
 async def test_backpressure_across_the_process_boundary() -> None:
     async with open_system() as system:
-        ref = await system.spawn_process("sample_actors:Recorder", name="rec", mailbox_size=4)
+        ref = await system.spawn_process("tests.actors.sample_actors:Recorder", name="rec", mailbox_size=4)
         await ref.tell(Block(0.5))  # the child's actor is stuck; its mailbox fills, then the link
         with anyio.fail_after(20):
             for _i in range(50_000):
@@ -96,7 +97,7 @@ async def test_backpressure_across_the_process_boundary() -> None:
 async def test_spawn_failures_are_named() -> None:
     async with open_system() as system:
         with pytest.raises(ActorError, match="no database"):
-            await system.spawn_process("sample_actors:FailingStart", name="bad")
+            await system.spawn_process("tests.actors.sample_actors:FailingStart", name="bad")
         with pytest.raises(ActorError, match=r"ModuleNotFoundError|No module named"):
             await system.spawn_process("no_such_module:Thing", name="missing")
         with pytest.raises(ValueError, match=r"package\.module:ClassName"):
@@ -107,7 +108,7 @@ async def test_output_goes_to_the_named_log_file(tmp_path: Path) -> None:
     log = tmp_path / "child.log"
     async with open_system() as system:
         ref = await system.spawn_process(
-            "sample_actors:Recorder", name="rec", options=ProcessOptions(log_path=log)
+            "tests.actors.sample_actors:Recorder", name="rec", options=ProcessOptions(log_path=log)
         )
         await ref.ask(Print("hello from the child"))
     text = log.read_text()
@@ -118,7 +119,9 @@ async def test_output_goes_to_the_named_log_file(tmp_path: Path) -> None:
 async def test_stop_ladder_ends_in_sigkill_and_reaps() -> None:
     options = ProcessOptions(stop_timeout=0.3, term_timeout=0.3)
     async with open_system() as system:
-        ref = await system.spawn_process("sample_actors:StubbornStop", name="stubborn", options=options)
+        ref = await system.spawn_process(
+            "tests.actors.sample_actors:StubbornStop", name="stubborn", options=options
+        )
         pid = ref.pid
         assert pid is not None
         with anyio.fail_after(20):
@@ -129,7 +132,7 @@ async def test_stop_ladder_ends_in_sigkill_and_reaps() -> None:
 
 async def test_child_exit_is_reported_with_its_code() -> None:
     async with open_system() as system:
-        ref = await system.spawn_process("sample_actors:Recorder", name="rec")
+        ref = await system.spawn_process("tests.actors.sample_actors:Recorder", name="rec")
         await ref.tell(Exit(7))
         reason = await ref.join()
         assert isinstance(reason, ProcessExited)
@@ -140,7 +143,7 @@ async def test_child_exit_is_reported_with_its_code() -> None:
 
 async def test_sigkilled_child_is_a_failure_and_pending_asks_fail() -> None:
     async with open_system() as system:
-        ref = await system.spawn_process("sample_actors:Recorder", name="rec")
+        ref = await system.spawn_process("tests.actors.sample_actors:Recorder", name="rec")
         await ref.tell(Block(5))
         async with anyio.create_task_group() as tg:
 
@@ -160,7 +163,7 @@ async def test_sigkilled_child_is_a_failure_and_pending_asks_fail() -> None:
 async def test_stopped_process_is_detected_as_unresponsive() -> None:
     options = ProcessOptions(ping_interval=0.1, ping_timeout=0.5)
     async with open_system() as system:
-        ref = await system.spawn_process("sample_actors:Recorder", name="rec", options=options)
+        ref = await system.spawn_process("tests.actors.sample_actors:Recorder", name="rec", options=options)
         pid = ref.pid
         assert pid is not None
         os.kill(pid, signal.SIGSTOP)
@@ -172,7 +175,7 @@ async def test_stopped_process_is_detected_as_unresponsive() -> None:
 
 async def test_malformed_frames_do_not_kill_the_child() -> None:
     async with open_system() as system:
-        ref = await system.spawn_process("sample_actors:Recorder", name="rec")
+        ref = await system.spawn_process("tests.actors.sample_actors:Recorder", name="rec")
         outbox = ref._target.outbox  # type: ignore[attr-defined]
         # Garbage msgpack inside a well-formed length prefix.
         garbage = b"\xc1\xc1\xc1"
@@ -180,7 +183,7 @@ async def test_malformed_frames_do_not_kill_the_child() -> None:
         # A message of a type the child cannot import.
         append_frame(outbox.buffer, Kind.TELL, 0, {"x": 1}, name="nowhere.module:Ghost")
         # A body that does not fit its type.
-        append_frame(outbox.buffer, Kind.TELL, 0, {"amount": "many"}, name="sample_actors:Add")
+        append_frame(outbox.buffer, Kind.TELL, 0, {"amount": "many"}, name="tests.actors.sample_actors:Add")
         # An ask of an unknown type is answered with an error, not silence.
         with pytest.raises(ActorError, match="unknown message type"):
             await ref.ask(_Ghost())
@@ -215,7 +218,7 @@ _encode_ghost()
 async def test_link_faults_drop_delay_and_cut() -> None:
     async with open_system() as system:
         ref = await system.spawn_process(
-            "sample_actors:Recorder", name="rec", options=ProcessOptions(ping_interval=None)
+            "tests.actors.sample_actors:Recorder", name="rec", options=ProcessOptions(ping_interval=None)
         )
         faults = ref.faults
         assert faults is not None and not faults.active
@@ -241,7 +244,7 @@ async def test_cancelling_the_owner_leaves_no_orphan() -> None:
     with anyio.move_on_after(30) as outer:
         async with open_system() as system:
             for i in range(3):
-                ref = await system.spawn_process("sample_actors:Recorder", name=f"rec{i}")
+                ref = await system.spawn_process("tests.actors.sample_actors:Recorder", name=f"rec{i}")
                 assert ref.pid is not None
                 pids.append(ref.pid)
             outer.cancel()
@@ -260,13 +263,13 @@ async def test_killing_the_parent_process_kills_its_children(tmp_path: Path) -> 
         textwrap.dedent(
             f"""
             import sys, anyio
-            sys.path.insert(0, {str(Path(__file__).parent)!r})
+            sys.path.insert(0, {str(ROOT)!r})
             from actors import open_system
-            from sample_actors import Pid
+            from tests.actors.sample_actors import Pid
 
             async def main():
                 async with open_system() as system:
-                    ref = await system.spawn_process("sample_actors:Spawner", name="spawner")
+                    ref = await system.spawn_process("tests.actors.sample_actors:Spawner", name="spawner")
                     grandchild = await ref.ask(Pid())
                     open({str(pids_file)!r}, "w").write(f"{{ref.pid}} {{grandchild}}")
                     await anyio.sleep_forever()
@@ -295,7 +298,7 @@ async def test_killing_the_parent_process_kills_its_children(tmp_path: Path) -> 
 async def test_run_as_drops_root_before_the_actor_runs() -> None:
     async with open_system() as system:
         ref = await system.spawn_process(
-            "sample_actors:Recorder", name="limited", options=ProcessOptions(run_as="nobody")
+            "tests.actors.sample_actors:Recorder", name="limited", options=ProcessOptions(run_as="nobody")
         )
         pid = await ref.ask(Pid())
         uids = psutil.Process(pid).uids()
@@ -326,7 +329,7 @@ async def test_children_are_forked_by_one_long_lived_thread(monkeypatch: pytest.
     async with open_system() as system:
         for i in range(4):
             await system.spawn_process(
-                "sample_actors:Recorder", name=f"rec{i}", options=exec_options if i % 2 else None
+                "tests.actors.sample_actors:Recorder", name=f"rec{i}", options=exec_options if i % 2 else None
             )
             await anyio.to_thread.run_sync(lambda: None)  # other work in trio's worker threads
     assert len(forking_threads) == 4

@@ -10,7 +10,6 @@ from typing import Any
 import anyio
 import pytest
 import trio
-from sample_actors import Add, Get
 
 from actors import (
     Actor,
@@ -23,6 +22,7 @@ from actors import (
     WhichChildren,
     open_system,
 )
+from tests.actors.sample_actors import Add, Get
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -30,7 +30,7 @@ FAST = ProcessOptions(ping_interval=None, stop_timeout=2.0, term_timeout=1.0)
 
 
 def process_child(name: str, restart: str = "permanent") -> ChildSpec:
-    return ChildSpec(name=name, target="sample_actors:Recorder", options=FAST, restart=restart)  # type: ignore[arg-type]
+    return ChildSpec(name=name, target="tests.actors.sample_actors:Recorder", options=FAST, restart=restart)  # type: ignore[arg-type]
 
 
 async def pids(sup: Ref) -> dict[str, int | None]:
@@ -198,7 +198,9 @@ async def test_unresponsive_child_process_is_restarted() -> None:
     options = ProcessOptions(ping_interval=0.1, ping_timeout=0.5, stop_timeout=1.0, term_timeout=1.0)
     async with open_system() as system:
         sup = await system.spawn(
-            lambda: Supervisor([ChildSpec(name="w", target="sample_actors:Recorder", options=options)]),
+            lambda: Supervisor(
+                [ChildSpec(name="w", target="tests.actors.sample_actors:Recorder", options=options)]
+            ),
             name="sup",
         )
         before = (await pids(sup))["w"]

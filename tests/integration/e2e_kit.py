@@ -22,8 +22,6 @@ from fabric.frontend.client import FabricClient
 from fabric.server import Fabric, open_fabric
 from fabric.settings import Settings
 
-ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = ROOT / "examples"
 SERVICES = Path(__file__).resolve().parent / "services"
 
 

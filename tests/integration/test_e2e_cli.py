@@ -12,7 +12,8 @@ from pathlib import Path
 import anyio
 import psutil
 import pytest
-from e2e_kit import EXAMPLES
+
+from tests.paths import EXAMPLES
 
 pytestmark = pytest.mark.timeout(180)
 

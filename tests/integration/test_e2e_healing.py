@@ -8,10 +8,11 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
-from e2e_kit import EXAMPLES, copy_service, descendants_named, running_fabric, vm_process
 
 from fabric.model import build_package
 from fabric.settings import Settings
+from tests.integration.e2e_kit import copy_service, descendants_named, running_fabric, vm_process
+from tests.paths import EXAMPLES
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -10,8 +10,9 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
-from e2e_kit import (
-    EXAMPLES,
+
+from fabric.guest.disk import VmDisk
+from tests.integration.e2e_kit import (
     SERVICES,
     Running,
     copy_service,
@@ -20,8 +21,7 @@ from e2e_kit import (
     role_host_of,
     running_fabric,
 )
-
-from fabric.guest.disk import VmDisk
+from tests.paths import EXAMPLES
 
 pytestmark = pytest.mark.timeout(180)
 

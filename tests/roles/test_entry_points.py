@@ -9,8 +9,9 @@ from pathlib import Path
 import anyio
 import psutil
 import pytest
-from role_parent import FIXTURES, marks, run_host, worker_config
-from test_worker_host import assert_role_failed
+
+from tests.roles.role_parent import FIXTURES, marks, run_host, worker_config
+from tests.roles.test_worker_host import assert_role_failed
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(30)]
 

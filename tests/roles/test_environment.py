@@ -8,7 +8,6 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from role_parent import environment
 
 from roles import (
     Change,
@@ -17,6 +16,7 @@ from roles import (
     RoleEnvironmentError,
     RoleInstanceStatusCheckEventArgs,
 )
+from tests.roles.role_parent import environment
 
 
 @pytest.fixture

@@ -9,8 +9,6 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
-from role_parent import FIXTURES, environment, marks, run_host, worker_config
-from test_worker_host import assert_role_failed
 
 from actors import ProcessOptions
 from roles.protocol import (
@@ -22,6 +20,8 @@ from roles.protocol import (
     StatusCheck,
     StatusCheckResult,
 )
+from tests.roles.role_parent import FIXTURES, environment, marks, run_host, worker_config
+from tests.roles.test_worker_host import assert_role_failed
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(30)]
 

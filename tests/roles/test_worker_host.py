@@ -8,7 +8,6 @@ from pathlib import Path
 import anyio
 import psutil
 import pytest
-from role_parent import marks, run_host, worker_config
 
 from actors import ActorError, ProcessExited, ProcessOptions
 from roles.protocol import (
@@ -19,6 +18,8 @@ from roles.protocol import (
     StatusCheck,
     StatusCheckResult,
 )
+from tests.paths import ROOT
+from tests.roles.role_parent import marks, run_host, worker_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(30)]
 
@@ -177,10 +178,10 @@ async def test_changing_can_be_cancelled_and_changed_sees_the_new_settings(tmp_p
 async def test_role_hosts_run_on_asyncio_too(tmp_path: Path) -> None:
     # The host runs on its parent's backend; an abandoned plain run() must not hold its exit.
     code = (
-        "import sys, anyio; sys.path.insert(0, sys.argv[1]); import role_parent; "
+        "import sys, anyio; sys.path.insert(0, sys.argv[1]); from tests.roles import role_parent; "
         "print(anyio.run(role_parent.recycle_sync_worker, sys.argv[2], backend='asyncio'))"
     )
-    here = str(Path(__file__).parent)
+    here = str(ROOT)
     with anyio.fail_after(20):
         result = await anyio.run_process([sys.executable, "-c", code, here, str(tmp_path)])
     assert result.stdout.decode().strip() == "['starting', 'ready', 'recycling']"

@@ -1,0 +1,113 @@
+"""The guest agent and AppAgent with real VMs: provisioning, logs, heartbeats, agent updates."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import anyio
+import psutil
+import pytest
+
+from fabric.guest.disk import VmDisk
+from fabric.guest.messages import Heartbeat, HeartbeatReply, UpdateGuestAgent
+from fabric.settings import Settings
+from tests.fabric.guest.agent_support import booted
+from tests.paths import EXAMPLES
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def disk(vm) -> VmDisk:  # type: ignore[no-untyped-def]
+    c = vm.config
+    return VmDisk(Path(c.vm_root), c.deployment_id, c.role.name, c.instance_id)
+
+
+async def test_worker_vm_boots_to_ready_with_the_seed_layout(tmp_path: Path) -> None:
+    async with booted("hello-worker", "HelloWorker", tmp_path) as vm:
+        await vm.wait_for("ReadyRole")
+        reply: HeartbeatReply = await vm.ref.ask(Heartbeat(1))
+        assert reply.status.status == "ReadyRole"
+        assert reply.instance_id == "HelloWorker_IN_0"
+        d = disk(vm)
+        for path in (
+            d.app_agent_log,
+            d.app_agent_runtime_log,
+            d.bootstrapper_log,
+            d.config_file,
+            d.role_model,
+            d.approot / "worker.py",
+            d.firewall_file,
+        ):
+            assert path.exists(), path
+        assert "heartbeat 1: ReadyRole" in d.app_agent_log.read_text()
+        runtime = d.app_agent_runtime_log.read_text()
+        assert "copied the role's code" in runtime and "starting WaHostBootstrapper" in runtime
+        assert b"<RoleEnvironment>" in d.config_file.read_bytes()
+        assert vm.statuses.index("CreatingRole") < vm.statuses.index("ReadyRole")
+    # the VM is gone, the suite's fixture checks no process is left
+
+
+async def test_guest_agent_update_keeps_the_role_running(tmp_path: Path) -> None:
+    async with booted("hello-worker", "HelloWorker", tmp_path) as vm:
+        await vm.wait_for("ReadyRole")
+        before: HeartbeatReply = await vm.ref.ask(Heartbeat(1))
+        role_pid = before.status.role_pid
+        assert role_pid and psutil.pid_exists(role_pid)
+        assert (
+            await vm.ref.ask(UpdateGuestAgent("tests.fabric.guest.agent_support:GuestAgentV2"))
+            == "tests.fabric.guest.agent_support:GuestAgentV2"
+        )
+        with anyio.fail_after(30):
+            while True:
+                after: HeartbeatReply = await vm.ref.ask(Heartbeat(2))
+                if after.agent_version == "2.0" and after.status.status == "ReadyRole":
+                    break
+                await anyio.sleep(0.05)
+        assert after.status.role_pid == role_pid  # the same role host process: no restart
+
+
+async def test_local_storage_over_quota_is_reported(tmp_path: Path) -> None:
+    settings = Settings.fast(diagnostics_interval=0.2)
+    async with booted("guestbook", "Web", tmp_path, settings=settings) as vm:
+        await vm.wait_for("ReadyRole")
+        scratch = disk(vm).local_resource("Scratch")
+        (scratch / "big.bin").write_bytes(b"\0" * (11 * 1024 * 1024))  # Scratch is 10 MB
+        with anyio.fail_after(30):
+            while "Scratch" not in (await vm.ref.ask(Heartbeat(3))).storage_over_quota:
+                await anyio.sleep(0.1)
+        assert "LocalStorage Scratch uses more than its sizeInMB" in disk(vm).app_agent_log.read_text()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
+async def test_limited_role_runs_unprivileged_and_storage_is_its_own(tmp_path: Path) -> None:
+    async with booted("hello-worker", "HelloWorker", tmp_path) as vm:
+        await vm.wait_for("ReadyRole")
+        reply: HeartbeatReply = await vm.ref.ask(Heartbeat(1))
+        assert psutil.Process(reply.status.role_pid).uids().effective != 0
+
+
+def test_certificates_are_owner_only(tmp_path: Path) -> None:
+    import msgspec
+
+    from fabric.guest.messages import CertificateFile
+    from fabric.guest.provision import disk_of, place_certificates
+    from fabric.guest.standalone import guest_config_for
+    from fabric.model import load_service
+
+    service = load_service(EXAMPLES / "hello-worker")
+    config = guest_config_for(service, "HelloWorker", 0, tmp_path, Settings.fast())
+    config = msgspec.structs.replace(
+        config,
+        certificates=[CertificateFile(name="Ssl", thumbprint="ABCDEF", pem="-----BEGIN CERTIFICATE-----\n")],
+    )
+    lines: list[str] = []
+    place_certificates(config, disk_of(config), lines.append)
+    certificates = disk_of(config).certificates_dir
+    pem = certificates / "LocalMachine" / "My" / "ABCDEF.pem"
+    assert pem.read_text().startswith("-----BEGIN CERTIFICATE")
+    assert stat.S_IMODE(pem.stat().st_mode) == 0o600
+    for folder in (certificates, certificates / "LocalMachine", pem.parent):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert "placed certificate Ssl (ABCDEF)" in lines[0]

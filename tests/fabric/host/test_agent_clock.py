@@ -1,0 +1,216 @@
+"""The host agent with in-process stand-in guests on trio's autojump clock: Azure's timings at
+full length (2.5 s heartbeats, the 10-minute watchdog, 5 s host heartbeats) in milliseconds."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from itertools import pairwise
+from pathlib import Path
+
+import anyio
+import pytest
+import trio
+
+from actors import ActorError, Ref, open_system
+from fabric.guest.messages import ApplyEnvironment, GuestConfig
+from fabric.host.agent import HostAgent, host_log_path
+from fabric.host.messages import (
+    ApplyGuestEnvironment,
+    GetHostStatus,
+    HostHeartbeat,
+    RestartGuest,
+    StartGuest,
+    StopGuest,
+)
+from fabric.settings import Settings
+from tests.fabric.host.host_stand_ins import (
+    ControllerStandIn,
+    FakeLauncher,
+    SpawnHost,
+    guest_config,
+    host_config,
+)
+
+pytestmark = pytest.mark.timeout(20)
+
+AZURE = Settings()
+
+
+@dataclass
+class Host:
+    """A host agent in this process, its recording parent, and its stand-in guests."""
+
+    ref: Ref
+    controller: ControllerStandIn
+    launcher: FakeLauncher
+    config: GuestConfig
+    log: Path
+
+
+@asynccontextmanager
+async def host(tmp_path: Path, settings: Settings = AZURE) -> AsyncIterator[Host]:
+    """A HostAgent whose VMs are FakeGuests in this process."""
+    controller, launcher = ControllerStandIn(), FakeLauncher()
+    config = host_config(tmp_path, settings)
+    async with open_system() as system:
+        parent = await system.spawn(lambda: controller, name="controller")
+        ref = await parent.ask(SpawnHost(factory=lambda: HostAgent(config, launcher=launcher)))
+        yield Host(ref, controller, launcher, guest_config(tmp_path, settings), host_log_path(config))
+        await ref.stop()
+
+
+async def test_start_reports_creating_and_starting_vm_then_relays_the_guest(
+    tmp_path: Path, autojump_clock: trio.abc.Clock
+) -> None:
+    async with host(tmp_path) as h:
+        pid = await h.ref.ask(StartGuest(h.config))
+        assert pid > 0
+        await h.controller.wait_for("ReadyRole", 10)
+        assert h.controller.seen() == ["CreatingVM", "StartingVM", "StartingRole", "ReadyRole"]
+        status: HostHeartbeat = await h.ref.ask(GetHostStatus())
+        assert status.instances["Worker_IN_0"].status == "ReadyRole"
+        assert status.host_id == "h1"
+
+
+async def test_a_hung_guest_goes_unknown_then_is_restarted_after_ten_minutes(
+    tmp_path: Path, autojump_clock: trio.abc.Clock
+) -> None:
+    async with host(tmp_path) as h:
+        await h.ref.ask(StartGuest(h.config))
+        await h.controller.wait_for("ReadyRole", 10)
+        first = h.launcher.current
+        await anyio.sleep(60)
+        first.muted = True
+        hung_at = anyio.current_time()
+        await h.controller.wait_for("ReadyRole", 700, count=2)
+        seen = h.controller.seen()
+        assert seen[4:] == ["RoleStateUnknown", "StoppedVM", "StartingVM", "StartingRole", "ReadyRole"]
+        # the last status is shown as is for a few heartbeats, then as unknown
+        unknown = h.controller.at("RoleStateUnknown") - hung_at
+        assert 7.5 <= unknown <= 12.5
+        # the restart: ten minutes after the last reply, not before (and within one heartbeat)
+        restarted = h.controller.at("StoppedVM") - first.last_answer
+        assert 600.0 <= restarted < 602.5
+        assert len(h.launcher.boots) == 2
+        assert h.launcher.boots[1] - first.last_answer == pytest.approx(restarted, abs=0.01)
+        assert h.launcher.current is not first
+        log = h.log.read_text()
+        assert "watchdog: no heartbeat reply from Worker_IN_0" in log
+        assert "restarting the guest OS" in log
+        assert "its state is unknown" in log
+
+
+async def test_a_guest_answering_every_heartbeat_runs_for_hours(
+    tmp_path: Path, autojump_clock: trio.abc.Clock
+) -> None:
+    async with host(tmp_path) as h:
+        await h.ref.ask(StartGuest(h.config))
+        await anyio.sleep(4 * 3600)
+        assert h.controller.seen() == ["CreatingVM", "StartingVM", "StartingRole", "ReadyRole"]
+        assert len(h.launcher.boots) == 1
+        assert h.launcher.current.heartbeats == pytest.approx(4 * 3600 / 2.5, abs=2)
+
+
+async def test_a_lost_push_is_corrected_by_the_next_heartbeat(
+    tmp_path: Path, autojump_clock: trio.abc.Clock
+) -> None:
+    async with host(tmp_path) as h:
+        await h.ref.ask(StartGuest(h.config))
+        await h.controller.wait_for("ReadyRole", 10)
+        changed = anyio.current_time()
+        await h.launcher.current.set_status("BusyRole", push=False)
+        await h.controller.wait_for("BusyRole", 10)
+        assert h.controller.at("BusyRole") - changed <= 2.5
+
+
+async def test_a_crashed_guest_is_rebooted_with_a_growing_backoff(
+    tmp_path: Path, autojump_clock: trio.abc.Clock
+) -> None:
+    async with host(tmp_path) as h:
+        await h.ref.ask(StartGuest(h.config))
+        await h.controller.wait_for("ReadyRole", 10)
+        h.launcher.crash_at_once = True  # from now on every boot crashes at once
+        h.launcher.current.crash.set()
+        await h.controller.wait_until(lambda: len(h.launcher.boots) >= 6, 120)
+        gaps = [round(b - a, 3) for a, b in pairwise(h.launcher.boots[1:])]
+        # role_restart_initial 0.5 s, doubling: the VM does not spin
+        assert gaps == [1.0, 2.0, 4.0, 8.0]
+        assert h.launcher.boots[1] - h.controller.at("StoppedVM") == pytest.approx(0.5, abs=0.01)
+        stopped = [m.status.detail for _, m in h.controller.statuses if m.status.status == "StoppedVM"]
+        assert stopped[0] == "the guest OS went down (RuntimeError: the guest crashed); rebooting in 0.5 s"
+        assert "the guest OS of Worker_IN_0 went down" in h.log.read_text()
+        # a guest that stays up for role_restart_reset seconds counts as healthy again
+        h.launcher.crash_at_once = False
+        await h.controller.wait_until(lambda: h.controller.seen()[-1] == "ReadyRole", 120)
+        await anyio.sleep(AZURE.role_restart_reset)
+        before = len(h.launcher.boots)
+        h.launcher.current.crash.set()
+        await h.controller.wait_until(lambda: len(h.launcher.boots) > before, 10)
+        assert h.launcher.boots[-1] - h.controller.at("StoppedVM", nth=-1) == pytest.approx(0.5, abs=0.01)
+
+
+async def test_a_vm_that_cannot_boot_fails_the_start(tmp_path: Path, autojump_clock: trio.abc.Clock) -> None:
+    async with host(tmp_path) as h:
+        h.launcher.refuse = True
+        with pytest.raises(ActorError) as caught:
+            await h.ref.ask(StartGuest(h.config))
+        assert caught.value.type_name == "fabric.host.guests.GuestBootError"
+        assert "could not boot" in caught.value.message
+        await h.controller.wait_for("FailedStartingVM", 10)
+        assert h.controller.seen() == ["CreatingVM", "StartingVM", "FailedStartingVM"]
+        status: HostHeartbeat = await h.ref.ask(GetHostStatus())
+        assert status.instances == {}
+
+
+async def test_stop_restart_and_apply(tmp_path: Path, autojump_clock: trio.abc.Clock) -> None:
+    async with host(tmp_path) as h:
+        await h.ref.ask(StartGuest(h.config))
+        await h.controller.wait_for("ReadyRole", 10)
+        change = ApplyEnvironment(environment=h.config.environment, changes=[])
+        assert await h.ref.ask(ApplyGuestEnvironment(instance_id="Worker_IN_0", change=change)) == "applied"
+        await h.ref.ask(RestartGuest(instance_id="Worker_IN_0"))
+        await h.controller.wait_for("ReadyRole", 10, count=2)
+        assert len(h.launcher.boots) == 2
+        await h.ref.ask(StopGuest(instance_id="Worker_IN_0"))
+        await h.controller.wait_for("StoppedVM", 10, count=2)
+        assert h.controller.seen()[-2:] == ["StoppingVM", "StoppedVM"]
+        assert (await h.ref.ask(GetHostStatus())).instances == {}
+        await h.ref.ask(StopGuest(instance_id="Worker_IN_0"))  # stopping twice is harmless
+        with pytest.raises(ActorError, match="runs no instance 'Worker_IN_0'"):
+            await h.ref.ask(RestartGuest(instance_id="Worker_IN_0"))
+        # nothing more happens to a stopped guest, however long we wait
+        await anyio.sleep(3600)
+        assert len(h.launcher.boots) == 2
+
+
+async def test_host_heartbeats_the_controller_every_interval(
+    tmp_path: Path, autojump_clock: trio.abc.Clock
+) -> None:
+    async with host(tmp_path) as h:
+        start = h.controller.heartbeats[0][0] if h.controller.heartbeats else anyio.current_time()
+        await h.ref.ask(StartGuest(h.config))
+        await anyio.sleep(61)
+        beats = h.controller.heartbeats
+        times = [t for t, _ in beats]
+        assert times[0] == pytest.approx(start, abs=0.01)
+        assert {round(b - a, 6) for a, b in pairwise(times)} == {5.0}
+        assert len(beats) == 13
+        assert beats[-1][1].instances["Worker_IN_0"].status == "ReadyRole"
+        assert beats[-1][1].pid > 0
+
+
+def test_the_same_restart_on_asyncio(tmp_path: Path) -> None:
+    """The host agent uses only anyio: the watchdog works on asyncio too (real time, short)."""
+    settings = Settings.fast(guest_heartbeat_interval=0.05, guest_heartbeat_timeout=0.5)
+
+    async def main() -> None:
+        async with host(tmp_path, settings) as h:
+            await h.ref.ask(StartGuest(h.config))
+            await h.controller.wait_for("ReadyRole", 5)
+            h.launcher.current.muted = True
+            await h.controller.wait_for("ReadyRole", 5, count=2)
+            assert h.controller.seen()[4:7] == ["RoleStateUnknown", "StoppedVM", "StartingVM"]
+
+    anyio.run(main, backend="asyncio")

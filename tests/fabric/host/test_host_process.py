@@ -1,0 +1,247 @@
+"""The host agent as a real process, as the controller runs it, booting real VM processes: the
+real AppAgent with a stand-in guest agent (quick), and a real worker role (hello-worker)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import statistics
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from itertools import pairwise
+from pathlib import Path
+
+import anyio
+import psutil
+import pytest
+
+from actors import ProcessOptions, Ref, open_system
+from fabric.guest.messages import ApplyEnvironment, GuestConfig
+from fabric.guest.standalone import guest_config_for
+from fabric.host.agent import host_log_path
+from fabric.host.messages import (
+    ApplyGuestEnvironment,
+    GetHostStatus,
+    HostHeartbeat,
+    RestartGuest,
+    StartGuest,
+    StopGuest,
+)
+from fabric.model import load_service
+from fabric.settings import Settings
+from tests.fabric.host.host_stand_ins import ControllerStandIn, SpawnHost, guest_config, host_config
+from tests.paths import EXAMPLES
+
+pytestmark = [pytest.mark.timeout(30), pytest.mark.slow]
+
+#: short heartbeats and a 2 s watchdog, so that a hung guest is restarted within the test
+FAST = Settings.fast(guest_heartbeat_timeout=2.5, host_heartbeat_interval=0.2)
+ROLE_ORDER = ["CreatingRole", "StartingRole", "ReadyRole"]
+
+
+def never_backwards(seen: list[str]) -> bool:
+    """The role's statuses as relayed go forward only (a stale push is not relayed)."""
+    ranks = [ROLE_ORDER.index(s) for s in seen if s in ROLE_ORDER]
+    return ranks == sorted(ranks)
+
+
+@dataclass
+class Host:
+    """A host agent process, its recording parent, and a VM config for it."""
+
+    ref: Ref
+    controller: ControllerStandIn
+    config: GuestConfig
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        assert self.ref.pid is not None
+        return self.ref.pid
+
+    def vm_pids(self) -> list[int]:
+        """The VMs' first processes: the host process's children."""
+        return [p.pid for p in psutil.Process(self.pid).children() if _alive(p.pid)]
+
+    async def vm_pid_other_than(self, old: int, seconds: float = 20.0) -> int:
+        """Wait until a VM process other than ``old`` runs; return its pid."""
+        with anyio.fail_after(seconds):
+            while not (pids := [p for p in self.vm_pids() if p != old]):
+                await anyio.sleep(0.02)
+        return pids[0]
+
+
+@asynccontextmanager
+async def host_process(tmp_path: Path, settings: Settings = FAST) -> AsyncIterator[Host]:
+    """Spawn a host agent process the way the controller does, with a recording parent."""
+    controller = ControllerStandIn()
+    config = host_config(tmp_path, settings)
+    async with open_system() as system:
+        parent = await system.spawn(lambda: controller, name="controller")
+        options = ProcessOptions(log_path=tmp_path / "host.out.log", stop_timeout=10.0)
+        ref = await parent.ask(SpawnHost(config=config, options=options))
+        yield Host(ref, controller, guest_config(tmp_path, settings), host_log_path(config))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+async def wait_gone(pid: int, seconds: float = 10.0) -> None:
+    """Poll until the process is gone, with a deadline."""
+    with anyio.fail_after(seconds):
+        while _alive(pid):
+            await anyio.sleep(0.02)
+
+
+async def test_a_host_process_boots_a_vm_relays_its_status_and_stops_it(tmp_path: Path) -> None:
+    async with host_process(tmp_path) as h:
+        vm = await h.ref.ask(StartGuest(h.config))
+        assert vm in h.vm_pids()
+        assert os.getsid(vm) == vm != h.pid  # a VM is its own session: killed whole
+        await h.controller.wait_for("ReadyRole", 15)
+        seen = h.controller.seen()
+        assert seen[:2] == ["CreatingVM", "StartingVM"]
+        assert seen[-1] == "ReadyRole" and never_backwards(seen)
+        status: HostHeartbeat = await h.ref.ask(GetHostStatus())
+        assert status.pid == h.pid
+        assert status.instances["Worker_IN_0"].status == "ReadyRole"
+        change = ApplyEnvironment(environment=h.config.environment, changes=[])
+        assert await h.ref.ask(ApplyGuestEnvironment(instance_id="Worker_IN_0", change=change)) == "applied"
+
+        await h.ref.ask(StopGuest(instance_id="Worker_IN_0", delete_disk=True))
+        assert not _alive(vm)
+        assert h.vm_pids() == []
+        assert not Path(h.config.vm_root).exists()
+        await h.controller.wait_for("StoppedVM", 5)
+        assert h.controller.seen()[-2:] == ["StoppingVM", "StoppedVM"]
+        log = h.log.read_text()
+        assert "starting guest Worker_IN_0" in log and f"guest Worker_IN_0 booted (pid {vm})" in log
+        assert "guest Worker_IN_0 stopped" in log
+
+
+async def test_a_sigstopped_guest_goes_unknown_and_is_restarted_by_the_watchdog(tmp_path: Path) -> None:
+    async with host_process(tmp_path) as h:
+        vm = await h.ref.ask(StartGuest(h.config))
+        await h.controller.wait_for("ReadyRole", 15)
+        mark = h.controller.mark()
+        os.kill(vm, signal.SIGSTOP)
+        stopped_at = anyio.current_time()
+        await h.controller.wait_for("ReadyRole", 20, since=mark)
+        assert h.controller.seen(since=mark)[:3] == ["RoleStateUnknown", "StoppedVM", "StartingVM"]
+        assert h.controller.at("StoppedVM", since=mark) - stopped_at >= FAST.guest_heartbeat_timeout
+        await wait_gone(vm)  # killed while stopped
+        new = await h.vm_pid_other_than(vm)
+        assert os.getsid(new) == new
+        log = h.log.read_text()
+        assert "watchdog: no heartbeat reply from Worker_IN_0" in log
+        assert "its state is unknown" in log
+
+
+async def test_stopping_an_unresponsive_guest_kills_it_without_waiting(tmp_path: Path) -> None:
+    patient = Settings.fast(guest_heartbeat_timeout=60.0)  # the watchdog stays out of it
+    async with host_process(tmp_path, patient) as h:
+        vm = await h.ref.ask(StartGuest(h.config))
+        await h.controller.wait_for("ReadyRole", 15)
+        os.kill(vm, signal.SIGSTOP)
+        await h.controller.wait_for("RoleStateUnknown", 10)
+        with anyio.fail_after(3):  # the polite stop would wait on_stop_timeout and more
+            await h.ref.ask(StopGuest(instance_id="Worker_IN_0"))
+        assert not _alive(vm)
+        assert "does not answer heartbeats; killing it" in h.log.read_text()
+
+
+async def test_a_sigkilled_guest_is_rebooted(tmp_path: Path) -> None:
+    async with host_process(tmp_path) as h:
+        vm = await h.ref.ask(StartGuest(h.config))
+        await h.controller.wait_for("ReadyRole", 15)
+        mark = h.controller.mark()
+        os.kill(vm, signal.SIGKILL)
+        await h.controller.wait_for("ReadyRole", 15, since=mark)
+        assert h.controller.seen(since=mark)[:2] == ["StoppedVM", "StartingVM"]
+        details = [m.status.detail for _, m in h.controller.statuses if m.status.status == "StoppedVM"]
+        assert "was killed by SIGKILL" in details[0]
+        assert "rebooting in" in details[0]
+        assert await h.vm_pid_other_than(vm) != vm
+        assert "went down" in h.log.read_text()
+
+
+async def test_reboot_keeps_the_disk_and_reimage_wipes_it(tmp_path: Path) -> None:
+    async with host_process(tmp_path) as h:
+        first = await h.ref.ask(StartGuest(h.config))
+        await h.controller.wait_for("ReadyRole", 15)
+        marker = Path(h.config.vm_root) / "E" / "approot" / "left-by-the-role.txt"
+        marker.parent.mkdir(parents=True)
+        marker.write_text("state")
+
+        mark = h.controller.mark()
+        second = await h.ref.ask(RestartGuest(instance_id="Worker_IN_0"))
+        assert second != first and not _alive(first)
+        assert marker.exists()
+        await h.controller.wait_for("ReadyRole", 15, since=mark)
+        assert h.controller.seen(since=mark)[:2] == ["StoppedVM", "StartingVM"]
+
+        mark = h.controller.mark()
+        third = await h.ref.ask(RestartGuest(instance_id="Worker_IN_0", reimage=True))
+        assert third != second and not _alive(second)
+        assert not marker.exists()
+        await h.controller.wait_for("ReadyRole", 15, since=mark)
+        assert h.vm_pids() == [third]
+        assert "wiped the disk of Worker_IN_0" in h.log.read_text()
+
+
+async def test_host_heartbeats_arrive_every_interval(tmp_path: Path) -> None:
+    async with host_process(tmp_path) as h:
+        await h.controller.wait_until(lambda: len(h.controller.heartbeats) >= 8, 10)
+        times = [t for t, _ in h.controller.heartbeats]
+        gap = statistics.median(b - a for a, b in pairwise(times))
+        assert gap == pytest.approx(FAST.host_heartbeat_interval, abs=0.05)
+        assert {beat.pid for _, beat in h.controller.heartbeats} == {h.pid}
+
+
+async def test_stopping_the_host_stops_its_vms_and_says_so(tmp_path: Path) -> None:
+    async with host_process(tmp_path) as h:
+        vm = await h.ref.ask(StartGuest(h.config))
+        await h.controller.wait_for("ReadyRole", 15)
+        await h.ref.stop()
+        assert not _alive(vm)
+        await h.controller.wait_for("StoppedVM", 5)
+        assert h.controller.seen()[-1] == "StoppedVM"
+
+
+async def test_vms_die_with_a_sigkilled_host(tmp_path: Path) -> None:
+    async with host_process(tmp_path) as h:
+        vm = await h.ref.ask(StartGuest(h.config))
+        os.kill(h.pid, signal.SIGKILL)
+        await wait_gone(vm)
+
+
+@pytest.mark.timeout(45)
+async def test_a_real_worker_vm_reaches_ready_is_rebooted_and_stops_clean(tmp_path: Path) -> None:
+    service = load_service(EXAMPLES / "hello-worker")
+    async with host_process(tmp_path) as h:
+        config = guest_config_for(service, "HelloWorker", 0, tmp_path, FAST)
+        vm = await h.ref.ask(StartGuest(config))
+        iid = config.instance_id
+        await h.controller.wait_for("ReadyRole", 30, instance_id=iid)
+        seen = h.controller.seen(iid)
+        assert seen[:2] == ["CreatingVM", "StartingVM"]
+        assert "CreatingRole" in seen and seen[-1] == "ReadyRole" and never_backwards(seen)
+        status: HostHeartbeat = await h.ref.ask(GetHostStatus())
+        role_pid = status.instances[iid].role_pid
+        assert role_pid and _alive(role_pid)
+
+        mark = h.controller.mark()
+        os.kill(vm, signal.SIGKILL)  # the guest OS crashes: its role goes with it
+        await wait_gone(role_pid)
+        await h.controller.wait_for("ReadyRole", 30, instance_id=iid, since=mark)
+        status = await h.ref.ask(GetHostStatus())
+        assert status.instances[iid].role_pid not in (0, role_pid)
+
+        await h.ref.ask(StopGuest(instance_id=iid))
+        assert h.vm_pids() == []
+        assert not _alive(status.instances[iid].role_pid)
