@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import fcntl
 import os
+import signal
+import stat
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -17,6 +19,9 @@ import anyio.to_thread
 from actors import ActorSystem, Ref, open_system
 from fabric.bytecode import warm_bytecode
 from fabric.settings import Settings
+
+#: the signals that stop a fabric gracefully: Ctrl-C, `kill`, and the terminal closing (SIGHUP)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class FabricBusy(Exception):
@@ -86,3 +91,32 @@ async def open_fabric(state_dir: Path, settings: Settings, *, api_port: int = 0)
                 tg.cancel_scope.cancel()  # the API goes first: no new request while we stop
     finally:
         os.close(lock)
+
+
+async def until_stop_signal() -> signal.Signals:
+    """Wait for one of STOP_SIGNALS and return it.
+
+    After SIGHUP the terminal is gone: what is printed from then on goes to /dev/null (a write
+    to a hung-up terminal fails), and a further SIGHUP is ignored so that the graceful stop runs
+    to its end.
+    """
+    with anyio.open_signal_receiver(*STOP_SIGNALS) as signals:
+        signum = await anext(signals)
+    if signum == signal.SIGHUP:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        _leave_terminal()
+    return signum
+
+
+def _leave_terminal() -> None:
+    """Point stdin, stdout and stderr that are terminals (character devices) at /dev/null."""
+    devnull = os.open(os.devnull, os.O_RDWR)
+    try:
+        for fd in (0, 1, 2):
+            try:
+                if stat.S_ISCHR(os.fstat(fd).st_mode):
+                    os.dup2(devnull, fd)
+            except OSError:
+                continue  # closed: nothing to point elsewhere
+    finally:
+        os.close(devnull)

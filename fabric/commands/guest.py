@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 from pathlib import Path
 
 import anyio
@@ -58,6 +57,7 @@ def guest(
 async def _run(service: Service, role: str, index: int, state_dir: Path, settings: Settings) -> None:
     from actors import open_system
     from fabric.guest.standalone import StatusWatcher, boot_vm, describe, guest_config_for, heartbeat
+    from fabric.server import until_stop_signal
 
     config = guest_config_for(service, role, index, state_dir, settings)
     endpoints = config.environment.current_instance.endpoints
@@ -67,18 +67,16 @@ async def _run(service: Service, role: str, index: int, state_dir: Path, setting
             lambda: StatusWatcher(lambda s: click.echo(describe(s, endpoints))), name="console"
         )
         vm = await boot_vm(system, config, watcher, settings)
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(heartbeat, vm, settings, lambda reply: None)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(heartbeat, vm, settings, lambda reply: None)
 
-                async def stop_on_signal() -> None:
-                    async for _ in signals:
-                        click.echo("stopping the VM...", err=True)
-                        tg.cancel_scope.cancel()
-                        return
-
-                tg.start_soon(stop_on_signal)
-                await vm.join()  # the VM ended by itself
+            async def stop_on_signal() -> None:
+                await until_stop_signal()
+                click.echo("stopping the VM...", err=True)
                 tg.cancel_scope.cancel()
+
+            tg.start_soon(stop_on_signal)
+            await vm.join()  # the VM ended by itself
+            tg.cancel_scope.cancel()
         await vm.stop()
     click.echo(f"{config.instance_id} stopped")

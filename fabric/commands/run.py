@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from fabric.commands.client import delete_and_wait, deploy_service, state_dir_op
 from fabric.commands.client_view import endpoint_text, status_renderables, summary
 from fabric.controller.messages import DeploymentView, ListDeployments
 from fabric.model import ModelError, load_service
-from fabric.server import FabricBusy
+from fabric.server import FabricBusy, until_stop_signal
 from fabric.settings import Settings, SettingsError
 
 _PATH = click.Path(path_type=Path)
@@ -50,7 +49,10 @@ def _fail(message: str) -> click.exceptions.Exit:
 @settings_options
 @state_dir_option
 def serve(port: int, settings_file: Path | None, fast: bool, state_dir: Path) -> None:
-    """Run the fabric (API, controller, local hosts) until Ctrl-C; deploy to it with `fabric deploy`."""
+    """Run the fabric (API, controller, local hosts) until Ctrl-C; deploy to it with `fabric deploy`.
+
+    SIGTERM and SIGHUP (the terminal closed) stop it as Ctrl-C does.
+    """
     try:
         settings = load_settings(settings_file, fast)
     except SettingsError as exc:
@@ -68,14 +70,8 @@ async def _serve(state_dir: Path, settings: Settings, port: int) -> None:
         click.echo(
             f"fabric serving {fabric.url} (state folder {fabric.state_dir}); Ctrl-C stops it", err=True
         )
-        await _until_signal()
+        await until_stop_signal()
         click.echo("stopping every role instance gracefully...", err=True)
-
-
-async def _until_signal() -> None:
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for _ in signals:
-            return
 
 
 @click.command()
@@ -101,7 +97,8 @@ def run(
 ) -> None:
     """Run the fabric, deploy SERVICE (a folder or .cspkg) and show its instances live.
 
-    Ctrl-C stops the deployment gracefully (StoppingRole, on_stop) and leaves no process behind.
+    Ctrl-C stops the deployment gracefully (StoppingRole, on_stop) and leaves no process behind;
+    so do SIGTERM and SIGHUP (the terminal closed).
     """
     try:
         settings = load_settings(settings_file, fast)
@@ -134,7 +131,7 @@ async def _run(
             tg.start_soon(_show, console, fabric.controller, target)
 
             async def stop_on_signal() -> None:
-                await _until_signal()
+                await until_stop_signal()
                 tg.cancel_scope.cancel()
 
             tg.start_soon(stop_on_signal)
