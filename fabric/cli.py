@@ -7,6 +7,7 @@ import click
 from fabric import __version__
 from fabric.commands import client as client_commands
 from fabric.commands.chaos import chaos
+from fabric.commands.events import events
 from fabric.commands.guest import guest
 from fabric.commands.model import package, validate
 from fabric.commands.run import run, serve
@@ -24,6 +25,7 @@ main.add_command(guest)
 main.add_command(run)
 main.add_command(serve)
 main.add_command(chaos)
+main.add_command(events)  # fabric.commands.events: the timeline
 for _command in client_commands.COMMANDS:
     main.add_command(_command)
 

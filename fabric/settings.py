@@ -57,6 +57,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     #: local hosts the controller may spin up, and the cores each has
     max_hosts: int = 4
     host_cores: int = 8
+    #: the fabric's event timeline keeps this many events (older ones are dropped)
+    events_kept: int = 10_000
 
     @classmethod
     def fast(cls, **overrides: Any) -> Settings:

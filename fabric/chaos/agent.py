@@ -28,6 +28,7 @@ from fabric.chaos.messages import (
     Hit,
     Inject,
     ListFaults,
+    Target,
     Undo,
     WatchPoll,
     WatchStart,
@@ -176,6 +177,8 @@ class ChaosAgent(Actor):
             undo=applied.undo,
         )
         log.info("chaos %s: %s: %s", entry.id, entry.label, entry.detail)
+        self.world.state.events.faults[kind] += 1
+        self._record(entry, fault.target, f"fault {entry.id} {entry.label}: {entry.detail}")
         if applied.undo is None:
             self.history.append(entry)
             return entry.record()
@@ -227,7 +230,21 @@ class ChaosAgent(Actor):
             entry.undone_at = anyio.current_time()
         self.history.append(entry)
         log.info("chaos %s: %s", entry.id, entry.detail)
+        self._record(entry, None, f"fault {entry.id} {entry.label} ended: {entry.state}")
         return entry.record()
+
+    def _record(self, entry: Entry, target: Target | None, message: str) -> None:
+        """Put the fault on the fabric's timeline, under its deployment and instance when it has one."""
+        state = self.world.state
+        inst = dep = None
+        for d, i in state.instances():
+            hit = i.id in entry.instances or i.vm in entry.instances
+            if hit and (target is None or (target.service in (None, d.service) and target.slot == d.slot)):
+                dep, inst = d, i
+                break
+        if len(entry.instances) != 1:
+            inst = None
+        state.events.record("fault", message, dep=dep, inst=inst, fault=entry.kind)
 
     # -- watches -----------------------------------------------------------------------------------
 

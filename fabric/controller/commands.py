@@ -18,6 +18,7 @@ import anyio
 import anyio.to_thread
 
 from fabric.controller import lifecycle
+from fabric.controller.events import record_operation
 from fabric.controller.generations import load_generation, stage_package, write_config
 from fabric.controller.messages import (
     ControllerError,
@@ -109,7 +110,8 @@ class Commands:
         """Record the operation, mark the deployment busy, and run ``work`` in the background."""
         request_id = self.ops.begin(kind, f"{dep.service}/{dep.slot}")
         dep.busy = request_id
-        self.spawn(partial(self.ops.run, request_id, dep, work, phase=phase))
+        run = partial(self.ops.run, request_id, dep, work, phase=phase)
+        self.spawn(partial(record_operation, self.state.events, self.ops, kind, request_id, dep, run))
         self.state.notify()
         return OperationAccepted(request_id=request_id)
 

@@ -25,6 +25,7 @@ from actors import Actor
 from fabric.chaos.hooks import ChaosCommand, answer_chaos
 from fabric.controller import lifecycle
 from fabric.controller.commands import Commands
+from fabric.controller.events import OpenEventLog
 from fabric.controller.hosts import HostFactory, HostPool, spawn_host_process
 from fabric.controller.messages import (
     ChangeConfiguration,
@@ -40,6 +41,7 @@ from fabric.controller.messages import (
     UpgradeDeployment,
     WalkUpgradeDomain,
 )
+from fabric.controller.metrics import MetricsQuery, metrics_snapshot
 from fabric.controller.model import Deployment
 from fabric.controller.operations import Operations
 from fabric.controller.reconfigure import Reconfigure
@@ -151,6 +153,10 @@ class FabricController(Actor):
                 return self.commands.swap(message)
             case ChaosCommand():  # fault injection: answered by the chaos agent (fabric.chaos)
                 await answer_chaos(self, message)
+            case OpenEventLog():  # in-process: readers wait on the log itself, not on this mailbox
+                return state.events
+            case MetricsQuery():
+                return metrics_snapshot(state)
             case _:
                 return await super().receive(message)
         return None

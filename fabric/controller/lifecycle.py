@@ -186,6 +186,7 @@ async def wait_up(state: ControllerState, dep: Deployment, insts: list[Instance]
 async def on_host_dead(state: ControllerState, host: Host, why: str) -> None:
     """A host died: its instances lose their host, and the healer places them again."""
     state.store.delete_host(host.id)
+    state.events.record("heal", f"host {host.id} failed ({why}); its instances move", host=host.id)
     for dep, inst in state.instances():
         if inst.host_id == host.id:
             inst.host_id = ""
@@ -218,6 +219,7 @@ def heal_once(state: ControllerState, spawn: Spawn) -> None:
         inst.host_id, inst.fault_domain = slot.id, slot.fault_domain
         state.save_instance(inst)
         log.info("healing: %s %s goes to host %s", dep.name, inst.id, slot.id)
+        state.events.record("heal", f"{inst.id} is placed on host {slot.id}", dep=dep, inst=inst)
         if dep.goal == "Running":
             spawn(_start_quietly, state, dep, inst)
         else:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import anyio
 
+from fabric.controller.events import EventLog
 from fabric.controller.hosts import HostPool
 from fabric.controller.messages import ControllerError, Slot
 from fabric.controller.model import Deployment, Instance
@@ -54,6 +55,10 @@ class ControllerState:
         self.hosts = hosts
         self.rotation = rotation
         self.deployments: dict[str, Deployment] = {}
+        #: the timeline of status changes, heals, upgrade steps, configuration changes and faults
+        self.events = EventLog(settings.events_kept)
+        #: when each VM's status was last reported by its host (anyio.current_time())
+        self.vm_heard: dict[str, float] = {}
         self._by_vm: dict[str, tuple[Deployment, Instance]] = {}
         self._changed = anyio.Event()
         #: called when instances lost their host (healing places them again)
@@ -206,6 +211,7 @@ class ControllerState:
         dep, inst = found
         if inst.host_id != host_id:
             return  # from a host the instance has left (healed elsewhere)
+        self.vm_heard[vm] = anyio.current_time()
         if (status.status, status.detail, status.restarts) == (inst.status, inst.detail, inst.role_restarts):
             return
         self.set_status(dep, inst, status.status, status.detail, restarts=status.restarts)
@@ -225,9 +231,20 @@ class ControllerState:
         was_rotating = inst.status
         inst.status, inst.detail = status, detail
         if restarts is not None:
+            if restarts > inst.role_restarts:
+                self.events.record(
+                    "heal", f"{inst.id}: role host restarted ({restarts} so far)", dep=dep, inst=inst
+                )
             inst.role_restarts = restarts
         if was_rotating != status:
             log.info("%s %s: %s%s", dep.name, inst.id, status, f" ({detail})" if detail else "")
+            self.events.record(
+                "status",
+                f"{inst.id} is {status}" + (f" ({detail})" if detail else ""),
+                dep=dep,
+                inst=inst,
+                status=status,
+            )
         self.rotation.refresh(dep)
         self.notify()
 

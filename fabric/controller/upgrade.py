@@ -209,6 +209,9 @@ class Upgrades:
         if not insts:
             return
         label = f"update domain {domain}" if domain is not None else "the upgrade"
+        self.state.events.record(
+            "upgrade", f"{dep.name}: walking {label} ({len(insts)} instance(s))", dep=dep
+        )
         if upgrade.kind == "config":
             await self.reconfigure(dep, insts, target, label)
         else:

@@ -37,7 +37,7 @@ import msgspec
 
 from actors import ActorDead, AskTimeout, Ref
 from fabric.controller.messages import OperationAccepted
-from fabric.frontend import api, chaos_routes
+from fabric.frontend import api, chaos_routes, events_routes
 from fabric.frontend._http import (
     ClientGone,
     Receive,
@@ -225,6 +225,8 @@ class Rdfe:
                 return await self.slots.instance(self.subscription(sub), svc, slot, name, r)
             case ["chaos", *rest]:  # fault injection (fabric.frontend.chaos_routes)
                 return await chaos_routes.route(self, r, rest)
+            case ["events", *rest]:  # the timeline (fabric.frontend.events_routes)
+                return await events_routes.route(self, r, rest)
         raise not_found(f"no API at {r.path}; see the route list in fabric/frontend/rdfe.py")
 
     @staticmethod

@@ -1,0 +1,74 @@
+"""Server-sent events over ASGI: a response that streams until its source ends or the client goes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Final
+
+import anyio
+
+from fabric.frontend._http import Receive, Response, Send
+
+#: a source yields None at least this often when idle: a comment line then keeps proxies and the
+#: browser from closing the stream (and a client gone is noticed by the failed write)
+KEEPALIVE_SECONDS: Final = 15.0
+
+#: one message of the stream: (event name, data, id); data has no newline (JSON is one line)
+Message = tuple[str, str, str]
+
+
+def format_message(event: str, data: str, event_id: str = "") -> bytes:
+    """One SSE message in the text/event-stream wire format."""
+    head = f"id: {event_id}\n" if event_id else ""
+    return f"{head}event: {event}\ndata: {data}\n\n".encode()
+
+
+class EventStream(Response):
+    """A ``text/event-stream`` response fed by ``source()``: an async iterator of messages, or
+    None for "nothing new" (sent as a keepalive comment; yield one every KEEPALIVE_SECONDS idle).
+
+    ``source`` is called once; the stream ends when it does, when the client disconnects, or
+    when the server stops (the task is cancelled).
+    """
+
+    __slots__ = ("_receive", "_source")
+
+    def __init__(self, receive: Receive, source: Callable[[], AsyncIterator[Message | None]]) -> None:
+        super().__init__(
+            200,
+            None,
+            {
+                "content-type": "text/event-stream; charset=utf-8",
+                "cache-control": "no-store",
+                "x-accel-buffering": "no",
+            },
+        )
+        self._receive = receive
+        self._source = source
+
+    async def send(self, send: Send, request_id: str) -> None:
+        """Stream the messages (no content-length: the body is chunked)."""
+        headers = [(b"x-ms-request-id", request_id.encode())]
+        headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in self.headers.items()]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        async with anyio.create_task_group() as tg:
+
+            async def until_disconnect() -> None:
+                while (await self._receive())["type"] != "http.disconnect":
+                    pass
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(until_disconnect)
+            await send({"type": "http.response.body", "body": b": stream open\n\n", "more_body": True})
+            messages = self._source()
+            try:
+                async for message in messages:
+                    body = b": keepalive\n\n" if message is None else format_message(*message)
+                    await send({"type": "http.response.body", "body": body, "more_body": True})
+            finally:
+                aclose = getattr(messages, "aclose", None)
+                if aclose is not None:
+                    with anyio.CancelScope(shield=True):
+                        await aclose()
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            tg.cancel_scope.cancel()
