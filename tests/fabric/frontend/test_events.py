@@ -11,7 +11,6 @@ import pytest
 
 from fabric.commands.events import read_events
 from fabric.controller.events import EventLog, ListEvents
-from fabric.frontend.client import FabricClient
 from tests.fabric.frontend.real_fabric_kit import RealFabric, open_real_fabric
 from tests.fabric.frontend.test_cli import cli
 
@@ -112,13 +111,14 @@ async def test_fabric_events_prints_the_timeline_and_follows_it(fabric: RealFabr
     assert code == 0 and "Hello_IN_0 is ReadyRole" in out and "Hello_IN_1" not in out
     code, _, err = await cli("events", "--kind", "gossip", *fabric.cli_state)
     assert code == 2 and "gossip" in err
+    code, _, err = await cli("events", "--state-dir", str(fabric.state / "nowhere"))
+    assert code == 2 and err.startswith("error: no fabric is running for state folder")
 
     last = events[-1]["seq"]
 
     def follow() -> str:
-        with FabricClient(fabric.state) as client:
-            for event in read_events(client, {"instance": "Hello_IN_1"}, after=last, follow=True):
-                return event.message
+        for event in read_events(fabric.state, {"instance": "Hello_IN_1"}, after=last, follow=True):
+            return event.message
         return ""
 
     with anyio.fail_after(15):
