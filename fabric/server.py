@@ -83,7 +83,10 @@ async def open_fabric(state_dir: Path, settings: Settings, *, api_port: int = 0)
                 name="FabricController:local",
                 stop_timeout=stop_budget,
             )
-            ffe = await system.spawn(lambda: Ffe([Pool("local", controller)], state_dir), name="FFE")
+            ffe = await system.spawn(
+                lambda: Ffe([Pool("local", controller)], state_dir, max_instances=settings.max_instances),
+                name="FFE",
+            )
             url = await tg.start(partial(serve_api, ffe, state_dir, port=api_port))
             try:
                 yield Fabric(url=url, state_dir=state_dir, system=system, controller=controller, ffe=ffe)

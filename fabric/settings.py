@@ -57,6 +57,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     #: local hosts the controller may spin up, and the cores each has
     max_hosts: int = 4
     host_cores: int = 8
+    #: instances one deployment may have, all roles together (Azure's core quota played this
+    #: part); checked as a number before anything is built (the model's MAX_INSTANCES is this)
+    max_instances: int = 1000
     #: the fabric's event timeline keeps this many events (older ones are dropped)
     events_kept: int = 10_000
 

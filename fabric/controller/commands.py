@@ -32,7 +32,7 @@ from fabric.controller.messages import (
 )
 from fabric.controller.model import Deployment, Instance, check_name, vm_name
 from fabric.controller.operations import Operations
-from fabric.controller.placement import PortAllocator, cores_of, update_domain
+from fabric.controller.placement import PortAllocator, check_room, cores_of, update_domain
 from fabric.controller.state import ControllerState
 from fabric.controller.store import GenerationRecord
 
@@ -167,7 +167,8 @@ class Commands:
 
     async def _build(self, cmd: CreateDeployment, dep_id: str, folder: Path) -> Deployment:
         config = write_config(folder, 1, cmd.configuration, cmd.configuration_name)
-        pkg = str(await stage_package(cmd.package_path, folder, 1, config, cmd.configuration_name))
+        limit = self.state.settings.max_instances
+        pkg = str(await stage_package(cmd.package_path, folder, 1, config, cmd.configuration_name, limit))
         record = GenerationRecord(
             deployment_id=dep_id,
             number=1,
@@ -176,7 +177,7 @@ class Commands:
             configuration=cmd.configuration,
             configuration_name=cmd.configuration_name,
         )
-        gen = await load_generation(record, folder)
+        gen = await load_generation(record, folder, limit)
         dep = Deployment(
             id=dep_id,
             service=cmd.service,
@@ -190,15 +191,25 @@ class Commands:
         )
         ports = PortAllocator(self.state.taken_ports())
         udc = gen.definition.upgrade_domain_count
-        for role in gen.definition.roles:
-            cores_of(role)  # an unknown vmsize is refused before anything else
-            for index in range(gen.instance_count(role.name)):
+        demand = [(role, gen.instance_count(role.name)) for role in gen.definition.roles]
+        # Numbers first: nothing is built for a plan over the limit or without room.
+        check_room(
+            self.state.planner(),
+            ports,
+            demand,
+            total=sum(count for _, count in demand),
+            max_instances=self.state.settings.max_instances,
+        )
+        roles = [role for role, count in demand for _ in range(count)]
+        given = iter(await ports.instance_ports_off_loop(roles))
+        for role, count in demand:
+            for index in range(count):
                 inst = Instance(
                     vm=vm_name(cmd.service, cmd.name, role.name, index),
                     deployment_id=dep_id,
                     role=role.name,
                     index=index,
-                    ports=ports.instance_ports(role),
+                    ports=next(given),
                     update_domain=update_domain(index, udc),
                     generation=1,
                     status="RoleStateUnknown" if cmd.start else "StoppedVM",

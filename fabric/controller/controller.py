@@ -19,6 +19,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import anyio
 import anyio.to_thread
 
 from actors import Actor
@@ -80,6 +81,7 @@ class FabricController(Actor):
         self.settings = settings or Settings()
         self.pool = pool
         self.host_factory = host_factory or spawn_host_process
+        self._busy_since: float | None = None
 
     async def on_start(self) -> None:
         """Open the store, bring back what it holds, and start watching hosts."""
@@ -87,7 +89,13 @@ class FabricController(Actor):
         store = await anyio.to_thread.run_sync(Store, self.state_dir / DATABASE, self.pool)
         rotation = Rotation(self.start)
         hosts = HostPool(
-            self, self.host_factory, self.settings, self.state_dir, self._on_host_dead, closing=self._closing
+            self,
+            self.host_factory,
+            self.settings,
+            self.state_dir,
+            self._on_host_dead,
+            closing=self._closing,
+            busy_since=lambda: self._busy_since,
         )
         self.state = ControllerState(
             state_dir=self.state_dir,
@@ -116,7 +124,15 @@ class FabricController(Actor):
         await lifecycle.on_host_dead(self.state, host, why)
 
     async def receive(self, message: Any) -> Any:
-        """Host reports (tells) and fabric commands (asks)."""
+        """Host reports (tells) and fabric commands (asks), noting how long each holds the
+        mailbox (heartbeats wait there meanwhile: the host watch must not blame the hosts)."""
+        self._busy_since = anyio.current_time()
+        try:
+            return await self._dispatch(message)
+        finally:
+            self._busy_since = None
+
+    async def _dispatch(self, message: Any) -> Any:
         state = self.state
         match message:
             case InstanceStatusChanged(host_id=host_id, instance_id=vm, status=status):

@@ -15,12 +15,15 @@ import anyio.to_thread
 from fabric.controller.messages import ControllerError
 from fabric.controller.model import Deployment, Generation
 from fabric.controller.store import GenerationRecord, Store
+from fabric.model.definition import MAX_INT
 from fabric.model.errors import ModelError
 from fabric.model.package import build_package, extract_package, read_package
 from fabric.model.service import Service, load_service
 
 #: A user error lists at most this many problems (the CLI's `fabric validate` shows them all).
 MAX_PROBLEMS = 3
+#: No instance limit: for generations the fabric accepted before (recovered from the store).
+NO_LIMIT = MAX_INT
 
 
 def model_error(
@@ -50,7 +53,9 @@ def write_config(folder: Path, number: int, configuration: bytes, configuration_
     return path
 
 
-def _stage(package_path: str, folder: Path, number: int, config: Path, config_name: str) -> Path:
+def _stage(
+    package_path: str, folder: Path, number: int, config: Path, config_name: str, max_instances: int
+) -> Path:
     source = Path(package_path)
     dest = folder / f"pkg{number}"
     if not source.exists():
@@ -63,8 +68,9 @@ def _stage(package_path: str, folder: Path, number: int, config: Path, config_na
             extract_package(packed, dest)
             packed.unlink()
         else:
-            read_package(source, config)  # the package with this configuration, checked whole
-            extract_package(source, dest)
+            # The package with this configuration, checked whole (instance counts included).
+            read_package(source, config, max_instances=max_instances)
+            extract_package(source, dest, max_instances=NO_LIMIT)  # its own configuration is not used
     except ModelError as exc:
         shutil.rmtree(dest, ignore_errors=True)
         raise model_error(f"package {source.name}", exc, config, config_name) from None
@@ -75,18 +81,26 @@ def _stage(package_path: str, folder: Path, number: int, config: Path, config_na
 
 
 async def stage_package(
-    package_path: str, folder: Path, number: int, config: Path, config_name: str = ""
+    package_path: str,
+    folder: Path,
+    number: int,
+    config: Path,
+    config_name: str = "",
+    max_instances: int = NO_LIMIT,
 ) -> Path:
     """Check a package (a .cspkg or a service folder) with a configuration and extract it into
-    ``folder/pkg<number>``; returns that folder.
+    ``folder/pkg<number>``; returns that folder. More than ``max_instances`` instances in all
+    is refused.
 
     Raises:
         ControllerError: BadRequest when the package is missing, corrupt or does not match.
     """
-    return await anyio.to_thread.run_sync(_stage, package_path, folder, number, config, config_name)
+    return await anyio.to_thread.run_sync(
+        _stage, package_path, folder, number, config, config_name, max_instances
+    )
 
 
-def _load(record: GenerationRecord, folder: Path) -> Generation:
+def _load(record: GenerationRecord, folder: Path, max_instances: int) -> Generation:
     config = config_path(folder, record.number, record.configuration_name)
     if not config.is_file():
         folder.mkdir(parents=True, exist_ok=True)
@@ -95,7 +109,7 @@ def _load(record: GenerationRecord, folder: Path) -> Generation:
     loaded: dict[str, Service] = {}
     for package in dict.fromkeys([record.main, *record.packages.values()]):
         try:
-            loaded[package] = load_service(package, config)
+            loaded[package] = load_service(package, config, max_instances=max_instances)
         except ModelError as exc:
             raise model_error(
                 f"configuration {record.configuration_name}", exc, config, record.configuration_name
@@ -106,14 +120,16 @@ def _load(record: GenerationRecord, folder: Path) -> Generation:
     return Generation(record=record, services=services, main=main)
 
 
-async def load_generation(record: GenerationRecord, folder: Path) -> Generation:
+async def load_generation(
+    record: GenerationRecord, folder: Path, max_instances: int = NO_LIMIT
+) -> Generation:
     """Load a generation's services from its packages and configuration (rewritten from the
-    record when the file is missing).
+    record when the file is missing); more than ``max_instances`` instances in all is refused.
 
     Raises:
         ControllerError: BadRequest when the configuration does not fit a package.
     """
-    return await anyio.to_thread.run_sync(_load, record, folder)
+    return await anyio.to_thread.run_sync(_load, record, folder, max_instances)
 
 
 def drop_unused(store: Store, dep: Deployment) -> None:

@@ -4,6 +4,11 @@ A host is a host agent process (``fabric.host.agent:HostAgent``) whose parent is
 controller; tests pass a factory that builds in-process stand-ins instead. A host that stays
 silent for ``host_failure_timeout``, or whose process ends without being asked to, is dead:
 its process is killed (it may be hung) and the controller moves its instances elsewhere.
+
+Silence only counts while the controller was listening. As Kubernetes' node lifecycle
+controller refuses to evict when it was the one cut off, the controller first checks that it
+ran on time itself: when its event loop stalled, or one command held its mailbox (where the
+heartbeats wait), every host gets a fresh grace period instead of a death sentence.
 """
 
 from __future__ import annotations
@@ -90,6 +95,8 @@ class HostPool:
         state_dir: the fabric's state folder (hosts keep their logs under hosts/<id>).
         on_dead: called once for a host declared dead (after its process was killed).
         closing: whether the controller is stopping (hosts then stop on purpose, and slowly).
+        busy_since: when the controller began the message it is handling (None when idle):
+            while it handles one message, heartbeats wait in its mailbox unheard.
     """
 
     def __init__(
@@ -100,6 +107,7 @@ class HostPool:
         state_dir: Path,
         on_dead: Callable[[Host, str], Awaitable[None]],
         closing: Callable[[], bool] = lambda: False,
+        busy_since: Callable[[], float | None] = lambda: None,
     ) -> None:
         self.owner = owner
         self.factory = factory
@@ -107,6 +115,12 @@ class HostPool:
         self.state_dir = state_dir
         self.on_dead = on_dead
         self.closing = closing
+        self.busy_since = busy_since
+        #: how often the watch looks, and how late it may wake or how long one message may hold
+        #: the mailbox before the controller counts itself as not listening
+        s = settings
+        self.watch_period = max(0.05, min(s.host_heartbeat_interval, s.host_failure_timeout / 4))
+        self.stalls = 0
         self.hosts: dict[str, Host] = {}
         self.next_number = 1
 
@@ -219,16 +233,46 @@ class HostPool:
         if reason is not None and host.alive and host.ref is ref:
             await self.declare_dead(host, f"its process ended: {reason}")
 
+    def deaf_for(self, woke_late: float) -> float:
+        """How long the controller could not hear its hosts just now (0: it listened): its loop
+        stalled (the watch woke ``woke_late`` seconds late) or a message held its mailbox."""
+        busy = self.busy_since()
+        held = anyio.current_time() - busy if busy is not None else 0.0
+        deaf = max(woke_late, held)
+        return deaf if deaf > self.watch_period else 0.0
+
+    def grace(self, why: str | None) -> None:
+        """Give every live host a fresh host_failure_timeout from now (the controller was deaf);
+        ``why`` is logged (None: the same deafness goes on)."""
+        now = anyio.current_time()
+        for host in self.live():
+            host.last_seen = max(host.last_seen, now)
+        if why is not None:
+            self.stalls += 1
+            log.warning("%s; no host is blamed: each gets a fresh grace period", why)
+
     async def watch(self) -> None:
         """Declare dead every host silent for too long, for ever (run as a background task)."""
-        s = self.settings
-        period = max(0.05, min(s.host_heartbeat_interval, s.host_failure_timeout / 4))
+        period = self.watch_period
+        due = anyio.current_time() + period
+        was_deaf = False
         while True:
-            await anyio.sleep(period)
-            for host in self.silent():
-                await self.declare_dead(
-                    host, f"no heartbeat for {anyio.current_time() - host.last_seen:.1f} s"
-                )
+            await anyio.sleep_until(due)
+            late = anyio.current_time() - due
+            deaf = self.deaf_for(late)
+            if deaf:
+                # Heartbeats may sit unread in the mailbox or the link: not the hosts' fault.
+                what = "its event loop stalled" if late > period else "one message held its mailbox"
+                self.grace(None if was_deaf else f"the controller did not listen for {deaf:.1f} s ({what})")
+            else:
+                for host in self.silent():
+                    if self.deaf_for(0.0) or host not in self.silent():
+                        break  # a death sentence only while the controller listens
+                    await self.declare_dead(
+                        host, f"no heartbeat for {anyio.current_time() - host.last_seen:.1f} s"
+                    )
+            was_deaf = bool(deaf)
+            due = anyio.current_time() + period
 
     async def stop(self, host_id: str) -> None:
         """Stop a host gracefully (its guests stop first) and forget it."""

@@ -20,6 +20,10 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+import anyio
+import anyio.lowlevel
+import anyio.to_thread
+
 from fabric.controller.messages import ControllerError
 from fabric.model.definition import InternalEndpoint, RoleDefinition
 from fabric.model.vmsizes import UnknownVmSizeError, vm_size
@@ -135,6 +139,60 @@ class Planner:
         """The hosts this plan would spin up."""
         return [h for h in self.hosts if h.new]
 
+    def free_cores(self) -> int:
+        """Cores free on the live hosts plus those of the hosts the pool may still spin up."""
+        spare = max(0, self.max_hosts - len(self.hosts))
+        return sum(max(0, h.free) for h in self.hosts) + spare * self.host_cores
+
+    def check_room(self, demand: Iterable[tuple[RoleDefinition, int]]) -> None:
+        """Refuse at once, by arithmetic, ``(role, new instances)`` that cannot fit the pool.
+
+        Raises:
+            ControllerError: BadRequest for an instance larger than a host; ConflictError (409)
+                when the cores needed exceed the pool's free cores.
+        """
+        needed = 0
+        for role, count in demand:
+            cores = cores_of(role)
+            if count and cores > self.host_cores:
+                raise ControllerError(
+                    "BadRequest",
+                    f"role {role.name} needs {cores} cores per instance but hosts have {self.host_cores}; "
+                    "choose a smaller vmsize or raise host_cores",
+                )
+            needed += cores * count
+        free = self.free_cores()
+        if needed > free:
+            raise capacity_error(
+                f"not enough capacity: the instances need {needed} cores and the pool has {free} free "
+                f"({len(self.hosts)} of {self.max_hosts} hosts up, {self.host_cores} cores each); "
+                "raise max_hosts or host_cores, or lower instance counts"
+            )
+
+
+def check_room(
+    planner: Planner,
+    ports: PortAllocator,
+    demand: list[tuple[RoleDefinition, int]],
+    *,
+    total: int,
+    max_instances: int,
+) -> None:
+    """Check a plan by arithmetic before any instance is built: the per-deployment instance
+    limit (``total`` instances after the change), the pool's free cores, and local ports.
+
+    Raises:
+        ControllerError: BadRequest over the instance limit; ConflictError (409) without room.
+    """
+    if total > max_instances:
+        raise ControllerError(
+            "BadRequest",
+            f"the deployment would have {total} instances; a deployment may have at most "
+            f"{max_instances} (the fabric's max_instances setting), so lower the instance counts",
+        )
+    planner.check_room(demand)
+    ports.check_room(demand)
+
 
 def update_domain(index: int, domain_count: int) -> int:
     """Azure's rule: instance n sits in update domain n mod upgradeDomainCount."""
@@ -158,7 +216,12 @@ def port_is_free(port: int, protocol: str = "tcp") -> bool:
 #: Instance ports are drawn from here up to the ephemeral range (registered ports of common
 #: services sit lower; a bind test skips any that is in use).
 _FIRST_PRIVATE = 20000
+#: Bind tests one allocation may make in all (a bind takes microseconds: this bounds a plan that
+#: meets a range full of other programs' sockets to a fraction of a second, in a worker thread).
+MAX_PROBES = 20_000
 _draw = random.Random()
+#: Port plans probe sockets in a worker thread, one plan at a time.
+_probing: anyio.lowlevel.RunVar[anyio.CapacityLimiter] = anyio.lowlevel.RunVar("port_probing")
 
 
 def _ephemeral_low() -> int:
@@ -170,37 +233,115 @@ def _ephemeral_low() -> int:
         return 32768
 
 
+def out_of_ports(message: str) -> ControllerError:
+    """The error for a plan that needs more local ports than are left (409: nothing changed)."""
+    return ControllerError("ConflictError", message, 409)
+
+
+def fixed_candidates(endpoint: InternalEndpoint) -> list[tuple[int, int]]:
+    """An internal endpoint's FixedPort/FixedPortRange list as sorted, disjoint inclusive ranges."""
+    spans = sorted(
+        [(p, p) for p in endpoint.fixed_ports] + [(r.min, r.max) for r in endpoint.fixed_port_ranges]
+    )
+    merged: list[tuple[int, int]] = []
+    for low, high in spans:
+        if low > high:
+            continue
+        if merged and low <= merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], high))
+        else:
+            merged.append((low, high))
+    return merged
+
+
+def _any_port_endpoints(role: RoleDefinition) -> int:
+    """Endpoints of one instance of ``role`` that take a port from the shared range."""
+    fixed = sum(1 for e in role.internal_endpoints if e.fixed_ports or e.fixed_port_ranges)
+    return role.endpoint_count - fixed
+
+
 class PortAllocator:
     """Hands out local ports that nothing listens on and no other instance was given.
 
+    Arithmetic first (``check_room``: a plan that cannot fit is refused before any socket is
+    touched), then bounded bind tests (at most ``max_probes`` in all). The bind tests are
+    quick system calls, but a plan makes thousands: run it off the event loop
+    (``instance_ports_off_loop``).
+
     Args:
         taken: ports already given to instances or load balancers of the pool.
+        max_probes: bind tests this allocator may make before it gives up (409).
     """
 
-    def __init__(self, taken: Iterable[int]) -> None:
+    def __init__(self, taken: Iterable[int], *, max_probes: int = MAX_PROBES) -> None:
         self.taken = set(taken)
+        self.max_probes = self.probes_left = max_probes
+        low = _ephemeral_low()
+        # The shared range: below the kernel's ephemeral range when there is room (a port from
+        # that range can be handed to an outgoing connection before the instance binds it).
+        self.first, self.last = (_FIRST_PRIVATE, low - 1) if low - _FIRST_PRIVATE >= 1000 else (1024, 65535)
+
+    # -- arithmetic ---------------------------------------------------------------------------------
+
+    def room(self) -> int:
+        """Ports of the shared range not given out yet (some may be bound by other programs)."""
+        given = sum(1 for p in self.taken if self.first <= p <= self.last)
+        return self.last - self.first + 1 - given
+
+    def check_room(self, demand: Iterable[tuple[RoleDefinition, int]]) -> None:
+        """Refuse at once a plan of ``(role, new instances)`` that needs more ports than are left.
+
+        Raises:
+            ControllerError: ConflictError (409) naming what does not fit.
+        """
+        demand = list(demand)
+        needed = sum(count * _any_port_endpoints(role) for role, count in demand)
+        room = self.room()
+        if needed > room:
+            raise out_of_ports(
+                f"not enough local ports: the instances need {needed} and {room} are left in "
+                f"{self.first}-{self.last} on {LOCALHOST}; lower instance counts or endpoints"
+            )
+        for role, count in demand:
+            for e in role.internal_endpoints:
+                spans = fixed_candidates(e)
+                if not spans or not count:
+                    continue
+                total = sum(high - low + 1 for low, high in spans)
+                given = sum(1 for p in self.taken if any(low <= p <= high for low, high in spans))
+                if count > total - given:
+                    raise self._fixed_full(role.name, e, spans, count, total - given)
+
+    # -- bind tests -----------------------------------------------------------------------------------
+
+    def _probe(self, port: int, protocol: str) -> bool:
+        if self.probes_left <= 0:
+            raise out_of_ports(
+                f"no free local port found: {self.max_probes} ports probed on {LOCALHOST} were in use; "
+                f"stop what holds ports {self.first}-{self.last} or lower instance counts"
+            )
+        self.probes_left -= 1
+        return port_is_free(port, protocol)
 
     def any_free(self) -> int:
-        """A port nothing is bound to now, not given out before.
+        """A port of the shared range nothing is bound to now (TCP and UDP), not given out before.
 
-        Drawn below the kernel's ephemeral range when there is room: a port from that range can
-        be handed to an outgoing connection in the time before the instance binds it.
+        Raises:
+            ControllerError: ConflictError when none is found within the probe budget.
         """
-        low = _ephemeral_low()
-        if low - _FIRST_PRIVATE >= 1000:
-            for _ in range(200):
-                port = _draw.randrange(_FIRST_PRIVATE, low)
-                if port not in self.taken and port_is_free(port) and port_is_free(port, "udp"):
-                    self.taken.add(port)
-                    return port
-        for _ in range(100):
-            with socket.socket() as probe:
-                probe.bind((LOCALHOST, 0))
-                port = int(probe.getsockname()[1])
-            if port not in self.taken:
+        span = self.last - self.first + 1
+        start = _draw.randrange(span)
+        for step in range(span):
+            port = self.first + (start + step) % span
+            if port in self.taken:
+                continue
+            if self._probe(port, "tcp") and self._probe(port, "udp"):
                 self.taken.add(port)
                 return port
-        raise ControllerError("InternalError", "no free local port found on 127.0.0.1", 500)
+        raise out_of_ports(
+            f"no free local port: every port of {self.first}-{self.last} on {LOCALHOST} is given out "
+            "or in use; lower instance counts or endpoints"
+        )
 
     def fixed(self, role: str, endpoint: InternalEndpoint) -> int:
         """The first free port of an internal endpoint's FixedPort/FixedPortRange list.
@@ -208,20 +349,25 @@ class PortAllocator:
         Raises:
             ControllerError: ConflictError when every one is taken (one port per instance).
         """
-        candidates = list(endpoint.fixed_ports)
-        for r in endpoint.fixed_port_ranges:
-            candidates.extend(range(r.min, r.max + 1))
         protocol = "udp" if endpoint.protocol == "udp" else "tcp"
-        for port in candidates:
-            if port not in self.taken and port_is_free(port, protocol):
-                self.taken.add(port)
-                return port
-        listed = ", ".join(str(p) for p in candidates[:10]) + (", ..." if len(candidates) > 10 else "")
-        raise ControllerError(
-            "ConflictError",
+        spans = fixed_candidates(endpoint)
+        for low, high in spans:
+            for port in range(low, high + 1):
+                if port not in self.taken and self._probe(port, protocol):
+                    self.taken.add(port)
+                    return port
+        raise self._fixed_full(role, endpoint, spans)
+
+    @staticmethod
+    def _fixed_full(
+        role: str, endpoint: InternalEndpoint, spans: list[tuple[int, int]], wanted: int = 0, left: int = 0
+    ) -> ControllerError:
+        shown = [str(low) if low == high else f"{low}-{high}" for low, high in spans[:10]]
+        listed = ", ".join(shown) + (", ..." if len(spans) > 10 else "")
+        need = f" ({wanted} instances need one each, {left} left)" if wanted else ""
+        return out_of_ports(
             f"role {role}: internal endpoint {endpoint.name} has fixed ports ({listed}) and all are in "
-            "use; instances share 127.0.0.1, so give a FixedPortRange with one port per instance",
-            409,
+            f"use{need}; instances share 127.0.0.1, so give a FixedPortRange with one port per instance"
         )
 
     def instance_ports(self, role: RoleDefinition) -> dict[str, int]:
@@ -235,3 +381,26 @@ class PortAllocator:
         for xep in role.instance_input_endpoints:
             ports[xep.name] = self.any_free()
         return ports
+
+    async def instance_ports_off_loop(self, roles: list[RoleDefinition]) -> list[dict[str, int]]:
+        """``instance_ports`` for each role of ``roles`` (one per new instance), in a worker
+        thread: the bind tests of a big plan must not stall the controller's event loop.
+
+        Raises:
+            ControllerError: ConflictError (409) when the ports run out (nothing is given out).
+        """
+        if not roles:
+            return []
+        try:
+            limiter = _probing.get()
+        except LookupError:
+            limiter = anyio.CapacityLimiter(1)
+            _probing.set(limiter)
+        before = set(self.taken)
+        try:
+            return await anyio.to_thread.run_sync(
+                lambda: [self.instance_ports(r) for r in roles], limiter=limiter
+            )
+        except BaseException:
+            self.taken = before
+            raise

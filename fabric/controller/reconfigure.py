@@ -15,10 +15,11 @@ from fabric.controller.commands import Commands, each_instance, ensure_idle, sta
 from fabric.controller.generations import drop_unused, load_generation, write_config
 from fabric.controller.messages import ChangeConfiguration, OperationAccepted
 from fabric.controller.model import Deployment, Generation, Instance, vm_name
-from fabric.controller.placement import PortAllocator, update_domain
+from fabric.controller.placement import PortAllocator, check_room, update_domain
 from fabric.controller.state import ControllerState
 from fabric.controller.store import GenerationRecord, UpgradeRecord
 from fabric.controller.upgrade import Upgrades, check_mode, domain_count, setting_changes
+from fabric.model.definition import RoleDefinition
 from roles.protocol import Change
 
 log = logging.getLogger("fabric.controller")
@@ -51,9 +52,9 @@ class Reconfigure:
                 configuration=cmd.configuration,
                 configuration_name=cmd.configuration_name,
             )
-            new = await load_generation(record, dep.folder)
+            new = await load_generation(record, dep.folder, state.settings.max_instances)
             ensure_idle(dep)  # nothing may have started while the files were read
-            removed = self._resize(dep, new, number, added)
+            removed = await self._resize(dep, new, number, added)
             # Known (not current) while new instances get their ports and hosts.
             dep.generations[number] = new
             for inst in added:
@@ -95,23 +96,42 @@ class Reconfigure:
 
         return self.commands.accept("ChangeDeploymentConfiguration", dep, act, phase="RunningTransitioning")
 
-    def _resize(self, dep: Deployment, new: Generation, number: int, added: list[Instance]) -> list[Instance]:
-        """New instances (with ports, not placed) for roles that grow; the ones that go."""
-        ports = PortAllocator(self.state.taken_ports())
+    async def _resize(
+        self, dep: Deployment, new: Generation, number: int, added: list[Instance]
+    ) -> list[Instance]:
+        """New instances (with ports, not placed) for roles that grow; the ones that go.
+
+        The counts are checked as numbers (instance limit, cores, ports) before any is built.
+        """
+        state = self.state
+        ports = PortAllocator(state.taken_ports())
         udc = new.definition.upgrade_domain_count
         removed: list[Instance] = []
+        grow: list[tuple[RoleDefinition, int, int]] = []
         for role in new.definition.roles:
             have = dep.by_role(role.name)
             want = new.instance_count(role.name)
             removed.extend(i for i in have if i.index >= want)
-            for index in range(len(have), want):
+            if want > len(have):
+                grow.append((new.role(role.name), len(have), want))
+        check_room(
+            state.planner(),
+            ports,
+            [(role, want - count) for role, count, want in grow],
+            total=sum(new.instance_count(r.name) for r in new.definition.roles),
+            max_instances=state.settings.max_instances,
+        )
+        roles = [role for role, count, want in grow for _ in range(count, want)]
+        given = iter(await ports.instance_ports_off_loop(roles))
+        for role, count, want in grow:
+            for index in range(count, want):
                 added.append(
                     Instance(
                         vm=vm_name(dep.service, dep.name, role.name, index),
                         deployment_id=dep.id,
                         role=role.name,
                         index=index,
-                        ports=ports.instance_ports(new.role(role.name)),
+                        ports=next(given),
                         update_domain=update_domain(index, udc),
                         generation=number,
                         status="RoleStateUnknown" if dep.goal == "Running" else "StoppedVM",

@@ -34,6 +34,7 @@ from fabric.controller.messages import (
 )
 from fabric.frontend.api import ApiError
 from fabric.frontend.staging import check_configuration, discard_packages, stage_package
+from fabric.model.validate import MAX_INSTANCES
 
 logger = logging.getLogger("fabric.frontend.ffe")
 
@@ -153,6 +154,7 @@ class Ffe(Actor):
         state_dir: the state folder; staged packages go to ``<state>/packages``.
         command_timeout: how long a controller may take to answer a command.
         probe_timeout: how long a controller may take to answer the availability probe.
+        max_instances: instances one deployment may have (the fabric's max_instances setting).
     """
 
     def __init__(
@@ -162,6 +164,7 @@ class Ffe(Actor):
         *,
         command_timeout: float = 30.0,
         probe_timeout: float = 2.0,
+        max_instances: int = MAX_INSTANCES,
     ) -> None:
         if not pools:
             raise ValueError("FFE needs at least one machine pool")
@@ -171,6 +174,7 @@ class Ffe(Actor):
         self.state_dir = Path(state_dir)
         self.command_timeout = command_timeout
         self.probe_timeout = probe_timeout
+        self.max_instances = max_instances
 
     async def receive(self, message: Any) -> Any:
         """Handle one RDFE request; answers a value or Refused."""
@@ -191,6 +195,7 @@ class Ffe(Actor):
                     message.configuration,
                     message.configuration_name,
                     Path(message.package_path) if message.package_path else None,
+                    self.max_instances,
                 )
                 command = ChangeConfiguration(
                     service=message.service,
@@ -316,7 +321,13 @@ class Ffe(Actor):
             self._pool(m.pool) if m.pool is not None else await self.choose_pool(m.location, m.affinity_pool)
         )
         path, configuration, configuration_name = await anyio.to_thread.run_sync(
-            stage_package, self.state_dir, m.service, m.package, m.configuration, m.configuration_name
+            stage_package,
+            self.state_dir,
+            m.service,
+            m.package,
+            m.configuration,
+            m.configuration_name,
+            self.max_instances,
         )
         command = CreateDeployment(
             service=m.service,
@@ -333,7 +344,13 @@ class Ffe(Actor):
     async def _upgrade(self, m: Upgrade) -> Submitted:
         pool = self._pool(m.pool)
         path, configuration, configuration_name = await anyio.to_thread.run_sync(
-            stage_package, self.state_dir, m.service, m.package, m.configuration, m.configuration_name
+            stage_package,
+            self.state_dir,
+            m.service,
+            m.package,
+            m.configuration,
+            m.configuration_name,
+            self.max_instances,
         )
         command = UpgradeDeployment(
             service=m.service,

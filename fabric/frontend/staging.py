@@ -15,6 +15,7 @@ from pathlib import Path
 from fabric.frontend.api import ApiError
 from fabric.model import ModelError, PackageError, Problem, read_package
 from fabric.model.service import parse_configuration
+from fabric.model.validate import MAX_INSTANCES, check_instance_limit
 
 PACKAGES_DIR = "packages"
 _MAX_PROBLEMS = 5
@@ -49,8 +50,11 @@ def _invalid_configuration(exc: ModelError, renames: dict[str, str]) -> ApiError
     )
 
 
-def check_configuration(configuration: bytes, configuration_name: str, package: Path | None) -> None:
-    """Check a configuration: against the definition in ``package`` when it is known, else alone.
+def check_configuration(
+    configuration: bytes, configuration_name: str, package: Path | None, max_instances: int = MAX_INSTANCES
+) -> None:
+    """Check a configuration: against the definition in ``package`` when it is known, else alone
+    (more than ``max_instances`` instances in all is refused either way).
 
     Raises:
         ApiError: 400 InvalidConfiguration, naming the first problems.
@@ -61,22 +65,30 @@ def check_configuration(configuration: bytes, configuration_name: str, package: 
             cfg = Path(tmp) / f"configuration{suffix}"
             cfg.write_bytes(configuration)
             try:
-                read_package(package, cfg)
+                read_package(package, cfg, max_instances=max_instances)
             except PackageError:
                 pass  # the running package went bad on disk: leave the verdict to the controller
             except ModelError as exc:
                 raise _invalid_configuration(exc, {str(cfg): configuration_name}) from None
         return
     parsed, report = parse_configuration(configuration, configuration_name)
+    if parsed is not None:
+        check_instance_limit(parsed, report, max_instances)
     if parsed is None or any(p.severity == "error" for p in report.problems):
         raise _invalid_configuration(ModelError(report.problems), {})
 
 
 def stage_package(
-    state_dir: Path, service: str, package: bytes, configuration: bytes | None, configuration_name: str
+    state_dir: Path,
+    service: str,
+    package: bytes,
+    configuration: bytes | None,
+    configuration_name: str,
+    max_instances: int = MAX_INSTANCES,
 ) -> tuple[Path, bytes, str]:
     """Write an uploaded package under ``<state>/packages/<service>/`` and check it with its
-    configuration (the uploaded one, or the one inside the package when None).
+    configuration (the uploaded one, or the one inside the package when None); more than
+    ``max_instances`` instances in all is refused.
 
     Returns the staged package's path and the configuration bytes and name to deploy with.
 
@@ -104,7 +116,7 @@ def stage_package(
                 cfg.write_bytes(configuration)
                 renames[str(cfg)] = configuration_name
             try:
-                loaded = read_package(path, cfg)
+                loaded = read_package(path, cfg, max_instances=max_instances)
             except PackageError as exc:
                 raise ApiError(
                     400, "InvalidPackage", "the package is not valid: " + _describe(exc.problems, renames)

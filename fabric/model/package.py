@@ -16,6 +16,7 @@ from pathlib import Path
 import msgspec
 
 from fabric.model._files import MAX_MODEL_BYTES, read_model_bytes
+from fabric.model._limits import MAX_INSTANCES
 from fabric.model._manifest import (
     CSDEF,
     DEFAULT_LIMITS,
@@ -176,7 +177,9 @@ class _ZipLayout(Layout):
         return path in self.files
 
 
-def _service_of(opened: Opened, path: Path, config: str | Path | None, strict: bool) -> Service:
+def _service_of(
+    opened: Opened, path: Path, config: str | Path | None, strict: bool, max_instances: int = MAX_INSTANCES
+) -> Service:
     file = str(path)
     by_name = {i.filename: i for i in opened.files}
     manifest = opened.manifest
@@ -189,7 +192,12 @@ def _service_of(opened: Opened, path: Path, config: str | Path | None, strict: b
     else:
         cfg = (read_model_bytes(Path(config)), str(config))
     return assemble(
-        (definition, f"{file}:{manifest.definition}"), cfg, _ZipLayout(opened, path), strict=strict, root=file
+        (definition, f"{file}:{manifest.definition}"),
+        cfg,
+        _ZipLayout(opened, path),
+        strict=strict,
+        root=file,
+        max_instances=max_instances,
     )
 
 
@@ -199,12 +207,14 @@ def read_package(
     *,
     strict: bool = False,
     limits: ExtractLimits = DEFAULT_LIMITS,
+    max_instances: int = MAX_INSTANCES,
 ) -> Service:
     """Check a .cspkg completely (entries, manifest, hashes, model) without extracting it.
 
     `config` replaces the configuration inside the package, as uploading a separate .cscfg
     did. The returned Service has `packaged` set: its role folders are paths in the zip.
-    Raises PackageError for a hostile or corrupt package, ModelError for an invalid model.
+    Raises PackageError for a hostile or corrupt package, ModelError for an invalid model
+    (more than `max_instances` instances in all included).
     """
     p = Path(path)
     opened = open_package(p, limits)
@@ -212,10 +222,16 @@ def read_package(
         problems = verify(opened, str(p))
         if problems:
             raise PackageError(problems)
-        return _service_of(opened, p, config, strict)
+        return _service_of(opened, p, config, strict, max_instances)
 
 
-def extract_package(path: str | Path, dest: str | Path, *, limits: ExtractLimits = DEFAULT_LIMITS) -> Path:
+def extract_package(
+    path: str | Path,
+    dest: str | Path,
+    *,
+    limits: ExtractLimits = DEFAULT_LIMITS,
+    max_instances: int = MAX_INSTANCES,
+) -> Path:
     """Extract a checked package into `dest`, all or nothing; returns `dest`.
 
     Files are written into a temporary sibling folder, verified against the manifest, and the
@@ -230,7 +246,7 @@ def extract_package(path: str | Path, dest: str | Path, *, limits: ExtractLimits
         raise PackageError([problem(target.parent, "does not exist; create it first")])
     opened = open_package(p, limits)
     with opened.zf:
-        _service_of(opened, p, None, False)  # refuse an invalid model before writing anything
+        _service_of(opened, p, None, False, max_instances)  # refuse an invalid model before writing anything
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
         try:
             problems = _write_all(opened, tmp, file)

@@ -9,6 +9,7 @@ from pathlib import Path, PurePosixPath
 import msgspec
 
 from fabric.model._files import read_model_bytes
+from fabric.model._limits import MAX_INSTANCES
 from fabric.model._manifest import CSDEF, MANIFEST, SERVICE_TOML, read_manifest
 from fabric.model._source import Report, SourceMap, raise_if_errors
 from fabric.model.configuration import ServiceConfiguration
@@ -127,10 +128,12 @@ def assemble(
     strict: bool = False,
     require_code: bool = False,
     root: str = "",
+    max_instances: int = MAX_INSTANCES,
 ) -> Service:
     """Parse, cross-check and bundle a definition and configuration; raises ModelError.
 
     Errors in both files are reported together; warnings are promoted to errors when strict.
+    More than ``max_instances`` instances (all roles together) is an error.
     """
     d, d_report = _guarded(parse_definition, *definition)
     c, c_report = _guarded(parse_configuration, *configuration)
@@ -140,7 +143,7 @@ def assemble(
         check_definition(d, d_report)
         _check_code(d, layout, d_report, require_code or layout.in_memory)
         if c is not None:
-            check_configuration(c, d, c_report)
+            check_configuration(c, d, c_report, max_instances=max_instances)
     problems = _sorted(d_report.problems) + _sorted(c_report.problems)
     raise_if_errors(problems, strict=strict)
     assert d is not None and c is not None
@@ -243,18 +246,20 @@ def load_service(
     *,
     strict: bool = False,
     require_code: bool = False,
+    max_instances: int = MAX_INSTANCES,
 ) -> Service:
     """Load and validate a service from a folder, a .csdef, a service .toml or a .cspkg.
 
     `config` overrides the configuration that would be chosen (Local, then Cloud, then the
     only one). A missing role code folder is a warning unless `require_code`. With `strict`
-    warnings (kept-but-unused elements) are errors. Raises ModelError listing every problem.
+    warnings (kept-but-unused elements) are errors. More than `max_instances` instances in
+    all is an error. Raises ModelError listing every problem.
     """
     p = Path(path)
     if p.suffix.lower() == ".cspkg" and not p.is_dir():
         from fabric.model.package import read_package  # package builds on this module
 
-        return read_package(p, config, strict=strict)
+        return read_package(p, config, strict=strict, max_instances=max_instances)
     manifest_dirs = None
     if p.is_dir():
         root = p
@@ -282,6 +287,7 @@ def load_service(
         Layout(root.resolve(), manifest_dirs),
         strict=strict,
         require_code=require_code,
+        max_instances=max_instances,
     )
 
 

@@ -7,6 +7,9 @@ from collections.abc import Iterable
 from pathlib import PurePosixPath
 
 from fabric.model._convert import suggest
+from fabric.model._limits import MAX_INSTANCES as MAX_INSTANCES
+from fabric.model._limits import check_definition_limits
+from fabric.model._limits import check_instance_limit as check_instance_limit
 from fabric.model._ports import check_local_ports, check_public_ports
 from fabric.model._source import Loc, Report
 from fabric.model.configuration import ServiceConfiguration
@@ -72,6 +75,7 @@ def check_definition(d: ServiceDefinition, report: Report) -> None:
             ("roles", i, "imports"), "RemoteForwarder may be imported by one role only; remove it here"
         )
     check_public_ports(d, report)
+    check_definition_limits(d, report)
     for i, role in enumerate(d.roles):
         _check_role(d, role, ("roles", i), report)
     _report_kept(d.kept, report)
@@ -274,8 +278,12 @@ def _check_environment(role: RoleDefinition, env: tuple[TaskVariable, ...], loc:
             )
 
 
-def check_configuration(c: ServiceConfiguration, d: ServiceDefinition, report: Report) -> None:
-    """Report every way the configuration disagrees with the definition."""
+def check_configuration(
+    c: ServiceConfiguration, d: ServiceDefinition, report: Report, *, max_instances: int = MAX_INSTANCES
+) -> None:
+    """Report every way the configuration disagrees with the definition, and instance counts
+    over ``max_instances`` (per deployment, all roles together)."""
+    check_instance_limit(c, report, max_instances)
     if c.service_name != d.name:
         report.error(
             ("service_name",),
@@ -333,7 +341,7 @@ def check_configuration(c: ServiceConfiguration, d: ServiceDefinition, report: R
                 )
         for e in role.instance_input_endpoints:
             r = e.allocate_public_port_from
-            if r.max - r.min + 1 < rc.instances:
+            if r.max - r.min + 1 < rc.instances <= max_instances:  # (over the limit: said once)
                 report.error(
                     (*loc, "instances"),
                     f"{rc.instances} instances need {rc.instances} public ports, but endpoint "

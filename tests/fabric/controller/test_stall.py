@@ -1,0 +1,86 @@
+"""The controller does not blame hosts for its own stall: a blocked event loop, or one command
+holding the mailbox the heartbeats wait in, gives every host a fresh grace period; no host is
+declared dead and no instance moves (on the autojump clock)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import trio
+import trio.testing
+
+from actors import open_system
+from fabric.controller import FabricController, ask
+from tests.fabric.controller.controller_kit import (
+    ServiceFactory,
+    all_ready,
+    create,
+    settings,
+    view,
+    wait_view,
+)
+from tests.fabric.controller.controller_standin import World
+
+TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class Stall:
+    """Block the controller's loop (``blocking``) or hold its mailbox for ``seconds``."""
+
+    seconds: float
+    blocking: bool
+
+
+class StallingController(FabricController):
+    """A controller with one handler that stalls, as a slow call in a real handler would."""
+
+    clock: trio.testing.MockClock
+
+    async def _dispatch(self, message: Any) -> Any:
+        if isinstance(message, Stall):
+            if message.blocking:
+                self.clock.jump(message.seconds)  # the loop runs nothing meanwhile
+            else:
+                await anyio.sleep(message.seconds)  # the mailbox is held meanwhile
+            return None
+        return await super()._dispatch(message)
+
+
+async def stall_then_check(
+    service: ServiceFactory, world: World, state_dir: Path, clock: trio.testing.MockClock, *, blocking: bool
+) -> None:
+    config = settings(host_failure_timeout=TIMEOUT, host_heartbeat_interval=5.0)
+
+    def build() -> FabricController:
+        controller = StallingController(state_dir, config, host_factory=world.factory())
+        controller.clock = clock
+        return controller
+
+    async with open_system() as system:
+        ref = await system.spawn(build, name="controller:local")
+        await create(ref, service(), timeout=None)
+        before = await wait_view(ref, all_ready)
+        await ask(ref, Stall(seconds=3 * TIMEOUT, blocking=blocking), timeout=None)
+        await anyio.sleep(TIMEOUT / 2)  # well inside the fresh grace period, past many watches
+        after = await view(ref)
+        assert all(h.alive for h in world.hosts.values())
+        assert [(i.id, i.host, i.restarts) for i in after.instances] == [
+            (i.id, i.host, i.restarts) for i in before.instances
+        ]
+        assert world.events("stop") == [] and world.events("restart") == []
+
+
+async def test_a_blocked_event_loop_blames_no_host(
+    service: ServiceFactory, world: World, state_dir: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    await stall_then_check(service, world, state_dir, autojump_clock, blocking=True)
+
+
+async def test_a_command_holding_the_mailbox_blames_no_host(
+    service: ServiceFactory, world: World, state_dir: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    await stall_then_check(service, world, state_dir, autojump_clock, blocking=False)
