@@ -33,7 +33,8 @@ import httpx  # noqa: E402
 import psutil  # noqa: E402
 
 from actors import command_line  # noqa: E402
-from fabric.commands.client import deploy_service  # noqa: E402
+from fabric.client import AsyncFabricClient  # noqa: E402
+from fabric.client.deployments import deploy_service  # noqa: E402
 from fabric.controller.messages import DeploymentView, ListDeployments  # noqa: E402
 from fabric.server import open_fabric  # noqa: E402
 from fabric.settings import Settings  # noqa: E402
@@ -51,6 +52,12 @@ def with_count(example: str, count: int, tmp: Path) -> Path:
     cscfg = target / "ServiceConfiguration.Local.cscfg"
     cscfg.write_text(re.sub(r'<Instances count="\d+"', f'<Instances count="{count}"', cscfg.read_text()))
     return target
+
+
+async def deploy(state_dir: Path, service: Path, *, wait: bool = True) -> None:
+    """Deploy a service folder to the fabric at ``state_dir``."""
+    async with AsyncFabricClient(state_dir) as client:
+        await deploy_service(client, service, None, wait=wait)
 
 
 def bare_interpreters(n: int) -> float:
@@ -82,7 +89,7 @@ async def deploy_ten(tmp: Path, settings: Settings) -> float:
     service = with_count("hello-worker", 10, tmp)
     async with open_fabric(tmp / "state10", settings) as fabric:
         start = time.perf_counter()
-        await anyio.to_thread.run_sync(lambda: deploy_service(service, None, fabric.state_dir, no_wait=True))
+        await deploy(fabric.state_dir, service, wait=False)
         await all_ready(fabric.controller, 10)
         return time.perf_counter() - start
 
@@ -103,7 +110,7 @@ async def heal_and_throughput(tmp: Path, settings: Settings) -> tuple[list[float
     """(SIGKILL-to-serving times, LB req/s, direct req/s)."""
     service = with_count("hwc-wsgi", 1, tmp)
     async with open_fabric(tmp / "stateweb", settings) as fabric:
-        await anyio.to_thread.run_sync(lambda: deploy_service(service, None, fabric.state_dir))
+        await deploy(fabric.state_dir, service)
         await all_ready(fabric.controller, 1)
         view = (await views(fabric.controller))[0]
         lb_port = view.endpoints[0].port
@@ -158,7 +165,7 @@ async def worker_memory(tmp: Path, settings: Settings) -> tuple[float, float]:
     memory counts a shared page once per process, proportional memory splits it among them."""
     service = with_count("hello-worker", 1, tmp)
     async with open_fabric(tmp / "staterss", settings) as fabric:
-        await anyio.to_thread.run_sync(lambda: deploy_service(service, None, fabric.state_dir))
+        await deploy(fabric.state_dir, service)
         await all_ready(fabric.controller, 1)
         await anyio.sleep(1)
         vm = next(

@@ -39,6 +39,11 @@ class Fabric:
     ffe: Ref
 
 
+def stop_budget(settings: Settings) -> float:
+    """How long stopping role instances may take: on_stop_timeout, then each process's ladder."""
+    return settings.on_stop_timeout + 3 * settings.process_stop_timeout
+
+
 def lock_state_dir(state_dir: Path) -> tuple[Path, int]:
     """Take the state folder for this process (an flock held until closed); return its absolute
     path and the lock's fd. Raises FabricBusy."""
@@ -76,12 +81,11 @@ async def open_fabric(state_dir: Path, settings: Settings, *, api_port: int = 0)
     try:
         await anyio.to_thread.run_sync(warm_bytecode)  # every process below imports our modules
         async with open_system() as system, anyio.create_task_group() as tg:
-            # Stopping the controller stops every VM, and each role may take on_stop_timeout.
-            stop_budget = settings.on_stop_timeout + 3 * settings.process_stop_timeout
+            # Stopping the controller stops every VM.
             controller = await system.spawn(
                 lambda: FabricController(state_dir, settings, pool="local"),
                 name="FabricController:local",
-                stop_timeout=stop_budget,
+                stop_timeout=stop_budget(settings),
             )
             ffe = await system.spawn(
                 lambda: Ffe([Pool("local", controller)], state_dir, max_instances=settings.max_instances),
@@ -107,11 +111,11 @@ async def until_stop_signal() -> signal.Signals:
         signum = await anext(signals)
     if signum == signal.SIGHUP:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
-        _leave_terminal()
+        leave_terminal()
     return signum
 
 
-def _leave_terminal() -> None:
+def leave_terminal() -> None:
     """Point stdin, stdout and stderr that are terminals (character devices) at /dev/null."""
     devnull = os.open(os.devnull, os.O_RDWR)
     try:

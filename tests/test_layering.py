@@ -27,6 +27,9 @@ FABRIC_LAYERS = {
     "host": 2,
     "controller": 3,
     "frontend": 4,
+    # the API client: above the front end it talks to, beside the chaos runner and commands
+    # that use it (it carries the chaos API's messages)
+    "client": 5,
     "chaos": 5,
     "server": 5,
     "commands": 5,

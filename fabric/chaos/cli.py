@@ -18,6 +18,8 @@ import click
 import msgspec
 
 from fabric.chaos.scenario import Scenario, ScenarioError, load_scenario
+from fabric.commands.client import fail as _fail
+from fabric.server import STOP_SIGNALS, leave_terminal
 
 if TYPE_CHECKING:
     from fabric.chaos.report import Report
@@ -28,11 +30,6 @@ if TYPE_CHECKING:
 
 _FILE = click.Path(path_type=Path, exists=True, dir_okay=False)
 _PATH = click.Path(path_type=Path)
-
-
-def _fail(message: str) -> click.exceptions.Exit:
-    click.echo(f"error: {message}", err=True)
-    return click.exceptions.Exit(2)
 
 
 def _service_of(scenario: Scenario, scenario_file: Path) -> tuple[Path | None, Path | None]:
@@ -134,7 +131,7 @@ def _play(
     quiet: bool,
 ) -> None:
     from fabric.chaos.report import render, to_json
-    from fabric.frontend.client import ClientError
+    from fabric.client import ClientError
 
     journal = journal or Path("journal.json")
     run.journal = journal
@@ -188,8 +185,10 @@ async def _main(run: Run, service_dir: Path | None, config: Path | None, state_d
             tg.cancel_scope.cancel()
 
         async def signals() -> None:
-            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
-                async for _ in received:
+            with anyio.open_signal_receiver(*STOP_SIGNALS) as received:
+                async for signum in received:
+                    if signum == signal.SIGHUP:
+                        leave_terminal()  # the terminal closed: the report goes to --json only
                     if run.interrupt.is_set():
                         run.progress("stopping now (rollbacks still run)")
                         tg.cancel_scope.cancel()

@@ -15,6 +15,8 @@ from fabric.chaos import tree
 from fabric.chaos.report import Leftover, Report
 from fabric.chaos.runner import Run, run_on
 from fabric.chaos.scenario import settings_of
+from fabric.client import AsyncFabricClient
+from fabric.client.deployments import delete_and_wait, deploy_service
 
 #: after the fabric stopped, how long its processes may take to be reaped
 GONE_WITHIN = 10.0
@@ -29,35 +31,26 @@ async def run_embedded(service: Path, config: Path | None, state_dir: Path | Non
         FabricBusy: another fabric serves ``state_dir``.
         ScenarioError, ModelError, ClientError: the scenario, service or deployment is wrong.
     """
-    from fabric.commands.client import delete_and_wait, deploy_service
-    from fabric.server import open_fabric
+    from fabric.server import open_fabric, stop_budget
 
     settings = settings_of(run.scenario)
     scratch = Path(tempfile.mkdtemp(prefix="reddog-chaos-")) if state_dir is None else None
     folder = state_dir or scratch
     assert folder is not None
     try:
-        async with open_fabric(folder, settings) as fabric:
+        async with open_fabric(folder, settings) as fabric, AsyncFabricClient(fabric.state_dir) as client:
             run.progress(f"fabric {fabric.url}; deploying {service}")
-            hosted = run.scenario.service.name
-            target = await anyio.to_thread.run_sync(
-                lambda: deploy_service(
-                    service,
-                    config,
-                    fabric.state_dir,
-                    service=hosted,
-                    slot=run.scenario.service.slot,
-                    replace=True,
-                ),
-                abandon_on_cancel=True,
-            )
-            run.target = target
+            started = await deploy_service(
+                client, service, config, service=run.scenario.service.name,
+                slot=run.scenario.service.slot, replace=True,
+            )  # fmt: skip
+            run.target = (started.service, started.slot)
             try:
                 report = await run_on(fabric.state_dir, run)
             finally:
-                with anyio.CancelScope(shield=True):
+                with anyio.move_on_after(stop_budget(settings) + 10, shield=True):
                     run.progress("deleting the deployment (StoppingRole, on_stop)")
-                    await anyio.to_thread.run_sync(lambda: delete_and_wait(fabric.state_dir, target))
+                    await delete_and_wait(client, started.service, started.slot)
         left = await _left_behind(run.seen)
     finally:
         if scratch is not None:

@@ -4,22 +4,19 @@ run undone and the scenario's rollbacks run (callers do this in a shielded ``fin
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 import anyio
-import anyio.to_thread
 import msgspec
 
-from fabric.chaos.client import ChaosClient
 from fabric.chaos.messages import FaultRecord, Slot
 from fabric.chaos.report import FaultOutcome, Timings
 from fabric.chaos.scenario import Scenario
 from fabric.chaos.schedule import PlannedFault
-from fabric.frontend.client import ClientError
+from fabric.client import AsyncFabricClient, ClientError
 
 
 async def inject_all(
-    client: ChaosClient,
+    client: AsyncFabricClient,
     schedule: list[PlannedFault],
     m0: float,
     length: float,
@@ -54,12 +51,11 @@ async def inject_all(
 
 
 async def roll_back(
-    client: ChaosClient,
+    client: AsyncFabricClient,
     scenario: Scenario,
     records: list[tuple[int, FaultRecord]],
     service: str | None,
     slot: Slot,
-    state_dir: Path,
 ) -> list[str]:
     """Undo every lasting fault of this run still in force, then the scenario's rollbacks."""
     done: list[str] = []
@@ -79,13 +75,7 @@ async def roll_back(
             if action.action == "undo":
                 done.append(f"undo: {len(await client.undo())} fault(s) undone")
             elif action.action == "reboot" and action.instance and service:
-                from fabric.frontend.client import FabricClient
-
-                def reboot(name: str = action.instance) -> str:
-                    with FabricClient(state_dir) as fc:
-                        return fc.instance_action(service, slot, name, "reboot")
-
-                await anyio.to_thread.run_sync(reboot)
+                await client.instance_action(service, slot, action.instance, "reboot")
                 done.append(f"reboot {action.instance}: accepted")
         except ClientError as exc:
             done.append(f"{action.action}: failed: {exc}")

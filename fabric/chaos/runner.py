@@ -20,7 +20,6 @@ import anyio.to_thread
 import msgspec
 
 from fabric.chaos import tree
-from fabric.chaos.client import ChaosClient
 from fabric.chaos.journal import Journal, write_journal
 from fabric.chaos.load import HttpLoad, stats
 from fabric.chaos.messages import EndpointTargets, FaultRecord, TargetMap, WatchEvent
@@ -29,6 +28,7 @@ from fabric.chaos.probes import PhaseState, evaluate, ready_needed, skipped
 from fabric.chaos.report import FaultOutcome, Leftover, Report, RunStatus, outcome_timings
 from fabric.chaos.scenario import PHASES, Phase, Scenario, ScenarioError
 from fabric.chaos.schedule import PlannedFault, Topology, plan
+from fabric.client import AsyncFabricClient
 
 #: how often the runner collects watch events and looks at the process tree
 POLL = 0.5
@@ -89,7 +89,7 @@ def _fewest_ready(events: list[WatchEvent], start: float, end: float) -> int:
 
 
 async def wait_ready(
-    client: ChaosClient, service: str | None, slot: str, needed: int | None, timeout: float
+    client: AsyncFabricClient, service: str | None, slot: str, needed: int | None, timeout: float
 ) -> tuple[TargetMap, float | None]:
     """Poll until ``needed`` instances (None: all) are ReadyRole; the map and how long it took
     (None: not within ``timeout``)."""
@@ -115,7 +115,7 @@ async def run_on(state_dir: Path, run: Run) -> Report:
         ClientError: the fabric cannot be reached.
     """
     started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    async with ChaosClient(state_dir) as client:
+    async with AsyncFabricClient(state_dir) as client:
         session = await _Session.prepare(client, run, state_dir)
         async with anyio.create_task_group() as tg:
             tg.start_soon(session.load.run)
@@ -132,7 +132,7 @@ async def run_on(state_dir: Path, run: Run) -> Report:
 class _Session:
     """One run under way: its fabric, schedule, load, watch, and what it found so far."""
 
-    client: ChaosClient
+    client: AsyncFabricClient
     run: Run
     state_dir: Path
     targets: TargetMap
@@ -154,7 +154,7 @@ class _Session:
     current: set[tuple[int, float]] = field(default_factory=set)
 
     @classmethod
-    async def prepare(cls, client: ChaosClient, run: Run, state_dir: Path) -> _Session:
+    async def prepare(cls, client: AsyncFabricClient, run: Run, state_dir: Path) -> _Session:
         """Wait until the deployment is Ready, plan, write the journal, warm up, start watching."""
         s, steady = run.scenario, run.scenario.steady_state
         service, slot = run.target or (s.service.name, s.service.slot)
@@ -244,7 +244,6 @@ class _Session:
                     self.records,
                     self.targets.service,
                     self.targets.slot,
-                    self.state_dir,
                 )
                 self.outcomes += [not_run(planned) for planned in schedule[len(self.outcomes) :]]
         run.progress("waiting for recovery")

@@ -8,8 +8,8 @@ journal's schedule again; `plan` prints a schedule without running it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Iterator
-from contextlib import contextmanager
+import datetime as dt
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -23,6 +23,7 @@ from fabric.chaos.messages import (
     ConfigStorm,
     Crash,
     Fault,
+    FaultRecord,
     FillStorage,
     Hang,
     Inject,
@@ -31,11 +32,12 @@ from fabric.chaos.messages import (
     Partition,
     StartupFault,
     Target,
+    TargetMap,
     ToxicFault,
 )
 from fabric.chaos.scenario import ScenarioError
-from fabric.commands.client import state_dir_option
-from fabric.frontend.client import ClientError
+from fabric.client import AsyncFabricClient
+from fabric.commands.client import state_dir_option, user_errors
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -47,17 +49,14 @@ def chaos() -> None:
     """Break a running service on purpose: faults at every layer, seeded scenarios, a report."""
 
 
-@contextmanager
-def _user_errors() -> Iterator[None]:
-    try:
-        yield
-    except (ClientError, ScenarioError, ValueError) as exc:
-        click.echo(f"error: {exc}", err=True)
-        raise click.exceptions.Exit(2) from None
+def _call(state_dir: Path, call: Callable[[AsyncFabricClient], Awaitable[T]]) -> T:
+    """Run ``call`` with a client of the fabric at ``state_dir``; a user's error exits 2."""
 
+    async def main() -> T:
+        async with AsyncFabricClient(state_dir) as client:
+            return await call(client)
 
-def _run(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    with _user_errors():
+    with user_errors(ScenarioError, ValueError):
         return anyio.run(main, backend="trio")
 
 
@@ -94,22 +93,30 @@ def _target(opts: dict[str, Any], place: str | None = None, endpoint: str | None
 
 
 def _inject(fault: Fault, opts: dict[str, Any]) -> None:
-    from fabric.chaos.client import ChaosClient
-
-    async def main() -> Any:
-        async with ChaosClient(opts["state_dir"]) as client:
-            return await client.inject(Inject(fault=fault))
-
-    record = _run(main)
+    record = _call(opts["state_dir"], lambda client: client.inject(Inject(fault=fault)))
     if opts["as_json"]:
         click.echo(msgspec.json.encode(record).decode())
         return
     hits = ", ".join(f"{h.name}" + (f" (pid {h.pid})" if h.pid else "") for h in record.hits)
-    lasting = f"; active until undone ({record.id})" if record.state == "active" else ""
+    lasting = _lasting(record)
     click.echo(
         f"{record.id} {record.label} at {record.wall}: {record.detail}"
         + (f" [{hits}]" if hits else "")
         + lasting
+    )
+
+
+def _lasting(record: FaultRecord) -> str:
+    """How long a fault stays in force: until a time (with --duration), or until undone."""
+    if record.state != "active":
+        return ""
+    if record.until is None:
+        return f"; active until undone (`fabric chaos rollback {record.id}`)"
+    seconds = record.until - record.at
+    ends = dt.datetime.fromisoformat(record.wall) + dt.timedelta(seconds=seconds)
+    return (
+        f"; active for {seconds:g} s, until {ends:%H:%M:%S} UTC "
+        f"(`fabric chaos rollback {record.id}` ends it sooner)"
     )
 
 
@@ -202,7 +209,7 @@ def toxic(kind: str, endpoint: str | None, duration: float | None, **opts: Any) 
     raw = {"type": kind, "stream": opts.pop("stream"), "toxicity": opts.pop("toxicity")}
     values = {name: opts.pop(name) for name in ("latency", "jitter", "rate", "timeout", "delay")}
     raw.update({name: values[name] for name in params})
-    with _user_errors():
+    with user_errors(ValueError):
         from fabric.network.toxics import Toxic
 
         spec = msgspec.convert(raw, Toxic)
@@ -255,22 +262,35 @@ def storm(setting: str | None, count: int, interval: float, **opts: Any) -> None
 
 
 @chaos.command()
-@click.option("--service", help="The hosted service (default: the only deployment).")
-@click.option("--slot", type=click.Choice(["production", "staging"]), default="production")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--service", help="The hosted service (default: every deployment).")
+@click.option("--slot", type=click.Choice(["production", "staging"]), help="The slot (default: every slot).")
+@click.option("--json", "as_json", is_flag=True, help="One target map per deployment, one per line.")
 @state_dir_option
-def targets(service: str | None, slot: str, as_json: bool, state_dir: Path) -> None:
+def targets(service: str | None, slot: str | None, as_json: bool, state_dir: Path) -> None:
     """Show what faults can hit: instances, their processes, hosts and endpoints."""
-    from fabric.chaos.client import ChaosClient
 
-    async def main() -> Any:
-        async with ChaosClient(state_dir) as client:
-            return await client.targets(service, slot)
+    async def every(client: AsyncFabricClient) -> list[TargetMap]:
+        wanted = [
+            (d.service, d.slot)
+            for d in await client.deployments()
+            if service in (None, d.service) and slot in (None, d.slot)
+        ]
+        if service is not None and not wanted:
+            # Not deployed (or a typo): the fabric's own answer says which.
+            return [await client.targets(service, slot or "production")]
+        return [await client.targets(s, t) for s, t in sorted(wanted)]
 
-    found = _run(main)
-    if as_json:
-        click.echo(msgspec.json.encode(found).decode())
-        return
+    found = _call(state_dir, every)
+    if not found:
+        click.echo("no deployments (deploy one with `fabric deploy SERVICE`)")
+    for one in found:
+        if as_json:
+            click.echo(msgspec.json.encode(one).decode())
+        else:
+            _show_targets(one)
+
+
+def _show_targets(found: TargetMap) -> None:
     click.echo(f"{found.service}/{found.slot} (pool {found.pool}, fabric pid {found.fabric_pid})")
     for i in found.instances:
         procs = ", ".join(f"{k} {v}" for k, v in i.processes.items())
@@ -288,13 +308,7 @@ def targets(service: str | None, slot: str, as_json: bool, state_dir: Path) -> N
 @state_dir_option
 def faults(as_json: bool, state_dir: Path) -> None:
     """List faults: those in force first, then the most recent."""
-    from fabric.chaos.client import ChaosClient
-
-    async def main() -> Any:
-        async with ChaosClient(state_dir) as client:
-            return await client.faults()
-
-    records = _run(main)
+    records = _call(state_dir, lambda client: client.faults())
     if as_json:
         click.echo(msgspec.json.encode(records).decode())
         return
@@ -307,13 +321,7 @@ def faults(as_json: bool, state_dir: Path) -> None:
 @state_dir_option
 def rollback(fault_id: str | None, state_dir: Path) -> None:
     """Undo one fault, or every fault in force."""
-    from fabric.chaos.client import ChaosClient
-
-    async def main() -> Any:
-        async with ChaosClient(state_dir) as client:
-            return await client.undo(fault_id)
-
-    for r in _run(main):
+    for r in _call(state_dir, lambda client: client.undo(fault_id)):
         click.echo(f"{r.id} {r.label}: {r.state}: {r.detail}")
 
 

@@ -1,14 +1,13 @@
 """Client commands: drive a running fabric through its HTTP API, found via the state folder.
 
 deploy, status, config, upgrade, walk, suspend, resume, reboot, reimage, delete, swap talk to
-the API; logs reads a VM's log files straight from the state folder (it works after a crash).
+the API (fabric.client); logs reads a VM's log files straight from the state folder (it works
+after a crash).
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import re
-import tempfile
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,11 +16,20 @@ from typing import Any, TypeVar, cast
 import click
 from rich.console import Console
 
-from fabric.commands.client_logs import LOG_FILES, follow_log, log_path
+from fabric.client import AsyncFabricClient, ClientError, FabricClient
+from fabric.client.deployments import (
+    Started,
+    deploy_service,
+    find_instance,
+    finish,
+    package_source,
+    pick_service,
+)
+from fabric.commands.client_logs import follow_log, list_logs, log_path
 from fabric.commands.client_view import progress, render_status, status_json, summary
-from fabric.controller.messages import DeploymentView, Slot
-from fabric.frontend.client import ClientError, FabricClient
-from fabric.model import ModelError, build_package, read_package
+from fabric.controller.messages import Slot
+from fabric.frontend import api
+from fabric.model import ModelError, read_configuration
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -48,114 +56,82 @@ def _target_options(f: F) -> F:
     return state_dir_option(f)
 
 
+def _instance_options(f: F) -> F:
+    """``INSTANCE --service --slot``: a role instance, in the deployment that has it by default."""
+    f = click.option("--slot", type=_SLOT, help="The slot (default: the one with INSTANCE).")(f)
+    f = click.option("--service", "service", help="The hosted service (default: the one with INSTANCE).")(f)
+    return click.argument("instance")(f)
+
+
 def _wait_option(f: F) -> F:
     return click.option(
         "--no-wait", is_flag=True, help="Return once accepted; do not wait for the operation."
     )(f)
 
 
+def fail(message: str) -> click.exceptions.Exit:
+    """Print ``error: message`` on stderr; the exit (code 2) to raise."""
+    click.echo(f"error: {message}", err=True)
+    return click.exceptions.Exit(2)
+
+
 @contextmanager
-def _user_errors() -> Iterator[None]:
-    """Print a user's error in one line (model problems one per line) and exit 2."""
+def user_errors(*kinds: type[Exception]) -> Iterator[None]:
+    """Print a user's error as ``error: ...`` on stderr (a model's problems one per line) and
+    exit 2; ``kinds`` are more exception classes whose message is for the user."""
     try:
         yield
     except ModelError as exc:
         for problem in exc.problems:
-            click.echo(str(problem), err=True)
+            click.echo(f"error: {problem}", err=True)
         raise click.exceptions.Exit(2) from None
-    except ClientError as exc:
-        click.echo(f"error: {exc}", err=True)
-        raise click.exceptions.Exit(2) from None
+    except Exception as exc:
+        if isinstance(exc, (ClientError, *kinds)):
+            raise fail(str(exc)) from None
+        raise
 
 
 def _console() -> Console:
-    return Console(highlight=False, soft_wrap=True)
+    # Piped or redirected, a table row stays on one line whatever its length (no wrap at 80).
+    width = None if sys.stdout.isatty() else 10_000
+    return Console(highlight=False, soft_wrap=True, width=width)
 
 
 def _err_console() -> Console:
     return Console(stderr=True, highlight=False)
 
 
-def _pick_service(client: FabricClient, service: str | None, slot: Slot | None) -> str:
-    """The hosted service a command means: the one named, or the only plausible one."""
-    if service is not None:
-        return service.lower()
-    hosted = client.hosted_services(detail=True)
-    if len(hosted) == 1:
-        return hosted[0].service_name
-    candidates = [
-        h.service_name
-        for h in hosted
-        if isinstance(h.deployments, list) and any(slot is None or d.slot == slot for d in h.deployments)
-    ]
-    if len(candidates) == 1:
-        return candidates[0]
-    if not hosted:
-        raise ClientError("there is no hosted service yet: deploy one with `fabric deploy SERVICE`")
-    names = ", ".join(h.service_name for h in hosted)
-    raise ClientError(f"several hosted services ({names}): pass --service NAME")
-
-
-def _finish(
-    client: FabricClient, request_id: str, title: str, no_wait: bool, show: tuple[str, Slot] | None
-) -> None:
-    """Wait for an operation with a progress line; print its outcome; exit 2 when it failed."""
+def _finish(client: FabricClient, started: Started, no_wait: bool, show: bool = True) -> None:
+    """Wait for an operation with a progress line; print its outcome (the deployment's summary
+    when ``show``); exit 2 when it failed."""
     if no_wait:
-        click.echo(f"{title}: accepted, request id {request_id}")
+        click.echo(f"{started.title}: accepted, request id {started.request_id}")
         return
-    console = _err_console()
-    with progress(console, title) as update:
+    with progress(_err_console(), started.title) as update:
 
-        def on_poll(op: Any) -> None:
-            if show is not None:
+        async def wait(aio: AsyncFabricClient) -> None:
+            async def on_poll(op: api.Operation) -> None:
                 try:
-                    update(summary(client.deployment(*show)))
+                    update(
+                        summary(await aio.deployment(started.service, started.slot)) if show else op.status
+                    )
                 except ClientError:
                     update(op.status)
-            else:
-                update(op.status)
+
+            await finish(aio, started.request_id, started.title, on_poll=on_poll)
 
         try:
-            op = client.wait(request_id, on_poll=on_poll)
+            client.run(wait)
         except KeyboardInterrupt:
-            click.echo(f"stopped waiting; the operation goes on (request id {request_id})", err=True)
+            click.echo(f"stopped waiting; the operation goes on (request id {started.request_id})", err=True)
             raise click.exceptions.Exit(130) from None
-    if op.status == "Failed":
-        error = op.error
-        detail = f"{error.message} ({error.code})" if error else f"HTTP {op.http_status_code}"
-        raise ClientError(f"{title} failed: {detail}")
-    if show is not None:
+    if show:
         try:
-            click.echo(summary(client.deployment(*show)))
+            click.echo(summary(client.deployment(started.service, started.slot)))
             return
         except ClientError:
             pass  # the deployment is gone (a delete): say the operation succeeded
-    click.echo(f"{title}: done")
-
-
-def _package(source: Path, config: Path | None, tmp: Path) -> tuple[bytes, bytes | None, str, str]:
-    """The package bytes to upload, the configuration (None: the package's own) and its name,
-    and the service definition's name. Packs a folder first; checks a .cspkg locally."""
-    if source.suffix.lower() == ".cspkg" and source.is_file():
-        service = read_package(source, config)
-        data = source.read_bytes()
-        name = service.definition.name
-    elif source.exists():
-        out = tmp / "service.cspkg"
-        manifest = build_package(source, out, config)
-        data = out.read_bytes()
-        name = manifest.service
-        config = None  # build_package packed the chosen configuration
-    else:
-        raise ClientError(f"{source} does not exist; pass a service folder or a .cspkg")
-    if config is None:
-        return data, None, "ServiceConfiguration.cscfg", name
-    return data, config.read_bytes(), config.name, name
-
-
-def _hosted_name(definition_name: str) -> str:
-    name = re.sub(r"[^a-z0-9-]+", "-", definition_name.lower()).strip("-")[:63]
-    return name or "service"
+    click.echo(f"{started.title}: done")
 
 
 # -- commands --------------------------------------------------------------------------------------
@@ -189,77 +165,13 @@ def deploy(
     state_dir: Path,
 ) -> None:
     """Deploy SERVICE (a folder, packed first, or a .cspkg) to a running fabric."""
-    with _user_errors():
-        deploy_service(
-            source,
-            config_file,
-            state_dir,
-            slot=cast(Slot, slot.lower()),
-            name=name,
-            label=label,
-            service=service,
-            location=location,
-            affinity_group=affinity_group,
-            start=not suspended,
-            no_wait=no_wait,
-        )
-
-
-def deploy_service(
-    source: Path,
-    config_file: Path | None,
-    state_dir: Path,
-    *,
-    slot: Slot = "production",
-    name: str | None = None,
-    label: str = "",
-    service: str | None = None,
-    location: str | None = None,
-    affinity_group: str | None = None,
-    start: bool = True,
-    no_wait: bool = False,
-    replace: bool = False,
-) -> tuple[str, Slot]:
-    """Pack (if needed) and deploy a service; wait for the operation unless ``no_wait``.
-
-    With ``replace``, a deployment already in the slot is deleted first. Returns the
-    (hosted service, slot) deployed to. Raises ClientError or ModelError.
-    """
-    with tempfile.TemporaryDirectory(prefix="reddog-deploy-") as tmp:
-        package, configuration, configuration_name, definition = _package(source, config_file, Path(tmp))
-        hosted = (service or _hosted_name(definition)).lower()
-        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
-        with FabricClient(state_dir) as client:
-            if client.hosted_service(hosted) is None:
-                client.create_hosted_service(
-                    hosted, label=definition, location=location, affinity_group=affinity_group
-                )
-            elif replace and any((d.service, d.slot) == (hosted, slot) for d in client.deployments()):
-                _finish(
-                    client,
-                    client.delete_deployment(hosted, slot),
-                    f"delete the old {hosted}/{slot}",
-                    False,
-                    None,
-                )
-            request_id = client.create_deployment(
-                hosted,
-                slot,
-                name=name or f"{hosted}-{stamp}",
-                package=package,
-                configuration=configuration,
-                configuration_name=configuration_name,
-                label=label or definition,
-                start=start,
-            )
-            _finish(client, request_id, f"deploy {hosted} to {slot}", no_wait, (hosted, slot))
-    return hosted, slot
-
-
-def delete_and_wait(state_dir: Path, target: tuple[str, Slot]) -> None:
-    """Delete a deployment and wait until its instances are stopped."""
-    with FabricClient(state_dir) as client:
-        _finish(client, client.delete_deployment(*target), f"delete {target[0]}/{target[1]}", False, None)
+    with user_errors(), FabricClient(state_dir) as client:
+        started = client.run(
+            deploy_service, source, config_file, slot=cast(Slot, slot.lower()), name=name, label=label,
+            service=service, location=location, affinity_group=affinity_group, start=not suspended,
+            wait=False,
+        )  # fmt: skip
+        _finish(client, started, no_wait)
 
 
 @click.command()
@@ -267,7 +179,7 @@ def delete_and_wait(state_dir: Path, target: tuple[str, Slot]) -> None:
 @state_dir_option
 def status(as_json: bool, state_dir: Path) -> None:
     """Show every deployment: instances (status, host, domains, restarts) and public endpoints."""
-    with _user_errors(), FabricClient(state_dir) as client:
+    with user_errors(), FabricClient(state_dir) as client:
         deployments = client.deployments()
         if as_json:
             click.echo(status_json(deployments))
@@ -285,14 +197,19 @@ def status(as_json: bool, state_dir: Path) -> None:
 def config(
     config_file: Path, mode: str, no_wait: bool, service: str | None, slot: str, state_dir: Path
 ) -> None:
-    """Apply a new configuration (settings raise changing/changed; instance counts scale)."""
-    with _user_errors(), FabricClient(state_dir) as client:
+    """Apply a new configuration (settings raise changing/changed; instance counts scale).
+
+    The hosted service is the one named by --service, else the one the file's serviceName
+    was deployed as, else the only one.
+    """
+    with user_errors(), FabricClient(state_dir) as client:
+        named = read_configuration(config_file).service_name
         chosen = cast(Slot, slot.lower())
-        hosted = _pick_service(client, service, chosen)
+        hosted = client.run(pick_service, service, chosen, definition=named or None)
         rid = client.change_configuration(
             hosted, chosen, config_file.read_bytes(), config_file.name, cast(Any, mode)
         )
-        _finish(client, rid, f"configure {hosted} {chosen}", no_wait, (hosted, chosen))
+        _finish(client, Started(hosted, chosen, rid, f"configure {hosted} {chosen}"), no_wait)
 
 
 @click.command()
@@ -313,20 +230,15 @@ def upgrade(
     state_dir: Path,
 ) -> None:
     """Upgrade a deployment to a new package, update domain by update domain."""
-    with _user_errors(), tempfile.TemporaryDirectory(prefix="reddog-upgrade-") as tmp:
-        package, configuration, configuration_name, _ = _package(source, config_file, Path(tmp))
-        with FabricClient(state_dir) as client:
-            chosen = cast(Slot, slot.lower())
-            hosted = _pick_service(client, service, chosen)
-            rid = client.upgrade(
-                hosted,
-                chosen,
-                package,
-                mode=cast(Any, mode),
-                configuration=configuration,
-                configuration_name=configuration_name,
-            )
-            _finish(client, rid, f"upgrade {hosted} {chosen} ({mode})", no_wait, (hosted, chosen))
+    with user_errors(), FabricClient(state_dir) as client:
+        upload = package_source(source, config_file)
+        chosen = cast(Slot, slot.lower())
+        hosted = client.run(pick_service, service, chosen, definition=upload.definition)
+        rid = client.upgrade(
+            hosted, chosen, upload.package, mode=cast(Any, mode), configuration=upload.configuration,
+            configuration_name=upload.configuration_name,
+        )  # fmt: skip
+        _finish(client, Started(hosted, chosen, rid, f"upgrade {hosted} {chosen} ({mode})"), no_wait)
 
 
 @click.command()
@@ -335,22 +247,24 @@ def upgrade(
 @_target_options
 def walk(domain: int, no_wait: bool, service: str | None, slot: str, state_dir: Path) -> None:
     """In a Manual upgrade, upgrade update domain DOMAIN next."""
-    with _user_errors(), FabricClient(state_dir) as client:
+    with user_errors(), FabricClient(state_dir) as client:
         chosen = cast(Slot, slot.lower())
-        hosted = _pick_service(client, service, chosen)
+        hosted = client.run(pick_service, service, chosen)
         rid = client.walk(hosted, chosen, domain)
-        _finish(client, rid, f"walk update domain {domain} of {hosted} {chosen}", no_wait, (hosted, chosen))
+        _finish(
+            client, Started(hosted, chosen, rid, f"walk update domain {domain} of {hosted} {chosen}"), no_wait
+        )
 
 
 def _status_command(name: str, target: str, doc: str) -> click.Command:
     @_wait_option
     @_target_options
     def command(no_wait: bool, service: str | None, slot: str, state_dir: Path) -> None:
-        with _user_errors(), FabricClient(state_dir) as client:
+        with user_errors(), FabricClient(state_dir) as client:
             chosen = cast(Slot, slot.lower())
-            hosted = _pick_service(client, service, chosen)
-            rid = client.set_status(hosted, chosen, target)
-            _finish(client, rid, f"{name} {hosted} {chosen}", no_wait, (hosted, chosen))
+            hosted = client.run(pick_service, service, chosen)
+            rid = client.set_status(hosted, chosen, cast(Any, target))
+            _finish(client, Started(hosted, chosen, rid, f"{name} {hosted} {chosen}"), no_wait)
 
     command.__doc__ = doc
     return click.command(name)(command)
@@ -362,34 +276,15 @@ suspend = _status_command(
 resume = _status_command("resume", "Running", "Start a suspended deployment again.")
 
 
-def _find_instance(
-    client: FabricClient, instance: str, service: str | None, slot: str | None
-) -> DeploymentView:
-    matches = [
-        d
-        for d in client.deployments()
-        if any(i.id == instance for i in d.instances)
-        and (service is None or d.service == service.lower())
-        and (slot is None or d.slot == slot.lower())
-    ]
-    if not matches:
-        raise ClientError(f"no role instance {instance!r}; `fabric status` lists them")
-    if len(matches) > 1:
-        raise ClientError(f"role instance {instance!r} is in several deployments: pass --service and --slot")
-    return matches[0]
-
-
 def _instance_command(action: str, doc: str) -> click.Command:
-    @click.argument("instance")
-    @click.option("--service", "service", help="The hosted service (default: the one with INSTANCE).")
-    @click.option("--slot", type=_SLOT, help="The slot (default: the one with INSTANCE).")
+    @_instance_options
     @_wait_option
     @state_dir_option
     def command(instance: str, service: str | None, slot: str | None, no_wait: bool, state_dir: Path) -> None:
-        with _user_errors(), FabricClient(state_dir) as client:
-            view = _find_instance(client, instance, service, slot)
+        with user_errors(), FabricClient(state_dir) as client:
+            view = client.run(find_instance, instance, service, slot)
             rid = client.instance_action(view.service, view.slot, instance, action)
-            _finish(client, rid, f"{action} {instance}", no_wait, (view.service, view.slot))
+            _finish(client, Started(view.service, view.slot, rid, f"{action} {instance}"), no_wait)
 
     command.__doc__ = doc
     return click.command(action)(command)
@@ -404,11 +299,11 @@ reimage = _instance_command("reimage", "Give role instance INSTANCE a fresh disk
 @_target_options
 def delete(no_wait: bool, service: str | None, slot: str, state_dir: Path) -> None:
     """Stop every instance of a deployment and delete it."""
-    with _user_errors(), FabricClient(state_dir) as client:
+    with user_errors(), FabricClient(state_dir) as client:
         chosen = cast(Slot, slot.lower())
-        hosted = _pick_service(client, service, chosen)
+        hosted = client.run(pick_service, service, chosen)
         rid = client.delete_deployment(hosted, chosen)
-        _finish(client, rid, f"delete {hosted} {chosen}", no_wait, None)
+        _finish(client, Started(hosted, chosen, rid, f"delete {hosted} {chosen}"), no_wait, show=False)
 
 
 @click.command()
@@ -417,21 +312,40 @@ def delete(no_wait: bool, service: str | None, slot: str, state_dir: Path) -> No
 @state_dir_option
 def swap(service: str | None, no_wait: bool, state_dir: Path) -> None:
     """VIP swap: production and staging exchange their public addresses."""
-    with _user_errors(), FabricClient(state_dir) as client:
-        hosted = _pick_service(client, service, None)
+    with user_errors(), FabricClient(state_dir) as client:
+        hosted = client.run(pick_service, service, None)
         rid = client.swap(hosted)
-        _finish(client, rid, f"swap {hosted}", no_wait, (hosted, "production"))
+        _finish(client, Started(hosted, "production", rid, f"swap {hosted}"), no_wait)
 
 
 @click.command()
-@click.argument("instance")
-@click.option("--file", "which", type=click.Choice(LOG_FILES), default="WaAppAgent", show_default=True)
+@_instance_options
+@click.option("--file", "which", default="WaAppAgent", show_default=True,
+              help="The log's short name (--list shows them): WaAppAgent, WaHostBootstrapper, "
+              "WaWorkerHost, WaIISHost, stdout (the role's output), StartupTask0, W3SVC...")  # fmt: skip
+@click.option("--list", "list_only", is_flag=True, help="List the VM's logs (short name, size, path).")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines until Ctrl-C.")
 @state_dir_option
-def logs(instance: str, which: str, follow: bool, state_dir: Path) -> None:
-    """Print a log file of role instance INSTANCE's VM (read from the state folder)."""
-    with _user_errors():
-        path = log_path(state_dir, instance, which)
+def logs(
+    instance: str,
+    service: str | None,
+    slot: str | None,
+    which: str,
+    list_only: bool,
+    follow: bool,
+    state_dir: Path,
+) -> None:
+    """Print a log file of role instance INSTANCE's VM (read from the state folder).
+
+    INSTANCE is an instance id (Web_IN_0) or a VM folder name; --service and --slot choose
+    among deployments that have the same instance id.
+    """
+    with user_errors():
+        if list_only:
+            for name, path, size in list_logs(state_dir, instance, service, slot):
+                click.echo(f"{name:<22} {size:>10}  {path}")
+            return
+        path = log_path(state_dir, instance, which, service, slot)
         follow_log(path, follow=follow, echo=lambda text: click.echo(text, nl=False))
 
 

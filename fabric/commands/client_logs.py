@@ -1,7 +1,9 @@
-"""`fabric logs`: find a VM's log file under ``<state>/vms/<instance>/`` and print or follow it.
+"""`fabric logs`: find a VM's log files under ``<state>/vms/<service>.<deployment>.<instance>/``
+by a short name, and print or follow one.
 
 The paths are the ones fabric/guest/disk.py's VmDisk lays out, as the seed names them. The
-files are read straight from the state folder, so they can be read after the fabric is gone.
+files are read straight from the state folder, so they can be read after the fabric is gone;
+while it runs, the API says which deployment (``--service``, ``--slot``) has the instance.
 """
 
 from __future__ import annotations
@@ -10,48 +12,131 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from fabric.frontend.client import ClientError
+from fabric.client import ClientError, FabricClient, NoFabricRunning
+from fabric.client.deployments import find_instance
 
-#: --file choices: the seed's log files
-LOG_FILES = ("WaAppAgent", "AppAgentRuntime", "WaHostBootstrapper", "WaIISHost", "IISConfigurator")
+#: the role host processes: each writes <name>.log, and its stdout and stderr to <name>.out.log
+ROLE_HOSTS = ("WaWorkerHost", "WaIISHost", "WaWebHost")
 
 _CHUNK = 64 * 1024
 
 
-def _vm_folder(state_dir: Path, instance: str) -> Path:
+def _in_deployment(state_dir: Path, instance: str, service: str | None, slot: str | None) -> str | None:
+    """The VM folder name of the instance, as the running fabric knows it; None when no fabric
+    runs (or it does not know the instance) and no --slot asks for it."""
+    try:
+        with FabricClient(state_dir, timeout=10.0) as client:
+            view = client.run(find_instance, instance, service, slot)
+    except NoFabricRunning:
+        if slot is not None:
+            raise ClientError(
+                f"--slot needs the running fabric (to tell which deployment is in {slot}); "
+                f"without one, name the VM folder (`fabric logs --list` lists {state_dir / 'vms'})"
+            ) from None
+        return None
+    except ClientError:
+        if slot is not None:
+            raise
+        return None  # a deployment deleted since: its VM folder may still be there
+    return f"{view.service}.{view.name}.{instance}"
+
+
+def vm_folder(state_dir: Path, instance: str, service: str | None = None, slot: str | None = None) -> Path:
+    """The VM folder of a role instance (an id such as Web_IN_0, or a VM folder name).
+
+    Raises:
+        ClientError: no such VM, or several match.
+    """
     vms = state_dir / "vms"
     exact = vms / instance
-    if exact.is_dir():
+    if service is None and slot is None and exact.is_dir():
         return exact
     known = sorted(p.name for p in vms.iterdir() if p.is_dir()) if vms.is_dir() else []
-    # A VM folder may carry a deployment prefix when several deployments share a host.
-    suffixed = [name for name in known if name.endswith((f".{instance}", f"_{instance}"))]
+    named = _in_deployment(state_dir, instance, service, slot)
+    if named is not None and named in known:
+        return vms / named
+    # A VM folder is <service>.<deployment>.<instance> (older ones: the instance id alone).
+    suffixed = [n for n in known if n == instance or n.endswith((f".{instance}", f"_{instance}"))]
+    if service is not None:
+        suffixed = [n for n in suffixed if n.startswith(f"{service.lower()}.")]
     if len(suffixed) == 1:
         return vms / suffixed[0]
     if len(suffixed) > 1:
-        raise ClientError(f"several VMs match {instance!r} ({', '.join(suffixed)}); name one of them")
+        raise ClientError(
+            f"several VMs match {instance!r} ({', '.join(suffixed)}); pass --service and --slot, or name one of them"
+        )
     shown = ", ".join(known[:8]) + (", ..." if len(known) > 8 else "")
     hint = f"VMs there: {shown}" if known else "there are no VMs there yet"
-    raise ClientError(f"no VM named {instance!r} in {vms}; {hint}")
+    of = f" of service {service!r}" if service is not None else ""
+    raise ClientError(f"no VM named {instance!r}{of} in {vms}; {hint}")
 
 
-def log_path(state_dir: Path, instance: str, which: str) -> Path:
-    """The path of log ``which`` (one of LOG_FILES) of a VM.
+def _newest(paths: list[Path]) -> Path:
+    return max(paths, key=lambda p: p.stat().st_mtime)
+
+
+def vm_logs(vm: Path) -> dict[str, Path]:
+    """Every log of a VM by its short name: WaAppAgent, AppAgentRuntime, Guest.out,
+    WaHostBootstrapper(.out), the role host's log (WaWorkerHost...) and ``stdout`` (its stdout
+    and stderr), IISConfigurator, StartupTask<n>, W3SVC (today's access log), and any other
+    ``*.log`` the role writes into its resources folder. Where the VM has run several
+    deployments, the newest file wins."""
+    found: dict[str, list[Path]] = {}
+
+    def add(name: str, path: Path) -> None:
+        found.setdefault(name, []).append(path)
+
+    logs = vm / "C" / "Logs"
+    for path in sorted(logs.glob("*.log")) if logs.is_dir() else []:
+        add(path.name.removesuffix(".log"), path)
+    directory = vm / "C" / "Resources" / "Directory"
+    for folder in sorted(directory.iterdir()) if directory.is_dir() else []:
+        if folder.name.endswith(".DiagnosticStore"):
+            for path in folder.glob("*.log"):
+                add(path.name.removesuffix(".log"), path)
+            for path in (folder / "StartupTasks").glob("*.log"):
+                add(f"StartupTask{path.stem}", path)
+            for path in (folder / "LogFiles").glob("W3SVC*/*.log"):
+                add("W3SVC", path)
+        elif folder.is_dir():
+            for path in folder.glob("*.log"):
+                name = path.name.removesuffix(".log")
+                add(name, path)
+                if name.removesuffix(".out") in ROLE_HOSTS and name.endswith(".out"):
+                    add("stdout", path)
+    return {name: _newest(paths) for name, paths in sorted(found.items())}
+
+
+def list_logs(
+    state_dir: Path, instance: str, service: str | None = None, slot: str | None = None
+) -> list[tuple[str, Path, int]]:
+    """(short name, path, size in bytes) of every log of a VM."""
+    out: list[tuple[str, Path, int]] = []
+    for name, path in vm_logs(vm_folder(state_dir, instance, service, slot)).items():
+        try:
+            out.append((name, path, path.stat().st_size))
+        except FileNotFoundError:
+            continue  # rotated or removed since: not a log any more
+    return out
+
+
+def log_path(
+    state_dir: Path, instance: str, which: str, service: str | None = None, slot: str | None = None
+) -> Path:
+    """The path of the log a VM has under short name ``which`` (case-insensitive).
 
     Raises:
-        ClientError: no such VM, or the log's folder does not exist yet.
+        ClientError: no such VM, or it has no such log (yet).
     """
-    vm = _vm_folder(state_dir, instance)
-    if which in ("WaAppAgent", "AppAgentRuntime"):
-        return vm / "C" / "Logs" / f"{which}.log"
-    directory = vm / "C" / "Resources" / "Directory"
-    pattern = f"*.DiagnosticStore/{which}.log" if which == "WaHostBootstrapper" else f"*/{which}.log"
-    # One folder per deployment id the VM has run: the newest log is the current one.
-    found = sorted(directory.glob(pattern), key=lambda p: p.stat().st_mtime) if directory.is_dir() else []
-    if not found:
-        extra = " (only full IIS web roles write it)" if which in ("WaIISHost", "IISConfigurator") else ""
-        raise ClientError(f"{vm.name} has no {which}.log yet{extra}")
-    return found[-1]
+    vm = vm_folder(state_dir, instance, service, slot)
+    found = vm_logs(vm)
+    by_lower = {name.lower(): path for name, path in found.items()}
+    path = by_lower.get(which.lower())
+    if path is not None:
+        return path
+    extra = " (only full IIS web roles write it)" if which in ("WaIISHost", "IISConfigurator") else ""
+    have = ", ".join(found) or "none yet"
+    raise ClientError(f"{vm.name} has no {which}.log yet{extra}; its logs: {have}")
 
 
 def follow_log(

@@ -7,17 +7,18 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import anyio.to_thread
 import click
 from rich.console import Console, Group
 from rich.live import Live
 from rich.text import Text
 
-from fabric.commands.client import delete_and_wait, deploy_service, state_dir_option
+from fabric.client import AsyncFabricClient
+from fabric.client.deployments import delete_and_wait, deploy_service, hosted_name
+from fabric.commands.client import state_dir_option, user_errors
 from fabric.commands.client_view import endpoint_text, status_renderables, summary
-from fabric.controller.messages import DeploymentView, ListDeployments
-from fabric.model import ModelError, load_service
-from fabric.server import FabricBusy, until_stop_signal
+from fabric.controller.messages import DeploymentView, ListDeployments, Slot
+from fabric.model import load_service
+from fabric.server import FabricBusy, stop_budget, until_stop_signal
 from fabric.settings import Settings, SettingsError
 
 _PATH = click.Path(path_type=Path)
@@ -37,11 +38,6 @@ def load_settings(settings_file: Path | None, fast: bool) -> Settings:
     return Settings.load(settings_file, base=settings) if settings_file is not None else settings
 
 
-def _fail(message: str) -> click.exceptions.Exit:
-    click.echo(f"error: {message}", err=True)
-    return click.exceptions.Exit(2)
-
-
 @click.command()
 @click.option(
     "--port", default=0, show_default=True, type=click.IntRange(0, 65535), help="The API port (0: any)."
@@ -53,14 +49,9 @@ def serve(port: int, settings_file: Path | None, fast: bool, state_dir: Path) ->
 
     SIGTERM and SIGHUP (the terminal closed) stop it as Ctrl-C does.
     """
-    try:
+    with user_errors(SettingsError, FabricBusy):
         settings = load_settings(settings_file, fast)
-    except SettingsError as exc:
-        raise _fail(str(exc)) from None
-    try:
         anyio.run(_serve, state_dir, settings, port, backend="trio")
-    except FabricBusy as exc:
-        raise _fail(str(exc)) from None
 
 
 async def _serve(state_dir: Path, settings: Settings, port: int) -> None:
@@ -100,45 +91,49 @@ def run(
     Ctrl-C stops the deployment gracefully (StoppingRole, on_stop) and leaves no process behind;
     so do SIGTERM and SIGHUP (the terminal closed).
     """
-    try:
+    with user_errors(SettingsError, FabricBusy):
         settings = load_settings(settings_file, fast)
-        load_service(service, config_file)  # every problem now, before anything starts
-    except SettingsError as exc:
-        raise _fail(str(exc)) from None
-    except ModelError as exc:
-        for line in str(exc).splitlines():
-            click.echo(line, err=True)
-        raise click.exceptions.Exit(2) from None
-    try:
-        anyio.run(_run, service, config_file, state_dir, settings, port, backend="trio")
-    except FabricBusy as exc:
-        raise _fail(str(exc)) from None
+        # Every problem now, before anything starts.
+        hosted = hosted_name(load_service(service, config_file).definition.name)
+        anyio.run(
+            _run, service, config_file, (hosted, "production"), state_dir, settings, port, backend="trio"
+        )
 
 
 async def _run(
-    service: Path, config_file: Path | None, state_dir: Path, settings: Settings, port: int
+    service: Path,
+    config_file: Path | None,
+    target: tuple[str, Slot],
+    state_dir: Path,
+    settings: Settings,
+    port: int,
 ) -> None:
     from fabric.server import open_fabric  # the whole fabric: only when it is to run
 
     console = Console(stderr=False)
-    async with open_fabric(state_dir, settings, api_port=port) as fabric:
+    async with (
+        open_fabric(state_dir, settings, api_port=port) as fabric,
+        AsyncFabricClient(fabric.state_dir) as client,
+    ):
         console.print(f"fabric API {fabric.url}; state folder {fabric.state_dir}", highlight=False)
-        target = await anyio.to_thread.run_sync(
-            lambda: deploy_service(service, config_file, fabric.state_dir, replace=True),
-            abandon_on_cancel=True,
-        )
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(_show, console, fabric.controller, target)
+        try:
+            async with anyio.create_task_group() as tg:
 
-            async def stop_on_signal() -> None:
-                await until_stop_signal()
-                tg.cancel_scope.cancel()
+                async def stop_on_signal() -> None:
+                    await until_stop_signal()
+                    tg.cancel_scope.cancel()
 
-            tg.start_soon(stop_on_signal)
-        console.print("stopping the deployment (StoppingRole, on_stop)...", highlight=False)
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(lambda: delete_and_wait(fabric.state_dir, target))
-        console.print("stopped; no process left behind", highlight=False)
+                tg.start_soon(stop_on_signal)
+                await deploy_service(client, service, config_file, service=target[0], replace=True)
+                console.print(summary(await client.deployment(*target)), highlight=False)
+                await _show(console, fabric.controller, target)
+        finally:
+            # Stopped by a signal, or the deploy failed: whatever was deployed is deleted.
+            with anyio.move_on_after(stop_budget(settings) + 10, shield=True):
+                console.print("stopping the deployment (StoppingRole, on_stop)...", highlight=False)
+                if any((d.service, d.slot) == target for d in await client.deployments()):
+                    await delete_and_wait(client, *target)
+                console.print("stopped; no process left behind", highlight=False)
 
 
 async def _show(console: Console, controller: Any, target: tuple[str, str]) -> None:

@@ -16,9 +16,9 @@ import httpx
 import psutil
 
 from actors import command_line
-from fabric.commands.client import deploy_service
+from fabric.client import AsyncFabricClient, FabricClient
+from fabric.client.deployments import deploy_service
 from fabric.controller.messages import DeploymentView, InstanceView, ListDeployments
-from fabric.frontend.client import FabricClient
 from fabric.server import Fabric, open_fabric
 from fabric.settings import Settings
 
@@ -55,10 +55,9 @@ class Running:
         return FabricClient(self.state_dir)
 
     async def deploy(self, service: Path, **kwargs: Any) -> tuple[str, str]:
-        target: tuple[str, str] = await anyio.to_thread.run_sync(
-            lambda: deploy_service(service, None, self.state_dir, **kwargs)
-        )
-        return target
+        async with AsyncFabricClient(self.state_dir) as client:
+            started = await deploy_service(client, service, None, **kwargs)
+        return started.service, started.slot
 
     async def call(self, action: Callable[[FabricClient], Any]) -> Any:
         """Run a client call (and wait for its operation) in a worker thread."""

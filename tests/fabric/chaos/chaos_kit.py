@@ -10,10 +10,10 @@ from pathlib import Path
 import anyio
 import anyio.to_thread
 
-from fabric.chaos.client import ChaosClient
 from fabric.chaos.messages import TargetMap
 from fabric.chaos.scenario import Scenario, parse_scenario
-from fabric.commands.client import delete_and_wait, deploy_service
+from fabric.client import AsyncFabricClient
+from fabric.client.deployments import delete_and_wait, deploy_service
 from fabric.server import Fabric, open_fabric
 from fabric.settings import Settings
 from tests.paths import ROOT
@@ -33,8 +33,8 @@ class Guestbook:
     def state_dir(self) -> Path:
         return self.fabric.state_dir
 
-    def client(self) -> ChaosClient:
-        return ChaosClient(self.state_dir)
+    def client(self) -> AsyncFabricClient:
+        return AsyncFabricClient(self.state_dir)
 
     async def targets(self) -> TargetMap:
         async with self.client() as client:
@@ -58,17 +58,18 @@ def all_ready(targets: TargetMap) -> bool:
 @asynccontextmanager
 async def guestbook(state_dir: Path, settings: Settings | None = None) -> AsyncIterator[Guestbook]:
     """Run a fabric, deploy the guestbook, wait until it is Ready; delete it on the way out."""
-    async with open_fabric(state_dir, settings or Settings.fast()) as fabric:
-        target = await anyio.to_thread.run_sync(
-            lambda: deploy_service(GUESTBOOK, None, fabric.state_dir, replace=True)
-        )
-        book = Guestbook(fabric, target)
+    async with (
+        open_fabric(state_dir, settings or Settings.fast()) as fabric,
+        AsyncFabricClient(fabric.state_dir) as client,
+    ):
+        started = await deploy_service(client, GUESTBOOK, None, replace=True)
+        book = Guestbook(fabric, (started.service, started.slot))
         try:
             await book.until(all_ready)
             yield book
         finally:
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(lambda: delete_and_wait(fabric.state_dir, target))
+            with anyio.move_on_after(120, shield=True):
+                await delete_and_wait(client, started.service, started.slot)
 
 
 def scenario(text: str) -> Scenario:

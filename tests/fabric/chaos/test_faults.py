@@ -22,7 +22,7 @@ from fabric.chaos.messages import (
     Target,
 )
 from fabric.chaos.schedule import Topology, plan
-from fabric.frontend.client import ApiRefused
+from fabric.client import ApiRefused
 from tests.fabric.chaos.chaos_kit import Guestbook, all_ready, guestbook, scenario
 
 

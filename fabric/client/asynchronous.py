@@ -1,0 +1,301 @@
+"""The async client of a running fabric's HTTP API (Service Management and chaos), found through
+its state folder: ``<state>/api`` holds the URL, ``<state>/token`` the token.
+
+Every call raises a ClientError subclass (fabric.client.errors) with a one-line message.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import anyio
+import httpx
+import msgspec
+
+from fabric.chaos.messages import FaultList, FaultRecord, Inject, TargetMap, WatchBatch, WatchStart
+from fabric.client.errors import ClientError, NoFabricRunning, NotFound, refusal, unreachable
+from fabric.controller.messages import DeploymentView, Slot, UpgradeMode
+from fabric.frontend import api
+from fabric.frontend.auth import read_api_url, read_token
+
+T = TypeVar("T")
+
+#: the Service Management API version this client speaks (informative: the API takes any)
+API_VERSION = "2014-06-01"
+
+
+class AsyncFabricClient:
+    """An async client of one running fabric; use ``async with`` (or ``aclose``).
+
+    Args:
+        state_dir: the fabric's state folder.
+        timeout: seconds a single HTTP call may take.
+        pool: the machine pool chaos calls go to (None: the fabric picks, by service).
+
+    Raises:
+        NoFabricRunning: the state folder has no ``api`` or ``token`` file.
+    """
+
+    def __init__(
+        self, state_dir: str | os.PathLike[str], *, timeout: float = 120.0, pool: str | None = None
+    ) -> None:
+        self.state_dir = Path(state_dir)
+        url, token = read_api_url(self.state_dir), read_token(self.state_dir)
+        if url is None or token is None:
+            raise NoFabricRunning(self.state_dir)
+        self.url = url
+        self.pool = pool
+        self._http = httpx.AsyncClient(
+            base_url=url,
+            headers={"authorization": f"Bearer {token}", "x-ms-version": API_VERSION},
+            timeout=timeout,
+        )
+        self._subscription: str | None = None
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncFabricClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- plumbing ------------------------------------------------------------------------------------
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: msgspec.Struct | None = None,
+        params: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        """One API call; returns the 2xx response.
+
+        Raises:
+            NoFabricRunning: nothing listens at the URL in ``<state>/api``.
+            ApiRefused: the API answered 4xx or 5xx (a subclass per status: errors.py).
+            ClientError: the fabric timed out or broke the connection.
+        """
+        content = None if body is None else msgspec.json.encode(body)
+        headers = {} if body is None else {"content-type": "application/json"}
+        try:
+            resp = await self._http.request(method, path, content=content, params=params, headers=headers)
+        except httpx.HTTPError as exc:
+            raise unreachable(exc, self.url, self.state_dir) from None
+        if resp.status_code >= 400:
+            raise refusal(resp, self.url, self.state_dir)
+        return resp
+
+    async def _call(
+        self, method: str, path: str, kind: type[T], body: msgspec.Struct | None = None, **params: Any
+    ) -> T:
+        query = {k: str(v) for k, v in params.items() if v is not None}
+        resp = await self.request(method, path, body=body, params=query or None)
+        return msgspec.json.decode(resp.content, type=kind)
+
+    async def _start(
+        self, method: str, path: str, body: msgspec.Struct | None = None, comp: str | None = None
+    ) -> str:
+        """Start an operation; returns its request id."""
+        resp = await self.request(method, path, body=body, params=None if comp is None else {"comp": comp})
+        return str(resp.headers.get("x-ms-request-id", ""))
+
+    async def subscription(self) -> str:
+        """The subscription id the client works in (the fabric's first)."""
+        if self._subscription is None:
+            subs = (await self._call("GET", "/subscriptions", api.Subscriptions)).subscriptions
+            if not subs:
+                raise ClientError(f"the fabric at {self.url} has no subscription")
+            self._subscription = subs[0].subscription_id
+        return self._subscription
+
+    async def _services(self) -> str:
+        return f"/subscriptions/{await self.subscription()}/services/hostedservices"
+
+    async def _slot(self, service: str, slot: Slot) -> str:
+        return f"{await self._services()}/{service}/deploymentslots/{slot}"
+
+    # -- hosted services -----------------------------------------------------------------------------
+
+    async def hosted_services(self, *, detail: bool = True) -> list[api.HostedService]:
+        """Every hosted service, with its deployments when ``detail``."""
+        params = {"embed-detail": "true"} if detail else None
+        resp = await self.request("GET", await self._services(), params=params)
+        return msgspec.json.decode(resp.content, type=api.HostedServices).hosted_services
+
+    async def deployments(self) -> list[DeploymentView]:
+        """Every deployment of every hosted service."""
+        out: list[DeploymentView] = []
+        for hosted in await self.hosted_services(detail=True):
+            if not isinstance(hosted.deployments, msgspec.UnsetType):
+                out.extend(hosted.deployments)
+        return out
+
+    async def hosted_service(self, service: str) -> api.HostedService | None:
+        """A hosted service, or None when it does not exist."""
+        try:
+            return await self._call("GET", f"{await self._services()}/{service}", api.HostedService)
+        except NotFound:
+            return None
+
+    async def create_hosted_service(
+        self, service: str, *, label: str = "", location: str | None = None, affinity_group: str | None = None
+    ) -> None:
+        """Create a hosted service."""
+        body = api.CreateHostedService(
+            service_name=service, label=label, location=location, affinity_group=affinity_group
+        )
+        await self.request("POST", await self._services(), body=body)
+
+    async def delete_hosted_service(self, service: str) -> None:
+        """Delete a hosted service that has no deployments."""
+        await self.request("DELETE", f"{await self._services()}/{service}")
+
+    # -- deployments ---------------------------------------------------------------------------------
+
+    async def deployment(self, service: str, slot: Slot) -> DeploymentView:
+        """The deployment in a slot."""
+        return await self._call("GET", await self._slot(service, slot), DeploymentView)
+
+    async def create_deployment(
+        self,
+        service: str,
+        slot: Slot,
+        *,
+        name: str,
+        package: bytes,
+        configuration: bytes | None = None,
+        configuration_name: str = "ServiceConfiguration.cscfg",
+        label: str = "",
+        start: bool = True,
+    ) -> str:
+        """Upload a package and create a deployment; returns the request id."""
+        body = api.CreateDeployment(
+            name=name, label=label, package=package, configuration=configuration,
+            configuration_name=configuration_name, start_deployment=start,
+        )  # fmt: skip
+        return await self._start("POST", await self._slot(service, slot), body)
+
+    async def change_configuration(
+        self,
+        service: str,
+        slot: Slot,
+        configuration: bytes,
+        configuration_name: str,
+        mode: UpgradeMode = "Auto",
+    ) -> str:
+        """Apply a new configuration; returns the request id."""
+        body = api.ChangeConfiguration(
+            configuration=configuration, configuration_name=configuration_name, mode=mode
+        )
+        return await self._start("POST", await self._slot(service, slot), body, "config")
+
+    async def upgrade(
+        self,
+        service: str,
+        slot: Slot,
+        package: bytes,
+        *,
+        mode: UpgradeMode = "Auto",
+        configuration: bytes | None = None,
+        configuration_name: str = "ServiceConfiguration.cscfg",
+        label: str = "",
+    ) -> str:
+        """Upgrade to a new package; returns the request id."""
+        body = api.UpgradeDeployment(
+            mode=mode, package=package, configuration=configuration,
+            configuration_name=configuration_name, label=label,
+        )  # fmt: skip
+        return await self._start("POST", await self._slot(service, slot), body, "upgrade")
+
+    async def walk(self, service: str, slot: Slot, domain: int) -> str:
+        """Upgrade the next update domain of a Manual upgrade; returns the request id."""
+        body = api.WalkUpgradeDomain(upgrade_domain=domain)
+        return await self._start("POST", await self._slot(service, slot), body, "walkupgradedomain")
+
+    async def set_status(self, service: str, slot: Slot, status: Literal["Running", "Suspended"]) -> str:
+        """Suspend ("Suspended") or run ("Running") a deployment; returns the request id."""
+        body = api.UpdateDeploymentStatus(status=status)
+        return await self._start("POST", await self._slot(service, slot), body, "status")
+
+    async def instance_action(self, service: str, slot: Slot, instance: str, action: str) -> str:
+        """Reboot, reimage or rebuild one instance; returns the request id."""
+        path = f"{await self._slot(service, slot)}/roleinstances/{instance}"
+        return await self._start("POST", path, comp=action)
+
+    async def delete_deployment(self, service: str, slot: Slot) -> str:
+        """Delete a deployment; returns the request id."""
+        return await self._start("DELETE", await self._slot(service, slot))
+
+    async def swap(self, service: str) -> str:
+        """VIP swap of production and staging; returns the request id."""
+        return await self._start("POST", f"{await self._services()}/{service}", api.Swap())
+
+    # -- operations ----------------------------------------------------------------------------------
+
+    async def operation(self, request_id: str) -> api.Operation:
+        """The state of an operation."""
+        path = f"/subscriptions/{await self.subscription()}/operations/{request_id}"
+        return await self._call("GET", path, api.Operation)
+
+    async def wait(
+        self,
+        request_id: str,
+        *,
+        on_poll: Callable[[api.Operation], Awaitable[None]] | None = None,
+        interval: float = 0.2,
+    ) -> api.Operation:
+        """Poll an operation until it is no longer InProgress; returns its final state."""
+        while True:
+            op = await self.operation(request_id)
+            if on_poll is not None:
+                await on_poll(op)
+            if op.status != "InProgress":
+                return op
+            await anyio.sleep(interval)
+
+    # -- chaos ---------------------------------------------------------------------------------------
+
+    async def _chaos(
+        self, method: str, path: str, kind: type[T], body: msgspec.Struct | None = None, **params: Any
+    ) -> T:
+        return await self._call(method, f"/chaos/{path}", kind, body, pool=self.pool, **params)
+
+    async def inject(self, inject: Inject) -> FaultRecord:
+        """Apply a fault now."""
+        return await self._chaos("POST", "faults", FaultRecord, inject)
+
+    async def faults(self) -> list[FaultRecord]:
+        """Every fault record, active first."""
+        return (await self._chaos("GET", "faults", FaultList)).faults
+
+    async def undo(self, fault_id: str | None = None) -> list[FaultRecord]:
+        """Undo one lasting fault, or every one in force."""
+        if fault_id is None:
+            return (await self._chaos("DELETE", "faults", FaultList)).faults
+        return [await self._chaos("DELETE", f"faults/{fault_id}", FaultRecord)]
+
+    async def targets(self, service: str | None = None, slot: str = "production") -> TargetMap:
+        """What faults can hit in a deployment now."""
+        return await self._chaos("GET", "targets", TargetMap, service=service, slot=slot)
+
+    async def watch(
+        self, service: str | None = None, slot: Slot = "production", lease: float = 30.0
+    ) -> WatchBatch:
+        """Start watching a deployment's instances."""
+        body = WatchStart(service=service, slot=slot, lease=lease)
+        return await self._chaos("POST", "watches", WatchBatch, body, service=service)
+
+    async def poll(self, watch_id: str, since: int) -> WatchBatch:
+        """A watch's events from ``since`` on."""
+        return await self._chaos("GET", f"watches/{watch_id}", WatchBatch, since=since)
+
+    async def stop_watch(self, watch_id: str, since: int) -> WatchBatch:
+        """End a watch; its last events."""
+        return await self._chaos("DELETE", f"watches/{watch_id}", WatchBatch, since=since)
