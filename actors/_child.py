@@ -225,9 +225,15 @@ def run(argv: list[str]) -> int:
     fd, parent_pid, backend = int(argv[0]), int(argv[1]), argv[2]
     die_with_parent(parent_pid)
     if len(argv) > 4:
-        from ._privileges import drop_privileges
+        from ._privileges import PrivilegeError, drop_privileges
+        from ._sandbox import Sandbox
 
-        drop_privileges(int(argv[4]) if argv[4].isdigit() else argv[4])
+        try:
+            drop_privileges(int(argv[4]) if argv[4].isdigit() else argv[4], Sandbox.take())
+        except PrivilegeError as exc:
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            return 2
+        die_with_parent(parent_pid)  # changing user cleared the parent-death signal
     logging.basicConfig(
         stream=sys.stderr,
         level=logging.INFO,

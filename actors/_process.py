@@ -165,6 +165,8 @@ class ProcessCell:
             command.append(str(opts.run_as))
         env = dict(os.environ)
         env.update(opts.env or {})
+        if opts.run_as is not None and opts.sandbox is not None:
+            env.update(opts.sandbox.as_environ())
         env["PYTHONPATH"] = os.pathsep.join(p for p in [*sys.path, env.get("PYTHONPATH", "")] if p)
         # Opening a log file is a local, non-blocking-in-practice call; the child keeps the fd.
         log = open(opts.log_path, "ab", buffering=0) if opts.log_path else None  # noqa: SIM115, ASYNC230
@@ -228,6 +230,11 @@ class _Incarnation:
                     tg.start_soon(self._ping, opts.ping_interval, opts.ping_timeout)
                 await _first(self.ended, cell._wake_monitor)
                 await self._ladder()
+            elif self.ended.is_set() and self.start_failure is None:
+                # The link closed as the child exited: wait for its exit code, so the error
+                # says it exited (and points at its log) rather than that it was slow.
+                with anyio.move_on_after(opts.term_timeout):
+                    await self.process.wait()
             tg.cancel_scope.cancel()
         if not self.started.is_set():
             # Raised here, outside the task group, so that the caller of spawn sees the error

@@ -17,6 +17,7 @@ from ._timer import AskTimer
 if TYPE_CHECKING:
     from ._actor import Actor
     from ._ref import Ref
+    from ._sandbox import Sandbox
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -29,7 +30,10 @@ class ProcessOptions:
         cwd: working directory of the child.
         new_session: run the child in a new session and process group (a VM: kill it whole).
         run_as: run the child as this unprivileged user (needs root): it switches right after
-            the interpreter starts, before the actor's code is imported (see _privileges).
+            the interpreter starts, before the actor's code is imported, keeping no capability
+            (see _privileges).
+        sandbox: with ``run_as``, the child's own view of the filesystem, entered before it
+            switches (see _sandbox).
         pass_fds: more file descriptors the child inherits (e.g. listening sockets).
         python: the interpreter to run.
         start_timeout: how long the child may take to import and finish on_start.
@@ -44,6 +48,7 @@ class ProcessOptions:
     cwd: str | os.PathLike[str] | None = None
     new_session: bool = False
     run_as: str | int | None = None
+    sandbox: Sandbox | None = None
     pass_fds: tuple[int, ...] = ()
     python: str | None = None
     start_timeout: float = 60.0

@@ -113,6 +113,8 @@ class Instance:
     update_domain: int = 0
     fault_domain: int = 0
     generation: int = 1
+    #: the VM's own account (see fabric.guest.account); 0 until the store gives it one
+    uid: int = 0
     status: RoleStatus = "RoleStateUnknown"
     detail: str = ""
     role_restarts: int = 0
@@ -150,6 +152,7 @@ class Instance:
             update_domain=self.update_domain,
             fault_domain=self.fault_domain,
             generation=self.generation,
+            uid=self.uid,
         )
 
     @classmethod
@@ -165,6 +168,7 @@ class Instance:
             update_domain=r.update_domain,
             fault_domain=r.fault_domain,
             generation=r.generation,
+            uid=r.uid,
         )
 
 
@@ -267,6 +271,7 @@ class Deployment:
             update_domain=inst.update_domain,
             fault_domain=inst.fault_domain,
             vm=inst.vm,
+            vm_uid=inst.uid or None,
         )
 
     def view_status(self) -> DeploymentStatus:

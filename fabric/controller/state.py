@@ -8,6 +8,7 @@ balancers in step and wakes whoever waits for an instance to come up.
 from __future__ import annotations
 
 import logging
+import os
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ from fabric.controller.model import Deployment, Instance
 from fabric.controller.placement import Planner, PortAllocator, cores_of
 from fabric.controller.rotation import Rotation
 from fabric.controller.store import HostRecord, Store
+from fabric.guest.account import allocate_uid
 from fabric.guest.messages import InstanceStatus
 from fabric.model.status import RoleStatus
 from fabric.settings import Settings
@@ -198,8 +200,12 @@ class ControllerState:
                 self.store.put(port)
 
     def save_instance(self, inst: Instance) -> None:
-        """Store an instance's placement and generation."""
-        self.store.put(inst.record())
+        """Store an instance's placement and generation; a new one gets its VM account here,
+        a uid no instance of any pool holds (kept in the store, so a restart reuses it)."""
+        with self.store.transaction():
+            if not inst.uid and os.geteuid() == 0:
+                inst.uid = allocate_uid(inst.vm, self.store.vm_uids())
+            self.store.put(inst.record())
 
     # -- status --------------------------------------------------------------------------------
 

@@ -91,6 +91,8 @@ class InstanceRecord(msgspec.Struct, frozen=True, kw_only=True):
     update_domain: int = 0
     fault_domain: int = 0
     generation: int = 1
+    #: the uid of the VM's own account (see fabric.guest.account); 0 until it is given one
+    uid: int = 0
 
 
 class PublicPortRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -198,6 +200,7 @@ class Store:
     def _migrate(self) -> None:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
         if version == SCHEMA_VERSION:
+            self._add_columns()
             return
         if version != 0:
             raise StoreError(
@@ -213,6 +216,18 @@ class Store:
                 "CREATE INDEX IF NOT EXISTS instances_by_deployment ON instances (deployment_id)"
             )
             self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _add_columns(self) -> None:
+        """Add the columns a record gained since the file was made (each with its default)."""
+        for table, (kind, _) in _TABLES.items():
+            have = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            for field in msgspec.structs.fields(kind):
+                if field.name not in have and field.default is not msgspec.NODEFAULT:
+                    default = field.default
+                    value = default if isinstance(default, _PLAIN) else msgspec.json.encode(default).decode()
+                    quoted = "'" + str(value).replace("'", "''") + "'"
+                    literal = repr(value) if isinstance(value, (int, float)) else quoted
+                    self._db.execute(f'ALTER TABLE {table} ADD COLUMN "{field.name}" DEFAULT {literal}')
 
     def close(self) -> None:
         """Close the connection (committed data is already on disk)."""
@@ -266,6 +281,10 @@ class Store:
     def instances(self, deployment_id: str) -> list[InstanceRecord]:
         """A deployment's instances."""
         return self._select(InstanceRecord, "deployment_id = ?", (deployment_id,))
+
+    def vm_uids(self) -> set[int]:
+        """The VM accounts given to instances, of every pool in this file (they share a machine)."""
+        return {row[0] for row in self._db.execute("SELECT uid FROM instances WHERE uid != 0")}
 
     def public_ports(self, deployment_id: str) -> list[PublicPortRecord]:
         """A deployment's public ports."""

@@ -37,7 +37,7 @@ import msgspec
 
 from actors import ActorDead, AskTimeout, Ref
 from fabric.controller.messages import OperationAccepted
-from fabric.frontend import api, chaos_routes, events_routes
+from fabric.frontend import api, chaos_routes, events_routes, metrics_routes
 from fabric.frontend._http import (
     ClientGone,
     Receive,
@@ -73,6 +73,7 @@ class Rdfe:
         token: the secret every request must present.
         max_body_bytes: larger request bodies get 413.
         ffe_timeout: how long FFE may take to answer (it stages packages and asks controllers).
+        metrics_public: ``GET /metrics`` answers without the token (for a scraper).
 
     Raises:
         StoreError: ``<state>/rdfe.json`` is damaged.
@@ -86,8 +87,10 @@ class Rdfe:
         *,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         ffe_timeout: float = 120.0,
+        metrics_public: bool = False,
     ) -> None:
         self.ffe = ffe
+        self.metrics_public = metrics_public
         self.state_dir = Path(state_dir)
         self.store = Store(self.state_dir)
         self.operations = OperationLog()
@@ -134,7 +137,8 @@ class Rdfe:
         await response.send(send, request_id)
 
     async def _answer(self, request: Request, request_id: str) -> Response:
-        if not token_matches(self._token, request.headers.get("authorization")):
+        public = self.metrics_public and request.path == "/metrics" and request.method == "GET"
+        if not public and not token_matches(self._token, request.headers.get("authorization")):
             # Checked before the route and before reading the body: nothing is touched.
             raise ApiError(
                 401,
@@ -227,6 +231,8 @@ class Rdfe:
                 return await chaos_routes.route(self, r, rest)
             case ["events", *rest]:  # the timeline (fabric.frontend.events_routes)
                 return await events_routes.route(self, r, rest)
+            case ["metrics"]:  # Prometheus (fabric.frontend.metrics_routes)
+                return await metrics_routes.route(self, r)
         raise not_found(f"no API at {r.path}; see the route list in fabric/frontend/rdfe.py")
 
     @staticmethod
@@ -307,6 +313,7 @@ async def serve_api(
     host: str = "127.0.0.1",
     port: int = 0,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    metrics_public: bool = False,
     shutdown_event: anyio.Event | None = None,
     task_status: anyio.abc.TaskStatus[str] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -321,6 +328,7 @@ async def serve_api(
         state_dir: the fabric's state folder (created if missing).
         host: the address to bind (loopback unless you mean to expose the fabric).
         port: the port; 0 picks a free one.
+        metrics_public: serve ``GET /metrics`` without the token.
 
     Raises:
         OSError: the port cannot be bound.
@@ -338,7 +346,7 @@ async def serve_api(
     await anyio.Path(state).mkdir(parents=True, exist_ok=True)
     token = new_token()
     write_token(state, token)
-    app = Rdfe(ffe, state, token, max_body_bytes=max_body_bytes)
+    app = Rdfe(ffe, state, token, max_body_bytes=max_body_bytes, metrics_public=metrics_public)
     config = Config()
     config.accesslog = None
     # A Logger (not "-") keeps hypercorn from adding its own handler: the fabric's logging decides.

@@ -1,4 +1,5 @@
-"""Server-sent events over ASGI: a response that streams until its source ends or the client goes."""
+"""Responses beyond JSON: raw bytes of any type (metrics, pages, pictures), and server-sent events
+that stream until their source ends or the client goes."""
 
 from __future__ import annotations
 
@@ -21,6 +22,28 @@ def format_message(event: str, data: str, event_id: str = "") -> bytes:
     """One SSE message in the text/event-stream wire format."""
     head = f"id: {event_id}\n" if event_id else ""
     return f"{head}event: {event}\ndata: {data}\n\n".encode()
+
+
+class RawResponse(Response):
+    """A body of bytes with its own content type (not JSON)."""
+
+    __slots__ = ()
+
+    def __init__(
+        self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(status, None, {**(headers or {}), "content-type": content_type})
+        self.body = body
+
+    async def send(self, send: Send, request_id: str) -> None:
+        """Send it with ``x-ms-request-id`` and its length."""
+        headers = [
+            (b"x-ms-request-id", request_id.encode()),
+            (b"content-length", str(len(self.body)).encode()),
+        ]
+        headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in self.headers.items()]
+        await send({"type": "http.response.start", "status": self.status, "headers": headers})
+        await send({"type": "http.response.body", "body": self.body})
 
 
 class EventStream(Response):

@@ -86,7 +86,8 @@ class GuestAgent(Actor):
             role=self.config.role,
             environment=self.config.environment,
             settings=self.config.settings,
-            limited_user=self.config.limited_user,
+            vm_uid=self.config.vm_uid,
+            state_dir=self.config.state_dir,
             python=sys.executable,
         )
         self.runtime_log.write("starting WaHostBootstrapper")

@@ -25,7 +25,6 @@ import os
 import shutil
 import socket
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ import msgspec
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from actors import Actor, ActorDead
+from fabric.guest.account import vm_sandbox
 from fabric.guest.chaos_directives import with_startup_fault
 from fabric.guest.disk import VmDisk
 from fabric.guest.messages import (
@@ -150,13 +150,17 @@ class HostBootstrapper(Actor):
     # -- the work -----------------------------------------------------------------------------------
 
     async def _main(self) -> None:
-        runtime_dir = Path(tempfile.mkdtemp(prefix="reddog-"))
+        runtime_dir = self.disk.runtime_dir
+        # Sockets a killed bootstrapper left behind go first; the folder is root's alone.
+        await anyio.to_thread.run_sync(_fresh_folder, runtime_dir)
+        uid = self.config.vm_uid
         try:
             async with (
                 open_startup_tasks(
                     disk=self.disk,
                     environment=self.config.environment,
-                    limited_user=self.config.limited_user,
+                    vm_uid=uid,
+                    sandbox=vm_sandbox(self.disk, self.config.state_dir) if uid is not None else None,
                     python=self.config.python,
                     simple_timeout=self.settings.simple_task_timeout,
                     log=self.log.write,
@@ -218,7 +222,7 @@ class HostBootstrapper(Actor):
             instance_id=c.instance_id,
             role=c.role,
             environment=c.environment,
-            limited_user=c.limited_user,
+            vm_uid=c.vm_uid,
         )
         self.log.write(f"running IISConfigurator {action}")
         command = [c.python or _python(), "-m", "fabric.guest.web_configurator"]
@@ -298,3 +302,8 @@ def _input_endpoints(config: BootstrapConfig) -> list[EndpointInfo]:
 
 def _python() -> str:
     return sys.executable
+
+
+def _fresh_folder(folder: Path) -> None:
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True, mode=0o700)

@@ -96,6 +96,16 @@ class VmDisk:
         """.../DiagnosticStore/LogFiles/W3SVC1: the W3C access logs."""
         return self.diagnostic_store / "LogFiles" / "W3SVC1"
 
+    @property
+    def role_temp(self) -> Path:
+        """C/Resources/temp/<deploymentId>.<role>/RoleTemp: the role's TEMP folder."""
+        return self.root / "C" / "Resources" / "temp" / f"{self.deployment_id}.{self.role}" / "RoleTemp"
+
+    @property
+    def runtime_dir(self) -> Path:
+        """C/Runtime: the bootstrapper's sockets (plugin agents' readiness), root's only."""
+        return self.root / "C" / "Runtime"
+
     def role_log(self, name: str) -> Path:
         """A role-side log in the role's resources folder (WaIISHost.log, IISConfigurator.log ...)."""
         return self.role_resources / name
@@ -138,6 +148,7 @@ class VmDisk:
             self.role_resources,
             self.diagnostic_store,
             self.iis_log_dir,
+            self.role_temp,
             self.event_logs,
             self.approot.parent,
         ):

@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from fabric.guest.account import default_uid
 from fabric.guest.disk import VmDisk
 from fabric.guest.messages import GuestConfig
 from fabric.model.definition import RoleDefinition
@@ -90,11 +91,6 @@ def site_dirs(service: Service, role: RoleDefinition) -> dict[str, str]:
     return found
 
 
-def default_limited_user() -> str | None:
-    """The account limited tasks and roles run as: "nobody" when we are root, else None (us)."""
-    return "nobody" if os.geteuid() == 0 else None
-
-
 def build_guest_config(
     service: Service,
     role_name: str,
@@ -108,12 +104,14 @@ def build_guest_config(
     update_domain: int = 0,
     fault_domain: int = 0,
     vm: str | None = None,
+    vm_uid: int | None = None,
 ) -> GuestConfig:
     """Everything the VM of ``role_name`` instance ``index`` needs to boot.
 
     ``vm`` names the VM (its folder under ``<state>/vms`` and the id its host knows it by)
     when several deployments share a host and so ``<Role>_IN_<n>`` alone would clash; the
-    role still sees its Azure instance id in RoleEnvironment.
+    role still sees its Azure instance id in RoleEnvironment. ``vm_uid`` is the VM's account
+    (see fabric.guest.account); by default one derived from its name, when we are root.
     """
     role = service.definition.role(role_name)
     iid = instance_id(role_name, index)
@@ -138,5 +136,6 @@ def build_guest_config(
             fault_domain=fault_domain,
         ),
         settings=settings,
-        limited_user=default_limited_user(),
+        vm_uid=None if os.geteuid() != 0 else (vm_uid or default_uid(name)),
+        state_dir=str(state_dir),
     )

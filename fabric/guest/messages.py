@@ -17,8 +17,10 @@ class BootstrapConfig(msgspec.Struct, frozen=True, kw_only=True):
         vm_root: the VM's disk folder (see fabric.guest.disk.VmDisk).
         role: the role's definition (startup tasks, imports, runtime, sites, endpoints...).
         environment: the instance's RoleEnvironment snapshot (ports already assigned).
-        limited_user: when the fabric runs as root, the unprivileged account that runs
-            limited startup tasks and the role; None when not root (everything runs as us).
+        vm_uid: when the fabric runs as root, the VM's own account (a uid; its group is the
+            same number) that limited startup tasks, the role and its web workers run as; None
+            when not root (everything runs as us, without isolation).
+        state_dir: the fabric's state folder, hidden from the VM's limited processes.
         python: the interpreter for role hosts, plugin agents and IISConfigurator.
     """
 
@@ -28,7 +30,8 @@ class BootstrapConfig(msgspec.Struct, frozen=True, kw_only=True):
     role: RoleDefinition
     environment: RoleEnvironmentData
     settings: Settings
-    limited_user: str | None = None
+    vm_uid: int | None = None
+    state_dir: str = ""
     python: str = ""
 
 
@@ -90,6 +93,8 @@ class GuestConfig(msgspec.Struct, frozen=True, kw_only=True):
         role_code_dir: the role's code on the host, copied to E/approot.
         site_dirs: for each site index, the host folder holding its files (copied to
             E/sitesroot/<index>); for each virtual application, "index/app-path" -> folder.
+        vm_uid: the VM's own account when the fabric runs as root (see BootstrapConfig).
+        state_dir: the fabric's state folder, hidden from the VM's limited processes.
         agent: the guest agent class the AppAgent installs ("module:Class"), so that a new
             version can replace the old one without restarting the role.
     """
@@ -103,7 +108,8 @@ class GuestConfig(msgspec.Struct, frozen=True, kw_only=True):
     environment: RoleEnvironmentData
     settings: Settings
     certificates: list[CertificateFile] = []
-    limited_user: str | None = None
+    vm_uid: int | None = None
+    state_dir: str = ""
     agent: str = "fabric.guest.agent:GuestAgent"
 
 

@@ -3,9 +3,9 @@ two startup tasks, placed before the role's own as Azure expands them: a backgro
 agent, which keeps running beside the role) and a simple ``/blockStartup`` task that waits until
 the agent has initialised, so the role starts only once diagnostics and remote access are set.
 
-The pair meet on a Unix socket the agent opens once it is ready (see plugin_agents._ready); its
-path is kept short (a private folder the bootstrapper makes under the temporary directory)
-because Unix socket paths are limited to about 100 bytes.
+The pair meet on a Unix socket the agent opens once it is ready (see plugin_agents._ready), in
+the VM's own C/Runtime folder (root's only; the bootstrapper empties it when it starts, so a
+killed run leaves nothing behind elsewhere).
 """
 
 from __future__ import annotations

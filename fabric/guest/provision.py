@@ -13,6 +13,7 @@ from pathlib import Path
 
 import msgspec
 
+from fabric.guest.account import secure_vm
 from fabric.guest.disk import VmDisk
 from fabric.guest.messages import GuestConfig
 from fabric.model.definition import ServiceDefinition
@@ -40,7 +41,7 @@ def provision(config: GuestConfig, log: Log, *, fresh_role: bool = True) -> None
     prepare_local_storage(config, disk, log, clean=fresh_role)
     place_certificates(config, disk, log)
     record_firewall_rules(config, disk, log)
-    grant_limited_user(config, disk, log)
+    grant_account(config, disk, log)
 
 
 def copy_code(config: GuestConfig, disk: VmDisk, log: Log) -> None:
@@ -178,20 +179,17 @@ def record_firewall_rules(config: GuestConfig, disk: VmDisk, log: Log) -> None:
     log(f"firewall: default deny; allowed {', '.join(f'{r.protocol}/{r.port}' for r in rules) or 'nothing'}")
 
 
-def grant_limited_user(config: GuestConfig, disk: VmDisk, log: Log) -> None:
-    """Give the limited account what it needs: its LocalStorage and the web logs (seed D.2)."""
-    if config.limited_user is None:
-        log(f"user account: tasks and the role run as uid {os.geteuid()} (not root, no switch)")
+def grant_account(config: GuestConfig, disk: VmDisk, log: Log) -> None:
+    """Set up the VM's user account (seed D.2): the folders it may read and write."""
+    if config.vm_uid is None:
+        log(
+            f"user account: every task and the role run as uid {os.geteuid()}, the fabric's own "
+            "user, without isolation (the fabric does not run as root)"
+        )
         return
-    from actors._privileges import resolve_user
-
-    uid, gid = resolve_user(config.limited_user)
-    owned = [disk.local_resource(s.name) for s in config.role.local_storage] + [disk.iis_log_dir]
-    for folder in owned:
-        for dirpath, dirnames, filenames in os.walk(folder):
-            os.chown(dirpath, uid, gid)
-            for name in dirnames + filenames:
-                os.chown(os.path.join(dirpath, name), uid, gid, follow_symlinks=False)
+    writable = [disk.local_resource(s.name) for s in config.role.local_storage]
+    secure_vm(disk, config.vm_uid, [*writable, disk.role_temp, disk.iis_log_dir])
     log(
-        f"user account: limited tasks and the role run as {config.limited_user} (uid {uid}); elevated ones as root"
+        f"user account: limited tasks, the role and its web workers run as uid {config.vm_uid}, "
+        "which alone may write its LocalStorage, temp folder and logs; elevated ones run as root"
     )

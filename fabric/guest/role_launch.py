@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 from actors import Actor, ProcessOptions
+from fabric.guest.account import own, role_temp_env, vm_sandbox
 from fabric.guest.chaos_directives import on_start_fault
 from fabric.guest.disk import VmDisk
 from fabric.guest.messages import BootstrapConfig
@@ -103,21 +104,24 @@ def process_options(
     kind: HostKind,
     pass_fds: tuple[int, ...] = (),
 ) -> ProcessOptions:
-    """How a kind of host process runs: in E/approot, in its own process group, as the limited
-    user for a limited role, with the Runtime/Environment variables resolved.
+    """How a kind of host process runs: in E/approot, in its own process group, for a limited
+    role as the VM's account in the VM's sandbox, with TEMP at RoleTemp and the
+    Runtime/Environment variables resolved.
 
     Raises:
         XPathError: a Runtime/Environment variable cannot be resolved.
     """
     s, role = config.settings, config.role
     variables = role.runtime.environment if role.runtime is not None else ()
-    env = resolve_variables(variables, environment_document(environment))
+    env = role_temp_env(disk) | resolve_variables(variables, environment_document(environment))
+    limited = config.vm_uid is not None and is_limited(role)
     return ProcessOptions(
         log_path=disk.role_log(f"{HOST_NAMES[kind]}.out.log"),
         env=env,
         cwd=disk.approot,
         new_session=True,
-        run_as=config.limited_user if is_limited(role) else None,
+        run_as=config.vm_uid if limited else None,
+        sandbox=vm_sandbox(disk, config.state_dir) if limited else None,
         pass_fds=pass_fds,
         python=config.python or None,
         # StatusCheck is the role host's liveness check; W3WP has only the link's pings.
@@ -129,16 +133,16 @@ def process_options(
 
 
 def prepare_files(config: BootstrapConfig, disk: VmDisk, kind: HostKind) -> None:
-    """Let the limited user write the host's own log and the W3SVC log folder (blocking)."""
-    user = config.limited_user
-    if user is None or not is_limited(config.role) or os.geteuid() != 0:
+    """Give the VM's account the host's own logs and the W3SVC log folder (blocking)."""
+    uid = config.vm_uid
+    if uid is None or not is_limited(config.role) or os.geteuid() != 0:
         return
-    from actors._privileges import resolve_user
-
-    uid, gid = resolve_user(user)
-    log = disk.role_log(f"{HOST_NAMES[kind]}.log")
-    log.parent.mkdir(parents=True, exist_ok=True)
-    log.touch()
-    disk.iis_log_dir.mkdir(parents=True, exist_ok=True)
-    for path in [log, disk.iis_log_dir, *disk.iis_log_dir.iterdir()]:
-        os.chown(path, uid, gid)
+    names = [f"{HOST_NAMES[kind]}.log", f"{HOST_NAMES[kind]}.out.log"]
+    if kind == "iis":
+        names.append(f"{HOST_NAMES['w3wp']}.out.log")
+    for name in names:
+        log = disk.role_log(name)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.touch()
+        own(log, uid, 0o600)
+    own(disk.iis_log_dir, uid, 0o700)

@@ -2,7 +2,8 @@
 
 Each task runs as ``/bin/sh -c COMMAND`` in E/approot, in its own process group led by
 ``fabric.guest.task_leader``, with its output in ``DiagnosticStore/StartupTasks/<n>.log``.
-Limited tasks run as the limited user when there is one; elevated ones as we are. Closing the
+Limited tasks run as the VM's account in the VM's sandbox when there is one (see
+fabric.guest.account), with TEMP at the role's RoleTemp; elevated ones as we are. Closing the
 tasks (the VM stops) gives foreground tasks until a deadline to exit, then kills every task's
 whole process group; if the bootstrapper dies instead, the leaders kill their groups themselves.
 """
@@ -23,6 +24,8 @@ import anyio
 import anyio.abc
 import msgspec
 
+from actors import Sandbox
+from fabric.guest.account import own, role_temp_env
 from fabric.guest.disk import VmDisk
 from fabric.model.definition import StartupTask, TaskType, TaskVariable
 from fabric.model.environment import EndpointInfo as DocEndpoint
@@ -45,7 +48,7 @@ class TaskPlan(msgspec.Struct, frozen=True, kw_only=True):
     Attributes:
         command_line: run with ``/bin/sh -c`` in E/approot.
         task_type: simple (must exit 0 before the next starts), background or foreground.
-        elevated: run as we are; otherwise as the limited user, when there is one.
+        elevated: run as we are; otherwise as the VM's account, when there is one.
         variables: environment variables, each a literal value or a RoleInstanceValue xpath.
         origin: "" for the role's own tasks, else the plugin that added it.
     """
@@ -137,7 +140,8 @@ class StartupTasks:
         *,
         disk: VmDisk,
         environment: RoleEnvironmentData,
-        limited_user: str | None,
+        vm_uid: int | None,
+        sandbox: Sandbox | None,
         python: str,
         simple_timeout: float,
         log: Callable[[str], None],
@@ -146,7 +150,8 @@ class StartupTasks:
     ) -> None:
         self.disk = disk
         self.environment = environment
-        self.limited_user = limited_user
+        self.vm_uid = vm_uid
+        self.sandbox = sandbox
         self.python = python
         self.simple_timeout = simple_timeout
         self.log = log
@@ -194,11 +199,13 @@ class StartupTasks:
             variables = resolve_variables(plan.variables, doc)
         except XPathError as exc:
             raise StartupTaskError(f"{plan.describe(index)}: environment variable: {exc}") from None
-        env = {**os.environ, **variables}
-        user = None if plan.elevated or self.limited_user is None else self.limited_user
+        env = {**os.environ, **role_temp_env(self.disk), **variables}
+        user = None if plan.elevated else self.vm_uid
         command = [self.python, "-m", "fabric.guest.task_leader", str(self._lifeline)]
         if user is not None:
-            command += ["--user", user]
+            command += ["--user", str(user)]
+            if self.sandbox is not None:
+                env.update(self.sandbox.as_environ())
         command += ["--", "/bin/sh", "-c", plan.command_line]
         log_path = self.log_dir / f"{index}.log"
         try:
@@ -210,7 +217,7 @@ class StartupTasks:
         shown = ", ".join(variables)  # names only: values may be secrets (connection strings)
         self.log(
             f"started {plan.describe(index)} as pid {process.pid}"
-            + (f" as {user}" if user else "")
+            + (f" as uid {user}" if user is not None else "")
             + (f" with variables {shown}" if shown else "")
             + f"; output in {log_path}"
         )
@@ -218,14 +225,14 @@ class StartupTasks:
         return task
 
     async def _launch(
-        self, command: list[str], env: dict[str, str], log_path: Path, user: str | None
+        self, command: list[str], env: dict[str, str], log_path: Path, user: int | None
     ) -> anyio.abc.Process:
         """Start the task's leader in a new session, its output appended to ``log_path``."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         # A local file open; the child keeps its own descriptor.
         with open(log_path, "ab", buffering=0) as out:  # noqa: ASYNC230
-            if user is not None:
-                _give_to(log_path, user)
+            if user is not None and os.geteuid() == 0:
+                own(log_path, user, 0o600)
             return await anyio.open_process(
                 command,
                 stdin=subprocess.DEVNULL,
@@ -269,22 +276,13 @@ def _signal_group(pgid: int, signum: signal.Signals) -> None:
         os.killpg(pgid, signum)
 
 
-def _give_to(path: Path, user: str) -> None:
-    """Let the limited user own its task's log (the file is opened by us, written by it)."""
-    if os.geteuid() != 0:
-        return
-    from actors._privileges import resolve_user
-
-    uid, gid = resolve_user(user)
-    os.chown(path, uid, gid)
-
-
 @asynccontextmanager
 async def open_startup_tasks(
     *,
     disk: VmDisk,
     environment: RoleEnvironmentData,
-    limited_user: str | None,
+    vm_uid: int | None,
+    sandbox: Sandbox | None = None,
     python: str = "",
     simple_timeout: float = 0.0,
     log: Callable[[str], None],
@@ -301,7 +299,8 @@ async def open_startup_tasks(
             tasks = StartupTasks(
                 disk=disk,
                 environment=environment,
-                limited_user=limited_user,
+                vm_uid=vm_uid,
+                sandbox=sandbox,
                 python=python or sys.executable,
                 simple_timeout=simple_timeout,
                 log=log,

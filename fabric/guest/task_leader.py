@@ -2,7 +2,8 @@
 
 The bootstrapper starts this program in a new session, so the task and everything it starts
 share one process group that the bootstrapper can kill whole. The leader runs the command as a
-child (switching to the limited user first when ``--user`` is given), exits with its exit code
+child (switching to the VM's account first when ``--user`` is given, inside the sandbox its
+parent handed it, see actors.Sandbox), exits with its exit code
 (128 + N when it was killed by signal N), and watches FD, the read end of the bootstrapper's
 "lifeline" pipe: when the bootstrapper dies by any means, even SIGKILL, the pipe reads EOF and
 the leader kills its whole group, so no task outlives the VM's bootstrapper.
@@ -14,6 +15,8 @@ import os
 import signal
 import sys
 import threading
+
+from actors import Sandbox, drop_privileges
 
 EXIT_USAGE = 2
 EXIT_CANNOT_RUN = 127
@@ -51,14 +54,13 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"task_leader: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    sandbox = Sandbox.take()  # the task's, not the leader's: the leader stays outside
     pid = os.fork()
     if pid == 0:  # the task itself
         try:
             os.close(lifeline)
             if user is not None:
-                from actors._privileges import drop_privileges
-
-                drop_privileges(user)
+                drop_privileges(int(user) if user.isdigit() else user, sandbox)
             os.execvp(command[0], command)
         except BaseException as exc:
             print(f"task_leader: cannot run {command[0]!r}: {exc}", file=sys.stderr, flush=True)

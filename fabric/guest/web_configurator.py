@@ -10,7 +10,7 @@ The request (a ConfiguratorRequest, JSON on stdin) says what to do:
   (the guest agent normally copied them; otherwise they are copied from the site's
   physicalDirectory inside E/approot, or from E/approot itself), add the role's app pool, the
   site with its bindings and virtual applications, the rewrite module and W3C logging to
-  ``DiagnosticStore/LogFiles/W3SVC1``, and give the limited user read access to the sites and
+  ``DiagnosticStore/LogFiles/W3SVC1``, and give the VM's account read access to the sites and
   write access to the log folder.
 
 Every step is written to IISConfigurator.log in the role's resources folder. Exit 0 on success;
@@ -30,6 +30,7 @@ from typing import Literal
 import defusedxml.ElementTree as SafeET  # type: ignore[import-untyped]
 import msgspec
 
+from fabric.guest.account import own
 from fabric.guest.disk import VmDisk
 from fabric.logs import LogFile
 from fabric.model.definition import RoleDefinition, Site
@@ -51,7 +52,7 @@ class ConfiguratorRequest(msgspec.Struct, frozen=True, kw_only=True):
     instance_id: str
     role: RoleDefinition
     environment: RoleEnvironmentData
-    limited_user: str | None = None
+    vm_uid: int | None = None
 
     @property
     def disk(self) -> VmDisk:
@@ -202,22 +203,18 @@ def _place_site(request: ConfiguratorRequest, index: int, site: Site, log: LogFi
 
 
 def _grant(request: ConfiguratorRequest, sites: list[Path], log: LogFile) -> None:
-    disk, user = request.disk, request.limited_user
+    disk, uid = request.disk, request.vm_uid
     for folder in sites:
         for path in [folder, *folder.rglob("*")]:
             mode = path.stat().st_mode
             extra = stat.S_IROTH | (stat.S_IXOTH if path.is_dir() or mode & stat.S_IXUSR else 0)
             path.chmod(mode | extra)
-    if user is None or os.geteuid() != 0:
+    if uid is None or os.geteuid() != 0:
         log.write("permissions: the app pool runs as this account; nothing to grant")
         return
-    from actors._privileges import resolve_user
-
-    uid, gid = resolve_user(user)
     disk.iis_log_dir.mkdir(parents=True, exist_ok=True)
-    for path in [disk.iis_log_dir, *disk.iis_log_dir.rglob("*")]:
-        os.chown(path, uid, gid, follow_symlinks=False)
-    log.write(f"permissions: {user} may read the sites and write {disk.iis_log_dir}")
+    own(disk.iis_log_dir, uid, 0o700)
+    log.write(f"permissions: uid {uid} may read the sites and write {disk.iis_log_dir}")
 
 
 def configure(request: ConfiguratorRequest, log: LogFile) -> None:
@@ -229,7 +226,7 @@ def configure(request: ConfiguratorRequest, log: LogFile) -> None:
     root = _load(config)
     owner = app_pool_name(request.deployment_id, role.name)
     _remove_role(root, owner, log)  # configuring twice must not duplicate the role's entries
-    identity = request.limited_user or "ApplicationPoolIdentity"
+    identity = f"uid {request.vm_uid}" if request.vm_uid is not None else "ApplicationPoolIdentity"
     if role.runtime is not None and role.runtime.execution_context == "elevated":
         identity = "LocalSystem"
     ET.SubElement(

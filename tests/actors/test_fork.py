@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from actors import ProcessExited, ProcessOptions, command_line, open_system
+from actors import ProcessExited, ProcessOptions, Sandbox, command_line, open_system
 from tests.actors import sample_actors
 from tests.actors.sample_actors import Add, AtExit, Inspect, SysExit
 
@@ -74,7 +74,9 @@ async def test_a_child_that_changes_user_starts_from_a_fresh_interpreter(
     async with open_system() as system:
         forked = await system.spawn_process("tests.actors.sample_actors:Recorder", name="forked")
         limited = await system.spawn_process(
-            "tests.actors.sample_actors:Recorder", name="limited", options=ProcessOptions(run_as="nobody")
+            "tests.actors.sample_actors:Recorder",
+            name="limited",
+            options=ProcessOptions(run_as="nobody", sandbox=Sandbox()),
         )
         assert (await forked.ask(Inspect()))["marker"] == "the parent's secret"
         assert (await limited.ask(Inspect()))["marker"] == "pristine"

@@ -21,6 +21,7 @@ from actors import (
     LinkFaults,
     ProcessExited,
     ProcessOptions,
+    Sandbox,
     Unresponsive,
     open_system,
 )
@@ -298,7 +299,9 @@ async def test_killing_the_parent_process_kills_its_children(tmp_path: Path) -> 
 async def test_run_as_drops_root_before_the_actor_runs() -> None:
     async with open_system() as system:
         ref = await system.spawn_process(
-            "tests.actors.sample_actors:Recorder", name="limited", options=ProcessOptions(run_as="nobody")
+            "tests.actors.sample_actors:Recorder",
+            name="limited",
+            options=ProcessOptions(run_as="nobody", sandbox=Sandbox()),
         )
         pid = await ref.ask(Pid())
         uids = psutil.Process(pid).uids()

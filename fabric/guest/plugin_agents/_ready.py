@@ -11,7 +11,7 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,8 @@ import anyio.abc
 
 EXIT_NOT_READY = 1
 _RETRY = 0.02
+#: sun_path holds 108 bytes on Linux, 104 on macOS, the terminating NUL included
+_SUN_PATH_ROOM = 100
 
 
 def parse_args(argv: Sequence[str], description: str) -> tuple[bool, argparse.Namespace, list[str]]:
@@ -36,13 +38,29 @@ def parse_args(argv: Sequence[str], description: str) -> tuple[bool, argparse.Na
     return blocking, options, rest
 
 
+@contextlib.contextmanager
+def socket_address(path: Path) -> Iterator[str]:
+    """An address that reaches the Unix socket at ``path`` even when the path is longer than a
+    socket address may be (about 100 bytes; a VM's folder can be deep): then through a handle on
+    its folder, ``/proc/self/fd/N/name``. Raises OSError when the folder is missing."""
+    if len(os.fsencode(path)) < _SUN_PATH_ROOM:
+        yield str(path)
+        return
+    folder = os.open(path.parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        yield f"/proc/self/fd/{folder}/{path.name}"
+    finally:
+        os.close(folder)
+
+
 async def serve_ready(
     path: Path, describe: Callable[[], dict[str, Any]], *, task_status: anyio.abc.TaskStatus[None]
 ) -> None:
     """Listen on ``path`` and answer each connection with ``{"ready": true, ...}``."""
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)  # a socket left by an agent that was killed
-    listener = await anyio.create_unix_listener(path)
+    with socket_address(path) as address:
+        listener = await anyio.create_unix_listener(address)
     os.chmod(path, 0o600)  # only the bootstrapper's own (elevated) tasks may ask
     task_status.started()
 
@@ -61,7 +79,8 @@ async def wait_ready(plugin: str, path: Path, timeout: float) -> int:
     with anyio.move_on_after(timeout):
         while True:
             try:
-                stream = await anyio.connect_unix(path)
+                with socket_address(path) as address:
+                    stream = await anyio.connect_unix(address)
             except OSError:  # not there yet, or not listening yet
                 await anyio.sleep(_RETRY)
                 continue

@@ -18,6 +18,7 @@ import msgspec
 import psutil
 
 from actors import Actor, ProcessOptions, Ref, open_system
+from fabric.guest.account import secure_vm
 from fabric.guest.disk import VmDisk
 from fabric.guest.messages import BootstrapConfig, InstanceStatus
 from fabric.model.definition import RoleDefinition
@@ -25,6 +26,8 @@ from fabric.settings import Settings
 from roles.protocol import EndpointInfo, InstanceInfo, LocalResourceInfo, RoleEnvironmentData
 
 DEPLOYMENT = "d0c5e1f2"
+#: A VM account for tests of limited roles (in the dynamic range, with no account entry).
+VM_UID = 65000
 
 #: Short enough that each behaviour shows in well under a second, long enough for 2 cores.
 FAST = Settings.fast(
@@ -111,10 +114,18 @@ class Vm:
         settings: Settings = FAST,
         values: Mapping[str, str] | None = None,
         endpoints: Mapping[str, tuple[str, int]] | None = None,
-        limited_user: str | None = None,
+        vm_uid: int | None = None,
+        state_dir: Path | None = None,
         **env: Any,
     ) -> BootstrapConfig:
-        """The BootstrapConfig of this VM; ``endpoints`` maps names to (protocol, port)."""
+        """The BootstrapConfig of this VM; ``endpoints`` maps names to (protocol, port).
+
+        With ``vm_uid``, the VM's folders are laid out for that account as the guest agent
+        lays them out (``state_dir`` is what its limited processes must not see).
+        """
+        if vm_uid is not None:
+            writable = [self.disk.local_resource(ls.name) for ls in self.role.local_storage]
+            secure_vm(self.disk, vm_uid, [*writable, self.disk.role_temp, self.disk.iis_log_dir])
         me = InstanceInfo(
             id=self.disk.instance_id,
             role_name=self.role.name,
@@ -144,7 +155,8 @@ class Vm:
                 **env,
             ),
             settings=settings,
-            limited_user=limited_user,
+            vm_uid=vm_uid,
+            state_dir=str(state_dir or ""),
         )
 
 

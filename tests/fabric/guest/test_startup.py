@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 from fabric.model.definition import LocalStorage, RoleDefinition, StartupTask, TaskVariable
-from tests.fabric.guest.guest_kit import FAST, WORKER, Vm, boot, wait_gone
+from tests.fabric.guest.guest_kit import FAST, VM_UID, WORKER, Vm, boot, wait_gone
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -182,19 +182,19 @@ async def test_an_unresolvable_variable_blocks_the_instance(make_vm: MakeVm) -> 
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
-async def test_limited_tasks_run_as_the_limited_user_and_elevated_ones_as_root(make_vm: MakeVm) -> None:
+async def test_limited_tasks_run_as_the_vms_account_and_elevated_ones_as_root(make_vm: MakeVm) -> None:
     vm = make_vm(
         role(
-            StartupTask(command_line="id -un"),
-            StartupTask(command_line="id -un", execution_context="elevated"),
+            StartupTask(command_line="id -u"),
+            StartupTask(command_line="id -u", execution_context="elevated"),
         )
     )
     vm.write("worker.py", WORKER)
-    async with boot(vm, vm.config(limited_user="nobody")) as booted:
+    async with boot(vm, vm.config(vm_uid=VM_UID)) as booted:
         await booted.wait_for("ReadyRole")
     logs = vm.disk.diagnostic_store / "StartupTasks"
-    assert (logs / "0.log").read_text().strip() == "nobody"
-    assert (logs / "1.log").read_text().strip() == "root"
+    assert (logs / "0.log").read_text().strip() == str(VM_UID)
+    assert (logs / "1.log").read_text().strip() == "0"
 
 
 async def test_a_foreground_task_that_never_exits_is_killed_at_the_stop_deadline(make_vm: MakeVm) -> None:

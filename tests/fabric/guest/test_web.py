@@ -13,7 +13,7 @@ import pytest
 
 from fabric.guest.web_configurator import application_host_config
 from fabric.model.definition import Binding, InputEndpoint, RoleDefinition, Site
-from tests.fabric.guest.guest_kit import Vm, boot, free_port, wait_gone
+from tests.fabric.guest.guest_kit import VM_UID, Vm, boot, free_port, wait_gone
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -154,14 +154,14 @@ async def test_an_hwc_web_role_serves_from_the_role_host_itself(make_vm: MakeVm)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
-async def test_a_limited_web_role_serves_and_logs_as_the_limited_user(make_vm: MakeVm) -> None:
+async def test_a_limited_web_role_serves_and_logs_as_the_vms_account(make_vm: MakeVm) -> None:
     vm = make_vm(FULL_WEB_ROLE)
     vm.write("site/asgi.py", ASGI_SITE)
     port = free_port()
-    async with boot(vm, vm.config(endpoints={"HttpIn": ("http", port)}, limited_user="nobody")) as booted:
+    async with boot(vm, vm.config(endpoints={"HttpIn": ("http", port)}, vm_uid=VM_UID)) as booted:
         ready = await booted.wait_for("ReadyRole")
         assert (await get(f"http://127.0.0.1:{port}/limited")).text == "hello from /limited"
         processes = role_processes(psutil.Process(booted.ref.pid))
-        assert {p.username() for p in processes} == {"nobody"} and len(processes) == 2
-        assert psutil.Process(ready.role_pid).username() == "nobody"
+        assert {p.uids().real for p in processes} == {VM_UID} and len(processes) == 2
+        assert psutil.Process(ready.role_pid).uids().real == VM_UID
         await wait_log_line(vm, "/limited")

@@ -13,7 +13,7 @@ import pytest
 
 from fabric.guest.messages import GetInstanceStatus, InstanceStatus, RecycleRole
 from fabric.model.definition import RoleDefinition
-from tests.fabric.guest.guest_kit import FAST, WORKER, Vm, boot
+from tests.fabric.guest.guest_kit import FAST, VM_UID, WORKER, Vm, boot
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -208,13 +208,12 @@ async def test_run_returning_recycles_the_role(make_vm: MakeVm) -> None:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
-async def test_a_limited_role_host_runs_as_the_limited_user(make_vm: MakeVm) -> None:
+async def test_a_limited_role_host_runs_as_the_vms_account(make_vm: MakeVm) -> None:
     vm = make_vm(ROLE)
     vm.write("worker.py", WORKER)
-    nobody = psutil.Process  # keep the lookup below readable
-    async with boot(vm, vm.config(limited_user="nobody")) as booted:
+    async with boot(vm, vm.config(vm_uid=VM_UID)) as booted:
         ready = await booted.wait_for("ReadyRole")
-        assert nobody(ready.role_pid).username() == "nobody"
+        assert psutil.Process(ready.role_pid).uids() == (VM_UID, VM_UID, VM_UID)
         log = vm.disk.role_resources / "WaWorkerHost.log"
         with anyio.fail_after(5):
             while "ready" not in log.read_text():

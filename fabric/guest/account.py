@@ -1,0 +1,94 @@
+"""A VM's user account (seed D.2: the guest agent "sets up the SID for the user account that the
+role will run under"): a uid of its own, the folders it may read and write, and the private view
+of the filesystem its limited processes get.
+
+Each VM runs its limited startup tasks, its role host and its web workers under a uid drawn from
+the range systemd gives its dynamic users (61184-65519), with no account entry: the group is the
+same number. Elevated tasks and elevated roles stay root, as in Azure. The VM's folder is
+``root:<uid> 0750``, so only root and the VM's account can enter it; inside, the agents' logs and
+the configuration stay root's (readable, not writable), while LocalStorage, the role's temp
+folder and the role's own logs belong to the account alone. Its limited processes see the
+fabric's state folder hidden except for their own VM's folder, home folders hidden (the
+interpreter bound back), private ``/tmp``, and the rest of the filesystem read-only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import fabric
+import roles
+from actors import Sandbox
+from fabric.guest.disk import VmDisk
+
+#: The uids VMs' accounts are drawn from: systemd's range for dynamic users.
+UID_FIRST = 61184
+UID_LAST = 65519
+
+
+class NoFreeAccount(RuntimeError):
+    """Every uid of the VM range is taken."""
+
+
+def allocate_uid(vm: str, taken: set[int]) -> int:
+    """A uid for the VM named ``vm`` that is not in ``taken``: derived from the name first (so
+    the same VM tends to get the same uid), else the next free one, as systemd's DynamicUser.
+
+    Raises:
+        NoFreeAccount: the range is full.
+    """
+    size = UID_LAST - UID_FIRST + 1
+    start = int.from_bytes(hashlib.sha256(vm.encode()).digest()[:4], "big") % size
+    for step in range(size):
+        uid = UID_FIRST + (start + step) % size
+        if uid not in taken:
+            return uid
+    raise NoFreeAccount(f"all {size} VM accounts ({UID_FIRST}-{UID_LAST}) are in use; delete a deployment")
+
+
+def default_uid(vm: str) -> int | None:
+    """The account of a VM booted without a controller (its uid derived from its name), or
+    None when we are not root: then everything runs as us, without isolation."""
+    return allocate_uid(vm, set()) if os.geteuid() == 0 else None
+
+
+def code_roots() -> list[str]:
+    """The folders the fabric's own packages are imported from (bound back for role hosts)."""
+    return sorted({str(Path(p.__file__ or "").resolve().parents[1]) for p in (fabric, roles)})
+
+
+def vm_sandbox(disk: VmDisk, state_dir: str) -> Sandbox:
+    """What a VM's limited processes see: the state folder hidden but for their VM's folder."""
+    hide = (state_dir,) if state_dir else (str(disk.root.parent),)
+    return Sandbox(hide=hide, read_only=tuple(code_roots()), writable=(str(disk.root),))
+
+
+def role_temp_env(disk: VmDisk) -> dict[str, str]:
+    """TEMP, TMP and TMPDIR pointing at the role's temp folder (RoleTemp, as Azure sets them)."""
+    temp = str(disk.role_temp)
+    return {"TEMP": temp, "TMP": temp, "TMPDIR": temp}
+
+
+def own(path: Path, uid: int, mode: int) -> None:
+    """Make ``path`` (and, for a folder, everything in it) the account's alone."""
+    os.chown(path, uid, uid, follow_symlinks=False)
+    os.chmod(path, mode)
+    if path.is_dir() and not path.is_symlink():
+        for dirpath, dirnames, filenames in os.walk(path):
+            for name in dirnames + filenames:
+                os.chown(os.path.join(dirpath, name), uid, uid, follow_symlinks=False)
+
+
+def secure_vm(disk: VmDisk, uid: int, writable: list[Path]) -> None:
+    """Lay out who may do what on the VM's disk (blocking; as root).
+
+    The VM folder: root and the account may enter and read it, nobody else. ``writable`` (its
+    LocalStorage, temp folder and log folders): the account's alone. The rest stays root's.
+    """
+    os.chown(disk.root, 0, uid)
+    os.chmod(disk.root, 0o750)
+    for folder in writable:
+        folder.mkdir(parents=True, exist_ok=True)
+        own(folder, uid, 0o700)

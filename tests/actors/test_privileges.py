@@ -1,0 +1,100 @@
+"""A process actor run as another user keeps no capability and sees only its sandbox (real processes, as root)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from actors import ProcessExited, ProcessOptions, Sandbox, open_system
+from actors._privileges import unreachable_by
+from actors._sandbox import interpreter_paths
+from tests.actors.probe_actor import Probe, Status
+
+pytestmark = [
+    pytest.mark.timeout(60),
+    pytest.mark.skipif(
+        os.geteuid() != 0 or sys.platform != "linux", reason="changing users needs root on Linux"
+    ),
+]
+
+#: An account with no entry in /etc/passwd, as a VM's is.
+UID = 65001
+
+
+async def test_a_limited_child_keeps_no_capability_and_sees_only_its_sandbox(tmp_path: Path) -> None:
+    secrets = tmp_path / "state"
+    secrets.mkdir()
+    (secrets / "token").write_text("the fabric's token")
+    os.chmod(secrets / "token", 0o644)  # even a readable file is out of reach once hidden
+    own = secrets / "own"
+    own.mkdir()
+    os.chown(own, UID, UID)
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o777)
+    os.chmod(shared, 0o777)  # anyone may write here, but it is bound read-only
+    sandbox = Sandbox(hide=(str(secrets),), read_only=(str(shared),), writable=(str(own),))
+    tries = [
+        ("read", str(secrets / "token")),
+        ("entries", str(secrets)),
+        ("write", str(own / "data")),
+        ("write", str(shared / "forged")),
+        ("read", "/etc/shadow"),
+        ("mount", "/"),
+        ("mount", "/etc"),
+        ("write", "/tmp/scratch"),
+        ("entries", "/root"),
+    ]
+    async with open_system() as system:
+        ref = await system.spawn_process(
+            "tests.actors.probe_actor:Prober",
+            name="limited",
+            options=ProcessOptions(run_as=UID, sandbox=sandbox, log_path=tmp_path / "child.log"),
+        )
+        status = await ref.ask(Status())
+        found = await ref.ask(Probe(tries))
+    assert status["Uid"].split() == [str(UID)] * 4 and status["Gid"].split() == [str(UID)] * 4
+    assert {
+        name: int(value, 16) for name, value in status.items() if name.startswith("Cap") and name != "CapBnd"
+    } == {
+        "CapInh": 0,
+        "CapPrm": 0,
+        "CapEff": 0,
+        "CapAmb": 0,
+    }
+    assert status["NoNewPrivs"] == "1"
+    root_entries = found.pop("entries /root")
+    assert found == {
+        f"read {secrets / 'token'}": "ENOENT",
+        f"entries {secrets}": "own",
+        f"write {own / 'data'}": "ok",
+        f"write {shared / 'forged'}": "EROFS",
+        "read /etc/shadow": "EACCES",
+        "mount /": "ro",
+        "mount /etc": "ro",
+        "write /tmp/scratch": "ok",
+    }
+    assert (own / "data").read_text() == "forged\n"
+    assert not Path("/tmp/scratch").exists()  # its /tmp was its own
+    # /root shows at most the way to the interpreter, nothing else of root's.
+    assert set(root_entries.split(",")) - {""} <= {
+        p.split("/")[2] for p in interpreter_paths() if p.startswith("/root/")
+    }
+
+
+async def test_without_a_sandbox_an_interpreter_the_user_cannot_read_is_refused(tmp_path: Path) -> None:
+    blocked = unreachable_by(interpreter_paths(), UID, UID)
+    if blocked is None:
+        pytest.skip("this interpreter is readable by everyone: nothing to refuse")
+    log = tmp_path / "child.log"
+    async with open_system() as system:
+        with pytest.raises(ProcessExited):
+            await system.spawn_process(
+                "tests.actors.probe_actor:Prober",
+                name="limited",
+                options=ProcessOptions(run_as=UID, log_path=log),
+            )
+    assert f"cannot read {blocked}" in log.read_text()
+    assert "Traceback" not in log.read_text()
