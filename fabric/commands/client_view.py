@@ -61,7 +61,8 @@ def status_renderables(deployments: Sequence[DeploymentView]) -> list[Renderable
         for column in ("instance", "role", "status", "host", "UD", "FD", "restarts"):
             table.add_column(column, justify="right" if column in ("UD", "FD", "restarts") else "left")
         for i in sorted(view.instances, key=lambda i: i.id):
-            status = i.status if not i.detail else f"{i.status} ({i.detail})"
+            notes = "; ".join(n for n in (i.detail, "refusing" if i.refusing else "") if n)
+            status = f"{i.status} ({notes})" if notes else i.status
             table.add_row(
                 i.id, i.role, status, i.host, str(i.update_domain), str(i.fault_domain), str(i.restarts)
             )

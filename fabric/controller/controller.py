@@ -179,7 +179,8 @@ class FabricController(Actor):
 
     def view(self, dep: Deployment) -> DeploymentView:
         """A deployment's DeploymentView, public endpoints included."""
-        return dep.view(self.state.rotation.endpoints(dep))
+        rotation = self.state.rotation
+        return rotation.with_passive_state(dep, dep.view(rotation.endpoints(dep)))
 
     async def on_stop(self) -> None:
         """Hosts were stopped first (they are children); close the database."""

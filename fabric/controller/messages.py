@@ -161,6 +161,8 @@ class InstanceView(msgspec.Struct, frozen=True, kw_only=True):
     restarts: int = 0
     #: endpoint name -> "host:port" of this instance
     endpoints: dict[str, str] = {}
+    #: input endpoints whose load balancer found it refusing connections (retried after a delay)
+    refusing: list[str] = []
 
 
 class PublicEndpoint(msgspec.Struct, frozen=True, kw_only=True):

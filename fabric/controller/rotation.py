@@ -5,6 +5,8 @@ the next free one); each InstanceInputEndpoint gets a one-instance forwarder per
 port of its range. Backends follow the instances: an instance is in rotation while ReadyRole
 (and not Busy), or whatever its status with ignoreRoleInstanceStatus; an instance whose update
 domain is upgrading, or a suspended deployment, has no backend at all (open connections drain).
+An instance that refuses connections although Ready is "refusing" until a trial connect passes
+(the load balancer's passive health check); views show it (InstanceView.refusing).
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from fabric.controller.messages import ControllerError, PublicEndpoint
+import msgspec
+
+from fabric.controller.messages import ControllerError, DeploymentView, PublicEndpoint
 from fabric.controller.model import Deployment, Instance
 from fabric.controller.store import PublicPortRecord
 from fabric.model.definition import InputEndpoint, RoleDefinition, ServiceDefinition
@@ -284,6 +288,28 @@ class Rotation:
                 )
             )
         return out
+
+    def refusing(self, dep: Deployment) -> dict[str, list[str]]:
+        """The input endpoints whose load balancer finds each instance refusing, by instance id."""
+        found: dict[str, list[str]] = {}
+        for (_, endpoint, vm), b in sorted(self._by_deployment.get(dep.id, {}).items()):
+            if vm:
+                continue  # an instance's own forwarder keeps trying it: never refusing
+            for refusing_vm in b.lb.refusing():
+                inst = dep.instances.get(refusing_vm)
+                found.setdefault(inst.id if inst else refusing_vm, []).append(endpoint)
+        return found
+
+    def with_passive_state(self, dep: Deployment, view: DeploymentView) -> DeploymentView:
+        """``view`` with each instance's ``refusing`` endpoints (the load balancers' passive health)."""
+        refusing = self.refusing(dep)
+        if not refusing:
+            return view
+        instances = [
+            msgspec.structs.replace(i, refusing=refusing[i.id]) if i.id in refusing else i
+            for i in view.instances
+        ]
+        return msgspec.structs.replace(view, instances=instances)
 
     def address(self, dep_id: str, role: str, endpoint: str) -> tuple[str, int] | None:
         """Where a load-balanced endpoint listens, or None."""

@@ -92,7 +92,11 @@ class Backend(msgspec.Struct, frozen=True):
 
 
 class BackendStats(msgspec.Struct, frozen=True):
-    """Counters of one backend; bytes_up flow client->instance, bytes_down back."""
+    """Counters of one backend; bytes_up flow client->instance, bytes_down back.
+
+    ``refusing``: its last connect was refused, so it gets only a trial connection, in
+    ``retry_in`` seconds (``refused_in_a_row`` refusals so far); ``refused`` counts all.
+    """
 
     instance_id: str
     host: str
@@ -104,6 +108,9 @@ class BackendStats(msgspec.Struct, frozen=True):
     refused: int
     bytes_up: int
     bytes_down: int
+    refusing: bool = False
+    refused_in_a_row: int = 0
+    retry_in: float = 0.0
 
 
 class LoadBalancerStats(msgspec.Struct, frozen=True):

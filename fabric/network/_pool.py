@@ -1,16 +1,36 @@
-"""The backend pool: who is in rotation, round robin over them, and their counters."""
+"""The backend pool: who is in rotation, round robin over them, and their counters.
+
+Passive health checks, as nginx's ``max_fails``/``fail_timeout`` and HAProxy's ``observe layer4``
+do them: an instance that refuses a connect is skipped, and retried by one trial connection
+after a delay that doubles while it keeps refusing (``retry_delay``); a connect that succeeds
+puts it back at once.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
 
+import anyio
 import msgspec
 
 from ._errors import UnknownBackendError
 from ._model import Backend, BackendStats
 
 log = logging.getLogger("fabric.network")
+
+#: Seconds before the first trial connection to an instance that refused one.
+RETRY_FIRST = 0.25
+#: The longest wait between two trials, however long the instance keeps refusing.
+RETRY_MAX = 10.0
+#: Clients that may wait at once for an instance to enter an empty rotation; more are reset.
+MAX_WAITING = 1024
+
+
+def retry_delay(failures: int) -> float:
+    """Seconds to wait before the next trial after ``failures`` refused connects in a row."""
+    # The exponent is capped so a long outage cannot overflow the float.
+    return min(RETRY_FIRST * 2.0 ** min(failures - 1, 32), RETRY_MAX)
 
 
 class Entry:
@@ -20,18 +40,24 @@ class Entry:
         "active",
         "backend",
         "connections",
+        "failures",
         "probe_ok",
         "refusals",
-        "refused",
         "removed",
+        "retry_at",
         "traffic",
+        "trial",
     )
 
     def __init__(self, backend: Backend, *, probed: bool) -> None:
         self.backend = backend
         # With a probe an instance is unknown, hence out, until a probe first passes.
         self.probe_ok = not probed
-        self.refused = False
+        # Passive health: refused connects in a row (0: healthy), when the next trial may go,
+        # and whether a trial connection is under way.
+        self.failures = 0
+        self.retry_at = 0.0
+        self.trial = False
         self.removed = False
         self.active = 0
         self.connections = 0
@@ -44,8 +70,10 @@ class Pool:
     """The set of backends of one endpoint and the rotation derived from it.
 
     Rotation: with a probe, the instances whose probe passes; else the Ready and not
-    Busy ones (all of them with ``ignore_status``); never one whose last connect was
-    refused, until its status changes to Ready again or a probe passes.
+    Busy ones (all of them with ``ignore_status``). One of them whose last connect was
+    refused is "refusing": it gets only a trial connection once its retry delay is over
+    (or when every other one refuses too), until a connect succeeds, its status changes
+    to Ready again or a probe passes.
     """
 
     def __init__(self, *, ignore_status: bool, probed: bool, keep_refused: bool = False) -> None:
@@ -55,8 +83,12 @@ class Pool:
         self._keep_refused = keep_refused
         self._entries: dict[str, Entry] = {}
         self._draining: set[Entry] = set()
-        self.rotation: list[Entry] = []
+        #: the instances that may take connections by their status (refusing ones included)
+        self.candidates: list[Entry] = []
         self._next = 0
+        # Set (and dropped) when candidates appear, for clients waiting for one.
+        self._arrived: anyio.Event | None = None
+        self._waiting = 0
         # Bytes moved by backends that have left the pool and finished draining.
         self.retired = [0, 0]
 
@@ -99,7 +131,7 @@ class Pool:
                 added.append(entry)
             else:
                 if backend.ready and backend != entry.backend:
-                    entry.refused = False
+                    self._forgive(entry)
                 entry.backend = backend
         self._recompute()
         return added, removed
@@ -111,7 +143,7 @@ class Pool:
         if ready is not None:
             backend = _replace(backend, ready=ready)
             if ready:
-                entry.refused = False
+                self._forgive(entry)
         if busy is not None:
             backend = _replace(backend, busy=busy)
         entry.backend = backend
@@ -120,9 +152,9 @@ class Pool:
     def probe_result(self, entry: Entry, ok: bool) -> None:
         """Record a probe verdict: a pass brings the instance back, even after a refusal."""
         if ok:
-            changed = not entry.probe_ok or entry.refused
+            changed = not entry.probe_ok or entry.failures > 0
             entry.probe_ok = True
-            entry.refused = False
+            self._forgive(entry)
         else:
             changed = entry.probe_ok
             entry.probe_ok = False
@@ -135,26 +167,95 @@ class Pool:
             )
             self._recompute()
 
+    @property
+    def rotation(self) -> list[Entry]:
+        """The instances new connections go to now: candidates that are not refusing."""
+        return [e for e in self.candidates if not e.failures]
+
+    async def wait_for_candidates(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for an instance to enter rotation; False if none did.
+
+        At most MAX_WAITING callers wait at once: the others get False at once.
+        """
+        if self.candidates:
+            return True
+        if self._waiting >= MAX_WAITING or timeout <= 0:
+            return False
+        self._waiting += 1
+        try:
+            with anyio.move_on_after(timeout):
+                while not self.candidates:
+                    if self._arrived is None:
+                        self._arrived = anyio.Event()
+                    await self._arrived.wait()
+                return True
+            return False
+        finally:
+            self._waiting -= 1
+
     def refused(self, entry: Entry) -> None:
-        """A connect to ``entry`` failed: count it and take it out of rotation."""
+        """A connect to ``entry`` failed: count it and retry it only after a growing delay."""
         entry.refusals += 1
-        if self._keep_refused or entry.refused:
+        entry.trial = False
+        if self._keep_refused:
             return
-        entry.refused = True
-        if not entry.removed:
-            log.warning("instance %s refused a connection: out of rotation", entry.backend.instance_id)
-            self._recompute()
+        entry.failures += 1
+        delay = retry_delay(entry.failures)
+        entry.retry_at = anyio.current_time() + delay
+        if entry.removed:
+            return
+        if entry.failures == 1:
+            log.warning(
+                "instance %s refused a connection: out of rotation, retried in %g s",
+                entry.backend.instance_id,
+                delay,
+            )
+        else:
+            log.info(
+                "instance %s refused again (%d in a row): retried in %g s",
+                entry.backend.instance_id,
+                entry.failures,
+                delay,
+            )
+
+    def connected(self, entry: Entry) -> None:
+        """A connect to a refusing ``entry`` succeeded: back in rotation at once."""
+        entry.trial = False
+        if entry.failures:
+            entry.failures = 0
+            if not entry.removed:
+                log.info("instance %s accepts connections again: back in rotation", entry.backend.instance_id)
+
+    def abandoned(self, entry: Entry) -> None:
+        """A connect to ``entry`` was given up (the client left): another trial may go."""
+        entry.trial = False
 
     def pick(self, tried: set[Entry]) -> Entry | None:
-        """The next backend in rotation (round robin) not yet tried, or None."""
-        rotation = self.rotation
-        n = len(rotation)
+        """The next instance to connect to (round robin) not yet tried, or None.
+
+        A healthy instance first; else a refusing one whose trial is due (it then has its
+        trial under way); else, rather than fail the client, any refusing one left.
+        """
+        candidates = self.candidates
+        n = len(candidates)
+        anyway: Entry | None = None
+        now = -1.0
         for _ in range(n):
-            entry = rotation[self._next % n]
+            entry = candidates[self._next % n]
             self._next += 1
-            if entry not in tried:
+            if entry in tried:
+                continue
+            if not entry.failures:
                 return entry
-        return None
+            if not entry.trial:
+                if now < 0:
+                    now = anyio.current_time()
+                if now >= entry.retry_at:
+                    entry.trial = True
+                    return entry
+            if anyway is None:
+                anyway = entry
+        return anyway
 
     def closed(self, entry: Entry) -> None:
         """A connection to ``entry`` ended."""
@@ -182,9 +283,17 @@ class Pool:
         self.retired[0] += entry.traffic[0]
         self.retired[1] += entry.traffic[1]
 
+    def _forgive(self, entry: Entry) -> None:
+        entry.failures = 0
+        entry.trial = False
+
     def in_rotation(self, entry: Entry) -> bool:
-        """Whether new connections may go to ``entry``."""
-        if entry.removed or (entry.refused and not self._keep_refused):
+        """Whether new connections go to ``entry``: a candidate that is not refusing."""
+        return not entry.failures and self.candidate(entry)
+
+    def candidate(self, entry: Entry) -> bool:
+        """Whether ``entry`` may take connections by its status or probe (refusing or not)."""
+        if entry.removed:
             return False
         if self._probed:
             return entry.probe_ok
@@ -194,18 +303,23 @@ class Pool:
     def stats(self) -> tuple[BackendStats, ...]:
         """Counters of the backends in the pool, then of those still draining."""
         draining = sorted(self._draining, key=lambda e: e.backend.instance_id)
-        return tuple(_stats(e, self.in_rotation(e)) for e in [*self.entries(), *draining])
+        now = anyio.current_time()
+        return tuple(_stats(e, self.in_rotation(e), now) for e in [*self.entries(), *draining])
 
     def _recompute(self) -> None:
-        self.rotation = [e for e in self.entries() if self.in_rotation(e)]
+        self.candidates = [e for e in self.entries() if self.candidate(e)]
+        if self.candidates and self._arrived is not None:
+            self._arrived.set()
+            self._arrived = None
 
 
 def _replace(backend: Backend, **changes: bool) -> Backend:
     return msgspec.structs.replace(backend, **changes)
 
 
-def _stats(entry: Entry, in_rotation: bool) -> BackendStats:
+def _stats(entry: Entry, in_rotation: bool, now: float) -> BackendStats:
     b = entry.backend
+    refusing = entry.failures > 0 and not entry.removed
     return BackendStats(
         instance_id=b.instance_id,
         host=b.host,
@@ -217,4 +331,7 @@ def _stats(entry: Entry, in_rotation: bool) -> BackendStats:
         refused=entry.refusals,
         bytes_up=entry.traffic[0],
         bytes_down=entry.traffic[1],
+        refusing=refusing,
+        refused_in_a_row=entry.failures,
+        retry_in=max(0.0, entry.retry_at - now) if refusing else 0.0,
     )

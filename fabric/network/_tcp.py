@@ -26,6 +26,9 @@ log = logging.getLogger("fabric.network")
 # accept() failures that mean "out of resources for now", not "listener broken".
 _ACCEPT_TRANSIENT = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 
+#: Seconds a client may wait for an instance to enter rotation when none is in it.
+QUEUE_TIMEOUT = 5.0
+
 Pump = Callable[[socket.socket, Flow], Coroutine[Any, Any, None]]
 
 
@@ -43,7 +46,15 @@ class Counters:
 class TcpBalancer:
     """Spreads client connections of one endpoint over the pool's rotation."""
 
-    def __init__(self, name: str, pool: Pool, *, toxics: bool = True, connect_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        name: str,
+        pool: Pool,
+        *,
+        toxics: bool = True,
+        connect_timeout: float = 5.0,
+        queue_timeout: float = QUEUE_TIMEOUT,
+    ) -> None:
         self.name = name
         self.pool = pool
         self.counters = Counters()
@@ -52,6 +63,7 @@ class TcpBalancer:
         self._toxics_enabled = toxics
         self._pump: Pump = pump if toxics else pump_plain
         self._connect_timeout = connect_timeout
+        self._queue_timeout = queue_timeout
         self._ids = itertools.count(1)
 
     async def serve(
@@ -110,9 +122,20 @@ class TcpBalancer:
             _sock.close(client)
 
     async def _connect(self) -> tuple[socket.socket, Entry] | None:
-        """Connect to the next instance in rotation, trying others after a refusal."""
+        """Connect to the next instance in rotation, trying the others after a refusal.
+
+        When no instance is in rotation at all (each one restarting, say), the client waits
+        up to ``queue_timeout`` for one to come, as it would retry its SYN to a real load
+        balancer; when every instance was tried and refused, it fails at once.
+        """
+        pool = self.pool
         tried: set[Entry] = set()
-        while (entry := self.pool.pick(tried)) is not None:
+        while True:
+            entry = pool.pick(tried)
+            if entry is None:
+                if tried or not await pool.wait_for_candidates(self._queue_timeout):
+                    return None
+                continue
             tried.add(entry)
             backend = entry.backend
             try:
@@ -120,10 +143,15 @@ class TcpBalancer:
                     server = await _sock.connect(backend.host, backend.port)
             except OSError:  # refused, unreachable, or timed out (TimeoutError)
                 self.counters.refused += 1
-                self.pool.refused(entry)
+                pool.refused(entry)
                 continue
+            except BaseException:
+                if entry.failures:
+                    pool.abandoned(entry)
+                raise
+            if entry.failures:
+                pool.connected(entry)
             return server, entry
-        return None
 
     def add_toxic(self, spec: Toxic) -> str:
         """Apply ``spec`` to open and future connections; returns its id."""

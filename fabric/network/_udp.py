@@ -58,9 +58,9 @@ class UdpBalancer:
 
     async def _forward(self, data: bytes, client: tuple[str, int], public: UDPSocket, tg: TaskGroup) -> None:
         # A send refused by one instance is tried on the others, as for TCP connects.
-        for _ in range(len(self.pool.rotation) + 1):
+        for _ in range(len(self.pool.candidates) + 1):
             session = self._sessions.get(client)
-            if session is not None and not self.pool.in_rotation(session.entry):
+            if session is not None and not self.pool.candidate(session.entry):
                 self._drop(session)
                 session = None
             if session is None:
@@ -88,6 +88,9 @@ class UdpBalancer:
                 self.counters.refused += 1
                 self.pool.refused(entry)
                 continue
+            if entry.failures:
+                # A UDP socket proves nothing: its first reply does (see _replies).
+                self.pool.abandoned(entry)
             session = _Session(client, entry, sock)
             self._sessions[client] = session
             self.counters.connections += 1
@@ -120,6 +123,8 @@ class UdpBalancer:
                             except _UDP_ERRORS:
                                 self._refused(session)
                                 return
+                            if session.entry.failures:
+                                self.pool.connected(session.entry)
                             session.entry.traffic[1] += len(reply)
                             try:
                                 await public.sendto(reply, *session.client)

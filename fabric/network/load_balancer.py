@@ -16,7 +16,7 @@ from ._errors import ToxicsUnsupportedError
 from ._model import Backend, EndpointSpec, LoadBalancerStats
 from ._pool import Entry, Pool
 from ._probe import probe_loop
-from ._tcp import TcpBalancer
+from ._tcp import QUEUE_TIMEOUT, TcpBalancer
 from ._udp import UdpBalancer
 from .toxics import Toxic
 
@@ -51,7 +51,7 @@ class LoadBalancer:
 
         Open connections to an instance left out (or given with a new address) go on
         until they end; new connections go only to the instances given here. An
-        instance given again as Ready with a changed status is forgiven a refusal.
+        instance given again as Ready with a changed status is no longer refusing.
         """
         added, removed = self._pool.set_backends(backends)
         for entry in removed:
@@ -66,8 +66,8 @@ class LoadBalancer:
     def update(self, instance_id: str, *, ready: bool | None = None, busy: bool | None = None) -> None:
         """Change one instance's status; the next connection sees it.
 
-        Open connections are never cut. Saying ``ready=True`` also forgives a
-        refused connect, putting the instance back in rotation if it is not Busy.
+        Open connections are never cut. Saying ``ready=True`` also forgives refused
+        connects, putting the instance back in rotation at once if it is not Busy.
 
         Raises:
             UnknownBackendError: the instance is not in the pool.
@@ -79,8 +79,12 @@ class LoadBalancer:
         return [e.backend for e in self._pool.entries()]
 
     def rotation(self) -> list[str]:
-        """The ids of the instances that new connections may go to now."""
+        """The ids of the instances that new connections go to now (refusing ones left out)."""
         return [e.backend.instance_id for e in self._pool.rotation]
+
+    def refusing(self) -> list[str]:
+        """The ids of the instances whose last connect was refused (retried after a delay)."""
+        return [e.backend.instance_id for e in self._pool.entries() if e.failures]
 
     def stats(self) -> LoadBalancerStats:
         """Counters per instance (pool, then draining ones) and totals since opening."""
@@ -147,6 +151,7 @@ async def open_load_balancer(
     host: str = "127.0.0.1",
     toxics: bool = True,
     connect_timeout: float = 5.0,
+    queue_timeout: float = QUEUE_TIMEOUT,
     udp_idle_timeout: float = 240.0,
     port_attempts: int = PORT_ATTEMPTS,
 ) -> AsyncIterator[LoadBalancer]:
@@ -159,6 +164,8 @@ async def open_load_balancer(
         toxics: False builds the plain pump, which cannot take toxics at all.
         connect_timeout: seconds a connect to an instance may take before the next
             instance is tried.
+        queue_timeout: seconds a TCP client waits for an instance to enter rotation when
+            none is in it, before it is reset.
         udp_idle_timeout: seconds after which a quiet UDP client may change instance.
         port_attempts: how many ports from the public one are tried.
 
@@ -173,6 +180,7 @@ async def open_load_balancer(
         backends,
         toxics=toxics,
         connect_timeout=connect_timeout,
+        queue_timeout=queue_timeout,
         udp_idle_timeout=udp_idle_timeout,
     )
     error: Exception | None = None
@@ -196,6 +204,7 @@ async def serve_load_balancer(
     host: str = "127.0.0.1",
     toxics: bool = True,
     connect_timeout: float = 5.0,
+    queue_timeout: float = QUEUE_TIMEOUT,
     udp_idle_timeout: float = 240.0,
     port_attempts: int = PORT_ATTEMPTS,
     keep_refused: bool = False,
@@ -215,6 +224,7 @@ async def serve_load_balancer(
         backends,
         toxics=toxics,
         connect_timeout=connect_timeout,
+        queue_timeout=queue_timeout,
         udp_idle_timeout=udp_idle_timeout,
         keep_refused=keep_refused,
         task_status=task_status,
@@ -235,6 +245,7 @@ async def _run(
     *,
     toxics: bool,
     connect_timeout: float,
+    queue_timeout: float,
     udp_idle_timeout: float,
     keep_refused: bool = False,
     task_status: TaskStatus[LoadBalancer] = anyio.TASK_STATUS_IGNORED,
@@ -250,7 +261,13 @@ async def _run(
         async with anyio.create_task_group() as tg:
             if isinstance(bound, socket.socket):
                 address = bound.getsockname()
-                engine = TcpBalancer(spec.name, pool, toxics=toxics, connect_timeout=connect_timeout)
+                engine = TcpBalancer(
+                    spec.name,
+                    pool,
+                    toxics=toxics,
+                    connect_timeout=connect_timeout,
+                    queue_timeout=queue_timeout,
+                )
             else:
                 address = bound.extra(SocketAttribute.local_address)
                 engine = UdpBalancer(spec.name, pool, idle_timeout=udp_idle_timeout)

@@ -66,9 +66,10 @@ async def test_refused_connect_is_retried_and_the_instance_leaves_rotation(farm)
         # The first connection goes to the dead instance first, and is retried.
         assert await farm.who(lb.address, 3) == ["web_IN_1"] * 3
         stats = lb.stats()
-        assert stats.refused == 1 and stats.rejected == 0
-        assert [s.refused for s in stats.backends] == [1, 0]
-        assert lb.rotation() == ["web_IN_1"]
+        # (a second refusal when a trial fell due meanwhile, on a slow machine)
+        assert stats.refused in (1, 2) and stats.rejected == 0
+        assert [s.refusing for s in stats.backends] == [True, False]
+        assert lb.rotation() == ["web_IN_1"] and lb.refusing() == ["web_IN_0"]
         # The instance restarts and reports Ready: back in rotation.
         await a.start()
         lb.update("web_IN_0", ready=True)
