@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from ._actor import Actor as Actor
+from ._backend import Backend as Backend
+from ._backend import current_backend as current_backend
 from ._errors import ActorDead as ActorDead
 from ._errors import ActorError as ActorError
 from ._errors import AskTimeout as AskTimeout

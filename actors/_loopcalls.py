@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
-import sniffio
+
+from ._backend import Backend, current_backend
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,17 +32,17 @@ class LoopCalls:
     current_time: Callable[[], float]
 
 
-_by_library: dict[str, LoopCalls] = {}
+_by_backend: dict[Backend, LoopCalls] = {}
 
 
 def loop_calls() -> LoopCalls:
     """The calls of the event loop running now."""
-    library = sniffio.current_async_library()
+    backend = current_backend()
     try:
-        return _by_library[library]
+        return _by_backend[backend]
     except KeyError:
         pass
-    if library == "trio":
+    if backend == "trio":
         import trio
 
         calls = LoopCalls(
@@ -59,7 +60,7 @@ def loop_calls() -> LoopCalls:
             asyncio.current_task,
             anyio.current_time,
         )
-    _by_library[library] = calls
+    _by_backend[backend] = calls
     return calls
 
 

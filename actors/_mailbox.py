@@ -8,8 +8,8 @@ from typing import Any, Protocol
 
 import anyio
 import anyio.lowlevel
-import sniffio
 
+from ._backend import Backend, current_backend
 from ._errors import ActorDead, ActorError, AskTimeout, MailboxFull
 
 
@@ -191,23 +191,23 @@ class Signal(Protocol):
         """Wait until set() is called."""
 
 
-_event_classes: dict[str, Callable[[], Signal]] = {}
+_event_classes: dict[Backend, Callable[[], Signal]] = {}
 
 
 def new_event() -> Signal:
     """A one-shot event of the running backend's own kind: trio.Event on trio (a fifth of
     anyio.Event's cost there, which looks the backend up and wraps trio.Event), else anyio's."""
-    library = sniffio.current_async_library()
+    backend = current_backend()
     try:
-        return _event_classes[library]()
+        return _event_classes[backend]()
     except KeyError:
-        if library == "trio":
+        if backend == "trio":
             import trio
 
-            _event_classes[library] = trio.Event
+            _event_classes[backend] = trio.Event
         else:
-            _event_classes[library] = anyio.Event
-        return _event_classes[library]()
+            _event_classes[backend] = anyio.Event
+        return _event_classes[backend]()
 
 
 def handler_failure(exc: BaseException) -> ActorError:

@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
-import sniffio
 from anyio.abc import TaskStatus
 
+from ._backend import current_backend
 from ._errors import ActorDead, ActorError, ProcessExited, Unresponsive
 from ._fork import ForkedStart, become, can_fork
 from ._link import LinkFaults, Outbox, WireReply, pump, rebuild_failure, report_bad_frame
@@ -157,7 +157,7 @@ class ProcessCell:
             "actors._child",
             str(fd),
             str(os.getpid()),
-            sniffio.current_async_library(),
+            current_backend(),  # the child runs the same backend
             # The actor's name, so that ps, top and chaos tools can tell the processes apart.
             self.name,
         ]

@@ -1,4 +1,5 @@
-"""Suite-wide guarantees: every test leaves no child process behind."""
+"""Suite-wide guarantees: every test leaves no child process behind; a test marked
+``pytest.mark.anyio`` runs once on each anyio backend."""
 
 from __future__ import annotations
 
@@ -11,6 +12,22 @@ import psutil
 import pytest
 
 from actors import command_line
+
+
+@pytest.fixture(scope="module", params=["trio", "asyncio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    """The backends a ``pytest.mark.anyio`` test runs on (anyio's pytest plugin runs it)."""
+    return str(request.param)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Hand the tests marked ``anyio`` to anyio's plugin: pytest-trio's trio_mode marked every
+    async test as a trio test (and would run it on trio whatever its anyio_backend says).
+    Such a test cannot take async fixtures, which trio_mode would make trio fixtures."""
+    for item in items:
+        if item.get_closest_marker("anyio") is not None:
+            item.own_markers[:] = [mark for mark in item.own_markers if mark.name != "trio"]
 
 
 @pytest.fixture(autouse=True)

@@ -129,14 +129,3 @@ def error_response(error: ApiError) -> Response:
     headers = {"www-authenticate": "Bearer"} if error.status == 401 else None
     body = ErrorBody(error=ErrorDetail(code=error.code, message=error.message))
     return Response(error.status, body, headers)
-
-
-async def lifespan(receive: Receive, send: Send) -> None:
-    """Answer the ASGI lifespan protocol (nothing to start or stop)."""
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return

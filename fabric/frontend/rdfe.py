@@ -30,7 +30,7 @@ import logging
 import uuid
 from functools import partial
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import anyio
 import msgspec
@@ -46,7 +46,6 @@ from fabric.frontend._http import (
     Scope,
     Send,
     error_response,
-    lifespan,
 )
 from fabric.frontend.api import ApiError, bad_request, not_found
 from fabric.frontend.auth import token_matches
@@ -55,11 +54,14 @@ from fabric.frontend.operations import OperationLog, read_operation
 from fabric.frontend.services import ServiceHandlers, subscription_view
 from fabric.frontend.slots import SlotHandlers
 from fabric.frontend.store import HostedServiceRecord, Store, SubscriptionRecord
+from roles.hosts.http import answer_lifespan, asgi_handler, serve_http, server_config, socket_url
 
 logger = logging.getLogger("fabric.frontend.rdfe")
 
 #: a request body larger than this is refused with 413 (a package travels base64 in the body)
 DEFAULT_MAX_BODY_BYTES = 256 * 1024 * 1024
+#: on shutdown, how long requests in flight may take to finish before they are cut
+GRACEFUL_TIMEOUT = 2.0
 
 _MUTATING = frozenset({"POST", "PUT", "DELETE", "PATCH"})
 
@@ -105,7 +107,7 @@ class Rdfe:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The ASGI entry point."""
         if scope["type"] == "lifespan":
-            await lifespan(receive, send)
+            await answer_lifespan(receive, send)
             return
         if scope["type"] != "http":
             return  # websockets: not part of this API; hypercorn closes the connection
@@ -317,7 +319,8 @@ async def serve_api(
     shutdown_event: anyio.Event | None = None,
     task_status: anyio.abc.TaskStatus[str] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve the API with hypercorn until cancelled (or ``shutdown_event`` is set).
+    """Serve the API with hypercorn until cancelled (or ``shutdown_event`` is set); either way
+    requests in flight get GRACEFUL_TIMEOUT seconds (``roles.hosts.http.serve_http``).
 
     Writes a fresh token to ``<state>/token`` (0600) before listening and the URL to
     ``<state>/api`` once listening, then reports the URL through ``task_status``; on the way
@@ -336,56 +339,21 @@ async def serve_api(
     """
     import socket
 
-    import sniffio
-    from hypercorn.config import Config, Sockets
-    from hypercorn.utils import wrap_app
-
     from fabric.frontend.auth import clear_api_url, new_token, write_api_url, write_token
 
     state = Path(state_dir)
     await anyio.Path(state).mkdir(parents=True, exist_ok=True)
     token = new_token()
     write_token(state, token)
-    app = Rdfe(ffe, state, token, max_body_bytes=max_body_bytes, metrics_public=metrics_public)
-    config = Config()
-    config.accesslog = None
-    # A Logger (not "-") keeps hypercorn from adding its own handler: the fabric's logging decides.
-    config.errorlog = logging.getLogger("hypercorn.error")
-    config.include_server_header = False
-    config.graceful_timeout = 2.0
-    stop = shutdown_event or anyio.Event()
-    sock = socket.create_server((host, port), backlog=config.backlog)
-    bound_host, bound_port = sock.getsockname()[:2]
-    url = f"http://{bound_host}:{bound_port}"
-    sockets = Sockets(secure_sockets=[], insecure_sockets=[sock], quic_sockets=[])
-    asgi = wrap_app(cast(Any, app), config.wsgi_max_body_size, "asgi")
-    try:
-        if sniffio.current_async_library() == "trio":
-            from hypercorn.trio.run import worker_serve as trio_serve
-
+    app = asgi_handler(Rdfe(ffe, state, token, max_body_bytes=max_body_bytes, metrics_public=metrics_public))
+    config = server_config(graceful_timeout=GRACEFUL_TIMEOUT)
+    trigger = None if shutdown_event is None else shutdown_event.wait
+    with socket.create_server((host, port), backlog=config.backlog) as sock:
+        url = socket_url(sock)
+        try:
             async with anyio.create_task_group() as tg:
-                await tg.start(partial(trio_serve, asgi, config, sockets=sockets, shutdown_trigger=stop.wait))
+                await tg.start(partial(serve_http, app, sock, config, shutdown_trigger=trigger))
                 write_api_url(state, url)
                 task_status.started(url)
-        else:
-            from hypercorn.asyncio.run import worker_serve as asyncio_serve
-
-            async def serve_until_stopped() -> None:
-                # hypercorn's asyncio server breaks when cancelled (InvalidStateError); it is
-                # shielded and stopped through its shutdown trigger instead.
-                with anyio.CancelScope(shield=True):
-                    await asyncio_serve(asgi, config, sockets=sockets, shutdown_trigger=stop.wait)
-
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(serve_until_stopped)
-                # No readiness report here, but the socket already listens: connections made
-                # now wait in its backlog until the server accepts them.
-                write_api_url(state, url)
-                task_status.started(url)
-                try:
-                    await stop.wait()
-                finally:
-                    stop.set()
-    finally:
-        sock.close()  # hypercorn closed the same object already unless it failed to start
-        clear_api_url(state, url)
+        finally:
+            clear_api_url(state, url)

@@ -121,19 +121,16 @@ async def _expect_timeout(ref: object, timeout: float) -> None:
         await ref.ask("long", timeout=timeout)  # type: ignore[attr-defined]
 
 
-async def test_process_asks_and_timeouts_on_asyncio_too() -> None:
-    async def main() -> list[object]:
-        async with open_system() as system:
-            ref = await system.spawn_process("tests.actors.sample_actors:Recorder", name="proc")
-            answers = [await ref.ask(i) for i in range(50)]
-            try:
-                await ref.ask(Nap(1.0), timeout=0.2)
-            except AskTimeout:
-                answers.append("timed out")
-            answers.append(await ref.ask(Add(2)))
-            return answers
-
-    answers = await anyio.to_thread.run_sync(lambda: anyio.run(main, backend="asyncio"))
+@pytest.mark.anyio  # on trio and on asyncio (the anyio_backend fixture, tests/conftest.py)
+async def test_process_asks_and_timeouts_on_every_backend() -> None:
+    async with open_system() as system:
+        ref = await system.spawn_process("tests.actors.sample_actors:Recorder", name="proc")
+        answers: list[object] = [await ref.ask(i) for i in range(50)]
+        try:
+            await ref.ask(Nap(1.0), timeout=0.2)
+        except AskTimeout:
+            answers.append("timed out")
+        answers.append(await ref.ask(Add(2)))
     assert answers == [*range(50), "timed out", 2]
 
 

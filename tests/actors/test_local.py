@@ -1,4 +1,4 @@
-"""In-process actors: ordering, asks, backpressure, stopping."""
+"""In-process actors: ordering, asks, backpressure, stopping; each test on trio and on asyncio."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import pytest
 
 from actors import Actor, ActorDead, ActorError, AskTimeout, MailboxFull, open_system
 from tests.actors.sample_actors import Add, Fail, Get, Recorder, Slow
+
+pytestmark = pytest.mark.anyio  # the anyio_backend fixture (tests/conftest.py) runs each on both
 
 
 async def test_tells_are_handled_in_order_and_ask_sees_them_all() -> None:
@@ -139,21 +141,16 @@ async def test_background_task_failure_crashes_the_actor() -> None:
         assert isinstance(reason, OSError)
 
 
-async def test_core_runs_on_asyncio_too() -> None:
-    async def main() -> list[int]:
-        async with open_system() as system:
-            ref = await system.spawn(Recorder, name="rec")
-            for i in range(10):
-                await ref.tell(Add(i))
-            state = await ref.ask(Get())
-            proc = await system.spawn_process("tests.actors.sample_actors:Recorder", name="proc")
-            await proc.tell(Add(5))
-            assert (await proc.ask(Get()))["total"] == 5
-            return list(state["seen"])
-
-    # A separate event loop in a worker thread: this test itself runs under trio.
-    seen = await anyio.to_thread.run_sync(lambda: anyio.run(main, backend="asyncio"))
-    assert seen == list(range(10))
+async def test_local_and_process_actors_share_a_system() -> None:
+    async with open_system() as system:
+        ref = await system.spawn(Recorder, name="rec")
+        for i in range(10):
+            await ref.tell(Add(i))
+        state = await ref.ask(Get())
+        proc = await system.spawn_process("tests.actors.sample_actors:Recorder", name="proc")
+        await proc.tell(Add(5))
+        assert (await proc.ask(Get()))["total"] == 5
+    assert list(state["seen"]) == list(range(10))
 
 
 async def test_a_deferred_reply_lets_the_actor_serve_other_asks_meanwhile() -> None:

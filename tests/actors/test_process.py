@@ -29,7 +29,8 @@ from actors._wire import Kind, append_frame
 from tests.actors.sample_actors import Add, AskParent, Block, Exit, Fail, Get, Pid, Print, Tell
 from tests.paths import ROOT
 
-pytestmark = pytest.mark.timeout(60)
+# Each test on trio and on asyncio, through the anyio_backend fixture (tests/conftest.py).
+pytestmark = [pytest.mark.timeout(60), pytest.mark.anyio]
 
 
 async def wait_gone(pid: int, seconds: float = 20.0) -> None:

@@ -14,6 +14,7 @@ from typing import Any, cast
 import anyio
 from hypercorn.app_wrappers import WSGIWrapper
 
+from ..http import answer_lifespan
 from .sites import LoadedSite, SiteKind
 from .spec import host_key
 from .static import send_error_page
@@ -124,7 +125,7 @@ class EndpointRouter:
     ) -> None:
         """Serve one connection scope (lifespan is answered here: sites run their own)."""
         if scope["type"] == "lifespan":
-            await _answer_lifespan(receive, send)
+            await answer_lifespan(receive, send)
             return
         host = _header(scope, b"host")
         found = self.find_site(host)
@@ -187,16 +188,6 @@ class _Outcome:
             return self.status
         # Nothing was sent: hypercorn answers 500 for a failed or silent HTTP app.
         return 403 if self.websocket and not self.failed else 500
-
-
-async def _answer_lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
 
 
 def _header(scope: Scope, name: bytes) -> str:

@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Any, cast
 
 import anyio
-import sniffio
-from hypercorn.config import Config, Sockets
 from hypercorn.typing import AppWrapper
 
+from ..http import serve_http, server_config
 from .lifespan import site_lifespan
 from .routing import EndpointRouter, RequestTracker, SiteDispatcher, make_handler
 from .sites import LoadedSite, SiteKind, load_site
@@ -93,18 +92,6 @@ def open_listeners(endpoints: Mapping[str, int]) -> dict[str, socket.socket]:
     return sockets
 
 
-def hypercorn_config(spec: WebSpec) -> Config:
-    """Return the hypercorn Config a worker serves with."""
-    config = Config()
-    config.graceful_timeout = spec.graceful_timeout
-    config.accesslog = None  # the W3C log is ours
-    # A Logger (not "-") keeps hypercorn from adding its own stderr handler: messages go
-    # through the host program's logging setup, once.
-    config.errorlog = logging.getLogger("hypercorn.error")
-    config.include_server_header = False
-    return config
-
-
 async def serve_sites(
     spec: WebSpec,
     *,
@@ -142,10 +129,13 @@ async def serve_sites(
                     states[id(site)] = await lifespans.enter_async_context(site_lifespan(app, label))
                 routers = _build_routers(spec, loaded, states, access_log, tracker)
                 binds: dict[str, str] = {}
+                config = server_config(graceful_timeout=spec.graceful_timeout)
                 async with anyio.create_task_group() as servers:
                     for name, router in routers.items():
+                        # hypercorn's TypedDict-typed signature is the router's calling convention.
+                        handler = cast(AppWrapper, router)
                         binds[name] = await servers.start(
-                            _serve_endpoint, router, listeners[name], stop, spec
+                            partial(serve_http, handler, listeners[name], config, shutdown_trigger=stop.wait)
                         )
                     if spec.idle_timeout is not None:
                         servers.start_soon(_watch_idle, tracker, spec.idle_timeout, stop)
@@ -180,36 +170,6 @@ def _build_routers(
         name: EndpointRouter(name, sites, access_log=access_log, tracker=tracker)
         for name, sites in bound.items()
     }
-
-
-async def _serve_endpoint(
-    router: EndpointRouter,
-    sock: socket.socket,
-    stop: anyio.Event,
-    spec: WebSpec,
-    *,
-    task_status: anyio.abc.TaskStatus[str] = anyio.TASK_STATUS_IGNORED,
-) -> None:
-    config = hypercorn_config(spec)
-    # serve_sites owns `sock` and closes it; hypercorn closes what it serves, so it gets a dup.
-    sockets = Sockets(secure_sockets=[], insecure_sockets=[sock.dup()], quic_sockets=[])
-    app = cast(AppWrapper, router)
-    if sniffio.current_async_library() == "trio":
-        from hypercorn.trio.run import worker_serve as trio_serve
-
-        async with anyio.create_task_group() as tasks:
-            binds: list[str] = await tasks.start(
-                partial(trio_serve, app, config, sockets=sockets, shutdown_trigger=stop.wait)
-            )
-            task_status.started(binds[0])
-    else:
-        from hypercorn.asyncio.run import worker_serve as asyncio_serve
-
-        # The asyncio server has no readiness report, but the socket already listens: connections
-        # made now wait in its backlog until the server accepts them.
-        host, port = sock.getsockname()[:2]
-        task_status.started(f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}")
-        await asyncio_serve(app, config, sockets=sockets, shutdown_trigger=stop.wait)
 
 
 async def _watch_idle(tracker: RequestTracker, idle_timeout: float, stop: anyio.Event) -> None:
