@@ -12,11 +12,13 @@ from ._errors import MailboxFull as MailboxFull
 from ._errors import ProcessExited as ProcessExited
 from ._errors import RestartIntensityExceeded as RestartIntensityExceeded
 from ._errors import Unresponsive as Unresponsive
+from ._errors import register_error as register_error
 from ._fork import command_line as command_line
 from ._link import LinkFaults as LinkFaults
 from ._privileges import PrivilegeError as PrivilegeError
 from ._privileges import drop_privileges as drop_privileges
 from ._ref import Ref as Ref
+from ._request import Request as Request
 from ._sandbox import Sandbox as Sandbox
 from ._spawn import ChildProcess as ChildProcess
 from ._spawn import start_process as start_process

@@ -11,8 +11,17 @@ from typing import Any, Final, Literal
 
 import anyio
 import anyio.lowlevel
+import msgspec
 
-from ._errors import ActorDead, ActorError, MailboxFull
+from ._errors import (
+    ActorDead,
+    ActorError,
+    MailboxFull,
+    rebuild_registered,
+    registered_class,
+    registered_fields,
+    wire_name,
+)
 from ._mailbox import AwaitedReply, Reply, Signal, new_event
 from ._reader import Dispatch, LinkReader
 from ._wire import BadFrame, Failure, Frame, Kind, append_frame, decode_value
@@ -115,19 +124,43 @@ class WireReply(Reply):
 
 
 def describe_failure(error: BaseException) -> Failure:
-    """An exception as it crosses the wire."""
+    """An exception as it crosses the wire; a registered one (the handler's own, or the cause
+    of an ActorError) with its class and fields."""
     if isinstance(error, ActorDead):
         return Failure("dead", "ActorDead", str(error))
+    cause = error.__cause__ if isinstance(error, ActorError) else error
     if not isinstance(error, ActorError):
         error = ActorError.from_exception(error)
-    return Failure("error", error.type_name, error.message, error.traceback)
+    registered, fields = _registered(cause)
+    return Failure("error", error.type_name, error.message, error.traceback, registered, fields)
+
+
+def _registered(error: BaseException | None) -> tuple[str, dict[str, Any]]:
+    """The wire name and fields of a registered exception; ("", {}) for any other."""
+    kind = None if error is None else registered_class(type(error))
+    if kind is None:
+        return "", {}
+    fields = {name: getattr(error, name, None) for name in registered_fields(kind) or ()}
+    try:
+        _field_check.encode(fields)
+    except (TypeError, ValueError):  # not plain data: it crosses as an ActorError alone
+        logger.warning("%s has fields that cannot cross a link: %r", kind.__qualname__, fields)
+        return "", {}
+    return wire_name(kind), fields
+
+
+_field_check = msgspec.msgpack.Encoder()
 
 
 def rebuild_failure(failure: Failure) -> BaseException:
-    """The exception a Failure from the wire stands for."""
+    """The exception a Failure from the wire stands for: ActorDead, or an ActorError whose
+    ``__cause__`` is the registered exception the handler raised (see ActorError.caused_by)."""
     if failure.kind == "dead":
         return ActorDead(failure.message)
-    return ActorError(failure.type_name, failure.message, failure.traceback)
+    error = ActorError(failure.type_name, failure.message, failure.traceback)
+    if failure.registered:
+        error.__cause__ = rebuild_registered(failure.registered, failure.message, failure.fields)
+    return error
 
 
 class Outbox:

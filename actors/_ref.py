@@ -8,6 +8,7 @@ import anyio
 
 from ._errors import AskTimeout, MailboxFull
 from ._mailbox import AwaitedReply, Reply
+from ._request import R, Request
 
 if TYPE_CHECKING:
     from ._link import LinkFaults
@@ -63,7 +64,7 @@ class Ref:
         self._target = target
         self.name = target.name
 
-    async def tell(self, message: Any) -> None:
+    async def tell(self, message: object) -> None:
         """Send a message without waiting for an answer; waits while the mailbox is full.
 
         Raises:
@@ -71,7 +72,7 @@ class Ref:
         """
         await self._target.deliver(message, None)
 
-    def tell_nowait(self, message: Any) -> None:
+    def tell_nowait(self, message: object) -> None:
         """Send a message at once.
 
         Raises:
@@ -80,8 +81,8 @@ class Ref:
         """
         self._target.deliver_nowait(message, None)
 
-    async def ask(self, message: Any, *, timeout: float | None = DEFAULT_ASK_TIMEOUT) -> Any:
-        """Send a message and return the handler's return value.
+    async def ask(self, message: Request[R], *, timeout: float | None = DEFAULT_ASK_TIMEOUT) -> R:
+        """Send a request and return the handler's return value, the request's answer type.
 
         Raises:
             AskTimeout: no answer within ``timeout`` seconds (None waits for ever).
@@ -103,9 +104,12 @@ class Ref:
         except BaseException:
             reply.abandon()
             raise
-        return reply.result()
+        answer: R = reply.result()  # trusted to be an R: a check would cost on every ask
+        return answer
 
-    async def _ask_when_there_is_room(self, message: Any, reply: AwaitedReply, timeout: float | None) -> Any:
+    async def _ask_when_there_is_room(
+        self, message: Request[R], reply: AwaitedReply, timeout: float | None
+    ) -> R:
         # The slow path: the wait for room counts against the timeout too.
         with anyio.move_on_after(timeout) as scope:
             try:
@@ -119,7 +123,8 @@ class Ref:
             raise AskTimeout(
                 f"actor {self.name!r} did not answer {type(message).__name__} within {timeout} s"
             )
-        return reply.result()
+        answer: R = reply.result()
+        return answer
 
     def request_stop(self) -> None:
         """Ask the actor to stop and return at once (its owner will not restart it)."""

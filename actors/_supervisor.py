@@ -18,6 +18,7 @@ from ._cell import LocalCell
 from ._errors import RestartIntensityExceeded
 from ._process import ProcessCell
 from ._ref import Ref
+from ._request import Request
 from ._scope import Cell
 from ._system import ProcessOptions
 
@@ -55,16 +56,6 @@ class ChildSpec:
             raise ValueError(f"child {self.name!r}: restart must be permanent, transient or temporary")
 
 
-class WhichChildren(msgspec.Struct, frozen=True):
-    """Ask a supervisor for a ChildInfo per child, in start order."""
-
-
-class GetChild(msgspec.Struct, frozen=True):
-    """Ask a supervisor for the Ref of the named child (stable across its restarts)."""
-
-    name: str
-
-
 class ChildInfo(msgspec.Struct, frozen=True):
     """One child as its supervisor sees it."""
 
@@ -72,6 +63,16 @@ class ChildInfo(msgspec.Struct, frozen=True):
     running: bool
     pid: int | None
     restarts: int
+
+
+class WhichChildren(Request[list[ChildInfo]], frozen=True):
+    """Ask a supervisor for a ChildInfo per child, in start order."""
+
+
+class GetChild(Request[Ref], frozen=True):
+    """Ask a supervisor for the Ref of the named child (stable across its restarts)."""
+
+    name: str
 
 
 @dataclass(eq=False)

@@ -54,6 +54,10 @@ class Failure(msgspec.Struct, frozen=True):
     type_name: str
     message: str
     traceback: str = ""
+    #: for an error of a registered class (see actors.register_error): its wire name
+    #: ("module:QualName") and fields, to rebuild it on the other side
+    registered: str = ""
+    fields: dict[str, Any] = {}
 
 
 class Init(msgspec.Struct, frozen=True):

@@ -13,6 +13,8 @@ from typing import Literal
 
 import msgspec
 
+from actors import Request
+
 # -- the role's view of the world -------------------------------------------------------------
 
 
@@ -110,7 +112,7 @@ class RoleHostConfig(msgspec.Struct, frozen=True, kw_only=True):
 # -- bootstrapper -> role host (asks) -------------------------------------------------------------
 
 
-class StatusCheck(msgspec.Struct, frozen=True, tag=True):
+class StatusCheck(Request["StatusCheckResult"], frozen=True, tag=True):
     """Raise RoleEnvironment.status_check; the answer is a StatusCheckResult."""
 
 
@@ -128,7 +130,7 @@ class Change(msgspec.Struct, frozen=True, tag=True, kw_only=True):
     name: str
 
 
-class EnvironmentChanging(msgspec.Struct, frozen=True, tag=True, kw_only=True):
+class EnvironmentChanging(Request["ChangingResult"], frozen=True, tag=True, kw_only=True):
     """Raise RoleEnvironment.changing; the answer is a ChangingResult."""
 
     changes: list[Change]
@@ -147,7 +149,7 @@ class EnvironmentChanged(msgspec.Struct, frozen=True, tag=True, kw_only=True):
     changes: list[Change]
 
 
-class SimultaneousChanging(msgspec.Struct, frozen=True, tag=True, kw_only=True):
+class SimultaneousChanging(Request[None], frozen=True, tag=True, kw_only=True):
     """Blast topology discovery: raise simultaneous_changing (no cancel, no recycle)."""
 
     changes: list[Change]

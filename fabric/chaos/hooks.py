@@ -8,9 +8,11 @@ nothing until it is used (the agent module loads on the first ChaosCommand).
 from __future__ import annotations
 
 import weakref
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 import msgspec
+
+from actors import Request, register_error
 
 if TYPE_CHECKING:
     from actors import Actor, Ref
@@ -19,13 +21,17 @@ Direction = Literal["out", "in", "both"]
 GuestLinkAction = Literal["drop", "delay", "cut", "clear"]
 
 
-class ChaosCommand(msgspec.Struct, frozen=True):
+#: The answer type of a chaos request.
+Answer = TypeVar("Answer")
+
+
+class ChaosCommand(Request[Answer], Generic[Answer], frozen=True):
     """The envelope FFE forwards to a fabric controller for its chaos agent (fabric.chaos.messages)."""
 
-    request: Any
+    request: Request[Answer]
 
 
-class GuestLinkFault(msgspec.Struct, frozen=True, tag=True, kw_only=True):
+class GuestLinkFault(Request["GuestLinkApplied"], frozen=True, tag=True, kw_only=True):
     """Controller -> host agent: drop, delay or cut the link to one VM, or clear it."""
 
     instance_id: str
@@ -44,15 +50,17 @@ class GuestLinkApplied(msgspec.Struct, frozen=True, kw_only=True):
     pid: int
 
 
+@register_error()
 class GuestLinkUnavailable(RuntimeError):
-    """The VM named by a GuestLinkFault does not run on this host now."""
+    """The VM named by a GuestLinkFault does not run on this host now (registered: the
+    controller tells this refusal apart from a bug across the host's link)."""
 
 
 #: Each controller's chaos agent, spawned on first use.
 _agents: weakref.WeakKeyDictionary[Actor, Ref] = weakref.WeakKeyDictionary()
 
 
-async def answer_chaos(controller: Actor, command: ChaosCommand) -> None:
+async def answer_chaos(controller: Actor, command: ChaosCommand[Any]) -> None:
     """Hand a ChaosCommand to the controller's chaos agent (spawned on first use) and answer
     from a task of the controller's: its mailbox stays free while the agent works."""
     reply = controller.defer_reply()
@@ -73,8 +81,7 @@ async def answer_chaos(controller: Actor, command: ChaosCommand) -> None:
             reply.reject(exc)
         except ActorError as exc:
             # A refusal keeps its ControllerError, so FFE answers it as a 4xx.
-            cause = exc.__cause__
-            reply.reject(cause if isinstance(cause, ControllerError) else exc)
+            reply.reject(exc.caused_by(ControllerError) or exc)
         except Exception as exc:
             reply.reject(exc)
         else:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from actors import ActorError, AskTimeout, LinkFaults
 from fabric.chaos import targets
 from fabric.chaos.faults import Applied, World
-from fabric.chaos.hooks import GuestLinkAction, GuestLinkApplied, GuestLinkFault
+from fabric.chaos.hooks import GuestLinkAction, GuestLinkApplied, GuestLinkFault, GuestLinkUnavailable
 from fabric.chaos.messages import Hit, LinkFault, Partition
 from fabric.controller.hosts import HostUnavailable
 from fabric.controller.model import Deployment
@@ -161,5 +161,8 @@ async def _ask_host(state: ControllerState, host_id: str, message: GuestLinkFaul
             f"host {host_id} cannot take the fault now: {exc}", "ConflictError", 409
         ) from None
     except ActorError as exc:
-        raise targets.refuse(exc.message, "ConflictError", 409) from None
+        refusal = exc.caused_by(GuestLinkUnavailable)
+        if refusal is None:
+            raise  # a bug in the host agent, not a refusal
+        raise targets.refuse(str(refusal), "ConflictError", 409) from None
     return answer

@@ -11,6 +11,7 @@ from typing import Literal
 
 import msgspec
 
+from actors import Request
 from fabric.chaos.hooks import ChaosCommand as ChaosCommand
 from fabric.chaos.hooks import Direction
 from fabric.network.toxics import Toxic
@@ -181,7 +182,7 @@ def with_duration(fault: Fault, duration: float | None) -> Fault:
 # -- requests to the chaos agent ----------------------------------------------------------------------
 
 
-class Inject(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class Inject(Request["FaultRecord"], frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Apply one fault now; answers its FaultRecord."""
 
     fault: Fault
@@ -189,24 +190,24 @@ class Inject(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     label: str = ""
 
 
-class Undo(msgspec.Struct, frozen=True, kw_only=True):
+class Undo(Request["FaultList | FaultRecord"], frozen=True, kw_only=True):
     """Undo one lasting fault (``id``) or every active one (None); answers the records undone."""
 
     id: str | None = None
 
 
-class ListFaults(msgspec.Struct, frozen=True):
+class ListFaults(Request["FaultList"], frozen=True):
     """Answer every fault record (active first, then the most recent ones)."""
 
 
-class GetTargets(msgspec.Struct, frozen=True, kw_only=True):
+class GetTargets(Request["TargetMap"], frozen=True, kw_only=True):
     """Answer the TargetMap of a deployment (default: the pool's only one)."""
 
     service: str | None = None
     slot: Slot = "production"
 
 
-class WatchStart(msgspec.Struct, frozen=True, kw_only=True):
+class WatchStart(Request["WatchBatch"], frozen=True, kw_only=True):
     """Record every change of a deployment's instances (status, host, rotation) from now on.
 
     The watch ends by itself when not polled for ``lease`` seconds; answers a WatchBatch.
@@ -217,14 +218,14 @@ class WatchStart(msgspec.Struct, frozen=True, kw_only=True):
     lease: float = 30.0
 
 
-class WatchPoll(msgspec.Struct, frozen=True, kw_only=True):
+class WatchPoll(Request["WatchBatch"], frozen=True, kw_only=True):
     """Answer the watch's events from number ``since`` on (and renew its lease)."""
 
     id: str
     since: int = 0
 
 
-class WatchStop(msgspec.Struct, frozen=True, kw_only=True):
+class WatchStop(Request["WatchBatch"], frozen=True, kw_only=True):
     """End a watch; answers its last WatchBatch."""
 
     id: str

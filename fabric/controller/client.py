@@ -3,15 +3,18 @@ be waited for."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TypeVar
 
 import anyio
 
-from actors import ActorError, Ref
+from actors import ActorError, Ref, Request
 from fabric.controller.messages import ControllerError, GetOperation, OperationView
 
+#: The answer type of a command.
+Answer = TypeVar("Answer")
 
-async def ask(controller: Ref, command: Any, *, timeout: float | None = 60.0) -> Any:
+
+async def ask(controller: Ref, command: Request[Answer], *, timeout: float | None = 60.0) -> Answer:
     """Ask a controller a command and return its answer.
 
     Raises:
@@ -21,9 +24,9 @@ async def ask(controller: Ref, command: Any, *, timeout: float | None = 60.0) ->
     try:
         return await controller.ask(command, timeout=timeout)
     except ActorError as exc:
-        cause = exc.__cause__
-        if isinstance(cause, ControllerError):
-            raise cause from None
+        refusal = exc.caused_by(ControllerError)
+        if refusal is not None:
+            raise refusal from None
         raise
 
 
@@ -37,7 +40,7 @@ async def wait_operation(
     """
     with anyio.fail_after(timeout):
         while True:
-            view: OperationView = await ask(controller, GetOperation(request_id=request_id))
+            view = await ask(controller, GetOperation(request_id=request_id))
             if view.status != "InProgress":
                 return view
             await anyio.sleep(poll)

@@ -20,11 +20,11 @@ import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 import anyio
 
-from actors import Actor, ActorDead, ProcessOptions, Ref
+from actors import Actor, ActorDead, ProcessOptions, Ref, Request
 from fabric.controller.placement import HostSlot
 from fabric.controller.store import HostRecord
 from fabric.host.messages import HostConfig
@@ -34,6 +34,8 @@ log = logging.getLogger("fabric.controller")
 
 #: Builds a host for the controller (its parent) and returns its Ref once it runs.
 HostFactory = Callable[[Actor, HostConfig], Awaitable[Ref]]
+#: The answer type of a request to a host.
+Answer = TypeVar("Answer")
 
 
 class HostUnavailable(Exception):
@@ -181,7 +183,7 @@ class HostPool:
                 raise HostUnavailable(f"host {host.id} died")
             return host.ref
 
-    async def ask(self, host_id: str, message: Any, timeout: float) -> Any:
+    async def ask(self, host_id: str, message: Request[Answer], timeout: float) -> Answer:
         """Ask a host; a host that is gone raises HostUnavailable (its instances will heal).
 
         Raises:

@@ -20,6 +20,7 @@ from fabric.controller.model import Deployment, Instance
 from fabric.controller.placement import cores_of
 from fabric.controller.state import ControllerState
 from fabric.guest.messages import ApplyEnvironment
+from fabric.host.agent import UnknownInstance
 from fabric.host.messages import ApplyGuestEnvironment, RestartGuest, StartGuest, StopGuest
 from roles.protocol import Change
 
@@ -119,7 +120,7 @@ async def _start_locked(state: ControllerState, dep: Deployment, inst: Instance)
 
 
 def _unknown_to_host(exc: BaseException) -> bool:
-    return isinstance(exc, ActorError) and exc.type_name.endswith("UnknownInstance")
+    return isinstance(exc, ActorError) and exc.caused_by(UnknownInstance) is not None
 
 
 async def apply(

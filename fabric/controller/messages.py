@@ -11,6 +11,7 @@ from typing import Literal
 
 import msgspec
 
+from actors import Request, register_error
 from fabric.model.status import RoleStatus
 
 Slot = Literal["production", "staging"]
@@ -22,9 +23,11 @@ UpgradeMode = Literal["Auto", "Manual", "Simultaneous"]
 OperationStatus = Literal["InProgress", "Succeeded", "Failed"]
 
 
+@register_error("code", "message", "status")
 class ControllerError(Exception):
     """A command the controller refuses; ``code`` is a Service Management error code
-    (ResourceNotFound, ConflictError, BadRequest, ...) and ``status`` its HTTP status."""
+    (ResourceNotFound, ConflictError, BadRequest, ...) and ``status`` its HTTP status.
+    Registered: it keeps its code and status across a process link."""
 
     def __init__(self, code: str, message: str, status: int = 400) -> None:
         super().__init__(message)
@@ -36,7 +39,7 @@ class ControllerError(Exception):
 # -- commands -----------------------------------------------------------------------------------
 
 
-class CreateDeployment(msgspec.Struct, frozen=True, tag=True, kw_only=True):
+class CreateDeployment(Request["OperationAccepted"], frozen=True, tag=True, kw_only=True):
     """Deploy a package (a .cspkg on disk) with a configuration (XML or TOML bytes)."""
 
     service: str
@@ -49,18 +52,18 @@ class CreateDeployment(msgspec.Struct, frozen=True, tag=True, kw_only=True):
     start: bool = True
 
 
-class GetDeployment(msgspec.Struct, frozen=True, tag=True, kw_only=True):
+class GetDeployment(Request["DeploymentView"], frozen=True, tag=True, kw_only=True):
     """Answer the DeploymentView of a slot."""
 
     service: str
     slot: Slot
 
 
-class ListDeployments(msgspec.Struct, frozen=True, tag=True):
+class ListDeployments(Request["list[DeploymentView]"], frozen=True, tag=True):
     """Answer every DeploymentView."""
 
 
-class ChangeConfiguration(msgspec.Struct, frozen=True, tag=True, kw_only=True):
+class ChangeConfiguration(Request["OperationAccepted"], frozen=True, tag=True, kw_only=True):
     """Apply a new configuration: settings raise changing/changed; instance counts scale."""
 
     service: str
@@ -70,7 +73,7 @@ class ChangeConfiguration(msgspec.Struct, frozen=True, tag=True, kw_only=True):
     mode: UpgradeMode = "Auto"
 
 
-class UpgradeDeployment(msgspec.Struct, frozen=True, tag=True, kw_only=True):
+class UpgradeDeployment(Request["OperationAccepted"], frozen=True, tag=True, kw_only=True):
     """Roll out a new package, update domain by update domain (or all at once)."""
 
     service: str
@@ -83,7 +86,7 @@ class UpgradeDeployment(msgspec.Struct, frozen=True, tag=True, kw_only=True):
     label: str = ""
 
 
-class WalkUpgradeDomain(msgspec.Struct, frozen=True, tag=True, kw_only=True):
+class WalkUpgradeDomain(Request["OperationAccepted"], frozen=True, tag=True, kw_only=True):
     """In a Manual upgrade, upgrade this domain next (domains go in order)."""
 
     service: str
@@ -91,7 +94,7 @@ class WalkUpgradeDomain(msgspec.Struct, frozen=True, tag=True, kw_only=True):
     upgrade_domain: int
 
 
-class SetDeploymentStatus(msgspec.Struct, frozen=True, tag=True, kw_only=True):
+class SetDeploymentStatus(Request["OperationAccepted"], frozen=True, tag=True, kw_only=True):
     """Suspend (stop every instance, keep the deployment) or run it again."""
 
     service: str
@@ -99,7 +102,7 @@ class SetDeploymentStatus(msgspec.Struct, frozen=True, tag=True, kw_only=True):
     status: Literal["Running", "Suspended"]
 
 
-class InstanceAction(msgspec.Struct, frozen=True, tag=True, kw_only=True):
+class InstanceAction(Request["OperationAccepted"], frozen=True, tag=True, kw_only=True):
     """Reboot (restart the guest OS), reimage (fresh disk) or rebuild (fresh disk and role
     drive) one role instance."""
 
@@ -109,20 +112,20 @@ class InstanceAction(msgspec.Struct, frozen=True, tag=True, kw_only=True):
     action: Literal["reboot", "reimage", "rebuild"]
 
 
-class DeleteDeployment(msgspec.Struct, frozen=True, tag=True, kw_only=True):
+class DeleteDeployment(Request["OperationAccepted"], frozen=True, tag=True, kw_only=True):
     """Stop every instance and forget the deployment."""
 
     service: str
     slot: Slot
 
 
-class SwapDeployments(msgspec.Struct, frozen=True, tag=True, kw_only=True):
+class SwapDeployments(Request["OperationAccepted"], frozen=True, tag=True, kw_only=True):
     """VIP swap: production and staging exchange their public ports."""
 
     service: str
 
 
-class GetOperation(msgspec.Struct, frozen=True, tag=True, kw_only=True):
+class GetOperation(Request["OperationView"], frozen=True, tag=True, kw_only=True):
     """Answer the OperationView of a request id."""
 
     request_id: str

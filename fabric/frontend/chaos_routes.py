@@ -84,7 +84,7 @@ async def _pool(rdfe: Rdfe, r: Request, service: str | None) -> str:
                 return hosted.pool
     pools = await rdfe.ask_ffe(ListPools())
     if len(pools) == 1:
-        return cast(str, pools[0].name)
+        return pools[0].name
     names = ", ".join(p.name for p in pools)
     raise bad_request(f"this fabric has several machine pools ({names}): pass ?pool=NAME or ?service=NAME")
 

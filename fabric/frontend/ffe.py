@@ -16,18 +16,19 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import anyio
 import msgspec
 
-from actors import Actor, ActorDead, ActorError, AskTimeout, Ref
+from actors import Actor, ActorDead, ActorError, AskTimeout, Ref, Request
 from fabric.controller.messages import (
     ChangeConfiguration,
     ControllerError,
     CreateDeployment,
     DeploymentView,
     ListDeployments,
+    OperationAccepted,
     Slot,
     UpgradeDeployment,
     UpgradeMode,
@@ -39,6 +40,8 @@ from fabric.model.validate import MAX_INSTANCES
 logger = logging.getLogger("fabric.frontend.ffe")
 
 DEFAULT_LOCATION = "Local"
+#: The answer type of a fabric command.
+Answer = TypeVar("Answer")
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,7 @@ class Pool:
 # -- requests RDFE asks FFE ------------------------------------------------------------------------
 
 
-class Deploy(msgspec.Struct, frozen=True, kw_only=True):
+class Deploy(Request["Submitted | Refused"], frozen=True, kw_only=True):
     """Create a deployment: choose the pool (unless the hosted service has one), stage the package."""
 
     pool: str | None
@@ -69,7 +72,7 @@ class Deploy(msgspec.Struct, frozen=True, kw_only=True):
     start: bool = True
 
 
-class Upgrade(msgspec.Struct, frozen=True, kw_only=True):
+class Upgrade(Request["Submitted | Refused"], frozen=True, kw_only=True):
     """Upgrade a deployment to a new package (staged and checked first)."""
 
     pool: str
@@ -83,7 +86,7 @@ class Upgrade(msgspec.Struct, frozen=True, kw_only=True):
     label: str = ""
 
 
-class ChangeConfig(msgspec.Struct, frozen=True, kw_only=True):
+class ChangeConfig(Request["OperationAccepted | Refused"], frozen=True, kw_only=True):
     """Change a deployment's configuration, checked against its package when RDFE knows it."""
 
     pool: str
@@ -95,22 +98,22 @@ class ChangeConfig(msgspec.Struct, frozen=True, kw_only=True):
     package_path: str | None = None
 
 
-class Forward(msgspec.Struct, frozen=True, kw_only=True):
+class Forward(Request["Answer | Refused"], Generic[Answer], frozen=True, kw_only=True):
     """Send a fabric command to a pool's controller and answer what it answers."""
 
     pool: str
-    command: Any
+    command: Request[Answer]
 
 
-class ListAll(msgspec.Struct, frozen=True):
+class ListAll(Request["dict[str, list[DeploymentView]] | Refused"], frozen=True):
     """Answer {pool name: [DeploymentView]} for every pool that answers."""
 
 
-class ListPools(msgspec.Struct, frozen=True):
+class ListPools(Request["list[PoolInfo] | Refused"], frozen=True):
     """Answer [PoolInfo] for every pool."""
 
 
-class ForgetService(msgspec.Struct, frozen=True, kw_only=True):
+class ForgetService(Request["None | Refused"], frozen=True, kw_only=True):
     """A hosted service was deleted: drop its staged packages."""
 
     service: str
@@ -136,7 +139,7 @@ class Submitted(msgspec.Struct, frozen=True, kw_only=True):
 
     pool: str
     package_path: str
-    answer: Any
+    answer: OperationAccepted
 
 
 class PoolInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -226,15 +229,15 @@ class Ffe(Actor):
                 503, "ServiceUnavailable", f"machine pool {name!r} is not part of this fabric any more"
             ) from None
 
-    async def _ask(self, pool_name: str, command: Any, timeout: float | None = None) -> Any:
+    async def _ask(self, pool_name: str, command: Request[Answer], timeout: float | None = None) -> Answer:
         pool = self._pool(pool_name)
         try:
             return await pool.controller.ask(command, timeout=timeout or self.command_timeout)
         except ActorError as exc:
-            refusal = _controller_refusal(exc)
+            refusal = exc.caused_by(ControllerError)
             if refusal is None:
                 raise  # a bug in the controller: RDFE answers 500 and logs the traceback
-            raise refusal from exc
+            raise ApiError(refusal.status, refusal.code, refusal.message) from exc
         except ActorDead:
             raise ApiError(
                 503, "ServiceUnavailable", f"the fabric controller of pool {pool.name!r} is not running"
@@ -306,7 +309,9 @@ class Ffe(Actor):
 
     # -- packages ------------------------------------------------------------------------------------
 
-    async def _submit(self, pool: Pool, path: Path, command: Any) -> Submitted:
+    async def _submit(
+        self, pool: Pool, path: Path, command: CreateDeployment | UpgradeDeployment
+    ) -> Submitted:
         try:
             answer = await self._ask(pool.name, command)
         except BaseException:
@@ -364,14 +369,3 @@ class Ffe(Actor):
             label=m.label,
         )
         return await self._submit(pool, path, command)
-
-
-def _controller_refusal(exc: ActorError) -> ApiError | None:
-    """The ApiError for a controller's ControllerError; None for any other failure (a bug)."""
-    cause = exc.__cause__
-    if isinstance(cause, ControllerError):
-        return ApiError(cause.status, cause.code, cause.message)
-    if exc.type_name.rsplit(".", 1)[-1] == "ControllerError":
-        # Across a process link only the message survives; the code is lost.
-        return ApiError(400, "BadRequest", exc.message)
-    return None

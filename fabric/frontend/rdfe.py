@@ -30,12 +30,13 @@ import logging
 import uuid
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import msgspec
 
 from actors import ActorDead, AskTimeout, Ref
+from actors import Request as ActorRequest  # beside the HTTP Request of _http
 from fabric.controller.messages import OperationAccepted
 from fabric.frontend import api, chaos_routes, events_routes, metrics_routes
 from fabric.frontend._http import (
@@ -57,6 +58,8 @@ from fabric.frontend.store import HostedServiceRecord, Store, SubscriptionRecord
 from roles.hosts.http import answer_lifespan, asgi_handler, serve_http, server_config, socket_url
 
 logger = logging.getLogger("fabric.frontend.rdfe")
+#: The answer type of a request to FFE.
+Answer = TypeVar("Answer")
 
 #: a request body larger than this is refused with 413 (a package travels base64 in the body)
 DEFAULT_MAX_BODY_BYTES = 256 * 1024 * 1024
@@ -263,7 +266,7 @@ class Rdfe:
 
     # -- FFE -----------------------------------------------------------------------------------------
 
-    async def ask_ffe(self, message: Any) -> Any:
+    async def ask_ffe(self, message: ActorRequest[Answer | Refused]) -> Answer:
         """Ask FFE; a Refused answer is raised as its ApiError.
 
         Raises:

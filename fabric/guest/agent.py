@@ -12,9 +12,8 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
-import msgspec
 
-from actors import Actor, Ref
+from actors import Actor, Ref, Request
 from fabric.guest.messages import (
     ApplyEnvironment,
     BootstrapConfig,
@@ -30,13 +29,13 @@ from fabric.guest.provision import provision, storage_over_quota
 from fabric.logs import LogFile
 
 
-class StartBootstrapper(msgspec.Struct, frozen=True, tag=True):
+class StartBootstrapper(Request[Ref], frozen=True, tag=True):
     """Ask the AppAgent to start (or return the running) bootstrapper process; answers its Ref."""
 
     config: BootstrapConfig
 
 
-class CurrentBootstrapper(msgspec.Struct, frozen=True, tag=True):
+class CurrentBootstrapper(Request[Ref | None], frozen=True, tag=True):
     """Ask the AppAgent for the running bootstrapper's Ref, or None."""
 
 

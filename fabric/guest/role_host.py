@@ -15,13 +15,13 @@ import os
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 
-from actors import ActorDead, ActorError, ActorSystem, AskTimeout, ProcessExited, Ref
+from actors import ActorDead, ActorError, ActorSystem, AskTimeout, ProcessExited, Ref, Request
 from fabric.guest.disk import VmDisk
-from fabric.guest.messages import ApplyEnvironment, BootstrapConfig
+from fabric.guest.messages import ApplyEnvironment, BootstrapConfig, EnvironmentApplied
 from fabric.guest.role_launch import (
     HOST_NAMES,
     HostKind,
@@ -47,6 +47,8 @@ from roles.protocol import (
 
 StatusSink = Callable[[RoleStatus, str], None]
 Log = Callable[[str], None]
+#: The answer type of a request to a role host.
+Answer = TypeVar("Answer")
 
 
 @dataclass
@@ -298,7 +300,7 @@ class RoleHost:
 
     # -- configuration changes ------------------------------------------------------------------
 
-    async def apply(self, change: ApplyEnvironment) -> str:
+    async def apply(self, change: ApplyEnvironment) -> EnvironmentApplied:
         """Raise changing (or the Simultaneous pair) and changed; "applied" or "recycling"."""
         self.environment = change.environment
         inc = self.current
@@ -352,7 +354,7 @@ def _names(changes: Any) -> str:
     return ", ".join(f"{c.kind} {c.name}" for c in changes) or "(nothing)"
 
 
-async def _ask_quietly(ref: Ref, message: Any, timeout: float) -> Any:
+async def _ask_quietly(ref: Ref, message: Request[Answer], timeout: float) -> Answer | None:
     try:
         return await ref.ask(message, timeout=timeout)
     except (ActorDead, ActorError):

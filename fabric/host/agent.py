@@ -18,7 +18,7 @@ from typing import Any
 
 import anyio
 
-from actors import Actor, ActorDead, ActorError, ProcessExited, Ref
+from actors import Actor, ActorDead, ActorError, ProcessExited, Ref, register_error
 from fabric.chaos.hooks import GuestLinkFault, apply_guest_link
 from fabric.guest.messages import ApplyEnvironment, GuestConfig, HeartbeatReply, InstanceStatus
 from fabric.host.guests import APP_AGENT, Guest, GuestBootError, ProcessLauncher, VmLauncher
@@ -37,8 +37,9 @@ from fabric.logs import LogFile
 from fabric.model.status import RoleStatus
 
 
+@register_error()
 class UnknownInstance(LookupError):
-    """The host runs no instance by that id."""
+    """The host runs no instance by that id (registered: the controller tells it apart)."""
 
 
 class GuestAlreadyRunning(RuntimeError):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import msgspec
 
-from fabric.guest.messages import ApplyEnvironment, GuestConfig, InstanceStatus
+from actors import Request
+from fabric.guest.messages import ApplyEnvironment, EnvironmentApplied, GuestConfig, InstanceStatus
 from fabric.settings import Settings
 
 
@@ -23,14 +24,14 @@ class HostConfig(msgspec.Struct, frozen=True, kw_only=True):
 # -- controller -> host (asks) ------------------------------------------------------------------
 
 
-class StartGuest(msgspec.Struct, frozen=True, tag=True):
+class StartGuest(Request[int], frozen=True, tag=True):
     """Boot a VM for this instance (CreatingVM, StartingVM, then the guest's own statuses).
     Answers once the VM's first process runs; the role's progress arrives as pushes."""
 
     config: GuestConfig
 
 
-class StopGuest(msgspec.Struct, frozen=True, tag=True, kw_only=True):
+class StopGuest(Request[None], frozen=True, tag=True, kw_only=True):
     """Stop a VM gracefully (StoppingRole, on_stop, StoppingVM, StoppedVM); answers when it is
     gone. ``delete_disk`` removes its folder too."""
 
@@ -38,7 +39,7 @@ class StopGuest(msgspec.Struct, frozen=True, tag=True, kw_only=True):
     delete_disk: bool = False
 
 
-class RestartGuest(msgspec.Struct, frozen=True, tag=True, kw_only=True):
+class RestartGuest(Request[int], frozen=True, tag=True, kw_only=True):
     """Restart the guest OS (reboot); with ``reimage`` the VM gets a fresh disk first."""
 
     instance_id: str
@@ -47,7 +48,7 @@ class RestartGuest(msgspec.Struct, frozen=True, tag=True, kw_only=True):
     config: GuestConfig | None = None
 
 
-class ApplyGuestEnvironment(msgspec.Struct, frozen=True, tag=True, kw_only=True):
+class ApplyGuestEnvironment(Request[EnvironmentApplied], frozen=True, tag=True, kw_only=True):
     """Forward a configuration or topology change to one instance; answers "applied" or
     "recycling" (see fabric.guest.messages.ApplyEnvironment)."""
 
@@ -55,7 +56,7 @@ class ApplyGuestEnvironment(msgspec.Struct, frozen=True, tag=True, kw_only=True)
     change: ApplyEnvironment
 
 
-class GetHostStatus(msgspec.Struct, frozen=True, tag=True):
+class GetHostStatus(Request["HostHeartbeat"], frozen=True, tag=True):
     """Ask for a HostHeartbeat now."""
 
 

@@ -17,6 +17,7 @@ import anyio
 from actors import Actor, Ref
 from fabric.controller.hosts import HostFactory
 from fabric.guest.messages import GuestConfig, InstanceStatus
+from fabric.host.agent import UnknownInstance
 from fabric.host.messages import (
     ApplyGuestEnvironment,
     GetHostStatus,
@@ -28,10 +29,6 @@ from fabric.host.messages import (
     StopGuest,
 )
 from fabric.model.status import RoleStatus
-
-
-class UnknownInstance(LookupError):
-    """Like the real host agent's: the host runs no such VM."""
 
 
 @dataclass
@@ -161,7 +158,10 @@ class StandInHost(Actor):
             await self._push(vm, self.world.outcome.get(vm, "ReadyRole"))
 
     async def _push(self, vm: str, status: RoleStatus) -> None:
-        st = InstanceStatus(status=status, at=anyio.current_time())
+        # As a real guest counts them: each incarnation is a boot whose role host starts once.
+        starts = 1 if status in ("StartingRole", "ReadyRole", "BusyRole") else 0
+        boot = f"{vm}#{self.incarnation.get(vm, 0)}"
+        st = InstanceStatus(status=status, boot=boot, starts=starts, at=anyio.current_time())
         self.status[vm] = st
         if self.parent is not None and self.config.host_id not in self.world.silent:
             await self.parent.tell(
