@@ -49,15 +49,12 @@ def serve_hypercorn(port: int) -> None:
     from hypercorn.asyncio import serve
     from hypercorn.config import Config
 
+    from roles.hosts.http import answer_lifespan
+
     async def app(scope, receive, send):  # type: ignore[no-untyped-def]
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await answer_lifespan(receive, send)
+            return
         headers = [(b"content-type", b"text/plain"), (b"content-length", b"%d" % len(BODY))]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": BODY})
