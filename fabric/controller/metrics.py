@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Final
 import anyio
 import msgspec
 
+from actors import Request
+
 if TYPE_CHECKING:
     from fabric.controller.state import ControllerState
 
@@ -20,7 +22,7 @@ if TYPE_CHECKING:
 MAX_INSTANCES: Final = 2000
 
 
-class MetricsQuery(msgspec.Struct, frozen=True):
+class MetricsQuery(Request["MetricsSnapshot"], frozen=True):
     """Ask a controller for its MetricsSnapshot."""
 
 

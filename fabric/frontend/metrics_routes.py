@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from prometheus_client.core import (
     CollectorRegistry,
@@ -49,11 +49,10 @@ async def route(rdfe: Rdfe, r: Request) -> Response:
 
 async def snapshots(rdfe: Rdfe) -> list[MetricsSnapshot]:
     """Every pool's MetricsSnapshot, now."""
-    out = []
-    for pool in await rdfe.ask_ffe(ListPools()):
-        command: Any = MetricsQuery()
-        out.append(await rdfe.ask_ffe(Forward(pool=pool.name, command=command)))
-    return out
+    return [
+        await rdfe.ask_ffe(Forward(pool=pool.name, command=MetricsQuery()))
+        for pool in await rdfe.ask_ffe(ListPools())
+    ]
 
 
 def registry_of(snaps: list[MetricsSnapshot]) -> CollectorRegistry:
