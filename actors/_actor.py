@@ -18,8 +18,8 @@ class Actor:
     """Subclass this and override ``receive``; optionally ``on_start`` and ``on_stop``.
 
     Messages are handled one at a time, in mailbox order. The value ``receive`` returns is the
-    answer to an ask. An exception raised while answering an ask goes back to the asker as an
-    ActorError and the actor carries on; an exception raised while handling a tell crashes the
+    answer to an ask (a ``Request[R]`` is answered with an R). An exception raised while
+    answering an ask goes back to the asker as an ActorError and the actor carries on; an exception raised while handling a tell crashes the
     actor (its supervisor decides what happens next), because nobody else can act on it.
     """
 

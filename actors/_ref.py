@@ -87,7 +87,8 @@ class Ref:
         Raises:
             AskTimeout: no answer within ``timeout`` seconds (None waits for ever).
             ActorError: the handler raised; carries the exception's type name, message and
-                traceback text.
+                traceback text, and a registered exception itself, from another process too
+                (see register_error and ActorError.caused_by).
             ActorDead: the actor is gone, or went before answering.
         """
         target = self._target
