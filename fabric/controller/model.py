@@ -117,7 +117,10 @@ class Instance:
     uid: int = 0
     status: RoleStatus = "RoleStateUnknown"
     detail: str = ""
-    role_restarts: int = 0
+    #: role host starts ever (kept in the store), and the VM boot whose starts were counted last
+    role_starts: int = 0
+    boot: str = ""
+    boot_starts: int = 0
     reboots: int = 0
     #: a restart was asked: a Ready seen before the instance went down is not the new one
     cycle_pending: bool = False
@@ -129,6 +132,23 @@ class Instance:
     def id(self) -> str:
         """Azure's instance id, ``<Role>_IN_<n>``."""
         return instance_id(self.role, self.index)
+
+    @property
+    def role_restarts(self) -> int:
+        """Every role host start after the first, for any reason: a crash, a recycle, a reboot,
+        a reimage, an upgrade, the watchdog restarting the VM, a move to another host."""
+        return max(0, self.role_starts - 1)
+
+    def count_starts(self, boot: str, starts: int) -> bool:
+        """Count the role host starts a VM reports: ``starts`` so far in its boot ``boot`` (each
+        bootstrapper start is a new boot, counting from 0). Returns whether the count grew."""
+        if boot != self.boot:
+            self.boot, self.boot_starts = boot, 0
+        if starts <= self.boot_starts:
+            return False
+        self.role_starts += starts - self.boot_starts
+        self.boot_starts = starts
+        return True
 
     @property
     def up(self) -> bool:
@@ -153,6 +173,9 @@ class Instance:
             fault_domain=self.fault_domain,
             generation=self.generation,
             uid=self.uid,
+            role_starts=self.role_starts,
+            boot=self.boot,
+            boot_starts=self.boot_starts,
         )
 
     @classmethod
@@ -169,6 +192,9 @@ class Instance:
             fault_domain=r.fault_domain,
             generation=r.generation,
             uid=r.uid,
+            role_starts=r.role_starts,
+            boot=r.boot,
+            boot_starts=r.boot_starts,
         )
 
 
@@ -311,6 +337,6 @@ def instance_view(inst: Instance) -> InstanceView:
         host=inst.host_id,
         update_domain=inst.update_domain,
         fault_domain=inst.fault_domain,
-        restarts=inst.role_restarts + inst.reboots,
+        restarts=inst.role_restarts,
         endpoints={name: f"127.0.0.1:{port}" for name, port in sorted(inst.ports.items())},
     )

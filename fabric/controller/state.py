@@ -218,9 +218,13 @@ class ControllerState:
         if inst.host_id != host_id:
             return  # from a host the instance has left (healed elsewhere)
         self.vm_heard[vm] = anyio.current_time()
-        if (status.status, status.detail, status.restarts) == (inst.status, inst.detail, inst.role_restarts):
+        # A status the host made itself (no boot) says nothing of role host starts.
+        restarted = bool(status.boot) and inst.count_starts(status.boot, status.starts)
+        if restarted:
+            self.save_instance(inst)  # the count survives a restart of the fabric
+        if not restarted and (status.status, status.detail) == (inst.status, inst.detail):
             return
-        self.set_status(dep, inst, status.status, status.detail, restarts=status.restarts)
+        self.set_status(dep, inst, status.status, status.detail, restarted=restarted)
 
     def set_status(
         self,
@@ -229,19 +233,17 @@ class ControllerState:
         status: RoleStatus,
         detail: str = "",
         *,
-        restarts: int | None = None,
+        restarted: bool = False,
     ) -> None:
         """Change an instance's status (the controller's own knowledge, or a host's report)."""
         if inst.cycle_pending and status not in ("ReadyRole", "BusyRole"):
             inst.cycle_pending = False
         was_rotating = inst.status
         inst.status, inst.detail = status, detail
-        if restarts is not None:
-            if restarts > inst.role_restarts:
-                self.events.record(
-                    "heal", f"{inst.id}: role host restarted ({restarts} so far)", dep=dep, inst=inst
-                )
-            inst.role_restarts = restarts
+        if restarted and inst.role_restarts:
+            self.events.record(
+                "heal", f"{inst.id}: role host restarted ({inst.role_restarts} so far)", dep=dep, inst=inst
+            )
         if was_rotating != status:
             log.info("%s %s: %s%s", dep.name, inst.id, status, f" ({detail})" if detail else "")
             self.events.record(

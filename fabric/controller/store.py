@@ -93,6 +93,10 @@ class InstanceRecord(msgspec.Struct, frozen=True, kw_only=True):
     generation: int = 1
     #: the uid of the VM's own account (see fabric.guest.account); 0 until it is given one
     uid: int = 0
+    #: role host starts ever, and the VM boot counted last with its starts (see Instance.count_starts)
+    role_starts: int = 0
+    boot: str = ""
+    boot_starts: int = 0
 
 
 class PublicPortRecord(msgspec.Struct, frozen=True, kw_only=True):

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import secrets
 import shutil
 import socket
 import sys
@@ -64,6 +65,8 @@ class HostBootstrapper(Actor):
         self.settings = config.settings
         self.disk = VmDisk(Path(config.vm_root), config.deployment_id, config.role.name, config.instance_id)
         self.role: RoleHost | None = None
+        #: this boot of the VM: the controller counts role host starts per boot
+        self.boot = secrets.token_hex(8)
         self.status = InstanceStatus(status="StartingRole", detail="the host bootstrapper is starting")
         self._work = anyio.CancelScope()
         self._done = anyio.Event()
@@ -129,6 +132,8 @@ class HostBootstrapper(Actor):
             status=status,
             detail=detail,
             restarts=role.restarts if role is not None else 0,
+            boot=self.boot,
+            starts=role.current.number if role is not None else 0,
             role_pid=pid,
             at=anyio.current_time(),
         )

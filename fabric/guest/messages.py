@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import msgspec
 
-from actors import Request
 from fabric.model.definition import RoleDefinition
 from fabric.model.status import RoleStatus
 from fabric.settings import Settings
@@ -62,16 +59,11 @@ class InstanceStatus(msgspec.Struct, frozen=True, tag=True, kw_only=True):
     at: float = 0.0
 
 
-class GetInstanceStatus(Request[InstanceStatus], frozen=True, tag=True):
+class GetInstanceStatus(msgspec.Struct, frozen=True, tag=True):
     """Ask the bootstrapper for its current InstanceStatus."""
 
 
-#: How a guest took a new environment: "applied" (changing not cancelled, changed raised) or
-#: "recycling" (a changing handler cancelled: the role host restarts with it).
-EnvironmentApplied = Literal["applied", "recycling"]
-
-
-class ApplyEnvironment(Request[EnvironmentApplied], frozen=True, tag=True, kw_only=True):
+class ApplyEnvironment(msgspec.Struct, frozen=True, tag=True, kw_only=True):
     """Ask the bootstrapper to apply a new environment (configuration or topology change).
 
     The answer is "applied" (changing not cancelled; changed raised) or "recycling" (a
@@ -127,7 +119,7 @@ class GuestConfig(msgspec.Struct, frozen=True, kw_only=True):
     agent: str = "fabric.guest.agent:GuestAgent"
 
 
-class Heartbeat(Request["HeartbeatReply"], frozen=True, tag=True):
+class Heartbeat(msgspec.Struct, frozen=True, tag=True):
     """The host agent's heartbeat; the answer is a HeartbeatReply."""
 
     seq: int
@@ -151,7 +143,7 @@ class GuestStatus(msgspec.Struct, frozen=True, tag=True, kw_only=True):
     status: InstanceStatus
 
 
-class UpdateGuestAgent(Request[str], frozen=True, tag=True):
+class UpdateGuestAgent(msgspec.Struct, frozen=True, tag=True):
     """Replace the guest agent with another version ("module:Class"), leaving the role running."""
 
     agent: str

@@ -41,6 +41,8 @@ async def test_a_hung_guest_agent_gets_its_guest_os_restarted_by_the_watchdog(tm
                 hung.send_signal(signal.SIGCONT)
         assert "RoleStateUnknown" in seen  # the host could not see it for a while
         assert not hung.is_running() or hung.status() == "zombie"  # the whole guest OS was restarted
+        (instance,) = await fab.instances("helloworker")
+        assert instance.restarts == 1  # the role host started again, in the restarted guest OS
 
 
 async def test_a_killed_host_process_heals_onto_another_host(tmp_path: Path) -> None:

@@ -17,7 +17,6 @@ import anyio
 from actors import Actor, Ref
 from fabric.controller.hosts import HostFactory
 from fabric.guest.messages import GuestConfig, InstanceStatus
-from fabric.host.agent import UnknownInstance
 from fabric.host.messages import (
     ApplyGuestEnvironment,
     GetHostStatus,
@@ -29,6 +28,10 @@ from fabric.host.messages import (
     StopGuest,
 )
 from fabric.model.status import RoleStatus
+
+
+class UnknownInstance(LookupError):
+    """Like the real host agent's: the host runs no such VM."""
 
 
 @dataclass
@@ -160,7 +163,7 @@ class StandInHost(Actor):
     async def _push(self, vm: str, status: RoleStatus) -> None:
         # As a real guest counts them: each incarnation is a boot whose role host starts once.
         starts = 1 if status in ("StartingRole", "ReadyRole", "BusyRole") else 0
-        boot = f"{vm}#{self.incarnation.get(vm, 0)}"
+        boot = f"{self.config.host_id}/{vm}#{self.incarnation.get(vm, 0)}"
         st = InstanceStatus(status=status, boot=boot, starts=starts, at=anyio.current_time())
         self.status[vm] = st
         if self.parent is not None and self.config.host_id not in self.world.silent:
