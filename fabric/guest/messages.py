@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import msgspec
 
+from actors import Request
 from fabric.model.definition import RoleDefinition
 from fabric.model.status import RoleStatus
 from fabric.settings import Settings
@@ -59,11 +62,16 @@ class InstanceStatus(msgspec.Struct, frozen=True, tag=True, kw_only=True):
     at: float = 0.0
 
 
-class GetInstanceStatus(msgspec.Struct, frozen=True, tag=True):
+class GetInstanceStatus(Request[InstanceStatus], frozen=True, tag=True):
     """Ask the bootstrapper for its current InstanceStatus."""
 
 
-class ApplyEnvironment(msgspec.Struct, frozen=True, tag=True, kw_only=True):
+#: How a guest took a new environment: "applied" (changing not cancelled, changed raised) or
+#: "recycling" (a changing handler cancelled: the role host restarts with it).
+EnvironmentApplied = Literal["applied", "recycling"]
+
+
+class ApplyEnvironment(Request[EnvironmentApplied], frozen=True, tag=True, kw_only=True):
     """Ask the bootstrapper to apply a new environment (configuration or topology change).
 
     The answer is "applied" (changing not cancelled; changed raised) or "recycling" (a
@@ -119,7 +127,7 @@ class GuestConfig(msgspec.Struct, frozen=True, kw_only=True):
     agent: str = "fabric.guest.agent:GuestAgent"
 
 
-class Heartbeat(msgspec.Struct, frozen=True, tag=True):
+class Heartbeat(Request["HeartbeatReply"], frozen=True, tag=True):
     """The host agent's heartbeat; the answer is a HeartbeatReply."""
 
     seq: int
@@ -143,7 +151,7 @@ class GuestStatus(msgspec.Struct, frozen=True, tag=True, kw_only=True):
     status: InstanceStatus
 
 
-class UpdateGuestAgent(msgspec.Struct, frozen=True, tag=True):
+class UpdateGuestAgent(Request[str], frozen=True, tag=True):
     """Replace the guest agent with another version ("module:Class"), leaving the role running."""
 
     agent: str
