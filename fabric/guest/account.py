@@ -14,8 +14,10 @@ interpreter bound back), private ``/tmp``, and the rest of the filesystem read-o
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import signal
 from pathlib import Path
 
 import fabric
@@ -92,3 +94,33 @@ def secure_vm(disk: VmDisk, uid: int, writable: list[Path]) -> None:
     for folder in writable:
         folder.mkdir(parents=True, exist_ok=True)
         own(folder, uid, 0o700)
+
+
+def end_account(uid: int, rounds: int = 10) -> int:
+    """SIGKILL every process running as ``uid`` (one that left the VM's process group dies with
+    the VM too); returns how many were killed. Blocking: it reads /proc."""
+    killed = 0
+    for _ in range(rounds):  # again, for any it forked meanwhile
+        found = [pid for pid in _pids() if uid in _uids(pid)]
+        if not found:
+            break
+        for pid in found:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+                killed += 1
+    return killed
+
+
+def _pids() -> list[int]:
+    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+
+
+def _uids(pid: int) -> set[int]:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("Uid:"):
+                    return {int(value) for value in line.split()[1:]}
+    except OSError:
+        pass  # gone meanwhile
+    return set()

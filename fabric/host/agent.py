@@ -117,7 +117,10 @@ class HostAgent(Actor):
         self.start_soon(run)
 
     async def on_stop(self) -> None:
-        """The VMs were stopped first (they are this actor's children)."""
+        """The VMs were stopped first (they are this actor's children); what escaped their
+        process groups ends with them."""
+        for guest in list(self.guests.values()):
+            await guest.end_account()
         self.log.write(f"host agent {self.config.host_id} stopped")
         self.log.close()
 

@@ -18,6 +18,7 @@ import anyio
 import anyio.to_thread
 
 from actors import Actor, ActorError, ProcessExited, ProcessOptions, Ref
+from fabric.guest.account import end_account
 from fabric.guest.disk import VmDisk
 from fabric.guest.messages import GuestConfig, GuestStatus, InstanceStatus
 from fabric.guest.provision import disk_of
@@ -153,6 +154,7 @@ class Guest:
             GuestBootError: the first process could not start (its error and log are named).
         """
         self.guest_at = 0.0
+        await self.end_account()  # a new guest OS: nothing of a previous one (a killed host's) runs on
         name = f"vm:{self.instance_id}"
         generation = self.generation
         self.port = await host.spawn(lambda: GuestPort(generation, on_push), name=f"port:{self.instance_id}")
@@ -187,11 +189,19 @@ class Guest:
         await self.release()
 
     async def release(self) -> None:
-        """Forget the (dead) incarnation and stop its port."""
+        """Forget the (dead) incarnation and stop its port; whatever still runs as the VM's
+        account (it left the VM's process group) ends with it."""
         self.vm = None
         port, self.port = self.port, None
         if port is not None:
             await port.stop()
+        await self.end_account()
+
+    async def end_account(self) -> None:
+        """Kill whatever still runs as the VM's account (it left the VM's process group)."""
+        uid = self.config.vm_uid
+        if uid is not None and os.geteuid() == 0:
+            await anyio.to_thread.run_sync(end_account, uid)
 
     async def wipe_disk(self) -> None:
         """Remove the VM's folder: a fresh disk for a reimage, or nothing left after a delete."""

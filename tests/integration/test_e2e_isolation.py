@@ -9,6 +9,8 @@ import sqlite3
 import textwrap
 from pathlib import Path
 
+import anyio
+import psutil
 import pytest
 
 from fabric.guest.account import UID_FIRST, UID_LAST
@@ -69,6 +71,9 @@ for t in $TARGETS; do
     (echo forged >> "$t") 2>/dev/null && echo "reached write $t"
   fi
 done
+# A process that leaves the task's process group: it must still end with the VM.
+setsid sleep 300 >/dev/null 2>&1 </dev/null &
+echo $! > "$TEMP/escaped.pid"
 echo probed
 """
 SNOOP = """
@@ -196,6 +201,15 @@ async def test_a_limited_task_and_role_reach_nothing_of_another_service_and_uids
         assert (a_vm.stat().st_uid, a_vm.stat().st_mode & 0o777) == (0, 0o750)
         uids = stored_uids(fab.state_dir)
         assert sorted(uids.values()) == sorted([a_uid, b_uid])
+        (escaped_pid,) = b_vm.rglob("RoleTemp/escaped.pid")
+        escaped = psutil.Process(int(escaped_pid.read_text()))
+        assert escaped.uids().real == b_uid and escaped.pid not in {
+            p.pid for p in psutil.Process().children(True)
+        }
+    # Stopping the fabric stopped every VM, and nothing runs as their accounts any more.
+    with anyio.fail_after(10):
+        while escaped.is_running() and escaped.status() != psutil.STATUS_ZOMBIE:
+            await anyio.sleep(0.05)
 
     # A restarted fabric gives every VM the account the store kept for it.
     async with running_fabric(tmp_path) as fab:
