@@ -17,6 +17,7 @@ import anyio
 from actors import Actor, Ref
 from fabric.controller.hosts import HostFactory
 from fabric.guest.messages import GuestConfig, InstanceStatus
+from fabric.host.agent import UnknownInstance
 from fabric.host.messages import (
     ApplyGuestEnvironment,
     GetHostStatus,
@@ -28,10 +29,6 @@ from fabric.host.messages import (
     StopGuest,
 )
 from fabric.model.status import RoleStatus
-
-
-class UnknownInstance(LookupError):
-    """Like the real host agent's: the host runs no such VM."""
 
 
 @dataclass
