@@ -7,11 +7,18 @@ returns would keep the role host process from exiting; a daemon thread of our ow
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 T = TypeVar("T")
+
+#: Entered around every wait for a role's thread, when set: roles.testing uses it to stop a
+#: mock clock from jumping ahead while role code runs in a thread, where it cannot see.
+thread_wait_guard: contextvars.ContextVar[Callable[[], contextlib.AbstractContextManager[None]] | None] = (
+    contextvars.ContextVar("thread_wait_guard", default=None)
+)
 
 
 async def run_in_daemon_thread(func: Callable[..., T], *args: Any, name: str = "role") -> T:
@@ -37,8 +44,10 @@ async def run_in_daemon_thread(func: Callable[..., T], *args: Any, name: str = "
         with contextlib.suppress(anyio.RunFinishedError):
             anyio.from_thread.run_sync(done.set, token=token)
 
-    threading.Thread(target=target, name=name, daemon=True).start()
-    await done.wait()
+    guard = thread_wait_guard.get()
+    with guard() if guard is not None else contextlib.nullcontext():
+        threading.Thread(target=target, name=name, daemon=True).start()
+        await done.wait()
     succeeded, value = outcome[0]
     if succeeded:
         return cast(T, value)

@@ -27,7 +27,8 @@ class RoleEntryPoint:
     ``on_start`` runs first; once it returns True the instance is Ready and ``run`` starts. An
     exception from any method ends the role process, which is then restarted; after an error
     in on_start or run the ``stopping`` event and on_stop are not called (as in Azure). A
-    return value of None from on_start counts as True.
+    return value of None from on_start counts as True; any other value that is not a bool
+    fails the start.
     """
 
     def on_start(self) -> bool | Awaitable[bool]:

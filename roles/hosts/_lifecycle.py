@@ -6,6 +6,8 @@ found in the role's code, or a ProgramEntryPoint command line.
 
 from __future__ import annotations
 
+import inspect
+import reprlib
 from typing import ClassVar
 
 import anyio
@@ -36,6 +38,8 @@ class EntryPointHost(RoleHostBase):
         self.role_started = False
         self._shutdown_done: anyio.Event | None = None
         self._run_error: BaseException | None = None
+        #: stopping and on_stop did not finish within on_stop_timeout and were cut
+        self.on_stop_overran = False
 
     # -- hooks for hosts that serve sites ---------------------------------------------------------
 
@@ -58,10 +62,18 @@ class EntryPointHost(RoleHostBase):
             else:
                 await self._run_entry_point()
 
+    def find_entry_class(self) -> type[RoleEntryPoint] | None:
+        """The role's RoleEntryPoint subclass, or None when its code defines none.
+
+        Raises:
+            EntryPointError: the entry point cannot be loaded (the message says what to change).
+        """
+        return find_entry_point(self.config.app_root, self.config.entry_module)
+
     async def _load(self) -> RoleEntryPoint | None:
         config = self.config
         try:
-            found = find_entry_point(config.app_root, config.entry_module)
+            found = self.find_entry_class()
         except EntryPointError as error:
             await self.fail(str(error))
             return None
@@ -104,8 +116,9 @@ class EntryPointHost(RoleHostBase):
             self.log.exception("on_start raised")
             await self.fail(f"on_start raised {describe(error)}")
             return
-        if ok is not None and not ok:
-            await self.fail("on_start returned False")
+        refusal = on_start_refusal(ok)
+        if refusal is not None:
+            await self.fail(refusal)
             return
         if self.stopping:
             return
@@ -231,6 +244,7 @@ class EntryPointHost(RoleHostBase):
                     step = "on_stop"
                     self.log.info("calling on_stop")
                     await call_user(self.entry.on_stop)
+            self.on_stop_overran = scope.cancelled_caught
             if scope.cancelled_caught:
                 self.log.warning("on_stop did not finish within %g s: ending the process anyway", timeout)
             else:
@@ -245,6 +259,25 @@ class EntryPointHost(RoleHostBase):
             with anyio.CancelScope(shield=True):
                 await self.after_role_stopped()
             done.set()
+
+
+def on_start_refusal(answer: object) -> str | None:
+    """Why on_start's answer fails the role's start, or None when the role may start.
+
+    True starts the role, and so does None (a method without a return); False fails the
+    start; anything else is a mistake in the role, named so that its author can fix it.
+    """
+    if answer is None or answer is True:
+        return None
+    if answer is False:
+        return "on_start returned False"
+    if inspect.iscoroutine(answer):
+        answer.close()  # never to be awaited: spare the "never awaited" warning
+        return "on_start returned a coroutine, not a bool: await it inside on_start and return True or False"
+    return (
+        f"on_start returned {reprlib.repr(answer)} (a {type(answer).__name__}), not a bool: "
+        "return True to start the role or False to fail its start"
+    )
 
 
 class InjectedFault(RuntimeError):

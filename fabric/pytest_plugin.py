@@ -1,0 +1,181 @@
+"""reddog's pytest plugin, installed with the package: the ``role_harness`` and
+``fabric_service`` fixtures.
+
+``role_harness`` runs a role in this process (roles.testing), with LocalStorage under the
+test's tmp_path; ``fabric_service`` deploys a service on a real embedded fabric (the fast
+profile, a temporary state folder). Both hand out async context managers, so that they work
+with any async test runner (pytest-trio, anyio's plugin)::
+
+    async def test_worker(role_harness):
+        async with role_harness(Worker, settings={"Greeting": "hi"}) as role:
+            assert await role.start()
+
+    async def test_on_the_fabric(fabric_service):
+        async with fabric_service("examples/guestbook") as service:
+            response = httpx.get(service.url("Web", "HttpIn"))
+
+Importing this module stays cheap (every pytest run in the environment loads it): the
+fixtures import what they need when used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import signal
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from fabric.settings import Settings
+    from fabric.testing import DeployedService
+    from roles.entry_point import RoleEntryPoint
+    from roles.testing import RoleHarness, RoleSpec
+
+#: how long the processes of a stopped fabric may take to be gone before they count as left behind
+LEFTOVER_GRACE = 10.0
+
+
+class RoleHarnessFactory:
+    """The ``role_harness`` fixture: opens roles.testing harnesses for one test."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self._tmp_path = tmp_path
+        self._counter = itertools.count()
+
+    def _root(self) -> Path:
+        root = self._tmp_path / f"role-{next(self._counter)}"
+        root.mkdir(parents=True)
+        return root
+
+    def __call__(
+        self, entry_point: type[RoleEntryPoint] | str | os.PathLike[str] | RoleSpec, **keywords: Any
+    ) -> AbstractAsyncContextManager[RoleHarness]:
+        """``async with role_harness(Worker, settings=..., ...) as role``: see roles.testing.open_role."""
+        from roles.testing import RoleSpec, open_role
+
+        if isinstance(entry_point, RoleSpec):
+            return open_role(entry_point, **keywords)
+        return open_role(entry_point, root=self._root(), **keywords)
+
+    def from_service(
+        self,
+        service: str | os.PathLike[str],
+        role: str,
+        *,
+        index: int = 0,
+        config: str | os.PathLike[str] | None = None,
+        on_stop_timeout: float | None = None,
+    ) -> AbstractAsyncContextManager[RoleHarness]:
+        """A harness for ``role`` of a service folder, from its real csdef and cscfg (see
+        fabric.testing.role_spec_from_service)."""
+        from fabric.testing import role_spec_from_service
+        from roles.testing import open_role
+
+        spec = role_spec_from_service(
+            service, role, root=self._root(), index=index, config=config, on_stop_timeout=on_stop_timeout
+        )
+        return open_role(spec)
+
+
+class FabricServiceFactory:
+    """The ``fabric_service`` fixture: deploys services on embedded fabrics for one test."""
+
+    def __init__(self, tmp_path_factory: pytest.TempPathFactory) -> None:
+        self._tmp_path_factory = tmp_path_factory
+
+    def __call__(
+        self,
+        service: str | os.PathLike[str],
+        *,
+        config: str | os.PathLike[str] | None = None,
+        settings: Settings | None = None,
+        ready_timeout: float = 120.0,
+        **overrides: Any,
+    ) -> AbstractAsyncContextManager[DeployedService]:
+        """``async with fabric_service(folder) as service``: an embedded fabric (the fast
+        profile with ``overrides``, or ``settings``) in a temporary state folder, the service
+        deployed and every instance Ready; everything stopped at the end, no process left."""
+        return self._open(service, config, settings, ready_timeout, overrides)
+
+    @asynccontextmanager
+    async def _open(
+        self,
+        service: str | os.PathLike[str],
+        config: str | os.PathLike[str] | None,
+        settings: Settings | None,
+        ready_timeout: float,
+        overrides: dict[str, Any],
+    ) -> AsyncIterator[DeployedService]:
+        from fabric.settings import Settings
+        from fabric.testing import open_service
+
+        if settings is None:
+            settings = Settings.fast(**overrides)
+        elif overrides:
+            raise TypeError("pass either settings= or setting overrides, not both")
+        state_dir = self._tmp_path_factory.mktemp("fabric")
+        async with (
+            _no_process_left(f"the fabric serving {service}"),
+            open_service(
+                service, state_dir=state_dir, config=config, settings=settings, ready_timeout=ready_timeout
+            ) as deployed,
+        ):
+            yield deployed
+
+
+@asynccontextmanager
+async def _no_process_left(what: str) -> AsyncIterator[None]:
+    """Fail (after killing them) if processes started inside the block outlive it."""
+    import anyio
+    import anyio.to_thread
+
+    before = await anyio.to_thread.run_sync(_descendants)
+    succeeded = False
+    try:
+        yield
+        succeeded = True
+    finally:
+        left: set[int] = set()
+        with anyio.CancelScope(shield=True), anyio.move_on_after(LEFTOVER_GRACE):
+            while True:  # processes cannot be awaited from here: poll, with a deadline
+                left = (await anyio.to_thread.run_sync(_descendants)) - before
+                if not left:
+                    break
+                await anyio.sleep(0.1)
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if left and succeeded:
+            raise RuntimeError(f"{what} left processes behind (killed now): pids {sorted(left)}")
+
+
+def _descendants() -> set[int]:
+    """The live (not zombie) descendant processes of this one."""
+    import psutil  # type: ignore[import-untyped]
+
+    found = set()
+    for proc in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if proc.status() != psutil.STATUS_ZOMBIE:
+                found.add(proc.pid)
+    return found
+
+
+@pytest.fixture
+def role_harness(tmp_path: Path) -> RoleHarnessFactory:
+    """Run a RoleEntryPoint in this process: ``async with role_harness(Worker, ...) as role``,
+    or ``role_harness.from_service(folder, "RoleName")``; LocalStorage under tmp_path."""
+    return RoleHarnessFactory(tmp_path)
+
+
+@pytest.fixture
+def fabric_service(tmp_path_factory: pytest.TempPathFactory) -> FabricServiceFactory:
+    """Deploy a service on a real embedded fabric: ``async with fabric_service(folder) as s``,
+    then ``s.url("Web", "HttpIn")``, ``s.chaos``, ``await s.instances()``."""
+    return FabricServiceFactory(tmp_path_factory)
