@@ -29,9 +29,6 @@ from roles._threads import thread_wait_guard
 from roles.entry_point import RoleEntryPoint
 from roles.environment import RoleEnvironment
 from roles.hosts._common import STOP_MARGIN, RoleFailed
-from roles.hosts._lifecycle import EntryPointHost
-from roles.hosts.iis import IISHost
-from roles.hosts.worker import WorkerHost
 from roles.protocol import (
     Change,
     EnvironmentChanged,
@@ -43,6 +40,7 @@ from roles.protocol import (
 )
 
 from ._clock import mock_clock_guard
+from ._host import Observer, UnderTest, WebUnderTest, WorkerUnderTest
 from ._spec import RoleSpec, role_spec
 
 
@@ -53,74 +51,6 @@ class ChangeResult:
 
     changes: list[Change]
     cancelled: bool
-
-
-class _Observer(logging.Handler):
-    """What the harness sees of its role host: its reports, its log, the last error it logged."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
-        self.reports: list[tuple[RoleHostPhase, str]] = []
-        self.lines: list[str] = []
-        self.last_error: BaseException | None = None
-        #: the exception logged last before the host reported "failed": the role's own error
-        self.failure_cause: BaseException | None = None
-        self.handled = 0
-        #: the host actor is gone (stopped, recycled or crashed)
-        self.ended = False
-        self.news = anyio.Event()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        """Keep the host's log line, and the exception it logged (the cause of a failure)."""
-        self.lines.append(self.format(record).splitlines()[0])
-        if record.exc_info and record.exc_info[1] is not None:
-            self.last_error = record.exc_info[1]
-
-    def notify(self) -> None:
-        self.news.set()
-        self.news = anyio.Event()
-
-
-class _UnderTest(EntryPointHost):
-    """The fabric's role host, told its entry point class directly and watched by the harness."""
-
-    def __init__(
-        self, config: RoleHostConfig, entry_class: type[RoleEntryPoint] | None, observer: _Observer
-    ) -> None:
-        super().__init__(config)
-        self._entry_class = entry_class
-        self._observer = observer
-
-    def find_entry_class(self) -> type[RoleEntryPoint] | None:
-        """The class the test gave, else the search of the role's code folder the fabric does."""
-        if self._entry_class is not None:
-            return self._entry_class
-        return super().find_entry_class()
-
-    async def report(self, phase: RoleHostPhase, detail: str = "") -> None:
-        """Log the phase as the fabric's host does, and let the harness see it."""
-        await super().report(phase, detail)
-        if phase == "failed":
-            self._observer.failure_cause = self._observer.last_error
-        self._observer.reports.append((phase, detail))
-        self._observer.notify()
-
-    async def receive(self, message: Any) -> Any:
-        """Handle a message as the fabric's host does, then count it as handled."""
-        try:
-            return await super().receive(message)
-        finally:
-            self._observer.handled += 1
-            self._observer.notify()
-
-
-class _WorkerUnderTest(_UnderTest, WorkerHost):
-    """WaWorkerHost under test."""
-
-
-class _WebUnderTest(_UnderTest, IISHost):
-    """WaIISHost under test (the role's entry point; its sites are not served)."""
 
 
 class RoleHarness:
@@ -138,8 +68,8 @@ class RoleHarness:
         self._system = system
         self._tasks = tasks
         self._environment = spec.environment
-        self._observer = _Observer()
-        self._host: _UnderTest | None = None
+        self._observer = Observer()
+        self._host: UnderTest | None = None
         self._ref: Ref | None = None
         self._sent = 0
         self._failure_seen = False
@@ -209,7 +139,7 @@ class RoleHarness:
             environment=spec.environment,
             on_stop_timeout=spec.on_stop_timeout,
         )
-        host_class = _WorkerUnderTest if spec.kind == "worker" else _WebUnderTest
+        host_class = WorkerUnderTest if spec.kind == "worker" else WebUnderTest
         host = self._host = host_class(config, spec.entry_point, self._observer)
         logger = logging.getLogger(host.host_name)
         logger.addHandler(self._observer)
@@ -332,12 +262,12 @@ class RoleHarness:
 
     # -- waiting and failing -------------------------------------------------------------------
 
-    def _require_started(self) -> tuple[Ref, _UnderTest]:
+    def _require_started(self) -> tuple[Ref, UnderTest]:
         if self._ref is None or self._host is None:
             raise RuntimeError("the role is not started: call start() first")
         return self._ref, self._host
 
-    def _require_running(self) -> tuple[Ref, _UnderTest]:
+    def _require_running(self) -> tuple[Ref, UnderTest]:
         ref, host = self._require_started()
         self._raise_if_failed()
         if self._gone:
