@@ -53,6 +53,8 @@ def status_renderables(deployments: Sequence[DeploymentView]) -> list[Renderable
                 f"[bold]{view.service}[/bold] {view.slot}: {view.name} ({view.id}) {view.status}"
             )
         )
+        if any(i.uid == 0 for i in view.instances):
+            out.append(Text("  roles run as the fabric's own user without isolation: the fabric is not root"))
         if view.next_upgrade_domain >= 0:
             out.append(
                 Text(f"  manual upgrade in progress: walk update domain {view.next_upgrade_domain} next")

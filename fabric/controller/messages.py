@@ -166,6 +166,9 @@ class InstanceView(msgspec.Struct, frozen=True, kw_only=True):
     endpoints: dict[str, str] = {}
     #: input endpoints whose load balancer found it refusing connections (retried after a delay)
     refusing: list[str] = []
+    #: the VM's own account, which its limited code runs as; 0 when the fabric does not run as
+    #: root (then every role runs as the fabric's own user, without isolation)
+    uid: int = 0
 
 
 class PublicEndpoint(msgspec.Struct, frozen=True, kw_only=True):

@@ -339,4 +339,5 @@ def instance_view(inst: Instance) -> InstanceView:
         fault_domain=inst.fault_domain,
         restarts=inst.role_restarts,
         endpoints={name: f"127.0.0.1:{port}" for name, port in sorted(inst.ports.items())},
+        uid=inst.uid,
     )

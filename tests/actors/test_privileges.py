@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -98,3 +100,21 @@ async def test_without_a_sandbox_an_interpreter_the_user_cannot_read_is_refused(
             )
     assert f"cannot read {blocked}" in log.read_text()
     assert "Traceback" not in log.read_text()
+
+
+def test_unreachable_by_names_the_first_folder_the_user_cannot_enter() -> None:
+    # Under a folder everyone may enter (pytest's own temporary folders are root's only).
+    top = Path(tempfile.mkdtemp(dir="/dev/shm"))
+    try:
+        inner = top / "outer" / "inner"
+        inner.mkdir(parents=True)
+        (inner / "lib.py").write_text("")
+        for path, mode in ((top, 0o755), (top / "outer", 0o700), (inner, 0o755)):
+            os.chmod(path, mode)
+        assert unreachable_by([str(inner / "lib.py")], UID, UID) == str(top / "outer")
+        os.chown(top / "outer", 0, UID)
+        os.chmod(top / "outer", 0o750)  # its group may enter
+        assert unreachable_by([str(inner / "lib.py")], UID, UID) is None
+        assert unreachable_by([str(inner / "lib.py")], UID + 1, UID + 1) == str(top / "outer")
+    finally:
+        shutil.rmtree(top)

@@ -198,6 +198,7 @@ async def test_a_limited_task_and_role_reach_nothing_of_another_service_and_uids
         assert a_uid != b_uid and {a_uid, b_uid} <= set(range(UID_FIRST, UID_LAST + 1))
         assert value.stat().st_uid == a_uid
         assert role_host_of("Snoop_IN_0", "WaWorkerHost").uids().real == b_uid
+        assert [i.uid for i in await fab.instances(a_service)] == [a_uid]  # status --json shows it
         assert (a_vm.stat().st_uid, a_vm.stat().st_mode & 0o777) == (0, 0o750)
         uids = stored_uids(fab.state_dir)
         assert sorted(uids.values()) == sorted([a_uid, b_uid])

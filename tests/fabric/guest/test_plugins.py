@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 from fabric.model.definition import Import, RoleDefinition, StartupTask
-from tests.fabric.guest.guest_kit import Vm, boot, wait_gone
+from tests.fabric.guest.guest_kit import WORKER, Vm, boot, wait_gone
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -148,3 +148,18 @@ def test_block_startup_fails_when_the_agent_never_initialises(tmp_path: Path) ->
     )
     assert result.returncode == 1
     assert "Diagnostics agent did not initialise within 0.3 s" in result.stderr
+
+
+async def test_plugin_sockets_live_in_the_vms_folder_and_a_killed_runs_are_swept(make_vm: MakeVm) -> None:
+    vm = make_vm(RoleDefinition(name="Worker", kind="worker", imports=(Import(module_name="Diagnostics"),)))
+    vm.write("worker.py", WORKER)
+    stale = vm.disk.runtime_dir / "Diagnostics.sock"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("left by a bootstrapper that was SIGKILLed")
+    before = set(Path("/tmp").glob("reddog-*"))
+    async with boot(vm, vm.config()) as booted:
+        await booted.wait_for("ReadyRole")
+        assert stale.is_socket()  # the agent's own, in place of the stale file
+        assert (vm.disk.runtime_dir.stat().st_mode & 0o777) == 0o700
+        assert set(Path("/tmp").glob("reddog-*")) <= before
+    assert set(Path("/tmp").glob("reddog-*")) <= before
