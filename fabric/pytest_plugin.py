@@ -121,50 +121,86 @@ class FabricServiceFactory:
             raise TypeError("pass either settings= or setting overrides, not both")
         state_dir = self._tmp_path_factory.mktemp("fabric")
         async with (
-            _no_process_left(f"the fabric serving {service}"),
+            _FabricProcesses(f"the fabric serving {service}") as processes,
             open_service(
                 service, state_dir=state_dir, config=config, settings=settings, ready_timeout=ready_timeout
             ) as deployed,
         ):
-            yield deployed
+            try:
+                yield deployed
+            finally:
+                await processes.note_running()  # before the fabric stops: what must be gone after
 
 
-@asynccontextmanager
-async def _no_process_left(what: str) -> AsyncIterator[None]:
-    """Fail (after killing them) if processes started inside the block outlive it."""
-    import anyio
-    import anyio.to_thread
+class _FabricProcesses:
+    """Fails (after killing them) if the fabric's processes outlive its block.
 
-    before = await anyio.to_thread.run_sync(_descendants)
-    succeeded = False
-    try:
-        yield
-        succeeded = True
-    finally:
+    The fabric's processes are the process actors this process starts (``-m actors._child``)
+    and everything below them; other children a test starts are left alone.
+    """
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.before: set[int] = set()
+        self.running: set[int] = set()
+
+    async def __aenter__(self) -> _FabricProcesses:
+        import anyio.to_thread
+
+        self.before = await anyio.to_thread.run_sync(_fabric_processes)
+        return self
+
+    async def note_running(self) -> None:
+        """Remember the fabric's processes now: each must be gone once the block has ended."""
+        import anyio
+        import anyio.to_thread
+
+        with anyio.CancelScope(shield=True):
+            self.running = await anyio.to_thread.run_sync(_fabric_processes) - self.before
+
+    async def __aexit__(self, kind: type[BaseException] | None, *rest: object) -> None:
+        import anyio
+        import anyio.to_thread
+
         left: set[int] = set()
         with anyio.CancelScope(shield=True), anyio.move_on_after(LEFTOVER_GRACE):
             while True:  # processes cannot be awaited from here: poll, with a deadline
-                left = (await anyio.to_thread.run_sync(_descendants)) - before
+                left = await anyio.to_thread.run_sync(self._left)
                 if not left:
                     break
                 await anyio.sleep(0.1)
         for pid in left:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        if left and succeeded:
-            raise RuntimeError(f"{what} left processes behind (killed now): pids {sorted(left)}")
+        if left and kind is None:
+            raise RuntimeError(f"{self.what} left processes behind (killed now): pids {sorted(left)}")
+
+    def _left(self) -> set[int]:
+        return {pid for pid in self.running if _alive(pid)} | (_fabric_processes() - self.before)
 
 
-def _descendants() -> set[int]:
-    """The live (not zombie) descendant processes of this one."""
+def _alive(pid: int) -> bool:
     import psutil  # type: ignore[import-untyped]
 
+    try:
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.Error:
+        return False
+
+
+def _fabric_processes() -> set[int]:
+    """The live process actors that are our children, and every live process below them."""
+    import psutil
+
+    from actors import command_line
+
     found = set()
-    for proc in psutil.Process().children(recursive=True):
+    for child in psutil.Process().children():
         with contextlib.suppress(psutil.Error):
-            if proc.status() != psutil.STATUS_ZOMBIE:
-                found.add(proc.pid)
-    return found
+            if command_line(child.cmdline())[1:3] == ["-m", "actors._child"]:
+                found.add(child.pid)
+                found.update(p.pid for p in child.children(recursive=True))
+    return {pid for pid in found if _alive(pid)}
 
 
 @pytest.fixture

@@ -162,6 +162,8 @@ class RoleHarness:
         on_stop_timeout. Returns True when they finished in time, False when they were cut.
 
         After a recycle (the role stopped itself) it returns at once, with the same answer.
+        A plain-``def`` run that never returns is left running in its thread (the fabric would
+        end the process): have it return once stopping is raised.
 
         Raises:
             RoleFailed: a stopping handler or on_stop raised (or the role had failed before).

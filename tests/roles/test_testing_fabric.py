@@ -10,6 +10,7 @@ import psutil
 import pytest
 
 from fabric.model.package import build_package
+from fabric.pytest_plugin import _fabric_processes
 from fabric.testing import role_spec_from_service
 from roles import RoleEnvironment, RoleEnvironmentError
 from roles.testing import RoleFailed
@@ -99,7 +100,8 @@ async def test_fabric_service_deploys_until_ready_and_leaves_nothing_behind(
         with pytest.raises(KeyError, match="no input endpoint Stopper/In; the service has"):
             deployed.address("Stopper", "In")
         assert deployed.state_dir.is_dir()
-        assert descendants() - before  # the fabric's hosts and VMs
+        running = descendants() - before  # the fabric's hosts and VMs
+        assert running and _fabric_processes() == running  # what the fixture checks at the end
     assert marker.read_text() == "on_stop Stopper_IN_0\n"  # deleted gracefully: on_stop ran
     assert descendants() <= before
 
