@@ -76,13 +76,12 @@ async def pick_service(
         return service.lower()
     hosted = await client.hosted_services(detail=True)
     if definition is not None:
-        named = [
-            h.service_name
-            for h in hosted
-            if h.service_name == hosted_name(definition) or h.hosted_service_properties.label == definition
-        ]
-        if len(named) == 1:
-            return named[0]
+        # The hosted service a deploy names after the definition, else the one it labelled so.
+        if any(h.service_name == hosted_name(definition) for h in hosted):
+            return hosted_name(definition)
+        labelled = [h.service_name for h in hosted if h.hosted_service_properties.label == definition]
+        if len(labelled) == 1:
+            return labelled[0]
     if len(hosted) == 1:
         return hosted[0].service_name
     candidates = [

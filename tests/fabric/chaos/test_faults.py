@@ -65,6 +65,7 @@ async def test_faults_from_the_command_line_and_the_api(tmp_path: Path) -> None:
         # a toxic that lasts half a second, then undoes itself
         code, out, err = await chaos_cli(book, "toxic", "latency", "--latency", "50", "--duration", "0.5")
         assert code == 0 and "latency" in out, err
+        assert "; active for 0.5 s, until " in out and "until undone" not in out, out
 
         # a user's mistake is one line and exit code 2
         code, out, err = await chaos_cli(book, "kill", "--target", "role-host", "--instance", "Nope_IN_0")

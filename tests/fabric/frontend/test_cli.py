@@ -10,6 +10,7 @@ import traceback
 from pathlib import Path
 
 import anyio
+import msgspec
 import pytest
 from click.testing import CliRunner
 
@@ -204,3 +205,78 @@ async def test_logs_follow_in_a_real_process_until_ctrl_c(tmp_path: Path) -> Non
         proc.send_signal(signal.SIGINT)
         with anyio.fail_after(10):
             assert await proc.wait() == 0
+
+
+def make_role_logs(vm: Path) -> None:
+    """The logs a worker role's VM has besides the agents': its role host's, its output, a
+    startup task's and an access log."""
+    directory = vm / "C" / "Resources" / "Directory"
+    (directory / "abc.Hello").mkdir(parents=True)
+    (directory / "abc.Hello" / "WaWorkerHost.log").write_text("on_start returned True\n")
+    (directory / "abc.Hello" / "WaWorkerHost.out.log").write_text("hello (beat 1)\n")
+    (directory / "abc.Hello.DiagnosticStore" / "StartupTasks").mkdir(parents=True)
+    (directory / "abc.Hello.DiagnosticStore" / "StartupTasks" / "0.log").write_text("installed\n")
+    w3svc = directory / "abc.Hello.DiagnosticStore" / "LogFiles" / "W3SVC1"
+    w3svc.mkdir(parents=True)
+    (w3svc / "u_ex261206.log").write_text("GET / 200\n")
+
+
+async def test_logs_offers_every_log_of_a_vm_by_a_short_name(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    make_role_logs(make_vm(state, "hello.d1.Hello_IN_0"))
+    s = ("--state-dir", str(state))
+    code, out, err = await cli("logs", "Hello_IN_0", "--list", *s)
+    assert code == 0, err
+    names = [line.split()[0] for line in out.splitlines()]
+    for name in ("WaAppAgent", "WaHostBootstrapper", "WaWorkerHost", "stdout", "StartupTask0", "W3SVC"):
+        assert name in names, out
+    assert (await cli("logs", "Hello_IN_0", "--file", "stdout", *s))[1] == "hello (beat 1)\n"
+    assert (await cli("logs", "Hello_IN_0", "--file", "StartupTask0", *s))[1] == "installed\n"
+    assert (await cli("logs", "Hello_IN_0", "--file", "w3svc", *s))[1] == "GET / 200\n"
+    code, _, err = await cli("logs", "Hello_IN_0", "--file", "WaIISHost", *s)
+    assert code == 2 and "its logs: " in err and "StartupTask0" in err and len(err.splitlines()) == 1
+
+
+async def test_logs_takes_service_and_slot_like_the_other_instance_commands(api: Api, hello: Path) -> None:
+    state = api.state
+    s = ("--state-dir", str(state))
+    for vm in ("hello.d1.Hello_IN_0", "hello.d0.Hello_IN_0", "other.d2.Hello_IN_0"):
+        (make_vm(state, vm) / "C" / "Logs" / "WaAppAgent.log").write_text(f"{vm}\n")
+    code, _, err = await cli("logs", "Hello_IN_0", *s)
+    assert code == 2 and "several VMs match 'Hello_IN_0'" in err
+    assert (await cli("logs", "Hello_IN_0", "--service", "other", *s))[1] == "other.d2.Hello_IN_0\n"
+    # The running fabric says which deployment the slot holds: d1 (d0 is an old one's VM).
+    assert (await cli("deploy", str(hello), "--name", "d1", *s))[0] == 0
+    assert (await cli("logs", "Hello_IN_0", "--slot", "production", *s))[1] == "hello.d1.Hello_IN_0\n"
+    code, _, err = await cli("logs", "Hello_IN_0", "--slot", "staging", *s)
+    assert code == 2 and err.startswith("error: no role instance 'Hello_IN_0'")
+
+
+async def test_config_takes_the_service_from_the_files_service_name(
+    api: Api, hello: Path, tmp_path: Path
+) -> None:
+    s = ("--state-dir", str(api.state))
+    assert (await cli("deploy", str(hello), *s))[0] == 0
+    assert (await cli("deploy", str(hello), "--service", "other", *s))[0] == 0
+    bigger = tmp_path / "bigger.cscfg"
+    bigger.write_text(
+        (hello / "ServiceConfiguration.Local.cscfg").read_text().replace('count="2"', 'count="3"')
+    )
+    code, out, err = await cli("config", str(bigger), *s)
+    assert code == 0 and out.startswith("hello/production ") and out.endswith("3/3 instances ready\n"), err
+    assert len(api.controller.deployments[("other", "production")].instances) == 2
+
+
+async def test_status_piped_keeps_one_instance_per_line(api: Api, hello: Path) -> None:
+    s = ("--state-dir", str(api.state))
+    assert (await cli("deploy", str(hello), *s))[0] == 0
+    key = ("hello", "production")
+    view = api.controller.deployments[key]
+    detail = "waiting for its endpoint Http to accept connections again after a recycle " * 2
+    api.controller.deployments[key] = msgspec.structs.replace(
+        view, instances=[msgspec.structs.replace(i, detail=detail.strip()) for i in view.instances]
+    )
+    code, out, err = await cli("status", *s)
+    assert code == 0, err
+    rows = [line for line in out.splitlines() if "_IN_" in line]
+    assert len(rows) == 2 and all(detail.strip() in row and row.rstrip().endswith("0") for row in rows), out
