@@ -22,6 +22,9 @@ from ._request import Request as Request
 from ._sandbox import Sandbox as Sandbox
 from ._spawn import ChildProcess as ChildProcess
 from ._spawn import start_process as start_process
+from ._stall import STALL_LOG_ENV as STALL_LOG_ENV
+from ._stall import STALL_THRESHOLD as STALL_THRESHOLD
+from ._stall import Stall as Stall
 from ._supervisor import ChildInfo as ChildInfo
 from ._supervisor import ChildSpec as ChildSpec
 from ._supervisor import GetChild as GetChild

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -16,6 +17,8 @@ from ._loopcalls import loop_calls
 from ._mailbox import AwaitedReply, Envelope, Mailbox, Reply, handler_failure
 from ._reader import first_step
 from ._ref import Ref
+from ._stall import STALL_THRESHOLD, serving
+from ._stall import step as stall_step
 
 if TYPE_CHECKING:
     from ._link import LinkFaults, Outbox
@@ -56,6 +59,12 @@ class LocalCell:
         self.stopped_by_owner = False
         #: the reply slot of the ask being handled; Actor.defer_reply() takes it
         self.current_reply: Reply | None = None
+        #: the last message taken and when (perf_counter), and the last one that held the loop
+        #: over STALL_THRESHOLD before the next was taken: the stall detector names them
+        self.handling: Any = None
+        self.handling_at = 0.0
+        self.slow: Any = None
+        self.slow_at = 0.0
         self._idle = False
         #: the link to the parent, when this is the actor a child process serves (see _child)
         self.link: Outbox | None = None
@@ -187,6 +196,7 @@ class LocalCell:
         me = loop_calls().current_task()
         current: Reply | None = None
         streak = 0
+        serving(me, self)
         try:
             with anyio.CancelScope() as scope:
                 self._loop_scope = scope
@@ -208,6 +218,11 @@ class LocalCell:
                             await anyio.lowlevel.checkpoint()
                     reader = self.link.reader if self.link is not None else None
                     self.current_reply = current
+                    now = perf_counter()
+                    if now - self.handling_at > STALL_THRESHOLD and self.handling_at >= stall_step.started:
+                        # The previous message began in this very step and held it that long.
+                        self.slow, self.slow_at = self.handling, now
+                    self.handling, self.handling_at = message, now
                     try:
                         if reader is not None and reader.holder is me:
                             # Holding the link: a handler that answers at once keeps it.
@@ -229,6 +244,7 @@ class LocalCell:
                             current.resolve(value)  # (None: the handler deferred its answer)
                     self.current_reply = current = None
         finally:
+            serving(me, None)
             self._idle = False
             self._loop_scope = None
             self._give_back_link(me)

@@ -19,6 +19,7 @@ from typing import Any
 import anyio
 import anyio.abc
 
+from . import _stall
 from ._actor import Actor
 from ._cell import LocalCell
 from ._errors import ActorDead, MailboxFull
@@ -224,6 +225,7 @@ def run(argv: list[str]) -> int:
     Returns the exit code."""
     fd, parent_pid, backend = int(argv[0]), int(argv[1]), argv[2]
     die_with_parent(parent_pid)
+    _stall.child_started(argv[3])  # stalls are reported under the actor this process serves
     if len(argv) > 4:
         from ._privileges import PrivilegeError, drop_privileges
         from ._sandbox import Sandbox

@@ -12,6 +12,7 @@ import anyio
 
 from ._cell import DEFAULT_STOP_TIMEOUT
 from ._scope import Scope
+from ._stall import install as install_stall_detector
 from ._timer import AskTimer
 
 if TYPE_CHECKING:
@@ -123,7 +124,12 @@ class ActorSystem:
 
 @asynccontextmanager
 async def open_system() -> AsyncIterator[ActorSystem]:
-    """Open an actor system; leaving the block stops every actor and child process it started."""
+    """Open an actor system; leaving the block stops every actor and child process it started.
+
+    The event loop is watched for stalls from then on (see _stall: each is logged, naming the
+    handler that held the loop).
+    """
+    install_stall_detector()
     async with anyio.create_task_group() as task_group:
         system = ActorSystem(lambda owner: Scope(owner, task_group), AskTimer(task_group))
         try:

@@ -27,7 +27,7 @@ import signal
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import pytest
 
@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     from fabric.testing import DeployedService
     from roles.entry_point import RoleEntryPoint
     from roles.testing import RoleHarness, RoleSpec
+
+E = TypeVar("E", bound="RoleEntryPoint")
 
 #: how long the processes of a stopped fabric may take to be gone before they count as left behind
 LEFTOVER_GRACE = 10.0
@@ -53,9 +55,19 @@ class RoleHarnessFactory:
         root.mkdir(parents=True)
         return root
 
+    @overload
+    def __call__(
+        self, entry_point: type[E], **keywords: Any
+    ) -> AbstractAsyncContextManager[RoleHarness[E]]: ...
+
+    @overload
+    def __call__(
+        self, entry_point: str | os.PathLike[str] | RoleSpec, **keywords: Any
+    ) -> AbstractAsyncContextManager[RoleHarness[RoleEntryPoint]]: ...
+
     def __call__(
         self, entry_point: type[RoleEntryPoint] | str | os.PathLike[str] | RoleSpec, **keywords: Any
-    ) -> AbstractAsyncContextManager[RoleHarness]:
+    ) -> AbstractAsyncContextManager[RoleHarness[Any]]:
         """``async with role_harness(Worker, settings=..., ...) as role``: see roles.testing.open_role."""
         from roles.testing import RoleSpec, open_role
 
@@ -71,7 +83,7 @@ class RoleHarnessFactory:
         index: int = 0,
         config: str | os.PathLike[str] | None = None,
         on_stop_timeout: float | None = None,
-    ) -> AbstractAsyncContextManager[RoleHarness]:
+    ) -> AbstractAsyncContextManager[RoleHarness[RoleEntryPoint]]:
         """A harness for ``role`` of a service folder, from its real csdef and cscfg (see
         fabric.testing.role_spec_from_service)."""
         from fabric.testing import role_spec_from_service

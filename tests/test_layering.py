@@ -27,6 +27,7 @@ FABRIC_LAYERS = {
     "host": 2,
     "controller": 3,
     "frontend": 4,
+    "portal": 4,  # served by RDFE (the front end) and reading its routes: the same layer
     # the API client: above the front end it talks to, beside the chaos runner and commands
     # that use it (it carries the chaos API's messages)
     "client": 5,

@@ -244,7 +244,9 @@ class ChaosAgent(Actor):
                 break
         if len(entry.instances) != 1:
             inst = None
-        state.events.record("fault", message, dep=dep, inst=inst, fault=entry.kind)
+        state.events.record(
+            "fault", message, dep=dep, inst=inst, fault=entry.kind, fault_id=entry.id, status=entry.state
+        )
 
     # -- watches -----------------------------------------------------------------------------------
 

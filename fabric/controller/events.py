@@ -48,10 +48,12 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
     role: str = ""
     instance: str = ""
     host: str = ""
-    #: a status event: the instance's new status (SM API value)
+    #: a status event: the instance's new status (SM API value); a fault event: the fault's
+    #: state (active or done when injected; undone, done or failed when it ended)
     status: str = ""
-    #: a fault event: the fault's kind (kill, hang, partition...)
+    #: a fault event: the fault's kind (kill, hang, partition...) and id (f1, f2...)
     fault: str = ""
+    fault_id: str = ""
 
 
 class ListEvents(msgspec.Struct, frozen=True, kw_only=True):
@@ -138,6 +140,10 @@ class EventLog:
         self._appended.set()
         self._appended = anyio.Event()
         return event
+
+    def kept(self) -> list[Event]:
+        """Every event kept, oldest first."""
+        return list(self._events)
 
     def page(self, query: ListEvents) -> EventPage:
         """The events after ``query.after`` that match, at most ``query.limit`` (1..MAX_PAGE)."""

@@ -37,6 +37,7 @@ import msgspec
 
 from actors import ActorDead, AskTimeout, Ref
 from actors import Request as ActorRequest  # beside the HTTP Request of _http
+from fabric import portal
 from fabric.controller.messages import OperationAccepted
 from fabric.frontend import api, chaos_routes, events_routes, metrics_routes
 from fabric.frontend._http import (
@@ -142,8 +143,11 @@ class Rdfe:
         await response.send(send, request_id)
 
     async def _answer(self, request: Request, request_id: str) -> Response:
+        if portal.owns(request.path):  # the portal signs its users in itself (fabric.portal)
+            return await portal.route(self, request)
         public = self.metrics_public and request.path == "/metrics" and request.method == "GET"
-        if not public and not token_matches(self._token, request.headers.get("authorization")):
+        signed_in = public or portal.session_allows(self, request)  # a portal page: cookie and CSRF
+        if not signed_in and not token_matches(self._token, request.headers.get("authorization")):
             # Checked before the route and before reading the body: nothing is touched.
             raise ApiError(
                 401,

@@ -15,10 +15,10 @@ import shutil
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar, cast, overload
 
 import anyio
 import msgspec
@@ -53,7 +53,10 @@ class ChangeResult:
     cancelled: bool
 
 
-class RoleHarness:
+E = TypeVar("E", bound=RoleEntryPoint)
+
+
+class RoleHarness(Generic[E]):
     """One role instance run in this process; open it with ``open_role()``.
 
     Drive its life with ``start()`` and ``stop()``, raise its events with ``status_check()``,
@@ -84,9 +87,16 @@ class RoleHarness:
         return self._environment
 
     @property
-    def entry(self) -> RoleEntryPoint | None:
-        """The role's RoleEntryPoint object, once start() has created it."""
-        return self._host.entry if self._host is not None else None
+    def entry(self) -> E:
+        """The role's RoleEntryPoint object (an instance of the class given to the harness).
+
+        Raises:
+            RuntimeError: start() has not created it (not called yet, or the role failed first).
+        """
+        entry = self._host.entry if self._host is not None else None
+        if entry is None:
+            raise RuntimeError("the role's entry point is not created yet: call start() first")
+        return cast(E, entry)
 
     @property
     def phase(self) -> str:
@@ -328,13 +338,27 @@ def _set_in_use(value: bool) -> None:
     _in_use = value
 
 
-@asynccontextmanager
-async def open_role(
+@overload
+def open_role(
+    entry_point: type[E], *, root: str | os.PathLike[str] | None = None, **keywords: Any
+) -> AbstractAsyncContextManager[RoleHarness[E]]: ...
+
+
+@overload
+def open_role(
+    entry_point: str | os.PathLike[str] | RoleSpec,
+    *,
+    root: str | os.PathLike[str] | None = None,
+    **keywords: Any,
+) -> AbstractAsyncContextManager[RoleHarness[RoleEntryPoint]]: ...
+
+
+def open_role(
     entry_point: type[RoleEntryPoint] | str | os.PathLike[str] | RoleSpec,
     *,
     root: str | os.PathLike[str] | None = None,
     **keywords: Any,
-) -> AsyncIterator[RoleHarness]:
+) -> AbstractAsyncContextManager[RoleHarness[Any]]:
     """Open a harness for one role instance; on the way out the role is stopped (stopping and
     on_stop, if it is still running) and RoleEnvironment is "not in a role" again.
 
@@ -350,6 +374,15 @@ async def open_role(
     Raises:
         RuntimeError: RoleEnvironment is taken (another harness is open in this process).
     """
+    return _open_role(entry_point, root, keywords)
+
+
+@asynccontextmanager
+async def _open_role(
+    entry_point: type[RoleEntryPoint] | str | os.PathLike[str] | RoleSpec,
+    root: str | os.PathLike[str] | None,
+    keywords: dict[str, Any],
+) -> AsyncIterator[RoleHarness[Any]]:
     if RoleEnvironment.is_available or _in_use:
         raise RuntimeError(
             "RoleEnvironment is already in use in this process (another role harness is open): "
@@ -369,7 +402,7 @@ async def open_role(
     modules_before = set(sys.modules)
     guard = mock_clock_guard()
     token = thread_wait_guard.set(guard)
-    harness: RoleHarness | None = None
+    harness: RoleHarness[Any] | None = None
     failed: Exception | None = None
     try:
         async with open_system() as system, anyio.create_task_group() as tasks:

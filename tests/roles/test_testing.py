@@ -78,6 +78,8 @@ def greeter(**keywords: object) -> dict[str, object]:
 async def test_the_role_sees_the_environment_built_from_keywords(role_harness, autojump_clock) -> None:
     async with role_harness(Greeter, **greeter()) as role:
         assert role.phase == "new"
+        with pytest.raises(RuntimeError, match="call start"):
+            role.entry  # noqa: B018
         assert await role.start() is True
         assert role.phase == "ready"
         entry = role.entry

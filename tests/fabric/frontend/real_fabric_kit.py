@@ -40,10 +40,14 @@ class RealFabric:
         return ("--state-dir", str(self.state))
 
     async def report(self, vm: str, status: RoleStatus, restarts: int = 0) -> None:
-        """Make the instance's host report a status, as a host agent does when its role host dies."""
+        """Make the instance's host report a status, as a host agent does when its role host dies
+        (``restarts``: that many more role host starts in the VM's current boot)."""
         host_id = self.world.running()[vm]
         host = self.world.hosts[host_id]
-        st = InstanceStatus(status=status, restarts=restarts, at=anyio.current_time())
+        now = host.status[vm]
+        st = InstanceStatus(
+            status=status, boot=now.boot, starts=now.starts + restarts, at=anyio.current_time()
+        )
         host.status[vm] = st
         await self.controller.tell(InstanceStatusChanged(host_id=host_id, instance_id=vm, status=st))
 

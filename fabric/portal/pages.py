@@ -1,0 +1,113 @@
+"""The portal's two HTML pages: sign-in, and the application shell its script fills in."""
+
+from __future__ import annotations
+
+from html import escape
+
+_HEAD = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
+<link rel="stylesheet" href="/portal/static/app.css">
+{extra}</head>"""
+
+
+def signin_page(error: str = "") -> str:
+    """The sign-in form (the API token, from the fabric's state folder)."""
+    message = f'<p class="error" id="signin-error" role="alert">{escape(error)}</p>' if error else ""
+    return (
+        _HEAD.format(title="Sign in · reddog portal", extra="")
+        + f"""<body class="signin">
+<main>
+<h1>reddog portal</h1>
+<form method="post" action="/portal/signin" id="signin">
+<label for="token">API token <small>(the file <code>token</code> in the fabric's state folder)</small></label>
+<input type="password" id="token" name="token" autocomplete="current-password" required autofocus>
+<button type="submit">Sign in</button>
+{message}
+</form>
+</main></body></html>"""
+    )
+
+
+_VIEWS = (
+    ("instances", "Instances"),
+    ("services", "Services"),
+    ("hosts", "Hosts"),
+    ("events", "Events"),
+    ("chaos", "Chaos"),
+)
+
+
+def app_page(csrf: str) -> str:
+    """The signed-in page: a shell per view; /portal/static/app.js fills it from the API."""
+    nav = "".join(f'<a href="#{v}" data-view="{v}">{label}</a>' for v, label in _VIEWS)
+    return (
+        _HEAD.format(
+            title="reddog portal",
+            extra=f'<meta name="csrf-token" content="{escape(csrf)}">\n'
+            '<script type="module" src="/portal/static/app.js"></script>\n',
+        )
+        + f"""<body>
+<header>
+<h1>reddog</h1><nav>{nav}</nav>
+<span id="live" class="live">connecting…</span>
+<button type="button" id="signout">Sign out</button>
+</header>
+<main>
+<p id="message" class="message" role="status" hidden></p>
+
+<section id="view-instances" data-view="instances">
+<h2>Instances</h2>
+<table id="instances"><thead><tr>
+<th>Service</th><th>Slot</th><th>Instance</th><th>Role</th><th>Status</th><th>Host</th>
+<th>UD</th><th>FD</th><th>Restarts</th><th>Rotation</th><th></th></tr></thead>
+<tbody></tbody></table>
+</section>
+
+<section id="view-services" data-view="services" hidden>
+<h2>Services and deployments</h2>
+<div id="deployments"></div>
+</section>
+
+<section id="view-hosts" data-view="hosts" hidden>
+<h2>Hosts</h2>
+<table id="hosts"><thead><tr><th>Host</th><th>Alive</th><th>Heartbeat age</th><th>VMs</th></tr></thead>
+<tbody></tbody></table>
+</section>
+
+<section id="view-events" data-view="events" hidden>
+<h2>Events</h2>
+<form id="event-filter" class="filters">
+<label>Service <input name="service"></label>
+<label>Role <input name="role"></label>
+<label>Instance <input name="instance"></label>
+</form>
+<ol id="events" reversed></ol>
+</section>
+
+<section id="view-chaos" data-view="chaos" hidden>
+<h2>Chaos</h2>
+<form id="inject" class="inject">
+<label>Service <select name="service" id="chaos-service"></select></label>
+<label>Fault <select name="type"><option>kill</option><option>crash</option><option>hang</option></select></label>
+<label>Process <select name="place">
+<option>role-host</option><option>bootstrapper</option><option>guest-agent</option><option>app-agent</option>
+<option>host-agent</option><option>web-worker</option><option>host</option></select></label>
+<label>Instance <select name="instance" id="chaos-instance"></select></label>
+<label>Duration (s, hang) <input name="duration" type="number" min="0" max="3600" step="any"></label>
+<button type="submit">Inject</button>
+<span class="error" id="inject-error" role="alert"></span>
+</form>
+<h3>Faults</h3>
+<table id="faults"><thead><tr><th>Id</th><th>Fault</th><th>State</th><th>At</th><th>Detail</th><th></th></tr></thead>
+<tbody></tbody></table>
+<h3>Targets</h3>
+<table id="targets"><thead><tr><th>Instance</th><th>Status</th><th>Host</th><th>Rotation</th><th>Processes</th></tr></thead>
+<tbody></tbody></table>
+<h3>Report</h3>
+<div id="chaos-report"></div>
+</section>
+</main>
+</body></html>"""
+    )

@@ -1,0 +1,134 @@
+"""The portal's own routes, served by RDFE at ``/`` of the API address (no second server).
+
+    GET  /                              the portal (signed in) or the sign-in page
+    POST /portal/signin                 form ``token=``: a session cookie, then back to /
+    POST /portal/signout                ends the session (needs the CSRF header)
+    GET  /portal/static/{app.js,app.css}
+    GET  /portal/chaos/report[?service=S]   the live chaos report: two SVG charts (HTML fragment)
+    GET  /portal/hosts                  hosts with heartbeat age and VMs (JSON)
+
+Everything else the portal shows comes from the API itself (deployments, chaos, events), which
+takes a portal session (and its CSRF token on changes) in place of the bearer token.
+"""
+
+from __future__ import annotations
+
+import weakref
+from importlib import resources
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import parse_qsl
+
+import anyio
+import msgspec
+
+from fabric.frontend._http import Request, Response
+from fabric.frontend.api import ApiError, not_found
+from fabric.frontend.auth import token_matches
+from fabric.frontend.events_routes import event_log
+from fabric.frontend.metrics_routes import snapshots
+from fabric.frontend.streams import RawResponse
+from fabric.portal.pages import app_page, signin_page
+from fabric.portal.report import live_report
+from fabric.portal.sessions import Sessions, session_cookie
+
+if TYPE_CHECKING:
+    from fabric.frontend.rdfe import Rdfe
+
+#: a sign-in form is a token and little else
+SIGNIN_MAX_BYTES: Final = 4096
+_STATIC: Final = {"app.js": "text/javascript; charset=utf-8", "app.css": "text/css; charset=utf-8"}
+_HTML: Final = "text/html; charset=utf-8"
+#: no inline script, no other origin, no framing: what an injected string could do is nothing
+SECURITY_HEADERS: Final = {
+    "content-security-policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+    ),
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+    "referrer-policy": "no-referrer",
+    "cache-control": "no-store",
+}
+
+_sessions: weakref.WeakKeyDictionary[Any, Sessions] = weakref.WeakKeyDictionary()
+
+
+def sessions_of(rdfe: Rdfe) -> Sessions:
+    """The portal sessions of one RDFE."""
+    found = _sessions.get(rdfe)
+    if found is None:
+        found = _sessions[rdfe] = Sessions()
+    return found
+
+
+def owns(path: str) -> bool:
+    """Whether a path is the portal's (``/`` and ``/portal/...``)."""
+    return path == "/" or path == "/portal" or path.startswith("/portal/")
+
+
+def session_allows(rdfe: Rdfe, r: Request) -> bool:
+    """Whether an API request is made by a signed-in portal page (with its CSRF token on changes)."""
+    return sessions_of(rdfe).allows(r.method, r.headers)
+
+
+def _html(status: int, text: str, headers: dict[str, str] | None = None) -> RawResponse:
+    return RawResponse(status, text.encode(), _HTML, {**SECURITY_HEADERS, **(headers or {})})
+
+
+async def route(rdfe: Rdfe, r: Request) -> Response:
+    """Answer one portal request (it signs in by itself: no bearer token needed here)."""
+    sessions = sessions_of(rdfe)
+    match r.segments:
+        case []:
+            rdfe._allow(r, "GET")
+            session = sessions.find(r.headers)
+            return _html(200, app_page(session.csrf) if session else signin_page())
+        case ["portal", "signin"]:
+            rdfe._allow(r, "POST")
+            token = await _form_field(r, "token")
+            if not token_matches(rdfe._token, f"Bearer {token}"):
+                return _html(
+                    401,
+                    signin_page(
+                        "That is not the token of this fabric: copy it from the file token in its state folder."
+                    ),
+                )
+            session = sessions.open()
+            return _html(303, "", {"location": "/", "set-cookie": session_cookie(session)})
+        case ["portal", "static", name] if name in _STATIC:
+            rdfe._allow(r, "GET")
+            data = await anyio.to_thread.run_sync(_static, name)
+            return RawResponse(200, data, _STATIC[name], {**SECURITY_HEADERS, "cache-control": "no-cache"})
+    # Everything below needs a session, and a change its CSRF token.
+    if not sessions.allows(r.method, r.headers):
+        raise ApiError(401, "AuthenticationFailed", "sign in to the portal first (or send the API token)")
+    match r.segments:
+        case ["portal", "signout"]:
+            rdfe._allow(r, "POST")
+            session = sessions.find(r.headers)
+            if session is not None:
+                sessions.close(session)
+            return _html(303, "", {"location": "/", "set-cookie": session_cookie(None)})
+        case ["portal", "chaos", "report"]:
+            rdfe._allow(r, "GET")
+            log = await event_log(rdfe, r)
+            events = log.kept()
+            report = live_report(events, anyio.current_time(), r.query.get("service") or None)
+            return _html(200, f'<div class="report">{report.availability}{report.bars}</div>')
+        case ["portal", "hosts"]:
+            rdfe._allow(r, "GET")
+            return Response(200, [msgspec.to_builtins(s) for s in await snapshots(rdfe)])
+    raise not_found(f"no portal page at {r.path}")
+
+
+async def _form_field(r: Request, name: str) -> str:
+    declared = r.headers.get("content-length", "0")
+    if not declared.isdigit() or int(declared) > SIGNIN_MAX_BYTES:
+        raise ApiError(413, "RequestBodyTooLarge", f"a sign-in form is at most {SIGNIN_MAX_BYTES} bytes")
+    r._max = min(r._max, SIGNIN_MAX_BYTES)  # a chunked body is cut at the same bound
+    body = (await r.body()).decode("utf-8", errors="replace")
+    return dict(parse_qsl(body)).get(name, "")
+
+
+def _static(name: str) -> bytes:
+    return resources.files("fabric.portal").joinpath("static", name).read_bytes()

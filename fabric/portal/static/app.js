@@ -1,0 +1,460 @@
+// The reddog portal: plain modern JavaScript, no library, no build step.
+// It reads the same API the CLI uses (the session cookie stands in for the token; every change
+// carries the CSRF token), and follows the fabric live through /events/stream (server-sent
+// events): a status event updates its row at once, then the views are read again once.
+
+const csrf = document.querySelector('meta[name="csrf-token"]').content;
+const $ = (selector) => document.querySelector(selector);
+const EVENT_KINDS = ["status", "heal", "upgrade", "config", "deployment", "fault"];
+const MAX_EVENT_ROWS = 500;
+
+const state = { subscription: null, deployments: [], faults: [], view: "instances" };
+
+class ApiError extends Error {}
+
+async function api(method, path, body) {
+  const init = { method, credentials: "same-origin", headers: { "x-csrf-token": csrf } };
+  if (body !== undefined) {
+    init.headers["content-type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  const resp = await fetch(path, init);
+  if (resp.status === 401) {
+    location.reload(); // the session ended: back to the sign-in page
+    throw new ApiError("signed out");
+  }
+  const type = resp.headers.get("content-type") || "";
+  const data = type.includes("json") ? await resp.json() : await resp.text();
+  if (!resp.ok) {
+    const message = data && data.Error ? data.Error.Message : `${resp.status} ${resp.statusText}`;
+    throw new ApiError(message);
+  }
+  return data;
+}
+
+function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(props)) {
+    if (key === "dataset") Object.assign(node.dataset, value);
+    else if (key === "class") node.className = value;
+    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else node.setAttribute(key, value);
+  }
+  for (const child of children) node.append(child instanceof Node ? child : String(child ?? ""));
+  return node;
+}
+
+function say(text, isError = false) {
+  const box = $("#message");
+  box.textContent = text;
+  box.hidden = !text;
+  box.classList.toggle("error", isError);
+}
+
+// -- reading the fabric --------------------------------------------------------------------------
+
+const slotPath = (d) =>
+  `/subscriptions/${state.subscription}/services/hostedservices/${encodeURIComponent(d.service)}/deploymentslots/${d.slot}`;
+
+async function loadDeployments() {
+  if (!state.subscription) {
+    const subs = await api("GET", "/subscriptions");
+    state.subscription = subs.Subscriptions[0].SubscriptionId;
+  }
+  const hosted = await api(
+    "GET",
+    `/subscriptions/${state.subscription}/services/hostedservices?embed-detail=true`,
+  );
+  state.deployments = hosted.HostedServices.flatMap((h) => h.Deployments || []);
+  renderInstances();
+  renderDeployments();
+  renderChaosServices();
+}
+
+// Re-reading is coalesced: one read in flight, and at most one more after it (no timer).
+function coalesced(read) {
+  let running = null;
+  let again = false;
+  const run = async () => {
+    if (running) {
+      again = true;
+      return running;
+    }
+    running = (async () => {
+      do {
+        again = false;
+        try {
+          await read();
+        } catch (error) {
+          if (!(error instanceof ApiError)) console.error(error);
+        }
+      } while (again);
+      running = null;
+    })();
+    return running;
+  };
+  return run;
+}
+
+const refreshDeployments = coalesced(loadDeployments);
+const refreshFaults = coalesced(loadFaults);
+const refreshReport = coalesced(loadReport);
+const refreshHosts = coalesced(loadHosts);
+const refreshTargets = coalesced(loadTargets);
+
+// -- instances -----------------------------------------------------------------------------------
+
+const rowId = (service, slot, instance) => `inst-${service}-${slot}-${instance}`.toLowerCase();
+
+function statusCell(status) {
+  return el("td", { class: `status status-${status}`, dataset: { status } }, status);
+}
+
+function instanceAction(d, inst, action) {
+  return el(
+    "button",
+    {
+      type: "button",
+      class: `action-${action}`,
+      onclick: async () => {
+        try {
+          await api("POST", `${slotPath(d)}/roleinstances/${inst.id}?comp=${action}`);
+          say(`${action} of ${inst.id} accepted`);
+        } catch (error) {
+          say(`${action} ${inst.id}: ${error.message}`, true);
+        }
+      },
+    },
+    action,
+  );
+}
+
+function renderInstances() {
+  const body = $("#instances tbody");
+  const rows = [];
+  for (const d of state.deployments) {
+    for (const inst of d.instances) {
+      const rotation = inst.status === "ReadyRole" && !(inst.refusing || []).length;
+      rows.push(
+        el(
+          "tr",
+          { id: rowId(d.service, d.slot, inst.id), dataset: { instance: inst.id, service: d.service } },
+          el("td", {}, d.service),
+          el("td", {}, d.slot),
+          el("td", { class: "instance" }, inst.id),
+          el("td", {}, inst.role),
+          statusCell(inst.status),
+          el("td", {}, inst.host || "-"),
+          el("td", {}, inst.update_domain),
+          el("td", {}, inst.fault_domain),
+          el("td", { class: "restarts" }, inst.restarts),
+          el("td", { class: "rotation" }, rotation ? "in" : "out"),
+          el("td", {}, instanceAction(d, inst, "reboot"), " ", instanceAction(d, inst, "reimage")),
+        ),
+      );
+    }
+  }
+  body.replaceChildren(...rows);
+}
+
+// A status event is shown at once, before the deployments are read again.
+function applyStatus(event) {
+  const row = document.getElementById(rowId(event.service, event.slot, event.instance));
+  if (!row) return;
+  const cells = row.children;
+  cells[4].replaceWith(statusCell(event.status));
+  cells[9].textContent = event.status === "ReadyRole" ? "in" : "out";
+  if (event.host) cells[5].textContent = event.host;
+}
+
+// -- services and deployments -------------------------------------------------------------------
+
+function deploymentAction(label, run, confirmText) {
+  return el(
+    "button",
+    {
+      type: "button",
+      class: `action-${label.toLowerCase().replaceAll(" ", "-")}`,
+      onclick: async () => {
+        if (confirmText && !confirm(confirmText)) return;
+        try {
+          await run();
+          say(`${label}: accepted`);
+        } catch (error) {
+          say(`${label}: ${error.message}`, true);
+        }
+      },
+    },
+    label,
+  );
+}
+
+function renderDeployments() {
+  const box = $("#deployments");
+  const cards = state.deployments.map((d) => {
+    const actions = [];
+    if (d.status === "Running") {
+      actions.push(deploymentAction("Suspend", () => api("POST", `${slotPath(d)}?comp=status`, { Status: "Suspended" })));
+    } else if (d.status === "Suspended") {
+      actions.push(deploymentAction("Resume", () => api("POST", `${slotPath(d)}?comp=status`, { Status: "Running" })));
+    }
+    if (d.next_upgrade_domain >= 0) {
+      actions.push(
+        deploymentAction(`Walk domain ${d.next_upgrade_domain}`, () =>
+          api("POST", `${slotPath(d)}?comp=walkupgradedomain`, { UpgradeDomain: d.next_upgrade_domain }),
+        ),
+      );
+    }
+    actions.push(
+      deploymentAction("VIP swap", () =>
+        api("POST", `/subscriptions/${state.subscription}/services/hostedservices/${encodeURIComponent(d.service)}?comp=swap`, {}),
+      ),
+    );
+    actions.push(
+      deploymentAction(
+        "Delete",
+        () => api("DELETE", slotPath(d)),
+        `Delete deployment ${d.name} (${d.service}, ${d.slot})? Its instances stop.`,
+      ),
+    );
+    const roles = Object.entries(d.roles || {}).map(([role, count]) => `${role} × ${count}`).join(", ");
+    const endpoints = (d.endpoints || []).map((e) => `${e.role}/${e.name} ${e.host}:${e.port}`).join(", ");
+    return el(
+      "article",
+      { class: "deployment", dataset: { service: d.service, slot: d.slot } },
+      el("h3", {}, `${d.service} · ${d.slot} · ${d.name}`),
+      el(
+        "dl",
+        {},
+        el("dt", {}, "Status"), el("dd", { class: "deployment-status" }, d.status),
+        el("dt", {}, "Label"), el("dd", {}, d.label || "-"),
+        el("dt", {}, "Roles"), el("dd", {}, roles || "-"),
+        el("dt", {}, "Update domains"),
+        el("dd", {}, d.next_upgrade_domain >= 0 ? `${d.upgrade_domain_count} (next to walk: ${d.next_upgrade_domain})` : d.upgrade_domain_count),
+        el("dt", {}, "Endpoints"), el("dd", {}, endpoints || "-"),
+      ),
+      el("div", { class: "actions" }, ...actions),
+    );
+  });
+  box.replaceChildren(...(cards.length ? cards : [el("p", {}, "No deployment yet: fabric deploy SERVICE")]));
+}
+
+// -- hosts ---------------------------------------------------------------------------------------
+
+async function loadHosts() {
+  const pools = await api("GET", "/portal/hosts");
+  const rows = [];
+  for (const pool of pools) {
+    for (const host of pool.hosts) {
+      const vms = pool.instances.filter((i) => i.host === host.host).map((i) => `${i.instance} (${i.status})`);
+      rows.push(
+        el(
+          "tr",
+          { dataset: { host: host.host } },
+          el("td", {}, host.host),
+          el("td", {}, host.alive ? "yes" : "no"),
+          el("td", {}, `${host.heartbeat_age.toFixed(1)} s`),
+          el("td", {}, vms.join(", ") || "-"),
+        ),
+      );
+    }
+  }
+  $("#hosts tbody").replaceChildren(...rows);
+}
+
+// -- events --------------------------------------------------------------------------------------
+
+function eventFilter() {
+  const form = new FormData($("#event-filter"));
+  return Object.fromEntries([...form.entries()].map(([k, v]) => [k, String(v).trim().toLowerCase()]).filter(([, v]) => v));
+}
+
+function eventMatches(event, filter) {
+  return Object.entries(filter).every(([key, value]) => String(event[key] || "").toLowerCase() === value);
+}
+
+function eventRow(event) {
+  const where = [event.service && `${event.service}/${event.slot}`, event.instance].filter(Boolean).join(" ");
+  return el(
+    "li",
+    { class: `event event-${event.kind}`, dataset: { seq: event.seq, kind: event.kind, instance: event.instance, service: event.service, role: event.role } },
+    el("time", { datetime: event.at }, event.at.replace("T", " ").replace("+00:00", "")),
+    el("span", { class: "kind" }, event.kind),
+    el("span", { class: "where" }, where || "-"),
+    el("span", { class: "text" }, event.message),
+  );
+}
+
+function addEvent(event) {
+  const list = $("#events");
+  const row = eventRow(event);
+  row.hidden = !eventMatches(event, eventFilter());
+  list.prepend(row);
+  while (list.children.length > MAX_EVENT_ROWS) list.lastElementChild.remove();
+}
+
+function refilterEvents() {
+  const filter = eventFilter();
+  for (const row of $("#events").children) {
+    row.hidden = !eventMatches(row.dataset, filter);
+  }
+}
+
+// -- chaos ---------------------------------------------------------------------------------------
+
+function chaosService() {
+  return $("#chaos-service").value || (state.deployments[0] && state.deployments[0].service) || "";
+}
+
+function renderChaosServices() {
+  const select = $("#chaos-service");
+  const chosen = select.value;
+  const services = [...new Set(state.deployments.map((d) => d.service))];
+  select.replaceChildren(...services.map((s) => el("option", { value: s }, s)));
+  if (services.includes(chosen)) select.value = chosen;
+  const instances = state.deployments.filter((d) => d.service === chaosService() && d.slot === "production").flatMap((d) => d.instances);
+  const instanceSelect = $("#chaos-instance");
+  const picked = instanceSelect.value;
+  instanceSelect.replaceChildren(...instances.map((i) => el("option", { value: i.id }, i.id)));
+  if (instances.some((i) => i.id === picked)) instanceSelect.value = picked;
+}
+
+async function loadFaults() {
+  const list = await api("GET", "/chaos/faults");
+  state.faults = list.faults;
+  const rows = list.faults.map((f) =>
+    el(
+      "tr",
+      { id: `fault-${f.id}`, dataset: { state: f.state } },
+      el("td", {}, f.id),
+      el("td", {}, f.label),
+      el("td", { class: "fault-state" }, f.state),
+      el("td", {}, f.wall.replace("T", " ").replace("+00:00", "")),
+      el("td", {}, f.detail),
+      el(
+        "td",
+        {},
+        f.state === "active"
+          ? el("button", { type: "button", class: "undo", onclick: () => undoFault(f.id) }, "Undo")
+          : "",
+      ),
+    ),
+  );
+  $("#faults tbody").replaceChildren(...rows);
+}
+
+async function undoFault(id) {
+  try {
+    await api("DELETE", `/chaos/faults/${id}`);
+  } catch (error) {
+    say(`undo ${id}: ${error.message}`, true);
+  }
+  refreshFaults();
+}
+
+async function loadTargets() {
+  const service = chaosService();
+  if (!service) return;
+  const map = await api("GET", `/chaos/targets?service=${encodeURIComponent(service)}`);
+  const rows = map.instances.map((i) =>
+    el(
+      "tr",
+      {},
+      el("td", {}, i.id),
+      statusCell(i.status),
+      el("td", {}, i.host),
+      el("td", {}, i.rotation === null ? "-" : i.rotation ? "in" : "out"),
+      el("td", {}, Object.entries(i.processes).map(([place, pid]) => `${place} ${pid}`).join(", ")),
+    ),
+  );
+  $("#targets tbody").replaceChildren(...rows);
+}
+
+async function loadReport() {
+  const service = chaosService();
+  const html = await api("GET", `/portal/chaos/report${service ? `?service=${encodeURIComponent(service)}` : ""}`);
+  // Server-drawn SVG (our own markup; every text in it is escaped there).
+  $("#chaos-report").innerHTML = html;
+}
+
+async function inject(event) {
+  event.preventDefault();
+  const form = new FormData(event.target);
+  const fault = {
+    type: form.get("type"),
+    target: { service: chaosService(), place: form.get("place"), instance: form.get("instance") },
+  };
+  const duration = String(form.get("duration") || "").trim();
+  if (fault.type === "hang" && duration) fault.duration = Number(duration);
+  $("#inject-error").textContent = "";
+  try {
+    const record = await api("POST", "/chaos/faults", { fault });
+    say(`${record.id}: ${record.label}: ${record.detail}`);
+  } catch (error) {
+    $("#inject-error").textContent = error.message;
+  }
+  refreshFaults();
+  refreshTargets();
+}
+
+// -- views and the live stream ------------------------------------------------------------------
+
+function show(view) {
+  state.view = view;
+  for (const section of document.querySelectorAll("main section")) section.hidden = section.dataset.view !== view;
+  for (const link of document.querySelectorAll("nav a")) link.classList.toggle("current", link.dataset.view === view);
+  if (view === "hosts") refreshHosts();
+  if (view === "chaos") {
+    refreshFaults();
+    refreshTargets();
+    refreshReport();
+  }
+}
+
+function onEvent(message) {
+  const event = JSON.parse(message.data);
+  addEvent(event);
+  if (event.kind === "status") applyStatus(event);
+  refreshDeployments();
+  if (state.view === "hosts") refreshHosts();
+  if (state.view === "chaos") {
+    if (event.kind === "fault") refreshFaults();
+    refreshTargets();
+    refreshReport();
+  }
+}
+
+function follow() {
+  const stream = new EventSource("/events/stream");
+  for (const kind of EVENT_KINDS) stream.addEventListener(kind, onEvent);
+  stream.addEventListener("open", () => {
+    $("#live").textContent = "live";
+    $("#live").classList.add("on");
+  });
+  stream.addEventListener("error", () => {
+    // The browser reconnects by itself, sending Last-Event-ID: nothing is missed.
+    $("#live").textContent = "reconnecting…";
+    $("#live").classList.remove("on");
+  });
+}
+
+async function main() {
+  $("#signout").addEventListener("click", async () => {
+    await fetch("/portal/signout", { method: "POST", headers: { "x-csrf-token": csrf }, credentials: "same-origin" });
+    location.assign("/");
+  });
+  $("#event-filter").addEventListener("input", refilterEvents);
+  $("#inject").addEventListener("submit", inject);
+  $("#chaos-service").addEventListener("change", () => {
+    renderChaosServices();
+    refreshTargets();
+    refreshReport();
+  });
+  window.addEventListener("hashchange", () => show(location.hash.slice(1) || "instances"));
+  await refreshDeployments();
+  follow(); // from the first event kept: the events view fills with the timeline so far
+  show(location.hash.slice(1) || "instances");
+  document.body.dataset.ready = "true";
+}
+
+main();

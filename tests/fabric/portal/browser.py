@@ -1,0 +1,194 @@
+"""Drive the portal in Debian's chromium with Playwright, in a process of its own (Playwright's API
+is asyncio; the suite runs on trio).
+
+    python -m tests.fabric.portal.browser SCENARIO URL TOKEN OUT_DIR
+
+prints one JSON object (what the scenario saw) on its last line and exits 0; on a failure it
+saves a screenshot of every view to OUT_DIR, prints {"error": ...} and exits 1.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from playwright.sync_api import Page, sync_playwright
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+VIEWS = ("instances", "services", "hosts", "events", "chaos")
+#: generous: CI is a loaded 2-core machine and a role host restart takes real processes
+WAIT_MS = 90_000
+
+Scenario = Callable[[Page, str, str], dict[str, Any]]
+
+
+def until(page: Page, expression: str, timeout: float = WAIT_MS) -> None:
+    """Poll a JavaScript expression until it is true (page.wait_for_function evaluates strings,
+    which the portal's Content-Security-Policy forbids, as it should)."""
+    deadline = time.monotonic() + timeout / 1000
+    while not page.evaluate(expression):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"still false after {timeout / 1000:.0f} s: {expression}")
+        page.wait_for_timeout(20)
+
+
+def sign_in(page: Page, url: str, token: str) -> None:
+    """Sign in and wait for the page to have read the fabric."""
+    page.goto(url + "/")
+    page.fill("#token", token)
+    page.click("#signin button[type=submit]")
+    page.wait_for_selector("body[data-ready=true]", timeout=WAIT_MS)
+
+
+def status_of(page: Page, instance: str) -> str:
+    return str(page.inner_text(f'#instances tr[data-instance="{instance}"] td.status'))
+
+
+def signin(page: Page, url: str, token: str) -> dict[str, Any]:
+    """A wrong token is refused; the right one shows the instances, all ReadyRole."""
+    page.goto(url + "/")
+    page.fill("#token", "not-the-token")
+    page.click("#signin button[type=submit]")
+    page.wait_for_selector("#signin-error")
+    refused = {"error": page.inner_text("#signin-error"), "cookies": len(page.context.cookies())}
+    page.fill("#token", token)
+    page.click("#signin button[type=submit]")
+    page.wait_for_selector("body[data-ready=true]", timeout=WAIT_MS)
+    until(
+        page,
+        "document.querySelectorAll('#instances tbody td.status').length > 0 && "
+        "[...document.querySelectorAll('#instances tbody td.status')].every(td => td.textContent === 'ReadyRole')",
+        timeout=WAIT_MS,
+    )
+    rows = page.eval_on_selector_all(
+        "#instances tbody tr",
+        "rows => rows.map(r => [r.dataset.instance, r.querySelector('td.status').textContent])",
+    )
+    [cookie] = [c for c in page.context.cookies() if c["name"] == "reddog_session"]
+    return {
+        "refused": refused,
+        "rows": rows,
+        "cookie": {"httpOnly": cookie["httpOnly"], "sameSite": cookie["sameSite"]},
+    }
+
+
+def kill_from_chaos(page: Page, url: str, token: str) -> dict[str, Any]:
+    """Kill Web_IN_0's role host from the chaos page; its row leaves ReadyRole and comes back
+    without a reload; the chaos report then draws one mark and one bar for the fault."""
+    sign_in(page, url, token)
+    until(
+        page,
+        """document.querySelector('#instances tr[data-instance="Web_IN_0"] td.status')?.textContent === 'ReadyRole'""",
+        timeout=WAIT_MS,
+    )
+    # Every status the row shows, in order (the page is never reloaded: the marker survives).
+    page.evaluate(
+        """() => {
+        window.__marker = 'no reload';
+        window.__seen = ['ReadyRole'];
+        const look = () => {
+          const td = document.querySelector('#instances tr[data-instance="Web_IN_0"] td.status');
+          if (td && window.__seen.at(-1) !== td.textContent) window.__seen.push(td.textContent);
+        };
+        new MutationObserver(look).observe(document.querySelector('#instances tbody'),
+          {subtree: true, childList: true, characterData: true});
+      }"""
+    )
+    page.click('nav a[data-view="chaos"]')
+    page.wait_for_selector('#chaos-instance option[value="Web_IN_0"]', state="attached", timeout=WAIT_MS)
+    page.select_option("#inject select[name=type]", "kill")
+    page.select_option("#inject select[name=place]", "role-host")
+    page.select_option("#chaos-instance", "Web_IN_0")
+    page.click("#inject button[type=submit]")
+    page.wait_for_selector("#faults tbody tr", timeout=WAIT_MS)
+    until(page, "window.__seen.length > 1 && window.__seen.at(-1) === 'ReadyRole'", timeout=WAIT_MS)
+    until(
+        page,
+        "document.querySelectorAll('#chaos-report svg.availability g.fault-mark').length === 1 && "
+        "document.querySelector('#chaos-report svg.fault-bars g.fault-bar rect') !== null",
+        timeout=WAIT_MS,
+    )
+    page.click('nav a[data-view="events"]')
+    page.fill('#event-filter input[name="instance"]', "web_in_0")
+    kinds = page.eval_on_selector_all("#events li:not([hidden])", "items => items.map(li => li.dataset.kind)")
+    return {
+        "seen": page.evaluate("window.__seen"),
+        "marker": page.evaluate("window.__marker"),
+        "fault_rows": page.eval_on_selector_all(
+            "#faults tbody tr", "rows => rows.map(r => r.children[1].textContent)"
+        ),
+        "marks": page.eval_on_selector_all(
+            "#chaos-report svg.availability g.fault-mark", "g => g.map(m => m.dataset.fault)"
+        ),
+        "event_kinds": kinds,
+    }
+
+
+def latency(page: Page, url: str, token: str) -> dict[str, Any]:
+    """Record when each status reaches the DOM (Date.now(), ms) for the benchmark; runs until
+    the benchmark writes OUT_DIR/stop, then answers what it saw."""
+    sign_in(page, url, token)
+    page.evaluate(
+        """() => {
+        window.__dom = [];
+        new MutationObserver((records) => {
+          const now = Date.now();
+          for (const r of records) for (const n of r.addedNodes) {
+            if (n.nodeType === 1 && n.matches('td.status')) {
+              window.__dom.push([n.parentElement.dataset.instance, n.textContent, now]);
+            }
+          }
+        }).observe(document.querySelector('#instances tbody'), {subtree: true, childList: true});
+      }"""
+    )
+    print(json.dumps({"ready": True}), flush=True)
+    stop = Path(sys.argv[4]) / "stop"
+    while not stop.exists():
+        page.wait_for_timeout(50)
+    return {"dom": page.evaluate("window.__dom")}
+
+
+SCENARIOS: dict[str, Scenario] = {"signin": signin, "kill_from_chaos": kill_from_chaos, "latency": latency}
+
+
+def main() -> int:
+    """Run one scenario; the last line printed is its JSON result."""
+    name, url, token, out = sys.argv[1:5]
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        try:
+            result = SCENARIOS[name](page, url, token)
+        except Exception:
+            shots = Path(out)
+            shots.mkdir(parents=True, exist_ok=True)
+            for view in VIEWS:
+                try:
+                    page.evaluate(f"location.hash = '#{view}'")
+                    page.screenshot(path=str(shots / f"{name}-{view}.png"), full_page=True)
+                except Exception:
+                    pass
+            print(json.dumps({"error": traceback.format_exc(), "screenshots": str(shots)}), flush=True)
+            return 1
+        finally:
+            browser.close()
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

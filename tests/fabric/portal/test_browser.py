@@ -1,0 +1,48 @@
+"""The portal in a real browser (Debian's chromium, driven by Playwright in a child process),
+in front of a real fabric running the guestbook. Screenshots of every view are saved on failure
+(the path is in the failure message)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.fabric.portal.portal_kit import Portal, guestbook_portal, needs_browser, run_browser
+
+pytestmark = [needs_browser, pytest.mark.slow, pytest.mark.timeout(300)]
+
+
+@pytest.fixture
+async def portal(tmp_path: Path) -> AsyncIterator[Portal]:
+    async with guestbook_portal(tmp_path / "state") as running:
+        yield running
+
+
+async def test_sign_in_shows_the_four_guestbook_instances_ready(portal: Portal, tmp_path: Path) -> None:
+    seen = await run_browser("signin", portal, tmp_path / "screenshots")
+    assert "not the token of this fabric" in seen["refused"]["error"] and seen["refused"]["cookies"] == 0
+    assert sorted(seen["rows"]) == [
+        ["Web_IN_0", "ReadyRole"],
+        ["Web_IN_1", "ReadyRole"],
+        ["Worker_IN_0", "ReadyRole"],
+        ["Worker_IN_1", "ReadyRole"],
+    ]
+    assert seen["cookie"] == {"httpOnly": True, "sameSite": "Strict"}
+    async with httpx.AsyncClient(base_url=portal.url) as anonymous:
+        assert (await anonymous.get("/subscriptions")).status_code == 401
+        assert (await anonymous.get("/portal/chaos/report")).status_code == 401
+
+
+async def test_a_role_host_killed_from_the_chaos_page_leaves_ready_and_comes_back_live(
+    portal: Portal, tmp_path: Path
+) -> None:
+    seen = await run_browser("kill_from_chaos", portal, tmp_path / "screenshots")
+    assert seen["marker"] == "no reload"
+    assert seen["seen"][0] == "ReadyRole" and seen["seen"][-1] == "ReadyRole"
+    assert any(s != "ReadyRole" for s in seen["seen"]), seen["seen"]
+    assert len(seen["fault_rows"]) == 1 and "role-host@Web_IN_0" in seen["fault_rows"][0]
+    assert seen["marks"] == ["f1"]
+    assert "fault" in seen["event_kinds"] and "status" in seen["event_kinds"]
