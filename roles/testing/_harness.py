@@ -218,7 +218,12 @@ class RoleHarness(Generic[E]):
         return bool(result.busy)
 
     async def changing(self, changes: Iterable[Change]) -> bool:
-        """Raise changing with ``changes``; return True when a handler set ``args.cancel``."""
+        """Raise changing with ``changes``; return True when a handler set ``args.cancel``.
+
+        The fabric would then recycle the instance to apply the change (and it gives the
+        handlers status_check_timeout to answer, treating silence as a cancel; here the test's
+        own time limit applies).
+        """
         ref, _ = self._require_running()
         self._sent += 1
         result = await self._ask(ref, EnvironmentChanging(changes=list(changes)))
