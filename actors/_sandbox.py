@@ -15,6 +15,7 @@ import errno
 import json
 import os
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -175,6 +176,9 @@ def enter_sandbox(sandbox: Sandbox) -> None:
     """
     if not sys.platform.startswith("linux"):
         raise SandboxUnavailable(errno.ENOSYS, "mount namespaces are a Linux feature")
+    if threading.active_count() > 1:
+        # unshare would move only the calling thread; the others would keep the whole view.
+        raise OSError(errno.EINVAL, "enter_sandbox must run before the process starts threads")
     libc = _libc()
     if libc.unshare(_CLONE_NEWNS) != 0:
         code = ctypes.get_errno()

@@ -189,7 +189,24 @@ def grant_account(config: GuestConfig, disk: VmDisk, log: Log) -> None:
         return
     writable = [disk.local_resource(s.name) for s in config.role.local_storage]
     secure_vm(disk, config.vm_uid, [*writable, disk.role_temp, disk.iis_log_dir])
+    grant_certificates(config, disk, config.vm_uid)
     log(
         f"user account: limited tasks, the role and its web workers run as uid {config.vm_uid}, "
         "which alone may write its LocalStorage, temp folder and logs; elevated ones run as root"
     )
+
+
+def grant_certificates(config: GuestConfig, disk: VmDisk, uid: int) -> None:
+    """Let the VM's account read the certificates whose permissionLevel is limitedOrElevated
+    (those marked elevated stay root's only), as Azure lets limited role processes use them."""
+    levels = {c.name: c.permission_level for c in config.role.certificates}
+    for cert in config.certificates:
+        if levels.get(cert.name, "limitedOrElevated") != "limitedOrElevated":
+            continue
+        folder = disk.certificates_dir / cert.store_location / cert.store_name
+        for level in (disk.certificates_dir, folder.parent, folder):
+            os.chown(level, 0, uid)
+            os.chmod(level, 0o750)
+        path = folder / f"{cert.thumbprint}.pem"
+        os.chown(path, 0, uid)
+        os.chmod(path, 0o640)

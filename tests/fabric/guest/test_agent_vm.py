@@ -111,3 +111,45 @@ def test_certificates_are_owner_only(tmp_path: Path) -> None:
     for folder in (certificates, certificates / "LocalMachine", pem.parent):
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700
     assert "placed certificate Ssl (ABCDEF)" in lines[0]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="VM accounts need root")
+def test_the_vms_account_may_read_limited_certificates_only(tmp_path: Path) -> None:
+    import msgspec
+
+    from fabric.guest.messages import CertificateFile
+    from fabric.guest.provision import disk_of, grant_account, place_certificates
+    from fabric.guest.standalone import guest_config_for
+    from fabric.model import load_service
+    from fabric.model.definition import Certificate
+
+    service = load_service(EXAMPLES / "hello-worker")
+    config = guest_config_for(service, "HelloWorker", 0, tmp_path, Settings.fast())
+    role = msgspec.structs.replace(
+        config.role,
+        certificates=(
+            Certificate(name="Ssl", store_location="LocalMachine", store_name="My"),
+            Certificate(
+                name="Admin", store_location="LocalMachine", store_name="My", permission_level="elevated"
+            ),
+        ),
+    )
+    config = msgspec.structs.replace(
+        config,
+        role=role,
+        vm_uid=65002,
+        certificates=[
+            CertificateFile(name="Ssl", thumbprint="AAAA", pem="-----BEGIN CERTIFICATE-----\n"),
+            CertificateFile(name="Admin", thumbprint="BBBB", pem="-----BEGIN CERTIFICATE-----\n"),
+        ],
+    )
+    disk = disk_of(config)
+    disk.create()
+    place_certificates(config, disk, lambda line: None)
+    grant_account(config, disk, lambda line: None)
+    store = disk.certificates_dir / "LocalMachine" / "My"
+    for folder in (disk.certificates_dir, store.parent, store):
+        assert (folder.stat().st_gid, stat.S_IMODE(folder.stat().st_mode)) == (65002, 0o750)
+    limited, elevated = (store / "AAAA.pem").stat(), (store / "BBBB.pem").stat()
+    assert (limited.st_gid, stat.S_IMODE(limited.st_mode)) == (65002, 0o640)
+    assert (elevated.st_uid, elevated.st_gid, stat.S_IMODE(elevated.st_mode)) == (0, 0, 0o600)
