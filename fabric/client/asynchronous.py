@@ -7,7 +7,7 @@ Every call raises a ClientError subclass (fabric.client.errors) with a one-line 
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -17,6 +17,7 @@ import msgspec
 
 from fabric.chaos.messages import FaultList, FaultRecord, Inject, TargetMap, WatchBatch, WatchStart
 from fabric.client.errors import ClientError, NoFabricRunning, NotFound, refusal, unreachable
+from fabric.controller.events import MAX_PAGE, EventPage
 from fabric.controller.messages import DeploymentView, Slot, UpgradeMode
 from fabric.frontend import api
 from fabric.frontend.auth import read_api_url, read_token
@@ -259,6 +260,24 @@ class AsyncFabricClient:
             if op.status != "InProgress":
                 return op
             await anyio.sleep(interval)
+
+    # -- events --------------------------------------------------------------------------------------
+
+    async def events(
+        self,
+        filters: Mapping[str, str] | None = None,
+        *,
+        after: int = 0,
+        limit: int = MAX_PAGE,
+        wait: float | None = None,
+    ) -> EventPage:
+        """A page of the fabric's timeline after ``after`` matching ``filters`` (service, role,
+        instance, kind); with ``wait``, a long poll: up to that many seconds for a first event."""
+        query = {**(filters or {}), "after": str(after), "limit": str(limit)}
+        if wait is not None:
+            query["wait"] = f"{wait:g}"
+        resp = await self.request("GET", "/events", params=query)
+        return msgspec.json.decode(resp.content, type=EventPage)
 
     # -- chaos ---------------------------------------------------------------------------------------
 

@@ -89,6 +89,7 @@ class FabricClient:
     swap = _blocking(AsyncFabricClient.swap)
     operation = _blocking(AsyncFabricClient.operation)
     wait = _blocking(AsyncFabricClient.wait)
+    events = _blocking(AsyncFabricClient.events)
     inject = _blocking(AsyncFabricClient.inject)
     faults = _blocking(AsyncFabricClient.faults)
     undo = _blocking(AsyncFabricClient.undo)

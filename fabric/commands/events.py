@@ -8,21 +8,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import click
-import httpx
 import msgspec
 
-from fabric.commands.client import state_dir_option
-from fabric.controller.events import EVENT_KINDS, MAX_PAGE, Event, EventPage
-from fabric.frontend.auth import read_api_url, read_token
+from fabric.client import FabricClient
+from fabric.commands.client import state_dir_option, user_errors
+from fabric.controller.events import EVENT_KINDS, Event
 
 #: how long one long poll of --follow waits for an event before asking again
 FOLLOW_WAIT = 25
 
 _encoder = msgspec.json.Encoder()
-
-
-class EventsError(Exception):
-    """The timeline cannot be read (no fabric, a refused token, a refused query): one line."""
 
 
 def read_events(
@@ -31,37 +26,15 @@ def read_events(
     """Every kept event after ``after`` matching ``params``; with ``follow``, then each new one.
 
     Raises:
-        EventsError: no fabric runs for ``state_dir``, or it refused the request.
+        ClientError: no fabric runs for ``state_dir``, or it refused the request.
     """
-    url, token = read_api_url(state_dir), read_token(state_dir)
-    if url is None or token is None:
-        raise EventsError(
-            f"no fabric is running for state folder {state_dir}: start one with `fabric serve` or `fabric run`"
-        )
-    headers = {"authorization": f"Bearer {token}"}
-    with httpx.Client(base_url=url, headers=headers, timeout=FOLLOW_WAIT + 30) as http:
+    with FabricClient(state_dir, timeout=FOLLOW_WAIT + 30) as client:
         while True:
-            query = {**params, "after": str(after), "limit": str(MAX_PAGE)}
-            if follow:
-                query["wait"] = str(FOLLOW_WAIT)
-            try:
-                resp = http.get("/events", params=query)
-            except httpx.HTTPError as exc:
-                raise EventsError(f"cannot read events from the fabric at {url}: {exc}") from None
-            if resp.status_code != 200:
-                raise EventsError(f"the fabric at {url} answered {resp.status_code}: {_message(resp)}")
-            page = msgspec.json.decode(resp.content, type=EventPage)
+            page = client.events(params, after=after, wait=FOLLOW_WAIT if follow else None)
             yield from page.events
             if not page.events and not follow:
                 return
             after = page.next
-
-
-def _message(resp: httpx.Response) -> str:
-    try:
-        return str(resp.json()["Error"]["Message"])
-    except (ValueError, KeyError, TypeError):
-        return resp.text[:200]
 
 
 def format_event(event: Event) -> str:
@@ -91,11 +64,9 @@ def events(
     params = {
         k: v for k, v in {"service": service, "role": role, "instance": instance, "kind": kind}.items() if v
     }
-    try:
-        for event in read_events(state_dir, params, follow=follow):
-            click.echo(_encoder.encode(event).decode() if as_json else format_event(event))
-    except EventsError as exc:
-        click.echo(f"error: {exc}", err=True)
-        raise click.exceptions.Exit(2) from None
-    except KeyboardInterrupt:
-        raise click.exceptions.Exit(130) from None
+    with user_errors():
+        try:
+            for event in read_events(state_dir, params, follow=follow):
+                click.echo(_encoder.encode(event).decode() if as_json else format_event(event))
+        except KeyboardInterrupt:
+            raise click.exceptions.Exit(130) from None
