@@ -10,6 +10,7 @@ from fabric.commands.chaos import chaos
 from fabric.commands.events import events
 from fabric.commands.guest import guest
 from fabric.commands.model import package, validate
+from fabric.commands.portal import portal
 from fabric.commands.run import run, serve
 
 
@@ -26,6 +27,7 @@ main.add_command(run)
 main.add_command(serve)
 main.add_command(chaos)
 main.add_command(events)  # fabric.commands.events: the timeline
+main.add_command(portal)  # fabric.commands.portal: open the portal
 for _command in client_commands.COMMANDS:
     main.add_command(_command)
 

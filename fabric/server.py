@@ -91,7 +91,9 @@ async def open_fabric(state_dir: Path, settings: Settings, *, api_port: int = 0)
                 lambda: Ffe([Pool("local", controller)], state_dir, max_instances=settings.max_instances),
                 name="FFE",
             )
-            url = await tg.start(partial(serve_api, ffe, state_dir, port=api_port))
+            url = await tg.start(
+                partial(serve_api, ffe, state_dir, port=api_port, metrics_public=settings.metrics_public)
+            )
             try:
                 yield Fabric(url=url, state_dir=state_dir, system=system, controller=controller, ffe=ffe)
             finally:

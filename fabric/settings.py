@@ -62,6 +62,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     max_instances: int = 1000
     #: the fabric's event timeline keeps this many events (older ones are dropped)
     events_kept: int = 10_000
+    #: GET /metrics answers without the API token (for a Prometheus scraper); `--metrics-public`
+    metrics_public: bool = False
 
     @classmethod
     def fast(cls, **overrides: Any) -> Settings:

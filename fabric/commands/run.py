@@ -8,6 +8,7 @@ from typing import Any
 
 import anyio
 import click
+import msgspec
 from rich.console import Console, Group
 from rich.live import Live
 from rich.text import Text
@@ -32,10 +33,18 @@ def settings_options(f: Callable[..., Any]) -> Callable[..., Any]:
     )(f)
 
 
-def load_settings(settings_file: Path | None, fast: bool) -> Settings:
-    """The Azure defaults (or the fast profile), with a settings file on top."""
+def metrics_public_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``--metrics-public``: GET /metrics without the token (the rest of the API keeps it)."""
+    return click.option(
+        "--metrics-public", is_flag=True, help="Serve /metrics without the API token (for a scraper)."
+    )(f)
+
+
+def load_settings(settings_file: Path | None, fast: bool, metrics_public: bool = False) -> Settings:
+    """The Azure defaults (or the fast profile), with a settings file on top (and --metrics-public)."""
     settings = Settings.fast() if fast else Settings()
-    return Settings.load(settings_file, base=settings) if settings_file is not None else settings
+    settings = Settings.load(settings_file, base=settings) if settings_file is not None else settings
+    return msgspec.structs.replace(settings, metrics_public=True) if metrics_public else settings
 
 
 @click.command()
@@ -43,14 +52,15 @@ def load_settings(settings_file: Path | None, fast: bool) -> Settings:
     "--port", default=0, show_default=True, type=click.IntRange(0, 65535), help="The API port (0: any)."
 )
 @settings_options
+@metrics_public_option
 @state_dir_option
-def serve(port: int, settings_file: Path | None, fast: bool, state_dir: Path) -> None:
+def serve(port: int, settings_file: Path | None, fast: bool, metrics_public: bool, state_dir: Path) -> None:
     """Run the fabric (API, controller, local hosts) until Ctrl-C; deploy to it with `fabric deploy`.
 
     SIGTERM and SIGHUP (the terminal closed) stop it as Ctrl-C does.
     """
     with user_errors(SettingsError, FabricBusy):
-        settings = load_settings(settings_file, fast)
+        settings = load_settings(settings_file, fast, metrics_public)
         anyio.run(_serve, state_dir, settings, port, backend="trio")
 
 
@@ -61,6 +71,7 @@ async def _serve(state_dir: Path, settings: Settings, port: int) -> None:
         click.echo(
             f"fabric serving {fabric.url} (state folder {fabric.state_dir}); Ctrl-C stops it", err=True
         )
+        click.echo(f"portal {fabric.url}/ (sign in with the token in {fabric.state_dir / 'token'})", err=True)
         await until_stop_signal()
         click.echo("stopping every role instance gracefully...", err=True)
 
@@ -77,6 +88,7 @@ async def _serve(state_dir: Path, settings: Settings, port: int) -> None:
     "--port", default=0, show_default=True, type=click.IntRange(0, 65535), help="The API port (0: any)."
 )
 @settings_options
+@metrics_public_option
 @state_dir_option
 def run(
     service: Path,
@@ -84,6 +96,7 @@ def run(
     port: int,
     settings_file: Path | None,
     fast: bool,
+    metrics_public: bool,
     state_dir: Path,
 ) -> None:
     """Run the fabric, deploy SERVICE (a folder or .cspkg) and show its instances live.
@@ -92,7 +105,7 @@ def run(
     so do SIGTERM and SIGHUP (the terminal closed).
     """
     with user_errors(SettingsError, FabricBusy):
-        settings = load_settings(settings_file, fast)
+        settings = load_settings(settings_file, fast, metrics_public)
         # Every problem now, before anything starts.
         hosted = hosted_name(load_service(service, config_file).definition.name)
         anyio.run(
@@ -115,7 +128,9 @@ async def _run(
         open_fabric(state_dir, settings, api_port=port) as fabric,
         AsyncFabricClient(fabric.state_dir) as client,
     ):
-        console.print(f"fabric API {fabric.url}; state folder {fabric.state_dir}", highlight=False)
+        console.print(
+            f"fabric API {fabric.url}; portal {fabric.url}/; state folder {fabric.state_dir}", highlight=False
+        )
         try:
             async with anyio.create_task_group() as tg:
 
