@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Sequence
+from typing import Any
+
 import click
 
 from fabric import __version__
@@ -14,7 +18,36 @@ from fabric.commands.portal import portal
 from fabric.commands.run import run, serve
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Fabric(click.Group):
+    """The group, with one error style for every mistake, click's own included: one line,
+    ``error: ...`` on stderr, exit code 2 (click prints the usage and ``Error:`` instead)."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        """Run the command line; in standalone mode, exit with its code."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except click.ClickException as exc:
+            message = " ".join(exc.format_message().split())
+            if isinstance(exc, click.UsageError) and exc.ctx is not None:
+                message += f" (see `{exc.ctx.command_path} -h`)"
+            click.echo(f"error: {message}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+@click.group(cls=_Fabric, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="fabric")
 def main() -> None:
     """Run, supervise and break cloud services the way the Azure fabric did."""

@@ -77,13 +77,14 @@ def fail(message: str) -> click.exceptions.Exit:
 
 @contextmanager
 def user_errors(*kinds: type[Exception]) -> Iterator[None]:
-    """Print a user's error as ``error: ...`` on stderr (a model's problems one per line) and
-    exit 2; ``kinds`` are more exception classes whose message is for the user."""
+    """Print a user's error as ``error: ...`` on stderr and exit 2 (a model's problems one per
+    line, ``file:line: ...`` as `fabric validate` shows them); ``kinds`` are more exception
+    classes whose message is for the user."""
     try:
         yield
     except ModelError as exc:
         for problem in exc.problems:
-            click.echo(f"error: {problem}", err=True)
+            click.echo(str(problem), err=True)
         raise click.exceptions.Exit(2) from None
     except Exception as exc:
         if isinstance(exc, (ClientError, *kinds)):

@@ -280,3 +280,22 @@ async def test_status_piped_keeps_one_instance_per_line(api: Api, hello: Path) -
     assert code == 0, err
     rows = [line for line in out.splitlines() if "_IN_" in line]
     assert len(rows) == 2 and all(detail.strip() in row and row.rstrip().endswith("0") for row in rows), out
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["logs", "--nope"], "error: No such option '--nope'. (see `fabric logs -h`)"),
+        (["nope"], "error: No such command 'nope'. (see `fabric -h`)"),
+        (
+            ["chaos", "kill", "--target", "nope"],
+            "error: Invalid value for '--target': 'nope' is not one of",
+        ),
+    ],
+)
+async def test_a_mistake_in_the_command_line_is_one_error_line_and_exit_2(
+    args: list[str], error: str
+) -> None:
+    done = await anyio.run_process([str(FABRIC), *args], check=False)
+    err = done.stderr.decode()
+    assert (done.returncode, done.stdout) == (2, b"") and err.startswith(error) and len(err.splitlines()) == 1
