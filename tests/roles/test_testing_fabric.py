@@ -52,6 +52,11 @@ def test_bad_service_arguments_say_what_to_fix(tmp_path: Path) -> None:
         role_spec_from_service(GUESTBOOK, "Nope", root=tmp_path)
     with pytest.raises(ValueError, match=r"^role Web has 2 instance"):
         role_spec_from_service(GUESTBOOK, "Web", root=tmp_path, index=2)
+    shop = Path(__file__).parents[1] / "fabric" / "model" / "fixtures" / "shop"
+    with pytest.raises(
+        ValueError, match=r"^role Worker runs a program \('python worker.py'\), not a RoleEntry"
+    ):
+        role_spec_from_service(shop, "Worker", root=tmp_path)
 
 
 @pytest.mark.slow
