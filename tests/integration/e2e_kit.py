@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import re
 import shutil
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import anyio
-import anyio.to_thread
 import httpx
 import psutil
 
 from actors import command_line
-from fabric.client import AsyncFabricClient, FabricClient
+from fabric.client import AsyncFabricClient
 from fabric.client.deployments import deploy_service
 from fabric.controller.messages import DeploymentView, InstanceView, ListDeployments
 from fabric.server import Fabric, open_fabric
@@ -51,27 +50,23 @@ class Running:
     def state_dir(self) -> Path:
         return self.fabric.state_dir
 
-    def client(self) -> FabricClient:
-        return FabricClient(self.state_dir)
+    def client(self) -> AsyncFabricClient:
+        return AsyncFabricClient(self.state_dir)
 
     async def deploy(self, service: Path, **kwargs: Any) -> tuple[str, str]:
-        async with AsyncFabricClient(self.state_dir) as client:
+        async with self.client() as client:
             started = await deploy_service(client, service, None, **kwargs)
         return started.service, started.slot
 
-    async def call(self, action: Callable[[FabricClient], Any]) -> Any:
-        """Run a client call (and wait for its operation) in a worker thread."""
-
-        def run() -> Any:
-            with self.client() as client:
-                result = action(client)
-                if isinstance(result, str) and re.fullmatch(r"[0-9a-f]{32}", result):
-                    op = client.wait(result)
-                    assert op.status == "Succeeded", op
-                    return op
-                return result
-
-        return await anyio.to_thread.run_sync(run)
+    async def call(self, action: Callable[[AsyncFabricClient], Awaitable[Any]]) -> Any:
+        """Make a client call; an operation it starts is waited for (and must succeed)."""
+        async with self.client() as client:
+            result = await action(client)
+            if isinstance(result, str) and re.fullmatch(r"[0-9a-f]{32}", result):
+                op = await client.wait(result)
+                assert op.status == "Succeeded", op
+                return op
+            return result
 
     async def views(self) -> list[DeploymentView]:
         views: list[DeploymentView] = await self.fabric.controller.ask(ListDeployments())

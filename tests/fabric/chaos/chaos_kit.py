@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
-import anyio.to_thread
 
 from fabric.chaos.messages import TargetMap
 from fabric.chaos.scenario import Scenario, parse_scenario
