@@ -108,10 +108,14 @@ class Sandbox:
 
 
 def interpreter_paths() -> list[str]:
-    """The folders this interpreter loads from: its prefixes, its import path and this package."""
+    """The folders this interpreter loads from: its prefixes, its site-packages and this package.
+
+    Not every entry of the import path: it holds the working folder of whoever started the
+    process tree (a home folder, say), which a sandboxed process has no business reading.
+    """
     found = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix]
     found.append(os.path.dirname(os.path.realpath(sys.executable)))
-    found.extend(p for p in sys.path if p and os.path.isabs(p))
+    found.extend(p for p in sys.path if os.path.basename(p) in ("site-packages", "dist-packages"))
     found.append(str(Path(__file__).resolve().parent.parent))
     seen: dict[str, None] = {}
     for path in found:

@@ -118,3 +118,21 @@ def test_unreachable_by_names_the_first_folder_the_user_cannot_enter() -> None:
         assert unreachable_by([str(inner / "lib.py")], UID + 1, UID + 1) == str(top / "outer")
     finally:
         shutil.rmtree(top)
+
+
+async def test_the_parents_import_path_does_not_open_its_working_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `python -m ...` puts its working folder on the import path, which children inherit.
+    home = tmp_path / "home-of-whoever-started-it"
+    home.mkdir()
+    (home / "notes.txt").write_text("private")
+    monkeypatch.syspath_prepend(str(home))
+    async with open_system() as system:
+        ref = await system.spawn_process(
+            "tests.actors.probe_actor:Prober",
+            name="limited",
+            options=ProcessOptions(run_as=UID, sandbox=Sandbox(), log_path=tmp_path / "child.log"),
+        )
+        found = await ref.ask(Probe([("read", str(home / "notes.txt"))]))
+    assert found == {f"read {home / 'notes.txt'}": "ENOENT"}
