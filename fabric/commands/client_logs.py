@@ -14,9 +14,8 @@ from pathlib import Path
 
 from fabric.client import ClientError, FabricClient, NoFabricRunning
 from fabric.client.deployments import find_instance
-
-#: the role host processes: each writes <name>.log, and its stdout and stderr to <name>.out.log
-ROLE_HOSTS = ("WaWorkerHost", "WaIISHost", "WaWebHost")
+from fabric.guest.log_files import ROLE_HOSTS as ROLE_HOSTS
+from fabric.guest.log_files import vm_logs as vm_logs
 
 _CHUNK = 64 * 1024
 
@@ -47,6 +46,8 @@ def vm_folder(state_dir: Path, instance: str, service: str | None = None, slot: 
     Raises:
         ClientError: no such VM, or several match.
     """
+    if not instance or "/" in instance or instance.strip(".") == "":
+        raise ClientError(f"{instance!r} is not an instance id (Web_IN_0) or a VM folder name")
     vms = state_dir / "vms"
     exact = vms / instance
     if service is None and slot is None and exact.is_dir():
@@ -69,42 +70,6 @@ def vm_folder(state_dir: Path, instance: str, service: str | None = None, slot: 
     hint = f"VMs there: {shown}" if known else "there are no VMs there yet"
     of = f" of service {service!r}" if service is not None else ""
     raise ClientError(f"no VM named {instance!r}{of} in {vms}; {hint}")
-
-
-def _newest(paths: list[Path]) -> Path:
-    return max(paths, key=lambda p: p.stat().st_mtime)
-
-
-def vm_logs(vm: Path) -> dict[str, Path]:
-    """Every log of a VM by its short name: WaAppAgent, AppAgentRuntime, Guest.out,
-    WaHostBootstrapper(.out), the role host's log (WaWorkerHost...) and ``stdout`` (its stdout
-    and stderr), IISConfigurator, StartupTask<n>, W3SVC (today's access log), and any other
-    ``*.log`` the role writes into its resources folder. Where the VM has run several
-    deployments, the newest file wins."""
-    found: dict[str, list[Path]] = {}
-
-    def add(name: str, path: Path) -> None:
-        found.setdefault(name, []).append(path)
-
-    logs = vm / "C" / "Logs"
-    for path in sorted(logs.glob("*.log")) if logs.is_dir() else []:
-        add(path.name.removesuffix(".log"), path)
-    directory = vm / "C" / "Resources" / "Directory"
-    for folder in sorted(directory.iterdir()) if directory.is_dir() else []:
-        if folder.name.endswith(".DiagnosticStore"):
-            for path in folder.glob("*.log"):
-                add(path.name.removesuffix(".log"), path)
-            for path in (folder / "StartupTasks").glob("*.log"):
-                add(f"StartupTask{path.stem}", path)
-            for path in (folder / "LogFiles").glob("W3SVC*/*.log"):
-                add("W3SVC", path)
-        elif folder.is_dir():
-            for path in folder.glob("*.log"):
-                name = path.name.removesuffix(".log")
-                add(name, path)
-                if name.removesuffix(".out") in ROLE_HOSTS and name.endswith(".out"):
-                    add("stdout", path)
-    return {name: _newest(paths) for name, paths in sorted(found.items())}
 
 
 def list_logs(

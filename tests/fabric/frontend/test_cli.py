@@ -235,6 +235,8 @@ async def test_logs_offers_every_log_of_a_vm_by_a_short_name(tmp_path: Path) -> 
     assert (await cli("logs", "Hello_IN_0", "--file", "w3svc", *s))[1] == "GET / 200\n"
     code, _, err = await cli("logs", "Hello_IN_0", "--file", "WaIISHost", *s)
     assert code == 2 and "its logs: " in err and "StartupTask0" in err and len(err.splitlines()) == 1
+    code, _, err = await cli("logs", "../../..", *s)
+    assert code == 2 and err == "error: '../../..' is not an instance id (Web_IN_0) or a VM folder name\n"
 
 
 async def test_logs_takes_service_and_slot_like_the_other_instance_commands(api: Api, hello: Path) -> None:
