@@ -71,6 +71,13 @@ for t in $TARGETS; do
     (echo forged >> "$t") 2>/dev/null && echo "reached write $t"
   fi
 done
+# Its own VM's configuration, agents' logs and code are root's: readable, not writable.
+vm="${TEMP%%/C/Resources/*}"
+for t in "$vm"/C/Config/*.xml "$vm"/C/Logs/WaAppAgent.log "$vm"/C/Resources/Directory/*.DiagnosticStore/WaHostBootstrapper.log "$vm"/E/approot/role.py; do
+  cat "$t" >/dev/null 2>&1 || echo "cannot read own $t"
+  (echo forged >> "$t") 2>/dev/null && echo "reached write own $t"
+done
+touch "$vm/E/approot/forged" 2>/dev/null && echo "reached create own approot"
 # A process that leaves the task's process group: it must still end with the VM.
 setsid sleep 300 >/dev/null 2>&1 </dev/null &
 echo $! > "$TEMP/escaped.pid"
@@ -180,6 +187,9 @@ async def test_a_limited_task_and_role_reach_nothing_of_another_service_and_uids
         caps = {line.split(":")[0]: int(line.split(":")[1], 16) for line in lines if line.startswith("Cap")}
         assert caps == {"CapInh": 0, "CapPrm": 0, "CapEff": 0, "CapAmb": 0}
         # Of the state folder it sees only the way to its own VM's folder.
+        assert [
+            line for line in lines if line.startswith(("cannot", "reached write own", "reached create own"))
+        ] == []
         seen = [line for line in lines if line.startswith(("reached", "entries"))]
         assert seen == [f"entries {fab.state_dir}: vms", f"entries {fab.state_dir / 'vms'}: {b_vm.name}"]
         # Service B's limited role: the same.
