@@ -317,7 +317,7 @@ class PortAllocator:
     def _probe(self, port: int, protocol: str) -> bool:
         if self.probes_left <= 0:
             raise out_of_ports(
-                f"no free local port found: {self.max_probes} ports probed on {LOCALHOST} were in use; "
+                f"no free local port found: {self.max_probes} bind tests on {LOCALHOST} met ports in use; "
                 f"stop what holds ports {self.first}-{self.last} or lower instance counts"
             )
         self.probes_left -= 1

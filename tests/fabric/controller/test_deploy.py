@@ -180,6 +180,16 @@ async def test_bad_requests_are_refused_before_anything_changes(
                 "ConflictError",
                 "not enough capacity",
             ),
+            "a billion instances": (
+                _command(folder, configuration=config(front=1_000_000_000)),
+                "BadRequest",
+                "over the limit of 1000",
+            ),
+            "over the limit together": (
+                _command(folder, configuration=config(front=600, back=401)),
+                "BadRequest",
+                "1001 instances together",
+            ),
         }
         for label, (command, code, words) in cases.items():
             error = await _refused(ref, command)

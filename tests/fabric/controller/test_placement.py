@@ -8,7 +8,14 @@ from collections import Counter
 import pytest
 
 from fabric.controller.messages import ControllerError
-from fabric.controller.placement import HostSlot, Planner, PortAllocator, port_is_free, update_domain
+from fabric.controller.placement import (
+    HostSlot,
+    Planner,
+    PortAllocator,
+    check_room,
+    port_is_free,
+    update_domain,
+)
 from fabric.model.definition import InternalEndpoint, PortRange, RoleDefinition
 
 
@@ -110,3 +117,86 @@ def test_a_fixed_port_range_serves_several_instances() -> None:
     ports = PortAllocator(set())
     got = [ports.instance_ports(role)["M"] for _ in range(3)]
     assert len(set(got)) == 3 and all(base <= p <= base + 9 for p in got)
+
+
+def worker(name: str = "R", *, endpoints: int = 1, size: str = "Small") -> RoleDefinition:
+    """A worker role with ``endpoints`` internal endpoints that take any port."""
+    eps = tuple(InternalEndpoint(name=f"E{i}", protocol="tcp") for i in range(endpoints))
+    return RoleDefinition(name=name, kind="worker", vm_size=size, internal_endpoints=eps)
+
+
+def test_capacity_is_compared_as_numbers_before_anything_is_built() -> None:
+    plan = planner([HostSlot("p-host1", 1, 4, 0, used=3)], max_hosts=2, cores=4)
+    assert plan.free_cores() == 1 + 4
+    plan.check_room([(worker(), 5)])  # fits exactly
+    with pytest.raises(ControllerError) as caught:
+        plan.check_room([(worker(), 10**9)])
+    assert caught.value.code == "ConflictError" and caught.value.status == 409
+    assert "need 1000000000 cores and the pool has 5 free" in caught.value.message
+    with pytest.raises(ControllerError) as too_big:
+        plan.check_room([(worker(size="ExtraLarge"), 1)])
+    assert too_big.value.code == "BadRequest" and "8 cores per instance" in too_big.value.message
+    assert plan.new_hosts() == [] and plan.hosts[0].used == 3  # checking placed nothing
+
+
+def test_the_instance_limit_comes_before_cores_and_ports() -> None:
+    ports = PortAllocator(set())
+    with pytest.raises(ControllerError) as caught:
+        check_room(planner(), ports, [(worker(), 10**30)], total=10**30, max_instances=1000)
+    assert caught.value.code == "BadRequest" and "at most 1000" in caught.value.message
+    assert ports.probes_left == ports.max_probes  # no socket was touched
+
+
+def test_ports_that_cannot_fit_are_refused_by_arithmetic() -> None:
+    ports = PortAllocator(set())
+    ports.first, ports.last = 40000, 40009  # ten ports left
+    ports.taken = {40000, 40001}
+    with pytest.raises(ControllerError) as caught:
+        ports.check_room([(worker(endpoints=3), 3)])  # nine ports, eight left
+    assert caught.value.code == "ConflictError" and caught.value.status == 409
+    assert "need 9 and 8 are left" in caught.value.message
+    assert ports.probes_left == ports.max_probes
+    fixed = InternalEndpoint(name="M", protocol="tcp", fixed_port_ranges=(PortRange(min=41000, max=41002),))
+    role = RoleDefinition(name="F", kind="worker", internal_endpoints=(fixed,))
+    with pytest.raises(ControllerError) as full:
+        PortAllocator({41000}).check_room([(role, 3)])
+    assert full.value.code == "ConflictError" and "(3 instances need one each, 2 left)" in full.value.message
+
+
+def test_probing_is_bounded_and_running_out_is_a_conflict() -> None:
+    with socket.socket() as a, socket.socket() as b:
+        a.bind(("127.0.0.1", 0))
+        low = a.getsockname()[1]
+        try:
+            b.bind(("127.0.0.1", low + 1))
+        except OSError:
+            pytest.skip("the next port is in use")
+        ports = PortAllocator(set(), max_probes=50)
+        ports.first, ports.last = low, low + 1  # both bound by someone else
+        with pytest.raises(ControllerError) as caught:
+            ports.any_free()
+        assert caught.value.code == "ConflictError" and caught.value.status == 409
+        ports = PortAllocator(set(), max_probes=3)
+        ports.first, ports.last = 20000, 32000
+        ports.taken = set()
+        with pytest.raises(ControllerError) as budget:
+            for _ in range(10):
+                ports.any_free()
+        assert budget.value.code == "ConflictError" and "3 bind tests" in budget.value.message
+
+
+async def test_a_big_plan_probes_off_the_event_loop() -> None:
+    import threading
+
+    loop_thread = threading.get_ident()
+    seen: set[int] = set()
+
+    class Watched(PortAllocator):
+        def _probe(self, port: int, protocol: str) -> bool:
+            seen.add(threading.get_ident())
+            return super()._probe(port, protocol)
+
+    ports = Watched(set())
+    given = await ports.instance_ports_off_loop([worker(endpoints=2)] * 50)
+    assert len({p for d in given for p in d.values()}) == 100
+    assert seen and loop_thread not in seen
