@@ -20,6 +20,7 @@ from ._privileges import drop_privileges as drop_privileges
 from ._ref import Ref as Ref
 from ._request import Request as Request
 from ._sandbox import Sandbox as Sandbox
+from ._spawn import KILL_REAP_TIMEOUT as KILL_REAP_TIMEOUT
 from ._spawn import ChildProcess as ChildProcess
 from ._spawn import start_process as start_process
 from ._stall import STALL_LOG_ENV as STALL_LOG_ENV

@@ -112,6 +112,13 @@ class LocalCell:
 
     # -- lifecycle, driven by the owner (a Scope or a Supervisor) ------------------------------
 
+    @property
+    def stop_budget(self) -> float:
+        """The most stop() takes: stop_timeout for the message in hand, then as long for on_stop
+        (its children stop first, each within its own budget)."""
+        children: Scope | None = getattr(self, "children", None)  # set once the actor runs
+        return 2 * self.stop_timeout + (children.stop_budget if children is not None else 0.0)
+
     async def stop(self) -> None:
         """Stop the running incarnation: let it finish its message within stop_timeout, then cut."""
         self.request_stop()
@@ -142,6 +149,7 @@ class LocalCell:
         self._exited = anyio.Event()
         crash: BaseException | None = None
         start_error: BaseException | None = None
+        failures: list[BaseException] = []
         try:
             async with anyio.create_task_group() as task_group:
                 actor = self._factory()
@@ -158,31 +166,31 @@ class LocalCell:
                 task_group.cancel_scope.cancel()
         except* Exception as group:
             # A background task of the actor failed: that is a crash of the actor.
-            crash = crash or group.exceptions[0]
+            failures.extend(group.exceptions)
         finally:
             self._exited.set()
+        errors = [crash, *failures] if crash is not None else failures
+        if errors:
+            log_crash(self.name, errors)
         if start_error is not None:
             raise ActorError.from_exception(start_error) from start_error
-        if crash is not None:
-            logger.error("actor %r crashed: %r", self.name, crash, exc_info=crash)
-        return crash
+        return errors[0] if errors else None  # the reason a supervisor or join() sees
 
     async def _serve_then_stop(self, actor: Actor) -> BaseException | None:
         try:
             await self._serve(actor)
         except anyio.get_cancelled_exc_class():
             # Cancelled from outside: still give the actor its on_stop, bounded and shielded.
-            with anyio.CancelScope(shield=True), anyio.move_on_after(self.stop_timeout):
+            with anyio.move_on_after(self.stop_timeout, shield=True):
                 await self._finish(actor)
             raise
         except Exception as exc:
             return exc
-        with anyio.CancelScope(shield=True):
-            try:
-                with anyio.fail_after(self.stop_timeout):
-                    await self._finish(actor)
-            except Exception as exc:
-                return exc
+        try:
+            with anyio.fail_after(self.stop_timeout, shield=True):
+                await self._finish(actor)
+        except Exception as exc:
+            return exc
         return None
 
     async def _finish(self, actor: Actor) -> None:
@@ -281,3 +289,13 @@ class LocalCell:
         reader = self.link.reader if self.link is not None else None
         if reader is not None and reader.holder is me:
             reader.give_back()
+
+
+def log_crash(name: str, errors: list[BaseException]) -> None:
+    """Log why an actor crashed: every error with its traceback, not only the first."""
+    if len(errors) == 1:
+        logger.error("actor %r crashed: %r", name, errors[0], exc_info=errors[0])
+        return
+    summary = "; ".join(repr(error) for error in errors)
+    group = BaseExceptionGroup(f"actor {name!r} crashed with {len(errors)} errors", errors)
+    logger.error("actor %r crashed with %d errors: %s", name, len(errors), summary, exc_info=group)

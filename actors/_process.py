@@ -21,7 +21,7 @@ from ._fork import ForkedStart, become, can_fork
 from ._link import LinkFaults, Outbox, WireReply, pump, rebuild_failure, report_bad_frame
 from ._mailbox import Reply
 from ._ref import Ref
-from ._spawn import ChildProcess, fork_process, start_process
+from ._spawn import KILL_REAP_TIMEOUT, ChildProcess, fork_process, start_process
 from ._wire import (
     BadFrame,
     Frame,
@@ -36,6 +36,12 @@ if TYPE_CHECKING:
     from ._system import ActorSystem, ProcessOptions
 
 logger = logging.getLogger("actors.process")
+
+#: On a cancellation path each polite rung of the reap (the stop frame, then SIGTERM) waits at most
+#: this long, whatever the actor's options say: whoever cancelled is waiting.
+FORCE_REAP_STEP = 2.0
+#: The whole last rung of a cancelled process actor: two polite steps, then SIGKILL and its reap.
+FORCE_REAP_TIMEOUT = 2 * FORCE_REAP_STEP + KILL_REAP_TIMEOUT
 
 
 class ProcessCell:
@@ -109,6 +115,11 @@ class ProcessCell:
 
     # -- lifecycle ------------------------------------------------------------------------------
 
+    @property
+    def stop_budget(self) -> float:
+        """The most stop() takes: the stop message's grace, SIGTERM's, then SIGKILL's reap."""
+        return self.options.stop_timeout + self.options.term_timeout + KILL_REAP_TIMEOUT
+
     async def stop(self) -> None:
         """Stop the child by the ladder and wait until it is reaped."""
         self.request_stop()
@@ -141,9 +152,16 @@ class ProcessCell:
             return await incarnation.serve(task_status)
         finally:
             theirs.close()
-            with anyio.CancelScope(shield=True):
+            with anyio.move_on_after(FORCE_REAP_TIMEOUT, shield=True) as reaping:
                 if process is not None:
                     await _force_reap(process, self.options, ours)
+            if reaping.cancel_called:
+                logger.error(
+                    "process actor %r (pid %s) was not reaped within %g s after SIGKILL; leaving it",
+                    self.name,
+                    process.pid if process is not None else "?",
+                    FORCE_REAP_TIMEOUT,
+                )
             ours.close()
             self.outbox.lose_written()
             self._exited.set()
@@ -387,11 +405,11 @@ async def _force_reap(process: ChildProcess, options: ProcessOptions, sock: sock
         sock.send(stop)
     except OSError:
         pass
-    with anyio.move_on_after(min(options.stop_timeout, 2.0)):
+    with anyio.move_on_after(min(options.stop_timeout, FORCE_REAP_STEP)):
         await process.wait()
     if process.returncode is None:
         _signal(process, signal.SIGTERM, options.new_session)
-        with anyio.move_on_after(min(options.term_timeout, 2.0)):
+        with anyio.move_on_after(min(options.term_timeout, FORCE_REAP_STEP)):
             await process.wait()
     if process.returncode is None:
         _signal(process, signal.SIGKILL, options.new_session)

@@ -29,6 +29,10 @@ class Cell(Protocol):
     async def run(self, *, task_status: TaskStatus[Ref] = ...) -> BaseException | None:
         """Run one incarnation; return None for a normal end or the crash."""
 
+    @property
+    def stop_budget(self) -> float:
+        """The most stop() may take, in seconds."""
+
     async def stop(self) -> None:
         """Stop the running incarnation and wait for it to end."""
 
@@ -100,6 +104,11 @@ class Scope:
             if started:
                 self._cells.remove(cell)
             cell.close(reason)
+
+    @property
+    def stop_budget(self) -> float:
+        """The most aclose() may take: its actors stop one after another."""
+        return sum(cell.stop_budget for cell in self._cells)
 
     async def aclose(self) -> None:
         """Stop every actor of the scope, newest first, each waiting for the one after it."""

@@ -31,6 +31,9 @@ _prctl = ctypes.CDLL(None, use_errno=True).prctl if _LINUX else None
 _forker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="actors-forker")
 #: Whether the garbage collector was on when the last fork began (it is off across a fork).
 gc_was_enabled = True
+#: How long a clean-up waits for a SIGKILLed child to be reaped: the kernel ends it at once unless
+#: it sleeps uninterruptibly in stuck I/O, and then no wait would help.
+KILL_REAP_TIMEOUT = 5.0
 
 
 def _die_with_parent() -> None:

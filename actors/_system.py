@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -19,6 +20,11 @@ if TYPE_CHECKING:
     from ._actor import Actor
     from ._ref import Ref
     from ._sandbox import Sandbox
+
+logger = logging.getLogger("actors")
+
+#: Beyond its actors' stop budgets, how long closing a system may take for its own steps.
+CLOSE_MARGIN = 1.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -117,6 +123,11 @@ class ActorSystem:
             options=options,
         )
 
+    @property
+    def stop_budget(self) -> float:
+        """The most aclose() may take: each actor's stop budget, one after another."""
+        return self._root.stop_budget
+
     async def aclose(self) -> None:
         """Stop every actor, newest first (each stops its own children first)."""
         await self._root.aclose()
@@ -135,6 +146,9 @@ async def open_system() -> AsyncIterator[ActorSystem]:
         try:
             yield system
         finally:
-            with anyio.CancelScope(shield=True):
+            budget = system.stop_budget + CLOSE_MARGIN
+            with anyio.move_on_after(budget, shield=True) as closing:
                 await system.aclose()
+            if closing.cancel_called:
+                logger.error("the actor system did not stop within %g s: cancelling what is left", budget)
             task_group.cancel_scope.cancel()

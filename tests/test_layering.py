@@ -35,6 +35,8 @@ FABRIC_LAYERS = {
     "server": 5,
     "commands": 5,
     "cli": 5,
+    "testing": 5,  # runs a whole fabric for a user's test
+    "pytest_plugin": 5,  # the pytest face of fabric.testing
 }
 TOP = max(FABRIC_LAYERS.values())
 

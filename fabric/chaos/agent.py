@@ -42,6 +42,9 @@ log = logging.getLogger("fabric.chaos")
 
 #: finished fault records kept for ListFaults
 HISTORY = 500
+#: an undo resumes a process, heals a link, removes a file or a toxic: well under a second; one
+#: stuck past this is cut and recorded as failed, so that it cannot hold the agent's stop
+UNDO_TIMEOUT = 10.0
 
 
 @dataclass(eq=False)
@@ -150,8 +153,10 @@ class ChaosAgent(Actor):
 
     async def on_stop(self) -> None:
         """Undo every fault still in force: nothing chaos did outlives the fabric."""
-        with anyio.CancelScope(shield=True):
-            for entry in list(self.active.values()):
+        entries = list(self.active.values())
+        # Shielded, so that a cancelled stop still undoes them all; each undo is bounded.
+        with anyio.move_on_after(len(entries) * UNDO_TIMEOUT, shield=True):
+            for entry in entries:
                 await self._undo(entry)
 
     # -- faults ------------------------------------------------------------------------------------
@@ -218,7 +223,7 @@ class ChaosAgent(Actor):
             return entry.record()
         for scope in entry.scopes:
             scope.cancel()
-        with anyio.CancelScope(shield=True):
+        with anyio.move_on_after(UNDO_TIMEOUT, shield=True) as undoing:
             try:
                 assert entry.undo is not None
                 entry.detail = f"{entry.detail}; undone: {await entry.undo()}"
@@ -227,7 +232,11 @@ class ChaosAgent(Actor):
                 log.exception("chaos %s: undo failed", entry.id)
                 entry.detail = f"{entry.detail}; undo failed: {exc}"
                 entry.state = "failed"
-            entry.undone_at = anyio.current_time()
+        if undoing.cancel_called:
+            log.error("chaos %s: the undo did not finish within %g s", entry.id, UNDO_TIMEOUT)
+            entry.detail = f"{entry.detail}; undo cut after {UNDO_TIMEOUT:g} s"
+            entry.state = "failed"
+        entry.undone_at = anyio.current_time()
         self.history.append(entry)
         log.info("chaos %s: %s", entry.id, entry.detail)
         self._record(entry, None, f"fault {entry.id} {entry.label} ended: {entry.state}")

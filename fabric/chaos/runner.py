@@ -32,6 +32,9 @@ from fabric.client import AsyncFabricClient
 
 #: how often the runner collects watch events and looks at the process tree
 POLL = 0.5
+#: undoing what a run injected: a few API calls, each answered at once by a fabric that runs;
+#: past this the fabric is not answering, and the report says the rollbacks were cut
+ROLLBACK_TIMEOUT = 60.0
 
 
 @dataclass
@@ -237,7 +240,7 @@ class _Session:
                 self.status = "interrupted"
                 return
         finally:
-            with anyio.CancelScope(shield=True):
+            with anyio.move_on_after(ROLLBACK_TIMEOUT, shield=True) as rolling_back:
                 self.rollbacks = await roll_back(
                     self.client,
                     run.scenario,
@@ -245,7 +248,11 @@ class _Session:
                     self.targets.service,
                     self.targets.slot,
                 )
-                self.outcomes += [not_run(planned) for planned in schedule[len(self.outcomes) :]]
+            if rolling_back.cancel_called:
+                self.rollbacks.append(
+                    f"rollbacks cut after {ROLLBACK_TIMEOUT:g} s: the fabric did not answer"
+                )
+            self.outcomes += [not_run(planned) for planned in schedule[len(self.outcomes) :]]
         run.progress("waiting for recovery")
         needed = ready_needed(steady.probes, len(self.targets.instances))
         _, self.recovery = await wait_ready(

@@ -40,6 +40,8 @@ from fabric.model.validate import MAX_INSTANCES
 logger = logging.getLogger("fabric.frontend.ffe")
 
 DEFAULT_LOCATION = "Local"
+#: removing a refused package's staged file: a local unlink, instant unless the disk hangs
+STAGED_UNLINK_TIMEOUT = 5.0
 #: The answer type of a fabric command.
 Answer = TypeVar("Answer")
 
@@ -316,7 +318,7 @@ class Ffe(Actor):
             answer = await self._ask(pool.name, command)
         except BaseException:
             # Refused: the staged package serves nothing (shielded: cancellation must not skip it).
-            with anyio.CancelScope(shield=True):
+            with anyio.move_on_after(STAGED_UNLINK_TIMEOUT, shield=True):
                 await anyio.Path(path).unlink(missing_ok=True)
             raise
         return Submitted(pool=pool.name, package_path=str(path), answer=answer)

@@ -14,6 +14,9 @@ from fabric.frontend._http import Receive, Response, Send
 #: browser from closing the stream (and a client gone is noticed by the failed write)
 KEEPALIVE_SECONDS: Final = 15.0
 
+#: closing a stream's source (an async generator) once the client went: it only unsubscribes
+SOURCE_CLOSE_TIMEOUT: Final = 5.0
+
 #: one message of the stream: (event name, data, id); data has no newline (JSON is one line)
 Message = tuple[str, str, str]
 
@@ -91,7 +94,7 @@ class EventStream(Response):
             finally:
                 aclose = getattr(messages, "aclose", None)
                 if aclose is not None:
-                    with anyio.CancelScope(shield=True):
+                    with anyio.move_on_after(SOURCE_CLOSE_TIMEOUT, shield=True):
                         await aclose()
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             tg.cancel_scope.cancel()

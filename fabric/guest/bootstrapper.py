@@ -111,6 +111,11 @@ class HostBootstrapper(Actor):
                 return None
         return await super().receive(message)
 
+    @property
+    def stop_budget(self) -> float:
+        """How long the VM's stop may take: the role's on_stop, then its process's stop."""
+        return self.settings.on_stop_timeout + self.settings.process_stop_timeout
+
     async def on_stop(self) -> None:
         """The VM stops: stop the role host, wait for foreground tasks, kill the rest."""
         s = self.settings
@@ -118,7 +123,7 @@ class HostBootstrapper(Actor):
         self.log.write("the VM is stopping: stopping the role")
         self._set("StoppingRole", "the VM is stopping")
         self._work.cancel()
-        with anyio.move_on_after(s.on_stop_timeout + s.process_stop_timeout):
+        with anyio.move_on_after(self.stop_budget):
             await self._done.wait()
         self.log.write("WaHostBootstrapper stopped")
         self.log.close()
@@ -175,7 +180,8 @@ class HostBootstrapper(Actor):
             ):
                 with self._work:
                     await self._bootstrap(tasks, web, runtime_dir)
-                with anyio.CancelScope(shield=True):
+                # Shielded, so that a cancelled VM still stops its role host; bounded by the stop budget.
+                with anyio.move_on_after(self.stop_budget, shield=True):
                     if self.role is not None:
                         await self.role.stop()
                 web.cancel_scope.cancel()

@@ -11,6 +11,7 @@ whole process group; if the bootstrapper dies instead, the leaders kill their gr
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 import subprocess
@@ -24,7 +25,7 @@ import anyio
 import anyio.abc
 import msgspec
 
-from actors import Sandbox
+from actors import KILL_REAP_TIMEOUT, Sandbox
 from fabric.guest.account import own, role_temp_env
 from fabric.guest.disk import VmDisk
 from fabric.model.definition import StartupTask, TaskType, TaskVariable
@@ -258,6 +259,11 @@ class StartupTasks:
         _signal_group(pgid, signal.SIGKILL)
         await task.process.wait()
 
+    def close_budget(self, foreground_deadline: float) -> float:
+        """The most aclose(foreground_deadline) takes: the foreground wait, then each task's kill."""
+        wait = max(0.0, foreground_deadline - anyio.current_time())
+        return wait + len(self.tasks) * (TASK_TERM_GRACE + KILL_REAP_TIMEOUT)
+
     async def aclose(self, foreground_deadline: float) -> None:
         """Wait for foreground tasks until ``foreground_deadline`` (anyio time), then kill all."""
         for task in self.running("foreground"):
@@ -290,8 +296,9 @@ async def open_startup_tasks(
 ) -> AsyncIterator[StartupTasks]:
     """Own the startup tasks of one bootstrapper for the block's duration.
 
-    On leaving the block, foreground tasks get until ``foreground_deadline()`` to exit, then
-    every task's process group is killed and reaped, even if the block was cancelled.
+    On leaving the block, foreground tasks get until ``foreground_deadline()`` to exit (none
+    when it is infinite: no stop began), then every task's process group is killed and reaped,
+    even if the block was cancelled.
     """
     read_end, write_end = os.pipe()
     try:
@@ -310,8 +317,13 @@ async def open_startup_tasks(
             try:
                 yield tasks
             finally:
-                with anyio.CancelScope(shield=True):
-                    await tasks.aclose(foreground_deadline())
+                deadline = foreground_deadline()
+                if deadline == math.inf:  # no stop began: the bootstrapper failed or was cancelled
+                    deadline = anyio.current_time()
+                # Shielded, so that a cancelled block still kills and reaps every task; bounded
+                # by the foreground wait and each task's kill.
+                with anyio.move_on_after(tasks.close_budget(deadline), shield=True):
+                    await tasks.aclose(deadline)
                 task_group.cancel_scope.cancel()
     finally:
         os.close(write_end)

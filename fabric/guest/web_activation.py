@@ -22,6 +22,8 @@ from typing import Protocol
 import anyio
 import anyio.abc
 
+from actors import KILL_REAP_TIMEOUT
+
 logger = logging.getLogger(__name__)
 
 
@@ -133,7 +135,9 @@ class SiteActivator:
                 tasks.start_soon(wait_one, sock)
 
     async def _stop(self, handle: WorkerHandle) -> None:
-        with anyio.CancelScope(shield=True):
+        # Shielded, so that a cancelled activator still stops its worker; bounded by SIGTERM's
+        # grace and SIGKILL's reap.
+        with anyio.move_on_after(self.stop_timeout + KILL_REAP_TIMEOUT, shield=True) as stopping:
             with contextlib.suppress(ProcessLookupError):
                 handle.terminate()
             with anyio.move_on_after(self.stop_timeout):
@@ -143,6 +147,8 @@ class SiteActivator:
             with contextlib.suppress(ProcessLookupError):
                 handle.kill()
             await handle.wait()
+        if stopping.cancel_called:
+            logger.error("web worker was not reaped within %g s after SIGKILL", KILL_REAP_TIMEOUT)
 
     def _check_failure(self, code: int) -> None:
         if code == 0:

@@ -20,6 +20,9 @@ from ._tcp import QUEUE_TIMEOUT, TcpBalancer
 from ._udp import UdpBalancer
 from .toxics import Toxic
 
+#: closing an unserved UDP socket on the way out: immediate; the bound keeps a stop from hanging
+SOCKET_CLOSE_TIMEOUT = 1.0
+
 
 class LoadBalancer:
     """A running endpoint balancer; get one from ``open_load_balancer``.
@@ -280,6 +283,6 @@ async def _run(
         if isinstance(bound, socket.socket):
             _sock.close(bound)
         else:
-            with anyio.CancelScope(shield=True):
+            with anyio.move_on_after(SOCKET_CLOSE_TIMEOUT, shield=True):
                 await bound.aclose()
         closed.set()

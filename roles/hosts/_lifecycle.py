@@ -17,7 +17,7 @@ from roles.environment import RoleEnvironment
 from roles.events import RoleEnvironmentStoppingEventArgs
 from roles.protocol import RoleHostConfig
 
-from ._common import RoleFailed, RoleHostBase, describe, wait_first
+from ._common import STOP_MARGIN, RoleFailed, RoleHostBase, describe, wait_first
 from ._loader import EntryPointError, call_user, find_entry_point
 from ._program import Program
 
@@ -256,8 +256,12 @@ class EntryPointHost(RoleHostBase):
             await self.report("failed", detail)
             raise RoleFailed(detail) from error
         finally:
-            with anyio.CancelScope(shield=True):
+            # The sites' requests in flight get graceful_timeout, the host's own clean-up the margin.
+            cleanup_timeout = self.config.graceful_timeout + STOP_MARGIN
+            with anyio.move_on_after(cleanup_timeout, shield=True) as cleanup:
                 await self.after_role_stopped()
+            if cleanup.cancel_called:
+                self.log.warning("clean-up after on_stop did not end within %g s: cut", cleanup_timeout)
             done.set()
 
 

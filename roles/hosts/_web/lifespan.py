@@ -65,7 +65,7 @@ async def site_lifespan(
             try:
                 yield state
             finally:
-                with anyio.CancelScope(shield=True), anyio.move_on_after(shutdown_timeout):
+                with anyio.move_on_after(shutdown_timeout, shield=True):
                     await to_app.send({"type": "lifespan.shutdown"})
                     reply = await _next(from_app)
                     if reply is not None and reply["type"] == "lifespan.shutdown.failed":
