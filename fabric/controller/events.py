@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Final, Literal
 import anyio
 import msgspec
 
+from actors import Request
+
 if TYPE_CHECKING:
     from fabric.controller.model import Deployment, Instance
     from fabric.controller.operations import Operations
@@ -71,7 +73,7 @@ class ListEvents(msgspec.Struct, frozen=True, kw_only=True):
     wait: float = 0.0
 
 
-class OpenEventLog(msgspec.Struct, frozen=True):
+class OpenEventLog(Request["EventLog"], frozen=True):
     """Ask a controller for its EventLog itself (RDFE shares its process: the embedded fabric).
 
     A reader then waits on the log, not on the controller's mailbox (nor FFE's, which answers

@@ -56,8 +56,8 @@ async def event_log(rdfe: Rdfe, r: Request) -> EventLog:
     logs = _logs.setdefault(rdfe, {})
     found = logs.get(pool)
     if found is None:
-        command: Any = OpenEventLog()  # answered in-process with the EventLog object itself
-        found = logs[pool] = await rdfe.ask_ffe(Forward(pool=pool, command=command))
+        # Answered in-process with the EventLog object itself.
+        found = logs[pool] = await rdfe.ask_ffe(Forward(pool=pool, command=OpenEventLog()))
     return found
 
 
