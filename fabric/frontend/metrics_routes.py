@@ -83,7 +83,8 @@ class FabricCollector:
         )
         restarts = CounterMetricFamily(
             "fabric_role_host_restarts",
-            "Role host restarts of an instance since its VM started (as kube-state-metrics' pod restarts).",
+            "Role host starts of an instance after its first, for any reason (as kube-state-metrics' "
+            "pod restarts); kept across restarts of the fabric.",
             labels=["pool", "service", "slot", "role", "instance"],
         )
         heard = GaugeMetricFamily(
