@@ -41,6 +41,8 @@ E = TypeVar("E", bound="RoleEntryPoint")
 
 #: how long the processes of a stopped fabric may take to be gone before they count as left behind
 LEFTOVER_GRACE = 10.0
+#: one look at the process tree (a walk of /proc in a worker thread): well under a second
+PROCESS_SCAN_TIMEOUT = 10.0
 
 
 class RoleHarnessFactory:
@@ -167,7 +169,7 @@ class _FabricProcesses:
         import anyio
         import anyio.to_thread
 
-        with anyio.CancelScope(shield=True):
+        with anyio.move_on_after(PROCESS_SCAN_TIMEOUT, shield=True):
             self.running = await anyio.to_thread.run_sync(_fabric_processes) - self.before
 
     async def __aexit__(self, kind: type[BaseException] | None, *rest: object) -> None:
@@ -175,7 +177,7 @@ class _FabricProcesses:
         import anyio.to_thread
 
         left: set[int] = set()
-        with anyio.CancelScope(shield=True), anyio.move_on_after(LEFTOVER_GRACE):
+        with anyio.move_on_after(LEFTOVER_GRACE, shield=True):
             while True:  # processes cannot be awaited from here: poll, with a deadline
                 left = await anyio.to_thread.run_sync(self._left)
                 if not left:

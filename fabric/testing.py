@@ -229,7 +229,7 @@ async def open_service(
             finally:
                 # Gracefully (StoppingRole, on_stop), as `fabric run` ends; closing the fabric
                 # then stops whatever is left.
-                with anyio.CancelScope(shield=True), anyio.move_on_after(ready_timeout):
+                with anyio.move_on_after(ready_timeout, shield=True):
                     await delete_and_wait(client, started.service, started.slot)
         except Exception as error:
             # Raised again below, out of the fabric's task groups: the test sees the error

@@ -40,9 +40,9 @@ class _RealTimeWhileInThreads:
 
 def mock_clock_guard() -> Callable[[], contextlib.AbstractContextManager[None]] | None:
     """A guard for the running trio MockClock, or None (asyncio, or a real clock)."""
-    import sniffio
+    from actors import current_backend
 
-    if sniffio.current_async_library() != "trio":
+    if current_backend() != "trio":
         return None
     import trio
     import trio.testing

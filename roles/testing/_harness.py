@@ -326,7 +326,9 @@ class RoleHarness(Generic[E]):
 
     async def _close(self) -> None:
         if self._ref is not None and not self._gone:
-            with anyio.CancelScope(shield=True):
+            # Shielded, so that a cancelled test still stops its role; bounded by the host's stop
+            # budget (its stop_timeout for the message in hand, then as long for on_stop).
+            with anyio.move_on_after(2 * (self.spec.on_stop_timeout + STOP_MARGIN), shield=True):
                 await self._ref.stop()
         if self._host is not None:
             logger = logging.getLogger(self._host.host_name)
