@@ -74,13 +74,20 @@ def role_temp_env(disk: VmDisk) -> dict[str, str]:
 
 
 def own(path: Path, uid: int, mode: int) -> None:
-    """Make ``path`` (and, for a folder, everything in it) the account's alone."""
-    os.chown(path, uid, uid, follow_symlinks=False)
+    """Make ``path`` (and, for a folder, everything in it) the account's alone.
+
+    ``path`` must sit in a folder the account cannot write. What is inside may be the account's
+    already, and it may swap a folder for a symlink while we walk: the walk goes by file
+    descriptors and never follows a link, so root never changes a file outside ``path``.
+    """
+    if path.is_symlink():
+        raise OSError(f"{path} is a symbolic link; refusing to hand it to uid {uid}")
+    os.chown(path, uid, uid)
     os.chmod(path, mode)
-    if path.is_dir() and not path.is_symlink():
-        for dirpath, dirnames, filenames in os.walk(path):
+    if path.is_dir():
+        for _, dirnames, filenames, folder in os.fwalk(path, follow_symlinks=False):
             for name in dirnames + filenames:
-                os.chown(os.path.join(dirpath, name), uid, uid, follow_symlinks=False)
+                os.chown(name, uid, uid, dir_fd=folder, follow_symlinks=False)
 
 
 def secure_vm(disk: VmDisk, uid: int, writable: list[Path]) -> None:
@@ -99,28 +106,33 @@ def secure_vm(disk: VmDisk, uid: int, writable: list[Path]) -> None:
 def end_account(uid: int, rounds: int = 10) -> int:
     """SIGKILL every process running as ``uid`` (one that left the VM's process group dies with
     the VM too); returns how many were killed. Blocking: it reads /proc."""
-    killed = 0
+    killed: set[int] = set()
     for _ in range(rounds):  # again, for any it forked meanwhile
-        found = [pid for pid in _pids() if uid in _uids(pid)]
+        found = [pid for pid in _pids() if pid not in killed and uid in _live_uids(pid)]
         if not found:
             break
         for pid in found:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-                killed += 1
-    return killed
+                killed.add(pid)
+    return len(killed)
 
 
 def _pids() -> list[int]:
     return [int(name) for name in os.listdir("/proc") if name.isdigit()]
 
 
-def _uids(pid: int) -> set[int]:
+def _live_uids(pid: int) -> set[int]:
+    """The real, effective, saved and file-system uids of a running process (none for a zombie
+    or a process gone meanwhile)."""
+    uids: set[int] = set()
     try:
         with open(f"/proc/{pid}/status") as status:
             for line in status:
+                if line.startswith("State:") and line.split()[1] in ("Z", "X"):
+                    return set()
                 if line.startswith("Uid:"):
-                    return {int(value) for value in line.split()[1:]}
+                    uids = {int(value) for value in line.split()[1:]}
     except OSError:
-        pass  # gone meanwhile
-    return set()
+        return set()  # gone meanwhile
+    return uids

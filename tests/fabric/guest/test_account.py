@@ -1,0 +1,58 @@
+"""A VM's account: its uid, the files handed to it, and its processes ending with the VM."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from fabric.guest.account import UID_FIRST, UID_LAST, NoFreeAccount, allocate_uid, end_account, own
+
+as_root = pytest.mark.skipif(
+    os.geteuid() != 0, reason="handing files and killing processes of a uid needs root"
+)
+UID = 65003
+
+
+def test_a_vm_gets_the_uid_its_name_points_at_unless_taken() -> None:
+    first = allocate_uid("svc.dep.Web_IN_0", set())
+    assert UID_FIRST <= first <= UID_LAST
+    assert allocate_uid("svc.dep.Web_IN_0", set()) == first  # the same name, the same uid
+    assert allocate_uid("svc.dep.Web_IN_0", {first}) not in {first}
+
+
+def test_a_full_range_is_refused_with_a_reason() -> None:
+    with pytest.raises(NoFreeAccount, match="are in use"):
+        allocate_uid("svc.dep.Web_IN_0", set(range(UID_FIRST, UID_LAST + 1)))
+
+
+@as_root
+def test_handing_a_folder_over_never_follows_a_link_out_of_it(tmp_path: Path) -> None:
+    outside = tmp_path / "outside.txt"
+    outside.write_text("root's")
+    storage = tmp_path / "storage"
+    (storage / "nested").mkdir(parents=True)
+    (storage / "nested" / "file").write_text("")
+    (storage / "link").symlink_to(outside)
+    (storage / "dirlink").symlink_to(tmp_path)
+    own(storage, UID, 0o700)
+    assert [
+        (p.lstat().st_uid, p.lstat().st_gid)
+        for p in (storage, storage / "nested", storage / "nested" / "file")
+    ] == [(UID, UID)] * 3
+    assert (outside.stat().st_uid, tmp_path.stat().st_uid) == (0, 0)
+    with pytest.raises(OSError, match="symbolic link"):
+        own(storage / "link", UID, 0o700)
+
+
+@as_root
+def test_what_runs_as_the_account_ends_with_it() -> None:
+    escaped = subprocess.Popen(["sleep", "60"], user=UID, group=UID, start_new_session=True)
+    try:
+        assert end_account(UID) == 1
+        assert escaped.wait(timeout=10) == -9
+    finally:
+        escaped.kill()
+        escaped.wait()
