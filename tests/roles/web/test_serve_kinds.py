@@ -104,11 +104,8 @@ async def test_idle_timeout_ends_serving(web, listener, tmp_path: Path) -> None:
         # serve_sites returned by itself: nothing set a shutdown event.
 
 
-def test_serves_on_asyncio_too(web, listener, tmp_path: Path) -> None:
+@pytest.mark.anyio  # on trio and on asyncio (the anyio_backend fixture, tests/conftest.py)
+async def test_serves_on_every_backend(web, listener, tmp_path: Path) -> None:
     spec = web.one_site(web.wsgi_site(tmp_path / "site"), listener)
-
-    async def main() -> str:
-        async with web.serving(spec) as binds, web.client(binds["HttpIn"]) as http:
-            return (await http.get("/x")).text
-
-    assert anyio.run(main, backend="asyncio") == "|/x||True"
+    async with web.serving(spec) as binds, web.client(binds["HttpIn"]) as http:
+        assert (await http.get("/x")).text == "|/x||True"
