@@ -4,9 +4,10 @@ retried by one trial connection after 0.25 s, then 0.5, 1, 2, 4, 8 and 10 s at m
 from __future__ import annotations
 
 import anyio
+import pytest
 import trio
 
-from fabric.network import Backend
+from fabric.network import Backend, _pool
 from fabric.network._pool import Entry, Pool, retry_delay
 
 
@@ -101,3 +102,27 @@ def _pick_trial(pool: Pool, entry: Entry) -> bool:
         if pool.pick(set()) is entry:
             return entry.trial
     return False
+
+
+async def test_clients_wait_for_an_empty_rotation_within_a_bound(
+    autojump_clock: trio.abc.Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_pool, "MAX_WAITING", 2)
+    pool = Pool(ignore_status=False, probed=False)
+    pool.set_backends([Backend("a", "127.0.0.1", 20000, ready=False)])
+    answers: list[tuple[str, bool]] = []
+
+    async def wait(name: str, timeout: float) -> None:
+        answers.append((name, await pool.wait_for_candidates(timeout)))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(wait, "gives up", 1.0)
+        tg.start_soon(wait, "served", 5.0)
+        await anyio.sleep(0.1)
+        # A third client finds the queue full: it is turned away at once.
+        assert await pool.wait_for_candidates(5.0) is False
+        await anyio.sleep(2)
+        assert answers == [("gives up", False)]
+        pool.update("a", ready=True, busy=None)
+    assert answers == [("gives up", False), ("served", True)]
+    assert await pool.wait_for_candidates(0) is True
