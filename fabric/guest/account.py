@@ -15,8 +15,8 @@ interpreter bound back), private ``/tmp``, and the rest of the filesystem read-o
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
+import secrets
 import signal
 from pathlib import Path
 
@@ -34,15 +34,16 @@ class NoFreeAccount(RuntimeError):
     """Every uid of the VM range is taken."""
 
 
-def allocate_uid(vm: str, taken: set[int]) -> int:
-    """A uid for the VM named ``vm`` that is not in ``taken``: derived from the name first (so
-    the same VM tends to get the same uid), else the next free one, as systemd's DynamicUser.
+def allocate_uid(taken: set[int]) -> int:
+    """A uid of the VM range that is not in ``taken``, from a random place on (as systemd's
+    DynamicUser picks one): two fabrics on one machine, each with its own store, seldom pick
+    the same, even for VMs of the same name.
 
     Raises:
         NoFreeAccount: the range is full.
     """
     size = UID_LAST - UID_FIRST + 1
-    start = int.from_bytes(hashlib.sha256(vm.encode()).digest()[:4], "big") % size
+    start = secrets.randbelow(size)
     for step in range(size):
         uid = UID_FIRST + (start + step) % size
         if uid not in taken:
@@ -50,10 +51,10 @@ def allocate_uid(vm: str, taken: set[int]) -> int:
     raise NoFreeAccount(f"all {size} VM accounts ({UID_FIRST}-{UID_LAST}) are in use; delete a deployment")
 
 
-def default_uid(vm: str) -> int | None:
-    """The account of a VM booted without a controller (its uid derived from its name), or
-    None when we are not root: then everything runs as us, without isolation."""
-    return allocate_uid(vm, set()) if os.geteuid() == 0 else None
+def default_uid() -> int | None:
+    """The account of a VM booted without a controller, or None when we are not root: then
+    everything runs as us, without isolation."""
+    return allocate_uid(set()) if os.geteuid() == 0 else None
 
 
 def code_roots() -> list[str]:

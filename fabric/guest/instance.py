@@ -111,7 +111,7 @@ def build_guest_config(
     ``vm`` names the VM (its folder under ``<state>/vms`` and the id its host knows it by)
     when several deployments share a host and so ``<Role>_IN_<n>`` alone would clash; the
     role still sees its Azure instance id in RoleEnvironment. ``vm_uid`` is the VM's account
-    (see fabric.guest.account); by default one derived from its name, when we are root.
+    (see fabric.guest.account); by default a free one drawn at random, when we are root.
     """
     role = service.definition.role(role_name)
     iid = instance_id(role_name, index)
@@ -136,6 +136,6 @@ def build_guest_config(
             fault_domain=fault_domain,
         ),
         settings=settings,
-        vm_uid=None if os.geteuid() != 0 else (vm_uid or default_uid(name)),
+        vm_uid=None if os.geteuid() != 0 else (vm_uid or default_uid()),
         state_dir=str(state_dir),
     )
