@@ -19,7 +19,7 @@ import anyio.to_thread
 
 from fabric.controller import lifecycle
 from fabric.controller.events import record_operation
-from fabric.controller.generations import load_generation, stage_package, write_config
+from fabric.controller.generations import load_generation, stage_package, write_config_off_loop
 from fabric.controller.messages import (
     ControllerError,
     CreateDeployment,
@@ -166,7 +166,7 @@ class Commands:
         return self.accept("CreateDeployment", dep, lambda: self._start_new(dep), phase="Deploying")
 
     async def _build(self, cmd: CreateDeployment, dep_id: str, folder: Path) -> Deployment:
-        config = write_config(folder, 1, cmd.configuration, cmd.configuration_name)
+        config = await write_config_off_loop(folder, 1, cmd.configuration, cmd.configuration_name)
         limit = self.state.settings.max_instances
         pkg = str(await stage_package(cmd.package_path, folder, 1, config, cmd.configuration_name, limit))
         record = GenerationRecord(

@@ -132,14 +132,32 @@ async def load_generation(
     return await anyio.to_thread.run_sync(_load, record, folder, max_instances)
 
 
-def drop_unused(store: Store, dep: Deployment) -> None:
-    """Forget generations no instance runs and that are not current; delete their files."""
+def drop_unused(store: Store, dep: Deployment) -> tuple[Path, set[str]]:
+    """Forget generations no instance runs and that are not current. Returns the deployment
+    folder and the package folders still used: ``remove_unused_packages`` deletes the others,
+    off the event loop (an extracted package may be thousands of files)."""
     used = {dep.generation} | {i.generation for i in dep.instances.values()}
     for number in [n for n in dep.generations if n not in used]:
         gen = dep.generations.pop(number)
         store.delete_generation(dep.id, number)
         config_path(dep.folder, number, gen.record.configuration_name).unlink(missing_ok=True)
     kept = {p for g in dep.generations.values() for p in [g.record.main, *g.record.packages.values()]}
-    for child in dep.folder.glob("pkg*"):
-        if child.is_dir() and str(child) not in kept:
-            shutil.rmtree(child, ignore_errors=True)
+    return dep.folder, kept
+
+
+async def remove_unused_packages(folder: Path, kept: set[str]) -> None:
+    """Delete the package folders (``pkg*``) of ``folder`` not in ``kept``, in a worker thread."""
+
+    def remove() -> None:
+        for child in folder.glob("pkg*"):
+            if child.is_dir() and str(child) not in kept:
+                shutil.rmtree(child, ignore_errors=True)
+
+    await anyio.to_thread.run_sync(remove)
+
+
+async def write_config_off_loop(
+    folder: Path, number: int, configuration: bytes, configuration_name: str
+) -> Path:
+    """``write_config`` in a worker thread (a configuration may be megabytes)."""
+    return await anyio.to_thread.run_sync(write_config, folder, number, configuration, configuration_name)

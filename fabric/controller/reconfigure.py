@@ -12,7 +12,12 @@ import logging
 
 from fabric.controller import lifecycle
 from fabric.controller.commands import Commands, each_instance, ensure_idle, start_all
-from fabric.controller.generations import drop_unused, load_generation, write_config
+from fabric.controller.generations import (
+    drop_unused,
+    load_generation,
+    remove_unused_packages,
+    write_config_off_loop,
+)
 from fabric.controller.messages import ChangeConfiguration, OperationAccepted
 from fabric.controller.model import Deployment, Generation, Instance, vm_name
 from fabric.controller.placement import PortAllocator, check_room, update_domain
@@ -41,7 +46,7 @@ class Reconfigure:
         ensure_idle(dep)
         old = dep.current
         number = max(dep.generations) + 1
-        path = write_config(dep.folder, number, cmd.configuration, cmd.configuration_name)
+        path = await write_config_off_loop(dep.folder, number, cmd.configuration, cmd.configuration_name)
         added: list[Instance] = []
         try:
             record = GenerationRecord(
@@ -90,7 +95,7 @@ class Reconfigure:
                 for inst in dep.instances.values():
                     inst.generation = number
                     state.save_instance(inst)
-                drop_unused(state.store, dep)
+                await remove_unused_packages(*drop_unused(state.store, dep))
                 return _resize_text(added, removed) or "no change"
             return await self.upgrades.walk_or_wait(dep)
 

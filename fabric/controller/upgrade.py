@@ -18,7 +18,13 @@ import msgspec
 
 from fabric.controller import lifecycle
 from fabric.controller.commands import Commands, each_instance, ensure_idle
-from fabric.controller.generations import drop_unused, load_generation, stage_package, write_config
+from fabric.controller.generations import (
+    drop_unused,
+    load_generation,
+    remove_unused_packages,
+    stage_package,
+    write_config_off_loop,
+)
 from fabric.controller.messages import (
     ControllerError,
     OperationAccepted,
@@ -103,7 +109,7 @@ class Upgrades:
         number = max(dep.generations) + 1
         configuration = cmd.configuration if cmd.configuration is not None else old.record.configuration
         name = cmd.configuration_name if cmd.configuration is not None else old.record.configuration_name
-        path = write_config(dep.folder, number, configuration, name)
+        path = await write_config_off_loop(dep.folder, number, configuration, name)
         pkg: Path | None = None
         try:
             pkg = await stage_package(cmd.package_path, dep.folder, number, path, name)
@@ -192,7 +198,7 @@ class Upgrades:
         upgrade = dep.upgrade
         dep.upgrade = None
         self.state.save_deployment(dep)
-        drop_unused(self.state.store, dep)
+        self.commands.spawn(remove_unused_packages, *drop_unused(self.state.store, dep))
         what = "upgrade" if upgrade is None or upgrade.kind == "package" else "configuration change"
         return f"{what} complete"
 

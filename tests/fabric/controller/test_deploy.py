@@ -238,3 +238,39 @@ async def test_a_host_that_cannot_start_fails_the_operation_with_where_to_look(
         v = await view(ref)
         failed = next(i for i in v.instances if i.host == "local-host2")
         assert failed.status == "FailedStartingVM"
+
+
+MANY_ENDPOINTS = """
+name = "Wide"
+
+[[roles]]
+name = "W"
+kind = "worker"
+vm_size = "ExtraSmall"
+{endpoints}
+"""
+
+
+async def test_more_local_ports_than_exist_is_a_conflict_at_once(
+    world: World, state_dir: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "wide"
+    (folder / "W").mkdir(parents=True)
+    (folder / "W" / "role.py").write_text("")
+    endpoints = "".join(
+        f'\n[[roles.internal_endpoints]]\nname = "E{i}"\nprotocol = "tcp"\n' for i in range(20)
+    )
+    (folder / "service.toml").write_text(MANY_ENDPOINTS.format(endpoints=endpoints))
+    wide = b'service_name = "Wide"\n\n[[roles]]\nname = "W"\ninstances = 900\n'
+    # Room for 900 instances' cores, not for their 18,000 ports (the range below the ephemeral
+    # ports holds 12,768 by default).
+    async with open_controller(state_dir, world, settings(max_hosts=120, host_cores=8)) as ref:
+        error = await _refused(ref, _command(folder, configuration=wide))
+        assert (error.code, error.status) == ("ConflictError", 409), error.message
+        assert "not enough local ports: the instances need 18000" in error.message
+        assert "\n" not in error.message
+        assert await ask(ref, ListDeployments()) == []
+    store = Store(state_dir / "fabric.db", "local")
+    assert store.deployments() == [] and store.hosts() == []
+    store.close()
+    assert world.hosts == {}
