@@ -87,7 +87,6 @@ async def restart(
             return
         config = dep.guest_config(inst, state.state_dir, state.settings) if new_config else None
         inst.cycle_pending = True
-        inst.reboots += 1
         try:
             await state.hosts.ask(
                 inst.host_id,
@@ -191,7 +190,6 @@ async def on_host_dead(state: ControllerState, host: Host, why: str) -> None:
     for dep, inst in state.instances():
         if inst.host_id == host.id:
             inst.host_id = ""
-            inst.reboots += 1
             state.save_instance(inst)
             state.set_status(
                 dep, inst, "RoleStateUnknown", f"host {host.id} failed ({why}); moving it to another host"

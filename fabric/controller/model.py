@@ -121,7 +121,6 @@ class Instance:
     role_starts: int = 0
     boot: str = ""
     boot_starts: int = 0
-    reboots: int = 0
     #: a restart was asked: a Ready seen before the instance went down is not the new one
     cycle_pending: bool = False
     #: out of rotation on purpose (its update domain is upgrading)
