@@ -163,3 +163,17 @@ async def test_plugin_sockets_live_in_the_vms_folder_and_a_killed_runs_are_swept
         assert (vm.disk.runtime_dir.stat().st_mode & 0o777) == 0o700
         assert set(Path("/tmp").glob("reddog-*")) <= before
     assert set(Path("/tmp").glob("reddog-*")) <= before
+
+
+async def test_an_agent_and_its_block_startup_task_meet_on_a_socket_deeper_than_an_address_holds(
+    tmp_path: Path,
+) -> None:
+    from fabric.guest.plugin_agents._ready import serve_ready, wait_ready
+
+    ready = tmp_path / ("a" * 60) / ("b" * 60) / "Diagnostics.sock"  # sun_path holds 108 bytes
+    ready.parent.mkdir(parents=True)
+    async with anyio.create_task_group() as tg:
+        await tg.start(lambda task_status: serve_ready(ready, dict, task_status=task_status))
+        assert ready.is_socket()
+        assert await wait_ready("Diagnostics", ready, 10) == 0
+        tg.cancel_scope.cancel()
