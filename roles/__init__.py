@@ -12,6 +12,7 @@ from .environment import RoleEnvironment as RoleEnvironment
 from .environment import RoleEnvironmentError as RoleEnvironmentError
 from .environment import RoleInstance as RoleInstance
 from .environment import RoleInstanceEndpoint as RoleInstanceEndpoint
+from .environment_data import Change as Change
 from .events import Event as Event
 from .events import RoleEnvironmentChangedEventArgs as RoleEnvironmentChangedEventArgs
 from .events import RoleEnvironmentChangingEventArgs as RoleEnvironmentChangingEventArgs
@@ -19,4 +20,3 @@ from .events import RoleEnvironmentStoppingEventArgs as RoleEnvironmentStoppingE
 from .events import RoleInstanceStatusCheckEventArgs as RoleInstanceStatusCheckEventArgs
 from .events import SimultaneousChangedEventArgs as SimultaneousChangedEventArgs
 from .events import SimultaneousChangingEventArgs as SimultaneousChangingEventArgs
-from .protocol import Change as Change

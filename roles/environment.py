@@ -28,6 +28,7 @@ from typing import Final
 
 import msgspec
 
+from .environment_data import InstanceInfo, LocalResourceInfo, RoleEnvironmentData
 from .events import (
     Event,
     RoleEnvironmentChangedEventArgs,
@@ -37,7 +38,6 @@ from .events import (
     SimultaneousChangedEventArgs,
     SimultaneousChangingEventArgs,
 )
-from .protocol import InstanceInfo, LocalResourceInfo, RoleEnvironmentData
 
 __all__ = [
     "LocalResource",

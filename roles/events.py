@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
 from ._threads import run_in_daemon_thread
-from .protocol import Change
+from .environment_data import Change
 
 __all__ = [
     "Event",

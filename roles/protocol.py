@@ -15,48 +15,13 @@ import msgspec
 
 from actors import Request
 
-# -- the role's view of the world -------------------------------------------------------------
-
-
-class EndpointInfo(msgspec.Struct, frozen=True, kw_only=True):
-    """One endpoint of an instance: where to reach it."""
-
-    name: str
-    protocol: str
-    host: str
-    port: int
-
-
-class InstanceInfo(msgspec.Struct, frozen=True, kw_only=True):
-    """One role instance as RoleEnvironment shows it."""
-
-    id: str
-    role_name: str
-    update_domain: int
-    fault_domain: int
-    endpoints: dict[str, EndpointInfo] = {}
-
-
-class LocalResourceInfo(msgspec.Struct, frozen=True, kw_only=True):
-    """A LocalStorage folder: its root path and the size it may use."""
-
-    name: str
-    root_path: str
-    maximum_size_mb: int
-
-
-class RoleEnvironmentData(msgspec.Struct, frozen=True, kw_only=True):
-    """Everything RoleEnvironment answers from, as one snapshot the bootstrapper hands down."""
-
-    deployment_id: str
-    emulated: bool = False
-    current_instance: InstanceInfo
-    settings: dict[str, str] = {}
-    local_resources: dict[str, LocalResourceInfo] = {}
-    #: every role of the deployment, by name: its instances and their internal endpoints
-    roles: dict[str, list[InstanceInfo]] = {}
-    topology_change_discovery: Literal["UpgradeDomainWalk", "Blast"] = "UpgradeDomainWalk"
-
+# The role's view of the world lives in roles.environment_data, which `import roles` loads
+# without the actor runtime; these names stay importable from here.
+from roles.environment_data import Change as Change
+from roles.environment_data import EndpointInfo as EndpointInfo
+from roles.environment_data import InstanceInfo as InstanceInfo
+from roles.environment_data import LocalResourceInfo as LocalResourceInfo
+from roles.environment_data import RoleEnvironmentData as RoleEnvironmentData
 
 # -- what a role host runs ------------------------------------------------------------------------
 
@@ -120,14 +85,6 @@ class StatusCheckResult(msgspec.Struct, frozen=True, tag=True):
     """Whether a status_check handler called set_busy()."""
 
     busy: bool
-
-
-class Change(msgspec.Struct, frozen=True, tag=True, kw_only=True):
-    """One change in a configuration or topology update."""
-
-    kind: Literal["setting", "topology", "certificate"]
-    #: the setting name, or the role name for a topology change
-    name: str
 
 
 class EnvironmentChanging(Request["ChangingResult"], frozen=True, tag=True, kw_only=True):
