@@ -63,7 +63,9 @@ SNOOP_TASK = """<Task commandLine="sh snoop.sh" executionContext="limited" taskT
 SNOOP_SH = """
 grep -E '^Cap(Inh|Prm|Eff|Amb)' /proc/self/status
 for t in $TARGETS; do
-  if [ -d "$t" ]; then
+  if [ "${t#pid:}" != "$t" ]; then
+    kill -0 "${t#pid:}" 2>/dev/null && echo "reached signal $t"
+  elif [ -d "$t" ]; then
     ls "$t" >/dev/null 2>&1 && echo "entries $t:" $(ls -A "$t")
     touch "$t/forged" 2>/dev/null && echo "reached create $t"
   else
@@ -93,7 +95,9 @@ from roles import RoleEntryPoint, RoleEnvironment
 
 def reached(target: str) -> list[str]:
     found = []
-    if os.path.isdir(target):
+    if target.startswith("pid:"):
+        tries = [("signal", lambda: os.kill(int(target[4:]), 0))]
+    elif os.path.isdir(target):
         try:
             found.append(f"entries {target}: " + " ".join(sorted(os.listdir(target))))
         except OSError:
@@ -168,7 +172,8 @@ async def test_a_limited_task_and_role_reach_nothing_of_another_service_and_uids
             "storage": next(a_vm.rglob("*.Keeper.Data")),
         }
         secrets = [fab.state_dir / "token", fab.state_dir / "fabric.db", fab.state_dir, fab.state_dir / "vms"]
-        targets = [*a_files.values(), *secrets, Path("/etc/shadow")]
+        a_role = role_host_of("Keeper_IN_0", "WaWorkerHost")
+        targets = [*a_files.values(), *secrets, Path("/etc/shadow"), f"pid:{a_role.pid}"]
         snoop = make_service(
             tmp_path,
             "Snoop",
