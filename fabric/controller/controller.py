@@ -26,6 +26,7 @@ from actors import Actor
 from fabric.chaos.hooks import ChaosCommand, answer_chaos
 from fabric.controller import lifecycle
 from fabric.controller.commands import Commands
+from fabric.controller.configuration_view import GetConfiguration, configuration_view
 from fabric.controller.events import OpenEventLog
 from fabric.controller.hosts import HostFactory, HostPool, spawn_host_process
 from fabric.controller.messages import (
@@ -173,6 +174,8 @@ class FabricController(Actor):
                 return state.events
             case MetricsQuery():
                 return metrics_snapshot(state)
+            case GetConfiguration():  # the portal's configuration form
+                return configuration_view(state, message)
             case _:
                 return await super().receive(message)
         return None

@@ -12,6 +12,8 @@ import uuid
 import zipfile
 from pathlib import Path
 
+import msgspec
+
 from fabric.frontend.api import ApiError
 from fabric.model import ModelError, PackageError, Problem, read_package
 from fabric.model.service import parse_configuration
@@ -59,6 +61,20 @@ def check_configuration(
     Raises:
         ApiError: 400 InvalidConfiguration, naming the first problems.
     """
+    problems = configuration_problems(configuration, configuration_name, package, max_instances)
+    if problems:
+        raise _invalid_configuration(ModelError(problems), {})
+
+
+def configuration_problems(
+    configuration: bytes, configuration_name: str, package: Path | None, max_instances: int = MAX_INSTANCES
+) -> tuple[Problem, ...]:
+    """The problems that refuse a configuration, each as `fabric validate` words it with the
+    file named ``configuration_name`` (none: the configuration may be applied).
+
+    Raises:
+        ApiError: 400 InvalidConfiguration when the name is neither .cscfg nor .toml.
+    """
     suffix = _check_configuration_name(configuration_name)
     if package is not None and package.is_file():
         with tempfile.TemporaryDirectory(prefix="reddog-cfg-") as tmp:
@@ -69,13 +85,17 @@ def check_configuration(
             except PackageError:
                 pass  # the running package went bad on disk: leave the verdict to the controller
             except ModelError as exc:
-                raise _invalid_configuration(exc, {str(cfg): configuration_name}) from None
-        return
+                return tuple(
+                    msgspec.structs.replace(p, file=configuration_name) if p.file == str(cfg) else p
+                    for p in exc.problems
+                )
+        return ()
     parsed, report = parse_configuration(configuration, configuration_name)
     if parsed is not None:
         check_instance_limit(parsed, report, max_instances)
     if parsed is None or any(p.severity == "error" for p in report.problems):
-        raise _invalid_configuration(ModelError(report.problems), {})
+        return tuple(report.problems)
+    return ()
 
 
 def stage_package(

@@ -65,6 +65,24 @@ def app_page(csrf: str) -> str:
 <tbody></tbody></table>
 </section>
 
+<section id="view-instance" data-view="instance" hidden>
+<h2>Instance <span id="instance-name"></span></h2>
+<div class="columns">
+<div>
+<h3>Processes <small id="samples-at"></small></h3>
+<ul id="processes" class="tree"></ul>
+<h3>RoleEnvironment</h3>
+<table id="role-settings"><thead><tr><th>Setting</th><th>Value</th></tr></thead><tbody></tbody></table>
+<table id="role-endpoints"><thead><tr><th>Endpoint</th><th>Address</th><th>Protocol</th></tr></thead><tbody></tbody></table>
+<table id="role-storage"><thead><tr><th>LocalStorage</th><th>Path</th><th>Size (MB)</th></tr></thead><tbody></tbody></table>
+</div>
+<div>
+<h3>Log <select id="log-file"></select> <small>live</small></h3>
+<pre id="log" class="log"></pre>
+</div>
+</div>
+</section>
+
 <section id="view-services" data-view="services" hidden>
 <h2>Services and deployments</h2>
 <div id="deployments"></div>

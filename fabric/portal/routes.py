@@ -6,6 +6,8 @@
     GET  /portal/static/{app.js,app.css}
     GET  /portal/chaos/report[?service=S]   the live chaos report: two SVG charts (HTML fragment)
     GET  /portal/hosts                  hosts with heartbeat age and VMs (JSON)
+    GET  /portal/configuration[/check]  the configuration form (fabric.portal.config_form)
+    GET  /portal/instance, /portal/logs/stream   an instance's detail and live logs (fabric.portal.instance)
 
 Everything else the portal shows comes from the API itself (deployments, chaos, events), which
 takes a portal session (and its CSRF token on changes) in place of the bearer token.
@@ -27,6 +29,7 @@ from fabric.frontend.auth import token_matches
 from fabric.frontend.events_routes import event_log
 from fabric.frontend.metrics_routes import snapshots
 from fabric.frontend.streams import RawResponse
+from fabric.portal import config_form, instance
 from fabric.portal.pages import app_page, signin_page
 from fabric.portal.report import live_report
 from fabric.portal.sessions import Sessions, session_cookie
@@ -118,6 +121,10 @@ async def route(rdfe: Rdfe, r: Request) -> Response:
         case ["portal", "hosts"]:
             rdfe._allow(r, "GET")
             return Response(200, [msgspec.to_builtins(s) for s in await snapshots(rdfe)])
+        case ["portal", "configuration", *rest]:
+            return await config_form.route(rdfe, r, rest)
+        case ["portal", "instance"] | ["portal", "logs", "stream"]:
+            return await instance.route(rdfe, r, r.segments[1:])
     raise not_found(f"no portal page at {r.path}")
 
 

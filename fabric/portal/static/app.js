@@ -56,7 +56,12 @@ function say(text, isError = false) {
 const slotPath = (d) =>
   `/subscriptions/${state.subscription}/services/hostedservices/${encodeURIComponent(d.service)}/deploymentslots/${d.slot}`;
 
+// The newest status event applied to each row: a view read before it must not show an older one.
+const lastStatus = new Map();
+let lastSeq = 0;
+
 async function loadDeployments() {
+  const seqAtStart = lastSeq;
   if (!state.subscription) {
     const subs = await api("GET", "/subscriptions");
     state.subscription = subs.Subscriptions[0].SubscriptionId;
@@ -66,6 +71,12 @@ async function loadDeployments() {
     `/subscriptions/${state.subscription}/services/hostedservices?embed-detail=true`,
   );
   state.deployments = hosted.HostedServices.flatMap((h) => h.Deployments || []);
+  for (const d of state.deployments) {
+    for (const inst of d.instances) {
+      const newer = lastStatus.get(rowId(d.service, d.slot, inst.id));
+      if (newer && newer.seq > seqAtStart) inst.status = newer.status;
+    }
+  }
   renderInstances();
   renderDeployments();
   renderChaosServices();
@@ -104,6 +115,7 @@ const refreshTargets = coalesced(loadTargets);
 
 // -- instances -----------------------------------------------------------------------------------
 
+const vmOf = (d, inst) => `${d.service}.${d.name}.${inst.id}`;
 const rowId = (service, slot, instance) => `inst-${service}-${slot}-${instance}`.toLowerCase();
 
 function statusCell(status) {
@@ -141,7 +153,7 @@ function renderInstances() {
           { id: rowId(d.service, d.slot, inst.id), dataset: { instance: inst.id, service: d.service } },
           el("td", {}, d.service),
           el("td", {}, d.slot),
-          el("td", { class: "instance" }, inst.id),
+          el("td", { class: "instance" }, el("a", { href: `#instance/${vmOf(d, inst)}` }, inst.id)),
           el("td", {}, inst.role),
           statusCell(inst.status),
           el("td", {}, inst.host || "-"),
@@ -159,6 +171,7 @@ function renderInstances() {
 
 // A status event is shown at once, before the deployments are read again.
 function applyStatus(event) {
+  lastStatus.set(rowId(event.service, event.slot, event.instance), { status: event.status, seq: event.seq });
   const row = document.getElementById(rowId(event.service, event.slot, event.instance));
   if (!row) return;
   const cells = row.children;
@@ -211,6 +224,9 @@ function renderDeployments() {
       ),
     );
     actions.push(
+      el("button", { type: "button", class: "action-configure", onclick: () => openConfiguration(d, card) }, "Configuration"),
+    );
+    actions.push(
       deploymentAction(
         "Delete",
         () => api("DELETE", slotPath(d)),
@@ -219,7 +235,7 @@ function renderDeployments() {
     );
     const roles = Object.entries(d.roles || {}).map(([role, count]) => `${role} × ${count}`).join(", ");
     const endpoints = (d.endpoints || []).map((e) => `${e.role}/${e.name} ${e.host}:${e.port}`).join(", ");
-    return el(
+    const card = el(
       "article",
       { class: "deployment", dataset: { service: d.service, slot: d.slot } },
       el("h3", {}, `${d.service} · ${d.slot} · ${d.name}`),
@@ -235,8 +251,157 @@ function renderDeployments() {
       ),
       el("div", { class: "actions" }, ...actions),
     );
+    const open = openForms.get(`${d.service}/${d.slot}`);
+    if (open) card.append(open);
+    return card;
   });
   box.replaceChildren(...(cards.length ? cards : [el("p", {}, "No deployment yet: fabric deploy SERVICE")]));
+}
+
+// The configuration form: fields per role; each problem shown beside its field, in the words of
+// `fabric validate`; nothing is sent to the fabric until the check finds none.
+const openForms = new Map();
+
+async function openConfiguration(d, card) {
+  const key = `${d.service}/${d.slot}`;
+  const query = `service=${encodeURIComponent(d.service)}&slot=${d.slot}`;
+  let form;
+  try {
+    form = await api("GET", `/portal/configuration?${query}`);
+  } catch (error) {
+    say(`configuration of ${key}: ${error.message}`, true);
+    return;
+  }
+  const errorFor = (role, field) => el("span", { class: "field-error", dataset: { role, field } });
+  const fieldsets = form.roles.map((role) =>
+    el(
+      "fieldset",
+      { dataset: { role: role.name } },
+      el("legend", {}, role.name, " ", errorFor(role.name, "role")),
+      el(
+        "label",
+        {},
+        "Instances ",
+        el("input", { name: "instances", value: role.instances, dataset: { role: role.name, field: "instances" } }),
+        errorFor(role.name, "instances"),
+      ),
+      ...role.settings.map((s) =>
+        el(
+          "label",
+          {},
+          `${s.name} `,
+          el("input", { name: `setting:${s.name}`, value: s.value, dataset: { role: role.name, field: `setting:${s.name}` } }),
+          errorFor(role.name, `setting:${s.name}`),
+        ),
+      ),
+    ),
+  );
+  const node = el(
+    "form",
+    { class: "configuration", dataset: { service: d.service, slot: d.slot } },
+    el("h4", {}, `Configuration (${form.name}, generation ${form.generation})`),
+    errorFor("", ""),
+    ...fieldsets,
+    el("button", { type: "submit" }, "Check and apply"),
+    " ",
+    el("button", { type: "button", onclick: () => { openForms.delete(key); node.remove(); } }, "Close"),
+    el("span", { class: "form-result" }),
+  );
+  node.addEventListener("submit", (event) => {
+    event.preventDefault();
+    applyConfiguration(d, node, query);
+  });
+  openForms.set(key, node);
+  card.querySelector("form.configuration")?.remove();
+  card.append(node);
+}
+
+async function applyConfiguration(d, node, query) {
+  const roles = {};
+  for (const input of node.querySelectorAll("input[data-role]")) {
+    const role = (roles[input.dataset.role] ||= { instances: "", settings: {} });
+    if (input.dataset.field === "instances") role.instances = input.value;
+    else role.settings[input.dataset.field.slice("setting:".length)] = input.value;
+  }
+  for (const span of node.querySelectorAll(".field-error")) span.textContent = "";
+  const result = node.querySelector(".form-result");
+  result.textContent = "checking…";
+  try {
+    const checked = await api("POST", `/portal/configuration/check?${query}`, { roles });
+    if (checked.problems.length) {
+      for (const p of checked.problems) {
+        const span =
+          node.querySelector(`.field-error[data-role="${CSS.escape(p.role)}"][data-field="${CSS.escape(p.field)}"]`) ||
+          node.querySelector('.field-error[data-role=""]');
+        span.textContent = span.textContent ? `${span.textContent}; ${p.message}` : p.message;
+      }
+      result.textContent = "not applied: fix the fields marked";
+      return;
+    }
+    await api("POST", `${slotPath(d)}?comp=config`, { Configuration: checked.configuration, ConfigurationName: checked.name });
+    result.textContent = "applied: the change is on its way (see Events)";
+  } catch (error) {
+    result.textContent = `not applied: ${error.message}`;
+  }
+}
+
+// -- one instance: processes, RoleEnvironment, a log tailed live ---------------------------------
+
+let logStream = null;
+
+function rows(selector, items) {
+  $(selector).replaceChildren(...items.map((cells) => el("tr", {}, ...cells.map((c) => el("td", {}, c)))));
+}
+
+async function loadInstance(vm) {
+  $("#instance-name").textContent = vm.split(".").at(-1);
+  const detail = await api("GET", `/portal/instance?vm=${encodeURIComponent(vm)}`);
+  rows("#role-settings tbody", Object.entries(detail.settings));
+  rows("#role-endpoints tbody", detail.endpoints.map((e) => [e.name, `${e.address}:${e.port}`, e.protocol]));
+  rows("#role-storage tbody", detail.local_storage.map((s) => [s.name, s.path, s.sizeInMB]));
+  // The tree: the agents and hosts chaos sees (WaAppAgent -> bootstrapper -> role host -> W3WP),
+  // with CPU and memory from the Diagnostics plugin's last samples.
+  const instanceId = vm.split(".").at(-1);
+  const service = vm.split(".")[0];
+  let processes = [];
+  try {
+    const map = await api("GET", `/chaos/targets?service=${encodeURIComponent(service)}`);
+    processes = map.processes.filter((p) => p.instance === instanceId);
+  } catch (error) {
+    if (!(error instanceof ApiError)) throw error;
+  }
+  const sampled = new Map(detail.processes.map((p) => [p.pid, p]));
+  const byPid = new Map(processes.map((p) => [p.pid, { pid: p.pid, ppid: p.ppid, name: p.place || p.name }]));
+  for (const p of detail.processes) if (!byPid.has(p.pid)) byPid.set(p.pid, { pid: p.pid, ppid: p.ppid, name: p.name });
+  const item = (p) => {
+    const s = sampled.get(p.pid);
+    const figures = s ? ` · ${s.user} · CPU ${s.cpu_percent.toFixed(1)}% · ${(s.rss_bytes / 1048576).toFixed(1)} MiB` : "";
+    const kids = [...byPid.values()].filter((c) => c.ppid === p.pid);
+    return el("li", { dataset: { pid: p.pid } }, `${p.name} (pid ${p.pid})${figures}`, kids.length ? el("ul", {}, ...kids.map(item)) : "");
+  };
+  const roots = [...byPid.values()].filter((p) => !byPid.has(p.ppid));
+  $("#processes").replaceChildren(...roots.map(item));
+  $("#samples-at").textContent = detail.samples_at ? `Diagnostics sample ${detail.samples_at}` : "no Diagnostics sample yet";
+  const select = $("#log-file");
+  const chosen = select.dataset.vm === vm ? select.value : "";
+  select.replaceChildren(...detail.logs.map((name) => el("option", { value: name }, name)));
+  select.dataset.vm = vm;
+  const roleLog = detail.logs.find((n) => ["WaIISHost", "WaWorkerHost", "WaWebHost"].includes(n));
+  select.value = chosen || roleLog || detail.logs[0] || "";
+  followLog(vm, select.value);
+}
+
+function followLog(vm, file) {
+  if (logStream) logStream.close();
+  const pre = $("#log");
+  pre.textContent = "";
+  if (!file) return;
+  logStream = new EventSource(`/portal/logs/stream?vm=${encodeURIComponent(vm)}&file=${encodeURIComponent(file)}`);
+  logStream.addEventListener("line", (message) => {
+    pre.append(`${JSON.parse(message.data)}\n`);
+    while (pre.textContent.length > 200000) pre.textContent = pre.textContent.slice(-150000);
+    pre.scrollTop = pre.scrollHeight;
+  });
 }
 
 // -- hosts ---------------------------------------------------------------------------------------
@@ -399,11 +564,17 @@ async function inject(event) {
 
 // -- views and the live stream ------------------------------------------------------------------
 
-function show(view) {
+function show(route) {
+  const [view, arg] = route.split(/\/(.*)/s);
   state.view = view;
+  if (view !== "instance" && logStream) {
+    logStream.close();
+    logStream = null;
+  }
   for (const section of document.querySelectorAll("main section")) section.hidden = section.dataset.view !== view;
   for (const link of document.querySelectorAll("nav a")) link.classList.toggle("current", link.dataset.view === view);
   if (view === "hosts") refreshHosts();
+  if (view === "instance" && arg) loadInstance(arg).catch((error) => say(error.message, true));
   if (view === "chaos") {
     refreshFaults();
     refreshTargets();
@@ -413,6 +584,7 @@ function show(view) {
 
 function onEvent(message) {
   const event = JSON.parse(message.data);
+  lastSeq = Math.max(lastSeq, event.seq);
   addEvent(event);
   if (event.kind === "status") applyStatus(event);
   refreshDeployments();
@@ -444,6 +616,7 @@ async function main() {
     location.assign("/");
   });
   $("#event-filter").addEventListener("input", refilterEvents);
+  $("#log-file").addEventListener("change", (event) => followLog(event.target.dataset.vm, event.target.value));
   $("#inject").addEventListener("submit", inject);
   $("#chaos-service").addEventListener("change", () => {
     renderChaosServices();

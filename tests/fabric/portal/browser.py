@@ -138,6 +138,49 @@ def kill_from_chaos(page: Page, url: str, token: str) -> dict[str, Any]:
     }
 
 
+def configure(page: Page, url: str, token: str) -> dict[str, Any]:
+    """A bad instance count shows `fabric validate`'s message beside the field and changes
+    nothing; a new Title is applied and the role's Changed shows in Web_IN_0's live log."""
+    sign_in(page, url, token)
+    generation = "fetch('/portal/configuration?service=guestbook&slot=production').then(r => r.json()).then(f => f.generation)"
+    before = page.evaluate(generation)
+    page.click('nav a[data-view="services"]')
+    page.click("article.deployment button.action-configure")
+    instances = 'form.configuration input[data-role="Web"][data-field="instances"]'
+    page.wait_for_selector(instances, timeout=WAIT_MS)
+    page.fill(instances, "abc")
+    page.click("form.configuration button[type=submit]")
+    beside = 'form.configuration .field-error[data-role="Web"][data-field="instances"]'
+    until(page, f"document.querySelector('{beside}').textContent !== ''")
+    refused = {
+        "beside": page.inner_text(beside),
+        "result": page.inner_text("form.configuration .form-result"),
+        "generation": page.evaluate(generation),
+    }
+    page.fill(instances, "2")
+    page.fill(
+        'form.configuration input[data-role="Web"][data-field="setting:Title"]', "changed in the portal"
+    )
+    page.click("form.configuration button[type=submit]")
+    until(page, "document.querySelector('form.configuration .form-result').textContent.startsWith('applied')")
+    page.click('nav a[data-view="instances"]')
+    page.click('#instances tr[data-instance="Web_IN_0"] td.instance a')
+    until(page, "document.querySelector('#log-file').value !== ''")
+    until(page, "document.querySelector('#log').textContent.includes('changed setting Title')")
+    line = next(text for text in page.inner_text("#log").splitlines() if "changed setting Title" in text)
+    until(page, "document.querySelectorAll('#role-settings tbody tr').length > 0")
+    return {
+        "before": before,
+        "refused": refused,
+        "log_file": page.evaluate("document.querySelector('#log-file').value"),
+        "line": line,
+        "processes": page.eval_on_selector_all("#processes li", "items => items.map(li => li.dataset.pid)"),
+        "storage": page.eval_on_selector_all(
+            "#role-storage tbody tr", "rows => rows.map(r => r.children[0].textContent)"
+        ),
+    }
+
+
 def latency(page: Page, url: str, token: str) -> dict[str, Any]:
     """Record when each status reaches the DOM (Date.now(), ms) for the benchmark; runs until
     the benchmark writes OUT_DIR/stop, then answers what it saw."""
@@ -162,7 +205,12 @@ def latency(page: Page, url: str, token: str) -> dict[str, Any]:
     return {"dom": page.evaluate("window.__dom")}
 
 
-SCENARIOS: dict[str, Scenario] = {"signin": signin, "kill_from_chaos": kill_from_chaos, "latency": latency}
+SCENARIOS: dict[str, Scenario] = {
+    "signin": signin,
+    "kill_from_chaos": kill_from_chaos,
+    "configure": configure,
+    "latency": latency,
+}
 
 
 def main() -> int:

@@ -46,3 +46,17 @@ async def test_a_role_host_killed_from_the_chaos_page_leaves_ready_and_comes_bac
     assert len(seen["fault_rows"]) == 1 and "role-host@Web_IN_0" in seen["fault_rows"][0]
     assert seen["marks"] == ["f1"]
     assert "fault" in seen["event_kinds"] and "status" in seen["event_kinds"]
+
+
+async def test_the_configuration_form_refuses_a_bad_value_beside_it_and_applies_a_good_one(
+    portal: Portal, tmp_path: Path
+) -> None:
+    seen = await run_browser("configure", portal, tmp_path / "screenshots")
+    refused = seen["refused"]
+    # `fabric validate`'s own words, beside the field, and the deployment did not change.
+    assert refused["beside"] == (
+        "ServiceConfiguration.Local.cscfg:4: Instances@count: 'abc' is not a whole number; use a number"
+    ), refused
+    assert refused["result"].startswith("not applied") and refused["generation"] == seen["before"]
+    assert seen["log_file"] == "WaIISHost" and "changed setting Title" in seen["line"]
+    assert seen["processes"] and seen["storage"] == ["Scratch"]

@@ -98,3 +98,51 @@ async def test_the_chaos_report_and_hosts_are_served_to_a_session(
     css = await browser.get("/portal/static/app.css")
     assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
     assert (await browser.get("/portal/static/../routes.py")).status_code in (401, 404)
+
+
+async def test_instance_pages_take_only_a_listed_vm_and_a_known_log(
+    fabric: RealFabric, browser: httpx.AsyncClient
+) -> None:
+    await sign_in(browser, fabric.token)
+    for vm in ("../../etc", "nope", ""):
+        resp = await browser.get("/portal/instance", params={"vm": vm})
+        assert resp.status_code == 400 and "no VM named" in resp.json()["Error"]["Message"]
+    vm = fabric.state / "vms" / "hello.d.Hello_IN_0"
+    (vm / "C" / "Logs").mkdir(parents=True)
+    (vm / "C" / "Logs" / "WaAppAgent.log").write_text("one\ntwo\n")
+    detail = (await browser.get("/portal/instance", params={"vm": vm.name})).json()
+    assert detail["logs"] == ["WaAppAgent"] and detail["processes"] == []
+    missing = await browser.get("/portal/logs/stream", params={"vm": vm.name, "file": "../token"})
+    assert missing.status_code == 404 and "it has: WaAppAgent" in missing.json()["Error"]["Message"]
+    async with browser.stream(
+        "GET", "/portal/logs/stream", params={"vm": vm.name, "file": "WaAppAgent"}
+    ) as resp:
+        lines = resp.aiter_lines()
+        got = [await anext(lines) for _ in range(8)]
+        assert [g for g in got if g.startswith("data: ")] == ['data: "one"', 'data: "two"']
+        with (vm / "C" / "Logs" / "WaAppAgent.log").open("a") as log:
+            log.write("three\n")
+        while (line := await anext(lines)) != 'data: "three"':
+            assert not line.startswith("data: "), line
+
+
+async def test_the_configuration_form_reads_the_deployment_and_checks_without_changing(
+    fabric: RealFabric, browser: httpx.AsyncClient
+) -> None:
+    csrf = await sign_in(browser, fabric.token)
+    query = {"service": "hello", "slot": "production"}
+    form = (await browser.get("/portal/configuration", params=query)).json()
+    [role] = form["roles"]
+    assert role["name"] == "Hello" and role["instances"] == "2" and role["settings"][0]["name"] == "Greeting"
+    bad = {"roles": {"Hello": {"instances": "0", "settings": {"Greeting": "hi"}}}}
+    checked = await browser.post(
+        "/portal/configuration/check", params=query, json=bad, headers={"x-csrf-token": csrf}
+    )
+    [problem] = checked.json()["problems"]
+    assert problem["role"] == "Hello" and problem["field"] == "instances"
+    assert problem["message"].endswith("Instances@count: 0 is out of range; use a number of at least 1")
+    assert (await browser.get("/portal/configuration", params=query)).json()["generation"] == form[
+        "generation"
+    ]
+    unsigned = await browser.post("/portal/configuration/check", params=query, json=bad)
+    assert unsigned.status_code == 401
