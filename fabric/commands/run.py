@@ -123,7 +123,7 @@ async def _run(
 ) -> None:
     from fabric.server import open_fabric  # the whole fabric: only when it is to run
 
-    console = Console(stderr=False)
+    console = Console(soft_wrap=True)  # piped: one line per change, however long
     async with (
         open_fabric(state_dir, settings, api_port=port) as fabric,
         AsyncFabricClient(fabric.state_dir) as client,

@@ -36,6 +36,8 @@ async def test_fabric_run_stops_gracefully_on_a_signal(tmp_path: Path, signum: s
     command = [FABRIC, "run", str(service), "--fast", "--state-dir", str(state)]
     async with await anyio.open_process(command, stderr=subprocess.STDOUT) as process:
         out = Output(process)
+        # Piped, a line is never wrapped at 80 columns, however long.
+        assert (await out.wait_for("state folder ")).endswith(f"state folder {state}")
         await out.wait_for("Stopper_IN_0: ReadyRole")
         below = tree(process.pid)
         process.send_signal(signum)
