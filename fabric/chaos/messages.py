@@ -7,7 +7,7 @@ fabric's clock (anyio.current_time() in the fabric's process): compare them with
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -33,6 +33,9 @@ PLACES: tuple[str, ...] = (
 #: Which actor link: ``host`` is the controller <-> host agent link, ``guest`` the host agent <-> VM.
 Link = Literal["host", "guest"]
 FaultState = Literal["active", "done", "undone", "failed"]
+#: A fault's times are bounded like every number a request carries: none negative, a day at most.
+Seconds = Annotated[float, msgspec.Meta(ge=0, le=86_400)]
+Fraction = Annotated[float, msgspec.Meta(ge=0, le=1)]
 
 
 class Target(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -87,7 +90,7 @@ class Crash(_Fault, frozen=True, kw_only=True, tag="crash"):
 class Hang(_Fault, frozen=True, kw_only=True, tag="hang"):
     """SIGSTOP the process (a host: all of its processes); SIGCONT after ``duration`` or on undo."""
 
-    duration: float | None = None
+    duration: Seconds | None = None
 
 
 class LinkFault(_Fault, frozen=True, kw_only=True, tag="link"):
@@ -99,12 +102,12 @@ class LinkFault(_Fault, frozen=True, kw_only=True, tag="link"):
     """
 
     link: Link = "host"
-    drop: float = 0.0
-    delay: float = 0.0
-    jitter: float = 0.0
+    drop: Fraction = 0.0
+    delay: Seconds = 0.0
+    jitter: Seconds = 0.0
     cut: bool = False
     direction: Direction = "both"
-    duration: float | None = None
+    duration: Seconds | None = None
     #: seeds which frames are dropped and the jitter drawn (None: unseeded); a scenario's
     #: schedule derives it from the run's seed
     seed: int | None = None
@@ -114,14 +117,14 @@ class Partition(_Fault, frozen=True, kw_only=True, tag="partition"):
     """Cut a link both ways for ``duration`` (a host: the controller no longer hears it)."""
 
     link: Link = "host"
-    duration: float | None = None
+    duration: Seconds | None = None
 
 
 class ToxicFault(_Fault, frozen=True, kw_only=True, tag="toxic"):
     """A toxiproxy-style toxic on the load balancer of ``target.endpoint``."""
 
     toxic: Toxic
-    duration: float | None = None
+    duration: Seconds | None = None
 
 
 class StartupFault(_Fault, frozen=True, kw_only=True, tag="startup"):
@@ -136,17 +139,17 @@ class StartupFault(_Fault, frozen=True, kw_only=True, tag="startup"):
 
     startup_task: Literal["fail", "hang"] | None = None
     on_start: Literal["fail", "slow"] | None = None
-    seconds: float = 10.0
+    seconds: Seconds = 10.0
     trigger: Literal["auto", "kill", "reboot", "none"] = "auto"
-    duration: float | None = None
+    duration: Seconds | None = None
 
 
 class FillStorage(_Fault, frozen=True, kw_only=True, tag="fill"):
     """Write a file past a LocalStorage resource's sizeInMB (by ``extra_mb``); undo removes it."""
 
     storage: str | None = None
-    extra_mb: int = 1
-    duration: float | None = None
+    extra_mb: Annotated[int, msgspec.Meta(ge=1, le=1_048_576)] = 1
+    duration: Seconds | None = None
 
 
 class ConfigStorm(_Fault, frozen=True, kw_only=True, tag="storm"):
@@ -154,8 +157,8 @@ class ConfigStorm(_Fault, frozen=True, kw_only=True, tag="storm"):
     ends at its first value (undo restores it when the storm is cut short)."""
 
     setting: str | None = None
-    count: int = 5
-    interval: float = 0.0
+    count: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 5
+    interval: Seconds = 0.0
 
 
 Fault = Kill | Crash | Hang | LinkFault | Partition | ToxicFault | StartupFault | FillStorage | ConfigStorm
@@ -215,7 +218,7 @@ class WatchStart(Request["WatchBatch"], frozen=True, kw_only=True):
 
     service: str | None = None
     slot: Slot = "production"
-    lease: float = 30.0
+    lease: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 30.0
 
 
 class WatchPoll(Request["WatchBatch"], frozen=True, kw_only=True):

@@ -59,7 +59,7 @@ class CreateHostedService(_Body, frozen=True, kw_only=True):
     service_name: Annotated[str, msgspec.Meta(pattern=SERVICE_NAME_PATTERN)]
     label: Label = ""
     description: Annotated[str, msgspec.Meta(max_length=1024)] = ""
-    location: str | None = None
+    location: Annotated[str, msgspec.Meta(min_length=1, max_length=100)] | None = None
     affinity_group: Annotated[str, msgspec.Meta(min_length=1, max_length=63)] | None = None
 
 
@@ -120,8 +120,8 @@ class Swap(_Body, frozen=True, kw_only=True):
     """POST .../hostedservices/{service} (or ?comp=swap): VIP swap. Production and
     SourceDeployment, when given, must name the deployments now in production and staging."""
 
-    production: str | None = None
-    source_deployment: str | None = None
+    production: Name | None = None
+    source_deployment: Name | None = None
 
 
 # -- responses -----------------------------------------------------------------------------------

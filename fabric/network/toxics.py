@@ -15,6 +15,8 @@ import msgspec
 from ._errors import InvalidSpecError
 
 Stream = Literal["upstream", "downstream"]
+#: The largest number a toxic takes (a day in milliseconds; bytes per second well past any link).
+MAX_VALUE = 86_400_000
 
 
 class _ToxicBase(msgspec.Struct, frozen=True, kw_only=True, tag=True):
@@ -28,8 +30,8 @@ class _ToxicBase(msgspec.Struct, frozen=True, kw_only=True, tag=True):
             raise InvalidSpecError(f"toxicity {self.toxicity}: use a probability in 0..1")
         for name in self.__struct_fields__:
             value = getattr(self, name)
-            if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
-                raise InvalidSpecError(f"toxic {name}={value}: use a value >= 0")
+            if isinstance(value, int | float) and not isinstance(value, bool) and not 0 <= value <= MAX_VALUE:
+                raise InvalidSpecError(f"toxic {name}={value}: use a value from 0 to {MAX_VALUE:,}")
 
 
 class Latency(_ToxicBase, frozen=True, kw_only=True, tag="latency"):

@@ -168,3 +168,47 @@ async def test_a_hostile_content_length_is_refused(api: Api, length: str) -> Non
     assert 400 <= status < 500, answer[:200]
     assert api.mutations() == []
     assert (await api.http.get(api.services)).status_code == 200  # the API still serves
+
+
+KILL = {"type": "kill", "target": {"place": "role-host", "instance": "Hello_IN_0"}}
+# (case, path under /chaos, JSON body): the chaos API's numbers
+CHAOS: list[tuple[str, str, dict[str, Any]]] = [
+    ("negative duration", "faults", {"fault": {"type": "hang", "target": KILL["target"], "duration": -1}}),
+    ("a year-long hang", "faults", {"fault": {"type": "hang", "target": KILL["target"], "duration": 3.2e7}}),
+    (
+        "a drop probability over 1",
+        "faults",
+        {"fault": {"type": "link", "target": KILL["target"], "drop": 2.0}},
+    ),
+    (
+        "a storm of a million changes",
+        "faults",
+        {"fault": {"type": "storm", "target": {"role": "Hello"}, "count": 10**6}},
+    ),
+    ("no storm at all", "faults", {"fault": {"type": "storm", "target": {"role": "Hello"}, "count": 0}}),
+    (
+        "a fill past a terabyte",
+        "faults",
+        {"fault": {"type": "fill", "target": KILL["target"], "extra_mb": 10**12}},
+    ),
+    ("a watch that never ends", "watches", {"lease": 1e12}),
+    ("a watch that is already over", "watches", {"lease": 0}),
+]
+
+
+@pytest.mark.parametrize(("case", "path", "body"), CHAOS, ids=[c[0] for c in CHAOS])
+async def test_a_hostile_number_in_a_chaos_request_is_refused(
+    api: Api, case: str, path: str, body: dict[str, Any]
+) -> None:
+    response = await api.http.post(f"/chaos/{path}", json=body)
+    assert response.status_code == 400, response.text
+    assert "\n" not in response.json()["Error"]["Message"]
+    assert api.mutations() == []
+
+
+async def test_a_huge_location_is_refused_in_one_short_line(api: Api) -> None:
+    response = await api.http.post(api.services, json={"ServiceName": "far", "Location": "x" * 100_000})
+    assert response.status_code == 400, response.text
+    assert len(response.json()["Error"]["Message"]) < 300
+    response = await api.http.post(f"{api.services}/far", json={"Production": "p" * 100_000})
+    assert 400 <= response.status_code < 500 and len(response.json()["Error"]["Message"]) < 300
