@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from actors import register_error
 from fabric.controller.messages import DeploymentView, UpgradeMode
 
 #: DNS-label rule for hosted service names (they were the <name>.cloudapp.net prefix)
@@ -20,9 +21,11 @@ Label = Annotated[str, msgspec.Meta(max_length=100)]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f/\\?#]+$")]
 
 
+@register_error("status", "code", "message")
 class ApiError(Exception):
     """A request the API refuses: ``status`` is the HTTP status, ``code`` the Service
-    Management error code, ``message`` says what to change."""
+    Management error code, ``message`` says what to change. Registered: FFE raises it, and it
+    keeps its status and code through any actor link (see actors.register_error)."""
 
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)

@@ -6,8 +6,8 @@ availability (a pool whose controller does not answer is skipped; among the rest
 loaded wins), stages and checks uploaded packages, and forwards every later command to the
 pool the hosted service lives in.
 
-FFE answers every request with a value: the controller's answer, or ``Refused`` for a request
-that must not go ahead (so the refusal's HTTP status and code survive any process boundary).
+FFE answers every request with the controller's answer, or raises ApiError for a request that
+must not go ahead (a registered error: its HTTP status and code survive any process boundary).
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ class Pool:
 # -- requests RDFE asks FFE ------------------------------------------------------------------------
 
 
-class Deploy(Request["Submitted | Refused"], frozen=True, kw_only=True):
+class Deploy(Request["Submitted"], frozen=True, kw_only=True):
     """Create a deployment: choose the pool (unless the hosted service has one), stage the package."""
 
     pool: str | None
@@ -74,7 +74,7 @@ class Deploy(Request["Submitted | Refused"], frozen=True, kw_only=True):
     start: bool = True
 
 
-class Upgrade(Request["Submitted | Refused"], frozen=True, kw_only=True):
+class Upgrade(Request["Submitted"], frozen=True, kw_only=True):
     """Upgrade a deployment to a new package (staged and checked first)."""
 
     pool: str
@@ -88,7 +88,7 @@ class Upgrade(Request["Submitted | Refused"], frozen=True, kw_only=True):
     label: str = ""
 
 
-class ChangeConfig(Request["OperationAccepted | Refused"], frozen=True, kw_only=True):
+class ChangeConfig(Request[OperationAccepted], frozen=True, kw_only=True):
     """Change a deployment's configuration, checked against its package when RDFE knows it."""
 
     pool: str
@@ -100,40 +100,28 @@ class ChangeConfig(Request["OperationAccepted | Refused"], frozen=True, kw_only=
     package_path: str | None = None
 
 
-class Forward(Request["Answer | Refused"], Generic[Answer], frozen=True, kw_only=True):
+class Forward(Request[Answer], Generic[Answer], frozen=True, kw_only=True):
     """Send a fabric command to a pool's controller and answer what it answers."""
 
     pool: str
     command: Request[Answer]
 
 
-class ListAll(Request["dict[str, list[DeploymentView]] | Refused"], frozen=True):
+class ListAll(Request["dict[str, list[DeploymentView]]"], frozen=True):
     """Answer {pool name: [DeploymentView]} for every pool that answers."""
 
 
-class ListPools(Request["list[PoolInfo] | Refused"], frozen=True):
+class ListPools(Request["list[PoolInfo]"], frozen=True):
     """Answer [PoolInfo] for every pool."""
 
 
-class ForgetService(Request["None | Refused"], frozen=True, kw_only=True):
+class ForgetService(Request[None], frozen=True, kw_only=True):
     """A hosted service was deleted: drop its staged packages."""
 
     service: str
 
 
 # -- answers ---------------------------------------------------------------------------------------
-
-
-class Refused(msgspec.Struct, frozen=True, kw_only=True):
-    """The request must not go ahead; nothing was changed."""
-
-    status: int
-    code: str
-    message: str
-
-    def error(self) -> ApiError:
-        """The ApiError RDFE answers with."""
-        return ApiError(self.status, self.code, self.message)
 
 
 class Submitted(msgspec.Struct, frozen=True, kw_only=True):
@@ -182,13 +170,7 @@ class Ffe(Actor):
         self.max_instances = max_instances
 
     async def receive(self, message: Any) -> Any:
-        """Handle one RDFE request; answers a value or Refused."""
-        try:
-            return await self._handle(message)
-        except ApiError as exc:
-            return Refused(status=exc.status, code=exc.code, message=exc.message)
-
-    async def _handle(self, message: Any) -> Any:
+        """Handle one RDFE request; answers a value or raises ApiError (nothing was changed)."""
         match message:
             case Deploy():
                 return await self._deploy(message)

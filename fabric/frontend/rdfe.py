@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 import anyio
 import msgspec
 
-from actors import ActorDead, AskTimeout, Ref
+from actors import ActorDead, ActorError, AskTimeout, Ref
 from actors import Request as ActorRequest  # beside the HTTP Request of _http
 from fabric import portal
 from fabric.controller.messages import OperationAccepted
@@ -51,7 +51,6 @@ from fabric.frontend._http import (
 )
 from fabric.frontend.api import ApiError, bad_request, not_found
 from fabric.frontend.auth import token_matches
-from fabric.frontend.ffe import Refused
 from fabric.frontend.operations import OperationLog, read_operation
 from fabric.frontend.services import ServiceHandlers, subscription_view
 from fabric.frontend.slots import SlotHandlers
@@ -270,23 +269,26 @@ class Rdfe:
 
     # -- FFE -----------------------------------------------------------------------------------------
 
-    async def ask_ffe(self, message: ActorRequest[Answer | Refused]) -> Answer:
-        """Ask FFE; a Refused answer is raised as its ApiError.
+    async def ask_ffe(self, message: ActorRequest[Answer]) -> Answer:
+        """Ask FFE and return its answer.
 
         Raises:
             ApiError: FFE refused, is gone (503) or did not answer in time (503).
+            ActorError: a bug in FFE or a controller (RDFE answers 500 and logs it).
         """
         try:
-            answer = await self.ffe.ask(message, timeout=self.ffe_timeout)
+            return await self.ffe.ask(message, timeout=self.ffe_timeout)
+        except ActorError as exc:
+            refusal = exc.caused_by(ApiError)
+            if refusal is None:
+                raise
+            raise refusal from None
         except ActorDead:
             raise ApiError(503, "ServiceUnavailable", "the fabric front end (FFE) is not running") from None
         except AskTimeout:
             raise ApiError(
                 503, "ServiceUnavailable", "the fabric front end (FFE) did not answer in time; try again"
             ) from None
-        if isinstance(answer, Refused):
-            raise answer.error()
-        return answer
 
     def accepted(
         self, sub: SubscriptionRecord, pool: str, answer: Any, request_id: str | None = None

@@ -11,7 +11,8 @@ import pytest
 from actors import ActorError, Ref, open_system
 from fabric.controller import ControllerError, ask
 from fabric.controller.messages import GetDeployment, ListDeployments
-from fabric.frontend.ffe import Ffe, Forward, Pool, Refused
+from fabric.frontend.api import ApiError
+from fabric.frontend.ffe import Ffe, Forward, Pool
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -41,12 +42,19 @@ async def test_a_refusal_from_a_child_process_is_a_controller_error_with_its_cod
     )
 
 
-async def test_ffe_answers_a_refusal_from_a_child_process_with_its_code_and_status(
+async def test_ffe_refuses_with_the_code_and_status_from_a_child_process(
     controller_and_ffe: tuple[Ref, Ref],
 ) -> None:
     _, ffe = controller_and_ffe
-    answer = await ffe.ask(Forward(pool="p1", command=GetDeployment(service="demo", slot="staging")))
-    assert answer == Refused(status=404, code="ResourceNotFound", message="no deployment in demo/staging")
+    with pytest.raises(ActorError) as caught:
+        await ffe.ask(Forward(pool="p1", command=GetDeployment(service="demo", slot="staging")))
+    refusal = caught.value.caused_by(ApiError)
+    assert refusal is not None
+    assert (refusal.status, refusal.code, refusal.message) == (
+        404,
+        "ResourceNotFound",
+        "no deployment in demo/staging",
+    )
 
 
 async def test_a_controller_bug_stays_an_actor_error_with_its_text(
@@ -56,5 +64,6 @@ async def test_a_controller_bug_stays_an_actor_error_with_its_text(
     with pytest.raises(ActorError, match="a bug in the controller") as caught:
         await ask(controller, ListDeployments())
     assert caught.value.type_name == "KeyError"
-    with pytest.raises(ActorError, match="a bug in the controller"):
+    with pytest.raises(ActorError, match="a bug in the controller") as caught:
         await ffe.ask(Forward(pool="p1", command=ListDeployments()))
+    assert caught.value.caused_by(ApiError) is None  # RDFE answers 500, not a refusal
