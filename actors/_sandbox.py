@@ -207,6 +207,7 @@ def enter_sandbox(sandbox: Sandbox) -> None:
     }
     # Held open across the covering mounts: a bind from /proc/self/fd/N reaches what they hide.
     sources = {path: os.open(path, os.O_PATH | os.O_CLOEXEC) for path in binds if os.path.exists(path)}
+    umask = os.umask(0o022)  # the folders made on the way must let the user through
     try:
         for folder in hidden:
             if any(_under(folder, h) and h != folder for h in hidden):
@@ -222,6 +223,7 @@ def enter_sandbox(sandbox: Sandbox) -> None:
                 os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o644))
             _mount(libc, f"/proc/self/fd/{sources[path]}", path, None, _MS_BIND | _MS_REC, None)
     finally:
+        os.umask(umask)
         for fd in sources.values():
             os.close(fd)
     writable = {p for p, w in binds.items() if w} | set(private)
