@@ -93,6 +93,16 @@ async def test_hostile_instance_counts_are_refused_at_once_without_growth(tmp_pa
             after = (await http.get(slot)).json()
             assert [i["id"] for i in after["instances"]] == [i["id"] for i in view["instances"]]
             assert served.memory_info().rss - before < MAX_GROWTH
+
+            # The command line says the same in one line, with exit status 2.
+            hostile = tmp_path / "ServiceConfiguration.Hostile.cscfg"
+            hostile.write_text(config.replace(COUNT, '<Instances count="1000000000" />'))
+            command = [FABRIC, "config", str(hostile), "--service", "big", "--state-dir", str(state)]
+            result = await anyio.run_process(command, check=False)
+            assert result.returncode == 2, result
+            err = result.stderr.decode().strip()
+            assert len(err.splitlines()) == 1 and "over the limit of 1000" in err, err
+            assert (await http.get(slot)).json()["instances"] == after["instances"]
         fabric.terminate()
         with anyio.fail_after(60):
             await fabric.wait()
