@@ -64,6 +64,12 @@ def _run_options(f: Any) -> Any:
                 "--json", "json_out", type=_PATH, help="Write the report as JSON to this file ('-': stdout)."
             ),
             click.option(
+                "--html",
+                "html_out",
+                type=_PATH,
+                help="Write the report as one self-contained HTML file (charts in SVG).",
+            ),
+            click.option(
                 "--journal",
                 type=_PATH,
                 help="Where the run's journal (scenario, seed, schedule, report) goes "
@@ -127,6 +133,7 @@ def _play(
     config_file: Path | None,
     state_dir: Path | None,
     json_out: Path | None,
+    html_out: Path | None,
     journal: Path | None,
     quiet: bool,
 ) -> None:
@@ -162,6 +169,10 @@ def _play(
         click.echo(text, nl=False)
         if json_out is not None:
             json_out.write_bytes(to_json(report))
+    if html_out is not None:
+        from fabric.chaos.html import report_html
+
+        html_out.write_text(report_html(report), encoding="utf-8")
     raise click.exceptions.Exit(0 if report.held else 1)
 
 

@@ -75,6 +75,21 @@ class Report(msgspec.Struct, frozen=True, kw_only=True):
     rollbacks: list[str] = []
     left_behind: list[Leftover] = []
     notes: list[str] = []
+    #: (seconds after the method started, fraction of instances available) at each change: in
+    #: rotation, or ReadyRole for a role without a load-balanced endpoint (the --html chart)
+    availability: list[tuple[float, float]] = []
+
+
+def availability_points(events: list[WatchEvent], start: float) -> list[tuple[float, float]]:
+    """The fraction of instances available after each change, in seconds after ``start`` (the
+    fabric's clock): an instance is available while in rotation (ReadyRole when its role has
+    no load-balanced endpoint)."""
+    up: dict[str, bool] = {}
+    points: list[tuple[float, float]] = []
+    for e in sorted(events, key=lambda e: e.t):
+        up[e.instance] = e.rotation if e.rotation is not None else e.status == "ReadyRole"
+        points.append((e.t - start, sum(up.values()) / len(up)))
+    return points
 
 
 def instance_timing(

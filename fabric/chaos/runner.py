@@ -25,7 +25,14 @@ from fabric.chaos.load import HttpLoad, stats
 from fabric.chaos.messages import EndpointTargets, FaultRecord, TargetMap, WatchEvent
 from fabric.chaos.method import inject_all, not_run, roll_back, timed
 from fabric.chaos.probes import PhaseState, evaluate, ready_needed, skipped
-from fabric.chaos.report import FaultOutcome, Leftover, Report, RunStatus, outcome_timings
+from fabric.chaos.report import (
+    FaultOutcome,
+    Leftover,
+    Report,
+    RunStatus,
+    availability_points,
+    outcome_timings,
+)
 from fabric.chaos.scenario import PHASES, Phase, Scenario, ScenarioError
 from fabric.chaos.schedule import PlannedFault, Topology, plan
 from fabric.client import AsyncFabricClient
@@ -296,6 +303,7 @@ class _Session:
             status=self.status, hypothesis=s.steady_state.title, held=held,
             steady_state={k: self.phases[k] for k in PHASES}, faults=outcomes, requests=stats(self.load.samples),
             recovery=self.recovery, rollbacks=self.rollbacks, left_behind=left, notes=notes,
+            availability=availability_points(self.events, self.window[0] + self.offset),
         )  # fmt: skip
         if run.journal is not None:
             final = msgspec.structs.replace(self.journal, report=report)

@@ -111,7 +111,7 @@ def fault_bars_svg(bars: Sequence[FaultBar]) -> str:
     longest = max(
         [b for bar in bars for b in (bar.detect, bar.leave_rotation, bar.recover) if b is not None] or [1.0]
     )
-    plot_w = WIDTH - label_w - PAD_RIGHT
+    plot_w = WIDTH - label_w - PAD_RIGHT - 40  # room for the last figure
 
     def x(seconds: float) -> float:
         return label_w + seconds / longest * plot_w
@@ -155,7 +155,7 @@ def fault_bars_svg(bars: Sequence[FaultBar]) -> str:
         parts.append("</g>")
     parts.append(
         f'<text x="{label_w}" y="{height - 8}" font-size="11">0 s</text>'
-        f'<text x="{WIDTH - PAD_RIGHT}" y="{height - 8}" font-size="11" text-anchor="end">{_num(longest)} s</text>'
+        f'<text x="{x(longest):.1f}" y="{height - 8}" font-size="11" text-anchor="end">{_num(longest)} s</text>'
     )
     parts.append("</svg>")
     return "".join(parts)

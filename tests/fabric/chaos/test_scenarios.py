@@ -28,7 +28,7 @@ async def test_a_role_kill_every_2_s_keeps_99_percent_of_requests(tmp_path: Path
     command = [
         sys.executable, "-m", "fabric.cli", "chaos", "run", str(EXAMPLES / "role-kills.toml"),
         "--seed", "7", "--duration", "16", "--embedded", "--quiet", "--state-dir", str(tmp_path / "state"),
-        "--json", str(report_file), "--journal", str(journal_file),
+        "--json", str(report_file), "--journal", str(journal_file), "--html", str(tmp_path / "report.html"),
     ]  # fmt: skip
     result = await anyio.run_process(command, check=False, cwd=tmp_path)
     out = result.stdout.decode()
@@ -51,6 +51,11 @@ async def test_a_role_kill_every_2_s_keeps_99_percent_of_requests(tmp_path: Path
             assert kill.leave_rotation is not None and kill.leave_rotation <= kill.recover
     assert report.left_behind == [] and report.held and report.status == "completed"
     assert "hypothesis HELD" in out
+    # The same report as one page that opens offline: a mark per fault on the availability chart.
+    page = (tmp_path / "report.html").read_text()
+    assert page.count('class="fault-mark"') == 8 and page.count('class="fault-bar"') == 8
+    assert "<script" not in page and "src=" not in page and "href=" not in page
+    assert report.availability and min(v for _, v in report.availability) < 1.0
     # The journal holds the schedule the seed gives, ready to replay.
     journal = read_journal(journal_file)
     again = plan(load_scenario(EXAMPLES / "role-kills.toml"), 7, Topology.of({"Web": 2, "Worker": 2}), 16)

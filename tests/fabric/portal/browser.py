@@ -90,6 +90,11 @@ def kill_from_chaos(page: Page, url: str, token: str) -> dict[str, Any]:
     """Kill Web_IN_0's role host from the chaos page; its row leaves ReadyRole and comes back
     without a reload; the chaos report then draws one mark and one bar for the fault."""
     sign_in(page, url, token)
+    return kill_and_watch(page)
+
+
+def kill_and_watch(page: Page) -> dict[str, Any]:
+    """The signed-in half of kill_from_chaos."""
     until(
         page,
         """document.querySelector('#instances tr[data-instance="Web_IN_0"] td.status')?.textContent === 'ReadyRole'""",
@@ -181,6 +186,23 @@ def configure(page: Page, url: str, token: str) -> dict[str, Any]:
     }
 
 
+def screenshots(page: Page, url: str, token: str) -> dict[str, Any]:
+    """The README's pictures: the instances view live, and the chaos view after a kill."""
+    out = Path(sys.argv[4])
+    out.mkdir(parents=True, exist_ok=True)
+    sign_in(page, url, token)
+    until(
+        page,
+        "[...document.querySelectorAll('#instances tbody td.status')].every(td => td.textContent === 'ReadyRole')",
+    )
+    page.screenshot(path=str(out / "portal-instances.png"))
+    kill_and_watch(page)
+    page.click('nav a[data-view="chaos"]')
+    until(page, "document.querySelector('#chaos-report svg.fault-bars g.fault-bar rect') !== null")
+    page.screenshot(path=str(out / "portal-chaos.png"), full_page=True)
+    return {"saved": [str(out / "portal-instances.png"), str(out / "portal-chaos.png")]}
+
+
 def latency(page: Page, url: str, token: str) -> dict[str, Any]:
     """Record when each status reaches the DOM (Date.now(), ms) for the benchmark; runs until
     the benchmark writes OUT_DIR/stop, then answers what it saw."""
@@ -209,6 +231,7 @@ SCENARIOS: dict[str, Scenario] = {
     "signin": signin,
     "kill_from_chaos": kill_from_chaos,
     "configure": configure,
+    "screenshots": screenshots,
     "latency": latency,
 }
 
