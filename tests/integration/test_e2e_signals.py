@@ -55,7 +55,7 @@ async def test_closing_the_terminal_of_fabric_run_stops_it_gracefully(tmp_path: 
     master, slave = pty.openpty()
     # `setsid --ctty`: fabric leads a session whose controlling terminal is the pty, as in a
     # terminal window; closing the pty's master is closing that window.
-    command = ["setsid", "--ctty", FABRIC, "run", str(service), "--fast", "--state-dir", str(state)]
+    command = ["setsid", "--ctty", "--wait", FABRIC, "run", str(service), "--fast", "--state-dir", str(state)]
     process = await anyio.open_process(command, stdin=slave, stdout=slave, stderr=slave)
     os.close(slave)
     try:
