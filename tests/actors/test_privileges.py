@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -136,3 +137,55 @@ async def test_the_parents_import_path_does_not_open_its_working_folder(
         )
         found = await ref.ask(Probe([("read", str(home / "notes.txt"))]))
     assert found == {f"read {home / 'notes.txt'}": "ENOENT"}
+
+
+FALLBACK = """
+import sys
+import actors._privileges as privileges
+from actors._sandbox import Sandbox, SandboxUnavailable
+
+def no_namespaces(sandbox):
+    raise SandboxUnavailable(1, "Operation not permitted")
+
+privileges.enter_sandbox = no_namespaces
+try:
+    privileges.drop_privileges({uid}, Sandbox(writable=({writable!r},)))
+except privileges.PrivilegeError as exc:
+    print("refused:", exc)
+    sys.exit(2)
+print("ran as", privileges.os.getuid(), privileges.capabilities())
+"""
+
+
+def run_without_namespaces(writable: Path) -> subprocess.CompletedProcess[str]:
+    """A child that cannot make a mount namespace drops to UID with ``writable`` as its data."""
+    script = FALLBACK.format(uid=UID, writable=str(writable))
+    return subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=30, check=False
+    )
+
+
+def test_without_namespaces_limited_code_is_refused_naming_what_it_cannot_read(tmp_path: Path) -> None:
+    data = tmp_path / "data"  # under pytest's folders, which are root's alone
+    data.mkdir()
+    blocked = unreachable_by([*interpreter_paths(), str(data)], UID, UID)
+    assert blocked is not None
+    done = run_without_namespaces(data)
+    assert done.returncode == 2, done.stderr
+    assert done.stdout.startswith(f"refused: cannot run limited code as uid {UID}: Operation not permitted")
+    assert f"cannot read {blocked}; make it readable" in done.stdout
+    assert len(done.stdout.strip().splitlines()) == 1
+
+
+def test_without_namespaces_limited_code_that_can_read_what_it_needs_runs_with_a_warning() -> None:
+    if unreachable_by(interpreter_paths(), UID, UID) is not None:
+        pytest.skip("this interpreter is not readable by everyone (it would be refused, as above)")
+    data = Path(tempfile.mkdtemp(dir="/dev/shm"))
+    try:
+        os.chmod(data, 0o755)
+        done = run_without_namespaces(data)
+    finally:
+        shutil.rmtree(data)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.startswith(f"ran as {UID}") and "'CapEff': 0" in done.stdout
+    assert "without a private filesystem view" in done.stderr
