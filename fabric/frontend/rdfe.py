@@ -17,6 +17,13 @@ Routes (every one needs ``Authorization: Bearer <token>``, the token in ``<state
     DELETE .../deploymentslots/{slot}
     POST   .../deploymentslots/{slot}?comp=config|upgrade|walkupgradedomain|status
     POST   .../deploymentslots/{slot}/roleinstances/{name}?comp=reboot|reimage|rebuild
+    *      /chaos/...                                                    fabric.frontend.chaos_routes
+    GET    /events[?after=&limit=&wait=...], /events/stream              fabric.frontend.events_routes
+    GET    /metrics      (Prometheus; without the token when metrics_public)   fabric.frontend.metrics_routes
+    GET    /, *  /portal/...   the portal: it signs in by itself (a session cookie) fabric.portal
+
+A signed-in portal page may call every route with its session cookie instead of the token
+(and its CSRF token on every change: ``X-CSRF-Token``).
 
 Bodies are JSON (see ``fabric.frontend.api``); a package or configuration travels in it base64. A long call answers 202 with ``x-ms-request-id``;
 ``GET .../operations/{id}`` then reads InProgress, Succeeded or Failed. A refused request
