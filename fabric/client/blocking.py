@@ -30,7 +30,8 @@ def _blocking(
 
 
 class FabricClient:
-    """A synchronous client of one running fabric; use ``with`` (or ``close``).
+    """A synchronous client of one running fabric; use ``with`` (or ``close``: the client's loop
+    runs in a thread of its own until then, and an interpreter waits for that thread at exit).
 
     The methods are AsyncFabricClient's, blocking; ``run`` runs any coroutine function that
     takes the async client first (the helpers of fabric.client.deployments).
