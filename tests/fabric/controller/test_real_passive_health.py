@@ -14,8 +14,8 @@ import pytest
 
 from fabric.controller import ask, wait_operation
 from fabric.controller.messages import CreateDeployment, DeleteDeployment, DeploymentView
-from tests.fabric.controller.controller_kit import all_ready, config, fetch, free_port, view, wait_view
-from tests.fabric.controller.test_real_hosts import DEFINITION, real_controller
+from tests.fabric.controller.controller_kit import all_ready, fetch, free_port, view, wait_view
+from tests.fabric.controller.test_real_hosts import echo_service, real_controller
 from tests.integration.e2e_kit import role_host_of
 
 pytestmark = pytest.mark.slow
@@ -49,13 +49,10 @@ class Late(RoleEntryPoint):
 
 
 def late_service(root: Path, port: int) -> Path:
-    root.mkdir(parents=True)
-    (root / "Front").mkdir()
-    (root / "Front" / "worker.py").write_text(LATE_WORKER)
-    (root / "service.toml").write_text(DEFINITION.format(role="Front", port=port))
-    text = config(front=2).decode()
-    (root / "config.toml").write_text(text[: text.index('[[roles]]\nname = "Back"')])
-    return root
+    """The echo service of test_real_hosts, its instance Front_IN_1 listening late."""
+    folder = echo_service(root, port)
+    (folder / "Front" / "worker.py").write_text(LATE_WORKER)
+    return folder
 
 
 def refusing(v: DeploymentView) -> dict[str, list[str]]:
