@@ -47,6 +47,11 @@ class HostMetric(msgspec.Struct, frozen=True, kw_only=True):
     alive: bool
     #: seconds since its last heartbeat
     heartbeat_age: float
+    #: cores it has, and those the instances placed on it take
+    cores: int = 0
+    cores_used: int = 0
+    #: its host agent's pid (0: not started)
+    pid: int = 0
 
 
 class BalancerMetric(msgspec.Struct, frozen=True, kw_only=True):
@@ -124,8 +129,16 @@ def metrics_snapshot(state: ControllerState) -> MetricsSnapshot:
                     rotation=len(lb.rotation()),
                 )
             )
+    used = state.used_cores()
     hosts = [
-        HostMetric(host=h.id, alive=h.alive, heartbeat_age=max(0.0, now - h.last_seen))
+        HostMetric(
+            host=h.id,
+            alive=h.alive,
+            heartbeat_age=max(0.0, now - h.last_seen),
+            cores=h.record.cores,
+            cores_used=used.get(h.id, 0),
+            pid=h.pid,
+        )
         for h in sorted(state.hosts.hosts.values(), key=lambda h: h.record.number)
     ]
     events = state.events

@@ -90,7 +90,8 @@ def app_page(csrf: str) -> str:
 
 <section id="view-hosts" data-view="hosts" hidden>
 <h2>Hosts</h2>
-<table id="hosts"><thead><tr><th>Host</th><th>Alive</th><th>Heartbeat age</th><th>VMs</th></tr></thead>
+<table id="hosts"><thead><tr><th>Host</th><th>Alive</th><th>Heartbeat age</th><th>Cores used</th>
+<th>Memory</th><th>VMs</th></tr></thead>
 <tbody></tbody></table>
 </section>
 

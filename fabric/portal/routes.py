@@ -22,6 +22,7 @@ from urllib.parse import parse_qsl
 
 import anyio
 import msgspec
+import psutil  # type: ignore[import-untyped]
 
 from fabric.frontend._http import Request, Response
 from fabric.frontend.api import ApiError, not_found
@@ -120,7 +121,13 @@ async def route(rdfe: Rdfe, r: Request) -> Response:
             return _html(200, f'<div class="report">{report.availability}{report.bars}</div>')
         case ["portal", "hosts"]:
             rdfe._allow(r, "GET")
-            return Response(200, [msgspec.to_builtins(s) for s in await snapshots(rdfe)])
+            pools = [msgspec.to_builtins(s) for s in await snapshots(rdfe)]
+            pids = [h["pid"] for pool in pools for h in pool["hosts"]]
+            memory = await anyio.to_thread.run_sync(tree_memory, pids)
+            for pool in pools:
+                for h in pool["hosts"]:
+                    h["memory_bytes"] = memory.get(h["pid"], 0)
+            return Response(200, pools)
         case ["portal", "configuration", *rest]:
             return await config_form.route(rdfe, r, rest)
         case ["portal", "instance"] | ["portal", "logs", "stream"]:
@@ -135,6 +142,27 @@ async def _form_field(r: Request, name: str) -> str:
     r._max = min(r._max, SIGNIN_MAX_BYTES)  # a chunked body is cut at the same bound
     body = (await r.body()).decode("utf-8", errors="replace")
     return dict(parse_qsl(body)).get(name, "")
+
+
+def tree_memory(pids: list[int]) -> dict[int, int]:
+    """Resident memory of each process and everything under it (a host: its VMs and roles)."""
+    out: dict[int, int] = {}
+    for pid in pids:
+        if not pid:
+            continue
+        try:
+            root = psutil.Process(pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            continue
+        total = 0
+        for proc in procs:
+            try:
+                total += proc.memory_info().rss
+            except psutil.Error:
+                continue  # ended while we looked
+        out[pid] = total
+    return out
 
 
 def _static(name: str) -> bytes:

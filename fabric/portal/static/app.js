@@ -419,6 +419,8 @@ async function loadHosts() {
           el("td", {}, host.host),
           el("td", {}, host.alive ? "yes" : "no"),
           el("td", {}, `${host.heartbeat_age.toFixed(1)} s`),
+          el("td", { class: "cores" }, `${host.cores_used} of ${host.cores}`),
+          el("td", { class: "memory" }, host.memory_bytes ? `${(host.memory_bytes / 1048576).toFixed(0)} MiB` : "-"),
           el("td", {}, vms.join(", ") || "-"),
         ),
       );

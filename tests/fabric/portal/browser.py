@@ -79,7 +79,14 @@ def signin(page: Page, url: str, token: str) -> dict[str, Any]:
         "rows => rows.map(r => [r.dataset.instance, r.querySelector('td.status').textContent])",
     )
     [cookie] = [c for c in page.context.cookies() if c["name"] == "reddog_session"]
+    page.click('nav a[data-view="hosts"]')
+    until(page, "document.querySelectorAll('#hosts tbody tr').length > 0")
+    until(page, "[...document.querySelectorAll('#hosts td.memory')].every(td => td.textContent !== '-')")
+    hosts = page.eval_on_selector_all(
+        "#hosts tbody tr", "rows => rows.map(r => [...r.children].map(td => td.textContent))"
+    )
     return {
+        "hosts": hosts,
         "refused": refused,
         "rows": rows,
         "cookie": {"httpOnly": cookie["httpOnly"], "sameSite": cookie["sameSite"]},

@@ -31,6 +31,10 @@ async def test_sign_in_shows_the_four_guestbook_instances_ready(portal: Portal, 
         ["Worker_IN_1", "ReadyRole"],
     ]
     assert seen["cookie"] == {"httpOnly": True, "sameSite": "Strict"}
+    # Hosts: alive, cores taken by the instances on each, memory of its process tree, its VMs.
+    assert len(seen["hosts"]) == 2
+    for host, alive, _age, cores, memory, vms in seen["hosts"]:
+        assert alive == "yes" and cores.endswith(" of 8") and memory.endswith(" MiB") and "_IN_" in vms, host
     async with httpx.AsyncClient(base_url=portal.url) as anonymous:
         assert (await anonymous.get("/subscriptions")).status_code == 401
         assert (await anonymous.get("/portal/chaos/report")).status_code == 401

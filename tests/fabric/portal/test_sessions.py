@@ -95,6 +95,7 @@ async def test_the_chaos_report_and_hosts_are_served_to_a_session(
     assert report.status_code == 200 and report.text.count("<svg") == 2 and "no fault yet" in report.text
     [pool] = (await browser.get("/portal/hosts")).json()
     assert {i["instance"] for i in pool["instances"]} == {"Hello_IN_0", "Hello_IN_1"} and pool["hosts"]
+    assert all(h["cores"] == 4 for h in pool["hosts"]) and sum(h["cores_used"] for h in pool["hosts"]) >= 2
     css = await browser.get("/portal/static/app.css")
     assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
     assert (await browser.get("/portal/static/../routes.py")).status_code in (401, 404)
