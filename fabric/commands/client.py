@@ -248,24 +248,39 @@ def upgrade(
 @_target_options
 def walk(domain: int, no_wait: bool, service: str | None, slot: str, state_dir: Path) -> None:
     """In a Manual upgrade, upgrade update domain DOMAIN next."""
+    _on_deployment(
+        state_dir, service, slot, f"walk update domain {domain} of",
+        lambda client, hosted, chosen: client.walk(hosted, chosen, domain), no_wait,
+    )  # fmt: skip
+
+
+def _on_deployment(
+    state_dir: Path,
+    service: str | None,
+    slot: str,
+    what: str,
+    start: Callable[[FabricClient, str, Slot], str],
+    no_wait: bool,
+    *,
+    show: bool = True,
+) -> None:
+    """Start an operation (``start`` returns its request id) on the deployment a command means,
+    then finish it as _finish does."""
     with user_errors(), FabricClient(state_dir) as client:
         chosen = cast(Slot, slot.lower())
         hosted = client.run(pick_service, service, chosen)
-        rid = client.walk(hosted, chosen, domain)
-        _finish(
-            client, Started(hosted, chosen, rid, f"walk update domain {domain} of {hosted} {chosen}"), no_wait
-        )
+        rid = start(client, hosted, chosen)
+        _finish(client, Started(hosted, chosen, rid, f"{what} {hosted} {chosen}"), no_wait, show)
 
 
 def _status_command(name: str, target: str, doc: str) -> click.Command:
     @_wait_option
     @_target_options
     def command(no_wait: bool, service: str | None, slot: str, state_dir: Path) -> None:
-        with user_errors(), FabricClient(state_dir) as client:
-            chosen = cast(Slot, slot.lower())
-            hosted = client.run(pick_service, service, chosen)
-            rid = client.set_status(hosted, chosen, cast(Any, target))
-            _finish(client, Started(hosted, chosen, rid, f"{name} {hosted} {chosen}"), no_wait)
+        _on_deployment(
+            state_dir, service, slot, name,
+            lambda client, hosted, chosen: client.set_status(hosted, chosen, cast(Any, target)), no_wait,
+        )  # fmt: skip
 
     command.__doc__ = doc
     return click.command(name)(command)
@@ -300,11 +315,10 @@ reimage = _instance_command("reimage", "Give role instance INSTANCE a fresh disk
 @_target_options
 def delete(no_wait: bool, service: str | None, slot: str, state_dir: Path) -> None:
     """Stop every instance of a deployment and delete it."""
-    with user_errors(), FabricClient(state_dir) as client:
-        chosen = cast(Slot, slot.lower())
-        hosted = client.run(pick_service, service, chosen)
-        rid = client.delete_deployment(hosted, chosen)
-        _finish(client, Started(hosted, chosen, rid, f"delete {hosted} {chosen}"), no_wait, show=False)
+    _on_deployment(
+        state_dir, service, slot, "delete",
+        lambda client, hosted, chosen: client.delete_deployment(hosted, chosen), no_wait, show=False,
+    )  # fmt: skip
 
 
 @click.command()
