@@ -49,9 +49,6 @@ KNOWN_VIOLATIONS = {
     ("fabric.host.agent", "fabric.chaos.hooks"),
     # removed by the chaos layer move (issue 11 item 3)
     ("fabric.frontend.chaos_routes", "fabric.chaos.messages"),
-    # `python -m fabric.guest` plays the host agent's part with the host's process options;
-    # ends when guest_options moves below the host layer (or the runner above it).
-    ("fabric.guest.standalone", "fabric.host.guests"),
 }
 
 

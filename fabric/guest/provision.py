@@ -1,5 +1,6 @@
 """Setting up a VM's guest OS (seed D.1, D.2, step 5): disk, code, configuration, storage,
-certificates, user account and firewall rules. Plain blocking functions: the guest agent runs
+certificates, user account and firewall rules; and how the VM's first process runs (for the
+host agent and the standalone runner alike). Plain blocking functions: the guest agent runs
 them in a worker thread."""
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ from pathlib import Path
 
 import msgspec
 
+from actors import ProcessOptions
 from fabric.guest.account import secure_vm
 from fabric.guest.disk import VmDisk
 from fabric.guest.messages import GuestConfig
 from fabric.model.definition import ServiceDefinition
 from fabric.model.xml import definition_to_xml
+from fabric.settings import Settings
 from roles.protocol import RoleEnvironmentData
 
 Log = Callable[[str], None]
@@ -26,6 +29,25 @@ Log = Callable[[str], None]
 def disk_of(config: GuestConfig) -> VmDisk:
     """The VM disk a GuestConfig describes."""
     return VmDisk(Path(config.vm_root), config.deployment_id, config.role.name, config.instance_id)
+
+
+def guest_options(config: GuestConfig, settings: Settings) -> ProcessOptions:
+    """How a VM's first process runs under a host agent.
+
+    Its own session, so that a reboot kills the whole guest OS at once. No link pings: the
+    host's heartbeat is the VM's liveness check, and the seed gives a silent guest ten
+    minutes (guest_heartbeat_timeout) before its OS is restarted; a link ping would kill it
+    after seconds. The polite stop leaves room for the role's OnStop inside the guest.
+    """
+    disk = disk_of(config)
+    disk.logs.mkdir(parents=True, exist_ok=True)
+    return ProcessOptions(
+        log_path=disk.logs / "Guest.out.log",
+        new_session=True,
+        ping_interval=None,
+        stop_timeout=settings.on_stop_timeout + 2 * settings.process_stop_timeout,
+        term_timeout=settings.process_stop_timeout,
+    )
 
 
 def provision(config: GuestConfig, log: Log, *, fresh_role: bool = True) -> None:

@@ -18,7 +18,7 @@ import anyio
 from actors import Actor, ActorSystem, Ref
 from fabric.guest.instance import build_guest_config, instance_endpoints, instance_id
 from fabric.guest.messages import GuestConfig, GuestStatus, Heartbeat, HeartbeatReply
-from fabric.host.guests import guest_options  # this runner plays the host agent's part
+from fabric.guest.provision import guest_options  # how the host agent runs a VM, too
 from fabric.model.definition import RoleDefinition
 from fabric.model.service import Service
 from fabric.settings import Settings

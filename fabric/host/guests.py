@@ -17,11 +17,11 @@ from typing import Any, Final, Protocol
 import anyio
 import anyio.to_thread
 
-from actors import Actor, ActorError, ProcessExited, ProcessOptions, Ref
+from actors import Actor, ActorError, ProcessExited, Ref
 from fabric.guest.account import end_account
 from fabric.guest.disk import VmDisk
 from fabric.guest.messages import GuestConfig, GuestStatus, InstanceStatus
-from fabric.guest.provision import disk_of
+from fabric.guest.provision import disk_of, guest_options
 from fabric.settings import Settings
 
 #: The VM's first process: WaAppAgent (seed C2).
@@ -32,25 +32,6 @@ OnPush = Callable[[int, InstanceStatus], Awaitable[None]]
 
 class GuestBootError(RuntimeError):
     """A VM's first process could not start; the message says why and where its log is."""
-
-
-def guest_options(config: GuestConfig, settings: Settings) -> ProcessOptions:
-    """How a VM's first process runs under a host agent.
-
-    Its own session, so that a reboot kills the whole guest OS at once. No link pings: the
-    host's heartbeat is the VM's liveness check, and the seed gives a silent guest ten
-    minutes (guest_heartbeat_timeout) before its OS is restarted; a link ping would kill it
-    after seconds. The polite stop leaves room for the role's OnStop inside the guest.
-    """
-    disk = disk_of(config)
-    disk.logs.mkdir(parents=True, exist_ok=True)
-    return ProcessOptions(
-        log_path=disk.logs / "Guest.out.log",
-        new_session=True,
-        ping_interval=None,
-        stop_timeout=settings.on_stop_timeout + 2 * settings.process_stop_timeout,
-        term_timeout=settings.process_stop_timeout,
-    )
 
 
 class VmLauncher(Protocol):
