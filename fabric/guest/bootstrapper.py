@@ -288,7 +288,7 @@ class HostBootstrapper(Actor):
         try:
             await anyio.to_thread.run_sync(prepare_files, self.config, self.disk, kind)
         except OSError as exc:
-            self.log.warning(f"cannot give the limited user its log files: {exc}")
+            self.log.warning(f"cannot give the VM's account its log files: {exc}")
         if kind == "iis" and self._sockets:
             s = self.settings
             workers = WebWorkers(
