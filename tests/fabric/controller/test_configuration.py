@@ -135,3 +135,33 @@ async def test_a_bad_or_oversized_configuration_changes_nothing(
     folder = state_dir / "deployments" / before.id
     assert sorted(p.name for p in folder.iterdir()) == ["config1.toml", "pkg1"]
     assert world.events("apply") == [] and len(world.events("start")) == 3
+
+
+async def test_scaling_past_the_limit_or_the_pool_is_refused_and_changes_nothing(
+    service: ServiceFactory, world: World, state_dir: Path
+) -> None:
+    async with open_controller(state_dir, world) as ref:
+        await create(ref, service())
+        before = await wait_view(ref, all_ready)
+        hosts = set(world.hosts)
+        cases = [
+            (config(front=1_000_000_000), "BadRequest", "over the limit of 1000"),
+            (config(front=999, back=2), "BadRequest", "1001 instances together"),
+            (config(front=40), "ConflictError", "not enough capacity"),
+        ]
+        for configuration, code, words in cases:
+            with pytest.raises(ControllerError) as caught:
+                await ask(
+                    ref,
+                    ChangeConfiguration(
+                        service="demo",
+                        slot="production",
+                        configuration=configuration,
+                        configuration_name="config.toml",
+                    ),
+                )
+            assert caught.value.code == code and words in caught.value.message, caught.value.message
+            assert "\n" not in caught.value.message
+        assert await view(ref) == before
+        assert set(world.hosts) == hosts  # no host was spun up for the refused plans
+        assert len(world.events("start")) == len(before.instances)
