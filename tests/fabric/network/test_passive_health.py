@@ -37,21 +37,27 @@ class ChildInstance:
     def backend(self) -> Backend:
         return Backend(self.name, HOST, self.port)
 
+    async def listen(self) -> None:
+        """Tell a late instance to open its listener, and wait until it has."""
+        assert self.process.stdin is not None
+        await self.process.stdin.send(b"listen\n")
+        with anyio.fail_after(20):
+            await self.listening.wait()
+
     def kill(self) -> None:
         os.kill(self.process.pid, signal.SIGKILL)
 
 
 @asynccontextmanager
-async def child_instances(*delays: float) -> AsyncIterator[list[ChildInstance]]:
-    """One instance process per delay (seconds from bound to listening), named web_IN_<n>."""
+async def child_instances(*late: bool) -> AsyncIterator[list[ChildInstance]]:
+    """One instance process per flag, named web_IN_<n>: listening at once, or late (when told)."""
     children: list[ChildInstance] = []
     try:
         async with anyio.create_task_group() as tg:
-            for n, delay in enumerate(delays):
+            for n, is_late in enumerate(late):
+                command = [sys.executable, "-m", "tests.fabric.network.instance_child", f"web_IN_{n}"]
                 process = await anyio.open_process(
-                    [sys.executable, "-m", "tests.fabric.network.instance_child", f"web_IN_{n}", str(delay)],
-                    cwd=ROOT,
-                    stderr=subprocess.DEVNULL,
+                    command + (["--late"] if is_late else []), cwd=ROOT, stderr=subprocess.DEVNULL
                 )
                 child = ChildInstance(f"web_IN_{n}", process)
                 children.append(child)
@@ -59,6 +65,8 @@ async def child_instances(*delays: float) -> AsyncIterator[list[ChildInstance]]:
                 tg.start_soon(_read_lines, child, bound)
                 with anyio.fail_after(20):
                     await bound.wait()
+                    if not is_late:
+                        await child.listening.wait()
             yield children
             tg.cancel_scope.cancel()
     finally:
@@ -94,61 +102,66 @@ async def greeting(address: tuple[str, int]) -> str:
             return data.decode().strip()
 
 
-async def test_an_instance_listening_late_gets_its_share_within_2_s() -> None:
-    async with child_instances(0.0, 1.0) as (early, late):
-        await early.listening.wait()
-        async with open_load_balancer(WEB, [early.backend(), late.backend()]) as lb:
-            # Connections come while the late one still refuses: none of them fails.
-            served = [await greeting(lb.address) for _ in range(4)]
-            assert set(served) == {"web_IN_0"}
-            assert lb.refusing() == ["web_IN_1"]
-            assert [b.refusing for b in lb.stats().backends] == [False, True]
-            with anyio.fail_after(20):
-                await late.listening.wait()
-            with anyio.fail_after(2):
-                while "web_IN_1" not in lb.rotation():
-                    await greeting(lb.address)
-                    await anyio.sleep(0.02)
-            assert Counter([await greeting(lb.address) for _ in range(10)]) == {"web_IN_0": 5, "web_IN_1": 5}
-            assert lb.refusing() == [] and lb.stats().rejected == 0
+async def test_an_instance_listening_1_s_after_ready_gets_its_share_within_2_s() -> None:
+    async with (
+        child_instances(False, True) as (early, late),
+        open_load_balancer(WEB, [early.backend(), late.backend()]) as lb,
+    ):
+        ready = anyio.current_time()
+        # For a second the late one refuses: every connection is served, by the other one.
+        served = []
+        while anyio.current_time() < ready + 1.0:
+            served.append(await greeting(lb.address))
+            await anyio.sleep(0.02)
+        assert set(served) == {"web_IN_0"}
+        assert lb.refusing() == ["web_IN_1"]
+        assert [b.refusing for b in lb.stats().backends] == [False, True]
+        await late.listen()
+        with anyio.fail_after(2):
+            while "web_IN_1" not in lb.rotation():
+                await greeting(lb.address)
+                await anyio.sleep(0.02)
+        assert Counter([await greeting(lb.address) for _ in range(10)]) == {"web_IN_0": 5, "web_IN_1": 5}
+        assert lb.refusing() == [] and lb.stats().rejected == 0
 
 
 async def test_when_one_of_two_instances_is_sigkilled_no_connection_fails() -> None:
-    # web_IN_1 refuses the first connections (it listens late), so it is marked refusing when
-    # web_IN_0, which took all the traffic meanwhile, dies: it must be tried anyway at once.
-    async with child_instances(0.0, 1.0) as (first, second):
-        await first.listening.wait()
-        async with open_load_balancer(WEB, [first.backend(), second.backend()]) as lb:
-            served = [await greeting(lb.address) for _ in range(4)]
-            assert set(served) == {"web_IN_0"} and lb.refusing() == ["web_IN_1"]
-            with anyio.fail_after(20):
-                await second.listening.wait()
-            first.kill()
-            await first.process.wait()
-            served = [await greeting(lb.address) for _ in range(25)]
-            assert set(served) == {"web_IN_1"}
-            assert lb.stats().rejected == 0
-            assert lb.refusing() == ["web_IN_0"] and lb.rotation() == ["web_IN_1"]
+    # web_IN_1 refused the first connections (it listens late), so it is still marked refusing
+    # when web_IN_0, which took all the traffic meanwhile, dies: it must be tried anyway at once.
+    async with (
+        child_instances(False, True) as (first, second),
+        open_load_balancer(WEB, [first.backend(), second.backend()]) as lb,
+    ):
+        served = [await greeting(lb.address) for _ in range(4)]
+        assert set(served) == {"web_IN_0"} and lb.refusing() == ["web_IN_1"]
+        await second.listen()
+        first.kill()
+        await first.process.wait()
+        served = [await greeting(lb.address) for _ in range(25)]
+        assert set(served) == {"web_IN_1"}
+        assert lb.stats().rejected == 0
+        assert lb.refusing() == ["web_IN_0"] and lb.rotation() == ["web_IN_1"]
 
 
 async def test_a_client_waits_for_an_instance_to_enter_an_empty_rotation() -> None:
-    async with child_instances(0.0) as (child,):
-        await child.listening.wait()
-        async with open_load_balancer(WEB, [Backend("web_IN_0", HOST, child.port, ready=False)]) as lb:
-            async with anyio.create_task_group() as tg:
-                answers: list[str] = []
+    async with (
+        child_instances(False) as (child,),
+        open_load_balancer(WEB, [Backend("web_IN_0", HOST, child.port, ready=False)]) as lb,
+    ):
+        async with anyio.create_task_group() as tg:
+            answers: list[str] = []
 
-                async def connect() -> None:
-                    answers.append(await greeting(lb.address))
+            async def connect() -> None:
+                answers.append(await greeting(lb.address))
 
-                tg.start_soon(connect)
-                with anyio.fail_after(10):
-                    while lb.stats().connections < 1:
-                        await anyio.sleep(0.01)
-                # Accepted, and waiting: the instance is still starting.
-                assert answers == []
-                lb.update("web_IN_0", ready=True)
-            assert answers == ["web_IN_0"] and lb.stats().rejected == 0
+            tg.start_soon(connect)
+            with anyio.fail_after(10):
+                while lb.stats().connections < 1:
+                    await anyio.sleep(0.01)
+            # Accepted, and waiting: the instance is still starting.
+            assert answers == []
+            lb.update("web_IN_0", ready=True)
+        assert answers == ["web_IN_0"] and lb.stats().rejected == 0
 
 
 async def test_a_client_is_reset_after_the_queue_timeout_when_no_instance_comes() -> None:
