@@ -22,7 +22,7 @@ from fabric.controller.model import Deployment, Instance
 from fabric.controller.placement import Planner, PortAllocator, cores_of
 from fabric.controller.rotation import Rotation
 from fabric.controller.store import HostRecord, Store
-from fabric.guest.account import NoFreeAccount, allocate_uid
+from fabric.guest.account import NoFreeAccount, allocate_uid, running_uids
 from fabric.guest.messages import InstanceStatus
 from fabric.model.status import RoleStatus
 from fabric.settings import Settings
@@ -205,7 +205,7 @@ class ControllerState:
         with self.store.transaction():
             if not inst.uid and os.geteuid() == 0:
                 try:
-                    inst.uid = allocate_uid(self.store.vm_uids())
+                    inst.uid = allocate_uid(self.store.vm_uids() | running_uids())
                 except NoFreeAccount as exc:
                     raise ControllerError("ConflictError", str(exc), 409) from None
             self.store.put(inst.record())

@@ -51,10 +51,23 @@ def allocate_uid(taken: set[int]) -> int:
     raise NoFreeAccount(f"all {size} VM accounts ({UID_FIRST}-{UID_LAST}) are in use; delete a deployment")
 
 
+def running_uids() -> set[int]:
+    """The uids of the VM range that processes on this machine run as now: a fabric beside ours
+    (with a store of its own) may hold them, and ending a VM ends every process of its uid.
+    Cheap: one stat per process."""
+    found = set()
+    for pid in _pids():
+        with contextlib.suppress(OSError):  # gone meanwhile
+            uid = os.stat(f"/proc/{pid}").st_uid
+            if UID_FIRST <= uid <= UID_LAST:
+                found.add(uid)
+    return found
+
+
 def default_uid() -> int | None:
     """The account of a VM booted without a controller, or None when we are not root: then
     everything runs as us, without isolation."""
-    return allocate_uid(set()) if os.geteuid() == 0 else None
+    return allocate_uid(running_uids()) if os.geteuid() == 0 else None
 
 
 def code_roots() -> list[str]:

@@ -8,7 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from fabric.guest.account import UID_FIRST, UID_LAST, NoFreeAccount, allocate_uid, end_account, own
+from fabric.guest.account import (
+    UID_FIRST,
+    UID_LAST,
+    NoFreeAccount,
+    allocate_uid,
+    end_account,
+    own,
+    running_uids,
+)
 
 as_root = pytest.mark.skipif(
     os.geteuid() != 0, reason="handing files and killing processes of a uid needs root"
@@ -53,3 +61,17 @@ def test_what_runs_as_the_account_ends_with_it() -> None:
     finally:
         escaped.kill()
         escaped.wait()
+
+
+@as_root
+def test_a_uid_some_process_runs_as_is_not_handed_out() -> None:
+    busy = UID_FIRST + 11  # as if a VM of a fabric beside ours ran as it
+    running = subprocess.Popen(["sleep", "60"], user=busy, group=busy)
+    try:
+        assert busy in running_uids()
+        assert (
+            allocate_uid(set(range(UID_FIRST, UID_LAST + 1)) - {busy, busy + 1} | running_uids()) == busy + 1
+        )
+    finally:
+        running.kill()
+        running.wait()
