@@ -25,7 +25,7 @@ from fabric.frontend._http import Request, Response
 from fabric.frontend.api import ApiError, not_found
 from fabric.frontend.chaos_routes import _pool as pool_of
 from fabric.frontend.ffe import Forward
-from fabric.frontend.streams import KEEPALIVE_SECONDS, EventStream, Message
+from fabric.frontend.streams import KEEPALIVE_SECONDS, EventStream, Message, stream_slots
 
 if TYPE_CHECKING:
     from fabric.frontend.rdfe import Rdfe
@@ -46,7 +46,7 @@ async def route(rdfe: Rdfe, r: Request, rest: list[str]) -> Response:
             rdfe._allow(r, "GET")
             query = query_of(r, stream=True)
             log = await event_log(rdfe, r)
-            return EventStream(r._receive, lambda: follow(log, query))
+            return EventStream(r._receive, lambda: follow(log, query), stream_slots(rdfe))
     raise not_found(f"no events API at {r.path}; see fabric/frontend/events_routes.py")
 
 

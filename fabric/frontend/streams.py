@@ -3,12 +3,14 @@ that stream until their source ends or the client goes."""
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import AsyncIterator, Callable
-from typing import Final
+from typing import Any, Final
 
 import anyio
 
 from fabric.frontend._http import Receive, Response, Send
+from fabric.frontend.api import ApiError
 
 #: a source yields None at least this often when idle: a comment line then keeps proxies and the
 #: browser from closing the stream (and a client gone is noticed by the failed write)
@@ -19,6 +21,19 @@ SOURCE_CLOSE_TIMEOUT: Final = 5.0
 
 #: one message of the stream: (event name, data, id); data has no newline (JSON is one line)
 Message = tuple[str, str, str]
+
+#: live streams one server holds open at once (each is a task and a connection); past it, 503
+MAX_STREAMS: Final = 64
+
+_slots: weakref.WeakKeyDictionary[Any, anyio.CapacityLimiter] = weakref.WeakKeyDictionary()
+
+
+def stream_slots(owner: Any) -> anyio.CapacityLimiter:
+    """The MAX_STREAMS slots of one server (``owner``: its RDFE)."""
+    found = _slots.get(owner)
+    if found is None:
+        found = _slots[owner] = anyio.CapacityLimiter(MAX_STREAMS)
+    return found
 
 
 def format_message(event: str, data: str, event_id: str = "") -> bytes:
@@ -57,9 +72,29 @@ class EventStream(Response):
     when the server stops (the task is cancelled).
     """
 
-    __slots__ = ("_receive", "_source")
+    __slots__ = ("_receive", "_slot", "_source")
 
-    def __init__(self, receive: Receive, source: Callable[[], AsyncIterator[Message | None]]) -> None:
+    def __init__(
+        self,
+        receive: Receive,
+        source: Callable[[], AsyncIterator[Message | None]],
+        slots: anyio.CapacityLimiter | None = None,
+    ) -> None:
+        """Take one of ``slots`` (held until the stream ends).
+
+        Raises:
+            ApiError: 503 when every slot is taken.
+        """
+        if slots is not None:
+            try:
+                slots.acquire_nowait()
+            except anyio.WouldBlock:
+                raise ApiError(
+                    503,
+                    "ServiceUnavailable",
+                    f"{slots.total_tokens:g} live streams are open already; close one",
+                ) from None
+        self._slot = slots
         super().__init__(
             200,
             None,
@@ -73,7 +108,14 @@ class EventStream(Response):
         self._source = source
 
     async def send(self, send: Send, request_id: str) -> None:
-        """Stream the messages (no content-length: the body is chunked)."""
+        """Stream the messages (no content-length: the body is chunked), then free the slot."""
+        try:
+            await self._stream(send, request_id)
+        finally:
+            if self._slot is not None:
+                self._slot.release()
+
+    async def _stream(self, send: Send, request_id: str) -> None:
         headers = [(b"x-ms-request-id", request_id.encode())]
         headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in self.headers.items()]
         await send({"type": "http.response.start", "status": 200, "headers": headers})

@@ -24,7 +24,7 @@ import psutil  # type: ignore[import-untyped]
 
 from fabric.frontend._http import Request, Response
 from fabric.frontend.api import bad_request, not_found
-from fabric.frontend.streams import KEEPALIVE_SECONDS, EventStream, Message
+from fabric.frontend.streams import KEEPALIVE_SECONDS, EventStream, Message, stream_slots
 from fabric.guest.log_files import vm_logs
 
 if TYPE_CHECKING:
@@ -76,7 +76,7 @@ async def route(rdfe: Rdfe, r: Request, rest: list[str]) -> Response:
                 raise not_found(
                     f"{vm.name} has no log {r.query.get('file', '')!r}; it has: {', '.join(logs) or 'none yet'}"
                 )
-            return EventStream(r._receive, lambda: tail(path))
+            return EventStream(r._receive, lambda: tail(path), stream_slots(rdfe))
     raise not_found(f"no portal page at {r.path}")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -147,3 +148,19 @@ def test_the_ring_keeps_the_last_events_and_says_where_it_starts() -> None:
     assert [e.message for e in log.page(ListEvents(after=3, limit=1)).events] == ["e3"]
     assert [e.message for e in log.page(ListEvents(instance="i1")).events] == ["e3"]
     assert log.totals["status"] == 5
+
+
+async def test_live_streams_are_bounded(fabric: RealFabric, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("fabric.frontend.streams.MAX_STREAMS", 2)
+    stream = partial(fabric.http.stream, "GET", "/events/stream")
+    with anyio.fail_after(10):
+        async with stream() as first, stream() as second:
+            assert first.status_code == second.status_code == 200
+            third = await fabric.http.get("/events/stream")
+            assert third.status_code == 503 and "2 live streams" in third.json()["Error"]["Message"]
+        # Both closed: their slots come free once the server sees the disconnects.
+        while True:
+            async with stream() as fourth:
+                if fourth.status_code == 200:
+                    break
+            await anyio.sleep(0.05)
