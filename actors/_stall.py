@@ -6,9 +6,11 @@ one handler (a socket probe loop, a file walk, a subprocess wait, a database cal
 actor of the process at once. The detector names the culprit as ``actor <name> handling
 <MessageType>`` when an actor's handler ran it, else by the task's name.
 
-- trio: an Instrument times every task step (``before_task_step`` / ``after_task_step``): exact.
+- trio: an Instrument times every task step, from its ``before_task_step`` to the next step's
+  or to the scheduler's ``before_io_wait`` (one hook call per step): exact. It costs about
+  1-1.5 us per task step on the 2-core development machine.
 - asyncio: a ticker task measures how late it wakes (a step timer would cost every step); the
-  culprit named is the handler in progress when the loop came back, when there is one.
+  culprit named is the actor whose message began last before the loop came back, if any.
 
 ``open_system`` installs it once per event loop (``REDDOG_STALL_DETECTOR=off`` leaves it out,
 to measure what it costs). Setting ``REDDOG_STALL_LOG`` to a file path makes every process that
