@@ -43,10 +43,10 @@ LB_SCRIPT = str(HERE / "load_balancer.py")
 
 def load_chaos() -> None:
     """Import every chaos module the fabric loads once chaos is used."""
-    import fabric.chaos.agent
     import fabric.chaos.runner
-    import fabric.chaos.storage
-    import fabric.chaos.storm  # noqa: F401
+    import fabric.controller.chaos.agent
+    import fabric.controller.chaos.storage
+    import fabric.controller.chaos.storm  # noqa: F401
 
 
 async def interleaved(

@@ -11,12 +11,12 @@ import anyio
 import anyio.to_thread
 import msgspec
 
-from fabric.chaos import tree
 from fabric.chaos.report import Leftover, Report
 from fabric.chaos.runner import Run, run_on
 from fabric.chaos.scenario import settings_of
 from fabric.client import AsyncFabricClient
 from fabric.client.deployments import delete_and_wait, deploy_service
+from fabric.controller.chaos import tree
 
 #: after the fabric stopped, how long its processes may take to be reaped
 GONE_WITHIN = 10.0

@@ -8,11 +8,11 @@ from collections.abc import Callable
 import anyio
 import msgspec
 
-from fabric.chaos.messages import FaultRecord, Slot
 from fabric.chaos.report import FaultOutcome, Timings
 from fabric.chaos.scenario import Scenario
 from fabric.chaos.schedule import PlannedFault
 from fabric.client import AsyncFabricClient, ClientError
+from fabric.controller.chaos.messages import FaultRecord, Slot
 
 
 async def inject_all(

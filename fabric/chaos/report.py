@@ -15,8 +15,8 @@ from typing import Literal
 import msgspec
 
 from fabric.chaos.load import LoadStats
-from fabric.chaos.messages import FaultRecord, WatchEvent
 from fabric.chaos.probes import PhaseState
+from fabric.controller.chaos.messages import FaultRecord, WatchEvent
 
 RunStatus = Literal["completed", "aborted", "interrupted"]
 

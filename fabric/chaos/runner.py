@@ -19,10 +19,8 @@ import anyio.abc
 import anyio.to_thread
 import msgspec
 
-from fabric.chaos import tree
 from fabric.chaos.journal import Journal, write_journal
 from fabric.chaos.load import HttpLoad, stats
-from fabric.chaos.messages import EndpointTargets, FaultRecord, TargetMap, WatchEvent
 from fabric.chaos.method import inject_all, not_run, roll_back, timed
 from fabric.chaos.probes import PhaseState, evaluate, ready_needed, skipped
 from fabric.chaos.report import (
@@ -36,6 +34,8 @@ from fabric.chaos.report import (
 from fabric.chaos.scenario import PHASES, Phase, Scenario, ScenarioError
 from fabric.chaos.schedule import PlannedFault, Topology, plan
 from fabric.client import AsyncFabricClient
+from fabric.controller.chaos import tree
+from fabric.controller.chaos.messages import EndpointTargets, FaultRecord, TargetMap, WatchEvent
 
 #: how often the runner collects watch events and looks at the process tree
 POLL = 0.5

@@ -257,7 +257,7 @@ def load_scenario(path: str | Path) -> Scenario:
 
 
 def _check(s: Scenario, file: str) -> None:
-    from fabric.chaos.messages import PLACES
+    from fabric.controller.chaos.messages import PLACES
 
     if s.duration <= 0:
         raise ScenarioError(f"{file}: duration must be > 0 seconds")

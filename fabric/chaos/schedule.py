@@ -15,7 +15,8 @@ from typing import cast
 
 import msgspec
 
-from fabric.chaos.messages import (
+from fabric.chaos.scenario import MethodEntry, Scenario, ScenarioError, toxic_of
+from fabric.controller.chaos.messages import (
     ConfigStorm,
     Crash,
     Fault,
@@ -31,7 +32,6 @@ from fabric.chaos.messages import (
     Target,
     ToxicFault,
 )
-from fabric.chaos.scenario import MethodEntry, Scenario, ScenarioError, toxic_of
 
 #: a method line may plan at most this many faults (a rate of 1000/s over an hour is a typo)
 MAX_PER_LINE = 10_000

@@ -15,8 +15,8 @@ import anyio
 import httpx
 import msgspec
 
-from fabric.chaos.messages import FaultList, FaultRecord, Inject, TargetMap, WatchBatch, WatchStart
 from fabric.client.errors import ClientError, NoFabricRunning, NotFound, refusal, unreachable
+from fabric.controller.chaos.messages import FaultList, FaultRecord, Inject, TargetMap, WatchBatch, WatchStart
 from fabric.controller.events import MAX_PAGE, EventPage
 from fabric.controller.messages import DeploymentView, Slot, UpgradeMode
 from fabric.frontend import api

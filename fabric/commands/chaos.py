@@ -18,7 +18,10 @@ import click
 import msgspec
 
 from fabric.chaos.cli import plan, replay, run
-from fabric.chaos.messages import (
+from fabric.chaos.scenario import ScenarioError
+from fabric.client import AsyncFabricClient
+from fabric.commands.client import state_dir_option, user_errors
+from fabric.controller.chaos.messages import (
     PLACES,
     ConfigStorm,
     Crash,
@@ -35,9 +38,6 @@ from fabric.chaos.messages import (
     TargetMap,
     ToxicFault,
 )
-from fabric.chaos.scenario import ScenarioError
-from fabric.client import AsyncFabricClient
-from fabric.commands.client import state_dir_option, user_errors
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")

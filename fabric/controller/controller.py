@@ -23,8 +23,9 @@ import anyio
 import anyio.to_thread
 
 from actors import Actor
-from fabric.chaos.hooks import ChaosCommand, answer_chaos
 from fabric.controller import lifecycle
+from fabric.controller.chaos.messages import ChaosCommand
+from fabric.controller.chaos.plugin import answer_chaos
 from fabric.controller.commands import Commands
 from fabric.controller.configuration_view import GetConfiguration, configuration_view
 from fabric.controller.events import OpenEventLog
@@ -168,7 +169,7 @@ class FabricController(Actor):
                 return self.commands.delete(message)
             case SwapDeployments():
                 return self.commands.swap(message)
-            case ChaosCommand():  # fault injection: answered by the chaos agent (fabric.chaos)
+            case ChaosCommand():  # fault injection: answered by the chaos agent (fabric.controller.chaos)
                 await answer_chaos(self, message)
             case OpenEventLog():  # in-process: readers wait on the log itself, not on this mailbox
                 return state.events

@@ -1,4 +1,5 @@
-"""The chaos API: inject and undo faults, list targets, watch a deployment (fabric.chaos).
+"""The chaos API: inject and undo faults, list targets, watch a deployment
+(fabric.controller.chaos).
 
 Routes (the same token as the rest of the API; ``?pool=`` picks a machine pool, by default the
 pool of ``?service=`` or the fabric's only pool)::
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, cast
 
-from fabric.chaos.messages import (
+from fabric.controller.chaos.messages import (
     ChaosCommand,
     GetTargets,
     Inject,

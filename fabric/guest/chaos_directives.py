@@ -1,7 +1,7 @@
 """Faults chaos plants for the next role start, in ``C/Config/Chaos.json``; each is used once.
 
 ``{"startup_task": {"mode": "fail" | "hang"}, "on_start": {"mode": "fail" | "slow", "seconds": N}}``
-(fabric/chaos writes it; the bootstrapper takes each part when it reaches that step).
+(fabric.controller.chaos.storage writes it; the bootstrapper takes each part when it reaches that step).
 """
 
 from __future__ import annotations

@@ -19,12 +19,13 @@ from typing import Any
 import anyio
 
 from actors import Actor, ActorDead, ActorError, ProcessExited, Ref, register_error
-from fabric.chaos.hooks import GuestLinkFault, apply_guest_link
 from fabric.guest.messages import ApplyEnvironment, GuestConfig, HeartbeatReply, InstanceStatus
 from fabric.host.guests import APP_AGENT, Guest, GuestBootError, ProcessLauncher, VmLauncher
+from fabric.host.link_faults import apply_guest_link
 from fabric.host.messages import (
     ApplyGuestEnvironment,
     GetHostStatus,
+    GuestLinkFault,
     HostConfig,
     HostHeartbeat,
     InstanceStatusChanged,
@@ -98,7 +99,7 @@ class HostAgent(Actor):
             case GetHostStatus():
                 return self._host_status()
             case GuestLinkFault():  # chaos: drop, delay or cut the link to one VM
-                return apply_guest_link(self.guests, message)
+                return apply_guest_link(self.guests.get(message.instance_id), message)
             case _:
                 return await super().receive(message)
         return None

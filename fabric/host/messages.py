@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import msgspec
 
-from actors import Request
+from actors import Request, register_error
 from fabric.guest.messages import ApplyEnvironment, EnvironmentApplied, GuestConfig, InstanceStatus
 from fabric.settings import Settings
 
@@ -58,6 +60,36 @@ class ApplyGuestEnvironment(Request[EnvironmentApplied], frozen=True, tag=True, 
 
 class GetHostStatus(Request["HostHeartbeat"], frozen=True, tag=True):
     """Ask for a HostHeartbeat now."""
+
+
+#: Which way a link fault acts: "out" towards the VM, "in" from it (as actors.LinkFaults).
+Direction = Literal["out", "in", "both"]
+GuestLinkAction = Literal["drop", "delay", "cut", "clear"]
+
+
+class GuestLinkFault(Request["GuestLinkApplied"], frozen=True, tag=True, kw_only=True):
+    """Chaos: drop, delay or cut the link to one VM, or clear it."""
+
+    instance_id: str
+    action: GuestLinkAction
+    direction: Direction = "both"
+    probability: float = 0.0
+    seconds: float = 0.0
+    jitter: float = 0.0
+    seed: int | None = None  # of the drop and jitter draws (see LinkFaults.reseed)
+
+
+class GuestLinkApplied(msgspec.Struct, frozen=True, kw_only=True):
+    """The host agent's answer to a GuestLinkFault: the VM's pid (0 when it is down)."""
+
+    instance_id: str
+    pid: int
+
+
+@register_error()
+class GuestLinkUnavailable(RuntimeError):
+    """The VM named by a GuestLinkFault does not run on this host now (registered: the
+    controller tells this refusal apart from a bug across the host's link)."""
 
 
 # -- host -> controller (tells to the parent) ----------------------------------------------------

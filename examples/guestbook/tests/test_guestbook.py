@@ -12,7 +12,7 @@ import anyio
 import httpx
 import pytest
 
-from fabric.chaos.messages import Inject, Kill, Target
+from fabric.controller.chaos.messages import Inject, Kill, Target
 from roles import RoleEnvironment
 
 SERVICE = Path(__file__).resolve().parents[1]

@@ -8,7 +8,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from fabric.chaos.messages import Inject, Kill, Target
+from fabric.controller.chaos.messages import Inject, Kill, Target
 
 SERVICE = Path(__file__).resolve().parents[1]
 

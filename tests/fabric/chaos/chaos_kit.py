@@ -9,10 +9,10 @@ from pathlib import Path
 
 import anyio
 
-from fabric.chaos.messages import TargetMap
 from fabric.chaos.scenario import Scenario, parse_scenario
 from fabric.client import AsyncFabricClient
 from fabric.client.deployments import delete_and_wait, deploy_service
+from fabric.controller.chaos.messages import TargetMap
 from fabric.server import Fabric, open_fabric
 from fabric.settings import Settings
 from tests.paths import ROOT

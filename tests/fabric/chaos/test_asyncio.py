@@ -8,7 +8,7 @@ import anyio
 import psutil
 import pytest
 
-from fabric.chaos.messages import Hang, Inject, Partition, Target, ToxicFault
+from fabric.controller.chaos.messages import Hang, Inject, Partition, Target, ToxicFault
 from fabric.network.toxics import Latency
 from tests.fabric.chaos.chaos_kit import guestbook
 

@@ -11,7 +11,9 @@ import psutil
 import pytest
 
 from fabric.chaos.journal import Journal, read_journal, write_journal
-from fabric.chaos.messages import (
+from fabric.chaos.schedule import Topology, plan
+from fabric.client import ApiRefused
+from fabric.controller.chaos.messages import (
     ConfigStorm,
     Crash,
     FillStorage,
@@ -21,8 +23,6 @@ from fabric.chaos.messages import (
     StartupFault,
     Target,
 )
-from fabric.chaos.schedule import Topology, plan
-from fabric.client import ApiRefused
 from tests.fabric.chaos.chaos_kit import Guestbook, all_ready, guestbook, scenario
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import msgspec
 
 from fabric.chaos.load import Sample, percentile, stats
-from fabric.chaos.messages import FaultRecord, Hit, WatchEvent
 from fabric.chaos.probes import evaluate, skipped
 from fabric.chaos.report import FaultOutcome, Report, instance_timing, outcome_timings, render, to_json
+from fabric.controller.chaos.messages import FaultRecord, Hit, WatchEvent
 from tests.fabric.chaos.chaos_kit import scenario
 
 

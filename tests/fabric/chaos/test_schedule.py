@@ -9,10 +9,10 @@ import pytest
 from click.testing import CliRunner
 
 from fabric.chaos.journal import Journal, read_journal, write_journal
-from fabric.chaos.messages import Hang, Kill, LinkFault, Partition, ToxicFault
 from fabric.chaos.scenario import ScenarioError, load_scenario
 from fabric.chaos.schedule import Topology, plan
 from fabric.cli import main
+from fabric.controller.chaos.messages import Hang, Kill, LinkFault, Partition, ToxicFault
 from tests.fabric.chaos.chaos_kit import EXAMPLES, scenario
 
 GUESTBOOK = Topology.of({"Web": 2, "Worker": 2})

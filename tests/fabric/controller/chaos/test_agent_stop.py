@@ -10,7 +10,7 @@ import pytest
 import trio
 
 from actors import open_system
-from fabric.chaos.agent import UNDO_TIMEOUT, ChaosAgent, Entry
+from fabric.controller.chaos.agent import UNDO_TIMEOUT, ChaosAgent, Entry
 
 
 class _Events:

@@ -12,14 +12,14 @@ import random
 
 import anyio
 
-from fabric.chaos.messages import (
+from fabric.controller.chaos.messages import (
     EndpointTargets,
     HostTargets,
     InstanceTargets,
     Target,
     TargetMap,
 )
-from fabric.chaos.tree import ProcessMap
+from fabric.controller.chaos.tree import ProcessMap
 from fabric.controller.messages import ControllerError
 from fabric.controller.model import Deployment, Instance
 from fabric.controller.state import ControllerState

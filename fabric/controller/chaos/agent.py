@@ -1,7 +1,7 @@
 """The chaos agent: an actor in the fabric's process, child of a fabric controller, that applies
 faults, keeps the lasting ones until their time is up, and undoes them all when it stops.
 
-It is spawned on the first ChaosCommand (see hooks.answer_chaos) and reads the controller's
+It is spawned on the first ChaosCommand (see plugin.answer_chaos) and reads the controller's
 live state directly; it never waits on the controller while handling a message, since the
 controller may be waiting for its answer. Every undo runs shielded from cancellation, so a
 fault outlives neither its duration, nor an Undo, nor the fabric.
@@ -19,8 +19,8 @@ from typing import Any
 import anyio
 
 from actors import Actor
-from fabric.chaos import faults, targets
-from fabric.chaos.messages import (
+from fabric.controller.chaos import faults, targets
+from fabric.controller.chaos.messages import (
     FaultList,
     FaultRecord,
     FaultState,
@@ -36,7 +36,7 @@ from fabric.chaos.messages import (
     fault_duration,
     fault_kind,
 )
-from fabric.chaos.watch import Watch
+from fabric.controller.chaos.watch import Watch
 
 log = logging.getLogger("fabric.chaos")
 

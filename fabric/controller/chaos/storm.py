@@ -13,9 +13,9 @@ import anyio
 import msgspec
 
 from actors import ActorError, AskTimeout
-from fabric.chaos import targets
-from fabric.chaos.faults import Applied, World
-from fabric.chaos.messages import ConfigStorm, Hit
+from fabric.controller.chaos import targets
+from fabric.controller.chaos.faults import Applied, World
+from fabric.controller.chaos.messages import ConfigStorm, Hit
 from fabric.controller.client import ask, wait_operation
 from fabric.controller.messages import ChangeConfiguration, ControllerError
 from fabric.controller.model import Deployment

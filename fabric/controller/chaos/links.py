@@ -2,20 +2,20 @@
 
 The controller's link to a host agent is a Ref in this process: its fault hook is set here.
 A host agent's link to a VM lives in the host agent's process: it is asked to set that one
-(fabric.chaos.hooks.GuestLinkFault). One fault per link at a time, so an undo never clears
+(fabric.host.messages.GuestLinkFault). One fault per link at a time, so an undo never clears
 another fault's rules.
 """
 
 from __future__ import annotations
 
 from actors import ActorError, AskTimeout, LinkFaults
-from fabric.chaos import targets
-from fabric.chaos.faults import Applied, World
-from fabric.chaos.hooks import GuestLinkAction, GuestLinkApplied, GuestLinkFault, GuestLinkUnavailable
-from fabric.chaos.messages import Hit, LinkFault, Partition
+from fabric.controller.chaos import targets
+from fabric.controller.chaos.faults import Applied, World
+from fabric.controller.chaos.messages import Hit, LinkFault, Partition
 from fabric.controller.hosts import HostUnavailable
 from fabric.controller.model import Deployment
 from fabric.controller.state import ControllerState
+from fabric.host.messages import GuestLinkAction, GuestLinkApplied, GuestLinkFault, GuestLinkUnavailable
 
 
 async def link_fault(world: World, fault: LinkFault | Partition) -> Applied:

@@ -5,7 +5,7 @@ an Applied: what it hit, and for a lasting fault the coroutine that undoes it. P
 signalled by pid and resumed only while still the same process (pid and start time), so an
 undo never touches a pid the system has reused.
 
-Link faults live in fabric.chaos.links, disk faults in storage, the storm in storm.
+Link faults live in fabric.controller.chaos.links, disk faults in storage, the storm in storm.
 
 Signals: kill is SIGKILL; crash is SIGABRT (the process dies as on a fatal internal error, with
 its core file size limited to 0 first so no core lands on disk); hang is SIGSTOP, undone by
@@ -28,8 +28,8 @@ import msgspec
 import psutil  # type: ignore[import-untyped]
 
 from actors import Ref
-from fabric.chaos import targets
-from fabric.chaos.messages import (
+from fabric.controller.chaos import targets
+from fabric.controller.chaos.messages import (
     ConfigStorm,
     Crash,
     Fault,
@@ -42,7 +42,7 @@ from fabric.chaos.messages import (
     StartupFault,
     ToxicFault,
 )
-from fabric.chaos.tree import Proc, ProcessMap, same_process, scan
+from fabric.controller.chaos.tree import Proc, ProcessMap, same_process, scan
 from fabric.controller.client import ask
 from fabric.controller.messages import InstanceAction
 from fabric.controller.model import Deployment, Instance
@@ -94,21 +94,21 @@ async def apply(world: World, fault: Fault) -> Applied:
         case Kill() | Crash() | Hang():
             return await _process_fault(world, fault)
         case LinkFault() | Partition():
-            from fabric.chaos.links import link_fault
+            from fabric.controller.chaos.links import link_fault
 
             return await link_fault(world, fault)
         case ToxicFault():
             return _toxic(world, fault)
         case StartupFault():
-            from fabric.chaos.storage import startup
+            from fabric.controller.chaos.storage import startup
 
             return await startup(world, fault)
         case FillStorage():
-            from fabric.chaos.storage import fill
+            from fabric.controller.chaos.storage import fill
 
             return await fill(world, fault)
         case ConfigStorm():
-            from fabric.chaos.storm import storm
+            from fabric.controller.chaos.storm import storm
 
             return storm(world, fault)
     raise targets.refuse(f"unknown fault {type(fault).__name__}")

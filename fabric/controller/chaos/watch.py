@@ -13,8 +13,8 @@ from typing import Final
 
 import anyio
 
-from fabric.chaos import targets
-from fabric.chaos.messages import WatchBatch, WatchEvent
+from fabric.controller.chaos import targets
+from fabric.controller.chaos.messages import WatchBatch, WatchEvent
 from fabric.controller.state import ControllerState
 
 POLL_INTERVAL: Final = 0.05

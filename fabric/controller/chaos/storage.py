@@ -18,8 +18,8 @@ import anyio
 import anyio.to_thread
 import msgspec
 
-from fabric.chaos import targets
-from fabric.chaos.faults import (
+from fabric.controller.chaos import targets
+from fabric.controller.chaos.faults import (
     FILL_NAME,
     MAX_FILL_MB,
     Applied,
@@ -28,7 +28,7 @@ from fabric.chaos.faults import (
     reboot,
     vm_root,
 )
-from fabric.chaos.messages import FillStorage, Hit, StartupFault
+from fabric.controller.chaos.messages import FillStorage, Hit, StartupFault
 from fabric.controller.model import UP
 from fabric.guest.disk import VmDisk
 

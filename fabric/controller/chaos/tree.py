@@ -19,7 +19,7 @@ from pathlib import Path
 import psutil  # type: ignore[import-untyped]
 
 from actors import command_line
-from fabric.chaos.messages import ProcessView
+from fabric.controller.chaos.messages import ProcessView
 
 ROLE_HOSTS = frozenset({"WaWorkerHost", "WaIISHost", "WaWebHost"})
 _CHILD_MODULE = "actors._child"

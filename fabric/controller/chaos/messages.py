@@ -7,14 +7,24 @@ fabric's clock (anyio.current_time() in the fabric's process): compare them with
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Generic, Literal, TypeVar
 
 import msgspec
 
 from actors import Request
-from fabric.chaos.hooks import ChaosCommand as ChaosCommand
-from fabric.chaos.hooks import Direction
+from fabric.host.messages import Direction
 from fabric.network.toxics import Toxic
+
+#: The answer type of a chaos request.
+Answer = TypeVar("Answer")
+
+
+class ChaosCommand(Request[Answer], Generic[Answer], frozen=True):
+    """The envelope FFE forwards to a fabric controller for its chaos agent: one of the
+    requests below."""
+
+    request: Request[Answer]
+
 
 Slot = Literal["production", "staging"]
 

@@ -1,0 +1,1 @@
+"""Tests for fabric.controller.chaos (the chaos agent inside the controller)."""
