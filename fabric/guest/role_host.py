@@ -191,6 +191,10 @@ class RoleHost:
             return
         inc.ref, inc.pid = ref, ref.pid or inc.pid
         self.log(f"started {self.name} (pid {inc.pid})")
+        if inc.phase == "ready" and inc.recycle is None and not inc.failure:
+            # It reported ready before its spawn returned: say ReadyRole only now that the
+            # host can be reached, or a change applied in between would never reach the role.
+            self.set_status("ReadyRole", "")
         self.refresh()  # the status told so far may not carry the pid yet
         if inc.recycle is not None:
             ref.request_stop()
@@ -218,7 +222,8 @@ class RoleHost:
                 self.set_status("StartingRole", "OnStart is running")
             case "ready":
                 inc.reached_ready, inc.busy = True, False
-                self.set_status("ReadyRole", "")
+                if inc.ref is not None:  # else _run_once says it once the Ref is recorded
+                    self.set_status("ReadyRole", "")
             case "recycling":
                 self.recycle(inc, f"the role is recycling: {detail or 'Run returned'}")
             case "stopping":
