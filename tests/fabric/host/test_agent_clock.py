@@ -19,6 +19,9 @@ from fabric.host.agent import HostAgent, host_log_path
 from fabric.host.messages import (
     ApplyGuestEnvironment,
     GetHostStatus,
+    GuestLinkApplied,
+    GuestLinkFault,
+    GuestLinkUnavailable,
     HostHeartbeat,
     RestartGuest,
     StartGuest,
@@ -183,6 +186,26 @@ async def test_stop_restart_and_apply(tmp_path: Path, autojump_clock: trio.abc.C
         # nothing more happens to a stopped guest, however long we wait
         await anyio.sleep(3600)
         assert len(h.launcher.boots) == 2
+
+
+async def test_a_guest_link_fault_needs_a_vm_process_here(
+    tmp_path: Path, autojump_clock: trio.abc.Clock
+) -> None:
+    """A link fault is refused with GuestLinkUnavailable (so the chaos agent refuses it in one
+    line) when no VM process of that instance runs here: none at all, or one with no process
+    link (these in-process stand-ins); clearing such a link is a harmless no-op."""
+    async with host(tmp_path) as h:
+        await h.ref.ask(StartGuest(h.config))
+        for instance in ("Worker_IN_9", "Worker_IN_0"):
+            with pytest.raises(ActorError) as caught:
+                await h.ref.ask(GuestLinkFault(instance_id=instance, action="cut"))
+            refusal = caught.value.caused_by(GuestLinkUnavailable)
+            assert refusal is not None
+            assert (
+                str(refusal) == f"the VM of {instance} does not run on this host now; try again once it is up"
+            )
+            cleared = await h.ref.ask(GuestLinkFault(instance_id=instance, action="clear"))
+            assert cleared == GuestLinkApplied(instance_id=instance, pid=0)
 
 
 async def test_host_heartbeats_the_controller_every_interval(
