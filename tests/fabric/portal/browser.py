@@ -193,6 +193,58 @@ def configure(page: Page, url: str, token: str) -> dict[str, Any]:
     }
 
 
+def services_and_undo(page: Page, url: str, token: str) -> dict[str, Any]:
+    """Suspend then resume the deployment from the services view; VIP swap it to staging and
+    back; a dismissed delete keeps the deployment; a hang injected from the chaos page is undone
+    with its Undo button."""
+    sign_in(page, url, token)
+    page.click('nav a[data-view="services"]')
+    status = "article.deployment .deployment-status"
+    page.wait_for_selector(status, timeout=WAIT_MS)
+    statuses = [page.inner_text(status)]
+    page.click("article.deployment button.action-suspend")
+    until(page, f"document.querySelector('{status}').textContent === 'Suspended'")
+    statuses.append(page.inner_text(status))
+    page.click("article.deployment button.action-resume")
+    until(page, f"document.querySelector('{status}').textContent === 'Running'")
+    statuses.append(page.inner_text(status))
+    slots = [page.eval_on_selector("article.deployment", "card => card.dataset.slot")]
+    for expected in ("staging", "production"):  # a VIP swap with nothing in the other slot moves it
+        page.click("article.deployment button.action-vip-swap")
+        until(page, f"document.querySelector('article.deployment')?.dataset.slot === '{expected}'")
+        slots.append(expected)
+    page.once("dialog", lambda dialog: dialog.dismiss())
+    page.click("article.deployment button.action-delete")
+    kept = page.eval_on_selector_all("article.deployment", "cards => cards.length")
+    page.click('nav a[data-view="instances"]')  # resumed: wait until its instances run again
+    until(
+        page,
+        "[...document.querySelectorAll('#instances tbody td.status')].every(td => td.textContent === 'ReadyRole')",
+    )
+    page.click('nav a[data-view="chaos"]')
+    page.wait_for_selector('#chaos-instance option[value="Worker_IN_1"]', state="attached", timeout=WAIT_MS)
+    page.select_option("#inject select[name=type]", "hang")
+    page.select_option("#inject select[name=place]", "role-host")
+    page.select_option("#chaos-instance", "Worker_IN_1")
+    page.fill("#inject input[name=duration]", "120")
+    page.click("#inject button[type=submit]")
+    until(
+        page,
+        "document.querySelector('#faults tbody tr button.undo') !== null || document.querySelector('#inject-error').textContent !== ''",
+    )
+    assert not page.inner_text("#inject-error"), page.inner_text("#inject-error")
+    states = [page.inner_text("#faults tbody tr .fault-state")]
+    page.click("#faults tbody tr button.undo")
+    until(page, "document.querySelector('#faults tbody tr .fault-state').textContent === 'undone'")
+    states.append(page.inner_text("#faults tbody tr .fault-state"))
+    return {
+        "statuses": statuses,
+        "slots": slots,
+        "kept_after_dismissed_delete": kept,
+        "fault_states": states,
+    }
+
+
 def screenshots(page: Page, url: str, token: str) -> dict[str, Any]:
     """The README's pictures: the instances view live, and the chaos view after a kill."""
     out = Path(sys.argv[4])
@@ -238,6 +290,7 @@ SCENARIOS: dict[str, Scenario] = {
     "signin": signin,
     "kill_from_chaos": kill_from_chaos,
     "configure": configure,
+    "services_and_undo": services_and_undo,
     "screenshots": screenshots,
     "latency": latency,
 }

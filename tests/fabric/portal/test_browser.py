@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.fabric.frontend.test_metrics import samples, value
 from tests.fabric.portal.portal_kit import Portal, guestbook_portal, needs_browser, run_browser
 
 pytestmark = [needs_browser, pytest.mark.slow, pytest.mark.timeout(300)]
@@ -50,6 +51,26 @@ async def test_a_role_host_killed_from_the_chaos_page_leaves_ready_and_comes_bac
     assert len(seen["fault_rows"]) == 1 and "role-host@Web_IN_0" in seen["fault_rows"][0]
     assert seen["marks"] == ["f1"]
     assert "fault" in seen["event_kinds"] and "status" in seen["event_kinds"]
+    # /metrics saw it too: a restart of that role host, one kill injected.
+    async with httpx.AsyncClient(
+        base_url=portal.url, headers={"authorization": f"Bearer {portal.token}"}
+    ) as api:
+        found = samples((await api.get("/metrics")).text)
+    assert value(found, "fabric_role_host_restarts_total", instance="Web_IN_0") >= 1
+    assert value(found, "fabric_role_host_restarts_total", instance="Web_IN_1") == 0
+    assert value(found, "fabric_faults_injected_total", kind="kill") == 1
+    assert value(found, "fabric_instances", role="Web", status="ReadyRole") == 2
+    assert value(found, "fabric_lb_rotation_size", endpoint="Web/HttpIn") == 2
+
+
+async def test_services_suspend_resume_swap_and_a_fault_undone_from_the_page(
+    portal: Portal, tmp_path: Path
+) -> None:
+    seen = await run_browser("services_and_undo", portal, tmp_path / "screenshots")
+    assert seen["statuses"] == ["Running", "Suspended", "Running"]
+    assert seen["slots"] == ["production", "staging", "production"]
+    assert seen["kept_after_dismissed_delete"] == 1
+    assert seen["fault_states"] == ["active", "undone"]
 
 
 async def test_the_configuration_form_refuses_a_bad_value_beside_it_and_applies_a_good_one(
