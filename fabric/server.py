@@ -74,8 +74,12 @@ async def open_fabric(state_dir: Path, settings: Settings, *, api_port: int = 0)
     Raises:
         FabricBusy: another fabric runs for this state folder.
     """
+    from fabric.chaos.portal_run import run_scenario
     from fabric.controller.controller import FabricController
     from fabric.frontend import Ffe, Pool, serve_api
+    from fabric.portal.scenarios import register
+
+    register(run_scenario)  # the portal's chaos page runs scenarios with the chaos runner
 
     state_dir, lock = lock_state_dir(state_dir)
     try:

@@ -126,6 +126,16 @@ def app_page(csrf: str) -> str:
 <tbody></tbody></table>
 <h3>Report</h3>
 <div id="chaos-report"></div>
+<h3>Run a scenario</h3>
+<form id="scenario" class="scenario">
+<label>Scenario (TOML, as for <code>fabric chaos run</code>)
+<input type="file" id="scenario-file" accept=".toml,text/plain"></label>
+<textarea name="scenario" rows="10" cols="80" spellcheck="false"></textarea>
+<button type="submit">Run</button>
+<span class="error" id="scenario-error" role="alert"></span>
+</form>
+<pre id="scenario-progress" class="progress"></pre>
+<div id="scenario-report"></div>
 </section>
 </main>
 </body></html>"""

@@ -6,6 +6,7 @@
     GET  /portal/static/{app.js,app.css}
     GET  /portal/chaos/report[?service=S]   the live chaos report: two SVG charts (HTML fragment)
     GET  /portal/hosts                  hosts with heartbeat age and VMs (JSON)
+    POST /portal/chaos/scenario         run a scenario (TOML body): progress, then the report (fabric.portal.scenarios)
     GET  /portal/configuration[/check]  the configuration form (fabric.portal.config_form)
     GET  /portal/instance, /portal/logs/stream   an instance's detail and live logs (fabric.portal.instance)
 
@@ -30,7 +31,7 @@ from fabric.frontend.auth import token_matches
 from fabric.frontend.events_routes import event_log
 from fabric.frontend.metrics_routes import snapshots
 from fabric.frontend.streams import RawResponse
-from fabric.portal import config_form, instance
+from fabric.portal import config_form, instance, scenarios
 from fabric.portal.pages import app_page, signin_page
 from fabric.portal.report import live_report
 from fabric.portal.sessions import Sessions, session_cookie
@@ -128,6 +129,8 @@ async def route(rdfe: Rdfe, r: Request) -> Response:
                 for h in pool["hosts"]:
                     h["memory_bytes"] = memory.get(h["pid"], 0)
             return Response(200, pools)
+        case ["portal", "chaos", "scenario"]:
+            return await scenarios.route(rdfe, r)
         case ["portal", "configuration", *rest]:
             return await config_form.route(rdfe, r, rest)
         case ["portal", "instance"] | ["portal", "logs", "stream"]:

@@ -564,6 +564,64 @@ async function inject(event) {
   refreshTargets();
 }
 
+// A scenario runs in the request that started it: its progress and report come back as
+// server-sent events on the POST's own response (read as a stream: EventSource only GETs).
+async function runScenario(event) {
+  event.preventDefault();
+  const text = new FormData(event.target).get("scenario");
+  const progress = $("#scenario-progress");
+  const error = $("#scenario-error");
+  progress.textContent = "";
+  error.textContent = "";
+  $("#scenario-report").replaceChildren();
+  const button = event.target.querySelector("button[type=submit]");
+  button.disabled = true;
+  try {
+    const resp = await fetch("/portal/chaos/scenario", {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "x-csrf-token": csrf, "content-type": "application/toml" },
+      body: text,
+    });
+    if (!resp.ok) {
+      const data = await resp.json().catch(() => null);
+      throw new ApiError(data && data.Error ? data.Error.Message : `${resp.status} ${resp.statusText}`);
+    }
+    const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += value;
+      let cut;
+      while ((cut = buffer.indexOf("\n\n")) >= 0) {
+        const block = buffer.slice(0, cut);
+        buffer = buffer.slice(cut + 2);
+        const kind = (block.match(/^event: (.*)$/m) || [])[1];
+        const data = (block.match(/^data: (.*)$/m) || [])[1];
+        if (!kind || data === undefined) continue;
+        const payload = JSON.parse(data);
+        if (kind === "progress") progress.append(`${payload}\n`);
+        else if (kind === "failed") error.textContent = payload;
+        else if (kind === "report") showScenarioReport(payload);
+      }
+    }
+  } catch (failure) {
+    error.textContent = failure.message;
+  } finally {
+    button.disabled = false;
+  }
+}
+
+function showScenarioReport(html) {
+  // Our own page (every text in it escaped by the server); DOMParser runs no script.
+  const page = new DOMParser().parseFromString(html, "text/html");
+  const link = el("a", { href: URL.createObjectURL(new Blob([html], { type: "text/html" })), download: "chaos-report.html" }, "Download the report (one HTML file)");
+  $("#scenario-report").replaceChildren(link, ...page.body.children);
+  refreshFaults();
+  refreshReport();
+}
+
 // -- views and the live stream ------------------------------------------------------------------
 
 function show(route) {
@@ -620,6 +678,11 @@ async function main() {
   $("#event-filter").addEventListener("input", refilterEvents);
   $("#log-file").addEventListener("change", (event) => followLog(event.target.dataset.vm, event.target.value));
   $("#inject").addEventListener("submit", inject);
+  $("#scenario").addEventListener("submit", runScenario);
+  $("#scenario-file").addEventListener("change", async (event) => {
+    const file = event.target.files[0];
+    if (file) $("#scenario textarea").value = await file.text();
+  });
   $("#chaos-service").addEventListener("change", () => {
     renderChaosServices();
     refreshTargets();

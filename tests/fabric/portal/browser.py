@@ -245,6 +245,56 @@ def services_and_undo(page: Page, url: str, token: str) -> dict[str, Any]:
     }
 
 
+SCENARIO = """
+title = "two web kills"
+duration = 4
+[load]
+endpoint = "Web/HttpIn"
+rate = 10
+[steady_state]
+title = "the guestbook answers"
+before = 1
+after = 1
+[[steady_state.probes]]
+type = "instances-ready"
+[[method]]
+fault = "kill"
+target = "role-host"
+instance = "Web_IN_0"
+at = 0.5
+[[method]]
+fault = "kill"
+target = "role-host"
+instance = "Web_IN_1"
+at = 2.5
+"""
+
+
+def run_scenario(page: Page, url: str, token: str) -> dict[str, Any]:
+    """A bad scenario is refused in one line; a good one runs from the chaos page, its progress
+    shows, then its report: availability with a mark per fault, a bar per fault."""
+    sign_in(page, url, token)
+    page.click('nav a[data-view="chaos"]')
+    page.fill("#scenario textarea", 'title = "x"\nnonsense = 1\n')
+    page.click("#scenario button[type=submit]")
+    until(page, "document.querySelector('#scenario-error').textContent !== ''")
+    refused = page.inner_text("#scenario-error")
+    page.fill("#scenario textarea", SCENARIO)
+    page.click("#scenario button[type=submit]")
+    until(
+        page,
+        "document.querySelector('#scenario-report svg.availability') !== null || document.querySelector('#scenario-error').textContent !== ''",
+    )
+    assert not page.inner_text("#scenario-error"), page.inner_text("#scenario-error")
+    return {
+        "refused": refused,
+        "progress": page.inner_text("#scenario-progress").splitlines(),
+        "marks": page.eval_on_selector_all("#scenario-report svg.availability g.fault-mark", "g => g.length"),
+        "bars": page.eval_on_selector_all("#scenario-report svg.fault-bars g.fault-bar", "g => g.length"),
+        "download": page.get_attribute("#scenario-report a[download]", "download"),
+    }
+
+
 def screenshots(page: Page, url: str, token: str) -> dict[str, Any]:
     """The README's pictures: the instances view live, and the chaos view after a kill."""
     out = Path(sys.argv[4])
@@ -292,6 +342,7 @@ SCENARIOS: dict[str, Scenario] = {
     "configure": configure,
     "services_and_undo": services_and_undo,
     "screenshots": screenshots,
+    "run_scenario": run_scenario,
     "latency": latency,
 }
 

@@ -85,3 +85,13 @@ async def test_the_configuration_form_refuses_a_bad_value_beside_it_and_applies_
     assert refused["result"].startswith("not applied") and refused["generation"] == seen["before"]
     assert seen["log_file"] == "WaIISHost" and "changed setting Title" in seen["line"]
     assert seen["processes"] and seen["storage"] == ["Scratch"]
+
+
+async def test_a_scenario_runs_from_the_chaos_page_and_draws_its_report(
+    portal: Portal, tmp_path: Path
+) -> None:
+    seen = await run_browser("run_scenario", portal, tmp_path / "screenshots")
+    assert "nonsense" in seen["refused"] and "\n" not in seen["refused"]
+    assert seen["progress"][0].startswith("seed ") and len(seen["progress"]) > 2
+    assert seen["marks"] == 2 and seen["bars"] == 2
+    assert seen["download"] == "chaos-report.html"

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
 
@@ -147,3 +148,37 @@ async def test_the_configuration_form_reads_the_deployment_and_checks_without_ch
     ]
     unsigned = await browser.post("/portal/configuration/check", params=query, json=bad)
     assert unsigned.status_code == 401
+
+
+async def test_a_scenario_run_streams_progress_then_its_report_one_at_a_time(
+    fabric: RealFabric, browser: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fabric.portal import scenarios
+
+    release = anyio.Event()
+
+    async def fake(state_dir: Path, text: str, progress: Callable[[str], None]) -> str:
+        progress(f"running {text}")
+        await release.wait()
+        return "<p>report</p>"
+
+    csrf = await sign_in(browser, fabric.token)
+    headers = {"x-csrf-token": csrf}
+    monkeypatch.setattr(scenarios, "_runner", [])
+    assert (await browser.post("/portal/chaos/scenario", content="x", headers=headers)).status_code == 501
+    monkeypatch.setattr(scenarios, "_runner", [fake])
+    assert (await browser.post("/portal/chaos/scenario", content="x")).status_code == 401  # no CSRF token
+    big = await browser.post("/portal/chaos/scenario", content="x" * (64 * 1024 + 1), headers=headers)
+    assert big.status_code == 413
+    with anyio.fail_after(10):
+        async with browser.stream("POST", "/portal/chaos/scenario", content="t = 1", headers=headers) as resp:
+            lines = resp.aiter_lines()
+            while await anext(lines) != "event: progress":
+                pass
+            assert await anext(lines) == 'data: "running t = 1"'
+            busy = await browser.post("/portal/chaos/scenario", content="t = 2", headers=headers)
+            assert busy.status_code == 409
+            release.set()
+            while await anext(lines) != "event: report":
+                pass
+            assert await anext(lines) == 'data: "<p>report</p>"'
