@@ -10,6 +10,7 @@ import click
 
 from fabric import __version__
 from fabric.commands import client as client_commands
+from fabric.commands.certs import cert
 from fabric.commands.chaos import chaos
 from fabric.commands.events import events
 from fabric.commands.guest import guest
@@ -61,6 +62,7 @@ main.add_command(serve)
 main.add_command(chaos)
 main.add_command(events)  # fabric.commands.events: the timeline
 main.add_command(portal)  # fabric.commands.portal: open the portal
+main.add_command(cert)  # fabric.commands.certs: service certificates
 for _command in client_commands.COMMANDS:
     main.add_command(_command)
 

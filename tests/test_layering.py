@@ -22,6 +22,7 @@ FABRIC_LAYERS = {
     "logs": 0,
     "bytecode": 0,
     "model": 0,
+    "certs": 0,  # service certificates and their store: the front end, controller and guest read it
     "network": 0,
     "guest": 1,
     "host": 2,

@@ -20,6 +20,7 @@ from fabric.controller.chaos.messages import FaultList, FaultRecord, Inject, Tar
 from fabric.controller.events import MAX_PAGE, EventPage
 from fabric.controller.messages import DeploymentView, Slot, UpgradeMode
 from fabric.frontend import api
+from fabric.frontend import certificates as cert_api
 from fabric.frontend.auth import read_api_url, read_token
 
 T = TypeVar("T")
@@ -157,6 +158,36 @@ class AsyncFabricClient:
     async def delete_hosted_service(self, service: str) -> None:
         """Delete a hosted service that has no deployments."""
         await self.request("DELETE", f"{await self._services()}/{service}")
+
+    # -- service certificates ------------------------------------------------------------------------
+
+    async def add_certificate(
+        self,
+        service: str,
+        data: bytes,
+        *,
+        certificate_format: Literal["pfx", "pem"] = "pfx",
+        password: str = "",
+    ) -> cert_api.Certificate:
+        """Add Service Certificate: a PFX, or a PEM certificate with its key."""
+        body = cert_api.CertificateFile(data=data, certificate_format=certificate_format, password=password)
+        path = f"{await self._services()}/{service}/certificates"
+        return await self._call("POST", path, cert_api.Certificate, body)
+
+    async def certificates(self, service: str) -> list[cert_api.Certificate]:
+        """List Service Certificates."""
+        path = f"{await self._services()}/{service}/certificates"
+        return (await self._call("GET", path, cert_api.Certificates)).certificates
+
+    async def certificate(self, service: str, thumbprint: str) -> cert_api.Certificate:
+        """Get Service Certificate (``thumbprint``: hex, or sha1-<hex>)."""
+        path = f"{await self._services()}/{service}/certificates/{_thumbprint_path(thumbprint)}"
+        return await self._call("GET", path, cert_api.Certificate)
+
+    async def delete_certificate(self, service: str, thumbprint: str) -> None:
+        """Delete Service Certificate."""
+        path = f"{await self._services()}/{service}/certificates/{_thumbprint_path(thumbprint)}"
+        await self.request("DELETE", path)
 
     # -- deployments ---------------------------------------------------------------------------------
 
@@ -318,3 +349,8 @@ class AsyncFabricClient:
     async def stop_watch(self, watch_id: str, since: int) -> WatchBatch:
         """End a watch; its last events."""
         return await self._chaos("DELETE", f"watches/{watch_id}", WatchBatch, since=since)
+
+
+def _thumbprint_path(thumbprint: str) -> str:
+    """``sha1-<THUMBPRINT>`` for a bare thumbprint; as given when it names its algorithm."""
+    return thumbprint if "-" in thumbprint else f"sha1-{thumbprint}"

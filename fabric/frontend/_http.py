@@ -52,6 +52,10 @@ class Request:
         value = self.query.get("comp")
         return None if value is None else value.lower()
 
+    def limit_body(self, max_bytes: int) -> None:
+        """Lower this request's body limit (a route whose bodies are small by nature)."""
+        self._max = min(self._max, max_bytes)
+
     async def body(self) -> bytes:
         """The whole body, refused with 413 as soon as it exceeds the limit."""
         length = self.headers.get("content-length")

@@ -22,6 +22,7 @@ import anyio
 import msgspec
 
 from actors import Actor, ActorDead, ActorError, AskTimeout, Ref, Request
+from fabric.certs import CertificateStore
 from fabric.controller.messages import (
     ChangeConfiguration,
     ControllerError,
@@ -34,6 +35,7 @@ from fabric.controller.messages import (
     UpgradeMode,
 )
 from fabric.frontend.api import ApiError
+from fabric.frontend.certificates import check_certificates
 from fabric.frontend.staging import check_configuration, discard_packages, stage_package
 from fabric.model.validate import MAX_INSTANCES
 
@@ -184,6 +186,13 @@ class Ffe(Actor):
                     Path(message.package_path) if message.package_path else None,
                     self.max_instances,
                 )
+                await anyio.to_thread.run_sync(
+                    check_certificates,
+                    str(self.state_dir),
+                    message.service,
+                    message.configuration,
+                    message.configuration_name,
+                )
                 command = ChangeConfiguration(
                     service=message.service,
                     slot=message.slot,
@@ -200,6 +209,7 @@ class Ffe(Actor):
                 return [PoolInfo(name=p.name, location=p.location) for p in self.pools.values()]
             case ForgetService():
                 await anyio.to_thread.run_sync(discard_packages, self.state_dir, message.service)
+                await anyio.to_thread.run_sync(CertificateStore(self.state_dir).forget, message.service)
                 return None
         raise TypeError(f"FFE does not handle {type(message).__name__} messages")
 
@@ -297,6 +307,14 @@ class Ffe(Actor):
         self, pool: Pool, path: Path, command: CreateDeployment | UpgradeDeployment
     ) -> Submitted:
         try:
+            # Each thumbprint uploaded and valid now, or nothing is deployed.
+            await anyio.to_thread.run_sync(
+                check_certificates,
+                str(self.state_dir),
+                command.service,
+                command.configuration,
+                command.configuration_name,
+            )
             answer = await self._ask(pool.name, command)
         except BaseException:
             # Refused: the staged package serves nothing (shielded: cancellation must not skip it).

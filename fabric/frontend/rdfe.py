@@ -12,6 +12,8 @@ Routes (every one needs ``Authorization: Bearer <token>``, the token in ``<state
     PUT    .../hostedservices/{service}                                  UpdateHostedService
     DELETE .../hostedservices/{service}                                  (no deployments left)
     POST   .../hostedservices/{service}[?comp=swap]                      Swap (VIP swap)
+    GET|POST .../hostedservices/{service}/certificates                 List, Add Service Certificate
+    GET|DELETE .../certificates/sha1-{thumbprint}                        fabric.frontend.certificates
     POST   .../hostedservices/{service}/deploymentslots/{slot}           CreateDeployment
     GET    .../deploymentslots/{slot}                                    -> DeploymentView
     DELETE .../deploymentslots/{slot}
@@ -46,7 +48,7 @@ from actors import ActorDead, ActorError, AskTimeout, Ref
 from actors import Request as ActorRequest  # beside the HTTP Request of _http
 from fabric import portal
 from fabric.controller.messages import OperationAccepted
-from fabric.frontend import api, chaos_routes, events_routes, metrics_routes
+from fabric.frontend import api, certificates, chaos_routes, events_routes, metrics_routes
 from fabric.frontend._http import (
     ClientGone,
     Receive,
@@ -220,6 +222,8 @@ class Rdfe:
                 if r.method == "PUT":
                     return await self.services.update_service(s, svc, r)
                 return await self.services.delete_service(s, svc)
+            case ["subscriptions", sub, "services", "hostedservices", svc, "certificates", *rest]:
+                return await certificates.route(self, self.subscription(sub), svc, rest, r)
             case ["subscriptions", sub, "services", "hostedservices", svc, "deploymentslots", slot]:
                 self._allow(
                     r,
