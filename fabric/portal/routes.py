@@ -104,8 +104,10 @@ async def route(rdfe: Rdfe, r: Request) -> Response:
             rdfe._allow(r, "GET")
             data = await anyio.to_thread.run_sync(_static, name)
             return RawResponse(200, data, _STATIC[name], {**SECURITY_HEADERS, "cache-control": "no-cache"})
-    # Everything below needs a session, and a change its CSRF token.
-    if not sessions.allows(r.method, r.headers):
+    # Everything below needs a session (a change: with its CSRF token), or the API token.
+    if not sessions.allows(r.method, r.headers) and not token_matches(
+        rdfe._token, r.headers.get("authorization")
+    ):
         raise ApiError(401, "AuthenticationFailed", "sign in to the portal first (or send the API token)")
     match r.segments:
         case ["portal", "signout"]:

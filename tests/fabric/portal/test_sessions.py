@@ -97,6 +97,8 @@ async def test_the_chaos_report_and_hosts_are_served_to_a_session(
     [pool] = (await browser.get("/portal/hosts")).json()
     assert {i["instance"] for i in pool["instances"]} == {"Hello_IN_0", "Hello_IN_1"} and pool["hosts"]
     assert all(h["cores"] == 4 for h in pool["hosts"]) and sum(h["cores_used"] for h in pool["hosts"]) >= 2
+    with_token = await fabric.http.get("/portal/chaos/report")  # a script may use the API token
+    assert with_token.status_code == 200 and "<svg" in with_token.text
     css = await browser.get("/portal/static/app.css")
     assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
     assert (await browser.get("/portal/static/../routes.py")).status_code in (401, 404)
