@@ -4,12 +4,13 @@ Routes (the same token as the rest of the API; ``?pool=`` picks a machine pool, 
 pool of ``?service=`` or the fabric's only pool)::
 
     GET /events[?after=N&limit=M&service=S&role=R&instance=I&kind=K&wait=SECONDS]  -> EventPage
-    GET /events/stream[?after=N&service=S&role=R&instance=I&kind=K]               -> text/event-stream
+    GET /events/stream[?after=N&tail=T&service=S&role=R&instance=I&kind=K]        -> text/event-stream
 
 ``limit`` is 1..1000 (100 by default), ``wait`` 0..60 seconds: with nothing after ``after``
 yet, the page waits that long for a first event (a long poll). The stream sends every event
 as ``event: <kind>`` with the Event as JSON and its seq as the id, from ``after`` (or the
-``Last-Event-ID`` header a reconnecting browser sends) on, then each new one as it happens.
+``Last-Event-ID`` header a reconnecting browser sends) on, then each new one as it happens;
+``tail`` (0..1000) starts no earlier than the last T events.
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ async def route(rdfe: Rdfe, r: Request, rest: list[str]) -> Response:
             rdfe._allow(r, "GET")
             query = query_of(r, stream=True)
             log = await event_log(rdfe, r)
+            if "tail" in r.query:  # at most the last N events kept, then each new one
+                tail = _number(r, "tail", 0, 0, MAX_PAGE)
+                query = msgspec.structs.replace(query, after=max(query.after, log.last_seq - tail))
             return EventStream(r._receive, lambda: follow(log, query), stream_slots(rdfe))
     raise not_found(f"no events API at {r.path}; see fabric/frontend/events_routes.py")
 

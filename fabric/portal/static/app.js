@@ -657,7 +657,7 @@ function onEvent(message) {
 }
 
 function follow() {
-  const stream = new EventSource("/events/stream");
+  const stream = new EventSource(`/events/stream?tail=${MAX_EVENT_ROWS}`);
   for (const kind of EVENT_KINDS) stream.addEventListener(kind, onEvent);
   stream.addEventListener("open", () => {
     $("#live").textContent = "live";
@@ -690,7 +690,7 @@ async function main() {
   });
   window.addEventListener("hashchange", () => show(location.hash.slice(1) || "instances"));
   await refreshDeployments();
-  follow(); // from the first event kept: the events view fills with the timeline so far
+  follow(); // from the last MAX_EVENT_ROWS events: the events view fills with the recent timeline
   show(location.hash.slice(1) || "instances");
   document.body.dataset.ready = "true";
 }

@@ -81,6 +81,19 @@ async def test_the_stream_sends_new_events_as_server_sent_events(fabric: RealFab
     assert (event["instance"], event["status"]) == ("Hello_IN_1", "BusyRole")
 
 
+async def test_a_stream_can_start_from_the_last_events(fabric: RealFabric) -> None:
+    last = (await fabric.http.get("/events", params={"limit": "1000"})).json()["next"]
+    with anyio.fail_after(10):
+        async with fabric.http.stream("GET", "/events/stream", params={"tail": "2"}) as resp:
+            ids = []
+            async for line in resp.aiter_lines():
+                if line.startswith("id: "):
+                    ids.append(int(line[4:]))
+                if len(ids) == 2:
+                    break
+    assert ids == [last - 1, last]
+
+
 @pytest.mark.parametrize(
     ("query", "needle"),
     [
