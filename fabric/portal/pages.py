@@ -109,12 +109,13 @@ def app_page(csrf: str) -> str:
 <h2>Chaos</h2>
 <form id="inject" class="inject">
 <label>Service <select name="service" id="chaos-service"></select></label>
-<label>Fault <select name="type"><option>kill</option><option>crash</option><option>hang</option></select></label>
+<label>Fault <select name="type"><option>kill</option><option>crash</option><option>hang</option>
+<option value="partition">partition (the instance's host)</option></select></label>
 <label>Process <select name="place">
 <option>role-host</option><option>bootstrapper</option><option>guest-agent</option><option>app-agent</option>
 <option>host-agent</option><option>web-worker</option><option>host</option></select></label>
 <label>Instance <select name="instance" id="chaos-instance"></select></label>
-<label>Duration (s, hang) <input name="duration" type="number" min="0" max="3600" step="any"></label>
+<label>Duration (s: hang, partition) <input name="duration" type="number" min="0" max="3600" step="any"></label>
 <button type="submit">Inject</button>
 <span class="error" id="inject-error" role="alert"></span>
 </form>

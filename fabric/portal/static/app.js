@@ -547,12 +547,12 @@ async function loadReport() {
 async function inject(event) {
   event.preventDefault();
   const form = new FormData(event.target);
-  const fault = {
-    type: form.get("type"),
-    target: { service: chaosService(), place: form.get("place"), instance: form.get("instance") },
-  };
+  const type = form.get("type");
+  const target = { service: chaosService(), instance: form.get("instance") };
+  // A partition cuts the controller off the instance's host; the others hit one process.
+  const fault = type === "partition" ? { type, target, link: "host" } : { type, target: { ...target, place: form.get("place") } };
   const duration = String(form.get("duration") || "").trim();
-  if (fault.type === "hang" && duration) fault.duration = Number(duration);
+  if ((type === "hang" || type === "partition") && duration) fault.duration = Number(duration);
   $("#inject-error").textContent = "";
   try {
     const record = await api("POST", "/chaos/faults", { fault });

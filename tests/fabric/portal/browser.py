@@ -237,6 +237,18 @@ def services_and_undo(page: Page, url: str, token: str) -> dict[str, Any]:
     page.click("#faults tbody tr button.undo")
     until(page, "document.querySelector('#faults tbody tr .fault-state').textContent === 'undone'")
     states.append(page.inner_text("#faults tbody tr .fault-state"))
+    page.select_option("#inject select[name=type]", "partition")
+    page.fill("#inject input[name=duration]", "1")
+    page.click("#inject button[type=submit]")
+    until(
+        page,
+        "[...document.querySelectorAll('#faults tbody tr')].some(r => r.children[1].textContent.startsWith('partition'))",
+    )
+    until(
+        page,
+        "[...document.querySelectorAll('#faults tbody tr')].some(r => r.children[1].textContent.startsWith('partition') && r.dataset.state === 'undone')",
+    )
+    states.append("partition undone")
     return {
         "statuses": statuses,
         "slots": slots,

@@ -70,7 +70,7 @@ async def test_services_suspend_resume_swap_and_a_fault_undone_from_the_page(
     assert seen["statuses"] == ["Running", "Suspended", "Running"]
     assert seen["slots"] == ["production", "staging", "production"]
     assert seen["kept_after_dismissed_delete"] == 1
-    assert seen["fault_states"] == ["active", "undone"]
+    assert seen["fault_states"] == ["active", "undone", "partition undone"]
 
 
 async def test_the_configuration_form_refuses_a_bad_value_beside_it_and_applies_a_good_one(
