@@ -12,6 +12,7 @@ from .environment import RoleEnvironment as RoleEnvironment
 from .environment import RoleEnvironmentError as RoleEnvironmentError
 from .environment import RoleInstance as RoleInstance
 from .environment import RoleInstanceEndpoint as RoleInstanceEndpoint
+from .environment_data import CertificateInfo as CertificateInfo
 from .environment_data import Change as Change
 from .events import Event as Event
 from .events import RoleEnvironmentChangedEventArgs as RoleEnvironmentChangedEventArgs

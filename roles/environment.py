@@ -28,7 +28,7 @@ from typing import Final
 
 import msgspec
 
-from .environment_data import InstanceInfo, LocalResourceInfo, RoleEnvironmentData
+from .environment_data import CertificateInfo, InstanceInfo, LocalResourceInfo, RoleEnvironmentData
 from .events import (
     Event,
     RoleEnvironmentChangedEventArgs,
@@ -201,6 +201,22 @@ class _RoleEnvironment:
             raise RoleEnvironmentError(
                 f"no local resource named {name!r}; known local resources: {_names(resources)} "
                 "(declare it under LocalResources in the service definition)"
+            ) from None
+
+    def get_certificate(self, name: str) -> CertificateInfo:
+        """Return the certificate ``name``: its thumbprint and the paths of its PEM files
+        (``path``, and ``key_path`` for its private key), to serve TLS with.
+
+        Raises:
+            RoleEnvironmentError: not in a role, or no certificate has that name.
+        """
+        certificates = self._current().data.certificates
+        try:
+            return certificates[name]
+        except KeyError:
+            raise RoleEnvironmentError(
+                f"no certificate named {name!r}; known certificates: {_names(certificates)} "
+                "(declare it under Certificates in the service definition)"
             ) from None
 
     def request_recycle(self) -> None:

@@ -17,6 +17,22 @@ class EndpointInfo(msgspec.Struct, frozen=True, kw_only=True):
     protocol: str
     host: str
     port: int
+    #: for an https input endpoint: the name of the role certificate it serves with
+    certificate: str = ""
+
+
+class CertificateInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """A certificate installed for the role: where its files are in the VM's store folder."""
+
+    name: str
+    thumbprint: str
+    store_location: str
+    store_name: str
+    #: the certificate (PEM, then its chain), readable by the role's account
+    path: str
+    #: its private key (PKCS#8 PEM): readable by the role's account when permissionLevel is
+    #: limitedOrElevated; by elevated processes only when it is elevated
+    key_path: str
 
 
 class InstanceInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -48,6 +64,8 @@ class RoleEnvironmentData(msgspec.Struct, frozen=True, kw_only=True):
     #: every role of the deployment, by name: its instances and their internal endpoints
     roles: dict[str, list[InstanceInfo]] = {}
     topology_change_discovery: Literal["UpgradeDomainWalk", "Blast"] = "UpgradeDomainWalk"
+    #: the role's certificates by name (fabric/guest installs them)
+    certificates: dict[str, CertificateInfo] = {}
 
 
 class Change(msgspec.Struct, frozen=True, tag=True, kw_only=True):

@@ -17,6 +17,7 @@ from actors import Request
 
 # The role's view of the world lives in roles.environment_data, which `import roles` loads
 # without the actor runtime; these names stay importable from here.
+from roles.environment_data import CertificateInfo as CertificateInfo
 from roles.environment_data import Change as Change
 from roles.environment_data import EndpointInfo as EndpointInfo
 from roles.environment_data import InstanceInfo as InstanceInfo

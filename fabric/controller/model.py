@@ -297,6 +297,7 @@ class Deployment:
             fault_domain=inst.fault_domain,
             vm=inst.vm,
             vm_uid=inst.uid or None,
+            hosted_service=self.service,
         )
 
     def view_status(self) -> DeploymentStatus:

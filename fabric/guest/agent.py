@@ -14,6 +14,8 @@ import anyio
 import anyio.to_thread
 
 from actors import Actor, Ref, Request
+from fabric.certs import CertificateError
+from fabric.guest.certificates import install_certificates
 from fabric.guest.messages import (
     ApplyEnvironment,
     BootstrapConfig,
@@ -25,7 +27,7 @@ from fabric.guest.messages import (
     InstanceStatus,
     RecycleRole,
 )
-from fabric.guest.provision import provision, storage_over_quota
+from fabric.guest.provision import disk_of, provision, storage_over_quota
 from fabric.logs import LogFile
 
 
@@ -72,7 +74,7 @@ class GuestAgent(Actor):
         await self._on_status(InstanceStatus(status="CreatingRole", detail="setting up the guest OS"))
         try:
             await anyio.to_thread.run_sync(lambda: provision(self.config, self.runtime_log.write))
-        except OSError as exc:
+        except (OSError, CertificateError) as exc:
             self.runtime_log.error(f"setting up the guest OS failed: {exc}")
             await self._on_status(
                 InstanceStatus(status="FailedStartingVM", detail=f"guest setup failed: {exc}")
@@ -124,6 +126,15 @@ class GuestAgent(Actor):
                 self.runtime_log.write(
                     f"new configuration: {', '.join(c.name for c in message.changes) or 'no changes'}"
                 )
+                if any(c.kind == "certificate" for c in message.changes):
+                    # The new certificates are in the store folder before the role hears of them.
+                    await anyio.to_thread.run_sync(
+                        install_certificates,
+                        self.config,
+                        message.environment,
+                        disk_of(self.config),
+                        self.runtime_log.write,
+                    )
                 return await self.bootstrapper.ask(message, timeout=self.config.settings.on_stop_timeout + 60)
             case RecycleRole():
                 if self.bootstrapper is not None:

@@ -12,7 +12,7 @@ from fabric.guest.messages import GuestConfig
 from fabric.model.definition import RoleDefinition
 from fabric.model.service import Service
 from fabric.settings import Settings
-from roles.protocol import EndpointInfo, InstanceInfo, LocalResourceInfo, RoleEnvironmentData
+from roles.protocol import CertificateInfo, EndpointInfo, InstanceInfo, LocalResourceInfo, RoleEnvironmentData
 
 
 def instance_id(role: str, index: int) -> str:
@@ -27,7 +27,13 @@ def instance_endpoints(
     the local port the placement gave it."""
     found: dict[str, EndpointInfo] = {}
     for ep in role.input_endpoints:
-        found[ep.name] = EndpointInfo(name=ep.name, protocol=ep.protocol, host=host, port=ports[ep.name])
+        found[ep.name] = EndpointInfo(
+            name=ep.name,
+            protocol=ep.protocol,
+            host=host,
+            port=ports[ep.name],
+            certificate=ep.certificate or "",
+        )
     for iep in role.internal_endpoints:
         found[iep.name] = EndpointInfo(name=iep.name, protocol=iep.protocol, host=host, port=ports[iep.name])
     for xep in role.instance_input_endpoints:
@@ -74,7 +80,29 @@ def build_environment(
         local_resources=resources,
         roles=dict(topology),
         topology_change_discovery=service.definition.topology_change_discovery or "UpgradeDomainWalk",
+        certificates=role_certificates(service, role, disk),
     )
+
+
+def role_certificates(service: Service, role: RoleDefinition, disk: VmDisk) -> dict[str, CertificateInfo]:
+    """The role's certificates with the thumbprints the configuration gives, and where the guest
+    agent installs them: ``C/Certificates/<storeLocation>/<storeName>/<THUMBPRINT>.pem|.key``."""
+    thumbprints = {c.name: c.thumbprint.upper() for c in service.configuration.role(role.name).certificates}
+    found: dict[str, CertificateInfo] = {}
+    for cert in role.certificates:
+        thumbprint = thumbprints.get(cert.name)
+        if thumbprint is None:
+            continue  # validation refuses this; a stand-in configuration may leave it out
+        folder = disk.certificates_dir / cert.store_location / cert.store_name
+        found[cert.name] = CertificateInfo(
+            name=cert.name,
+            thumbprint=thumbprint,
+            store_location=cert.store_location,
+            store_name=cert.store_name,
+            path=str(folder / f"{thumbprint}.pem"),
+            key_path=str(folder / f"{thumbprint}.key"),
+        )
+    return found
 
 
 def site_dirs(service: Service, role: RoleDefinition) -> dict[str, str]:
@@ -105,6 +133,7 @@ def build_guest_config(
     fault_domain: int = 0,
     vm: str | None = None,
     vm_uid: int | None = None,
+    hosted_service: str = "",
 ) -> GuestConfig:
     """Everything the VM of ``role_name`` instance ``index`` needs to boot.
 
@@ -112,6 +141,7 @@ def build_guest_config(
     when several deployments share a host and so ``<Role>_IN_<n>`` alone would clash; the
     role still sees its Azure instance id in RoleEnvironment. ``vm_uid`` is the VM's account
     (see fabric.guest.account); by default a free one drawn at random, when we are root.
+    ``hosted_service`` is the hosted service whose uploaded certificates the VM installs.
     """
     role = service.definition.role(role_name)
     iid = instance_id(role_name, index)
@@ -138,4 +168,5 @@ def build_guest_config(
         settings=settings,
         vm_uid=None if os.geteuid() != 0 else (vm_uid or default_uid()),
         state_dir=str(state_dir),
+        hosted_service=hosted_service,
     )

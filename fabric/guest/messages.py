@@ -124,6 +124,8 @@ class GuestConfig(msgspec.Struct, frozen=True, kw_only=True):
     certificates: list[CertificateFile] = []
     vm_uid: int | None = None
     state_dir: str = ""
+    #: the hosted service whose uploaded certificates (fabric.certs) the guest agent installs
+    hosted_service: str = ""
     agent: str = "fabric.guest.agent:GuestAgent"
 
 

@@ -16,6 +16,7 @@ import msgspec
 
 from actors import ProcessOptions
 from fabric.guest.account import secure_vm
+from fabric.guest.certificates import install_certificates
 from fabric.guest.disk import VmDisk
 from fabric.guest.messages import GuestConfig
 from fabric.model.definition import ServiceDefinition
@@ -62,6 +63,7 @@ def provision(config: GuestConfig, log: Log, *, fresh_role: bool = True) -> None
     write_configuration(config, disk, log)
     prepare_local_storage(config, disk, log, clean=fresh_role)
     place_certificates(config, disk, log)
+    install_certificates(config, config.environment, disk, log)
     record_firewall_rules(config, disk, log)
     grant_account(config, disk, log)
 
