@@ -15,6 +15,9 @@ from ._errors import Unresponsive as Unresponsive
 from ._errors import register_error as register_error
 from ._fork import command_line as command_line
 from ._link import LinkFaults as LinkFaults
+from ._listener import Listener as Listener
+from ._net import LinkOptions as LinkOptions
+from ._net import Peer as Peer
 from ._privileges import PrivilegeError as PrivilegeError
 from ._privileges import drop_privileges as drop_privileges
 from ._ref import Ref as Ref
@@ -34,3 +37,6 @@ from ._supervisor import WhichChildren as WhichChildren
 from ._system import ActorSystem as ActorSystem
 from ._system import ProcessOptions as ProcessOptions
 from ._system import open_system as open_system
+from ._tls import ClientTLS as ClientTLS
+from ._tls import LinkRefused as LinkRefused
+from ._tls import ServerTLS as ServerTLS

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import random
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, Literal
@@ -23,8 +22,8 @@ from ._errors import (
     wire_name,
 )
 from ._mailbox import AwaitedReply, Reply, Signal, new_event
-from ._reader import Dispatch, LinkReader
-from ._wire import BadFrame, Failure, Frame, Kind, append_frame, decode_value
+from ._reader import Dispatch, LinkReader, LinkSocket
+from ._wire import MAX_FRAME_SIZE, BadFrame, Failure, Frame, Kind, append_frame, decode_value
 
 logger = logging.getLogger("actors.link")
 
@@ -190,21 +189,23 @@ class Outbox:
 
     # -- producers ---------------------------------------------------------------------------
 
-    async def deliver(self, message: Any, reply: Reply | None) -> None:
-        """Queue a TELL (or an ASK whose answer goes to ``reply``), waiting while the buffer is full."""
-        self._queue(message, reply)
+    async def deliver(self, message: Any, reply: Reply | None, to: str = "") -> None:
+        """Queue a TELL (or an ASK whose answer goes to ``reply``), waiting while the buffer is full.
+
+        ``to`` names the receiving actor on a network link (see actors._wire)."""
+        self._queue(message, reply, to)
         if len(self.buffer) >= FLUSH_BYTES:
             await self._wait_drained()
         else:
             await anyio.lowlevel.checkpoint_if_cancelled()
 
-    def deliver_nowait(self, message: Any, reply: Reply | None) -> None:
+    def deliver_nowait(self, message: Any, reply: Reply | None, to: str = "") -> None:
         """Queue a frame at once, or raise MailboxFull / ActorDead."""
         if len(self.buffer) >= LIMIT_BYTES:
             raise MailboxFull(f"link to actor {self.name!r} has {len(self.buffer)} bytes queued; use tell()")
-        self._queue(message, reply)
+        self._queue(message, reply, to)
 
-    def _queue(self, message: Any, reply: Reply | None) -> None:
+    def _queue(self, message: Any, reply: Reply | None, to: str = "") -> None:
         if self.closed:
             raise ActorDead(f"actor {self.name!r} is dead")
         if reply is None:
@@ -217,9 +218,9 @@ class Outbox:
             if isinstance(reply, AwaitedReply):
                 reply.on_abandon = lambda: self._forget(ident)
         if self.faults.active:
-            self._faulty(self.buffer, kind, ident, message)
+            self._faulty(self.buffer, kind, ident, message, to)
             return
-        append_frame(self.buffer, kind, ident, message)
+        append_frame(self.buffer, kind, ident, message, None, to)
         if self._wake is not None:
             if reply is not None:
                 self._flush_now()
@@ -257,6 +258,11 @@ class Outbox:
                     data.clear()
                     return
                 del data[:sent]
+                if data is buffer:
+                    # The rest of a frame cut short: it goes first (with the control frames,
+                    # which are written first), or a control frame would land in its middle.
+                    control += buffer
+                    buffer.clear()
         self._wake.set()
 
     def send_ordered(self, kind: int, ident: int, body: Any) -> None:
@@ -269,18 +275,18 @@ class Outbox:
     def _forget(self, ident: int) -> None:
         self.pending.pop(ident, None)
 
-    def _faulty(self, buffer: bytearray, kind: int, ident: int, body: Any) -> None:
+    def _faulty(self, buffer: bytearray, kind: int, ident: int, body: Any, to: str = "") -> None:
         delay = self.faults.decide("out")
         if delay is None:
             return
         if delay == 0.0 or self._delayed is None:
-            append_frame(buffer, kind, ident, body)
+            append_frame(buffer, kind, ident, body, None, to)
             if self._wake is not None:
                 self._wake.set()
             return
 
         def later() -> None:
-            append_frame(buffer, kind, ident, body)
+            append_frame(buffer, kind, ident, body, None, to)
             if self._wake is not None:
                 self._wake.set()
 
@@ -373,12 +379,14 @@ class Outbox:
 
 
 async def pump(
-    sock: socket.socket,
+    sock: LinkSocket,
     outbox: Outbox,
     on_frame: Dispatch,
     on_bad_frame: Callable[[BadFrame, Frame | None], None],
+    max_frame_size: int = MAX_FRAME_SIZE,
 ) -> None:
-    """Run one link over a connected socket: write the outbox, read frames into ``on_frame``.
+    """Run one link over a connected socket (or a TLS session over one, see actors._tls):
+    write the outbox, read frames into ``on_frame``; frames past ``max_frame_size`` are bad.
 
     Returns when the peer closes the connection (EOF) or it breaks. The socket is used raw
     and non-blocking (try first, wait for readiness only when it would block): each skipped
@@ -407,7 +415,9 @@ async def pump(
         task_group.start_soon(run)
 
     async with anyio.create_task_group() as task_group:
-        reader = LinkReader(sock, on_frame, on_bad_frame, outbox.faults, task_group.start_soon)
+        reader = LinkReader(
+            sock, on_frame, on_bad_frame, outbox.faults, task_group.start_soon, max_frame_size
+        )
         outbox._delayed = send_later
         outbox.direct_send = sock.send
         outbox.reader = reader

@@ -14,17 +14,16 @@ the reading back. So whenever other tasks run, someone is reading or about to.
 from __future__ import annotations
 
 import os
-import socket
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Generator
-from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar, cast
 
 import anyio
 import anyio.lowlevel
 
 from ._loopcalls import loop_calls
 from ._mailbox import Signal, new_event
-from ._wire import BadFrame, Frame, FrameSplitter, decode_frame
+from ._wire import MAX_FRAME_SIZE, BadFrame, Frame, FrameSplitter, decode_frame
 
 if TYPE_CHECKING:
     from ._link import LinkFaults
@@ -41,16 +40,35 @@ T = TypeVar("T")
 Dispatch = Callable[[Frame], Awaitable[None] | None]
 
 
+class LinkSocket(Protocol):
+    """What a link runs over: a connected non-blocking socket, or anything with its interface
+    (recv and send raise BlockingIOError when they would block; fileno is what to wait on),
+    such as a TLS session over one (actors._tls.TLSChannel)."""
+
+    def recv(self, size: int, /) -> bytes:
+        """Up to ``size`` bytes; b"" at the end of the stream."""
+
+    def send(self, data: bytes | bytearray | memoryview, /) -> int:
+        """Send a prefix of ``data``; return its length (the caller sends the rest next)."""
+
+    def fileno(self) -> int:
+        """The descriptor whose readiness the link waits for."""
+
+    def setblocking(self, flag: bool, /) -> None:
+        """Set blocking mode (a link always runs non-blocking)."""
+
+
 class LinkReader:
     """Reads frames off a link's socket and hands each to ``dispatch``, in order."""
 
     def __init__(
         self,
-        sock: socket.socket,
+        sock: LinkSocket,
         dispatch: Dispatch,
         on_bad_frame: Callable[[BadFrame, Frame | None], None],
         faults: LinkFaults,
         start_soon: Callable[..., object],
+        max_frame_size: int = MAX_FRAME_SIZE,
     ) -> None:
         self._sock = sock
         # Readers wait on a descriptor of their own, so that waking one (notify_closing) cannot
@@ -61,7 +79,7 @@ class LinkReader:
         self._faults = faults
         self._start_soon = start_soon
         self._calls = loop_calls()
-        self._splitter = FrameSplitter()
+        self._splitter = FrameSplitter(max_frame_size)
         self._backlog: deque[bytes] = deque()  # frames read but not dispatched yet
         self._reads = 0
         self._task: Any = None  # the link's reader task

@@ -17,9 +17,14 @@ from ._stall import install as install_stall_detector
 from ._timer import AskTimer
 
 if TYPE_CHECKING:
+    from anyio.abc import TaskGroup
+
     from ._actor import Actor
+    from ._listener import Listener
+    from ._net import LinkOptions, Peer
     from ._ref import Ref
     from ._sandbox import Sandbox
+    from ._tls import ClientTLS, ServerTLS
 
 logger = logging.getLogger("actors")
 
@@ -68,10 +73,19 @@ class ProcessOptions:
 class ActorSystem:
     """Spawns actors, in this process or in child processes, and owns them until it closes."""
 
-    def __init__(self, scope_factory: Callable[[ActorSystem], Scope], timer: AskTimer) -> None:
+    def __init__(
+        self,
+        scope_factory: Callable[[ActorSystem], Scope],
+        timer: AskTimer,
+        task_group: TaskGroup | None = None,
+    ) -> None:
         #: fails the asks made to this system's actors that are not answered in time
         self.timer = timer
         self._root = scope_factory(self)
+        self._task_group = task_group  # runs the network links
+        self._registry: dict[str, Ref] = {}
+        self._listeners: list[Listener] = []
+        self._peers: list[Peer] = []
 
     async def spawn(
         self,
@@ -123,14 +137,109 @@ class ActorSystem:
             options=options,
         )
 
+    # -- network links (see actors._net) ---------------------------------------------------
+
+    def register(self, name: str, ref: Ref) -> None:
+        """Let the nodes linked to this system reach ``ref`` as ``name`` (``peer.ref(name)``).
+
+        Raises:
+            ValueError: another actor is registered under that name.
+        """
+        if self._registry.get(name, ref) is not ref:
+            raise ValueError(f"an actor is registered as {name!r} already")
+        self._registry[name] = ref
+
+    def unregister(self, name: str) -> None:
+        """Make the actor registered as ``name`` unreachable from other nodes."""
+        self._registry.pop(name, None)
+
+    def registered(self, name: str) -> Ref | None:
+        """The actor registered as ``name``, if any."""
+        return self._registry.get(name)
+
+    async def listen(
+        self,
+        host: str,
+        port: int,
+        *,
+        tls: ServerTLS,
+        name: str,
+        options: LinkOptions | None = None,
+        check_names: bool = True,
+        on_connect: Callable[[Peer], object] | None = None,
+    ) -> Listener:
+        """Accept links from other nodes on ``host:port`` (port 0: any free one, see
+        ``listener.address``), under mutual TLS; ``name`` is this node's name in the hello.
+        Returns once the port is open; closing the system (or the listener) closes it.
+
+        With ``check_names`` a node must call itself by a name its certificate carries.
+        ``on_connect(peer)`` is called each time a node's link comes up.
+
+        Raises:
+            OSError: the port cannot be opened.
+            ValueError: a certificate file cannot be loaded.
+        """
+        from ._listener import Listener
+        from ._net import LinkOptions
+
+        listener = Listener(
+            self,
+            host,
+            port,
+            tls,
+            name=name,
+            options=options or LinkOptions(),
+            check_names=check_names,
+            on_connect=on_connect,
+        )
+        started: Listener = await self._links().start(listener.serve)
+        self._listeners.append(listener)
+        return started
+
+    async def connect(
+        self,
+        address: tuple[str, int],
+        *,
+        tls: ClientTLS,
+        name: str,
+        options: LinkOptions | None = None,
+    ) -> Peer:
+        """Link to the node listening at ``address`` under mutual TLS; ``name`` is this node's
+        name in the hello. The link is set up again, with backoff, whenever it drops, until
+        ``peer.close()`` or the system closes; ``peer.ref(name)`` reaches the actors the other
+        node registered, and that node reaches ours the same way.
+
+        Raises:
+            LinkRefused: a certificate or the hello was refused (the message says which).
+            OSError: the node cannot be reached (TimeoutError past the handshake timeout).
+            ValueError: a certificate file cannot be loaded.
+        """
+        from ._connector import Connector
+        from ._net import LinkOptions
+
+        connector = Connector(self, address, tls, name, options or LinkOptions())
+        peer: Peer = await self._links().start(connector.run)
+        self._peers.append(peer)
+        return peer
+
+    def _links(self) -> TaskGroup:
+        if self._task_group is None:
+            raise RuntimeError("this actor system has no task group for network links (use open_system)")
+        return self._task_group
+
     @property
     def stop_budget(self) -> float:
         """The most aclose() may take: each actor's stop budget, one after another."""
         return self._root.stop_budget
 
     async def aclose(self) -> None:
-        """Stop every actor, newest first (each stops its own children first)."""
+        """Stop every actor, newest first (each stops its own children first), then close the
+        network links."""
         await self._root.aclose()
+        for listener in self._listeners:
+            await listener.aclose()
+        for peer in self._peers:
+            peer.close()
 
 
 @asynccontextmanager
@@ -142,7 +251,7 @@ async def open_system() -> AsyncIterator[ActorSystem]:
     """
     install_stall_detector()
     async with anyio.create_task_group() as task_group:
-        system = ActorSystem(lambda owner: Scope(owner, task_group), AskTimer(task_group))
+        system = ActorSystem(lambda owner: Scope(owner, task_group), AskTimer(task_group), task_group)
         try:
             yield system
         finally:

@@ -1,9 +1,10 @@
 """The wire between processes: length-prefixed msgpack frames carrying typed messages.
 
 A frame is a 4-byte big-endian length followed by a msgpack array
-``[kind, id, type, body]``. ``type`` names the message class (``"module:QualName"`` of a
-msgspec Struct) so the receiver can decode ``body`` into the same class without a registry;
-an empty ``type`` means plain msgpack data.
+``[kind, id, type, body]``, or ``[kind, id, type, body, to]`` on a network link, where one
+connection reaches every actor a node registered and ``to`` names the one a TELL or ASK is for.
+``type`` names the message class (``"module:QualName"`` of a msgspec Struct) so the receiver can
+decode ``body`` into the same class without a registry; an empty ``type`` means plain msgpack data.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ class Kind(IntEnum):
     PING = 7
     PONG = 8
     CRASHED = 9
+    #: the first frame each side of a network link sends (see actors._net.Hello)
+    HELLO = 10
 
 
 class Frame(msgspec.Struct, array_like=True, frozen=True):
@@ -45,6 +48,8 @@ class Frame(msgspec.Struct, array_like=True, frozen=True):
     id: int
     type: str
     body: msgspec.Raw
+    #: on a network link, the registered name of the actor a TELL or ASK goes to
+    to: str = ""
 
 
 class Failure(msgspec.Struct, frozen=True):
@@ -132,11 +137,15 @@ def encode_value(value: object) -> tuple[str, msgspec.Raw]:
     return type_name(value), msgspec.Raw(_encoder.encode(value))
 
 
-def append_frame(buffer: bytearray, kind: int, ident: int, body: object, name: str | None = None) -> None:
-    """Encode one frame at the end of ``buffer`` (in place: no intermediate copies)."""
+def append_frame(
+    buffer: bytearray, kind: int, ident: int, body: object, name: str | None = None, to: str = ""
+) -> None:
+    """Encode one frame at the end of ``buffer`` (in place: no intermediate copies); ``to``
+    names the receiving actor on a network link."""
     start = len(buffer)
+    name = type_name(body) if name is None else name
     _encoder.encode_into(
-        (kind, ident, type_name(body) if name is None else name, body), buffer, start + HEADER_SIZE
+        (kind, ident, name, body, to) if to else (kind, ident, name, body), buffer, start + HEADER_SIZE
     )
     buffer[start : start + HEADER_SIZE] = (len(buffer) - start - HEADER_SIZE).to_bytes(HEADER_SIZE, "big")
 
@@ -152,10 +161,12 @@ def decode_frame(data: bytes | memoryview) -> Frame:
 class FrameSplitter:
     """Cuts a byte stream into frame payloads, keeping any partial frame for the next chunk."""
 
-    __slots__ = ("_buffer",)
+    __slots__ = ("_buffer", "max_size")
 
-    def __init__(self) -> None:
+    def __init__(self, max_size: int = MAX_FRAME_SIZE) -> None:
         self._buffer = bytearray()
+        #: a length prefix past this is refused (BadFrame)
+        self.max_size = max_size
 
     def feed(self, chunk: bytes) -> list[bytes]:
         """Add a chunk; return every complete frame payload now available, in order.
@@ -167,17 +178,18 @@ class FrameSplitter:
         if not buffer and len(chunk) >= HEADER_SIZE:
             # The common case, one whole frame in one read: no copy into the buffer.
             size = int.from_bytes(chunk[:HEADER_SIZE], "big")
-            if size + HEADER_SIZE == len(chunk) and size <= MAX_FRAME_SIZE:
+            if size + HEADER_SIZE == len(chunk) and size <= self.max_size:
                 return [chunk[HEADER_SIZE:]]
         buffer += chunk
         frames: list[bytes] = []
         pos = 0
         end = len(buffer)
+        limit = self.max_size
         while end - pos >= HEADER_SIZE:
             size = int.from_bytes(buffer[pos : pos + HEADER_SIZE], "big")
-            if size > MAX_FRAME_SIZE:
+            if size > limit:
                 buffer.clear()
-                raise BadFrame(f"frame of {size} bytes exceeds the {MAX_FRAME_SIZE}-byte limit")
+                raise BadFrame(f"frame of {size} bytes exceeds the {limit}-byte limit")
             if end - pos - HEADER_SIZE < size:
                 break
             frames.append(bytes(buffer[pos + HEADER_SIZE : pos + HEADER_SIZE + size]))
