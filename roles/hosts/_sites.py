@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Final
 from urllib.parse import urlsplit
 
 import anyio
 import anyio.abc
 
-from roles.protocol import RoleHostConfig
+from roles.protocol import RoleEnvironmentData, RoleHostConfig
 
-from ._web import BindingSpec, SiteSpec, VirtualApplicationSpec, WebSpec, WebSpecError, serve_sites
+from ._web import (
+    BindingSpec,
+    CertificateSpec,
+    SiteSpec,
+    TlsContexts,
+    TlsEndpointSpec,
+    VirtualApplicationSpec,
+    WebSpec,
+    WebSpecError,
+    serve_sites,
+)
 
 #: The request HWC sends itself once the role is ready, so the first user is not the one who
 #: pays for the site's warm-up.
@@ -49,7 +59,35 @@ def web_spec(config: RoleHostConfig, *, idle_timeout: float | None) -> WebSpec:
         config.web_log_dir,
         idle_timeout=idle_timeout,
         graceful_timeout=config.graceful_timeout,
+        tls=tls_specs(config.environment, config.listen_fds),
     )
+
+
+def tls_specs(environment: RoleEnvironmentData, endpoints: Iterable[str]) -> dict[str, TlsEndpointSpec]:
+    """The TLS of each https endpoint among ``endpoints``: the certificate its InputEndpoint
+    names by default, the role's other certificates for SNI names they cover.
+
+    Raises:
+        WebSpecError: an https endpoint whose certificate is not installed.
+    """
+    certificates = environment.certificates
+    found: dict[str, TlsEndpointSpec] = {}
+    for name in endpoints:
+        endpoint = environment.current_instance.endpoints.get(name)
+        if endpoint is None or endpoint.protocol != "https":
+            continue
+        default = certificates.get(endpoint.certificate)
+        if default is None:
+            raise WebSpecError(
+                f"https endpoint {name!r} serves certificate {endpoint.certificate!r}, which the role "
+                f"does not have (its certificates: {', '.join(sorted(certificates)) or 'none'})"
+            )
+        others = [c for n, c in sorted(certificates.items()) if n != endpoint.certificate]
+        found[name] = TlsEndpointSpec(
+            CertificateSpec(default.path, default.key_path),
+            tuple(CertificateSpec(c.path, c.key_path) for c in others),
+        )
+    return found
 
 
 class _Started:
@@ -73,6 +111,7 @@ class SiteServer:
         self.shutdown = anyio.Event()
         self.done = anyio.Event()
         self.binds: dict[str, str] = {}
+        self.tls: TlsContexts | None = None
         self._scope = anyio.CancelScope()
 
     async def serve(
@@ -89,13 +128,24 @@ class SiteServer:
         status = _Started(task_status)
         try:
             with self._scope:
-                await serve_sites(self.spec, shutdown_event=self.shutdown, task_status=status)
+                if self.spec.tls:
+                    self.tls = await anyio.to_thread.run_sync(TlsContexts, self.spec.tls)
+                await serve_sites(self.spec, shutdown_event=self.shutdown, tls=self.tls, task_status=status)
         except Exception as error:
             if not status.done:
                 raise
             await on_error(error)
         finally:
             self.done.set()
+
+    async def reload_tls(self, specs: Mapping[str, TlsEndpointSpec]) -> None:
+        """Serve the next TLS handshakes with these certificates (connections open keep theirs).
+
+        Raises:
+            WebSpecError: a certificate cannot be loaded; the old ones stay in force.
+        """
+        if self.tls is not None:
+            await anyio.to_thread.run_sync(self.tls.reload, specs)
 
     async def stop(self) -> None:
         """Stop accepting, let requests in flight finish (graceful_timeout), wait for the end.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any, cast
@@ -70,11 +71,29 @@ async def answer_lifespan(
             return
 
 
-def socket_url(sock: socket.socket) -> str:
-    """The http:// URL of a bound socket ("http://[::1]:8080" for IPv6)."""
+def socket_url(sock: socket.socket, scheme: str = "http") -> str:
+    """The http:// (or https://) URL of a bound socket ("http://[::1]:8080" for IPv6)."""
     from hypercorn.utils import repr_socket_addr
 
-    return f"http://{repr_socket_addr(sock.family, sock.getsockname())}"
+    return f"{scheme}://{repr_socket_addr(sock.family, sock.getsockname())}"
+
+
+def tls_config(config: Config, context: ssl.SSLContext) -> Config:
+    """A copy of `config` whose TLS is `context` (hypercorn builds its own from file names
+    otherwise; ours picks a certificate per handshake by SNI and can change certificates)."""
+    from hypercorn.config import Config as HypercornConfig
+
+    class _TlsConfig(HypercornConfig):
+        @property
+        def ssl_enabled(self) -> bool:
+            return True
+
+        def create_ssl_context(self) -> ssl.SSLContext:
+            return context
+
+    copy = _TlsConfig()
+    copy.__dict__.update(config.__dict__)
+    return copy
 
 
 async def serve_http(
@@ -83,6 +102,7 @@ async def serve_http(
     config: Config,
     *,
     shutdown_trigger: Callable[[], Awaitable[object]] | None = None,
+    ssl_context: ssl.SSLContext | None = None,
     task_status: TaskStatus[str] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve `app` on the listening socket `sock` until `shutdown_trigger` returns or the caller
@@ -96,12 +116,17 @@ async def serve_http(
     flight get ``config.graceful_timeout`` seconds, then the lifespan shuts down. That stop is
     shielded from the caller's cancellation (hypercorn's asyncio server breaks when cancelled)
     and bounded by graceful_timeout + CLOSE_GRACE, after which the server is cancelled.
-    `sock` stays the caller's: hypercorn serves, and closes, a duplicate.
+    `sock` stays the caller's: hypercorn serves, and closes, a duplicate. With `ssl_context`,
+    every connection is TLS, wrapped with that context (the URL is then https://).
     """
     from hypercorn.config import Sockets
 
-    url = socket_url(sock)
-    sockets = Sockets(secure_sockets=[], insecure_sockets=[sock.dup()], quic_sockets=[])
+    url = socket_url(sock, "https" if ssl_context is not None else "http")
+    if ssl_context is not None:
+        config = tls_config(config, ssl_context)
+        sockets = Sockets(secure_sockets=[sock.dup()], insecure_sockets=[], quic_sockets=[])
+    else:
+        sockets = Sockets(secure_sockets=[], insecure_sockets=[sock.dup()], quic_sockets=[])
     stop = anyio.Event()
     accepting = anyio.Event()
     # Shielded, so that cancelling the caller stops the server through its shutdown trigger;
@@ -149,5 +174,5 @@ async def serve_http(
                 stop.set()
                 server_scope.deadline = anyio.current_time() + config.graceful_timeout + CLOSE_GRACE
     finally:
-        for served in sockets.insecure_sockets:
+        for served in [*sockets.secure_sockets, *sockets.insecure_sockets]:
             served.close()  # hypercorn closed it already, unless it failed to start

@@ -25,10 +25,10 @@ from typing import ClassVar
 import anyio
 import msgspec
 
-from roles.protocol import RoleHostConfig
+from roles.protocol import EnvironmentChanged, RoleHostConfig
 
 from ._common import RoleHostBase, describe, wait_first
-from ._sites import SiteServer, web_spec
+from ._sites import SiteServer, tls_specs, web_spec
 from ._web import LifespanError, SiteLoadError, WebSpec, WebSpecError, load_web_spec, serve_sites
 
 EXIT_USAGE = 2
@@ -146,6 +146,19 @@ class WebWorker(RoleHostBase):
             return
         self.idle = True
         self.stop()
+
+    async def receive(self, message: object) -> object:
+        """A configuration change that changes a certificate: the next TLS handshakes use the
+        new one (the guest agent installed it before the change was told), then the events."""
+        if (
+            isinstance(message, EnvironmentChanged)
+            and self.sites is not None
+            and any(change.kind == "certificate" for change in message.changes)
+        ):
+            specs = tls_specs(message.environment, self.config.listen_fds)
+            await self.sites.reload_tls(specs)
+            self.log.info("serving the new certificates on %s", ", ".join(sorted(specs)) or "no endpoint")
+        return await super().receive(message)
 
     async def on_stop(self) -> None:
         """Stop serving: requests in flight finish within the spec's graceful_timeout."""

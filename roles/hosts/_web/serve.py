@@ -20,6 +20,7 @@ from .routing import EndpointRouter, RequestTracker, SiteDispatcher, make_handle
 from .sites import LoadedSite, SiteKind, load_site
 from .spec import SiteSpec, WebSpec, WebSpecError, check_web_spec, normalize_prefix
 from .static import StaticFiles
+from .tls import TlsContexts
 from .types import ASGIApp, Handler
 from .w3c import W3CLog
 
@@ -96,6 +97,7 @@ async def serve_sites(
     spec: WebSpec,
     *,
     shutdown_event: anyio.Event | None = None,
+    tls: TlsContexts | None = None,
     task_status: anyio.abc.TaskStatus[dict[str, str]] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve every site of `spec` until `shutdown_event` is set, idle timeout, or cancellation.
@@ -108,8 +110,13 @@ async def serve_sites(
 
     Raises WebSpecError for a spec that cannot be served, SiteLoadError for a site folder that
     fails to import, LifespanError for an ASGI app whose startup fails.
+
+    The endpoints in ``spec.tls`` are served over TLS with ``tls`` (built from ``spec.tls``
+    when not given; pass your own to change its certificates while it serves).
     """
     check_web_spec(spec)
+    if spec.tls and tls is None:
+        tls = await anyio.to_thread.run_sync(TlsContexts, spec.tls)
     loaded = LoadedSites(spec)
     for site_spec in spec.sites:
         root = loaded.roots[site_spec.name]
@@ -134,8 +141,16 @@ async def serve_sites(
                     for name, router in routers.items():
                         # hypercorn's TypedDict-typed signature is the router's calling convention.
                         handler = cast(AppWrapper, router)
+                        context = tls.listener_context(name) if tls is not None and name in tls else None
                         binds[name] = await servers.start(
-                            partial(serve_http, handler, listeners[name], config, shutdown_trigger=stop.wait)
+                            partial(
+                                serve_http,
+                                handler,
+                                listeners[name],
+                                config,
+                                shutdown_trigger=stop.wait,
+                                ssl_context=context,
+                            )
                         )
                     if spec.idle_timeout is not None:
                         servers.start_soon(_watch_idle, tracker, spec.idle_timeout, stop)

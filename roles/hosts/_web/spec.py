@@ -44,6 +44,21 @@ class SiteSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     directories: tuple[VirtualDirectorySpec, ...] = ()
 
 
+class CertificateSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A certificate (PEM, with its chain) and its private key, by path."""
+
+    certificate_path: str
+    key_path: str
+
+
+class TlsEndpointSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """An https endpoint: the certificate it serves by default, and the role's other
+    certificates, each served to a client asking by SNI for a name it covers."""
+
+    default: CertificateSpec
+    candidates: tuple[CertificateSpec, ...] = ()
+
+
 class WebSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Everything one web worker process serves.
 
@@ -52,7 +67,7 @@ class WebSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     `site_id` is the W3SVC id of the site with index 0 (site n is logged as W3SVC<site_id + n>).
     `idle_timeout` (seconds) makes the worker exit by itself once no request has run for that
     long; None keeps it running. `graceful_timeout` bounds how long in-flight requests may run
-    after a shutdown was asked for.
+    after a shutdown was asked for. `tls` names the endpoints served over TLS (https).
     """
 
     sites: tuple[SiteSpec, ...]
@@ -61,6 +76,7 @@ class WebSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     site_id: int = 1
     idle_timeout: float | None = None
     graceful_timeout: float = 10.0
+    tls: dict[str, TlsEndpointSpec] = {}
 
 
 def normalize_prefix(path: str) -> str:
