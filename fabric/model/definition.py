@@ -48,7 +48,7 @@ class LoadBalancerProbe(ModelStruct, frozen=True):
     """A custom health probe an input endpoint may name (LoadBalancerProbes/LoadBalancerProbe)."""
 
     name: Name
-    protocol: Literal["http", "tcp"]
+    protocol: Literal["http", "https", "tcp"]
     path: str | None = None
     port: Port | None = None
     interval_in_seconds: Annotated[int, msgspec.Meta(ge=5, le=MAX_INT)] = 15

@@ -65,8 +65,10 @@ def check_definition(d: ServiceDefinition, report: Report) -> None:
     )
     for i, probe in enumerate(d.load_balancer_probes):
         loc: Loc = ("load_balancer_probes", i)
-        if probe.protocol == "http" and not probe.path:
-            report.error((*loc, "path"), 'an http probe needs a path; add path="/health" or similar')
+        if probe.protocol in ("http", "https") and not probe.path:
+            report.error(
+                (*loc, "path"), f'an {probe.protocol} probe needs a path; add path="/health" or similar'
+            )
         if probe.protocol == "tcp" and probe.path is not None:
             report.error((*loc, "path"), "a tcp probe takes no path; remove it")
     forwarders = [i for i, r in enumerate(d.roles) if "RemoteForwarder" in r.plugins]

@@ -9,7 +9,7 @@ import msgspec
 from ._errors import InvalidSpecError
 
 EndpointProtocol = Literal["tcp", "http", "https", "udp"]
-ProbeProtocol = Literal["http", "tcp"]
+ProbeProtocol = Literal["http", "https", "tcp"]
 
 
 class ProbeSpec(msgspec.Struct, frozen=True):
@@ -36,8 +36,8 @@ class ProbeSpec(msgspec.Struct, frozen=True):
     timeout: float = 31.0
 
     def __post_init__(self) -> None:
-        if self.protocol not in ("http", "tcp"):
-            raise InvalidSpecError(f"probe protocol {self.protocol!r}: use 'http' or 'tcp'")
+        if self.protocol not in ("http", "https", "tcp"):
+            raise InvalidSpecError(f"probe protocol {self.protocol!r}: use 'http', 'https' or 'tcp'")
         if not 0 <= self.port <= 65535:
             raise InvalidSpecError(f"probe port {self.port}: use a port in 0..65535")
         if self.interval <= 0 or self.timeout <= 0:

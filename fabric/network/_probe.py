@@ -1,13 +1,29 @@
-"""LoadBalancerProbe: checking an instance's health by TCP connect or HTTP GET."""
+"""LoadBalancerProbe: checking an instance's health by TCP connect, or HTTP GET (over TLS for https)."""
 
 from __future__ import annotations
 
+import ssl
+
 import anyio
+from anyio.abc import ByteStream
+from anyio.streams.tls import TLSStream
 
 from ._model import ProbeSpec
 from ._pool import Entry, Pool
 
 _MAX_STATUS_LINE = 8192
+
+
+def _probe_tls() -> ssl.SSLContext:
+    """An https probe checks through TLS but trusts any certificate, as Azure's does: it asks
+    whether the instance serves, not who it is (clients check that)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+_PROBE_TLS = _probe_tls()
 
 
 def probe_target(probe: ProbeSpec, entry: Entry) -> tuple[str, int]:
@@ -20,9 +36,18 @@ async def probe_once(probe: ProbeSpec, host: str, port: int) -> bool:
     """One probe: True if it passes within the probe's interval (and timeout)."""
     with anyio.move_on_after(min(probe.interval, probe.timeout)):
         try:
-            stream = await anyio.connect_tcp(host, port)
+            stream: ByteStream = await anyio.connect_tcp(host, port)
         except OSError:
             return False
+        if probe.protocol == "https":
+            raw = stream
+            try:
+                stream = await TLSStream.wrap(
+                    raw, server_side=False, ssl_context=_PROBE_TLS, standard_compatible=False
+                )
+            except (OSError, ssl.SSLError, anyio.BrokenResourceError, anyio.EndOfStream):
+                await raw.aclose()
+                return False
         async with stream:
             if probe.protocol == "tcp":
                 return True
