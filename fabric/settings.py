@@ -54,6 +54,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     link_ping_timeout: float = 15.0
     #: the polite stop of a fabric process (host, guest, bootstrapper) before SIGTERM
     process_stop_timeout: float = 30.0
+    #: an instance the controller stops (reboot, reimage, upgrade, scale-in, suspend, delete)
+    #: leaves rotation first, and its open load-balancer connections get this long to finish
+    #: before the rest are reset and it stops (a cloud load balancer's connection draining,
+    #: or deregistration delay)
+    drain_timeout: float = 30.0
     #: local hosts the controller may spin up, and the cores each has
     max_hosts: int = 4
     host_cores: int = 8
@@ -85,6 +90,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             "link_ping_interval": 1.0,
             "link_ping_timeout": 5.0,
             "process_stop_timeout": 5.0,
+            "drain_timeout": 5.0,
         }
         values.update(overrides)
         return cls(**values)

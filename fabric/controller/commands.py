@@ -258,6 +258,7 @@ class Commands:
         if cmd.status == "Suspended":
 
             async def suspend() -> str:
+                await lifecycle.drain(state, insts)  # out of rotation since the goal changed
                 await each_instance(insts, lambda i: lifecycle.stop(state, dep, i))
                 return f"stopped {len(insts)} instances"
 
@@ -286,12 +287,13 @@ class Commands:
             raise conflict(f"deployment {dep.name} is suspended; run it before you {cmd.action} an instance")
 
         async def act() -> str:
-            if cmd.action == "rebuild":
-                await lifecycle.stop(state, dep, inst, delete_disk=True)
-                await lifecycle.start(state, dep, inst)
-            else:
-                await lifecycle.restart(state, dep, inst, reimage=cmd.action == "reimage")
-            await lifecycle.wait_up(state, dep, [inst], f"{cmd.action} of {inst.id}")
+            async with lifecycle.leaving_rotation(state, dep, [inst]):
+                if cmd.action == "rebuild":
+                    await lifecycle.stop(state, dep, inst, delete_disk=True)
+                    await lifecycle.start(state, dep, inst)
+                else:
+                    await lifecycle.restart(state, dep, inst, reimage=cmd.action == "reimage")
+                await lifecycle.wait_up(state, dep, [inst], f"{cmd.action} of {inst.id}")
             return f"{inst.id} {cmd.action} done; it is {inst.status}"
 
         kind = {
@@ -353,9 +355,11 @@ class Commands:
 
 
 async def finish_delete(state: ControllerState, dep: Deployment) -> str:
-    """Close the deployment's ports, stop and wipe its VMs, forget it (resumable)."""
-    await state.rotation.close(dep.id)
+    """Drain its instances (out of rotation since the goal changed), close the deployment's
+    ports, stop and wipe its VMs, forget it (resumable)."""
     insts = dep.ordered()
+    await lifecycle.drain(state, insts)
+    await state.rotation.close(dep.id)
 
     async def wipe(inst: Instance) -> None:
         try:

@@ -9,7 +9,8 @@ healer starts it elsewhere.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
 import anyio
 
@@ -41,6 +42,40 @@ def slow_timeout(state: ControllerState) -> float:
 def _refused(inst: Instance, what: str, exc: BaseException) -> ControllerError:
     message = exc.message if isinstance(exc, ActorError) else str(exc)
     return ControllerError("InternalError", f"{what} {inst.id} failed: {message}", 500)
+
+
+async def drain(state: ControllerState, insts: list[Instance]) -> None:
+    """Wait until the load balancers' open connections to ``insts`` (already out of rotation)
+    end, up to drain_timeout; reset those that outlive it. Runs in the operation's own task:
+    the controller's mailbox goes on meanwhile."""
+    if not insts:
+        return
+    cut = await state.rotation.drain({i.vm for i in insts}, state.settings.drain_timeout)
+    if cut:
+        log.warning(
+            "%s: %d connection(s) still open after the %g s drain timeout were reset",
+            ", ".join(i.id for i in insts),
+            cut,
+            state.settings.drain_timeout,
+        )
+
+
+@asynccontextmanager
+async def leaving_rotation(
+    state: ControllerState, dep: Deployment, insts: list[Instance]
+) -> AsyncIterator[None]:
+    """Take ``insts`` out of rotation and drain them (see ``drain``) before the body stops or
+    restarts them; they are back in rotation (as their status says) when it ends."""
+    for inst in insts:
+        inst.held_out = True
+    state.rotation.refresh(dep)
+    try:
+        await drain(state, insts)
+        yield
+    finally:
+        for inst in insts:
+            inst.held_out = False
+        state.rotation.refresh(dep)
 
 
 async def start(state: ControllerState, dep: Deployment, inst: Instance) -> None:
@@ -153,7 +188,8 @@ async def apply(
             if answer != "recycling":
                 inst.cycle_pending = False
             return str(answer)
-    await restart(state, dep, inst, new_config=True)
+    async with leaving_rotation(state, dep, [inst]):
+        await restart(state, dep, inst, new_config=True)
     return "rebooted"
 
 

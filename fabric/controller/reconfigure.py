@@ -151,6 +151,7 @@ class Reconfigure:
             return
 
         async def remove(inst: Instance) -> None:
+            await lifecycle.drain(state, [inst])  # out of rotation since it left the deployment
             await state.rotation.close_instance(dep.id, inst.vm)
             await lifecycle.stop(state, dep, inst, delete_disk=True)
 

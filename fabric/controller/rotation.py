@@ -12,11 +12,12 @@ An instance that refuses connections although Ready is "refusing" until a trial 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+import anyio
 import msgspec
 
 from fabric.controller.messages import ControllerError, DeploymentView, PublicEndpoint
@@ -233,7 +234,9 @@ class Rotation:
         for (role_name, endpoint, vm), b in have.items():
             if vm:
                 inst = dep.instances.get(vm)
-                serve = inst is not None and dep.goal == "Running" and bool(inst.host_id)
+                serve = (
+                    inst is not None and dep.goal == "Running" and bool(inst.host_id) and not inst.held_out
+                )
                 port = inst.ports.get(endpoint, 0) if inst is not None else 0
                 b.lb.set_backends([Backend(vm, LOCALHOST, port)] if serve and port else [])
                 continue
@@ -262,6 +265,17 @@ class Rotation:
                 )
             )
         return found
+
+    async def drain(self, vms: Collection[str], timeout: float) -> int:
+        """Wait until no load balancer has an open connection to ``vms`` (taken out of
+        rotation before), up to ``timeout`` seconds; then reset what is left. Every
+        deployment's balancers are watched: after a VIP swap, another owns the old ones.
+        Returns how many connections were reset."""
+        balancers = [b.lb for have in self._by_deployment.values() for b in have.values()]
+        with anyio.move_on_after(timeout):
+            for lb in balancers:
+                await lb.wait_drained(vms)
+        return sum(lb.cut(vms) for lb in balancers)
 
     # -- views and the VIP swap ---------------------------------------------------------------
 

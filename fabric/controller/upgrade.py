@@ -249,17 +249,10 @@ class Upgrades:
             await self.reconfigure(dep, told, target, label)
         if not changing:
             return
-        for inst in changing:
-            inst.held_out = True
-        state.rotation.refresh(dep)
         log.info("%s: upgrading %s (%s)", dep.name, label, ", ".join(i.id for i in changing))
-        try:
+        async with lifecycle.leaving_rotation(state, dep, changing):
             await each_instance(changing, lambda i: lifecycle.restart(state, dep, i, new_config=True))
             await lifecycle.wait_up(state, dep, changing, label)
-        finally:
-            for inst in changing:
-                inst.held_out = False
-            state.rotation.refresh(dep)
 
     async def reconfigure(
         self, dep: Deployment, insts: list[Instance], target: Generation, label: str

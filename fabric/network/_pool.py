@@ -9,7 +9,7 @@ puts it back at once.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 import anyio
 import msgspec
@@ -91,6 +91,8 @@ class Pool:
         self._waiting = 0
         # Bytes moved by backends that have left the pool and finished draining.
         self.retired = [0, 0]
+        # Set (and dropped) when a connection ends, for callers waiting for a drain.
+        self._ended: anyio.Event | None = None
 
     def entries(self) -> list[Entry]:
         """The backends in the pool, in instance id order."""
@@ -260,9 +262,27 @@ class Pool:
     def closed(self, entry: Entry) -> None:
         """A connection to ``entry`` ended."""
         entry.active -= 1
+        if self._ended is not None:
+            self._ended.set()
+            self._ended = None
         if entry.removed and not entry.active and entry in self._draining:
             self._draining.discard(entry)
             self._add_retired(entry)
+
+    def active_of(self, instance_ids: Collection[str]) -> int:
+        """Open connections to ``instance_ids``, in the pool or draining out of it."""
+        return sum(
+            e.active
+            for e in [*self._entries.values(), *self._draining]
+            if e.backend.instance_id in instance_ids
+        )
+
+    async def wait_drained(self, instance_ids: Collection[str]) -> None:
+        """Wait until no connection to ``instance_ids`` is open (woken by each one that ends)."""
+        while self.active_of(instance_ids):
+            if self._ended is None:
+                self._ended = anyio.Event()
+            await self._ended.wait()
 
     def traffic(self) -> tuple[int, int]:
         """Bytes (up, down) moved since the pool was made, by all its backends."""

@@ -7,7 +7,7 @@ import itertools
 import logging
 import random
 import socket
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Collection, Coroutine
 from typing import Any
 
 import anyio
@@ -152,6 +152,14 @@ class TcpBalancer:
             if entry.failures:
                 pool.connected(entry)
             return server, entry
+
+    def cut(self, instance_ids: Collection[str]) -> int:
+        """Reset the open connections to ``instance_ids`` (a drain that ran out of time);
+        returns how many."""
+        doomed = [c for c in self.conns if c.entry.backend.instance_id in instance_ids]
+        for conn in doomed:
+            conn.abort()
+        return len(doomed)
 
     def add_toxic(self, spec: Toxic) -> str:
         """Apply ``spec`` to open and future connections; returns its id."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Collection, Iterable
 from contextlib import asynccontextmanager
 from functools import partial
 
@@ -88,6 +88,18 @@ class LoadBalancer:
     def refusing(self) -> list[str]:
         """The ids of the instances whose last connect was refused (retried after a delay)."""
         return [e.backend.instance_id for e in self._pool.entries() if e.failures]
+
+    async def wait_drained(self, instance_ids: Collection[str]) -> None:
+        """Wait until no TCP connection to ``instance_ids`` is open: give them no new ones
+        first (``set_backends``). UDP has no connection to finish: it returns at once (a
+        client's next datagram goes to an instance in rotation)."""
+        if isinstance(self._engine, TcpBalancer):
+            await self._pool.wait_drained(instance_ids)
+
+    def cut(self, instance_ids: Collection[str]) -> int:
+        """Reset every open TCP connection to ``instance_ids`` (what outlived a drain);
+        returns how many."""
+        return self._engine.cut(instance_ids) if isinstance(self._engine, TcpBalancer) else 0
 
     def stats(self) -> LoadBalancerStats:
         """Counters per instance (pool, then draining ones) and totals since opening."""
