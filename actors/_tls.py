@@ -156,7 +156,11 @@ class TLSChannel:
         read = self._ssl.read
         try:
             while True:
-                parts.append(read(RECORD_SIZE))
+                plain = read(RECORD_SIZE)
+                if not plain:  # the peer's close_notify
+                    self._eof = True
+                    break
+                parts.append(plain)
         except ssl.SSLWantReadError:
             pass
         except (ssl.SSLZeroReturnError, ssl.SSLEOFError):

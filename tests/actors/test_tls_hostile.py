@@ -1,0 +1,227 @@
+"""A hostile or broken peer on a network link is refused or cut off, and logged, and the other
+links keep working: garbage, a huge frame, slowloris, wrong CA, expired or no certificate."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from actors import Actor, ActorSystem, LinkOptions, LinkRefused, Listener, Peer, open_system
+from actors._connector import attempt, open_tcp
+from actors._net import Hello, read_hello, send_hello
+from actors._tls import TLSChannel
+from tests.actors.tls_certs import CA
+
+pytestmark = [pytest.mark.timeout(60), pytest.mark.anyio]
+
+OPTIONS = LinkOptions(handshake_timeout=1.0, reconnect_min=0.05, reconnect_max=0.5)
+
+
+class Echo(Actor):
+    """Answers with the message."""
+
+    async def receive(self, message: Any) -> Any:
+        return message
+
+
+@dataclass
+class Cluster:
+    ca: CA
+    system: ActorSystem
+    listener: Listener
+    good: Peer
+
+    async def still_works(self) -> None:
+        """The good link answers both ways."""
+        with anyio.fail_after(10):
+            assert await self.good.ref("echo").ask("still there?") == "still there?"
+            back = await self.listener.wait_peer("good")
+            assert await back.ref("echo").ask("and back?") == "and back?"
+
+
+@asynccontextmanager
+async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
+    """A controller listening, and a good node linked to it, in this process."""
+    ca = CA.make(tmp_path / "ca")
+    async with open_system() as system:
+        system.register("echo", await system.spawn(Echo, name="echo"))
+        listener = await system.listen("127.0.0.1", 0, tls=ca.server(), name="controller", options=OPTIONS)
+        good = await system.connect(listener.address, tls=ca.client("good"), name="good", options=OPTIONS)
+        cluster = Cluster(ca, system, listener, good)
+        await cluster.still_works()
+        yield cluster
+        await cluster.still_works()
+
+
+async def read_until_closed(sock: socket.socket, seconds: float = 10.0) -> None:
+    """Wait until the server closes the connection (EOF or reset), within a deadline."""
+    sock.setblocking(False)
+    with anyio.fail_after(seconds):
+        while True:
+            try:
+                if not sock.recv(65536):
+                    return
+            except BlockingIOError:
+                await anyio.wait_readable(sock)
+            except ConnectionResetError:
+                return
+
+
+async def tls_session(c: Cluster, name: str) -> TLSChannel:
+    """A TLS session with the controller, with a good certificate, before any hello."""
+    tls = c.ca.client(name)
+    channel = TLSChannel(
+        await open_tcp(*c.listener.address), tls.context(), server_side=False, server_hostname="controller"
+    )
+    await channel.handshake()
+    return channel
+
+
+async def test_garbage_instead_of_tls_is_refused(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    async with cluster(tmp_path) as c:
+        with socket.create_connection(c.listener.address) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: controller\r\n\r\n" * 10)
+            await read_until_closed(sock)
+        await c.still_works()
+    assert "refused a link from 127.0.0.1" in caplog.text
+
+
+async def test_a_silent_connection_is_cut_off_at_the_handshake_deadline(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with cluster(tmp_path) as c:
+        with socket.create_connection(c.listener.address) as silent:
+            silent.sendall(b"\x16\x03\x01")  # the first bytes of a ClientHello, then nothing
+            await c.still_works()  # meanwhile
+            await read_until_closed(silent, OPTIONS.handshake_timeout + 10)
+    assert "no TLS handshake and hello within 1 s" in caplog.text
+
+
+async def test_a_node_that_never_says_hello_is_cut_off(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with cluster(tmp_path) as c:
+        channel = await tls_session(c, "mute")
+        with anyio.fail_after(OPTIONS.handshake_timeout + 10):
+            assert await channel.receive_some() == b""
+        channel.close()
+    assert "no TLS handshake and hello within" in caplog.text
+
+
+async def test_a_huge_frame_cuts_the_link_of_its_sender_only(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with cluster(tmp_path) as c:
+        tls = c.ca.client("huge")
+        context = tls.context()
+        channel, hello = await attempt(c.listener.address, context, tls, "huge", OPTIONS)
+        assert hello == Hello(1, "controller")
+        channel.send(b"\xff\xff\xff\xf0" + b"x" * 1000)  # a 4 GB length prefix
+        with anyio.fail_after(10):
+            while await channel.receive_some():
+                pass  # until the controller hangs up
+        channel.close()
+        await c.still_works()
+    assert "node 'huge' sent a bad frame (frame of 4294967280 bytes exceeds" in caplog.text
+
+
+async def test_garbage_frames_cut_the_link_of_their_sender_only(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with cluster(tmp_path) as c:
+        channel = await tls_session(c, "noisy")
+        await send_hello(channel, "noisy")
+        await read_hello(channel, "controller")
+        channel.send(b"\x00\x00\x00\x05" + b"\xc1" * 5)  # a frame that is not msgpack
+        with anyio.fail_after(10):
+            while await channel.receive_some():
+                pass
+        channel.close()
+        await c.still_works()
+    assert "node 'noisy' sent a bad frame (malformed frame" in caplog.text
+
+
+async def test_a_certificate_from_another_ca_is_refused(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with cluster(tmp_path) as c:
+        stranger = CA.make(tmp_path / "other", "other CA")
+        tls = stranger.client("intruder", trust=c.ca)
+        with pytest.raises(LinkRefused, match=r"refused our certificate: .*unknown ca"):
+            await c.system.connect(c.listener.address, tls=tls, name="intruder", options=OPTIONS)
+        await c.still_works()
+    assert "refused a link from 127.0.0.1" in caplog.text
+    assert "certificate verify failed: unable to get local issuer certificate" in caplog.text
+
+
+async def test_a_server_from_another_ca_is_not_trusted(tmp_path: Path) -> None:
+    async with cluster(tmp_path) as c:
+        stranger = CA.make(tmp_path / "other", "other CA")
+        tls = c.ca.client("good-2", trust=stranger)
+        with pytest.raises(LinkRefused, match=r"is not trusted \(as 'controller'\): .*certificate"):
+            await c.system.connect(c.listener.address, tls=tls, name="good-2", options=OPTIONS)
+        await c.still_works()
+
+
+async def test_a_server_with_another_name_is_not_trusted(tmp_path: Path) -> None:
+    async with cluster(tmp_path) as c:
+        tls = c.ca.client("good-3", server_name="not-the-controller")
+        with pytest.raises(LinkRefused, match=r"not trusted \(as 'not-the-controller'\).*mismatch"):
+            await c.system.connect(c.listener.address, tls=tls, name="good-3", options=OPTIONS)
+
+
+async def test_an_expired_certificate_is_refused(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    async with cluster(tmp_path) as c:
+        tls = c.ca.client("late", expired=True)
+        with pytest.raises(LinkRefused, match=r"refused our certificate: .*certificate expired"):
+            await c.system.connect(c.listener.address, tls=tls, name="late", options=OPTIONS)
+        await c.still_works()
+    assert "certificate verify failed: certificate has expired" in caplog.text
+
+
+async def test_no_client_certificate_is_refused(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    async with cluster(tmp_path) as c:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.load_verify_locations(cafile=c.ca.ca_path)
+        channel = TLSChannel(
+            await open_tcp(*c.listener.address), context, server_side=False, server_hostname="controller"
+        )
+        await channel.handshake()  # TLS 1.3: our side is done before the server judges us
+        await send_hello(channel, "anonymous")
+        with pytest.raises(ssl.SSLError, match="CERTIFICATE_REQUIRED"):
+            await read_hello(channel, "controller")
+        channel.close()
+        await c.still_works()
+    assert "refused a link from 127.0.0.1" in caplog.text
+
+
+async def test_a_node_must_use_the_name_its_certificate_carries(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with cluster(tmp_path) as c:
+        tls = c.ca.client("host-2")
+        with pytest.raises(LinkRefused, match="refused the link: node 'good' shows a certificate for host-2"):
+            await c.system.connect(c.listener.address, tls=tls, name="good", options=OPTIONS)
+        await c.still_works()
+    assert "a node must use the name its certificate carries" in caplog.text
+
+
+async def test_a_dropped_link_comes_back_by_itself(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "actors.net")
+    async with cluster(tmp_path) as c:
+        c.listener.peer("good").cut()  # as a network fault would
+        with anyio.fail_after(10):
+            while c.good.connected:
+                await anyio.sleep(0.01)
+        await c.still_works()
+        assert c.good.connected
+    assert caplog.text.count("link to node 'controller' is up") == 2
