@@ -5,6 +5,7 @@ certificate rotated by a configuration change while requests go on, none dropped
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
 from pathlib import Path
@@ -131,3 +132,57 @@ async def _succeeds(call: object) -> bool:
     except (httpx.HTTPError, ssl.SSLError):
         return False
     return True
+
+
+async def test_a_limited_worker_serves_tls_itself_with_the_certificate_its_environment_names(
+    tmp_path: Path,
+) -> None:
+    ca = make_ca()
+    made = leaf(ca, "echo.test")
+    async with running_fabric(tmp_path) as fab:
+        async with fab.client() as client:
+            await client.create_hosted_service("tlsworker")
+            await client.add_certificate("tlsworker", pem_file(made), certificate_format="pem")
+        replace = {"SSL_THUMBPRINT": made.thumbprint}
+        await fab.deploy(copy_service(SERVICES / "tls-worker", tmp_path, replace=replace))
+        await fab.all_ready("tlsworker", 1)
+        endpoint = (await fab.view("tlsworker")).endpoints[0]
+
+        def ask() -> bytes:
+            trust = ssl.create_default_context(cadata=ca.certificate_pem())
+            with (
+                socket.create_connection((endpoint.host, endpoint.port), timeout=10) as raw,
+                trust.wrap_socket(raw, server_hostname="echo.test") as tls,
+            ):
+                return tls.recv(100)
+
+        async def answered() -> bytes | None:
+            try:
+                return await anyio.to_thread.run_sync(ask)
+            except OSError:
+                return None  # the worker opens its listener in run(), a moment after Ready
+
+        assert await fab.wait_until(answered, 30) == b"Echo_IN_0"
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="VM accounts need root")
+async def test_an_elevated_certificate_key_is_out_of_a_limited_roles_reach(tmp_path: Path) -> None:
+    made = leaf(make_ca(), "echo.test")
+    async with running_fabric(tmp_path) as fab:
+        async with fab.client() as client:
+            await client.create_hosted_service("tlsworker")
+            await client.add_certificate("tlsworker", pem_file(made), certificate_format="pem")
+        service = copy_service(SERVICES / "tls-worker", tmp_path, replace={"SSL_THUMBPRINT": made.thumbprint})
+        csdef = service / "ServiceDefinition.csdef"
+        csdef.write_text(
+            csdef.read_text().replace('storeName="My" />', 'storeName="My" permissionLevel="elevated" />')
+        )
+        await fab.deploy(service)
+
+        def refused() -> bool:
+            logs = (fab.state_dir / "vms").rglob("WaWorkerHost.out.log")
+            return any("cannot read the key of certificate Ssl" in p.read_text() for p in logs)
+
+        await fab.wait_until(refused, 60)
+        key = next((fab.state_dir / "vms").rglob(f"{made.thumbprint}.key")).stat()
+        assert (key.st_uid, key.st_gid, key.st_mode & 0o777) == (0, 0, 0o600)

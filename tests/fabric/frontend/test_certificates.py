@@ -10,7 +10,15 @@ from pathlib import Path
 
 from fabric.certs.parse import MAX_UPLOAD_BYTES
 from fabric.model import build_package
-from tests.fabric.certs.cert_kit import expired, leaf, make_ca, pem_file, pfx_file, service_with_certificate
+from tests.fabric.certs.cert_kit import (
+    expired,
+    leaf,
+    make_ca,
+    pem_file,
+    pfx_file,
+    service_with_certificate,
+    set_thumbprint,
+)
 from tests.fabric.frontend.frontend_kit import Api
 from tests.fabric.frontend.test_cli import cli
 
@@ -82,6 +90,18 @@ async def test_a_deployment_naming_a_missing_or_expired_certificate_deploys_noth
     assert (await api.http.post(url, json=add_body(pem_file(good), "pem"))).status_code == 201
     build_package(service_with_certificate(tmp_path / "good", good.thumbprint), tmp_path / "good.cspkg")
     assert (await api.deploy((tmp_path / "good.cspkg").read_bytes())).status_code == 202
+
+    # A configuration change to a thumbprint never uploaded changes nothing either.
+    before = len(api.mutations())
+    missing = "AB" * 20
+    cscfg = set_thumbprint(tmp_path / "good", missing).read_bytes()
+    change = {
+        "Configuration": base64.b64encode(cscfg).decode(),
+        "ConfigurationName": "ServiceConfiguration.Local.cscfg",
+    }
+    refused = await api.http.post(api.slot(), params={"comp": "config"}, json=change)
+    assert refused.status_code == 400 and f"certificate {missing} is not uploaded" in refused.text
+    assert len(api.mutations()) == before
 
 
 async def test_the_cert_commands(api: Api, tmp_path: Path) -> None:
