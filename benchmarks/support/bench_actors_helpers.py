@@ -71,11 +71,15 @@ class Sink(Actor):
 
 def raw_pipe_child(fd: int) -> None:
     """A raw length-prefixed msgpack reader: decodes every frame into an Item, then acks."""
-    sock = socket.socket(fileno=fd)
+    read_items(socket.socket(fileno=fd), int(sys.argv[3]))
+
+
+def read_items(sock: Any, expected: int) -> None:
+    """Read ``expected`` length-prefixed Items off a blocking socket (or TLS socket), decoding
+    each, then ack with one byte."""
     decoder = msgspec.msgpack.Decoder(Item)
     buffer = bytearray()
     count = 0
-    expected = int(sys.argv[3])
     while count < expected:
         chunk = sock.recv(256 * 1024)
         if not chunk:

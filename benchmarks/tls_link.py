@@ -1,0 +1,194 @@
+"""Network link benchmark: tell and ask over a TLS actor link beside a raw TLS socket between
+the same two processes, in the same run.
+
+    .venv/bin/python benchmarks/tls_link.py [--quick]
+
+Figures (goals from issue 12):
+- tell throughput over the link vs length-prefixed msgpack Items written raw over a TLS
+  socket to a reader that decodes each (goal: link >= 0.8x raw);
+- ask round trip over the link vs a raw TLS ping-pong with an echo served on the far node's
+  own event loop (goal: link <= 2x raw);
+and, for scale, tells over a process link (a socketpair, no TLS) in the same run, and the
+ping-pong through anyio's TLSStream (the stream design the link does not use: see actors._tls).
+Both nodes run trio; the far node is a child process (benchmarks/support/bench_tls_helpers.py).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import anyio
+import msgspec
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+sys.path.insert(0, str(HERE / "support"))
+sys.path.insert(0, str(ROOT))
+
+from bench_actors_helpers import Count, Item  # noqa: E402
+
+from actors import ActorSystem, ClientTLS, LinkOptions, ProcessOptions, open_system  # noqa: E402
+from tests.actors.tls_certs import CA  # noqa: E402
+
+QUICK = "--quick" in sys.argv
+N_TELL = 50_000 if QUICK else 200_000
+N_ASK = 500 if QUICK else 2_000
+ROUNDS = 5 if QUICK else 7
+
+
+def rate(n: int, seconds: float) -> str:
+    return f"{n / seconds / 1000:8.1f} k msg/s"
+
+
+def raw_tls_tells(port: int, context: ssl.SSLContext, n: int) -> float:
+    """Seconds to write n Items raw over TLS (64 KiB batches) until the far side acks them."""
+    encoder = msgspec.msgpack.Encoder()
+    items = [Item(i) for i in range(n)]
+    with socket.create_connection(("127.0.0.1", port)) as raw:
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with context.wrap_socket(raw, server_hostname="far") as conn:
+            conn.sendall(n.to_bytes(8, "big"))
+            start = time.perf_counter()
+            buffer = bytearray()
+            for item in items:
+                offset = len(buffer)
+                encoder.encode_into(item, buffer, offset + 4)
+                buffer[offset : offset + 4] = (len(buffer) - offset - 4).to_bytes(4, "big")
+                if len(buffer) >= 64 * 1024:
+                    conn.sendall(buffer)
+                    buffer.clear()
+            conn.sendall(buffer)
+            conn.recv(1)
+            return time.perf_counter() - start
+
+
+async def process_tells(system: ActorSystem) -> float:
+    """Seconds to tell N Items to a process actor (a socketpair link) until it counted them."""
+    items = [Item(i) for i in range(N_TELL)]
+    ref = await system.spawn_process(
+        "bench_actors_helpers:Sink", name="sink", options=ProcessOptions(ping_interval=None)
+    )
+    await ref.ask(Count())
+    start = time.perf_counter()
+    for item in items:
+        await ref.tell(item)
+    assert await ref.ask(Count(), timeout=120) == N_TELL
+    elapsed = time.perf_counter() - start
+    await ref.stop()
+    return elapsed
+
+
+async def main() -> None:
+    print(f"network link benchmark (trio, TLS 1.3, {os.cpu_count()} cores){' quick' if QUICK else ''}")
+    with tempfile.TemporaryDirectory() as tmp:
+        ca = CA.make(Path(tmp))
+        far_cert, far_key = ca.issue("far")
+        tls: ClientTLS = ca.client("near", server_name="far")
+        context = tls.context()
+        helper = HERE / "support" / "bench_tls_helpers.py"
+        command = [sys.executable, str(helper), str(far_cert), str(far_key), str(ca.ca_path), "trio"]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE / "support"), str(ROOT)])}
+        far = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+        try:
+            assert far.stdout is not None
+            link_port, echo_port, reader_port = map(int, far.stdout.readline().split())
+            raw = raw_tls_tells(reader_port, context, N_TELL)
+            async with open_system() as system:
+                peer = await system.connect(
+                    ("127.0.0.1", link_port), tls=tls, name="near", options=LinkOptions(ping_interval=None)
+                )
+                sink = peer.ref("sink")
+                await sink.ask(Count())
+                items = [Item(i) for i in range(N_TELL)]
+                start = time.perf_counter()
+                for item in items:
+                    await sink.tell(item)
+                assert await sink.ask(Count(), timeout=120) == N_TELL
+                link = time.perf_counter() - start
+                print(
+                    f"tell over TLS link:  {rate(N_TELL, link)}   raw TLS socket {rate(N_TELL, raw)}"
+                    f"   ratio {raw / link:4.2f}x (goal >= 0.8x)"
+                )
+                actor, raw_rtt, stream_rtt = await ask_round_trips(sink, echo_port, context)
+                print(
+                    f"ask over TLS link:   {actor * 1e6:8.1f} us round trip   raw TLS ping-pong {raw_rtt * 1e6:6.1f} us"
+                    f"   ratio {actor / raw_rtt:4.2f}x (goal <= 2x);  {1 / actor:,.0f} asks/s;"
+                    f"  anyio TLSStream ping-pong {stream_rtt * 1e6:6.1f} us"
+                )
+                process = await process_tells(system)
+                print(
+                    f"for scale: tell over a process link (no TLS) {rate(N_TELL, process)}"
+                    f"   (the TLS link does {process / link:4.2f}x its rate)"
+                )
+        finally:
+            far.stdin.close()  # type: ignore[union-attr]
+            far.wait(10)
+
+
+async def ask_round_trips(
+    sink: object, echo_port: int, context: ssl.SSLContext
+) -> tuple[float, float, float]:
+    """(link ask, raw TLS ping-pong, TLSStream ping-pong) round trips in seconds, alternating
+    rounds, medians."""
+    from actors import Ref
+
+    assert isinstance(sink, Ref)
+    raw = socket.create_connection(("127.0.0.1", echo_port))
+    raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    with context.wrap_socket(raw, server_hostname="far") as conn:
+        conn.setblocking(False)
+
+        async def ping() -> None:
+            conn.send(b"ping-ping-ping-ping")
+            while True:
+                try:
+                    if conn.recv(65536):
+                        return
+                except ssl.SSLWantReadError:
+                    await anyio.wait_readable(conn)
+
+        async def stream_pings() -> float:
+            # The same ping through anyio's TLSStream, on a connection of its own.
+            stream = await anyio.connect_tcp(
+                "127.0.0.1", echo_port, ssl_context=context, tls_hostname="far", tls_standard_compatible=False
+            )
+            async with stream:
+                start = time.perf_counter()
+                for _ in range(N_ASK):
+                    await stream.send(b"ping-ping-ping-ping")
+                    await stream.receive()
+                return (time.perf_counter() - start) / N_ASK
+
+        async def asks() -> float:
+            start = time.perf_counter()
+            for _ in range(N_ASK):
+                await sink.ask("ping")
+            return (time.perf_counter() - start) / N_ASK
+
+        async def pings() -> float:
+            start = time.perf_counter()
+            for _ in range(N_ASK):
+                await ping()
+            return (time.perf_counter() - start) / N_ASK
+
+        await asks()  # warm both paths up
+        await pings()
+        actor, baseline, streams = [], [], []
+        for _ in range(ROUNDS):
+            actor.append(await asks())
+            baseline.append(await pings())
+            streams.append(await stream_pings())
+    return statistics.median(actor), statistics.median(baseline), statistics.median(streams)
+
+
+if __name__ == "__main__":
+    anyio.run(main, backend="trio")
