@@ -32,8 +32,6 @@ if TYPE_CHECKING:
 
 #: the largest Add request body: the upload in base64, its password and the JSON around them
 MAX_ADD_BODY = MAX_UPLOAD_BYTES * 4 // 3 + 4 * MAX_PASSWORD_CHARS + 1024
-#: one certificate operation at a time per fabric, in a worker thread (parsing a PFX is CPU)
-_limiter = anyio.CapacityLimiter(1)
 
 
 class CertificateFile(msgspec.Struct, frozen=True, kw_only=True, rename="pascal", forbid_unknown_fields=True):
@@ -84,7 +82,7 @@ T = TypeVar("T")
 
 async def _run(function: Callable[..., T], *args: Any) -> T:
     try:
-        return await anyio.to_thread.run_sync(function, *args, limiter=_limiter)
+        return await anyio.to_thread.run_sync(function, *args)
     except CertificateError as error:
         raise bad_request(str(error), "InvalidCertificate") from None
 

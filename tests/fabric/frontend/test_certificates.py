@@ -45,6 +45,10 @@ async def test_add_list_get_and_delete_service_certificates(api: Api) -> None:
     missing = await api.http.delete(f"{url}/sha1-{made.thumbprint}")
     assert missing.status_code == 404 and made.thumbprint in missing.json()["Error"]["Message"]
     assert (await api.http.get(url)).json()["Certificates"] == []
+    # A deleted hosted service takes its certificates with it.
+    assert (await api.http.post(url, json=add_body(pem_file(made), "pem"))).status_code == 201
+    assert (await api.http.delete(f"{api.services}/shop")).status_code == 200
+    assert not (api.state / "certificates" / "shop").exists()
 
 
 async def test_uploads_that_cannot_be_used_are_refused(api: Api) -> None:
