@@ -122,7 +122,7 @@ def test_report_json_shape_and_text() -> None:
     data = msgspec.json.decode(to_json(report))
     assert set(data) == {
         "title", "scenario", "seed", "duration", "started", "status", "hypothesis", "held", "steady_state",
-        "faults", "requests", "recovery", "rollbacks", "left_behind", "notes",
+        "faults", "requests", "availability", "recovery", "rollbacks", "left_behind", "notes",
     }  # fmt: skip
     assert set(data["steady_state"]) == {"before", "during", "after"}
     assert set(data["steady_state"]["during"]) >= {
