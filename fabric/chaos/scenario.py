@@ -27,7 +27,7 @@ A steady-state hypothesis (probes with tolerances, checked before, during and af
     roles = ["Web", "Worker"]
     every = 2.0
 
-See fabric/chaos/README-section.md for every key.
+The README's "Scenarios" section (under "Chaos") lists every key.
 """
 
 from __future__ import annotations
