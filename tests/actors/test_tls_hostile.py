@@ -3,63 +3,21 @@ links keep working: garbage, a huge frame, slowloris, wrong CA, expired or no ce
 
 from __future__ import annotations
 
-import logging
 import socket
 import ssl
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import anyio
 import pytest
 
-from actors import Actor, ActorSystem, LinkOptions, LinkRefused, Listener, Peer, open_system
+from actors import LinkRefused
 from actors._connector import attempt, open_tcp
 from actors._net import Hello, read_hello, send_hello
 from actors._tls import TLSChannel
 from tests.actors.tls_certs import CA
+from tests.actors.tls_kit import OPTIONS, Cluster, cluster
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.anyio]
-
-OPTIONS = LinkOptions(handshake_timeout=1.0, reconnect_min=0.05, reconnect_max=0.5)
-
-
-class Echo(Actor):
-    """Answers with the message."""
-
-    async def receive(self, message: Any) -> Any:
-        return message
-
-
-@dataclass
-class Cluster:
-    ca: CA
-    system: ActorSystem
-    listener: Listener
-    good: Peer
-
-    async def still_works(self) -> None:
-        """The good link answers both ways."""
-        with anyio.fail_after(10):
-            assert await self.good.ref("echo").ask("still there?") == "still there?"
-            back = await self.listener.wait_peer("good")
-            assert await back.ref("echo").ask("and back?") == "and back?"
-
-
-@asynccontextmanager
-async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
-    """A controller listening, and a good node linked to it, in this process."""
-    ca = CA.make(tmp_path / "ca")
-    async with open_system() as system:
-        system.register("echo", await system.spawn(Echo, name="echo"))
-        listener = await system.listen("127.0.0.1", 0, tls=ca.server(), name="controller", options=OPTIONS)
-        good = await system.connect(listener.address, tls=ca.client("good"), name="good", options=OPTIONS)
-        cluster = Cluster(ca, system, listener, good)
-        await cluster.still_works()
-        yield cluster
-        await cluster.still_works()
 
 
 async def read_until_closed(sock: socket.socket, seconds: float = 10.0) -> None:
@@ -213,15 +171,3 @@ async def test_a_node_must_use_the_name_its_certificate_carries(
             await c.system.connect(c.listener.address, tls=tls, name="good", options=OPTIONS)
         await c.still_works()
     assert "a node must use the name its certificate carries" in caplog.text
-
-
-async def test_a_dropped_link_comes_back_by_itself(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, "actors.net")
-    async with cluster(tmp_path) as c:
-        c.listener.peer("good").cut()  # as a network fault would
-        with anyio.fail_after(10):
-            while c.good.connected:
-                await anyio.sleep(0.01)
-        await c.still_works()
-        assert c.good.connected
-    assert caplog.text.count("link to node 'controller' is up") == 2
