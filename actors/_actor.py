@@ -54,6 +54,12 @@ class Actor:
         return self._cell.system
 
     @property
+    def stop_requested(self) -> bool:
+        """Whether this actor was asked to stop (its stop ladder has begun): work it starts now
+        would be cut short, and children that end now end on purpose."""
+        return self._cell.stop_requested
+
+    @property
     def parent(self) -> Ref | None:
         """The actor this one reports to, when the spawner named one (across a process link too)."""
         return self._cell.parent

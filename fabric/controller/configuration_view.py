@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import msgspec
 
+from actors import Request
 from fabric.controller.messages import Slot
 from fabric.controller.state import ControllerState
 
 
-class GetConfiguration(msgspec.Struct, frozen=True, kw_only=True):
+class GetConfiguration(Request["ConfigurationView"], frozen=True, kw_only=True):
     """Ask a controller for a deployment's ConfigurationView (404 when the slot is empty)."""
 
     service: str

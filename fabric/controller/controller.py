@@ -120,7 +120,7 @@ class FabricController(Actor):
     def _closing(self) -> bool:
         # Once the controller is asked to stop, hosts stop on purpose (and may be slow about
         # it): that is not a failure to heal.
-        return bool(getattr(self._cell, "stop_requested", False))
+        return self.stop_requested
 
     async def _on_host_dead(self, host: Any, why: str) -> None:
         await lifecycle.on_host_dead(self.state, host, why)

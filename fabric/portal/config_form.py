@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 from xml.etree import ElementTree
 
 import anyio
@@ -131,8 +131,7 @@ def _target(r: Request) -> tuple[str, Slot]:
 
 async def _current(rdfe: Rdfe, r: Request, service: str, slot: Slot) -> ConfigurationView:
     pool = await pool_of(rdfe, r, service)
-    command: Any = GetConfiguration(service=service, slot=slot)
-    view: ConfigurationView = await rdfe.ask_ffe(Forward(pool=pool, command=command))
+    view = await rdfe.ask_ffe(Forward(pool=pool, command=GetConfiguration(service=service, slot=slot)))
     if not view.name.lower().endswith(".cscfg"):
         raise ApiError(
             409, "ConflictError", "this deployment's configuration is TOML: change it with `fabric config`"
@@ -142,8 +141,7 @@ async def _current(rdfe: Rdfe, r: Request, service: str, slot: Slot) -> Configur
 
 async def _package(rdfe: Rdfe, r: Request, service: str, slot: Slot) -> Path | None:
     pool = await pool_of(rdfe, r, service)
-    command: Any = GetDeployment(service=service, slot=slot)
-    view = await rdfe.ask_ffe(Forward(pool=pool, command=command))
+    view = await rdfe.ask_ffe(Forward(pool=pool, command=GetDeployment(service=service, slot=slot)))
     for sub in rdfe.store.subscriptions:
         hosted = sub.hosted_services.get(service.lower())
         if hosted is not None and view.name in hosted.packages:
