@@ -21,6 +21,7 @@ from ._errors import (
     registered_fields,
     wire_name,
 )
+from ._loopcalls import loop_calls
 from ._mailbox import AwaitedReply, Reply, Signal, new_event
 from ._reader import Dispatch, LinkReader, LinkSocket
 from ._wire import MAX_FRAME_SIZE, BadFrame, Failure, Frame, Kind, append_frame, decode_value
@@ -186,6 +187,8 @@ class Outbox:
         self.direct_send: Callable[[bytes | bytearray], int] | None = None
         #: The reading end of the link while one runs: an asker may read its answer itself.
         self.reader: LinkReader | None = None
+        # The backend's own: anyio's looks the backend up on every tell (a third of its cost).
+        self._checkpoint_if_cancelled = loop_calls().checkpoint_if_cancelled
 
     # -- producers ---------------------------------------------------------------------------
 
@@ -197,7 +200,7 @@ class Outbox:
         if len(self.buffer) >= FLUSH_BYTES:
             await self._wait_drained()
         else:
-            await anyio.lowlevel.checkpoint_if_cancelled()
+            await self._checkpoint_if_cancelled()
 
     def deliver_nowait(self, message: Any, reply: Reply | None, to: str = "") -> None:
         """Queue a frame at once, or raise MailboxFull / ActorDead."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 
 from ._backend import Backend, current_backend
 
@@ -30,6 +31,9 @@ class LoopCalls:
     current_task: Callable[[], Any]
     #: the loop's clock (a test's autojump clock, when there is one)
     current_time: Callable[[], float]
+    #: raise if the task is cancelled, without yielding (the checkpoint of a tell that need
+    #: not wait)
+    checkpoint_if_cancelled: Callable[[], Awaitable[None]]
 
 
 _by_backend: dict[Backend, LoopCalls] = {}
@@ -51,6 +55,7 @@ def loop_calls() -> LoopCalls:
             trio.ClosedResourceError,
             trio.lowlevel.current_task,
             trio.current_time,
+            trio.lowlevel.checkpoint_if_cancelled,
         )
     else:
         calls = LoopCalls(
@@ -59,6 +64,7 @@ def loop_calls() -> LoopCalls:
             anyio.ClosedResourceError,
             asyncio.current_task,
             anyio.current_time,
+            anyio.lowlevel.checkpoint_if_cancelled,
         )
     _by_backend[backend] = calls
     return calls
