@@ -21,6 +21,7 @@ from fabric.controller.events import MAX_PAGE, EventPage
 from fabric.controller.messages import DeploymentView, Slot, UpgradeMode
 from fabric.frontend import api
 from fabric.frontend import certificates as cert_api
+from fabric.frontend import remote as remote_api
 from fabric.frontend.auth import read_api_url, read_token
 
 T = TypeVar("T")
@@ -76,8 +77,9 @@ class AsyncFabricClient:
         *,
         body: msgspec.Struct | None = None,
         params: dict[str, str] | None = None,
+        timeout: float | None = None,
     ) -> httpx.Response:
-        """One API call; returns the 2xx response.
+        """One API call; returns the 2xx response (``timeout``: this call's, not the client's).
 
         Raises:
             NoFabricRunning: nothing listens at the URL in ``<state>/api``.
@@ -87,7 +89,10 @@ class AsyncFabricClient:
         content = None if body is None else msgspec.json.encode(body)
         headers = {} if body is None else {"content-type": "application/json"}
         try:
-            resp = await self._http.request(method, path, content=content, params=params, headers=headers)
+            extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
+            resp = await self._http.request(
+                method, path, content=content, params=params, headers=headers, **extra
+            )
         except httpx.HTTPError as exc:
             raise unreachable(exc, self.url, self.state_dir) from None
         if resp.status_code >= 400:
@@ -188,6 +193,17 @@ class AsyncFabricClient:
         """Delete Service Certificate."""
         path = f"{await self._services()}/{service}/certificates/{_thumbprint_path(thumbprint)}"
         await self.request("DELETE", path)
+
+    # -- remote access -------------------------------------------------------------------------------
+
+    async def exec(
+        self, service: str, slot: Slot, instance: str, command: list[str], *, timeout: float = 60.0
+    ) -> remote_api.ExecResult:
+        """Run ``command`` in ``instance`` as its role's account (RemoteAccess must be enabled)."""
+        body = remote_api.ExecRequest(command=command, timeout_seconds=timeout)
+        path = f"{await self._slot(service, slot)}/roleinstances/{instance}/exec"
+        resp = await self.request("POST", path, body=body, timeout=timeout + 30)
+        return msgspec.json.decode(resp.content, type=remote_api.ExecResult)
 
     # -- deployments ---------------------------------------------------------------------------------
 

@@ -83,6 +83,7 @@ class FabricClient:
     certificates = _blocking(AsyncFabricClient.certificates)
     certificate = _blocking(AsyncFabricClient.certificate)
     delete_certificate = _blocking(AsyncFabricClient.delete_certificate)
+    exec = _blocking(AsyncFabricClient.exec)
     deployment = _blocking(AsyncFabricClient.deployment)
     create_deployment = _blocking(AsyncFabricClient.create_deployment)
     change_configuration = _blocking(AsyncFabricClient.change_configuration)

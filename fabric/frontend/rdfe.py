@@ -19,6 +19,7 @@ Routes (every one needs ``Authorization: Bearer <token>``, the token in ``<state
     DELETE .../deploymentslots/{slot}
     POST   .../deploymentslots/{slot}?comp=config|upgrade|walkupgradedomain|status
     POST   .../deploymentslots/{slot}/roleinstances/{name}?comp=reboot|reimage|rebuild
+    POST   .../roleinstances/{name}/exec     run a command there (RemoteAccess)  fabric.frontend.remote
     *      /chaos/...                                                    fabric.frontend.chaos_routes
     GET    /events[?after=&limit=&wait=...], /events/stream              fabric.frontend.events_routes
     GET    /metrics      (Prometheus; without the token when metrics_public)   fabric.frontend.metrics_routes
@@ -48,7 +49,7 @@ from actors import ActorDead, ActorError, AskTimeout, Ref
 from actors import Request as ActorRequest  # beside the HTTP Request of _http
 from fabric import portal
 from fabric.controller.messages import OperationAccepted
-from fabric.frontend import api, certificates, chaos_routes, events_routes, metrics_routes
+from fabric.frontend import api, certificates, chaos_routes, events_routes, metrics_routes, remote
 from fabric.frontend._http import (
     ClientGone,
     Receive,
@@ -162,7 +163,8 @@ class Rdfe:
                 "AuthenticationFailed",
                 "a valid token is required: send `Authorization: Bearer <token>` with the token from the fabric's state folder",
             )
-        if request.method not in _MUTATING:
+        if request.method not in _MUTATING or remote.owns(request.segments):
+            # A remote session changes nothing of the fabric's and may run for minutes.
             return await self._route(request, request_id)
         try:
             async with self.lock:
@@ -246,6 +248,19 @@ class Rdfe:
             ]:
                 self._allow(r, "POST", comps={"POST": ("reboot", "reimage", "rebuild")}, need_comp=True)
                 return await self.slots.instance(self.subscription(sub), svc, slot, name, r)
+            case [
+                "subscriptions",
+                sub,
+                "services",
+                "hostedservices",
+                svc,
+                "deploymentslots",
+                slot,
+                "roleinstances",
+                name,
+                "exec",
+            ]:  # remote access (fabric.frontend.remote)
+                return await remote.route(self, self.subscription(sub), svc, slot, name, r)
             case ["chaos", *rest]:  # fault injection (fabric.frontend.chaos_routes)
                 return await chaos_routes.route(self, r, rest)
             case ["events", *rest]:  # the timeline (fabric.frontend.events_routes)

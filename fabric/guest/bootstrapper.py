@@ -204,6 +204,8 @@ class HostBootstrapper(Actor):
             python=config.python or _python(),
             runtime_dir=runtime_dir,
             bootstrapper_pid=os.getpid(),
+            vm_uid=config.vm_uid,
+            state_dir=config.state_dir,
         )
         plans, planted = with_startup_fault(self.disk, plans)
         if planted:

@@ -43,8 +43,13 @@ def expand_plugins(
     python: str,
     runtime_dir: Path,
     bootstrapper_pid: int,
+    vm_uid: int | None = None,
+    state_dir: str = "",
 ) -> list[TaskPlan]:
     """The startup tasks the role's Imports expand into, in import order, agent first.
+
+    The RemoteAccess agent is told where its sessions run: the VM, its account (``vm_uid``)
+    and the state folder its sandbox hides.
 
     The plugin's settings that the configuration gives reach the agent as environment
     variables read through RoleInstanceValue xpaths, as the plugins' own definitions did.
@@ -63,6 +68,10 @@ def expand_plugins(
                 "--interval",
                 f"{settings.diagnostics_interval:g}",
             ]
+        if plugin == "RemoteAccess":
+            agent += ["--vm-root", str(disk.root), "--deployment-id", disk.deployment_id, "--role", disk.role]
+            agent += ["--instance", disk.instance_id, "--instance-id", environment.current_instance.id]
+            agent += ["--state-dir", state_dir] + (["--user", str(vm_uid)] if vm_uid is not None else [])
         variables = tuple(
             TaskVariable(
                 name=setting_variable(name),
@@ -100,6 +109,8 @@ def startup_plan(
     python: str,
     runtime_dir: Path,
     bootstrapper_pid: int,
+    vm_uid: int | None = None,
+    state_dir: str = "",
 ) -> list[TaskPlan]:
     """Every startup task of the role in the order they run: plugin tasks, then the role's own."""
     plugin_tasks = expand_plugins(
@@ -110,5 +121,7 @@ def startup_plan(
         python=python,
         runtime_dir=runtime_dir,
         bootstrapper_pid=bootstrapper_pid,
+        vm_uid=vm_uid,
+        state_dir=state_dir,
     )
     return plugin_tasks + [TaskPlan.from_definition(task) for task in role.startup]

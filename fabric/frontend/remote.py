@@ -1,0 +1,127 @@
+"""Remote access through the API: ``POST .../deploymentslots/{slot}/roleinstances/{name}/exec``
+runs a command in the instance, through the RemoteAccess plugin agent in its VM (see
+fabric.guest.plugin_agents.remote_exec), and answers its exit status and output.
+
+The agent is reached on its Unix socket in the VM's C/Runtime folder, on this machine: VMs on a
+host of another machine are not reachable this way yet.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import anyio
+import msgspec
+
+from fabric.controller.messages import DeploymentView, GetDeployment
+from fabric.frontend._http import Request, Response
+from fabric.frontend.api import ApiError, not_found
+from fabric.frontend.ffe import Forward
+from fabric.frontend.store import SubscriptionRecord
+from fabric.guest.disk import VmDisk
+from fabric.guest.plugin_agents._ready import socket_address
+from fabric.guest.plugin_agents.remote_exec import EXEC_SOCKET, MAX_OUTPUT, MAX_TIMEOUT
+
+if TYPE_CHECKING:
+    from fabric.frontend.rdfe import Rdfe
+
+#: the most a command line may hold: its words, and their characters in all
+MAX_WORDS = 256
+MAX_COMMAND_CHARS = 64 * 1024
+#: past the command's own timeout, how long the agent may take to answer
+ANSWER_GRACE = 15.0
+#: the largest answer read from the agent (both streams base64, and the JSON around them)
+_MAX_ANSWER = 2 * (MAX_OUTPUT * 4 // 3 + 8) + 4096
+
+
+class ExecRequest(msgspec.Struct, frozen=True, kw_only=True, rename="pascal", forbid_unknown_fields=True):
+    """The command (its words, as execvp takes them) and how long it may run (seconds)."""
+
+    command: Annotated[list[str], msgspec.Meta(min_length=1, max_length=MAX_WORDS)]
+    timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=MAX_TIMEOUT)] = 60.0
+
+
+class ExecResult(msgspec.Struct, frozen=True, kw_only=True, rename="pascal"):
+    """How the command ended: its exit status (128+N when killed by signal N) and its output."""
+
+    exit_status: int
+    stdout: bytes = b""
+    stderr: bytes = b""
+    truncated: bool = False
+    timed_out: bool = False
+
+
+def owns(segments: list[str]) -> bool:
+    """Whether a request's path is a remote session's (``.../roleinstances/{name}/exec``)."""
+    return len(segments) == 10 and segments[7] == "roleinstances" and segments[9] == "exec"
+
+
+async def route(
+    rdfe: Rdfe, sub: SubscriptionRecord, service: str, slot: str, instance: str, r: Request
+) -> Response:
+    """``POST .../roleinstances/{name}/exec``: run the body's command in the instance."""
+    from fabric.frontend.slots import parse_slot
+
+    rdfe._allow(r, "POST")
+    r.limit_body(MAX_COMMAND_CHARS + 4096)
+    body = await r.json(ExecRequest)
+    if sum(len(word) for word in body.command) > MAX_COMMAND_CHARS or any("\0" in w for w in body.command):
+        raise ApiError(400, "BadRequest", f"the command is over {MAX_COMMAND_CHARS} characters, or holds NUL")
+    hosted = rdfe.hosted(sub, service)
+    if hosted.pool is None:
+        raise not_found(f"hosted service {hosted.name!r} has no deployment")
+    chosen = parse_slot(slot)
+    view: DeploymentView = await rdfe.ask_ffe(
+        Forward(pool=hosted.pool, command=GetDeployment(service=hosted.name, slot=chosen))
+    )
+    found = next((i for i in view.instances if i.id.lower() == instance.lower()), None)
+    if found is None:
+        raise not_found(f"deployment {view.name} has no role instance {instance!r}")
+    vm = rdfe.state_dir / "vms" / f"{hosted.name}.{view.name}.{found.id}"
+    socket = VmDisk(vm, view.id, found.role, found.id).runtime_dir / EXEC_SOCKET
+    who = f"api {r.headers.get('user-agent', '')[:60]}".strip()
+    request = {"command": body.command, "who": who, "timeout": body.timeout_seconds}
+    answer = await _ask_agent(socket, request, body.timeout_seconds + ANSWER_GRACE, found.role)
+    if "refused" in answer:
+        status = int(answer.get("status", 409))
+        code = "Forbidden" if status == 403 else "ConflictError" if status == 409 else "BadRequest"
+        raise ApiError(status, code, f"{found.id}: {answer['refused']}")
+    return Response(
+        200,
+        ExecResult(
+            exit_status=int(answer["exit_status"]),
+            stdout=base64.b64decode(answer["stdout"]),
+            stderr=base64.b64decode(answer["stderr"]),
+            truncated=bool(answer["truncated"]),
+            timed_out=bool(answer["timed_out"]),
+        ),
+    )
+
+
+async def _ask_agent(socket: Path, request: dict[str, Any], timeout: float, role: str) -> dict[str, Any]:
+    not_enabled = ApiError(
+        409,
+        "ConflictError",
+        f"remote access is not enabled for role {role}: import the RemoteAccess plugin in its "
+        "definition and set Microsoft.WindowsAzure.Plugins.RemoteAccess.Enabled to true "
+        "(or the instance is not running)",
+    )
+    try:
+        with socket_address(socket) as address:
+            stream = await anyio.connect_unix(address)
+    except OSError:
+        raise not_enabled from None
+    data = b""
+    async with stream:
+        await stream.send(json.dumps(request).encode() + b"\n")
+        with anyio.move_on_after(timeout), contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError):
+            while b"\n" not in data and len(data) <= _MAX_ANSWER:
+                data += await stream.receive()
+    if b"\n" not in data:
+        raise ApiError(503, "ServiceUnavailable", "the instance's remote access agent did not answer in time")
+    answer: dict[str, Any] = json.loads(data.split(b"\n", 1)[0])
+    return answer
