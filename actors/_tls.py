@@ -153,7 +153,7 @@ class TLSChannel:
         elif raw is not None:
             self._incoming.write_eof()
         parts: list[bytes] = []
-        read = self._ssl.read
+        read, incoming = self._ssl.read, self._incoming
         try:
             while True:
                 plain = read(RECORD_SIZE)
@@ -161,6 +161,8 @@ class TLSChannel:
                     self._eof = True
                     break
                 parts.append(plain)
+                if not incoming.pending and raw:
+                    break  # every record read (a read more would only raise SSLWantReadError)
         except ssl.SSLWantReadError:
             pass
         except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
