@@ -118,10 +118,15 @@ def registered_class(cls: type[BaseException]) -> type[BaseException] | None:
     return next((kind for kind in cls.__mro__ if kind in _fields), None)
 
 
-def rebuild_registered(name: str, message: str, fields: dict[str, Any]) -> BaseException | None:
+def rebuild_registered(
+    name: str, message: str, fields: dict[str, Any], imports: bool = True
+) -> BaseException | None:
     """The registered exception named ``name`` ("module:QualName") from its wire fields; None
-    when no such class is registered here or the fields do not fit it."""
+    when no such class is registered here (its module is imported to find it, unless
+    ``imports`` is false) or the fields do not fit it."""
     cls = _by_name.get(name)
+    if cls is None and not imports:
+        return None
     if cls is None:
         module_name, _, _ = name.partition(":")
         try:

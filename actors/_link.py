@@ -152,14 +152,15 @@ def _registered(error: BaseException | None) -> tuple[str, dict[str, Any]]:
 _field_check = msgspec.msgpack.Encoder()
 
 
-def rebuild_failure(failure: Failure) -> BaseException:
+def rebuild_failure(failure: Failure, imports: bool = True) -> BaseException:
     """The exception a Failure from the wire stands for: ActorDead, or an ActorError whose
-    ``__cause__`` is the registered exception the handler raised (see ActorError.caused_by)."""
+    ``__cause__`` is the registered exception the handler raised (see ActorError.caused_by).
+    ``imports``: whether its class's module may be imported to find it."""
     if failure.kind == "dead":
         return ActorDead(failure.message)
     error = ActorError(failure.type_name, failure.message, failure.traceback)
     if failure.registered:
-        error.__cause__ = rebuild_registered(failure.registered, failure.message, failure.fields)
+        error.__cause__ = rebuild_registered(failure.registered, failure.message, failure.fields, imports)
     return error
 
 
@@ -187,6 +188,8 @@ class Outbox:
         self.direct_send: Callable[[bytes | bytearray], int] | None = None
         #: The reading end of the link while one runs: an asker may read its answer itself.
         self.reader: LinkReader | None = None
+        #: Whether a frame may name a module to import for its type (not on a network link).
+        self.imports = True
         # The backend's own: anyio's looks the backend up on every tell (a third of its cost).
         self._checkpoint_if_cancelled = loop_calls().checkpoint_if_cancelled
 
@@ -355,12 +358,12 @@ class Outbox:
         """Handle a REPLY or FAIL from the peer (an answer to one of our asks, or a complaint
         about a frame of ours); False for any other kind of frame."""
         if frame.kind == Kind.REPLY:
-            self.answer(frame, decode_value(frame.type, frame.body))
+            self.answer(frame, decode_value(frame.type, frame.body, self.imports))
             return True
         if frame.kind == Kind.FAIL:
             failure = decode_value("actors._wire:Failure", frame.body)
             if frame.id:
-                self.answer(frame, rebuild_failure(failure))
+                self.answer(frame, rebuild_failure(failure, self.imports))
             else:
                 logger.warning("the peer of link %r reported: %s", self.name, failure.message)
             return True

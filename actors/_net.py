@@ -115,6 +115,7 @@ class Peer:
         self.options = options
         self.faults = LinkFaults()
         self.outbox = Outbox(node, self.faults)
+        self.outbox.imports = False  # another machine names no module for us to import
         self.closed = anyio.Event()
         self._up = anyio.Event()
         self._channel: TLSChannel | None = None
@@ -210,7 +211,7 @@ class Peer:
         """Handle a frame from the peer; return an awaitable only when that must wait."""
         kind, outbox = frame.kind, self.outbox
         if kind == Kind.TELL or kind == Kind.ASK:
-            message = decode_value(frame.type, frame.body)
+            message = decode_value(frame.type, frame.body, False)
             reply: Reply | None = None
             if kind == Kind.ASK:
                 if len(outbox.control_buffer) > LIMIT_BYTES:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import sys
 from enum import IntEnum
 from typing import Any, Final
 
@@ -106,12 +107,15 @@ def type_name(value: object) -> str:
         return name
 
 
-def _decoder_for(name: str) -> msgspec.msgpack.Decoder[Any]:
+def _decoder_for(name: str, imports: bool = True) -> msgspec.msgpack.Decoder[Any]:
     try:
         return _decoders[name]
     except KeyError:
         pass
     module_name, _, qualname = name.partition(":")
+    if not imports and module_name not in sys.modules:
+        # A peer on the network names no module for us to import (an import runs its code).
+        raise BadFrame(f"unknown message type {name!r}: its module is not imported on this node")
     try:
         obj: Any = importlib.import_module(module_name)
         for part in qualname.split("."):
@@ -124,10 +128,11 @@ def _decoder_for(name: str) -> msgspec.msgpack.Decoder[Any]:
     return decoder
 
 
-def decode_value(name: str, body: msgspec.Raw | bytes | memoryview) -> Any:
-    """Decode a message body of the named type; raise BadFrame if it cannot be."""
+def decode_value(name: str, body: msgspec.Raw | bytes | memoryview, imports: bool = True) -> Any:
+    """Decode a message body of the named type; raise BadFrame if it cannot be. With
+    ``imports`` false, a type whose module is not imported yet is refused, not imported."""
     try:
-        return _decoder_for(name).decode(body)
+        return _decoder_for(name, imports).decode(body)
     except msgspec.DecodeError as exc:
         raise BadFrame(f"cannot decode a {name or 'plain'} message: {exc}") from None
 

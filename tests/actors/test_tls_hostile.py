@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+import sys
 from pathlib import Path
 
 import anyio
@@ -14,6 +15,7 @@ from actors import LinkRefused
 from actors._connector import attempt, open_tcp
 from actors._net import Hello, read_hello, send_hello
 from actors._tls import TLSChannel
+from actors._wire import Kind, append_frame
 from tests.actors.tls_certs import CA
 from tests.actors.tls_kit import OPTIONS, Cluster, cluster
 
@@ -171,3 +173,23 @@ async def test_a_node_must_use_the_name_its_certificate_carries(
             await c.system.connect(c.listener.address, tls=tls, name="good", options=OPTIONS)
         await c.still_works()
     assert "a node must use the name its certificate carries" in caplog.text
+
+
+async def test_a_node_cannot_make_another_import_a_module(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert "tabnanny" not in sys.modules  # a module of the standard library nobody imports here
+    async with cluster(tmp_path) as c:
+        channel = await tls_session(c, "importer")
+        await send_hello(channel, "importer")
+        await read_hello(channel, "controller")
+        frame = bytearray()
+        append_frame(frame, Kind.TELL, 0, {}, "tabnanny:Whatever", "echo")
+        channel.send(frame)
+        with anyio.fail_after(10):
+            while await channel.receive_some():
+                pass  # the controller hangs up
+        channel.close()
+        await c.still_works()
+    assert "tabnanny" not in sys.modules
+    assert "unknown message type 'tabnanny:Whatever': its module is not imported on this node" in caplog.text
