@@ -122,6 +122,7 @@ class Peer:
         self._refs: dict[str, Ref] = {}
         self._pong = anyio.Event()
         self._running = anyio.Lock()  # one connection at a time carries the outbox
+        self._unknown: set[str] = set()  # names it told that are not registered here
 
     def ref(self, name: str) -> Ref:
         """A Ref to the actor the node registered as ``name`` (the same Ref every time)."""
@@ -222,7 +223,8 @@ class Peer:
             if target is None:
                 if reply is not None:
                     reply.reject(ActorDead(f"no actor is registered as {frame.to!r} on this node"))
-                else:
+                elif frame.to not in self._unknown and len(self._unknown) < 100:
+                    self._unknown.add(frame.to)  # once per name: a peer cannot flood the log
                     logger.warning("node %r told %r, which is not registered here", self.node, frame.to)
                 return None
             try:
