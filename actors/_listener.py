@@ -114,18 +114,21 @@ class Listener:
                             )
                             conn.close()
                             continue
+                        self._handshakes += (
+                            1  # now, not when the task starts: it may be after the next accept
+                        )
                         task_group.start_soon(self._accept, conn, f"{peer_address[0]}:{peer_address[1]}")
         finally:
             sock.close()
             self._closed.set()
 
     async def _accept(self, conn: socket.socket, who: str) -> None:
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         assert self._context is not None
-        channel = TLSChannel(conn, self._context, server_side=True)
-        self._handshakes += 1
         hello: Hello | None = None
+        channel: TLSChannel | None = None
         try:
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            channel = TLSChannel(conn, self._context, server_side=True)
             with anyio.move_on_after(self.options.handshake_timeout) as deadline:
                 hello = await self._greet(channel, who)
             if deadline.cancelled_caught:
@@ -134,11 +137,16 @@ class Listener:
                     who,
                     self.options.handshake_timeout,
                 )
+        except OSError as exc:  # gone before we began
+            logger.warning("a link from %s failed before its handshake: %s", who, exc)
         finally:
             self._handshakes -= 1
             if hello is None:
-                channel.close()
-        if hello is not None:
+                if channel is not None:
+                    channel.close()
+                else:
+                    conn.close()
+        if hello is not None and channel is not None:
             peer = self.peer(hello.node)
             if self.on_connect is not None:
                 self.on_connect(peer)

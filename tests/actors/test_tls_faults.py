@@ -12,7 +12,7 @@ import anyio
 import pytest
 
 from actors import LinkOptions
-from actors._connector import open_tcp
+from actors._connector import backoff, open_tcp
 from actors._net import read_hello, send_hello
 from actors._tls import TLSChannel
 from tests.actors.tls_kit import OPTIONS, cluster
@@ -87,3 +87,11 @@ async def test_a_node_connecting_again_replaces_its_old_connection(tmp_path: Pat
             while await old.receive_some():
                 pass  # the controller hung up on the old connection
         old.close()
+
+
+def test_reconnection_waits_double_with_jitter_up_to_the_cap() -> None:
+    options = LinkOptions(reconnect_min=0.1, reconnect_max=2.0)
+    for failures, ceiling in [(0, 0.1), (1, 0.2), (3, 0.8), (5, 2.0), (60, 2.0)]:
+        waits = {backoff(failures, options) for _ in range(50)}
+        assert all(ceiling / 2 <= wait <= ceiling for wait in waits)
+        assert len(waits) > 1  # drawn at random: nodes cut off together come back apart

@@ -11,7 +11,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from actors import LinkRefused
+from actors import LinkOptions, LinkRefused, open_system
 from actors._connector import attempt, open_tcp
 from actors._net import Hello, read_hello, send_hello
 from actors._tls import TLSChannel
@@ -193,3 +193,21 @@ async def test_a_node_cannot_make_another_import_a_module(
         await c.still_works()
     assert "tabnanny" not in sys.modules
     assert "unknown message type 'tabnanny:Whatever': its module is not imported on this node" in caplog.text
+
+
+async def test_connections_past_the_handshake_bound_are_closed_at_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ca = CA.make(tmp_path)
+    options = LinkOptions(handshake_timeout=30.0, max_handshakes=1)
+    async with open_system() as system:
+        listener = await system.listen("127.0.0.1", 0, tls=ca.server(), name="controller", options=options)
+        with (
+            socket.create_connection(listener.address) as first,
+            socket.create_connection(listener.address) as second,
+        ):
+            await read_until_closed(second, 10)  # long before the first one's 30 s deadline
+            first.setblocking(False)
+            with pytest.raises(BlockingIOError):
+                first.recv(1)  # the first one still waits for its handshake
+    assert "1 links are being set up already: closing the one from 127.0.0.1" in caplog.text

@@ -74,9 +74,9 @@ async def test_asks_and_tells_cross_both_ways_between_two_processes(tmp_path: Pa
         system.register("recorder", await system.spawn(lambda: Recorder(seen, arrived), name="recorder"))
         listener = await system.listen("127.0.0.1", 0, tls=ca.server(), name="controller", options=FAST)
         async with node("connect", cert, key, ca.ca_path, listener.address[1]) as child:
-            # The child asks our recorder first: its answer comes back across the link.
+            # The child tells our recorder, then asks it: the answer comes back across the link.
             assert await read_line(child) == "answer seen: hello from host-1"
-            assert seen == [Note("hello from host-1")]
+            assert seen == [Note("told by host-1"), Note("hello from host-1")]
             with anyio.fail_after(30):
                 peer = await listener.wait_peer("host-1")
             echo = peer.ref("echo")

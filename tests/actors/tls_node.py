@@ -5,7 +5,7 @@
 
 Both register an Echo actor as "echo". ``serve`` listens on 127.0.0.1:PORT as node
 "controller" and prints ``port N`` once it does; ``connect`` links to the controller there as
-node "host-1", asks the controller's "recorder" a Note, and prints its answer. Each runs until
+node "host-1", tells the controller's "recorder" a Note, asks it another, and prints the answer. Each runs until
 its standard input closes.
 """
 
@@ -73,6 +73,7 @@ async def main(mode: str, cert: str, key: str, ca: str, port: int) -> None:
         else:
             tls = ClientTLS(cert, key, ca, "controller")
             peer = await system.connect(("127.0.0.1", port), tls=tls, name="host-1", options=FAST)
+            await peer.ref("recorder").tell(Note("told by host-1"))
             answer = await peer.ref("recorder").ask(Note("hello from host-1"))
             print(f"answer {answer}", flush=True)
         await _wait_stdin_closed()
