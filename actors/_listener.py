@@ -149,7 +149,10 @@ class Listener:
         if hello is not None and channel is not None:
             peer = self.peer(hello.node)
             if self.on_connect is not None:
-                self.on_connect(peer)
+                try:
+                    self.on_connect(peer)
+                except Exception:  # the owner's bug must not stop the listener
+                    logger.exception("on_connect failed for node %r", peer.node)
             await peer.run(channel)
 
     async def _greet(self, channel: TLSChannel, who: str) -> Hello | None:

@@ -178,6 +178,8 @@ class Peer:
                     channel, self.outbox, self._on_frame, self._on_bad_frame, self.options.max_frame_size
                 )
                 task_group.cancel_scope.cancel()
+        except Exception:  # a bug: it ends this link, never the system that runs it
+            logger.exception("the link to node %r failed", self.node)
         finally:
             if self._channel is channel:
                 self._channel = None

@@ -11,7 +11,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from actors import LinkOptions
+from actors import LinkOptions, Peer
 from actors._connector import backoff, open_tcp
 from actors._net import read_hello, send_hello
 from actors._tls import TLSChannel
@@ -95,3 +95,27 @@ def test_reconnection_waits_double_with_jitter_up_to_the_cap() -> None:
         waits = {backoff(failures, options) for _ in range(50)}
         assert all(ceiling / 2 <= wait <= ceiling for wait in waits)
         assert len(waits) > 1  # drawn at random: nodes cut off together come back apart
+
+
+async def test_on_connect_hears_each_link_and_its_failure_stops_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    heard: list[str] = []
+
+    def on_connect(peer: Peer) -> None:
+        heard.append(peer.node)
+        raise RuntimeError("a bug in the owner's callback")
+
+    async with cluster(tmp_path) as c:
+        listener = await c.system.listen(
+            "127.0.0.1", 0, tls=c.ca.server(), name="controller", options=OPTIONS, on_connect=on_connect
+        )
+        peer = await c.system.connect(listener.address, tls=c.ca.client("h"), name="h", options=OPTIONS)
+        assert await peer.ref("echo").ask("works") == "works"
+        listener.peer("h").cut()
+        with anyio.fail_after(10):
+            while len(heard) < 2:
+                await anyio.sleep(0.01)
+        assert await peer.ref("echo").ask("again") == "again"
+    assert heard == ["h", "h"]
+    assert "on_connect failed for node 'h'" in caplog.text
