@@ -65,6 +65,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     #: instances one deployment may have, all roles together (Azure's core quota played this
     #: part); checked as a number before anything is built (the model's MAX_INSTANCES is this)
     max_instances: int = 1000
+    #: controller replicas on PostgreSQL (--store): the leader's lease lasts this long past its
+    #: last renewal, by the database's clock; the leader renews it this often, and stops acting
+    #: when it has not renewed it for leader_renew_deadline (Kubernetes' Lease: 15, 2, 10 s)
+    leader_lease_duration: float = 15.0
+    leader_renew_interval: float = 2.0
+    leader_renew_deadline: float = 10.0
     #: the fabric's event timeline keeps this many events (older ones are dropped)
     events_kept: int = 10_000
     #: GET /metrics answers without the API token (for a Prometheus scraper); `--metrics-public`
@@ -91,6 +97,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             "link_ping_timeout": 5.0,
             "process_stop_timeout": 5.0,
             "drain_timeout": 5.0,
+            "leader_lease_duration": 3.0,
+            "leader_renew_interval": 0.4,
+            "leader_renew_deadline": 2.0,
         }
         values.update(overrides)
         return cls(**values)

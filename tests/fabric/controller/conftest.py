@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.fabric.controller.controller_kit import ServiceFactory
 from tests.fabric.controller.controller_standin import World
+from tests.pg_server import PostgresServer, missing_reason
 
 
 @pytest.fixture
@@ -26,3 +28,13 @@ def world() -> World:
 def state_dir(tmp_path: Path) -> Path:
     """The fabric's state folder."""
     return tmp_path / "state"
+
+
+@pytest.fixture
+def postgres() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server in a temporary folder, stopped (and removed) at the end."""
+    reason = missing_reason()
+    if reason:
+        pytest.skip(reason)
+    with PostgresServer.start() as server:
+        yield server
