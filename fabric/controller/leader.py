@@ -157,7 +157,7 @@ class Elector:
 
         # abandon_on_cancel: a deadline must never wait on a hung connection
         return await anyio.to_thread.run_sync(
-            partial(self.db._call, call), abandon_on_cancel=True, limiter=self._limiter
+            partial(self.db._call, call, transaction=False), abandon_on_cancel=True, limiter=self._limiter
         )
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:

@@ -42,6 +42,7 @@ from fabric.controller.store import (
     PublicPortRecord,
     StoreError,
     _columns,
+    _hints,
     _quoted,
     _record,
     _row,
@@ -133,6 +134,7 @@ class Database:
                 "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS} "
                 f"-c idle_in_transaction_session_timeout={STATEMENT_TIMEOUT_MS}",
                 "row_factory": dict_row,
+                "autocommit": True,  # transactions are explicit (conn.transaction())
             },
         )
 
@@ -162,18 +164,22 @@ class Database:
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(partial(self.pool.close, timeout=2.0))
 
-    def _call(self, fn: Callable[..., T], *args: Any) -> T:
+    def _call(self, fn: Callable[..., T], *args: Any, transaction: bool = True) -> T:
         import psycopg
         import psycopg_pool
 
         try:
-            with self.pool.connection() as conn, conn.transaction():
-                return fn(conn, *args)
+            with self.pool.connection() as conn:
+                if not transaction:  # one statement in autocommit: no BEGIN and COMMIT round trips
+                    return fn(conn, *args)
+                with conn.transaction():
+                    return fn(conn, *args)
         except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
             raise StoreUnavailable(f"{self.where}: {_short(exc)}") from None
 
     async def run(self, fn: Callable[..., T], *args: Any, write: bool = False) -> T:
-        """``fn(connection, *args)`` in a worker thread, in one transaction.
+        """``fn(connection, *args)`` in a worker thread: a write in one transaction, a read (one
+        statement) in autocommit.
 
         A write is shielded from the caller's cancellation (up to ``write_deadline``), so it is
         never abandoned half-way; the cancellation is delivered once it ends. Past the deadline
@@ -182,9 +188,10 @@ class Database:
         Raises:
             StoreUnavailable: the database did not answer.
         """
-        call = partial(self._call, fn, *args)
         if not write:
-            return await anyio.to_thread.run_sync(call, limiter=self.limiter, abandon_on_cancel=True)
+            read = partial(self._call, fn, *args, transaction=False)
+            return await anyio.to_thread.run_sync(read, limiter=self.limiter, abandon_on_cancel=True)
+        call = partial(self._call, fn, *args)
         result: list[T] = []
         with anyio.move_on_after(self.write_deadline, shield=True):
             # abandon_on_cancel: only the deadline can cancel inside this shield
@@ -213,10 +220,6 @@ def _sql_type(hint: Any) -> str:
     if hint is bytes:
         return "bytea"
     return "text"  # str, Literal[...], and JSON text for everything nested
-
-
-def _hints(kind: type[msgspec.Struct]) -> dict[str, Any]:
-    return {f.name: f.type for f in msgspec.structs.fields(kind)}
 
 
 def _literal(value: Any) -> str:

@@ -8,6 +8,7 @@ the nested parts, so ``sqlite3 fabric.db 'select * from instances'`` reads as it
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -155,9 +156,15 @@ def _row(record: msgspec.Struct) -> list[Any]:
     return values
 
 
+@functools.cache
+def _hints(kind: type[msgspec.Struct]) -> dict[str, Any]:
+    # msgspec.structs.fields resolves the annotations each time: once per record type is enough
+    return {f.name: f.type for f in msgspec.structs.fields(kind)}
+
+
 def _record(kind: type[R], row: sqlite3.Row) -> R:
     data: dict[str, Any] = {}
-    hints = {f.name: f.type for f in msgspec.structs.fields(kind)}
+    hints = _hints(kind)
     for name in _columns(kind):
         value = row[name]
         if isinstance(value, str) and hints[name] is not str and not _is_str_alias(hints[name]):
