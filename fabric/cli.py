@@ -16,7 +16,7 @@ from fabric.commands.events import events
 from fabric.commands.guest import guest
 from fabric.commands.model import package, validate
 from fabric.commands.portal import portal
-from fabric.commands.remote import exec_
+from fabric.commands.remote import exec_, shell
 from fabric.commands.run import run, serve
 
 
@@ -65,6 +65,7 @@ main.add_command(events)  # fabric.commands.events: the timeline
 main.add_command(portal)  # fabric.commands.portal: open the portal
 main.add_command(cert)  # fabric.commands.certs: service certificates
 main.add_command(exec_)  # fabric.commands.remote: a command in an instance
+main.add_command(shell)  # fabric.commands.remote: a shell in an instance
 for _command in client_commands.COMMANDS:
     main.add_command(_command)
 

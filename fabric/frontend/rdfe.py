@@ -20,6 +20,7 @@ Routes (every one needs ``Authorization: Bearer <token>``, the token in ``<state
     POST   .../deploymentslots/{slot}?comp=config|upgrade|walkupgradedomain|status
     POST   .../deploymentslots/{slot}/roleinstances/{name}?comp=reboot|reimage|rebuild
     POST   .../roleinstances/{name}/exec     run a command there (RemoteAccess)  fabric.frontend.remote
+    GET    .../roleinstances/{name}/shell    a WebSocket: a shell there (RemoteAccess)
     *      /chaos/...                                                    fabric.frontend.chaos_routes
     GET    /events[?after=&limit=&wait=...], /events/stream              fabric.frontend.events_routes
     GET    /metrics      (Prometheus; without the token when metrics_public)   fabric.frontend.metrics_routes
@@ -122,8 +123,12 @@ class Rdfe:
         if scope["type"] == "lifespan":
             await answer_lifespan(receive, send)
             return
+        if scope["type"] == "websocket":  # remote shells (fabric.frontend.remote)
+            header = dict(scope.get("headers", [])).get(b"authorization", b"").decode("latin-1")
+            await remote.shell(self, scope, receive, send, authorized=token_matches(self._token, header))
+            return
         if scope["type"] != "http":
-            return  # websockets: not part of this API; hypercorn closes the connection
+            return
         request_id = uuid.uuid4().hex
         request = Request(scope, receive, self.max_body_bytes)
         try:

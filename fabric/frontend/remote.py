@@ -11,10 +11,12 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import anyio
+import anyio.abc
 import msgspec
 
 from fabric.controller.messages import DeploymentView, GetDeployment
@@ -64,32 +66,19 @@ async def route(
     rdfe: Rdfe, sub: SubscriptionRecord, service: str, slot: str, instance: str, r: Request
 ) -> Response:
     """``POST .../roleinstances/{name}/exec``: run the body's command in the instance."""
-    from fabric.frontend.slots import parse_slot
-
     rdfe._allow(r, "POST")
     r.limit_body(MAX_COMMAND_CHARS + 4096)
     body = await r.json(ExecRequest)
     if sum(len(word) for word in body.command) > MAX_COMMAND_CHARS or any("\0" in w for w in body.command):
         raise ApiError(400, "BadRequest", f"the command is over {MAX_COMMAND_CHARS} characters, or holds NUL")
-    hosted = rdfe.hosted(sub, service)
-    if hosted.pool is None:
-        raise not_found(f"hosted service {hosted.name!r} has no deployment")
-    chosen = parse_slot(slot)
-    view: DeploymentView = await rdfe.ask_ffe(
-        Forward(pool=hosted.pool, command=GetDeployment(service=hosted.name, slot=chosen))
-    )
-    found = next((i for i in view.instances if i.id.lower() == instance.lower()), None)
-    if found is None:
-        raise not_found(f"deployment {view.name} has no role instance {instance!r}")
-    vm = rdfe.state_dir / "vms" / f"{hosted.name}.{view.name}.{found.id}"
-    socket = VmDisk(vm, view.id, found.role, found.id).runtime_dir / EXEC_SOCKET
+    socket, role, instance_id = await _agent_socket(rdfe, sub.id, service, slot, instance)
     who = f"api {r.headers.get('user-agent', '')[:60]}".strip()
     request = {"command": body.command, "who": who, "timeout": body.timeout_seconds}
-    answer = await _ask_agent(socket, request, body.timeout_seconds + ANSWER_GRACE, found.role)
+    answer = await _ask_agent(socket, request, body.timeout_seconds + ANSWER_GRACE, role)
     if "refused" in answer:
         status = int(answer.get("status", 409))
         code = "Forbidden" if status == 403 else "ConflictError" if status == 409 else "BadRequest"
-        raise ApiError(status, code, f"{found.id}: {answer['refused']}")
+        raise ApiError(status, code, f"{instance_id}: {answer['refused']}")
     return Response(
         200,
         ExecResult(
@@ -102,19 +91,46 @@ async def route(
     )
 
 
-async def _ask_agent(socket: Path, request: dict[str, Any], timeout: float, role: str) -> dict[str, Any]:
-    not_enabled = ApiError(
-        409,
-        "ConflictError",
-        f"remote access is not enabled for role {role}: import the RemoteAccess plugin in its "
-        "definition and set Microsoft.WindowsAzure.Plugins.RemoteAccess.Enabled to true "
-        "(or the instance is not running)",
+async def _agent_socket(
+    rdfe: Rdfe, sub_id: str, service: str, slot: str, instance: str
+) -> tuple[Path, str, str]:
+    """(the RemoteAccess agent's session socket, the role, the instance id) of an instance.
+
+    Raises:
+        ApiError: 404 for an unknown subscription, service, slot or instance.
+    """
+    from fabric.frontend.slots import parse_slot
+
+    hosted = rdfe.hosted(rdfe.subscription(sub_id), service)
+    if hosted.pool is None:
+        raise not_found(f"hosted service {hosted.name!r} has no deployment")
+    view: DeploymentView = await rdfe.ask_ffe(
+        Forward(pool=hosted.pool, command=GetDeployment(service=hosted.name, slot=parse_slot(slot)))
     )
+    found = next((i for i in view.instances if i.id.lower() == instance.lower()), None)
+    if found is None:
+        raise not_found(f"deployment {view.name} has no role instance {instance!r}")
+    vm = rdfe.state_dir / "vms" / f"{hosted.name}.{view.name}.{found.id}"
+    return VmDisk(vm, view.id, found.role, found.id).runtime_dir / EXEC_SOCKET, found.role, found.id
+
+
+async def _open_agent(socket: Path, role: str) -> anyio.abc.SocketStream:
+    """A connection to the agent; 409 naming what to change when there is none."""
     try:
         with socket_address(socket) as address:
-            stream = await anyio.connect_unix(address)
+            return await anyio.connect_unix(address)
     except OSError:
-        raise not_enabled from None
+        raise ApiError(
+            409,
+            "ConflictError",
+            f"remote access is not enabled for role {role}: import the RemoteAccess plugin in its "
+            "definition and set Microsoft.WindowsAzure.Plugins.RemoteAccess.Enabled to true "
+            "(or the instance is not running)",
+        ) from None
+
+
+async def _ask_agent(socket: Path, request: dict[str, Any], timeout: float, role: str) -> dict[str, Any]:
+    stream = await _open_agent(socket, role)
     data = b""
     async with stream:
         await stream.send(json.dumps(request).encode() + b"\n")
@@ -125,3 +141,106 @@ async def _ask_agent(socket: Path, request: dict[str, Any], timeout: float, role
         raise ApiError(503, "ServiceUnavailable", "the instance's remote access agent did not answer in time")
     answer: dict[str, Any] = json.loads(data.split(b"\n", 1)[0])
     return answer
+
+
+# -- interactive shells: a WebSocket carrying a pseudo-terminal ------------------------------------
+
+
+def owns_shell(segments: list[str]) -> bool:
+    """Whether a WebSocket's path is a remote shell's (``.../roleinstances/{name}/shell``)."""
+    return len(segments) == 10 and segments[7] == "roleinstances" and segments[9] == "shell"
+
+
+async def shell(rdfe: Rdfe, scope: Mapping[str, Any], receive: Any, send: Any, *, authorized: bool) -> None:
+    """``GET .../roleinstances/{name}/shell`` as a WebSocket: binary messages are the terminal's
+    bytes both ways; text messages are JSON: ``{"resize": [rows, cols]}`` and ``{"signal":
+    "INT"}`` from the client; ``{"ready": true}``, then at the end ``{"exit": status}`` or
+    ``{"error": why, "status": http_status}`` from the fabric. Without the token the WebSocket
+    is refused (403) before it opens."""
+    from anyio.streams.buffered import BufferedByteReceiveStream
+
+    from fabric.guest.plugin_agents.remote_shell import MAX_FRAME, frame, read_frame
+
+    if (await receive())["type"] != "websocket.connect":
+        return
+    segments = [s for s in scope["path"].split("/") if s]
+    if not authorized or not owns_shell(segments):
+        await send({"type": "websocket.close", "code": 1008})
+        return
+    await send({"type": "websocket.accept"})
+    query = dict(
+        part.split("=", 1) for part in scope.get("query_string", b"").decode().split("&") if "=" in part
+    )
+
+    async def refuse(error: ApiError) -> None:
+        await send(
+            {"type": "websocket.send", "text": json.dumps({"error": error.message, "status": error.status})}
+        )
+        await send({"type": "websocket.close", "code": 1000})
+
+    try:
+        socket, role, instance_id = await _agent_socket(
+            rdfe, segments[1], segments[4], segments[6], segments[8]
+        )
+        request = {
+            "shell": True,
+            "who": "api websocket",
+            "rows": _size(query.get("rows"), 24),
+            "cols": _size(query.get("cols"), 80),
+            "term": query.get("term", "xterm")[:40],
+        }
+        agent = await _open_agent(socket, role)
+    except ApiError as error:
+        await refuse(error)
+        return
+    async with agent:
+        await agent.send(json.dumps(request).encode() + b"\n")
+        incoming = BufferedByteReceiveStream(agent)
+        first: dict[str, Any] = {"refused": "the remote access agent closed the connection", "status": 503}
+        with contextlib.suppress(anyio.EndOfStream, anyio.IncompleteRead, anyio.DelimiterNotFound):
+            first = json.loads(await incoming.receive_until(b"\n", 4096))
+        if "refused" in first:
+            await refuse(
+                ApiError(int(first.get("status", 409)), "Refused", f"{instance_id}: {first['refused']}")
+            )
+            return
+        await send({"type": "websocket.send", "text": json.dumps({"ready": True})})
+
+        async def keys() -> None:
+            while True:
+                message = await receive()
+                if message["type"] != "websocket.receive":
+                    await agent.send_eof()
+                    return
+                if message.get("bytes"):
+                    data = message["bytes"]
+                    for start in range(0, len(data), MAX_FRAME):
+                        await agent.send(frame(b"d", data[start : start + MAX_FRAME]))
+                elif message.get("text"):
+                    control = json.loads(message["text"])
+                    if "resize" in control:
+                        rows, cols = control["resize"]
+                        await agent.send(frame(b"r", f"{int(rows)} {int(cols)}".encode()))
+                    elif "signal" in control:
+                        await agent.send(frame(b"s", str(control["signal"])[:8].encode()))
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(keys)
+            with contextlib.suppress(anyio.EndOfStream, anyio.IncompleteRead, anyio.BrokenResourceError):
+                while True:
+                    kind, payload = await read_frame(incoming)
+                    if kind == b"d":
+                        await send({"type": "websocket.send", "bytes": payload})
+                    elif kind == b"x":
+                        await send({"type": "websocket.send", "text": json.dumps({"exit": int(payload)})})
+                        break
+            with contextlib.suppress(Exception):
+                await send({"type": "websocket.close", "code": 1000})
+            tasks.cancel_scope.cancel()
+
+
+def _size(text: str | None, default: int) -> int:
+    try:
+        return max(1, min(int(text or default), 1000))
+    except ValueError:
+        return default

@@ -5,8 +5,14 @@ caller has no token; every session logged in the VM; nothing a session started o
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+import re
+import signal
+import struct
+import termios
 from pathlib import Path
 
 import anyio
@@ -16,8 +22,9 @@ import pytest
 
 from fabric.client.deployments import deploy_service
 from fabric.client.errors import ApiRefused
+from fabric.client.shell import ShellRefused, ShellSession, open_shell
 from tests.fabric.certs.cert_kit import leaf, make_ca, pem_file
-from tests.fabric.frontend.test_cli import cli
+from tests.fabric.frontend.test_cli import FABRIC, cli
 from tests.integration.e2e_kit import SERVICES, Running, copy_service, running_fabric
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
@@ -92,8 +99,116 @@ async def test_exec_is_refused_with_the_reason(tmp_path: Path) -> None:
             path = (
                 f"{await client._services()}/expired/deploymentslots/production/roleinstances/Shell_IN_0/exec"
             )
+            with pytest.raises(ShellRefused, match="remote access is not enabled for this role") as shut:
+                async with open_shell(client, "disabled", "production", "Shell_IN_0"):
+                    pass
+            assert shut.value.status == 409
+            # The shell's WebSocket presents the token in the state folder: a wrong one is refused.
+            token = (fab.state_dir / "token").read_text()
+            (fab.state_dir / "token").write_text("not-the-token\n")
+            try:
+                with pytest.raises(ShellRefused, match="HTTP 403"):
+                    async with open_shell(client, "expired", "production", "Shell_IN_0"):
+                        pass
+            finally:
+                (fab.state_dir / "token").write_text(token)
         async with httpx.AsyncClient(base_url=client.url) as anonymous:
             response = await anonymous.post(path, content=json.dumps({"Command": ["true"]}))
         assert response.status_code == 401
         log = next((fab.state_dir / "vms").rglob("expired.*/**/RemoteAccess/Sessions.log")).read_text()
         assert "refused" in log and "expired" in log
+
+
+async def screen_until(shell: ShellSession, pattern: bytes, seconds: float = 20) -> re.Match[bytes]:
+    """Read the remote screen until ``pattern`` (a regex) shows; its match."""
+    shown = b""
+    with anyio.fail_after(seconds):
+        while (found := re.search(pattern, shown)) is None:
+            item = await shell.receive()
+            assert item is not None, shown
+            if isinstance(item, bytes):
+                shown += item
+    return found
+
+
+async def test_a_shell_on_a_pseudo_terminal_resizes_takes_ctrl_c_and_exits_with_its_status(
+    tmp_path: Path,
+) -> None:
+    async with running_fabric(tmp_path) as fab:
+        await deploy(fab, tmp_path, "remote")
+        async with (
+            fab.client() as client,
+            open_shell(client, "remote", "production", "Shell_IN_0", rows=30, cols=90) as shell,
+        ):
+            # Typed text is echoed: each check looks for what only the command's output holds.
+            await shell.send_keys(b"stty size; echo uid=$(id -u)\n")
+            await screen_until(shell, rb"30 90")
+            uid = int((await screen_until(shell, rb"uid=(\d+)")).group(1))
+            await shell.resize(40, 100)
+            await shell.send_keys(b"stty size\n")
+            await screen_until(shell, rb"40 100")
+            await shell.send_keys(b"sleep 300; echo $((40+2))\n")
+            await anyio.sleep(0.5)  # the sleep has started (nothing to wait on from here)
+            started = anyio.current_time()
+            await shell.send_keys(b"\x03")  # Ctrl-C: the sleep ends, the shell goes on
+            await shell.send_keys(b"echo $((6*7+1))\n")
+            await screen_until(shell, rb"43")
+            assert anyio.current_time() - started < 20
+            await shell.send_keys(b"sleep 301 >/dev/null 2>&1 & echo pid=$!\n")
+            straggler = int((await screen_until(shell, rb"pid=(\d+)")).group(1))
+            await shell.send_keys(b"exit 7\n")
+            _, status = await shell.output_until_exit()
+        assert status == 7
+        (view,) = await fab.instances("remote")
+        assert uid == (view.uid or os.geteuid())
+        with anyio.fail_after(10):
+            while psutil.pid_exists(straggler) and psutil.Process(straggler).status() != psutil.STATUS_ZOMBIE:
+                await anyio.sleep(0.05)
+        log = next((fab.state_dir / "vms").rglob("RemoteAccess/Sessions.log"))
+        # Written once the exit status is sent: wait for it.
+        await fab.wait_until(lambda: "shell who=api websocket user=ops: exit status 7" in log.read_text(), 10)
+
+
+async def test_fabric_shell_carries_a_local_terminal(tmp_path: Path) -> None:
+    async with running_fabric(tmp_path) as fab:
+        await deploy(fab, tmp_path, "remote")
+        master, slave = os.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 77, 0, 0))
+        command = [str(FABRIC), "shell", "Shell_IN_0", "--state-dir", str(fab.state_dir)]
+        process = await anyio.open_process(
+            command, stdin=slave, stdout=slave, stderr=slave, start_new_session=True
+        )
+        os.close(slave)
+        os.set_blocking(master, False)
+        shown = b""
+
+        async def until(pattern: bytes) -> None:
+            nonlocal shown
+            with anyio.fail_after(20, reason=f"{pattern!r} not in {shown!r}"):
+                while re.search(pattern, shown) is None:
+                    await anyio.wait_readable(master)
+                    with contextlib.suppress(BlockingIOError):
+                        shown += os.read(master, 4096)
+
+        try:
+            if True:
+                os.write(master, b"stty size\n")
+                await until(rb"33 77")
+                fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 120, 0, 0))
+                process.send_signal(signal.SIGWINCH)  # what the terminal tells its foreground process
+                os.write(master, b"sleep 1; stty size\n")
+                await until(rb"50 120")
+                os.write(master, b"sleep 300\n")
+                await anyio.sleep(0.5)
+                os.write(master, b"\x03")  # Ctrl-C, raw: it interrupts the remote sleep, not fabric
+                os.write(master, b"echo $((6*7+1))\n")
+                await until(rb"43")
+                os.write(master, b"exit 5\n")
+                with anyio.fail_after(20):
+                    assert await process.wait() == 5
+        finally:
+            if process.returncode is None:
+                process.kill()
+            with anyio.CancelScope(shield=True):
+                await process.aclose()
+            os.close(master)

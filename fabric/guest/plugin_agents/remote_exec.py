@@ -203,7 +203,11 @@ async def serve_exec(path: Path, vm: Vm, account: Account, log: Path) -> None:
     async def answer(stream: anyio.abc.SocketStream) -> None:
         async with stream:
             with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream):
-                reply = await _handle(await _read_line(stream), vm, account, log)
+                line = await _read_line(stream)
+                if _is_shell(line):
+                    await _shell(stream, line, vm, account, log)
+                    return
+                reply = await _handle(line, vm, account, log)
                 await stream.send(json.dumps(reply).encode() + b"\n")
 
     async with listener:
@@ -217,6 +221,35 @@ async def _read_line(stream: anyio.abc.SocketStream) -> bytes:
         if len(data) > MAX_REQUEST:
             return b""
     return data.split(b"\n", 1)[0]
+
+
+def _is_shell(line: bytes) -> bool:
+    try:
+        request = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(request, dict) and request.get("shell") is True
+
+
+async def _shell(stream: anyio.abc.SocketStream, line: bytes, vm: Vm, account: Account, log: Path) -> None:
+    """An interactive shell on a pseudo-terminal (see remote_shell)."""
+    from fabric.guest.plugin_agents.remote_shell import run_shell  # it builds on this module
+
+    request = json.loads(line)
+    who = str(request.get("who", "?"))[:200]
+    refused = account.refusal()
+    if refused is not None:
+        await anyio.to_thread.run_sync(_log, log, f"refused who={who} shell: {refused[1]}")
+        await stream.send(json.dumps({"refused": refused[1], "status": refused[0]}).encode() + b"\n")
+        return
+    await stream.send(b'{"ok": true}\n')
+    await anyio.to_thread.run_sync(_log, log, f"shell who={who} user={account.username or '-'}: started")
+    started = anyio.current_time()
+    code = await run_shell(vm, stream, request)
+    seconds = anyio.current_time() - started
+    await anyio.to_thread.run_sync(
+        _log, log, f"shell who={who} user={account.username or '-'}: exit status {code} after {seconds:.2f} s"
+    )
 
 
 async def _handle(line: bytes, vm: Vm, account: Account, log: Path) -> dict[str, Any]:
