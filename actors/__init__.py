@@ -40,3 +40,4 @@ from ._system import open_system as open_system
 from ._tls import ClientTLS as ClientTLS
 from ._tls import LinkRefused as LinkRefused
 from ._tls import ServerTLS as ServerTLS
+from ._zygote import Template as Template

@@ -189,6 +189,19 @@ class ProcessCell:
         # Opening a log file is a local, non-blocking-in-practice call; the child keeps the fd.
         log = open(opts.log_path, "ab", buffering=0) if opts.log_path else None  # noqa: SIM115, ASYNC230
         try:
+            if opts.template is not None and opts.run_as is not None:
+                forked = await opts.template.fork(
+                    ForkedStart(
+                        argv=command,
+                        env=env,
+                        cwd=os.fspath(opts.cwd) if opts.cwd is not None else None,
+                        new_session=opts.new_session,
+                        log_fd=log.fileno() if log is not None else None,
+                        keep_fds=(fd, *opts.pass_fds),
+                    )
+                )
+                if forked is not None:
+                    return forked
             if can_fork(opts.run_as, opts.python, " ".join(command)):
                 # As exec would fail (a local stat, like the open above).
                 if opts.cwd is not None and not os.path.isdir(opts.cwd):  # noqa: ASYNC240

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from ._ref import Ref
     from ._sandbox import Sandbox
     from ._tls import ClientTLS, ServerTLS
+    from ._zygote import Template
 
 logger = logging.getLogger("actors")
 
@@ -48,6 +49,9 @@ class ProcessOptions:
             switches (see _sandbox).
         pass_fds: more file descriptors the child inherits (e.g. listening sockets).
         python: the interpreter to run.
+        template: with ``run_as``, a warm template process already running as that user in
+            that sandbox: the child is forked from it instead of exec'd (see _zygote); exec'd
+            still when the template has died.
         start_timeout: how long the child may take to import and finish on_start.
         ping_interval: seconds between liveness pings; None disables them.
         ping_timeout: a ping unanswered this long means the child is unresponsive.
@@ -63,6 +67,7 @@ class ProcessOptions:
     sandbox: Sandbox | None = None
     pass_fds: tuple[int, ...] = ()
     python: str | None = None
+    template: Template | None = None
     start_timeout: float = 60.0
     ping_interval: float | None = 5.0
     ping_timeout: float = 15.0

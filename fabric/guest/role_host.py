@@ -11,6 +11,7 @@ cancelled change, or an unresponsive host) restarts it at once.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from typing import Any, TypeVar
 
 import anyio
 
-from actors import ActorDead, ActorError, ActorSystem, AskTimeout, ProcessExited, Ref, Request
+from actors import ActorDead, ActorError, ActorSystem, AskTimeout, ProcessExited, Ref, Request, Template
 from fabric.guest.disk import VmDisk
 from fabric.guest.messages import ApplyEnvironment, BootstrapConfig, EnvironmentApplied
 from fabric.guest.role_launch import (
@@ -30,6 +31,7 @@ from fabric.guest.role_launch import (
     host_kind,
     host_target,
     process_options,
+    start_template,
 )
 from fabric.model.errors import XPathError
 from fabric.model.status import RoleStatus
@@ -100,6 +102,9 @@ class RoleHost:
         #: tell the current status again (the pid or restart count changed)
         self.refresh: Callable[[], None] = lambda: None
         self.relays: dict[Ref, Ref] = {}
+        #: the warm template limited hosts are forked from (see role_launch.start_template)
+        self.template: Template | None = None
+        self._template_failed = False
 
     # -- what a role host is started with ----------------------------------------------------
 
@@ -109,6 +114,8 @@ class RoleHost:
         ``listen_fds`` are listening sockets it inherits, by endpoint name.
         """
         options = process_options(self.config, self.disk, self.environment, kind, tuple(listen_fds.values()))
+        if options.run_as is not None:
+            options = dataclasses.replace(options, template=await self._template())
         relay = await self.system.spawn(lambda: Relay(deliver), name=f"{HOST_NAMES[kind]}-events")
         try:
             ref = await self.system.spawn_process(
@@ -132,6 +139,27 @@ class RoleHost:
             raise
         self.relays[ref] = relay
         return ref
+
+    async def _template(self) -> Template | None:
+        """The running template, started again if it died; None where none can run (the
+        host is then exec'd, as it would be without templates)."""
+        if self.template is not None and self.template.alive:
+            return self.template
+        if self._template_failed:
+            return None
+        if self.template is not None:
+            self.log(f"the role host template (pid {self.template.pid}) is gone: starting another")
+            await self.template.close()
+            self.template = None
+        try:
+            self.template = await start_template(self.config, self.disk, self.kind)
+        except OSError as exc:
+            self._template_failed = True
+            self.log(f"no role host template ({exc}): role hosts are exec'd")
+            return None
+        if self.template is not None:
+            self.log(f"started the role host template (pid {self.template.pid})")
+        return self.template
 
     def release(self, ref: Ref) -> None:
         """A host or worker process is gone: stop the actor that relayed its reports."""
@@ -225,6 +253,9 @@ class RoleHost:
                 if inc.ref is not None:  # else _run_once says it once the Ref is recorded
                     self.set_status("ReadyRole", "")
             case "recycling":
+                if inc.ref is None and inc.reached_ready and inc.recycle is None:
+                    # Ready and done before its spawn returned (a fast start): say it was Ready.
+                    self.set_status("ReadyRole", "")
                 self.recycle(inc, f"the role is recycling: {detail or 'Run returned'}")
             case "stopping":
                 self.set_status("StoppingRole", "OnStop is running")
@@ -353,6 +384,9 @@ class RoleHost:
         for relay in self.relays.values():
             relay.request_stop()
         self.relays.clear()
+        if self.template is not None:
+            await self.template.close()
+            self.template = None
 
 
 def _names(changes: Any) -> str:

@@ -6,7 +6,7 @@ import os
 from collections.abc import Callable
 from typing import Any, Literal
 
-from actors import Actor, ProcessOptions
+from actors import Actor, ProcessOptions, Template
 from fabric.guest.account import own, role_temp_env, vm_sandbox
 from fabric.guest.chaos_directives import on_start_fault
 from fabric.guest.disk import VmDisk
@@ -146,3 +146,39 @@ def prepare_files(config: BootstrapConfig, disk: VmDisk, kind: HostKind) -> None
         log.touch()
         own(log, uid, 0o600)
     own(disk.iis_log_dir, uid, 0o700)
+
+
+#: The actor name a VM's role host template shows on its command line.
+TEMPLATE_NAME = "RoleHostTemplate"
+
+
+async def start_template(config: BootstrapConfig, disk: VmDisk, kind: HostKind) -> Template | None:
+    """Start the VM's role host template: exec'd as the VM's account in the VM's sandbox, it
+    imports the host code of ``kind`` (and W3WP's, for a full IIS role) and nothing else; the
+    role hosts are then forked from it (see actors/_zygote.py). None for a role that does not
+    run limited, or where templates cannot run.
+
+    It is given the bootstrapper's own environment, not the role's (no setting, no
+    Runtime/Environment variable, no TEMP): those reach each role host with its fork.
+
+    Raises:
+        OSError: it could not start (its output is in the host's ``.out.log``).
+    """
+    limited = config.vm_uid is not None and is_limited(config.role)
+    if not limited or os.environ.get(TEMPLATE_ENV, "1") == "0":
+        return None
+    kinds: list[str] = [kind, "w3wp"] if kind == "iis" else [kind]
+    return await Template.start(
+        TEMPLATE_NAME,
+        run_as=config.vm_uid,  # type: ignore[arg-type]
+        sandbox=vm_sandbox(disk, config.state_dir),
+        preload=[host_target(k).partition(":")[0] for k in kinds],
+        log_path=disk.role_log(f"{HOST_NAMES[kind]}.out.log"),
+        cwd=disk.approot,
+        python=config.python or None,
+    )
+
+
+#: ``0`` turns role host templates off: every limited host is exec'd (to compare, or to rule
+#: them out).
+TEMPLATE_ENV = "REDDOG_ROLE_HOST_TEMPLATE"

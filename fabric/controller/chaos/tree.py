@@ -4,7 +4,8 @@ Process actors carry their actor name on the command line
 (``python -m actors._child FD PPID BACKEND NAME [USER]``): ``host:<id>`` is a host agent,
 ``vm:<vm>`` a VM's first process (AppAgent and GuestAgent), ``WaHostBootstrapper``, the role
 hosts ``WaWorkerHost``/``WaIISHost``/``WaWebHost`` and web workers ``W3WP``. Anything else under
-a VM (startup tasks, plugin agents, their shells) is a ``task``. Scanning reads /proc: call it
+a VM (startup tasks, plugin agents, their shells, the ``RoleHostTemplate`` role hosts are forked
+from) is a ``task``. Scanning reads /proc: call it
 from a worker thread.
 """
 
@@ -23,11 +24,15 @@ from fabric.controller.chaos.messages import ProcessView
 
 ROLE_HOSTS = frozenset({"WaWorkerHost", "WaIISHost", "WaWebHost"})
 _CHILD_MODULE = "actors._child"
+_TEMPLATE_MODULE = "actors._template"
 
 
 def actor_name(cmdline: Iterable[str]) -> str | None:
     """The actor name a process actor's command line carries, or None for any other process."""
     args = list(cmdline)
+    if _TEMPLATE_MODULE in args:  # a role host template: ``-m actors._template FD PPID NAME ...``
+        i = args.index(_TEMPLATE_MODULE)
+        return args[i + 3] if len(args) > i + 3 else None
     try:
         i = args.index(_CHILD_MODULE)
     except ValueError:

@@ -1,0 +1,366 @@
+"""A warm template process that starts process actors by fork, as Android's zygote starts apps.
+
+A process actor that runs as another user (``run_as``) is exec'd, so that it never starts with a
+copy of a privileged parent's memory; that costs an interpreter start and every import again
+(~0.2 s here). A template keeps the guarantee and the speed: it is itself exec'd as that user,
+enters the sandbox and drops every privilege first thing (as an exec'd child does), imports the
+library code its children will run (the ``preload`` modules), and then only waits. Asked to
+start a child, it forks one; the child sheds the template's state exactly as a forked process
+actor sheds its parent's (actors/_fork.py) and serves the actor as ``actors._child`` would. What
+a child inherits is therefore an interpreter that imported library code as that user and was
+never handed a message, a configuration or a secret: the child's environment, command line,
+working folder, log and sockets all arrive with the request and exist only in the child.
+
+The child is made with ``clone(CLONE_PARENT)``: it is the *parent's* child, not the template's,
+so the parent reaps it, sees its exit code, signals its process group, and the child's
+PR_SET_PDEATHSIG ties it to the parent exactly as if the parent had forked it. The template is
+single-threaded, so the clone copies no lock held by another thread.
+
+Linux only (x86_64 and aarch64); elsewhere, or when the template cannot start or has died, the
+parent execs the child as before (``fork`` answers None).
+
+Protocol, over a SOCK_SEQPACKET socketpair: the template sends ``ready`` once it has imported
+everything; each request is one JSON packet carrying the ForkedStart and the descriptors it
+names (SCM_RIGHTS), answered with the child's pid as text (``0``: refused, exec instead).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import functools
+import gc
+import json
+import logging
+import os
+import platform
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Mapping, Sequence
+
+import anyio
+
+from . import _spawn
+from ._fork import ForkedStart, _title_room, become
+from ._sandbox import Sandbox
+from ._spawn import ChildProcess, start_process
+
+logger = logging.getLogger("actors.zygote")
+
+_SYS_CLONE = {"x86_64": 56, "aarch64": 220}.get(platform.machine())
+_CLONE_PARENT = 0x00008000
+_SIGCHLD = 17
+#: How long a template may take to import its preload modules, and to answer one request.
+START_TIMEOUT = 30.0
+REQUEST_TIMEOUT = 5.0
+_MAX_FDS = 64
+_PACKET = 1 << 20
+
+
+def available() -> bool:
+    """Whether templates can be used on this system."""
+    return sys.platform.startswith("linux") and _SYS_CLONE is not None
+
+
+class Template:
+    """The parent's handle on one template process (see the module docstring).
+
+    Start it with ``await Template.start(...)``; hand it to the process actors that should be
+    forked from it (``ProcessOptions.template``); ``close`` it when done. One request at a time.
+    """
+
+    def __init__(self, name: str, process: ChildProcess, sock: socket.socket, run_as: str | int) -> None:
+        self.name = name
+        self.process = process
+        self.sock = sock
+        self.run_as = run_as
+        self.forks = 0
+        self._lock = anyio.Lock()
+        self._broken = False
+
+    @property
+    def alive(self) -> bool:
+        """Whether the template can still be asked to fork."""
+        return not self._broken and self.process.returncode is None
+
+    @property
+    def pid(self) -> int:
+        """The template's own pid."""
+        return self.process.pid
+
+    @classmethod
+    async def start(
+        cls,
+        name: str,
+        *,
+        run_as: str | int,
+        sandbox: Sandbox | None,
+        preload: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        log_path: str | os.PathLike[str] | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+        python: str | None = None,
+    ) -> Template:
+        """Exec a template as ``run_as`` in ``sandbox`` that imports ``preload``, and wait until
+        it has. ``env`` is its whole environment besides the import path: give it nothing
+        secret (it is what every child starts with until its own environment replaces it).
+
+        Raises:
+            OSError: it could not start, or exited (its log says why) or stayed silent.
+        """
+        if not available():
+            raise OSError(f"process templates need Linux on x86_64 or aarch64, not {platform.machine()}")
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        environ = dict(os.environ if env is None else env)
+        environ["PYTHONPATH"] = os.pathsep.join(p for p in [*sys.path, environ.get("PYTHONPATH", "")] if p)
+        if sandbox is not None:
+            environ.update(sandbox.as_environ())
+        command = [
+            python or sys.executable,
+            "-m",
+            "actors._template",
+            str(theirs.fileno()),
+            str(os.getpid()),
+            name,
+            str(run_as),
+            ",".join(preload),
+        ]
+        log = open(log_path, "ab", buffering=0) if log_path else None  # noqa: SIM115, ASYNC230
+        try:
+            process = await start_process(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                cwd=cwd,
+                env=environ,
+                pass_fds=(theirs.fileno(),),
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+            if log is not None:
+                log.close()
+        ours.setblocking(False)
+        template = cls(name, process, ours, run_as)
+        try:
+            with anyio.fail_after(START_TIMEOUT):
+                answer = await template._receive()
+        except (OSError, TimeoutError) as exc:
+            await template.close()
+            raise OSError(f"template {name!r} did not start: {exc}") from None
+        if answer != b"ready":
+            await template.close()
+            code = process.returncode
+            raise OSError(f"template {name!r} exited before it was ready (code {code}; see its log)")
+        return template
+
+    async def fork(self, start: ForkedStart) -> ChildProcess | None:
+        """Have the template fork a child that becomes ``start`` (its ``keep_fds`` and
+        ``log_fd`` are the parent's descriptors, passed along); None when the template cannot
+        (dead, or the command line would not fit): exec the child instead."""
+        async with self._lock:
+            if not self.alive:
+                return None
+            fds = [start.log_fd] if start.log_fd is not None else []
+            fds.extend(start.keep_fds)
+            request = {
+                "argv": list(start.argv),
+                "env": dict(start.env),
+                "cwd": start.cwd,
+                "new_session": start.new_session,
+                "log": start.log_fd is not None,
+                "keep": list(start.keep_fds),
+            }
+            try:
+                with anyio.fail_after(REQUEST_TIMEOUT):
+                    await anyio.wait_writable(self.sock)
+                    socket.send_fds(self.sock, [json.dumps(request).encode()], fds)
+                    answer = await self._receive()
+                pid = int(answer or b"0")
+            except (OSError, ValueError, TimeoutError) as exc:
+                logger.warning("template %r failed a request (%r): exec'ing instead", self.name, exc)
+                self._broken = True
+                return None
+            if pid <= 0:
+                if not answer:
+                    self._broken = True
+                return None
+            if not _is_new_child(pid, self.run_as):
+                # The template runs as the child's user, and that user's code could bend it:
+                # never act (wait, signal) on a pid it names unless it is a child of ours.
+                logger.error("template %r answered pid %d, not a child of ours: not using it", self.name, pid)
+                self._broken = True
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    self.process.kill()
+                return None
+            self.forks += 1
+            return ChildProcess(pid=pid)
+
+    async def _receive(self) -> bytes:
+        while True:
+            try:
+                return self.sock.recv(_PACKET)
+            except BlockingIOError:
+                await anyio.wait_readable(self.sock)
+
+    async def close(self) -> None:
+        """End the template (its children live on) and reap it."""
+        self._broken = True
+        self.sock.close()
+        with anyio.move_on_after(2.0, shield=True):
+            await self.process.wait()
+        if self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                self.process.kill()
+            with anyio.move_on_after(_spawn.KILL_REAP_TIMEOUT, shield=True):
+                await self.process.wait()
+
+
+def _is_new_child(pid: int, user: str | int) -> bool:
+    """Whether ``pid`` is a child of this process (not yet reaped, so it cannot be another
+    process by now) running as ``user``."""
+    try:
+        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return False
+    if isinstance(user, str) and not user.isdigit():
+        return True  # a named user: its uid was checked when the template dropped to it
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            uids = next((line.split()[1:] for line in status if line.startswith("Uid:")), [])
+    except OSError:
+        return True  # exited already: a zombie child of ours, harmless to reap
+    return bool(uids) and all(int(u) == int(user) for u in uids)
+
+
+# -- the template process ---------------------------------------------------------------------
+
+
+def _clone_sibling() -> int:
+    """fork(2), but the child's parent is our parent (CLONE_PARENT); keeps the GIL throughout
+    and tells the interpreter about the fork as os.fork does."""
+    import ctypes
+
+    libc = ctypes.PyDLL(None, use_errno=True)  # PyDLL: the GIL stays held across the call
+    api = ctypes.pythonapi
+    api.PyOS_BeforeFork()
+    pid = libc.syscall(_SYS_CLONE, _CLONE_PARENT | _SIGCHLD, 0, 0, 0, 0)
+    if pid == 0:
+        api.PyOS_AfterFork_Child()
+    else:
+        api.PyOS_AfterFork_Parent()
+    if pid < 0:
+        raise OSError(ctypes.get_errno(), "clone(CLONE_PARENT) failed")
+    return int(pid)
+
+
+def _place_fds(received: list[int], targets: list[int]) -> None:
+    """Put each received descriptor at the number the parent gave it (the child's command line
+    and configuration name them by those numbers)."""
+    top = max([*targets, *received, 2]) + 1
+    moved = [fcntl.fcntl(fd, fcntl.F_DUPFD, top) for fd in received]
+    for fd in received:
+        os.close(fd)
+    for fd, target in zip(moved, targets, strict=True):
+        os.dup2(fd, target)  # the copy is inheritable, as a passed descriptor is
+        os.close(fd)
+
+
+def _serve_forks(sock: socket.socket) -> int:
+    room = _title_room()
+    sock.send(b"ready")
+    while True:
+        try:
+            message, fds, _, _ = socket.recv_fds(sock, _PACKET, _MAX_FDS)
+        except OSError:
+            return 0
+        if not message:
+            return 0  # the parent is gone or closed us
+        try:
+            request = json.loads(message)
+            argv: list[str] = request["argv"]
+            keep: list[int] = request["keep"]
+            log = bool(request["log"])
+        except (ValueError, KeyError, TypeError):
+            for fd in fds:
+                os.close(fd)
+            sock.send(b"0")
+            continue
+        if (
+            len(fds) != len(keep) + log
+            or len(" ".join(argv).encode()) >= room
+            or threading.active_count() > 1
+        ):
+            for fd in fds:
+                os.close(fd)
+            sock.send(b"0")
+            continue
+        _spawn.gc_was_enabled = gc.isenabled()
+        gc.disable()
+        pid = _clone_sibling()
+        if pid == 0:
+            child = functools.partial(_become_child, sock, request, fds)
+            os._exit(_spawn._exit_code_of(child))
+        if _spawn.gc_was_enabled:
+            gc.enable()
+        for fd in fds:
+            os.close(fd)
+        sock.send(str(pid).encode())
+
+
+def _become_child(sock: socket.socket, request: dict, fds: list[int]) -> int:  # type: ignore[type-arg]
+    sock.close()
+    keep: list[int] = request["keep"]
+    log_fd = None
+    if request["log"]:
+        log_fd = fcntl.fcntl(fds[0], fcntl.F_DUPFD, max([*keep, *fds, 2]) + 1)
+        os.close(fds[0])
+        fds = fds[1:]
+    _place_fds(fds, keep)
+    start = ForkedStart(
+        argv=request["argv"],
+        env=request["env"],
+        cwd=request["cwd"],
+        new_session=request["new_session"],
+        log_fd=log_fd,
+        keep_fds=keep,
+    )
+    return become(start)
+
+
+def main() -> None:
+    """The template process: ``python -m actors._template FD PARENT_PID NAME USER MODULE,...``."""
+    fd, parent_pid, _name, user, preload = sys.argv[1:6]
+    from ._child import die_with_parent
+    from ._privileges import PrivilegeError, drop_privileges
+
+    die_with_parent(int(parent_pid))
+    try:
+        drop_privileges(int(user) if user.isdigit() else user, Sandbox.take())
+    except PrivilegeError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    die_with_parent(int(parent_pid))  # changing user cleared the parent-death signal
+    sock = socket.socket(fileno=int(fd))
+    sock.setblocking(True)
+    # What every child runs: the actor runtime on trio, then whatever the parent named.
+    import importlib
+
+    import anyio._backends._trio  # noqa: F401
+    import setproctitle  # noqa: F401
+
+    from . import _child  # noqa: F401
+
+    for module in filter(None, preload.split(",")):
+        try:
+            importlib.import_module(module)
+        except Exception as exc:  # the child will fail the same way, and say so in its start
+            print(f"template: cannot import {module}: {exc!r}", file=sys.stderr, flush=True)
+    gc.collect()
+    gc.freeze()  # what the children share stays shared: no collection writes to its pages
+    sys.exit(_serve_forks(sock))
