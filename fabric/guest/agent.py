@@ -12,6 +12,7 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
+import msgspec
 
 from actors import Actor, Ref, Request
 from fabric.certs import CertificateError
@@ -27,7 +28,7 @@ from fabric.guest.messages import (
     InstanceStatus,
     RecycleRole,
 )
-from fabric.guest.provision import disk_of, provision, storage_over_quota
+from fabric.guest.provision import disk_of, provision, storage_over_quota, write_configuration
 from fabric.logs import LogFile
 
 
@@ -125,6 +126,13 @@ class GuestAgent(Actor):
                     raise RuntimeError("the role is not running yet; apply the change when it is")
                 self.runtime_log.write(
                     f"new configuration: {', '.join(c.name for c in message.changes) or 'no changes'}"
+                )
+                # C/Config follows the configuration in force (the RemoteAccess agent reads it).
+                await anyio.to_thread.run_sync(
+                    write_configuration,
+                    msgspec.structs.replace(self.config, environment=message.environment),
+                    disk_of(self.config),
+                    self.runtime_log.write,
                 )
                 if any(c.kind == "certificate" for c in message.changes):
                     # The new certificates are in the store folder before the role hears of them.

@@ -35,7 +35,7 @@ PAST = "2020-01-01T00:00:00.0000000+00:00"
 
 async def deploy(
     fab: Running, tmp_path: Path, name: str, *, enabled: str = "true", expiration: str = FUTURE
-) -> None:
+) -> Path:
     """Deploy the remote service as hosted service ``name``, its PasswordEncryption certificate uploaded."""
     made = leaf(make_ca(), "remote.test")
     async with fab.client() as client:
@@ -46,6 +46,7 @@ async def deploy(
         folder = copy_service(SERVICES / "remote", tmp_path, replace=replace)
         await deploy_service(client, folder, None, service=name)
     await fab.all_ready(name, 1)
+    return folder
 
 
 async def test_exec_runs_as_the_roles_account_and_leaves_nothing_behind(tmp_path: Path) -> None:
@@ -212,3 +213,22 @@ async def test_fabric_shell_carries_a_local_terminal(tmp_path: Path) -> None:
             with anyio.CancelScope(shield=True):
                 await process.aclose()
             os.close(master)
+
+
+async def test_remote_access_turned_off_by_a_configuration_change_is_refused_at_once(tmp_path: Path) -> None:
+    async with running_fabric(tmp_path) as fab:
+        folder = await deploy(fab, tmp_path, "remote")
+        async with fab.client() as client:
+            assert (await client.exec("remote", "production", "Shell_IN_0", ["true"])).exit_status == 0
+        cscfg = (folder / "ServiceConfiguration.Local.cscfg").read_text()
+        off = cscfg.replace('RemoteAccess.Enabled" value="true"', 'RemoteAccess.Enabled" value="false"')
+        assert off != cscfg
+        await fab.call(
+            lambda c: c.change_configuration(
+                "remote", "production", off.encode(), "ServiceConfiguration.Local.cscfg"
+            )
+        )
+        async with fab.client() as client:
+            with pytest.raises(ApiRefused, match="remote access is not enabled for this role"):
+                await client.exec("remote", "production", "Shell_IN_0", ["true"])
+        assert [i.restarts for i in await fab.instances("remote")] == [0]

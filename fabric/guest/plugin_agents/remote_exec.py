@@ -27,6 +27,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,23 @@ class Account:
     enabled: bool
     username: str
     expiration: str
+
+    @classmethod
+    def in_force(cls, config_file: Path, started_with: Account) -> Account:
+        """The settings of the instance's configuration document now (the guest agent rewrites
+        it on every configuration change), else those the agent was started with. Blocking."""
+        try:
+            root = ET.parse(config_file).getroot()
+        except (OSError, ET.ParseError):
+            return started_with
+        values = {
+            e.get("name", ""): e.get("value", "")
+            for e in root.iter("ConfigurationSetting")
+            if e.get("name", "").startswith(_PREFIX)
+        }
+        if not values:
+            return started_with
+        return cls.from_environ({k.replace(".", "_"): v for k, v in values.items()})
 
     @classmethod
     def from_environ(cls, environ: dict[str, str]) -> Account:
@@ -237,6 +255,7 @@ async def _shell(stream: anyio.abc.SocketStream, line: bytes, vm: Vm, account: A
 
     request = json.loads(line)
     who = str(request.get("who", "?"))[:200]
+    account = await anyio.to_thread.run_sync(Account.in_force, vm.disk.config_file, account)
     refused = account.refusal()
     if refused is not None:
         await anyio.to_thread.run_sync(_log, log, f"refused who={who} shell: {refused[1]}")
@@ -263,6 +282,7 @@ async def _handle(line: bytes, vm: Vm, account: Account, log: Path) -> dict[str,
     except (ValueError, KeyError, TypeError):
         return {"refused": "the request is not a session request", "status": 400}
     shown = shlex.join(command)[:500]
+    account = await anyio.to_thread.run_sync(Account.in_force, vm.disk.config_file, account)
     refused = account.refusal()
     if refused is not None:
         await anyio.to_thread.run_sync(_log, log, f"refused who={who} command={shown}: {refused[1]}")
