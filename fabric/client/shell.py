@@ -44,6 +44,8 @@ class ShellSession:
     def __init__(self, stream: anyio.abc.ByteStream, ws: WSConnection) -> None:
         self._stream = stream
         self._ws = ws
+        # Keys and window sizes come from different tasks; a stream takes one writer at a time.
+        self._sending = anyio.Lock()
         self._pending: list[Event] = []
         self._text = ""
         self._bytes = b""
@@ -51,7 +53,8 @@ class ShellSession:
         self.exit_status: int | None = None
 
     async def _send(self, event: Event) -> None:
-        await self._stream.send(self._ws.send(event))
+        async with self._sending:
+            await self._stream.send(self._ws.send(event))
 
     async def send_keys(self, data: bytes) -> None:
         """Type ``data`` on the remote terminal (b"\\x03" is Ctrl-C)."""

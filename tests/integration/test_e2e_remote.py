@@ -5,7 +5,6 @@ caller has no token; every session logged in the VM; nothing a session started o
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import json
 import os
@@ -188,8 +187,14 @@ async def test_fabric_shell_carries_a_local_terminal(tmp_path: Path) -> None:
             with anyio.fail_after(20, reason=f"{pattern!r} not in {shown!r}"):
                 while re.search(pattern, shown) is None:
                     await anyio.wait_readable(master)
-                    with contextlib.suppress(BlockingIOError):
+                    try:
                         shown += os.read(master, 4096)
+                    except BlockingIOError:
+                        continue
+                    except OSError:  # EIO: fabric shell has ended, its terminal is closed
+                        raise AssertionError(
+                            f"fabric shell ended ({process.returncode}) showing {shown!r}"
+                        ) from None
 
         try:
             if True:
