@@ -1,0 +1,627 @@
+"""Controller scale benchmark: the real FabricController and its store against N simulated hosts.
+
+    .venv/bin/python benchmarks/controller_scale.py [--quick] [--sizes 100,1000,10000]
+
+The controller runs in its own process (``BenchController``: FabricController with a host
+factory). Its hosts are stand-ins living in one simulator process, a child of the controller's
+process over a real process link: each speaks the host protocol of fabric.host.messages
+(StartGuest, StopGuest, RestartGuest, ApplyGuestEnvironment, GetHostStatus asked; HostHeartbeat
+every ``--heartbeat`` seconds, at a random phase per host, and InstanceStatusChanged told
+back), has 8 cores, and boots a guest through CreatingVM ... ReadyRole at once. The controller's
+HostPool sees each host as a Ref whose asks travel the simulator's link (``HostProxy``).
+
+For each N (hosts) it measures:
+- placement: one deployment of 2N Large instances (4 cores: two per 8-core host) from the
+  CreateDeployment ask until the simulator has reported the last instance ReadyRole;
+- steady CPU: the controller process's CPU (psutil cpu_times, user + system) over a window once
+  everything is Ready, in % of one core (the simulator's beside it);
+- heal: one host goes silent; the time until its two instances are ReadyRole on another host,
+  less the detection delay the settings ask for (host_failure_timeout);
+- recovery: the controller process is SIGKILLed; the time until a fresh one on the same state
+  folder answers ListDeployments with the deployment and all its instances;
+- store: the size of fabric.db (and its WAL) after placement.
+Then the exponent k of each figure ~ N^k (least squares on log-log): 1 is linear.
+Goal at N = 10,000: steady CPU < 50% of one core, placement < 10 s, recovery < 10 s.
+The load average is printed beside the figures (the machine may be shared).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import random
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+# benchmarks/actors.py is named after the package: keep this folder off the import path, and
+# let the child processes import this module as benchmarks.controller_scale.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+if str(_HERE.parent) not in sys.path:
+    sys.path.insert(0, str(_HERE.parent))
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (str(_HERE.parent), os.environ.get("PYTHONPATH", "")) if p
+)
+
+import anyio  # noqa: E402
+import anyio.lowlevel  # noqa: E402
+import msgspec  # noqa: E402
+import psutil  # noqa: E402
+
+from actors import Actor, ActorDead, ProcessOptions, Ref, Request, open_system  # noqa: E402
+from fabric.controller import ask  # noqa: E402
+from fabric.controller.controller import FabricController  # noqa: E402
+from fabric.controller.messages import CreateDeployment, ListDeployments  # noqa: E402
+from fabric.guest.messages import EnvironmentApplied, GuestConfig, InstanceStatus  # noqa: E402
+from fabric.host.messages import (  # noqa: E402
+    ApplyGuestEnvironment,
+    GetHostStatus,
+    GuestLinkFault,
+    HostConfig,
+    HostHeartbeat,
+    InstanceStatusChanged,
+    RestartGuest,
+    StartGuest,
+    StopGuest,
+)
+from fabric.model.package import build_package  # noqa: E402
+from fabric.settings import Settings  # noqa: E402
+
+HostRequest = StartGuest | StopGuest | RestartGuest | ApplyGuestEnvironment | GetHostStatus | GuestLinkFault
+
+
+# -- messages between the controller's process and the simulator -------------------------------
+
+
+class ToHost(Request[Any], frozen=True, tag=True):
+    """A host request for one stand-in host of the simulator."""
+
+    host_id: str
+    message: HostRequest
+
+
+class AddHost(Request[None], frozen=True, tag=True):
+    """Build a stand-in host (the controller spins a host up)."""
+
+    config: HostConfig
+
+
+class DropHost(msgspec.Struct, frozen=True, tag=True):
+    """The controller stopped a host (or declared it dead): it runs nothing any more."""
+
+    host_id: str
+
+
+class KillHost(Request["Killed"], frozen=True, tag=True):
+    """The benchmark: the host (None: the lowest-numbered one with guests) goes silent."""
+
+    host_id: str | None = None
+
+
+class Killed(msgspec.Struct, frozen=True):
+    host_id: str
+    vms: list[str]
+    at: float
+    #: wall time of the host's last heartbeat (the controller's failure timeout counts from it)
+    last_beat: float
+
+
+class SimStats(Request["Stats"], frozen=True, tag=True):
+    """The simulator's counts; ``vms``: when each of them was last Ready on a live host."""
+
+    vms: list[str] = []
+
+
+class Stats(msgspec.Struct, frozen=True):
+    pid: int
+    hosts: int
+    guests: int
+    ready: int
+    last_ready: float
+    ready_at: dict[str, float]
+    heartbeats: int
+
+
+class SimAsk(Request[Any], frozen=True, tag=True):
+    """For the benchmark: forwarded by the controller to its simulator."""
+
+    message: KillHost | SimStats
+
+
+# -- the simulator process ----------------------------------------------------------------------
+
+
+class SimHost:
+    """One stand-in host: guests and their statuses, heartbeating the controller."""
+
+    __slots__ = ("alive", "config", "guests", "incarnation", "last_beat", "status")
+
+    def __init__(self, config: HostConfig) -> None:
+        self.config = config
+        self.guests: dict[str, GuestConfig] = {}
+        self.status: dict[str, InstanceStatus] = {}
+        self.incarnation: dict[str, int] = {}
+        self.alive = True
+        self.last_beat = 0.0
+
+
+class Simulator(Actor):
+    """Every stand-in host of the pool, in one process (a child of the controller's)."""
+
+    def __init__(self, seed: int = 1) -> None:
+        self.hosts: dict[str, SimHost] = {}
+        self.random = random.Random(seed)
+        self.ready_at: dict[str, float] = {}  # vm -> wall time it was last reported Ready
+        self.ready = 0
+        self.last_ready = 0.0
+        self.heartbeats = 0
+
+    async def receive(self, message: Any) -> Any:
+        match message:
+            case ToHost(host_id=host_id, message=request):
+                host = self.hosts.get(host_id)
+                if host is None or not host.alive:
+                    self.defer_reply()  # a dead host never answers (the ask times out)
+                    return None
+                return await self._host_request(host, request)
+            case AddHost(config=config):
+                old = self.hosts.get(config.host_id)
+                if old is not None:
+                    old.alive = False
+                host = self.hosts[config.host_id] = SimHost(config)
+                self.start_soon(self._heartbeat, host)
+            case DropHost(host_id=host_id):
+                host = self.hosts.pop(host_id, None)
+                if host is not None:
+                    host.alive = False
+                    for vm in host.guests:
+                        self._not_ready(vm)
+            case KillHost(host_id=host_id):
+                if host_id is None:
+                    host_id = next(h for h, host in self.hosts.items() if host.alive and host.guests)
+                host = self.hosts[host_id]
+                host.alive = False
+                for vm in host.guests:
+                    self._not_ready(vm)
+                return Killed(host_id, sorted(host.guests), time.time(), host.last_beat)
+            case SimStats(vms=vms):
+                return Stats(
+                    pid=os.getpid(),
+                    hosts=sum(1 for h in self.hosts.values() if h.alive),
+                    guests=sum(len(h.guests) for h in self.hosts.values() if h.alive),
+                    ready=self.ready,
+                    last_ready=self.last_ready,
+                    ready_at={vm: self.ready_at[vm] for vm in vms if vm in self.ready_at},
+                    heartbeats=self.heartbeats,
+                )
+            case _:
+                return await super().receive(message)
+        return None
+
+    def _not_ready(self, vm: str) -> None:
+        if self.ready_at.pop(vm, None) is not None:
+            self.ready -= 1
+
+    async def _host_request(self, host: SimHost, request: Any) -> Any:
+        match request:
+            case StartGuest(config=config):
+                vm = config.instance_id
+                if vm not in host.guests:
+                    host.guests[vm] = config
+                    await self._boot(host, vm)
+                return 1
+            case StopGuest(instance_id=vm):
+                if vm in host.guests:
+                    host.incarnation[vm] = host.incarnation.get(vm, 0) + 1
+                    await self._push(host, vm, "StoppingVM")
+                    await self._push(host, vm, "StoppedVM")
+                    del host.guests[vm]
+                    host.status.pop(vm, None)
+                return None
+            case RestartGuest(instance_id=vm, config=config):
+                if config is not None:
+                    host.guests[vm] = config
+                await self._push(host, vm, "StoppedVM")
+                await self._boot(host, vm)
+                return 1
+            case ApplyGuestEnvironment():
+                result: EnvironmentApplied = "applied"
+                return result
+            case GetHostStatus():
+                return self._heartbeat_message(host)
+        raise RuntimeError(f"the simulator does not handle {type(request).__name__}")
+
+    async def _boot(self, host: SimHost, vm: str) -> None:
+        gen = host.incarnation[vm] = host.incarnation.get(vm, 0) + 1
+        await self._push(host, vm, "CreatingVM")
+        await self._push(host, vm, "StartingVM")
+        self.start_soon(self._finish_boot, host, vm, gen)
+
+    async def _finish_boot(self, host: SimHost, vm: str, gen: int) -> None:
+        for status in ("CreatingRole", "StartingRole", "ReadyRole"):
+            await anyio.lowlevel.checkpoint()
+            if host.incarnation.get(vm) != gen or vm not in host.guests:
+                return
+            await self._push(host, vm, status)
+
+    async def _push(self, host: SimHost, vm: str, status: Any) -> None:
+        if not host.alive:
+            return
+        starts = 1 if status in ("StartingRole", "ReadyRole", "BusyRole") else 0
+        boot = f"{host.config.host_id}/{vm}#{host.incarnation.get(vm, 0)}"
+        st = InstanceStatus(status=status, boot=boot, starts=starts, at=anyio.current_time())
+        host.status[vm] = st
+        if status == "ReadyRole":
+            now = time.time()
+            if vm not in self.ready_at:
+                self.ready += 1
+            self.ready_at[vm] = now
+            self.last_ready = max(self.last_ready, now)
+        else:
+            self._not_ready(vm)
+        assert self.parent is not None
+        await self.parent.tell(InstanceStatusChanged(host_id=host.config.host_id, instance_id=vm, status=st))
+
+    def _heartbeat_message(self, host: SimHost) -> HostHeartbeat:
+        host.last_beat = time.time()
+        return HostHeartbeat(host_id=host.config.host_id, instances=dict(host.status), pid=0)
+
+    async def _heartbeat(self, host: SimHost) -> None:
+        interval = host.config.settings.host_heartbeat_interval
+        assert self.parent is not None
+        await self.parent.tell(self._heartbeat_message(host))
+        await anyio.sleep(self.random.uniform(0, interval))  # hosts do not beat in step
+        while host.alive:
+            await self.parent.tell(self._heartbeat_message(host))
+            self.heartbeats += 1
+            await anyio.sleep(interval)
+
+
+# -- the controller's process -------------------------------------------------------------------
+
+
+class HostProxy:
+    """A Ref target for one stand-in host: its asks travel the simulator's link."""
+
+    def __init__(self, sim: Ref, host_id: str) -> None:
+        self._sim = sim._target
+        self.host_id = host_id
+        self.name = f"host:{host_id}"
+        self.timer = self._sim.timer
+        self._gone = anyio.Event()
+        self._why: BaseException | None = None
+
+    async def deliver(self, message: Any, reply: Any) -> None:
+        await self._sim.deliver(ToHost(self.host_id, message), reply)
+
+    def deliver_nowait(self, message: Any, reply: Any) -> None:
+        self._sim.deliver_nowait(ToHost(self.host_id, message), reply)
+
+    async def wait_reply(self, reply: Any) -> None:
+        await self._sim.wait_reply(reply)
+
+    def request_stop(self) -> None:
+        if not self._gone.is_set():
+            # The simulator is gone or full: the host is gone anyway.
+            with contextlib.suppress(Exception):
+                self._sim.deliver_nowait(DropHost(self.host_id), None)
+            self._gone.set()
+
+    def end(self, why: BaseException | None) -> None:
+        self._why = why
+        self._gone.set()
+
+    async def join(self) -> BaseException | None:
+        await self._gone.wait()
+        return self._why
+
+    @property
+    def pid(self) -> int | None:
+        return None  # never the simulator's: a host declared dead must not kill the others
+
+    @property
+    def faults(self) -> None:
+        return None
+
+
+class BenchController(FabricController):
+    """The real FabricController whose hosts live in a simulator child process."""
+
+    def __init__(self, state_dir: str, settings: Settings) -> None:
+        super().__init__(state_dir, settings, pool="bench", host_factory=self._make_host)
+        self._sim: Ref | None = None
+        self._sim_lock: anyio.Lock | None = None
+        self._proxies: dict[str, HostProxy] = {}
+
+    async def _simulator(self) -> Ref:
+        if self._sim_lock is None:
+            self._sim_lock = anyio.Lock()
+        async with self._sim_lock:
+            if self._sim is None:
+                self._sim = await self.spawn_process(
+                    "benchmarks.controller_scale:Simulator", name="simulator", mailbox_size=100_000
+                )
+                self.start_soon(self._watch_simulator, self._sim)
+            return self._sim
+
+    async def _watch_simulator(self, sim: Ref) -> None:
+        why = await sim.join()
+        for proxy in self._proxies.values():
+            proxy.end(why or ActorDead("the simulator ended"))
+
+    async def _make_host(self, controller: Actor, config: HostConfig) -> Ref:
+        sim = await self._simulator()
+        await sim.ask(AddHost(config))
+        proxy = self._proxies[config.host_id] = HostProxy(sim, config.host_id)
+        return Ref(proxy)
+
+    async def receive(self, message: Any) -> Any:
+        if isinstance(message, SimAsk):
+            sim = await self._simulator()
+            return await sim.ask(message.message, timeout=60)
+        return await super().receive(message)
+
+
+# -- the driver ---------------------------------------------------------------------------------
+
+DEFINITION = """
+name = "Scale"
+upgrade_domain_count = 5
+
+[[roles]]
+name = "Work"
+kind = "worker"
+vm_size = "Large"
+"""
+
+CONFIG = """
+service_name = "Scale"
+
+[[roles]]
+name = "Work"
+instances = {count}
+"""
+
+
+def bench_settings(n: int, heartbeat: float, failure_timeout: float) -> Settings:
+    return Settings(
+        host_heartbeat_interval=heartbeat,
+        host_failure_timeout=failure_timeout,
+        max_hosts=n + 1,  # one spare host: a dead host's instances need somewhere to go
+        host_cores=8,
+        max_instances=2 * n,
+    )
+
+
+def store_size(state: Path) -> int:
+    return sum(p.stat().st_size for p in state.glob("fabric.db*") if p.is_file())
+
+
+def cpu(proc: psutil.Process) -> float:
+    t = proc.cpu_times()
+    return t.user + t.system
+
+
+async def sim_stats(ctl: Ref, vms: list[str] | None = None) -> Stats:
+    found: Stats = await ask(ctl, SimAsk(SimStats(vms=vms or [])), timeout=120)
+    return found
+
+
+async def spawn_controller(system: Any, state: Path, settings: Settings, tag: str) -> Ref:
+    return await system.spawn_process(
+        "benchmarks.controller_scale:BenchController",
+        name=f"controller-{tag}",
+        args=(str(state), settings),
+        mailbox_size=100_000,
+        # The controller logs every status change (as in production): to a file, not the screen.
+        # No link pings: a controller that stalls is measured, not killed.
+        options=ProcessOptions(log_path=state.parent / f"controller-{tag}.log", ping_interval=None),
+    )
+
+
+def hard_kill(pid: int | None) -> None:
+    if pid:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+async def run_size(system: Any, n: int, root: Path, args: Any) -> dict[str, float]:
+    state = root / f"n{n}"
+    package = root / f"pkg{n}"
+    (package / "Work").mkdir(parents=True)
+    (package / "Work" / "role.py").write_text("VERSION = 'v1'\n")
+    (package / "service.toml").write_text(DEFINITION)
+    (package / "config.toml").write_text(CONFIG.format(count=2))
+    # A .cspkg, checked against the pool's max_instances with the deployment's configuration (a
+    # service folder is packed against the model's default limit of 1,000).
+    cspkg = root / f"scale{n}.cspkg"
+    build_package(package, cspkg, package / "config.toml")
+    settings = bench_settings(n, args.heartbeat, args.failure_timeout)
+    out: dict[str, float] = {"n": n}
+    ctl = await spawn_controller(system, state, settings, f"{n}a")
+    ctl_proc = psutil.Process(ctl.pid)
+    sim_pid = 0
+    try:
+        # Placement: 2N instances until the simulator reports the last one Ready.
+        start = time.time()
+        await ask(
+            ctl,
+            CreateDeployment(
+                service="scale",
+                slot="production",
+                name="scale-1",
+                package_path=str(cspkg),
+                configuration=CONFIG.format(count=2 * n).encode(),
+                configuration_name="config.toml",
+            ),
+            timeout=args.timeout,
+        )
+        accepted = time.time() - start
+        with anyio.fail_after(args.timeout):
+            while True:
+                st = await sim_stats(ctl)
+                if st.ready >= 2 * n:
+                    break
+                await anyio.sleep(0.25)
+        sim_pid = st.pid
+        out["placement"] = st.last_ready - start
+        out["accepted"] = accepted
+        out["hosts"] = st.hosts
+        out["store"] = store_size(state) / 1024  # KiB
+        print(
+            f"  N={n}: placement {out['placement']:.2f} s (accepted in {accepted:.2f} s), "
+            f"{st.hosts} hosts, store {out['store']:.0f} KiB, load {load()}",
+            flush=True,
+        )
+
+        # Steady state: every instance Ready, only heartbeats flow.
+        await anyio.sleep(args.settle)
+        sim_proc = psutil.Process(sim_pid)
+        c0, s0, w0 = cpu(ctl_proc), cpu(sim_proc), time.monotonic()
+        await anyio.sleep(args.window)
+        c1, s1, w1 = cpu(ctl_proc), cpu(sim_proc), time.monotonic()
+        out["cpu"] = 100 * (c1 - c0) / (w1 - w0)
+        out["sim_cpu"] = 100 * (s1 - s0) / (w1 - w0)
+        print(
+            f"  N={n}: steady controller CPU {out['cpu']:.1f}% of a core "
+            f"(simulator {out['sim_cpu']:.1f}%), load {load()}",
+            flush=True,
+        )
+
+        # Heal: a host goes silent; its instances come back Ready elsewhere.
+        killed: Killed = await ask(ctl, SimAsk(KillHost()), timeout=120)
+        with anyio.fail_after(args.timeout + args.failure_timeout):
+            while True:
+                st = await sim_stats(ctl, killed.vms)
+                if len(st.ready_at) == len(killed.vms):
+                    break
+                await anyio.sleep(0.1)
+        healed = max(st.ready_at.values()) - killed.at
+        # The controller may declare it dead host_failure_timeout after its last heartbeat.
+        out["heal"] = max(st.ready_at.values()) - (killed.last_beat + args.failure_timeout)
+        print(
+            f"  N={n}: heal {out['heal']:.2f} s after the failure timeout ({healed:.2f} s after the host "
+            f"went silent; host_failure_timeout {args.failure_timeout:g} s), load {load()}",
+            flush=True,
+        )
+
+        # Recovery: SIGKILL the controller; a fresh one on the same state answers.
+        hard_kill(ctl.pid)
+        hard_kill(sim_pid)
+        with anyio.move_on_after(10):
+            await ctl.join()
+        start = time.time()
+        ctl = await spawn_controller(system, state, settings, f"{n}b")
+        with anyio.fail_after(args.timeout):
+            while True:
+                views = await ask(ctl, ListDeployments(), timeout=args.timeout)
+                if len(views) == 1 and count_instances(views[0]) == 2 * n:
+                    break
+                await anyio.sleep(0.1)
+        out["recovery"] = time.time() - start
+        print(f"  N={n}: recovery {out['recovery']:.2f} s, load {load()}", flush=True)
+        with anyio.move_on_after(5):
+            st = await sim_stats(ctl)
+            sim_pid = st.pid
+    finally:
+        hard_kill(sim_pid)
+        hard_kill(ctl.pid)
+        with anyio.move_on_after(10):
+            await ctl.join()
+    return out
+
+
+def count_instances(view: Any) -> int:
+    """Instances of a DeploymentView (a list answer crosses the link as builtins)."""
+    return len(view["instances"] if isinstance(view, dict) else view.instances)
+
+
+def load() -> str:
+    return "/".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def exponent(ns: list[float], ys: list[float]) -> float:
+    """Least-squares slope of log y against log n."""
+    pts = [(math.log(n), math.log(y)) for n, y in zip(ns, ys, strict=True) if y > 0]
+    if len(pts) < 2:
+        return float("nan")
+    mx = sum(p[0] for p in pts) / len(pts)
+    my = sum(p[1] for p in pts) / len(pts)
+    sxx = sum((p[0] - mx) ** 2 for p in pts)
+    return sum((p[0] - mx) * (p[1] - my) for p in pts) / sxx if sxx else float("nan")
+
+
+FIGURES = [
+    ("placement", "placement (s)", "< 10 s"),
+    ("cpu", "steady CPU (% core)", "< 50%"),
+    ("heal", "heal (s)", ""),
+    ("recovery", "recovery (s)", "< 10 s"),
+    ("store", "store (KiB)", ""),
+]
+
+
+async def main(args: Any) -> None:
+    sizes = (
+        [int(s) for s in args.sizes.split(",")]
+        if args.sizes
+        else ([100, 1000] if args.quick else [100, 1000, 10000])
+    )
+    root = Path(tempfile.mkdtemp(prefix="controller-scale-"))
+    print(
+        f"controller scale: N = {sizes} hosts (8 cores, heartbeat {args.heartbeat:g} s), "
+        f"2 Large instances per host; cpus {os.cpu_count()}, load {load()}",
+        flush=True,
+    )
+    results: list[dict[str, float]] = []
+    try:
+        async with open_system() as system:
+            for n in sizes:
+                results.append(await run_size(system, n, root, args))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    print()
+    print(f"{'N':>7} " + " ".join(f"{label:>20}" for _, label, _ in FIGURES) + f" {'sim CPU':>8}")
+    for r in results:
+        print(
+            f"{int(r['n']):>7} "
+            + " ".join(f"{r.get(k, float('nan')):>20.2f}" for k, _, _ in FIGURES)
+            + f" {r.get('sim_cpu', float('nan')):>7.1f}%"
+        )
+    ns = [r["n"] for r in results]
+    print(
+        f"{'k':>7} "
+        + " ".join(f"{exponent(ns, [r[k] for r in results]):>20.2f}" for k, _, _ in FIGURES)
+        + "   (cost ~ N^k, least squares on log-log; 1 = linear)"
+    )
+    print(
+        "goal at N=10,000: "
+        + ", ".join(f"{label} {goal}" for _, label, goal in FIGURES if goal)
+        + f"; load average now {load()}"
+    )
+
+
+def cli() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="N = 100, 1,000 only")
+    parser.add_argument("--sizes", default="", help="comma-separated N (overrides --quick)")
+    parser.add_argument("--heartbeat", type=float, default=2.5, help="host heartbeat interval (s)")
+    parser.add_argument("--failure-timeout", type=float, default=10.0, help="host_failure_timeout (s)")
+    parser.add_argument("--settle", type=float, default=3.0, help="wait before the CPU window (s)")
+    parser.add_argument("--window", type=float, default=10.0, help="CPU measuring window (s)")
+    parser.add_argument("--timeout", type=float, default=900.0, help="per phase (s)")
+    anyio.run(main, parser.parse_args(), backend="trio")
+
+
+if __name__ == "__main__":
+    # Run as the module the child processes import, so the messages are the same classes.
+    from benchmarks.controller_scale import cli as module_cli
+
+    module_cli()
