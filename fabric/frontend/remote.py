@@ -77,7 +77,7 @@ async def route(
     answer = await _ask_agent(socket, request, body.timeout_seconds + ANSWER_GRACE, role)
     if "refused" in answer:
         status = int(answer.get("status", 409))
-        code = "Forbidden" if status == 403 else "ConflictError" if status == 409 else "BadRequest"
+        code = {403: "Forbidden", 409: "ConflictError", 429: "TooManyRequests"}.get(status, "BadRequest")
         raise ApiError(status, code, f"{instance_id}: {answer['refused']}")
     return Response(
         200,
@@ -133,7 +133,8 @@ async def _ask_agent(socket: Path, request: dict[str, Any], timeout: float, role
     stream = await _open_agent(socket, role)
     data = b""
     async with stream:
-        await stream.send(json.dumps(request).encode() + b"\n")
+        with contextlib.suppress(anyio.BrokenResourceError):  # its answer, if any, says why
+            await stream.send(json.dumps(request).encode() + b"\n")
         with anyio.move_on_after(timeout), contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError):
             while b"\n" not in data and len(data) <= _MAX_ANSWER:
                 data += await stream.receive()
@@ -194,7 +195,8 @@ async def shell(rdfe: Rdfe, scope: Mapping[str, Any], receive: Any, send: Any, *
         await refuse(error)
         return
     async with agent:
-        await agent.send(json.dumps(request).encode() + b"\n")
+        with contextlib.suppress(anyio.BrokenResourceError):  # its answer, if any, says why
+            await agent.send(json.dumps(request).encode() + b"\n")
         incoming = BufferedByteReceiveStream(agent)
         first: dict[str, Any] = {"refused": "the remote access agent closed the connection", "status": 503}
         with contextlib.suppress(anyio.EndOfStream, anyio.IncompleteRead, anyio.DelimiterNotFound):

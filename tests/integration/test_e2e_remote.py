@@ -5,6 +5,7 @@ caller has no token; every session logged in the VM; nothing a session started o
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -19,9 +20,11 @@ import httpx
 import psutil
 import pytest
 
+from fabric.client import AsyncFabricClient
 from fabric.client.deployments import deploy_service
 from fabric.client.errors import ApiRefused
 from fabric.client.shell import ShellRefused, ShellSession, open_shell
+from fabric.guest.plugin_agents.remote_exec import MAX_SESSIONS
 from tests.fabric.certs.cert_kit import leaf, make_ca, pem_file
 from tests.fabric.frontend.test_cli import FABRIC, cli
 from tests.integration.e2e_kit import SERVICES, Running, copy_service, running_fabric
@@ -237,3 +240,26 @@ async def test_remote_access_turned_off_by_a_configuration_change_is_refused_at_
             with pytest.raises(ApiRefused, match="remote access is not enabled for this role"):
                 await client.exec("remote", "production", "Shell_IN_0", ["true"])
         assert [i.restarts for i in await fab.instances("remote")] == [0]
+
+
+async def test_an_instance_takes_a_bounded_number_of_sessions_at_once(tmp_path: Path) -> None:
+    async with running_fabric(tmp_path) as fab:
+        await deploy(fab, tmp_path, "remote")
+        async with fab.client() as client, contextlib.AsyncExitStack() as shells:
+            for _ in range(MAX_SESSIONS):
+                await shells.enter_async_context(open_shell(client, "remote", "production", "Shell_IN_0"))
+            with pytest.raises(ShellRefused, match=f"{MAX_SESSIONS} remote sessions open") as refused:
+                async with open_shell(client, "remote", "production", "Shell_IN_0"):
+                    pass
+            assert refused.value.status == 429
+            with pytest.raises(ApiRefused, match="remote sessions open"):
+                await client.exec("remote", "production", "Shell_IN_0", ["true"])
+        async with fab.client() as client:  # the shells closed: their slots are free again
+            await fab.wait_until(lambda: _exec_succeeds(client), 20)
+
+
+async def _exec_succeeds(client: AsyncFabricClient) -> bool:
+    try:
+        return (await client.exec("remote", "production", "Shell_IN_0", ["true"])).exit_status == 0
+    except ApiRefused:
+        return False

@@ -46,6 +46,8 @@ MAX_OUTPUT = 1024 * 1024
 MAX_REQUEST = 128 * 1024
 #: the longest a command may run
 MAX_TIMEOUT = 3600.0
+#: sessions (commands and shells) one instance runs at once
+MAX_SESSIONS = 8
 _PREFIX = "Microsoft.WindowsAzure.Plugins.RemoteAccess."
 
 
@@ -218,18 +220,36 @@ async def serve_exec(path: Path, vm: Vm, account: Account, log: Path) -> None:
         listener = await anyio.create_unix_listener(address)
     os.chmod(path, 0o600)
 
+    sessions = 0
+
     async def answer(stream: anyio.abc.SocketStream) -> None:
+        nonlocal sessions
         async with stream:
             with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream):
-                line = await _read_line(stream)
-                if _is_shell(line):
-                    await _shell(stream, line, vm, account, log)
+                line = b""
+                with anyio.move_on_after(10):  # the request comes at once: a silent peer holds nothing
+                    line = await _read_line(stream)
+                if sessions >= MAX_SESSIONS:
+                    busy = f"the instance has {MAX_SESSIONS} remote sessions open, the most it takes; end one first"
+                    await stream.send(json.dumps({"refused": busy, "status": 429}).encode() + b"\n")
                     return
-                reply = await _handle(line, vm, account, log)
-                await stream.send(json.dumps(reply).encode() + b"\n")
+                sessions += 1
+                try:
+                    await _session(stream, line, vm, account, log)
+                finally:
+                    sessions -= 1
 
     async with listener:
         await listener.serve(answer)
+
+
+async def _session(stream: anyio.abc.SocketStream, line: bytes, vm: Vm, account: Account, log: Path) -> None:
+    """One connection's request line: a command's session, or a shell."""
+    if _is_shell(line):
+        await _shell(stream, line, vm, account, log)
+        return
+    reply = await _handle(line, vm, account, log)
+    await stream.send(json.dumps(reply).encode() + b"\n")
 
 
 async def _read_line(stream: anyio.abc.SocketStream) -> bytes:
