@@ -66,13 +66,17 @@ def lock_state_dir(state_dir: Path) -> tuple[Path, int]:
 
 
 @asynccontextmanager
-async def open_fabric(state_dir: Path, settings: Settings, *, api_port: int = 0) -> AsyncIterator[Fabric]:
+async def open_fabric(
+    state_dir: Path, settings: Settings, *, api_port: int = 0, store_url: str | None = None
+) -> AsyncIterator[Fabric]:
     """Run the fabric until the block ends; then stop every host, VM and role gracefully.
 
-    The controller brings back whatever deployments its store holds (after a crash too).
+    The controller brings back whatever deployments its store holds (after a crash too): SQLite
+    in the state folder, or the PostgreSQL database ``store_url`` names.
 
     Raises:
         FabricBusy: another fabric runs for this state folder.
+        StoreError: the PostgreSQL database cannot be reached, or holds a newer schema.
     """
     from fabric.chaos.portal_run import run_scenario
     from fabric.controller.controller import FabricController
@@ -83,11 +87,15 @@ async def open_fabric(state_dir: Path, settings: Settings, *, api_port: int = 0)
 
     state_dir, lock = lock_state_dir(state_dir)
     try:
+        if store_url:  # its problems now, as one line, before anything starts
+            from fabric.controller.goal_store import open_goal_store
+
+            await (await open_goal_store(store_url, state_dir, "local")).aclose()
         await anyio.to_thread.run_sync(warm_bytecode)  # every process below imports our modules
         async with open_system() as system, anyio.create_task_group() as tg:
             # Stopping the controller stops every VM.
             controller = await system.spawn(
-                lambda: FabricController(state_dir, settings, pool="local"),
+                lambda: FabricController(state_dir, settings, pool="local", store_url=store_url),
                 name="FabricController:local",
                 stop_timeout=stop_budget(settings),
             )

@@ -47,27 +47,52 @@ def load_settings(settings_file: Path | None, fast: bool, metrics_public: bool =
     return msgspec.structs.replace(settings, metrics_public=True) if metrics_public else settings
 
 
+def _store_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    from fabric.controller.goal_store import StoreUrlError, check_store_url
+
+    try:
+        return check_store_url(value) if value else None
+    except StoreUrlError as exc:
+        raise click.BadParameter(str(exc).removeprefix(f"--store {value!r}: ")) from None
+
+
 @click.command()
 @click.option(
     "--port", default=0, show_default=True, type=click.IntRange(0, 65535), help="The API port (0: any)."
 )
+@click.option(
+    "--store",
+    "store_url",
+    metavar="postgresql://USER@HOST/DB",
+    callback=_store_url,
+    help="Keep the goal state in PostgreSQL (default: SQLite in the state folder).",
+)
 @settings_options
 @metrics_public_option
 @state_dir_option
-def serve(port: int, settings_file: Path | None, fast: bool, metrics_public: bool, state_dir: Path) -> None:
+def serve(
+    port: int,
+    store_url: str | None,
+    settings_file: Path | None,
+    fast: bool,
+    metrics_public: bool,
+    state_dir: Path,
+) -> None:
     """Run the fabric (API, controller, local hosts) until Ctrl-C; deploy to it with `fabric deploy`.
 
     SIGTERM and SIGHUP (the terminal closed) stop it as Ctrl-C does.
     """
-    with user_errors(SettingsError, FabricBusy):
+    from fabric.controller.store import StoreError
+
+    with user_errors(SettingsError, FabricBusy, StoreError):
         settings = load_settings(settings_file, fast, metrics_public)
-        anyio.run(_serve, state_dir, settings, port, backend="trio")
+        anyio.run(_serve, state_dir, settings, port, store_url, backend="trio")
 
 
-async def _serve(state_dir: Path, settings: Settings, port: int) -> None:
+async def _serve(state_dir: Path, settings: Settings, port: int, store_url: str | None = None) -> None:
     from fabric.server import open_fabric  # the whole fabric: only when it is to run
 
-    async with open_fabric(state_dir, settings, api_port=port) as fabric:
+    async with open_fabric(state_dir, settings, api_port=port, store_url=store_url) as fabric:
         click.echo(
             f"fabric serving {fabric.url} (state folder {fabric.state_dir}); Ctrl-C stops it", err=True
         )

@@ -34,7 +34,7 @@ from fabric.controller.model import Deployment, Instance, check_name, vm_name
 from fabric.controller.operations import Operations
 from fabric.controller.placement import PortAllocator, check_room, cores_of, update_domain
 from fabric.controller.state import ControllerState
-from fabric.controller.store import GenerationRecord
+from fabric.controller.store import GenerationRecord, HostRecord
 
 log = logging.getLogger("fabric.controller")
 
@@ -100,7 +100,7 @@ class Commands:
         self.ops = ops
         self.spawn = spawn
 
-    def accept(
+    async def accept(
         self,
         kind: str,
         dep: Deployment,
@@ -108,7 +108,7 @@ class Commands:
         phase: DeploymentStatus | None = None,
     ) -> OperationAccepted:
         """Record the operation, mark the deployment busy, and run ``work`` in the background."""
-        request_id = self.ops.begin(kind, f"{dep.service}/{dep.slot}")
+        request_id = await self.ops.begin(kind, f"{dep.service}/{dep.slot}")
         dep.busy = request_id
         run = partial(self.ops.run, request_id, dep, work, phase=phase)
         self.spawn(partial(record_operation, self.state.events, self.ops, kind, request_id, dep, run))
@@ -124,7 +124,7 @@ class Commands:
         check_name("deployment", cmd.name)
         check_slot(cmd.slot)
         existing = state.find(cmd.service, cmd.slot)
-        if existing is not None or (cmd.service, cmd.slot) in state.store.other_pools_services():
+        if existing is not None or (cmd.service, cmd.slot) in await state.store.other_pools_services():
             raise conflict(
                 f"hosted service {cmd.service} already has a {cmd.slot} deployment; "
                 "delete it, upgrade it, or deploy to the other slot"
@@ -141,18 +141,20 @@ class Commands:
             await state.rotation.open(dep)
             try:
                 state.move_off_public_ports(dep.ordered())
-                self.place(dep, dep.ordered())
+                new_hosts = self.place(dep, dep.ordered())
             except BaseException:
                 await state.rotation.close(dep.id)
                 raise
         except BaseException:
             await anyio.to_thread.run_sync(shutil.rmtree, folder, True)
             raise
-        with state.store.transaction():
-            state.store.put(dep.current.record)
-            state.save_deployment(dep)
+        async with state.store.transaction() as tx:
+            for host in new_hosts:
+                tx.put(host)
+            tx.put(dep.current.record)
+            state.write_deployment(tx, dep)
             for inst in dep.instances.values():
-                state.save_instance(inst)
+                await state.write_instance(tx, inst)
         state.add(dep)
         log.info(
             "deployment %s (%s/%s) created with %d instances",
@@ -162,8 +164,8 @@ class Commands:
             len(dep.instances),
         )
         if not cmd.start:
-            return self.accept("CreateDeployment", dep, _done("created suspended"))
-        return self.accept("CreateDeployment", dep, lambda: self._start_new(dep), phase="Deploying")
+            return await self.accept("CreateDeployment", dep, _done("created suspended"))
+        return await self.accept("CreateDeployment", dep, lambda: self._start_new(dep), phase="Deploying")
 
     async def _build(self, cmd: CreateDeployment, dep_id: str, folder: Path) -> Deployment:
         config = await write_config_off_loop(folder, 1, cmd.configuration, cmd.configuration_name)
@@ -218,8 +220,9 @@ class Commands:
                 dep.instances[inst.vm] = inst
         return dep
 
-    def place(self, dep: Deployment, insts: list[Instance]) -> None:
+    def place(self, dep: Deployment, insts: list[Instance]) -> list[HostRecord]:
         """Place instances on hosts, all or none (synchronous, so no other placement interleaves).
+        Returns the records of the hosts it spins up, for the caller to store with the instances.
 
         Raises:
             ControllerError: ConflictError when the pool has no room (nothing is placed).
@@ -230,9 +233,10 @@ class Commands:
             if not inst.host_id:
                 role = dep.generations[inst.generation].role(inst.role)
                 chosen.append((inst, planner.place((dep.id, inst.role), cores_of(role))))
-        self.state.commit_hosts(planner)
+        new_hosts = self.state.commit_hosts(planner)
         for inst, slot in chosen:
             inst.host_id, inst.fault_domain = slot.id, slot.fault_domain
+        return new_hosts
 
     async def _start_new(self, dep: Deployment) -> str:
         await start_all(self.state, dep, dep.ordered())
@@ -240,7 +244,7 @@ class Commands:
 
     # -- suspend and run --------------------------------------------------------------------------
 
-    def set_status(self, cmd: SetDeploymentStatus) -> OperationAccepted:
+    async def set_status(self, cmd: SetDeploymentStatus) -> OperationAccepted:
         """Suspend (stop every VM, keep the deployment and its ports) or run it again."""
         state = self.state
         dep = state.get(cmd.service, cmd.slot)
@@ -250,9 +254,9 @@ class Commands:
             )
         ensure_idle(dep)
         if dep.goal == cmd.status:
-            return self.accept("UpdateDeploymentStatus", dep, _done(f"already {cmd.status}"))
+            return await self.accept("UpdateDeploymentStatus", dep, _done(f"already {cmd.status}"))
         dep.goal = cmd.status
-        state.save_deployment(dep)
+        await state.save_deployment(dep)
         state.rotation.refresh(dep)
         insts = dep.ordered()
         if cmd.status == "Suspended":
@@ -262,17 +266,17 @@ class Commands:
                 await each_instance(insts, lambda i: lifecycle.stop(state, dep, i))
                 return f"stopped {len(insts)} instances"
 
-            return self.accept("UpdateDeploymentStatus", dep, suspend, phase="SuspendedTransitioning")
+            return await self.accept("UpdateDeploymentStatus", dep, suspend, phase="SuspendedTransitioning")
 
         async def run() -> str:
             await start_all(state, dep, insts)
             return f"started {len(insts)} instances"
 
-        return self.accept("UpdateDeploymentStatus", dep, run, phase="RunningTransitioning")
+        return await self.accept("UpdateDeploymentStatus", dep, run, phase="RunningTransitioning")
 
     # -- one instance ------------------------------------------------------------------------------
 
-    def instance_action(self, cmd: InstanceAction) -> OperationAccepted:
+    async def instance_action(self, cmd: InstanceAction) -> OperationAccepted:
         """Reboot (restart the guest OS), reimage (fresh disk) or rebuild (fresh disk and role
         drive, booted anew) one instance; the operation ends when it runs its role again."""
         state = self.state
@@ -301,11 +305,11 @@ class Commands:
             "reimage": "ReimageRoleInstance",
             "rebuild": "RebuildRoleInstance",
         }
-        return self.accept(kind[cmd.action], dep, act)
+        return await self.accept(kind[cmd.action], dep, act)
 
     # -- delete ------------------------------------------------------------------------------------
 
-    def delete(self, cmd: DeleteDeployment) -> OperationAccepted:
+    async def delete(self, cmd: DeleteDeployment) -> OperationAccepted:
         """Stop every instance, delete their disks and forget the deployment. A running
         operation (say an upgrade stuck on a failing role) is cancelled first."""
         state = self.state
@@ -316,13 +320,13 @@ class Commands:
             dep.cancel_scope.cancel()
         dep.busy = None
         dep.goal = "Deleting"
-        state.save_deployment(dep)
+        await state.save_deployment(dep)
         state.rotation.refresh(dep)
-        return self.accept("DeleteDeployment", dep, lambda: finish_delete(state, dep), phase="Deleting")
+        return await self.accept("DeleteDeployment", dep, lambda: finish_delete(state, dep), phase="Deleting")
 
     # -- swap --------------------------------------------------------------------------------------
 
-    def swap(self, cmd: SwapDeployments) -> OperationAccepted:
+    async def swap(self, cmd: SwapDeployments) -> OperationAccepted:
         """VIP swap: production and staging exchange public ports (and slots)."""
         state = self.state
         deps = state.of_service(cmd.service)
@@ -341,17 +345,17 @@ class Commands:
             try:
                 if len(deps) == 2:
                     await state.rotation.swap(deps[0], deps[1])
-                with state.store.transaction():
+                async with state.store.transaction() as tx:
                     for dep in deps:
                         dep.slot = "staging" if dep.slot == "production" else "production"
-                        state.save_deployment(dep)
+                        state.write_deployment(tx, dep)
             finally:
                 for dep in deps[1:]:
                     dep.busy = None
             names = ", ".join(f"{d.name} is now {d.slot}" for d in deps)
             return f"swapped: {names}"
 
-        return self.accept("SwapDeployment", deps[0], act)
+        return await self.accept("SwapDeployment", deps[0], act)
 
 
 async def finish_delete(state: ControllerState, dep: Deployment) -> str:
@@ -368,7 +372,7 @@ async def finish_delete(state: ControllerState, dep: Deployment) -> str:
             log.warning("deleting %s: %s", inst.id, exc.message)
 
     await each_instance(insts, wipe)
-    state.forget(dep)
+    await state.forget(dep)
     await anyio.to_thread.run_sync(shutil.rmtree, dep.folder, True)
     return f"deleted {dep.name} and its {len(insts)} instances"
 

@@ -29,6 +29,7 @@ from fabric.controller.chaos.plugin import answer_chaos
 from fabric.controller.commands import Commands
 from fabric.controller.configuration_view import GetConfiguration, configuration_view
 from fabric.controller.events import OpenEventLog
+from fabric.controller.goal_store import open_goal_store
 from fabric.controller.hosts import HostFactory, HostPool, spawn_host_process
 from fabric.controller.messages import (
     ChangeConfiguration,
@@ -51,7 +52,6 @@ from fabric.controller.reconfigure import Reconfigure
 from fabric.controller.recovery import recover
 from fabric.controller.rotation import Rotation
 from fabric.controller.state import ControllerState
-from fabric.controller.store import Store
 from fabric.controller.upgrade import Upgrades
 from fabric.host.messages import HostHeartbeat, InstanceStatusChanged
 from fabric.settings import Settings
@@ -70,6 +70,7 @@ class FabricController(Actor):
         settings: durations and limits (max_hosts, host_cores, host_failure_timeout...).
         pool: the machine pool's name (host ids are ``<pool>-host<n>``).
         host_factory: builds a host; by default a host agent process.
+        store_url: a ``postgresql://`` URL to keep the goal state in (None: SQLite, ``fabric.db``).
     """
 
     def __init__(
@@ -78,17 +79,19 @@ class FabricController(Actor):
         settings: Settings | None = None,
         pool: str = "local",
         host_factory: HostFactory | None = None,
+        store_url: str | None = None,
     ) -> None:
         self.state_dir = Path(state_dir).resolve()
         self.settings = settings or Settings()
         self.pool = pool
         self.host_factory = host_factory or spawn_host_process
+        self.store_url = store_url
         self._busy_since: float | None = None
 
     async def on_start(self) -> None:
         """Open the store, bring back what it holds, and start watching hosts."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        store = await anyio.to_thread.run_sync(Store, self.state_dir / DATABASE, self.pool)
+        store = await open_goal_store(self.store_url, self.state_dir, self.pool, database=DATABASE)
         rotation = Rotation(self.start)
         hosts = HostPool(
             self,
@@ -113,7 +116,7 @@ class FabricController(Actor):
         self.reconfigure = Reconfigure(self.commands, self.upgrades)
         count = await recover(self.state, self.ops, self.upgrades, self.start_soon)
         if count:
-            log.info("pool %s: recovered %d deployment(s) from %s", self.pool, count, store.path)
+            log.info("pool %s: recovered %d deployment(s) from %s", self.pool, count, store.where)
         self.start_soon(hosts.watch)
         self.start_soon(lifecycle.heal_forever, self.state, self.start_soon)
 
@@ -139,11 +142,11 @@ class FabricController(Actor):
         match message:
             case InstanceStatusChanged(host_id=host_id, instance_id=vm, status=status):
                 state.hosts.heard(host_id)
-                state.on_status(host_id, vm, status)
+                await state.on_status(host_id, vm, status)
             case HostHeartbeat(host_id=host_id, instances=instances, pid=pid):
                 if state.hosts.heard(host_id, pid):
                     for vm, status in instances.items():
-                        state.on_status(host_id, vm, status)
+                        await state.on_status(host_id, vm, status)
             case GetDeployment(service=service, slot=slot):
                 return self.view(state.get(service, slot))
             case ListDeployments():
@@ -152,7 +155,7 @@ class FabricController(Actor):
                     for d in sorted(state.deployments.values(), key=lambda d: (d.service, d.slot))
                 ]
             case GetOperation(request_id=request_id):
-                return self.ops.view(request_id)
+                return await self.ops.view(request_id)
             case CreateDeployment():
                 return await self.commands.create(message)
             case ChangeConfiguration():
@@ -160,15 +163,15 @@ class FabricController(Actor):
             case UpgradeDeployment():
                 return await self.upgrades.upgrade(message)
             case WalkUpgradeDomain():
-                return self.upgrades.walk(message)
+                return await self.upgrades.walk(message)
             case SetDeploymentStatus():
-                return self.commands.set_status(message)
+                return await self.commands.set_status(message)
             case InstanceAction():
-                return self.commands.instance_action(message)
+                return await self.commands.instance_action(message)
             case DeleteDeployment():
-                return self.commands.delete(message)
+                return await self.commands.delete(message)
             case SwapDeployments():
-                return self.commands.swap(message)
+                return await self.commands.swap(message)
             case ChaosCommand():  # fault injection: answered by the chaos agent (fabric.controller.chaos)
                 await answer_chaos(self, message)
             case OpenEventLog():  # in-process: readers wait on the log itself, not on this mailbox
@@ -188,4 +191,4 @@ class FabricController(Actor):
 
     async def on_stop(self) -> None:
         """Hosts were stopped first (they are children); close the database."""
-        self.state.store.close()
+        await self.state.store.aclose()

@@ -226,7 +226,7 @@ async def record_operation(
     await run()
     log.durations.observe(kind, anyio.current_time() - started)
     try:
-        view = ops.view(request_id)
+        view = await ops.view(request_id)
     except Exception:  # the store is gone (the controller stops): nothing left to tell
         return
     outcome = view.description if view.status == "Succeeded" else view.error_message

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import anyio.to_thread
 
+from fabric.controller.goal_store import GoalStore
 from fabric.controller.messages import ControllerError
 from fabric.controller.model import Deployment, Generation
-from fabric.controller.store import GenerationRecord, Store
+from fabric.controller.store import GenerationRecord
 from fabric.model.definition import MAX_INT
 from fabric.model.errors import ModelError
 from fabric.model.package import build_package, extract_package, read_package
@@ -132,14 +133,14 @@ async def load_generation(
     return await anyio.to_thread.run_sync(_load, record, folder, max_instances)
 
 
-def drop_unused(store: Store, dep: Deployment) -> tuple[Path, set[str]]:
+async def drop_unused(store: GoalStore, dep: Deployment) -> tuple[Path, set[str]]:
     """Forget generations no instance runs and that are not current. Returns the deployment
     folder and the package folders still used: ``remove_unused_packages`` deletes the others,
     off the event loop (an extracted package may be thousands of files)."""
     used = {dep.generation} | {i.generation for i in dep.instances.values()}
     for number in [n for n in dep.generations if n not in used]:
         gen = dep.generations.pop(number)
-        store.delete_generation(dep.id, number)
+        await store.delete_generation(dep.id, number)
         config_path(dep.folder, number, gen.record.configuration_name).unlink(missing_ok=True)
     kept = {p for g in dep.generations.values() for p in [g.record.main, *g.record.packages.values()]}
     return dep.folder, kept

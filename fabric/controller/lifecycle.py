@@ -168,7 +168,7 @@ async def apply(
             return "gone"
         env = dep.guest_config(inst, state.state_dir, state.settings, generation=generation).environment
         inst.generation = generation
-        state.save_instance(inst)
+        await state.save_instance(inst)
         if not inst.host_id or dep.goal != "Running":
             return "deferred"  # it boots with the new environment when it starts
         # A recycle shows as a non-Ready status, possibly before the answer: arm first.
@@ -221,25 +221,26 @@ async def wait_up(state: ControllerState, dep: Deployment, insts: list[Instance]
 
 async def on_host_dead(state: ControllerState, host: Host, why: str) -> None:
     """A host died: its instances lose their host, and the healer places them again."""
-    state.store.delete_host(host.id)
+    await state.store.delete_host(host.id)
     state.events.record("heal", f"host {host.id} failed ({why}); its instances move", host=host.id)
     for dep, inst in state.instances():
         if inst.host_id == host.id:
             inst.host_id = ""
-            state.save_instance(inst)
+            await state.save_instance(inst)
             state.set_status(
                 dep, inst, "RoleStateUnknown", f"host {host.id} failed ({why}); moving it to another host"
             )
     state.wake_healer()
 
 
-def heal_once(state: ControllerState, spawn: Spawn) -> None:
+async def heal_once(state: ControllerState, spawn: Spawn) -> None:
     """Place every instance that has no host; start those of running deployments.
 
     ``spawn(func, *args)`` runs a start in the background (the actor's start_soon).
     """
     for dep, inst in state.instances():
-        if inst.host_id or dep.goal == "Deleting":
+        # (a store write below may yield: skip what another task removed or placed meanwhile)
+        if inst.host_id or dep.goal == "Deleting" or dep.instances.get(inst.vm) is not inst:
             continue
         planner = state.planner()
         try:
@@ -250,9 +251,12 @@ def heal_once(state: ControllerState, spawn: Spawn) -> None:
             if "waiting for capacity" not in inst.detail:
                 state.set_status(dep, inst, "RoleStateUnknown", f"waiting for capacity: {exc.message}")
             continue
-        state.commit_hosts(planner)
+        new_hosts = state.commit_hosts(planner)
         inst.host_id, inst.fault_domain = slot.id, slot.fault_domain
-        state.save_instance(inst)
+        async with state.store.transaction() as tx:
+            for host in new_hosts:
+                tx.put(host)
+            await state.write_instance(tx, inst)
         log.info("healing: %s %s goes to host %s", dep.name, inst.id, slot.id)
         state.events.record("heal", f"{inst.id} is placed on host {slot.id}", dep=dep, inst=inst)
         if dep.goal == "Running":
@@ -273,6 +277,6 @@ async def heal_forever(state: ControllerState, spawn: Spawn) -> None:
     while True:
         wakeup = anyio.Event()
         state.wake_healer = wakeup.set
-        heal_once(state, spawn)
+        await heal_once(state, spawn)
         with anyio.move_on_after(max(0.05, state.settings.host_heartbeat_interval)):
             await wakeup.wait()

@@ -15,9 +15,10 @@ from collections.abc import Awaitable, Callable
 import anyio
 import msgspec
 
+from fabric.controller.goal_store import GoalStore
 from fabric.controller.messages import ControllerError, DeploymentStatus, OperationView
 from fabric.controller.model import Deployment
-from fabric.controller.store import OperationRecord, Store
+from fabric.controller.store import OperationRecord
 
 log = logging.getLogger("fabric.controller")
 
@@ -31,38 +32,38 @@ class Operations:
         notify: called when an operation ends (wakes waiters on the controller's state).
     """
 
-    def __init__(self, store: Store, pool: str, notify: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, store: GoalStore, pool: str, notify: Callable[[], None] = lambda: None) -> None:
         self.store = store
         self.pool = pool
         self.notify = notify
 
-    def begin(self, kind: str, target: str, description: str = "") -> str:
+    async def begin(self, kind: str, target: str, description: str = "") -> str:
         """Record a new InProgress operation; returns its request id."""
         request_id = uuid.uuid4().hex
-        self.store.put(
+        await self.store.put(
             OperationRecord(
                 request_id=request_id, pool=self.pool, kind=kind, target=target, description=description
             )
         )
         return request_id
 
-    def _end(self, request_id: str, **changes: object) -> None:
-        record = self.store.operation(request_id)
+    async def _end(self, request_id: str, **changes: object) -> None:
+        record = await self.store.operation(request_id)
         if record is None:
             return
-        self.store.put(msgspec.structs.replace(record, **changes))
+        await self.store.put(msgspec.structs.replace(record, **changes))
         self.notify()
 
-    def succeed(self, request_id: str, description: str = "") -> None:
+    async def succeed(self, request_id: str, description: str = "") -> None:
         """Mark the operation Succeeded (with a closing description, if given)."""
         changes: dict[str, object] = {"status": "Succeeded", "http_status_code": 200}
         if description:
             changes["description"] = description
-        self._end(request_id, **changes)
+        await self._end(request_id, **changes)
 
-    def fail(self, request_id: str, error: ControllerError) -> None:
+    async def fail(self, request_id: str, error: ControllerError) -> None:
         """Mark the operation Failed with the error's code and message."""
-        self._end(
+        await self._end(
             request_id,
             status="Failed",
             http_status_code=error.status,
@@ -70,13 +71,13 @@ class Operations:
             error_message=error.message,
         )
 
-    def view(self, request_id: str) -> OperationView:
+    async def view(self, request_id: str) -> OperationView:
         """The OperationView of a request id.
 
         Raises:
             ControllerError: ResourceNotFound for an id this pool never issued.
         """
-        r = self.store.operation(request_id)
+        r = await self.store.operation(request_id)
         if r is None:
             raise ControllerError("ResourceNotFound", f"no operation has request id {request_id!r}", 404)
         return OperationView(
@@ -110,17 +111,17 @@ class Operations:
             with scope:
                 description = await work()
             if scope.cancel_called:
-                self.fail(
+                await self.fail(
                     request_id, ControllerError("ConflictError", "cancelled: the deployment was deleted", 409)
                 )
             else:
-                self.succeed(request_id, description or "")
+                await self.succeed(request_id, description or "")
         except ControllerError as exc:
             log.warning("operation %s failed: %s", request_id, exc.message)
-            self.fail(request_id, exc)
+            await self.fail(request_id, exc)
         except Exception as exc:
             log.exception("operation %s failed", request_id)
-            self.fail(request_id, ControllerError("InternalError", f"{type(exc).__name__}: {exc}", 500))
+            await self.fail(request_id, ControllerError("InternalError", f"{type(exc).__name__}: {exc}", 500))
         finally:
             if dep is not None and dep.busy == request_id:
                 dep.busy, dep.cancel_scope = None, None

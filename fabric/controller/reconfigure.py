@@ -65,7 +65,7 @@ class Reconfigure:
             for inst in added:
                 await state.rotation.open_instance(dep, inst)
             state.move_off_public_ports(added)
-            self.commands.place(dep, added)
+            new_hosts = self.commands.place(dep, added)
         except BaseException:
             dep.generations.pop(number, None)
             path.unlink(missing_ok=True)
@@ -80,26 +80,30 @@ class Reconfigure:
             if settings_changed
             else None
         )
-        with state.store.transaction():
-            state.store.put(record)
+        async with state.store.transaction() as tx:
+            for host in new_hosts:
+                tx.put(host)
+            tx.put(record)
             for inst in removed:
-                state.remove_instance(dep, inst)
+                state.remove_instance(dep, inst, tx)
             for inst in added:
-                state.add_instance(dep, inst)
-            state.save_deployment(dep)
+                await state.add_instance(dep, inst, tx)
+            state.write_deployment(tx, dep)
         state.rotation.refresh(dep)
 
         async def act() -> str:
             await self._apply_resize(dep, added, removed)
             if dep.upgrade is None:
-                for inst in dep.instances.values():
+                for inst in list(dep.instances.values()):
                     inst.generation = number
-                    state.save_instance(inst)
-                await remove_unused_packages(*drop_unused(state.store, dep))
+                    await state.save_instance(inst)
+                await remove_unused_packages(*await drop_unused(state.store, dep))
                 return _resize_text(added, removed) or "no change"
             return await self.upgrades.walk_or_wait(dep)
 
-        return self.commands.accept("ChangeDeploymentConfiguration", dep, act, phase="RunningTransitioning")
+        return await self.commands.accept(
+            "ChangeDeploymentConfiguration", dep, act, phase="RunningTransitioning"
+        )
 
     async def _resize(
         self, dep: Deployment, new: Generation, number: int, added: list[Instance]

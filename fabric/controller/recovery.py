@@ -32,17 +32,17 @@ async def recover(
     """Load the pool's goal state, reopen its ports, and start bringing deployments back in the
     background. Returns how many deployments were recovered."""
     store = state.store
-    failed = store.fail_interrupted(INTERRUPTED)
+    failed = await store.fail_interrupted(INTERRUPTED)
     if failed:
         log.warning("%d operation(s) were cut short by a restart and are marked Failed", failed)
-    for host in store.hosts():
+    for host in await store.hosts():
         state.hosts.add(host)
     recovered = []
-    for rec in store.deployments():
+    for rec in await store.deployments():
         folder = Path(rec.folder)
         generations: dict[int, Generation] = {}
         try:
-            for g in store.generations(rec.id):
+            for g in await store.generations(rec.id):
                 generations[g.number] = await load_generation(g, folder)
         except (ControllerError, OSError) as exc:
             log.error("deployment %s of %s cannot be recovered: %s", rec.name, rec.service, exc)
@@ -64,7 +64,7 @@ async def recover(
             generations=generations,
             upgrade=rec.upgrade,
         )
-        for r in store.instances(rec.id):
+        for r in await store.instances(rec.id):
             inst = Instance.from_record(r)
             if inst.generation not in generations:
                 inst.generation = rec.generation
@@ -75,27 +75,27 @@ async def recover(
             inst.detail = "coming back after a fabric restart" if running else "the deployment is suspended"
             dep.instances[inst.vm] = inst
         if rec.goal != "Deleting":
-            wanted = {(p.role, p.endpoint, p.instance): p for p in store.public_ports(rec.id)}
+            wanted = {(p.role, p.endpoint, p.instance): p for p in await store.public_ports(rec.id)}
             try:
                 await state.rotation.open(dep, wanted)
             except ControllerError as exc:
                 log.error("deployment %s: its public ports cannot be opened: %s", dep.name, exc.message)
         state.add(dep)
-        state.save_deployment(dep)
+        await state.save_deployment(dep)
         recovered.append(dep)
     for inst in state.move_off_public_ports([i for d in recovered for i in d.instances.values()]):
-        state.save_instance(inst)
+        await state.save_instance(inst)
     for dep in recovered:
-        _resume(state, ops, upgrades, spawn, dep)
+        await _resume(state, ops, upgrades, spawn, dep)
     return len(recovered)
 
 
-def _resume(
+async def _resume(
     state: ControllerState, ops: Operations, upgrades: Upgrades, spawn: Callable[..., None], dep: Deployment
 ) -> None:
     target = f"{dep.service}/{dep.slot}"
     if dep.goal == "Deleting":
-        request_id = ops.begin("DeleteDeployment", target, "resumed after a fabric restart")
+        request_id = await ops.begin("DeleteDeployment", target, "resumed after a fabric restart")
         dep.busy = request_id
         spawn(partial(ops.run, request_id, dep, lambda: finish_delete(state, dep), phase="Deleting"))
         return
@@ -109,6 +109,8 @@ def _resume(
             return await upgrades.resume(dep)
         return f"{len(dep.instances)} instances started again"
 
-    request_id = ops.begin("RecoverDeployment", target, "bringing the deployment back after a fabric restart")
+    request_id = await ops.begin(
+        "RecoverDeployment", target, "bringing the deployment back after a fabric restart"
+    )
     dep.busy = request_id
     spawn(partial(ops.run, request_id, dep, bring_back, phase="RunningTransitioning"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,18 +17,22 @@ from pathlib import Path
 import anyio
 
 from fabric.controller.events import EventLog
+from fabric.controller.goal_store import GoalStore, Writes
 from fabric.controller.hosts import HostPool
 from fabric.controller.messages import ControllerError, Slot
 from fabric.controller.model import Deployment, Instance
 from fabric.controller.placement import Planner, PortAllocator, cores_of
 from fabric.controller.rotation import Rotation
-from fabric.controller.store import HostRecord, Store
+from fabric.controller.store import HostRecord
 from fabric.guest.account import NoFreeAccount, allocate_uid, running_uids
 from fabric.guest.messages import InstanceStatus
 from fabric.model.status import RoleStatus
 from fabric.settings import Settings
 
 log = logging.getLogger("fabric.controller")
+
+#: how long a read of the VM uids in use (the store's, and /proc's) serves new instances
+UID_SNAPSHOT_SECONDS = 1.0
 
 
 def not_found(service: str, slot: str) -> ControllerError:
@@ -46,7 +51,7 @@ class ControllerState:
         state_dir: Path,
         settings: Settings,
         pool: str,
-        store: Store,
+        store: GoalStore,
         hosts: HostPool,
         rotation: Rotation,
     ) -> None:
@@ -63,6 +68,11 @@ class ControllerState:
         self.vm_heard: dict[str, float] = {}
         self._by_vm: dict[str, tuple[Deployment, Instance]] = {}
         self._changed = anyio.Event()
+        #: VM accounts given by this controller (a transaction's are not in the store yet)
+        self._given_uids: set[int] = set()
+        #: the uids taken as last read (see _taken_uids), and when (time.monotonic())
+        self._uids_taken: set[int] | None = None
+        self._uids_read_at = 0.0
         #: called when instances lost their host (healing places them again)
         self.wake_healer: Callable[[], None] = lambda: None
 
@@ -150,8 +160,10 @@ class ControllerState:
             spread=spread,
         )
 
-    def commit_hosts(self, planner: Planner) -> None:
-        """Register (and store) the hosts a plan spins up; they start on first use."""
+    def commit_hosts(self, planner: Planner) -> list[HostRecord]:
+        """Register the hosts a plan spins up (they start on first use). Returns their records:
+        the caller stores them with what it placed on them, before acting."""
+        records = []
         for slot in planner.new_hosts():
             if slot.id in self.hosts.hosts:
                 continue
@@ -162,8 +174,9 @@ class ControllerState:
                 cores=slot.cores,
                 fault_domain=slot.fault_domain,
             )
-            self.store.put(record)
             self.hosts.add(record)
+            records.append(record)
+        return records
 
     # -- goal state ----------------------------------------------------------------------------
 
@@ -173,46 +186,70 @@ class ControllerState:
         for inst in dep.instances.values():
             self._by_vm[inst.vm] = (dep, inst)
 
-    def add_instance(self, dep: Deployment, inst: Instance) -> None:
-        """Track and store a new instance."""
+    async def add_instance(self, dep: Deployment, inst: Instance, tx: Writes) -> None:
+        """Track a new instance and store it with ``tx``."""
         dep.instances[inst.vm] = inst
         self._by_vm[inst.vm] = (dep, inst)
-        self.save_instance(inst)
+        await self.write_instance(tx, inst)
 
-    def remove_instance(self, dep: Deployment, inst: Instance) -> None:
-        """Forget an instance (store included)."""
+    def remove_instance(self, dep: Deployment, inst: Instance, tx: Writes) -> None:
+        """Forget an instance (in the store with ``tx``)."""
         dep.instances.pop(inst.vm, None)
         self._by_vm.pop(inst.vm, None)
-        self.store.delete_instance(inst.vm)
+        tx.delete_instance(inst.vm)
 
-    def forget(self, dep: Deployment) -> None:
+    async def forget(self, dep: Deployment) -> None:
         """Forget a deployment (store included)."""
-        self.store.delete_deployment(dep.id)
+        await self.store.delete_deployment(dep.id)
         self.deployments.pop(dep.id, None)
         for vm in list(dep.instances):
             self._by_vm.pop(vm, None)
 
-    def save_deployment(self, dep: Deployment) -> None:
-        """Store a deployment's goal and the ports it holds."""
-        with self.store.transaction():
-            self.store.put(dep.record(self.pool))
-            for port in self.rotation.records(dep.id):
-                self.store.put(port)
+    def write_deployment(self, tx: Writes, dep: Deployment) -> None:
+        """Write a deployment's goal and the ports it holds into ``tx``."""
+        tx.put(dep.record(self.pool))
+        for port in self.rotation.records(dep.id):
+            tx.put(port)
 
-    def save_instance(self, inst: Instance) -> None:
-        """Store an instance's placement and generation; a new one gets its VM account here,
-        a uid no instance of any pool holds (kept in the store, so a restart reuses it)."""
-        with self.store.transaction():
-            if not inst.uid and os.geteuid() == 0:
-                try:
-                    inst.uid = allocate_uid(self.store.vm_uids() | running_uids())
-                except NoFreeAccount as exc:
-                    raise ControllerError("ConflictError", str(exc), 409) from None
-            self.store.put(inst.record())
+    async def save_deployment(self, dep: Deployment) -> None:
+        """Store a deployment's goal and the ports it holds."""
+        async with self.store.transaction() as tx:
+            self.write_deployment(tx, dep)
+
+    async def write_instance(self, tx: Writes, inst: Instance) -> None:
+        """Write an instance's placement and generation into ``tx``; a new one gets its VM
+        account here, a uid no instance of any pool holds (kept in the store, so a restart
+        reuses it)."""
+        if not inst.uid and os.geteuid() == 0:
+            taken = await self._taken_uids()
+            try:
+                inst.uid = allocate_uid(taken)
+            except NoFreeAccount as exc:
+                raise ControllerError("ConflictError", str(exc), 409) from None
+            self._given_uids.add(inst.uid)
+            taken.add(inst.uid)
+        tx.put(inst.record())
+
+    async def _taken_uids(self) -> set[int]:
+        """The VM uids a new instance may not take: the store's (every pool's), those that
+        processes run as now, and those this controller gave. The store and /proc are read
+        at most once per UID_SNAPSHOT_SECONDS: a deployment of thousands of instances reads
+        them once, not once per instance (that was quadratic). The set returned is kept, and
+        the caller adds the uid it takes."""
+        now = time.monotonic()
+        if self._uids_taken is None or now - self._uids_read_at > UID_SNAPSHOT_SECONDS:
+            self._uids_taken = await self.store.vm_uids() | running_uids() | self._given_uids
+            self._uids_read_at = now
+        return self._uids_taken
+
+    async def save_instance(self, inst: Instance) -> None:
+        """Store an instance's placement and generation (see write_instance)."""
+        async with self.store.transaction() as tx:
+            await self.write_instance(tx, inst)
 
     # -- status --------------------------------------------------------------------------------
 
-    def on_status(self, host_id: str, vm: str, status: InstanceStatus) -> None:
+    async def on_status(self, host_id: str, vm: str, status: InstanceStatus) -> None:
         """A host reported an instance's status: record it and update rotation at once."""
         found = self._by_vm.get(vm)
         if found is None:
@@ -224,7 +261,7 @@ class ControllerState:
         # A status the host made itself (no boot) says nothing of role host starts.
         restarted = bool(status.boot) and inst.count_starts(status.boot, status.starts)
         if restarted:
-            self.save_instance(inst)  # the count survives a restart of the fabric
+            await self.save_instance(inst)  # the count survives a restart of the fabric
         if not restarted and (status.status, status.detail) == (inst.status, inst.detail):
             return
         self.set_status(dep, inst, status.status, status.detail, restarted=restarted)

@@ -142,16 +142,16 @@ class Upgrades:
         dep.upgrade = UpgradeRecord(
             kind="package", mode=cmd.mode, generation=number, role=cmd.role, domain_count=domain_count(dep)
         )
-        with state.store.transaction():
-            state.store.put(record)
-            state.save_deployment(dep)
-        return self.commands.accept(
+        async with state.store.transaction() as tx:
+            tx.put(record)
+            state.write_deployment(tx, dep)
+        return await self.commands.accept(
             "UpgradeDeployment", dep, lambda: self.walk_or_wait(dep), phase="RunningTransitioning"
         )
 
     # -- walking ----------------------------------------------------------------------------------
 
-    def walk(self, cmd: WalkUpgradeDomain) -> OperationAccepted:
+    async def walk(self, cmd: WalkUpgradeDomain) -> OperationAccepted:
         """Upgrade the next domain of a Manual upgrade (domains go in order)."""
         dep = self.state.get(cmd.service, cmd.slot)
         upgrade = dep.upgrade
@@ -166,9 +166,9 @@ class Upgrades:
 
         async def act() -> str:
             await self._walk_domain(dep, cmd.upgrade_domain)
-            return self._advance(dep, cmd.upgrade_domain)
+            return await self._advance(dep, cmd.upgrade_domain)
 
-        return self.commands.accept("WalkUpgradeDomain", dep, act, phase="RunningTransitioning")
+        return await self.commands.accept("WalkUpgradeDomain", dep, act, phase="RunningTransitioning")
 
     async def walk_or_wait(self, dep: Deployment) -> str:
         upgrade = dep.upgrade
@@ -177,28 +177,28 @@ class Upgrades:
             return f"ready for a Manual walk: walk update domain {upgrade.next_domain} next"
         if upgrade.mode == "Simultaneous":
             await self._walk_domain(dep, None)
-            return self._finish(dep)
+            return await self._finish(dep)
         text = ""
         for domain in range(upgrade.next_domain, upgrade.domain_count):
             await self._walk_domain(dep, domain)
-            text = self._advance(dep, domain)
+            text = await self._advance(dep, domain)
         return text
 
-    def _advance(self, dep: Deployment, domain: int) -> str:
+    async def _advance(self, dep: Deployment, domain: int) -> str:
         upgrade = dep.upgrade
         assert upgrade is not None
         nxt = domain + 1
         if nxt >= upgrade.domain_count:
-            return self._finish(dep)
+            return await self._finish(dep)
         dep.upgrade = msgspec.structs.replace(upgrade, next_domain=nxt)
-        self.state.save_deployment(dep)
+        await self.state.save_deployment(dep)
         return f"update domain {domain} done; {'walk' if upgrade.mode == 'Manual' else 'next'} domain {nxt}"
 
-    def _finish(self, dep: Deployment) -> str:
+    async def _finish(self, dep: Deployment) -> str:
         upgrade = dep.upgrade
         dep.upgrade = None
-        self.state.save_deployment(dep)
-        self.commands.spawn(remove_unused_packages, *drop_unused(self.state.store, dep))
+        await self.state.save_deployment(dep)
+        self.commands.spawn(remove_unused_packages, *await drop_unused(self.state.store, dep))
         what = "upgrade" if upgrade is None or upgrade.kind == "package" else "configuration change"
         return f"{what} complete"
 
@@ -237,12 +237,12 @@ class Upgrades:
                 changing.append(inst)
                 # Moved before the restart, so that healing, too, boots the new version.
                 inst.generation = upgrade.generation
-                state.save_instance(inst)
+                await state.save_instance(inst)
             elif dep.goal == "Running" and setting_changes(current, target, inst.role):
                 told.append(inst)
             else:
                 inst.generation = upgrade.generation
-                state.save_instance(inst)
+                await state.save_instance(inst)
         if dep.goal != "Running":
             return
         if told:
@@ -267,7 +267,7 @@ class Upgrades:
                 changed.append((inst, changes))
             else:
                 inst.generation = upgrade.generation
-                state.save_instance(inst)
+                await state.save_instance(inst)
         log.info("%s: new configuration for %s", dep.name, label)
         await each_instance(
             [i for i, _ in changed], lambda i: self.notify(dep, i, dict(changed)[i], upgrade.generation)

@@ -115,13 +115,18 @@ def settings(**overrides: Any) -> Settings:
 
 @asynccontextmanager
 async def open_controller(
-    state_dir: Path, world: World, config: Settings | None = None, pool: str = "local"
+    state_dir: Path,
+    world: World,
+    config: Settings | None = None,
+    pool: str = "local",
+    store_url: str | None = None,
 ) -> AsyncIterator[Ref]:
-    """A running controller with stand-in hosts; stopped (hosts too) on exit."""
+    """A running controller with stand-in hosts (its goal state in SQLite, or in the PostgreSQL
+    database ``store_url`` names); stopped (hosts too) on exit."""
     async with open_system() as system:
         ref = await system.spawn(
             lambda: FabricController(
-                state_dir, config or settings(), pool=pool, host_factory=world.factory()
+                state_dir, config or settings(), pool=pool, host_factory=world.factory(), store_url=store_url
             ),
             name=f"controller:{pool}",
         )

@@ -194,3 +194,25 @@ def test_a_bad_store_url_is_one_line_naming_the_form(url: str) -> None:
 def test_a_good_store_url_passes() -> None:
     for url in ("postgresql://fabric@127.0.0.1:5432/fabric", "postgres://u:pw@db.example/x?sslmode=require"):
         assert check_store_url(url) == url
+
+
+def test_fabric_serve_refuses_a_bad_store_url_in_one_line(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from fabric.commands.run import serve
+
+    result = CliRunner().invoke(serve, ["--store", "mysql://u@h/db", "--state-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    [line] = [x for x in result.output.splitlines() if "--store" in x]
+    assert "expected postgresql://USER@HOST/DB" in line
+
+
+def test_fabric_serve_names_an_unreachable_store_in_one_line(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from fabric.commands.run import serve
+
+    url = "postgresql://nobody@127.0.0.1:1/none"
+    result = CliRunner().invoke(serve, ["--store", url, "--state-dir", str(tmp_path / "s")])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(f"error: {url}: cannot connect") and result.output.count("\n") == 1
