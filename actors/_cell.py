@@ -59,8 +59,9 @@ class LocalCell:
         self.stopped_by_owner = False
         #: the reply slot of the ask being handled; Actor.defer_reply() takes it
         self.current_reply: Reply | None = None
-        #: the last message taken and when (perf_counter), and the last one that held the loop
-        #: over STALL_THRESHOLD before the next was taken: the stall detector names them
+        #: the type of the last message taken and when (perf_counter), and of the last one that
+        #: held the loop over STALL_THRESHOLD before the next was taken: the stall detector names
+        #: them (types, not messages: an idle actor must not keep its last message's bytes alive)
         self.handling: Any = None
         self.handling_at = 0.0
         self.slow: Any = None
@@ -230,7 +231,7 @@ class LocalCell:
                     if now - self.handling_at > STALL_THRESHOLD and self.handling_at >= stall_step.started:
                         # The previous message began in this very step and held it that long.
                         self.slow, self.slow_at = self.handling, now
-                    self.handling, self.handling_at = message, now
+                    self.handling, self.handling_at = type(message), now
                     try:
                         if reader is not None and reader.holder is me:
                             # Holding the link: a handler that answers at once keeps it.
@@ -251,6 +252,8 @@ class LocalCell:
                         if current is not None and self.current_reply is not None:
                             current.resolve(value)  # (None: the handler deferred its answer)
                     self.current_reply = current = None
+                    # Nothing of the handled message stays alive while the actor waits.
+                    envelope = message = value = None
         finally:
             serving(me, None)
             self._idle = False

@@ -101,7 +101,7 @@ def _describe(task: Any, seconds: float, since: float) -> Stall:
         # else the last one taken.
         culprit_message = cell.slow if cell.slow is not None and cell.slow_at >= since else cell.handling
         cell.slow = None
-        message = type(culprit_message).__name__ if culprit_message is not None else None
+        message = culprit_message.__name__ if culprit_message is not None else None
         culprit = f"actor {cell.name} " + (f"handling {message}" if message else "before its first message")
         return Stall(seconds, culprit, cell.name, message, process_label, os.getpid())
     name = getattr(task, "name", None) or (task.get_name() if hasattr(task, "get_name") else repr(task))

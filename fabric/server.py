@@ -104,7 +104,14 @@ async def open_fabric(
                 name="FFE",
             )
             url = await tg.start(
-                partial(serve_api, ffe, state_dir, port=api_port, metrics_public=settings.metrics_public)
+                partial(
+                    serve_api,
+                    ffe,
+                    state_dir,
+                    port=api_port,
+                    metrics_public=settings.metrics_public,
+                    max_package_bytes=settings.max_package_bytes,
+                )
             )
             try:
                 yield Fabric(url=url, state_dir=state_dir, system=system, controller=controller, ffe=ffe)

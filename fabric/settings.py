@@ -65,6 +65,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     #: instances one deployment may have, all roles together (Azure's core quota played this
     #: part); checked as a number before anything is built (the model's MAX_INSTANCES is this)
     max_instances: int = 1000
+    #: a package (.cspkg) larger than this is refused (413) before it is read, and an upload is
+    #: streamed to a file, never held in memory: a package holds a service's code (a Python
+    #: service's is kilobytes to a few megabytes; Azure took up to 600 MB of .NET binaries)
+    max_package_bytes: int = 64 * 1024 * 1024
     #: controller replicas on PostgreSQL (--store): the leader's lease lasts this long past its
     #: last renewal, by the database's clock; the leader renews it this often, and stops acting
     #: when it has not renewed it for leader_renew_deadline (Kubernetes' Lease: 15, 2, 10 s)

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import mmap
+import os
+import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
+from functools import partial
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
+import anyio
+import anyio.to_thread
 import msgspec
 
 from fabric.frontend.api import ApiError, ErrorBody, ErrorDetail
@@ -56,49 +63,105 @@ class Request:
         """Lower this request's body limit (a route whose bodies are small by nature)."""
         self._max = min(self._max, max_bytes)
 
+    def allow_body(self, max_bytes: int) -> None:
+        """Set this request's body limit to ``max_bytes`` (a route that carries a package)."""
+        self._max = max_bytes
+
+    def _check_declared(self) -> None:
+        # Refused on the header alone, before a byte of the body is read.
+        length = self.headers.get("content-length")
+        if length is None:
+            return
+        if not (length.isascii() and length.isdigit()):
+            raise ApiError(400, "BadRequest", "the Content-Length header is not a number")
+        # The digits are counted first: a thousand-digit length is too large, not a ValueError.
+        if len(length.lstrip("0")) > 18 or int(length) > self._max:
+            raise _too_large(self._max)
+
+    async def _chunk(self, size: int) -> tuple[bytes, bool]:
+        """The next piece of the body and whether more follows; 413 once past the limit."""
+        message = await self._receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone()
+        chunk: bytes = message.get("body", b"")
+        if size + len(chunk) > self._max:
+            raise _too_large(self._max)
+        more = bool(message.get("more_body", False))
+        self._consumed = not more
+        return chunk, more
+
     async def body(self) -> bytes:
         """The whole body, refused with 413 as soon as it exceeds the limit."""
-        length = self.headers.get("content-length")
-        if length is not None:
-            try:
-                declared = int(length)
-            except ValueError:
-                raise ApiError(400, "BadRequest", "the Content-Length header is not a number") from None
-            if declared > self._max:
-                raise _too_large(self._max)
+        self._check_declared()
         chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await self._receive()
-            if message["type"] == "http.disconnect":
-                raise ClientGone()
-            chunk = message.get("body", b"")
+        size, more = 0, True
+        while more:
+            chunk, more = await self._chunk(size)
             size += len(chunk)
-            if size > self._max:
-                raise _too_large(self._max)
             chunks.append(chunk)
-            if not message.get("more_body", False):
-                self._consumed = True
-                return b"".join(chunks)
+        return b"".join(chunks)
+
+    async def spool(self, folder: Path) -> Path:
+        """Stream the body into a new owner-only file under ``folder`` (not into memory),
+        refused with 413 as soon as it exceeds the limit (by its Content-Length, before
+        reading). The caller removes the file."""
+        self._check_declared()
+        await anyio.to_thread.run_sync(partial(folder.mkdir, mode=0o700, parents=True, exist_ok=True))
+        path = folder / f"{uuid.uuid4().hex}.body"
+        try:
+            async with await anyio.open_file(path, "xb", opener=partial(os.open, mode=0o600)) as out:
+                size, more = 0, True
+                while more:
+                    chunk, more = await self._chunk(size)
+                    size += len(chunk)
+                    await out.write(chunk)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        return path
 
     async def json(self, kind: type[T], *, default: T | None = None) -> T:
         """Decode the body as a JSON ``kind`` (a msgspec Struct); 400 InvalidJsonRequest if it is not.
 
         An empty body answers ``default`` when one is given.
         """
-        data = await self.body()
-        if not data.strip():
-            if default is not None:
-                return default
-            raise ApiError(400, "InvalidJsonRequest", f"this request needs a JSON body ({kind.__name__})")
+        return _decode(await self.body(), kind, default)
+
+    async def json_spooled(self, kind: type[T], folder: Path) -> T:
+        """``json`` for a large body (a package): streamed to a file under ``folder`` and
+        decoded from it in a worker thread, so neither the raw body sits in memory nor the
+        decoding holds the event loop."""
+        path = await self.spool(folder)
+        # Handed over in a list, not as the thread's result: trio's idle worker thread keeps
+        # its last result alive until its next job (the megabytes of a refused package).
+        box: list[T] = []
         try:
-            return msgspec.json.decode(data, type=kind)
-        except msgspec.ValidationError as exc:
-            raise ApiError(
-                400, "InvalidJsonRequest", f"the {kind.__name__} body is not valid: {exc}"
-            ) from None
-        except msgspec.DecodeError as exc:
-            raise ApiError(400, "InvalidJsonRequest", f"the body is not JSON: {exc}") from None
+            await anyio.to_thread.run_sync(_decode_file, path, kind, box)
+        finally:
+            await anyio.to_thread.run_sync(partial(path.unlink, missing_ok=True))
+        return box.pop()
+
+
+def _decode_file(path: Path, kind: type[T], box: list[T]) -> None:
+    with path.open("rb") as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            box.append(_decode(b"", kind, None))
+            return
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            box.append(_decode(data, kind, None))
+
+
+def _decode(data: bytes | mmap.mmap, kind: type[T], default: T | None) -> T:
+    if len(data) < 4096 and not bytes(data).strip():  # a longer body of spaces is "not JSON"
+        if default is not None:
+            return default
+        raise ApiError(400, "InvalidJsonRequest", f"this request needs a JSON body ({kind.__name__})")
+    try:
+        return msgspec.json.decode(data, type=kind)
+    except msgspec.ValidationError as exc:
+        raise ApiError(400, "InvalidJsonRequest", f"the {kind.__name__} body is not valid: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise ApiError(400, "InvalidJsonRequest", f"the body is not JSON: {exc}") from None
 
 
 def _too_large(limit: int) -> ApiError:

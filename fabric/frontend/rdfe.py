@@ -38,6 +38,7 @@ InternalError naming the request id its traceback is logged under.
 from __future__ import annotations
 
 import logging
+import shutil
 import uuid
 from functools import partial
 from pathlib import Path
@@ -66,14 +67,19 @@ from fabric.frontend.operations import OperationLog, read_operation
 from fabric.frontend.services import ServiceHandlers, subscription_view
 from fabric.frontend.slots import SlotHandlers
 from fabric.frontend.store import HostedServiceRecord, Store, SubscriptionRecord
+from fabric.settings import Settings
 from roles.hosts.http import answer_lifespan, asgi_handler, serve_http, server_config, socket_url
 
 logger = logging.getLogger("fabric.frontend.rdfe")
 #: The answer type of a request to FFE.
 Answer = TypeVar("Answer")
 
-#: a request body larger than this is refused with 413 (a package travels base64 in the body)
-DEFAULT_MAX_BODY_BYTES = 256 * 1024 * 1024
+#: a request body larger than this is refused with 413; a body carrying a package may be
+#: larger (package_body_bytes), its JSON commands and configurations are small
+DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+DEFAULT_MAX_PACKAGE_BYTES = Settings().max_package_bytes
+#: uploaded packages are streamed into this folder of the state folder, never held in memory
+UPLOADS_DIR = "uploads"
 #: on shutdown, how long requests in flight may take to finish before they are cut
 GRACEFUL_TIMEOUT = 2.0
 
@@ -88,6 +94,8 @@ class Rdfe:
         state_dir: the state folder (``rdfe.json`` holds subscriptions and hosted services).
         token: the secret every request must present.
         max_body_bytes: larger request bodies get 413.
+        max_package_bytes: a larger package (deploy, upgrade) gets 413; its body may be the
+            package in base64 plus ``max_body_bytes``.
         ffe_timeout: how long FFE may take to answer (it stages packages and asks controllers).
         metrics_public: ``GET /metrics`` answers without the token (for a scraper).
 
@@ -102,6 +110,7 @@ class Rdfe:
         token: str,
         *,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        max_package_bytes: int = DEFAULT_MAX_PACKAGE_BYTES,
         ffe_timeout: float = 120.0,
         metrics_public: bool = False,
     ) -> None:
@@ -111,6 +120,10 @@ class Rdfe:
         self.store = Store(self.state_dir)
         self.operations = OperationLog()
         self.max_body_bytes = max_body_bytes
+        self.max_package_bytes = max_package_bytes
+        # base64 takes 4 bytes for 3; the configuration and the other fields come beside it.
+        self.package_body_bytes = (max_package_bytes + 2) // 3 * 4 + max_body_bytes
+        self.uploads = self.state_dir / UPLOADS_DIR
         self.ffe_timeout = ffe_timeout
         self._token = token
         # One change at a time: a check and the change it allows never interleave with another.
@@ -313,13 +326,16 @@ class Rdfe:
             refusal = exc.caused_by(ApiError)
             if refusal is None:
                 raise
-            raise refusal from None
         except ActorDead:
             raise ApiError(503, "ServiceUnavailable", "the fabric front end (FFE) is not running") from None
         except AskTimeout:
             raise ApiError(
                 503, "ServiceUnavailable", "the fabric front end (FFE) did not answer in time; try again"
             ) from None
+        # Raised here, bare: inside the handler it would hold the ActorError that holds it (a
+        # cycle only the garbage collector breaks), and its traceback reaches into FFE's frames,
+        # which hold the request (a refused package's megabytes).
+        raise refusal.with_traceback(None)
 
     def accepted(
         self, sub: SubscriptionRecord, pool: str, answer: Any, request_id: str | None = None
@@ -355,6 +371,7 @@ async def serve_api(
     host: str = "127.0.0.1",
     port: int = 0,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    max_package_bytes: int = DEFAULT_MAX_PACKAGE_BYTES,
     metrics_public: bool = False,
     shutdown_event: anyio.Event | None = None,
     task_status: anyio.abc.TaskStatus[str] = anyio.TASK_STATUS_IGNORED,
@@ -372,6 +389,7 @@ async def serve_api(
         host: the address to bind (loopback unless you mean to expose the fabric).
         port: the port; 0 picks a free one.
         metrics_public: serve ``GET /metrics`` without the token.
+        max_body_bytes, max_package_bytes: the request body limits (see ``Rdfe``).
 
     Raises:
         OSError: the port cannot be bound.
@@ -385,7 +403,17 @@ async def serve_api(
     await anyio.Path(state).mkdir(parents=True, exist_ok=True)
     token = new_token()
     write_token(state, token)
-    app = asgi_handler(Rdfe(ffe, state, token, max_body_bytes=max_body_bytes, metrics_public=metrics_public))
+    # Bodies an earlier fabric was receiving when it was killed.
+    await anyio.to_thread.run_sync(shutil.rmtree, state / UPLOADS_DIR, True)
+    rdfe = Rdfe(
+        ffe,
+        state,
+        token,
+        max_body_bytes=max_body_bytes,
+        max_package_bytes=max_package_bytes,
+        metrics_public=metrics_public,
+    )
+    app = asgi_handler(rdfe)
     config = server_config(graceful_timeout=GRACEFUL_TIMEOUT)
     trigger = None if shutdown_event is None else shutdown_event.wait
     with socket.create_server((host, port), backlog=config.backlog) as sock:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import anyio
 
@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("fabric.frontend.rdfe")
 
 SLOTS: tuple[Slot, ...] = ("production", "staging")
+#: a request that carries a package
+Packaged = TypeVar("Packaged", api.CreateDeployment, api.UpgradeDeployment)
 
 
 def parse_slot(text: str) -> Slot:
@@ -134,7 +136,7 @@ class SlotHandlers:
     async def _create(
         self, sub: SubscriptionRecord, hosted: HostedServiceRecord, slot: Slot, r: Request
     ) -> Response:
-        body = await r.json(api.CreateDeployment)
+        body = await self._with_package(r, api.CreateDeployment)
         current = await self._current(hosted)
         if slot in current:
             raise conflict(
@@ -167,6 +169,21 @@ class SlotHandlers:
         await self._save(hosted, body.name, submitted.package_path)
         return self.rdfe.accepted(sub, submitted.pool, submitted.answer)
 
+    async def _with_package(self, r: Request, kind: type[Packaged]) -> Packaged:
+        """A body carrying a package: allowed up to the package limit, streamed to a file."""
+        rdfe = self.rdfe
+        r.allow_body(rdfe.package_body_bytes)
+        body = await r.json_spooled(kind, rdfe.uploads)
+        size = len(body.package)
+        if size > rdfe.max_package_bytes:
+            del body  # not kept alive by the error's traceback
+            raise ApiError(
+                413,
+                "RequestBodyTooLarge",
+                f"the package is {size} bytes, over the limit of {rdfe.max_package_bytes}",
+            )
+        return body
+
     async def _delete(self, sub: SubscriptionRecord, hosted: HostedServiceRecord, slot: Slot) -> Response:
         current = await self._get(hosted, slot)
         response = await self._forward(sub, hosted, slot, DeleteDeployment(service=hosted.name, slot=slot))
@@ -196,7 +213,7 @@ class SlotHandlers:
     async def _upgrade(
         self, sub: SubscriptionRecord, hosted: HostedServiceRecord, slot: Slot, r: Request
     ) -> Response:
-        body = await r.json(api.UpgradeDeployment)
+        body = await self._with_package(r, api.UpgradeDeployment)
         current = await self._get(hosted, slot)
         pool = self._pool(hosted, slot)
         submitted: Submitted = await self.rdfe.ask_ffe(

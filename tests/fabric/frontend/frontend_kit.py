@@ -83,7 +83,8 @@ async def open_api(
             name="ffe",
         )
         async with anyio.create_task_group() as tg:
-            url = await tg.start(partial(serve_api, ffe, state, max_body_bytes=TEST_BODY_LIMIT))
+            limits = {"max_body_bytes": TEST_BODY_LIMIT, "max_package_bytes": TEST_BODY_LIMIT}
+            url = await tg.start(partial(serve_api, ffe, state, **limits))
             token = (state / "token").read_text().strip()
             async with httpx.AsyncClient(base_url=url, headers={"authorization": f"Bearer {token}"}) as http:
                 subs = (await http.get("/subscriptions")).json()["Subscriptions"]
