@@ -7,15 +7,17 @@ found once per backend here.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.lowlevel
 
 from ._backend import Backend, current_backend
+
+if TYPE_CHECKING:
+    import asyncio
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +60,8 @@ def loop_calls() -> LoopCalls:
             trio.lowlevel.checkpoint_if_cancelled,
         )
     else:
+        import asyncio  # here, not above: a process on trio need not import asyncio (~15 ms)
+
         calls = LoopCalls(
             _asyncio_wait_readable,
             _asyncio_notify_closing,
@@ -77,6 +81,8 @@ _asyncio_readers: dict[int, asyncio.Future[bool]] = {}
 
 
 async def _asyncio_wait_readable(fd: int) -> None:
+    import asyncio
+
     loop = asyncio.get_running_loop()
     ready: asyncio.Future[bool] = loop.create_future()
 
@@ -99,6 +105,8 @@ async def _asyncio_wait_readable(fd: int) -> None:
 def _asyncio_notify_closing(fd: int) -> None:
     ready = _asyncio_readers.pop(fd, None)
     if ready is not None:
+        import asyncio
+
         # Unregistered now, not when the woken task runs: another may wait on fd before that.
         asyncio.get_running_loop().remove_reader(fd)
         if not ready.done():

@@ -9,6 +9,14 @@ Every figure stands beside a raw baseline measured in the same run:
 - HTTP requests/s through the load balancer against the same site directly (wrk when installed);
 - memory of one worker instance, all its processes together, against a bare interpreter: resident
   and proportional (forked processes share pages; the proportional size splits them fairly).
+
+    .venv/bin/python benchmarks/fabric.py --density [--counts 10,25,50,100]
+
+runs only the density series instead: hello-worker (ExtraSmall) deployed at each count with the
+default settings (Azure's intervals), the time to all Ready, proportional memory per instance
+(its VM's processes together, and the whole fabric divided by the count), and, at the largest
+count, the idle CPU of the whole fabric once Ready. Each line carries the load average; the
+machine is shared, so run the 100-instance point sparingly.
 """
 
 from __future__ import annotations
@@ -42,6 +50,15 @@ from fabric.settings import Settings  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = "--quick" in sys.argv
 SECONDS = 3 if QUICK else 8
+DENSITY = "--density" in sys.argv
+COUNTS = (
+    [int(n) for n in sys.argv[sys.argv.index("--counts") + 1].split(",")]
+    if "--counts" in sys.argv
+    else [10, 25, 50, 100]
+)
+KILLS = 5 if QUICK else 21
+#: Seconds over which the idle CPU of the whole fabric is measured.
+IDLE_WINDOW = 20.0
 
 
 def with_count(example: str, count: int, tmp: Path) -> Path:
@@ -71,18 +88,37 @@ def bare_interpreters(n: int) -> float:
     return time.perf_counter() - start
 
 
+def bare_fork(n: int = 200) -> float:
+    """Median seconds to fork this process (a fabric's worth of imports), let the child exit,
+    and reap it: the floor of any fork-based start."""
+    times = []
+    for _ in range(n):
+        start = time.perf_counter()
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def load() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"load {one:.2f} {five:.2f} {fifteen:.2f}"
+
+
 async def views(controller) -> list[DeploymentView]:  # type: ignore[no-untyped-def]
     views: list[DeploymentView] = await controller.ask(ListDeployments())
     return views
 
 
 async def all_ready(controller, count: int) -> None:  # type: ignore[no-untyped-def]
-    with anyio.fail_after(120):
+    with anyio.fail_after(600):
         while True:
             ready = [i for v in await views(controller) for i in v.instances if i.status == "ReadyRole"]
             if len(ready) >= count:
                 return
-            await anyio.sleep(0.02)
+            await anyio.sleep(0.05)  # each poll builds every instance's view in the fabric
 
 
 async def deploy_ten(tmp: Path, settings: Settings) -> float:
@@ -117,7 +153,7 @@ async def heal_and_throughput(tmp: Path, settings: Settings) -> tuple[list[float
         direct = view.instances[0].endpoints["HttpIn"]
         heals = []
         async with httpx.AsyncClient(timeout=0.5) as client:
-            for _ in range(3 if QUICK else 7):
+            for _ in range(KILLS):
                 (pid,) = role_host_pids("WaWebHost")
                 killed = time.perf_counter()
                 os.kill(pid, signal.SIGKILL)
@@ -178,6 +214,87 @@ async def worker_memory(tmp: Path, settings: Settings) -> tuple[float, float]:
         return sum(i.rss for i in infos) / 2**20, sum(i.pss for i in infos) / 2**20
 
 
+def _tree() -> list[psutil.Process]:
+    return [psutil.Process(), *psutil.Process().children(recursive=True)]
+
+
+def _pss(procs: list[psutil.Process]) -> float:
+    total = 0
+    for proc in procs:
+        try:
+            total += proc.memory_full_info().pss
+        except psutil.Error:
+            continue
+    return total / 2**20
+
+
+def _cpu_seconds(procs: list[psutil.Process]) -> dict[int, float]:
+    found = {}
+    for proc in procs:
+        try:
+            times = proc.cpu_times()
+            found[proc.pid] = times.user + times.system
+        except psutil.Error:
+            continue
+    return found
+
+
+async def density_point(tmp: Path, count: int, measure_cpu: bool) -> dict[str, float]:
+    """Deploy ``count`` hello-worker instances with the default settings; see the docstring."""
+    settings = Settings(host_cores=32)  # 4 hosts of 32 cores: room for 100 ExtraSmall
+    service = with_count("hello-worker", count, tmp)
+    figures: dict[str, float] = {}
+    async with open_fabric(tmp / f"density{count}", settings) as fabric:
+        start = time.perf_counter()
+        await deploy(fabric.state_dir, service, wait=False)
+        await all_ready(fabric.controller, count)
+        figures["deploy"] = time.perf_counter() - start
+        await anyio.sleep(3)  # past the first heartbeats and status checks
+        procs = _tree()
+        vms = [p for p in procs if any(a.startswith("vm:") for a in _args(p))]
+        vm_procs = [q for vm in vms for q in [vm, *vm.children(recursive=True)]]
+        figures["vms"] = len(vms)
+        figures["per_vm_processes"] = len(vm_procs) / max(1, len(vms))
+        figures["instance_pss"] = await anyio.to_thread.run_sync(_pss, vm_procs) / count
+        figures["whole_pss"] = await anyio.to_thread.run_sync(_pss, procs) / count
+        if measure_cpu:
+            before = _cpu_seconds(procs)
+            began = time.perf_counter()
+            await anyio.sleep(IDLE_WINDOW)
+            after = _cpu_seconds(procs)
+            wall = time.perf_counter() - began
+            figures["idle_cpu"] = sum(after[p] - before[p] for p in after if p in before) / wall
+    return figures
+
+
+def _args(proc: psutil.Process) -> list[str]:
+    try:
+        return command_line(proc.cmdline())
+    except psutil.Error:
+        return []
+
+
+async def density(tmp: Path) -> None:
+    floor = bare_interpreters(1)
+    fork = bare_fork()
+    _, bare_pss = bare_memory()
+    print(
+        f"density: hello-worker (ExtraSmall), default settings; baselines: a bare interpreter starts in "
+        f"{floor * 1000:.0f} ms and is {bare_pss:.1f} MiB proportional, a bare fork {fork * 1000:.2f} ms"
+    )
+    for count in COUNTS:
+        f = await density_point(tmp, count, measure_cpu=count == max(COUNTS))
+        line = (
+            f"{count:4d} instances: all Ready in {f['deploy']:6.2f} s ({f['deploy'] / count * 1000:5.0f} ms each; "
+            f"goal < 15 s at 100)   {f['instance_pss']:5.1f} MiB proportional per instance "
+            f"({f['per_vm_processes']:.1f} processes each; whole fabric {f['whole_pss']:5.1f} MiB per instance; "
+            f"goal < 30)"
+        )
+        if "idle_cpu" in f:
+            line += f"   idle CPU of the whole fabric {f['idle_cpu'] * 100:5.1f}% of one core (goal < 10%)"
+        print(f"{line}   [{load()}]", flush=True)
+
+
 def bare_memory() -> tuple[float, float]:
     proc = subprocess.Popen(
         [sys.executable, "-c", "import anyio, trio, msgspec, actors, sys; sys.stdin.read()"],
@@ -191,19 +308,26 @@ def bare_memory() -> tuple[float, float]:
 
 async def main() -> None:
     settings = Settings.fast(role_restart_reset=0.5)
-    print(f"fabric benchmark ({os.cpu_count()} cores){' quick' if QUICK else ''}")
+    print(f"fabric benchmark ({os.cpu_count()} cores){' quick' if QUICK else ''}   [{load()}]")
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
+        if DENSITY:
+            await density(tmp)
+            return
         floor10 = bare_interpreters(10)
         deploy = await deploy_ten(tmp, settings)
         print(
             f"deploy 10 worker instances to all Ready: {deploy:6.2f} s   (10 bare interpreters at once: {floor10:5.2f} s; goal < 3 s)"
         )
         floor1 = bare_interpreters(1)
+        fork = bare_fork()
         heals, through, straight = await heal_and_throughput(tmp, settings)
+        heals.sort()
         print(
             f"SIGKILLed role host to serving again through the load balancer: {statistics.median(heals) * 1000:6.0f} ms median"
-            f"   (a bare interpreter: {floor1 * 1000:4.0f} ms; goal < 500 ms)"
+            f" of {len(heals)} kills (fastest {heals[0] * 1000:.0f}, slowest {heals[-1] * 1000:.0f})"
+            f"   (a bare interpreter: {floor1 * 1000:4.0f} ms, a bare fork: {fork * 1000:.2f} ms; goal < 100 ms)"
+            f"   [{load()}]"
         )
         print(
             f"HTTP through the load balancer: {through:8.0f} req/s   directly: {straight:8.0f} req/s   ratio {through / straight:4.2f}x (goal >= 0.8x)"
