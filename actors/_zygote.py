@@ -19,13 +19,16 @@ single-threaded, so the clone copies no lock held by another thread.
 Linux only (x86_64 and aarch64); elsewhere, or when the template cannot start or has died, the
 parent execs the child as before (``fork`` answers None).
 
-Protocol, over a SOCK_SEQPACKET socketpair: the template sends ``ready`` once it has imported
-everything; each request is one JSON packet carrying the ForkedStart and the descriptors it
-names (SCM_RIGHTS), answered with the child's pid as text (``0``: refused, exec instead).
+Protocol, over a SOCK_SEQPACKET socketpair: the template sends ``ready ROOM`` once it has
+imported everything (ROOM: the longest command line a child can show); each request is one JSON
+packet carrying the ForkedStart and the descriptors it names (SCM_RIGHTS), answered with the
+child's pid as text (``0``: refused, exec instead). The template reads a request into a buffer
+it wipes once the child is forked, and only the child parses it.
 """
 
 from __future__ import annotations
 
+import array
 import contextlib
 import fcntl
 import functools
@@ -56,7 +59,7 @@ _SIGCHLD = 17
 START_TIMEOUT = 30.0
 REQUEST_TIMEOUT = 5.0
 _MAX_FDS = 64
-_PACKET = 1 << 20
+_PACKET = 1 << 18  # a request: a command line and an environment
 
 
 def available() -> bool:
@@ -77,6 +80,8 @@ class Template:
         self.sock = sock
         self.run_as = run_as
         self.forks = 0
+        #: how long a command line a child can show (the template's own, with its environment)
+        self.room = 0
         self._lock = anyio.Lock()
         self._broken = False
 
@@ -153,10 +158,12 @@ class Template:
         except (OSError, TimeoutError) as exc:
             await template.close()
             raise OSError(f"template {name!r} did not start: {exc}") from None
-        if answer != b"ready":
+        word, _, room = answer.partition(b" ")
+        if word != b"ready" or not room.isdigit():
             await template.close()
             code = process.returncode
             raise OSError(f"template {name!r} exited before it was ready (code {code}; see its log)")
+        template.room = int(room)
         return template
 
     async def fork(self, start: ForkedStart) -> ChildProcess | None:
@@ -164,8 +171,8 @@ class Template:
         ``log_fd`` are the parent's descriptors, passed along); None when the template cannot
         (dead, or the command line would not fit): exec the child instead."""
         async with self._lock:
-            if not self.alive:
-                return None
+            if not self.alive or len(" ".join(start.argv).encode()) >= self.room:
+                return None  # the child could not show its whole command line: exec it
             fds = [start.log_fd] if start.log_fd is not None else []
             fds.extend(start.keep_fds)
             request = {
@@ -272,30 +279,21 @@ def _place_fds(received: list[int], targets: list[int]) -> None:
 
 
 def _serve_forks(sock: socket.socket) -> int:
-    room = _title_room()
-    sock.send(b"ready")
+    # Each request is read into this buffer and wiped once the child is forked: only the child
+    # parses it, so the template never keeps a child's environment or command line.
+    buffer = bytearray(_PACKET)
+    cmsg_room = socket.CMSG_SPACE(_MAX_FDS * 4)
+    sock.send(b"ready %d" % _title_room())
     while True:
         try:
-            message, fds, _, _ = socket.recv_fds(sock, _PACKET, _MAX_FDS)
+            size, ancillary, flags, _ = sock.recvmsg_into([buffer], cmsg_room)
         except OSError:
             return 0
-        if not message:
+        fds = _received_fds(ancillary)
+        if not size:
             return 0  # the parent is gone or closed us
-        try:
-            request = json.loads(message)
-            argv: list[str] = request["argv"]
-            keep: list[int] = request["keep"]
-            log = bool(request["log"])
-        except (ValueError, KeyError, TypeError):
-            for fd in fds:
-                os.close(fd)
-            sock.send(b"0")
-            continue
-        if (
-            len(fds) != len(keep) + log
-            or len(" ".join(argv).encode()) >= room
-            or threading.active_count() > 1
-        ):
+        if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC) or threading.active_count() > 1:
+            _wipe(buffer, size)
             for fd in fds:
                 os.close(fd)
             sock.send(b"0")
@@ -304,8 +302,9 @@ def _serve_forks(sock: socket.socket) -> int:
         gc.disable()
         pid = _clone_sibling()
         if pid == 0:
-            child = functools.partial(_become_child, sock, request, fds)
+            child = functools.partial(_become_child, sock, bytes(buffer[:size]), fds)
             os._exit(_spawn._exit_code_of(child))
+        _wipe(buffer, size)
         if _spawn.gc_was_enabled:
             gc.enable()
         for fd in fds:
@@ -313,9 +312,26 @@ def _serve_forks(sock: socket.socket) -> int:
         sock.send(str(pid).encode())
 
 
-def _become_child(sock: socket.socket, request: dict, fds: list[int]) -> int:  # type: ignore[type-arg]
+def _received_fds(ancillary: list[tuple[int, int, bytes]]) -> list[int]:
+    fds: list[int] = []
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            usable = len(data) - len(data) % 4
+            fds.extend(array.array("i", data[:usable]))
+    return fds
+
+
+def _wipe(buffer: bytearray, size: int) -> None:
+    buffer[:size] = bytes(size)
+
+
+def _become_child(sock: socket.socket, message: bytes, fds: list[int]) -> int:
     sock.close()
+    request = json.loads(message)
     keep: list[int] = request["keep"]
+    if len(fds) != len(keep) + bool(request["log"]):
+        print(f"template: {len(fds)} descriptors came for {keep} and a log", file=sys.stderr)
+        return 2
     log_fd = None
     if request["log"]:
         log_fd = fcntl.fcntl(fds[0], fcntl.F_DUPFD, max([*keep, *fds, 2]) + 1)

@@ -29,6 +29,23 @@ pytestmark = [
 USER = 65534  # nobody
 
 
+def _memory_holds(pid: int, needle: bytes) -> bool:
+    """Whether any writable mapping of process ``pid`` holds ``needle`` (as root)."""
+    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb", buffering=0) as mem:
+        for line in maps:
+            span, perms = line.split()[:2]
+            if not perms.startswith("rw"):
+                continue
+            start, end = (int(x, 16) for x in span.split("-"))
+            try:
+                mem.seek(start)
+                if needle in mem.read(end - start):
+                    return True
+            except OSError:
+                continue
+    return False
+
+
 def _status(pid: int) -> dict[str, str]:
     with open(f"/proc/{pid}/status") as status:
         return dict(line.rstrip("\n").split(":\t", 1) for line in status if ":\t" in line)
@@ -54,7 +71,7 @@ async def test_a_child_forked_from_a_template_is_ours_runs_limited_and_holds_onl
                 template=template,
                 log_path=tmp_path / "child.log",
                 cwd=workdir,
-                env={"SAMPLE_SETTING": "42"},
+                env={"SAMPLE_SETTING": "42", "SAMPLE_SECRET": "only-for-the-child-" + "7f3a9c"},
                 new_session=True,
             )
             ref = await system.spawn_process(
@@ -80,8 +97,10 @@ async def test_a_child_forked_from_a_template_is_ours_runs_limited_and_holds_onl
             assert str(tmp_path / "child.log") in seen["fds"]
             args = command_line(child.cmdline())
             assert args[1:3] == ["-m", "actors._child"] and args[6:8] == ["limited", str(USER)]
-            # The template never saw the child's environment.
+            # The template never holds the child's environment: not in its own, not in memory.
             assert b"SAMPLE_SETTING" not in Path(f"/proc/{template.pid}/environ").read_bytes()
+            assert _memory_holds(pid, b"only-for-the-child-7f3a9c")
+            assert not _memory_holds(template.pid, b"only-for-the-child-7f3a9c")
             assert await ref.ask(Add(2)) == 2
             await ref.stop()
         finally:
