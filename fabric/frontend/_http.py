@@ -162,6 +162,8 @@ def _decode(data: bytes | mmap.mmap, kind: type[T], default: T | None) -> T:
         raise ApiError(400, "InvalidJsonRequest", f"the {kind.__name__} body is not valid: {exc}") from None
     except msgspec.DecodeError as exc:
         raise ApiError(400, "InvalidJsonRequest", f"the body is not JSON: {exc}") from None
+    except RecursionError:  # msgspec's bound on nesting (its decoder recurses)
+        raise ApiError(400, "InvalidJsonRequest", "the body's JSON is nested too deeply") from None
 
 
 def _too_large(limit: int) -> ApiError:
@@ -191,8 +193,23 @@ class Response:
         await send({"type": "http.response.body", "body": self.body})
 
 
+#: an error message longer than this keeps its start and end (it quotes a very long name)
+MAX_ERROR_CHARS = 1000
+
+
+def one_line(text: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """``text`` as one line a client can show: control characters escaped (a name taken from a
+    path may carry a newline or a NUL) and at most about ``limit`` characters."""
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    if len(text) > limit:
+        half = limit // 2
+        text = f"{text[:half]} ... ({len(text) - 2 * half} characters cut) ... {text[-half:]}"
+    return text
+
+
 def error_response(error: ApiError) -> Response:
-    """The Service Management style error body for ``error``."""
+    """The Service Management style error body for ``error`` (its message made one line)."""
     headers = {"www-authenticate": "Bearer"} if error.status == 401 else None
-    body = ErrorBody(error=ErrorDetail(code=error.code, message=error.message))
+    body = ErrorBody(error=ErrorDetail(code=error.code, message=one_line(error.message)))
     return Response(error.status, body, headers)
