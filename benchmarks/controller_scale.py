@@ -583,8 +583,10 @@ async def main(args: Any) -> None:
         async with open_system() as system:
             for n in sizes:
                 results.append(await run_size(system, n, root, args))
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    except BaseException:
+        print(f"failed: the controllers' logs are in {root}", flush=True)
+        raise
+    shutil.rmtree(root, ignore_errors=True)
     print()
     print(f"{'N':>7} " + " ".join(f"{label:>20}" for _, label, _ in FIGURES) + f" {'sim CPU':>8}")
     for r in results:

@@ -100,9 +100,30 @@ class Generation:
         return {c.name: c.thumbprint for c in self.main.configuration.role(role).certificates}
 
 
+#: The fields of an Instance that RoleEnvironment's topology shows (see Deployment.topology).
+TOPOLOGY_FIELDS = frozenset({"role", "index", "ports", "update_domain", "fault_domain", "generation"})
+
+
+class _TopologyEpoch:
+    """Counts changes to any instance's topology fields, in any deployment: a deployment's
+    topology is rebuilt only when this moved (or its instances or generations did)."""
+
+    value = 0
+
+
+def topology_changed() -> None:
+    """Note a change the epoch cannot see (an instance's ports dict changed in place)."""
+    _TopologyEpoch.value += 1
+
+
 @dataclass(eq=False)
 class Instance:
     """A role instance: its goal (the record) and its last known status."""
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name in TOPOLOGY_FIELDS:
+            _TopologyEpoch.value += 1
+        object.__setattr__(self, name, value)
 
     vm: str
     deployment_id: str
@@ -218,6 +239,8 @@ class Deployment:
     phase: DeploymentStatus | None = None
     #: cancels the running operation (a delete does)
     cancel_scope: anyio.CancelScope | None = None
+    #: the topology as last built, with what it was built from (see topology)
+    _topology: tuple[object, dict[str, list[InstanceInfo]]] | None = field(default=None, repr=False)
 
     @property
     def current(self) -> Generation:
@@ -264,7 +287,26 @@ class Deployment:
         )
 
     def topology(self) -> dict[str, list[InstanceInfo]]:
-        """RoleEnvironment.roles: every role's instances and their endpoints."""
+        """RoleEnvironment.roles: every role's instances and their endpoints.
+
+        Built once and kept until an instance's topology fields, the instances or the
+        generations change: every instance's GuestConfig carries it, so building it per
+        instance made starting a deployment quadratic. Do not change what it returns."""
+        key = (
+            _TopologyEpoch.value,
+            id(self.instances),
+            len(self.instances),
+            self.generation,
+            tuple(id(g) for g in self.generations.values()),
+        )
+        cached = self._topology
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        roles = self._build_topology()
+        self._topology = (key, roles)
+        return roles
+
+    def _build_topology(self) -> dict[str, list[InstanceInfo]]:
         roles: dict[str, list[InstanceInfo]] = {r.name: [] for r in self.current.definition.roles}
         for inst in self.ordered():
             gen = self.generations[inst.generation]

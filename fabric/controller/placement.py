@@ -14,6 +14,7 @@ when it does not fit) before anything starts. Rules:
 
 from __future__ import annotations
 
+import heapq
 import random
 import socket
 from collections import Counter
@@ -88,6 +89,44 @@ class Planner:
     host_cores: int
     next_number: int
     spread: dict[tuple[str, str], Counter[int]] = field(default_factory=dict)
+    #: fault domain -> heap of (used, number, position in hosts), built on first use: the
+    #: hosts of a rack by (used, number), so placing one instance does not scan every host
+    _racks: dict[int, list[tuple[int, int, int]]] | None = field(default=None, init=False, repr=False)
+    _numbers: dict[int, int] | None = field(default=None, init=False, repr=False)
+
+    def _rack_heaps(self) -> dict[int, list[tuple[int, int, int]]]:
+        if self._racks is None:
+            self._racks = {}
+            self._numbers = {}
+            for i, h in enumerate(self.hosts):
+                self._racks.setdefault(h.fault_domain, []).append((h.used, h.number, i))
+                self._numbers[h.number] = i
+            for heap in self._racks.values():
+                heapq.heapify(heap)
+        return self._racks
+
+    def _least_used(self, fault_domain: int, cores: int, skip: set[str]) -> HostSlot | None:
+        """The host of a rack with ``cores`` free, not in ``skip``, of least (used, number)."""
+        heap = self._rack_heaps().get(fault_domain)
+        if not heap:
+            return None
+        aside: list[tuple[int, int, int]] = []
+        found = None
+        while heap:
+            entry = heap[0]
+            host = self.hosts[entry[2]]
+            if entry[0] != host.used:
+                heapq.heappop(heap)  # stale: the host was used since (its fresh entry is in)
+                continue
+            if host.free >= cores and host.id not in skip:
+                found = host
+                break
+            heapq.heappop(heap)
+            if host.free > 0:
+                aside.append(entry)  # a smaller instance or another call may still fit it
+        for entry in aside:
+            heapq.heappush(heap, entry)
+        return found
 
     def place(self, key: tuple[str, str], cores: int, *, avoid: Iterable[str] = ()) -> HostSlot:
         """Choose the host of one more instance of role ``key`` and count it there.
@@ -104,14 +143,19 @@ class Planner:
         counts = self.spread.setdefault(key, Counter())
         wanted = min(range(FAULT_DOMAINS), key=lambda fd: (counts[fd], fd))
         skip = set(avoid)
-        fitting = [h for h in self.hosts if h.free >= cores and h.id not in skip]
-        same_rack = [h for h in fitting if h.fault_domain == wanted]
-        if same_rack:
-            host = min(same_rack, key=lambda h: (h.used, h.number))
+        same_rack = self._least_used(wanted, cores, skip)
+        fitting = None
+        if same_rack is None and len(self.hosts) >= self.max_hosts:
+            others = [self._least_used(fd, cores, skip) for fd in list(self._rack_heaps())]
+            fitting = min(
+                (h for h in others if h is not None), key=lambda h: (h.used, h.number), default=None
+            )
+        if same_rack is not None:
+            host = same_rack
         elif len(self.hosts) < self.max_hosts:
             host = self._new_host(wanted)
-        elif fitting:
-            host = min(fitting, key=lambda h: (h.used, h.number))
+        elif fitting is not None:
+            host = fitting
         else:
             total = sum(h.cores for h in self.hosts)
             raise capacity_error(
@@ -121,7 +165,16 @@ class Planner:
             )
         host.used += cores
         counts[host.fault_domain] += 1
+        heapq.heappush(
+            self._rack_heaps().setdefault(host.fault_domain, []),
+            (host.used, host.number, self._index_of(host)),
+        )
         return host
+
+    def _index_of(self, host: HostSlot) -> int:
+        self._rack_heaps()
+        assert self._numbers is not None
+        return self._numbers[host.number]
 
     def _new_host(self, fault_domain: int) -> HostSlot:
         host = HostSlot(
@@ -133,6 +186,8 @@ class Planner:
         )
         self.next_number += 1
         self.hosts.append(host)
+        if self._numbers is not None:
+            self._numbers[host.number] = len(self.hosts) - 1
         return host
 
     def new_hosts(self) -> list[HostSlot]:

@@ -20,7 +20,7 @@ from fabric.controller.events import EventLog
 from fabric.controller.goal_store import GoalStore, Writes
 from fabric.controller.hosts import HostPool
 from fabric.controller.messages import ControllerError, Slot
-from fabric.controller.model import Deployment, Instance
+from fabric.controller.model import Deployment, Instance, topology_changed
 from fabric.controller.placement import Planner, PortAllocator, cores_of
 from fabric.controller.rotation import Rotation
 from fabric.controller.store import HostRecord
@@ -135,6 +135,7 @@ class ControllerState:
             for name, port in sorted(inst.ports.items()):
                 if port in public:
                     inst.ports[name] = ports.any_free()
+                    topology_changed()
                     log.warning(
                         "%s: endpoint %s moves from port %d (now public) to %d",
                         inst.id,
