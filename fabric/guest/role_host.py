@@ -15,7 +15,7 @@ import dataclasses
 import os
 import signal
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import anyio
@@ -67,6 +67,8 @@ class _Incarnation:
     busy: bool = False
     unresponsive_since: float | None = None
     ended: bool = False
+    #: set once its spawn has returned (or failed): a host may report ready before that
+    spawned: anyio.Event = field(default_factory=anyio.Event)
 
 
 class RoleHost:
@@ -216,13 +218,11 @@ class RoleHost:
         except (ActorError, ProcessExited, XPathError, OSError) as exc:
             inc.failure = f"{self.name} could not start: {exc}"
             self.log(inc.failure)
+            inc.spawned.set()
             return
         inc.ref, inc.pid = ref, ref.pid or inc.pid
+        inc.spawned.set()
         self.log(f"started {self.name} (pid {inc.pid})")
-        if inc.phase == "ready" and inc.recycle is None and not inc.failure:
-            # It reported ready before its spawn returned: say ReadyRole only now that the
-            # host can be reached, or a change applied in between would never reach the role.
-            self.set_status("ReadyRole", "")
         self.refresh()  # the status told so far may not carry the pid yet
         if inc.recycle is not None:
             ref.request_stop()
@@ -250,12 +250,8 @@ class RoleHost:
                 self.set_status("StartingRole", "OnStart is running")
             case "ready":
                 inc.reached_ready, inc.busy = True, False
-                if inc.ref is not None:  # else _run_once says it once the Ref is recorded
-                    self.set_status("ReadyRole", "")
+                self.set_status("ReadyRole", "")
             case "recycling":
-                if inc.ref is None and inc.reached_ready and inc.recycle is None:
-                    # Ready and done before its spawn returned (a fast start): say it was Ready.
-                    self.set_status("ReadyRole", "")
                 self.recycle(inc, f"the role is recycling: {detail or 'Run returned'}")
             case "stopping":
                 self.set_status("StoppingRole", "OnStop is running")
@@ -340,6 +336,10 @@ class RoleHost:
         """Raise changing (or the Simultaneous pair) and changed; "applied" or "recycling"."""
         self.environment = change.environment
         inc = self.current
+        if inc.ref is None and inc.phase is not None and not inc.ended:
+            # It is running (it reported) but its spawn has not returned yet: the change must
+            # reach this process, which was started with the environment before it.
+            await inc.spawned.wait()
         targets = [r for r in [inc.ref, *self.event_targets()] if r is not None]
         if inc.ref is None or inc.recycle is not None:
             self.log("new environment recorded; the next role host start uses it")
