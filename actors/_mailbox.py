@@ -73,9 +73,16 @@ class AwaitedReply(Reply):
         await self._event.wait()
 
     def result(self) -> Any:
-        """The answer: the value, or raise the failure."""
+        """The answer: the value, or raise the failure (once: the reply lets go of it)."""
         if self._error is not None:
-            raise self._error
+            # Not kept here nor in this frame: its traceback holds the asker's frame, which
+            # holds this reply, a cycle only the garbage collector would free (with whatever
+            # the asker's frames hold, a request's megabytes say).
+            error, self._error = self._error, None
+            try:
+                raise error
+            finally:
+                del error
         return self._value
 
     def expire(self, error: AskTimeout) -> None:

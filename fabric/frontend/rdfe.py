@@ -332,10 +332,14 @@ class Rdfe:
             raise ApiError(
                 503, "ServiceUnavailable", "the fabric front end (FFE) did not answer in time; try again"
             ) from None
-        # Raised here, bare: inside the handler it would hold the ActorError that holds it (a
-        # cycle only the garbage collector breaks), and its traceback reaches into FFE's frames,
-        # which hold the request (a refused package's megabytes).
-        raise refusal.with_traceback(None)
+        # Raised bare, out of the handler and of this frame: held by the ActorError or by a
+        # local, it would be in a cycle with its own traceback, whose frames hold the request
+        # (a refused package's megabytes) until the garbage collector happens by; and its own
+        # traceback reaches into FFE's frames.
+        try:
+            raise refusal.with_traceback(None)
+        finally:
+            del refusal
 
     def accepted(
         self, sub: SubscriptionRecord, pool: str, answer: Any, request_id: str | None = None

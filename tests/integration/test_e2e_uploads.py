@@ -85,6 +85,13 @@ async def refused_without_growth(fabric: anyio.abc.Process, state: Path) -> None
         assert response.status_code == 400, response.text
         assert "not JSON" in response.json()["Error"]["Message"]
 
+        # JSON whose package is 40 MiB of junk: refused by FFE as not a .cspkg.
+        body = {"Name": "junk", "Package": base64.b64encode(junk[: 40 * MiB]).decode()}
+        response = await http.post(slot, json=body)
+        del body
+        assert response.status_code == 400, response.text
+        assert response.json()["Error"]["Code"] == "InvalidPackage"
+
         # A package over the limit in a body under it (the body's limit has room beside
         # the package for the configuration): refused on its decoded size.
         body = {"Name": "junk", "Package": base64.b64encode(junk[:1] * (64 * MiB + 1)).decode()}
