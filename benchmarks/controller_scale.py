@@ -19,7 +19,7 @@ For each N (hosts) it measures:
   less the detection delay the settings ask for (host_failure_timeout);
 - recovery: the controller process is SIGKILLed; the time until a fresh one on the same state
   folder answers ListDeployments with the deployment and all its instances;
-- store: the size of fabric.db (and its WAL) after placement.
+- store: the size of fabric.db and its write-ahead log after placement.
 Then the exponent k of each figure ~ N^k (least squares on log-log): 1 is linear.
 Goal at N = 10,000: steady CPU < 50% of one core, placement < 10 s, recovery < 10 s.
 The load average is printed beside the figures (the machine may be shared).
@@ -33,6 +33,7 @@ import os
 import random
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import time
@@ -380,6 +381,15 @@ kind = "worker"
 vm_size = "Large"
 """
 
+#: --endpoint: the role serves a TCP input endpoint behind the load balancer (every instance
+#: gets a local port, and rotation follows each status change)
+ENDPOINT = """
+[[roles.input_endpoints]]
+name = "Http"
+protocol = "tcp"
+port = {port}
+"""
+
 CONFIG = """
 service_name = "Scale"
 
@@ -399,7 +409,15 @@ def bench_settings(n: int, heartbeat: float, failure_timeout: float) -> Settings
     )
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def store_size(state: Path) -> int:
+    """The store on disk: fabric.db with its write-ahead log (which holds a few MB until a
+    checkpoint moves them into the database)."""
     return sum(p.stat().st_size for p in state.glob("fabric.db*") if p.is_file())
 
 
@@ -436,7 +454,8 @@ async def run_size(system: Any, n: int, root: Path, args: Any) -> dict[str, floa
     package = root / f"pkg{n}"
     (package / "Work").mkdir(parents=True)
     (package / "Work" / "role.py").write_text("VERSION = 'v1'\n")
-    (package / "service.toml").write_text(DEFINITION)
+    definition = DEFINITION + (ENDPOINT.format(port=free_port()) if args.endpoint else "")
+    (package / "service.toml").write_text(definition)
     (package / "config.toml").write_text(CONFIG.format(count=2))
     # A .cspkg, checked against the pool's max_instances with the deployment's configuration (a
     # service folder is packed against the model's default limit of 1,000).
@@ -575,7 +594,7 @@ async def main(args: Any) -> None:
     root = Path(tempfile.mkdtemp(prefix="controller-scale-"))
     print(
         f"controller scale: N = {sizes} hosts (8 cores, heartbeat {args.heartbeat:g} s), "
-        f"2 Large instances per host; cpus {os.cpu_count()}, load {load()}",
+        f"2 Large instances per host{' with an input endpoint' if args.endpoint else ''}; cpus {os.cpu_count()}, load {load()}",
         flush=True,
     )
     results: list[dict[str, float]] = []
@@ -614,6 +633,7 @@ def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="N = 100, 1,000 only")
     parser.add_argument("--sizes", default="", help="comma-separated N (overrides --quick)")
+    parser.add_argument("--endpoint", action="store_true", help="the role has a TCP input endpoint")
     parser.add_argument("--heartbeat", type=float, default=2.5, help="host heartbeat interval (s)")
     parser.add_argument("--failure-timeout", type=float, default=10.0, help="host_failure_timeout (s)")
     parser.add_argument("--settle", type=float, default=3.0, help="wait before the CPU window (s)")

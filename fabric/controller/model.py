@@ -307,9 +307,15 @@ class Deployment:
         return roles
 
     def _build_topology(self) -> dict[str, list[InstanceInfo]]:
+        # As in Azure, a role's instances are known at runtime only when it defines an internal
+        # endpoint (RoleEnvironment.Roles lists the others with no instances): a role of
+        # thousands of instances that never talk to each other does not send each of them the
+        # whole list (the bytes started instances carry would grow as the square of the count).
         roles: dict[str, list[InstanceInfo]] = {r.name: [] for r in self.current.definition.roles}
         for inst in self.ordered():
             gen = self.generations[inst.generation]
+            if not gen.role(inst.role).internal_endpoints:
+                continue
             roles.setdefault(inst.role, []).append(
                 InstanceInfo(
                     id=inst.id,
