@@ -366,13 +366,14 @@ class Rotation:
                 ep = next(e for e in dep.current.definition.role(key[0]).input_endpoints if e.name == key[1])
                 probe = probe_spec(dep.current.definition, ep)
                 if bal.lb.spec.probe != probe or bal.lb.spec.protocol != ep.protocol:
-                    # The probe differs: reopen on the same port with the new owner's probe.
-                    port = bal.record.port
-                    await bal.lb.aclose()
-                    spec = EndpointSpec(
-                        name=bal.lb.spec.name, protocol=ep.protocol, public_port=port, probe=probe
+                    # The new owner's probe, taken in place: connections open through the port
+                    # go on (a reopened balancer would cut them).
+                    spec = bal.lb.spec
+                    bal.lb.set_spec(
+                        EndpointSpec(
+                            name=spec.name, protocol=ep.protocol, public_port=spec.public_port, probe=probe
+                        )
                     )
-                    have[key] = Balancer(await self._serve(spec), bal.record)
             self.refresh(dep)
 
 

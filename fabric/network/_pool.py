@@ -169,6 +169,15 @@ class Pool:
             )
             self._recompute()
 
+    def set_probed(self, probed: bool) -> None:
+        """Judge instances by a probe from now on, or by their status again; with a new probe
+        each one is out until its probe first passes."""
+        if probed != self._probed:
+            self._probed = probed
+            for entry in self._entries.values():
+                entry.probe_ok = not probed
+            self._recompute()
+
     @property
     def rotation(self) -> list[Entry]:
         """The instances new connections go to now: candidates that are not refusing."""

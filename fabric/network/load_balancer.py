@@ -12,7 +12,7 @@ from anyio.abc import SocketAttribute, TaskStatus, UDPSocket
 
 from . import _sock
 from ._bind import PORT_ATTEMPTS, bind_tcp, bind_udp
-from ._errors import ToxicsUnsupportedError
+from ._errors import InvalidSpecError, ToxicsUnsupportedError
 from ._model import Backend, EndpointSpec, LoadBalancerStats
 from ._pool import Entry, Pool
 from ._probe import probe_loop
@@ -63,6 +63,25 @@ class LoadBalancer:
                 scope.cancel()
         if self.spec.probe is not None:
             for entry in added:
+                self._probes[entry] = scope = anyio.CancelScope()
+                self._tg.start_soon(self._probe, entry, scope)
+
+    def set_spec(self, spec: EndpointSpec) -> None:
+        """Serve ``spec``'s protocol and probe from now on, on the same address (a VIP swap
+        brings the other deployment's), every open connection going on as it was.
+
+        Raises:
+            InvalidSpecError: ``spec`` is UDP where this is TCP, or the other way round.
+        """
+        if (spec.protocol == "udp") != isinstance(self._engine, UdpBalancer):
+            raise InvalidSpecError(f"endpoint {self.spec.name!r}: cannot change between TCP and UDP in place")
+        self.spec = spec
+        for scope in self._probes.values():
+            scope.cancel()
+        self._probes.clear()
+        self._pool.set_probed(spec.probe is not None)
+        if spec.probe is not None:
+            for entry in self._pool.entries():
                 self._probes[entry] = scope = anyio.CancelScope()
                 self._tg.start_soon(self._probe, entry, scope)
 

@@ -76,3 +76,23 @@ async def test_a_passing_probe_forgives_a_refused_connect(farm, until):
         await until(lambda: len(lb.rotation()) == 2)
         with anyio.fail_after(5):
             assert set(await farm.who(lb.address, 2)) == {"web_IN_0", "web_IN_1"}
+
+
+async def test_a_new_probe_taken_in_place_keeps_open_connections(farm, until):
+    # A VIP swap between deployments whose endpoints have different probes changes the
+    # balancer's probe; a connection open through it goes on (reopening it cut them).
+    (a,) = await farm.instances(1)
+    page = await farm.health_page()
+    async with open_load_balancer(EndpointSpec("HttpIn", "http", 0), [a.backend(probe_port=page.port)]) as lb:
+        client = await farm.connect(lb.address)
+        assert await client.echo(b"before") == b"before"
+        page.status = 503
+        lb.set_spec(http_endpoint())
+        await until(lambda: page.hits >= 2)
+        assert lb.rotation() == []  # the new probe judges it now
+        assert await client.echo(b"after") == b"after"
+        page.status = 200
+        await until(lambda: lb.rotation() == ["web_IN_0"])
+        lb.set_spec(EndpointSpec("HttpIn", "http", 0))  # and back to the role's status
+        assert lb.rotation() == ["web_IN_0"]
+        assert await client.echo(b"still") == b"still"
