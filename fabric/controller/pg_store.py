@@ -174,7 +174,7 @@ class Database:
                     return fn(conn, *args)
                 with conn.transaction():
                     return fn(conn, *args)
-        except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
+        except (psycopg.OperationalError, psycopg.InterfaceError, psycopg_pool.PoolTimeout) as exc:
             raise StoreUnavailable(f"{self.where}: {_short(exc)}") from None
 
     async def run(self, fn: Callable[..., T], *args: Any, write: bool = False) -> T:
