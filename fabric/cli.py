@@ -14,6 +14,7 @@ from fabric.commands.certs import cert
 from fabric.commands.chaos import chaos
 from fabric.commands.events import events
 from fabric.commands.guest import guest
+from fabric.commands.hosts import host, hosts, token
 from fabric.commands.model import package, validate
 from fabric.commands.portal import portal
 from fabric.commands.remote import exec_, shell
@@ -66,6 +67,9 @@ main.add_command(portal)  # fabric.commands.portal: open the portal
 main.add_command(cert)  # fabric.commands.certs: service certificates
 main.add_command(exec_)  # fabric.commands.remote: a command in an instance
 main.add_command(shell)  # fabric.commands.remote: a shell in an instance
+main.add_command(token)  # fabric.commands.hosts: bootstrap tokens
+main.add_command(host)  # fabric.commands.hosts: `fabric host join`
+main.add_command(hosts)  # fabric.commands.hosts: the joined hosts
 for _command in client_commands.COMMANDS:
     main.add_command(_command)
 

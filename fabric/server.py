@@ -67,12 +67,19 @@ def lock_state_dir(state_dir: Path) -> tuple[Path, int]:
 
 @asynccontextmanager
 async def open_fabric(
-    state_dir: Path, settings: Settings, *, api_port: int = 0, store_url: str | None = None
+    state_dir: Path,
+    settings: Settings,
+    *,
+    api_port: int = 0,
+    store_url: str | None = None,
+    listen: tuple[str, int] | None = None,
 ) -> AsyncIterator[Fabric]:
     """Run the fabric until the block ends; then stop every host, VM and role gracefully.
 
     The controller brings back whatever deployments its store holds (after a crash too): SQLite
     in the state folder, or the PostgreSQL database ``store_url`` names.
+    With ``listen`` (host, port) it opens the host port there and the join port at port + 1
+    (fabric.cluster.port), where hosts on other machines join.
 
     Raises:
         FabricBusy: another fabric runs for this state folder.
@@ -103,6 +110,10 @@ async def open_fabric(
                 lambda: Ffe([Pool("local", controller)], state_dir, max_instances=settings.max_instances),
                 name="FFE",
             )
+            if listen is not None:
+                from fabric.cluster.port import serve_cluster
+
+                await tg.start(partial(serve_cluster, system, state_dir, settings, *listen))
             url = await tg.start(
                 partial(
                     serve_api,

@@ -79,6 +79,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     events_kept: int = 10_000
     #: GET /metrics answers without the API token (for a Prometheus scraper); `--metrics-public`
     metrics_public: bool = False
+    #: a joined host's certificate lasts this long; it renews at a random 70-90% of it
+    host_certificate_lifetime: float = 7 * 86400.0
 
     @classmethod
     def fast(cls, **overrides: Any) -> Settings:
@@ -104,6 +106,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             "leader_lease_duration": 3.0,
             "leader_renew_interval": 0.4,
             "leader_renew_deadline": 2.0,
+            "host_certificate_lifetime": 3600.0,
         }
         values.update(overrides)
         return cls(**values)

@@ -27,6 +27,7 @@ FABRIC_LAYERS = {
     "guest": 1,
     "host": 2,
     "controller": 3,
+    "cluster": 3,  # the cluster CA, bootstrap tokens, joining hosts: beside the controller
     "frontend": 4,
     "portal": 4,  # served by RDFE (the front end) and reading its routes: the same layer
     "client": 5,  # the API client: above the front end it talks to, below what uses it

@@ -21,6 +21,7 @@ from fabric.controller.events import MAX_PAGE, EventPage
 from fabric.controller.messages import DeploymentView, Slot, UpgradeMode
 from fabric.frontend import api
 from fabric.frontend import certificates as cert_api
+from fabric.frontend import cluster_routes as cluster_api
 from fabric.frontend import remote as remote_api
 from fabric.frontend.auth import read_api_url, read_token
 
@@ -193,6 +194,25 @@ class AsyncFabricClient:
         """Delete Service Certificate."""
         path = f"{await self._services()}/{service}/certificates/{_thumbprint_path(thumbprint)}"
         await self.request("DELETE", path)
+
+    # -- the cluster: bootstrap tokens and joined hosts (fabric.frontend.cluster_routes) ------------
+
+    async def create_token(self, ttl: float, description: str = "") -> cluster_api.NewToken:
+        """A bootstrap token valid ``ttl`` seconds, with the join command's other parts."""
+        body = cluster_api.CreateToken(ttl=ttl, description=description)
+        return await self._call("POST", "/cluster/tokens", cluster_api.NewToken, body)
+
+    async def tokens(self) -> list[cluster_api.TokenInfo]:
+        """The bootstrap tokens not expired yet (never their secrets)."""
+        return await self._call("GET", "/cluster/tokens", list[cluster_api.TokenInfo])
+
+    async def delete_token(self, token_id: str) -> None:
+        """Revoke a bootstrap token (by its id)."""
+        await self.request("DELETE", f"/cluster/tokens/{token_id}")
+
+    async def joined_hosts(self) -> list[cluster_api.JoinedHostView]:
+        """The hosts that joined over the network."""
+        return await self._call("GET", "/cluster/hosts", list[cluster_api.JoinedHostView])
 
     # -- remote access -------------------------------------------------------------------------------
 

@@ -67,12 +67,18 @@ def _store_url(ctx: click.Context, param: click.Parameter, value: str | None) ->
     callback=_store_url,
     help="Keep the goal state in PostgreSQL (default: SQLite in the state folder).",
 )
+@click.option(
+    "--listen",
+    metavar="ADDRESS:PORT",
+    help="Open the host port here (mutual TLS) and the join port at PORT+1, for hosts on other machines.",
+)
 @settings_options
 @metrics_public_option
 @state_dir_option
 def serve(
     port: int,
     store_url: str | None,
+    listen: str | None,
     settings_file: Path | None,
     fast: bool,
     metrics_public: bool,
@@ -82,17 +88,25 @@ def serve(
 
     SIGTERM and SIGHUP (the terminal closed) stop it as Ctrl-C does.
     """
+    from fabric.cluster.node import split_address
     from fabric.controller.store import StoreError
 
-    with user_errors(SettingsError, FabricBusy, StoreError):
+    with user_errors(SettingsError, FabricBusy, StoreError, ValueError):
         settings = load_settings(settings_file, fast, metrics_public)
-        anyio.run(_serve, state_dir, settings, port, store_url, backend="trio")
+        where = split_address(listen) if listen else None
+        anyio.run(_serve, state_dir, settings, port, store_url, where, backend="trio")
 
 
-async def _serve(state_dir: Path, settings: Settings, port: int, store_url: str | None = None) -> None:
+async def _serve(
+    state_dir: Path,
+    settings: Settings,
+    port: int,
+    store_url: str | None = None,
+    listen: tuple[str, int] | None = None,
+) -> None:
     from fabric.server import open_fabric  # the whole fabric: only when it is to run
 
-    async with open_fabric(state_dir, settings, api_port=port, store_url=store_url) as fabric:
+    async with open_fabric(state_dir, settings, api_port=port, store_url=store_url, listen=listen) as fabric:
         click.echo(
             f"fabric serving {fabric.url} (state folder {fabric.state_dir}); Ctrl-C stops it", err=True
         )

@@ -24,6 +24,7 @@ Routes (every one needs ``Authorization: Bearer <token>``, the token in ``<state
     *      /chaos/...                                                    fabric.frontend.chaos_routes
     GET    /events[?after=&limit=&wait=...], /events/stream              fabric.frontend.events_routes
     GET    /metrics      (Prometheus; without the token when metrics_public)   fabric.frontend.metrics_routes
+    *      /cluster/tokens[/{id}], /cluster/hosts   bootstrap tokens, joined hosts   fabric.frontend.cluster_routes
     GET    /, *  /portal/...   the portal: it signs in by itself (a session cookie) fabric.portal
 
 A signed-in portal page may call every route with its session cookie instead of the token
@@ -51,7 +52,15 @@ from actors import ActorDead, ActorError, AskTimeout, Ref
 from actors import Request as ActorRequest  # beside the HTTP Request of _http
 from fabric import portal
 from fabric.controller.messages import OperationAccepted
-from fabric.frontend import api, certificates, chaos_routes, events_routes, metrics_routes, remote
+from fabric.frontend import (
+    api,
+    certificates,
+    chaos_routes,
+    cluster_routes,
+    events_routes,
+    metrics_routes,
+    remote,
+)
 from fabric.frontend._http import (
     ClientGone,
     Receive,
@@ -285,6 +294,8 @@ class Rdfe:
                 return await events_routes.route(self, r, rest)
             case ["metrics"]:  # Prometheus (fabric.frontend.metrics_routes)
                 return await metrics_routes.route(self, r)
+            case ["cluster", *rest]:  # tokens and joined hosts (fabric.frontend.cluster_routes)
+                return await cluster_routes.route(self, r, rest)
         raise not_found(f"no API at {r.path}; see the route list in fabric/frontend/rdfe.py")
 
     @staticmethod

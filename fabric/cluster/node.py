@@ -1,0 +1,294 @@
+"""A host on another machine: its identity in its state folder, joining, renewing, and keeping
+its mutual-TLS link to the controller's host port up (``fabric host join``).
+
+State folder (owner-only): ``key.pem`` (the key made here for joining, never sent),
+``identity.pem`` (the certificate and its key in one file, replaced whole, so that a host killed
+while renewing never finds a key that is not its certificate's), ``ca.pem``, and ``join.json``
+(its name and the controller's address and ports).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import msgspec
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from actors import Actor, ClientTLS, LinkOptions, Request, open_system
+from fabric.cluster.ca import HOST_NAME, csr_for, key_pem, new_key, validity, verify_signed_by, write_private
+from fabric.cluster.join import Join, JoinRefused, fetch_ca, join, renew, renewal_delay
+
+log = logging.getLogger("fabric.cluster")
+
+
+class JoinState(msgspec.Struct, frozen=True, kw_only=True):
+    """What a joined host remembers besides its key and certificates."""
+
+    name: str
+    controller: str
+    host_port: int
+    join_port: int
+    cores: int
+    fault_domain: int = 0
+
+
+class HostInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """A joined host as it describes itself to the controller."""
+
+    name: str
+    cores: int
+    fault_domain: int
+    memory_mb: int
+    pid: int
+    cert_expires: float
+
+
+class GetHostInfo(Request[HostInfo], frozen=True, tag=True):
+    """Ask a joined host to describe itself (the controller's heartbeat of it)."""
+
+
+def memory_mb() -> int:
+    """This machine's memory, in MiB (0 when unknown)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // (1024 * 1024)
+    except (OSError, ValueError):
+        return 0
+
+
+def default_name() -> str:
+    """This machine's host name, lower-cased, as a certificate name."""
+    name = socket.gethostname().lower().split(".")[0]
+    return name if HOST_NAME.match(name) else "host"
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A host's state folder."""
+
+    folder: Path
+
+    @property
+    def key(self) -> Path:
+        return self.folder / "key.pem"
+
+    @property
+    def cert(self) -> Path:
+        """The certificate, then its key (both a certificate file and a key file for ssl)."""
+        return self.folder / "identity.pem"
+
+    @property
+    def ca(self) -> Path:
+        return self.folder / "ca.pem"
+
+    @property
+    def state_file(self) -> Path:
+        return self.folder / "join.json"
+
+    def state(self) -> JoinState | None:
+        """What was saved at the last join, or None before the first."""
+        try:
+            return msgspec.json.decode(self.state_file.read_bytes(), type=JoinState)
+        except (FileNotFoundError, msgspec.DecodeError, msgspec.ValidationError):
+            return None
+
+    def expires(self) -> float:
+        """When the certificate ends (Unix time); 0 when there is none."""
+        try:
+            return validity(self.cert.read_bytes())[1].timestamp()
+        except (OSError, ValueError):
+            return 0.0
+
+    def private_key(self) -> ec.EllipticCurvePrivateKey:
+        """The host's key, made (owner-only) the first time."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.folder, 0o700)
+        if self.key.exists():
+            key = serialization.load_pem_private_key(self.key.read_bytes(), None)
+            assert isinstance(key, ec.EllipticCurvePrivateKey)
+            return key
+        key = new_key()
+        write_private(self.key, key_pem(key))
+        return key
+
+    def save(self, cert: str, ca: str, state: JoinState) -> None:
+        """Keep a certificate (after checking it is signed by the CA), the CA, and the state."""
+        verify_signed_by(cert.encode(), ca.encode())
+        write_private(self.ca, ca.encode())
+        write_private(self.cert, cert.encode() + self.key.read_bytes())
+        write_private(self.state_file, msgspec.json.encode(state))
+
+
+def split_address(address: str, default_port: int = 7443) -> tuple[str, int]:
+    """``HOST[:PORT]`` as (host, port).
+
+    Raises:
+        ValueError: the port is not a number from 1 to 65534 (the join port is PORT + 1).
+    """
+    host, sep, port = address.rpartition(":")
+    if not sep:
+        host, port = address, str(default_port)
+    if not port.isdigit() or not 1 <= int(port) <= 65534:
+        raise ValueError(f"{address!r} is not ADDRESS:PORT with a port from 1 to 65534")
+    return host.strip("[]"), int(port)
+
+
+async def ensure_joined(
+    identity: Identity,
+    address: str | None,
+    *,
+    token: str | None,
+    ca_hash: str | None,
+    name: str,
+    cores: int,
+    fault_domain: int,
+) -> JoinState:
+    """A valid certificate in the state folder: the one there, or a new one bought with the token.
+
+    Raises:
+        JoinRefused: no valid certificate and no token (or a refused one, or a wrong CA hash).
+    """
+    state = identity.state()
+    same = state is not None and (address is None or split_address(address)[0] == state.controller)
+    if state is not None and same and identity.expires() > time.time() + 1:
+        log.info("host %r uses its certificate (valid until %s)", state.name, time.ctime(identity.expires()))
+        return state
+    if address is None and state is None:
+        raise JoinRefused(f"{identity.folder} holds no joined host: give the controller's ADDRESS")
+    if not token or not ca_hash:
+        why = "has expired" if state is not None else "is missing"
+        raise JoinRefused(
+            f"this host's certificate in {identity.folder} {why}: join again with ADDRESS, --token and"
+            " --ca-hash (`fabric token create` on the controller prints the command)"
+        )
+    if address is None:
+        raise JoinRefused("give the controller's ADDRESS with the token")
+    controller, port = split_address(address)
+    ca_pem = await fetch_ca(controller, port + 1, ca_hash)
+    key = await anyio.to_thread.run_sync(identity.private_key)
+    signed = await join(
+        controller,
+        port + 1,
+        ca_pem,
+        Join(
+            token=token,
+            csr=csr_for(key, name).decode(),
+            cores=cores,
+            fault_domain=fault_domain,
+            memory_mb=memory_mb(),
+        ),
+    )
+    state = JoinState(
+        name=signed.name,
+        controller=controller,
+        host_port=signed.host_port,
+        join_port=port + 1,
+        cores=cores,
+        fault_domain=fault_domain,
+    )
+    identity.save(signed.cert, signed.ca, state)
+    log.info(
+        "host %r joined %s; certificate valid until %s", state.name, address, time.ctime(identity.expires())
+    )
+    return state
+
+
+async def renew_now(identity: Identity, state: JoinState) -> None:
+    """Renew the certificate over TLS that shows the current one; a new key each time."""
+    key = new_key()
+    signed = await renew(
+        state.controller,
+        state.join_port,
+        identity.ca.read_bytes(),
+        identity.cert,
+        identity.cert,
+        csr_for(key, state.name),
+    )
+    verify_signed_by(signed.cert.encode(), identity.ca.read_bytes())
+    write_private(identity.cert, signed.cert.encode() + key_pem(key))
+    log.info("host %r renewed its certificate; valid until %s", state.name, time.ctime(identity.expires()))
+
+
+async def keep_renewed(identity: Identity, state: JoinState) -> None:
+    """Renew at a random point between 70% and 90% of each certificate's life, for ever
+    (a failed renewal is tried again soon, while the certificate lasts)."""
+    while True:
+        start, end = validity(identity.cert.read_bytes())
+        # At least a second apart, whatever the clocks say: never a renewal storm.
+        await anyio.sleep(max(1.0, renewal_delay(start.timestamp(), end.timestamp())))
+        try:
+            await renew_now(identity, state)
+        except (JoinRefused, OSError, ValueError) as exc:
+            left = identity.expires() - time.time()
+            log.error("renewing the certificate failed (%s); %.0f s of it left", exc, left)
+            await anyio.sleep(min(30.0, max(1.0, left / 10)))
+
+
+class JoinedHost(Actor):
+    """What the controller reaches on a joined host (registered as ``host``)."""
+
+    def __init__(self, identity: Identity, state: JoinState) -> None:
+        self.identity = identity
+        self.state = state
+
+    async def receive(self, message: object) -> object:
+        match message:
+            case GetHostInfo():
+                return HostInfo(
+                    name=self.state.name,
+                    cores=self.state.cores,
+                    fault_domain=self.state.fault_domain,
+                    memory_mb=memory_mb(),
+                    pid=os.getpid(),
+                    cert_expires=self.identity.expires(),
+                )
+        raise TypeError(f"a joined host does not answer {type(message).__name__}")
+
+
+async def run_host(
+    identity: Identity,
+    state: JoinState,
+    *,
+    options: LinkOptions | None = None,
+    ready: anyio.Event | None = None,
+) -> None:
+    """Keep the link to the controller's host port up, with this host's certificate, and renew
+    it in time; until cancelled."""
+    tls = ClientTLS(identity.cert, identity.cert, identity.ca, state.controller)
+    options = options or LinkOptions()
+    async with open_system() as system:
+        system.register("host", await system.spawn(lambda: JoinedHost(identity, state), name="host"))
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(keep_renewed, identity, state)
+            failures = 0
+            while True:
+                try:
+                    peer = await system.connect(
+                        (state.controller, state.host_port), tls=tls, name=state.name, options=options
+                    )
+                    break
+                except (OSError, ValueError) as exc:  # LinkRefused is an OSError
+                    failures += 1
+                    wait = min(options.reconnect_max, options.reconnect_min * 2 ** min(failures, 20))
+                    log.warning(
+                        "cannot link to the controller at %s:%d (%s); again in %.1f s",
+                        state.controller,
+                        state.host_port,
+                        exc,
+                        wait,
+                    )
+                    await anyio.sleep(random.uniform(wait / 2, wait))
+            log.info(
+                "host %r linked to the controller at %s:%d", state.name, state.controller, state.host_port
+            )
+            if ready is not None:
+                ready.set()
+            await peer.closed.wait()
+            tg.cancel_scope.cancel()
