@@ -10,19 +10,16 @@ from __future__ import annotations
 import ast
 import inspect
 import json
-import subprocess
 from pathlib import Path
 from types import ModuleType
 
 import anyio
 import httpx
-import psutil
 import pytest
 
 from fabric.frontend import rdfe
 from fabric.portal import routes as portal_routes
-from tests.integration.test_e2e_cli import Output
-from tests.integration.test_e2e_limits import FABRIC
+from tests.integration.test_e2e_uploads import Served, fabric_serve
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
 
@@ -191,23 +188,13 @@ async def send(
 
 
 async def test_every_route_survives_hostile_input(tmp_path: Path) -> None:
-    state = tmp_path / "state"
-    serve = [FABRIC, "serve", "--fast", "--state-dir", str(state)]
-    async with await anyio.open_process(serve, stderr=subprocess.STDOUT) as fabric:
-        try:
-            await Output(fabric).wait_for("fabric serving")
-            await hostile_pass(fabric, state)
-        finally:
-            fabric.terminate()
-            with anyio.fail_after(60):
-                await fabric.wait()
+    async with fabric_serve(tmp_path / "state") as fabric:
+        await hostile_pass(fabric)
 
 
-async def hostile_pass(fabric: anyio.abc.Process, state: Path) -> None:
+async def hostile_pass(fabric: Served) -> None:
     """Every route, method, body, query and credential; then the findings, all at once."""
-    url = (state / "api").read_text().strip()
-    token = (state / "token").read_text().strip()
-    served = psutil.Process(fabric.pid)
+    url, token, served = fabric.url, fabric.token, fabric.process
     limits = httpx.Limits(max_connections=4)
     async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as http:
         good = {"authorization": f"Bearer {token}"}
@@ -219,7 +206,12 @@ async def hostile_pass(fabric: anyio.abc.Process, state: Path) -> None:
         assert created.status_code == 201, created.text
         before = served.memory_info().rss
         findings: list[str] = []
-        credentials = ({}, {"authorization": "Bearer wrong"}, {"authorization": "Basic x"}, good)
+        credentials: tuple[dict[str, str], ...] = (
+            {},
+            {"authorization": "Bearer wrong"},
+            {"authorization": "Basic x"},
+            good,
+        )
         targets = paths(api_routes(), sub)
         assert len(targets) > 50, targets
         for path, plain in targets:

@@ -10,7 +10,9 @@ import os
 import subprocess
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 import anyio
 import httpx
@@ -44,24 +46,39 @@ async def raw_post(url: str, path: str, token: str, head: dict[str, str], body: 
     return int(answer.split()[1]), time.perf_counter() - started
 
 
-async def test_oversized_and_junk_packages_are_refused_early_without_growth(tmp_path: Path) -> None:
-    state = tmp_path / "state"
+class Served(NamedTuple):
+    """A `fabric serve` running: its process, API URL, token and state folder."""
+
+    process: psutil.Process
+    url: str
+    token: str
+    state: Path
+
+
+@asynccontextmanager
+async def fabric_serve(state: Path) -> AsyncIterator[Served]:
+    """A real `fabric serve --fast` on ``state``, once it serves; terminated at the end."""
     serve = [FABRIC, "serve", "--fast", "--state-dir", str(state)]
     async with await anyio.open_process(serve, stderr=subprocess.STDOUT) as fabric:
         try:
-            await refused_without_growth(fabric, state)
+            await Output(fabric).wait_for("fabric serving")
+            url = (state / "api").read_text().strip()
+            token = (state / "token").read_text().strip()
+            yield Served(psutil.Process(fabric.pid), url, token, state)
         finally:
             fabric.terminate()
             with anyio.fail_after(60):
                 await fabric.wait()
 
 
-async def refused_without_growth(fabric: anyio.abc.Process, state: Path) -> None:
+async def test_oversized_and_junk_packages_are_refused_early_without_growth(tmp_path: Path) -> None:
+    async with fabric_serve(tmp_path / "state") as fabric:
+        await refused_without_growth(fabric)
+
+
+async def refused_without_growth(fabric: Served) -> None:
     """Every refusal of the test, against the running ``fabric``."""
-    await Output(fabric).wait_for("fabric serving")
-    url = (state / "api").read_text().strip()
-    token = (state / "token").read_text().strip()
-    served = psutil.Process(fabric.pid)
+    url, token, state, served = fabric.url, fabric.token, fabric.state, fabric.process
     async with httpx.AsyncClient(
         base_url=url, headers={"authorization": f"Bearer {token}"}, timeout=60
     ) as http:

@@ -13,7 +13,7 @@ import pytest
 
 from actors import Ref, open_system
 from fabric.controller import FabricController, ask, wait_operation
-from fabric.controller.messages import CreateDeployment, InstanceAction, UpgradeDeployment
+from fabric.controller.messages import CreateDeployment, InstanceAction, OperationAccepted, UpgradeDeployment
 from fabric.settings import Settings
 from tests.fabric.controller.controller_kit import all_ready, free_port, view, wait_view
 from tests.fabric.controller.test_real_hosts import echo_service
@@ -118,18 +118,23 @@ class SlowRequest:
             self.started.set()
 
 
+async def reboot_during(tg: anyio.abc.TaskGroup, ref: Ref, request: SlowRequest) -> OperationAccepted:
+    """Start ``request`` in ``tg``; once its response has begun, reboot its instance."""
+    tg.start_soon(request.run)
+    with anyio.fail_after(20):
+        await request.started.wait()
+    accepted: OperationAccepted = await ask(
+        ref, InstanceAction(service="demo", slot="production", instance_id="Front_IN_0", action="reboot")
+    )
+    return accepted
+
+
 @pytest.mark.timeout(120)
 async def test_a_reboot_lets_a_slow_response_in_flight_finish(tmp_path: Path) -> None:
     async with deployed(tmp_path, drain_timeout=30.0) as (ref, _, port):
         request = SlowRequest(port, seconds=4)
         async with anyio.create_task_group() as tg:
-            tg.start_soon(request.run)
-            with anyio.fail_after(20):
-                await request.started.wait()
-            reboot = await ask(
-                ref,
-                InstanceAction(service="demo", slot="production", instance_id="Front_IN_0", action="reboot"),
-            )
+            reboot = await reboot_during(tg, ref, request)
             # Draining runs in the operation's task: the controller answers meanwhile, and the
             # instance is not stopped yet (its response is still coming).
             with anyio.fail_after(2):
@@ -175,13 +180,7 @@ async def test_a_connection_outliving_the_drain_timeout_is_reset_and_the_reboot_
     async with deployed(tmp_path, drain_timeout=1.0) as (ref, _, port):
         request = SlowRequest(port, seconds=300)
         async with anyio.create_task_group() as tg:
-            tg.start_soon(request.run)
-            with anyio.fail_after(20):
-                await request.started.wait()
-            reboot = await ask(
-                ref,
-                InstanceAction(service="demo", slot="production", instance_id="Front_IN_0", action="reboot"),
-            )
+            reboot = await reboot_during(tg, ref, request)
             with anyio.fail_after(20):  # not the 300 s the response would take
                 await wait_operation(ref, reboot.request_id, timeout=60)
         # The load balancer reset it at the drain timeout (a stopped instance would close it).
