@@ -150,14 +150,14 @@ class JoinService:
             case GetCA():
                 return CAInfo(ca=self.ca.cert_pem.decode())
             case Join():
+                if not 1 <= request.cores <= 4096 or not 0 <= request.fault_domain <= 1_000_000:
+                    return Refused(reason="cores must be 1-4096 and the fault domain 0 or more")
                 try:
                     record = await anyio.to_thread.run_sync(self.tokens.check, request.token)
                     name, cert = self.ca.sign_request(request.csr.encode(), self.lifetime)
                 except (TokenRefused, CAError) as exc:
                     log.warning("refused a join from %s: %s", address, exc)
                     return Refused(reason=str(exc))
-                if not 1 <= request.cores <= 4096 or not 0 <= request.fault_domain <= 1_000_000:
-                    return Refused(reason="cores must be 1-4096 and the fault domain 0 or more")
                 log.info("host %r joined from %s with token %s", name, address, record.id)
                 self._joined(name, request.cores, request.fault_domain, request.memory_mb, address, cert)
                 return Signed(

@@ -78,6 +78,7 @@ class Roster:
         self.settings = settings
         self.hosts: dict[str, JoinedHostView] = {h.name: h for h in read_hosts(folder.parent)}
         self.peers: dict[str, Peer] = {}
+        self._saved = b""
         for name, host in self.hosts.items():
             self.hosts[name] = msgspec.structs.replace(host, connected=False)
 
@@ -145,8 +146,11 @@ class Roster:
         )
 
     def save(self) -> None:
-        """Write the roster (owner-only)."""
-        write_private(self.path, msgspec.json.encode(sorted(self.hosts.values(), key=lambda h: h.name)))
+        """Write the roster (owner-only) when it changed."""
+        data = msgspec.json.encode(sorted(self.hosts.values(), key=lambda h: h.name))
+        if data != self._saved:
+            write_private(self.path, data)
+            self._saved = data
 
 
 async def serve_cluster(

@@ -1,8 +1,9 @@
 """Hosts joining a real `fabric serve --listen` over the network (loopback aliases stand in for
 machines; network namespaces come later): a token buys a certificate; bad, expired or revoked
 tokens and a wrong CA hash are refused with one line and exit 2; a joined host renews its
-certificate before it ends, comes back after SIGKILL with its certificate alone, and re-joins
-with a new token once its certificate expired while it was away."""
+certificate before it ends, comes back after SIGKILL with its certificate alone, links again by
+itself when the controller restarts, and re-joins with a new token once its certificate expired
+while it was away."""
 
 from __future__ import annotations
 
@@ -175,16 +176,22 @@ async def test_join_refusals_renewal_and_restarts(tmp_path: Path) -> None:
         async with running(again) as host:
             await linked(host)
             await wait_connected(state, "host-a", host.pid)
-            await stop(host, signal.SIGKILL)
+            # The controller restarts: the host links again by itself.
+            await stop(controller)
+            async with running(serve) as restarted:
+                await Output(restarted).wait_for("fabric serving")
+                await wait_connected(state, "host-a", host.pid)
+                await stop(host, signal.SIGKILL)
 
-        # Away until its certificate expired: refused without a token, re-joins with a new one.
-        expires = validity((host_state / "identity.pem").read_bytes())[1].timestamp()
-        await anyio.sleep(max(0.0, expires - time.time() + 0.5))
-        await refused(["--state-dir", str(host_state)], "expired")
-        fresh = (await fabric("token", "create", "--state-dir", str(state))).stdout.decode().strip()
-        rejoin = [FABRIC, "host", "join", *base, "--token", fresh, "--ca-hash", ca_hash]
-        async with running(rejoin) as host:
-            await linked(host)
-            await wait_connected(state, "host-a", host.pid)
-            await stop(host)
-        await stop(controller)
+                # Away until its certificate expired: refused without a token, re-joins with a new one.
+                expires = validity((host_state / "identity.pem").read_bytes())[1].timestamp()
+                await anyio.sleep(max(0.0, expires - time.time() + 0.5))
+                await refused(["--state-dir", str(host_state)], "expired")
+                made = await fabric("token", "create", "--state-dir", str(state))
+                fresh = made.stdout.decode().strip()
+                rejoin = [FABRIC, "host", "join", *base, "--token", fresh, "--ca-hash", ca_hash]
+                async with running(rejoin) as host:
+                    await linked(host)
+                    await wait_connected(state, "host-a", host.pid)
+                    await stop(host)
+                await stop(restarted)
