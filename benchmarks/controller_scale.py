@@ -331,11 +331,28 @@ class HostProxy:
         return None
 
 
+class _NotRoot:
+    """os, as fabric.controller.state sees it in the benchmark: not root."""
+
+    @staticmethod
+    def geteuid() -> int:
+        return 65534
+
+
 class BenchController(FabricController):
     """The real FabricController whose hosts live in a simulator child process."""
 
-    def __init__(self, state_dir: str, settings: Settings) -> None:
+    def __init__(self, state_dir: str, settings: Settings, vm_accounts: bool = False) -> None:
         super().__init__(state_dir, settings, pool="bench", host_factory=self._make_host)
+        if not vm_accounts:
+            # As root, the controller gives each instance a VM account of its own, from a range
+            # of 4,336 uids: 20,000 instances do not fit. The stand-in hosts run no VMs, so the
+            # controller does here what it does when not root: it gives none.
+            import fabric.controller.state as state_module
+            import fabric.guest.instance as instance_module
+
+            state_module.os = _NotRoot()  # type: ignore[assignment]
+            instance_module.default_uid = lambda: None  # type: ignore[assignment]
         self._sim: Ref | None = None
         self._sim_lock: anyio.Lock | None = None
         self._proxies: dict[str, HostProxy] = {}
@@ -431,11 +448,11 @@ async def sim_stats(ctl: Ref, vms: list[str] | None = None) -> Stats:
     return found
 
 
-async def spawn_controller(system: Any, state: Path, settings: Settings, tag: str) -> Ref:
+async def spawn_controller(system: Any, state: Path, settings: Settings, tag: str, vm_accounts: bool) -> Ref:
     return await system.spawn_process(
         "benchmarks.controller_scale:BenchController",
         name=f"controller-{tag}",
-        args=(str(state), settings),
+        args=(str(state), settings, vm_accounts),
         mailbox_size=100_000,
         # The controller logs every status change (as in production): to a file, not the screen.
         # No link pings: a controller that stalls is measured, not killed.
@@ -463,7 +480,7 @@ async def run_size(system: Any, n: int, root: Path, args: Any) -> dict[str, floa
     build_package(package, cspkg, package / "config.toml")
     settings = bench_settings(n, args.heartbeat, args.failure_timeout)
     out: dict[str, float] = {"n": n}
-    ctl = await spawn_controller(system, state, settings, f"{n}a")
+    ctl = await spawn_controller(system, state, settings, f"{n}a", args.vm_accounts)
     ctl_proc = psutil.Process(ctl.pid)
     sim_pid = 0
     try:
@@ -536,7 +553,7 @@ async def run_size(system: Any, n: int, root: Path, args: Any) -> dict[str, floa
         with anyio.move_on_after(10):
             await ctl.join()
         start = time.time()
-        ctl = await spawn_controller(system, state, settings, f"{n}b")
+        ctl = await spawn_controller(system, state, settings, f"{n}b", args.vm_accounts)
         with anyio.fail_after(args.timeout):
             while True:
                 views = await ask(ctl, ListDeployments(), timeout=args.timeout)
@@ -633,6 +650,11 @@ def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="N = 100, 1,000 only")
     parser.add_argument("--sizes", default="", help="comma-separated N (overrides --quick)")
+    parser.add_argument(
+        "--vm-accounts",
+        action="store_true",
+        help="as root, give each instance a VM account (uid) as a real pool does: 4,336 at most",
+    )
     parser.add_argument("--endpoint", action="store_true", help="the role has a TCP input endpoint")
     parser.add_argument("--heartbeat", type=float, default=2.5, help="host heartbeat interval (s)")
     parser.add_argument("--failure-timeout", type=float, default=10.0, help="host_failure_timeout (s)")
