@@ -92,6 +92,14 @@ def csr_for(key: ec.EllipticCurvePrivateKey, name: str) -> bytes:
     return request.public_bytes(serialization.Encoding.PEM)
 
 
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
 def _alt_name(name: str) -> x509.GeneralName:
     try:
         return x509.IPAddress(ipaddress.ip_address(name))
@@ -227,6 +235,9 @@ class ClusterCA:
         name = str(names[0].value) if names else ""
         if not HOST_NAME.match(name):
             raise CAError(f"host name {name!r} must be 1-63 lower-case letters, digits, dots or dashes")
+        if name == "controller" or _is_ip(name):
+            # The controller's own names (its node name, its address) are never a host's.
+            raise CAError(f"host name {name!r} is reserved (the controller's name, or an address)")
         return name, self.sign(key, name, lifetime)
 
     def server_files(self, address: str, lifetime: float = 365 * 86400.0) -> tuple[Path, Path]:
