@@ -34,7 +34,7 @@ import anyio.to_thread
 import msgspec
 from anyio.streams.tls import TLSAttribute, TLSStream
 
-from fabric.cluster.ca import CAError, ClusterCA, public_key_hash
+from fabric.cluster.ca import CAError, ClusterCA, public_key_hash, validity
 from fabric.cluster.tokens import TokenRefused, TokenStore
 
 log = logging.getLogger("fabric.cluster")
@@ -184,8 +184,6 @@ class JoinService:
     def _joined(
         self, name: str, cores: int, fault_domain: int, memory_mb: int, address: str, cert: bytes
     ) -> None:
-        from fabric.cluster.ca import validity
-
         self.on_joined(
             HostJoined(
                 name=name,

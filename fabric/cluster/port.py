@@ -76,11 +76,12 @@ class Roster:
     def __init__(self, folder: Path, settings: Settings) -> None:
         self.path = folder / HOSTS_FILE
         self.settings = settings
-        self.hosts: dict[str, JoinedHostView] = {h.name: h for h in read_hosts(folder.parent)}
+        # From the last run: none is linked until it links again.
+        self.hosts: dict[str, JoinedHostView] = {
+            h.name: msgspec.structs.replace(h, connected=False) for h in read_hosts(folder.parent)
+        }
         self.peers: dict[str, Peer] = {}
         self._saved = b""
-        for name, host in self.hosts.items():
-            self.hosts[name] = msgspec.structs.replace(host, connected=False)
 
     def joined(self, joined: HostJoined) -> None:
         """A host joined or renewed (from the join port)."""
