@@ -485,6 +485,7 @@ async def run_size(system: Any, n: int, root: Path, args: Any) -> dict[str, floa
     sim_pid = 0
     try:
         # Placement: 2N instances until the simulator reports the last one Ready.
+        ctl_cpu0 = cpu(ctl_proc)
         start = time.time()
         await ask(
             ctl,
@@ -506,13 +507,18 @@ async def run_size(system: Any, n: int, root: Path, args: Any) -> dict[str, floa
                     break
                 await anyio.sleep(0.25)
         sim_pid = st.pid
+        # CPU spent placing: the controller's since the deployment was asked for, the
+        # simulator's since it started (the first host was spun up).
+        out["placement_cpu"] = cpu(ctl_proc) - ctl_cpu0
+        out["placement_sim_cpu"] = cpu(psutil.Process(sim_pid))
         out["placement"] = st.last_ready - start
         out["accepted"] = accepted
         out["hosts"] = st.hosts
         out["store"] = store_size(state) / 1024  # KiB
         print(
             f"  N={n}: placement {out['placement']:.2f} s (accepted in {accepted:.2f} s), "
-            f"{st.hosts} hosts, store {out['store']:.0f} KiB, load {load()}",
+            f"{st.hosts} hosts, store {out['store']:.0f} KiB; CPU meanwhile: controller "
+            f"{out['placement_cpu']:.1f} s, simulator {out['placement_sim_cpu']:.1f} s; load {load()}",
             flush=True,
         )
 
