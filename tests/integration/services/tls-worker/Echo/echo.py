@@ -22,7 +22,9 @@ class Echo(RoleEntryPoint):
 
     async def run(self) -> None:
         host, port = RoleEnvironment.current_instance.instance_endpoints["HttpsIn"].ip_endpoint
-        listener = TLSListener(await anyio.create_tcp_listener(local_host=host, local_port=port), self.context)
+        listener = TLSListener(
+            await anyio.create_tcp_listener(local_host=host, local_port=port), self.context
+        )
 
         async def answer(stream) -> None:
             async with stream:
