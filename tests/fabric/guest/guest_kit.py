@@ -203,6 +203,13 @@ class Booted:
         """WaHostBootstrapper.log as written so far."""
         return self.vm.disk.bootstrapper_log.read_text()
 
+    async def wait_for_log(self, text: str, timeout: float = 10.0) -> str:
+        """WaHostBootstrapper.log once it holds ``text`` (polled: the file has no event)."""
+        with anyio.fail_after(timeout):
+            while text not in (log := self.log()):
+                await anyio.sleep(0.02)
+        return log
+
 
 @asynccontextmanager
 async def boot(
