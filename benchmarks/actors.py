@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -32,6 +33,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 sys.path.insert(0, str(HERE / "support"))
 
 from bench_actors_helpers import Count, Item, RawEcho, Sink  # noqa: E402
+from bench_timing import seconds_per_call  # noqa: E402
 
 from actors import ProcessOptions, open_system  # noqa: E402
 
@@ -141,17 +143,8 @@ async def ask_round_trips(n: int, rounds: int = 7) -> tuple[float, float]:
                         except BlockingIOError:
                             await anyio.wait_readable(conn)
 
-                async def asks() -> float:
-                    start = time.perf_counter()
-                    for _ in range(n):
-                        await ref.ask("ping")
-                    return (time.perf_counter() - start) / n
-
-                async def pings() -> float:
-                    start = time.perf_counter()
-                    for _ in range(n):
-                        await ping()
-                    return (time.perf_counter() - start) / n
+                asks = partial(seconds_per_call, partial(ref.ask, "ping"), n)
+                pings = partial(seconds_per_call, ping, n)
 
                 await asks()  # warm both paths up
                 await pings()

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -35,6 +36,7 @@ sys.path.insert(0, str(HERE / "support"))
 sys.path.insert(0, str(ROOT))
 
 from bench_actors_helpers import Count, Item  # noqa: E402
+from bench_timing import seconds_per_call  # noqa: E402
 
 from actors import ActorSystem, ClientTLS, LinkOptions, ProcessOptions, open_system  # noqa: E402
 from tests.actors.tls_certs import CA  # noqa: E402
@@ -168,17 +170,8 @@ async def ask_round_trips(
                     await stream.receive()
                 return (time.perf_counter() - start) / N_ASK
 
-        async def asks() -> float:
-            start = time.perf_counter()
-            for _ in range(N_ASK):
-                await sink.ask("ping")
-            return (time.perf_counter() - start) / N_ASK
-
-        async def pings() -> float:
-            start = time.perf_counter()
-            for _ in range(N_ASK):
-                await ping()
-            return (time.perf_counter() - start) / N_ASK
+        asks = partial(seconds_per_call, partial(sink.ask, "ping"), N_ASK)
+        pings = partial(seconds_per_call, ping, N_ASK)
 
         await asks()  # warm both paths up
         await pings()
