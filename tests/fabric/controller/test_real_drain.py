@@ -13,9 +13,9 @@ import pytest
 
 from actors import Ref, open_system
 from fabric.controller import FabricController, ask, wait_operation
-from fabric.controller.messages import CreateDeployment, InstanceAction, OperationAccepted, UpgradeDeployment
+from fabric.controller.messages import InstanceAction, OperationAccepted, UpgradeDeployment
 from fabric.settings import Settings
-from tests.fabric.controller.controller_kit import all_ready, free_port, view, wait_view
+from tests.fabric.controller.controller_kit import all_ready, create, free_port, view, wait_view
 from tests.fabric.controller.test_real_hosts import echo_service
 
 pytestmark = pytest.mark.slow
@@ -76,18 +76,7 @@ async def deployed(tmp_path: Path, drain_timeout: float) -> AsyncIterator[tuple[
     settings = Settings.fast(max_hosts=2, host_cores=2, drain_timeout=drain_timeout)
     async with open_system() as system:
         ref = await system.spawn(lambda: FabricController(tmp_path / "state", settings), name="controller")
-        accepted = await ask(
-            ref,
-            CreateDeployment(
-                service="demo",
-                slot="production",
-                name="demo-1",
-                package_path=str(folder),
-                configuration=CONFIG.encode(),
-                configuration_name="config.toml",
-            ),
-        )
-        assert (await wait_operation(ref, accepted.request_id, timeout=60)).status == "Succeeded"
+        assert (await create(ref, folder, configuration=CONFIG.encode())).status == "Succeeded"
         v = await wait_view(ref, all_ready, timeout=60)
         yield ref, folder, v.endpoints[0].port
 

@@ -15,9 +15,9 @@ import pytest
 
 from actors import Ref, command_line, open_system
 from fabric.controller import FabricController, ask, wait_operation
-from fabric.controller.messages import CreateDeployment, DeleteDeployment
+from fabric.controller.messages import DeleteDeployment
 from fabric.settings import Settings
-from tests.fabric.controller.controller_kit import all_ready, answers, config, free_port, wait_view
+from tests.fabric.controller.controller_kit import all_ready, answers, config, create, free_port, wait_view
 
 pytestmark = pytest.mark.slow
 
@@ -91,18 +91,8 @@ def host_pids() -> list[int]:
 async def test_real_hosts_serve_heal_and_leave_nothing(tmp_path: Path) -> None:
     folder = echo_service(tmp_path / "echo", free_port())
     async with real_controller(tmp_path / "state") as ref:
-        accepted = await ask(
-            ref,
-            CreateDeployment(
-                service="demo",
-                slot="production",
-                name="demo-1",
-                package_path=str(folder),
-                configuration=(folder / "config.toml").read_bytes(),
-                configuration_name="config.toml",
-            ),
-        )
-        assert (await wait_operation(ref, accepted.request_id, timeout=60)).status == "Succeeded"
+        configuration = (folder / "config.toml").read_bytes()
+        assert (await create(ref, folder, configuration=configuration)).status == "Succeeded"
         v = await wait_view(ref, all_ready, timeout=60)
         port = v.endpoints[0].port
         assert len({i.host for i in v.instances}) == 2  # one core per host: one instance each

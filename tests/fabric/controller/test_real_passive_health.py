@@ -13,8 +13,8 @@ import anyio.to_thread
 import pytest
 
 from fabric.controller import ask, wait_operation
-from fabric.controller.messages import CreateDeployment, DeleteDeployment, DeploymentView
-from tests.fabric.controller.controller_kit import all_ready, fetch, free_port, view, wait_view
+from fabric.controller.messages import DeleteDeployment, DeploymentView
+from tests.fabric.controller.controller_kit import all_ready, create, fetch, free_port, view, wait_view
 from tests.fabric.controller.test_real_hosts import echo_service, real_controller
 from tests.integration.e2e_kit import role_host_of
 
@@ -73,18 +73,8 @@ async def test_a_late_listener_is_refusing_and_a_killed_role_host_fails_no_clien
     folder = late_service(tmp_path / "late", free_port())
     state = tmp_path / "state"
     async with real_controller(state) as ref:
-        accepted = await ask(
-            ref,
-            CreateDeployment(
-                service="demo",
-                slot="production",
-                name="demo-1",
-                package_path=str(folder),
-                configuration=(folder / "config.toml").read_bytes(),
-                configuration_name="config.toml",
-            ),
-        )
-        assert (await wait_operation(ref, accepted.request_id, timeout=60)).status == "Succeeded"
+        configuration = (folder / "config.toml").read_bytes()
+        assert (await create(ref, folder, configuration=configuration)).status == "Succeeded"
         v = await wait_view(ref, all_ready, timeout=60)
         port = v.endpoints[0].port
         local = {i.id: int(i.endpoints["Http"].split(":")[1]) for i in v.instances}

@@ -14,9 +14,9 @@ import pytest
 
 from actors import open_system
 from fabric.controller import FabricController, ask, wait_operation
-from fabric.controller.messages import CreateDeployment, DeleteDeployment
+from fabric.controller.messages import DeleteDeployment
 from fabric.settings import Settings
-from tests.fabric.controller.controller_kit import all_ready, free_port, view, wait_view
+from tests.fabric.controller.controller_kit import all_ready, create, free_port, view, wait_view
 from tests.fabric.controller.test_real_hosts import echo_service, host_pids
 
 pytestmark = pytest.mark.slow
@@ -48,18 +48,8 @@ async def test_a_stalled_controller_blames_no_real_host(tmp_path: Path) -> None:
     state = tmp_path / "state"
     async with open_system() as system:
         ref = await system.spawn(lambda: BlockingController(state, settings), name="controller")
-        accepted = await ask(
-            ref,
-            CreateDeployment(
-                service="demo",
-                slot="production",
-                name="demo-1",
-                package_path=str(folder),
-                configuration=(folder / "config.toml").read_bytes(),
-                configuration_name="config.toml",
-            ),
-        )
-        assert (await wait_operation(ref, accepted.request_id, timeout=60)).status == "Succeeded"
+        configuration = (folder / "config.toml").read_bytes()
+        assert (await create(ref, folder, configuration=configuration)).status == "Succeeded"
         before = await wait_view(ref, all_ready, timeout=60)
         pids = host_pids()
         await ask(ref, Block(2.5 * FAILURE_TIMEOUT), timeout=30)  # hosts heartbeat on meanwhile
