@@ -23,7 +23,6 @@ from functools import partial
 from pathlib import Path
 
 import anyio
-import msgspec
 import psutil
 
 # This file is named after the package it measures: keep its folder off the import path, so
@@ -33,7 +32,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 sys.path.insert(0, str(HERE / "support"))
 
 from bench_actors_helpers import Count, Item, RawEcho, Sink  # noqa: E402
-from bench_timing import seconds_per_call  # noqa: E402
+from bench_timing import seconds_per_call, send_frames  # noqa: E402
 
 from actors import ProcessOptions, open_system  # noqa: E402
 
@@ -99,21 +98,9 @@ def raw_pipe_throughput(n: int) -> float:
         [sys.executable, helper, "raw", str(theirs.fileno()), str(n)], pass_fds=(theirs.fileno(),)
     )
     theirs.close()
-    encoder = msgspec.msgpack.Encoder()
     items = [Item(i) for i in range(n)]
     time.sleep(0.3)  # let the child import; the timed part starts at the first byte sent
-    start = time.perf_counter()
-    buffer = bytearray()
-    for item in items:
-        offset = len(buffer)
-        encoder.encode_into(item, buffer, offset + 4)
-        buffer[offset : offset + 4] = (len(buffer) - offset - 4).to_bytes(4, "big")
-        if len(buffer) >= 64 * 1024:
-            ours.sendall(buffer)
-            buffer.clear()
-    ours.sendall(buffer)
-    ours.recv(1)
-    elapsed = time.perf_counter() - start
+    elapsed = send_frames(ours, items)
     child.wait()
     ours.close()
     return elapsed

@@ -27,7 +27,6 @@ from functools import partial
 from pathlib import Path
 
 import anyio
-import msgspec
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -36,7 +35,7 @@ sys.path.insert(0, str(HERE / "support"))
 sys.path.insert(0, str(ROOT))
 
 from bench_actors_helpers import Count, Item  # noqa: E402
-from bench_timing import seconds_per_call  # noqa: E402
+from bench_timing import seconds_per_call, send_frames  # noqa: E402
 
 from actors import ActorSystem, ClientTLS, LinkOptions, ProcessOptions, open_system  # noqa: E402
 from tests.actors.tls_certs import CA  # noqa: E402
@@ -53,24 +52,12 @@ def rate(n: int, seconds: float) -> str:
 
 def raw_tls_tells(port: int, context: ssl.SSLContext, n: int) -> float:
     """Seconds to write n Items raw over TLS (64 KiB batches) until the far side acks them."""
-    encoder = msgspec.msgpack.Encoder()
     items = [Item(i) for i in range(n)]
     with socket.create_connection(("127.0.0.1", port)) as raw:
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with context.wrap_socket(raw, server_hostname="far") as conn:
             conn.sendall(n.to_bytes(8, "big"))
-            start = time.perf_counter()
-            buffer = bytearray()
-            for item in items:
-                offset = len(buffer)
-                encoder.encode_into(item, buffer, offset + 4)
-                buffer[offset : offset + 4] = (len(buffer) - offset - 4).to_bytes(4, "big")
-                if len(buffer) >= 64 * 1024:
-                    conn.sendall(buffer)
-                    buffer.clear()
-            conn.sendall(buffer)
-            conn.recv(1)
-            return time.perf_counter() - start
+            return send_frames(conn, items)
 
 
 async def process_tells(system: ActorSystem) -> float:
