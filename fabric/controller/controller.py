@@ -16,6 +16,7 @@ controller; pass ``host_factory`` to use something else (tests use in-process st
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +31,11 @@ from fabric.controller.commands import Commands
 from fabric.controller.configuration_view import GetConfiguration, configuration_view
 from fabric.controller.events import OpenEventLog
 from fabric.controller.goal_store import open_goal_store
+from fabric.controller.host_admin import CordonHost, DrainHost, HostAdmin, ListHosts
 from fabric.controller.hosts import HostFactory, HostPool, spawn_host_process
 from fabric.controller.messages import (
     ChangeConfiguration,
+    ControllerError,
     CreateDeployment,
     DeleteDeployment,
     DeploymentView,
@@ -50,6 +53,7 @@ from fabric.controller.model import Deployment
 from fabric.controller.operations import Operations
 from fabric.controller.reconfigure import Reconfigure
 from fabric.controller.recovery import recover
+from fabric.controller.replica_store import fail_fast
 from fabric.controller.rotation import Rotation
 from fabric.controller.state import ControllerState
 from fabric.controller.upgrade import Upgrades
@@ -71,6 +75,9 @@ class FabricController(Actor):
         pool: the machine pool's name (host ids are ``<pool>-host<n>``).
         host_factory: builds a host; by default a host agent process.
         store_url: a ``postgresql://`` URL to keep the goal state in (None: SQLite, ``fabric.db``).
+        fence: a replica's lease (``Elector.fence``): every write checks it, and the store waits
+            out a database outage (fabric.controller.replica_store); None: a single controller.
+        on_fenced: called with the reason when a write finds the lease lost.
     """
 
     def __init__(
@@ -80,8 +87,12 @@ class FabricController(Actor):
         pool: str = "local",
         host_factory: HostFactory | None = None,
         store_url: str | None = None,
+        fence: Callable[[], Any] | None = None,
+        on_fenced: Callable[[str], None] | None = None,
     ) -> None:
         self.state_dir = Path(state_dir).resolve()
+        self.fence = fence
+        self.on_fenced = on_fenced
         self.settings = settings or Settings()
         self.pool = pool
         self.host_factory = host_factory or spawn_host_process
@@ -91,7 +102,14 @@ class FabricController(Actor):
     async def on_start(self) -> None:
         """Open the store, bring back what it holds, and start watching hosts."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        store = await open_goal_store(self.store_url, self.state_dir, self.pool, database=DATABASE)
+        store = await open_goal_store(
+            self.store_url,
+            self.state_dir,
+            self.pool,
+            database=DATABASE,
+            fence=self.fence,
+            on_fenced=self.on_fenced,
+        )
         rotation = Rotation(self.start)
         hosts = HostPool(
             self,
@@ -114,11 +132,26 @@ class FabricController(Actor):
         self.commands = Commands(self.state, self.ops, self.start_soon)
         self.upgrades = Upgrades(self.commands)
         self.reconfigure = Reconfigure(self.commands, self.upgrades)
+        self.host_admin = HostAdmin(self.state, self.ops, self.start_soon)
         count = await recover(self.state, self.ops, self.upgrades, self.start_soon)
         if count:
             log.info("pool %s: recovered %d deployment(s) from %s", self.pool, count, store.where)
         self.start_soon(hosts.watch)
         self.start_soon(lifecycle.heal_forever, self.state, self.start_soon)
+
+    def start_soon(
+        self, func: Callable[..., Coroutine[Any, Any, Any]], *args: Any, name: str | None = None
+    ) -> None:
+        """A background task: patient with the store (it waits out a database outage)."""
+        with fail_fast(False):
+            super().start_soon(func, *args, name=name)
+
+    async def start(
+        self, func: Callable[..., Coroutine[Any, Any, Any]], *args: Any, name: str | None = None
+    ) -> Any:
+        """As start_soon, waiting for the task to start."""
+        with fail_fast(False):
+            return await super().start(func, *args, name=name)
 
     def _closing(self) -> bool:
         # Once the controller is asked to stop, hosts stop on purpose (and may be slow about
@@ -133,7 +166,13 @@ class FabricController(Actor):
         mailbox (heartbeats wait there meanwhile: the host watch must not blame the hosts)."""
         self._busy_since = anyio.current_time()
         try:
-            return await self._dispatch(message)
+            with fail_fast():  # a request is refused (503) while the goal state cannot change
+                return await self._dispatch(message)
+        except ControllerError as exc:
+            if exc.status != 503 or not isinstance(message, (HostHeartbeat, InstanceStatusChanged)):
+                raise
+            log.warning("a host's report is not recorded: %s", exc.message)  # the next one is
+            return None
         finally:
             self._busy_since = None
 
@@ -180,6 +219,8 @@ class FabricController(Actor):
                 return metrics_snapshot(state)
             case GetConfiguration():  # the portal's configuration form
                 return configuration_view(state, message)
+            case ListHosts() | CordonHost() | DrainHost():  # fabric hosts, fabric host cordon|uncordon|drain
+                return await self.host_admin.handle(message)
             case _:
                 return await super().receive(message)
         return None

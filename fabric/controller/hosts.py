@@ -146,6 +146,7 @@ class HostPool:
                 cores=h.record.cores,
                 fault_domain=h.record.fault_domain,
                 used=used.get(h.id, 0),
+                cordoned=bool(h.record.cordoned_at),
             )
             for h in self.live()
         ]

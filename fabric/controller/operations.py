@@ -61,6 +61,10 @@ class Operations:
             changes["description"] = description
         await self._end(request_id, **changes)
 
+    async def progress(self, request_id: str, description: str) -> None:
+        """Say how far an InProgress operation got (its description, read with GetOperation)."""
+        await self._end(request_id, description=description)
+
     async def fail(self, request_id: str, error: ControllerError) -> None:
         """Mark the operation Failed with the error's code and message."""
         await self._end(

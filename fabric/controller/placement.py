@@ -63,11 +63,13 @@ class HostSlot:
     fault_domain: int
     used: int = 0
     new: bool = False
+    #: takes no new instance (`fabric host cordon`)
+    cordoned: bool = False
 
     @property
     def free(self) -> int:
-        """Cores not taken."""
-        return self.cores - self.used
+        """Cores not taken (none on a cordoned host)."""
+        return 0 if self.cordoned else self.cores - self.used
 
 
 @dataclass

@@ -37,6 +37,8 @@ class HostRecord(msgspec.Struct, frozen=True, kw_only=True):
     number: int
     cores: int
     fault_domain: int
+    #: Unix time it was cordoned (`fabric host cordon`: no new instance goes there); 0: it was not
+    cordoned_at: float = 0.0
 
 
 class UpgradeRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -305,6 +307,10 @@ class Store:
         """One operation of this pool, or None."""
         found = self._select(OperationRecord, "request_id = ? AND pool = ?", (request_id, self.pool))
         return found[0] if found else None
+
+    def interrupted(self) -> list[OperationRecord]:
+        """The pool's operations still InProgress (before ``fail_interrupted``)."""
+        return self._select(OperationRecord, "status = 'InProgress' AND pool = ?", (self.pool,))
 
     def other_pools_services(self) -> set[tuple[str, str]]:
         """(service, slot) pairs deployed by other pools sharing this database."""
