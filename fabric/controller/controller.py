@@ -16,7 +16,6 @@ controller; pass ``host_factory`` to use something else (tests use in-process st
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +34,6 @@ from fabric.controller.host_admin import CordonHost, DrainHost, HostAdmin, ListH
 from fabric.controller.hosts import HostFactory, HostPool, spawn_host_process
 from fabric.controller.messages import (
     ChangeConfiguration,
-    ControllerError,
     CreateDeployment,
     DeleteDeployment,
     DeploymentView,
@@ -53,7 +51,6 @@ from fabric.controller.model import Deployment
 from fabric.controller.operations import Operations
 from fabric.controller.reconfigure import Reconfigure
 from fabric.controller.recovery import recover
-from fabric.controller.replica_store import fail_fast
 from fabric.controller.rotation import Rotation
 from fabric.controller.state import ControllerState
 from fabric.controller.upgrade import Upgrades
@@ -75,9 +72,6 @@ class FabricController(Actor):
         pool: the machine pool's name (host ids are ``<pool>-host<n>``).
         host_factory: builds a host; by default a host agent process.
         store_url: a ``postgresql://`` URL to keep the goal state in (None: SQLite, ``fabric.db``).
-        fence: a replica's lease (``Elector.fence``): every write checks it, and the store waits
-            out a database outage (fabric.controller.replica_store); None: a single controller.
-        on_fenced: called with the reason when a write finds the lease lost.
     """
 
     def __init__(
@@ -87,12 +81,8 @@ class FabricController(Actor):
         pool: str = "local",
         host_factory: HostFactory | None = None,
         store_url: str | None = None,
-        fence: Callable[[], Any] | None = None,
-        on_fenced: Callable[[str], None] | None = None,
     ) -> None:
         self.state_dir = Path(state_dir).resolve()
-        self.fence = fence
-        self.on_fenced = on_fenced
         self.settings = settings or Settings()
         self.pool = pool
         self.host_factory = host_factory or spawn_host_process
@@ -102,14 +92,7 @@ class FabricController(Actor):
     async def on_start(self) -> None:
         """Open the store, bring back what it holds, and start watching hosts."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        store = await open_goal_store(
-            self.store_url,
-            self.state_dir,
-            self.pool,
-            database=DATABASE,
-            fence=self.fence,
-            on_fenced=self.on_fenced,
-        )
+        store = await open_goal_store(self.store_url, self.state_dir, self.pool, database=DATABASE)
         rotation = Rotation(self.start)
         hosts = HostPool(
             self,
@@ -139,20 +122,6 @@ class FabricController(Actor):
         self.start_soon(hosts.watch)
         self.start_soon(lifecycle.heal_forever, self.state, self.start_soon)
 
-    def start_soon(
-        self, func: Callable[..., Coroutine[Any, Any, Any]], *args: Any, name: str | None = None
-    ) -> None:
-        """A background task: patient with the store (it waits out a database outage)."""
-        with fail_fast(False):
-            super().start_soon(func, *args, name=name)
-
-    async def start(
-        self, func: Callable[..., Coroutine[Any, Any, Any]], *args: Any, name: str | None = None
-    ) -> Any:
-        """As start_soon, waiting for the task to start."""
-        with fail_fast(False):
-            return await super().start(func, *args, name=name)
-
     def _closing(self) -> bool:
         # Once the controller is asked to stop, hosts stop on purpose (and may be slow about
         # it): that is not a failure to heal.
@@ -166,13 +135,7 @@ class FabricController(Actor):
         mailbox (heartbeats wait there meanwhile: the host watch must not blame the hosts)."""
         self._busy_since = anyio.current_time()
         try:
-            with fail_fast():  # a request is refused (503) while the goal state cannot change
-                return await self._dispatch(message)
-        except ControllerError as exc:
-            if exc.status != 503 or not isinstance(message, (HostHeartbeat, InstanceStatusChanged)):
-                raise
-            log.warning("a host's report is not recorded: %s", exc.message)  # the next one is
-            return None
+            return await self._dispatch(message)
         finally:
             self._busy_since = None
 
