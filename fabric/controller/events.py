@@ -99,7 +99,8 @@ class EventLog:
     def __init__(self, kept: int = 10_000) -> None:
         self._events: deque[Event] = deque(maxlen=max(1, kept))
         self._seq = 0
-        self._appended = anyio.Event()
+        #: set when an event is appended (made only while a reader waits for one)
+        self._appended: anyio.Event | None = None
         #: events recorded since start, by kind (not bounded by the ring)
         self.totals: Counter[str] = Counter()
         #: faults injected since start, by fault kind (the chaos agent counts them)
@@ -139,8 +140,9 @@ class EventLog:
         )
         self._events.append(event)
         self.totals[kind] += 1
-        self._appended.set()
-        self._appended = anyio.Event()
+        if self._appended is not None:
+            self._appended.set()
+            self._appended = None
         return event
 
     def kept(self) -> list[Event]:
@@ -170,6 +172,8 @@ class EventLog:
                 if page.events or query.wait <= 0:
                     return page
                 query = msgspec.structs.replace(query, after=page.next)
+                if self._appended is None:
+                    self._appended = anyio.Event()
                 await self._appended.wait()
         return self.page(query)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -44,10 +44,33 @@ Starter = Callable[..., Awaitable[Any]]
 
 @dataclass
 class Balancer:
-    """One open load balancer and the public port record it holds."""
+    """One open load balancer, the public port record it holds, and the backends it was given
+    (by instance vm), so one instance's change is compared and passed on alone."""
 
     lb: LoadBalancer
     record: PublicPortRecord
+    given: dict[str, Backend] = field(default_factory=dict)
+
+    def give(self, backends: list[Backend]) -> None:
+        """Replace the load balancer's backends."""
+        self.given = {b.instance_id: b for b in backends}
+        self.lb.set_backends(backends)
+
+    def give_one(self, vm: str, backend: Backend | None) -> None:
+        """Change one instance's backend (None: out of the pool): a change of status alone is an
+        update of that one backend; an address, probe or membership change replaces the pool."""
+        old = self.given.get(vm)
+        if old == backend:
+            return
+        if old is not None and backend is not None and _same_but_status(old, backend):
+            self.given[vm] = backend
+            self.lb.update(vm, ready=backend.ready, busy=backend.busy)
+            return
+        if backend is None:
+            del self.given[vm]
+        else:
+            self.given[vm] = backend
+        self.lb.set_backends(list(self.given.values()))
 
     @property
     def key(self) -> Key:
@@ -100,6 +123,9 @@ class Rotation:
     def __init__(self, start: Starter) -> None:
         self._start = start
         self._by_deployment: dict[str, dict[Key, Balancer]] = {}
+        #: deployment id -> role -> the keys of its load-balanced endpoints (an instance's
+        #: status change finds its balancers without looking at the others)
+        self._role_keys: dict[str, dict[str, list[Key]]] = {}
 
     # -- opening and closing ------------------------------------------------------------------
 
@@ -223,6 +249,7 @@ class Rotation:
 
     async def close(self, dep_id: str) -> None:
         """Close every balancer of a deployment (its connections end)."""
+        self._role_keys.pop(dep_id, None)
         for b in self._by_deployment.pop(dep_id, {}).values():
             await b.lb.aclose()
 
@@ -231,40 +258,35 @@ class Rotation:
     def refresh(self, dep: Deployment) -> None:
         """Give every balancer of ``dep`` its backends as the instances stand now."""
         have = self._by_deployment.get(dep.id, {})
+        keys: dict[str, list[Key]] = {}
         for (role_name, endpoint, vm), b in have.items():
             if vm:
                 inst = dep.instances.get(vm)
-                serve = (
-                    inst is not None and dep.goal == "Running" and bool(inst.host_id) and not inst.held_out
-                )
-                port = inst.ports.get(endpoint, 0) if inst is not None else 0
-                b.lb.set_backends([Backend(vm, LOCALHOST, port)] if serve and port else [])
+                b.give([x] if (x := _forwarded(dep, inst, endpoint)) is not None else [])
                 continue
-            b.lb.set_backends(self._backends(dep, role_name, endpoint))
+            keys.setdefault(role_name, []).append((role_name, endpoint, vm))
+            found = [_backend(dep, inst, endpoint) for inst in dep.by_role(role_name)]
+            b.give([x for x in found if x is not None])
+        self._role_keys[dep.id] = keys
 
-    def _backends(self, dep: Deployment, role_name: str, endpoint: str) -> list[Backend]:
-        if dep.goal != "Running":
-            return []
-        found = []
-        for inst in dep.by_role(role_name):
-            gen = dep.generations[inst.generation]
-            role = gen.role(role_name)
-            ep = next((e for e in role.input_endpoints if e.name == endpoint), None)
-            port = inst.ports.get(endpoint)
-            if ep is None or port is None or not inst.host_id or inst.held_out:
-                continue
-            ignore = ep.ignore_role_instance_status
-            found.append(
-                Backend(
-                    instance_id=inst.vm,
-                    host=LOCALHOST,
-                    port=port,
-                    ready=in_rotation(inst.status, ignore_role_instance_status=ignore),
-                    busy=inst.status == "BusyRole" and not ignore,
-                    probe_port=probe_port(gen.definition, role, ep, inst),
-                )
-            )
-        return found
+    def refresh_instance(self, dep: Deployment, inst: Instance) -> None:
+        """Pass one instance's change (status, host, held out) to its own balancers only: the
+        load-balanced endpoints of its role and its instance input forwarders."""
+        have = self._by_deployment.get(dep.id)
+        if not have:
+            return
+        keys = self._role_keys.get(dep.id)
+        if keys is None:
+            self.refresh(dep)
+            return
+        for key in keys.get(inst.role, ()):
+            b = have.get(key)
+            if b is not None:
+                b.give_one(inst.vm, _backend(dep, inst, key[1]))
+        for xep in dep.generations[inst.generation].role(inst.role).instance_input_endpoints:
+            b = have.get((inst.role, xep.name, inst.vm))
+            if b is not None:
+                b.give_one(inst.vm, _forwarded(dep, inst, xep.name))
 
     async def drain(self, vms: Collection[str], timeout: float) -> int:
         """Wait until no load balancer has an open connection to ``vms`` (taken out of
@@ -375,6 +397,40 @@ class Rotation:
                         )
                     )
             self.refresh(dep)
+
+
+def _backend(dep: Deployment, inst: Instance, endpoint: str) -> Backend | None:
+    """An instance behind a load-balanced endpoint, or None while it has no place there."""
+    if dep.goal != "Running" or not inst.host_id or inst.held_out:
+        return None
+    gen = dep.generations[inst.generation]
+    role = gen.role(inst.role)
+    ep = next((e for e in role.input_endpoints if e.name == endpoint), None)
+    port = inst.ports.get(endpoint)
+    if ep is None or port is None:
+        return None
+    ignore = ep.ignore_role_instance_status
+    return Backend(
+        instance_id=inst.vm,
+        host=LOCALHOST,
+        port=port,
+        ready=in_rotation(inst.status, ignore_role_instance_status=ignore),
+        busy=inst.status == "BusyRole" and not ignore,
+        probe_port=probe_port(gen.definition, role, ep, inst),
+    )
+
+
+def _forwarded(dep: Deployment, inst: Instance | None, endpoint: str) -> Backend | None:
+    """The one backend of an instance input forwarder, or None while it serves nothing."""
+    if inst is None or dep.goal != "Running" or not inst.host_id or inst.held_out:
+        return None
+    port = inst.ports.get(endpoint, 0)
+    return Backend(inst.vm, LOCALHOST, port) if port else None
+
+
+def _same_but_status(a: Backend, b: Backend) -> bool:
+    """Whether two backends of an instance differ at most in ready and busy."""
+    return (a.host, a.port, a.probe_port) == (b.host, b.port, b.probe_port)
 
 
 def _with_port(spec: EndpointSpec, port: int) -> EndpointSpec:

@@ -31,6 +31,10 @@ from fabric.settings import Settings
 
 log = logging.getLogger("fabric.controller")
 
+#: statuses an instance passes through on its way to ReadyRole, logged at debug level
+BOOT_STEPS: frozenset[str] = frozenset(
+    {"RoleStateUnknown", "CreatingVM", "StartingVM", "CreatingRole", "StartingRole"}
+)
 #: how long a read of the VM uids in use (the store's, and /proc's) serves new instances
 UID_SNAPSHOT_SECONDS = 1.0
 
@@ -67,7 +71,8 @@ class ControllerState:
         #: when each VM's status was last reported by its host (anyio.current_time())
         self.vm_heard: dict[str, float] = {}
         self._by_vm: dict[str, tuple[Deployment, Instance]] = {}
-        self._changed = anyio.Event()
+        #: set at the next change (made only while a task waits for one)
+        self._changed: anyio.Event | None = None
         #: VM accounts given by this controller (a transaction's are not in the store yet)
         self._given_uids: set[int] = set()
         #: the uids taken as last read (see _taken_uids), and when (time.monotonic())
@@ -286,7 +291,10 @@ class ControllerState:
                 "heal", f"{inst.id}: role host restarted ({inst.role_restarts} so far)", dep=dep, inst=inst
             )
         if was_rotating != status:
-            log.info("%s %s: %s%s", dep.name, inst.id, status, f" ({detail})" if detail else "")
+            # The steps of a boot are routine (debug; the event log keeps every status): at
+            # scale they were a log line per instance and step, the controller's largest cost.
+            level = logging.DEBUG if status in BOOT_STEPS else logging.INFO
+            log.log(level, "%s %s: %s%s", dep.name, inst.id, status, f" ({detail})" if detail else "")
             self.events.record(
                 "status",
                 f"{inst.id} is {status}" + (f" ({detail})" if detail else ""),
@@ -294,14 +302,17 @@ class ControllerState:
                 inst=inst,
                 status=status,
             )
-        self.rotation.refresh(dep)
+        self.rotation.refresh_instance(dep, inst)
         self.notify()
 
     def notify(self) -> None:
         """Wake every task waiting for a change."""
-        self._changed.set()
-        self._changed = anyio.Event()
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
 
     async def changed(self) -> None:
         """Wait for the next change of any instance or deployment."""
+        if self._changed is None:
+            self._changed = anyio.Event()
         await self._changed.wait()

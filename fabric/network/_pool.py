@@ -8,6 +8,7 @@ puts it back at once.
 
 from __future__ import annotations
 
+import bisect
 import logging
 from collections.abc import Collection, Iterable
 
@@ -148,8 +149,10 @@ class Pool:
                 self._forgive(entry)
         if busy is not None:
             backend = _replace(backend, busy=busy)
+        was = self.candidate(entry)
         entry.backend = backend
-        self._recompute()
+        if self.candidate(entry) != was:
+            self._move(entry)  # one instance in or out: the others' order stands
 
     def probe_result(self, entry: Entry, ok: bool) -> None:
         """Record a probe verdict: a pass brings the instance back, even after a refusal."""
@@ -334,6 +337,19 @@ class Pool:
         draining = sorted(self._draining, key=lambda e: e.backend.instance_id)
         now = anyio.current_time()
         return tuple(_stats(e, self.in_rotation(e), now) for e in [*self.entries(), *draining])
+
+    def _move(self, entry: Entry) -> None:
+        """Put ``entry`` into the candidates (in instance id order) or take it out, as it now is."""
+        key = entry.backend.instance_id
+        i = bisect.bisect_left(self.candidates, key, key=lambda e: e.backend.instance_id)
+        present = i < len(self.candidates) and self.candidates[i] is entry
+        if self.candidate(entry) and not present:
+            self.candidates.insert(i, entry)
+            if self._arrived is not None:
+                self._arrived.set()
+                self._arrived = None
+        elif present and not self.candidate(entry):
+            del self.candidates[i]
 
     def _recompute(self) -> None:
         self.candidates = [e for e in self.entries() if self.candidate(e)]
