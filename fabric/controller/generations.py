@@ -65,8 +65,8 @@ def _stage(
         if source.is_dir():
             # A service folder (`fabric run DIR`): packed first, so the goal state is a package.
             packed = folder / f"pkg{number}.cspkg"
-            build_package(source, packed, config)
-            extract_package(packed, dest)
+            build_package(source, packed, config, max_instances=max_instances)
+            extract_package(packed, dest, max_instances=NO_LIMIT)  # checked as it was packed
             packed.unlink()
         else:
             # The package with this configuration, checked whole (instance counts included).

@@ -85,13 +85,15 @@ def build_package(
     config: str | Path | None = None,
     *,
     limits: ExtractLimits = DEFAULT_LIMITS,
+    max_instances: int = MAX_INSTANCES,
 ) -> Manifest:
     """Validate a service folder and write it as a .cspkg (atomically); returns the manifest.
 
     Role code comes from `<service>/<Role>/`, other folders from the paths the definition gives.
+    More than `max_instances` instances in all is refused (a fabric passes its setting).
     Raises ModelError for an invalid service and PackageError for files that cannot be packed.
     """
-    service = load_service(service_dir, config, require_code=True)
+    service = load_service(service_dir, config, require_code=True, max_instances=max_instances)
     out = Path(out_path)
     definition_name = SERVICE_TOML if service.definition_file.lower().endswith(".toml") else CSDEF
     config_name = Path(service.configuration_file).name
