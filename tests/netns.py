@@ -21,6 +21,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -95,6 +96,14 @@ class NetHost:
         if check and done.returncode != 0:
             raise RuntimeError(f"{' '.join(argv)} in {self.name}: {done.stderr.strip()}")
         return done.stdout
+
+    def python(self) -> str:
+        """An interpreter that runs inside this host (for ProcessOptions(python=...): a process
+        actor spawned with it lives in the namespace, linked to its parent as usual)."""
+        wrapper = self.state_dir / "python"
+        wrapper.write_text(f'#!/bin/sh\nexec ip netns exec {self.netns} {sys.executable} "$@"\n')
+        wrapper.chmod(0o755)
+        return str(wrapper)
 
     def set_link(self, up: bool) -> None:
         """Unplug (or plug back) this host's cable: its veth's root side down (up)."""

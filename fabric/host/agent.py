@@ -33,6 +33,7 @@ from fabric.host.messages import (
     StartGuest,
     StopGuest,
 )
+from fabric.host.net_faults import NetFault, apply_net_fault
 from fabric.host.watchdog import HeartbeatWatchdog
 from fabric.logs import LogFile
 from fabric.model.status import RoleStatus
@@ -100,6 +101,8 @@ class HostAgent(Actor):
                 return self._host_status()
             case GuestLinkFault():  # chaos: drop, delay or cut the link to one VM
                 return apply_guest_link(self.guests.get(message.instance_id), message)
+            case NetFault():  # chaos: partition, loss, bandwidth or delay on this machine
+                return await apply_net_fault(self, message)
             case _:
                 return await super().receive(message)
         return None
