@@ -64,6 +64,13 @@ class Actor:
         """The actor this one reports to, when the spawner named one (across a process link too)."""
         return self._cell.parent
 
+    def on_arrival(self, hook: Callable[[Any], None] | None) -> None:
+        """Call ``hook(message)`` as each message enters this actor's mailbox, before it waits
+        for room or for the messages ahead of it (None: no more): a heartbeat is stamped when
+        it arrives, not when a backlog lets it be handled. The hook runs in the sender's task:
+        quick, and it must not raise."""
+        self._cell.on_arrival(hook)
+
     def start_soon(
         self, func: Callable[..., Coroutine[Any, Any, Any]], *args: Any, name: str | None = None
     ) -> None:

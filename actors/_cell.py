@@ -79,6 +79,10 @@ class LocalCell:
         self.deliver_nowait = self._mailbox.put_envelope_nowait
         self.timer = system.timer
 
+    def on_arrival(self, hook: Callable[[Any], None] | None) -> None:
+        """Call ``hook(message)`` as each message enters the mailbox (see Actor.on_arrival)."""
+        self._mailbox.on_arrival = hook
+
     # -- Target protocol ---------------------------------------------------------------------
 
     async def wait_reply(self, reply: AwaitedReply) -> None:

@@ -112,7 +112,7 @@ class Mailbox:
     one task (the actor's loop) ever takes from it.
     """
 
-    __slots__ = ("_items", "_room", "closed", "name", "on_put", "size")
+    __slots__ = ("_items", "_room", "closed", "name", "on_arrival", "on_put", "size")
 
     def __init__(self, name: str, size: int) -> None:
         if size < 1:
@@ -123,6 +123,8 @@ class Mailbox:
         self._items: deque[Envelope] = deque()
         #: called once when the next envelope arrives: wakes the actor waiting for it
         self.on_put: Callable[[], None] | None = None
+        #: called with each message as it arrives, before it waits for room or its turn
+        self.on_arrival: Callable[[Any], None] | None = None
         self._room: Signal | None = None
 
     def __len__(self) -> int:
@@ -135,10 +137,15 @@ class Mailbox:
     async def put_envelope(self, message: Any, reply: Reply | None) -> None:
         """Add a message, waiting while the mailbox is full. Raises ActorDead once closed."""
         await anyio.lowlevel.checkpoint_if_cancelled()
-        while len(self._items) >= self.size and not self.closed:
-            if self._room is None:
-                self._room = new_event()
-            await self._room.wait()
+        if len(self._items) >= self.size and not self.closed:
+            if self.on_arrival is not None:
+                self.on_arrival(message)  # it arrived now, though it waits for room
+            while len(self._items) >= self.size and not self.closed:
+                if self._room is None:
+                    self._room = new_event()
+                await self._room.wait()
+            self._append(message, reply)
+            return
         self.put_envelope_nowait(message, reply)
 
     def put_envelope_nowait(self, message: Any, reply: Reply | None) -> None:
@@ -150,6 +157,13 @@ class Mailbox:
                 f"mailbox of actor {self.name!r} is full ({self.size} messages); "
                 "use tell() to wait for room, or raise mailbox_size"
             )
+        if self.on_arrival is not None:
+            self.on_arrival(message)
+        self._append(message, reply)
+
+    def _append(self, message: Any, reply: Reply | None) -> None:
+        if self.closed:
+            raise ActorDead(f"actor {self.name!r} is dead")
         self._items.append((message, reply))
         if self.on_put is not None:
             on_put, self.on_put = self.on_put, None

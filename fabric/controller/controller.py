@@ -119,8 +119,15 @@ class FabricController(Actor):
         count = await recover(self.state, self.ops, self.upgrades, self.start_soon)
         if count:
             log.info("pool %s: recovered %d deployment(s) from %s", self.pool, count, store.where)
+        self.on_arrival(self._arrived)
         self.start_soon(hosts.watch)
         self.start_soon(lifecycle.heal_forever, self.state, self.start_soon)
+
+    def _arrived(self, message: Any) -> None:
+        """Stamp a host's report as it enters the mailbox: heard on time, however long the
+        backlog ahead of it (the host watch must not blame hosts for the controller's queue)."""
+        if isinstance(message, (HostHeartbeat, InstanceStatusChanged)):
+            self.state.hosts.heard(message.host_id)
 
     def _closing(self) -> bool:
         # Once the controller is asked to stop, hosts stop on purpose (and may be slow about
@@ -143,10 +150,9 @@ class FabricController(Actor):
         state = self.state
         match message:
             case InstanceStatusChanged(host_id=host_id, instance_id=vm, status=status):
-                state.hosts.heard(host_id)
-                await state.on_status(host_id, vm, status)
+                await state.on_status(host_id, vm, status)  # heard as it arrived (_arrived)
             case HostHeartbeat(host_id=host_id, instances=instances, pid=pid):
-                if state.hosts.heard(host_id, pid):
+                if state.hosts.heard(host_id, pid, stamp=False):
                     for vm, status in instances.items():
                         await state.on_status(host_id, vm, status)
             case GetDeployment(service=service, slot=slot):

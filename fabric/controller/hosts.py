@@ -198,12 +198,14 @@ class HostPool:
         except ActorDead as exc:
             raise HostUnavailable(f"host {host_id} went away: {exc}") from exc
 
-    def heard(self, host_id: str, pid: int = 0) -> bool:
-        """A heartbeat arrived; False when the host is unknown or already declared dead."""
+    def heard(self, host_id: str, pid: int = 0, *, stamp: bool = True) -> bool:
+        """A heartbeat arrived; False when the host is unknown or already declared dead.
+        ``stamp=False``: it was stamped as it entered the mailbox (FabricController), not now."""
         host = self.hosts.get(host_id)
         if host is None or not host.alive:
             return False
-        host.last_seen = anyio.current_time()
+        if stamp:
+            host.last_seen = anyio.current_time()
         if pid:
             host.pid = pid
         return True
