@@ -1,6 +1,6 @@
 """`fabric chaos ...`: inject faults into a running fabric, and run seeded chaos scenarios.
 
-One-shot faults (kill, crash, hang, link, partition, toxic, startup, fill, storm) go through
+One-shot faults (kill, crash, hang, link, partition, toxic, startup, fill, storm, net) go through
 the fabric's API; `targets`, `faults` and `rollback` show and undo them. `run` plays a scenario
 against a running fabric (--state-dir) or one of its own (--service DIR); `replay` plays a
 journal's schedule again; `plan` prints a schedule without running it.
@@ -214,6 +214,29 @@ def toxic(kind: str, endpoint: str | None, duration: float | None, **opts: Any) 
 
         spec = msgspec.convert(raw, Toxic)
     _inject(ToxicFault(target=_target(opts, endpoint=endpoint), toxic=spec, duration=duration), opts)
+
+
+@chaos.command()
+@click.option("--partition", is_flag=True, help="Drop every packet but loopback's, both ways.")
+@click.option("--loss", help="Drop this share of packets each way (5%).")
+@click.option("--bandwidth", help="Cap egress at this rate (1mbit, 500kbit).")
+@click.option("--delay", help="Delay egress (100ms; needs netem in the host's kernel).")
+@click.option("--jitter", help="With --delay: +- this much (20ms).")
+@click.option("--duration", "lasting", help="How long (30s); the host undoes it itself at its end.")
+@_where
+def net(
+    partition: bool, loss: str | None, bandwidth: str | None, delay: str | None, jitter: str | None,
+    lasting: str | None, **opts: Any,
+) -> None:  # fmt: skip
+    """A real network fault on a joined host's machine (nftables, tc): partition, loss, bandwidth, delay."""
+    from fabric.chaos.net import network_fault
+
+    with user_errors(ValueError):
+        fault = network_fault(
+            _target(opts), partition=partition, loss=loss, bandwidth=bandwidth, delay=delay,
+            jitter=jitter, duration=lasting,
+        )  # fmt: skip
+    _inject(fault, opts)
 
 
 @chaos.command()

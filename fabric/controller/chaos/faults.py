@@ -38,6 +38,7 @@ from fabric.controller.chaos.messages import (
     Hit,
     Kill,
     LinkFault,
+    NetworkFault,
     Partition,
     StartupFault,
     ToxicFault,
@@ -111,6 +112,10 @@ async def apply(world: World, fault: Fault) -> Applied:
             from fabric.controller.chaos.storm import storm
 
             return storm(world, fault)
+        case NetworkFault():
+            from fabric.controller.chaos.net import net_fault
+
+            return await net_fault(world, fault)
     raise targets.refuse(f"unknown fault {type(fault).__name__}")
 
 

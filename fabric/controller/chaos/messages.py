@@ -171,12 +171,37 @@ class ConfigStorm(_Fault, frozen=True, kw_only=True, tag="storm"):
     interval: Seconds = 0.0
 
 
-Fault = Kill | Crash | Hang | LinkFault | Partition | ToxicFault | StartupFault | FillStorage | ConfigStorm
+class NetworkFault(_Fault, frozen=True, kw_only=True, tag="net"):
+    """A real network fault on a joined host's machine (fabric.host.net_faults): a partition,
+    ``loss`` percent of packets each way, ``bandwidth`` bits/s on egress, or ``delay`` (+ ``jitter``)
+    seconds. Exactly one; the host undoes it itself after ``duration`` (required: a partition
+    cuts the controller off)."""
+
+    partition: bool = False
+    loss: Annotated[float, msgspec.Meta(ge=0, le=100)] = 0.0
+    bandwidth: Annotated[int, msgspec.Meta(ge=0, le=10**12)] = 0
+    delay: Annotated[float, msgspec.Meta(ge=0, le=60)] = 0.0
+    jitter: Annotated[float, msgspec.Meta(ge=0, le=60)] = 0.0
+    duration: Seconds | None = None
+
+
+Fault = (
+    Kill
+    | Crash
+    | Hang
+    | LinkFault
+    | Partition
+    | ToxicFault
+    | StartupFault
+    | FillStorage
+    | ConfigStorm
+    | NetworkFault
+)
 """Any fault (a tagged union on ``type``)."""
 
 
 def fault_kind(fault: Fault) -> str:
-    """The fault's tag: kill, crash, hang, link, partition, toxic, startup, fill or storm."""
+    """The fault's tag: kill, crash, hang, link, partition, toxic, startup, fill, storm or net."""
     return str(type(fault).__struct_config__.tag)
 
 
