@@ -40,6 +40,7 @@ def guest_options(config: GuestConfig, settings: Settings) -> ProcessOptions:
     minutes (guest_heartbeat_timeout) before its OS is restarted; a link ping would kill it
     after seconds. The polite stop leaves room for the role's OnStop inside the guest.
     """
+    _preload_guest_code()
     disk = disk_of(config)
     disk.logs.mkdir(parents=True, exist_ok=True)
     return ProcessOptions(
@@ -49,6 +50,14 @@ def guest_options(config: GuestConfig, settings: Settings) -> ProcessOptions:
         stop_timeout=settings.on_stop_timeout + 2 * settings.process_stop_timeout,
         term_timeout=settings.process_stop_timeout,
     )
+
+
+def _preload_guest_code() -> None:
+    """Import the VM's own code (AppAgent, bootstrapper) in the host before it forks a VM: the
+    modules are then shared by every VM of the host instead of imported again in each VM's
+    processes (about 0.9 MiB of private memory and a few milliseconds of CPU per VM)."""
+    import fabric.guest.app_agent
+    import fabric.guest.bootstrapper  # noqa: F401
 
 
 def provision(config: GuestConfig, log: Log, *, fresh_role: bool = True) -> None:
