@@ -68,8 +68,8 @@ main.add_command(cert)  # fabric.commands.certs: service certificates
 main.add_command(exec_)  # fabric.commands.remote: a command in an instance
 main.add_command(shell)  # fabric.commands.remote: a shell in an instance
 main.add_command(token)  # fabric.commands.hosts: bootstrap tokens
-main.add_command(host)  # fabric.commands.hosts: `fabric host join`
-main.add_command(hosts)  # fabric.commands.hosts: the joined hosts
+main.add_command(host)  # fabric.commands.hosts: `fabric host join|cordon|uncordon|drain`
+main.add_command(hosts)  # fabric.commands.hosts: every host and its state
 for _command in client_commands.COMMANDS:
     main.add_command(_command)
 

@@ -10,6 +10,7 @@ import os
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar
+from urllib.parse import quote
 
 import anyio
 import httpx
@@ -210,9 +211,39 @@ class AsyncFabricClient:
         """Revoke a bootstrap token (by its id)."""
         await self.request("DELETE", f"/cluster/tokens/{token_id}")
 
-    async def joined_hosts(self) -> list[cluster_api.JoinedHostView]:
-        """The hosts that joined over the network."""
-        return await self._call("GET", "/cluster/hosts", list[cluster_api.JoinedHostView])
+    async def hosts(self, offset: int = 0, limit: int = 100, pool: str | None = None) -> cluster_api.HostPage:
+        """A page of every host, local and joined (``limit`` up to 500)."""
+        return await self._call(
+            "GET", "/cluster/hosts", cluster_api.HostPage, offset=offset, limit=limit, pool=pool
+        )
+
+    async def all_hosts(self, pool: str | None = None) -> list[cluster_api.HostView]:
+        """Every host, page by page."""
+        found: list[cluster_api.HostView] = []
+        offset: int | None = 0
+        while offset is not None:
+            page = await self.hosts(offset, 500, pool)
+            found += page.hosts
+            offset = page.next_offset
+        return found
+
+    async def cordon(self, name: str) -> cluster_api.HostView:
+        """Place no new instance on host ``name`` (kept over restarts)."""
+        return await self._call("POST", f"/cluster/hosts/{_segment(name)}/cordon", cluster_api.HostView)
+
+    async def uncordon(self, name: str) -> cluster_api.HostView:
+        """Let placement use host ``name`` again."""
+        return await self._call("POST", f"/cluster/hosts/{_segment(name)}/uncordon", cluster_api.HostView)
+
+    async def drain(self, name: str) -> str:
+        """Cordon host ``name`` and move its instances away; returns the request id."""
+        return await self._start("POST", f"/cluster/hosts/{_segment(name)}/drain")
+
+    async def host_operation(self, request_id: str) -> cluster_api.OperationView:
+        """A host operation's state, its progress in ``description``."""
+        return await self._call(
+            "GET", f"/cluster/operations/{_segment(request_id)}", cluster_api.OperationView
+        )
 
     # -- remote access -------------------------------------------------------------------------------
 
@@ -385,6 +416,11 @@ class AsyncFabricClient:
     async def stop_watch(self, watch_id: str, since: int) -> WatchBatch:
         """End a watch; its last events."""
         return await self._chaos("DELETE", f"watches/{watch_id}", WatchBatch, since=since)
+
+
+def _segment(text: str) -> str:
+    """``text`` as one URL path segment."""
+    return quote(text, safe="")
 
 
 def _thumbprint_path(thumbprint: str) -> str:

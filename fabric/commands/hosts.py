@@ -1,5 +1,6 @@
 """``fabric token`` (bootstrap tokens), ``fabric host join`` (run a host agent on this machine
-that joins a controller over the network) and ``fabric hosts`` (the joined hosts)."""
+that joins a controller over the network), ``fabric host cordon|uncordon|drain`` and
+``fabric hosts`` (every host, local and joined, and its state)."""
 
 from __future__ import annotations
 
@@ -77,7 +78,7 @@ def token_delete(token_id: str, state_dir: Path) -> None:
 
 @click.group()
 def host() -> None:
-    """This machine as a host of a controller on another machine."""
+    """Hosts: join this machine to a controller; cordon, uncordon or drain a host."""
 
 
 @host.command("join")
@@ -87,6 +88,12 @@ def host() -> None:
 @click.option("--name", help="This host's name (its certificate's); the machine's host name by default.")
 @click.option("--fault-domain", type=click.IntRange(0, 1_000_000), default=0, show_default=True)
 @click.option("--cores", type=click.IntRange(1, 4096), default=None, help="Cores offered (all by default).")
+@click.option(
+    "--address",
+    "advertise",
+    help="The address this host's instances listen on, which the controller's machine connects"
+    " to (by default the one this machine reaches the controller from).",
+)
 @click.option(
     "--state-dir",
     type=_PATH,
@@ -101,6 +108,7 @@ def join(
     name: str | None,
     fault_domain: int,
     cores: int | None,
+    advertise: str | None,
     state_dir: Path,
 ) -> None:
     """Join the controller at ADDRESS (its --listen ADDRESS:PORT) and run as its host until Ctrl-C.
@@ -113,7 +121,7 @@ def join(
 
     from fabric.cluster.ca import HOST_NAME, CAError, check_hash_format
     from fabric.cluster.join import JoinRefused
-    from fabric.cluster.node import Identity, default_name, ensure_joined, run_host
+    from fabric.cluster.node import Identity, check_address, default_name, ensure_joined, run_host
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     name = (name or default_name()).lower()
@@ -130,6 +138,7 @@ def join(
             name=name,
             cores=cores or os.cpu_count() or 1,
             fault_domain=fault_domain,
+            advertise=check_address(advertise) if advertise else "",
         )
         click.echo(
             f"host {state.name} joined {state.controller}:{state.host_port}; Ctrl-C stops it", err=True
@@ -145,25 +154,80 @@ def join(
         anyio.run(main, backend="trio")
 
 
+@host.command("cordon")
+@click.argument("name")
+@state_dir_option
+def cordon(name: str, state_dir: Path) -> None:
+    """Place no new instance on host NAME (what runs there stays; kept over restarts)."""
+    with user_errors(), FabricClient(state_dir) as client:
+        view = client.cordon(name)
+    click.echo(f"host {view.name} is cordoned ({view.instance_count} instance(s) stay there)")
+
+
+@host.command("uncordon")
+@click.argument("name")
+@state_dir_option
+def uncordon(name: str, state_dir: Path) -> None:
+    """Let placement use host NAME again."""
+    with user_errors(), FabricClient(state_dir) as client:
+        view = client.uncordon(name)
+    click.echo(f"host {view.name} takes new instances again ({view.state})")
+
+
+@host.command("drain")
+@click.argument("name")
+@click.option("--no-wait", is_flag=True, help="Print the request id and return at once.")
+@state_dir_option
+def drain(name: str, no_wait: bool, state_dir: Path) -> None:
+    """Cordon host NAME, then move its instances to other hosts one update domain at a time
+    (each domain's instances leave rotation and drain first; the next domain goes once they
+    are Ready elsewhere). Refused, with nothing changed, when the other hosts have no room."""
+    with user_errors(), FabricClient(state_dir) as client:
+        request_id = client.drain(name)
+        if no_wait:
+            click.echo(f"draining host {name}: accepted, request id {request_id}")
+            return
+        said = ""
+        while True:
+            op = client.host_operation(request_id)
+            if op.status != "InProgress":
+                break
+            if op.description != said:
+                said = op.description
+                click.echo(f"draining host {name}: {said}", err=True)
+            time.sleep(0.2)
+    if op.status == "Failed":
+        raise fail(f"draining host {name} failed: {op.error_message}")
+    click.echo(op.description)
+
+
+def _used(used: int, total: int, unit: str = "") -> str:
+    return f"{used}/{total}{unit}"
+
+
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per host.")
+@click.option("--pool", help="The machine pool (default: the first).")
 @state_dir_option
-def hosts(as_json: bool, state_dir: Path) -> None:
-    """List the hosts that joined this fabric: name, address, cores, memory, fault domain,
-    heartbeat age, state."""
+def hosts(as_json: bool, pool: str | None, state_dir: Path) -> None:
+    """List every host, local and joined: name, address, cores and memory (used/total), fault
+    domain, heartbeat age, state (Ready, NotReady, Cordoned, Dead), instances."""
     with user_errors(), FabricClient(state_dir) as client:
-        found = client.joined_hosts()
+        found = client.all_hosts(pool)
     if as_json:
         for h in found:
             click.echo(msgspec.json.encode(h).decode())
         return
-    now = time.time()
-    click.echo(f"{'NAME':<20} {'ADDRESS':<16} {'CORES':>5} {'MEMORY':>8} {'FD':>3} {'HEARTBEAT':>9}  STATE")
+    click.echo(
+        f"{'NAME':<20} {'ADDRESS':<16} {'CORES':>7} {'MEMORY(Mi)':>13} {'FD':>3} {'HEARTBEAT':>9}  "
+        f"{'STATE':<9} INSTANCES"
+    )
     for h in found:
-        age = f"{now - h.last_seen:.1f}s" if h.last_seen else "-"
-        state = "Ready" if h.connected else "NotReady"
+        age = "-" if h.heartbeat_age is None else f"{h.heartbeat_age:.1f}s"
         click.echo(
-            f"{h.name:<20} {h.address:<16} {h.cores:>5} {h.memory_mb:>6}Mi {h.fault_domain:>3} {age:>9}  {state}"
+            f"{h.name:<20} {h.address:<16} {_used(h.cores_used, h.cores):>7} "
+            f"{_used(h.memory_used_mb, h.memory_mb):>13} {h.fault_domain:>3} {age:>9}  {h.state:<9} "
+            f"{h.instance_count}"
         )
     if not found:
-        click.echo("no host has joined (see `fabric token create`)")
+        click.echo("no host yet (local hosts start with the first deployment; see `fabric token create`)")

@@ -5,7 +5,14 @@ Routes (the same token as the rest of the API)::
     GET    /cluster/tokens            -> [TokenInfo]   (never a secret)
     POST   /cluster/tokens            {ttl, description} -> NewToken (the whole token, shown once)
     DELETE /cluster/tokens/{id}       revoke it
-    GET    /cluster/hosts             -> [JoinedHostView]
+    GET    /cluster/hosts?offset=&limit=&pool=   -> HostPage (every host, local and joined)
+    POST   /cluster/hosts/{name}/cordon          -> HostView (no new instance goes there)
+    POST   /cluster/hosts/{name}/uncordon        -> HostView
+    POST   /cluster/hosts/{name}/drain           -> 202, x-ms-request-id (cordon, move its instances)
+    GET    /cluster/operations/{request_id}      -> OperationView (a drain's progress)
+
+A host request goes to the pool named by ``pool`` (default: the first; a host name is looked
+for in every pool). Refusals: 400 bad numbers, 404 unknown host, 409 not now (nothing changed).
 """
 
 from __future__ import annotations
@@ -16,10 +23,13 @@ import anyio.to_thread
 import msgspec
 
 from fabric.cluster.ca import ClusterCA
-from fabric.cluster.port import JoinedHostView, cluster_dir, read_hosts, read_listen
+from fabric.cluster.port import JoinedHostView, cluster_dir, read_listen
 from fabric.cluster.tokens import DEFAULT_TTL, MAX_TTL, NewToken, TokenInfo, TokenStore
+from fabric.controller.host_admin import MAX_PAGE, CordonHost, DrainHost, HostPage, HostView, ListHosts
+from fabric.controller.messages import GetOperation, OperationAccepted, OperationView
 from fabric.frontend._http import Request, Response
-from fabric.frontend.api import bad_request, not_found
+from fabric.frontend.api import ApiError, bad_request, not_found
+from fabric.frontend.ffe import Forward, ListPools, PoolInfo
 
 if TYPE_CHECKING:
     from fabric.frontend.rdfe import Rdfe
@@ -67,8 +77,73 @@ async def route(rdfe: Rdfe, r: Request, rest: list[str]) -> Response:
             return Response(200)
         case ["hosts"]:
             rdfe._allow(r, "GET")
-            return Response(200, await anyio.to_thread.run_sync(read_hosts, rdfe.state_dir))
+            offset, limit = _number(r, "offset", 0, 10**9), _number(r, "limit", 1, MAX_PAGE, 100)
+            pool = (await _pools(rdfe, r))[0]
+            return Response(
+                200, await rdfe.ask_ffe(Forward(pool=pool, command=ListHosts(offset=offset, limit=limit)))
+            )
+        case ["hosts", name, ("cordon" | "uncordon" | "drain") as action]:
+            rdfe._allow(r, "POST")
+            command: CordonHost | DrainHost = (
+                DrainHost(name=name)
+                if action == "drain"
+                else CordonHost(name=name, cordon=action == "cordon")
+            )
+            answer = await _in_pool_of(rdfe, await _pools(rdfe, r), command)
+            if isinstance(answer, OperationAccepted):
+                return Response(202, answer, {"x-ms-request-id": answer.request_id})
+            return Response(200, answer)
+        case ["operations", request_id] if len(request_id) <= 64:
+            rdfe._allow(r, "GET")
+            found = await _in_pool_of(rdfe, await _pools(rdfe, r), GetOperation(request_id=request_id))
+            return Response(200, found)
     raise not_found(f"no API at {r.path}; see fabric/frontend/cluster_routes.py")
 
 
-__all__ = ["CreateToken", "JoinedHostView", "NewToken", "TokenInfo", "route"]
+def _number(r: Request, name: str, low: int, high: int, default: int = 0) -> int:
+    text = r.query.get(name)
+    if text is None:
+        return default
+    if not text.isdigit() or not low <= int(text) <= high:
+        raise bad_request(f"{name} must be a whole number from {low} to {high}")
+    return int(text)
+
+
+async def _pools(rdfe: Rdfe, r: Request) -> list[str]:
+    """The pool named by ``?pool=`` (400 when there is none of that name), else every pool."""
+    pools: list[PoolInfo] = await rdfe.ask_ffe(ListPools())
+    names = [p.name for p in pools]
+    wanted = r.query.get("pool")
+    if wanted is None:
+        return names
+    if wanted not in names:
+        raise bad_request(f"there is no machine pool {wanted!r}; use one of: {', '.join(names)}")
+    return [wanted]
+
+
+async def _in_pool_of(
+    rdfe: Rdfe, pools: list[str], command: CordonHost | DrainHost | GetOperation
+) -> HostView | OperationAccepted | OperationView:
+    """Ask each pool in turn until one knows the host (or operation); its 404 when none does."""
+    missing: ApiError | None = None
+    for pool in pools:
+        try:
+            return await rdfe.ask_ffe(Forward(pool=pool, command=command))
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+            missing = exc
+    assert missing is not None
+    raise missing
+
+
+__all__ = [
+    "CreateToken",
+    "HostPage",
+    "HostView",
+    "JoinedHostView",
+    "NewToken",
+    "OperationView",
+    "TokenInfo",
+    "route",
+]
