@@ -42,7 +42,7 @@ from fabric.settings import Settings
 
 Phase = Literal["before", "during", "after"]
 PHASES: tuple[Phase, ...] = ("before", "during", "after")
-FaultName = Literal["kill", "crash", "hang", "link", "partition", "toxic", "startup", "fill", "storm"]
+FaultName = Literal["kill", "crash", "hang", "link", "partition", "toxic", "startup", "fill", "storm", "net"]
 ProbeType = Literal["http-success-rate", "latency", "instances-ready"]
 
 
@@ -155,6 +155,17 @@ class LinkParams(_Section, frozen=True, kw_only=True):
     direction: Literal["out", "in", "both"] = "both"
 
 
+class NetParams(_Section, frozen=True, kw_only=True):
+    """A network fault's parameters, as `fabric chaos net` takes them: exactly one of a
+    partition, ``loss = "5%"``, ``bandwidth = "1mbit"`` or ``delay = "100ms"`` (+ ``jitter``)."""
+
+    partition: bool = False
+    loss: str | float | None = None
+    bandwidth: str | int | None = None
+    delay: str | float | None = None
+    jitter: str | float | None = None
+
+
 class StartupParams(_Section, frozen=True, kw_only=True):
     """A startup fault's parameters."""
 
@@ -195,6 +206,7 @@ class MethodEntry(_Section, frozen=True, kw_only=True):
     #: how long a lasting fault lasts (default: to the end of the method)
     duration: float | None = None
     link: LinkParams = LinkParams()
+    net: NetParams = NetParams()
     toxic: dict[str, Any] | None = None
     startup: StartupParams = StartupParams()
     storage: str | None = None
@@ -279,6 +291,8 @@ def _check(s: Scenario, file: str) -> None:
             raise ScenarioError(f"{where}: give an instance or roles to draw from, not both")
         if m.toxic is not None:
             _toxic(m.toxic, where)
+        if m.fault == "net":
+            net_fault_of(m, None, m.duration or s.duration, where)
 
 
 def _toxic(raw: dict[str, Any], where: str) -> Any:
@@ -291,6 +305,26 @@ def _toxic(raw: dict[str, Any], where: str) -> Any:
         raise ScenarioError(
             f"{where}: toxic {raw}: {exc} (type is latency, bandwidth, timeout, reset_peer or slow_close)"
         ) from None
+
+
+def net_fault_of(entry: MethodEntry, target: Any, duration: float, where: str = "") -> Any:
+    """The method line's network fault (fabric.controller.chaos.messages.NetworkFault).
+
+    Raises:
+        ScenarioError: not exactly one fault, or a value out of range.
+    """
+    from fabric.chaos.net import network_fault
+    from fabric.controller.chaos.messages import Target
+
+    n = entry.net
+    try:
+        return network_fault(
+            target or Target(), partition=n.partition, loss=n.loss, bandwidth=n.bandwidth,
+            delay=n.delay, jitter=n.jitter, duration=duration,
+        )  # fmt: skip
+    except ValueError as exc:
+        message = str(exc).replace("--", "net.").replace("net.duration", "duration")
+        raise ScenarioError(f"{where or entry.name or 'net'}: {message}") from None
 
 
 def toxic_of(entry: MethodEntry) -> Any:

@@ -15,7 +15,7 @@ from typing import cast
 
 import msgspec
 
-from fabric.chaos.scenario import MethodEntry, Scenario, ScenarioError, toxic_of
+from fabric.chaos.scenario import MethodEntry, Scenario, ScenarioError, net_fault_of, toxic_of
 from fabric.controller.chaos.messages import (
     ConfigStorm,
     Crash,
@@ -149,6 +149,8 @@ def _where(entry: MethodEntry, t: Target) -> str:
         if link == "host":
             return f"host link {t.host}" if t.host else f"host link of {t.instance}"
         return f"guest link of {t.instance}"
+    if entry.fault == "net":
+        return f"network of {t.host}" if t.host else f"network of the host of {t.instance}"
     if entry.fault == "toxic":
         kind = (entry.toxic or {}).get("type", "toxic")
         return f"{kind} on {t.endpoint or 'the load balancer'}"
@@ -203,4 +205,7 @@ def _fault(entry: MethodEntry, target: Target, duration: float) -> Fault:
         case "storm":
             st = entry.storm
             return ConfigStorm(target=target, setting=st.setting, count=st.count, interval=st.interval)
+        case "net":
+            fault: Fault = net_fault_of(entry, target, duration)
+            return fault
     raise ScenarioError(f"unknown fault {entry.fault!r}")

@@ -123,3 +123,64 @@ async def test_the_controller_applies_a_partition_through_the_host_agent_and_und
         with pytest.raises(ControllerError) as refused:
             await net_fault(world, network_fault(Target(host="far-1"), delay="100ms", duration="5s"))
         assert refused.value.status == 409 and "netem" in refused.value.message
+
+
+NET_SCENARIO = """
+title = "network faults"
+duration = 30
+
+[[method]]
+fault = "net"
+host = "far-1"
+net = { loss = "5%" }
+every = 10.0
+jitter = 2.0
+duration = 4
+
+[[method]]
+name = "cut off"
+fault = "net"
+roles = ["Web"]
+net = { partition = true }
+rate = 0.1
+duration = 3
+"""
+
+
+def test_a_scenarios_net_faults_follow_the_seed_and_go_into_the_journal(tmp_path: Path) -> None:
+    from fabric.chaos.journal import Journal, read_journal, write_journal
+    from fabric.chaos.schedule import Topology, plan
+    from tests.fabric.chaos.chaos_kit import scenario
+
+    s, topo = scenario(NET_SCENARIO), Topology.of({"Web": 2, "Worker": 1})
+    first, again, other = plan(s, 7, topo), plan(s, 7, topo), plan(s, 8, topo)
+    assert first == again and first != other
+    faults = [p.inject.fault for p in first]
+    assert all(isinstance(f, NetworkFault) for f in faults)
+    loss = [f for f in faults if f.loss]
+    assert len(loss) == 3 and all(f.loss == 5 and f.duration == 4 and f.target.host == "far-1" for f in loss)
+    cut = [p for p in first if p.inject.fault.partition]  # type: ignore[union-attr]
+    assert cut and all(p.inject.fault.target.instance.startswith("Web_IN_") for p in cut)  # type: ignore[union-attr]
+    assert all(p.inject.label.startswith("cut off (network of the host of Web_IN_") for p in cut)
+    journal = Journal(scenario_file="s.toml", scenario=s, seed=7, duration=30, schedule=first, topology=topo)
+    write_journal(tmp_path / "j.json", journal)
+    assert read_journal(tmp_path / "j.json").schedule == first
+
+
+@pytest.mark.parametrize(
+    ("net", "words"),
+    [
+        ('{ loss = "5%", partition = true }', "exactly one of net.partition, net.loss"),
+        ('{ bandwidth = "fast" }', "bandwidth 'fast': write a rate as tc does"),
+        ("{ }", "exactly one"),
+        ('{ delay = "100ms", jitter = "1h" }', "jitter '1h': above 0 and at most 60 s"),
+    ],
+)
+def test_a_scenarios_bad_net_fault_is_one_line(net: str, words: str) -> None:
+    from fabric.chaos.scenario import ScenarioError
+    from tests.fabric.chaos.chaos_kit import scenario
+
+    text = f'title = "t"\n[[method]]\nfault = "net"\nhost = "h"\nnet = {net}\n'
+    with pytest.raises(ScenarioError) as caught:
+        scenario(text)
+    assert words in str(caught.value) and "\n" not in str(caught.value), caught.value
