@@ -7,7 +7,8 @@ next free /24 when another run holds that one). Every name carries this process'
 bridge's alias says it too, so parallel runs never collide and a run that died is swept by the
 next one. Teardown (in a finally) kills every process in each namespace and deletes the
 namespaces (their veths go with them) and the bridge. Needs root and iproute2; otherwise the
-tests skip with a one-line reason.
+tests skip with a one-line reason, or (``make_test_hosts``) run on loopback hosts instead:
+127.0.0.2, 127.0.0.3, ... of this machine's own network stack.
 """
 
 from __future__ import annotations
@@ -78,8 +79,8 @@ class NetHost:
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def command(self, argv: Sequence[str]) -> list[str]:
-        """``argv`` run inside this host's namespace."""
-        return ["ip", "netns", "exec", self.netns, *argv]
+        """``argv`` run inside this host's namespace (as it is, for a loopback host)."""
+        return ["ip", "netns", "exec", self.netns, *argv] if self.netns else list(argv)
 
     def popen(
         self, argv: Sequence[str], env: dict[str, str] | None = None, **kwargs: object
@@ -100,17 +101,27 @@ class NetHost:
     def python(self) -> str:
         """An interpreter that runs inside this host (for ProcessOptions(python=...): a process
         actor spawned with it lives in the namespace, linked to its parent as usual)."""
+        if not self.netns:
+            return sys.executable
         wrapper = self.state_dir / "python"
         wrapper.write_text(f'#!/bin/sh\nexec ip netns exec {self.netns} {sys.executable} "$@"\n')
         wrapper.chmod(0o755)
         return str(wrapper)
 
     def set_link(self, up: bool) -> None:
-        """Unplug (or plug back) this host's cable: its veth's root side down (up)."""
+        """Unplug (or plug back) this host's cable: its veth's root side down (up).
+
+        Raises:
+            NetnsUnavailable: a loopback host has no link of its own.
+        """
+        if not self.netns:
+            raise NetnsUnavailable(f"{self.name} is a loopback host ({self.address}): it has no link to cut")
         ip("link", "set", self.veth, "up" if up else "down")
 
     def pids(self) -> list[int]:
-        """Every process in this host's namespace."""
+        """Every process in this host's namespace (a loopback host: those it started)."""
+        if not self.netns:
+            return [p.pid for p in self.processes if p.poll() is None]
         out = ip("netns", "pids", self.netns, check=False).stdout
         return [int(p) for p in out.split()]
 
@@ -123,6 +134,8 @@ class NetHosts:
     gateway: str
     network: str
     hosts: list[NetHost]
+    #: each host in a namespace of its own (False: loopback hosts, one network stack)
+    isolated: bool = True
 
     def __iter__(self) -> Iterator[NetHost]:
         return iter(self.hosts)
@@ -173,15 +186,39 @@ def net_hosts(count: int, state_root: Path) -> Iterator[NetHosts]:
         yield NetHosts(bridge=bridge, gateway=gateway, network=str(network), hosts=made)
     finally:
         for host in made:
-            for proc in host.processes:
-                if proc.poll() is None:
-                    proc.kill()
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.wait(5)
+            _kill(host.processes)
             # The pair goes at once (a namespace's devices are freed later, in the background).
             ip("link", "del", host.veth, check=False)
             _remove_netns(host.netns)
         ip("link", "del", bridge, check=False)
+
+
+@contextlib.contextmanager
+def loopback_hosts(count: int, state_root: Path) -> Iterator[NetHosts]:
+    """Hosts without root: processes of this machine on 127.0.0.2, 127.0.0.3, ... (no link to
+    cut, no network faults); what they started is killed at the end."""
+    if not 1 <= count <= 50:
+        raise ValueError(f"count {count}: between 1 and 50 hosts")
+    made = []
+    for i in range(1, count + 1):
+        host = NetHost(
+            name=f"h{i}", netns="", address=f"127.0.0.{i + 1}", veth="", state_dir=state_root / f"h{i}"
+        )
+        host.state_dir.mkdir(parents=True, exist_ok=True)
+        made.append(host)
+    try:
+        yield NetHosts(bridge="lo", gateway="127.0.0.1", network="127.0.0.0/8", hosts=made, isolated=False)
+    finally:
+        for host in made:
+            _kill(host.processes)
+
+
+def _kill(processes: list[subprocess.Popen[bytes]]) -> None:
+    for proc in processes:
+        if proc.poll() is None:
+            proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(5)
 
 
 def _make_host(host: NetHost, bridge: str, prefixlen: int, gateway: str) -> None:
@@ -281,5 +318,22 @@ def make_net_hosts(tmp_path: Path) -> Iterator[Callable[[int], NetHosts]]:
                 return stack.enter_context(net_hosts(count, tmp_path / f"net{next(sets)}"))
             except NetnsUnavailable as exc:
                 pytest.skip(f"network namespaces unavailable: {exc}")
+
+        yield make
+
+
+@pytest.fixture
+def make_test_hosts(tmp_path: Path) -> Iterator[Callable[[int], NetHosts]]:
+    """``make_test_hosts(n)``: namespace hosts where they can be made (root), else loopback
+    hosts (``isolated`` False: no link to cut, no network faults); removed after."""
+    sets = itertools.count(1)
+    with contextlib.ExitStack() as stack:
+
+        def make(count: int) -> NetHosts:
+            folder = tmp_path / f"hosts{next(sets)}"
+            if why_unavailable() is None:
+                with contextlib.suppress(NetnsUnavailable):
+                    return stack.enter_context(net_hosts(count, folder))
+            return stack.enter_context(loopback_hosts(count, folder))
 
         yield make

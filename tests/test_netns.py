@@ -11,9 +11,22 @@ from pathlib import Path
 
 import pytest
 
-from tests.netns import NetHost, NetHosts, ip, leftovers, make_net_hosts, net_hosts, require_netns, sweep
+from tests.netns import (
+    NetHost,
+    NetHosts,
+    NetnsUnavailable,
+    ip,
+    leftovers,
+    loopback_hosts,
+    make_net_hosts,
+    make_test_hosts,
+    net_hosts,
+    require_netns,
+    sweep,
+    why_unavailable,
+)
 
-__all__ = ["make_net_hosts"]  # the fixture, used by name below
+__all__ = ["make_net_hosts", "make_test_hosts"]  # fixtures, used by name below
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -111,3 +124,21 @@ def test_a_dead_runs_namespace_and_bridge_are_swept() -> None:
     finally:
         ip("netns", "del", netns, check=False)
         ip("link", "del", bridge, check=False)
+
+
+def test_loopback_hosts_stand_in_without_root(tmp_path: Path) -> None:
+    with loopback_hosts(2, tmp_path) as hosts:
+        assert not hosts.isolated and [h.address for h in hosts] == ["127.0.0.2", "127.0.0.3"]
+        port = serve(hosts[1])
+        assert fetch("127.0.0.3", port) == "h2"
+        with pytest.raises(NetnsUnavailable, match="no link to cut"):
+            hosts[0].set_link(False)
+        server = hosts[1].processes[0]
+    assert server.poll() is not None
+
+
+def test_make_test_hosts_gives_namespaces_when_it_can(make_test_hosts: Callable[[int], NetHosts]) -> None:
+    hosts = make_test_hosts(1)
+    assert hosts.isolated == (why_unavailable() is None)
+    port = serve(hosts[0])
+    assert fetch(hosts[0].address, port) == "h1"
