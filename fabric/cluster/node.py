@@ -1,6 +1,10 @@
 """A host on another machine: its identity in its state folder, joining, renewing, and keeping
 its mutual-TLS link to the controller's host port up (``fabric host join``).
 
+It runs a host agent (fabric.host.remote:RemoteHostAgent, registered as ``agent``) that the
+controller reaches over the link: the instances placed here run under the state folder
+(``vms/``, ``packages/``, ``hosts/<name>/HostAgent.log``), children of this process.
+
 State folder (owner-only): ``key.pem`` (the key made here for joining, never sent),
 ``identity.pem`` (the certificate and its key in one file, replaced whole, so that a host killed
 while renewing never finds a key that is not its certificate's), ``ca.pem``, and ``join.json``
@@ -22,11 +26,27 @@ import msgspec
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from actors import Actor, ClientTLS, LinkOptions, Request, open_system
+from actors import (
+    Actor,
+    ActorDead,
+    ActorSystem,
+    AskTimeout,
+    ClientTLS,
+    LinkOptions,
+    Peer,
+    Request,
+    open_system,
+)
 from fabric.cluster.ca import HOST_NAME, csr_for, key_pem, new_key, validity, verify_signed_by, write_private
 from fabric.cluster.join import Join, JoinRefused, fetch_ca, join, renew, renewal_delay
+from fabric.host.messages import GetHostSettings, HostConfig
+from fabric.host.remote import REPORTS, RemoteHostAgent
+from fabric.settings import Settings
 
 log = logging.getLogger("fabric.cluster")
+
+#: the name a joined host registers its host agent under (the controller's Ref to it)
+AGENT = "agent"
 
 
 class JoinState(msgspec.Struct, frozen=True, kw_only=True):
@@ -38,6 +58,8 @@ class JoinState(msgspec.Struct, frozen=True, kw_only=True):
     join_port: int
     cores: int
     fault_domain: int = 0
+    #: the address this host's instances listen on ("": the one it reaches the controller from)
+    address: str = ""
 
 
 class HostInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -61,6 +83,29 @@ def memory_mb() -> int:
         return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // (1024 * 1024)
     except (OSError, ValueError):
         return 0
+
+
+def check_address(address: str) -> str:
+    """An IP address, as given.
+
+    Raises:
+        ValueError: not an IPv4 or IPv6 address.
+    """
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        raise ValueError(f"--address {address[:80]!r} is not an IP address") from None
+
+
+def advertised_address(controller: str) -> str:
+    """The address of this machine that the controller's machine is reached from (the source
+    address of its route there; no packet is sent)."""
+    family = socket.AF_INET6 if ":" in controller else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        probe.connect((controller, 9))
+        return str(probe.getsockname()[0])
 
 
 def default_name() -> str:
@@ -149,6 +194,7 @@ async def ensure_joined(
     name: str,
     cores: int,
     fault_domain: int,
+    advertise: str = "",
 ) -> JoinState:
     """A valid certificate in the state folder: the one there, or a new one bought with the token.
 
@@ -159,6 +205,9 @@ async def ensure_joined(
     same = state is not None and (address is None or split_address(address)[0] == state.controller)
     if state is not None and same and identity.expires() > time.time() + 1:
         log.info("host %r uses its certificate (valid until %s)", state.name, time.ctime(identity.expires()))
+        if advertise and advertise != state.address:
+            state = msgspec.structs.replace(state, address=advertise)
+            write_private(identity.state_file, msgspec.json.encode(state))
         return state
     if address is None and state is None:
         raise JoinRefused(f"{identity.folder} holds no joined host: give the controller's ADDRESS")
@@ -192,6 +241,7 @@ async def ensure_joined(
         join_port=port + 1,
         cores=cores,
         fault_domain=fault_domain,
+        address=advertise,
     )
     identity.save(signed.cert, signed.ca, state)
     log.info(
@@ -271,7 +321,7 @@ async def run_host(
             while True:
                 try:
                     peer = await system.connect(
-                        (state.controller, state.host_port), tls=tls, name=state.name, options=options
+                        controller_address(state), tls=tls, name=state.name, options=options
                     )
                     break
                 except (OSError, ValueError) as exc:  # LinkRefused is an OSError
@@ -288,7 +338,48 @@ async def run_host(
             log.info(
                 "host %r linked to the controller at %s:%d", state.name, state.controller, state.host_port
             )
+            await start_agent(system, peer, identity, state)
             if ready is not None:
                 ready.set()
             await peer.closed.wait()
             tg.cancel_scope.cancel()
+
+
+def controller_address(state: JoinState) -> tuple[str, int]:
+    """The controller's host port this host links to (one address today; the one place to
+    choose among several when the controller is replicated)."""
+    return state.controller, state.host_port
+
+
+async def controller_settings(peer: Peer) -> Settings:
+    """The settings the controller runs with (asked until it answers: it may be starting)."""
+    wait = 0.1
+    while True:
+        try:
+            answer: Settings = await peer.ref(REPORTS).ask(GetHostSettings(), timeout=10.0)
+            return answer
+        except (ActorDead, AskTimeout) as exc:
+            log.info("the controller does not give its settings yet (%s); asking again", exc)
+        await anyio.sleep(wait)
+        wait = min(2.0, wait * 2)
+
+
+async def start_agent(system: ActorSystem, peer: Peer, identity: Identity, state: JoinState) -> None:
+    """Run this host's agent (registered as ``agent``) with the controller's settings; its VMs
+    run under the state folder, children of this process."""
+    settings = await controller_settings(peer)
+    config = HostConfig(
+        host_id=state.name,
+        cores=state.cores,
+        state_dir=str(identity.folder),
+        settings=settings,
+        fault_domain=state.fault_domain,
+    )
+    address = state.address or advertised_address(state.controller)
+    agent = await system.spawn(
+        lambda: RemoteHostAgent(config, reports=peer.ref(REPORTS), address=address, memory_mb=memory_mb()),
+        name=AGENT,
+        stop_timeout=settings.on_stop_timeout + 3 * settings.process_stop_timeout,
+    )
+    system.register(AGENT, agent)
+    log.info("host %r runs its agent; its instances listen on %s", state.name, address)

@@ -3,7 +3,8 @@ CA, the host port (actor links under mutual TLS, each host named by its certific
 port beside it (``PORT + 1``), and the roster of joined hosts.
 
 The roster asks each linked host to describe itself every ``host_heartbeat_interval``; the
-last answer's time is its heartbeat. It is written to ``<state>/cluster/hosts.json`` (what
+last answer's time is its heartbeat. A host's agent (fabric.host.remote) reports to
+``fabric-hosts`` (HostRelay), which hands its heartbeats and status changes to the controller. It is written to ``<state>/cluster/hosts.json`` (what
 ``GET /cluster/hosts`` reads), and ``<state>/cluster/listen`` names the host port.
 """
 
@@ -18,11 +19,25 @@ import anyio.abc
 import anyio.to_thread
 import msgspec
 
-from actors import ActorError, ActorSystem, AskTimeout, LinkOptions, Peer, ServerTLS
+from actors import (
+    Actor,
+    ActorDead,
+    ActorError,
+    ActorSystem,
+    AskTimeout,
+    LinkOptions,
+    Listener,
+    Peer,
+    Ref,
+    ServerTLS,
+)
 from fabric.cluster.ca import ClusterCA, write_private
 from fabric.cluster.join import HostJoined, JoinService, server_context
-from fabric.cluster.node import GetHostInfo, HostInfo
+from fabric.cluster.node import AGENT, GetHostInfo, HostInfo
 from fabric.cluster.tokens import TokenStore
+from fabric.controller.hosts import JoinedReport
+from fabric.host.messages import GetHostSettings, HostHeartbeat, InstanceStatusChanged
+from fabric.host.remote import REPORTS
 from fabric.settings import Settings
 
 log = logging.getLogger("fabric.cluster")
@@ -121,7 +136,7 @@ class Roster:
             return
         try:
             info: HostInfo = await peer.ref("host").ask(GetHostInfo(), timeout=timeout)
-        except (ActorError, AskTimeout) as exc:
+        except (ActorError, ActorDead, AskTimeout) as exc:  # its link may drop while asked
             log.warning("joined host %r did not answer: %s", name, exc)
             return
         if old is None:  # linked with a certificate from before the roster was lost
@@ -154,6 +169,43 @@ class Roster:
             self._saved = data
 
 
+class HostRelay(Actor):
+    """``fabric-hosts``: what joined hosts' agents tell the controller, and their settings.
+
+    Only a host whose link is up is heard, under its own name (its certificate's); anything
+    else a host sends here is dropped (a host may not command the controller).
+    """
+
+    def __init__(self, controller: Ref, listener: Listener, settings: Settings) -> None:
+        self.controller = controller
+        self.listener = listener
+        self.settings = settings
+        self._warned: set[str] = set()
+
+    def _linked(self, name: str) -> Peer | None:
+        peer = self.listener.peers.get(name)
+        return peer if peer is not None and peer.connected else None
+
+    async def receive(self, message: object) -> object:
+        match message:
+            case GetHostSettings():
+                return self.settings
+            case HostHeartbeat(host_id=name):
+                peer = self._linked(name)
+                if peer is not None:
+                    await self.controller.tell(JoinedReport(heartbeat=message, agent=peer.ref(AGENT)))
+                    return None
+            case InstanceStatusChanged(host_id=name):
+                if self._linked(name) is not None:
+                    await self.controller.tell(message)
+                    return None
+        what = type(message).__name__
+        if what not in self._warned and len(self._warned) < 100:
+            self._warned.add(what)
+            log.warning("fabric-hosts dropped a %s (not from a linked host, or not a report)", what)
+        return None
+
+
 async def serve_cluster(
     system: ActorSystem,
     state_dir: Path,
@@ -161,10 +213,12 @@ async def serve_cluster(
     host: str,
     port: int,
     *,
+    controller: Ref | None = None,
     options: LinkOptions | None = None,
     task_status: anyio.abc.TaskStatus[Roster] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Open the host port on ``host:port`` and the join port on ``port + 1`` until cancelled.
+    """Open the host port on ``host:port`` and the join port on ``port + 1`` until cancelled;
+    with ``controller``, joined hosts' agents report to it (through ``fabric-hosts``).
 
     Raises:
         OSError: a port cannot be opened.
@@ -185,6 +239,9 @@ async def serve_cluster(
         or LinkOptions(ping_interval=settings.link_ping_interval, ping_timeout=settings.link_ping_timeout),
         on_connect=roster.connected,
     )
+    if controller is not None:
+        relay = await system.spawn(lambda: HostRelay(controller, listener, settings), name=REPORTS)
+        system.register(REPORTS, relay)
     try:
         async with anyio.create_task_group() as tg:
             await tg.start(service.serve, host, port + 1, context)

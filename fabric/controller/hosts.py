@@ -1,7 +1,12 @@
 """The hosts of a pool: spinning them up, hearing their heartbeats, and declaring them dead.
 
 A host is a host agent process (``fabric.host.agent:HostAgent``) whose parent is the
-controller; tests pass a factory that builds in-process stand-ins instead. A host that stays
+controller; tests pass a factory that builds in-process stand-ins instead. A joined host
+(``fabric host join`` on another machine) runs the same agent there, reached over its network
+link: it is learnt from its first heartbeat (relayed by ``fabric-hosts``, fabric.cluster.port),
+used once heard, sent its packages before its instances (``ship``), and declared dead after the
+same silence (nothing of it is killed from here: when it comes back, the controller stops what
+it no longer owns). A host that stays
 silent for ``host_failure_timeout``, or whose process ends without being asked to, is dead:
 its process is killed (it may be hung) and the controller moves its instances elsewhere.
 
@@ -17,17 +22,30 @@ import contextlib
 import logging
 import os
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import anyio
+import anyio.to_thread
+import msgspec
 
 from actors import Actor, ActorDead, ProcessOptions, Ref, Request
 from fabric.controller.placement import HostSlot
 from fabric.controller.store import HostRecord
-from fabric.host.messages import HostConfig
+from fabric.guest.messages import GuestConfig
+from fabric.host.messages import (
+    MAX_CHUNK,
+    HasPackage,
+    HostConfig,
+    HostHeartbeat,
+    PackageChunk,
+    RestartGuest,
+    StartGuest,
+)
+from fabric.host.packages import pack
 from fabric.settings import Settings
 
 log = logging.getLogger("fabric.controller")
@@ -70,21 +88,73 @@ async def spawn_host_process(controller: Actor, config: HostConfig) -> Ref:
     )
 
 
+@dataclass(frozen=True)
+class JoinedReport:
+    """A joined host's heartbeat, relayed in-process with the Ref of its agent (its link's)."""
+
+    heartbeat: HostHeartbeat
+    agent: Ref
+
+
 @dataclass(eq=False)
 class Host:
-    """One host of the pool."""
+    """One host of the pool: a local host process, or a joined host on another machine."""
 
     record: HostRecord
     ref: Ref | None = None
     alive: bool = True
+    #: anyio.current_time() of its last heartbeat (or of when it was added)
     last_seen: float = 0.0
     pid: int = 0
     spawn_lock: anyio.Lock = field(default_factory=anyio.Lock)
+    #: a joined host: the address its instances listen on ("" for a local host: 127.0.0.1)
+    address: str = ""
+    memory_mb: int = 0
+    #: a joined host's agent incarnation as last heard ("" before this controller heard it)
+    boot: str = ""
+    #: Unix time of its last heartbeat (0: not heard since this controller started)
+    heard_at: float = 0.0
+    #: package digests the joined host holds, and the lock of shipping one
+    packages: set[str] = field(default_factory=set)
+    ship_lock: anyio.Lock = field(default_factory=anyio.Lock)
+    #: VMs it runs that it no longer owns, being stopped
+    stopping: set[str] = field(default_factory=set)
 
     @property
     def id(self) -> str:
-        """The host id (``<pool>-host<n>``)."""
+        """The host id (``<pool>-host<n>``, or a joined host's certificate name)."""
         return self.record.id
+
+    @property
+    def joined(self) -> bool:
+        """Whether it runs on another machine (``fabric host join``) rather than as our child."""
+        return is_joined(self.record)
+
+    @property
+    def usable(self) -> bool:
+        """Alive, and (a joined host) linked and heard: placement may use it."""
+        return self.alive and (not self.joined or self.ref is not None)
+
+
+def is_joined(record: HostRecord) -> bool:
+    """Whether a stored host is a joined one (a local host's id is ``<pool>-host<number>``)."""
+    return record.id != f"{record.pool}-host{record.number}"
+
+
+class HostInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """What a host is, for views (fabric.controller.host_admin)."""
+
+    id: str
+    kind: str
+    address: str
+    cores: int
+    memory_mb: int
+    fault_domain: int
+    #: Unix time of its last heartbeat; 0 when not heard since this controller started
+    last_heard: float
+    alive: bool
+    #: running: its process runs (local) or its link is up and it was heard (joined)
+    running: bool
 
 
 class HostPool:
@@ -125,6 +195,9 @@ class HostPool:
         self.stalls = 0
         self.hosts: dict[str, Host] = {}
         self.next_number = 1
+        #: packages packed for joined hosts: (role code folder, site folders) -> (digest, tar)
+        self._packed: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[str, Path]] = {}
+        self._packing = anyio.Lock()
 
     def add(self, record: HostRecord) -> Host:
         """Register a host (planned or recovered); it is spawned on first use."""
@@ -149,6 +222,7 @@ class HostPool:
                 cordoned=bool(h.record.cordoned_at),
             )
             for h in self.live()
+            if h.usable
         ]
 
     async def ref(self, host_id: str) -> Ref:
@@ -161,6 +235,10 @@ class HostPool:
         host = self.hosts.get(host_id)
         if host is None or not host.alive:
             raise HostUnavailable(f"host {host_id} is not available")
+        if host.joined:
+            if host.ref is None:
+                raise HostUnavailable(f"joined host {host_id} has not linked to this controller yet")
+            return host.ref
         async with host.spawn_lock:
             if host.ref is None:
                 config = HostConfig(
@@ -194,9 +272,105 @@ class HostPool:
         """
         ref = await self.ref(host_id)
         try:
+            host = self.hosts[host_id]
+            if host.joined:
+                message = await self._shipped(host, ref, message)
             return await ref.ask(message, timeout=timeout)
         except ActorDead as exc:
+            if self.hosts[host_id].joined:
+                # Its link dropped: what it runs is checked again when it is next heard.
+                self.hosts[host_id].boot = ""
             raise HostUnavailable(f"host {host_id} went away: {exc}") from exc
+
+    # -- joined hosts ------------------------------------------------------------------------------
+
+    def heard_joined(self, beat: HostHeartbeat, agent: Ref) -> tuple[Host, HostRecord | None, bool]:
+        """A joined host's heartbeat: learn the host (the first time), revive it (it was declared
+        dead), note it was heard. Returns the host, its record when it must be stored (new or
+        revived), and whether its agent is a new incarnation (started since last heard)."""
+        host = self.hosts.get(beat.host_id)
+        record: HostRecord | None = None
+        if host is None or not host.alive:
+            if host is None:
+                record = HostRecord(
+                    id=beat.host_id, pool=self.pool_name(), number=self.next_number, cores=0, fault_domain=0
+                )
+            else:
+                record = host.record
+            record = msgspec.structs.replace(record, cores=beat.cores, fault_domain=beat.fault_domain)
+            what = "is back" if host is not None else "joined the pool"
+            log.info("host %s (%s, %d cores) %s", beat.host_id, beat.address, beat.cores, what)
+            host = self.add(record)
+        elif (host.record.cores, host.record.fault_domain) != (beat.cores, beat.fault_domain):
+            record = msgspec.structs.replace(host.record, cores=beat.cores, fault_domain=beat.fault_domain)
+            host.record = record
+        fresh = host.boot != beat.boot
+        if fresh:
+            host.packages.clear()
+        host.ref, host.boot, host.pid = agent, beat.boot, beat.pid
+        host.address, host.memory_mb = beat.address, beat.memory_mb
+        host.last_seen, host.heard_at = anyio.current_time(), time.time()
+        return host, record, fresh
+
+    def pool_name(self) -> str:
+        """The pool's name (from its hosts' records; "local" before any)."""
+        return next((h.record.pool for h in self.hosts.values()), "local")
+
+    def address_of(self, host_id: str) -> str:
+        """The address a host's instances listen on: a joined host's own, "" for a local host."""
+        host = self.hosts.get(host_id)
+        return host.address if host is not None and host.joined else ""
+
+    def describe(self) -> list[HostInfo]:
+        """Every host as it stands (local and joined), by number."""
+        now = anyio.current_time()
+        wall = time.time()
+        return [
+            HostInfo(
+                id=h.id,
+                kind="joined" if h.joined else "local",
+                address=h.address if h.joined else "127.0.0.1",
+                cores=h.record.cores,
+                memory_mb=h.memory_mb,
+                fault_domain=h.record.fault_domain,
+                last_heard=h.heard_at or (wall - (now - h.last_seen) if h.ref is not None else 0.0),
+                alive=h.alive,
+                running=h.ref is not None and h.alive,
+            )
+            for h in sorted(self.hosts.values(), key=lambda h: h.record.number)
+        ]
+
+    async def _shipped(self, host: Host, ref: Ref, message: Any) -> Any:
+        """A StartGuest or RestartGuest for a joined host, once the host holds its package
+        (shipped in chunks the first time), naming the package's digest."""
+        config = message.config if isinstance(message, (StartGuest, RestartGuest)) else None
+        if not isinstance(config, GuestConfig):
+            return message
+        key = (config.role_code_dir, tuple(sorted(config.site_dirs.items())))
+        async with self._packing:
+            packed = self._packed.get(key)
+            if packed is None:
+                cache = self.state_dir / "cluster" / "packages"
+                packed = await anyio.to_thread.run_sync(pack, config.role_code_dir, config.site_dirs, cache)
+                self._packed[key] = packed
+        digest, path = packed
+        async with host.ship_lock:
+            if digest not in host.packages:
+                if not await ref.ask(HasPackage(digest), timeout=30.0):
+                    await self._send(host, ref, digest, path)
+                host.packages.add(digest)
+        return msgspec.structs.replace(message, package=digest)
+
+    async def _send(self, host: Host, ref: Ref, digest: str, path: Path) -> None:
+        total = (await anyio.Path(path).stat()).st_size
+        log.info("shipping package %s (%d bytes) to host %s", digest[:12], total, host.id)
+        async with await anyio.open_file(path, "rb") as f:
+            offset = 0
+            while offset < total:
+                data = await f.read(MAX_CHUNK // 2)
+                chunk = PackageChunk(digest=digest, offset=offset, total=total, data=data)
+                await ref.ask(chunk, timeout=60.0)
+                offset += len(data)
 
     def heard(self, host_id: str, pid: int = 0, *, stamp: bool = True) -> bool:
         """A heartbeat arrived; False when the host is unknown or already declared dead.
@@ -211,10 +385,10 @@ class HostPool:
         return True
 
     def silent(self) -> list[Host]:
-        """Running hosts that have not been heard from for host_failure_timeout."""
+        """Running hosts (and joined ones, heard or not) silent for host_failure_timeout."""
         now = anyio.current_time()
         limit = self.settings.host_failure_timeout
-        return [h for h in self.live() if h.ref is not None and now - h.last_seen > limit]
+        return [h for h in self.live() if (h.ref is not None or h.joined) and now - h.last_seen > limit]
 
     async def declare_dead(self, host: Host, why: str) -> None:
         """Mark the host dead, kill its process, and hand it to ``on_dead`` (once)."""
@@ -223,7 +397,9 @@ class HostPool:
         host.alive = False
         log.error("host %s is dead (%s); moving its instances", host.id, why)
         ref = host.ref
-        if ref is not None:
+        if host.joined:
+            host.boot = ""  # when it comes back, it is heard as new (it stops what it no longer owns)
+        elif ref is not None:
             pid = ref.pid
             ref.request_stop()
             if pid and pid != os.getpid():

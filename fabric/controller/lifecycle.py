@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 import anyio
 
 from actors import ActorError, AskTimeout
+from fabric.controller.host_ports import choose_ports
 from fabric.controller.hosts import Host, HostStartFailed, HostUnavailable
 from fabric.controller.messages import ControllerError
 from fabric.controller.model import Deployment, Instance
@@ -120,6 +121,11 @@ async def restart(
     async with inst.lock:
         if not inst.host_id:
             return
+        if new_config:
+            try:
+                await choose_ports(state, dep, inst, inst.generation)
+            except HostUnavailable:
+                return
         config = dep.guest_config(inst, state.state_dir, state.settings) if new_config else None
         inst.cycle_pending = True
         try:
@@ -141,8 +147,9 @@ async def restart(
 
 
 async def _start_locked(state: ControllerState, dep: Deployment, inst: Instance) -> None:
-    config = dep.guest_config(inst, state.state_dir, state.settings)
     try:
+        await choose_ports(state, dep, inst, inst.generation)
+        config = dep.guest_config(inst, state.state_dir, state.settings)
         await state.hosts.ask(inst.host_id, StartGuest(config), START_TIMEOUT)
     except HostStartFailed as exc:
         state.set_status(dep, inst, "FailedStartingVM", str(exc))

@@ -36,6 +36,9 @@ from fabric.model.status import RoleStatus
 from fabric.settings import Settings
 from roles.protocol import InstanceInfo
 
+#: the address of the instances of local hosts
+LOCALHOST = "127.0.0.1"
+
 #: Names a user gives (hosted services, deployments) become folder names: keep them plain.
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 #: Statuses after which an instance will not come up by itself.
@@ -101,7 +104,9 @@ class Generation:
 
 
 #: The fields of an Instance that RoleEnvironment's topology shows (see Deployment.topology).
-TOPOLOGY_FIELDS = frozenset({"role", "index", "ports", "update_domain", "fault_domain", "generation"})
+TOPOLOGY_FIELDS = frozenset(
+    {"role", "index", "ports", "address", "update_domain", "fault_domain", "generation"}
+)
 
 
 class _TopologyEpoch:
@@ -131,6 +136,8 @@ class Instance:
     index: int
     host_id: str = ""
     ports: dict[str, int] = field(default_factory=dict)
+    #: the address its ports are on: a joined host's ("" on a local host: 127.0.0.1)
+    address: str = ""
     update_domain: int = 0
     fault_domain: int = 0
     generation: int = 1
@@ -322,7 +329,7 @@ class Deployment:
                     role_name=inst.role,
                     update_domain=inst.update_domain,
                     fault_domain=inst.fault_domain,
-                    endpoints=instance_endpoints(gen.role(inst.role), inst.ports),
+                    endpoints=instance_endpoints(gen.role(inst.role), inst.ports, inst.address or LOCALHOST),
                 )
             )
         return roles
@@ -346,6 +353,7 @@ class Deployment:
             vm=inst.vm,
             vm_uid=inst.uid or None,
             hosted_service=self.service,
+            address=inst.address or LOCALHOST,
         )
 
     def view_status(self) -> DeploymentStatus:
@@ -386,6 +394,6 @@ def instance_view(inst: Instance) -> InstanceView:
         update_domain=inst.update_domain,
         fault_domain=inst.fault_domain,
         restarts=inst.role_restarts,
-        endpoints={name: f"127.0.0.1:{port}" for name, port in sorted(inst.ports.items())},
+        endpoints={name: f"{inst.address or LOCALHOST}:{port}" for name, port in sorted(inst.ports.items())},
         uid=inst.uid,
     )

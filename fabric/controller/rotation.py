@@ -412,7 +412,7 @@ def _backend(dep: Deployment, inst: Instance, endpoint: str) -> Backend | None:
     ignore = ep.ignore_role_instance_status
     return Backend(
         instance_id=inst.vm,
-        host=LOCALHOST,
+        host=inst.address or LOCALHOST,
         port=port,
         ready=in_rotation(inst.status, ignore_role_instance_status=ignore),
         busy=inst.status == "BusyRole" and not ignore,
@@ -425,7 +425,7 @@ def _forwarded(dep: Deployment, inst: Instance | None, endpoint: str) -> Backend
     if inst is None or dep.goal != "Running" or not inst.host_id or inst.held_out:
         return None
     port = inst.ports.get(endpoint, 0)
-    return Backend(inst.vm, LOCALHOST, port) if port else None
+    return Backend(inst.vm, inst.address or LOCALHOST, port) if port else None
 
 
 def _same_but_status(a: Backend, b: Backend) -> bool:

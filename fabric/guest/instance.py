@@ -57,14 +57,15 @@ def build_environment(
     topology: Mapping[str, list[InstanceInfo]],
     update_domain: int,
     fault_domain: int,
+    address: str = "127.0.0.1",
 ) -> RoleEnvironmentData:
-    """The RoleEnvironment snapshot of one instance."""
+    """The RoleEnvironment snapshot of one instance (its endpoints on ``address``)."""
     me = InstanceInfo(
         id=instance_id(role.name, index),
         role_name=role.name,
         update_domain=update_domain,
         fault_domain=fault_domain,
-        endpoints=instance_endpoints(role, ports),
+        endpoints=instance_endpoints(role, ports, address),
     )
     resources = {
         ls.name: LocalResourceInfo(
@@ -134,6 +135,7 @@ def build_guest_config(
     vm: str | None = None,
     vm_uid: int | None = None,
     hosted_service: str = "",
+    address: str = "127.0.0.1",
 ) -> GuestConfig:
     """Everything the VM of ``role_name`` instance ``index`` needs to boot.
 
@@ -164,6 +166,7 @@ def build_guest_config(
             topology=topology,
             update_domain=update_domain,
             fault_domain=fault_domain,
+            address=address,
         ),
         settings=settings,
         vm_uid=None if os.geteuid() != 0 else (vm_uid or default_uid()),

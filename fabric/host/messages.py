@@ -31,6 +31,8 @@ class StartGuest(Request[int], frozen=True, tag=True):
     Answers once the VM's first process runs; the role's progress arrives as pushes."""
 
     config: GuestConfig
+    #: a joined host: the digest of the package shipped for it (see fabric.host.packages)
+    package: str = ""
 
 
 class StopGuest(Request[None], frozen=True, tag=True, kw_only=True):
@@ -48,6 +50,8 @@ class RestartGuest(Request[int], frozen=True, tag=True, kw_only=True):
     reimage: bool = False
     #: a new configuration to boot with (an upgrade); None keeps the current one
     config: GuestConfig | None = None
+    #: a joined host: the digest of the package shipped for ``config``
+    package: str = ""
 
 
 class ApplyGuestEnvironment(Request[EnvironmentApplied], frozen=True, tag=True, kw_only=True):
@@ -110,3 +114,51 @@ class HostHeartbeat(msgspec.Struct, frozen=True, tag=True, kw_only=True):
     host_id: str
     instances: dict[str, InstanceStatus]
     pid: int = 0
+    #: a joined host describes itself too: the address its instances listen on, its cores,
+    #: fault domain and memory, and its agent's incarnation (new at each start)
+    address: str = ""
+    cores: int = 0
+    fault_domain: int = 0
+    memory_mb: int = 0
+    boot: str = ""
+
+
+# -- controller -> a joined host (fabric.host.remote) ----------------------------------------------
+
+#: endpoints one instance may have at most (every number a request carries is bounded)
+MAX_ENDPOINTS = 256
+#: bytes one package chunk carries at most (a link's frames are bounded)
+MAX_CHUNK = 1024 * 1024
+
+
+class ChoosePorts(Request[dict[str, int]], frozen=True, tag=True, kw_only=True):
+    """Ask a joined host for an instance's local ports on its address: it keeps each proposed
+    one when it can bind it there and no other instance of its holds it, else it picks one
+    (from the endpoint's fixed ports when it has some)."""
+
+    instance_id: str
+    #: endpoint name -> the port the controller proposes
+    proposed: dict[str, int]
+    #: endpoint name -> "tcp" or "udp"
+    protocols: dict[str, str] = {}
+    #: endpoint name -> its FixedPort/FixedPortRange spans (inclusive)
+    fixed: dict[str, list[tuple[int, int]]] = {}
+
+
+class HasPackage(Request[bool], frozen=True, tag=True):
+    """Whether a joined host holds the package of this digest already."""
+
+    digest: str
+
+
+class PackageChunk(Request[int], frozen=True, tag=True, kw_only=True):
+    """A piece of a package for a joined host, in order; answers the bytes held so far."""
+
+    digest: str
+    offset: int
+    total: int
+    data: bytes
+
+
+class GetHostSettings(Request[Settings], frozen=True, tag=True):
+    """A joined host asks the controller for the settings its agent and guests run with."""

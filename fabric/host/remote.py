@@ -1,0 +1,175 @@
+"""The host agent of a joined host (``fabric host join``): the same HostAgent, reached by the
+controller over the network link, with what a machine of its own needs besides.
+
+- Its pushes (InstanceStatusChanged, HostHeartbeat) go to the controller's ``fabric-hosts``
+  actor over the link, not to a parent; a heartbeat also describes the host (address, cores,
+  fault domain, memory, incarnation), which is how the controller learns of it.
+- Packages arrive in chunks (HasPackage, PackageChunk) and are kept by digest under its state
+  folder; every GuestConfig is re-rooted there (fabric.host.packages).
+- It chooses its instances' local ports on the address it advertises (ChoosePorts).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import socket
+import uuid
+from pathlib import Path
+from typing import Any
+
+import anyio.to_thread
+import msgspec
+
+from actors import ActorDead, MailboxFull, Ref
+from fabric.guest.messages import ApplyEnvironment, GuestConfig
+from fabric.host.agent import HostAgent
+from fabric.host.messages import (
+    MAX_CHUNK,
+    MAX_ENDPOINTS,
+    ApplyGuestEnvironment,
+    ChoosePorts,
+    HasPackage,
+    HostConfig,
+    HostHeartbeat,
+    PackageChunk,
+    RestartGuest,
+    StartGuest,
+)
+from fabric.host.packages import PackageCache, PackageError, reroot
+
+#: the controller's actor that joined hosts report to (registered on its listening system)
+REPORTS = "fabric-hosts"
+#: ports a joined host picks from when a proposed one is taken (below the ephemeral range)
+PORT_RANGE = (20000, 32767)
+
+
+def port_free(address: str, port: int, protocol: str) -> bool:
+    """Whether ``port`` can be bound on ``address`` now (TCP, or UDP)."""
+    kind = socket.SOCK_DGRAM if protocol == "udp" else socket.SOCK_STREAM
+    with socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, kind) as probe:
+        try:
+            probe.bind((address, port))
+        except OSError:
+            return False
+    return True
+
+
+class RemoteHostAgent(HostAgent):
+    """A HostAgent on a machine of its own (see the module's docstring).
+
+    Args:
+        config: the host's name (its certificate's), cores, state folder, settings.
+        reports: the controller's ``fabric-hosts`` actor, across the link.
+        address: the address its instances listen on (the controller and its load balancers
+            connect there).
+        memory_mb: the machine's memory.
+    """
+
+    def __init__(self, config: HostConfig, *, reports: Ref, address: str, memory_mb: int) -> None:
+        super().__init__(config)
+        self.reports = reports
+        self.address = address
+        self.memory_mb = memory_mb
+        self.boot = uuid.uuid4().hex
+        self.packages = PackageCache(Path(config.state_dir) / "packages", config.settings.max_package_bytes)
+        #: instance id -> the ports chosen for it
+        self.chosen: dict[str, dict[str, int]] = {}
+        #: instance id -> the VM folder the controller named (its environment's paths start there)
+        self.roots: dict[str, str] = {}
+
+    async def receive(self, message: Any) -> Any:
+        """The controller's asks, re-rooted; packages and ports."""
+        match message:
+            case StartGuest(config=config, package=package):
+                return await super().receive(StartGuest(self._local(config, package)))
+            case RestartGuest(config=GuestConfig() as config, package=package):
+                return await super().receive(
+                    msgspec.structs.replace(message, config=self._local(config, package), package="")
+                )
+            case ApplyGuestEnvironment(instance_id=instance_id, change=change):
+                return await super().receive(
+                    msgspec.structs.replace(message, change=self._local_change(instance_id, change))
+                )
+            case HasPackage(digest=digest):
+                return self.packages.has(digest)
+            case PackageChunk(digest=digest, offset=offset, total=total, data=data):
+                if len(data) > MAX_CHUNK:
+                    raise PackageError(f"a chunk of {len(data)} bytes is refused (at most {MAX_CHUNK})")
+                return await anyio.to_thread.run_sync(self.packages.receive, digest, offset, total, data)
+            case ChoosePorts():
+                return await anyio.to_thread.run_sync(self._choose, message)
+        return await super().receive(message)
+
+    def _local(self, config: GuestConfig, package: str) -> GuestConfig:
+        """A GuestConfig as this host runs it (PackageError when the package is missing)."""
+        folder = self.packages.path(package)
+        if not folder.is_dir():
+            raise PackageError(f"package {package[:12]} is not on host {self.config.host_id}; ship it first")
+        local = reroot(config, Path(self.config.state_dir), folder)
+        self.roots[config.instance_id] = config.vm_root
+        return local
+
+    def _local_change(self, instance_id: str, change: ApplyEnvironment) -> ApplyEnvironment:
+        old = self.roots.get(instance_id)
+        guest = self.guests.get(instance_id)
+        if old is None or guest is None:
+            return change  # refused by the agent: it runs no such instance
+        shape = msgspec.structs.replace(guest.config, vm_root=old, environment=change.environment)
+        moved = reroot(shape, Path(self.config.state_dir), Path(guest.config.role_code_dir).parent)
+        return msgspec.structs.replace(change, environment=moved.environment)
+
+    def _choose(self, request: ChoosePorts) -> dict[str, int]:
+        if len(request.proposed) > MAX_ENDPOINTS:
+            raise ValueError(f"an instance may have at most {MAX_ENDPOINTS} endpoints")
+        held = {p for iid, ports in self.chosen.items() if iid != request.instance_id for p in ports.values()}
+        mine = self.chosen.get(request.instance_id, {})
+        chosen: dict[str, int] = {}
+        for name, proposed in sorted(request.proposed.items()):
+            protocol = request.protocols.get(name, "tcp")
+            if mine.get(name) == proposed and request.instance_id in self.guests:
+                chosen[name] = proposed  # it runs with it
+            elif proposed not in held and self._bindable(proposed, protocol):
+                chosen[name] = proposed
+            else:
+                chosen[name] = self._pick(request.fixed.get(name, []), protocol, held)
+            held.add(chosen[name])
+        self.chosen[request.instance_id] = chosen
+        return chosen
+
+    def _bindable(self, port: int, protocol: str) -> bool:
+        if not 1 <= port <= 65535:
+            return False
+        if protocol == "udp":
+            return port_free(self.address, port, "udp")
+        return port_free(self.address, port, "tcp") and port_free(self.address, port, "udp")
+
+    def _pick(self, fixed: list[tuple[int, int]], protocol: str, held: set[int]) -> int:
+        if fixed:
+            for low, high in fixed[:64]:
+                for port in range(max(1, low), min(65535, high) + 1):
+                    if port not in held and self._bindable(port, protocol):
+                        return port
+            raise ValueError(f"every fixed port of the endpoint is in use on {self.address}")
+        low, high = PORT_RANGE
+        for _ in range(2000):
+            port = random.randint(low, high)
+            if port not in held and self._bindable(port, protocol):
+                return port
+        raise ValueError(f"no free port on {self.address} in {low}-{high}")
+
+    def _host_status(self) -> HostHeartbeat:
+        return msgspec.structs.replace(
+            super()._host_status(),
+            address=self.address,
+            cores=self.config.cores,
+            fault_domain=self.config.fault_domain,
+            memory_mb=self.memory_mb,
+            boot=self.boot,
+        )
+
+    async def _tell_parent(self, message: Any) -> None:
+        # Across the network: never wait for a link that is down (the next heartbeat carries
+        # every status again).
+        with contextlib.suppress(ActorDead, MailboxFull):
+            self.reports.tell_nowait(message)
