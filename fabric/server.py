@@ -7,11 +7,12 @@ import fcntl
 import os
 import signal
 import stat
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.to_thread
@@ -37,6 +38,25 @@ class Fabric:
     system: ActorSystem
     controller: Ref
     ffe: Ref
+
+
+@dataclass(frozen=True)
+class ReplicaTerm:
+    """How a controller replica runs the fabric while it leads (fabric.replica).
+
+    The replica holds its own lock on the state folder and serves the API itself: ``mount``
+    puts this term's API application behind the replica's address for the block it opens.
+    """
+
+    #: the replica's API URL
+    url: str
+    #: the API token (shared by the replicas of one fabric)
+    token: str
+    #: the lease a write must hold (Elector.fence)
+    fence: Callable[[], Any]
+    #: called when a write finds the lease lost (the replica stops leading at once)
+    on_fenced: Callable[[str], None]
+    mount: Callable[[Any], AbstractContextManager[None]]
 
 
 def stop_budget(settings: Settings) -> float:
@@ -73,13 +93,16 @@ async def open_fabric(
     api_port: int = 0,
     store_url: str | None = None,
     listen: tuple[str, int] | None = None,
+    replica: ReplicaTerm | None = None,
 ) -> AsyncIterator[Fabric]:
     """Run the fabric until the block ends; then stop every host, VM and role gracefully.
 
     The controller brings back whatever deployments its store holds (after a crash too): SQLite
     in the state folder, or the PostgreSQL database ``store_url`` names.
     With ``listen`` (host, port) it opens the host port there and the join port at port + 1
-    (fabric.cluster.port), where hosts on other machines join.
+    (fabric.cluster.port), where hosts on other machines join. With ``replica``, this is one
+    term of a leading controller replica: its writes are fenced, and the API is mounted on the
+    replica's own server (see ReplicaTerm).
 
     Raises:
         FabricBusy: another fabric runs for this state folder.
@@ -88,13 +111,17 @@ async def open_fabric(
     from fabric.chaos.portal_run import run_scenario
     from fabric.controller.controller import FabricController
     from fabric.frontend import Ffe, Pool, serve_api
+    from fabric.frontend.rdfe import Rdfe
     from fabric.portal.scenarios import register
 
     register(run_scenario)  # the portal's chaos page runs scenarios with the chaos runner
 
-    state_dir, lock = lock_state_dir(state_dir)
+    state_dir, lock = lock_state_dir(state_dir) if replica is None else (state_dir, -1)  # held by the replica
+    fenced: dict[str, Any] = (
+        {} if replica is None else {"fence": replica.fence, "on_fenced": replica.on_fenced}
+    )
     try:
-        if store_url:  # its problems now, as one line, before anything starts
+        if store_url and replica is None:  # its problems now, as one line, before anything starts
             from fabric.controller.goal_store import open_goal_store
 
             await (await open_goal_store(store_url, state_dir, "local")).aclose()
@@ -102,7 +129,7 @@ async def open_fabric(
         async with open_system() as system, anyio.create_task_group() as tg:
             # Stopping the controller stops every VM.
             controller = await system.spawn(
-                lambda: FabricController(state_dir, settings, pool="local", store_url=store_url),
+                lambda: FabricController(state_dir, settings, pool="local", store_url=store_url, **fenced),
                 name="FabricController:local",
                 stop_timeout=stop_budget(settings),
             )
@@ -113,25 +140,37 @@ async def open_fabric(
             if listen is not None:
                 from fabric.cluster.port import serve_cluster
 
-                await tg.start(
-                    partial(serve_cluster, system, state_dir, settings, *listen, controller=controller)
+                await tg.start(partial(serve_cluster, system, state_dir, settings, *listen))
+            mounted: AbstractContextManager[Any] = nullcontext()
+            if replica is None:
+                url = await tg.start(
+                    partial(
+                        serve_api,
+                        ffe,
+                        state_dir,
+                        port=api_port,
+                        metrics_public=settings.metrics_public,
+                        max_package_bytes=settings.max_package_bytes,
+                    )
                 )
-            url = await tg.start(
-                partial(
-                    serve_api,
+            else:
+                url = replica.url
+                app = Rdfe(
                     ffe,
                     state_dir,
-                    port=api_port,
+                    replica.token,
                     metrics_public=settings.metrics_public,
                     max_package_bytes=settings.max_package_bytes,
                 )
-            )
+                mounted = replica.mount(app)
             try:
-                yield Fabric(url=url, state_dir=state_dir, system=system, controller=controller, ffe=ffe)
+                with mounted:
+                    yield Fabric(url=url, state_dir=state_dir, system=system, controller=controller, ffe=ffe)
             finally:
                 tg.cancel_scope.cancel()  # the API goes first: no new request while we stop
     finally:
-        os.close(lock)
+        if lock >= 0:
+            os.close(lock)
 
 
 async def until_stop_signal() -> signal.Signals:

@@ -33,6 +33,7 @@ FABRIC_LAYERS = {
     "client": 5,  # the API client: above the front end it talks to, below what uses it
     "chaos": 6,
     "server": 6,
+    "replica": 6,  # controller replicas: each runs the whole fabric (server) while it leads
     "commands": 6,
     "cli": 6,
     "testing": 6,  # runs a whole fabric for a user's test

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,12 @@ def _store_url(ctx: click.Context, param: click.Parameter, value: str | None) ->
     metavar="ADDRESS:PORT",
     help="Open the host port here (mutual TLS) and the join port at PORT+1, for hosts on other machines.",
 )
+@click.option(
+    "--replica",
+    metavar="NAME",
+    help="Run as controller replica NAME (needs --store postgresql://...): one replica leads, the "
+    "others forward requests to it and take over when it goes. Replicas share the state folder.",
+)
 @settings_options
 @metrics_public_option
 @state_dir_option
@@ -79,6 +86,7 @@ def serve(
     port: int,
     store_url: str | None,
     listen: str | None,
+    replica: str | None,
     settings_file: Path | None,
     fast: bool,
     metrics_public: bool,
@@ -94,7 +102,74 @@ def serve(
     with user_errors(SettingsError, FabricBusy, StoreError, ValueError):
         settings = load_settings(settings_file, fast, metrics_public)
         where = split_address(listen) if listen else None
+        if replica is not None:
+            store_url = _check_replica(replica, store_url)
+            try:
+                anyio.run(
+                    _serve_replica, state_dir, settings, port, store_url, replica, where, backend="trio"
+                )
+            except BaseExceptionGroup as group:  # a refusal at start, from inside the task group
+                raise _only_error(group) from None
+            return
         anyio.run(_serve, state_dir, settings, port, store_url, where, backend="trio")
+
+
+def _only_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one error inside nested groups (the group itself when there are several)."""
+    inner: BaseException = group
+    while isinstance(inner, BaseExceptionGroup) and len(inner.exceptions) == 1:
+        inner = inner.exceptions[0]
+    return inner
+
+
+def _check_replica(name: str, store_url: str | None) -> str:
+    import re
+
+    from fabric.replica.run import NAME_PATTERN
+
+    if store_url is None:
+        raise click.UsageError(
+            "--replica needs --store postgresql://USER@HOST/DB (replicas share the goal state)"
+        )
+    if not re.match(NAME_PATTERN, name):
+        raise click.BadParameter(
+            "letters, digits, '.', '_' and '-', at most 63, starting with a letter or digit",
+            param_hint="--replica",
+        )
+    return store_url
+
+
+async def _serve_replica(
+    state_dir: Path,
+    settings: Settings,
+    port: int,
+    store_url: str,
+    name: str,
+    listen: tuple[str, int] | None,
+) -> None:
+    from fabric.replica.run import serve_replica  # the whole fabric: only when it is to run
+
+    host = listen[0] if listen else "127.0.0.1"
+    say = partial(click.echo, err=True)
+    stop = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        await tg.start(
+            partial(
+                serve_replica,
+                state_dir,
+                settings,
+                store_url,
+                name,
+                host=host,
+                port=port,
+                listen=listen,
+                on_change=say,
+                stop=stop,
+            )
+        )
+        await until_stop_signal()
+        say(f"replica {name} stopping (a leader stops every role instance gracefully)...")
+        stop.set()
 
 
 async def _serve(

@@ -16,6 +16,7 @@ controller; pass ``host_factory`` to use something else (tests use in-process st
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +32,10 @@ from fabric.controller.configuration_view import GetConfiguration, configuration
 from fabric.controller.events import OpenEventLog
 from fabric.controller.goal_store import open_goal_store
 from fabric.controller.host_admin import CordonHost, DrainHost, HostAdmin, ListHosts
-from fabric.controller.hosts import HostFactory, HostPool, JoinedReport, spawn_host_process
-from fabric.controller.joined import on_report
+from fabric.controller.hosts import HostFactory, HostPool, spawn_host_process
 from fabric.controller.messages import (
     ChangeConfiguration,
+    ControllerError,
     CreateDeployment,
     DeleteDeployment,
     DeploymentView,
@@ -52,6 +53,7 @@ from fabric.controller.model import Deployment
 from fabric.controller.operations import Operations
 from fabric.controller.reconfigure import Reconfigure
 from fabric.controller.recovery import recover
+from fabric.controller.replica_store import fail_fast
 from fabric.controller.rotation import Rotation
 from fabric.controller.state import ControllerState
 from fabric.controller.upgrade import Upgrades
@@ -73,6 +75,9 @@ class FabricController(Actor):
         pool: the machine pool's name (host ids are ``<pool>-host<n>``).
         host_factory: builds a host; by default a host agent process.
         store_url: a ``postgresql://`` URL to keep the goal state in (None: SQLite, ``fabric.db``).
+        fence: a replica's lease (``Elector.fence``): every write checks it, and the store waits
+            out a database outage (fabric.controller.replica_store); None: a single controller.
+        on_fenced: called with the reason when a write finds the lease lost.
     """
 
     def __init__(
@@ -82,8 +87,12 @@ class FabricController(Actor):
         pool: str = "local",
         host_factory: HostFactory | None = None,
         store_url: str | None = None,
+        fence: Callable[[], Any] | None = None,
+        on_fenced: Callable[[str], None] | None = None,
     ) -> None:
         self.state_dir = Path(state_dir).resolve()
+        self.fence = fence
+        self.on_fenced = on_fenced
         self.settings = settings or Settings()
         self.pool = pool
         self.host_factory = host_factory or spawn_host_process
@@ -93,7 +102,14 @@ class FabricController(Actor):
     async def on_start(self) -> None:
         """Open the store, bring back what it holds, and start watching hosts."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        store = await open_goal_store(self.store_url, self.state_dir, self.pool, database=DATABASE)
+        store = await open_goal_store(
+            self.store_url,
+            self.state_dir,
+            self.pool,
+            database=DATABASE,
+            fence=self.fence,
+            on_fenced=self.on_fenced,
+        )
         rotation = Rotation(self.start)
         hosts = HostPool(
             self,
@@ -124,6 +140,20 @@ class FabricController(Actor):
         self.start_soon(hosts.watch)
         self.start_soon(lifecycle.heal_forever, self.state, self.start_soon)
 
+    def start_soon(
+        self, func: Callable[..., Coroutine[Any, Any, Any]], *args: Any, name: str | None = None
+    ) -> None:
+        """A background task: patient with the store (it waits out a database outage)."""
+        with fail_fast(False):
+            super().start_soon(func, *args, name=name)
+
+    async def start(
+        self, func: Callable[..., Coroutine[Any, Any, Any]], *args: Any, name: str | None = None
+    ) -> Any:
+        """As start_soon, waiting for the task to start."""
+        with fail_fast(False):
+            return await super().start(func, *args, name=name)
+
     def _arrived(self, message: Any) -> None:
         """Stamp a host's report as it enters the mailbox: heard on time, however long the
         backlog ahead of it (the host watch must not blame hosts for the controller's queue)."""
@@ -143,7 +173,13 @@ class FabricController(Actor):
         mailbox (heartbeats wait there meanwhile: the host watch must not blame the hosts)."""
         self._busy_since = anyio.current_time()
         try:
-            return await self._dispatch(message)
+            with fail_fast():  # a request is refused (503) while the goal state cannot change
+                return await self._dispatch(message)
+        except ControllerError as exc:
+            if exc.status != 503 or not isinstance(message, (HostHeartbeat, InstanceStatusChanged)):
+                raise
+            log.warning("a host's report is not recorded: %s", exc.message)  # the next one is
+            return None
         finally:
             self._busy_since = None
 
@@ -156,8 +192,6 @@ class FabricController(Actor):
                 if state.hosts.heard(host_id, pid, stamp=False):
                     for vm, status in instances.items():
                         await state.on_status(host_id, vm, status)
-            case JoinedReport():  # a joined host's heartbeat, relayed by fabric-hosts
-                await on_report(state, message, self.start_soon)
             case GetDeployment(service=service, slot=slot):
                 return self.view(state.get(service, slot))
             case ListDeployments():

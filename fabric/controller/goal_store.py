@@ -21,9 +21,10 @@ with a deadline).
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import msgspec
@@ -134,6 +135,10 @@ class GoalStore(abc.ABC):
         """Mark the pool's operations still InProgress as Failed; returns how many."""
 
     @abc.abstractmethod
+    async def interrupted(self) -> list[OperationRecord]:
+        """The pool's operations still InProgress (a new leader resumes some of them)."""
+
+    @abc.abstractmethod
     async def hosts(self) -> list[HostRecord]:
         """The pool's hosts."""
 
@@ -220,6 +225,9 @@ class SqliteGoalStore(GoalStore):
     async def fail_interrupted(self, message: str) -> int:
         return self.sync.fail_interrupted(message)
 
+    async def interrupted(self) -> list[OperationRecord]:
+        return self.sync.interrupted()
+
     async def hosts(self) -> list[HostRecord]:
         return self.sync.hosts()
 
@@ -249,10 +257,17 @@ class SqliteGoalStore(GoalStore):
 
 
 async def open_goal_store(
-    store_url: str | None, state_dir: Path, pool: str, *, database: str = "fabric.db"
+    store_url: str | None,
+    state_dir: Path,
+    pool: str,
+    *,
+    database: str = "fabric.db",
+    fence: Callable[[], Any] | None = None,
+    on_fenced: Callable[[str], None] | None = None,
 ) -> GoalStore:
     """The store ``--store`` names: PostgreSQL for a ``postgresql://`` URL, else SQLite in the
-    state folder. Close it with ``aclose()``.
+    state folder. Close it with ``aclose()``. With ``fence`` (a replica's lease), PostgreSQL's
+    writes are fenced and the store is a :class:`~fabric.controller.replica_store.ReplicaStore`.
 
     Raises:
         StoreError: the database cannot be opened, or holds a schema this fabric does not know.
@@ -261,7 +276,12 @@ async def open_goal_store(
     if store_url:
         from fabric.controller.pg_store import PostgresStore  # psycopg only when it is used
 
-        return await PostgresStore.open(check_store_url(store_url), pool)
+        store = await PostgresStore.open(check_store_url(store_url), pool, fence=fence)
+        if fence is None:
+            return store
+        from fabric.controller.replica_store import ReplicaStore
+
+        return ReplicaStore(store, on_fenced or (lambda why: None))
     import anyio.to_thread
 
     return await anyio.to_thread.run_sync(SqliteGoalStore, state_dir / database, pool)

@@ -181,6 +181,7 @@ class Elector:
                 await anyio.sleep_until(sent + self.renew_interval)
                 continue
             await self._lead(epoch, sent)
+            await anyio.sleep(self.renew_interval)  # a replica that just stopped leading lets others try
 
     async def _lead(self, epoch: int, sent: float) -> None:
         term = self.term = Term(epoch)
@@ -192,6 +193,7 @@ class Elector:
         why = f"no renewal for {self.renew_deadline:g} s"
         try:
             with anyio.move_on_at(sent + self.renew_deadline) as deadline:
+                term._scopes.append(deadline)  # resign() ends the renewals too
                 while True:
                     await anyio.sleep_until(sent + self.renew_interval)
                     attempt = anyio.current_time()
@@ -214,7 +216,16 @@ class Elector:
                 with suppress(StoreUnavailable):
                     await self._sql(_RELEASE, lease=self.lease, holder=self.holder, epoch=epoch)
             raise
+        if term.lost is not None:  # resigned: let the lease go now rather than at its expiry
+            with anyio.move_on_after(2.0, shield=True), suppress(StoreUnavailable):
+                await self._sql(_RELEASE, lease=self.lease, holder=self.holder, epoch=epoch)
         self._demote(term, why)
+
+    def resign(self, why: str) -> None:
+        """Stop leading now (a write found the lease lost): the term ends, renewals stop, and
+        the lease is released if it is still this replica's; campaigning goes on."""
+        if self.term is not None:
+            self._demote(self.term, why)
 
     def _demote(self, term: Term, why: str) -> None:
         if self.term is term:

@@ -52,7 +52,7 @@ from fabric.controller.store import (
 log = logging.getLogger("fabric.controller.store")
 
 #: Bump when a table changes; a database written by a newer fabric is refused.
-PG_SCHEMA_VERSION = 1
+PG_SCHEMA_VERSION = 2
 #: migrations take this transaction-scoped advisory lock (two replicas starting at once); it
 #: guards only the schema change, never leadership
 _MIGRATION_LOCK = 0x7265_6464_6F67  # "reddog"
@@ -273,6 +273,11 @@ def migrate(conn: Any) -> int:
         "epoch bigint NOT NULL, acquired_at timestamptz NOT NULL, renewed_at timestamptz NOT NULL, "
         "expires_at timestamptz NOT NULL)"
     )
+    # version 2: each replica's API address, where followers forward writes to the leader
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS fabric_replicas (name text PRIMARY KEY, api_url text NOT NULL, "
+        "seen_at timestamptz NOT NULL)"
+    )
     if version < PG_SCHEMA_VERSION:
         conn.execute("DELETE FROM fabric_schema")
         conn.execute("INSERT INTO fabric_schema (version) VALUES (%s)", (PG_SCHEMA_VERSION,))
@@ -425,6 +430,9 @@ class PostgresStore(GoalStore):
             return [_record(kind, row) for row in conn.execute(sql, args)]
 
         return await self.db.run(select)
+
+    async def interrupted(self) -> list[OperationRecord]:
+        return await self._select(OperationRecord, "status = 'InProgress' AND pool = %s", (self.pool,))
 
     async def hosts(self) -> list[HostRecord]:
         return await self._select(HostRecord, "pool = %s", (self.pool,))

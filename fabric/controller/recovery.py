@@ -3,7 +3,11 @@
 Each deployment returns as it was: the same instances on the same hosts (spun up again under
 their old ids), the same public ports when they are still free, suspended ones still
 suspended. Work cut short resumes: a delete finishes, an Auto or Simultaneous walk carries on
-(a Manual one waits for its next walk again). Operations that were running read Failed.
+(a Manual one waits for its next walk again). An operation cut short whose work resumes (a
+deployment being created, upgraded, reconfigured, started or deleted) keeps its request id and
+ends Succeeded or Failed when the resumed work does: what was acknowledged is completed, by this
+controller after a restart or by a new leader after a failover. Other operations that were
+running (a Manual walk, a swap, a suspend) read Failed.
 """
 
 from __future__ import annotations
@@ -19,11 +23,23 @@ from fabric.controller.messages import ControllerError
 from fabric.controller.model import Deployment, Generation, Instance
 from fabric.controller.operations import Operations
 from fabric.controller.state import ControllerState
+from fabric.controller.store import OperationRecord
 from fabric.controller.upgrade import Upgrades
 
 log = logging.getLogger("fabric.controller")
 
 INTERRUPTED = "the fabric restarted while this operation ran; check the deployment and run it again"
+#: operations whose work a restart resumes (the deployment's goal and stored step say how)
+RESUMABLE = frozenset(
+    {
+        "CreateDeployment",
+        "UpgradeDeployment",
+        "ChangeDeploymentConfiguration",
+        "UpdateDeploymentStatus",
+        "DeleteDeployment",
+        "RecoverDeployment",
+    }
+)
 
 
 async def recover(
@@ -32,9 +48,14 @@ async def recover(
     """Load the pool's goal state, reopen its ports, and start bringing deployments back in the
     background. Returns how many deployments were recovered."""
     store = state.store
+    interrupted = {r.target: r for r in await store.interrupted() if r.kind in RESUMABLE}
     failed = await store.fail_interrupted(INTERRUPTED)
     if failed:
-        log.warning("%d operation(s) were cut short by a restart and are marked Failed", failed)
+        log.warning(
+            "%d operation(s) were cut short by a restart: %d resume with their deployment, the others read Failed",
+            failed,
+            len(interrupted),
+        )
     for host in await store.hosts():
         state.hosts.add(host)
     recovered = []
@@ -86,16 +107,32 @@ async def recover(
     for inst in state.move_off_public_ports([i for d in recovered for i in d.instances.values()]):
         await state.save_instance(inst)
     for dep in recovered:
-        await _resume(state, ops, upgrades, spawn, dep)
+        await _resume(state, ops, upgrades, spawn, dep, interrupted.get(f"{dep.service}/{dep.slot}"))
     return len(recovered)
 
 
+async def _adopt(state: ControllerState, record: OperationRecord | None) -> str | None:
+    """Mark an interrupted operation InProgress again; returns its request id (None: none)."""
+    if record is None:
+        return None
+    await state.store.put(record)
+    log.info("operation %s (%s of %s) resumes", record.request_id, record.kind, record.target)
+    return record.request_id
+
+
 async def _resume(
-    state: ControllerState, ops: Operations, upgrades: Upgrades, spawn: Callable[..., None], dep: Deployment
+    state: ControllerState,
+    ops: Operations,
+    upgrades: Upgrades,
+    spawn: Callable[..., None],
+    dep: Deployment,
+    interrupted: OperationRecord | None,
 ) -> None:
     target = f"{dep.service}/{dep.slot}"
     if dep.goal == "Deleting":
-        request_id = await ops.begin("DeleteDeployment", target, "resumed after a fabric restart")
+        request_id = await _adopt(state, interrupted) or await ops.begin(
+            "DeleteDeployment", target, "resumed after a fabric restart"
+        )
         dep.busy = request_id
         spawn(partial(ops.run, request_id, dep, lambda: finish_delete(state, dep), phase="Deleting"))
         return
@@ -109,7 +146,7 @@ async def _resume(
             return await upgrades.resume(dep)
         return f"{len(dep.instances)} instances started again"
 
-    request_id = await ops.begin(
+    request_id = await _adopt(state, interrupted) or await ops.begin(
         "RecoverDeployment", target, "bringing the deployment back after a fabric restart"
     )
     dep.busy = request_id

@@ -308,6 +308,10 @@ class Store:
         found = self._select(OperationRecord, "request_id = ? AND pool = ?", (request_id, self.pool))
         return found[0] if found else None
 
+    def interrupted(self) -> list[OperationRecord]:
+        """The pool's operations still InProgress (before ``fail_interrupted``)."""
+        return self._select(OperationRecord, "status = 'InProgress' AND pool = ?", (self.pool,))
+
     def other_pools_services(self) -> set[tuple[str, str]]:
         """(service, slot) pairs deployed by other pools sharing this database."""
         rows = self._db.execute("SELECT service, slot FROM deployments WHERE pool != ?", (self.pool,))

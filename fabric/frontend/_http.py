@@ -208,8 +208,14 @@ def one_line(text: str, limit: int = MAX_ERROR_CHARS) -> str:
     return text
 
 
+#: what a 503 tells a client to wait before trying again
+RETRY_AFTER_SECONDS = 1
+
+
 def error_response(error: ApiError) -> Response:
     """The Service Management style error body for ``error`` (its message made one line)."""
     headers = {"www-authenticate": "Bearer"} if error.status == 401 else None
+    if error.status == 503:  # unavailable for now (an election, the database away, no pool)
+        headers = {"retry-after": str(RETRY_AFTER_SECONDS)}
     body = ErrorBody(error=ErrorDetail(code=error.code, message=one_line(error.message)))
     return Response(error.status, body, headers)

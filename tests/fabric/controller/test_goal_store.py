@@ -155,7 +155,7 @@ async def test_postgresql_refuses_a_schema_from_the_future(postgres: PostgresSer
     await store.aclose()
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("UPDATE fabric_schema SET version = 99")
-    with pytest.raises(StoreError, match=r"schema version 99, this fabric knows up to 1"):
+    with pytest.raises(StoreError, match=r"schema version 99, this fabric knows up to 2"):
         await open_goal_store(url, tmp_path, "east")
 
 

@@ -1,0 +1,215 @@
+"""A replica's API address: the leader's API in this process, or the leader's forwarded.
+
+While this replica leads, requests go to its own RDFE (mounted for the term). Otherwise every
+request, reads and writes alike, is forwarded to the leader's address (kept in the replica
+table) with the client's own credentials (replicas of one fabric share the API token); the
+answer streams back as the leader gave it. With no leader (an election, or this replica still
+taking over) a request is answered 503 ServiceUnavailable with Retry-After and changes nothing.
+A forwarded request is never forwarded again (a replica that stopped leading answers 503).
+
+A write whose forwarding broke after it was sent (the leader died answering it) answers 503
+too: the change either landed whole (one database transaction) or not at all; the message says
+to read it back. Remote shells (WebSockets) are not forwarded: connect to the leader.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import anyio
+import httpx
+import msgspec
+
+from fabric.controller.pg_store import Database, StoreUnavailable
+from fabric.frontend.api import ErrorBody, ErrorDetail
+from fabric.replica.registry import Leader, current_leader
+from roles.hosts.http import answer_lifespan
+
+log = logging.getLogger("fabric.replica")
+
+#: the header a forwarded request carries (the forwarding replica's name)
+FORWARDED_BY = b"x-fabric-forwarded-by"
+#: headers of one connection, never passed on
+_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"transfer-encoding",
+        b"te",
+        b"trailer",
+        b"upgrade",
+        b"host",
+    }
+)
+#: connecting to the leader (it is on the same network; a dead one refuses or times out)
+CONNECT_TIMEOUT = 2.0
+#: sending a request body to the leader (a package upload may be large)
+WRITE_TIMEOUT = 60.0
+
+Scope = dict[str, Any]
+Receive = Callable[[], Any]
+Send = Callable[[dict[str, Any]], Any]
+
+
+class ClientGone(Exception):
+    """The client disconnected while its body was being forwarded."""
+
+
+class ReplicaFront:
+    """The ASGI application at a replica's address.
+
+    Args:
+        name: this replica's name.
+        db: the replica's database pool (the replica table).
+        is_leader: whether this replica leads now (its lease renewed in time).
+        refresh_interval: how often the leader's address is read again.
+        retry_after: the Retry-After of a 503 (seconds).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        db: Database,
+        is_leader: Callable[[], bool],
+        *,
+        refresh_interval: float = 2.0,
+        retry_after: int = 1,
+    ) -> None:
+        self.name = name
+        self.db = db
+        self.is_leader = is_leader
+        self.refresh_interval = refresh_interval
+        self.retry_after = retry_after
+        #: the local API while this replica leads (mounted for a term)
+        self.app: Any = None
+        #: the leader as last read (None: none known)
+        self.leader: Leader | None = None
+        self._stale = anyio.Event()
+        self.client = httpx.AsyncClient(
+            timeout=httpx.Timeout(
+                connect=CONNECT_TIMEOUT, read=None, write=WRITE_TIMEOUT, pool=CONNECT_TIMEOUT
+            ),
+            follow_redirects=False,
+        )
+
+    @contextmanager
+    def mount(self, app: Any) -> Iterator[None]:
+        """Serve ``app`` here for the block (a leader's term)."""
+        self.app = app
+        try:
+            yield
+        finally:
+            self.app = None
+
+    def leader_changed(self) -> None:
+        """Read the leader again now (a forward failed, or the lease changed hands)."""
+        self._stale.set()
+
+    async def watch(self) -> None:
+        """Keep the leader's address fresh (every refresh_interval, or when told it changed)."""
+        try:
+            while True:
+                try:
+                    self.leader = await current_leader(self.db)
+                except StoreUnavailable as exc:
+                    log.debug("%s: cannot read the leader: %s", self.name, exc)  # keep the last one
+                self._stale = anyio.Event()
+                with anyio.move_on_after(self.refresh_interval):
+                    await self._stale.wait()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.client.aclose()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The ASGI entry point."""
+        if scope["type"] == "lifespan":
+            await answer_lifespan(receive, send)
+            return
+        app = self.app
+        if app is not None and self.is_leader():
+            await app(scope, receive, send)
+            return
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1013})  # try again later, at the leader
+            return
+        if scope["type"] != "http":
+            return
+        await self._forward(scope, receive, send)
+
+    async def _refuse(self, send: Send, message: str) -> None:
+        body = msgspec.json.encode(ErrorBody(error=ErrorDetail(code="ServiceUnavailable", message=message)))
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"retry-after", str(self.retry_after).encode()),
+        ]
+        await send({"type": "http.response.start", "status": 503, "headers": headers})
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
+    async def _forward(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [(k, v) for k, v in scope.get("headers", []) if k.lower() not in _HOP]
+        leader = self.leader
+        if any(k.lower() == FORWARDED_BY for k, _ in headers):
+            await self._refuse(send, f"replica {self.name} does not lead (any more); retry")
+            return
+        if leader is None:
+            await self._refuse(send, "no controller replica leads now (an election is under way); retry")
+            return
+        if leader.name == self.name:
+            await self._refuse(send, f"replica {self.name} is taking over as leader; retry")
+            return
+        path = scope.get("raw_path") or scope["path"].encode()
+        query = scope.get("query_string", b"")
+        url = leader.url + path.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
+        headers.append((FORWARDED_BY, self.name.encode()))
+        method = scope["method"]
+        has_body = any(
+            k.lower() in (b"content-length", b"transfer-encoding") for k, _ in scope.get("headers", [])
+        )
+        content = _body(receive) if has_body else b""
+        request = self.client.build_request(method, url, headers=headers, content=content)
+        try:
+            response = await self.client.send(request, stream=True)
+        except ClientGone:
+            return
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            self.leader_changed()
+            await self._refuse(
+                send, f"the leader {leader.name} cannot be reached ({type(exc).__name__}); retry"
+            )
+            return
+        except httpx.HTTPError as exc:
+            self.leader_changed()
+            await self._refuse(
+                send,
+                f"the leader {leader.name} went away while answering ({type(exc).__name__}); a change it "
+                "was making landed whole or not at all: read it back before retrying",
+            )
+            return
+        try:
+            out = [(k, v) for k, v in response.headers.raw if k.lower() not in _HOP]
+            await send({"type": "http.response.start", "status": response.status_code, "headers": out})
+            try:
+                async for chunk in response.aiter_raw():
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            except httpx.HTTPError:
+                log.warning("%s: the leader's answer to %s %s broke off", self.name, method, scope["path"])
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            await response.aclose()
+
+
+async def _body(receive: Receive) -> AsyncIterator[bytes]:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunk = message.get("body", b"")
+        if chunk:
+            yield chunk
+        if not message.get("more_body", False):
+            return

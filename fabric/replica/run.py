@@ -1,0 +1,227 @@
+"""One controller replica's life: serve the API, campaign, lead a term, follow, again.
+
+``fabric serve --store postgresql://... --replica NAME`` runs :func:`serve_replica`. Replicas of
+one fabric share its state folder (the API token, hosted services, packages: one machine, or
+a folder every replica mounts) and its database (the goal state, the lease, the replica table).
+Each holds ``replica-NAME.lock`` in the folder for its life, and a shared lock on
+``fabric.lock`` (so a plain ``fabric serve`` cannot run there meanwhile).
+
+While it leads, a replica runs the whole fabric (controller, FFE, load balancers, local hosts;
+``fabric.server.open_fabric``) with every write fenced by its lease; when the term ends (the
+lease not renewed in time, taken over, or a write fenced) the fabric is stopped, and the
+replica follows again, forwarding requests to whoever leads.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import socket
+from collections.abc import Awaitable, Callable
+from functools import partial
+from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import anyio
+import anyio.abc
+
+from fabric.controller.leader import Elector
+from fabric.controller.pg_store import Database, StoreUnavailable, migrate, redact
+from fabric.frontend.auth import clear_api_url, new_token, read_token, write_api_url, write_token
+from fabric.replica.front import ReplicaFront
+from fabric.replica.registry import register
+from fabric.server import FabricBusy, ReplicaTerm, open_fabric
+from fabric.settings import Settings
+from roles.hosts.http import asgi_handler, serve_http, server_config, socket_url
+
+log = logging.getLogger("fabric.replica")
+
+#: a replica name: it names a lock file and a row, and appears in logs
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+
+
+def lock_replica(state_dir: Path, name: str) -> tuple[Path, list[int]]:
+    """Take the state folder for replica ``name``; returns the folder and the locks' fds.
+
+    Raises:
+        FabricBusy: a plain ``fabric serve`` runs there, or a replica of this name does.
+    """
+    state_dir = state_dir.absolute()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(state_dir, 0o700)  # it holds the API token
+    fds: list[int] = []
+    try:
+        shared = os.open(state_dir / "fabric.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        fds.append(shared)
+        try:
+            fcntl.flock(shared, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise FabricBusy(
+                f"a fabric that is not a replica is running for state folder {state_dir}"
+            ) from None
+        own = os.open(state_dir / f"replica-{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        fds.append(own)
+        try:
+            fcntl.flock(own, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise FabricBusy(f"replica {name} is already running for state folder {state_dir}") from None
+        os.ftruncate(own, 0)
+        os.write(own, f"{os.getpid()}\n".encode())
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    return state_dir, fds
+
+
+async def first_of(*waits: Callable[[], Awaitable[object]]) -> None:
+    """Return when the first of ``waits`` returns (the others are cancelled)."""
+    async with anyio.create_task_group() as tg:
+
+        async def wait(fn: Callable[[], Awaitable[object]]) -> None:
+            await fn()
+            tg.cancel_scope.cancel()
+
+        for fn in waits:
+            tg.start_soon(wait, fn)
+
+
+def shared_token(state_dir: Path) -> str:
+    """The API token every replica of the folder serves (made by the first one to start)."""
+    fd = os.open(state_dir / "token.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # two replicas starting at once make one token
+        token = read_token(state_dir)
+        if token is None:
+            token = new_token()
+            write_token(state_dir, token)
+        return token
+    finally:
+        os.close(fd)
+
+
+def with_application_name(url: str, name: str) -> str:
+    """The URL with ``application_name=fabric-replica-NAME`` (unless it names one): the
+    database's own views (pg_stat_activity, logs) say which replica a session is."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query)
+    if any(k == "application_name" for k, _ in query):
+        return url
+    query.append(("application_name", f"fabric-replica-{name}"))
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+async def serve_replica(
+    state_dir: Path,
+    settings: Settings,
+    store_url: str,
+    name: str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    listen: tuple[str, int] | None = None,
+    on_change: Callable[[str], None] = lambda line: None,
+    stop: anyio.Event | None = None,
+    task_status: anyio.abc.TaskStatus[str] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run replica ``name`` until ``stop`` is set (then a leader stops its fabric gracefully and
+    lets the lease go) or it is cancelled; reports its API URL once it answers.
+
+    Raises:
+        FabricBusy: the folder is taken (see lock_replica).
+        StoreError: the database cannot be reached at start, or holds a newer schema.
+    """
+    state_dir, locks = lock_replica(state_dir, name)
+    store_url = with_application_name(store_url, name)
+    try:
+        token = await anyio.to_thread.run_sync(shared_token, state_dir)
+        db = Database(store_url, max_connections=3, name=f"replica-{name}")
+        await db.open()
+        try:
+            await db.run(migrate, write=True)
+            await _serve(
+                state_dir,
+                settings,
+                store_url,
+                name,
+                token,
+                db,
+                (host, port),
+                listen,
+                on_change,
+                stop or anyio.Event(),
+                task_status,
+            )
+        finally:
+            await db.aclose()
+    finally:
+        for fd in locks:
+            os.close(fd)
+
+
+async def _serve(
+    state_dir: Path,
+    settings: Settings,
+    store_url: str,
+    name: str,
+    token: str,
+    db: Database,
+    address: tuple[str, int],
+    listen: tuple[str, int] | None,
+    on_change: Callable[[str], None],
+    stop: anyio.Event,
+    task_status: anyio.abc.TaskStatus[str],
+) -> None:
+    elector = Elector.from_settings(db, name, settings)
+    front = ReplicaFront(
+        name,
+        db,
+        lambda: elector.is_leader,
+        refresh_interval=settings.leader_renew_interval,
+        retry_after=max(1, round(settings.leader_renew_interval)),
+    )
+    config = server_config(graceful_timeout=2.0)
+    with socket.create_server(address, backlog=config.backlog) as sock:
+        url = socket_url(sock)
+        while True:
+            try:
+                await register(db, name, url)
+                break
+            except StoreUnavailable as exc:
+                log.warning("%s: waiting for the database to register: %s", name, exc)
+                await anyio.sleep(settings.leader_renew_interval)
+        async with anyio.create_task_group() as tg:
+            await tg.start(partial(serve_http, asgi_handler(front), sock, config))
+            tg.start_soon(front.watch)
+            await tg.start(elector.run)
+            write_api_url(state_dir, url)
+            on_change(f"replica {name} serving {url} (database {redact(store_url)}); following")
+            task_status.started(url)
+            try:
+                while not stop.is_set():
+                    await first_of(elector.wait_leading, stop.wait)
+                    term = elector.term
+                    if term is None or stop.is_set():
+                        continue
+                    front.leader_changed()
+                    on_change(f"replica {name} leads (epoch {term.epoch}); taking over")
+                    replica = ReplicaTerm(
+                        url=url, token=token, fence=elector.fence, on_fenced=elector.resign, mount=front.mount
+                    )
+                    try:
+                        async with open_fabric(
+                            state_dir, settings, store_url=store_url, listen=listen, replica=replica
+                        ):
+                            on_change(f"replica {name} acting as leader (epoch {term.epoch})")
+                            await first_of(term.ended.wait, stop.wait)
+                            why = term.lost or "asked to stop"
+                            on_change(f"replica {name} stops leading: {why}; stopping its controller")
+                    except Exception as exc:  # a takeover that failed: let another replica try
+                        log.exception("replica %s could not lead", name)
+                        elector.resign(f"the fabric did not start: {type(exc).__name__}: {exc}")
+                    front.leader_changed()
+                    on_change(f"replica {name} follows")
+            finally:
+                clear_api_url(state_dir, url)
+                tg.cancel_scope.cancel()

@@ -1,0 +1,211 @@
+"""Controller replicas for real: `fabric serve --replica` processes on one state folder and a real
+PostgreSQL server; leaders SIGKILLed and SIGSTOPped, the database restarted."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import anyio
+import pytest
+
+from fabric.client.deployments import deploy_service
+from fabric.client.errors import ApiRefused
+from fabric.frontend.auth import read_token
+from tests.fabric.replica.replica_kit import FABRIC, alive, cluster, eventually
+from tests.paths import EXAMPLES
+from tests.pg_server import PostgresServer
+
+pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
+
+HELLO = EXAMPLES / "hello-worker"
+#: the fast profile's lease (Settings.fast: leader_lease_duration)
+LEASE = 3.0
+
+
+async def test_leader_killed_the_other_leads_and_completes_what_was_acknowledged(
+    postgres: PostgresServer, tmp_path: Path
+) -> None:
+    async with cluster(tmp_path, postgres) as c:
+        await c.start("a")
+        await c.start("b")
+        old = await c.leader()
+        new = c.replicas["b" if old.name == "a" else "a"]
+        async with c.client(new) as client:
+            assert await client.subscription()  # the follower answers (forwarded)
+            # A deploy through the follower (forwarded to the leader), acknowledged with a request
+            # id; the leader is killed while the operation runs.
+            started = await deploy_service(client, HELLO, None, wait=False)
+            doomed = c.descendants(old)
+            killed_at = anyio.current_time()
+            old.process.send_signal(signal.SIGKILL)
+
+            async def leads() -> bool:
+                row = await c.lease()
+                return bool(row and row["live"] and row["holder"] == new.name)
+
+            await eventually(leads, LEASE + 2.0, f"{new.name} leading within lease + 2 s")
+            leading_after = anyio.current_time() - killed_at
+            await c.leader(not_=old.name)
+
+            async def answers() -> bool:
+                try:
+                    return bool(await client.deployment(started.service, "production"))
+                except ApiRefused as exc:
+                    assert exc.status == 503, exc  # an election: 503 with Retry-After, nothing else
+                    return False
+
+            await eventually(answers, 60, "the new leader answering the API")
+            op = await client.wait(started.request_id)
+            assert op.status == "Succeeded", op
+
+            async def ready() -> bool:
+                view = await client.deployment(started.service, "production")
+                return [i.status for i in view.instances] == ["ReadyRole"]
+
+            await eventually(ready, 60, "the deployment's instance ReadyRole")
+        # the killed leader's hosts and VMs went with it
+        await eventually(lambda: _none_alive(doomed), 30, "the killed leader's processes gone")
+        print(f"leading {leading_after:.2f} s after the kill (lease {LEASE:g} s)")
+
+
+async def _none_alive(pids: set[int]) -> bool:
+    return not alive(pids)
+
+
+def raw_request(url: str, method: str, path: str, token: str, body: bytes) -> socket.socket:
+    """Send one HTTP request on a new connection and return the socket unread: the kernel
+    queues it even while the server is stopped."""
+    parts = urlsplit(url)
+    sock = socket.create_connection((parts.hostname, parts.port), timeout=60)
+    head = (
+        f"{method} {path} HTTP/1.1\r\nhost: {parts.netloc}\r\nauthorization: Bearer {token}\r\n"
+        f"x-ms-version: 2014-06-01\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    )
+    sock.sendall(head.encode() + body)
+    return sock
+
+
+def read_status(sock: socket.socket) -> int:
+    """The status code of the answer on ``sock`` (then closes it)."""
+    with sock:
+        data = b""
+        while b"\r\n" not in data:
+            chunk = sock.recv(4096)
+            if not chunk:
+                raise AssertionError(f"no answer: {data!r}")
+            data += chunk
+    return int(data.split(b" ", 2)[1])
+
+
+async def test_leader_paused_past_its_lease_writes_nothing_and_follows(
+    postgres: PostgresServer, tmp_path: Path
+) -> None:
+    async with cluster(tmp_path, postgres) as c:
+        await c.start("a")
+        await c.start("b")
+        old = await c.leader()
+        new = c.replicas["b" if old.name == "a" else "a"]
+        async with c.client(old) as client:
+            started = await deploy_service(client, HELLO, None)
+            path = f"{await client._slot(started.service, 'production')}?comp=status"
+        await c.audit()
+        os.kill(old.pid, signal.SIGSTOP)
+        try:
+            await c.leader(not_=old.name, seconds=LEASE + 30)
+            # A write reaches the paused leader's socket; it is read once the process resumes.
+            token = read_token(c.state) or ""
+            sock = raw_request(old.url, "POST", path, token, b'{"Status": "Running"}')
+            before = await c.writes_by(old.name)
+            offset = len(old.output())
+        finally:
+            os.kill(old.pid, signal.SIGCONT)
+        status = await anyio.to_thread.run_sync(read_status, sock)
+        # Either the old leader's write was fenced (503), or it already forwarded it to the new
+        # leader (202): never a write of its own.
+        assert status in (202, 503), status
+        await c.wait_output(old, rf"replica {old.name} follows", after=offset)
+        assert await c.writes_by(old.name) == before == 0
+        row = await c.lease()
+        assert row is not None and row["holder"] == new.name and row["live"]
+        async with c.client(old) as client:  # it forwards to the new leader now
+
+            async def ready() -> bool:
+                view = await client.deployment(started.service, "production")
+                return [i.status for i in view.instances] == ["ReadyRole"]
+
+            await eventually(ready, 60, "the deployment ReadyRole under the new leader")
+        assert await c.writes_by(new.name) > 0  # the new leader did write (the audit works)
+
+
+async def test_database_restarted_under_a_running_fabric(postgres: PostgresServer, tmp_path: Path) -> None:
+    settings = tmp_path / "settings.toml"
+    # a lease that outlives the restart (the fast profile's 2 s deadline would not)
+    settings.write_text(
+        "leader_lease_duration = 30.0\nleader_renew_interval = 1.0\nleader_renew_deadline = 20.0\n"
+    )
+    async with cluster(tmp_path, postgres, settings) as c:
+        await c.start("a")
+        await c.start("b")
+        leader = await c.leader()
+        epoch = (await c.lease() or {})["epoch"]
+        async with c.client(leader) as client:
+            started = await deploy_service(client, HELLO, None)
+
+            async def ready() -> bool:
+                view = await client.deployment(started.service, "production")
+                return [i.status for i in view.instances] == ["ReadyRole"]
+
+            await eventually(ready, 60, "ReadyRole")
+            running = c.descendants(leader)
+            acknowledged = await client.set_status(started.service, "production", "Running")
+            assert (await client.wait(acknowledged)).status == "Succeeded"
+
+            await anyio.to_thread.run_sync(postgres.stop_server)
+            try:
+                # the goal state cannot change: a write is refused (503, Retry-After), reads answer
+                with pytest.raises(ApiRefused) as refused:
+                    await client.set_status(started.service, "production", "Running")
+                assert refused.value.status == 503, refused.value
+                view = await client.deployment(started.service, "production")
+                assert [i.status for i in view.instances] == ["ReadyRole"]
+            finally:
+                await anyio.to_thread.run_sync(postgres.start_server)
+
+            async def accepted() -> str | None:
+                try:
+                    return await client.set_status(started.service, "production", "Running")
+                except ApiRefused as exc:
+                    assert exc.status == 503, exc
+                    return None
+
+            after = await eventually(accepted, 30, "a write accepted once the database is back")
+            assert (await client.wait(after)).status == "Succeeded"
+            assert (await client.wait(acknowledged)).status == "Succeeded"  # not lost
+            view = await client.deployment(started.service, "production")
+            assert [(i.status, i.restarts) for i in view.instances] == [("ReadyRole", 0)]
+        assert alive(running) == running  # no process of the fabric restarted
+        row = await c.lease()
+        assert row is not None and row["holder"] == leader.name and row["epoch"] == epoch
+
+
+async def test_a_schema_from_the_future_is_refused(postgres: PostgresServer, tmp_path: Path) -> None:
+    from fabric.controller.goal_store import open_goal_store
+
+    url = postgres.create_database()
+    await (await open_goal_store(url, tmp_path, "local")).aclose()
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("UPDATE fabric_schema SET version = 99")
+    argv = [FABRIC, "serve", "--fast", "--store", url, "--replica", "a", "--state-dir", str(tmp_path / "s")]
+    with anyio.fail_after(60):
+        result = await anyio.run_process(argv, check=False, stderr=subprocess.PIPE)
+    err = result.stderr.decode().strip()
+    assert result.returncode == 2, err
+    assert len(err.splitlines()) == 1 and "schema version 99" in err, err
