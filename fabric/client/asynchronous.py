@@ -19,7 +19,14 @@ import msgspec
 from fabric.client.errors import ClientError, NoFabricRunning, NotFound, refusal, unreachable
 from fabric.controller.chaos.messages import FaultList, FaultRecord, Inject, TargetMap, WatchBatch, WatchStart
 from fabric.controller.events import MAX_PAGE, EventPage
-from fabric.controller.messages import DeploymentView, Slot, UpgradeMode
+from fabric.controller.messages import (
+    DeploymentPage,
+    DeploymentView,
+    InstanceView,
+    PublicEndpoint,
+    Slot,
+    UpgradeMode,
+)
 from fabric.frontend import api
 from fabric.frontend import certificates as cert_api
 from fabric.frontend import cluster_routes as cluster_api
@@ -30,6 +37,9 @@ T = TypeVar("T")
 
 #: the Service Management API version this client speaks (informative: the API takes any)
 API_VERSION = "2014-06-01"
+#: instances the client asks for per page when it reads a deployment
+PAGE = 500
+SLOTS: tuple[Slot, ...] = ("production", "staging")
 
 
 class AsyncFabricClient:
@@ -138,13 +148,49 @@ class AsyncFabricClient:
         resp = await self.request("GET", await self._services(), params=params)
         return msgspec.json.decode(resp.content, type=api.HostedServices).hosted_services
 
-    async def deployments(self) -> list[DeploymentView]:
-        """Every deployment of every hosted service."""
-        out: list[DeploymentView] = []
-        for hosted in await self.hosted_services(detail=True):
-            if not isinstance(hosted.deployments, msgspec.UnsetType):
-                out.extend(hosted.deployments)
+    async def deployments(self, *, limit: int | None = None) -> list[DeploymentView]:
+        """Every deployment of every hosted service, each fetched page by page: with all its
+        instances, or the first ``limit`` (see ``deployment_pages`` for the totals)."""
+        return [page.deployment for page in await self.deployment_pages(limit=limit)]
+
+    async def deployment_pages(self, *, limit: int | None = None) -> list[DeploymentPage]:
+        """Every deployment (as ``paged_deployment``), by hosted service then slot."""
+        out: list[DeploymentPage] = []
+        for hosted in await self.hosted_services(detail=False):
+            for slot in SLOTS:
+                try:
+                    out.append(await self.paged_deployment(hosted.service_name, slot, limit=limit))
+                except NotFound:
+                    continue
         return out
+
+    async def deployment_page(
+        self, service: str, slot: Slot, *, limit: int = PAGE, cursor: str = ""
+    ) -> DeploymentPage:
+        """One page of a deployment: at most ``limit`` instances (1..1000) after ``cursor`` (a
+        previous page's ``next_cursor``; "": from the first)."""
+        path = await self._slot(service, slot)
+        return await self._call("GET", path, DeploymentPage, limit=limit, cursor=cursor or None)
+
+    async def paged_deployment(self, service: str, slot: Slot, *, limit: int | None = None) -> DeploymentPage:
+        """A deployment read page by page: every instance (``limit`` None), or the first
+        ``limit``; ``next_cursor`` is "" when it holds them all."""
+        instances: list[InstanceView] = []
+        endpoints: dict[tuple[str, str], PublicEndpoint] = {}
+        cursor = ""
+        while True:
+            want = PAGE if limit is None else min(PAGE, limit - len(instances))
+            page = await self.deployment_page(service, slot, limit=want, cursor=cursor)
+            instances += page.deployment.instances
+            endpoints.update({(e.role, e.name): e for e in page.deployment.endpoints})
+            cursor = page.next_cursor
+            if not cursor or (limit is not None and len(instances) >= limit):
+                view = msgspec.structs.replace(
+                    page.deployment,
+                    instances=instances,
+                    endpoints=sorted(endpoints.values(), key=_endpoint_order),
+                )
+                return DeploymentPage(deployment=view, total=page.total, next_cursor=cursor)
 
     async def hosted_service(self, service: str) -> api.HostedService | None:
         """A hosted service, or None when it does not exist."""
@@ -421,6 +467,13 @@ class AsyncFabricClient:
 def _segment(text: str) -> str:
     """``text`` as one URL path segment."""
     return quote(text, safe="")
+
+
+def _endpoint_order(e: PublicEndpoint) -> tuple[str, str, str]:
+    """The order the API lists endpoints in: by role, endpoint, then instance ("" first: the
+    load-balanced one; ``Endpoint.Role_IN_n``: an instance's forwarded port)."""
+    endpoint, _, instance = e.name.partition(".")
+    return (e.role, endpoint, instance)
 
 
 def _thumbprint_path(thumbprint: str) -> str:

@@ -176,16 +176,31 @@ def deploy(
 
 
 @click.command()
-@click.option("--json", "as_json", is_flag=True, help="Print the stable machine-readable view.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the stable machine-readable view (every instance)."
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(1, 10_000_000),
+    default=None,
+    help="Show at most N instances of each deployment (the first by role and index).",
+)
 @state_dir_option
-def status(as_json: bool, state_dir: Path) -> None:
-    """Show every deployment: instances (status, host, domains, restarts) and public endpoints."""
+def status(as_json: bool, limit: int | None, state_dir: Path) -> None:
+    """Show every deployment: instances (status, host, domains, restarts) and public endpoints.
+
+    Large deployments are read page by page; --limit shows the first N instances of each."""
+    if as_json and limit is not None:
+        raise click.UsageError("--json prints every instance; --limit is for the table")
     with user_errors(), FabricClient(state_dir) as client:
-        deployments = client.deployments()
+        pages = client.deployment_pages(limit=limit)
+        deployments = [p.deployment for p in pages]
         if as_json:
             click.echo(status_json(deployments))
         else:
-            render_status(_console(), deployments)
+            render_status(
+                _console(), deployments, {(p.deployment.service, p.deployment.slot): p.total for p in pages}
+            )
 
 
 @click.command()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 import msgspec
@@ -42,8 +42,11 @@ def summary(view: DeploymentView) -> str:
     return text + (f" ({others})" if others else "")
 
 
-def status_renderables(deployments: Sequence[DeploymentView]) -> list[RenderableType]:
-    """Every deployment as rich renderables: a line, its instances table, its public endpoints."""
+def status_renderables(
+    deployments: Sequence[DeploymentView], totals: Mapping[tuple[str, str], int] | None = None
+) -> list[RenderableType]:
+    """Every deployment as rich renderables: a line, its instances table, its public endpoints;
+    ``totals``: (service, slot) -> its instance count, when a view holds only the first ones."""
     if not deployments:
         return [Text("no deployments (deploy one with `fabric deploy SERVICE`)")]
     out: list[RenderableType] = []
@@ -69,13 +72,25 @@ def status_renderables(deployments: Sequence[DeploymentView]) -> list[Renderable
                 i.id, i.role, status, i.host, str(i.update_domain), str(i.fault_domain), str(i.restarts)
             )
         out.append(table)
+        total = (totals or {}).get((view.service, view.slot), len(view.instances))
+        if total > len(view.instances):
+            out.append(
+                Text(
+                    f"  showing {len(view.instances):,} of {total:,} instances (raise --limit; --json shows all)"
+                )
+            )
         out.extend(Text(f"  endpoint {endpoint_text(e)}") for e in view.endpoints)
     return out
 
 
-def render_status(console: Console, deployments: Sequence[DeploymentView]) -> None:
-    """Print every deployment: a line, its instances table, its public endpoints."""
-    for renderable in status_renderables(deployments):
+def render_status(
+    console: Console,
+    deployments: Sequence[DeploymentView],
+    totals: Mapping[tuple[str, str], int] | None = None,
+) -> None:
+    """Print every deployment: a line, its instances table, its public endpoints (``totals``:
+    see status_renderables)."""
+    for renderable in status_renderables(deployments, totals):
         console.print(renderable, highlight=False)
 
 

@@ -40,6 +40,7 @@ from fabric.controller.messages import (
     DeleteDeployment,
     DeploymentView,
     GetDeployment,
+    GetDeploymentPage,
     GetOperation,
     InstanceAction,
     ListDeployments,
@@ -56,6 +57,7 @@ from fabric.controller.recovery import recover
 from fabric.controller.replica_store import fail_fast
 from fabric.controller.rotation import Rotation
 from fabric.controller.state import ControllerState
+from fabric.controller.status_page import deployment_page
 from fabric.controller.upgrade import Upgrades
 from fabric.host.messages import HostHeartbeat, InstanceStatusChanged
 from fabric.settings import Settings
@@ -194,6 +196,8 @@ class FabricController(Actor):
                         await state.on_status(host_id, vm, status)
             case GetDeployment(service=service, slot=slot):
                 return self.view(state.get(service, slot))
+            case GetDeploymentPage(service=service, slot=slot, limit=limit, after=after):
+                return deployment_page(state.get(service, slot), state.rotation, limit, after)
             case ListDeployments():
                 return [
                     self.view(d)

@@ -59,6 +59,16 @@ class GetDeployment(Request["DeploymentView"], frozen=True, tag=True, kw_only=Tr
     slot: Slot
 
 
+class GetDeploymentPage(Request["DeploymentPage"], frozen=True, tag=True, kw_only=True):
+    """Answer a slot's DeploymentView with at most ``limit`` instances, those after the one
+    ``after`` names (a cursor: the last instance id of the previous page; "": from the first)."""
+
+    service: str
+    slot: Slot
+    limit: int
+    after: str = ""
+
+
 class ListDeployments(Request["list[DeploymentView]"], frozen=True, tag=True):
     """Answer every DeploymentView."""
 
@@ -198,3 +208,13 @@ class DeploymentView(msgspec.Struct, frozen=True, kw_only=True):
     roles: dict[str, int] = {}
     instances: list[InstanceView] = []
     endpoints: list[PublicEndpoint] = []
+
+
+class DeploymentPage(msgspec.Struct, frozen=True, kw_only=True):
+    """A deployment with one page of its instances (in role, index order) and the endpoints of
+    those instances; ``next_cursor`` asks for the next page ("": this was the last)."""
+
+    deployment: DeploymentView
+    #: instances in the deployment, on every page
+    total: int
+    next_cursor: str = ""

@@ -362,8 +362,10 @@ class Deployment:
             return "Deleting"
         return self.phase or self.goal
 
-    def view(self, endpoints: list[PublicEndpoint]) -> DeploymentView:
-        """The stable machine-readable view."""
+    def view(
+        self, endpoints: list[PublicEndpoint], instances: list[Instance] | None = None
+    ) -> DeploymentView:
+        """The stable machine-readable view (of ``instances`` only, when given: a page)."""
         gen = self.current
         upgrade = self.upgrade
         return DeploymentView(
@@ -378,7 +380,7 @@ class Deployment:
             if upgrade is not None and upgrade.mode == "Manual"
             else -1,
             roles={r.name: len(self.by_role(r.name)) for r in gen.definition.roles},
-            instances=[instance_view(i) for i in self.ordered()],
+            instances=[instance_view(i) for i in (self.ordered() if instances is None else instances)],
             endpoints=endpoints,
         )
 

@@ -16,6 +16,7 @@ Routes (every one needs ``Authorization: Bearer <token>``, the token in ``<state
     GET|DELETE .../certificates/sha1-{thumbprint}                        fabric.frontend.certificates
     POST   .../hostedservices/{service}/deploymentslots/{slot}           CreateDeployment
     GET    .../deploymentslots/{slot}                                    -> DeploymentView
+    GET    .../deploymentslots/{slot}?limit=N[&cursor=C]   -> DeploymentPage (N instances, 1-1000)
     DELETE .../deploymentslots/{slot}
     POST   .../deploymentslots/{slot}?comp=config|upgrade|walkupgradedomain|status
     POST   .../deploymentslots/{slot}/roleinstances/{name}?comp=reboot|reimage|rebuild

@@ -11,16 +11,19 @@ from fabric.controller.messages import (
     DeleteDeployment,
     DeploymentView,
     GetDeployment,
+    GetDeploymentPage,
     InstanceAction,
     SetDeploymentStatus,
     Slot,
     SwapDeployments,
     WalkUpgradeDomain,
 )
+from fabric.controller.status_page import MAX_PAGE
 from fabric.frontend import api
 from fabric.frontend._http import Request, Response
 from fabric.frontend.api import ApiError, bad_request, conflict, not_found
 from fabric.frontend.ffe import ChangeConfig, Deploy, Forward, Submitted, Upgrade
+from fabric.frontend.paging import cursor_of, limit_of
 from fabric.frontend.staging import discard_package
 from fabric.frontend.store import HostedServiceRecord, SubscriptionRecord
 
@@ -96,7 +99,14 @@ class SlotHandlers:
         hosted = self.rdfe.hosted(sub, service)
         slot = parse_slot(slot_text)
         if r.method == "GET":
-            return Response(200, await self._get(hosted, slot))
+            limit, cursor = limit_of(r, MAX_PAGE), cursor_of(r)
+            if limit is None:
+                if cursor:
+                    raise bad_request("cursor goes with limit (a page of instances)")
+                return Response(200, await self._get(hosted, slot))
+            pool = self._pool(hosted, slot)
+            page = GetDeploymentPage(service=hosted.name, slot=slot, limit=limit, after=cursor)
+            return Response(200, await self.rdfe.ask_ffe(Forward(pool=pool, command=page)))
         if r.method == "DELETE":
             return await self._delete(sub, hosted, slot)
         match r.comp:

@@ -19,8 +19,10 @@ from fabric.controller.messages import (
     ControllerError,
     CreateDeployment,
     DeleteDeployment,
+    DeploymentPage,
     DeploymentView,
     GetDeployment,
+    GetDeploymentPage,
     GetOperation,
     InstanceAction,
     InstanceView,
@@ -120,6 +122,17 @@ class StandInController(Actor):
                 return self._accept()
             case GetDeployment():
                 return self._get(message.service, message.slot)
+            case GetDeploymentPage(limit=limit, after=after):
+                view = self._get(message.service, message.slot)
+                ids = [i.id for i in view.instances]
+                start = ids.index(after) + 1 if after in ids else 0
+                chosen = view.instances[start : start + limit]
+                more = start + limit < len(ids)
+                return DeploymentPage(
+                    deployment=msgspec.structs.replace(view, instances=chosen),
+                    total=len(ids),
+                    next_cursor=chosen[-1].id if more else "",
+                )
             case ListDeployments():
                 return list(self.deployments.values())
             case ChangeConfiguration():
