@@ -20,8 +20,11 @@ from fabric.controller.model import Deployment
 from fabric.controller.state import ControllerState
 from fabric.host.net_faults import NetFault, NetFaultApplied, NetFaultRefused
 
-#: seconds a host has to apply (or clear) a network fault: a few commands
+#: seconds a host has to apply a network fault (a few commands), and to clear one: shorter, as
+#: a host cut off by a partition cannot answer (it undoes the fault itself at its end), and the
+#: chaos agent gives an undo 10 s
 ASK_TIMEOUT = 15.0
+CLEAR_TIMEOUT = 5.0
 
 
 def host_request(fault: NetworkFault, fault_id: str) -> NetFault:
@@ -100,7 +103,7 @@ async def net_fault(world: World, fault: NetworkFault) -> Applied:
     async def clear() -> str:
         world.held.discard(key)
         try:
-            done = await _ask(state, host_id, NetFault(id=request.id, action="clear"))
+            done = await _ask(state, host_id, NetFault(id=request.id, action="clear"), CLEAR_TIMEOUT)
         except ControllerError as exc:
             return f"not cleared from here ({exc.message}); the host undoes it itself at its end"
         return f"{host_id}: {done.detail}"
@@ -116,9 +119,11 @@ def _deployment_or_none(state: ControllerState, service: str | None, slot: str) 
         return None
 
 
-async def _ask(state: ControllerState, host_id: str, message: NetFault) -> NetFaultApplied:
+async def _ask(
+    state: ControllerState, host_id: str, message: NetFault, timeout: float = ASK_TIMEOUT
+) -> NetFaultApplied:
     try:
-        answer: NetFaultApplied = await state.hosts.ask(host_id, message, ASK_TIMEOUT)
+        answer: NetFaultApplied = await state.hosts.ask(host_id, message, timeout)
     except (HostUnavailable, AskTimeout) as exc:
         raise targets.refuse(
             f"host {host_id} cannot take the fault now: {exc}", "ConflictError", 409

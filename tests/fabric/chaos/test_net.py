@@ -21,6 +21,7 @@ from fabric.client import ClientError
 from fabric.controller.chaos.faults import World
 from fabric.controller.chaos.messages import Inject, NetworkFault, Target
 from fabric.controller.chaos.net import net_fault
+from fabric.controller.hosts import HostUnavailable
 from fabric.controller.messages import ControllerError
 from tests.fabric.chaos.chaos_kit import guestbook
 from tests.fabric.host.test_net_faults import agent_in, host, netem_missing, reachable, start_server
@@ -87,6 +88,8 @@ class HostsStandIn:
 
     ref: Ref
     hosts: dict[str, Any] = field(default_factory=dict)
+    #: the host cut off from the controller (as by a partition): asks fail
+    cut: bool = False
 
     def __post_init__(self) -> None:
         self.hosts["far-1"] = SimpleNamespace(id="far-1", alive=True, joined=True)
@@ -95,6 +98,8 @@ class HostsStandIn:
         return list(self.hosts.values())
 
     async def ask(self, host_id: str, message: Any, timeout: float) -> Any:
+        if self.cut:
+            raise HostUnavailable(f"host {host_id} went away: its link is down")
         return await self.ref.ask(message, timeout=timeout)
 
 
@@ -184,3 +189,18 @@ def test_a_scenarios_bad_net_fault_is_one_line(net: str, words: str) -> None:
     with pytest.raises(ScenarioError) as caught:
         scenario(text)
     assert words in str(caught.value) and "\n" not in str(caught.value), caught.value
+
+
+async def test_a_fault_the_controller_cannot_clear_is_undone_by_the_host_at_its_end(host: NetHost) -> None:
+    async with agent_in(host) as agent:
+        hosts = HostsStandIn(agent.ref)
+        state = SimpleNamespace(hosts=hosts, deployments={}, pool="p", find=lambda *a: None)
+        world = World(state=state, controller=agent.ref)  # type: ignore[arg-type]
+        applied = await net_fault(world, network_fault(Target(host="far-1"), loss="20%", duration="1s"))
+        assert applied.undo is not None and agent.nft_tables()
+        hosts.cut = True
+        said = await applied.undo()
+        assert "not cleared from here" in said and "the host undoes it itself" in said
+        with anyio.fail_after(5):
+            while agent.nft_tables():
+                await anyio.sleep(0.05)
