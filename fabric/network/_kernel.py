@@ -1,0 +1,181 @@
+"""The kernel data path: nftables DNAT spreads an endpoint's new connections, as kube-proxy does.
+
+While it is in force the balancer's own listener sees no connection: the kernel rewrites each
+new one (round robin over the rotation) and conntrack carries its bytes. The user-space path
+takes over whenever the kernel cannot do what the balancer promises: no instance in rotation
+(clients queue), a toxic set, an instance refusing connects (trials and retries), a backend
+off loopback; and for ``TRIP_SECONDS`` after the kernel saw a backend refuse a connect.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+import os
+from collections.abc import Callable, Collection
+
+import anyio
+from anyio.abc import TaskStatus
+
+from . import _flows, _nft
+from ._flows import Addr
+from ._pool import Pool
+
+log = logging.getLogger("fabric.network")
+
+#: "on" puts the balancers of this process that were not told otherwise on the kernel path
+ENV = "REDDOG_LB_KERNEL"
+#: seconds between two counts of the kernel path's connections while waiting for a drain
+DRAIN_POLL = 0.1
+#: backend addresses remembered for drains (older ones, routed no more, are forgotten)
+MAX_REMEMBERED = 4096
+
+
+def usable(vip: str, wanted: bool | None) -> bool:
+    """Whether a balancer on ``vip`` takes the kernel path: ``wanted`` (None: REDDOG_LB_KERNEL
+    is "on"), as root, nft installed, on an IPv4 loopback address."""
+    if wanted is None:
+        wanted = os.environ.get(ENV, "").lower() in ("on", "1", "yes")
+    if not wanted:
+        return False
+    if os.geteuid() != 0 or _nft.nft_path() is None:
+        return False
+    return _loopback(vip)
+
+
+def _loopback(host: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return ip.version == 4 and ip.is_loopback
+
+
+class KernelPath:
+    """The nftables table of one TCP balancer, kept in step with its pool."""
+
+    def __init__(self, vip: str, port: int, pool: Pool, toxic: Callable[[], bool]) -> None:
+        self.vip = vip
+        self.port = port
+        self.table = _nft.table_name(port)
+        self._pool = pool
+        self._toxic = toxic
+        #: (address, instance id) of the backends the kernel spreads new connections over
+        self.routed: list[tuple[Addr, str]] = []
+        self._ids: dict[Addr, str] = {}
+        self._requested = 0
+        self._applied = 0
+        self._wake = anyio.Event()
+        self._done = anyio.Event()
+        self._running = False
+        self._tg: anyio.abc.TaskGroup | None = None
+        #: kernel connections to the instances of the last drain, at its last count
+        self._left: dict[str, int] = {}
+
+    def poke(self) -> None:
+        """The pool or the toxics changed: bring the kernel's rules in step."""
+        self._requested += 1
+        self._wake.set()
+
+    def desired(self) -> list[tuple[Addr, str]]:
+        """What the kernel should spread over now; empty hands every connection to user space."""
+        if self._toxic():
+            return []
+        out = []
+        for entry in self._pool.candidates:
+            backend = entry.backend
+            if entry.failures or not _loopback(backend.host):
+                return []
+            out.append(((backend.host, backend.port), backend.instance_id))
+        return out
+
+    async def run(self, *, task_status: TaskStatus[bool] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Keep the table in step until cancelled, then delete it; started(False) when the
+        kernel path cannot be set up (the user-space path serves alone)."""
+        try:
+            await _nft.sweep()  # tables a crashed balancer left behind
+            await _nft.run(_nft.create(self.table, self.vip, self.port))
+        except OSError as exc:
+            log.warning("load balancer on port %d: no kernel data path (%s)", self.port, exc)
+            task_status.started(False)
+            return
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                self._running = True
+                task_status.started(True)
+                await self._sync_forever()
+        finally:
+            self._running = False
+            self._done.set()
+            with anyio.CancelScope(shield=True), anyio.move_on_after(_nft.NFT_TIMEOUT):
+                # A stopped balancer ends its connections, the kernel's as well as its own;
+                # first, as once the table is gone no NAT hook rewrites their resets.
+                with contextlib.suppress(OSError):
+                    await _nft.run(_nft.route(self.table, self.vip, self.port, []))
+                await _flows.reset(await _flows.open_flows(self.vip, self.port))
+                try:
+                    await _nft.delete(self.table)
+                except OSError as exc:
+                    log.warning("cannot delete nft table %s: %s", self.table, exc)
+
+    async def _sync_forever(self) -> None:
+        while True:
+            target = self._requested
+            want = self.desired()
+            if want != self.routed:
+                script = _nft.route(self.table, self.vip, self.port, [a for a, _ in want])
+                try:
+                    await _nft.run(script)
+                except OSError as exc:
+                    log.warning("load balancer on port %d: kernel rules not updated: %s", self.port, exc)
+                else:
+                    self.routed = want
+                    self._remember(want)
+            self._applied = target
+            self._done.set()
+            self._done = anyio.Event()
+            if self._requested == target:
+                await self._wake.wait()
+                self._wake = anyio.Event()
+
+    def _remember(self, routed: list[tuple[Addr, str]]) -> None:
+        if len(self._ids) > MAX_REMEMBERED:
+            self._ids = dict(self.routed)
+        for addr, instance_id in routed:
+            self._ids[addr] = instance_id
+
+    async def synced(self) -> None:
+        """Wait until the kernel's rules reflect every change made before this call."""
+        target = self._requested
+        while self._running and self._applied < target:
+            await self._done.wait()
+
+    async def wait_drained(self, instance_ids: Collection[str]) -> None:
+        """Wait until no kernel connection to ``instance_ids`` is open (conntrack's view)."""
+        await self.synced()
+        while True:
+            left = await self._flows(instance_ids)
+            self._left = {i: sum(1 for _, f in left if f == i) for i in instance_ids}
+            if not left:
+                return
+            await anyio.sleep(DRAIN_POLL)
+
+    def cut(self, instance_ids: Collection[str]) -> int:
+        """Reset the kernel connections to ``instance_ids`` (soon); returns how many there
+        were at the last count of a drain."""
+        if self._tg is not None and self._running:
+            self._tg.start_soon(self._cut, set(instance_ids))
+        return sum(self._left.get(i, 0) for i in instance_ids)
+
+    async def _cut(self, instance_ids: set[str]) -> None:
+        flows = await _flows.open_flows(self.vip, self.port)
+        doomed = [(c, b) for c, b in flows if self._ids.get(b) in instance_ids]
+        if doomed:
+            await _flows.reset(doomed)
+
+    async def _flows(self, instance_ids: Collection[str]) -> list[tuple[Addr, str]]:
+        flows = await _flows.open_flows(self.vip, self.port)
+        found = [(c, self._ids.get(b, "")) for c, b in flows]
+        return [(c, i) for c, i in found if i in instance_ids]

@@ -1,0 +1,181 @@
+"""The kernel data path (nftables DNAT): requests answered by the kernel, rotation, drains,
+refusals and toxics falling back to user space, and no nft table left behind."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from collections import Counter
+
+import anyio
+import pytest
+
+from fabric.network import EndpointSpec, Latency, open_load_balancer
+from tests.paths import ROOT
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("nft") is None, reason="the kernel path needs root and nft"
+)
+
+WEB = EndpointSpec("HttpIn", "tcp", 0)
+
+
+async def tables() -> list[str]:
+    """The load balancer tables in the ruleset now."""
+    out = (await anyio.run_process(["nft", "list", "tables"])).stdout.decode()
+    return re.findall(r"table ip (reddog_lb_\S+)", out)
+
+
+def own_table(port: int) -> str:
+    return f"reddog_lb_{os.getpid()}_{port}"
+
+
+async def refusing(port: int) -> None:
+    """Wait until connects to ``port`` are refused (its listener is closed)."""
+    with anyio.fail_after(5):
+        while True:
+            try:
+                stream = await anyio.connect_tcp("127.0.0.1", port)
+            except OSError:
+                return
+            await stream.aclose()
+            await anyio.sleep(0.01)
+
+
+async def test_requests_are_answered_on_the_kernel_path_round_robin(farm):
+    instances = await farm.instances(2)
+    async with open_load_balancer(WEB, [i.backend() for i in instances], kernel=True) as lb:
+        assert lb.kernel() == ["web_IN_0", "web_IN_1"]
+        assert own_table(lb.address[1]) in await tables()
+        names = await farm.who(lb.address, 4)
+        client = await farm.connect(lb.address)
+        assert await client.echo(b"x" * 100_000) == b"x" * 100_000
+        # The balancer's own listener saw none of them: the kernel rewrote each connect.
+        assert lb.stats().connections == 0
+    assert Counter(names) == {"web_IN_0": 2, "web_IN_1": 2}
+
+
+async def test_a_status_change_takes_effect_for_the_next_connection(farm):
+    a, b = await farm.instances(2)
+    async with open_load_balancer(WEB, [a.backend(), b.backend()], kernel=True) as lb:
+        lb.update("web_IN_0", busy=True)
+        await lb.synced()
+        assert lb.kernel() == ["web_IN_1"]
+        assert set(await farm.who(lb.address, 4)) == {"web_IN_1"}
+        c = await farm.instance("web_IN_2")
+        lb.set_backends([a.backend(), c.backend()])
+        await lb.synced()
+        assert set(await farm.who(lb.address, 4)) == {"web_IN_0", "web_IN_2"}
+
+
+async def test_a_drained_instance_keeps_its_connection_until_it_is_cut(farm):
+    a, b = await farm.instances(2)
+    async with open_load_balancer(WEB, [a.backend()], kernel=True) as lb:
+        old = await farm.connect(lb.address)
+        lb.set_backends([b.backend()])
+        with anyio.move_on_after(0.5) as waited:
+            await lb.wait_drained(["web_IN_0"])
+        assert waited.cancelled_caught  # the connection is still open, so the drain waits
+        assert await old.echo(b"still here") == b"still here"
+        assert set(await farm.who(lb.address, 2)) == {"web_IN_1"}
+        assert lb.cut(["web_IN_0"]) == 1
+        with anyio.fail_after(5), pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError, OSError)):
+            await old.stream.receive()  # reset, without the client sending anything
+
+
+async def test_a_drain_ends_when_the_last_kernel_connection_closes(farm):
+    a, b = await farm.instances(2)
+    async with open_load_balancer(WEB, [a.backend()], kernel=True) as lb:
+        old = await farm.connect(lb.address)
+        lb.set_backends([b.backend()])
+        async with anyio.create_task_group() as tg:
+            drained = anyio.Event()
+
+            async def drain() -> None:
+                await lb.wait_drained(["web_IN_0"])
+                drained.set()
+
+            tg.start_soon(drain)
+            await old.aclose()
+            with anyio.fail_after(5):
+                await drained.wait()
+
+
+async def test_a_toxic_sends_new_connections_through_user_space_while_in_force(farm):
+    (a,) = await farm.instances(1)
+    async with open_load_balancer(WEB, [a.backend()], kernel=True) as lb:
+        toxic = lb.add_toxic(Latency(latency=200))
+        await lb.synced()
+        assert lb.kernel() == []
+        client = await farm.connect(lb.address)
+        begin = anyio.current_time()
+        assert await client.echo(b"slow") == b"slow"
+        assert anyio.current_time() - begin >= 0.2
+        assert lb.stats().connections == 1
+        lb.remove_toxic(toxic)
+        await lb.synced()
+        assert lb.kernel() == ["web_IN_0"]
+        await farm.who(lb.address, 2)
+        assert lb.stats().connections == 1  # the kernel took the new ones again
+
+
+async def test_a_refusing_instance_costs_no_client_its_connection(farm, until):
+    a, b = await farm.instances(2)
+    async with open_load_balancer(WEB, [a.backend(), b.backend()], kernel=True) as lb:
+        a.stop()
+        await refusing(a.port)
+        begin = anyio.current_time()
+        # The kernel drops the refusal and moves the endpoint to user space; the client's
+        # SYN, sent again (after 1 s), reaches the balancer, which connects it to web_IN_1
+        # and marks web_IN_0 refusing, off the kernel path.
+        names = await farm.who(lb.address, 6)
+        assert set(names) == {"web_IN_1"}
+        assert anyio.current_time() - begin < 3
+        assert lb.refusing() == ["web_IN_0"]
+        await until(lambda: lb.kernel() == [])
+        await a.start()
+        lb.update("web_IN_0", ready=True)  # a Ready report forgives the refusal
+        await lb.synced()
+        assert lb.kernel() == ["web_IN_0", "web_IN_1"]
+        assert set(await farm.who(lb.address, 2)) == {"web_IN_0", "web_IN_1"}
+
+
+async def test_stop_removes_the_table_and_resets_kernel_connections(farm):
+    (a,) = await farm.instances(1)
+    async with open_load_balancer(WEB, [a.backend()], kernel=True) as lb:
+        client = await farm.connect(lb.address)
+        table = own_table(lb.address[1])
+    assert table not in await tables()
+    with anyio.fail_after(5), pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError, OSError)):
+        await client.stream.receive()  # reset, without the client sending anything
+
+
+CRASHING = """
+import sys, anyio
+from fabric.network import Backend, EndpointSpec, open_load_balancer
+async def main():
+    spec = EndpointSpec("HttpIn", "tcp", 0)
+    async with open_load_balancer(spec, [Backend("a", "127.0.0.1", 9)], kernel=True) as lb:
+        print(lb.address[1], flush=True)
+        await anyio.sleep_forever()
+anyio.run(main, backend="trio")
+"""
+
+
+async def test_a_crashed_balancers_table_is_swept_by_the_next_one(farm):
+    process = await anyio.open_process([sys.executable, "-c", CRASHING], cwd=ROOT, stderr=subprocess.DEVNULL)
+    async with process:
+        assert process.stdout is not None
+        with anyio.fail_after(20):
+            port = int((await process.stdout.receive()).decode())
+        stale = f"reddog_lb_{process.pid}_{port}"
+        assert stale in await tables()
+        os.kill(process.pid, signal.SIGKILL)
+        await process.wait()
+    (a,) = await farm.instances(1)
+    async with open_load_balancer(WEB, [a.backend()], kernel=True):
+        assert stale not in await tables()
