@@ -1,20 +1,24 @@
-"""HTTP requests/s through the load balancer against the same site directly, same run.
+"""HTTP requests/s and bulk transfer through the load balancer against the same site
+directly, same run.
 
 Usage: .venv/bin/python benchmarks/load_balancer.py [--seconds 2] [--rounds 3]
-       [--connections 16] [--server hypercorn|raw|both]
+       [--connections 64] [--server hypercorn|raw|both|none] [--bulk-mib 1024]
 
 The site runs in a child process: hypercorn serving a tiny ASGI app (what a web role
 runs), and/or a minimal keep-alive HTTP server in asyncio (far faster, so the load
-balancer's own cost shows more). The load comes from ``wrk`` when it is installed,
-else from this file's own epoll client in another child process. Three paths are
-measured in interleaved rounds and their medians printed beside the direct baseline
-of the same run: direct, the plain pump (``toxics=False``) and the toxic-capable
-pump with no toxic set.
+balancer's own cost shows more). The load comes from ``wrk`` when it is installed
+(``apt-get install wrk``), else from this file's own epoll client in another child
+process. Four paths are measured in interleaved rounds and their medians printed beside
+the direct baseline of the same run: direct, the kernel data path (nftables DNAT, as
+root with nft; ``kernel=True``), and on the user-space path the plain pump
+(``toxics=False``) and the toxic-capable pump with no toxic set. Bulk: one connection
+carrying ``--bulk-mib`` MiB from a server child to a client child, through each path.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import selectors
@@ -23,6 +27,8 @@ import socket
 import statistics
 import sys
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
@@ -172,20 +178,16 @@ async def bench_server(kind: str, args: argparse.Namespace) -> None:
     """Measure one site directly and through both balancers, interleaved, in rounds."""
     port = free_port()
     cmd = [sys.executable, __file__, f"--serve-{kind}", str(port)]
-    runs: dict[str, list[float]] = {"direct": [], "plain": [], "capable": []}
+    runs: dict[str, list[float]] = {p: [] for p in PATHS}
     # CPU seconds this process (the balancers' only home) spent per request: steadier
     # than requests/s when other programs share the machine.
-    cpu: dict[str, list[float]] = {"direct": [], "plain": [], "capable": []}
+    cpu: dict[str, list[float]] = {p: [] for p in PATHS}
     async with await anyio.open_process(cmd) as server:
         try:
             await wait_listening(port)
             backend = [Backend("bench_IN_0", "127.0.0.1", port)]
-            spec = EndpointSpec("bench", "http", 0)
-            async with (
-                open_load_balancer(spec, backend, toxics=False) as plain,
-                open_load_balancer(spec, backend, toxics=True) as capable,
-            ):
-                ports = {"direct": port, "plain": plain.address[1], "capable": capable.address[1]}
+            async with balancers(backend) as ports:
+                ports = {"direct": port, **ports}
                 for target in ports.values():  # warm-up, not counted
                     await measure(target, args, seconds=1)
                 # Interleaved rounds, so a noisy moment on the machine hits every path.
@@ -197,7 +199,7 @@ async def bench_server(kind: str, args: argparse.Namespace) -> None:
                         cpu[path].append((time.process_time() - before) / (rps * args.seconds))
         finally:
             server.kill()
-    med = {path: statistics.median(values) for path, values in runs.items()}
+    med = {path: statistics.median(values) for path, values in runs.items() if values}
     base = med["direct"]
 
     def line(label: str, path: str, extra: str = "") -> None:
@@ -208,31 +210,123 @@ async def bench_server(kind: str, args: argparse.Namespace) -> None:
     print(f"\nsite: {kind}; median of {args.rounds} interleaved runs of {args.seconds}s each")
     print(f"  {'path':<40}{'req/s':>9}{'vs direct':>10}  {'range':>15}{'LB us/req':>10}")
     line("direct (the baseline)", "direct")
-    line("load balancer, plain pump", "plain")
+    if "kernel" in med:
+        line("load balancer, kernel path (nft DNAT)", "kernel")
+    line("load balancer, user space, plain pump", "plain")
     ratio = med["capable"] / med["plain"]
-    line("load balancer, toxic-capable, no toxic", "capable", f"  ({ratio:.2f}x the plain pump)")
+    line("load balancer, user space, toxic-capable", "capable", f"  ({ratio:.2f}x the plain pump)")
+
+
+# --- bulk transfer ------------------------------------------------------------------
+
+
+def serve_bulk(port: int, mib: int) -> None:
+    """Send ``mib`` MiB down each connection accepted on 127.0.0.1:port, then close it."""
+    chunk = memoryview(b"x" * (1 << 20))
+    with socket.create_server(("127.0.0.1", port)) as listener:
+        while True:
+            conn, _ = listener.accept()
+            with conn, contextlib.suppress(OSError):  # e.g. wait_listening's probe leaving
+                for _ in range(mib):
+                    conn.sendall(chunk)
+
+
+def bulk_client(port: int) -> None:
+    """Read one connection from 127.0.0.1:port to its end; print bytes and seconds."""
+    buffer = bytearray(1 << 20)
+    total = 0
+    begin = time.perf_counter()
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        while n := sock.recv_into(buffer):
+            total += n
+    print(json.dumps({"bytes": total, "seconds": time.perf_counter() - begin}))
+
+
+async def bench_bulk(args: argparse.Namespace) -> None:
+    """One connection carrying ``--bulk-mib`` MiB through each path, interleaved."""
+    port = free_port()
+    cmd = [sys.executable, __file__, "--serve-bulk", str(port), str(args.bulk_mib)]
+    runs: dict[str, list[float]] = {p: [] for p in PATHS}
+    async with await anyio.open_process(cmd) as server:
+        try:
+            await wait_listening(port)
+            async with balancers([Backend("bulk_IN_0", "127.0.0.1", port)]) as ports:
+                ports = {"direct": port, **ports}
+                for _ in range(args.rounds):
+                    for path, target in ports.items():
+                        client = [sys.executable, __file__, "--bulk-client", str(target)]
+                        result = json.loads((await anyio.run_process(client)).stdout)
+                        if result["bytes"] != args.bulk_mib << 20:
+                            raise SystemExit(
+                                f"{path}: {result['bytes']} bytes arrived, not {args.bulk_mib} MiB"
+                            )
+                        runs[path].append(result["bytes"] / result["seconds"] / 2**20)
+        finally:
+            server.kill()
+    med = {path: statistics.median(values) for path, values in runs.items() if values}
+    base = med["direct"]
+    print(f"\nbulk: {args.bulk_mib} MiB through one connection; median of {args.rounds} interleaved runs")
+    print(f"  {'path':<40}{'MiB/s':>9}{'vs direct':>10}")
+    for path, label in LABELS.items():
+        if path in med:
+            print(f"  {label:<40}{med[path]:>9,.0f}{med[path] / base:>9.2f}x")
+
+
+PATHS = ["direct", "kernel", "plain", "capable"]
+LABELS = {
+    "direct": "direct (the baseline)",
+    "kernel": "load balancer, kernel path (nft DNAT)",
+    "plain": "load balancer, user space, plain pump",
+    "capable": "load balancer, user space, toxic-capable",
+}
+
+
+@asynccontextmanager
+async def balancers(backend: list[Backend]) -> AsyncIterator[dict[str, int]]:
+    """The kernel path (when root with nft) and both user-space pumps over ``backend``."""
+    spec = EndpointSpec("bench", "http", 0)
+    async with (
+        open_load_balancer(spec, backend, kernel=True) as kernel,
+        open_load_balancer(spec, backend, toxics=False, kernel=False) as plain,
+        open_load_balancer(spec, backend, toxics=True, kernel=False) as capable,
+    ):
+        ports = {"plain": plain.address[1], "capable": capable.address[1]}
+        if kernel.kernel():
+            ports = {"kernel": kernel.address[1], **ports}
+        else:
+            print("  (no kernel path: it needs root and nft, Debian package nftables)")
+        yield ports
 
 
 async def main(args: argparse.Namespace) -> None:
-    tool = shutil.which("wrk") or "own epoll client (install wrk for a stronger load)"
+    tool = shutil.which("wrk") or "own epoll client (apt-get install wrk for a stronger load)"
     print(f"load: {tool}, {args.connections} keep-alive connections")
-    kinds = ["hypercorn", "raw"] if args.server == "both" else [args.server]
+    kinds = {"both": ["hypercorn", "raw"], "none": []}.get(args.server, [args.server])
     for kind in kinds:
         await bench_server(kind, args)
+    if args.bulk_mib:
+        await bench_bulk(args)
 
 
 def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--server", choices=["hypercorn", "raw", "both"], default="both")
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--server", choices=["hypercorn", "raw", "both", "none"], default="both")
+    parser.add_argument("--bulk-mib", type=int, default=1024, help="0 skips the bulk transfer")
+    parser.add_argument("--serve-bulk", nargs=2, type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--bulk-client", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--serve-hypercorn", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--serve-raw", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--load", nargs=3, type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_hypercorn:
         serve_hypercorn(args.serve_hypercorn)
+    elif args.serve_bulk:
+        serve_bulk(*args.serve_bulk)
+    elif args.bulk_client:
+        bulk_client(args.bulk_client)
     elif args.serve_raw:
         serve_raw(args.serve_raw)
     elif args.load:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import bisect
 import logging
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 
 import anyio
 import msgspec
@@ -94,6 +94,8 @@ class Pool:
         self.retired = [0, 0]
         # Set (and dropped) when a connection ends, for callers waiting for a drain.
         self._ended: anyio.Event | None = None
+        #: called when the rotation or an instance's refusing state may have changed
+        self.changed: Callable[[], None] | None = None
 
     def entries(self) -> list[Entry]:
         """The backends in the pool, in instance id order."""
@@ -216,6 +218,8 @@ class Pool:
         entry.failures += 1
         delay = retry_delay(entry.failures)
         entry.retry_at = anyio.current_time() + delay
+        if entry.failures == 1 and self.changed is not None:
+            self.changed()
         if entry.removed:
             return
         if entry.failures == 1:
@@ -237,6 +241,8 @@ class Pool:
         entry.trial = False
         if entry.failures:
             entry.failures = 0
+            if self.changed is not None:
+                self.changed()
             if not entry.removed:
                 log.info("instance %s accepts connections again: back in rotation", entry.backend.instance_id)
 
@@ -316,6 +322,8 @@ class Pool:
         self.retired[1] += entry.traffic[1]
 
     def _forgive(self, entry: Entry) -> None:
+        if entry.failures and self.changed is not None:
+            self.changed()
         entry.failures = 0
         entry.trial = False
 
@@ -350,9 +358,13 @@ class Pool:
                 self._arrived = None
         elif present and not self.candidate(entry):
             del self.candidates[i]
+        if self.changed is not None:
+            self.changed()
 
     def _recompute(self) -> None:
         self.candidates = [e for e in self.entries() if self.candidate(e)]
+        if self.changed is not None:
+            self.changed()
         if self.candidates and self._arrived is not None:
             self._arrived.set()
             self._arrived = None

@@ -13,6 +13,7 @@ from anyio.abc import SocketAttribute, TaskStatus, UDPSocket
 from . import _sock
 from ._bind import PORT_ATTEMPTS, bind_tcp, bind_udp
 from ._errors import InvalidSpecError, ToxicsUnsupportedError
+from ._kernel import KernelPath, usable
 from ._model import Backend, EndpointSpec, LoadBalancerStats
 from ._pool import Entry, Pool
 from ._probe import probe_loop
@@ -40,6 +41,7 @@ class LoadBalancer:
         engine: TcpBalancer | UdpBalancer,
         tg: anyio.abc.TaskGroup,
         closed: anyio.Event,
+        kernel: KernelPath | None = None,
     ) -> None:
         self.spec = spec
         self.address = address
@@ -48,6 +50,7 @@ class LoadBalancer:
         self._tg = tg
         self._closed = closed
         self._probes: dict[Entry, anyio.CancelScope] = {}
+        self._kernel = kernel
 
     def set_backends(self, backends: Iterable[Backend]) -> None:
         """Replace the pool at once; connections to removed instances drain.
@@ -114,11 +117,29 @@ class LoadBalancer:
         client's next datagram goes to an instance in rotation)."""
         if isinstance(self._engine, TcpBalancer):
             await self._pool.wait_drained(instance_ids)
+            if self._kernel is not None:
+                await self._kernel.wait_drained(instance_ids)
 
     def cut(self, instance_ids: Collection[str]) -> int:
         """Reset every open TCP connection to ``instance_ids`` (what outlived a drain);
         returns how many."""
-        return self._engine.cut(instance_ids) if isinstance(self._engine, TcpBalancer) else 0
+        if not isinstance(self._engine, TcpBalancer):
+            return 0
+        cut = self._engine.cut(instance_ids)
+        return cut + (self._kernel.cut(instance_ids) if self._kernel is not None else 0)
+
+    def kernel(self) -> list[str] | None:
+        """The ids of the instances the kernel data path (nftables DNAT) spreads new
+        connections over now; empty while the user-space path takes them all; None when
+        this balancer has no kernel path (not root, no nft, UDP, or kernel=False)."""
+        if self._kernel is None:
+            return None
+        return [instance_id for _, instance_id in self._kernel.routed]
+
+    async def synced(self) -> None:
+        """Wait until the kernel data path reflects every change made before the call."""
+        if self._kernel is not None:
+            await self._kernel.synced()
 
     def stats(self) -> LoadBalancerStats:
         """Counters per instance (pool, then draining ones) and totals since opening."""
@@ -144,16 +165,20 @@ class LoadBalancer:
         Raises:
             ToxicsUnsupportedError: a UDP endpoint, or one opened with toxics=False.
         """
-        return self._tcp("add_toxic").add_toxic(toxic)
+        toxic_id = self._tcp("add_toxic").add_toxic(toxic)
+        self._toxics_changed()
+        return toxic_id
 
     def remove_toxic(self, toxic_id: str) -> None:
         """Remove one toxic; raises UnknownToxicError for an id not active here."""
         self._tcp("remove_toxic").remove_toxic(toxic_id)
+        self._toxics_changed()
 
     def clear_toxics(self) -> None:
         """Remove every toxic."""
         if isinstance(self._engine, TcpBalancer):
             self._engine.clear_toxics()
+            self._toxics_changed()
 
     def toxics(self) -> dict[str, Toxic]:
         """The active toxics by id."""
@@ -163,6 +188,11 @@ class LoadBalancer:
         """Stop listening, end every connection, and wait until all are closed."""
         self._tg.cancel_scope.cancel()
         await self._closed.wait()
+
+    def _toxics_changed(self) -> None:
+        # A toxic in force sends new connections through the user-space path.
+        if self._kernel is not None:
+            self._kernel.poke()
 
     def _tcp(self, what: str) -> TcpBalancer:
         if not isinstance(self._engine, TcpBalancer):
@@ -184,6 +214,7 @@ async def open_load_balancer(
     *,
     host: str = "127.0.0.1",
     toxics: bool = True,
+    kernel: bool | None = None,
     connect_timeout: float = 5.0,
     queue_timeout: float = QUEUE_TIMEOUT,
     udp_idle_timeout: float = 240.0,
@@ -196,6 +227,9 @@ async def open_load_balancer(
         backends: the initial pool (see ``LoadBalancer.set_backends``).
         host: the deployment's public address.
         toxics: False builds the plain pump, which cannot take toxics at all.
+        kernel: True puts TCP on the kernel data path (nftables DNAT) when it can be
+            (root, nft installed, an IPv4 loopback address); None does so when the
+            environment says REDDOG_LB_KERNEL=on; False never. See ``_kernel``.
         connect_timeout: seconds a connect to an instance may take before the next
             instance is tried.
         queue_timeout: seconds a TCP client waits for an instance to enter rotation when
@@ -213,6 +247,7 @@ async def open_load_balancer(
         bound,
         backends,
         toxics=toxics,
+        kernel=kernel,
         connect_timeout=connect_timeout,
         queue_timeout=queue_timeout,
         udp_idle_timeout=udp_idle_timeout,
@@ -237,6 +272,7 @@ async def serve_load_balancer(
     *,
     host: str = "127.0.0.1",
     toxics: bool = True,
+    kernel: bool | None = None,
     connect_timeout: float = 5.0,
     queue_timeout: float = QUEUE_TIMEOUT,
     udp_idle_timeout: float = 240.0,
@@ -257,6 +293,7 @@ async def serve_load_balancer(
         bound,
         backends,
         toxics=toxics,
+        kernel=kernel,
         connect_timeout=connect_timeout,
         queue_timeout=queue_timeout,
         udp_idle_timeout=udp_idle_timeout,
@@ -278,6 +315,7 @@ async def _run(
     backends: Iterable[Backend],
     *,
     toxics: bool,
+    kernel: bool | None,
     connect_timeout: float,
     queue_timeout: float,
     udp_idle_timeout: float,
@@ -306,8 +344,17 @@ async def _run(
                 address = bound.extra(SocketAttribute.local_address)
                 engine = UdpBalancer(spec.name, pool, idle_timeout=udp_idle_timeout)
             await tg.start(engine.serve, bound)
-            lb = LoadBalancer(spec, (str(address[0]), int(address[1])), engine, tg, closed)
+            host, port = str(address[0]), int(address[1])
+            path = None
+            if isinstance(engine, TcpBalancer) and usable(host, kernel):
+                path = KernelPath(host, port, pool, partial(bool, engine.toxics))
+                pool.changed = path.poke
+                if not await tg.start(path.run):
+                    pool.changed = None
+                    path = None
+            lb = LoadBalancer(spec, (host, port), engine, tg, closed, path)
             lb.set_backends(backends)
+            await lb.synced()  # the first connection already takes the path it will keep
             task_status.started(lb)
     finally:
         # The engine closes its socket; this covers a cancel before it took it over.
