@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -24,7 +24,20 @@ from ._errors import (
 from ._loopcalls import loop_calls
 from ._mailbox import AwaitedReply, Reply, Signal, new_event
 from ._reader import Dispatch, LinkReader, LinkSocket
-from ._wire import MAX_FRAME_SIZE, BadFrame, Failure, Frame, Kind, append_frame, decode_value
+from ._wire import (
+    HEADER_SIZE,
+    MAX_FRAME_SIZE,
+    BadFrame,
+    Failure,
+    Frame,
+    Kind,
+    append_frame,
+    body_encoder,
+    decode_value,
+    encode_to,
+    tell_head,
+    tell_heads,
+)
 
 logger = logging.getLogger("actors.link")
 
@@ -204,6 +217,40 @@ class Outbox:
             await self._wait_drained()
         else:
             await self._checkpoint_if_cancelled()
+
+    def sender(self, to: str = "") -> Callable[[Any, Reply | None], Awaitable[None]]:
+        """``deliver`` for one receiver (``to``: the actor's name on a network link), with a fast
+        path for a tell: its frame goes straight into the buffer, its head cached by type."""
+        heads = tell_heads(to)
+        tail = encode_to(to)
+        encode_into = body_encoder()
+        deliver = self.deliver
+        checkpoint_if_cancelled = self._checkpoint_if_cancelled
+
+        async def send(message: Any, reply: Reply | None) -> None:
+            if reply is not None or self.closed or self.faults.active:
+                return await deliver(message, reply, to)
+            buffer = self.buffer
+            start = len(buffer)
+            head = heads.get(type(message)) or tell_head(message, to)
+            buffer += head
+            try:
+                encode_into(message, buffer, start + len(head))
+            except BaseException:
+                del buffer[start:]
+                raise
+            buffer += tail
+            buffer[start : start + HEADER_SIZE] = (len(buffer) - start - HEADER_SIZE).to_bytes(
+                HEADER_SIZE, "big"
+            )
+            if self._wake is not None:
+                self._wake.set()
+            if len(buffer) >= FLUSH_BYTES:
+                await self._wait_drained()
+            else:
+                await checkpoint_if_cancelled()
+
+        return send
 
     def deliver_nowait(self, message: Any, reply: Reply | None, to: str = "") -> None:
         """Queue a frame at once, or raise MailboxFull / ActorDead."""

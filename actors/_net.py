@@ -80,7 +80,7 @@ class RemoteTarget:
         self.wait_reply = peer.outbox.wait_reply
         # The hot path of every tell and ask: the outbox's own methods, no frame of ours.
         #: queue a message for the remote actor (sent when the link is up), waiting for room
-        self.deliver = partial(peer.outbox.deliver, to=actor)
+        self.deliver = peer.outbox.sender(actor)
         #: queue a message now, or raise MailboxFull when the link's queue is full
         self.deliver_nowait = partial(peer.outbox.deliver_nowait, to=actor)
 
@@ -123,6 +123,7 @@ class Peer:
         self._pong = anyio.Event()
         self._running = anyio.Lock()  # one connection at a time carries the outbox
         self._unknown: set[str] = set()  # names it told that are not registered here
+        self._registered = system.registered
 
     def ref(self, name: str) -> Ref:
         """A Ref to the actor the node registered as ``name`` (the same Ref every time)."""
@@ -213,15 +214,15 @@ class Peer:
     def _on_frame(self, frame: Frame) -> Awaitable[None] | None:
         """Handle a frame from the peer; return an awaitable only when that must wait."""
         kind, outbox = frame.kind, self.outbox
-        if kind == Kind.TELL or kind == Kind.ASK:
+        if kind in (_TELL, _ASK):
             message = decode_value(frame.type, frame.body, False)
             reply: Reply | None = None
-            if kind == Kind.ASK:
+            if kind == _ASK:
                 if len(outbox.control_buffer) > LIMIT_BYTES:
                     # It asks and does not read the answers: do not hold them for it.
                     raise BadFrame(f"{len(outbox.control_buffer)} bytes of answers are waiting for it")
                 reply = WireReply(outbox, frame.id)
-            target = self.system.registered(frame.to)
+            target = self._registered(frame.to)
             if target is None:
                 if reply is not None:
                     reply.reject(ActorDead(f"no actor is registered as {frame.to!r} on this node"))
@@ -245,6 +246,10 @@ class Peer:
         else:
             raise BadFrame(f"unexpected frame kind {kind} on a network link")
         return None
+
+
+_TELL: Final = int(Kind.TELL)
+_ASK: Final = int(Kind.ASK)
 
 
 async def _deliver(target: Ref, message: Any, reply: Reply | None) -> None:

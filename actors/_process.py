@@ -70,7 +70,7 @@ class ProcessCell:
         self.parent = parent
         self.faults = LinkFaults()
         self.outbox = Outbox(name, self.faults)
-        self.deliver = self.outbox.deliver
+        self.deliver = self.outbox.sender()
         self.deliver_nowait = self.outbox.deliver_nowait
         self.wait_reply = self.outbox.wait_reply
         self.timer = system.timer

@@ -14,16 +14,16 @@ the reading back. So whenever other tasks run, someone is reading or about to.
 from __future__ import annotations
 
 import os
-from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Generator
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterator
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar, cast
 
 import anyio
 import anyio.lowlevel
+import msgspec
 
 from ._loopcalls import loop_calls
 from ._mailbox import Signal, new_event
-from ._wire import MAX_FRAME_SIZE, BadFrame, Frame, FrameSplitter, decode_frame
+from ._wire import MAX_FRAME_SIZE, BadFrame, Frame, FrameSplitter, decode_envelope
 
 if TYPE_CHECKING:
     from ._link import LinkFaults
@@ -80,7 +80,8 @@ class LinkReader:
         self._start_soon = start_soon
         self._calls = loop_calls()
         self._splitter = FrameSplitter(max_frame_size)
-        self._backlog: deque[bytes] = deque()  # frames read but not dispatched yet
+        self._frames: Iterator[bytes] = iter(())  # frames read but not dispatched yet
+        self._more = False  # whether _frames may have any left
         self._reads = 0
         self._task: Any = None  # the link's reader task
         self._handback: Signal | None = None  # the reader task waits on it while lent
@@ -157,7 +158,7 @@ class LinkReader:
         """
         if self.ended:
             return False
-        if self._backlog:  # left by a dispatch that stopped early or was cancelled
+        if self._more:  # left by a dispatch that stopped early or was cancelled
             pending = self._dispatch_backlog(enough)
             if pending is not None:
                 await self._dispatch_waiting(pending, enough)
@@ -194,11 +195,8 @@ class LinkReader:
             self._reads = 0
             await anyio.lowlevel.checkpoint()
             yielded = True
-        try:
-            self._backlog.extend(self._splitter.feed(chunk))
-        except BadFrame as exc:
-            self._on_bad_frame(exc, None)
-            return yielded
+        self._frames = self._splitter.split(chunk)
+        self._more = True
         pending = self._dispatch_backlog(enough)
         if pending is not None:
             await self._dispatch_waiting(pending, enough)
@@ -207,27 +205,35 @@ class LinkReader:
     def _dispatch_backlog(self, enough: Callable[[], object] | None) -> Awaitable[None] | None:
         """Dispatch the frames read, in order, until one must wait: return what it waits for
         (then call again), or None when done. No coroutine in the common case."""
-        backlog, faults = self._backlog, self._faults
-        while backlog:
-            if enough is not None and enough():
-                return None
-            payload = backlog.popleft()
-            frame: Frame | None = None
-            try:
-                frame = decode_frame(payload)
-                if faults.active:
-                    delay = faults.decide("in")
-                    if delay is None:
-                        continue
-                    if delay:
-                        self._start_soon(self._dispatch_later, delay, frame)
-                        continue
-                pending = self._dispatch(frame)
-            except BadFrame as exc:
-                self._on_bad_frame(exc, frame)
-                continue
-            if pending is not None:
-                return pending
+        if enough is not None and enough():
+            return None
+        faults, dispatch, decode = self._faults, self._dispatch, decode_envelope
+        try:
+            for payload in self._frames:
+                frame: Frame | None = None
+                try:
+                    frame = decode(payload)
+                    if faults.active:
+                        delay = faults.decide("in")
+                        if delay is None:
+                            continue
+                        if delay:
+                            self._start_soon(self._dispatch_later, delay, frame)
+                            continue
+                    pending = dispatch(frame)
+                except msgspec.DecodeError as exc:
+                    self._on_bad_frame(BadFrame(f"malformed frame: {exc}"), None)
+                    continue
+                except BadFrame as exc:
+                    self._on_bad_frame(exc, frame)
+                    continue
+                if pending is not None:
+                    return pending
+                if enough is not None and enough():
+                    return None
+        except BadFrame as exc:  # from the splitter: a length past the limit
+            self._on_bad_frame(exc, None)
+        self._more = False
         return None
 
     async def _dispatch_waiting(self, pending: Awaitable[None], enough: Callable[[], object] | None) -> None:

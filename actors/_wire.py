@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import importlib
 import logging
+import struct
 import sys
+from collections.abc import Callable, Iterator
 from enum import IntEnum
 from typing import Any, Final
 
@@ -42,8 +44,9 @@ class Kind(IntEnum):
     HELLO = 10
 
 
-class Frame(msgspec.Struct, array_like=True, frozen=True):
-    """A decoded frame whose body is still raw msgpack, to be decoded by its type."""
+class Frame(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    """A decoded frame whose body is still raw msgpack, to be decoded by its type (untracked by
+    the garbage collector: it holds no container, so it can be in no cycle)."""
 
     kind: int
     id: int
@@ -131,8 +134,9 @@ def _decoder_for(name: str, imports: bool = True) -> msgspec.msgpack.Decoder[Any
 def decode_value(name: str, body: msgspec.Raw | bytes | memoryview, imports: bool = True) -> Any:
     """Decode a message body of the named type; raise BadFrame if it cannot be. With
     ``imports`` false, a type whose module is not imported yet is refused, not imported."""
+    decoder = _decoders.get(name) or _decoder_for(name, imports)
     try:
-        return _decoder_for(name, imports).decode(body)
+        return decoder.decode(body)
     except msgspec.DecodeError as exc:
         raise BadFrame(f"cannot decode a {name or 'plain'} message: {exc}") from None
 
@@ -149,10 +153,49 @@ def append_frame(
     names the receiving actor on a network link."""
     start = len(buffer)
     name = type_name(body) if name is None else name
-    _encoder.encode_into(
-        (kind, ident, name, body, to) if to else (kind, ident, name, body), buffer, start + HEADER_SIZE
-    )
+    try:
+        _encoder.encode_into(
+            (kind, ident, name, body, to) if to else (kind, ident, name, body), buffer, start + HEADER_SIZE
+        )
+    except BaseException:
+        del buffer[start:]  # no half frame left behind: it would corrupt the stream
+        raise
     buffer[start : start + HEADER_SIZE] = (len(buffer) - start - HEADER_SIZE).to_bytes(HEADER_SIZE, "big")
+
+
+#: The bytes of a TELL frame before its body, by the body's type: a zeroed length prefix, then
+#: the frame's array header, kind, id and type name; for a process link's frames and for a
+#: network link's (one element more: ``to``, after the body).
+_tell_heads: tuple[dict[type, bytes], dict[type, bytes]] = ({}, {})
+
+
+def tell_heads(to: str) -> dict[type, bytes]:
+    """The cache of TELL frame heads for frames with or without ``to`` (see tell_head)."""
+    return _tell_heads[1 if to else 0]
+
+
+def tell_head(body: object, to: str) -> bytes:
+    """The first bytes of a TELL frame carrying ``body`` (its length prefix zeroed), cached:
+    with the body and the encoded ``to`` after them, the frame append_frame would write."""
+    array = b"\x95" if to else b"\x94"  # msgpack's fixarray of 5 or 4 elements
+    encode = _encoder.encode
+    head = bytes(HEADER_SIZE) + array + encode(Kind.TELL) + encode(0) + encode(type_name(body))
+    tell_heads(to)[type(body)] = head
+    return head
+
+
+def body_encoder() -> Callable[[Any, bytearray, int], None]:
+    """The function that encodes a frame's body into a bytearray at an offset (its head written)."""
+    return _encoder.encode_into
+
+
+def encode_to(to: str) -> bytes:
+    """The encoded ``to`` element that ends a network link's frame (b"" on a process link)."""
+    return _encoder.encode(to) if to else b""
+
+
+#: decode a frame's envelope, raising msgspec.DecodeError (decode_frame raises BadFrame)
+decode_envelope = _frame_decoder.decode
 
 
 def decode_frame(data: bytes | memoryview) -> Frame:
@@ -166,39 +209,49 @@ def decode_frame(data: bytes | memoryview) -> Frame:
 class FrameSplitter:
     """Cuts a byte stream into frame payloads, keeping any partial frame for the next chunk."""
 
-    __slots__ = ("_buffer", "max_size")
+    __slots__ = ("_need", "_parts", "_size", "max_size")
 
     def __init__(self, max_size: int = MAX_FRAME_SIZE) -> None:
-        self._buffer = bytearray()
+        self._parts: list[bytes] = []  # the start of a frame still arriving
+        self._size = 0  # their length
+        self._need = HEADER_SIZE  # the length that completes it (its length prefix, at first)
         #: a length prefix past this is refused (BadFrame)
         self.max_size = max_size
 
     def feed(self, chunk: bytes) -> list[bytes]:
-        """Add a chunk; return every complete frame payload now available, in order.
+        """Add a chunk; return every complete frame payload now available, in order (see split)."""
+        return list(self.split(chunk))
+
+    def split(self, chunk: bytes) -> Iterator[bytes]:
+        """Add a chunk; yield every complete frame payload now available, in order. Consume
+        it all before the next chunk: the partial frame at its end is kept when it ends.
 
         Raises BadFrame when a length prefix is impossible; the buffered bytes are dropped then,
         because framing cannot be recovered from the middle of a stream.
         """
-        buffer = self._buffer
-        if not buffer and len(chunk) >= HEADER_SIZE:
-            # The common case, one whole frame in one read: no copy into the buffer.
-            size = int.from_bytes(chunk[:HEADER_SIZE], "big")
-            if size + HEADER_SIZE == len(chunk) and size <= self.max_size:
-                return [chunk[HEADER_SIZE:]]
-        buffer += chunk
-        frames: list[bytes] = []
-        pos = 0
-        end = len(buffer)
-        limit = self.max_size
+        if self._parts:  # a frame in pieces: joined once it is whole, not piece by piece
+            self._parts.append(chunk)
+            self._size += len(chunk)
+            if self._size < self._need:
+                return
+            data = b"".join(self._parts)
+            self._parts, self._size, self._need = [], 0, HEADER_SIZE
+        else:
+            data = chunk
+        pos, end, limit, unpack = 0, len(data), self.max_size, _unpack_size
         while end - pos >= HEADER_SIZE:
-            size = int.from_bytes(buffer[pos : pos + HEADER_SIZE], "big")
+            size = unpack(data, pos)[0]
             if size > limit:
-                buffer.clear()
                 raise BadFrame(f"frame of {size} bytes exceeds the {limit}-byte limit")
-            if end - pos - HEADER_SIZE < size:
+            start = pos + HEADER_SIZE
+            if end - start < size:
+                self._need = HEADER_SIZE + size
                 break
-            frames.append(bytes(buffer[pos + HEADER_SIZE : pos + HEADER_SIZE + size]))
-            pos += HEADER_SIZE + size
-        if pos:
-            del buffer[:pos]
-        return frames
+            pos = start + size
+            yield data[start:pos]
+        if pos < end:
+            rest = data[pos:] if pos else data
+            self._parts, self._size = [rest], len(rest)
+
+
+_unpack_size = struct.Struct(">I").unpack_from

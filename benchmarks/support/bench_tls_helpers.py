@@ -4,8 +4,8 @@
 
 It registers a Sink as "sink" and listens for actor links, and serves the raw baselines on
 two more TLS ports of its own: an echo (served on the actor system's loop, as lean as anyio
-allows) and a reader of length-prefixed Items (a blocking thread). It prints the three ports,
-then runs until its standard input closes.
+allows) and a reader of length-prefixed Items (a blocking thread, a connection per round). It
+prints the three ports, then runs until its standard input closes.
 """
 
 from __future__ import annotations
@@ -61,11 +61,13 @@ async def echo_one(raw: socket.socket, context: ssl.SSLContext) -> None:
 
 
 def tls_reader(listener: socket.socket, context: ssl.SSLContext) -> None:
-    """Read counted Items off one TLS connection in a thread (the raw baseline of tells)."""
-    raw, _ = listener.accept()
-    with context.wrap_socket(raw, server_side=True) as conn:
-        expected = int.from_bytes(conn.recv(8), "big")
-        read_items(conn, expected)
+    """Read counted Items off each TLS connection in turn, in a thread (the raw baseline of
+    tells: one connection per round)."""
+    while True:
+        raw, _ = listener.accept()
+        with context.wrap_socket(raw, server_side=True) as conn:
+            expected = int.from_bytes(conn.recv(8), "big")
+            read_items(conn, expected)
 
 
 def port_on_loopback() -> socket.socket:

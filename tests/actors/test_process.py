@@ -58,6 +58,19 @@ async def test_a_process_actor_runs_in_another_process_and_keeps_order() -> None
     await wait_gone(pid)
 
 
+async def test_a_message_that_cannot_be_encoded_is_refused_and_the_link_goes_on() -> None:
+    async with open_system() as system:
+        ref = await system.spawn_process("tests.actors.sample_actors:Recorder", name="rec", args=("p:",))
+        await ref.tell(Add(1))
+        for send in (ref.tell, ref.ask):
+            with pytest.raises(OverflowError):
+                await send(Add(2**70))  # msgpack has no integers that large
+        await ref.tell(Add(2))
+        # No half frame of the refused ones went out: the frames after them arrive whole.
+        assert (await ref.ask(Get()))["seen"] == [1, 2]
+        await ref.stop()
+
+
 async def test_remote_exception_carries_type_message_and_traceback() -> None:
     async with open_system() as system:
         ref = await system.spawn_process("tests.actors.sample_actors:Recorder", name="rec")
