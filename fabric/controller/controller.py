@@ -32,7 +32,8 @@ from fabric.controller.configuration_view import GetConfiguration, configuration
 from fabric.controller.events import OpenEventLog
 from fabric.controller.goal_store import open_goal_store
 from fabric.controller.host_admin import CordonHost, DrainHost, HostAdmin, ListHosts
-from fabric.controller.hosts import HostFactory, HostPool, spawn_host_process
+from fabric.controller.hosts import HostFactory, HostPool, JoinedReport, spawn_host_process
+from fabric.controller.joined import on_report
 from fabric.controller.messages import (
     ChangeConfiguration,
     ControllerError,
@@ -194,6 +195,8 @@ class FabricController(Actor):
                 if state.hosts.heard(host_id, pid, stamp=False):
                     for vm, status in instances.items():
                         await state.on_status(host_id, vm, status)
+            case JoinedReport():  # a joined host's heartbeat, relayed by fabric-hosts
+                await on_report(state, message, self.start_soon)
             case GetDeployment(service=service, slot=slot):
                 return self.view(state.get(service, slot))
             case GetDeploymentPage(service=service, slot=slot, limit=limit, after=after):

@@ -350,6 +350,8 @@ class HostPool:
         async with self._packing:
             packed = self._packed.get(key)
             if packed is None:
+                if len(self._packed) >= 256:
+                    self._packed.clear()  # bounded: packing again costs one read of the files
                 cache = self.state_dir / "cluster" / "packages"
                 packed = await anyio.to_thread.run_sync(pack, config.role_code_dir, config.site_dirs, cache)
                 self._packed[key] = packed

@@ -41,6 +41,9 @@ async def on_report(state: ControllerState, report: JoinedReport, spawn: Spawn) 
     owned = {inst.vm: (dep, inst) for dep, inst in state.instances() if inst.host_id == host.id}
     for vm, status in beat.instances.items():
         if vm in owned:
+            inst = owned[vm][1]
+            if inst.address != host.address:  # known before it starts again (a controller restart)
+                inst.address = host.address
             await state.on_status(host.id, vm, status)
         elif vm not in host.stopping:
             host.stopping.add(vm)

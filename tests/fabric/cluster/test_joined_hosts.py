@@ -1,0 +1,140 @@
+"""Instances on joined hosts, for real: a `fabric serve --listen` and three `fabric host join`
+processes on test hosts (each in a network namespace of its own as root, else on a loopback
+alias), a deployment of 2 roles x 3 instances spread over them and served through the load
+balancer; a host cut off (its link down; a frozen agent on loopback) declared dead within
+host_failure_timeout + 1 s and healed onto the others, its stale VMs stopped when it is back;
+a host SIGKILLed and restarted with its certificate alone, its instances back on it; a
+controller restart that every host survives by itself."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.fabric.cluster.joined_kit import Cluster, answers, cluster, poll, vms_of
+from tests.netns import NetHosts, loopback_hosts, net_hosts, why_unavailable
+
+pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
+
+#: fault domains of h1, h2, h3
+DOMAINS = (0, 1, 0)
+
+
+async def up(c: Cluster) -> None:
+    await c.start_controller()
+    await c.make_token()
+    for host, domain in zip(c.hosts, DOMAINS, strict=True):
+        c.join(host, fault_domain=domain)
+    await c.wait_hosts({h.name for h in c.hosts})
+
+
+def addresses(c: Cluster) -> dict[str, str]:
+    return {h.name: h.address for h in c.hosts}
+
+
+@pytest.fixture(params=["namespaces", "loopback"])
+def three_hosts(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[NetHosts]:
+    """Three test hosts: each in a network namespace (root only), or on a loopback alias."""
+    if request.param == "namespaces":
+        reason = why_unavailable()
+        if reason is not None:
+            pytest.skip(reason)
+        with net_hosts(3, tmp_path / "hosts") as hosts:
+            yield hosts
+    else:
+        with loopback_hosts(3, tmp_path / "hosts") as hosts:
+            yield hosts
+
+
+async def served_by(url: str, count: int) -> set[str]:
+    """The addresses the instances that answered listen on (each answer says its own)."""
+    return {line.split()[1].rsplit(":", 1)[0] for line in await answers(url, count)}
+
+
+async def test_spread_served_and_healed(three_hosts: NetHosts, tmp_path: Path) -> None:
+    hosts = three_hosts
+    async with cluster(hosts, tmp_path) as c:
+        await up(c)
+        await c.deploy()
+        view = await c.all_ready()
+        where = {i.id: i.host for i in view.instances}
+        for role in ("Hello", "Worker"):  # each role's 3 instances on 3 machines
+            assert {where[f"{role}_IN_{n}"] for n in range(3)} == {"h1", "h2", "h3"}, where
+        for i in view.instances:  # the host's own address, a port it chose
+            assert (
+                next(iter(i.endpoints.values()), "").startswith(addresses(c)[i.host] + ":") or not i.endpoints
+            )
+        endpoint = view.endpoints[0]
+        url = f"http://{endpoint.host}:{endpoint.port}/"
+        assert await served_by(url, 9) == {h.address for h in hosts}
+
+        # Cut h3 off: its link down (namespaces), or its agent frozen (loopback: one network).
+        h3, join3 = hosts[2], c.joins["h3"]
+        stale = vms_of(join3)
+        assert sorted(stale) == ["Hello_IN_2", "Worker_IN_2"] or len(stale) == 2, stale
+        cut = time.monotonic()
+        if hosts.isolated:
+            h3.set_link(False)
+        else:
+            join3.send_signal(signal.SIGSTOP)
+
+        async def h3_dead() -> bool:
+            async with c.client() as client:
+                return any(h.name == "h3" and h.state == "Dead" for h in await client.all_hosts())
+
+        await poll(h3_dead, 30, "h3 declared dead")
+        assert time.monotonic() - cut <= 3.0 + 1.0 + 1.0  # host_failure_timeout + 1 s (+ a poll)
+        view = await c.all_ready(avoid="h3")
+        assert await served_by(url, 6) == {hosts[0].address, hosts[1].address}
+
+        # Back: what it ran is stopped (the goal state wins), each instance runs once.
+        if hosts.isolated:
+            h3.set_link(True)
+        else:
+            join3.send_signal(signal.SIGCONT)
+        await poll(lambda: not vms_of(join3), 60, "h3's stale VMs stopped")
+        await c.wait_hosts({"h3"})
+        running = Counter(vm for p in c.joins.values() for vm in vms_of(p))
+        assert running == Counter({i.id: 1 for i in view.instances}), running
+        assert await served_by(url, 6) == {hosts[0].address, hosts[1].address}
+
+
+async def test_host_and_controller_restarts(three_hosts: NetHosts, tmp_path: Path) -> None:
+    hosts = three_hosts
+    # Long enough that a SIGKILLed host is back before it would be declared dead.
+    async with cluster(hosts, tmp_path, host_failure_timeout=30.0) as c:
+        await up(c)
+        await c.deploy()
+        view = await c.all_ready()
+        endpoint = view.endpoints[0]
+        url = f"http://{endpoint.host}:{endpoint.port}/"
+        placed = {i.id: i.host for i in view.instances}
+
+        # h1's agent SIGKILLed: its VMs go with it; restarted with its certificate alone.
+        join1 = c.joins["h1"]
+        before = vms_of(join1)
+        join1.kill()
+        join1.wait(timeout=30)
+        again = c.join(hosts[0], fault_domain=DOMAINS[0], first=False)
+        await poll(lambda: len(vms_of(again)) == 2, 90, "h1's instances started on it again")
+        assert set(vms_of(again).values()).isdisjoint(before.values())
+        view = await c.all_ready()
+        assert {i.id: i.host for i in view.instances} == placed  # nothing moved
+        assert await served_by(url, 9) == {h.address for h in hosts}
+
+        # The controller restarts: every host links again by itself; its VMs run on.
+        running = {name: vms_of(p) for name, p in c.joins.items()}
+        await c.stop_controller()
+        await c.start_controller()
+        await c.wait_hosts({h.name for h in hosts}, 60)
+        view = await c.all_ready()
+        assert {i.id: i.host for i in view.instances} == placed
+        assert {name: vms_of(p) for name, p in c.joins.items()} == running
+        endpoint = view.endpoints[0]
+        url = f"http://{endpoint.host}:{endpoint.port}/"
+        assert await served_by(url, 9) == {h.address for h in hosts}
