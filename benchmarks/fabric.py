@@ -13,10 +13,13 @@ Every figure stands beside a raw baseline measured in the same run:
     .venv/bin/python benchmarks/fabric.py --density [--counts 10,25,50,100]
 
 runs only the density series instead: hello-worker (ExtraSmall) deployed at each count with the
-default settings (Azure's intervals), the time to all Ready, proportional memory per instance
-(its VM's processes together, and the whole fabric divided by the count), and, at the largest
-count, the idle CPU of the whole fabric once Ready. Each line carries the load average; the
-machine is shared, so run the 100-instance point sparingly.
+default settings (Azure's intervals), the time to all Ready (also in bare interpreter starts per
+instance), proportional memory per instance (its VM's processes together, each kind of process
+apart, and the whole fabric divided by the count), and the idle CPU of the whole fabric once
+Ready (``--no-idle`` skips it). Baselines in the same run: a bare interpreter's start and
+proportional memory, a bare fork, and the private memory of a bare fork idling on trio (what
+any forked process costs). Each line carries the load average; the machine is shared, so run
+the 100-instance point sparingly.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ ROOT = Path(__file__).resolve().parents[1]
 QUICK = "--quick" in sys.argv
 SECONDS = 3 if QUICK else 8
 DENSITY = "--density" in sys.argv
+IDLE = "--no-idle" not in sys.argv
 COUNTS = (
     [int(n) for n in sys.argv[sys.argv.index("--counts") + 1].split(",")]
     if "--counts" in sys.argv
@@ -239,6 +243,20 @@ def _cpu_seconds(procs: list[psutil.Process]) -> dict[int, float]:
     return found
 
 
+#: The kinds of a VM's processes, by the actor name on their command line.
+KINDS = {"vm": "vm", "WaHostBootstrapper": "bootstrapper", "RoleHostTemplate": "template"}
+
+
+def _kind(proc: psutil.Process) -> str:
+    args = _args(proc)
+    if any(a.startswith("vm:") for a in args):
+        return "vm"
+    if "actors._template" in args:
+        return "template"
+    name = args[6] if len(args) > 6 else ""
+    return KINDS.get(name, "role host" if name.startswith("Wa") else "other")
+
+
 async def density_point(tmp: Path, count: int, measure_cpu: bool) -> dict[str, float]:
     """Deploy ``count`` hello-worker instances with the default settings; see the docstring."""
     settings = Settings(host_cores=32)  # 4 hosts of 32 cores: room for 100 ExtraSmall
@@ -257,6 +275,9 @@ async def density_point(tmp: Path, count: int, measure_cpu: bool) -> dict[str, f
         figures["per_vm_processes"] = len(vm_procs) / max(1, len(vms))
         figures["instance_pss"] = await anyio.to_thread.run_sync(_pss, vm_procs) / count
         figures["whole_pss"] = await anyio.to_thread.run_sync(_pss, procs) / count
+        for kind in ("vm", "bootstrapper", "template", "role host"):
+            of_kind = [p for p in vm_procs if _kind(p) == kind]
+            figures[f"pss {kind}"] = await anyio.to_thread.run_sync(_pss, of_kind) / max(1, len(of_kind))
         if measure_cpu:
             before = _cpu_seconds(procs)
             began = time.perf_counter()
@@ -267,6 +288,34 @@ async def density_point(tmp: Path, count: int, measure_cpu: bool) -> dict[str, f
     return figures
 
 
+def bare_fork_memory() -> float:
+    """Private MiB of a child forked from this process (a fabric's imports, no event loop
+    running) that runs an idle trio loop: the floor of any forked process actor."""
+    import gc
+
+    import trio
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(write)
+            gc.freeze()
+
+            async def idle() -> None:
+                await trio.lowlevel.wait_readable(read)
+
+            trio.run(idle)
+        finally:
+            os._exit(0)
+    os.close(read)
+    time.sleep(1.0)
+    uss = psutil.Process(pid).memory_full_info().uss
+    os.close(write)
+    os.waitpid(pid, 0)
+    return uss / 2**20
+
+
 def _args(proc: psutil.Process) -> list[str]:
     try:
         return command_line(proc.cmdline())
@@ -274,21 +323,25 @@ def _args(proc: psutil.Process) -> list[str]:
         return []
 
 
-async def density(tmp: Path) -> None:
+async def density(tmp: Path, fork_uss: float) -> None:
     floor = bare_interpreters(1)
     fork = bare_fork()
     _, bare_pss = bare_memory()
     print(
         f"density: hello-worker (ExtraSmall), default settings; baselines: a bare interpreter starts in "
-        f"{floor * 1000:.0f} ms and is {bare_pss:.1f} MiB proportional, a bare fork {fork * 1000:.2f} ms"
+        f"{floor * 1000:.0f} ms and is {bare_pss:.1f} MiB proportional, a bare fork {fork * 1000:.2f} ms, "
+        f"a bare fork idling on trio {fork_uss:.1f} MiB private"
     )
     for count in COUNTS:
-        f = await density_point(tmp, count, measure_cpu=count == max(COUNTS))
+        f = await density_point(tmp, count, measure_cpu=IDLE)
+        kinds = " + ".join(
+            f"{kind} {f[f'pss {kind}']:.1f}" for kind in ("vm", "bootstrapper", "template", "role host")
+        )
         line = (
-            f"{count:4d} instances: all Ready in {f['deploy']:6.2f} s ({f['deploy'] / count * 1000:5.0f} ms each; "
-            f"goal < 15 s at 100)   {f['instance_pss']:5.1f} MiB proportional per instance "
-            f"({f['per_vm_processes']:.1f} processes each; whole fabric {f['whole_pss']:5.1f} MiB per instance; "
-            f"goal < 30)"
+            f"{count:4d} instances: all Ready in {f['deploy']:6.2f} s ({f['deploy'] / count * 1000:5.0f} ms each, "
+            f"{f['deploy'] / count / floor:4.2f} bare interpreter starts; goal < 15 s at 100)   "
+            f"{f['instance_pss']:5.1f} MiB proportional per instance ({kinds}; "
+            f"whole fabric {f['whole_pss']:5.1f} MiB per instance; goal < 30)"
         )
         if "idle_cpu" in f:
             line += f"   idle CPU of the whole fabric {f['idle_cpu'] * 100:5.1f}% of one core (goal < 10%)"
@@ -306,13 +359,13 @@ def bare_memory() -> tuple[float, float]:
     return info.rss / 2**20, info.pss / 2**20
 
 
-async def main() -> None:
+async def main(fork_uss: float) -> None:
     settings = Settings.fast(role_restart_reset=0.5)
     print(f"fabric benchmark ({os.cpu_count()} cores){' quick' if QUICK else ''}   [{load()}]")
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         if DENSITY:
-            await density(tmp)
+            await density(tmp, fork_uss)
             return
         floor10 = bare_interpreters(10)
         deploy = await deploy_ten(tmp, settings)
@@ -341,4 +394,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    anyio.run(main, backend="trio")
+    anyio.run(main, bare_fork_memory() if DENSITY else 0.0, backend="trio")
