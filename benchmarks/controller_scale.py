@@ -129,6 +129,21 @@ class Stats(msgspec.Struct, frozen=True):
     heartbeats: int
 
 
+class Profile(Request[None], frozen=True, tag=True):
+    """For --profile: the controller starts (``path`` empty) or stops cProfile, writing its
+    stats to ``path``."""
+
+    path: str = ""
+
+
+class RawPlace(Request[float], frozen=True, tag=True):
+    """The raw baseline: the controller's process, without the controller's logic, spawns a
+    second simulator with ``n`` hosts and asks it to start ``2n`` guests (one StartGuest ask each,
+    with the deployment's own GuestConfig); answers the seconds until all report ReadyRole."""
+
+    n: int
+
+
 class SimAsk(Request[Any], frozen=True, tag=True):
     """For the benchmark: forwarded by the controller to its simulator."""
 
@@ -380,10 +395,51 @@ class BenchController(FabricController):
         return Ref(proxy)
 
     async def receive(self, message: Any) -> Any:
+        if isinstance(message, Profile):
+            import cProfile
+
+            if not message.path:
+                self._profile = cProfile.Profile()
+                self._profile.enable()
+            elif getattr(self, "_profile", None) is not None:
+                self._profile.disable()
+                self._profile.dump_stats(message.path)
+            return None
+        if isinstance(message, RawPlace):
+            return await self._raw_place(message.n)
         if isinstance(message, SimAsk):
             sim = await self._simulator()
             return await sim.ask(message.message, timeout=60)
         return await super().receive(message)
+
+    async def _raw_place(self, n: int) -> float:
+        """See RawPlace. The raw hosts' reports reach this controller, which drops them at once
+        (unknown hosts and VMs): the same messages over the same links, and nothing done."""
+        dep = next(iter(self.state.deployments.values()))
+        inst = next(iter(dep.instances.values()))
+        template = dep.guest_config(inst, self.state_dir, self.settings)
+        start = time.time()
+        sim = await self.spawn_process(
+            "benchmarks.controller_scale:Simulator", name="simulator-raw", mailbox_size=100_000
+        )
+        try:
+
+            async def host(i: int) -> None:
+                config = HostConfig(host_id=f"raw-host{i}", cores=8, state_dir="", settings=self.settings)
+                await sim.ask(AddHost(config), timeout=600)
+                for k in (0, 1):
+                    guest = msgspec.structs.replace(template, instance_id=f"raw-vm{i}-{k}")
+                    await sim.ask(ToHost(config.host_id, StartGuest(guest)), timeout=600)
+
+            async with anyio.create_task_group() as tg:
+                for i in range(n):
+                    tg.start_soon(host, i)
+            while (await sim.ask(SimStats(), timeout=600)).ready < 2 * n:
+                await anyio.sleep(0.05)
+            return time.time() - start
+        finally:
+            with anyio.move_on_after(30, shield=True):
+                await sim.stop()
 
 
 # -- the driver ---------------------------------------------------------------------------------
@@ -485,6 +541,8 @@ async def run_size(system: Any, n: int, root: Path, args: Any) -> dict[str, floa
     sim_pid = 0
     try:
         # Placement: 2N instances until the simulator reports the last one Ready.
+        if args.profile:
+            await ask(ctl, Profile(), timeout=60)
         ctl_cpu0 = cpu(ctl_proc)
         start = time.time()
         await ask(
@@ -507,6 +565,9 @@ async def run_size(system: Any, n: int, root: Path, args: Any) -> dict[str, floa
                     break
                 await anyio.sleep(0.25)
         sim_pid = st.pid
+        if args.profile:
+            await ask(ctl, Profile(f"{args.profile}.{n}"), timeout=60)
+            print(f"  N={n}: the controller's profile of placement is in {args.profile}.{n}", flush=True)
         # CPU spent placing: the controller's since the deployment was asked for, the
         # simulator's since it started (the first host was spun up).
         out["placement_cpu"] = cpu(ctl_proc) - ctl_cpu0
@@ -519,6 +580,13 @@ async def run_size(system: Any, n: int, root: Path, args: Any) -> dict[str, floa
             f"  N={n}: placement {out['placement']:.2f} s (accepted in {accepted:.2f} s), "
             f"{st.hosts} hosts, store {out['store']:.0f} KiB; CPU meanwhile: controller "
             f"{out['placement_cpu']:.1f} s, simulator {out['placement_sim_cpu']:.1f} s; load {load()}",
+            flush=True,
+        )
+        out["raw"] = await ask(ctl, RawPlace(n), timeout=args.timeout)
+        out["ratio"] = out["placement"] / out["raw"]
+        print(
+            f"  N={n}: raw baseline {out['raw']:.2f} s (the same hosts and StartGuest asks from the "
+            f"controller's process, reports dropped): placement {out['ratio']:.2f}x the baseline; load {load()}",
             flush=True,
         )
 
@@ -601,6 +669,8 @@ def exponent(ns: list[float], ys: list[float]) -> float:
 
 FIGURES = [
     ("placement", "placement (s)", "< 10 s"),
+    ("raw", "raw baseline (s)", ""),
+    ("ratio", "placement/raw", ""),
     ("cpu", "steady CPU (% core)", "< 50%"),
     ("heal", "heal (s)", ""),
     ("recovery", "recovery (s)", "< 10 s"),
@@ -660,6 +730,11 @@ def cli() -> None:
         "--vm-accounts",
         action="store_true",
         help="as root, give each instance a VM account (uid) as a real pool does: 4,336 at most",
+    )
+    parser.add_argument(
+        "--profile",
+        default="",
+        help="write a cProfile of the controller while placing to PROFILE.<N> (slower)",
     )
     parser.add_argument("--endpoint", action="store_true", help="the role has a TCP input endpoint")
     parser.add_argument("--heartbeat", type=float, default=2.5, help="host heartbeat interval (s)")

@@ -239,6 +239,8 @@ class HostPool:
             if host.ref is None:
                 raise HostUnavailable(f"joined host {host_id} has not linked to this controller yet")
             return host.ref
+        if host.ref is not None:
+            return host.ref  # running: no lock to take (one ask per instance at scale)
         async with host.spawn_lock:
             if host.ref is None:
                 config = HostConfig(
