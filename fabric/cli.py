@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from fabric import __version__
+from fabric.commands import chaos_replicas
 from fabric.commands import client as client_commands
 from fabric.commands.certs import cert
 from fabric.commands.chaos import chaos
@@ -62,6 +63,8 @@ main.add_command(guest)
 main.add_command(run)
 main.add_command(serve)
 main.add_command(chaos)
+chaos.add_command(chaos_replicas.replica)  # fabric.commands.chaos_replicas: the control plane's faults
+chaos.add_command(chaos_replicas.database)
 main.add_command(events)  # fabric.commands.events: the timeline
 main.add_command(portal)  # fabric.commands.portal: open the portal
 main.add_command(cert)  # fabric.commands.certs: service certificates

@@ -10,6 +10,7 @@ A forwarded request is never forwarded again (a replica that stopped leading ans
 A write whose forwarding broke after it was sent (the leader died answering it) answers 503
 too: the change either landed whole (one database transaction) or not at all; the message says
 to read it back. Remote shells (WebSockets) are not forwarded: connect to the leader.
+``GET /replicas`` is answered by any replica itself: every replica's address and who leads.
 """
 
 from __future__ import annotations
@@ -25,13 +26,16 @@ import msgspec
 
 from fabric.controller.pg_store import Database, StoreUnavailable
 from fabric.frontend.api import ErrorBody, ErrorDetail
-from fabric.replica.registry import Leader, current_leader
+from fabric.frontend.auth import token_matches
+from fabric.replica.registry import Leader, current_leader, replicas
 from roles.hosts.http import answer_lifespan
 
 log = logging.getLogger("fabric.replica")
 
 #: the header a forwarded request carries (the forwarding replica's name)
 FORWARDED_BY = b"x-fabric-forwarded-by"
+#: ``GET /replicas`` (with the token) is answered by the replica itself: see ReplicasView
+REPLICAS_PATH = "/replicas"
 #: headers of one connection, never passed on
 _HOP = frozenset(
     {
@@ -55,6 +59,23 @@ Receive = Callable[[], Any]
 Send = Callable[[dict[str, Any]], Any]
 
 
+class ReplicaView(msgspec.Struct, frozen=True, kw_only=True, rename="pascal"):
+    """One replica: its name, API address, and whether it leads."""
+
+    name: str
+    url: str
+    leader: bool
+
+
+class ReplicasView(msgspec.Struct, frozen=True, kw_only=True, rename="pascal"):
+    """``GET /replicas``: every replica, who leads (None during an election) and its epoch."""
+
+    leader: str | None
+    epoch: int | None
+    replicas: list[ReplicaView]
+    answered_by: str
+
+
 class ClientGone(Exception):
     """The client disconnected while its body was being forwarded."""
 
@@ -64,6 +85,8 @@ class ReplicaFront:
 
     Args:
         name: this replica's name.
+        token: the API token (``GET /replicas`` checks it; forwarded requests are checked by
+            the leader).
         db: the replica's database pool (the replica table).
         is_leader: whether this replica leads now (its lease renewed in time).
         refresh_interval: how often the leader's address is read again.
@@ -73,6 +96,7 @@ class ReplicaFront:
     def __init__(
         self,
         name: str,
+        token: str,
         db: Database,
         is_leader: Callable[[], bool],
         *,
@@ -80,6 +104,7 @@ class ReplicaFront:
         retry_after: int = 1,
     ) -> None:
         self.name = name
+        self.token = token
         self.db = db
         self.is_leader = is_leader
         self.refresh_interval = refresh_interval
@@ -129,6 +154,9 @@ class ReplicaFront:
         if scope["type"] == "lifespan":
             await answer_lifespan(receive, send)
             return
+        if scope["type"] == "http" and scope["path"] == REPLICAS_PATH and scope["method"] == "GET":
+            await self._replicas(scope, send)  # answered by this replica itself, leader or not
+            return
         app = self.app
         if app is not None and self.is_leader():
             await app(scope, receive, send)
@@ -140,15 +168,34 @@ class ReplicaFront:
             return
         await self._forward(scope, receive, send)
 
+    async def _replicas(self, scope: Scope, send: Send) -> None:
+        header = dict(scope.get("headers", [])).get(b"authorization", b"").decode("latin-1")
+        if not token_matches(self.token, header):
+            body = msgspec.json.encode(
+                ErrorBody(error=ErrorDetail(code="Unauthorized", message="present the API token (Bearer)"))
+            )
+            await _answer(send, 401, body, [(b"www-authenticate", b"Bearer")])
+            return
+        try:
+            known = await replicas(self.db)
+            leader = await current_leader(self.db)
+        except StoreUnavailable as exc:
+            await self._refuse(send, f"the database did not answer: {exc}")
+            return
+        view = ReplicasView(
+            leader=leader.name if leader else None,
+            epoch=leader.epoch if leader else None,
+            replicas=[
+                ReplicaView(name=n, url=u, leader=leader is not None and leader.name == n)
+                for n, u in known.items()
+            ],
+            answered_by=self.name,
+        )
+        await _answer(send, 200, msgspec.json.encode(view))
+
     async def _refuse(self, send: Send, message: str) -> None:
         body = msgspec.json.encode(ErrorBody(error=ErrorDetail(code="ServiceUnavailable", message=message)))
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"retry-after", str(self.retry_after).encode()),
-        ]
-        await send({"type": "http.response.start", "status": 503, "headers": headers})
-        await send({"type": "http.response.body", "body": body, "more_body": False})
+        await _answer(send, 503, body, [(b"retry-after", str(self.retry_after).encode())])
 
     async def _forward(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = [(k, v) for k, v in scope.get("headers", []) if k.lower() not in _HOP]
@@ -201,6 +248,14 @@ class ReplicaFront:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             await response.aclose()
+
+
+async def _answer(
+    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    out = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": out + (headers or [])})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 async def _body(receive: Receive) -> AsyncIterator[bytes]:

@@ -67,7 +67,7 @@ def lock_replica(state_dir: Path, name: str) -> tuple[Path, list[int]]:
         except BlockingIOError:
             raise FabricBusy(f"replica {name} is already running for state folder {state_dir}") from None
         os.ftruncate(own, 0)
-        os.write(own, f"{os.getpid()}\n".encode())
+        os.write(own, f"{os.getpid()}\n".encode())  # its API URL follows once it listens
     except BaseException:
         for fd in fds:
             os.close(fd)
@@ -176,6 +176,7 @@ async def _serve(
     elector = Elector.from_settings(db, name, settings)
     front = ReplicaFront(
         name,
+        token,
         db,
         lambda: elector.is_leader,
         refresh_interval=settings.leader_renew_interval,
@@ -191,6 +192,8 @@ async def _serve(
             except StoreUnavailable as exc:
                 log.warning("%s: waiting for the database to register: %s", name, exc)
                 await anyio.sleep(settings.leader_renew_interval)
+        own = state_dir / f"replica-{name}.lock"
+        await anyio.Path(own).write_text(f"{os.getpid()}\n{url}\n")  # for fabric chaos replica
         async with anyio.create_task_group() as tg:
             await tg.start(partial(serve_http, asgi_handler(front), sock, config))
             tg.start_soon(front.watch)
@@ -205,6 +208,7 @@ async def _serve(
                     if term is None or stop.is_set():
                         continue
                     front.leader_changed()
+                    write_api_url(state_dir, url)  # a client of the folder finds the leader first
                     on_change(f"replica {name} leads (epoch {term.epoch}); taking over")
                     replica = ReplicaTerm(
                         url=url, token=token, fence=elector.fence, on_fenced=elector.resign, mount=front.mount

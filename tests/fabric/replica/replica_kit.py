@@ -69,19 +69,22 @@ class Cluster:
         self.settings = settings
         self.replicas: dict[str, Replica] = {}
 
-    async def start(self, name: str) -> Replica:
-        """Start replica ``name``; returns once its API answers (its URL read from its output)."""
+    async def start(self, name: str, *extra: str) -> Replica:
+        """Start replica ``name`` (``extra``: more options of fabric serve); returns once its API
+        answers (its URL read from its output)."""
         log = self.tmp / f"replica-{name}.log"
+        offset = log.stat().st_size if log.exists() else 0  # a restarted replica appends
         argv = [FABRIC, "serve", "--fast", "--store", self.db_url, "--replica", name]
         argv += ["--state-dir", str(self.state)]
         if self.settings is not None:
             argv += ["--settings", str(self.settings)]
+        argv += extra
         with log.open("ab") as out:
             process = await anyio.open_process(
                 argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
             )
         replica = self.replicas[name] = Replica(name, process, log)
-        line = await self.wait_output(replica, rf"replica {name} serving (http://\S+)")
+        line = await self.wait_output(replica, rf"replica {name} serving (http://\S+)", after=offset)
         replica.url = line.group(1)
         return replica
 

@@ -1,0 +1,100 @@
+"""Joined hosts across a failover: their host agents and VMs outlive the leader (they are other
+processes, on other machines), link again to the address the new leader now listens on, and the
+new leader adopts what they run: the same pids, nothing restarted."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import anyio
+import httpx
+import pytest
+
+from tests.fabric.cluster.joined_kit import Cluster as Joined
+from tests.fabric.cluster.joined_kit import vms_of
+from tests.fabric.replica.replica_kit import cluster
+from tests.integration.test_e2e_join import free_port_pair
+from tests.netns import loopback_hosts
+from tests.pg_server import PostgresServer
+
+pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
+
+LEASE = 3.0
+
+
+class Load:
+    """GET the site every 50 ms; counts the answers and the failures."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.ok = 0
+        self.failed: list[str] = []
+
+    async def run(self) -> None:
+        async with httpx.AsyncClient(timeout=1.0) as client:
+            while True:
+                try:
+                    response = await client.get(self.url)
+                    if response.status_code == 200:
+                        self.ok += 1
+                    else:
+                        self.failed.append(f"{time.monotonic():.2f} {response.status_code}")
+                except httpx.HTTPError as exc:
+                    self.failed.append(f"{time.monotonic():.2f} {type(exc).__name__}")
+                await anyio.sleep(0.05)
+
+
+async def test_joined_hosts_keep_their_instances_across_a_failover(
+    postgres: PostgresServer, tmp_path: Path
+) -> None:
+    with loopback_hosts(3, tmp_path / "hosts") as hosts:
+        settings = tmp_path / "settings.toml"
+        settings.write_text("max_hosts = 0\n")  # only joined hosts run instances
+        listen = f"{hosts.gateway}:{free_port_pair(hosts.gateway)}"  # every replica's host port
+        async with cluster(tmp_path, postgres, settings) as c:
+            await c.start("a", "--listen", listen)
+            await c.start("b", "--listen", listen)
+            old = await c.leader()
+            joined = Joined(state=c.state, hosts=hosts, settings=settings, listen=listen)
+            try:
+                await joined.make_token()
+                for host, domain in zip(hosts, (0, 1, 0), strict=True):
+                    joined.join(host, fault_domain=domain)
+                await joined.wait_hosts({h.name for h in hosts})
+                await joined.deploy()
+                view = await joined.all_ready()
+                placed = {i.id: i.host for i in view.instances}
+                running = {name: vms_of(p) for name, p in joined.joins.items()}
+                endpoint = view.endpoints[0]
+                load = Load(f"http://{endpoint.host}:{endpoint.port}/")
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(load.run)
+                    killed = time.monotonic()
+                    old.process.send_signal(signal.SIGKILL)
+                    new = await c.leader(not_=old.name, seconds=LEASE + 30)
+                    await joined.wait_hosts({h.name for h in hosts}, 60)
+                    view = await joined.all_ready(60)
+                    while load.ok == 0 or (
+                        load.failed and float(load.failed[-1].split()[0]) > time.monotonic() - 0.5
+                    ):
+                        await anyio.sleep(0.1)  # the site answers again through the new leader's balancer
+                    back = time.monotonic() - killed
+                    tg.cancel_scope.cancel()
+                assert {i.id: i.host for i in view.instances} == placed  # nothing moved
+                assert {name: vms_of(p) for name, p in joined.joins.items()} == running  # nothing restarted
+                assert all(i.restarts == 0 for i in view.instances), view.instances
+                print(
+                    f"{new.name} leads; the site answered again {back:.1f} s after the kill; "
+                    f"{len(load.failed)} requests failed meanwhile, {load.ok} answered: {load.failed[:3]}..."
+                )
+            finally:
+                for process in joined.joins.values():
+                    process.send_signal(signal.SIGTERM)
+                for process in joined.joins.values():
+                    try:
+                        process.wait(timeout=60)
+                    except Exception:
+                        process.kill()
+                        process.wait()
