@@ -10,6 +10,8 @@ Each fault is undone by the host itself, never by the controller (a partition cu
 controller's link): by a timer in this process at its end, on ``clear``, when the host agent
 stops (the timer's task is cancelled and undoes it), and, should this process be killed, by a
 backstop process in a session of its own that sleeps until the end and removes what is left.
+A partition is checked (``nft -c``), answered, and applied half a second later: it cuts the
+link its answer goes back on.
 """
 
 from __future__ import annotations
@@ -37,6 +39,9 @@ TABLE_PREFIX = "reddog_nf_"
 QDISC_HANDLE = "5e0d:"
 #: seconds the backstop waits past the fault's end, so that the timer here acts first
 BACKSTOP_GRACE = 2.0
+#: a partition is checked, answered, and only then applied, this many seconds later: it cuts
+#: the link its answer goes back on
+ANSWER_FIRST = 0.5
 
 NetAction = Literal["partition", "loss", "bandwidth", "delay", "clear"]
 #: the most a network fault lasts (the host undoes it by itself at its end)
@@ -81,6 +86,8 @@ class _Active:
     fault: NetFault
     undo: list[list[str]]
     detail: str
+    #: a ruleset checked but applied only after the answer left (a partition)
+    pending: str | None = None
     backstop: anyio.abc.Process | None = None
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     done: anyio.Event = field(default_factory=anyio.Event)
@@ -117,10 +124,19 @@ class NetFaults:
             raise NetFaultRefused(
                 "a bandwidth or delay fault is already in force on this host (one qdisc at a time); clear it first"
             )
-        undo, detail = await _apply(fault)
-        active = _Active(fault, undo, detail)
+        if fault.action == "partition":
+            table, ruleset = _table(fault)
+            await _run(["nft", "-c", "-f", "-"], ruleset, need="nft")  # checked, applied later
+            undo = [["nft", "delete", "table", "inet", table]]
+            detail = f"every packet but loopback's dropped, both ways (nft table inet {table})"
+            active = _Active(fault, undo, detail, pending=ruleset)
+            lasting = ANSWER_FIRST + fault.duration
+        else:
+            undo, detail = await _apply(fault)
+            active = _Active(fault, undo, detail)
+            lasting = fault.duration
         self.active[fault.id] = active
-        active.backstop = await _backstop(fault.duration + BACKSTOP_GRACE, undo)
+        active.backstop = await _backstop(lasting + BACKSTOP_GRACE, undo)
         self.log(f"network fault {fault.id}: {detail} for {fault.duration:g} s")
         self.start_soon(self._expire, active)
         return NetFaultApplied(id=fault.id, action=fault.action, detail=detail)
@@ -145,6 +161,13 @@ class NetFaults:
         """Wait out the fault, then undo it (also when cancelled: clear, or the host stopping)."""
         try:
             with active.scope:
+                if active.pending is not None:
+                    await anyio.sleep(ANSWER_FIRST)
+                    try:
+                        await _run(["nft", "-f", "-"], active.pending, need="nft")
+                    except NetFaultRefused as exc:  # checked before: the machine changed since
+                        self.log(f"network fault {active.fault.id} not applied: {exc}")
+                        return
                 await anyio.sleep(active.fault.duration)
         finally:
             with anyio.CancelScope(shield=True):
@@ -189,14 +212,10 @@ def _check(fault: NetFault) -> None:
 async def _apply(fault: NetFault) -> tuple[list[list[str]], str]:
     """Apply ``fault``; answer the commands that undo it and what it does, in words."""
     match fault.action:
-        case "partition" | "loss":
-            table = TABLE_PREFIX + re.sub(r"[^A-Za-z0-9_]", "_", fault.id)
-            await _run(["nft", "-f", "-"], _ruleset(table, _drop_rule(fault)), need="nft")
-            what = (
-                "every packet but loopback's dropped, both ways"
-                if fault.action == "partition"
-                else f"{fault.percent:g}% of packets dropped each way"
-            )
+        case "loss":
+            table, ruleset = _table(fault)
+            await _run(["nft", "-f", "-"], ruleset, need="nft")
+            what = f"{fault.percent:g}% of packets dropped each way"
             return [["nft", "delete", "table", "inet", table]], f"{what} (nft table inet {table})"
         case "bandwidth":
             spec = ["tbf", "rate", f"{fault.rate}bit", "burst", str(_burst(fault.rate)), "latency", "100ms"]
@@ -215,6 +234,12 @@ async def _apply(fault: NetFault) -> tuple[list[list[str]], str]:
                 f"egress delayed {fault.delay * 1000:g} ms{jitter} (netem on {', '.join(devices)})",
             )
     raise NetFaultRefused(f"unknown network fault {fault.action!r}")
+
+
+def _table(fault: NetFault) -> tuple[str, str]:
+    """The name of the fault's nftables table, and its ruleset."""
+    table = TABLE_PREFIX + re.sub(r"[^A-Za-z0-9_]", "_", fault.id)
+    return table, _ruleset(table, _drop_rule(fault))
 
 
 def _drop_rule(fault: NetFault) -> str:

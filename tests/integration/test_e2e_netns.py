@@ -17,9 +17,14 @@ import anyio
 import anyio.abc
 import pytest
 
+from fabric.client import AsyncFabricClient
+from fabric.client.deployments import deploy_service
 from tests.integration.test_e2e_cli import FABRIC, Output
 from tests.integration.test_e2e_join import free_port_pair, running
 from tests.netns import NetHost, NetHosts, make_net_hosts
+from tests.paths import ROOT
+
+SPREAD = ROOT / "tests" / "fabric" / "cluster" / "services" / "spread"
 
 __all__ = ["make_net_hosts"]  # the fixture, used by name below
 
@@ -69,11 +74,11 @@ async def cluster(net: NetHosts, tmp_path: Path, settings: str = "") -> AsyncIte
         token = made.stdout.decode().strip()
         ca_hash = made.stderr.decode().splitlines()[-1].strip().rsplit(" ", 1)[1]
         joins = {}
-        for host in net:
+        for n, host in enumerate(net):
             log = (host.state_dir / "join.log").open("wb")
             joins[host.name] = host.popen(
-                [FABRIC, "host", "join", address, "--token", token, "--ca-hash", ca_hash,
-                 "--name", host.name, "--state-dir", str(host.state_dir / "host")],
+                [FABRIC, "host", "join", address, "--token", token, "--ca-hash", ca_hash, "--name", host.name,
+                 "--fault-domain", str(n), "--cores", "4", "--state-dir", str(host.state_dir / "host")],
                 stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
         await wait_hosts(state, lambda found: all(found.get(h.name, {}).get("connected") for h in net), 60)
@@ -92,3 +97,83 @@ async def test_hosts_in_namespaces_join_and_one_cut_off_by_its_link_is_heard_aga
         await wait_hosts(c.state, lambda f: not f["h1"]["connected"], 60)
         h1.set_link(True)
         await wait_hosts(c.state, lambda f: f["h1"]["connected"], 60)
+
+
+async def chaos(c: Cluster, *args: str) -> tuple[int, str, str]:
+    done = await fabric(c.state, "chaos", *args)
+    return done.returncode, done.stdout.decode(), done.stderr.decode()
+
+
+async def states(state: Path) -> dict[str, str]:
+    """Each joined host's state (Ready, NotReady, Dead, ...)."""
+    async with AsyncFabricClient(state) as client:
+        return {h.name: h.state for h in await client.all_hosts() if h.kind == "joined"}
+
+
+async def ready_off(state: Path, avoid: str, seconds: float) -> None:
+    """Wait until all 6 instances are ReadyRole on hosts other than ``avoid``."""
+    with anyio.fail_after(seconds):
+        while True:
+            async with AsyncFabricClient(state) as client:
+                views = await client.deployments()
+            instances = views[0].instances if views else []
+            if len(instances) == 6 and all(i.status == "ReadyRole" and i.host != avoid for i in instances):
+                return
+            await anyio.sleep(0.2)
+
+
+async def test_chaos_net_on_a_joined_host_in_a_namespace(
+    make_net_hosts: Callable[[int], NetHosts], tmp_path: Path
+) -> None:
+    net = make_net_hosts(3)
+    h1, h2, h3 = net
+    async with cluster(net, tmp_path, "max_hosts = 0\n") as c:
+        async with AsyncFabricClient(c.state) as client:
+            await deploy_service(client, SPREAD, None)
+        await ready_off(c.state, "", 120)
+        async with AsyncFabricClient(c.state) as client:
+            on_h1 = [i for i in (await client.deployments())[0].instances if i.host == "h1"]
+        assert on_h1, "placement spreads the instances over the three hosts"
+
+        # A partition: the host drops everything but loopback; the controller stops hearing it,
+        # heals its instances onto the others, and the host undoes the partition itself.
+        code, out, err = await chaos(c, "net", "--host", "h1", "--partition", "--duration", "6s")
+        assert code == 0, err
+        assert "every packet but loopback's dropped, both ways" in out and "active for 6 s" in out
+        with anyio.fail_after(3):  # applied once its answer left
+            while "reddog_nf_" not in h1.run("nft", "list", "tables"):
+                await anyio.sleep(0.05)
+        await wait_hosts(c.state, lambda f: not f["h1"]["connected"], 10)
+        await ready_off(c.state, "h1", 60)
+        with anyio.fail_after(15):
+            while "reddog_nf_" in h1.run("nft", "list", "tables"):
+                await anyio.sleep(0.2)
+        await wait_hosts(c.state, lambda f: f["h1"]["connected"], 30)
+
+        # Loss and bandwidth, ended from the controller (rollback); gone from the host after.
+        code, out, err = await chaos(c, "net", "--host", "h2", "--loss", "5%", "--duration", "60s", "--json")
+        assert code == 0, err
+        loss_id = json.loads(out)["id"]
+        code, out, err = await chaos(c, "net", "--host", "h3", "--bandwidth", "1mbit", "--duration", "60s")
+        assert code == 0 and "egress limited to 1 mbit/s" in out, err
+        assert "reddog_nf_" in h2.run("nft", "list", "tables") and "tbf" in h3.run("tc", "qdisc", "show")
+        code, out, err = await chaos(c, "rollback", loss_id)
+        assert code == 0 and "undone" in out, err
+        code, out, err = await chaos(c, "rollback")
+        assert code == 0, err
+        assert "reddog_nf_" not in h2.run("nft", "list", "tables") and "tbf" not in h3.run(
+            "tc", "qdisc", "show"
+        )
+
+        # Refusals: one line, exit 2.
+        for args, words in [
+            (["--host", "h2", "--delay", "100ms", "--duration", "5s"], "netem"),
+            (["--host", "nope", "--partition", "--duration", "5s"], "no live host"),
+            (["--host", "h2", "--loss", "500%", "--duration", "5s"], "at most 100"),
+        ]:
+            if words == "netem" and "netem" in h2.run(
+                "tc", "qdisc", "add", "dev", "lo", "root", "netem", check=False
+            ):
+                continue
+            code, out, err = await chaos(c, "net", *args)
+            assert code == 2 and len(err.strip().splitlines()) == 1 and words in err, err

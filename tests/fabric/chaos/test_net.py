@@ -113,6 +113,9 @@ async def test_the_controller_applies_a_partition_through_the_host_agent_and_und
         fault = network_fault(Target(host="far-1"), partition=True, duration="60s")
         applied = await net_fault(world, fault)
         assert "both ways" in applied.detail and applied.undo is not None
+        with anyio.fail_after(3):  # applied once its answer left
+            while not agent.nft_tables():
+                await anyio.sleep(0.05)
         assert not await reachable(host.address, port)
         with pytest.raises(ControllerError) as again:
             await net_fault(world, fault)

@@ -113,6 +113,7 @@ async def test_a_partition_cuts_tcp_off_until_cleared_and_leaves_nothing(host: N
         assert await reachable(host.address, port)
         applied = await agent.fault(action="partition", duration=60)
         assert "both ways" in applied.detail
+        await until(lambda: agent.nft_tables() != [], 3)  # applied once its answer left
         assert not await reachable(host.address, port)
         # the host's own loopback still works
         assert "up" in host.run(
@@ -131,6 +132,7 @@ async def test_a_partition_ends_by_itself_at_its_duration(host: NetHost) -> None
     port = start_server(host)
     async with agent_in(host) as agent:
         await agent.fault(action="partition", duration=1.0)
+        await until(lambda: agent.nft_tables() != [], 3)
         assert not await reachable(host.address, port)
         await until(lambda: agent.nft_tables() == [], 5)
         assert await reachable(host.address, port, 2)
@@ -140,13 +142,15 @@ async def test_a_fault_is_undone_when_its_host_agent_stops(host: NetHost) -> Non
     async with agent_in(host) as agent:
         await agent.fault(action="partition", duration=600)
         await agent.fault(action="bandwidth", id="f2", rate=1_000_000, duration=600)
-        assert agent.nft_tables() and "tbf" in agent.qdiscs()
+        await until(lambda: agent.nft_tables() != [], 3)
+        assert "tbf" in agent.qdiscs()
     assert agent.nft_tables() == [] and "tbf" not in agent.qdiscs()
 
 
 async def test_a_killed_host_agents_fault_is_undone_by_its_backstop(host: NetHost) -> None:
     async with agent_in(host) as agent:
         await agent.fault(action="partition", duration=0.5)
+        await until(lambda: agent.nft_tables() != [], 3)
         assert agent.ref.pid is not None
         os.kill(agent.ref.pid, signal.SIGKILL)  # no timer left in the host agent
         await until(lambda: agent.nft_tables() == [], 8)
