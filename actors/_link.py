@@ -35,6 +35,7 @@ from ._wire import (
     body_encoder,
     decode_value,
     encode_to,
+    pack_size,
     tell_head,
     tell_heads,
 )
@@ -240,9 +241,7 @@ class Outbox:
                 del buffer[start:]
                 raise
             buffer += tail
-            buffer[start : start + HEADER_SIZE] = (len(buffer) - start - HEADER_SIZE).to_bytes(
-                HEADER_SIZE, "big"
-            )
+            pack_size(buffer, start, len(buffer) - start - HEADER_SIZE)
             if self._wake is not None:
                 self._wake.set()
             if len(buffer) >= FLUSH_BYTES:

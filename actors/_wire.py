@@ -160,7 +160,13 @@ def append_frame(
     except BaseException:
         del buffer[start:]  # no half frame left behind: it would corrupt the stream
         raise
-    buffer[start : start + HEADER_SIZE] = (len(buffer) - start - HEADER_SIZE).to_bytes(HEADER_SIZE, "big")
+    pack_size(buffer, start, len(buffer) - start - HEADER_SIZE)
+
+
+_size = struct.Struct(">I")  # a frame's length prefix
+#: write a frame's length prefix into a buffer: ``pack_size(buffer, offset, size)``
+pack_size = _size.pack_into
+_unpack_size = _size.unpack_from
 
 
 #: The bytes of a TELL frame before its body, by the body's type: a zeroed length prefix, then
@@ -252,6 +258,3 @@ class FrameSplitter:
         if pos < end:
             rest = data[pos:] if pos else data
             self._parts, self._size = [rest], len(rest)
-
-
-_unpack_size = struct.Struct(">I").unpack_from

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import struct
 import sys
 from typing import Any
 
@@ -77,23 +78,25 @@ def raw_pipe_child(fd: int) -> None:
 def read_items(sock: Any, expected: int) -> None:
     """Read ``expected`` length-prefixed Items off a blocking socket (or TLS socket), decoding
     each, then ack with one byte."""
-    decoder = msgspec.msgpack.Decoder(Item)
-    buffer = bytearray()
+    decode = msgspec.msgpack.Decoder(Item).decode
+    unpack = struct.Struct(">I").unpack_from
+    rest = b""
     count = 0
     while count < expected:
         chunk = sock.recv(256 * 1024)
         if not chunk:
             return
-        buffer += chunk
-        pos = 0
-        while len(buffer) - pos >= 4:
-            size = int.from_bytes(buffer[pos : pos + 4], "big")
-            if len(buffer) - pos - 4 < size:
+        data = rest + chunk if rest else chunk
+        view = memoryview(data)
+        pos, end = 0, len(data)
+        while end - pos >= 4:
+            size = unpack(data, pos)[0]
+            if end - pos - 4 < size:
                 break
-            decoder.decode(buffer[pos + 4 : pos + 4 + size])
+            decode(view[pos + 4 : pos + 4 + size])
             count += 1
             pos += 4 + size
-        del buffer[:pos]
+        rest = data[pos:]
     sock.sendall(b"k")
 
 
