@@ -142,6 +142,7 @@ class FabricController(Actor):
         self.on_arrival(self._arrived)
         self.start_soon(hosts.watch)
         self.start_soon(lifecycle.heal_forever, self.state, self.start_soon)
+        self.start_soon(self.state.flush_forever)
 
     def start_soon(
         self, func: Callable[..., Coroutine[Any, Any, Any]], *args: Any, name: str | None = None
@@ -244,5 +245,6 @@ class FabricController(Actor):
         return rotation.with_passive_state(dep, dep.view(rotation.endpoints(dep)))
 
     async def on_stop(self) -> None:
-        """Hosts were stopped first (they are children); close the database."""
+        """Hosts were stopped first (they are children); store what is pending, close the database."""
+        await self.state.flush()
         await self.state.store.aclose()

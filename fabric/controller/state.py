@@ -78,6 +78,9 @@ class ControllerState:
         #: the uids taken as last read (see _taken_uids), and when (time.monotonic())
         self._uids_taken: set[int] | None = None
         self._uids_read_at = 0.0
+        #: instances whose role host start counts changed, stored together by flush_forever
+        self._unsaved: dict[str, Instance] = {}
+        self._unsaved_wake: anyio.Event | None = None
         #: called when instances lost their host (healing places them again)
         self.wake_healer: Callable[[], None] = lambda: None
 
@@ -253,6 +256,32 @@ class ControllerState:
         async with self.store.transaction() as tx:
             await self.write_instance(tx, inst)
 
+    def save_soon(self, inst: Instance) -> None:
+        """Store an instance's record shortly, in one transaction with the others changed
+        meanwhile (``flush_forever``): at scale, one transaction per role host start was the
+        store's largest cost."""
+        self._unsaved[inst.vm] = inst
+        if self._unsaved_wake is not None:
+            self._unsaved_wake.set()
+
+    async def flush(self) -> None:
+        """Store the instances ``save_soon`` was given (those still tracked)."""
+        while self._unsaved:
+            batch, self._unsaved = self._unsaved, {}
+            async with self.store.transaction() as tx:
+                for vm, inst in batch.items():
+                    if self._by_vm.get(vm, (None, None))[1] is inst:
+                        await self.write_instance(tx, inst)
+
+    async def flush_forever(self) -> None:
+        """Run ``flush`` whenever ``save_soon`` was called (a background task)."""
+        while True:
+            await self.flush()
+            self._unsaved_wake = anyio.Event()
+            if not self._unsaved:
+                await self._unsaved_wake.wait()
+            self._unsaved_wake = None
+
     # -- status --------------------------------------------------------------------------------
 
     async def on_status(self, host_id: str, vm: str, status: InstanceStatus) -> None:
@@ -267,7 +296,7 @@ class ControllerState:
         # A status the host made itself (no boot) says nothing of role host starts.
         restarted = bool(status.boot) and inst.count_starts(status.boot, status.starts)
         if restarted:
-            await self.save_instance(inst)  # the count survives a restart of the fabric
+            self.save_soon(inst)  # the count survives a restart of the fabric
         if not restarted and (status.status, status.detail) == (inst.status, inst.detail):
             return
         self.set_status(dep, inst, status.status, status.detail, restarted=restarted)
