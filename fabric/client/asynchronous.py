@@ -19,6 +19,7 @@ import msgspec
 from fabric.client.errors import ClientError, NoFabricRunning, NotFound, refusal, unreachable
 from fabric.controller.chaos.messages import FaultList, FaultRecord, Inject, TargetMap, WatchBatch, WatchStart
 from fabric.controller.events import MAX_PAGE, EventPage
+from fabric.controller.instance_logs import InstanceLog
 from fabric.controller.messages import (
     DeploymentPage,
     DeploymentView,
@@ -301,6 +302,20 @@ class AsyncFabricClient:
         path = f"{await self._slot(service, slot)}/roleinstances/{instance}/exec"
         resp = await self.request("POST", path, body=body, timeout=timeout + 30)
         return msgspec.json.decode(resp.content, type=remote_api.ExecResult)
+
+    async def instance_log(
+        self,
+        service: str,
+        slot: Slot,
+        instance: str,
+        which: str = "",
+        offset: int = 0,
+        limit: int = 256 * 1024,
+    ) -> InstanceLog:
+        """The logs of an instance on a joined host (read there); with ``which``, ``limit`` bytes
+        of that log from ``offset``."""
+        path = f"{await self._slot(service, slot)}/roleinstances/{instance}/logs"
+        return await self._call("GET", path, InstanceLog, file=which or None, offset=offset, limit=limit)
 
     # -- deployments ---------------------------------------------------------------------------------
 

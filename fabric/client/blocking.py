@@ -103,6 +103,7 @@ class FabricClient:
     walk = _blocking(AsyncFabricClient.walk)
     set_status = _blocking(AsyncFabricClient.set_status)
     instance_action = _blocking(AsyncFabricClient.instance_action)
+    instance_log = _blocking(AsyncFabricClient.instance_log)
     delete_deployment = _blocking(AsyncFabricClient.delete_deployment)
     swap = _blocking(AsyncFabricClient.swap)
     operation = _blocking(AsyncFabricClient.operation)

@@ -370,7 +370,18 @@ def logs(
     INSTANCE is an instance id (Web_IN_0) or a VM folder name; --service and --slot choose
     among deployments that have the same instance id.
     """
+    from fabric.commands.remote_logs import follow_remote, list_remote, on_joined_host
+
     with user_errors():
+        joined = on_joined_host(state_dir, instance, service, slot)  # its VM is on that machine
+        if joined is not None and list_only:
+            for name, where, size in list_remote(state_dir, instance, joined):
+                click.echo(f"{name:<22} {size:>10}  {where}")
+            return
+        if joined is not None:
+            echo = lambda t: click.echo(t, nl=False)  # noqa: E731
+            follow_remote(state_dir, instance, joined, which, follow=follow, echo=echo)
+            return
         if list_only:
             for name, path, size in list_logs(state_dir, instance, service, slot):
                 click.echo(f"{name:<22} {size:>10}  {path}")

@@ -33,6 +33,7 @@ from fabric.controller.events import OpenEventLog
 from fabric.controller.goal_store import open_goal_store
 from fabric.controller.host_admin import CordonHost, DrainHost, HostAdmin, ListHosts
 from fabric.controller.hosts import HostFactory, HostPool, JoinedReport, spawn_host_process
+from fabric.controller.instance_logs import ReadInstanceLog, answer_later
 from fabric.controller.joined import on_report
 from fabric.controller.messages import (
     ChangeConfiguration,
@@ -198,6 +199,8 @@ class FabricController(Actor):
                         await state.on_status(host_id, vm, status)
             case JoinedReport():  # a joined host's heartbeat, relayed by fabric-hosts
                 await on_report(state, message, self.start_soon)
+            case ReadInstanceLog():  # fabric logs of an instance on a joined host
+                answer_later(self, state, message)
             case GetDeployment(service=service, slot=slot):
                 return self.view(state.get(service, slot))
             case GetDeploymentPage(service=service, slot=slot, limit=limit, after=after):

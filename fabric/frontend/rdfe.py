@@ -22,6 +22,7 @@ Routes (every one needs ``Authorization: Bearer <token>``, the token in ``<state
     POST   .../deploymentslots/{slot}/roleinstances/{name}?comp=reboot|reimage|rebuild
     POST   .../roleinstances/{name}/exec     run a command there (RemoteAccess)  fabric.frontend.remote
     GET    .../roleinstances/{name}/shell    a WebSocket: a shell there (RemoteAccess)
+    GET    .../roleinstances/{name}/logs     its logs on a joined host  fabric.frontend.instance_logs
     *      /chaos/...                                                    fabric.frontend.chaos_routes
     GET    /events[?after=&limit=&wait=...], /events/stream              fabric.frontend.events_routes
     GET    /metrics      (Prometheus; without the token when metrics_public)   fabric.frontend.metrics_routes
@@ -59,6 +60,7 @@ from fabric.frontend import (
     chaos_routes,
     cluster_routes,
     events_routes,
+    instance_logs,
     metrics_routes,
     remote,
 )
@@ -289,6 +291,19 @@ class Rdfe:
                 "exec",
             ]:  # remote access (fabric.frontend.remote)
                 return await remote.route(self, self.subscription(sub), svc, slot, name, r)
+            case [
+                "subscriptions",
+                sub,
+                "services",
+                "hostedservices",
+                svc,
+                "deploymentslots",
+                slot,
+                "roleinstances",
+                name,
+                "logs",
+            ]:  # the logs of an instance on a joined host (fabric.frontend.instance_logs)
+                return await instance_logs.route(self, self.subscription(sub), svc, slot, name, r)
             case ["chaos", *rest]:  # fault injection (fabric.frontend.chaos_routes)
                 return await chaos_routes.route(self, r, rest)
             case ["events", *rest]:  # the timeline (fabric.frontend.events_routes)

@@ -162,3 +162,27 @@ class PackageChunk(Request[int], frozen=True, tag=True, kw_only=True):
 
 class GetHostSettings(Request[Settings], frozen=True, tag=True):
     """A joined host asks the controller for the settings its agent and guests run with."""
+
+
+#: bytes one log read answers at most
+MAX_LOG_READ = 1024 * 1024
+
+
+class GuestLog(msgspec.Struct, frozen=True, kw_only=True):
+    """A joined host's answer to ReadGuestLog: the VM's logs (short name -> size in bytes) and,
+    when one was named, its bytes from the offset asked (at most the limit)."""
+
+    logs: dict[str, int]
+    data: bytes = b""
+    #: the named log's size now (a size below the offset read: it started again)
+    size: int = 0
+
+
+class ReadGuestLog(Request[GuestLog], frozen=True, tag=True, kw_only=True):
+    """`fabric logs` on a joined host: list a VM's logs, or read one from ``offset``."""
+
+    instance_id: str
+    #: a short name as `fabric logs --list` shows them ("": list only)
+    which: str = ""
+    offset: int = 0
+    limit: int = 256 * 1024

@@ -12,6 +12,7 @@ controller over the network link, with what a machine of its own needs besides.
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import socket
 import uuid
@@ -22,21 +23,25 @@ import anyio.to_thread
 import msgspec
 
 from actors import ActorDead, MailboxFull, Ref
+from fabric.guest.log_files import vm_logs
 from fabric.guest.messages import ApplyEnvironment, GuestConfig
-from fabric.host.agent import HostAgent
+from fabric.host.agent import HostAgent, UnknownInstance
 from fabric.host.messages import (
     MAX_CHUNK,
     MAX_ENDPOINTS,
+    MAX_LOG_READ,
     ApplyGuestEnvironment,
     ChoosePorts,
+    GuestLog,
     HasPackage,
     HostConfig,
     HostHeartbeat,
     PackageChunk,
+    ReadGuestLog,
     RestartGuest,
     StartGuest,
 )
-from fabric.host.packages import PackageCache, PackageError, reroot
+from fabric.host.packages import INSTANCE, PackageCache, PackageError, reroot
 
 #: the controller's actor that joined hosts report to (registered on its listening system)
 REPORTS = "fabric-hosts"
@@ -99,6 +104,8 @@ class RemoteHostAgent(HostAgent):
                 return await anyio.to_thread.run_sync(self.packages.receive, digest, offset, total, data)
             case ChoosePorts():
                 return await anyio.to_thread.run_sync(self._choose, message)
+            case ReadGuestLog():
+                return await anyio.to_thread.run_sync(self._read_log, message)
         return await super().receive(message)
 
     def _local(self, config: GuestConfig, package: str) -> GuestConfig:
@@ -157,6 +164,34 @@ class RemoteHostAgent(HostAgent):
             if port not in held and self._bindable(port, protocol):
                 return port
         raise ValueError(f"no free port on {self.address} in {low}-{high}")
+
+    def _read_log(self, request: ReadGuestLog) -> GuestLog:
+        """A VM's logs under this host's state folder (`fabric logs`, over the link)."""
+        if not INSTANCE.fullmatch(request.instance_id) or request.instance_id in (".", ".."):
+            raise PackageError(f"{request.instance_id[:80]!r} is not an instance id")
+        if not 0 <= request.offset <= 1 << 50 or not 0 <= request.limit <= MAX_LOG_READ:
+            raise ValueError(f"offset 0 to 2**50 and limit 0 to {MAX_LOG_READ}")
+        vm = Path(self.config.state_dir) / "vms" / request.instance_id
+        if not vm.is_dir():
+            raise UnknownInstance(f"host {self.config.host_id} has no VM {request.instance_id!r}")
+        logs = vm_logs(vm)
+        sizes = {}
+        for name, path in logs.items():
+            with contextlib.suppress(OSError):
+                sizes[name] = path.stat().st_size
+        if not request.which:
+            return GuestLog(logs=sizes)
+        found = {n.lower(): p for n, p in logs.items()}.get(request.which.lower())
+        if found is None:
+            have = ", ".join(logs) or "none yet"
+            raise UnknownInstance(
+                f"{request.instance_id} has no {request.which[:80]}.log yet; its logs: {have}"
+            )
+        with found.open("rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            f.seek(request.offset if request.offset <= size else 0)
+            data = f.read(request.limit)
+        return GuestLog(logs=sizes, data=data, size=size)
 
     def _host_status(self) -> HostHeartbeat:
         return msgspec.structs.replace(

@@ -14,9 +14,10 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import pytest
 
-from tests.fabric.cluster.joined_kit import Cluster, answers, cluster, poll, vms_of
+from tests.fabric.cluster.joined_kit import FABRIC, Cluster, answers, cluster, poll, vms_of
 from tests.netns import NetHosts, loopback_hosts, net_hosts, why_unavailable
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
@@ -138,3 +139,11 @@ async def test_host_and_controller_restarts(three_hosts: NetHosts, tmp_path: Pat
         endpoint = view.endpoints[0]
         url = f"http://{endpoint.host}:{endpoint.port}/"
         assert await served_by(url, 9) == {h.address for h in hosts}
+
+        # fabric logs of an instance on a joined host: read by that host, over the link.
+        host = placed["Worker_IN_1"]
+        argv = [FABRIC, "logs", "Worker_IN_1", "--state-dir", str(c.state)]
+        listed = await anyio.run_process([*argv, "--list"])
+        assert b"WaWorkerHost" in listed.stdout and f"{host}:vms/".encode() in listed.stdout, listed.stdout
+        shown = await anyio.run_process([*argv, "--file", "stdout"])
+        assert b"Worker_IN_1: starting" in shown.stdout, shown.stdout
