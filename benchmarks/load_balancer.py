@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import re
 import selectors
 import shutil
@@ -191,8 +192,8 @@ async def bench_server(kind: str, args: argparse.Namespace) -> None:
                 for target in ports.values():  # warm-up, not counted
                     await measure(target, args, seconds=1)
                 # Interleaved rounds, so a noisy moment on the machine hits every path.
-                for _ in range(args.rounds):
-                    for path, target in ports.items():
+                for n in range(args.rounds):
+                    for path, target in rotated(ports, n):
                         before = time.process_time()
                         rps = await measure(target, args)
                         runs[path].append(rps)
@@ -200,14 +201,15 @@ async def bench_server(kind: str, args: argparse.Namespace) -> None:
         finally:
             server.kill()
     med = {path: statistics.median(values) for path, values in runs.items() if values}
-    base = med["direct"]
+    ratio_of = paired_ratios(runs)
 
     def line(label: str, path: str, extra: str = "") -> None:
         spread = f"{min(runs[path]):,.0f}-{max(runs[path]):,.0f}"
         us = statistics.median(cpu[path]) * 1e6
-        print(f"  {label:<40}{med[path]:>9,.0f}{med[path] / base:>9.2f}x  {spread:>15}{us:>9.1f}{extra}")
+        print(f"  {label:<40}{med[path]:>9,.0f}{ratio_of[path]:>9.2f}x  {spread:>15}{us:>9.1f}{extra}")
 
     print(f"\nsite: {kind}; median of {args.rounds} interleaved runs of {args.seconds}s each")
+    print("  (vs direct: the median of each round's ratio to the direct run of the same round)")
     print(f"  {'path':<40}{'req/s':>9}{'vs direct':>10}  {'range':>15}{'LB us/req':>10}")
     line("direct (the baseline)", "direct")
     if "kernel" in med:
@@ -232,14 +234,22 @@ def serve_bulk(port: int, mib: int) -> None:
 
 
 def bulk_client(port: int) -> None:
-    """Read one connection from 127.0.0.1:port to its end; print bytes and seconds."""
+    """Read one connection from 127.0.0.1:port to its end; print bytes, seconds, CPU seconds."""
     buffer = bytearray(1 << 20)
     total = 0
     begin = time.perf_counter()
+    cpu = time.process_time()
     with socket.create_connection(("127.0.0.1", port)) as sock:
         while n := sock.recv_into(buffer):
             total += n
-    print(json.dumps({"bytes": total, "seconds": time.perf_counter() - begin}))
+    seconds = time.perf_counter() - begin
+    print(json.dumps({"bytes": total, "seconds": seconds, "cpu": time.process_time() - cpu}))
+
+
+def cpu_of(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` has used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def bench_bulk(args: argparse.Namespace) -> None:
@@ -247,15 +257,21 @@ async def bench_bulk(args: argparse.Namespace) -> None:
     port = free_port()
     cmd = [sys.executable, __file__, "--serve-bulk", str(port), str(args.bulk_mib)]
     runs: dict[str, list[float]] = {p: [] for p in PATHS}
+    # CPU seconds per GiB of the sender, the receiver and this process (the balancers'),
+    # kernel work included: steadier than MiB/s when other programs load the machine.
+    cpu: dict[str, list[float]] = {p: [] for p in PATHS}
     async with await anyio.open_process(cmd) as server:
         try:
             await wait_listening(port)
             async with balancers([Backend("bulk_IN_0", "127.0.0.1", port)]) as ports:
                 ports = {"direct": port, **ports}
-                for _ in range(args.rounds):
-                    for path, target in ports.items():
+                for n in range(args.rounds):
+                    for path, target in rotated(ports, n):
                         client = [sys.executable, __file__, "--bulk-client", str(target)]
+                        before = cpu_of(server.pid) + time.process_time()
                         result = json.loads((await anyio.run_process(client)).stdout)
+                        used = cpu_of(server.pid) + time.process_time() - before + result["cpu"]
+                        cpu[path].append(used / (args.bulk_mib / 1024))
                         if result["bytes"] != args.bulk_mib << 20:
                             raise SystemExit(
                                 f"{path}: {result['bytes']} bytes arrived, not {args.bulk_mib} MiB"
@@ -264,12 +280,36 @@ async def bench_bulk(args: argparse.Namespace) -> None:
         finally:
             server.kill()
     med = {path: statistics.median(values) for path, values in runs.items() if values}
-    base = med["direct"]
+    ratio_of = paired_ratios(runs)
     print(f"\nbulk: {args.bulk_mib} MiB through one connection; median of {args.rounds} interleaved runs")
-    print(f"  {'path':<40}{'MiB/s':>9}{'vs direct':>10}")
+    print(f"  {'path':<40}{'MiB/s':>9}{'vs direct':>10}  {'range':>15}{'CPU s/GiB':>10}{'vs direct':>10}")
+    cpu_ratio = paired_ratios(cpu)
     for path, label in LABELS.items():
         if path in med:
-            print(f"  {label:<40}{med[path]:>9,.0f}{med[path] / base:>9.2f}x")
+            spread = f"{min(runs[path]):,.0f}-{max(runs[path]):,.0f}"
+            used = statistics.median(cpu[path])
+            print(
+                f"  {label:<40}{med[path]:>9,.0f}{ratio_of[path]:>9.2f}x  {spread:>15}"
+                f"{used:>10.2f}{cpu_ratio[path]:>9.2f}x"
+            )
+
+
+def rotated(ports: dict[str, int], n: int) -> list[tuple[str, int]]:
+    """The paths of round ``n``, each round starting one further, so none always follows another."""
+    items = list(ports.items())
+    k = n % len(items)
+    return items[k:] + items[:k]
+
+
+def paired_ratios(runs: dict[str, list[float]]) -> dict[str, float]:
+    """Per path, the median over rounds of its figure over the direct one of the same round:
+    steadier than a ratio of medians when other programs load the machine."""
+    direct = runs["direct"]
+    return {
+        path: statistics.median(v / d for v, d in zip(values, direct, strict=True))
+        for path, values in runs.items()
+        if values
+    }
 
 
 PATHS = ["direct", "kernel", "plain", "capable"]

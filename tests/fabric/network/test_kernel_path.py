@@ -179,3 +179,14 @@ async def test_a_crashed_balancers_table_is_swept_by_the_next_one(farm):
     (a,) = await farm.instances(1)
     async with open_load_balancer(WEB, [a.backend()], kernel=True):
         assert stale not in await tables()
+
+
+async def test_reddog_lb_kernel_on_puts_a_balancer_left_to_its_default_on_the_kernel_path(farm, monkeypatch):
+    (a,) = await farm.instances(1)
+    async with open_load_balancer(WEB, [a.backend()]) as lb:
+        assert lb.kernel() is None
+    monkeypatch.setenv("REDDOG_LB_KERNEL", "on")
+    async with open_load_balancer(WEB, [a.backend()]) as lb:
+        assert lb.kernel() == ["web_IN_0"]
+        assert await farm.who(lb.address, 1) == ["web_IN_0"]
+        assert lb.stats().connections == 0
