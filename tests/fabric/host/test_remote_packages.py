@@ -1,0 +1,120 @@
+"""A joined host's packages and paths: a package is packed the same way every time (one digest),
+arrives in order or not at all, unpacks only files and folders under code/ and sites/, and a
+GuestConfig is re-rooted under the host's own folder, refusing any path that would leave it."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from fabric.guest.instance import build_guest_config
+from fabric.host.packages import PackageCache, PackageError, pack, reroot
+from fabric.model.service import load_service
+from fabric.settings import Settings
+from tests.paths import EXAMPLES
+
+
+def test_packing_is_deterministic_and_shipping_checked(tmp_path: Path) -> None:
+    code = tmp_path / "code"
+    (code / "sub").mkdir(parents=True)
+    (code / "role.py").write_text("print('hi')\n")
+    (code / "sub" / "data.txt").write_text("x" * 10_000)
+    first, tar = pack(str(code), {}, tmp_path / "cache")
+    (code / "role.py").touch()  # a new mtime: the same package
+    assert pack(str(code), {}, tmp_path / "cache")[0] == first
+    data = tar.read_bytes()
+    cache = PackageCache(tmp_path / "host", max_bytes=1 << 20)
+    with pytest.raises(PackageError, match="out of order"):
+        cache.receive(first, 100, len(data), data[100:200])
+    held = 0
+    for start in range(0, len(data), 4096):
+        held = cache.receive(first, start, len(data), data[start : start + 4096])
+    assert held == len(data) and cache.has(first)
+    assert (cache.path(first) / "code" / "sub" / "data.txt").read_text() == "x" * 10_000
+    wrong = "0" * 64
+    with pytest.raises(PackageError, match="another digest"):
+        cache.receive(wrong, 0, len(data), data)
+    assert not cache.has(wrong)
+    with pytest.raises(PackageError, match="not a package digest"):
+        cache.has("../../etc")
+    with pytest.raises(PackageError, match="refused"):
+        cache.receive("1" * 64, 0, 2 << 20, b"x")
+
+
+def _tar(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        info = tarfile.TarInfo(name)
+        info.type, info.linkname = kind, link
+        tar.addfile(info, io.BytesIO(b""))
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "link"),
+    [
+        ("../escape", tarfile.REGTYPE, ""),
+        ("/etc/passwd", tarfile.REGTYPE, ""),
+        ("code/../../escape", tarfile.REGTYPE, ""),
+        ("other/file", tarfile.REGTYPE, ""),
+        ("code/link", tarfile.SYMTYPE, "/etc/passwd"),
+        ("code/dev", tarfile.CHRTYPE, ""),
+    ],
+)
+def test_a_hostile_package_is_refused(tmp_path: Path, name: str, kind: bytes, link: str) -> None:
+    data = _tar(name, kind, link)
+    digest = hashlib.sha256(data).hexdigest()
+    cache = PackageCache(tmp_path / "host", max_bytes=1 << 20)
+    with pytest.raises(PackageError):
+        cache.receive(digest, 0, len(data), data)
+    assert not cache.has(digest)
+    assert not (tmp_path / "escape").exists()
+
+
+def test_reroot_moves_every_path_and_refuses_escapes(tmp_path: Path) -> None:
+    service = load_service(EXAMPLES / "guestbook")
+    config = build_guest_config(
+        service,
+        "Web",
+        0,
+        deployment_id="d1",
+        state_dir=Path("/controller/state"),
+        ports={"HttpIn": 20001},
+        topology={},
+        settings=Settings.fast(),
+        vm="svc.dep.Web_IN_0",
+    )
+    host, package = tmp_path / "host", tmp_path / "host" / "packages" / ("a" * 64)
+    local = reroot(config, host, package)
+    assert local.vm_root == str(host / "vms" / "svc.dep.Web_IN_0")
+    assert local.role_code_dir == str(package / "code")
+    assert local.state_dir == str(host)
+    paths = [r.root_path for r in local.environment.local_resources.values()]
+    paths += [c.path for c in local.environment.certificates.values()]
+    assert paths and all(p.startswith(local.vm_root + "/") for p in paths), paths
+    text = msgspec.json.encode(local).decode()
+    assert "/controller/state" not in text
+    scratch = next(iter(config.environment.local_resources))
+    for bad in ("/etc", config.vm_root + "/../../etc"):
+        env = config.environment
+        hostile = msgspec.structs.replace(
+            config,
+            environment=msgspec.structs.replace(
+                env,
+                local_resources={
+                    scratch: msgspec.structs.replace(env.local_resources[scratch], root_path=bad)
+                },
+            ),
+        )
+        with pytest.raises(PackageError):
+            reroot(hostile, host, package)
+    for instance in ("..", "../x", "a/b"):
+        with pytest.raises(PackageError):
+            reroot(msgspec.structs.replace(config, instance_id=instance), host, package)
+    with pytest.raises(PackageError, match="guest agent"):
+        reroot(msgspec.structs.replace(config, agent="os:system"), host, package)
