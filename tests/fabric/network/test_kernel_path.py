@@ -14,7 +14,7 @@ from collections import Counter
 import anyio
 import pytest
 
-from fabric.network import EndpointSpec, Latency, open_load_balancer
+from fabric.network import Backend, EndpointSpec, Latency, open_load_balancer
 from tests.paths import ROOT
 
 pytestmark = pytest.mark.skipif(
@@ -190,3 +190,15 @@ async def test_reddog_lb_kernel_on_puts_a_balancer_left_to_its_default_on_the_ke
         assert lb.kernel() == ["web_IN_0"]
         assert await farm.who(lb.address, 1) == ["web_IN_0"]
         assert lb.stats().connections == 0
+
+
+async def test_a_backend_off_loopback_or_by_name_keeps_the_endpoint_in_user_space(farm):
+    a, b = await farm.instances(2)
+    by_name = Backend("web_IN_1", "localhost", b.port)  # a joined host's instance is given so too
+    async with open_load_balancer(WEB, [a.backend(), by_name], kernel=True) as lb:
+        assert lb.kernel() == []
+        assert sorted(await farm.who(lb.address, 2)) == ["web_IN_0", "web_IN_1"]
+        assert lb.stats().connections == 2
+        lb.set_backends([a.backend()])
+        await lb.synced()
+        assert lb.kernel() == ["web_IN_0"]
