@@ -1,0 +1,243 @@
+"""Several machines, on one: hosts in network namespaces (tests/netns.py) joined to a real
+`fabric serve --listen`, beside the same deployment on the fabric's own local hosts.
+
+    .venv/bin/python benchmarks/multi_host.py [--rounds N]      (root: namespaces)
+
+Figures (issue 12), each beside its baseline measured in the same run:
+- deploy 12 instances (6 web, 6 worker) over 3 namespace hosts to all ReadyRole, vs the same
+  service over 3 local hosts (goal: within 1.5x);
+- a namespace host cut off (its link set down): the time until the controller no longer counts
+  it Ready (detect), and until every instance is ReadyRole on the other hosts with each web
+  instance answering HTTP at its own address (serves again), beside host_failure_timeout.
+Rounds alternate local and namespace deploys, so that a load that comes and goes weighs on both.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+sys.path.insert(0, str(ROOT))
+
+import anyio  # noqa: E402
+import httpx  # noqa: E402
+
+from fabric.client import AsyncFabricClient  # noqa: E402
+from fabric.client.deployments import deploy_service  # noqa: E402
+from tests.integration.test_e2e_join import free_port_pair  # noqa: E402
+from tests.netns import NetHosts, net_hosts, why_unavailable  # noqa: E402
+
+FABRIC = str(Path(sys.executable).with_name("fabric"))
+SPREAD = ROOT / "tests" / "fabric" / "cluster" / "services" / "spread"
+ROUNDS = int(sys.argv[sys.argv.index("--rounds") + 1]) if "--rounds" in sys.argv else 2
+PER_ROLE = 6
+TOTAL = 2 * PER_ROLE
+FAILURE_TIMEOUT = 3.0  # the fast profile's host_failure_timeout
+
+
+def service(tmp: Path) -> Path:
+    """The spread service with 6 instances per role and a free load-balanced port."""
+    target = tmp / "spread"
+    shutil.copytree(SPREAD, target, dirs_exist_ok=True)
+    cscfg = target / "ServiceConfiguration.Local.cscfg"
+    cscfg.write_text(re.sub(r'count="\d+"', f'count="{PER_ROLE}"', cscfg.read_text()))
+    csdef = target / "ServiceDefinition.csdef"
+    port = free_port_pair("127.0.0.1")
+    csdef.write_text(csdef.read_text().replace('port="8081"', f'port="{port}"'))
+    return target
+
+
+async def poll(check: Callable[[], Awaitable[Any]], seconds: float, what: str) -> Any:
+    try:
+        with anyio.fail_after(seconds):
+            while not (found := await check()):
+                await anyio.sleep(0.05)
+    except TimeoutError:
+        raise TimeoutError(f"not within {seconds:g} s: {what}") from None
+    return found
+
+
+class Fabric:
+    """A `fabric serve` process (local hosts, or listening for joined ones) and its hosts."""
+
+    def __init__(self, tmp: Path, net: NetHosts | None) -> None:
+        self.tmp, self.net = tmp, net
+        self.state = tmp / "state"
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    async def __aenter__(self) -> Fabric:
+        try:
+            await self._start()
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self.__aexit__()
+            raise
+        return self
+
+    async def _start(self) -> None:
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        settings = self.tmp / "settings.toml"
+        settings.write_text("max_hosts = 0\n" if self.net else "max_hosts = 3\n")
+        argv = [FABRIC, "serve", "--fast", "--settings", str(settings), "--state-dir", str(self.state)]
+        if self.net is not None:
+            listen = f"{self.net.gateway}:{free_port_pair(self.net.gateway)}"
+            argv += ["--listen", listen]
+        log = (self.tmp / "serve.log").open("ab")
+        self.processes.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT))
+        await poll(self._serving, 60, "fabric serving")
+        if self.net is not None:
+            async with self.client() as client:
+                made = await client.create_token(600)
+            for n, host in enumerate(self.net):
+                join = [FABRIC, "host", "join", listen, "--token", made.token, "--ca-hash", made.ca_hash,
+                        "--name", host.name, "--address", host.address, "--cores", "8",
+                        "--fault-domain", str(n), "--state-dir", str(host.state_dir / "host")]  # fmt: skip
+                out = (host.state_dir / "join.log").open("ab")
+                self.processes.append(host.popen(join, stdout=out, stderr=subprocess.STDOUT))
+            await poll(self._hosts_ready, 120, "hosts Ready")
+
+    async def __aexit__(self, *exc: object) -> None:
+        for proc in reversed(self.processes):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in reversed(self.processes):
+            try:
+                await anyio.to_thread.run_sync(proc.wait, 60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def client(self) -> AsyncFabricClient:
+        return AsyncFabricClient(self.state)
+
+    async def _serving(self) -> bool:
+        log = self.tmp / "serve.log"
+        return log.exists() and "fabric serving" in log.read_text(errors="replace")
+
+    async def _hosts_ready(self) -> bool:
+        assert self.net is not None
+        return {h.name for h in self.net} <= await self.ready_hosts()
+
+    async def ready_hosts(self) -> set[str]:
+        async with self.client() as client:
+            return {h.name for h in await client.all_hosts() if h.kind == "joined" and h.state == "Ready"}
+
+    async def instances(self) -> list[Any]:
+        async with self.client() as client:
+            views = await client.deployments()
+        return list(views[0].instances) if views else []
+
+    async def all_ready(self, avoid: str = "") -> bool:
+        found = await self.instances()
+        return len(found) == TOTAL and all(i.status == "ReadyRole" and i.host != avoid for i in found)
+
+    async def deploy(self, package: Path) -> float:
+        """Seconds from the deploy request to every instance ReadyRole."""
+        start = time.perf_counter()
+        async with self.client() as client:
+            await deploy_service(client, package, None)
+        await poll(self.all_ready, 300, "all ReadyRole")
+        return time.perf_counter() - start
+
+
+async def web_serves(instances: list[Any]) -> bool:
+    """Each web instance answers HTTP at its own endpoint."""
+    async with httpx.AsyncClient(timeout=2.0) as http:
+        for i in instances:
+            if i.role != "Hello":
+                continue
+            try:
+                if (await http.get(f"http://{i.endpoints['HttpIn']}/")).status_code != 200:
+                    return False
+            except httpx.HTTPError:
+                return False
+    return True
+
+
+async def cut_off(fabric: Fabric) -> tuple[float, float, float, int]:
+    """Set the link of the host with most instances down: (seconds until it is no longer
+    Ready, until it is declared Dead, until every instance serves elsewhere; instances it had)."""
+    assert fabric.net is not None
+    before = await fabric.instances()
+    counts = {h.name: sum(i.host == h.name for i in before) for h in fabric.net}
+    victim = max(counts, key=lambda name: counts[name])
+    host = next(h for h in fabric.net if h.name == victim)
+    start = time.perf_counter()
+    host.set_link(False)
+    try:
+        await poll(lambda: _without(fabric, victim), 60, "not Ready")
+        missed = time.perf_counter() - start
+        await poll(lambda: _dead(fabric, victim), 60, "Dead")
+        dead = time.perf_counter() - start
+
+        async def healed() -> bool:
+            return await fabric.all_ready(avoid=victim) and await web_serves(await fabric.instances())
+
+        await poll(healed, 120, "healed")
+        return missed, dead, time.perf_counter() - start, counts[victim]
+    finally:
+        host.set_link(True)
+
+
+async def _without(fabric: Fabric, name: str) -> bool:
+    return name not in await fabric.ready_hosts()
+
+
+async def _dead(fabric: Fabric, name: str) -> bool:
+    async with fabric.client() as client:
+        return any(h.name == name and h.state == "Dead" for h in await client.all_hosts())
+
+
+def load() -> str:
+    return "load " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+async def main() -> None:
+    reason = why_unavailable()
+    if reason is not None:
+        sys.exit(f"multi_host: {reason}")
+    local_s: list[float] = []
+    ns_s: list[float] = []
+    cuts: list[tuple[float, float, float, int]] = []
+    with tempfile.TemporaryDirectory(prefix="multi-host-") as tmp_name:
+        tmp = Path(tmp_name)
+        package = service(tmp)
+        for r in range(ROUNDS):
+            async with Fabric(tmp / f"local{r}", None) as fabric:
+                local_s.append(await fabric.deploy(package))
+            with net_hosts(3, tmp / f"net{r}") as net:
+                async with Fabric(tmp / f"ns{r}", net) as fabric:
+                    ns_s.append(await fabric.deploy(package))
+                    cuts.append(await cut_off(fabric))
+            print(
+                f"round {r + 1}: local {local_s[-1]:.2f} s, namespaces {ns_s[-1]:.2f} s; "
+                f"cut off ({cuts[-1][3]} instances): NotReady {cuts[-1][0]:.2f} s, Dead {cuts[-1][1]:.2f} s, "
+                f"serving elsewhere {cuts[-1][2]:.2f} s  ({load()})",
+                flush=True,
+            )
+    local, ns = statistics.median(local_s), statistics.median(ns_s)
+    print(f"deploy {TOTAL} instances to all ReadyRole over 3 hosts (median of {ROUNDS}):")
+    print(f"  local hosts (baseline)       {local:6.2f} s")
+    print(f"  namespace hosts (joined)     {ns:6.2f} s   {ns / local:.2f}x   (goal <= 1.5x)")
+    missed, dead, healed = (statistics.median(c[k] for c in cuts) for k in range(3))
+    print(f"a namespace host cut off (link down), host_failure_timeout {FAILURE_TIMEOUT:g} s (baseline):")
+    print(f"  no longer Ready (NotReady)   {missed:6.2f} s")
+    print(f"  declared Dead                {dead:6.2f} s   {dead / FAILURE_TIMEOUT:.2f}x the timeout")
+    print(f"  every instance serves again  {healed:6.2f} s   (its instances placed on the other two)")
+
+
+if __name__ == "__main__":
+    anyio.run(main, backend="trio")
