@@ -8,6 +8,7 @@ controller restart that every host survives by itself."""
 
 from __future__ import annotations
 
+import shutil
 import signal
 import time
 from collections import Counter
@@ -17,7 +18,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from tests.fabric.cluster.joined_kit import FABRIC, Cluster, answers, cluster, poll, vms_of
+from tests.fabric.cluster.joined_kit import FABRIC, SPREAD, Cluster, answers, cluster, poll, vms_of
 from tests.netns import NetHosts, loopback_hosts, net_hosts, why_unavailable
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
@@ -147,3 +148,19 @@ async def test_host_and_controller_restarts(three_hosts: NetHosts, tmp_path: Pat
         assert b"WaWorkerHost" in listed.stdout and f"{host}:vms/".encode() in listed.stdout, listed.stdout
         shown = await anyio.run_process([*argv, "--file", "stdout"])
         assert b"Worker_IN_1: starting" in shown.stdout, shown.stdout
+
+        # A reboot and an upgrade on joined hosts: the new package is shipped to each host once.
+        vm = vms_of(c.joins[placed["Hello_IN_0"]])["Hello_IN_0"]
+        rebooted = await anyio.run_process([FABRIC, "reboot", "Hello_IN_0", "--state-dir", str(c.state)])
+        assert rebooted.returncode == 0
+        assert vms_of(c.joins[placed["Hello_IN_0"]])["Hello_IN_0"] != vm
+        v2 = tmp_path / "spread-v2"
+        shutil.copytree(SPREAD, v2)
+        wsgi = v2 / "Hello" / "wsgi.py"
+        wsgi.write_text(wsgi.read_text().replace('body = f"{me.id}', 'body = f"v2 {me.id}'))
+        upgraded = await anyio.run_process([FABRIC, "upgrade", str(v2), "--state-dir", str(c.state)])
+        assert upgraded.returncode == 0
+        view = await c.all_ready()
+        assert all(line.startswith("v2 ") for line in await answers(url, 6))
+        for host in hosts:
+            assert len(list((host.state_dir / "host" / "packages").iterdir())) == 3  # Hello 1, 2; Worker
