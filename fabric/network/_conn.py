@@ -13,6 +13,7 @@ import anyio
 from anyio.lowlevel import checkpoint
 
 from . import _sock
+from ._splice import splice_flow
 
 if TYPE_CHECKING:
     from ._lane import Attached, Lane
@@ -102,11 +103,12 @@ async def pump_plain(src: socket.socket, flow: Flow) -> None:
             if sent < n:
                 await _sock.send_all(dst, data, sent)
             # A short read has most likely emptied the socket: wait rather than
-            # try a recv bound to fail. Either way this is the loop's checkpoint.
+            # try a recv bound to fail. A full one is bulk: the kernel moves the rest.
             if n < CHUNK:
                 await wait_readable(src)
             else:
-                await checkpoint()
+                await splice_flow(src, flow)
+                return
     except PUMP_ERRORS as exc:
         flow.conn.failed(exc)
 
@@ -119,6 +121,7 @@ async def pump(src: socket.socket, flow: Flow) -> None:
     wait_readable = anyio.wait_readable
     traffic = flow.conn.entry.traffic
     i = flow.index
+    bulk = False
     try:
         while True:
             try:
@@ -146,6 +149,11 @@ async def pump(src: socket.socket, flow: Flow) -> None:
                 await flow.lane.put(data)
             if n < CHUNK:
                 await wait_readable(src)
+            elif flow.lane is None and not bulk:
+                # Bulk with no toxic: the kernel moves the bytes until a toxic attaches.
+                if await splice_flow(src, flow):
+                    return
+                bulk = True  # a toxic came: stay on this path from now on
             else:
                 await checkpoint()
     except PUMP_ERRORS as exc:

@@ -179,3 +179,19 @@ async def test_a_removed_timeout_toxic_holds_nothing_open(farm, until):
         await client.aclose()
         # The connection ends with its client, not when the toxic's timer would fire.
         await until(lambda: lb.stats().active == 0, 2.0)
+
+
+async def test_a_toxic_attached_during_a_bulk_transfer_shapes_the_rest_of_it_in_order(farm):
+    (a,) = await farm.instances(1)
+    payload = bytes(range(256)) * 4 * 8192  # 8 MiB: the pumps move it by splice(2)
+    async with open_load_balancer(WEB, [a.backend()]) as lb:
+        client = await farm.connect(lb.address)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(client.stream.send, payload)
+            with anyio.fail_after(20):
+                first = await client.read_exactly(1 << 20)
+                lb.add_toxic(Bandwidth(rate=16 * 1024))  # 16 MiB/s: the other 7 MiB take >= 0.4 s
+                start = anyio.current_time()
+                rest = await client.read_exactly(len(payload) - len(first))
+        assert first + rest == payload
+        assert anyio.current_time() - start >= 0.3
