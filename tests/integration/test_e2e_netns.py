@@ -177,3 +177,57 @@ async def test_chaos_net_on_a_joined_host_in_a_namespace(
                 continue
             code, out, err = await chaos(c, "net", *args)
             assert code == 2 and len(err.strip().splitlines()) == 1 and words in err, err
+
+
+SCENARIO = """
+title = "a joined host cut off"
+duration = 8
+
+[load]
+endpoint = "Hello/HttpIn"
+rate = 10
+
+[steady_state]
+before = 2
+after = 2
+recovery_timeout = 90
+
+[[steady_state.probes]]
+type = "http-success-rate"
+tolerance = { min = 0.5 }
+
+[[steady_state.probes]]
+type = "instances-ready"
+
+[[method]]
+name = "cut h1 off"
+fault = "net"
+host = "h1"
+net = { partition = true }
+at = 1.0
+duration = 5
+"""
+
+
+async def test_a_scenario_partitions_a_joined_host_into_its_report_and_journal(
+    make_net_hosts: Callable[[int], NetHosts], tmp_path: Path
+) -> None:
+    net = make_net_hosts(3)
+    scenario = tmp_path / "cut.toml"
+    scenario.write_text(SCENARIO)
+    async with cluster(net, tmp_path, "max_hosts = 0\n") as c:
+        async with AsyncFabricClient(c.state) as client:
+            await deploy_service(client, SPREAD, None)
+        await ready_off(c.state, "", 120)
+        report, journal = tmp_path / "report.json", tmp_path / "journal.json"
+        done = await fabric(c.state, "chaos", "run", str(scenario), "--seed", "5", "--quiet",
+                            "--json", str(report), "--journal", str(journal))  # fmt: skip
+        assert done.returncode in (0, 1), done.stderr.decode()
+        [fault] = json.loads(report.read_text())["faults"]
+        assert fault["kind"] == "net" and fault["outcome"] == "applied", fault
+        assert fault["label"] == "cut h1 off (network of h1)"
+        assert "every packet but loopback's dropped" in fault["record"]["detail"]
+        assert fault["record"]["instances"] and fault["detect"] is not None
+        [planned] = json.loads(journal.read_text())["schedule"]
+        assert planned["inject"]["fault"] == {**planned["inject"]["fault"], "type": "net", "partition": True}
+        assert "reddog_nf_" not in net[0].run("nft", "list", "tables")
