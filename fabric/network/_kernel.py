@@ -44,6 +44,22 @@ def usable(vip: str, wanted: bool | None) -> bool:
     return _loopback(vip)
 
 
+_swept = False
+
+
+async def sweep_once() -> None:
+    """Delete the tables of crashed balancers once per process, whether or not this one
+    uses the kernel path: a stale DNAT rule would steal a restarted balancer's port."""
+    global _swept
+    if _swept or os.geteuid() != 0 or _nft.nft_path() is None:
+        return
+    _swept = True
+    try:
+        await _nft.sweep()
+    except OSError as exc:
+        log.warning("cannot sweep stale nft tables: %s", exc)
+
+
 def _loopback(host: str) -> bool:
     try:
         ip = ipaddress.ip_address(host)

@@ -13,7 +13,7 @@ from anyio.abc import SocketAttribute, TaskStatus, UDPSocket
 from . import _sock
 from ._bind import PORT_ATTEMPTS, bind_tcp, bind_udp
 from ._errors import InvalidSpecError, ToxicsUnsupportedError
-from ._kernel import KernelPath, usable
+from ._kernel import KernelPath, sweep_once, usable
 from ._model import Backend, EndpointSpec, LoadBalancerStats
 from ._pool import Entry, Pool
 from ._probe import probe_loop
@@ -352,6 +352,8 @@ async def _run(
                 if not await tg.start(path.run):
                     pool.changed = None
                     path = None
+            elif isinstance(engine, TcpBalancer):
+                await sweep_once()
             lb = LoadBalancer(spec, (host, port), engine, tg, closed, path)
             lb.set_backends(backends)
             await lb.synced()  # the first connection already takes the path it will keep

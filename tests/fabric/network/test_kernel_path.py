@@ -154,24 +154,50 @@ async def test_stop_removes_the_table_and_resets_kernel_connections(farm):
         await client.stream.receive()  # reset, without the client sending anything
 
 
-CRASHING = """
+CHILD = """
 import sys, anyio
 from fabric.network import Backend, EndpointSpec, open_load_balancer
-async def main():
-    spec = EndpointSpec("HttpIn", "tcp", 0)
-    async with open_load_balancer(spec, [Backend("a", "127.0.0.1", 9)], kernel=True) as lb:
+async def main(kernel, port, backend):
+    spec = EndpointSpec("HttpIn", "tcp", port)
+    backends = [Backend("web_IN_0", "127.0.0.1", backend)]
+    async with open_load_balancer(spec, backends, kernel=kernel, port_attempts=1) as lb:
         print(lb.address[1], flush=True)
         await anyio.sleep_forever()
-anyio.run(main, backend="trio")
+anyio.run(main, sys.argv[1] == "kernel", int(sys.argv[2]), int(sys.argv[3]), backend="trio")
 """
 
 
+async def balancer_process(kernel: bool, port: int, backend: int) -> tuple[anyio.abc.Process, int]:
+    """A balancer in a child process (kernel path or not); returns it and its port."""
+    argv = ["kernel" if kernel else "user", str(port), str(backend)]
+    process = await anyio.open_process(
+        [sys.executable, "-c", CHILD, *argv], cwd=ROOT, stderr=subprocess.DEVNULL
+    )
+    assert process.stdout is not None
+    with anyio.fail_after(20):
+        return process, int((await process.stdout.receive()).decode())
+
+
+async def test_a_balancer_restarted_on_its_port_after_a_crash_gets_its_connections(farm):
+    a, b = await farm.instances(2)
+    crashed, port = await balancer_process(True, 0, a.port)
+    async with crashed:
+        os.kill(crashed.pid, signal.SIGKILL)
+        await crashed.wait()
+    assert f"reddog_lb_{crashed.pid}_{port}" in await tables()
+    # Restarted without the kernel path: its stale DNAT rule would send clients to web_IN_0.
+    again, _ = await balancer_process(False, port, b.port)
+    async with again:
+        try:
+            assert await farm.who(("127.0.0.1", port), 2) == ["web_IN_1", "web_IN_1"]
+            assert f"reddog_lb_{crashed.pid}_{port}" not in await tables()
+        finally:
+            again.kill()
+
+
 async def test_a_crashed_balancers_table_is_swept_by_the_next_one(farm):
-    process = await anyio.open_process([sys.executable, "-c", CRASHING], cwd=ROOT, stderr=subprocess.DEVNULL)
+    process, port = await balancer_process(True, 0, 9)
     async with process:
-        assert process.stdout is not None
-        with anyio.fail_after(20):
-            port = int((await process.stdout.receive()).decode())
         stale = f"reddog_lb_{process.pid}_{port}"
         assert stale in await tables()
         os.kill(process.pid, signal.SIGKILL)
