@@ -222,3 +222,22 @@ async def test_a_schema_from_the_future_is_refused(postgres: PostgresServer, tmp
     err = result.stderr.decode().strip()
     assert result.returncode == 2, err
     assert len(err.splitlines()) == 1 and "schema version 99" in err, err
+
+
+async def test_a_leader_stopped_gracefully_lets_the_lease_go(
+    postgres: PostgresServer, tmp_path: Path
+) -> None:
+    settings = tmp_path / "settings.toml"
+    settings.write_text(
+        "leader_lease_duration = 30.0\nleader_renew_interval = 1.0\nleader_renew_deadline = 20.0\n"
+    )
+    async with cluster(tmp_path, postgres, settings) as c:
+        await c.start("a")
+        await c.start("b")
+        old = await c.leader()
+        stopped = anyio.current_time()
+        await c.stop(old)  # SIGTERM: its fabric stops, then it releases the lease
+        assert old.process.returncode == 0
+        await c.leader(not_=old.name, seconds=15)
+        # well before the 30 s lease could have expired
+        assert anyio.current_time() - stopped < 15
