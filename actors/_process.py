@@ -189,7 +189,7 @@ class ProcessCell:
         # Opening a log file is a local, non-blocking-in-practice call; the child keeps the fd.
         log = open(opts.log_path, "ab", buffering=0) if opts.log_path else None  # noqa: SIM115, ASYNC230
         try:
-            if opts.template is not None and opts.run_as is not None:
+            if opts.template is not None:
                 forked = await opts.template.fork(
                     ForkedStart(
                         argv=command,

@@ -19,6 +19,17 @@ single-threaded, so the clone copies no lock held by another thread.
 Linux only (x86_64 and aarch64); elsewhere, or when the template cannot start or has died, the
 parent execs the child as before (``fork`` answers None).
 
+Seeds. A template started with ``seeds=True`` (one per host, running as root, for the VMs'
+first processes) plants a *seed* in each child it forks, before that child has read anything
+but its own start request: a plain fork of the child, still clean, that waits on a socket.
+``Template.seeded()`` hands the child its seed as a one-shot template: asked for a child, the
+seed becomes that child itself (a VM's bootstrapper), after planting a seed of its own, which
+``Template.adopt`` later turns into the child's template (enter the sandbox, drop to the user,
+serve forks). So a VM's bootstrapper and its role host template are copies of the host's
+template, sharing its pages with every VM of the host, and no VM process execs an interpreter;
+without a seed (a restarted bootstrapper, a dead template) everything is forked or exec'd as
+before.
+
 Protocol, over a SOCK_SEQPACKET socketpair: the template sends ``ready ROOM`` once it has
 imported everything (ROOM: the longest command line a child can show); each request is one JSON
 packet carrying the ForkedStart and the descriptors it names (SCM_RIGHTS), answered with the
@@ -41,12 +52,12 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import anyio
 
 from . import _spawn
-from ._fork import ForkedStart, _title_room, become
+from ._fork import ForkedStart, _close_all_but, _title_room, become
 from ._sandbox import Sandbox
 from ._spawn import ChildProcess, start_process
 
@@ -74,7 +85,15 @@ class Template:
     forked from it (``ProcessOptions.template``); ``close`` it when done. One request at a time.
     """
 
-    def __init__(self, name: str, process: ChildProcess, sock: socket.socket, run_as: str | int) -> None:
+    def __init__(
+        self,
+        name: str,
+        process: ChildProcess,
+        sock: socket.socket,
+        run_as: str | int,
+        *,
+        one_shot: bool = False,
+    ) -> None:
         self.name = name
         self.process = process
         self.sock = sock
@@ -84,6 +103,8 @@ class Template:
         self.room = 0
         self._lock = anyio.Lock()
         self._broken = False
+        #: a seed (see the module docstring): it becomes its one child, whose process it then is
+        self.one_shot = one_shot
 
     @property
     def alive(self) -> bool:
@@ -107,10 +128,13 @@ class Template:
         log_path: str | os.PathLike[str] | None = None,
         cwd: str | os.PathLike[str] | None = None,
         python: str | None = None,
+        seeds: bool = False,
     ) -> Template:
         """Exec a template as ``run_as`` in ``sandbox`` that imports ``preload``, and wait until
         it has. ``env`` is its whole environment besides the import path: give it nothing
         secret (it is what every child starts with until its own environment replaces it).
+        ``seeds``: plant a seed in every child (see the module docstring); ``run_as`` is then
+        our own user, and the template keeps every privilege we have.
 
         Raises:
             OSError: it could not start, or exited (its log says why) or stayed silent.
@@ -131,6 +155,7 @@ class Template:
             name,
             str(run_as),
             ",".join(preload),
+            *(["seeds"] if seeds else []),
         ]
         log = open(log_path, "ab", buffering=0) if log_path else None  # noqa: SIM115, ASYNC230
         try:
@@ -151,20 +176,84 @@ class Template:
             if log is not None:
                 log.close()
         ours.setblocking(False)
-        template = cls(name, process, ours, run_as)
+        return await cls(name, process, ours, run_as)._ready()
+
+    async def _ready(self) -> Template:
         try:
             with anyio.fail_after(START_TIMEOUT):
-                answer = await template._receive()
+                answer = await self._receive()
         except (OSError, TimeoutError) as exc:
-            await template.close()
-            raise OSError(f"template {name!r} did not start: {exc}") from None
+            await self.close()
+            raise OSError(f"template {self.name!r} did not start: {exc}") from None
         word, _, room = answer.partition(b" ")
         if word != b"ready" or not room.isdigit():
-            await template.close()
-            code = process.returncode
-            raise OSError(f"template {name!r} exited before it was ready (code {code}; see its log)")
-        template.room = int(room)
+            await self.close()
+            code = self.process.returncode
+            raise OSError(f"template {self.name!r} exited before it was ready (code {code}; see its log)")
+        self.room = int(room)
+        return self
+
+    @classmethod
+    def seeded(cls, name: str) -> Template | None:
+        """This process's seed as a one-shot template, which becomes the first child it is asked
+        for (see the module docstring); None when this process has no seed (any more)."""
+        seed = _take_seed()
+        if seed is None:
+            return None
+        pid, sock = seed
+        template = cls(name, ChildProcess(pid=pid), sock, os.geteuid(), one_shot=True)
+        template.room = _title_room()
         return template
+
+    @classmethod
+    async def adopt(
+        cls,
+        name: str,
+        *,
+        run_as: str | int,
+        sandbox: Sandbox | None,
+        preload: Sequence[str],
+        log_path: str | os.PathLike[str] | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+    ) -> Template | None:
+        """Turn this process's seed into a template, as ``start`` would start one (the same
+        user, sandbox, imports, log and working folder, and the same command line); None when
+        this process has no seed (then ``start`` one).
+
+        Raises:
+            OSError: the seed could not become a template (its log says why).
+        """
+        seed = _take_seed()
+        if seed is None:
+            return None
+        pid, sock = seed
+        template = cls(name, ChildProcess(pid=pid), sock, run_as)
+        request = {
+            "argv": [
+                sys.executable,
+                "-m",
+                "actors._template",
+                "0",
+                str(os.getpid()),
+                name,
+                str(run_as),
+                ",".join(preload),
+            ],
+            "user": str(run_as),
+            "sandbox": sandbox.as_environ() if sandbox is not None else {},
+            "preload": list(preload),
+            "cwd": os.fspath(cwd) if cwd is not None else None,
+        }
+        log = open(log_path, "ab", buffering=0) if log_path else None  # noqa: SIM115, ASYNC230
+        try:
+            socket.send_fds(sock, [json.dumps(request).encode()], [log.fileno()] if log is not None else [])
+        except OSError as exc:
+            await template.close()
+            raise OSError(f"template {name!r} did not start from its seed: {exc}") from None
+        finally:
+            if log is not None:
+                log.close()
+        return await template._ready()
 
     async def fork(self, start: ForkedStart) -> ChildProcess | None:
         """Have the template fork a child that becomes ``start`` (its ``keep_fds`` and
@@ -206,6 +295,9 @@ class Template:
                     self.process.kill()
                 return None
             self.forks += 1
+            if self.one_shot:
+                self._broken = True  # the seed is that child now: never wait on it or kill it here
+                self.sock.close()
             return ChildProcess(pid=pid)
 
     async def _receive(self) -> bytes:
@@ -217,8 +309,11 @@ class Template:
 
     async def close(self) -> None:
         """End the template (its children live on) and reap it."""
+        spent = self.one_shot and self.forks > 0
         self._broken = True
         self.sock.close()
+        if spent:
+            return
         with anyio.move_on_after(2.0, shield=True):
             await self.process.wait()
         if self.process.returncode is None:
@@ -278,7 +373,117 @@ def _place_fds(received: list[int], targets: list[int]) -> None:
         os.close(fd)
 
 
-def _serve_forks(sock: socket.socket) -> int:
+#: This process's seed, planted at its birth: (pid, our end of its socket); see ``_plant``.
+_seed: tuple[int, socket.socket] | None = None
+
+
+def _take_seed() -> tuple[int, socket.socket] | None:
+    global _seed
+    seed, _seed = _seed, None
+    if seed is not None:
+        seed[1].setblocking(False)
+    return seed
+
+
+def _plant(serve: Callable[[socket.socket, int], int]) -> int:
+    """Fork a seed of this process (single-threaded, clean: called before it has read anything
+    but its own start request) that runs ``serve``; keep its socket as ``_seed`` and return
+    that socket's descriptor (the caller keeps it open). The seed dies with us."""
+    global _seed
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    parent = os.getpid()
+    pid = os.fork()
+    if pid == 0:
+        from ._child import die_with_parent
+
+        ours.close()
+        die_with_parent(parent)
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        _close_all_but({0, 1, 2, theirs.fileno()})
+        os._exit(_spawn._exit_code_of(functools.partial(serve, theirs, parent)))
+    theirs.close()
+    _seed = (pid, ours)
+    return ours.fileno()
+
+
+def _serve_seed(sock: socket.socket, parent: int) -> int:
+    """A seed of a VM's first process: become the first child it asks for (answering our own
+    pid, as a template answers its child's), after planting a template seed of our own."""
+    buffer = bytearray(_PACKET)
+    try:
+        size, ancillary, flags, _ = sock.recvmsg_into([buffer], socket.CMSG_SPACE(_MAX_FDS * 4))
+    except OSError:
+        return 0
+    fds = _received_fds(ancillary)
+    if not size or flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+        for fd in fds:
+            os.close(fd)
+        with contextlib.suppress(OSError):
+            sock.send(b"0")
+        return 0
+    sock.send(str(os.getpid()).encode())
+    return _become_child(sock, bytes(buffer[:size]), fds, plant=_serve_template_seed)
+
+
+def _serve_template_seed(sock: socket.socket, parent: int) -> int:
+    """A seed of a bootstrapper: become its template when it asks (see ``Template.adopt``)."""
+    buffer = bytearray(_PACKET)
+    try:
+        size, ancillary, _, _ = sock.recvmsg_into([buffer], socket.CMSG_SPACE(4))
+    except OSError:
+        return 0
+    fds = _received_fds(ancillary)
+    if not size:
+        return 0
+    request = json.loads(bytes(buffer[:size]))
+    if fds:
+        os.dup2(fds[0], 1)
+        os.dup2(fds[0], 2)
+        os.close(fds[0])
+    if request["cwd"] is not None:
+        os.chdir(request["cwd"])
+    os.environ.update(request["sandbox"])
+    _become_template(sock, parent, request["user"], request["preload"], request["argv"])
+    return _serve_forks(sock)
+
+
+def _become_template(
+    sock: socket.socket, parent: int, user: str, preload: Sequence[str], title: Sequence[str] | None
+) -> None:
+    """Drop to ``user`` in the sandbox the environment names (unless we are that user already,
+    with no sandbox), import ``preload`` and freeze what we hold; exits 2 when the drop fails."""
+    from ._child import die_with_parent
+    from ._privileges import PrivilegeError, drop_privileges, resolve_user
+
+    sandbox = Sandbox.take()
+    if sandbox is not None or resolve_user(int(user) if user.isdigit() else user)[0] != os.geteuid():
+        try:
+            drop_privileges(int(user) if user.isdigit() else user, sandbox)
+        except PrivilegeError as exc:
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            sys.exit(2)
+        die_with_parent(parent)  # changing user cleared the parent-death signal
+    import importlib
+
+    import anyio._backends._trio  # noqa: F401
+    import setproctitle
+
+    from . import _child  # noqa: F401
+
+    if title is not None:  # a seed shows the command line an exec'd template would
+        setproctitle.setproctitle(" ".join(title))
+    for module in filter(None, preload):
+        try:
+            importlib.import_module(module)
+        except Exception as exc:  # the child will fail the same way, and say so in its start
+            print(f"template: cannot import {module}: {exc!r}", file=sys.stderr, flush=True)
+    gc.collect()
+    gc.freeze()  # what the children share stays shared: no collection writes to its pages
+
+
+def _serve_forks(sock: socket.socket, seeds: bool = False) -> int:
     # Each request is read into this buffer and wiped once the child is forked: only the child
     # parses it, so the template never keeps a child's environment or command line.
     buffer = bytearray(_PACKET)
@@ -302,7 +507,8 @@ def _serve_forks(sock: socket.socket) -> int:
         gc.disable()
         pid = _clone_sibling()
         if pid == 0:
-            child = functools.partial(_become_child, sock, bytes(buffer[:size]), fds)
+            plant = _serve_seed if seeds else None
+            child = functools.partial(_become_child, sock, bytes(buffer[:size]), fds, plant=plant)
             os._exit(_spawn._exit_code_of(child))
         _wipe(buffer, size)
         if _spawn.gc_was_enabled:
@@ -325,7 +531,12 @@ def _wipe(buffer: bytearray, size: int) -> None:
     buffer[:size] = bytes(size)
 
 
-def _become_child(sock: socket.socket, message: bytes, fds: list[int]) -> int:
+def _become_child(
+    sock: socket.socket,
+    message: bytes,
+    fds: list[int],
+    plant: Callable[[socket.socket, int], int] | None = None,
+) -> int:
     sock.close()
     request = json.loads(message)
     keep: list[int] = request["keep"]
@@ -338,11 +549,17 @@ def _become_child(sock: socket.socket, message: bytes, fds: list[int]) -> int:
         os.close(fds[0])
         fds = fds[1:]
     _place_fds(fds, keep)
+    new_session = request["new_session"]
+    if plant is not None:
+        if new_session:
+            os.setsid()  # first, so that the seed is in the child's session and process group
+            new_session = False
+        keep = [*keep, _plant(plant)]
     start = ForkedStart(
         argv=request["argv"],
         env=request["env"],
         cwd=request["cwd"],
-        new_session=request["new_session"],
+        new_session=new_session,
         log_fd=log_fd,
         keep_fds=keep,
     )
@@ -350,33 +567,14 @@ def _become_child(sock: socket.socket, message: bytes, fds: list[int]) -> int:
 
 
 def main() -> None:
-    """The template process: ``python -m actors._template FD PARENT_PID NAME USER MODULE,...``."""
+    """The template process: ``python -m actors._template FD PARENT_PID NAME USER MODULE,... [seeds]``."""
     fd, parent_pid, _name, user, preload = sys.argv[1:6]
+    seeds = sys.argv[6:7] == ["seeds"]
     from ._child import die_with_parent
-    from ._privileges import PrivilegeError, drop_privileges
 
     die_with_parent(int(parent_pid))
-    try:
-        drop_privileges(int(user) if user.isdigit() else user, Sandbox.take())
-    except PrivilegeError as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
-        sys.exit(2)
-    die_with_parent(int(parent_pid))  # changing user cleared the parent-death signal
     sock = socket.socket(fileno=int(fd))
     sock.setblocking(True)
     # What every child runs: the actor runtime on trio, then whatever the parent named.
-    import importlib
-
-    import anyio._backends._trio  # noqa: F401
-    import setproctitle  # noqa: F401
-
-    from . import _child  # noqa: F401
-
-    for module in filter(None, preload.split(",")):
-        try:
-            importlib.import_module(module)
-        except Exception as exc:  # the child will fail the same way, and say so in its start
-            print(f"template: cannot import {module}: {exc!r}", file=sys.stderr, flush=True)
-    gc.collect()
-    gc.freeze()  # what the children share stays shared: no collection writes to its pages
-    sys.exit(_serve_forks(sock))
+    _become_template(sock, int(parent_pid), user, preload.split(","), None)
+    sys.exit(_serve_forks(sock, seeds))

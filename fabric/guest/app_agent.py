@@ -8,7 +8,7 @@ import importlib
 import os
 from typing import Any
 
-from actors import Actor, ProcessOptions, Ref
+from actors import Actor, ProcessOptions, Ref, Template
 from fabric.guest.agent import CurrentBootstrapper, GuestAgent, StartBootstrapper
 from fabric.guest.messages import (
     ApplyEnvironment,
@@ -72,6 +72,10 @@ class AppAgent(Actor):
                             ping_timeout=settings.link_ping_timeout,
                             # Its own stop covers the role's on_stop, which may take that long.
                             stop_timeout=settings.on_stop_timeout + settings.process_stop_timeout,
+                            # The seed this VM planted at its birth, when it has one: the
+                            # bootstrapper and its role host template are then copies of the
+                            # host's template (see actors/_zygote.py), not of this process.
+                            template=Template.seeded("WaHostBootstrapper"),
                         ),
                         args=(config,),
                     )

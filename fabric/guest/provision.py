@@ -14,7 +14,8 @@ from pathlib import Path
 
 import msgspec
 
-from actors import ProcessOptions
+from actors import ProcessOptions, Template
+from actors._zygote import available as template_available
 from fabric.guest.account import secure_vm
 from fabric.guest.certificates import install_certificates
 from fabric.guest.disk import VmDisk
@@ -50,6 +51,40 @@ def guest_options(config: GuestConfig, settings: Settings) -> ProcessOptions:
         stop_timeout=settings.on_stop_timeout + 2 * settings.process_stop_timeout,
         term_timeout=settings.process_stop_timeout,
     )
+
+
+#: What a host's guest template imports: the VM's own code and every kind of role host's.
+GUEST_TEMPLATE_PRELOAD = (
+    "fabric.guest.app_agent",
+    "fabric.guest.bootstrapper",
+    "roles.hosts.worker",
+    "roles.hosts.iis",
+    "roles.hosts.hwc",
+    "roles.hosts.w3wp",
+)
+#: ``0`` turns the host's guest template off: VMs are forked from the host agent as before.
+GUEST_TEMPLATE_ENV = "REDDOG_GUEST_TEMPLATE"
+
+
+async def start_guest_template() -> Template | None:
+    """A host's guest template (``GuestTemplate``): an interpreter exec'd as root that imports
+    the VM's code and the role hosts' and is given nothing else (no configuration, no setting,
+    no certificate: only the host agent's own environment). Each VM's first process is forked
+    from it, and plants a seed that becomes its bootstrapper, which plants one that becomes its
+    role host template (actors/_zygote.py): so every process of every VM of the host shares
+    the template's pages, and none execs an interpreter. None when templates cannot run here,
+    are turned off (also by ``REDDOG_ROLE_HOST_TEMPLATE=0``), or this one did not start.
+    """
+    from fabric.guest.role_launch import TEMPLATE_ENV
+
+    if not template_available() or "0" in (os.environ.get(GUEST_TEMPLATE_ENV), os.environ.get(TEMPLATE_ENV)):
+        return None
+    try:
+        return await Template.start(
+            "GuestTemplate", run_as=os.geteuid(), sandbox=None, preload=GUEST_TEMPLATE_PRELOAD, seeds=True
+        )
+    except OSError:
+        return None
 
 
 def _preload_guest_code() -> None:

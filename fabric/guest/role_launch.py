@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -165,14 +166,29 @@ async def start_template(config: BootstrapConfig, disk: VmDisk, kind: HostKind) 
         OSError: it could not start (its output is in the host's ``.out.log``).
     """
     limited = config.vm_uid is not None and is_limited(config.role)
+    if not limited or os.environ.get(TEMPLATE_ENV, "1") == "0" or config.python not in ("", sys.executable):
+        seed = Template.seeded(TEMPLATE_NAME)  # a seed we will not use: let it go
+        if seed is not None:
+            await seed.close()
     if not limited or os.environ.get(TEMPLATE_ENV, "1") == "0":
         return None
     kinds: list[str] = [kind, "w3wp"] if kind == "iis" else [kind]
-    return await Template.start(
+    preload = [host_target(k).partition(":")[0] for k in kinds]
+    # The seed this bootstrapper planted at its birth (a copy of the host's template, which
+    # shares its pages with every VM of the host), else a template exec'd for this VM.
+    adopted = await Template.adopt(
         TEMPLATE_NAME,
         run_as=config.vm_uid,  # type: ignore[arg-type]
         sandbox=vm_sandbox(disk, config.state_dir),
-        preload=[host_target(k).partition(":")[0] for k in kinds],
+        preload=preload,
+        log_path=disk.role_log(f"{HOST_NAMES[kind]}.out.log"),
+        cwd=disk.approot,
+    )
+    return adopted or await Template.start(
+        TEMPLATE_NAME,
+        run_as=config.vm_uid,  # type: ignore[arg-type]
+        sandbox=vm_sandbox(disk, config.state_dir),
+        preload=preload,
         log_path=disk.role_log(f"{HOST_NAMES[kind]}.out.log"),
         cwd=disk.approot,
         python=config.python or None,

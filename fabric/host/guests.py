@@ -9,6 +9,7 @@ new one's.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
 from collections.abc import Awaitable, Callable
@@ -17,11 +18,11 @@ from typing import Any, Final, Protocol
 import anyio
 import anyio.to_thread
 
-from actors import Actor, ActorError, ProcessExited, Ref
+from actors import Actor, ActorError, ProcessExited, Ref, Template
 from fabric.guest.account import end_account
 from fabric.guest.disk import VmDisk
 from fabric.guest.messages import GuestConfig, GuestStatus, InstanceStatus
-from fabric.guest.provision import disk_of, guest_options
+from fabric.guest.provision import disk_of, guest_options, start_guest_template
 from fabric.settings import Settings
 
 #: The VM's first process: WaAppAgent (seed C2).
@@ -57,11 +58,22 @@ class ProcessLauncher:
     def __init__(self, settings: Settings, target: str = APP_AGENT) -> None:
         self.settings = settings
         self.target = target
+        self._template: Template | None = None
+        self._template_lock = anyio.Lock()
 
     async def launch(self, host: Actor, config: GuestConfig, *, name: str, port: Ref) -> Ref:
-        """Spawn the VM's first process with ``config`` as its one argument."""
+        """Spawn the VM's first process with ``config`` as its one argument, forked from the
+        host's guest template when it runs (see fabric.guest.provision.start_guest_template)."""
         options = await anyio.to_thread.run_sync(guest_options, config, self.settings)
+        if self.target == APP_AGENT:
+            options = dataclasses.replace(options, template=await self._guest_template())
         return await host.spawn_process(self.target, name=name, args=(config,), parent=port, options=options)
+
+    async def _guest_template(self) -> Template | None:
+        async with self._template_lock:
+            if self._template is None or not self._template.alive:
+                self._template = await start_guest_template()
+            return self._template
 
     async def kill(self, vm: Ref) -> None:
         """SIGKILL the VM's process group: a reboot gives the guest no polite stop."""

@@ -189,3 +189,59 @@ def test_only_a_child_of_ours_running_as_the_user_is_taken_from_a_template() -> 
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+async def test_a_seeding_template_gives_a_child_a_seed_that_becomes_its_child_and_then_its_template() -> None:
+    """The chain a host's VMs are made by: a root template exec'd once, a first process forked
+    from it, its child made from the seed it planted at birth, and that child's template made
+    from the seed the child planted at its own birth; none holds what came after its birth."""
+    from tests.actors.seed_actors import StartChild, StartTemplate
+
+    async with open_system() as system:
+        guest = await Template.start(
+            "GuestTemplate",
+            run_as=os.geteuid(),
+            sandbox=None,
+            preload=["tests.actors.seed_actors"],
+            seeds=True,
+        )
+        try:
+            first = await system.spawn_process(
+                "tests.actors.seed_actors:First",
+                name="first",
+                args=("first-secret-" + "5d1e",),
+                options=ProcessOptions(template=guest, new_session=True),
+            )
+            assert guest.forks == 1
+            first_pid = await first.ask(Pid())
+            assert psutil.Process(first_pid).ppid() == os.getpid()  # ours, not the template's
+            assert os.getpgid(first_pid) == first_pid
+            made = await first.ask(StartChild("child-secret-" + "8b2c"))
+            child = made["child"]
+            # The seed became the child itself: no interpreter, no fork at spawn time.
+            assert child == made["seed"] and made["forks"] == 1 and not made["again"]
+            assert psutil.Process(child).ppid() == first_pid
+            assert os.getpgid(child) == first_pid  # in the first process's session and group
+            args = command_line(psutil.Process(child).cmdline())
+            assert args[1:3] == ["-m", "actors._child"] and args[6] == "Child"
+            adopted = await first.ask(StartTemplate(USER))
+            template, limited = adopted["template"], adopted["limited"]
+            assert adopted["forks"] == 1
+            assert psutil.Process(template).ppid() == child and psutil.Process(limited).ppid() == child
+            for pid in (template, limited):
+                assert _status(pid)["Uid"].split() == [str(USER)] * 4
+                assert os.readlink(f"/proc/{pid}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
+            assert command_line(psutil.Process(template).cmdline())[1:3] == ["-m", "actors._template"]
+            # Each was planted before its parent was given its secret.
+            assert _memory_holds(first_pid, b"first-secret-5d1e")
+            assert not _memory_holds(child, b"first-secret-5d1e")
+            assert _memory_holds(child, b"child-secret-8b2c")
+            assert not _memory_holds(template, b"child-secret-8b2c")
+            assert not _memory_holds(template, b"first-secret-5d1e")
+            await first.stop()
+            for pid in (child, template, limited):
+                with anyio.fail_after(10):
+                    while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                        await anyio.sleep(0.05)
+        finally:
+            await guest.close()

@@ -16,7 +16,7 @@ import anyio
 import psutil
 import pytest
 
-from actors import ProcessOptions, Ref, open_system
+from actors import ProcessOptions, Ref, command_line, open_system
 from fabric.guest.messages import ApplyEnvironment, GuestConfig
 from fabric.guest.standalone import guest_config_for
 from fabric.host.agent import host_log_path
@@ -61,8 +61,8 @@ class Host:
         return self.ref.pid
 
     def vm_pids(self) -> list[int]:
-        """The VMs' first processes: the host process's children."""
-        return [p.pid for p in psutil.Process(self.pid).children() if _alive(p.pid)]
+        """The VMs' first processes: the host process's children but its guest template."""
+        return [p.pid for p in psutil.Process(self.pid).children() if _alive(p.pid) and not _is_template(p)]
 
     async def vm_pid_other_than(self, old: int, seconds: float = 20.0) -> int:
         """Wait until a VM process other than ``old`` runs; return its pid."""
@@ -70,6 +70,13 @@ class Host:
             while not (pids := [p for p in self.vm_pids() if p != old]):
                 await anyio.sleep(0.02)
         return pids[0]
+
+
+def _is_template(proc: psutil.Process) -> bool:
+    try:
+        return "actors._template" in command_line(proc.cmdline())
+    except psutil.Error:
+        return False
 
 
 @asynccontextmanager
