@@ -6,6 +6,8 @@ table) with the client's own credentials (replicas of one fabric share the API t
 answer streams back as the leader gave it. With no leader (an election, or this replica still
 taking over) a request is answered 503 ServiceUnavailable with Retry-After and changes nothing.
 A forwarded request is never forwarded again (a replica that stopped leading answers 503).
+A follower reads one thing from the goal state itself: an operation a controller ran
+(``GET .../operations/{id}``), so a client polling its operation goes on through an election.
 
 A write whose forwarding broke after it was sent (the leader died answering it) answers 503
 too: the change either landed whole (one database transaction) or not at all; the message says
@@ -16,18 +18,19 @@ to read it back. Remote shells (WebSockets) are not forwarded: connect to the le
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import httpx
 import msgspec
 
 from fabric.controller.pg_store import Database, StoreUnavailable
-from fabric.frontend.api import ErrorBody, ErrorDetail
+from fabric.frontend.api import ErrorBody, ErrorDetail, Operation
 from fabric.frontend.auth import token_matches
-from fabric.replica.registry import Leader, current_leader, replicas
+from fabric.replica.registry import Leader, current_leader, replicas, stored_operation
 from roles.hosts.http import answer_lifespan
 
 log = logging.getLogger("fabric.replica")
@@ -36,6 +39,8 @@ log = logging.getLogger("fabric.replica")
 FORWARDED_BY = b"x-fabric-forwarded-by"
 #: ``GET /replicas`` (with the token) is answered by the replica itself: see ReplicasView
 REPLICAS_PATH = "/replicas"
+#: an operation's state, answered by a follower from the goal state (see _stored_operation)
+_OPERATION_PATH = re.compile(r"^/subscriptions/[^/]{1,100}/operations/([0-9a-f]{32})$")
 #: headers of one connection, never passed on
 _HOP = frozenset(
     {
@@ -166,7 +171,35 @@ class ReplicaFront:
             return
         if scope["type"] != "http":
             return
+        if scope["method"] == "GET" and await self._stored_operation(scope, send):
+            return
         await self._forward(scope, receive, send)
+
+    async def _stored_operation(self, scope: Scope, send: Send) -> bool:
+        """Answer ``GET .../operations/{id}`` from the goal state when it is there (an operation
+        a controller ran): a client polling its operation goes on through an election. Returns
+        False when this is not such a request or the store has no such operation (forwarded)."""
+        found = _OPERATION_PATH.match(scope["path"])
+        header = dict(scope.get("headers", [])).get(b"authorization", b"").decode("latin-1")
+        if found is None or not token_matches(self.token, header):
+            return False  # the leader answers (and refuses a wrong token)
+        try:
+            record = await stored_operation(self.db, found.group(1))
+        except StoreUnavailable:
+            return False
+        if record is None:
+            return False  # one RDFE finished itself: the leader knows it
+        error = None
+        if record.status == "Failed":
+            error = ErrorDetail(code=record.error_code or "InternalError", message=record.error_message)
+        view = Operation(
+            id=record.request_id,
+            status=cast(Any, record.status),
+            http_status_code=record.http_status_code,
+            error=error,
+        )
+        await _answer(send, 200, msgspec.json.encode(view), [(b"x-fabric-answered-by", self.name.encode())])
+        return True
 
     async def _replicas(self, scope: Scope, send: Send) -> None:
         header = dict(scope.get("headers", [])).get(b"authorization", b"").decode("latin-1")

@@ -21,6 +21,11 @@ WHERE l.name = %(lease)s
 
 _REPLICAS = "SELECT name, api_url FROM fabric_replicas ORDER BY name"
 
+_OPERATION = (
+    "SELECT request_id, status, http_status_code, error_code, error_message FROM operations "
+    "WHERE request_id = %(id)s"
+)
+
 
 class Leader(msgspec.Struct, frozen=True):
     """Who holds the lease now, and where its API answers."""
@@ -60,5 +65,29 @@ async def replicas(db: Database) -> dict[str, str]:
 
     def read(conn: Any) -> dict[str, str]:
         return {r["name"]: r["api_url"] for r in conn.execute(_REPLICAS)}
+
+    return await db.run(read)
+
+
+class StoredOperation(msgspec.Struct, frozen=True):
+    """An operation as the goal state records it (any pool's)."""
+
+    request_id: str
+    status: str
+    http_status_code: int
+    error_code: str
+    error_message: str
+
+
+async def stored_operation(db: Database, request_id: str) -> StoredOperation | None:
+    """An operation of the goal state by request id (None: not there).
+
+    Raises:
+        StoreUnavailable: the database did not answer.
+    """
+
+    def read(conn: Any) -> StoredOperation | None:
+        row = conn.execute(_OPERATION, {"id": request_id}).fetchone()
+        return None if row is None else msgspec.convert(row, StoredOperation)
 
     return await db.run(read)

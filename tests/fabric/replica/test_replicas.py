@@ -50,6 +50,9 @@ async def test_leader_killed_the_other_leads_and_completes_what_was_acknowledged
             async with httpx.AsyncClient(base_url=new.url, headers=auth(c)) as raw:
                 answer = await raw.get("/subscriptions")
             assert answer.status_code == 503 and int(answer.headers["retry-after"]) >= 1, answer.text
+            # meanwhile the follower answers the operation's state from the goal state itself
+            op = await client.operation(started.request_id)
+            assert op.status == "InProgress", op
 
             async def leads() -> bool:
                 row = await c.lease()
