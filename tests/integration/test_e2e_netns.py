@@ -143,7 +143,7 @@ async def test_chaos_net_on_a_joined_host_in_a_namespace(
         with anyio.fail_after(3):  # applied once its answer left
             while "reddog_nf_" not in h1.run("nft", "list", "tables"):
                 await anyio.sleep(0.05)
-        await wait_hosts(c.state, lambda f: not f["h1"]["connected"], 10)
+        await wait_hosts(c.state, lambda f: not f["h1"]["connected"], 20)
         await ready_off(c.state, "h1", 60)
         with anyio.fail_after(15):
             while "reddog_nf_" in h1.run("nft", "list", "tables"):

@@ -14,13 +14,14 @@ import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import anyio
 import msgspec
 import pytest
 
 from actors import ActorError, ProcessOptions, Ref, open_system
-from fabric.host.net_faults import NetFault, NetFaultApplied, NetFaultRefused
+from fabric.host.net_faults import NetFault, NetFaultApplied, NetFaultRefused, NetFaults
 from fabric.settings import Settings
 from tests.fabric.host.host_stand_ins import ControllerStandIn, SpawnHost, host_config
 from tests.netns import NetHost, NetHosts, make_net_hosts
@@ -177,7 +178,7 @@ for i in range(int(sys.argv[3])):
         time.sleep(0.005)
 """
 
-#: counts the datagrams it gets until 0.5 s pass without one, prints the count
+#: counts the datagrams it gets until 2 s pass without one, prints the count
 UDP_COUNTER = """
 import socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -187,7 +188,7 @@ print(s.getsockname()[1], flush=True)
 s.settimeout(3)
 n = 0
 s.recv(100); n = 1
-s.settimeout(0.5)
+s.settimeout(2)
 try:
     while True:
         s.recv(100); n += 1
@@ -272,7 +273,7 @@ async def test_bandwidth_caps_a_transfer_near_its_rate_and_is_gone_after(host: N
         await agent.fault(action="clear", id="f1")
         assert "tbf" not in agent.qdiscs()
     print(f"tbf 8 Mbit/s: {capped / 1e6:.2f} Mbit/s; without: {raw / 1e6:.0f} Mbit/s")
-    assert 0.75 * rate < capped < 1.15 * rate
+    assert 0.6 * rate < capped < 1.15 * rate
     assert raw > 5 * rate
 
 
@@ -337,3 +338,17 @@ async def test_refusals_are_one_line_and_change_nothing(host: NetHost) -> None:
             await agent.fault(action="loss", percent=250, duration=60)
         with pytest.raises(msgspec.ValidationError):
             await agent.fault(action="partition", duration=10**9)
+
+
+@pytest.mark.parametrize(
+    ("action", "tool"), [("partition", "nftables"), ("loss", "nftables"), ("bandwidth", "iproute2")]
+)
+async def test_a_missing_tool_is_refused_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, action: str, tool: str
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no nft, tc nor ip here
+    faults = NetFaults(start_soon=lambda *args: None)
+    fault = msgspec.convert({"id": "f1", "action": action, "percent": 5, "rate": 10**6}, NetFault)
+    with pytest.raises(NetFaultRefused, match=f"is not installed on this host \\(apt-get install {tool}\\)"):
+        await faults.handle(fault)
+    assert faults.active == {}
