@@ -30,7 +30,9 @@ def parse(text: str, vip: str, port: int) -> list[tuple[Addr, Addr]]:
             if sep:
                 values.setdefault(key, []).append(value)
         src, dst, sport, dport = (values.get(k, []) for k in ("src", "dst", "sport", "dport"))
-        if len(src) < 2 or len(sport) < 2 or dst[0] != vip or dport[0] != str(port):
+        if min(len(src), len(dst), len(sport), len(dport)) < 2:
+            continue
+        if dst[0] != vip or dport[0] != str(port):
             continue
         backend = (src[1], int(sport[1]))
         if backend == (vip, port):  # not DNATed: a user-space connection
