@@ -346,6 +346,11 @@ class HostProxy:
         return None
 
 
+#: No link pings for the simulators: on a loaded machine a simulator of 10,000 hosts may stall
+#: past the ping timeout, and it is measured, not killed (nor the controller, see below).
+SIMULATOR_OPTIONS = ProcessOptions(ping_interval=None)
+
+
 class _NotRoot:
     """os, as fabric.controller.state sees it in the benchmark: not root."""
 
@@ -378,7 +383,10 @@ class BenchController(FabricController):
         async with self._sim_lock:
             if self._sim is None:
                 self._sim = await self.spawn_process(
-                    "benchmarks.controller_scale:Simulator", name="simulator", mailbox_size=100_000
+                    "benchmarks.controller_scale:Simulator",
+                    name="simulator",
+                    mailbox_size=100_000,
+                    options=SIMULATOR_OPTIONS,
                 )
                 self.start_soon(self._watch_simulator, self._sim)
             return self._sim
@@ -390,7 +398,7 @@ class BenchController(FabricController):
 
     async def _make_host(self, controller: Actor, config: HostConfig) -> Ref:
         sim = await self._simulator()
-        await sim.ask(AddHost(config))
+        await sim.ask(AddHost(config), timeout=600)  # a loaded simulator may take long
         proxy = self._proxies[config.host_id] = HostProxy(sim, config.host_id)
         return Ref(proxy)
 
@@ -420,7 +428,10 @@ class BenchController(FabricController):
         template = dep.guest_config(inst, self.state_dir, self.settings)
         start = time.time()
         sim = await self.spawn_process(
-            "benchmarks.controller_scale:Simulator", name="simulator-raw", mailbox_size=100_000
+            "benchmarks.controller_scale:Simulator",
+            name="simulator-raw",
+            mailbox_size=100_000,
+            options=SIMULATOR_OPTIONS,
         )
         try:
 
