@@ -96,6 +96,10 @@ class Cluster:
             return False
         return True
 
+    def serve_log(self) -> str:
+        """What fabric serve logged (warnings and errors)."""
+        return (self.state.parent / "serve.log").read_text(errors="replace")
+
     async def stop_controller(self) -> None:
         assert self.serve is not None
         self.serve.send_signal(signal.SIGTERM)
