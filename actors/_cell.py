@@ -67,7 +67,8 @@ class LocalCell:
         self.slow: Any = None
         self.slow_at = 0.0
         self._idle = False
-        #: the link to the parent, when this is the actor a child process serves (see _child)
+        #: the link to the parent, when this is the actor a child process serves (see _child),
+        #: or a network link that delivers to it (see _net): it reads that link while idle
         self.link: Outbox | None = None
         self._reading: LinkReader | None = None  # the link this actor reads while idle
         self._loop_scope: anyio.CancelScope | None = None
@@ -271,12 +272,14 @@ class LocalCell:
         mailbox = self._mailbox
         reader = self.link.reader if self.link is not None else None
         if reader is not None and reader.borrow():
-            # The actor its process serves: it reads its link itself while idle, so the next
-            # message needs no hand-over from the link's reader task (one scheduler pass less).
+            # The actor its process serves (or one a network link delivers to): it reads its
+            # link itself while idle, so the next message needs no hand-over from the link's
+            # reader task (one scheduler pass less). A read that would have to wait for room in
+            # another actor's mailbox hands the reading back (see LinkReader._wait_for).
             self._reading = reader
             mailbox.on_put = reader.interrupt  # a message from this process wakes us too
             try:
-                while not mailbox and not self.stop_requested and not reader.ended:
+                while not mailbox and not self.stop_requested and not reader.ended and reader.holds():
                     await reader.read_once(mailbox.full)
             finally:
                 self._reading = None

@@ -358,7 +358,8 @@ class Outbox:
             if held or reader.borrow():
                 reply.on_settle = reader.interrupt  # the ask timer must wake us
                 try:
-                    while not reply.settled and not reader.ended:
+                    # (A read that must wait for room in a mailbox hands the reading back.)
+                    while not reply.settled and not reader.ended and reader.holds():
                         await reader.read_once()
                 finally:
                     reply.on_settle = None

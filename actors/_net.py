@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Final
 import anyio
 import msgspec
 
+from ._cell import LocalCell
 from ._errors import ActorDead, MailboxFull
 from ._link import LIMIT_BYTES, LinkFaults, Outbox, WireReply, pump
 from ._mailbox import Reply
@@ -230,8 +231,14 @@ class Peer:
                     self._unknown.add(frame.to)  # once per name: a peer cannot flood the log
                     logger.warning("node %r told %r, which is not registered here", self.node, frame.to)
                 return None
+            cell = target._target
+            if cell.__class__ is LocalCell:
+                link = cell.link
+                if link is not outbox and (link is None or link.reader is None):
+                    # Idle, it reads this link itself: one scheduler pass less per message.
+                    cell.link = outbox
             try:
-                target._target.deliver_nowait(message, reply)
+                cell.deliver_nowait(message, reply)
             except MailboxFull:
                 return _deliver(target, message, reply)
             except ActorDead as exc:

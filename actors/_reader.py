@@ -85,6 +85,7 @@ class LinkReader:
         self._reads = 0
         self._task: Any = None  # the link's reader task
         self._handback: Signal | None = None  # the reader task waits on it while lent
+        self._stalled: Awaitable[None] | None = None  # a wait a borrower left to the reader task
         #: the task reading now (None: nobody yet; the reader task takes it when it runs)
         self.holder: Any = None
         #: the task waiting for the socket to become readable, if one is
@@ -102,7 +103,11 @@ class LinkReader:
                 if self.holder is None:
                     self.holder = me
                 if self.holder is me:
-                    await self.read_once()
+                    stalled, self._stalled = self._stalled, None
+                    if stalled is not None:  # a dispatch a borrower had to leave to us
+                        await self._dispatch_waiting(stalled, None)
+                    else:
+                        await self.read_once()
                 else:
                     self._handback = handback = new_event()
                     await handback.wait()
@@ -135,7 +140,10 @@ class LinkReader:
         return False
 
     def give_back(self) -> None:
-        """End a borrow: the link's reader task reads again."""
+        """End a borrow (if the current task holds the reading): the link's reader task reads
+        again."""
+        if self.holder is not self._calls.current_task():
+            return  # not ours (any more: see _wait_for)
         self.holder = None
         handback, self._handback = self._handback, None
         if handback is not None:
@@ -161,7 +169,7 @@ class LinkReader:
         if self._more:  # left by a dispatch that stopped early or was cancelled
             pending = self._dispatch_backlog(enough)
             if pending is not None:
-                await self._dispatch_waiting(pending, enough)
+                return await self._wait_for(pending, enough)
             return False
         yielded = False
         try:
@@ -199,8 +207,19 @@ class LinkReader:
         self._more = True
         pending = self._dispatch_backlog(enough)
         if pending is not None:
-            await self._dispatch_waiting(pending, enough)
+            return await self._wait_for(pending, enough) or yielded
         return yielded
+
+    async def _wait_for(self, pending: Awaitable[None], enough: Callable[[], object] | None) -> bool:
+        """A dispatch must wait (for room in a mailbox): the reader task waits for it; a borrower
+        leaves it to the reader task and gives the reading back (it must not wait, holding the
+        link, on an actor that may be waiting for it). Returns whether other tasks ran."""
+        if self.holder is self._task:
+            await self._dispatch_waiting(pending, enough)
+            return True
+        self._stalled = pending  # dispatched, with the frames after it, before any other read
+        self.give_back()
+        return False
 
     def _dispatch_backlog(self, enough: Callable[[], object] | None) -> Awaitable[None] | None:
         """Dispatch the frames read, in order, until one must wait: return what it waits for
