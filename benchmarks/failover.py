@@ -13,6 +13,10 @@ on), on 127.0.0.1. Figures:
   failed meanwhile. Beside them, the floor: the lease (leader_lease_duration, 3 s in the fast
   profile): no replica may take over before it expires. The killed replica is started again
   (it follows) before the next kill.
+- failover with joined hosts: the same with three `fabric host join` processes (loopback
+  aliases) running a 2-role x 3-instance web service (tests/fabric/cluster/services/spread),
+  every replica given one host-port address: the site's requests lost until the new leader's
+  balancer answers, and whether every VM kept its pid (adopted, not restarted).
 - operations per second, one client, one after another: an operation (POST ?comp=status
   Running on a running deployment, 202, then GET operation until Succeeded) on `fabric serve`
   with SQLite, on the PostgreSQL leader, and through a follower (forwarded), each beside the
@@ -101,7 +105,13 @@ class SiteLoad:
                 await anyio.sleep(max(0.0, sent + self.interval - time.monotonic()))
 
     def first_ok_after(self, t0: float) -> float | None:
-        return next((sent for sent, ok in self.results if sent >= t0 and ok), None)
+        """When the site answered again: the first success after the first failure past t0
+        (a request the dying leader's balancer still answered does not count)."""
+        after = [(sent, ok) for sent, ok in self.results if sent >= t0]
+        down = next((i for i, (_, ok) in enumerate(after) if not ok), None)
+        if down is None:
+            return None
+        return next((sent for sent, ok in after[down:] if ok), None)
 
 
 async def failover(server: PostgresServer, root: Path, kills: int) -> list[dict[str, float]]:
@@ -178,6 +188,80 @@ async def failover(server: PostgresServer, root: Path, kills: int) -> list[dict[
     finally:
         for replica in c.replicas.values():
             await c.stop(replica)
+    return rounds
+
+
+async def failover_joined(server: PostgresServer, root: Path, kills: int) -> list[dict[str, float]]:
+    """As failover(), with three joined hosts (loopback aliases) running the instances: they
+    outlive the leader, and the new leader adopts them."""
+    from tests.fabric.cluster.joined_kit import Cluster as Joined
+    from tests.fabric.cluster.joined_kit import vms_of
+    from tests.fabric.replica.replica_kit import Cluster, eventually
+    from tests.integration.test_e2e_join import free_port_pair
+    from tests.netns import loopback_hosts
+
+    rounds: list[dict[str, float]] = []
+    with loopback_hosts(3, root / "hosts") as hosts:
+        settings = root / "joined-settings.toml"
+        settings.write_text("max_hosts = 0\n")
+        listen = f"{hosts.gateway}:{free_port_pair(hosts.gateway)}"
+        c = Cluster(root / "joined", server, settings)
+        c.tmp.mkdir(parents=True)
+        joined = Joined(state=c.state, hosts=hosts, settings=settings, listen=listen)
+        try:
+            for name in ("a", "b"):
+                await c.start(name, "--listen", listen)
+            await c.leader()
+            await joined.make_token()
+            for host, domain in zip(hosts, (0, 1, 0), strict=True):
+                joined.join(host, fault_domain=domain)
+            await joined.wait_hosts({h.name for h in hosts})
+            await joined.deploy()
+            view = await joined.all_ready()
+            endpoint = view.endpoints[0]
+            site = SiteLoad(f"http://{endpoint.host}:{endpoint.port}/")
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(site.run)
+                for k in range(kills):
+                    old = await c.leader()
+                    running = {name: vms_of(p) for name, p in joined.joins.items()}
+                    await eventually(partial(_site_up, site), 120, "the site up before the kill")
+                    t0 = time.monotonic()
+                    os.kill(old.pid, signal.SIGKILL)
+                    await c.leader(not_=old.name, seconds=60)
+                    t_acting = time.monotonic()
+                    t_site = await eventually(partial(_first_ok, site, t0), 180, "site answering")
+                    await joined.all_ready(120)
+                    same = {name: vms_of(p) for name, p in joined.joins.items()} == running
+                    lost = sum(1 for s, ok in site.results if t0 <= s < t_site and not ok)
+                    rounds.append(
+                        {
+                            "acting": t_acting - t0,
+                            "site": t_site - t0,
+                            "lost": float(lost),
+                            "same": float(same),
+                        }
+                    )
+                    print(
+                        f"  kill {k + 1} (joined hosts): acting {t_acting - t0:.2f} s, site {t_site - t0:.2f} s "
+                        f"after the kill; {lost} requests failed meanwhile; instances {'kept (same pids)' if same else 'RESTARTED'}; "
+                        f"load {load()}",
+                        flush=True,
+                    )
+                    await c.stop(old)
+                    await c.start(old.name, "--listen", listen)
+                tg.cancel_scope.cancel()
+        finally:
+            for process in joined.joins.values():
+                process.send_signal(signal.SIGTERM)
+            for process in joined.joins.values():
+                try:
+                    process.wait(timeout=60)
+                except Exception:
+                    process.kill()
+                    process.wait()
+            for replica in c.replicas.values():
+                await c.stop(replica)
     return rounds
 
 
@@ -438,6 +522,7 @@ async def main(args: Any) -> None:
         with PostgresServer.start(durable=True) as server:
             print("failover (leader SIGKILLed; times from the kill):", flush=True)
             rounds = await failover(server, root, args.kills)
+            joined = await failover_joined(server, root, args.kills)
             print("operations per second:", flush=True)
             stores = await store_figures(server, root, args.store_ops)
             raw = stores["raw psycopg upsert"]
@@ -461,6 +546,8 @@ async def main(args: Any) -> None:
     keys = ("lease", "acting", "api", "site", "lost")
     print("failover, median of", len(rounds), "kills:", ", ".join(f"{k} {_median([r[k] for r in rounds]):.2f}" for k in keys),
           f"(s after the kill; lost = requests; lease {LEASE:g} s is the floor)")  # fmt: skip
+    print("failover with joined hosts, median:", ", ".join(f"{k} {_median([r[k] for r in joined]):.2f}" for k in ("acting", "site", "lost")),
+          f"; instances kept in {sum(int(r['same']) for r in joined)} of {len(joined)} kills")  # fmt: skip
     print(
         f"takeover of {args.instances} instances: PostgreSQL (fenced, lease waited {pg['lease_wait']:.2f} s) "
         f"loaded {pg['loaded']:.2f} s, all ReadyRole {pg['running']:.2f} s after leading; "

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
+from actors import LinkOptions
 from fabric.controller.commands import finish_delete, start_all
 from fabric.controller.generations import load_generation
 from fabric.controller.messages import ControllerError
@@ -27,6 +28,12 @@ from fabric.controller.store import OperationRecord
 from fabric.controller.upgrade import Upgrades
 
 log = logging.getLogger("fabric.controller")
+
+#: a joined host that was linked to the controller before this one started (a restart, or a
+#: new leader taking over) links again by itself, waiting up to LinkOptions.reconnect_max
+#: between attempts: it gets that long on top of host_failure_timeout before it is declared
+#: dead, so the instances it runs are adopted, not healed elsewhere
+RELINK_GRACE = LinkOptions().reconnect_max
 
 INTERRUPTED = "the fabric restarted while this operation ran; check the deployment and run it again"
 #: operations whose work a restart resumes (the deployment's goal and stored step say how)
@@ -57,7 +64,9 @@ async def recover(
             len(interrupted),
         )
     for host in await store.hosts():
-        state.hosts.add(host)
+        added = state.hosts.add(host)
+        if added.joined:  # it links again by itself, with backoff: adopt it rather than heal it
+            added.last_seen += RELINK_GRACE
     recovered = []
     for rec in await store.deployments():
         folder = Path(rec.folder)
