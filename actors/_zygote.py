@@ -53,11 +53,14 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import anyio
 
 from . import _spawn
+from ._actor import Actor
 from ._fork import ForkedStart, _close_all_but, _title_room, become
+from ._request import Request
 from ._sandbox import Sandbox
 from ._spawn import ChildProcess, start_process
 
@@ -479,8 +482,60 @@ def _become_template(
             importlib.import_module(module)
         except Exception as exc:  # the child will fail the same way, and say so in its start
             print(f"template: cannot import {module}: {exc!r}", file=sys.stderr, flush=True)
+    if title is None:  # a seed's parent template warmed up already
+        _warm_up()
     gc.collect()
     gc.freeze()  # what the children share stays shared: no collection writes to its pages
+
+
+class _Ping(Request[int], frozen=True):
+    """The warm-up's message."""
+
+    n: int
+
+
+def _warm_up() -> None:
+    """Run, once, what every child runs first: an actor system answering asks, and a decoder
+    for every message type the imported modules define. The children then share what that
+    leaves (specialized bytecode, type caches, decoders) instead of each writing its own copy
+    of those pages; it is library state only, made from no input of any child's."""
+    import msgspec
+
+    from . import _wire
+    from ._system import open_system
+
+    for module in list(sys.modules.values()):
+        for value in list(getattr(module, "__dict__", {}).values()):
+            if (
+                isinstance(value, type)
+                and issubclass(value, msgspec.Struct)
+                and value.__module__ == module.__name__
+            ):
+                with contextlib.suppress(Exception):  # a type no message can carry
+                    _wire._decoder_for(f"{value.__module__}:{value.__qualname__}", imports=False)
+
+    class _Echo(Actor):
+        async def receive(self, message: Any) -> Any:
+            return message.n if isinstance(message, _Ping) else None
+
+    async def round_trips() -> None:
+        async with open_system() as system:
+            ref = await system.spawn(_Echo, name="warm-up")
+            for n in range(64):
+                await ref.ask(_Ping(n))
+                await ref.tell(_Ping(n))
+            await ref.stop()
+
+    detector = os.environ.get("REDDOG_STALL_DETECTOR")
+    os.environ["REDDOG_STALL_DETECTOR"] = "off"  # a slow warm-up is no actor's stall
+    try:
+        with contextlib.suppress(Exception):
+            anyio.run(round_trips, backend="trio")
+    finally:
+        if detector is None:
+            del os.environ["REDDOG_STALL_DETECTOR"]
+        else:
+            os.environ["REDDOG_STALL_DETECTOR"] = detector
 
 
 def _serve_forks(sock: socket.socket, seeds: bool = False) -> int:
