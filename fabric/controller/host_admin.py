@@ -180,28 +180,31 @@ class HostAdmin:
         return min(2 * s.host_heartbeat_interval, s.host_failure_timeout / 2)
 
     def _view(
-        self, host: Host, placed: list[tuple[Deployment, Instance]], now: float, joined: JoinedHostView | None
+        self, host: Host, placed: list[tuple[Deployment, Instance]], now: float, roster: JoinedHostView | None
     ) -> HostView:
         running = host.ref is not None and host.alive
         age = now - host.last_seen if running else None
         state: HostState
         if not host.alive:
             state = "Dead"
-        elif age is not None and age > self.late_after():
-            state = "NotReady"
+        elif (age is not None and age > self.late_after()) or (host.joined and not running):
+            state = "NotReady"  # heard late, or a joined host not linked to this controller yet
         elif host.record.cordoned_at:
             state = "Cordoned"
         else:
             state = "Ready"
         used = sum(cores_of(dep.generations[i.generation].role(i.role)) for dep, i in placed)
+        joined = host.joined or roster is not None
+        address = host.address or (roster.address if roster is not None else "")
+        memory = host.memory_mb or (roster.memory_mb if roster is not None else 0)
         return HostView(
             name=host.id,
             pool=host.record.pool,
-            kind="local" if joined is None else "joined",
-            address=LOCALHOST if joined is None else joined.address,
+            kind="joined" if joined else "local",
+            address=address if joined else LOCALHOST,
             cores=host.record.cores,
             cores_used=used,
-            memory_mb=self._machine_mb if joined is None else joined.memory_mb,
+            memory_mb=memory if joined else self._machine_mb,
             memory_used_mb=sum(_memory_of(dep, i) for dep, i in placed),
             fault_domain=host.record.fault_domain,
             heartbeat_age=None if age is None else round(age, 3),
