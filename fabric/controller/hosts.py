@@ -33,20 +33,25 @@ import anyio.to_thread
 import msgspec
 
 from actors import Actor, ActorDead, ProcessOptions, Ref, Request
+from fabric.certs.store import CertificateStore
 from fabric.controller.placement import HostSlot
 from fabric.controller.store import HostRecord
 from fabric.guest.messages import GuestConfig
 from fabric.host.messages import (
     MAX_CHUNK,
+    ApplyGuestEnvironment,
+    CertificateCopy,
     HasPackage,
     HostConfig,
     HostHeartbeat,
     PackageChunk,
+    PutCertificates,
     RestartGuest,
     StartGuest,
 )
 from fabric.host.packages import pack
 from fabric.settings import Settings
+from roles.protocol import RoleEnvironmentData
 
 log = logging.getLogger("fabric.controller")
 
@@ -119,6 +124,8 @@ class Host:
     ship_lock: anyio.Lock = field(default_factory=anyio.Lock)
     #: VMs it runs that it no longer owns, being stopped
     stopping: set[str] = field(default_factory=set)
+    #: a joined host: the hosted service of each VM it was sent (whose certificates it needs)
+    services: dict[str, str] = field(default_factory=dict)
 
     @property
     def id(self) -> str:
@@ -345,9 +352,16 @@ class HostPool:
     async def _shipped(self, host: Host, ref: Ref, message: Any) -> Any:
         """A StartGuest or RestartGuest for a joined host, once the host holds its package
         (shipped in chunks the first time), naming the package's digest."""
+        if isinstance(message, ApplyGuestEnvironment) and message.instance_id in host.services:
+            # A new environment may name new certificates (a rotation): the host needs them first.
+            env = message.change.environment
+            async with host.ship_lock:
+                await self._certificates(host, ref, host.services[message.instance_id], env)
+            return message
         config = message.config if isinstance(message, (StartGuest, RestartGuest)) else None
         if not isinstance(config, GuestConfig):
             return message
+        host.services[config.instance_id] = config.hosted_service
         key = (config.role_code_dir, tuple(sorted(config.site_dirs.items())))
         async with self._packing:
             packed = self._packed.get(key)
@@ -363,7 +377,30 @@ class HostPool:
                 if not await ref.ask(HasPackage(digest), timeout=30.0):
                     await self._send(host, ref, digest, path)
                 host.packages.add(digest)
+            await self._certificates(host, ref, config.hosted_service, config.environment)
         return msgspec.structs.replace(message, package=digest)
+
+    async def _certificates(self, host: Host, ref: Ref, service: str, env: RoleEnvironmentData) -> None:
+        """The hosted service's certificates an environment names, in the joined host's own
+        store (its VMs install them from there); each sent once per host incarnation."""
+        wanted = sorted({c.thumbprint for c in env.certificates.values()})
+        missing = [t for t in wanted if f"{service}/{t}" not in host.packages]
+        if not missing:
+            return
+        store = CertificateStore(self.state_dir)
+
+        def read() -> list[CertificateCopy]:
+            copies = []
+            for thumbprint in missing:
+                record = store.get(service, thumbprint)
+                if record is not None:
+                    key = store.key_pem(service, thumbprint)
+                    copies.append(CertificateCopy(certificate_pem=record.certificate_pem, key_pem=key))
+            return copies
+
+        copies = await anyio.to_thread.run_sync(read)
+        await ref.ask(PutCertificates(service=service, certificates=copies), timeout=30.0)
+        host.packages.update(f"{service}/{t}" for t in missing)
 
     async def _send(self, host: Host, ref: Ref, digest: str, path: Path) -> None:
         total = (await anyio.Path(path).stat()).st_size

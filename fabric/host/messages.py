@@ -186,3 +186,18 @@ class ReadGuestLog(Request[GuestLog], frozen=True, tag=True, kw_only=True):
     which: str = ""
     offset: int = 0
     limit: int = 256 * 1024
+
+
+class CertificateCopy(msgspec.Struct, frozen=True, kw_only=True):
+    """A hosted service's certificate for a joined host: the chain and its private key, PEM."""
+
+    certificate_pem: str
+    key_pem: bytes
+
+
+class PutCertificates(Request[int], frozen=True, tag=True, kw_only=True):
+    """Keep a hosted service's certificates in a joined host's own store (its VMs install them
+    from there, as on the controller's machine); answers how many it keeps. At most 100."""
+
+    service: str
+    certificates: list[CertificateCopy]

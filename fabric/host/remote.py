@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import re
 import socket
 import uuid
 from pathlib import Path
@@ -23,6 +24,8 @@ import anyio.to_thread
 import msgspec
 
 from actors import ActorDead, MailboxFull, Ref
+from fabric.certs.parse import parse_upload
+from fabric.certs.store import MAX_CERTIFICATES, CertificateStore
 from fabric.guest.log_files import vm_logs
 from fabric.guest.messages import ApplyEnvironment, GuestConfig
 from fabric.host.agent import HostAgent, UnknownInstance
@@ -37,6 +40,7 @@ from fabric.host.messages import (
     HostConfig,
     HostHeartbeat,
     PackageChunk,
+    PutCertificates,
     ReadGuestLog,
     RestartGuest,
     StartGuest,
@@ -45,6 +49,8 @@ from fabric.host.packages import INSTANCE, PackageCache, PackageError, reroot
 
 #: the controller's actor that joined hosts report to (registered on its listening system)
 REPORTS = "fabric-hosts"
+#: a hosted service's name as a folder of the certificate store
+SERVICE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 #: ports a joined host picks from when a proposed one is taken (below the ephemeral range)
 PORT_RANGE = (20000, 32767)
 
@@ -106,6 +112,8 @@ class RemoteHostAgent(HostAgent):
                 return await anyio.to_thread.run_sync(self._choose, message)
             case ReadGuestLog():
                 return await anyio.to_thread.run_sync(self._read_log, message)
+            case PutCertificates():
+                return await anyio.to_thread.run_sync(self._keep_certificates, message)
         return await super().receive(message)
 
     def _local(self, config: GuestConfig, package: str) -> GuestConfig:
@@ -164,6 +172,18 @@ class RemoteHostAgent(HostAgent):
             if port not in held and self._bindable(port, protocol):
                 return port
         raise ValueError(f"no free port on {self.address} in {low}-{high}")
+
+    def _keep_certificates(self, request: PutCertificates) -> int:
+        """Keep the certificates in this host's store (sealed with its own key)."""
+        if len(request.certificates) > MAX_CERTIFICATES or not SERVICE.fullmatch(request.service):
+            raise ValueError(f"at most {MAX_CERTIFICATES} certificates of one hosted service")
+        store = CertificateStore(self.config.state_dir)
+        for copy in request.certificates:
+            data = copy.certificate_pem.encode() + b"\n" + copy.key_pem
+            if len(data) > 256 * 1024:
+                raise ValueError("a certificate and its key take at most 256 KiB")
+            store.add(request.service, parse_upload(data, "pem"))
+        return len(request.certificates)
 
     def _read_log(self, request: ReadGuestLog) -> GuestLog:
         """A VM's logs under this host's state folder (`fabric logs`, over the link)."""

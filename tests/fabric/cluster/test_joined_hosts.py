@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 import shutil
 import signal
+import socket
+import ssl
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -20,7 +22,10 @@ import anyio
 import httpx
 import pytest
 
+from fabric.client.deployments import deploy_service
+from tests.fabric.certs.cert_kit import leaf, make_ca, pem_file
 from tests.fabric.cluster.joined_kit import FABRIC, SPREAD, Cluster, answers, cluster, poll, vms_of
+from tests.integration.e2e_kit import SERVICES, copy_service
 from tests.netns import NetHosts, loopback_hosts, net_hosts, why_unavailable
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
@@ -191,3 +196,40 @@ async def test_host_and_controller_restarts(three_hosts: NetHosts, tmp_path: Pat
         assert all(line.startswith("v2 ") for line in await answers(url, 6))
         for host in hosts:
             assert len(list((host.state_dir / "host" / "packages").iterdir())) == 3  # Hello 1, 2; Worker
+
+
+async def test_an_uploaded_certificate_reaches_a_joined_host(tmp_path: Path) -> None:
+    ca = make_ca()
+    made = leaf(ca, "echo.test")
+    with loopback_hosts(1, tmp_path / "hosts") as hosts:
+        async with cluster(hosts, tmp_path) as c:
+            await c.start_controller()
+            await c.make_token()
+            c.join(hosts[0], fault_domain=0)
+            await c.wait_hosts({"h1"})
+            async with c.client() as client:
+                await client.create_hosted_service("tlsworker")
+                await client.add_certificate("tlsworker", pem_file(made), certificate_format="pem")
+                service = copy_service(
+                    SERVICES / "tls-worker", tmp_path, replace={"SSL_THUMBPRINT": made.thumbprint}
+                )
+                await deploy_service(client, service, None)
+                view = await client.deployment("tlsworker", "production")
+            endpoint = view.endpoints[0]
+
+            def ask() -> bytes:
+                trust = ssl.create_default_context(cadata=ca.certificate_pem())
+                with (
+                    socket.create_connection((endpoint.host, endpoint.port), timeout=10) as raw,
+                    trust.wrap_socket(raw, server_hostname="echo.test") as tls,
+                ):
+                    return tls.recv(100)
+
+            async def answered() -> bytes | None:
+                try:
+                    return await anyio.to_thread.run_sync(ask)
+                except OSError:
+                    return None  # the worker opens its listener in run(), a moment after Ready
+
+            assert await poll(answered, 60, "the TLS worker on h1 answering") == b"Echo_IN_0"
+            assert (hosts[0].state_dir / "host" / "certificates").is_dir()
