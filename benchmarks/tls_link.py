@@ -46,6 +46,7 @@ from bench_actors_helpers import Count, Item  # noqa: E402
 from bench_timing import seconds_per_call, send_frames  # noqa: E402
 
 from actors import ActorSystem, ClientTLS, LinkOptions, ProcessOptions, Ref, open_system  # noqa: E402
+from actors._loopcalls import loop_calls  # noqa: E402
 from tests.actors.tls_certs import CA  # noqa: E402
 
 QUICK = "--quick" in sys.argv
@@ -189,6 +190,7 @@ async def ask_round_trips(
     raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     with context.wrap_socket(raw, server_hostname="far") as conn:
         conn.setblocking(False)
+        wait_readable = loop_calls().wait_readable  # the backend's own, as the link uses
 
         async def ping() -> None:
             conn.send(b"ping-ping-ping-ping")
@@ -197,7 +199,7 @@ async def ask_round_trips(
                     if conn.recv(65536):
                         return
                 except ssl.SSLWantReadError:
-                    await anyio.wait_readable(conn)
+                    await wait_readable(conn.fileno())
 
         async def stream_pings() -> float:
             # The same ping through anyio's TLSStream, on a connection of its own.

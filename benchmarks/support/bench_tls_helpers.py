@@ -3,9 +3,10 @@
     python bench_tls_helpers.py CERT KEY CA BACKEND
 
 It registers a Sink as "sink" and listens for actor links, and serves the raw baselines on
-two more TLS ports of its own: an echo (served on the actor system's loop, as lean as anyio
-allows) and a reader of length-prefixed Items (a blocking thread, a connection per round). It
-prints the three ports, then runs until its standard input closes.
+two more TLS ports of its own: an echo (served on the actor system's loop, waiting with the
+backend's own calls, as the link does) and a reader of length-prefixed Items (a blocking
+thread, a connection per round). It prints the three ports, then runs until its standard input
+closes.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import anyio.to_thread
 from bench_actors_helpers import Sink, read_items
 
 from actors import LinkOptions, ServerTLS, open_system
+from actors._loopcalls import loop_calls
 
 
 async def tls_echo(listener: socket.socket, context: ssl.SSLContext) -> None:
@@ -46,12 +48,13 @@ async def echo_one(raw: socket.socket, context: ssl.SSLContext) -> None:
             await anyio.wait_readable(conn)
         except ssl.SSLWantWriteError:
             await anyio.wait_writable(conn)
+    wait_readable = loop_calls().wait_readable  # the backend's own, as the link uses
     with conn:
         while True:
             try:
                 data = conn.recv(65536)
             except ssl.SSLWantReadError:
-                await anyio.wait_readable(conn)
+                await wait_readable(conn.fileno())
                 continue
             except OSError:
                 return
