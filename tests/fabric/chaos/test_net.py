@@ -79,7 +79,7 @@ async def test_a_local_host_is_refused_and_bad_values_are_4xx_on_the_api(tmp_pat
                     Inject(fault=NetworkFault(target=Target(host=host_id), loss=500, duration=30))
                 )
             assert 400 <= caught.value.status < 500
-            assert await client.faults() == [] or all(r.kind != "net" for r in await client.faults())
+            assert all(r.kind != "net" for r in await client.faults())  # nothing was applied
 
 
 @dataclass
