@@ -46,6 +46,7 @@ import functools
 import gc
 import json
 import logging
+import mmap
 import os
 import platform
 import socket
@@ -414,33 +415,32 @@ def _plant(serve: Callable[[socket.socket, int], int]) -> int:
 def _serve_seed(sock: socket.socket, parent: int) -> int:
     """A seed of a VM's first process: become the first child it asks for (answering our own
     pid, as a template answers its child's), after planting a template seed of our own."""
-    buffer = bytearray(_PACKET)
-    try:
-        size, ancillary, flags, _ = sock.recvmsg_into([buffer], socket.CMSG_SPACE(_MAX_FDS * 4))
+    try:  # (recvmsg touches only the pages the request fills: a seed stays small)
+        message, ancillary, flags, _ = sock.recvmsg(_PACKET, socket.CMSG_SPACE(_MAX_FDS * 4))
     except OSError:
         return 0
     fds = _received_fds(ancillary)
-    if not size or flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+    if not message or flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
         for fd in fds:
             os.close(fd)
         with contextlib.suppress(OSError):
             sock.send(b"0")
         return 0
     sock.send(str(os.getpid()).encode())
-    return _become_child(sock, bytes(buffer[:size]), fds, plant=_serve_template_seed)
+    return _become_child(sock, message, fds, plant=_serve_template_seed)
 
 
 def _serve_template_seed(sock: socket.socket, parent: int) -> int:
     """A seed of a bootstrapper: become its template when it asks (see ``Template.adopt``)."""
-    buffer = bytearray(_PACKET)
     try:
-        size, ancillary, _, _ = sock.recvmsg_into([buffer], socket.CMSG_SPACE(4))
+        message, ancillary, _, _ = sock.recvmsg(_PACKET, socket.CMSG_SPACE(4))
     except OSError:
         return 0
     fds = _received_fds(ancillary)
-    if not size:
+    if not message:
         return 0
-    request = json.loads(bytes(buffer[:size]))
+    request = json.loads(message)
+    del message
     if fds:
         os.dup2(fds[0], 1)
         os.dup2(fds[0], 2)
@@ -504,6 +504,7 @@ def _warm_up() -> None:
     from . import _wire
     from ._system import open_system
 
+    buffer = bytearray()
     for module in list(sys.modules.values()):
         for value in list(getattr(module, "__dict__", {}).values()):
             if (
@@ -513,6 +514,11 @@ def _warm_up() -> None:
             ):
                 with contextlib.suppress(Exception):  # a type no message can carry
                     _wire._decoder_for(f"{value.__module__}:{value.__qualname__}", imports=False)
+                    _wire.append_frame(buffer, _wire.Kind.TELL, 0, value())  # those with defaults
+    for payload in _wire.FrameSplitter().feed(bytes(buffer)):
+        with contextlib.suppress(Exception):
+            frame = _wire.decode_frame(payload)
+            _wire.decode_value(frame.type, frame.body, imports=False)
 
     class _Echo(Actor):
         async def receive(self, message: Any) -> Any:
@@ -541,7 +547,8 @@ def _warm_up() -> None:
 def _serve_forks(sock: socket.socket, seeds: bool = False) -> int:
     # Each request is read into this buffer and wiped once the child is forked: only the child
     # parses it, so the template never keeps a child's environment or command line.
-    buffer = bytearray(_PACKET)
+    # Private (a child gets a copy, as of any memory), and untouched pages cost nothing.
+    buffer = mmap.mmap(-1, _PACKET, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     cmsg_room = socket.CMSG_SPACE(_MAX_FDS * 4)
     sock.send(b"ready %d" % _title_room())
     while True:
@@ -582,7 +589,7 @@ def _received_fds(ancillary: list[tuple[int, int, bytes]]) -> list[int]:
     return fds
 
 
-def _wipe(buffer: bytearray, size: int) -> None:
+def _wipe(buffer: mmap.mmap, size: int) -> None:
     buffer[:size] = bytes(size)
 
 
