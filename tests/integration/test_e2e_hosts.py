@@ -19,6 +19,8 @@ import anyio.abc
 import anyio.to_thread
 import pytest
 
+from fabric.client import AsyncFabricClient
+from fabric.client.errors import BadRequest, NotFound
 from tests.integration.test_e2e_cli import FABRIC, all_gone, tree
 from tests.paths import EXAMPLES
 
@@ -100,6 +102,13 @@ async def test_hosts_cordon_drain_uncordon_and_states(tmp_path: Path) -> None:
         assert 0 <= first["heartbeat_age"] < 3.0
 
         await refused(state, ["host", "cordon", "nosuch"], "there is no host 'nosuch'")
+        async with AsyncFabricClient(state) as client:  # the API: 4xx, and bounded pages
+            with pytest.raises(NotFound):
+                await client.drain("nosuch")
+            with pytest.raises(BadRequest, match="limit must be"):
+                await client.hosts(limit=501)
+            page = await client.hosts(limit=1)
+            assert page.total == 1 and page.next_offset is None and page.hosts[0].name == "local-host1"
         await refused(state, ["host", "drain", "nosuch"], "there is no host 'nosuch'")
 
         # Drain: the instance moves to a second host; the first stays, empty and Cordoned.
