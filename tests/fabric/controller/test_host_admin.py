@@ -94,8 +94,18 @@ async def test_drain_moves_instances_domain_by_domain_and_leaves_the_host_cordon
         accepted = await ask(ref, DrainHost(name=host))
         await refused(ref, DrainHost(name=host), 409, "being drained already")
         await refused(ref, CordonHost(name=host, cordon=False), 409, "being drained")
+        # Front_IN_0 (domain 0) boots elsewhere but is held before Ready: domain 2 waits for it.
+        held = world.hold["demo.demo-1.Front_IN_0"] = anyio.Event()
+        with anyio.fail_after(60):
+            while not [
+                h for w, v, h, _ in world.log if w == "start" and v == "demo.demo-1.Front_IN_0" and h != host
+            ]:
+                await anyio.sleep(0.1)
+        await anyio.sleep(30.0)
         progress = await ask(ref, GetOperation(request_id=accepted.request_id))
-        assert progress.status == "InProgress"
+        assert progress.status == "InProgress" and progress.description.startswith("update domain 0")
+        assert not [v for w, v, *_ in world.log if w == "stop" and v == "demo.demo-1.Front_IN_2"]
+        held.set()
         result = await wait_operation(ref, accepted.request_id, timeout=600)
         assert result.status == "Succeeded", result.error_message
         assert "3 instance(s) moved over 2 update domain(s)" in result.description
