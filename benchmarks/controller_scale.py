@@ -417,7 +417,7 @@ class BenchController(FabricController):
             return await self._raw_place(message.n)
         if isinstance(message, SimAsk):
             sim = await self._simulator()
-            return await sim.ask(message.message, timeout=60)
+            return await sim.ask(message.message, timeout=600)  # a loaded simulator is slow
         return await super().receive(message)
 
     async def _raw_place(self, n: int) -> float:
@@ -511,7 +511,7 @@ def cpu(proc: psutil.Process) -> float:
 
 
 async def sim_stats(ctl: Ref, vms: list[str] | None = None) -> Stats:
-    found: Stats = await ask(ctl, SimAsk(SimStats(vms=vms or [])), timeout=120)
+    found: Stats = await ask(ctl, SimAsk(SimStats(vms=vms or [])), timeout=900)
     return found
 
 
@@ -620,7 +620,7 @@ async def run_size(system: Any, n: int, root: Path, args: Any) -> dict[str, floa
         )
 
         # Heal: a host goes silent; its instances come back Ready elsewhere.
-        killed: Killed = await ask(ctl, SimAsk(KillHost()), timeout=120)
+        killed: Killed = await ask(ctl, SimAsk(KillHost()), timeout=900)
         with anyio.fail_after(args.timeout + args.failure_timeout):
             while True:
                 st = await sim_stats(ctl, killed.vms)
