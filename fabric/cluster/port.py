@@ -10,7 +10,9 @@ last answer's time is its heartbeat. A host's agent (fabric.host.remote) reports
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import secrets
 import time
 from pathlib import Path
 
@@ -27,6 +29,7 @@ from actors import (
     AskTimeout,
     LinkOptions,
     Listener,
+    MailboxFull,
     Peer,
     Ref,
     ServerTLS,
@@ -35,9 +38,8 @@ from fabric.cluster.ca import ClusterCA, write_private
 from fabric.cluster.join import HostJoined, JoinService, server_context
 from fabric.cluster.node import AGENT, GetHostInfo, HostInfo
 from fabric.cluster.tokens import TokenStore
-from fabric.controller.hosts import JoinedReport
-from fabric.host.messages import GetHostSettings, HostHeartbeat, InstanceStatusChanged
-from fabric.host.remote import REPORTS
+from fabric.host.messages import GetHostSettings, HostHeartbeat, InstanceStatusChanged, ReportKey
+from fabric.host.remote import REPORTS, JoinedReport
 from fabric.settings import Settings
 
 log = logging.getLogger("fabric.cluster")
@@ -172,8 +174,9 @@ class Roster:
 class HostRelay(Actor):
     """``fabric-hosts``: what joined hosts' agents tell the controller, and their settings.
 
-    Only a host whose link is up is heard, under its own name (its certificate's); anything
-    else a host sends here is dropped (a host may not command the controller).
+    Only a host whose link is up is heard, under its own name (its certificate's), with the
+    key this relay gave it over that link (ReportKey): a host cannot report for another.
+    Anything else a host sends here is dropped (a host may not command the controller).
     """
 
     def __init__(self, controller: Ref, listener: Listener, settings: Settings) -> None:
@@ -181,6 +184,21 @@ class HostRelay(Actor):
         self.listener = listener
         self.settings = settings
         self._warned: set[str] = set()
+        #: host name -> the key its reports carry; when each was last sent (at most once a second)
+        self.keys: dict[str, str] = {}
+        self._sent: dict[str, float] = {}
+
+    def _keyed(self, name: str, key: str, peer: Peer) -> bool:
+        """Whether a report carries the host's key; if not, (re)send the key over its own link."""
+        mine = self.keys.setdefault(name, secrets.token_hex(16))
+        if key and secrets.compare_digest(key, mine):
+            return True
+        now = time.monotonic()
+        if now - self._sent.get(name, -10.0) >= 1.0:
+            self._sent[name] = now
+            with contextlib.suppress(ActorDead, MailboxFull):
+                peer.ref(AGENT).tell_nowait(ReportKey(mine))
+        return False
 
     def _linked(self, name: str) -> Peer | None:
         peer = self.listener.peers.get(name)
@@ -190,13 +208,14 @@ class HostRelay(Actor):
         match message:
             case GetHostSettings():
                 return self.settings
-            case HostHeartbeat(host_id=name):
+            case HostHeartbeat(host_id=name, key=key):
                 peer = self._linked(name)
-                if peer is not None:
+                if peer is not None and self._keyed(name, key, peer):
                     await self.controller.tell(JoinedReport(heartbeat=message, agent=peer.ref(AGENT)))
                     return None
-            case InstanceStatusChanged(host_id=name):
-                if self._linked(name) is not None:
+            case InstanceStatusChanged(host_id=name, key=key):
+                peer = self._linked(name)
+                if peer is not None and self._keyed(name, key, peer):
                     await self.controller.tell(message)
                     return None
         what = type(message).__name__

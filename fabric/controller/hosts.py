@@ -50,6 +50,7 @@ from fabric.host.messages import (
     StartGuest,
 )
 from fabric.host.packages import pack
+from fabric.host.remote import JoinedReport as JoinedReport
 from fabric.settings import Settings
 from roles.protocol import RoleEnvironmentData
 
@@ -91,14 +92,6 @@ async def spawn_host_process(controller: Actor, config: HostConfig) -> Ref:
             term_timeout=s.process_stop_timeout,
         ),
     )
-
-
-@dataclass(frozen=True)
-class JoinedReport:
-    """A joined host's heartbeat, relayed in-process with the Ref of its agent (its link's)."""
-
-    heartbeat: HostHeartbeat
-    agent: Ref
 
 
 @dataclass(eq=False)

@@ -105,6 +105,8 @@ class InstanceStatusChanged(msgspec.Struct, frozen=True, tag=True, kw_only=True)
     host_id: str
     instance_id: str
     status: InstanceStatus
+    #: a joined host: the key the controller gave it over its own link (see ReportKey)
+    key: str = ""
 
 
 class HostHeartbeat(msgspec.Struct, frozen=True, tag=True, kw_only=True):
@@ -121,6 +123,8 @@ class HostHeartbeat(msgspec.Struct, frozen=True, tag=True, kw_only=True):
     fault_domain: int = 0
     memory_mb: int = 0
     boot: str = ""
+    #: a joined host: the key the controller gave it over its own link (see ReportKey)
+    key: str = ""
 
 
 # -- controller -> a joined host (fabric.host.remote) ----------------------------------------------
@@ -201,3 +205,12 @@ class PutCertificates(Request[int], frozen=True, tag=True, kw_only=True):
 
     service: str
     certificates: list[CertificateCopy]
+
+
+class ReportKey(msgspec.Struct, frozen=True, tag=True):
+    """The controller to a joined host, over that host's own link: carry this key in every
+    report. The controller's reports actor is reachable from every linked host and cannot tell
+    who sent a message; a report with the wrong key is dropped, so no host can report for
+    another (the key never travels on any other host's link)."""
+
+    key: str

@@ -17,6 +17,7 @@ import random
 import re
 import socket
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +40,11 @@ from fabric.host.messages import (
     HasPackage,
     HostConfig,
     HostHeartbeat,
+    InstanceStatusChanged,
     PackageChunk,
     PutCertificates,
     ReadGuestLog,
+    ReportKey,
     RestartGuest,
     StartGuest,
 )
@@ -53,6 +56,15 @@ REPORTS = "fabric-hosts"
 SERVICE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 #: ports a joined host picks from when a proposed one is taken (below the ephemeral range)
 PORT_RANGE = (20000, 32767)
+
+
+@dataclass(frozen=True)
+class JoinedReport:
+    """A joined host's heartbeat as ``fabric-hosts`` hands it to the controller, in-process,
+    with the Ref of the host's agent (over its link)."""
+
+    heartbeat: HostHeartbeat
+    agent: Ref
 
 
 def port_free(address: str, port: int, protocol: str) -> bool:
@@ -83,6 +95,8 @@ class RemoteHostAgent(HostAgent):
         self.address = address
         self.memory_mb = memory_mb
         self.boot = uuid.uuid4().hex
+        #: the key the controller gave over this host's link, carried in every report
+        self.key = ""
         self.packages = PackageCache(Path(config.state_dir) / "packages", config.settings.max_package_bytes)
         #: instance id -> the ports chosen for it
         self.chosen: dict[str, dict[str, int]] = {}
@@ -114,6 +128,11 @@ class RemoteHostAgent(HostAgent):
                 return await anyio.to_thread.run_sync(self._read_log, message)
             case PutCertificates():
                 return await anyio.to_thread.run_sync(self._keep_certificates, message)
+            case ReportKey(key=key):
+                if key != self.key:
+                    self.key = key
+                    await self._tell_parent(self._host_status())  # heard at once, not at the next beat
+                return None
         return await super().receive(message)
 
     def _local(self, config: GuestConfig, package: str) -> GuestConfig:
@@ -226,5 +245,7 @@ class RemoteHostAgent(HostAgent):
     async def _tell_parent(self, message: Any) -> None:
         # Across the network: never wait for a link that is down (the next heartbeat carries
         # every status again).
+        if isinstance(message, (HostHeartbeat, InstanceStatusChanged)):
+            message = msgspec.structs.replace(message, key=self.key)
         with contextlib.suppress(ActorDead, MailboxFull):
             self.reports.tell_nowait(message)
