@@ -27,6 +27,8 @@ CA_LIFETIME = datetime.timedelta(days=3650)
 BACKDATE = datetime.timedelta(minutes=5)
 #: what a host name may be: it becomes a certificate's CN and DNS name and a node name
 HOST_NAME = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$")
+#: the ids of the controller's own local hosts (``local-host<n>``), which no joined host may take
+LOCAL_HOST_ID = re.compile(r"^local-host[0-9]+$")
 _HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
@@ -235,9 +237,12 @@ class ClusterCA:
         name = str(names[0].value) if names else ""
         if not HOST_NAME.match(name):
             raise CAError(f"host name {name!r} must be 1-63 lower-case letters, digits, dots or dashes")
-        if name == "controller" or _is_ip(name):
-            # The controller's own names (its node name, its address) are never a host's.
-            raise CAError(f"host name {name!r} is reserved (the controller's name, or an address)")
+        if name == "controller" or _is_ip(name) or LOCAL_HOST_ID.match(name):
+            # The controller's own names (its node name, its address, its local hosts' ids) are
+            # never a joined host's.
+            raise CAError(
+                f"host name {name!r} is reserved (the controller's name, an address, or a local host's)"
+            )
         return name, self.sign(key, name, lifetime)
 
     def server_files(self, address: str, lifetime: float = 365 * 86400.0) -> tuple[Path, Path]:

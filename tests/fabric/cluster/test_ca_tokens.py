@@ -44,7 +44,7 @@ def test_a_request_is_signed_for_its_own_name_and_a_bad_one_refused(tmp_path: Pa
     assert 600 <= life.total_seconds() <= 600 + 61  # backdated by a tenth of a short life at most
     with pytest.raises(CAError, match="host name"):
         ca.sign_request(csr_for(key, "Bad Name!"), 600)
-    for reserved in ("controller", "127.0.0.2"):
+    for reserved in ("controller", "127.0.0.2", "local-host1"):
         with pytest.raises(CAError, match="reserved"):
             ca.sign_request(csr_for(key, reserved), 600)
     with pytest.raises(CAError, match="not a PEM CSR"):
