@@ -15,16 +15,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from typing import Literal
 
-import anyio.to_thread
+import anyio
 import msgspec
 
 from actors import Request
 from fabric.cluster.node import memory_mb
-from fabric.cluster.port import JoinedHostView, read_hosts
 from fabric.controller import lifecycle
 from fabric.controller.commands import each_instance, ensure_idle
 from fabric.controller.hosts import Host
@@ -147,41 +146,31 @@ class HostAdmin:
     # -- views -----------------------------------------------------------------------------------
 
     async def page(self, offset: int, limit: int) -> HostPage:
-        """A page of every host (the pool's, then joined hosts it does not place on yet)."""
+        """A page of every host of the pool (local and joined), by number."""
         if not 0 <= offset <= 10**9 or not 1 <= limit <= MAX_PAGE:
             raise _bad(f"offset must be 0 or more and limit 1 to {MAX_PAGE}")
-        roster = await anyio.to_thread.run_sync(read_hosts, self.state.state_dir)
-        views = self.views(roster)
+        views = self.views()
         end = offset + limit
         return HostPage(
             hosts=views[offset:end], total=len(views), next_offset=end if end < len(views) else None
         )
 
-    def views(self, roster: Iterable[JoinedHostView] = ()) -> list[HostView]:
-        """Every host's view: the pool's by number, then joined ones it does not hold, by name."""
-        state = self.state
+    def views(self) -> list[HostView]:
+        """Every host's view, by number."""
         on: dict[str, list[tuple[Deployment, Instance]]] = {}
-        for dep, inst in state.instances():
+        for dep, inst in self.state.instances():
             if inst.host_id:
                 on.setdefault(inst.host_id, []).append((dep, inst))
         now = anyio.current_time()
-        pool = state.hosts.hosts
-        joined = {j.name: j for j in roster}
-        out = [
-            self._view(h, on.get(h.id, []), now, joined.get(h.id))
-            for h in sorted(pool.values(), key=lambda h: h.record.number)
-        ]
-        out += [self._joined_view(j) for name, j in sorted(joined.items()) if name not in pool]
-        return out
+        pool = sorted(self.state.hosts.hosts.values(), key=lambda h: h.record.number)
+        return [self._view(h, on.get(h.id, []), now) for h in pool]
 
     def late_after(self) -> float:
         """Silence after which a running host shows NotReady (before it is declared dead)."""
         s = self.state.settings
         return min(2 * s.host_heartbeat_interval, s.host_failure_timeout / 2)
 
-    def _view(
-        self, host: Host, placed: list[tuple[Deployment, Instance]], now: float, roster: JoinedHostView | None
-    ) -> HostView:
+    def _view(self, host: Host, placed: list[tuple[Deployment, Instance]], now: float) -> HostView:
         running = host.ref is not None and host.alive
         age = now - host.last_seen if running else None
         state: HostState
@@ -194,17 +183,14 @@ class HostAdmin:
         else:
             state = "Ready"
         used = sum(cores_of(dep.generations[i.generation].role(i.role)) for dep, i in placed)
-        joined = host.joined or roster is not None
-        address = host.address or (roster.address if roster is not None else "")
-        memory = host.memory_mb or (roster.memory_mb if roster is not None else 0)
         return HostView(
             name=host.id,
             pool=host.record.pool,
-            kind="joined" if joined else "local",
-            address=address if joined else LOCALHOST,
+            kind="joined" if host.joined else "local",
+            address=host.address if host.joined else LOCALHOST,
             cores=host.record.cores,
             cores_used=used,
-            memory_mb=memory if joined else self._machine_mb,
+            memory_mb=host.memory_mb if host.joined else self._machine_mb,
             memory_used_mb=sum(_memory_of(dep, i) for dep, i in placed),
             fault_domain=host.record.fault_domain,
             heartbeat_age=None if age is None else round(age, 3),
@@ -214,32 +200,6 @@ class HostAdmin:
             pid=host.pid if running else 0,
             instance_count=len(placed),
             instances=sorted(i.vm for _, i in placed)[:MAX_LISTED],
-        )
-
-    def _joined_view(self, j: JoinedHostView) -> HostView:
-        age = time.time() - j.last_seen if j.last_seen else None
-        state: HostState = "Ready"
-        if age is None or age > self.state.settings.host_failure_timeout:
-            state = "Dead" if not j.connected else "NotReady"
-        elif not j.connected or age > self.late_after():
-            state = "NotReady"
-        return HostView(
-            name=j.name,
-            pool=self.state.pool,
-            kind="joined",
-            address=j.address,
-            cores=j.cores,
-            cores_used=0,
-            memory_mb=j.memory_mb,
-            memory_used_mb=0,
-            fault_domain=j.fault_domain,
-            heartbeat_age=None if age is None else round(age, 3),
-            state=state,
-            cordoned=False,
-            connected=j.connected,
-            pid=j.pid,
-            instance_count=0,
-            instances=[],
         )
 
     def _host(self, name: str) -> Host:
@@ -272,7 +232,7 @@ class HostAdmin:
 
     def _one(self, host: Host) -> HostView:
         placed = [(d, i) for d, i in self.state.instances() if i.host_id == host.id]
-        return self._view(host, placed, anyio.current_time(), None)
+        return self._view(host, placed, anyio.current_time())
 
     async def _mark(self, host: Host, on: bool) -> None:
         if bool(host.record.cordoned_at) == on:
