@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import tarfile
+import time
 import uuid
 from pathlib import Path, PurePosixPath
 
@@ -26,6 +27,9 @@ from fabric.guest.messages import GuestConfig
 DIGEST = re.compile(r"[0-9a-f]{64}")
 #: an instance id as a folder name on the host
 INSTANCE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,199}")
+#: packages a host keeps besides those its VMs use, and how old one must be to go
+KEEP_NEWEST = 8
+PRUNE_AFTER = 600.0
 #: the guest agent classes a joined host accepts to install
 AGENT_PREFIX = "fabric.guest."
 
@@ -126,6 +130,24 @@ class PackageCache:
         if held == total:
             self._unpack(digest, part, target)
         return held
+
+    def prune(
+        self, keep: set[str], *, newest: int = KEEP_NEWEST, older_than: float = PRUNE_AFTER
+    ) -> list[str]:
+        """Remove packages no VM uses (not in ``keep``), beyond the ``newest`` few, that were
+        unpacked more than ``older_than`` seconds ago (one may be about to boot). Returns the
+        digests removed."""
+        if not self.folder.is_dir():
+            return []
+        found = [p for p in self.folder.iterdir() if p.is_dir() and DIGEST.fullmatch(p.name)]
+        found.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+        now = time.time()
+        removed = []
+        for path in found[newest:]:
+            if path.name not in keep and now - path.stat().st_mtime > older_than:
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path.name)
+        return removed
 
     def _unpack(self, digest: str, part: Path, target: Path) -> None:
         sha = hashlib.sha256()

@@ -16,6 +16,7 @@ import os
 import random
 import re
 import socket
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,8 @@ from fabric.host.packages import INSTANCE, PackageCache, PackageError, reroot
 REPORTS = "fabric-hosts"
 #: a hosted service's name as a folder of the certificate store
 SERVICE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+#: how long ports chosen for an instance stay reserved while it does not run here
+RESERVED = 600.0
 #: ports a joined host picks from when a proposed one is taken (below the ephemeral range)
 PORT_RANGE = (20000, 32767)
 
@@ -100,6 +103,7 @@ class RemoteHostAgent(HostAgent):
         self.packages = PackageCache(Path(config.state_dir) / "packages", config.settings.max_package_bytes)
         #: instance id -> the ports chosen for it
         self.chosen: dict[str, dict[str, int]] = {}
+        self.chosen_at: dict[str, float] = {}
         #: instance id -> the VM folder the controller named (its environment's paths start there)
         self.roots: dict[str, str] = {}
 
@@ -121,7 +125,11 @@ class RemoteHostAgent(HostAgent):
             case PackageChunk(digest=digest, offset=offset, total=total, data=data):
                 if len(data) > MAX_CHUNK:
                     raise PackageError(f"a chunk of {len(data)} bytes is refused (at most {MAX_CHUNK})")
-                return await anyio.to_thread.run_sync(self.packages.receive, digest, offset, total, data)
+                held = await anyio.to_thread.run_sync(self.packages.receive, digest, offset, total, data)
+                if held == total:
+                    in_use = {Path(g.config.role_code_dir).parent.name for g in self.guests.values()}
+                    await anyio.to_thread.run_sync(self.packages.prune, in_use | {digest})
+                return held
             case ChoosePorts():
                 return await anyio.to_thread.run_sync(self._choose, message)
             case ReadGuestLog():
@@ -156,6 +164,11 @@ class RemoteHostAgent(HostAgent):
     def _choose(self, request: ChoosePorts) -> dict[str, int]:
         if len(request.proposed) > MAX_ENDPOINTS:
             raise ValueError(f"an instance may have at most {MAX_ENDPOINTS} endpoints")
+        now = time.monotonic()
+        for iid in [i for i, at in self.chosen_at.items() if i not in self.guests and now - at > RESERVED]:
+            self.chosen.pop(iid, None)  # chosen for an instance that never came or has gone
+            self.chosen_at.pop(iid, None)
+            self.roots.pop(iid, None)
         held = {p for iid, ports in self.chosen.items() if iid != request.instance_id for p in ports.values()}
         mine = self.chosen.get(request.instance_id, {})
         chosen: dict[str, int] = {}
@@ -169,6 +182,7 @@ class RemoteHostAgent(HostAgent):
                 chosen[name] = self._pick(request.fixed.get(name, []), protocol, held)
             held.add(chosen[name])
         self.chosen[request.instance_id] = chosen
+        self.chosen_at[request.instance_id] = now
         return chosen
 
     def _bindable(self, port: int, protocol: str) -> bool:

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import tarfile
+import time
 from pathlib import Path
 
 import msgspec
@@ -118,3 +120,19 @@ def test_reroot_moves_every_path_and_refuses_escapes(tmp_path: Path) -> None:
             reroot(msgspec.structs.replace(config, instance_id=instance), host, package)
     with pytest.raises(PackageError, match="guest agent"):
         reroot(msgspec.structs.replace(config, agent="os:system"), host, package)
+
+
+def test_old_packages_no_vm_uses_are_pruned(tmp_path: Path) -> None:
+    cache = PackageCache(tmp_path / "host", max_bytes=1 << 20)
+    digests = [f"{n:064x}" for n in range(12)]
+    for age, digest in enumerate(digests):
+        folder = cache.path(digest)
+        folder.mkdir(parents=True)
+        os.utime(folder, (time.time() - 3600 - age, time.time() - 3600 - age))
+    used = digests[-1]  # the oldest, but a VM runs from it
+    removed = cache.prune({used}, newest=8, older_than=600)
+    assert sorted(removed) == sorted(digests[8:11])
+    assert all(cache.has(d) for d in [*digests[:8], used])
+    fresh = f"{99:064x}"
+    cache.path(fresh).mkdir()
+    assert fresh not in cache.prune(set(), newest=0, older_than=600)  # it may be about to boot
