@@ -283,6 +283,9 @@ class LinkReader:
         self.ended = True
         self._calls.notify_closing(self._fd)
         os.close(self._fd)
+        stalled, self._stalled = self._stalled, None
+        if isinstance(stalled, Coroutine):
+            stalled.close()  # a delivery nobody will wait for now (its frame is lost with the link)
 
 
 def first_step(coro: Coroutine[Any, Any, T], reader: LinkReader, task: Any) -> tuple[bool, Any]:
