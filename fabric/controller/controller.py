@@ -164,6 +164,8 @@ class FabricController(Actor):
         backlog ahead of it (the host watch must not blame hosts for the controller's queue)."""
         if isinstance(message, (HostHeartbeat, InstanceStatusChanged)):
             self.state.hosts.heard(message.host_id)
+        elif isinstance(message, JoinedReport):  # a joined host's heartbeat (fabric-hosts)
+            self.state.hosts.heard(message.heartbeat.host_id)
 
     def _closing(self) -> bool:
         # Once the controller is asked to stop, hosts stop on purpose (and may be slow about
