@@ -92,6 +92,9 @@ class InstanceForwarder:
             toxics=self._toxics,
             port_attempts=1,
             keep_refused=True,
+            # One instance a port, whose refused connect resets the client at once: the kernel
+            # path would hide the refusal behind a SYN retransmit (1 s). User space only.
+            kernel=False,
         )
         try:
             lb: LoadBalancer = await self._tg.start(start)

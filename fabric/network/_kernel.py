@@ -12,7 +12,9 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import logging
+import math
 import os
+from collections import Counter
 from collections.abc import Callable, Collection
 
 import anyio
@@ -20,12 +22,16 @@ from anyio.abc import TaskStatus
 
 from . import _flows, _nft
 from ._flows import Addr
+from ._model import BackendStats
 from ._pool import Pool
 
 log = logging.getLogger("fabric.network")
 
-#: "on" puts the balancers of this process that were not told otherwise on the kernel path
+#: "off" keeps the balancers of this process that were not told otherwise off the kernel path
 ENV = "REDDOG_LB_KERNEL"
+OFF = ("off", "0", "no", "false")
+#: seconds a count of the kernel path's connections is shown before stats() counts again
+COUNT_AGE = 1.0
 #: seconds between two counts of the kernel path's connections while waiting for a drain
 DRAIN_POLL = 0.1
 #: backend addresses remembered for drains (older ones, routed no more, are forgotten)
@@ -33,15 +39,35 @@ MAX_REMEMBERED = 4096
 
 
 def usable(vip: str, wanted: bool | None) -> bool:
-    """Whether a balancer on ``vip`` takes the kernel path: ``wanted`` (None: REDDOG_LB_KERNEL
-    is "on"), as root, nft installed, on an IPv4 loopback address."""
+    """Whether a balancer on ``vip`` takes the kernel path: ``wanted`` (None: unless
+    REDDOG_LB_KERNEL is "off"), as root, nft installed, on an IPv4 loopback address; when
+    it cannot be, one log line per reason and process says why."""
     if wanted is None:
-        wanted = os.environ.get(ENV, "").lower() in ("on", "1", "yes")
+        wanted = os.environ.get(ENV, "").lower() not in OFF
     if not wanted:
         return False
-    if os.geteuid() != 0 or _nft.nft_path() is None:
-        return False
-    return _loopback(vip)
+    if os.geteuid() != 0:
+        _explain("not running as root")
+    elif _nft.nft_path() is None:
+        _explain("nft is not installed (Debian package nftables)")
+    elif not _loopback(vip):
+        _explain(f"{vip} is not an IPv4 loopback address (nftables DNAT in the output hook)")
+    else:
+        return True
+    return False
+
+
+_explained: set[str] = set()
+
+
+def _explain(reason: str) -> None:
+    if reason not in _explained:
+        _explained.add(reason)
+        log.info(
+            "load balancer: user-space data path, no kernel data path: %s (%s=off says so quietly)",
+            reason,
+            ENV,
+        )
 
 
 _swept = False
@@ -88,6 +114,17 @@ class KernelPath:
         self._tg: anyio.abc.TaskGroup | None = None
         #: kernel connections to the instances of the last drain, at its last count
         self._left: dict[str, int] = {}
+        #: the nft counter of each (backend address, instance id) ever routed
+        self._names: dict[tuple[Addr, str], str] = {}
+        self._next_name = 0
+        #: at the last count: open kernel connections and kernel connections made, by
+        #: instance id, and made in all (forgotten backends' too)
+        self.active: dict[str, int] = {}
+        self.made: dict[str, int] = {}
+        self.made_total = 0
+        self.counted_at = -math.inf
+        self._counting = False
+        self._looking = False
 
     def poke(self) -> None:
         """The pool or the toxics changed: bring the kernel's rules in step."""
@@ -141,7 +178,7 @@ class KernelPath:
             target = self._requested
             want = self.desired()
             if want != self.routed:
-                script = _nft.route(self.table, self.vip, self.port, [a for a, _ in want])
+                script = _nft.route(self.table, self.vip, self.port, [(self._name(k), k[0]) for k in want])
                 try:
                     await _nft.run(script)
                 except OSError as exc:
@@ -159,8 +196,85 @@ class KernelPath:
     def _remember(self, routed: list[tuple[Addr, str]]) -> None:
         if len(self._ids) > MAX_REMEMBERED:
             self._ids = dict(self.routed)
+            self._names = {k: self._names[k] for k in routed if k in self._names}
         for addr, instance_id in routed:
             self._ids[addr] = instance_id
+
+    def _name(self, key: tuple[Addr, str]) -> str:
+        name = self._names.get(key)
+        if name is None:
+            name = self._names[key] = f"to_{self._next_name}"
+            self._next_name += 1
+        return name
+
+    def accepted(self) -> None:
+        """The user-space listener got a connection: while the kernel routes, it came by a
+        refused kernel connect (or just before a change); mark the refusing instances."""
+        if self.routed and not self._looking and self._running and self._tg is not None:
+            self._looking = True
+            self._tg.start_soon(self._mark_refused)
+
+    async def _mark_refused(self) -> None:
+        try:
+            addrs = set(await _nft.refused(self.table))
+        except (OSError, TimeoutError) as exc:
+            log.warning("load balancer on port %d: cannot read refusals: %s", self.port, exc)
+            addrs = set()
+        finally:
+            self._looking = False
+        for entry in self._pool.entries():
+            backend = entry.backend
+            if (backend.host, backend.port) in addrs and not entry.failures:
+                self._pool.refused(entry)
+
+    def draining(self, known: Collection[str]) -> list[BackendStats]:
+        """The instances not in ``known`` with kernel connections open at the last count."""
+        addrs = {i: a for a, i in self._ids.items()}
+        return [
+            BackendStats(
+                instance_id=i,
+                host=addrs[i][0],
+                port=addrs[i][1],
+                in_rotation=False,
+                draining=True,
+                active=n,
+                connections=self.made.get(i, 0),
+                refused=0,
+                bytes_up=0,
+                bytes_down=0,
+            )
+            for i, n in sorted(self.active.items())
+            if n and i not in known and i in addrs
+        ]
+
+    def count_soon(self) -> None:
+        """Count the kernel path's connections again (in the background) if the last count
+        is older than ``COUNT_AGE``."""
+        if self._counting or not self._running or self._tg is None:
+            return
+        if anyio.current_time() - self.counted_at >= COUNT_AGE:
+            self._counting = True
+            self._tg.start_soon(self.count)
+
+    async def count(self) -> None:
+        """Count the kernel path's open connections (conntrack, read in a worker thread) and
+        the connections it made (nft counters)."""
+        self._counting = True
+        try:
+            flows = await _flows.open_flows(self.vip, self.port)
+            try:
+                packets = await _nft.counters(self.table)
+            except (OSError, TimeoutError):
+                packets = {}
+        finally:
+            self._counting = False
+        self.active = dict(Counter(self._ids.get(b, "") for _, b in flows))
+        made: dict[str, int] = {}
+        for (_, instance_id), name in self._names.items():
+            made[instance_id] = made.get(instance_id, 0) + packets.get(name, 0)
+        self.made = made
+        self.made_total = max(self.made_total, sum(packets.values()))
+        self.counted_at = anyio.current_time()
 
     async def synced(self) -> None:
         """Wait until the kernel's rules reflect every change made before this call."""

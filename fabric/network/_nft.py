@@ -6,12 +6,15 @@ deleted when it stops, and swept when their process is gone (a crash or SIGKILL)
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
 import shutil
+from typing import Any
 
 import anyio
+from anyio.lowlevel import RunVar
 
 log = logging.getLogger("fabric.network")
 
@@ -20,6 +23,11 @@ PREFIX = "reddog_lb_"
 NFT_TIMEOUT = 10.0
 #: seconds an endpoint stays on the user-space path after a backend refused a kernel connect
 TRIP_SECONDS = 3
+#: nft processes running at once, all balancers of this process together
+MAX_RUNNING = 2
+#: bytes of nft output read (a table's counters; one line per backend ever routed)
+MAX_OUTPUT = 1 << 20
+_limiter: RunVar[anyio.CapacityLimiter] = RunVar("nft_limiter")
 _STALE = re.compile(rf"^table ip ({PREFIX}(\d+)_\d+)$", re.M)
 
 
@@ -38,8 +46,9 @@ async def run(script: str) -> None:
     nft = nft_path()
     if nft is None:
         raise OSError("nft is not installed (Debian package nftables)")
-    with anyio.fail_after(NFT_TIMEOUT):
-        result = await anyio.run_process([nft, "-f", "-"], input=script.encode(), check=False)
+    async with _limit():
+        with anyio.fail_after(NFT_TIMEOUT):
+            result = await anyio.run_process([nft, "-f", "-"], input=script.encode(), check=False)
     if result.returncode:
         lines = result.stderr.decode(errors="replace").strip().splitlines()
         raise OSError(f"nft failed: {lines[0] if lines else result.returncode}")
@@ -51,27 +60,89 @@ def create(table: str, vip: str, port: int) -> str:
     return (
         f"table ip {table} {{\n"
         f"  set trip {{ type inet_service; flags dynamic,timeout; timeout {TRIP_SECONDS}s; }}\n"
+        "  set refused { type ipv4_addr . inet_service; flags dynamic,timeout;"
+        f" timeout {TRIP_SECONDS}s; }}\n"
         "  chain nat_out { type nat hook output priority -100; policy accept; }\n"
         "  chain watch_out { type filter hook output priority 0; policy accept;\n"
         # A refused connect (RST before the flow was ever established): the endpoint goes
         # to the user-space path, which retries elsewhere and marks the instance refusing.
         f"    {match} ct direction reply tcp flags rst ct status ! assured"
-        " update @trip { ct original proto-dst } drop\n"
+        " update @trip { ct original proto-dst }"
+        " update @refused { ct reply ip saddr . ct reply proto-src } drop\n"
         "  }\n"
         "}\n"
     )
 
 
-def route(table: str, vip: str, port: int, backends: list[tuple[str, int]]) -> str:
-    """The script making new connections to vip:port go round robin over ``backends``
-    (none: every connection reaches the user-space listener)."""
+def _limit() -> anyio.CapacityLimiter:
+    try:
+        return _limiter.get()
+    except LookupError:
+        limiter = anyio.CapacityLimiter(MAX_RUNNING)
+        _limiter.set(limiter)
+        return limiter
+
+
+def route(table: str, vip: str, port: int, backends: list[tuple[str, tuple[str, int]]]) -> str:
+    """The script making new connections to vip:port go round robin over ``backends``, each
+    (counter name, address), counting each one's connections in its named counter (none:
+    every connection reaches the user-space listener)."""
     lines = [f"flush chain ip {table} nat_out"]
+    for name, (host, bport) in backends:
+        lines += [
+            f"add counter ip {table} {name}",
+            f"add chain ip {table} {name}",
+            f"flush chain ip {table} {name}",
+            f'add rule ip {table} {name} meta l4proto tcp counter name "{name}" dnat to {host}:{bport}',
+        ]
     if backends:
+        # A new rotation has the refusals that tripped the endpoint behind it.
+        lines.append(f"flush set ip {table} trip")
         head = f"add rule ip {table} nat_out ip daddr {vip} tcp dport {port}"
         lines.append(f"{head} tcp dport @trip return")
-        spread = ", ".join(f"{i} : {host} . {bport}" for i, (host, bport) in enumerate(backends))
-        lines.append(f"{head} dnat to numgen inc mod {len(backends)} map {{ {spread} }}")
+        spread = ", ".join(f"{i} : goto {name}" for i, (name, _) in enumerate(backends))
+        lines.append(f"{head} numgen inc mod {len(backends)} vmap {{ {spread} }}")
     return "\n".join(lines) + "\n"
+
+
+async def refused(table: str) -> list[tuple[str, int]]:
+    """The backends that refused a kernel connect in the last ``TRIP_SECONDS``."""
+    out = []
+    for item in await _list_json(["set", "ip", table, "refused"]):
+        elems = item.get("set", {}).get("elem", []) if isinstance(item, dict) else []
+        for elem in elems if isinstance(elems, list) else []:
+            val = elem.get("elem", {}).get("val", {}) if isinstance(elem, dict) else {}
+            pair = val.get("concat") if isinstance(val, dict) else None
+            if isinstance(pair, list) and len(pair) == 2 and isinstance(pair[1], int):
+                out.append((str(pair[0]), pair[1]))
+    return out
+
+
+async def _list_json(what: list[str]) -> list[Any]:
+    nft = nft_path()
+    if nft is None:
+        return []
+    async with _limit():
+        with anyio.fail_after(NFT_TIMEOUT):
+            result = await anyio.run_process([nft, "-j", "list", *what], check=False)
+    if result.returncode or len(result.stdout) > MAX_OUTPUT:
+        return []
+    try:
+        items = json.loads(result.stdout)["nftables"]
+    except (ValueError, KeyError, TypeError):
+        return []
+    return items if isinstance(items, list) else []
+
+
+async def counters(table: str) -> dict[str, int]:
+    """The packets each named counter of ``table`` counted (each a connection's first)."""
+    items = await _list_json(["counters", "table", "ip", table])
+    out = {}
+    for item in items:
+        counter = item.get("counter") if isinstance(item, dict) else None
+        if isinstance(counter, dict) and isinstance(counter.get("packets"), int):
+            out[str(counter.get("name"))] = counter["packets"]
+    return out
 
 
 async def delete(table: str) -> None:
@@ -84,8 +155,9 @@ async def sweep() -> list[str]:
     nft = nft_path()
     if nft is None:
         return []
-    with anyio.fail_after(NFT_TIMEOUT):
-        result = await anyio.run_process([nft, "list", "tables"], check=False)
+    async with _limit():
+        with anyio.fail_after(NFT_TIMEOUT):
+            result = await anyio.run_process([nft, "list", "tables"], check=False)
     swept = []
     for name, pid in _STALE.findall(result.stdout.decode(errors="replace")):
         if not _alive(int(pid)):

@@ -65,6 +65,8 @@ class TcpBalancer:
         self._connect_timeout = connect_timeout
         self._queue_timeout = queue_timeout
         self._ids = itertools.count(1)
+        #: called on each client connection accepted (the kernel path looks for refusals)
+        self.accepted: Callable[[], None] | None = None
 
     async def serve(
         self,
@@ -93,6 +95,8 @@ class TcpBalancer:
 
     async def _handle(self, client: socket.socket) -> None:
         self.counters.connections += 1
+        if self.accepted is not None:
+            self.accepted()
         try:
             picked = await self._connect()
             if picked is None:

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from functools import partial
 
 import anyio
+import msgspec
 from anyio.abc import SocketAttribute, TaskStatus, UDPSocket
 
 from . import _sock
@@ -89,7 +90,8 @@ class LoadBalancer:
                 self._tg.start_soon(self._probe, entry, scope)
 
     def update(self, instance_id: str, *, ready: bool | None = None, busy: bool | None = None) -> None:
-        """Change one instance's status; the next connection sees it.
+        """Change one instance's status; the next connection sees it (on the kernel data
+        path, once the kernel's rules follow, a few ms later: ``await synced()``).
 
         Open connections are never cut. Saying ``ready=True`` also forgives refused
         connects, putting the instance back in rotation at once if it is not Busy.
@@ -142,25 +144,54 @@ class LoadBalancer:
             await self._kernel.synced()
 
     def stats(self) -> LoadBalancerStats:
-        """Counters per instance (pool, then draining ones) and totals since opening."""
+        """Counters per instance (pool, then draining ones) and totals since opening.
+
+        On the kernel data path ``active`` and ``connections`` include the kernel's
+        connections as last counted (at most ``COUNT_AGE`` old: a call finding the count
+        older starts a new one; ``await count()`` waits for one); their bytes, and
+        ``refused`` of kernel connects, are not counted.
+        """
         counters = self._engine.counters
         up, down = self._pool.traffic()
         backends = self._pool.stats()
+        made = 0
+        if self._kernel is not None:
+            kernel = self._kernel
+            kernel.count_soon()
+            made = kernel.made_total
+            backends = tuple(
+                msgspec.structs.replace(
+                    b,
+                    active=b.active + kernel.active.get(b.instance_id, 0),
+                    connections=b.connections + kernel.made.get(b.instance_id, 0),
+                )
+                for b in backends
+            )
+            backends += tuple(kernel.draining({b.instance_id for b in backends}))
         return LoadBalancerStats(
             endpoint=self.spec.name,
             host=self.address[0],
             port=self.address[1],
             backends=backends,
             active=sum(b.active for b in backends),
-            connections=counters.connections,
+            connections=counters.connections + made,
             refused=counters.refused,
             rejected=counters.rejected,
             bytes_up=up,
             bytes_down=down,
         )
 
+    async def count(self) -> None:
+        """Count the kernel data path's connections now, for the next ``stats()``."""
+        if self._kernel is not None:
+            await self._kernel.count()
+
     def add_toxic(self, toxic: Toxic) -> str:
         """Inject ``toxic`` into open and new connections; returns its id.
+
+        While a toxic is in force new connections take the user-space path, once the kernel's
+        rules follow (a few ms: ``await synced()``); connections the kernel data path opened
+        before go on untouched.
 
         Raises:
             ToxicsUnsupportedError: a UDP endpoint, or one opened with toxics=False.
@@ -228,8 +259,8 @@ async def open_load_balancer(
         host: the deployment's public address.
         toxics: False builds the plain pump, which cannot take toxics at all.
         kernel: True puts TCP on the kernel data path (nftables DNAT) when it can be
-            (root, nft installed, an IPv4 loopback address); None does so when the
-            environment says REDDOG_LB_KERNEL=on; False never. See ``_kernel``.
+            (root, nft installed, an IPv4 loopback address); None (the default) does so
+            unless the environment says REDDOG_LB_KERNEL=off; False never. See ``_kernel``.
         connect_timeout: seconds a connect to an instance may take before the next
             instance is tried.
         queue_timeout: seconds a TCP client waits for an instance to enter rotation when
@@ -349,8 +380,9 @@ async def _run(
             if isinstance(engine, TcpBalancer) and usable(host, kernel):
                 path = KernelPath(host, port, pool, partial(bool, engine.toxics))
                 pool.changed = path.poke
+                engine.accepted = path.accepted
                 if not await tg.start(path.run):
-                    pool.changed = None
+                    pool.changed = engine.accepted = None
                     path = None
             elif isinstance(engine, TcpBalancer):
                 await sweep_once()

@@ -99,7 +99,7 @@ async def apply(world: World, fault: Fault) -> Applied:
 
             return await link_fault(world, fault)
         case ToxicFault():
-            return _toxic(world, fault)
+            return await _toxic(world, fault)
         case StartupFault():
             from fabric.controller.chaos.storage import startup
 
@@ -220,16 +220,20 @@ def _abort(p: Proc) -> None:
 # -- load balancer toxics ----------------------------------------------------------------------------
 
 
-def _toxic(world: World, fault: ToxicFault) -> Applied:
+async def _toxic(world: World, fault: ToxicFault) -> Applied:
     state, t = world.state, fault.target
     dep = targets.deployment(state, t.service, t.slot)
     name, lb = targets.balancer(state, dep, t.endpoint)
     toxic_id = lb.add_toxic(fault.toxic)
     spec = msgspec.json.encode(fault.toxic).decode()
+    # New connections take the user-space path (and the toxic) once the kernel's rules follow;
+    # those the kernel data path opened before are left alone (README, load balancer).
+    await lb.synced()
 
     async def remove() -> str:
         with contextlib.suppress(UnknownToxicError):
             lb.remove_toxic(toxic_id)
+        await lb.synced()
         return f"toxic {toxic_id} removed from {name}"
 
     hit = Hit(what="endpoint", name=f"{dep.service}/{name}", detail=f"{toxic_id} {spec}")

@@ -3,6 +3,7 @@ refusals and toxics falling back to user space, and no nft table left behind."""
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -14,7 +15,7 @@ from collections import Counter
 import anyio
 import pytest
 
-from fabric.network import Backend, EndpointSpec, Latency, open_load_balancer
+from fabric.network import Backend, EndpointSpec, Latency, _kernel, open_load_balancer
 from tests.paths import ROOT
 
 pytestmark = pytest.mark.skipif(
@@ -54,9 +55,33 @@ async def test_requests_are_answered_on_the_kernel_path_round_robin(farm):
         names = await farm.who(lb.address, 4)
         client = await farm.connect(lb.address)
         assert await client.echo(b"x" * 100_000) == b"x" * 100_000
-        # The balancer's own listener saw none of them: the kernel rewrote each connect.
-        assert lb.stats().connections == 0
     assert Counter(names) == {"web_IN_0": 2, "web_IN_1": 2}
+
+
+async def test_stats_count_the_kernel_paths_connections(farm, until):
+    a, b = await farm.instances(2)
+    async with open_load_balancer(WEB, [a.backend(), b.backend()], kernel=True) as lb:
+        clients = [await farm.connect(lb.address) for _ in range(3)]
+        await lb.count()
+        stats = lb.stats()
+        assert (stats.active, stats.connections) == (3, 3)
+        assert {s.instance_id: (s.active, s.connections) for s in stats.backends} == {
+            "web_IN_0": (2, 2),
+            "web_IN_1": (1, 1),
+        }
+        await clients[0].aclose()
+
+        async def counted() -> bool:
+            await lb.count()
+            return lb.stats().active == 2
+
+        with anyio.fail_after(5):
+            while not await counted():
+                await anyio.sleep(0.05)
+        assert lb.stats().connections == 3
+        # stats() alone counts again once its count is COUNT_AGE old, off the event loop.
+        await farm.connect(lb.address)
+        await until(lambda: lb.stats().connections == 4, timeout=5)
 
 
 async def test_a_status_change_takes_effect_for_the_next_connection(farm):
@@ -108,6 +133,7 @@ async def test_a_drain_ends_when_the_last_kernel_connection_closes(farm):
 async def test_a_toxic_sends_new_connections_through_user_space_while_in_force(farm):
     (a,) = await farm.instances(1)
     async with open_load_balancer(WEB, [a.backend()], kernel=True) as lb:
+        before = await farm.connect(lb.address)  # on the kernel path
         toxic = lb.add_toxic(Latency(latency=200))
         await lb.synced()
         assert lb.kernel() == []
@@ -115,12 +141,21 @@ async def test_a_toxic_sends_new_connections_through_user_space_while_in_force(f
         begin = anyio.current_time()
         assert await client.echo(b"slow") == b"slow"
         assert anyio.current_time() - begin >= 0.2
-        assert lb.stats().connections == 1
+        await lb.count()
+        assert [(s.active, s.connections) for s in lb.stats().backends] == [(2, 2)]
+        # A connection the kernel opened before the toxic is left alone: it never sees it.
+        assert len(lb.toxics()) == 1
+        assert a.accepted == 2
+        begin = anyio.current_time()
+        assert await before.echo(b"fast") == b"fast"
+        fast = anyio.current_time() - begin
+        assert fast < 0.2
         lb.remove_toxic(toxic)
         await lb.synced()
         assert lb.kernel() == ["web_IN_0"]
         await farm.who(lb.address, 2)
-        assert lb.stats().connections == 1  # the kernel took the new ones again
+        await lb.count()
+        assert lb.stats().connections == 4
 
 
 async def test_a_refusing_instance_costs_no_client_its_connection(farm, until):
@@ -207,15 +242,21 @@ async def test_a_crashed_balancers_table_is_swept_by_the_next_one(farm):
         assert stale not in await tables()
 
 
-async def test_reddog_lb_kernel_on_puts_a_balancer_left_to_its_default_on_the_kernel_path(farm, monkeypatch):
+async def test_the_kernel_path_is_the_default_and_reddog_lb_kernel_off_turns_it_off(farm, monkeypatch):
     (a,) = await farm.instances(1)
-    async with open_load_balancer(WEB, [a.backend()]) as lb:
-        assert lb.kernel() is None
-    monkeypatch.setenv("REDDOG_LB_KERNEL", "on")
+    monkeypatch.delenv("REDDOG_LB_KERNEL", raising=False)
     async with open_load_balancer(WEB, [a.backend()]) as lb:
         assert lb.kernel() == ["web_IN_0"]
+        assert own_table(lb.address[1]) in await tables()
         assert await farm.who(lb.address, 1) == ["web_IN_0"]
-        assert lb.stats().connections == 0
+    monkeypatch.setenv("REDDOG_LB_KERNEL", "off")
+    async with open_load_balancer(WEB, [a.backend()]) as lb:
+        assert lb.kernel() is None
+        assert own_table(lb.address[1]) not in await tables()
+        assert await farm.who(lb.address, 1) == ["web_IN_0"]
+        assert lb.stats().connections == 1
+    async with open_load_balancer(WEB, [a.backend()], kernel=True) as lb:
+        assert lb.kernel() == ["web_IN_0"]  # asked for explicitly, the environment aside
 
 
 async def test_a_backend_off_loopback_or_by_name_keeps_the_endpoint_in_user_space(farm):
@@ -228,3 +269,17 @@ async def test_a_backend_off_loopback_or_by_name_keeps_the_endpoint_in_user_spac
         lb.set_backends([a.backend()])
         await lb.synced()
         assert lb.kernel() == ["web_IN_0"]
+
+
+async def test_a_balancer_that_cannot_take_the_kernel_path_says_why_once(farm, monkeypatch, caplog):
+    (a,) = await farm.instances(1)
+    monkeypatch.delenv("REDDOG_LB_KERNEL", raising=False)
+    monkeypatch.setattr(_kernel, "_explained", set())
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    caplog.set_level(logging.INFO, logger="fabric.network")
+    for _ in range(2):
+        async with open_load_balancer(WEB, [a.backend()]) as lb:
+            assert lb.kernel() is None
+            assert await farm.who(lb.address, 1) == ["web_IN_0"]
+    [line] = [r.getMessage() for r in caplog.records if "kernel data path" in r.getMessage()]
+    assert "not running as root" in line and "REDDOG_LB_KERNEL=off" in line

@@ -24,9 +24,11 @@ async def test_http_probe_takes_an_instance_out_and_back(farm, until):
         await until(lambda: lb.rotation() == ["web_IN_0", "web_IN_1"])
         page_a.status = 503
         await until(lambda: lb.rotation() == ["web_IN_1"])
+        await lb.synced()  # the kernel data path's rules follow the rotation
         assert set(await farm.who(lb.address, 3)) == {"web_IN_1"}
         page_a.status = 200
         await until(lambda: lb.rotation() == ["web_IN_0", "web_IN_1"])
+        await lb.synced()
         assert set(await farm.who(lb.address, 2)) == {"web_IN_0", "web_IN_1"}
 
 

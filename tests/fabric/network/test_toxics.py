@@ -1,4 +1,10 @@
-"""Toxics: latency, bandwidth, timeout, reset_peer and slow_close, observable by a client."""
+"""Toxics: latency, bandwidth, timeout, reset_peer and slow_close, observable by a client.
+
+A toxic reaches connections opened before it on the user-space path only: the tests toxifying
+an open connection open it there (kernel=False). The kernel data path, the default as root,
+sends new connections through user space while a toxic is in force and leaves its own open
+connections alone (tests/fabric/network/test_kernel_path.py).
+"""
 
 from __future__ import annotations
 
@@ -31,7 +37,7 @@ async def round_trip(client, data=b"ping") -> float:
 
 async def test_latency_delays_an_open_connection_and_goes_away(farm):
     (a,) = await farm.instances(1)
-    async with open_load_balancer(WEB, [a.backend()]) as lb:
+    async with open_load_balancer(WEB, [a.backend()], kernel=False) as lb:
         client = await farm.connect(lb.address)
         plain = await round_trip(client)
         toxic = lb.add_toxic(Latency(latency=150, jitter=10))
@@ -47,6 +53,7 @@ async def test_latency_on_both_streams_adds_up_for_new_connections(farm):
     async with open_load_balancer(WEB, [a.backend()]) as lb:
         lb.add_toxic(Latency(latency=60, stream="upstream"))
         lb.add_toxic(Latency(latency=60, stream="downstream"))
+        await lb.synced()  # on the kernel data path: new connections go through user space
         client = await farm.connect(lb.address)
         assert await round_trip(client) >= 0.115
 
@@ -55,7 +62,7 @@ async def test_latency_keeps_a_stream_flowing(farm):
     # Chunks are delayed from their arrival, not one after another: 40 chunks
     # behind a 100 ms latency take about 100 ms more, not 4 s.
     (a,) = await farm.instances(1)
-    async with open_load_balancer(WEB, [a.backend()]) as lb:
+    async with open_load_balancer(WEB, [a.backend()], kernel=False) as lb:
         client = await farm.connect(lb.address)
         lb.add_toxic(Latency(latency=100, stream="upstream"))
         start = anyio.current_time()
@@ -72,7 +79,7 @@ async def test_latency_keeps_a_stream_flowing(farm):
 async def test_bandwidth_caps_the_rate(farm):
     (a,) = await farm.instances(1)
     payload = b"z" * 64 * 1024
-    async with open_load_balancer(WEB, [a.backend()]) as lb:
+    async with open_load_balancer(WEB, [a.backend()], kernel=False) as lb:
         client = await farm.connect(lb.address)
         fast = await round_trip(client, payload)
         lb.add_toxic(Bandwidth(rate=128))  # KB/s: 64 KiB takes 0.5 s
@@ -83,7 +90,7 @@ async def test_bandwidth_caps_the_rate(farm):
 
 async def test_timeout_stops_data_then_closes(farm):
     (a,) = await farm.instances(1)
-    async with open_load_balancer(WEB, [a.backend()]) as lb:
+    async with open_load_balancer(WEB, [a.backend()], kernel=False) as lb:
         client = await farm.connect(lb.address)
         start = anyio.current_time()
         lb.add_toxic(Timeout(timeout=200))
@@ -95,7 +102,7 @@ async def test_timeout_stops_data_then_closes(farm):
 
 async def test_timeout_zero_holds_the_connection_without_data(farm):
     (a,) = await farm.instances(1)
-    async with open_load_balancer(WEB, [a.backend()]) as lb:
+    async with open_load_balancer(WEB, [a.backend()], kernel=False) as lb:
         client = await farm.connect(lb.address)
         toxic = lb.add_toxic(Timeout(timeout=0))
         await client.stream.send(b"dropped")
@@ -108,7 +115,7 @@ async def test_timeout_zero_holds_the_connection_without_data(farm):
 
 async def test_reset_peer_resets_the_client(farm):
     (a,) = await farm.instances(1)
-    async with open_load_balancer(WEB, [a.backend()]) as lb:
+    async with open_load_balancer(WEB, [a.backend()], kernel=False) as lb:
         client = await farm.connect(lb.address)
         lb.add_toxic(ResetPeer(timeout=100, stream="upstream"))
         start = anyio.current_time()
@@ -121,7 +128,7 @@ async def test_reset_peer_resets_the_client(farm):
 
 async def test_slow_close_holds_back_the_end_of_stream(farm):
     (a,) = await farm.instances(1)
-    async with open_load_balancer(WEB, [a.backend()]) as lb:
+    async with open_load_balancer(WEB, [a.backend()], kernel=False) as lb:
         client = await farm.connect(lb.address)
         lb.add_toxic(SlowClose(delay=200))
         start = anyio.current_time()
@@ -135,13 +142,14 @@ async def test_toxicity_zero_spares_every_connection(farm):
     (a,) = await farm.instances(1)
     async with open_load_balancer(WEB, [a.backend()]) as lb:
         lb.add_toxic(Latency(latency=300, toxicity=0.0))
+        await lb.synced()
         client = await farm.connect(lb.address)
         assert await round_trip(client) < 0.25
 
 
 async def test_clear_toxics_restores_the_fast_path(farm):
     (a,) = await farm.instances(1)
-    async with open_load_balancer(WEB, [a.backend()]) as lb:
+    async with open_load_balancer(WEB, [a.backend()], kernel=False) as lb:
         client = await farm.connect(lb.address)
         lb.add_toxic(Latency(latency=300))
         lb.add_toxic(Bandwidth(rate=1000))
@@ -184,7 +192,7 @@ async def test_a_removed_timeout_toxic_holds_nothing_open(farm, until):
 async def test_a_toxic_attached_during_a_bulk_transfer_shapes_the_rest_of_it_in_order(farm):
     (a,) = await farm.instances(1)
     payload = bytes(range(256)) * 4 * 8192  # 8 MiB: the pumps move it by splice(2)
-    async with open_load_balancer(WEB, [a.backend()]) as lb:
+    async with open_load_balancer(WEB, [a.backend()], kernel=False) as lb:
         client = await farm.connect(lb.address)
         async with anyio.create_task_group() as tg:
             tg.start_soon(client.stream.send, payload)
