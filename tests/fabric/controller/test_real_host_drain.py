@@ -44,7 +44,12 @@ async def who(port: int) -> str:
 
 
 @pytest.mark.timeout(150)
-async def test_a_drained_host_moves_domain_by_domain_while_the_site_answers(tmp_path: Path) -> None:
+@pytest.mark.parametrize("path", ["default", "user-space"])
+async def test_a_drained_host_moves_domain_by_domain_while_the_site_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    if path == "user-space":
+        monkeypatch.setenv("REDDOG_LB_KERNEL", "off")  # as root the balancer takes the kernel path
     folder = three_domain_service(tmp_path / "echo", free_port())
     # Two cores a host: Front_IN_0 (domain 0) and Front_IN_2 (domain 2) share the first host.
     settings = Settings.fast(max_hosts=3, host_cores=2, host_failure_timeout=5.0)
@@ -93,11 +98,16 @@ async def test_a_drained_host_moves_domain_by_domain_while_the_site_answers(tmp_
         # One domain after the other (the operation said so as it went).
         steps = [p for p in progress if p.startswith("update domain")]
         assert [s.split(" (")[0] for s in dict.fromkeys(steps)] == ["update domain 0", "update domain 2"]
-        # The site answered throughout. One connection in a few hundred is reset by the load
-        # balancer right as a moved instance comes up Ready elsewhere (seen now and then; never
-        # in steady state): at most one is let through.
+        # The site answered throughout. On the kernel path (as root) one connection in a few
+        # hundred was reset, now and then, right as a moved instance came up Ready elsewhere (its
+        # role reports Ready as Run starts, maybe before it listens, and the kernel cannot retry
+        # a refused connect; never in steady state): at most one is let through there, none in
+        # user space (which retries a refused connect on another instance).
         failed = [a for a in answered if not a]
-        assert len(answered) > 20 and len(failed) <= 1, f"{len(failed)} of {len(answered)} requests failed"
+        allowed = 0 if path == "user-space" else 1
+        assert len(answered) > 20 and len(failed) <= allowed, (
+            f"{len(failed)} of {len(answered)} requests failed"
+        )
         for request in in_flight:
             assert request.error is None and b"answered by Front_IN_" in request.answer, request.answer
         after = await wait_view(ref, all_ready, timeout=30)
