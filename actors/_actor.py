@@ -71,6 +71,10 @@ class Actor:
         quick, and it must not raise."""
         self._cell.on_arrival(hook)
 
+    def mailbox_full(self) -> bool:
+        """Whether this actor's mailbox is full: senders wait for room (a tell_nowait fails)."""
+        return self._cell.mailbox_full()
+
     def start_soon(
         self, func: Callable[..., Coroutine[Any, Any, Any]], *args: Any, name: str | None = None
     ) -> None:

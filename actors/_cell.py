@@ -84,6 +84,10 @@ class LocalCell:
         """Call ``hook(message)`` as each message enters the mailbox (see Actor.on_arrival)."""
         self._mailbox.on_arrival = hook
 
+    def mailbox_full(self) -> bool:
+        """Whether the mailbox is full (senders wait for room)."""
+        return self._mailbox.full()
+
     # -- Target protocol ---------------------------------------------------------------------
 
     async def wait_reply(self, reply: AwaitedReply) -> None:

@@ -123,6 +123,7 @@ class FabricController(Actor):
             self._on_host_dead,
             closing=self._closing,
             busy_since=lambda: self._busy_since,
+            backlogged=self.mailbox_full,
         )
         self.state = ControllerState(
             state_dir=self.state_dir,

@@ -169,6 +169,8 @@ class HostPool:
         closing: whether the controller is stopping (hosts then stop on purpose, and slowly).
         busy_since: when the controller began the message it is handling (None when idle):
             while it handles one message, heartbeats wait in its mailbox unheard.
+        backlogged: whether the controller's mailbox is full: heartbeats then wait to enter it
+            (in the links), not stamped yet.
     """
 
     def __init__(
@@ -180,6 +182,7 @@ class HostPool:
         on_dead: Callable[[Host, str], Awaitable[None]],
         closing: Callable[[], bool] = lambda: False,
         busy_since: Callable[[], float | None] = lambda: None,
+        backlogged: Callable[[], bool] = lambda: False,
     ) -> None:
         self.owner = owner
         self.factory = factory
@@ -188,6 +191,7 @@ class HostPool:
         self.on_dead = on_dead
         self.closing = closing
         self.busy_since = busy_since
+        self.backlogged = backlogged
         #: how often the watch looks, and how late it may wake or how long one message may hold
         #: the mailbox before the controller counts itself as not listening
         s = settings
@@ -450,10 +454,11 @@ class HostPool:
 
     def deaf_for(self, woke_late: float) -> float:
         """How long the controller could not hear its hosts just now (0: it listened): its loop
-        stalled (the watch woke ``woke_late`` seconds late) or a message held its mailbox."""
+        stalled (the watch woke ``woke_late`` seconds late), a message held its mailbox, or the
+        mailbox is full (counted as a watch period and more)."""
         busy = self.busy_since()
         held = anyio.current_time() - busy if busy is not None else 0.0
-        deaf = max(woke_late, held)
+        deaf = max(woke_late, held, 2 * self.watch_period if self.backlogged() else 0.0)
         return deaf if deaf > self.watch_period else 0.0
 
     def grace(self, why: str | None) -> None:
@@ -477,7 +482,13 @@ class HostPool:
             deaf = self.deaf_for(late)
             if deaf:
                 # Heartbeats may sit unread in the mailbox or the link: not the hosts' fault.
-                what = "its event loop stalled" if late > period else "one message held its mailbox"
+                what = (
+                    "its event loop stalled"
+                    if late > period
+                    else "its mailbox was full"
+                    if self.backlogged()
+                    else "one message held its mailbox"
+                )
                 self.grace(None if was_deaf else f"the controller did not listen for {deaf:.1f} s ({what})")
             else:
                 for host in self.silent():
