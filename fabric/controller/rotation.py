@@ -297,7 +297,10 @@ class Rotation:
         with anyio.move_on_after(timeout):
             for lb in balancers:
                 await lb.wait_drained(vms)
-        return sum(lb.cut(vms) for lb in balancers)
+        cut = sum(lb.cut(vms) for lb in balancers)
+        for lb in balancers:
+            await lb.wait_cut()  # the kernel path's resets are done before the instance stops
+        return cut
 
     # -- views and the VIP swap ---------------------------------------------------------------
 

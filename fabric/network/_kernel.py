@@ -125,6 +125,8 @@ class KernelPath:
         self.counted_at = -math.inf
         self._counting = False
         self._looking = False
+        self._cuts = 0
+        self._cut_done = anyio.Event()
 
     def poke(self) -> None:
         """The pool or the toxics changed: bring the kernel's rules in step."""
@@ -296,14 +298,25 @@ class KernelPath:
         """Reset the kernel connections to ``instance_ids`` (soon); returns how many there
         were at the last count of a drain."""
         if self._tg is not None and self._running:
+            self._cuts += 1
             self._tg.start_soon(self._cut, set(instance_ids))
         return sum(self._left.get(i, 0) for i in instance_ids)
 
+    async def wait_cut(self) -> None:
+        """Wait until every cut asked for before the call has reset its connections."""
+        while self._cuts and self._running:
+            await self._cut_done.wait()
+
     async def _cut(self, instance_ids: set[str]) -> None:
-        flows = await _flows.open_flows(self.vip, self.port)
-        doomed = [(c, b) for c, b in flows if self._ids.get(b) in instance_ids]
-        if doomed:
-            await _flows.reset(doomed)
+        try:
+            flows = await _flows.open_flows(self.vip, self.port)
+            doomed = [(c, b) for c, b in flows if self._ids.get(b) in instance_ids]
+            if doomed:
+                await _flows.reset(doomed)
+        finally:
+            self._cuts -= 1
+            self._cut_done.set()
+            self._cut_done = anyio.Event()
 
     async def _flows(self, instance_ids: Collection[str]) -> list[tuple[Addr, str]]:
         flows = await _flows.open_flows(self.vip, self.port)

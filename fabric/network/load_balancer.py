@@ -130,6 +130,12 @@ class LoadBalancer:
         cut = self._engine.cut(instance_ids)
         return cut + (self._kernel.cut(instance_ids) if self._kernel is not None else 0)
 
+    async def wait_cut(self) -> None:
+        """Wait until the kernel data path's connections that ``cut`` named are reset (the
+        user-space ones are at once)."""
+        if self._kernel is not None:
+            await self._kernel.wait_cut()
+
     def kernel(self) -> list[str] | None:
         """The ids of the instances the kernel data path (nftables DNAT) spreads new
         connections over now; empty while the user-space path takes them all; None when
