@@ -33,7 +33,7 @@ from fabric.controller.messages import (
 from fabric.controller.model import Deployment, Instance, check_name, vm_name
 from fabric.controller.operations import Operations
 from fabric.controller.placement import PortAllocator, check_room, cores_of, update_domain
-from fabric.controller.state import ControllerState
+from fabric.controller.state import ControllerState, unchanged_on_failure
 from fabric.controller.store import GenerationRecord, HostRecord
 
 log = logging.getLogger("fabric.controller")
@@ -255,8 +255,9 @@ class Commands:
         ensure_idle(dep)
         if dep.goal == cmd.status:
             return await self.accept("UpdateDeploymentStatus", dep, _done(f"already {cmd.status}"))
-        dep.goal = cmd.status
-        await state.save_deployment(dep)
+        with unchanged_on_failure(dep):
+            dep.goal = cmd.status
+            await state.save_deployment(dep)
         state.rotation.refresh(dep)
         insts = dep.ordered()
         if cmd.status == "Suspended":
@@ -319,8 +320,9 @@ class Commands:
         if dep.cancel_scope is not None:
             dep.cancel_scope.cancel()
         dep.busy = None
-        dep.goal = "Deleting"
-        await state.save_deployment(dep)
+        with unchanged_on_failure(dep):
+            dep.goal = "Deleting"
+            await state.save_deployment(dep)
         state.rotation.refresh(dep)
         return await self.accept("DeleteDeployment", dep, lambda: finish_delete(state, dep), phase="Deleting")
 

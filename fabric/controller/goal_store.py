@@ -266,8 +266,10 @@ async def open_goal_store(
     on_fenced: Callable[[str], None] | None = None,
 ) -> GoalStore:
     """The store ``--store`` names: PostgreSQL for a ``postgresql://`` URL, else SQLite in the
-    state folder. Close it with ``aclose()``. With ``fence`` (a replica's lease), PostgreSQL's
-    writes are fenced and the store is a :class:`~fabric.controller.replica_store.ReplicaStore`.
+    state folder. Close it with ``aclose()``. PostgreSQL's store is a
+    :class:`~fabric.controller.replica_store.ReplicaStore` (a database outage refuses requests
+    with 503 and holds background work until it is back); with ``fence`` (a replica's lease)
+    its writes are fenced too.
 
     Raises:
         StoreError: the database cannot be opened, or holds a schema this fabric does not know.
@@ -275,12 +277,10 @@ async def open_goal_store(
     """
     if store_url:
         from fabric.controller.pg_store import PostgresStore  # psycopg only when it is used
-
-        store = await PostgresStore.open(check_store_url(store_url), pool, fence=fence)
-        if fence is None:
-            return store
         from fabric.controller.replica_store import ReplicaStore
 
+        store = await PostgresStore.open(check_store_url(store_url), pool, fence=fence)
+        # the database may go away under a running fabric: requests get 503, background work waits
         return ReplicaStore(store, on_fenced or (lambda why: None))
     import anyio.to_thread
 

@@ -1,7 +1,8 @@
-"""The goal store of a replicated controller: fenced writes, and patience when the database is away.
+"""The goal store of a controller on PostgreSQL: fenced writes, and patience when the database is away.
 
-A leader's :class:`~fabric.controller.pg_store.PostgresStore` is wrapped in
-:class:`ReplicaStore`, which decides what a failed call means:
+The controller's :class:`~fabric.controller.pg_store.PostgresStore` (a replica's, fenced by its
+lease, or a single fabric's) is wrapped in :class:`ReplicaStore`, which decides what a failed
+call means:
 
 - ``Fenced`` (another replica leads now): ``on_fenced`` is called at once (the replica stops
   acting, which cancels the controller), and nothing is written: a request gets 503, background

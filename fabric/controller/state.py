@@ -12,6 +12,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import anyio
@@ -37,6 +38,20 @@ BOOT_STEPS: frozenset[str] = frozenset(
 )
 #: how long a read of the VM uids in use (the store's, and /proc's) serves new instances
 UID_SNAPSHOT_SECONDS = 1.0
+
+
+@contextmanager
+def unchanged_on_failure(dep: Deployment) -> Iterator[None]:
+    """Put a deployment's goal, generation, label and upgrade back when the block raises: a
+    change whose write did not land (the database away) is not half-applied in memory."""
+    saved = (dep.goal, dep.generation, dep.label, dep.upgrade, dict(dep.generations))
+    try:
+        yield
+    except BaseException:
+        dep.goal, dep.generation, dep.label, dep.upgrade = saved[:4]
+        dep.generations.clear()
+        dep.generations.update(saved[4])
+        raise
 
 
 def not_found(service: str, slot: str) -> ControllerError:

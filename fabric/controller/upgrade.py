@@ -32,7 +32,7 @@ from fabric.controller.messages import (
     WalkUpgradeDomain,
 )
 from fabric.controller.model import Deployment, Generation, Instance
-from fabric.controller.state import ControllerState
+from fabric.controller.state import ControllerState, unchanged_on_failure
 from fabric.controller.store import GenerationRecord, UpgradeRecord
 from roles.protocol import Change
 
@@ -135,16 +135,21 @@ class Upgrades:
             if pkg is not None:
                 await anyio.to_thread.run_sync(_rmtree, pkg)
             raise
-        dep.generations[number] = new
-        dep.generation = number
-        if cmd.label:
-            dep.label = cmd.label
-        dep.upgrade = UpgradeRecord(
-            kind="package", mode=cmd.mode, generation=number, role=cmd.role, domain_count=domain_count(dep)
-        )
-        async with state.store.transaction() as tx:
-            tx.put(record)
-            state.write_deployment(tx, dep)
+        with unchanged_on_failure(dep):
+            dep.generations[number] = new
+            dep.generation = number
+            if cmd.label:
+                dep.label = cmd.label
+            dep.upgrade = UpgradeRecord(
+                kind="package",
+                mode=cmd.mode,
+                generation=number,
+                role=cmd.role,
+                domain_count=domain_count(dep),
+            )
+            async with state.store.transaction() as tx:
+                tx.put(record)
+                state.write_deployment(tx, dep)
         return await self.commands.accept(
             "UpgradeDeployment", dep, lambda: self.walk_or_wait(dep), phase="RunningTransitioning"
         )

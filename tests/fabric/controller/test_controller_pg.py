@@ -56,3 +56,31 @@ async def test_a_deployment_lives_in_postgresql_across_a_controller_restart(
             assert conn.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,), table
         statuses = {r[0] for r in conn.execute("SELECT status FROM operations")}
         assert statuses == {"Succeeded"}
+
+
+async def test_the_database_restarted_under_a_single_controller(
+    service: ServiceFactory, world: World, state_dir: Path, postgres: PostgresServer
+) -> None:
+    """Without replicas too: while PostgreSQL is down a command is refused with 503 (nothing
+    changed), what runs keeps running, and the controller carries on once it is back."""
+    import anyio.to_thread
+    import pytest
+
+    from fabric.controller.messages import ControllerError
+
+    url = postgres.create_database()
+    async with open_controller(state_dir, world, store_url=url) as ref:
+        await create(ref, service())
+        before = await wait_view(ref, all_ready)
+        await anyio.to_thread.run_sync(postgres.stop_server)
+        try:
+            with pytest.raises(ControllerError) as refused:
+                await ask(ref, SetDeploymentStatus(service="demo", slot="production", status="Suspended"))
+            assert refused.value.status == 503 and "nothing changed" in refused.value.message
+            [during] = await ask(ref, ListDeployments())  # reads answer; nothing stopped
+            assert during.status == "Running" and placement(during) == placement(before)
+        finally:
+            await anyio.to_thread.run_sync(postgres.start_server)
+        accepted = await ask(ref, SetDeploymentStatus(service="demo", slot="production", status="Suspended"))
+        assert (await wait_operation(ref, accepted.request_id)).status == "Succeeded"
+        assert world.events("stop")  # the controller acts again
