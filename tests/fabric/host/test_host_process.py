@@ -252,3 +252,30 @@ async def test_a_real_worker_vm_reaches_ready_is_rebooted_and_stops_clean(tmp_pa
         await h.ref.ask(StopGuest(instance_id=iid))
         assert h.vm_pids() == []
         assert not _alive(status.instances[iid].role_pid)
+
+
+def _heap_start(pid: int) -> int:
+    """Where the process's brk heap begins: the same in a fork as in its parent, and drawn at
+    random by every exec (ASLR), so it tells which process another was copied from."""
+    with open(f"/proc/{pid}/maps") as maps:
+        return next(int(line.split("-")[0], 16) for line in maps if line.rstrip().endswith("[heap]"))
+
+
+async def test_a_vms_processes_are_copies_of_the_hosts_guest_template(tmp_path: Path) -> None:
+    """No VM process execs an interpreter: the VM's first process, its bootstrapper and the role
+    host are copies of the host's one GuestTemplate (which seed made which: tests/actors)."""
+    service = load_service(EXAMPLES / "hello-worker")
+    async with host_process(tmp_path) as h:
+        configs = [guest_config_for(service, "HelloWorker", i, tmp_path, FAST) for i in range(2)]
+        vms = [await h.ref.ask(StartGuest(config)) for config in configs]
+        for config in configs:
+            await h.controller.wait_for("ReadyRole", 30, instance_id=config.instance_id)
+        (template,) = [p for p in psutil.Process(h.pid).children() if _is_template(p)]
+        assert "GuestTemplate" in command_line(template.cmdline())
+        status: HostHeartbeat = await h.ref.ask(GetHostStatus())
+        for vm, config in zip(vms, configs, strict=True):
+            bootstrapper = psutil.Process(status.instances[config.instance_id].role_pid).ppid()
+            assert psutil.Process(bootstrapper).ppid() == vm and psutil.Process(vm).ppid() == h.pid
+            for pid in (vm, bootstrapper, status.instances[config.instance_id].role_pid):
+                assert _heap_start(pid) == _heap_start(template.pid)
+        assert _heap_start(h.pid) != _heap_start(template.pid)
