@@ -69,19 +69,34 @@ instances = 2
 """
 
 
+class Calls(list[tuple[str, str, tuple[str, ...]]]):
+    """The calls seen, and the balancers that got them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.balancers: dict[int, LoadBalancer] = {}
+
+    async def synced(self) -> None:
+        """Wait until each balancer's kernel data path (as root) follows the calls."""
+        for lb in self.balancers.values():
+            await lb.synced()
+
+
 @pytest.fixture
-def calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, tuple[str, ...]]]:
+def calls(monkeypatch: pytest.MonkeyPatch) -> Calls:
     """Every set_backends and update a load balancer gets: (endpoint, call, instance ids)."""
-    seen: list[tuple[str, str, tuple[str, ...]]] = []
+    seen = Calls()
     set_backends, update = LoadBalancer.set_backends, LoadBalancer.update
 
     def record_set(self: LoadBalancer, backends: Iterable[Backend]) -> None:
         backends = list(backends)
         seen.append((self.spec.name, "set", tuple(b.instance_id for b in backends)))
+        seen.balancers[id(self)] = self
         set_backends(self, backends)
 
     def record_update(self: LoadBalancer, instance_id: str, **status: Any) -> None:
         seen.append((self.spec.name, "update", (instance_id,)))
+        seen.balancers[id(self)] = self
         update(self, instance_id, **status)
 
     monkeypatch.setattr(LoadBalancer, "set_backends", record_set)
@@ -90,7 +105,7 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, tuple[str, ..
 
 
 async def test_a_status_change_reaches_only_its_instances_balancers(
-    tmp_path: Path, world: World, state_dir: Path, calls: list[tuple[str, str, tuple[str, ...]]]
+    tmp_path: Path, world: World, state_dir: Path, calls: Calls
 ) -> None:
     low = free_port()
     folder = tmp_path / "two"
@@ -106,6 +121,7 @@ async def test_a_status_change_reaches_only_its_instances_balancers(
         http = next(e.port for e in v.endpoints if e.name == "Http")
         fronts = {i.id: int(i.endpoints["Http"].split(":")[1]) for i in v.instances if i.role == "Front"}
         async with echo_servers(fronts):
+            await calls.synced()
             assert await answers(http) == {"Front_IN_0", "Front_IN_1", "Front_IN_2"}
             calls.clear()
             await change_status(world, "demo.demo-1.Front_IN_0", "BusyRole")
@@ -113,11 +129,15 @@ async def test_a_status_change_reaches_only_its_instances_balancers(
             # One update of one backend, on the one balancer whose rotation changed: not the
             # Back role's, not the instances' own forwarders (their backend stands).
             assert calls == [("demo/Front/Http", "update", ("demo.demo-1.Front_IN_0",))]
+            await calls.synced()
             assert await answers(http) == {"Front_IN_1", "Front_IN_2"}
             calls.clear()
             await change_status(world, "demo.demo-1.Front_IN_0", "ReadyRole")
             await wait_view(ref, all_ready)
             assert calls == [("demo/Front/Http", "update", ("demo.demo-1.Front_IN_0",))]
+            await calls.synced()
             assert await answers(http) == {"Front_IN_0", "Front_IN_1", "Front_IN_2"}
             await change_status(world, "demo.demo-1.Front_IN_1", "StoppingRole")
+            await wait_view(ref, lambda v: any(i.status == "StoppingRole" for i in v.instances))
+            await calls.synced()
             assert await answers(http) == {"Front_IN_0", "Front_IN_2"}
