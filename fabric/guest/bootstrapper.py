@@ -48,7 +48,7 @@ from fabric.guest.messages import (
 )
 from fabric.guest.plugins import startup_plan
 from fabric.guest.role_host import RoleHost
-from fabric.guest.role_launch import HostKind, host_kind, prepare_files
+from fabric.guest.role_launch import HostKind, host_kind, prepare_files, release_unused_seed
 from fabric.guest.startup import StartupTaskError, StartupTasks, open_startup_tasks
 from fabric.guest.web_configurator import ConfiguratorRequest, site_infos
 from fabric.guest.web_workers import EndpointBindError, WebWorkers, close_sockets, open_sockets_when_free
@@ -88,6 +88,7 @@ class HostBootstrapper(Actor):
         self._status_send = send
         self.start_soon(self._push, receive, name="push status")
         self._set("StartingRole", "the host bootstrapper is starting")
+        await release_unused_seed(self.config)
         self.start_soon(self._main, name="bootstrap")
 
     async def receive(self, message: Any) -> Any:

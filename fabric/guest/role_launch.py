@@ -166,24 +166,25 @@ async def start_template(config: BootstrapConfig, disk: VmDisk, kind: HostKind) 
         OSError: it could not start (its output is in the host's ``.out.log``).
     """
     limited = config.vm_uid is not None and is_limited(config.role)
-    if not limited or os.environ.get(TEMPLATE_ENV, "1") == "0" or config.python not in ("", sys.executable):
-        seed = Template.seeded(TEMPLATE_NAME)  # a seed we will not use: let it go
-        if seed is not None:
-            await seed.close()
     if not limited or os.environ.get(TEMPLATE_ENV, "1") == "0":
         return None
     kinds: list[str] = [kind, "w3wp"] if kind == "iis" else [kind]
     preload = [host_target(k).partition(":")[0] for k in kinds]
     # The seed this bootstrapper planted at its birth (a copy of the host's template, which
     # shares its pages with every VM of the host), else a template exec'd for this VM.
-    adopted = await Template.adopt(
-        TEMPLATE_NAME,
-        run_as=config.vm_uid,  # type: ignore[arg-type]
-        sandbox=vm_sandbox(disk, config.state_dir),
-        preload=preload,
-        log_path=disk.role_log(f"{HOST_NAMES[kind]}.out.log"),
-        cwd=disk.approot,
-    )
+    adopted = None
+    if _uses_seed(config):
+        try:
+            adopted = await Template.adopt(
+                TEMPLATE_NAME,
+                run_as=config.vm_uid,  # type: ignore[arg-type]
+                sandbox=vm_sandbox(disk, config.state_dir),
+                preload=preload,
+                log_path=disk.role_log(f"{HOST_NAMES[kind]}.out.log"),
+                cwd=disk.approot,
+            )
+        except OSError:
+            adopted = None  # the seed is gone (killed): exec a template instead
     return adopted or await Template.start(
         TEMPLATE_NAME,
         run_as=config.vm_uid,  # type: ignore[arg-type]
@@ -193,6 +194,22 @@ async def start_template(config: BootstrapConfig, disk: VmDisk, kind: HostKind) 
         cwd=disk.approot,
         python=config.python or None,
     )
+
+
+def _uses_seed(config: BootstrapConfig) -> bool:
+    limited = config.vm_uid is not None and is_limited(config.role)
+    same_python = config.python in ("", sys.executable)
+    return limited and same_python and os.environ.get(TEMPLATE_ENV, "1") != "0"
+
+
+async def release_unused_seed(config: BootstrapConfig) -> None:
+    """End the template seed this bootstrapper planted at its birth when its role will never
+    turn it into a template (elevated, another interpreter, templates off): an idle root
+    process otherwise."""
+    if not _uses_seed(config):
+        seed = Template.seeded(TEMPLATE_NAME)
+        if seed is not None:
+            await seed.close()
 
 
 #: ``0`` turns role host templates off: every limited host is exec'd (to compare, or to rule

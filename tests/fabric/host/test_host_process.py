@@ -262,8 +262,8 @@ def _heap_start(pid: int) -> int:
 
 
 async def test_a_vms_processes_are_copies_of_the_hosts_guest_template(tmp_path: Path) -> None:
-    """No VM process execs an interpreter: the VM's first process, its bootstrapper and the role
-    host are copies of the host's one GuestTemplate (which seed made which: tests/actors)."""
+    """No VM process execs an interpreter: the VM's first process, its bootstrapper, its role
+    host template and its role host are copies of the host's one GuestTemplate."""
     service = load_service(EXAMPLES / "hello-worker")
     async with host_process(tmp_path) as h:
         configs = [guest_config_for(service, "HelloWorker", i, tmp_path, FAST) for i in range(2)]
@@ -276,6 +276,9 @@ async def test_a_vms_processes_are_copies_of_the_hosts_guest_template(tmp_path: 
         for vm, config in zip(vms, configs, strict=True):
             bootstrapper = psutil.Process(status.instances[config.instance_id].role_pid).ppid()
             assert psutil.Process(bootstrapper).ppid() == vm and psutil.Process(vm).ppid() == h.pid
-            for pid in (vm, bootstrapper, status.instances[config.instance_id].role_pid):
+            role_host = status.instances[config.instance_id].role_pid
+            # Its role host template: the seed the bootstrapper planted, not an exec'd one.
+            (role_template,) = [p.pid for p in psutil.Process(bootstrapper).children() if _is_template(p)]
+            for pid in (vm, bootstrapper, role_template, role_host):
                 assert _heap_start(pid) == _heap_start(template.pid)
         assert _heap_start(h.pid) != _heap_start(template.pid)
