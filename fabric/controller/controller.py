@@ -33,6 +33,7 @@ from fabric.controller.events import OpenEventLog
 from fabric.controller.goal_store import open_goal_store
 from fabric.controller.host_admin import CordonHost, DrainHost, HostAdmin, ListHosts
 from fabric.controller.hosts import HostFactory, HostPool, JoinedReport, spawn_host_process
+from fabric.controller.instance_exec import ExecInInstance, answer_exec_later
 from fabric.controller.instance_logs import ReadInstanceLog, answer_later
 from fabric.controller.joined import on_report
 from fabric.controller.messages import (
@@ -204,6 +205,8 @@ class FabricController(Actor):
                 await on_report(state, message, self.start_soon)
             case ReadInstanceLog():  # fabric logs of an instance on a joined host
                 answer_later(self, state, message)
+            case ExecInInstance():  # fabric exec in an instance on a joined host
+                answer_exec_later(self, state, message)
             case GetDeployment(service=service, slot=slot):
                 return self.view(state.get(service, slot))
             case GetDeploymentPage(service=service, slot=slot, limit=limit, after=after):

@@ -107,6 +107,8 @@ class Forward(Request[Answer], Generic[Answer], frozen=True, kw_only=True):
 
     pool: str
     command: Request[Answer]
+    #: how long the controller may take (None: FFE's command timeout)
+    timeout: float | None = None
 
 
 class ListAll(Request["dict[str, list[DeploymentView]]"], frozen=True):
@@ -202,7 +204,7 @@ class Ffe(Actor):
                 )
                 return await self._ask(message.pool, command)
             case Forward():
-                return await self._ask(message.pool, message.command)
+                return await self._ask(message.pool, message.command, message.timeout)
             case ListAll():
                 return await self._list_all()
             case ListPools():

@@ -340,15 +340,15 @@ class Rdfe:
 
     # -- FFE -----------------------------------------------------------------------------------------
 
-    async def ask_ffe(self, message: ActorRequest[Answer]) -> Answer:
-        """Ask FFE and return its answer.
+    async def ask_ffe(self, message: ActorRequest[Answer], timeout: float | None = None) -> Answer:
+        """Ask FFE and return its answer (within ``timeout``, by default ffe_timeout).
 
         Raises:
             ApiError: FFE refused, is gone (503) or did not answer in time (503).
             ActorError: a bug in FFE or a controller (RDFE answers 500 and logs it).
         """
         try:
-            return await self.ffe.ask(message, timeout=self.ffe_timeout)
+            return await self.ffe.ask(message, timeout=timeout or self.ffe_timeout)
         except ActorError as exc:
             refusal = exc.caused_by(ApiError)
             if refusal is None:

@@ -23,6 +23,7 @@ from fabric.controller.messages import DeploymentView, GetDeployment
 from fabric.frontend._http import Request, Response
 from fabric.frontend.api import ApiError, not_found
 from fabric.frontend.ffe import Forward
+from fabric.frontend.joined_exec import relay_exec
 from fabric.frontend.store import SubscriptionRecord
 from fabric.guest.disk import VmDisk
 from fabric.guest.plugin_agents._ready import socket_address
@@ -71,10 +72,15 @@ async def route(
     body = await r.json(ExecRequest)
     if sum(len(word) for word in body.command) > MAX_COMMAND_CHARS or any("\0" in w for w in body.command):
         raise ApiError(400, "BadRequest", f"the command is over {MAX_COMMAND_CHARS} characters, or holds NUL")
-    socket, role, instance_id = await _agent_socket(rdfe, sub.id, service, slot, instance)
     who = f"api {r.headers.get('user-agent', '')[:60]}".strip()
     request = {"command": body.command, "who": who, "timeout": body.timeout_seconds}
-    answer = await _ask_agent(socket, request, body.timeout_seconds + ANSWER_GRACE, role)
+    # An instance on a joined host: its agent is on that machine, asked over the host's link.
+    wait = body.timeout_seconds + ANSWER_GRACE
+    answer = await relay_exec(rdfe, sub.id, service, slot, instance, request, wait)
+    instance_id = instance
+    if answer is None:
+        socket, role, instance_id = await _agent_socket(rdfe, sub.id, service, slot, instance)
+        answer = await _ask_agent(socket, request, wait, role)
     if "refused" in answer:
         status = int(answer.get("status", 409))
         code = {403: "Forbidden", 409: "ConflictError", 429: "TooManyRequests"}.get(status, "BadRequest")

@@ -214,3 +214,18 @@ class ReportKey(msgspec.Struct, frozen=True, tag=True):
     another (the key never travels on any other host's link)."""
 
     key: str
+
+
+#: the largest exec request (a command line and its JSON) and answer (two streams, base64) a
+#: joined host relays
+MAX_EXEC_REQUEST = 128 * 1024
+MAX_EXEC_ANSWER = 4 * 1024 * 1024
+
+
+class ExecInVm(Request[bytes], frozen=True, tag=True, kw_only=True):
+    """`fabric exec` on a joined host: hand one JSON request line to the VM's RemoteAccess agent
+    and answer its one JSON answer line (the same protocol as on the controller's machine)."""
+
+    instance_id: str
+    line: bytes
+    timeout: float

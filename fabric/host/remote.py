@@ -25,18 +25,24 @@ from typing import Any
 import anyio.to_thread
 import msgspec
 
-from actors import ActorDead, MailboxFull, Ref
+from actors import ActorDead, MailboxFull, Ref, register_error
 from fabric.certs.parse import parse_upload
 from fabric.certs.store import MAX_CERTIFICATES, CertificateStore
 from fabric.guest.log_files import vm_logs
 from fabric.guest.messages import ApplyEnvironment, GuestConfig
+from fabric.guest.plugin_agents._ready import socket_address
+from fabric.guest.plugin_agents.remote_exec import EXEC_SOCKET
+from fabric.guest.provision import disk_of
 from fabric.host.agent import HostAgent, UnknownInstance
 from fabric.host.messages import (
     MAX_CHUNK,
     MAX_ENDPOINTS,
+    MAX_EXEC_ANSWER,
+    MAX_EXEC_REQUEST,
     MAX_LOG_READ,
     ApplyGuestEnvironment,
     ChoosePorts,
+    ExecInVm,
     GuestLog,
     HasPackage,
     HostConfig,
@@ -68,6 +74,11 @@ class JoinedReport:
 
     heartbeat: HostHeartbeat
     agent: Ref
+
+
+@register_error()
+class RemoteAccessOff(RuntimeError):
+    """The VM runs no RemoteAccess agent (registered: the controller answers 409 for it)."""
 
 
 def port_free(address: str, port: int, protocol: str) -> bool:
@@ -136,6 +147,9 @@ class RemoteHostAgent(HostAgent):
                 return await anyio.to_thread.run_sync(self._read_log, message)
             case PutCertificates():
                 return await anyio.to_thread.run_sync(self._keep_certificates, message)
+            case ExecInVm():
+                self._answer_later(self._exec(message))
+                return None
             case ReportKey(key=key):
                 if key != self.key:
                     self.key = key
@@ -205,6 +219,35 @@ class RemoteHostAgent(HostAgent):
             if port not in held and self._bindable(port, protocol):
                 return port
         raise ValueError(f"no free port on {self.address} in {low}-{high}")
+
+    async def _exec(self, request: ExecInVm) -> bytes:
+        """Relay one request to the VM's RemoteAccess agent and return its answer line."""
+        if len(request.line) > MAX_EXEC_REQUEST or not 0 < request.timeout <= 4000:
+            raise ValueError(f"an exec request takes at most {MAX_EXEC_REQUEST} bytes and 4000 s")
+        guest = self._guest(request.instance_id)
+        socket_path = disk_of(guest.config).runtime_dir / EXEC_SOCKET
+        try:
+            with socket_address(socket_path) as address:
+                stream = await anyio.connect_unix(address)
+        except OSError:
+            raise RemoteAccessOff(
+                f"remote access is not enabled for role {guest.config.role.name}: import the RemoteAccess "
+                "plugin in its definition and set Microsoft.WindowsAzure.Plugins.RemoteAccess.Enabled to "
+                "true (or the instance is not running)"
+            ) from None
+        data = b""
+        async with stream:
+            with contextlib.suppress(anyio.BrokenResourceError):
+                await stream.send(request.line.rstrip(b"\n") + b"\n")
+            with (
+                anyio.move_on_after(request.timeout),
+                contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError),
+            ):
+                while b"\n" not in data and len(data) <= MAX_EXEC_ANSWER:
+                    data += await stream.receive()
+        if b"\n" not in data:
+            raise TimeoutError("the instance's remote access agent did not answer in time")
+        return data.split(b"\n", 1)[0]
 
     def _keep_certificates(self, request: PutCertificates) -> int:
         """Keep the certificates in this host's store (sealed with its own key)."""

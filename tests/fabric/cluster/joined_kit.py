@@ -145,16 +145,16 @@ class Cluster:
         async with self.client() as client:
             return (await client.deployments())[0]
 
-    async def all_ready(self, seconds: float = 120, avoid: str = "") -> DeploymentView:
+    async def all_ready(self, seconds: float = 120, avoid: str = "", count: int = 6) -> DeploymentView:
         async def ready() -> DeploymentView | None:
             view = await self.view()
-            ok = len(view.instances) == 6 and all(
+            ok = len(view.instances) == count and all(
                 i.status == "ReadyRole" and i.host != avoid for i in view.instances
             )
             return view if ok else None
 
         view: DeploymentView = await poll(
-            ready, seconds, "6 instances ReadyRole" + (f" off {avoid}" if avoid else "")
+            ready, seconds, f"{count} instances ReadyRole" + (f" off {avoid}" if avoid else "")
         )
         return view
 

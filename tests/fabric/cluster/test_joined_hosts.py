@@ -233,3 +233,31 @@ async def test_an_uploaded_certificate_reaches_a_joined_host(tmp_path: Path) -> 
 
             assert await poll(answered, 60, "the TLS worker on h1 answering") == b"Echo_IN_0"
             assert (hosts[0].state_dir / "host" / "certificates").is_dir()
+
+
+async def test_exec_reaches_an_instance_on_a_joined_host(tmp_path: Path) -> None:
+    made = leaf(make_ca(), "remote.test")
+    with loopback_hosts(1, tmp_path / "hosts") as hosts:
+        async with cluster(hosts, tmp_path) as c:
+            await c.start_controller()
+            await c.make_token()
+            c.join(hosts[0], fault_domain=0)
+            await c.wait_hosts({"h1"})
+            async with c.client() as client:
+                await client.create_hosted_service("remote")
+                await client.add_certificate("remote", pem_file(made), certificate_format="pem")
+                replace = {"ENABLED": "true", "EXPIRATION": "2099-12-31T23:59:59.0000000+00:00"}
+                service = copy_service(
+                    SERVICES / "remote", tmp_path, replace={**replace, "THUMBPRINT": made.thumbprint}
+                )
+                await deploy_service(client, service, None, service="remote")
+            await c.all_ready(count=1)
+            script = 'pwd; echo "$RoleInstanceID"; echo oops >&2; exit 3'
+            done = await anyio.run_process(
+                [FABRIC, "exec", "Shell_IN_0", "--state-dir", str(c.state), "--", "sh", "-c", script],
+                check=False,
+            )
+            assert done.returncode == 3, done.stderr
+            cwd, instance = done.stdout.decode().split()
+            assert cwd.startswith(str(hosts[0].state_dir / "host" / "vms")) and cwd.endswith("/E/approot")
+            assert instance == "Shell_IN_0" and done.stderr == b"oops\n"
