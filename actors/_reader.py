@@ -14,6 +14,7 @@ the reading back. So whenever other tasks run, someone is reading or about to.
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterator
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar, cast
 
@@ -85,7 +86,9 @@ class LinkReader:
         self._reads = 0
         self._task: Any = None  # the link's reader task
         self._handback: Signal | None = None  # the reader task waits on it while lent
-        self._stalled: Awaitable[None] | None = None  # a wait a borrower left to the reader task
+        #: the waits borrowers left to the reader task, oldest first (a second borrower may stall
+        #: before the reader task took the first: neither may be lost)
+        self._stalled: deque[Awaitable[None]] = deque()
         #: the task reading now (None: nobody yet; the reader task takes it when it runs)
         self.holder: Any = None
         #: the task waiting for the socket to become readable, if one is
@@ -103,9 +106,8 @@ class LinkReader:
                 if self.holder is None:
                     self.holder = me
                 if self.holder is me:
-                    stalled, self._stalled = self._stalled, None
-                    if stalled is not None:  # a dispatch a borrower had to leave to us
-                        await self._dispatch_waiting(stalled, None)
+                    if self._stalled:  # a dispatch a borrower had to leave to us
+                        await self._dispatch_waiting(self._stalled.popleft(), None)
                     else:
                         await self.read_once()
                 else:
@@ -217,7 +219,7 @@ class LinkReader:
         if self.holder is self._task:
             await self._dispatch_waiting(pending, enough)
             return True
-        self._stalled = pending  # dispatched, with the frames after it, before any other read
+        self._stalled.append(pending)  # dispatched, with the frames after it, by the reader task
         self.give_back()
         return False
 
@@ -283,9 +285,10 @@ class LinkReader:
         self.ended = True
         self._calls.notify_closing(self._fd)
         os.close(self._fd)
-        stalled, self._stalled = self._stalled, None
-        if isinstance(stalled, Coroutine):
-            stalled.close()  # a delivery nobody will wait for now (its frame is lost with the link)
+        while self._stalled:
+            stalled = self._stalled.popleft()
+            if isinstance(stalled, Coroutine):
+                stalled.close()  # a delivery nobody will wait for now (its frame is lost with the link)
 
 
 def first_step(coro: Coroutine[Any, Any, T], reader: LinkReader, task: Any) -> tuple[bool, Any]:
