@@ -28,6 +28,7 @@ from ._model import ProbeSpec as ProbeSpec
 from .load_balancer import LoadBalancer as LoadBalancer
 from .load_balancer import open_load_balancer as open_load_balancer
 from .load_balancer import serve_load_balancer as serve_load_balancer
+from .load_balancer import synced as synced
 from .toxics import Bandwidth as Bandwidth
 from .toxics import Latency as Latency
 from .toxics import ResetPeer as ResetPeer

@@ -14,6 +14,7 @@ import ipaddress
 import logging
 import math
 import os
+import weakref
 from collections import Counter
 from collections.abc import Callable, Collection
 
@@ -71,6 +72,14 @@ def _explain(reason: str) -> None:
 
 
 _swept = False
+#: the kernel paths running in this process
+_live: weakref.WeakSet[KernelPath] = weakref.WeakSet()
+
+
+async def synced_all() -> None:
+    """Wait until every kernel path of this process reflects the changes made before the call."""
+    for path in list(_live):
+        await path.synced()
 
 
 async def sweep_once() -> None:
@@ -124,7 +133,9 @@ class KernelPath:
         self.made_total = 0
         self.counted_at = -math.inf
         self._counting = False
-        self._looking = False
+        self._looked: anyio.Event | None = None
+        #: refused kernel connects that marked an instance refusing
+        self.refused = 0
         self._cuts = 0
         self._cut_done = anyio.Event()
 
@@ -159,10 +170,12 @@ class KernelPath:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
                 self._running = True
+                _live.add(self)
                 task_status.started(True)
                 await self._sync_forever()
         finally:
             self._running = False
+            _live.discard(self)
             self._done.set()
             with anyio.CancelScope(shield=True), anyio.move_on_after(_nft.NFT_TIMEOUT):
                 # A stopped balancer ends its connections, the kernel's as well as its own;
@@ -209,24 +222,28 @@ class KernelPath:
             self._next_name += 1
         return name
 
-    def accepted(self) -> None:
+    async def accepted(self) -> None:
         """The user-space listener got a connection: while the kernel routes, it came by a
-        refused kernel connect (or just before a change); mark the refusing instances."""
-        if self.routed and not self._looking and self._running and self._tg is not None:
-            self._looking = True
-            self._tg.start_soon(self._mark_refused)
-
-    async def _mark_refused(self) -> None:
+        refused kernel connect (or just before a change); mark the refusing instances before
+        it is given one (a lookup in flight serves every connection meanwhile)."""
+        if not self.routed or not self._running:
+            return
+        if self._looked is not None:
+            await self._looked.wait()
+            return
+        self._looked = anyio.Event()
         try:
             addrs = set(await _nft.refused(self.table))
         except (OSError, TimeoutError) as exc:
             log.warning("load balancer on port %d: cannot read refusals: %s", self.port, exc)
             addrs = set()
         finally:
-            self._looking = False
+            self._looked.set()
+            self._looked = None
         for entry in self._pool.entries():
             backend = entry.backend
             if (backend.host, backend.port) in addrs and not entry.failures:
+                self.refused += 1
                 self._pool.refused(entry)
 
     def draining(self, known: Collection[str]) -> list[BackendStats]:

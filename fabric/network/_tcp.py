@@ -7,7 +7,7 @@ import itertools
 import logging
 import random
 import socket
-from collections.abc import Callable, Collection, Coroutine
+from collections.abc import Awaitable, Callable, Collection, Coroutine
 from typing import Any
 
 import anyio
@@ -65,8 +65,8 @@ class TcpBalancer:
         self._connect_timeout = connect_timeout
         self._queue_timeout = queue_timeout
         self._ids = itertools.count(1)
-        #: called on each client connection accepted (the kernel path looks for refusals)
-        self.accepted: Callable[[], None] | None = None
+        #: awaited on each client connection accepted (the kernel path looks for refusals)
+        self.accepted: Callable[[], Awaitable[None]] | None = None
 
     async def serve(
         self,
@@ -95,9 +95,9 @@ class TcpBalancer:
 
     async def _handle(self, client: socket.socket) -> None:
         self.counters.connections += 1
-        if self.accepted is not None:
-            self.accepted()
         try:
+            if self.accepted is not None:
+                await self.accepted()
             picked = await self._connect()
             if picked is None:
                 # No instance can take it: reset, so the client fails at once.

@@ -14,7 +14,7 @@ from anyio.abc import SocketAttribute, TaskStatus, UDPSocket
 from . import _sock
 from ._bind import PORT_ATTEMPTS, bind_tcp, bind_udp
 from ._errors import InvalidSpecError, ToxicsUnsupportedError
-from ._kernel import KernelPath, sweep_once, usable
+from ._kernel import KernelPath, sweep_once, synced_all, usable
 from ._model import Backend, EndpointSpec, LoadBalancerStats
 from ._pool import Entry, Pool
 from ._probe import probe_loop
@@ -154,17 +154,18 @@ class LoadBalancer:
 
         On the kernel data path ``active`` and ``connections`` include the kernel's
         connections as last counted (at most ``COUNT_AGE`` old: a call finding the count
-        older starts a new one; ``await count()`` waits for one); their bytes, and
-        ``refused`` of kernel connects, are not counted.
+        older starts a new one; ``await count()`` waits for one), and ``refused`` a
+        refused kernel connect once it marked its instance refusing; their bytes are not
+        counted.
         """
         counters = self._engine.counters
         up, down = self._pool.traffic()
         backends = self._pool.stats()
-        made = 0
+        made = refused = 0
         if self._kernel is not None:
             kernel = self._kernel
             kernel.count_soon()
-            made = kernel.made_total
+            made, refused = kernel.made_total, kernel.refused
             backends = tuple(
                 msgspec.structs.replace(
                     b,
@@ -181,7 +182,7 @@ class LoadBalancer:
             backends=backends,
             active=sum(b.active for b in backends),
             connections=counters.connections + made,
-            refused=counters.refused,
+            refused=counters.refused + refused,
             rejected=counters.rejected,
             bytes_up=up,
             bytes_down=down,
@@ -404,3 +405,9 @@ async def _run(
             with anyio.move_on_after(SOCKET_CLOSE_TIMEOUT, shield=True):
                 await bound.aclose()
         closed.set()
+
+
+async def synced() -> None:
+    """Wait until the kernel data path of every load balancer in this process reflects every
+    change made before the call (their rotations, toxics)."""
+    await synced_all()

@@ -10,6 +10,7 @@ from typing import Any
 
 import anyio
 
+import fabric.network
 from actors import Ref, open_system
 from fabric.controller import FabricController, ask, wait_operation
 from fabric.controller.messages import CreateDeployment, DeploymentView, GetDeployment, OperationView, Slot
@@ -188,6 +189,13 @@ async def wait_view(
 def all_ready(v: DeploymentView) -> bool:
     """Every instance is ReadyRole."""
     return bool(v.instances) and all(i.status == "ReadyRole" for i in v.instances)
+
+
+async def settled(ref: Ref) -> None:
+    """Wait until the controller handled what it was told before (a reported status) and the
+    load balancers' kernel data path (the default as root) follows, a few ms later."""
+    await view(ref)
+    await fabric.network.synced()
 
 
 async def change_status(world: World, vm: str, status: str) -> None:

@@ -27,6 +27,7 @@ from tests.fabric.controller.controller_kit import (
     echo_servers,
     open_controller,
     settings,
+    settled,
     view,
     wait_view,
 )
@@ -106,13 +107,17 @@ async def test_traffic_follows_instance_status(
         port = v.endpoints[0].port
         fronts = {i.id: int(i.endpoints["Http"].split(":")[1]) for i in v.instances if i.role == "Front"}
         async with echo_servers(fronts):
+            await settled(ref)
             assert await answers(port) == {"Front_IN_0", "Front_IN_1"}
             await change_status(world, "demo.demo-1.Front_IN_0", "BusyRole")
+            await settled(ref)
             assert await answers(port) == {"Front_IN_1"}
             await change_status(world, "demo.demo-1.Front_IN_1", "StoppingRole")
+            await settled(ref)
             # Nobody in rotation: the connection waits for an instance, then is reset.
             assert await answers(port, tries=1) == {""}
             await change_status(world, "demo.demo-1.Front_IN_0", "ReadyRole")
+            await settled(ref)
             assert await answers(port) == {"Front_IN_0"}
 
 

@@ -39,6 +39,18 @@ class EchoInstance:
         """Stop listening, so connects are refused; open connections go on."""
         self.scope.cancel()
 
+    async def stopped(self) -> None:
+        """Stop listening and wait until a connect is refused (the listener is closed)."""
+        self.stop()
+        with anyio.fail_after(5):
+            while True:
+                try:
+                    stream = await anyio.connect_tcp(HOST, self.port)
+                except OSError:
+                    return
+                await stream.aclose()
+                await anyio.sleep(0.01)
+
     def backend(self, *, ready: bool = True, busy: bool = False, probe_port: int | None = None) -> Backend:
         """This instance as the load balancer's pool sees it."""
         return Backend(self.name, HOST, self.port, ready, busy, probe_port)

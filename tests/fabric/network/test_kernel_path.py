@@ -15,7 +15,7 @@ from collections import Counter
 import anyio
 import pytest
 
-from fabric.network import Backend, EndpointSpec, Latency, _kernel, open_load_balancer
+from fabric.network import Backend, EndpointSpec, Latency, _kernel, open_load_balancer, synced
 from tests.paths import ROOT
 
 pytestmark = pytest.mark.skipif(
@@ -283,3 +283,15 @@ async def test_a_balancer_that_cannot_take_the_kernel_path_says_why_once(farm, m
             assert await farm.who(lb.address, 1) == ["web_IN_0"]
     [line] = [r.getMessage() for r in caplog.records if "kernel data path" in r.getMessage()]
     assert "not running as root" in line and "REDDOG_LB_KERNEL=off" in line
+
+
+async def test_the_packages_synced_waits_for_every_balancer_of_the_process(farm):
+    a, b = await farm.instances(2)
+    async with (
+        open_load_balancer(WEB, [a.backend()], kernel=True) as one,
+        open_load_balancer(WEB, [a.backend()], kernel=True) as two,
+    ):
+        one.set_backends([b.backend()])
+        two.set_backends([b.backend()])
+        await synced()
+        assert one.kernel() == two.kernel() == ["web_IN_1"]

@@ -71,11 +71,13 @@ async def test_a_passing_probe_forgives_a_refused_connect(farm, until):
     pool = [a.backend(probe_port=page.port), b.backend(probe_port=page.port)]
     async with open_load_balancer(spec, pool) as lb:
         await until(lambda: len(lb.rotation()) == 2)
-        a.stop()  # its health page still says 200
+        await lb.synced()
+        await a.stopped()  # its health page still says 200
         assert await farm.who(lb.address, 1) == ["web_IN_1"]
         assert lb.stats().refused == 1
         await a.start()
         await until(lambda: len(lb.rotation()) == 2)
+        await lb.synced()
         with anyio.fail_after(5):
             assert set(await farm.who(lb.address, 2)) == {"web_IN_0", "web_IN_1"}
 
