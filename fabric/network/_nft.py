@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import shutil
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -173,10 +174,15 @@ async def sweep() -> list[str]:
 
 
 def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, killed but not reaped yet, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]

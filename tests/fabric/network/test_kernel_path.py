@@ -295,3 +295,18 @@ async def test_the_packages_synced_waits_for_every_balancer_of_the_process(farm)
         two.set_backends([b.backend()])
         await synced()
         assert one.kernel() == two.kernel() == ["web_IN_1"]
+
+
+async def test_a_killed_balancer_not_reaped_yet_is_swept_too(farm):
+    process, port = await balancer_process(True, 0, 9)
+    async with process:
+        stale = f"reddog_lb_{process.pid}_{port}"
+        os.kill(process.pid, signal.SIGKILL)
+        stat = f"/proc/{process.pid}/stat"
+        with anyio.fail_after(5):  # a zombie until its parent (this test) reaps it
+            while (await anyio.Path(stat).read_text()).rpartition(")")[2].split()[0] != "Z":
+                await anyio.sleep(0.01)
+        (a,) = await farm.instances(1)
+        async with open_load_balancer(WEB, [a.backend()], kernel=True):
+            assert stale not in await tables()
+        await process.wait()
