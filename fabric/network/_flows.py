@@ -44,13 +44,14 @@ def parse(text: str, vip: str, port: int) -> list[tuple[Addr, Addr]]:
 async def open_flows(vip: str, port: int) -> list[tuple[Addr, Addr]]:
     """The kernel path's open (client, backend) flows of the endpoint on vip:port."""
 
-    def read() -> str:
+    def read() -> list[tuple[Addr, Addr]]:
+        # Read and parsed in a worker thread: the table is the whole machine's.
         try:
-            return CONNTRACK.read_text()
+            return parse(CONNTRACK.read_text(), vip, port)
         except OSError:
-            return ""
+            return []
 
-    return parse(await anyio.to_thread.run_sync(read), vip, port)
+    return await anyio.to_thread.run_sync(read)
 
 
 async def reset(flows: list[tuple[Addr, Addr]]) -> None:
