@@ -229,3 +229,27 @@ class ExecInVm(Request[bytes], frozen=True, tag=True, kw_only=True):
     instance_id: str
     line: bytes
     timeout: float
+
+
+#: the most processes one chaos signal on a joined host reaches or resumes
+MAX_SIGNALLED = 64
+
+
+class VmProcess(msgspec.Struct, frozen=True, kw_only=True):
+    """A process of a VM as a joined host found and signalled it (its pid on that machine)."""
+
+    pid: int
+    pgid: int
+    name: str
+    started: float
+    place: str
+
+
+class SignalVm(Request[list[VmProcess]], frozen=True, tag=True, kw_only=True):
+    """Chaos on a joined host: kill, crash (SIGABRT) or stop the VM's processes at ``place``, or
+    resume ``processes`` (pid, start time) stopped before; answers those reached (at most 64)."""
+
+    instance_id: str
+    place: Literal["vm", "bootstrapper", "role-host", "web-worker"] = "role-host"
+    action: Literal["kill", "crash", "stop", "resume"]
+    processes: list[tuple[int, float]] = []

@@ -40,6 +40,7 @@ from fabric.host.messages import (
     MAX_EXEC_ANSWER,
     MAX_EXEC_REQUEST,
     MAX_LOG_READ,
+    MAX_SIGNALLED,
     ApplyGuestEnvironment,
     ChoosePorts,
     ExecInVm,
@@ -53,9 +54,12 @@ from fabric.host.messages import (
     ReadGuestLog,
     ReportKey,
     RestartGuest,
+    SignalVm,
     StartGuest,
+    VmProcess,
 )
 from fabric.host.packages import INSTANCE, PackageCache, PackageError, reroot
+from fabric.host.processes import scan, signal_processes
 
 #: the controller's actor that joined hosts report to (registered on its listening system)
 REPORTS = "fabric-hosts"
@@ -149,6 +153,10 @@ class RemoteHostAgent(HostAgent):
                 return await anyio.to_thread.run_sync(self._keep_certificates, message)
             case ExecInVm():
                 self._answer_later(self._exec(message))
+                return None
+            case SignalVm(instance_id=instance_id):
+                self._guest(instance_id)  # UnknownInstance for a VM this host does not run
+                self._answer_later(anyio.to_thread.run_sync(self._signal, message))
                 return None
             case ReportKey(key=key):
                 if key != self.key:
@@ -248,6 +256,23 @@ class RemoteHostAgent(HostAgent):
         if b"\n" not in data:
             raise TimeoutError("the instance's remote access agent did not answer in time")
         return data.split(b"\n", 1)[0]
+
+    def _signal(self, request: SignalVm) -> list[VmProcess]:
+        """Chaos on one of this host's VMs, as the controller's machine does it to its own
+        (fabric.host.processes); blocking (reads /proc)."""
+        if len(request.processes) > MAX_SIGNALLED:
+            raise ValueError(f"at most {MAX_SIGNALLED} processes at once")
+        mine = [p for p in scan(os.getpid()).procs if p.instance == request.instance_id]
+        if request.action == "resume":  # only processes of that VM here, as they were stopped
+            wanted = dict(request.processes)
+            procs = [p for p in mine if abs(wanted.get(p.pid, -1.0) - p.started) <= 0.01]
+        else:
+            place = request.place
+            procs = [p for p in mine if p.place == place][:MAX_SIGNALLED]
+        done = signal_processes(procs, request.action)
+        return [
+            VmProcess(pid=p.pid, pgid=p.pgid, name=p.name, started=p.started, place=p.place) for p in done
+        ]
 
     def _keep_certificates(self, request: PutCertificates) -> int:
         """Keep the certificates in this host's store (sealed with its own key)."""

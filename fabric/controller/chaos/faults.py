@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,9 +24,8 @@ from pathlib import Path
 import anyio
 import anyio.to_thread
 import msgspec
-import psutil  # type: ignore[import-untyped]
 
-from actors import Ref
+from actors import ActorError, AskTimeout, Ref
 from fabric.controller.chaos import targets
 from fabric.controller.chaos.messages import (
     ConfigStorm,
@@ -43,16 +41,24 @@ from fabric.controller.chaos.messages import (
     StartupFault,
     ToxicFault,
 )
-from fabric.controller.chaos.tree import Proc, ProcessMap, same_process, scan
+from fabric.controller.chaos.tree import Proc, ProcessMap, scan
 from fabric.controller.client import ask
+from fabric.controller.hosts import HostUnavailable
 from fabric.controller.messages import InstanceAction
 from fabric.controller.model import Deployment, Instance
 from fabric.controller.state import ControllerState
+from fabric.host.messages import SignalVm, VmProcess
+from fabric.host.processes import Action, signal_processes
+from fabric.host.processes import kill_processes as kill_processes  # storage's
 from fabric.network import UnknownToxicError
 
 #: A chaos file may not be larger than this (a LocalStorage of a huge sizeInMB would fill the disk).
 MAX_FILL_MB = 4096
 FILL_NAME = "chaos-fill.bin"
+
+#: how long a joined host may take to signal a VM's processes (or resume them)
+JOINED_TIMEOUT = 10.0
+SIGNALS = {"kill": "SIGKILL", "crash": "SIGABRT", "stop": "SIGSTOP"}
 
 Undo = Callable[[], Awaitable[str]]
 Background = Callable[[Callable[[str], None]], Awaitable[None]]
@@ -129,14 +135,25 @@ async def _process_fault(world: World, fault: Kill | Crash | Hang) -> Applied:
     if t.place == "host" and isinstance(fault, Crash):
         raise targets.refuse("a whole host can be killed or hung, not crashed; crash its host-agent")
     dep = targets.deployment(state, t.service, t.slot)
-    procs = await world.scan()
     if t.place in ("host", "host-agent"):
         host = targets.host_id(state, dep, t)
+        if state.hosts.hosts[host].joined:
+            raise targets.refuse(
+                f"host {host} is a joined host: chaos reaches its instances' processes, not its own "
+                "(stop its `fabric host join` there, or use `fabric chaos net`)",
+                "ConflictError",
+                409,
+            )
+        procs = await world.scan()
         hit = procs.of_host(host) if t.place == "host" else [p for p in [procs.host_agent(host)] if p]
         instances = [i.id for i in dep.ordered() if i.host_id == host]
         where = f"host {host}"
     else:
         inst = targets.instance(dep, t)
+        joined = state.hosts.hosts.get(inst.host_id)
+        if joined is not None and joined.joined:
+            return await _joined_process_fault(world, fault, inst)
+        procs = await world.scan()
         hit = procs.of_vm(inst.vm, t.place)
         instances = [inst.id]
         where = f"instance {inst.id} ({inst.status})"
@@ -144,32 +161,81 @@ async def _process_fault(world: World, fault: Kill | Crash | Hang) -> Applied:
         raise targets.refuse(f"no {t.place} process runs for {where} now", "ConflictError", 409)
     ids = {i.vm: i.id for i in dep.ordered()}
     hits = [_hit(p, ids) for p in hit]
-    match fault:
-        case Kill():
-            kill_processes(hit, whole_host=t.place == "host")
-            return Applied(hits, instances, detail=f"SIGKILL {_pids(hit)}")
-        case Crash():
-            for p in hit:
-                _abort(p)
-            return Applied(hits, instances, detail=f"SIGABRT {_pids(hit)}")
+    if not isinstance(fault, Hang):
+        action: Action = "kill" if isinstance(fault, Kill) else "crash"
+        signal_processes(hit, action, whole_host=t.place == "host")
+        return Applied(hits, instances, detail=f"{SIGNALS[action]} {_pids(hit)}")
     keys = [("process", f"{p.pid}:{p.started}") for p in hit]
     if any(k in world.held for k in keys):
         raise targets.refuse(
             f"{_pids(hit)} is already hung by another fault; undo it first", "ConflictError", 409
         )
-    for p in hit:
-        _signal(p.pid, signal.SIGSTOP)
+    signal_processes(hit, "stop")
     world.held.update(keys)
 
     async def resume() -> str:
         world.held.difference_update(keys)
-        resumed = [p for p in reversed(hit) if same_process(p.pid, p.started) is not None]
-        for p in resumed:
-            _signal(p.pid, signal.SIGCONT)
+        resumed = await anyio.to_thread.run_sync(signal_processes, hit, "resume")
         gone = len(hit) - len(resumed)
         return f"SIGCONT {_pids(resumed) or 'nothing'}" + (f"; {gone} gone meanwhile" if gone else "")
 
     return Applied(hits, instances, undo=resume, detail=f"SIGSTOP {_pids(hit)}")
+
+
+async def _joined_process_fault(world: World, fault: Kill | Crash | Hang, inst: Instance) -> Applied:
+    """The same fault on an instance of a joined host: its agent signals the processes there
+    (SignalVm over its link, with the code this machine uses for its own: fabric.host.processes)."""
+    host, place = inst.host_id, fault.target.place
+    vm_place = "vm" if place in ("guest-agent", "app-agent") else place
+    assert vm_place in ("vm", "bootstrapper", "role-host", "web-worker")
+    action: Action = "kill" if isinstance(fault, Kill) else "crash" if isinstance(fault, Crash) else "stop"
+    key = ("process", f"{host}/{inst.vm}/{vm_place}")
+    if action == "stop" and key in world.held:
+        raise targets.refuse(
+            f"{place} of {inst.id} is already hung by another fault; undo it first", "ConflictError", 409
+        )
+    found = await _ask_joined(world, host, SignalVm(instance_id=inst.vm, place=vm_place, action=action))
+    if not found:
+        raise targets.refuse(
+            f"no {place} process runs for instance {inst.id} ({inst.status}) now", "ConflictError", 409
+        )
+    hit = [Proc(p.pid, 0, p.pgid, p.name, p.started, p.place, inst.vm, host) for p in found]
+    hits = [_hit(p, {inst.vm: inst.id}) for p in hit]
+    detail = f"{SIGNALS[action]} {_pids(hit)} on host {host}"
+    if action != "stop":
+        return Applied(hits, [inst.id], detail=detail)
+    world.held.add(key)
+
+    async def resume() -> str:
+        world.held.discard(key)
+        again = SignalVm(
+            instance_id=inst.vm, place=vm_place, action="resume", processes=[(p.pid, p.started) for p in hit]
+        )
+        resumed = await _ask_joined(world, host, again)
+        names = {p.pid: p.name for p in hit}
+        back = [msgspec.structs.replace(p, name=names.get(p.pid, p.name)) for p in resumed]
+        gone = len(hit) - len(back)
+        text = ", ".join(f"{p.name} (pid {p.pid})" for p in back) or "nothing"
+        return f"SIGCONT {text} on host {host}" + (f"; {gone} gone meanwhile" if gone else "")
+
+    return Applied(hits, [inst.id], undo=resume, detail=detail)
+
+
+async def _ask_joined(world: World, host: str, request: SignalVm) -> list[VmProcess]:
+    """Ask a joined host's agent to signal (a refusal when it cannot be reached or answer)."""
+    try:
+        answer = await world.state.hosts.ask(host, request, JOINED_TIMEOUT)
+        return msgspec.convert(answer, list[VmProcess])  # decoded untyped off the link
+    except msgspec.ValidationError as exc:
+        raise targets.refuse(f"host {host} answered nonsense: {exc}", "ServiceUnavailable", 503) from None
+    except HostUnavailable as exc:
+        raise targets.refuse(f"host {host} cannot be reached now: {exc}", "ConflictError", 409) from None
+    except ActorError as exc:
+        raise targets.refuse(f"host {host}: {exc.message}", "ConflictError", 409) from None
+    except AskTimeout:
+        raise targets.refuse(
+            f"host {host} did not answer within {JOINED_TIMEOUT:g} s", "ServiceUnavailable", 503
+        ) from None
 
 
 def _hit(p: Proc, ids: dict[str, str]) -> Hit:
@@ -186,35 +252,6 @@ def _hit(p: Proc, ids: dict[str, str]) -> Hit:
 
 def _pids(procs: list[Proc]) -> str:
     return ", ".join(f"{p.name} (pid {p.pid})" for p in procs)
-
-
-def _signal(pid: int, signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.kill(pid, signum)
-
-
-def kill_processes(procs: list[Proc], *, whole_host: bool) -> None:
-    """SIGKILL each process (still the same one); ``whole_host``: their process groups first."""
-    if whole_host:
-        # Every process group under the host (its own, each VM's, each role host's...) at once,
-        # as a power cut would; never a group the fabric itself belongs to.
-        ours = os.getpgid(0)
-        for pgid in dict.fromkeys(p.pgid for p in procs):
-            if pgid != ours:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(pgid, signal.SIGKILL)
-    for p in procs:
-        if same_process(p.pid, p.started) is not None:
-            _signal(p.pid, signal.SIGKILL)
-
-
-def _abort(p: Proc) -> None:
-    proc = same_process(p.pid, p.started)
-    if proc is None:
-        return
-    with contextlib.suppress(psutil.Error, OSError, AttributeError):
-        proc.rlimit(psutil.RLIMIT_CORE, (0, 0))
-    _signal(p.pid, signal.SIGABRT)
 
 
 # -- load balancer toxics ----------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from fabric.controller.chaos.messages import (
     Target,
     TargetMap,
 )
-from fabric.controller.chaos.tree import ProcessMap
+from fabric.controller.chaos.tree import ProcessMap, view
 from fabric.controller.messages import ControllerError
 from fabric.controller.model import Deployment, Instance
 from fabric.controller.state import ControllerState
@@ -189,6 +189,6 @@ def target_map(state: ControllerState, dep: Deployment, procs: ProcessMap) -> Ta
         instances=instances,
         hosts=hosts,
         endpoints=endpoints,
-        processes=[p.view(ids) for p in procs.procs],
+        processes=[view(p, ids) for p in procs.procs],
         fabric_pid=os.getpid(),
     )
