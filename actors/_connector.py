@@ -9,6 +9,8 @@ import random
 import socket
 import ssl
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import anyio
@@ -107,10 +109,19 @@ class Connector:
     """Keeps one node's link up from our side: connects again whenever it drops."""
 
     def __init__(
-        self, system: ActorSystem, address: tuple[str, int], tls: ClientTLS, name: str, options: LinkOptions
+        self,
+        system: ActorSystem,
+        address: tuple[str, int],
+        tls: ClientTLS,
+        name: str,
+        options: LinkOptions,
+        addresses: Callable[[], Sequence[tuple[str, int]]] | None = None,
     ) -> None:
         self.system = system
         self.address = address
+        #: where to link again after a drop, tried in turn each round (each server's certificate
+        #: named for its own address); None: ``address`` only
+        self.addresses = addresses
         self.tls = tls
         self.name = name
         self.options = options
@@ -124,7 +135,6 @@ class Connector:
         self.peer = peer = Peer(self.system, hello.node, self.options)
         task_status.started(peer)
         failures = 0
-        where = "{}:{}".format(*self.address)
         async with anyio.create_task_group() as task_group:
             task_group.start_soon(self._close_with, peer, task_group.cancel_scope)
             while True:
@@ -134,22 +144,29 @@ class Connector:
                     break
                 up_for = time.monotonic() - began
                 failures = 0 if up_for >= self.options.reconnect_max else failures + 1
-                while True:
-                    await anyio.sleep(backoff(failures, self.options))
-                    try:
-                        # Read the certificates again: they may have been renewed meanwhile.
-                        context = await anyio.to_thread.run_sync(self.tls.context)
-                        channel, hello = await attempt(
-                            self.address, context, self.tls, self.name, self.options
-                        )
-                    except (OSError, ValueError) as exc:  # LinkRefused is an OSError
-                        failures += 1
-                        logger.warning("cannot link to node %r at %s again: %s", peer.node, where, exc)
-                        continue
-                    if hello.node != peer.node:
-                        logger.warning("%s now calls itself %r, not %r", where, hello.node, peer.node)
-                    break
+                channel, hello = await self._again(peer, failures)
             task_group.cancel_scope.cancel()
+
+    async def _again(self, peer: Peer, failures: int) -> tuple[TLSChannel, Hello]:
+        """Link again (after a backoff each round), to the addresses in turn."""
+        while True:
+            await anyio.sleep(backoff(failures, self.options))
+            candidates = list(self.addresses()) if self.addresses is not None else []
+            for address in candidates or [self.address]:
+                tls = self.tls if not candidates else replace(self.tls, server_name=address[0])
+                where = "{}:{}".format(*address)
+                try:
+                    # Read the certificates again: they may have been renewed meanwhile.
+                    context = await anyio.to_thread.run_sync(tls.context)
+                    channel, hello = await attempt(address, context, tls, self.name, self.options)
+                except (OSError, ValueError) as exc:  # LinkRefused is an OSError
+                    logger.warning("cannot link to node %r at %s again: %s", peer.node, where, exc)
+                    continue
+                if hello.node != peer.node:
+                    logger.warning("%s now calls itself %r, not %r", where, hello.node, peer.node)
+                self.address = address
+                return channel, hello
+            failures += 1
 
     @staticmethod
     async def _close_with(peer: Peer, scope: anyio.CancelScope) -> None:

@@ -208,11 +208,14 @@ class ActorSystem:
         tls: ClientTLS,
         name: str,
         options: LinkOptions | None = None,
+        addresses: Callable[[], Sequence[tuple[str, int]]] | None = None,
     ) -> Peer:
         """Link to the node listening at ``address`` under mutual TLS; ``name`` is this node's
         name in the hello. The link is set up again, with backoff, whenever it drops, until
         ``peer.close()`` or the system closes; ``peer.ref(name)`` reaches the actors the other
-        node registered, and that node reaches ours the same way.
+        node registered, and that node reaches ours the same way. With ``addresses``, a dropped
+        link is set up again with the first of them that accepts, tried in turn (each server's
+        certificate must be named for the address it is reached at): one node that moves.
 
         Raises:
             LinkRefused: a certificate or the hello was refused (the message says which).
@@ -222,7 +225,7 @@ class ActorSystem:
         from ._connector import Connector
         from ._net import LinkOptions
 
-        connector = Connector(self, address, tls, name, options or LinkOptions())
+        connector = Connector(self, address, tls, name, options or LinkOptions(), addresses)
         peer: Peer = await self._links().start(connector.run)
         self._peers.append(peer)
         return peer

@@ -247,10 +247,14 @@ class ClusterCA:
 
     def server_files(self, address: str, lifetime: float = 365 * 86400.0) -> tuple[Path, Path]:
         """A fresh certificate for the controller at ``address`` (its IP or DNS name) and its
-        key, written beside the CA; returns (certificate, key) paths."""
+        key, written beside the CA (named for the address: replicas sharing the folder each have
+        their own); returns (certificate, key) paths."""
         key = new_key()
         cert_pem = self.sign(key.public_key(), address, lifetime, server=True)
-        cert_path, key_path = self.folder / "controller.pem", self.folder / "controller.key"
+        cert_path, key_path = (
+            self.folder / f"controller-{address}.pem",
+            self.folder / f"controller-{address}.key",
+        )
         write_private(key_path, key_pem(key))
         cert_path.write_bytes(cert_pem)
         return cert_path, key_path

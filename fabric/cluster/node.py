@@ -8,7 +8,12 @@ controller reaches over the link: the instances placed here run under the state 
 State folder (owner-only): ``key.pem`` (the key made here for joining, never sent),
 ``identity.pem`` (the certificate and its key in one file, replaced whole, so that a host killed
 while renewing never finds a key that is not its certificate's), ``ca.pem``, and ``join.json``
-(its name and the controller's address and ports).
+(its name, the controller's address and ports, and every controller replica's host port).
+
+A replicated controller's leader sends the host every replica's host port when the host links
+and whenever they change (ControllerAddresses); when the link drops the host tries them in turn,
+with backoff and jitter, until one accepts: only the leader listens there. Its agent and VMs
+keep running meanwhile.
 """
 
 from __future__ import annotations
@@ -60,6 +65,8 @@ class JoinState(msgspec.Struct, frozen=True, kw_only=True):
     fault_domain: int = 0
     #: the address this host's instances listen on ("": the one it reaches the controller from)
     address: str = ""
+    #: every controller replica's host port, ``ADDRESS:PORT`` (empty: ``controller:host_port``)
+    controllers: list[str] = []
 
 
 class HostInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -75,6 +82,18 @@ class HostInfo(msgspec.Struct, frozen=True, kw_only=True):
 
 class GetHostInfo(Request[HostInfo], frozen=True, tag=True):
     """Ask a joined host to describe itself (the controller's heartbeat of it)."""
+
+
+#: the most controller addresses a host keeps
+MAX_CONTROLLERS = 16
+
+
+class ControllerAddresses(msgspec.Struct, frozen=True, tag=True):
+    """The leader to a joined host: every controller replica's host port (``ADDRESS:PORT``),
+    and its own (the host renews its certificate there)."""
+
+    addresses: list[str]
+    leader: str
 
 
 def memory_mb() -> int:
@@ -171,6 +190,11 @@ class Identity:
         write_private(self.state_file, msgspec.json.encode(state))
 
 
+def join_address(host: str, port: int) -> str:
+    """(host, port) as ``HOST:PORT`` (``[HOST]:PORT`` for IPv6)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def split_address(address: str, default_port: int = 7443) -> tuple[str, int]:
     """``HOST[:PORT]`` as (host, port).
 
@@ -250,12 +274,14 @@ async def ensure_joined(
     return state
 
 
-async def renew_now(identity: Identity, state: JoinState) -> None:
-    """Renew the certificate over TLS that shows the current one; a new key each time."""
+async def renew_now(identity: Identity, state: JoinState, place: Controllers | None = None) -> None:
+    """Renew the certificate over TLS that shows the current one (at the join port beside the
+    host port linked last); a new key each time."""
     key = new_key()
+    host, port = place.current if place is not None else (state.controller, state.join_port - 1)
     signed = await renew(
-        state.controller,
-        state.join_port,
+        host,
+        port + 1,
         identity.ca.read_bytes(),
         identity.cert,
         identity.cert,
@@ -266,7 +292,7 @@ async def renew_now(identity: Identity, state: JoinState) -> None:
     log.info("host %r renewed its certificate; valid until %s", state.name, time.ctime(identity.expires()))
 
 
-async def keep_renewed(identity: Identity, state: JoinState) -> None:
+async def keep_renewed(identity: Identity, state: JoinState, place: Controllers | None = None) -> None:
     """Renew at a random point between 70% and 90% of each certificate's life, for ever
     (a failed renewal is tried again soon, while the certificate lasts)."""
     while True:
@@ -274,7 +300,7 @@ async def keep_renewed(identity: Identity, state: JoinState) -> None:
         # At least a second apart, whatever the clocks say: never a renewal storm.
         await anyio.sleep(max(1.0, renewal_delay(start.timestamp(), end.timestamp())))
         try:
-            await renew_now(identity, state)
+            await renew_now(identity, state, place)
         except (JoinRefused, OSError, ValueError) as exc:
             left = identity.expires() - time.time()
             log.error("renewing the certificate failed (%s); %.0f s of it left", exc, left)
@@ -284,12 +310,16 @@ async def keep_renewed(identity: Identity, state: JoinState) -> None:
 class JoinedHost(Actor):
     """What the controller reaches on a joined host (registered as ``host``)."""
 
-    def __init__(self, identity: Identity, state: JoinState) -> None:
+    def __init__(self, identity: Identity, state: JoinState, place: Controllers | None = None) -> None:
         self.identity = identity
         self.state = state
+        self.place = place or Controllers(state)
 
     async def receive(self, message: object) -> object:
         match message:
+            case ControllerAddresses():
+                await self.place.update(self.identity, message)
+                return None
             case GetHostInfo():
                 return HostInfo(
                     name=self.state.name,
@@ -302,6 +332,35 @@ class JoinedHost(Actor):
         raise TypeError(f"a joined host does not answer {type(message).__name__}")
 
 
+class Controllers:
+    """Where this host finds the controller: every replica's host port, and the one it linked
+    to last (kept in join.json, owner-only, as the leader sends them)."""
+
+    def __init__(self, state: JoinState) -> None:
+        self.state = state
+        self.current = controller_addresses(state)[0]
+
+    def addresses(self) -> list[tuple[str, int]]:
+        """The replicas' host ports, the one linked last first."""
+        found = controller_addresses(self.state)
+        return [self.current] + [a for a in found if a != self.current]
+
+    async def update(self, identity: Identity, message: ControllerAddresses) -> None:
+        """Keep what the leader sent (at most MAX_CONTROLLERS well-formed addresses)."""
+        try:
+            leader = split_address(message.leader)
+            addresses = [join_address(*split_address(a)) for a in message.addresses[:MAX_CONTROLLERS]]
+        except ValueError as exc:
+            log.warning("the controller sent addresses this host cannot use: %s", exc)
+            return
+        self.current = leader
+        if addresses and addresses != self.state.controllers:
+            self.state = msgspec.structs.replace(self.state, controllers=addresses)
+            data = msgspec.json.encode(self.state)
+            await anyio.to_thread.run_sync(write_private, identity.state_file, data)
+            log.info("the controller's replicas listen on %s", ", ".join(addresses))
+
+
 async def run_host(
     identity: Identity,
     state: JoinState,
@@ -309,35 +368,32 @@ async def run_host(
     options: LinkOptions | None = None,
     ready: anyio.Event | None = None,
 ) -> None:
-    """Keep the link to the controller's host port up, with this host's certificate, and renew
-    it in time; until cancelled."""
-    tls = ClientTLS(identity.cert, identity.cert, identity.ca, state.controller)
+    """Keep the link to the controller's host port up (a replica's, whichever leads), with this
+    host's certificate, and renew it in time; until cancelled."""
     options = options or LinkOptions()
+    place = Controllers(state)
     async with open_system() as system:
-        system.register("host", await system.spawn(lambda: JoinedHost(identity, state), name="host"))
+        system.register("host", await system.spawn(lambda: JoinedHost(identity, state, place), name="host"))
         async with anyio.create_task_group() as tg:
-            tg.start_soon(keep_renewed, identity, state)
+            tg.start_soon(keep_renewed, identity, state, place)
             failures = 0
-            while True:
-                try:
-                    peer = await system.connect(
-                        controller_address(state), tls=tls, name=state.name, options=options
-                    )
-                    break
-                except (OSError, ValueError) as exc:  # LinkRefused is an OSError
+            peer: Peer | None = None
+            while peer is None:
+                for address in place.addresses():
+                    tls = ClientTLS(identity.cert, identity.cert, identity.ca, address[0])
+                    try:
+                        peer = await system.connect(
+                            address, tls=tls, name=state.name, options=options, addresses=place.addresses
+                        )
+                        place.current = address
+                        break
+                    except (OSError, ValueError) as exc:  # LinkRefused is an OSError
+                        log.warning("cannot link to the controller at %s:%d (%s)", *address, exc)
+                else:
                     failures += 1
                     wait = min(options.reconnect_max, options.reconnect_min * 2 ** min(failures, 20))
-                    log.warning(
-                        "cannot link to the controller at %s:%d (%s); again in %.1f s",
-                        state.controller,
-                        state.host_port,
-                        exc,
-                        wait,
-                    )
                     await anyio.sleep(random.uniform(wait / 2, wait))
-            log.info(
-                "host %r linked to the controller at %s:%d", state.name, state.controller, state.host_port
-            )
+            log.info("host %r linked to the controller at %s:%d", state.name, *place.current)
             await start_agent(system, peer, identity, state)
             if ready is not None:
                 ready.set()
@@ -345,10 +401,16 @@ async def run_host(
             tg.cancel_scope.cancel()
 
 
-def controller_address(state: JoinState) -> tuple[str, int]:
-    """The controller's host port this host links to (one address today; the one place to
-    choose among several when the controller is replicated)."""
-    return state.controller, state.host_port
+def controller_addresses(state: JoinState) -> list[tuple[str, int]]:
+    """The controller's host ports this host may link to: every replica's, as the leader last
+    sent them (the one it joined at, before that)."""
+    found = []
+    for address in state.controllers[:MAX_CONTROLLERS]:
+        try:
+            found.append(split_address(address))
+        except ValueError:
+            continue
+    return found or [(state.controller, state.host_port)]
 
 
 async def controller_settings(peer: Peer) -> Settings:

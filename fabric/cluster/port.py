@@ -6,6 +6,10 @@ The roster asks each linked host to describe itself every ``host_heartbeat_inter
 last answer's time is its heartbeat. A host's agent (fabric.host.remote) reports to
 ``fabric-hosts`` (HostRelay), which hands its heartbeats and status changes to the controller. It is written to ``<state>/cluster/hosts.json`` (what
 ``GET /cluster/hosts`` reads), and ``<state>/cluster/listen`` names the host port.
+
+Each controller replica names its own host port in ``<state>/cluster/replicas/NAME``; the one
+that leads (and listens) sends every linked host the list (ControllerAddresses) when it links
+and when the list changes, so that a host whose link drops finds the next leader.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import contextlib
 import logging
 import secrets
 import time
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -36,7 +41,7 @@ from actors import (
 )
 from fabric.cluster.ca import ClusterCA, write_private
 from fabric.cluster.join import HostJoined, JoinService, server_context
-from fabric.cluster.node import AGENT, GetHostInfo, HostInfo
+from fabric.cluster.node import AGENT, MAX_CONTROLLERS, ControllerAddresses, GetHostInfo, HostInfo
 from fabric.cluster.tokens import TokenStore
 from fabric.host.messages import GetHostSettings, HostHeartbeat, InstanceStatusChanged, ReportKey
 from fabric.host.remote import REPORTS, JoinedReport
@@ -47,6 +52,7 @@ log = logging.getLogger("fabric.cluster")
 CLUSTER_DIR = "cluster"
 LISTEN_FILE = "listen"
 HOSTS_FILE = "hosts.json"
+REPLICAS_DIR = "replicas"
 
 
 def cluster_dir(state_dir: Path) -> Path:
@@ -85,6 +91,66 @@ def read_hosts(state_dir: Path) -> list[JoinedHostView]:
         )
     except (FileNotFoundError, msgspec.DecodeError, msgspec.ValidationError):
         return []
+
+
+def write_replica_listen(state_dir: Path, name: str, address: str) -> None:
+    """Name replica ``name``'s host port (``ADDRESS:PORT``) for the hosts (owner-only)."""
+    write_private(cluster_dir(state_dir) / REPLICAS_DIR / name, f"{address}\n".encode())
+
+
+def replica_addresses(state_dir: Path, own: str) -> list[str]:
+    """Every replica's host port, ``own`` first (at most MAX_CONTROLLERS)."""
+    found = [own]
+    try:
+        files = sorted((cluster_dir(state_dir) / REPLICAS_DIR).iterdir())
+    except FileNotFoundError:
+        files = []
+    for path in files:
+        if path.suffix == ".tmp":
+            continue
+        try:
+            address = path.read_text().strip()
+        except OSError:
+            continue
+        if address and address not in found and len(address) <= 300:
+            found.append(address)
+    return found[:MAX_CONTROLLERS]
+
+
+class Replicas:
+    """Tells every linked host where the controller's replicas listen (ControllerAddresses)."""
+
+    def __init__(self, state_dir: Path, settings: Settings) -> None:
+        self.state_dir = state_dir
+        self.settings = settings
+        self.own = ""
+        self.addresses: list[str] = []
+        self.peers: dict[str, Peer] = {}
+
+    async def start(self, host: str, port: int) -> None:
+        """Know this replica's own host port, and read the others'."""
+        self.own = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self.addresses = await anyio.to_thread.run_sync(replica_addresses, self.state_dir, self.own)
+
+    def connected(self, peer: Peer) -> None:
+        """A host linked: tell it now."""
+        self.peers[peer.node] = peer
+        self._tell(peer)
+
+    def _tell(self, peer: Peer) -> None:
+        with contextlib.suppress(ActorDead, MailboxFull):
+            peer.ref("host").tell_nowait(ControllerAddresses(addresses=self.addresses, leader=self.own))
+
+    async def watch(self) -> None:
+        """Read the list again each heartbeat interval; tell every linked host when it changed."""
+        while True:
+            await anyio.sleep(self.settings.host_heartbeat_interval)
+            found = await anyio.to_thread.run_sync(replica_addresses, self.state_dir, self.own)
+            if found != self.addresses:
+                self.addresses = found
+                for peer in list(self.peers.values()):
+                    if peer.connected:
+                        self._tell(peer)
 
 
 class Roster:
@@ -225,6 +291,11 @@ class HostRelay(Actor):
         return None
 
 
+def _linked(roster: Roster, replicas: Replicas, peer: Peer) -> None:
+    roster.connected(peer)
+    replicas.connected(peer)
+
+
 async def serve_cluster(
     system: ActorSystem,
     state_dir: Path,
@@ -243,6 +314,8 @@ async def serve_cluster(
         OSError: a port cannot be opened.
     """
     folder = cluster_dir(state_dir)
+    replicas = Replicas(state_dir, settings)
+    await replicas.start(host, port)
     ca = await anyio.to_thread.run_sync(ClusterCA.open, folder)
     cert, key = await anyio.to_thread.run_sync(ca.server_files, host)
     roster = Roster(folder, settings)
@@ -256,8 +329,10 @@ async def serve_cluster(
         name="controller",
         options=options
         or LinkOptions(ping_interval=settings.link_ping_interval, ping_timeout=settings.link_ping_timeout),
-        on_connect=roster.connected,
+        on_connect=partial(_linked, roster, replicas),
     )
+    if listener.address[1] != port:  # port 0: the one the system chose
+        await replicas.start(host, listener.address[1])
     if controller is not None:
         relay = await system.spawn(lambda: HostRelay(controller, listener, settings), name=REPORTS)
         system.register(REPORTS, relay)
@@ -266,6 +341,7 @@ async def serve_cluster(
             await tg.start(service.serve, host, port + 1, context)
             (folder / LISTEN_FILE).write_text(f"{host}:{listener.address[1]}\n")
             tg.start_soon(roster.watch)
+            tg.start_soon(replicas.watch)
             log.info("host port %s:%d, join port %d (CA %s)", host, listener.address[1], port + 1, ca.hash)
             task_status.started(roster)
     finally:

@@ -26,6 +26,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import anyio
 import anyio.abc
 
+from fabric.cluster.port import write_replica_listen
 from fabric.controller.leader import Elector
 from fabric.controller.pg_store import Database, StoreUnavailable, migrate, redact
 from fabric.frontend.auth import clear_api_url, new_token, read_token, write_api_url, write_token
@@ -192,6 +193,9 @@ async def _serve(
             except StoreUnavailable as exc:
                 log.warning("%s: waiting for the database to register: %s", name, exc)
                 await anyio.sleep(settings.leader_renew_interval)
+        if listen is not None:  # the hosts learn every replica's host port from the leader
+            host_port = f"[{listen[0]}]:{listen[1]}" if ":" in listen[0] else f"{listen[0]}:{listen[1]}"
+            await anyio.to_thread.run_sync(write_replica_listen, state_dir, name, host_port)
         own = state_dir / f"replica-{name}.lock"
         await anyio.Path(own).write_text(f"{os.getpid()}\n{url}\n")  # for fabric chaos replica
         async with anyio.create_task_group() as tg:
