@@ -226,7 +226,11 @@ async def ensure_joined(
         JoinRefused: no valid certificate and no token (or a refused one, or a wrong CA hash).
     """
     state = identity.state()
-    same = state is not None and (address is None or split_address(address)[0] == state.controller)
+    same = state is not None and (
+        address is None
+        or split_address(address)[0] == state.controller
+        or split_address(address) in controller_addresses(state)  # another replica's host port
+    )
     if state is not None and same and identity.expires() > time.time() + 1:
         log.info("host %r uses its certificate (valid until %s)", state.name, time.ctime(identity.expires()))
         if advertise and advertise != state.address:
