@@ -35,6 +35,7 @@ from fabric.controller.host_admin import CordonHost, DrainHost, HostAdmin, ListH
 from fabric.controller.hosts import HostFactory, HostPool, JoinedReport, spawn_host_process
 from fabric.controller.instance_exec import ExecInInstance, answer_exec_later
 from fabric.controller.instance_logs import ReadInstanceLog, answer_later
+from fabric.controller.instance_shell import ShellInInstance, answer_shell_later
 from fabric.controller.joined import on_report
 from fabric.controller.messages import (
     ChangeConfiguration,
@@ -207,6 +208,8 @@ class FabricController(Actor):
                 answer_later(self, state, message)
             case ExecInInstance():  # fabric exec in an instance on a joined host
                 answer_exec_later(self, state, message)
+            case ShellInInstance():  # fabric shell in an instance on a joined host
+                answer_shell_later(self, state, message)
             case GetDeployment(service=service, slot=slot):
                 return self.view(state.get(service, slot))
             case GetDeploymentPage(service=service, slot=slot, limit=limit, after=after):

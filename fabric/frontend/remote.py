@@ -24,6 +24,7 @@ from fabric.frontend._http import Request, Response
 from fabric.frontend.api import ApiError, not_found
 from fabric.frontend.ffe import Forward
 from fabric.frontend.joined_exec import relay_exec
+from fabric.frontend.joined_shell import open_relayed
 from fabric.frontend.store import SubscriptionRecord
 from fabric.guest.disk import VmDisk
 from fabric.guest.plugin_agents._ready import socket_address
@@ -186,9 +187,6 @@ async def shell(rdfe: Rdfe, scope: Mapping[str, Any], receive: Any, send: Any, *
         await send({"type": "websocket.close", "code": 1000})
 
     try:
-        socket, role, instance_id = await _agent_socket(
-            rdfe, segments[1], segments[4], segments[6], segments[8]
-        )
         request = {
             "shell": True,
             "who": "api websocket",
@@ -196,7 +194,17 @@ async def shell(rdfe: Rdfe, scope: Mapping[str, Any], receive: Any, send: Any, *
             "cols": _size(query.get("cols"), 80),
             "term": query.get("term", "xterm")[:40],
         }
-        agent = await _open_agent(socket, role)
+        # An instance on a joined host: its agent is on that machine, reached step by step
+        # through the controller and the host's link.
+        instance_id = segments[8]
+        agent: anyio.abc.ByteStream | None = await open_relayed(
+            rdfe, segments[1], segments[4], segments[6], segments[8]
+        )
+        if agent is None:
+            socket, role, instance_id = await _agent_socket(
+                rdfe, segments[1], segments[4], segments[6], segments[8]
+            )
+            agent = await _open_agent(socket, role)
     except ApiError as error:
         await refuse(error)
         return

@@ -253,3 +253,29 @@ class SignalVm(Request[list[VmProcess]], frozen=True, tag=True, kw_only=True):
     place: Literal["vm", "bootstrapper", "role-host", "web-worker"] = "role-host"
     action: Literal["kill", "crash", "stop", "resume"]
     processes: list[tuple[int, float]] = []
+
+
+#: the most bytes one relayed shell step carries either way, and open shells per joined host
+MAX_SHELL_CHUNK = 64 * 1024
+MAX_SHELLS = 16
+
+
+class ShellChunk(msgspec.Struct, frozen=True, kw_only=True):
+    """What a relayed shell's agent sent since the last read ("" after ``wait``); ``eof``: it
+    closed (the shell ended)."""
+
+    data: bytes = b""
+    eof: bool = False
+
+
+class ShellStep(Request[ShellChunk], frozen=True, tag=True, kw_only=True):
+    """`fabric shell` on a joined host, one step of the byte stream to the VM's RemoteAccess
+    agent: ``open`` connects and sends ``data`` (the request line; answers the session id in
+    ``data``), ``send`` writes, ``read`` waits up to ``wait`` s for output, ``eof`` half-closes,
+    ``close`` ends the session. The shell protocol's frames pass through untouched."""
+
+    instance_id: str
+    op: Literal["open", "send", "read", "eof", "close"]
+    session: str = ""
+    data: bytes = b""
+    wait: float = 0.0

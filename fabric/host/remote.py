@@ -54,12 +54,15 @@ from fabric.host.messages import (
     ReadGuestLog,
     ReportKey,
     RestartGuest,
+    ShellChunk,
+    ShellStep,
     SignalVm,
     StartGuest,
     VmProcess,
 )
 from fabric.host.packages import INSTANCE, PackageCache, PackageError, reroot
 from fabric.host.processes import scan, signal_processes
+from fabric.host.shell_relay import ShellRelays
 
 #: the controller's actor that joined hosts report to (registered on its listening system)
 REPORTS = "fabric-hosts"
@@ -121,6 +124,7 @@ class RemoteHostAgent(HostAgent):
         self.chosen_at: dict[str, float] = {}
         #: instance id -> the VM folder the controller named (its environment's paths start there)
         self.roots: dict[str, str] = {}
+        self.shells = ShellRelays()
 
     async def receive(self, message: Any) -> Any:
         """The controller's asks, re-rooted; packages and ports."""
@@ -153,6 +157,9 @@ class RemoteHostAgent(HostAgent):
                 return await anyio.to_thread.run_sync(self._keep_certificates, message)
             case ExecInVm():
                 self._answer_later(self._exec(message))
+                return None
+            case ShellStep():
+                self._answer_later(self._shell(message))
                 return None
             case SignalVm(instance_id=instance_id):
                 self._guest(instance_id)  # UnknownInstance for a VM this host does not run
@@ -256,6 +263,26 @@ class RemoteHostAgent(HostAgent):
         if b"\n" not in data:
             raise TimeoutError("the instance's remote access agent did not answer in time")
         return data.split(b"\n", 1)[0]
+
+    async def _shell(self, step: ShellStep) -> ShellChunk:
+        """One step of a relayed `fabric shell` (fabric.host.shell_relay)."""
+        socket_path, role = Path(), ""
+        if step.op == "open":
+            guest = self._guest(step.instance_id)
+            socket_path, role = disk_of(guest.config).runtime_dir / EXEC_SOCKET, guest.config.role.name
+        try:
+            return await self.shells.step(step, socket_path)
+        except OSError:
+            raise RemoteAccessOff(
+                f"remote access is not enabled for role {role}: import the RemoteAccess plugin in its "
+                "definition and set Microsoft.WindowsAzure.Plugins.RemoteAccess.Enabled to true "
+                "(or the instance is not running)"
+            ) from None
+
+    async def on_stop(self) -> None:
+        """Close the relayed shells, then stop as any host agent."""
+        await self.shells.aclose()
+        await super().on_stop()
 
     def _signal(self, request: SignalVm) -> list[VmProcess]:
         """Chaos on one of this host's VMs, as the controller's machine does it to its own
