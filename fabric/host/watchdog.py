@@ -1,5 +1,6 @@
 """The host agent's heartbeat watchdog for one guest (seed C): a heartbeat every
-guest_heartbeat_interval, and a verdict when no reply came for guest_heartbeat_timeout.
+guest_heartbeat_interval (the first at once, then on the host's shared cadence), and a verdict
+when no reply came for guest_heartbeat_timeout.
 
 No process lives here: the guest is any Ref, so the 10-minute default runs at full length
 under trio's autojump clock with an in-process stand-in for the guest.
@@ -7,6 +8,7 @@ under trio's autojump clock with an in-process stand-in for the guest.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 from typing import Final
 
@@ -69,8 +71,15 @@ class HeartbeatWatchdog:
                 if self.missed == self.unknown_after:
                     await on_unknown(silent)
             # A fixed cadence: a slow reply shortens the wait before the next heartbeat.
-            tick += self.interval
+            tick = self.next_tick(tick)
             await anyio.sleep(max(0.0, tick - anyio.current_time()))
+
+    def next_tick(self, tick: float) -> float:
+        """The next heartbeat's time after ``tick``: the next multiple of the interval on the
+        event loop's clock, shared by every guest of the host, so that a host with a hundred
+        guests wakes once per interval for all of them rather than a hundred times (each
+        wakeup of an idle process costs far more than the heartbeat itself)."""
+        return (math.floor(tick / self.interval + 1e-9) + 1) * self.interval
 
     async def beat(self) -> HeartbeatReply | None:
         """Send one heartbeat; return the reply, or None when none came within one interval."""

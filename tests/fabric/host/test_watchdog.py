@@ -147,3 +147,25 @@ async def test_one_reply_in_time_restarts_the_ten_minutes(autojump_clock: trio.a
         await ref.stop()
     assert scope.cancelled_caught  # never condemned
     assert len(calls.unknown) == 3  # but unknown during each silence
+
+
+async def test_guests_booted_apart_are_heartbeaten_together(autojump_clock: trio.abc.Clock) -> None:
+    # A host with many guests wakes once per interval for all of them, not once per guest: each
+    # gets its first heartbeat at once, then all share one cadence.
+    guests = [Guest(), Guest(), Guest()]
+    async with open_system() as system:
+        refs = [await system.spawn(lambda g=g: g, name=f"guest{i}") for i, g in enumerate(guests)]  # type: ignore[misc]
+        async with anyio.create_task_group() as tg:
+            for offset, ref in zip((0.3, 1.1, 2.2), refs, strict=True):
+                await anyio.sleep(offset)
+                tg.start_soon(HeartbeatWatchdog(ref, AZURE).run, Calls().on_reply, Calls().on_unknown)
+            await anyio.sleep(60)
+            tg.cancel_scope.cancel()
+        for ref in refs:
+            await ref.stop()
+    firsts = [g.answered[0] for g in guests]
+    assert firsts == pytest.approx([0.3, 1.4, 3.6])  # the first heartbeat at once
+    later = [{round(t, 6) for t in g.answered if 5 <= t <= 60} for g in guests]
+    assert later[0] == later[1] == later[2] == {5 + 2.5 * k for k in range(23)}  # then together
+    for g in guests:
+        assert {round(b - a, 6) for a, b in pairwise(g.answered[1:])} == {2.5}  # the cadence holds
