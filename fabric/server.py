@@ -140,7 +140,9 @@ async def open_fabric(
             if listen is not None:
                 from fabric.cluster.port import serve_cluster
 
-                await tg.start(partial(serve_cluster, system, state_dir, settings, *listen))
+                await tg.start(
+                    partial(serve_cluster, system, state_dir, settings, *listen, controller=controller)
+                )
             mounted: AbstractContextManager[Any] = nullcontext()
             if replica is None:
                 url = await tg.start(
