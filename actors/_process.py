@@ -22,6 +22,7 @@ from ._link import LinkFaults, Outbox, WireReply, pump, rebuild_failure, report_
 from ._mailbox import Reply
 from ._ref import Ref
 from ._spawn import KILL_REAP_TIMEOUT, ChildProcess, fork_process, start_process
+from ._wake import wake_between
 from ._wire import (
     BadFrame,
     Frame,
@@ -328,7 +329,9 @@ class _Incarnation:
     async def _ping(self, interval: float, timeout: float) -> None:
         ident = 0
         while True:
-            await anyio.sleep(interval)
+            # Due from half the interval on, sent when this process is awake anyway (a message
+            # came); an idle process wakes by itself for it only after the whole interval.
+            await wake_between(interval / 2, interval)
             ident += 1
             self.pong = anyio.Event()
             self.cell.outbox.control(Kind.PING, ident, None)
