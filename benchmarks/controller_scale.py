@@ -515,12 +515,14 @@ async def sim_stats(ctl: Ref, vms: list[str] | None = None) -> Stats:
     return found
 
 
-async def spawn_controller(system: Any, state: Path, settings: Settings, tag: str, vm_accounts: bool) -> Ref:
+async def spawn_controller(
+    system: Any, state: Path, settings: Settings, tag: str, vm_accounts: bool, mailbox: int = 100_000
+) -> Ref:
     return await system.spawn_process(
         "benchmarks.controller_scale:BenchController",
         name=f"controller-{tag}",
         args=(str(state), settings, vm_accounts),
-        mailbox_size=100_000,
+        mailbox_size=mailbox,
         # The controller logs every status change (as in production): to a file, not the screen.
         # No link pings: a controller that stalls is measured, not killed.
         options=ProcessOptions(log_path=state.parent / f"controller-{tag}.log", ping_interval=None),
@@ -547,7 +549,7 @@ async def run_size(system: Any, n: int, root: Path, args: Any) -> dict[str, floa
     build_package(package, cspkg, package / "config.toml")
     settings = bench_settings(n, args.heartbeat, args.failure_timeout)
     out: dict[str, float] = {"n": n}
-    ctl = await spawn_controller(system, state, settings, f"{n}a", args.vm_accounts)
+    ctl = await spawn_controller(system, state, settings, f"{n}a", args.vm_accounts, args.mailbox)
     ctl_proc = psutil.Process(ctl.pid)
     sim_pid = 0
     try:
@@ -642,7 +644,7 @@ async def run_size(system: Any, n: int, root: Path, args: Any) -> dict[str, floa
         with anyio.move_on_after(10):
             await ctl.join()
         start = time.time()
-        ctl = await spawn_controller(system, state, settings, f"{n}b", args.vm_accounts)
+        ctl = await spawn_controller(system, state, settings, f"{n}b", args.vm_accounts, args.mailbox)
         with anyio.fail_after(args.timeout):
             while True:
                 views = await ask(ctl, ListDeployments(), timeout=args.timeout)
@@ -752,6 +754,7 @@ def cli() -> None:
         default="",
         help="write a cProfile of the controller while placing to PROFILE.<N> (slower)",
     )
+    parser.add_argument("--mailbox", type=int, default=100_000, help="the controller's mailbox size")
     parser.add_argument("--endpoint", action="store_true", help="the role has a TCP input endpoint")
     parser.add_argument("--heartbeat", type=float, default=2.5, help="host heartbeat interval (s)")
     parser.add_argument("--failure-timeout", type=float, default=10.0, help="host_failure_timeout (s)")
