@@ -24,7 +24,7 @@ import msgspec
 
 from ._loopcalls import loop_calls
 from ._mailbox import Signal, new_event
-from ._wire import MAX_FRAME_SIZE, BadFrame, Frame, FrameSplitter, decode_envelope
+from ._wire import MAX_FRAME_SIZE, BadFrame, Frame, FrameSplitter, Kind, decode_envelope
 
 if TYPE_CHECKING:
     from ._link import LinkFaults
@@ -33,6 +33,14 @@ READ_SIZE: Final = 256 * 1024
 #: A reader yields after this many reads that did not have to wait: a peer that never lets it
 #: block must not starve the other tasks.
 FAIRNESS_READS: Final = 16
+#: While a message waits for room in a full mailbox, the messages read after it queue behind it
+#: (in order) and the link is read on, so that answers and pings behind them are not stuck: the
+#: actor whose mailbox is full may be waiting for one. Past this many bytes queued the link is
+#: no longer read until the queue drains (back pressure).
+MAX_QUEUED_BYTES: Final = 16 * 1024 * 1024
+#: Frames handled at once even while messages queue: none of them goes to a mailbox, and the
+#: order of an answer among the messages that reach other mailboxes does not matter.
+_UNQUEUED: Final = frozenset({int(Kind.REPLY), int(Kind.FAIL), int(Kind.PING), int(Kind.PONG)})
 
 T = TypeVar("T")
 
@@ -89,6 +97,12 @@ class LinkReader:
         #: the waits borrowers left to the reader task, oldest first (a second borrower may stall
         #: before the reader task took the first: neither may be lost)
         self._stalled: deque[Awaitable[None]] = deque()
+        #: messages waiting for room (a delivery, or a frame read behind one), oldest first,
+        #: with their sizes; a task of their own delivers them while the link is read on
+        self._queue: deque[tuple[Frame | Awaitable[None], int]] = deque()
+        self._queued = 0  # their bytes
+        self._draining = False  # whether that task runs (then every message queues)
+        self._room: Signal | None = None  # set when the queue gets below MAX_QUEUED_BYTES
         #: the task reading now (None: nobody yet; the reader task takes it when it runs)
         self.holder: Any = None
         #: the task waiting for the socket to become readable, if one is
@@ -113,6 +127,10 @@ class LinkReader:
                 else:
                     self._handback = handback = new_event()
                     await handback.wait()
+            while self._draining:  # what the peer sent before it closed is delivered still
+                if self._room is None:
+                    self._room = new_event()
+                await self._room.wait()
         finally:
             if self.holder is me:
                 self.holder = None
@@ -168,6 +186,8 @@ class LinkReader:
         """
         if self.ended:
             return False
+        if self._queued > MAX_QUEUED_BYTES:  # back pressure: no more reading until they drain
+            return await self._wait_for(self._until_room(), enough)
         if self._more:  # left by a dispatch that stopped early or was cancelled
             pending = self._dispatch_backlog(enough)
             if pending is not None:
@@ -213,9 +233,10 @@ class LinkReader:
         return yielded
 
     async def _wait_for(self, pending: Awaitable[None], enough: Callable[[], object] | None) -> bool:
-        """A dispatch must wait (for room in a mailbox): the reader task waits for it; a borrower
-        leaves it to the reader task and gives the reading back (it must not wait, holding the
-        link, on an actor that may be waiting for it). Returns whether other tasks ran."""
+        """Reading must wait (too many messages queued for room in mailboxes): the reader task
+        waits; a borrower leaves the wait to the reader task and gives the reading back (it must
+        not wait, holding the link, on an actor that may be waiting for it). Returns whether
+        other tasks ran."""
         if self.holder is self._task:
             await self._dispatch_waiting(pending, enough)
             return True
@@ -241,7 +262,18 @@ class LinkReader:
                         if delay:
                             self._start_soon(self._dispatch_later, delay, frame)
                             continue
+                    if self._draining and frame.kind not in _UNQUEUED:
+                        self._queue.append((frame, len(payload)))  # behind the one waiting
+                        self._queued += len(payload)
+                        if self._queued > MAX_QUEUED_BYTES:
+                            return self._until_room()
+                        continue
                     pending = dispatch(frame)
+                    if pending is not None:  # a full mailbox: delivered by a task of its own
+                        self._queue.append((pending, 0))
+                        self._draining = True
+                        self._start_soon(self._drain)
+                        continue
                 except msgspec.DecodeError as exc:
                     self._on_bad_frame(BadFrame(f"malformed frame: {exc}"), None)
                     continue
@@ -263,6 +295,43 @@ class LinkReader:
         while next_wait is not None:
             await next_wait
             next_wait = self._dispatch_backlog(enough)
+
+    async def _drain(self) -> None:
+        """Deliver the queued messages in order, each once its mailbox has room (the link's
+        end waits for them, as it waited for a delivery before reading on)."""
+        queue, dispatch = self._queue, self._dispatch
+        try:
+            while queue:
+                item, size = queue.popleft()
+                self._queued -= size
+                if self._room is not None and self._queued <= MAX_QUEUED_BYTES:
+                    self._room.set()
+                    self._room = None
+                if isinstance(item, Frame):
+                    try:
+                        pending = dispatch(item)
+                    except msgspec.DecodeError as exc:
+                        self._on_bad_frame(BadFrame(f"malformed frame: {exc}"), None)
+                        continue
+                    except BadFrame as exc:
+                        self._on_bad_frame(exc, item)
+                        continue
+                    if pending is None:
+                        continue
+                    item = pending
+                await item
+        finally:
+            self._draining = False
+            if self._room is not None:
+                self._room.set()
+                self._room = None
+
+    async def _until_room(self) -> None:
+        """Back pressure: wait until the queued messages are below MAX_QUEUED_BYTES."""
+        while self._draining and self._queued > MAX_QUEUED_BYTES:
+            if self._room is None:
+                self._room = new_event()
+            await self._room.wait()
 
     async def _dispatch_later(self, delay: float, frame: Frame) -> None:
         await anyio.sleep(delay)
@@ -289,6 +358,11 @@ class LinkReader:
             stalled = self._stalled.popleft()
             if isinstance(stalled, Coroutine):
                 stalled.close()  # a delivery nobody will wait for now (its frame is lost with the link)
+        while self._queue:
+            item = self._queue.popleft()[0]
+            if isinstance(item, Coroutine):
+                item.close()
+        self._queued = 0
 
 
 def first_step(coro: Coroutine[Any, Any, T], reader: LinkReader, task: Any) -> tuple[bool, Any]:
