@@ -24,7 +24,5 @@ def cursor_of(r: Request) -> str:
     """The ``cursor`` query parameter ("" when absent): printable, at most MAX_CURSOR characters."""
     text = r.query.get("cursor", "")
     if len(text) > MAX_CURSOR or not text.isprintable():
-        raise ApiError(
-            400, "InvalidQueryParameterValue", "cursor must be the next_cursor of a previous page"
-        )
+        raise ApiError(400, "InvalidQueryParameterValue", "cursor must be the next_cursor of a previous page")
     return text
