@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import msgspec
 
-from actors import Actor, ActorError, AskTimeout, Request
-from fabric.controller.hosts import HostUnavailable
+from actors import Actor, Request
+from fabric.controller.instance_relay import answer_in_task, ask_remote_access, joined_host
 from fabric.controller.messages import ControllerError, Slot
 from fabric.controller.state import ControllerState
 from fabric.host.messages import MAX_EXEC_REQUEST, ExecInVm
-from fabric.host.remote import RemoteAccessOff
 
 #: past the command's own timeout, how long a joined host may take to answer
 GRACE = 20.0
@@ -43,35 +42,14 @@ async def exec_in_instance(state: ControllerState, request: ExecInInstance) -> E
     """
     if len(request.line) > MAX_EXEC_REQUEST or not 0 < request.timeout <= 4000:
         raise ControllerError("BadRequest", f"an exec request takes at most {MAX_EXEC_REQUEST} bytes", 400)
-    inst = state.get(request.service, request.slot).find(request.instance)
-    host = state.hosts.hosts.get(inst.host_id)
-    if host is None or not host.joined:
+    inst, host_id = joined_host(state, request.service, request.slot, request.instance)
+    if host_id is None:
         return ExecRelayed()
     ask = ExecInVm(instance_id=inst.vm, line=request.line, timeout=request.timeout)
-    try:
-        answer: bytes = await state.hosts.ask(host.id, ask, request.timeout + GRACE)
-    except HostUnavailable as exc:
-        raise ControllerError(
-            "ConflictError", f"{inst.id}'s host cannot be reached now: {exc}", 409
-        ) from None
-    except ActorError as exc:
-        code, status = (
-            ("ConflictError", 409) if exc.caused_by(RemoteAccessOff) else ("ServiceUnavailable", 503)
-        )
-        raise ControllerError(code, exc.message, status) from None
-    except AskTimeout:
-        raise ControllerError("ServiceUnavailable", f"{inst.id}'s host did not answer in time", 503) from None
+    answer: bytes = await ask_remote_access(state, inst, host_id, ask, request.timeout + GRACE)
     return ExecRelayed(answer=answer)
 
 
 def answer_exec_later(actor: Actor, state: ControllerState, request: ExecInInstance) -> None:
     """Answer from a task of its own: a command may run for minutes."""
-    reply = actor.defer_reply()
-
-    async def run() -> None:
-        try:
-            reply.resolve(await exec_in_instance(state, request))
-        except ControllerError as exc:
-            reply.reject(exc)
-
-    actor.start_soon(run)
+    answer_in_task(actor, lambda: exec_in_instance(state, request))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import msgspec
 
 from actors import Actor, ActorError, AskTimeout, Request
-from fabric.controller.hosts import HostUnavailable
+from fabric.controller.instance_relay import answer_in_task, ask_host, joined_host
 from fabric.controller.messages import ControllerError, Slot
 from fabric.controller.state import ControllerState
 from fabric.host.messages import MAX_LOG_READ, GuestLog, ReadGuestLog
@@ -51,36 +51,22 @@ async def read_instance_log(state: ControllerState, request: ReadInstanceLog) ->
         raise ControllerError(
             "BadRequest", f"offset 0 to 2**50, limit 0 to {MAX_LOG_READ}, a short log name", 400
         )
-    dep = state.get(request.service, request.slot)
-    inst = dep.find(request.instance)
-    host = state.hosts.hosts.get(inst.host_id)
-    if host is None or not host.joined:
+    inst, host_id = joined_host(state, request.service, request.slot, request.instance)
+    if host_id is None:
         where = f"local host {inst.host_id}" if inst.host_id else "no host now"
         raise ControllerError(
             "ConflictError", f"{inst.id} runs on {where}: its logs are in the state folder", 409
         )
     ask = ReadGuestLog(instance_id=inst.vm, which=request.which, offset=request.offset, limit=request.limit)
     try:
-        log: GuestLog = await state.hosts.ask(host.id, ask, READ_TIMEOUT)
-    except HostUnavailable as exc:
-        raise ControllerError(
-            "ConflictError", f"{inst.id}'s host cannot be reached now: {exc}", 409
-        ) from None
+        log: GuestLog = await ask_host(state, inst, host_id, ask, READ_TIMEOUT)
     except (ActorError, AskTimeout) as exc:
         message = exc.message if isinstance(exc, ActorError) else str(exc)
         raise ControllerError("ResourceNotFound", message, 404) from None
-    return InstanceLog(host=host.id, vm=inst.vm, logs=log.logs, data=log.data, size=log.size)
+    return InstanceLog(host=host_id, vm=inst.vm, logs=log.logs, data=log.data, size=log.size)
 
 
 def answer_later(actor: Actor, state: ControllerState, request: ReadInstanceLog) -> None:
     """Answer from a task of its own: the controller's mailbox (heartbeats wait there) is not
     held while a host reads."""
-    reply = actor.defer_reply()
-
-    async def run() -> None:
-        try:
-            reply.resolve(await read_instance_log(state, request))
-        except ControllerError as exc:
-            reply.reject(exc)
-
-    actor.start_soon(run)
+    answer_in_task(actor, lambda: read_instance_log(state, request))
