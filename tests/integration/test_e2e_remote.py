@@ -23,9 +23,10 @@ import pytest
 from fabric.client import AsyncFabricClient
 from fabric.client.deployments import deploy_service
 from fabric.client.errors import ApiRefused
-from fabric.client.shell import ShellRefused, ShellSession, open_shell
+from fabric.client.shell import ShellRefused, open_shell
 from fabric.guest.plugin_agents.remote_exec import MAX_SESSIONS
 from tests.fabric.certs.cert_kit import leaf, make_ca, pem_file
+from tests.fabric.cluster.joined_kit import screen_until
 from tests.fabric.frontend.test_cli import FABRIC, cli
 from tests.integration.e2e_kit import SERVICES, Running, copy_service, running_fabric
 
@@ -120,18 +121,6 @@ async def test_exec_is_refused_with_the_reason(tmp_path: Path) -> None:
         assert response.status_code == 401
         log = next((fab.state_dir / "vms").rglob("expired.*/**/RemoteAccess/Sessions.log")).read_text()
         assert "refused" in log and "expired" in log
-
-
-async def screen_until(shell: ShellSession, pattern: bytes, seconds: float = 20) -> re.Match[bytes]:
-    """Read the remote screen until ``pattern`` (a regex) shows; its match."""
-    shown = b""
-    with anyio.fail_after(seconds):
-        while (found := re.search(pattern, shown)) is None:
-            item = await shell.receive()
-            assert item is not None, shown
-            if isinstance(item, bytes):
-                shown += item
-    return found
 
 
 async def test_a_shell_on_a_pseudo_terminal_resizes_takes_ctrl_c_and_exits_with_its_status(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -22,7 +23,10 @@ from actors import command_line
 from fabric.client import AsyncFabricClient
 from fabric.client.deployments import deploy_service
 from fabric.client.errors import NoFabricRunning
+from fabric.client.shell import ShellSession
 from fabric.controller.messages import DeploymentView
+from tests.fabric.certs.cert_kit import leaf, make_ca, pem_file
+from tests.integration.e2e_kit import SERVICES, copy_service
 from tests.integration.test_e2e_join import free_port_pair
 from tests.netns import NetHost, NetHosts
 
@@ -210,3 +214,38 @@ async def answers(url: str, count: int) -> list[str]:
         assert response.status_code == 200, response.text
         got.append(response.text.strip())
     return got
+
+
+async def one_joined_host(c: Cluster) -> None:
+    """Start the controller and join its first host (fault domain 0); wait until it is Ready."""
+    await c.start_controller()
+    await c.make_token()
+    c.join(c.hosts[0], fault_domain=0)
+    await c.wait_hosts({c.hosts[0].name})
+
+
+async def deploy_remote_shell(c: Cluster, tmp_path: Path) -> None:
+    """Deploy the one-instance "remote" service (tests/integration/services/remote, RemoteAccess
+    on with a certificate of its own) and wait until Shell_IN_0 is ReadyRole."""
+    made = leaf(make_ca(), "remote.test")
+    async with c.client() as client:
+        await client.create_hosted_service("remote")
+        await client.add_certificate("remote", pem_file(made), certificate_format="pem")
+        replace = {"ENABLED": "true", "EXPIRATION": "2099-12-31T23:59:59.0000000+00:00"}
+        service = copy_service(
+            SERVICES / "remote", tmp_path, replace={**replace, "THUMBPRINT": made.thumbprint}
+        )
+        await deploy_service(client, service, None, service="remote")
+    await c.all_ready(count=1)
+
+
+async def screen_until(shell: ShellSession, pattern: bytes, seconds: float = 20) -> re.Match[bytes]:
+    """Read the remote screen until ``pattern`` (a regex) shows; its match."""
+    shown = b""
+    with anyio.fail_after(seconds):
+        while (found := re.search(pattern, shown)) is None:
+            item = await shell.receive()
+            assert item is not None, shown
+            if isinstance(item, bytes):
+                shown += item
+    return found

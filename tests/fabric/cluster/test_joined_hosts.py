@@ -24,7 +24,17 @@ import pytest
 
 from fabric.client.deployments import deploy_service
 from tests.fabric.certs.cert_kit import leaf, make_ca, pem_file
-from tests.fabric.cluster.joined_kit import FABRIC, SPREAD, Cluster, answers, cluster, poll, vms_of
+from tests.fabric.cluster.joined_kit import (
+    FABRIC,
+    SPREAD,
+    Cluster,
+    answers,
+    cluster,
+    deploy_remote_shell,
+    one_joined_host,
+    poll,
+    vms_of,
+)
 from tests.integration.e2e_kit import SERVICES, copy_service
 from tests.netns import NetHosts, loopback_hosts, net_hosts, why_unavailable
 
@@ -203,10 +213,7 @@ async def test_an_uploaded_certificate_reaches_a_joined_host(tmp_path: Path) -> 
     made = leaf(ca, "echo.test")
     with loopback_hosts(1, tmp_path / "hosts") as hosts:
         async with cluster(hosts, tmp_path) as c:
-            await c.start_controller()
-            await c.make_token()
-            c.join(hosts[0], fault_domain=0)
-            await c.wait_hosts({"h1"})
+            await one_joined_host(c)
             async with c.client() as client:
                 await client.create_hosted_service("tlsworker")
                 await client.add_certificate("tlsworker", pem_file(made), certificate_format="pem")
@@ -236,22 +243,10 @@ async def test_an_uploaded_certificate_reaches_a_joined_host(tmp_path: Path) -> 
 
 
 async def test_exec_reaches_an_instance_on_a_joined_host(tmp_path: Path) -> None:
-    made = leaf(make_ca(), "remote.test")
     with loopback_hosts(1, tmp_path / "hosts") as hosts:
         async with cluster(hosts, tmp_path) as c:
-            await c.start_controller()
-            await c.make_token()
-            c.join(hosts[0], fault_domain=0)
-            await c.wait_hosts({"h1"})
-            async with c.client() as client:
-                await client.create_hosted_service("remote")
-                await client.add_certificate("remote", pem_file(made), certificate_format="pem")
-                replace = {"ENABLED": "true", "EXPIRATION": "2099-12-31T23:59:59.0000000+00:00"}
-                service = copy_service(
-                    SERVICES / "remote", tmp_path, replace={**replace, "THUMBPRINT": made.thumbprint}
-                )
-                await deploy_service(client, service, None, service="remote")
-            await c.all_ready(count=1)
+            await one_joined_host(c)
+            await deploy_remote_shell(c, tmp_path)
             script = 'pwd; echo "$RoleInstanceID"; echo oops >&2; exit 3'
             done = await anyio.run_process(
                 [FABRIC, "exec", "Shell_IN_0", "--state-dir", str(c.state), "--", "sh", "-c", script],
