@@ -72,6 +72,7 @@ from fabric.controller import ask  # noqa: E402
 from fabric.controller.messages import CreateDeployment, ListDeployments  # noqa: E402
 from fabric.model.package import build_package  # noqa: E402
 from fabric.settings import Settings  # noqa: E402
+from tests.fabric.replica.replica_kit import stop_all  # noqa: E402
 from tests.pg_server import PostgresServer, missing_reason  # noqa: E402
 
 EXAMPLES = _HERE.parent / "examples"
@@ -252,14 +253,7 @@ async def failover_joined(server: PostgresServer, root: Path, kills: int) -> lis
                     await c.start(old.name, "--listen", listen)
                 tg.cancel_scope.cancel()
         finally:
-            for process in joined.joins.values():
-                process.send_signal(signal.SIGTERM)
-            for process in joined.joins.values():
-                try:
-                    process.wait(timeout=60)
-                except Exception:
-                    process.kill()
-                    process.wait()
+            stop_all(joined.joins.values())
             for replica in c.replicas.values():
                 await c.stop(replica)
     return rounds

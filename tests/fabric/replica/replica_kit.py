@@ -9,7 +9,7 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,6 +128,13 @@ class Cluster:
         )
         return rows[0] if rows else None
 
+    async def two(self) -> tuple[Replica, Replica]:
+        """Start replicas a and b; the one that leads, then the other."""
+        await self.start("a")
+        await self.start("b")
+        leader = await self.leader()
+        return leader, self.replicas["b" if leader.name == "a" else "a"]
+
     async def leader(self, seconds: float = 30.0, not_: str | None = None) -> Replica:
         """The replica holding a live lease (other than ``not_``) once it acts as leader."""
         with anyio.fail_after(seconds):
@@ -199,6 +206,19 @@ def alive(pids: set[int]) -> set[int]:
         except psutil.NoSuchProcess:
             continue
     return out
+
+
+def stop_all(processes: Iterable[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM each process, then wait for each (a minute at most, then SIGKILL)."""
+    processes = list(processes)
+    for process in processes:
+        process.send_signal(signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(timeout=60)
+        except Exception:
+            process.kill()
+            process.wait()
 
 
 @asynccontextmanager

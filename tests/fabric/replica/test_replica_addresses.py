@@ -15,7 +15,7 @@ import pytest
 
 from tests.fabric.cluster.joined_kit import Cluster as Joined
 from tests.fabric.cluster.joined_kit import poll, vms_of
-from tests.fabric.replica.replica_kit import cluster
+from tests.fabric.replica.replica_kit import cluster, stop_all
 from tests.integration.test_e2e_join import free_port_pair
 from tests.netns import loopback_hosts
 from tests.pg_server import PostgresServer
@@ -89,11 +89,4 @@ async def test_hosts_link_to_the_new_leader_at_its_own_address(
                     f"b leads; both hosts linked to it at {listen_b}, all ready {relinked:.1f} s after the kill"
                 )
             finally:
-                for process in joined.joins.values():
-                    process.send_signal(signal.SIGTERM)
-                for process in joined.joins.values():
-                    try:
-                        process.wait(timeout=60)
-                    except Exception:
-                        process.kill()
-                        process.wait()
+                stop_all(joined.joins.values())

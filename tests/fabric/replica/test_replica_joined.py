@@ -16,7 +16,7 @@ import pytest
 
 from tests.fabric.cluster.joined_kit import Cluster as Joined
 from tests.fabric.cluster.joined_kit import vms_of
-from tests.fabric.replica.replica_kit import cluster
+from tests.fabric.replica.replica_kit import cluster, stop_all
 from tests.integration.test_e2e_join import free_port_pair
 from tests.netns import loopback_hosts
 from tests.pg_server import PostgresServer
@@ -105,11 +105,4 @@ async def test_joined_hosts_keep_their_instances_across_a_failover(
                     f"{len(load.failed)} requests failed meanwhile, {load.ok} answered: {load.failed[:3]}..."
                 )
             finally:
-                for process in joined.joins.values():
-                    process.send_signal(signal.SIGTERM)
-                for process in joined.joins.values():
-                    try:
-                        process.wait(timeout=60)
-                    except Exception:
-                        process.kill()
-                        process.wait()
+                stop_all(joined.joins.values())

@@ -32,10 +32,7 @@ async def test_leader_killed_the_other_leads_and_completes_what_was_acknowledged
     postgres: PostgresServer, tmp_path: Path
 ) -> None:
     async with cluster(tmp_path, postgres) as c:
-        await c.start("a")
-        await c.start("b")
-        old = await c.leader()
-        new = c.replicas["b" if old.name == "a" else "a"]
+        old, new = await c.two()
         async with c.client(new) as client:
             assert await client.subscription()  # the follower answers (forwarded)
             # A deploy through the follower (forwarded to the leader), acknowledged with a request
@@ -122,10 +119,7 @@ async def test_leader_paused_past_its_lease_writes_nothing_and_follows(
     postgres: PostgresServer, tmp_path: Path
 ) -> None:
     async with cluster(tmp_path, postgres) as c:
-        await c.start("a")
-        await c.start("b")
-        old = await c.leader()
-        new = c.replicas["b" if old.name == "a" else "a"]
+        old, new = await c.two()
         async with c.client(old) as client:
             started = await deploy_service(client, HELLO, None)
             path = f"{await client._slot(started.service, 'production')}?comp=status"
@@ -165,9 +159,7 @@ async def test_database_restarted_under_a_running_fabric(postgres: PostgresServe
         "leader_lease_duration = 30.0\nleader_renew_interval = 1.0\nleader_renew_deadline = 20.0\n"
     )
     async with cluster(tmp_path, postgres, settings) as c:
-        await c.start("a")
-        await c.start("b")
-        leader = await c.leader()
+        leader, _ = await c.two()
         epoch = (await c.lease() or {})["epoch"]
         async with c.client(leader) as client:
             started = await deploy_service(client, HELLO, None)
@@ -235,9 +227,7 @@ async def test_a_leader_stopped_gracefully_lets_the_lease_go(
         "leader_lease_duration = 30.0\nleader_renew_interval = 1.0\nleader_renew_deadline = 20.0\n"
     )
     async with cluster(tmp_path, postgres, settings) as c:
-        await c.start("a")
-        await c.start("b")
-        old = await c.leader()
+        old, _ = await c.two()
         stopped = anyio.current_time()
         await c.stop(old)  # SIGTERM: its fabric stops, then it releases the lease
         assert old.process.returncode == 0
