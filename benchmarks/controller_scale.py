@@ -32,7 +32,6 @@ import math
 import os
 import random
 import shutil
-import signal
 import socket
 import sys
 import tempfile
@@ -56,9 +55,14 @@ import msgspec  # noqa: E402
 import psutil  # noqa: E402
 
 from actors import Actor, ActorDead, ProcessOptions, Ref, Request, open_system  # noqa: E402
+from benchmarks.support.bench_scale import (  # noqa: E402
+    deploy_scale,
+    kill_controller,
+    wait_listed,
+    write_scale_package,
+)
 from fabric.controller import ask  # noqa: E402
 from fabric.controller.controller import FabricController  # noqa: E402
-from fabric.controller.messages import CreateDeployment, ListDeployments  # noqa: E402
 from fabric.guest.messages import EnvironmentApplied, GuestConfig, InstanceStatus  # noqa: E402
 from fabric.host.messages import (  # noqa: E402
     ApplyGuestEnvironment,
@@ -529,20 +533,11 @@ async def spawn_controller(
     )
 
 
-def hard_kill(pid: int | None) -> None:
-    if pid:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-
-
 async def run_size(system: Any, n: int, root: Path, args: Any) -> dict[str, float]:
     state = root / f"n{n}"
     package = root / f"pkg{n}"
-    (package / "Work").mkdir(parents=True)
-    (package / "Work" / "role.py").write_text("VERSION = 'v1'\n")
     definition = DEFINITION + (ENDPOINT.format(port=free_port()) if args.endpoint else "")
-    (package / "service.toml").write_text(definition)
-    (package / "config.toml").write_text(CONFIG.format(count=2))
+    write_scale_package(package, definition, CONFIG.format(count=2))
     # A .cspkg, checked against the pool's max_instances with the deployment's configuration (a
     # service folder is packed against the model's default limit of 1,000).
     cspkg = root / f"scale{n}.cspkg"
@@ -558,18 +553,7 @@ async def run_size(system: Any, n: int, root: Path, args: Any) -> dict[str, floa
             await ask(ctl, Profile(), timeout=60)
         ctl_cpu0 = cpu(ctl_proc)
         start = time.time()
-        await ask(
-            ctl,
-            CreateDeployment(
-                service="scale",
-                slot="production",
-                name="scale-1",
-                package_path=str(cspkg),
-                configuration=CONFIG.format(count=2 * n).encode(),
-                configuration_name="config.toml",
-            ),
-            timeout=args.timeout,
-        )
+        await deploy_scale(ctl, cspkg, CONFIG.format(count=2 * n), args.timeout)
         accepted = time.time() - start
         with anyio.fail_after(args.timeout):
             while True:
@@ -639,34 +623,18 @@ async def run_size(system: Any, n: int, root: Path, args: Any) -> dict[str, floa
         )
 
         # Recovery: SIGKILL the controller; a fresh one on the same state answers.
-        hard_kill(ctl.pid)
-        hard_kill(sim_pid)
-        with anyio.move_on_after(10):
-            await ctl.join()
+        await kill_controller(ctl, sim_pid)
         start = time.time()
         ctl = await spawn_controller(system, state, settings, f"{n}b", args.vm_accounts, args.mailbox)
-        with anyio.fail_after(args.timeout):
-            while True:
-                views = await ask(ctl, ListDeployments(), timeout=args.timeout)
-                if len(views) == 1 and count_instances(views[0]) == 2 * n:
-                    break
-                await anyio.sleep(0.1)
+        await wait_listed(ctl, 2 * n, args.timeout, 0.1)
         out["recovery"] = time.time() - start
         print(f"  N={n}: recovery {out['recovery']:.2f} s, load {load()}", flush=True)
         with anyio.move_on_after(5):
             st = await sim_stats(ctl)
             sim_pid = st.pid
     finally:
-        hard_kill(sim_pid)
-        hard_kill(ctl.pid)
-        with anyio.move_on_after(10):
-            await ctl.join()
+        await kill_controller(ctl, sim_pid)
     return out
-
-
-def count_instances(view: Any) -> int:
-    """Instances of a DeploymentView (a list answer crosses the link as builtins)."""
-    return len(view["instances"] if isinstance(view, dict) else view.instances)
 
 
 def load() -> str:

@@ -64,12 +64,14 @@ from benchmarks.controller_scale import (  # noqa: E402
     DEFINITION,
     BenchController,
     bench_settings,
-    count_instances,
-    hard_kill,
     sim_stats,
 )
-from fabric.controller import ask  # noqa: E402
-from fabric.controller.messages import CreateDeployment, ListDeployments  # noqa: E402
+from benchmarks.support.bench_scale import (  # noqa: E402
+    deploy_scale,
+    kill_controller,
+    wait_listed,
+    write_scale_package,
+)
 from fabric.model.package import build_package  # noqa: E402
 from fabric.settings import Settings  # noqa: E402
 from tests.fabric.replica.replica_kit import stop_all  # noqa: E402
@@ -438,10 +440,7 @@ async def takeover(system: Any, root: Path, instances: int, url: str | None, tag
     hosts = instances // 2
     state = root / f"takeover-{tag}"
     package = root / f"pkg-{tag}"
-    (package / "Work").mkdir(parents=True)
-    (package / "Work" / "role.py").write_text("VERSION = 'v1'\n")
-    (package / "service.toml").write_text(DEFINITION)
-    (package / "config.toml").write_text(CONFIG.format(count=2))
+    write_scale_package(package, DEFINITION, CONFIG.format(count=2))
     cspkg = root / f"takeover-{tag}.cspkg"
     await anyio.to_thread.run_sync(build_package, package, cspkg, package / "config.toml")
     fast = Settings.fast()
@@ -455,36 +454,17 @@ async def takeover(system: Any, root: Path, instances: int, url: str | None, tag
     sim_pid = 0
     out: dict[str, float] = {}
     try:
-        await ask(
-            ctl,
-            CreateDeployment(
-                service="scale",
-                slot="production",
-                name="scale-1",
-                package_path=str(cspkg),
-                configuration=CONFIG.format(count=instances).encode(),
-                configuration_name="config.toml",
-            ),
-            timeout=600,
-        )
+        await deploy_scale(ctl, cspkg, CONFIG.format(count=instances), 600)
         with anyio.fail_after(600):
             while (st := await sim_stats(ctl)).ready < instances:
                 await anyio.sleep(0.25)
         sim_pid = st.pid
-        hard_kill(ctl.pid)
-        hard_kill(sim_pid)
-        with anyio.move_on_after(10):
-            await ctl.join()
+        await kill_controller(ctl, sim_pid)
         killed = time.time()
         ctl = await spawn(system, state, settings, f"{tag}-b", url)
         started = time.time()  # the new controller answers once it has led and loaded (on_start)
         log = state.parent / f"controller-{tag}-b.log"
-        with anyio.fail_after(600):
-            while True:
-                views = await ask(ctl, ListDeployments(), timeout=600)
-                if len(views) == 1 and count_instances(views[0]) == instances:
-                    break
-                await anyio.sleep(0.05)
+        await wait_listed(ctl, instances, 600, 0.05)
         loaded = time.time()
         with anyio.fail_after(600):
             while (st := await sim_stats(ctl)).ready < instances:
@@ -498,10 +478,7 @@ async def takeover(system: Any, root: Path, instances: int, url: str | None, tag
         out = {"lease_wait": led - killed, "loaded": loaded - led, "running": running - led}
         del started
     finally:
-        hard_kill(sim_pid)
-        hard_kill(ctl.pid)
-        with anyio.move_on_after(10):
-            await ctl.join()
+        await kill_controller(ctl, sim_pid)
     return out
 
 
