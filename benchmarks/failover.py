@@ -215,10 +215,7 @@ async def failover_joined(server: PostgresServer, root: Path, kills: int) -> lis
             for name in ("a", "b"):
                 await c.start(name, "--listen", listen)
             await c.leader()
-            await joined.make_token()
-            for host, domain in zip(hosts, (0, 1, 0), strict=True):
-                joined.join(host, fault_domain=domain)
-            await joined.wait_hosts({h.name for h in hosts})
+            await joined.join_all((0, 1, 0))
             await joined.deploy()
             view = await joined.all_ready()
             endpoint = view.endpoints[0]

@@ -130,6 +130,13 @@ class Cluster:
         self.joins[host.name] = process
         return process
 
+    async def join_all(self, domains: tuple[int, ...]) -> None:
+        """Join every host (the i-th in fault domain ``domains[i]``); wait until all are Ready."""
+        await self.make_token()
+        for host, domain in zip(self.hosts, domains, strict=True):
+            self.join(host, fault_domain=domain)
+        await self.wait_hosts({h.name for h in self.hosts})
+
     async def ready_hosts(self) -> set[str]:
         async with self.client() as client:
             return {h.name for h in await client.all_hosts() if h.kind == "joined" and h.state == "Ready"}

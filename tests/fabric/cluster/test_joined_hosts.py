@@ -46,10 +46,7 @@ DOMAINS = (0, 1, 0)
 
 async def up(c: Cluster) -> None:
     await c.start_controller()
-    await c.make_token()
-    for host, domain in zip(c.hosts, DOMAINS, strict=True):
-        c.join(host, fault_domain=domain)
-    await c.wait_hosts({h.name for h in c.hosts})
+    await c.join_all(DOMAINS)
 
 
 def addresses(c: Cluster) -> dict[str, str]:

@@ -51,10 +51,7 @@ async def test_hosts_link_to_the_new_leader_at_its_own_address(
             await c.start("b", "--listen", listen_b)
             joined = Joined(state=c.state, hosts=hosts, settings=settings, listen=listen_a)
             try:
-                await joined.make_token()
-                for host, domain in zip(hosts, (0, 1), strict=True):
-                    joined.join(host, fault_domain=domain)
-                await joined.wait_hosts({h.name for h in hosts})
+                await joined.join_all((0, 1))
                 await joined.deploy()
                 view = await joined.all_ready()
                 # Every host knows both replicas' host ports, in a file only it can read.

@@ -63,10 +63,7 @@ async def test_joined_hosts_keep_their_instances_across_a_failover(
             old = await c.leader()
             joined = Joined(state=c.state, hosts=hosts, settings=settings, listen=listen)
             try:
-                await joined.make_token()
-                for host, domain in zip(hosts, (0, 1, 0), strict=True):
-                    joined.join(host, fault_domain=domain)
-                await joined.wait_hosts({h.name for h in hosts})
+                await joined.join_all((0, 1, 0))
                 await joined.deploy()
                 view = await joined.all_ready()
                 placed = {i.id: i.host for i in view.instances}
