@@ -66,6 +66,8 @@ class Entry:
     undo: faults.Undo | None = None
     #: the tasks serving the fault (its timer, its background work): cancelled when it ends
     scopes: list[anyio.CancelScope] = field(default_factory=list)
+    #: set while its undo runs; a second caller waits on it instead of undoing again
+    undoing: anyio.Event | None = None
 
     def scope(self) -> anyio.CancelScope:
         """A new cancel scope for one of the fault's tasks."""
@@ -218,9 +220,15 @@ class ChaosAgent(Actor):
                 self.history.append(entry)
 
     async def _undo(self, entry: Entry) -> FaultRecord:
-        """End a lasting fault (once; later calls answer its record)."""
-        if self.active.pop(entry.id, None) is None:
+        """End a lasting fault (once; later calls answer its record, a call during the undo
+        once it is done). The fault stays listed as active until its undo has finished: a
+        hang is not shown ended while its process is still stopped."""
+        if entry.id not in self.active:
             return entry.record()
+        if entry.undoing is not None:
+            await entry.undoing.wait()
+            return entry.record()
+        entry.undoing = anyio.Event()
         for scope in entry.scopes:
             scope.cancel()
         with anyio.move_on_after(UNDO_TIMEOUT, shield=True) as undoing:
@@ -236,8 +244,10 @@ class ChaosAgent(Actor):
             log.error("chaos %s: the undo did not finish within %g s", entry.id, UNDO_TIMEOUT)
             entry.detail = f"{entry.detail}; undo cut after {UNDO_TIMEOUT:g} s"
             entry.state = "failed"
+        self.active.pop(entry.id, None)
         entry.undone_at = anyio.current_time()
         self.history.append(entry)
+        entry.undoing.set()
         log.info("chaos %s: %s", entry.id, entry.detail)
         self._record(entry, None, f"fault {entry.id} {entry.label} ended: {entry.state}")
         return entry.record()
