@@ -83,8 +83,14 @@ async def real_controller(state_dir: Path) -> AsyncIterator[Ref]:
 
 def host_pids() -> list[int]:
     """The host agent processes (children of this process)."""
-    me = psutil.Process()
-    return [p.pid for p in me.children() if "actors._child" in command_line(p.cmdline())]
+    pids = []
+    for child in psutil.Process().children():
+        try:
+            if "actors._child" in command_line(child.cmdline()):
+                pids.append(child.pid)
+        except psutil.Error:  # a short-lived child (an nft run of the balancer) ended meanwhile
+            continue
+    return pids
 
 
 @pytest.mark.timeout(90)
