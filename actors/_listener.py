@@ -51,6 +51,8 @@ class Listener:
         self.options = options
         self.check_names = check_names
         self.on_connect = on_connect
+        #: called with a node's Peer each time one of its links ends (it may be up again already)
+        self.on_disconnect: Callable[[Peer], object] | None = None
         #: every node that connected (or that a Ref was made for), by name
         self.peers: dict[str, Peer] = {}
         #: the address it listens on (the port chosen, when asked for port 0)
@@ -153,7 +155,14 @@ class Listener:
                     self.on_connect(peer)
                 except Exception:  # the owner's bug must not stop the listener
                     logger.exception("on_connect failed for node %r", peer.node)
-            await peer.run(channel)
+            try:
+                await peer.run(channel)
+            finally:
+                if self.on_disconnect is not None:
+                    try:
+                        self.on_disconnect(peer)
+                    except Exception:  # the owner's bug must not stop the listener
+                        logger.exception("on_disconnect failed for node %r", peer.node)
 
     async def _greet(self, channel: TLSChannel, who: str) -> Hello | None:
         """The handshake and the hello; None (logged) when the connection is refused."""

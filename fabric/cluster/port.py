@@ -44,7 +44,7 @@ from fabric.cluster.join import HostJoined, JoinService, server_context
 from fabric.cluster.node import AGENT, MAX_CONTROLLERS, ControllerAddresses, GetHostInfo, HostInfo
 from fabric.cluster.tokens import TokenStore
 from fabric.host.messages import GetHostSettings, HostHeartbeat, InstanceStatusChanged, ReportKey
-from fabric.host.remote import REPORTS, JoinedReport
+from fabric.host.remote import REPORTS, JoinedLinkLost, JoinedReport
 from fabric.settings import Settings
 
 log = logging.getLogger("fabric.cluster")
@@ -296,6 +296,14 @@ def _linked(roster: Roster, replicas: Replicas, peer: Peer) -> None:
     replicas.connected(peer)
 
 
+def _unlinked(controller: Ref, peer: Peer) -> None:
+    """A host's link ended: the controller takes its instances out of rotation at once (unless
+    it is up again already; its next heartbeat brings them back)."""
+    if not peer.connected:
+        with contextlib.suppress(ActorDead, MailboxFull):
+            controller.tell_nowait(JoinedLinkLost(peer.node))
+
+
 async def serve_cluster(
     system: ActorSystem,
     state_dir: Path,
@@ -336,6 +344,7 @@ async def serve_cluster(
     if controller is not None:
         relay = await system.spawn(lambda: HostRelay(controller, listener, settings), name=REPORTS)
         system.register(REPORTS, relay)
+        listener.on_disconnect = partial(_unlinked, controller)
     try:
         async with anyio.create_task_group() as tg:
             await tg.start(service.serve, host, port + 1, context)

@@ -24,7 +24,7 @@ import anyio
 import anyio.to_thread
 
 from actors import Actor
-from fabric.controller import lifecycle
+from fabric.controller import host_reach, lifecycle
 from fabric.controller.chaos.messages import ChaosCommand
 from fabric.controller.chaos.plugin import answer_chaos
 from fabric.controller.commands import Commands
@@ -64,6 +64,7 @@ from fabric.controller.state import ControllerState
 from fabric.controller.status_page import deployment_page
 from fabric.controller.upgrade import Upgrades
 from fabric.host.messages import HostHeartbeat, InstanceStatusChanged
+from fabric.host.remote import JoinedLinkLost
 from fabric.settings import Settings
 
 log = logging.getLogger("fabric.controller")
@@ -145,6 +146,7 @@ class FabricController(Actor):
             log.info("pool %s: recovered %d deployment(s) from %s", self.pool, count, store.where)
         self.on_arrival(self._arrived)
         self.start_soon(hosts.watch)
+        self.start_soon(host_reach.watch, self.state)  # joined hosts NotReady: out of rotation
         self.start_soon(lifecycle.heal_forever, self.state, self.start_soon)
         self.start_soon(self.state.flush_forever)
 
@@ -175,8 +177,8 @@ class FabricController(Actor):
         # it): that is not a failure to heal.
         return self.stop_requested
 
-    async def _on_host_dead(self, host: Any, why: str) -> None:
-        await lifecycle.on_host_dead(self.state, host, why)
+    async def _on_host_dead(self, dead: list[Any]) -> None:
+        await lifecycle.on_host_dead(self.state, dead)
 
     async def receive(self, message: Any) -> Any:
         """Host reports (tells) and fabric commands (asks), noting how long each holds the
@@ -204,6 +206,8 @@ class FabricController(Actor):
                         await state.on_status(host_id, vm, status)
             case JoinedReport():  # a joined host's heartbeat, relayed by fabric-hosts
                 await on_report(state, message, self.start_soon)
+            case JoinedLinkLost(host_id=host_id):  # its instances leave rotation at once
+                host_reach.link_lost(state, host_id)
             case ReadInstanceLog():  # fabric logs of an instance on a joined host
                 answer_later(self, state, message)
             case ExecInInstance():  # fabric exec in an instance on a joined host

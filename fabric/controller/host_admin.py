@@ -176,8 +176,12 @@ class HostAdmin:
         state: HostState
         if not host.alive:
             state = "Dead"
-        elif (age is not None and age > self.late_after()) or (host.joined and not running):
-            state = "NotReady"  # heard late, or a joined host not linked to this controller yet
+        elif (
+            (age is not None and age > self.late_after())
+            or (host.joined and not running)
+            or host.id in self.state.rotation.hosts_out
+        ):
+            state = "NotReady"  # heard late, a joined host not linked (yet), or its link dropped
         elif host.record.cordoned_at:
             state = "Cordoned"
         else:

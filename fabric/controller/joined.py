@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 
 from actors import ActorError, AskTimeout
-from fabric.controller import lifecycle
+from fabric.controller import host_reach, lifecycle
 from fabric.controller.hosts import Host, HostUnavailable, JoinedReport
 from fabric.controller.messages import ControllerError
 from fabric.controller.model import Deployment, Instance
@@ -48,6 +48,7 @@ async def on_report(state: ControllerState, report: JoinedReport, spawn: Spawn) 
         elif vm not in host.stopping:
             host.stopping.add(vm)
             spawn(_stop_stale, state, host, vm)
+    host_reach.heard(state, host)  # its instances back in rotation (after their statuses)
     if fresh:
         for dep, inst in owned.values():
             if dep.goal == "Running" and not inst.lock.locked() and inst.status != "StoppedVM":

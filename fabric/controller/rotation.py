@@ -126,6 +126,8 @@ class Rotation:
         #: deployment id -> role -> the keys of its load-balanced endpoints (an instance's
         #: status change finds its balancers without looking at the others)
         self._role_keys: dict[str, dict[str, list[Key]]] = {}
+        #: joined hosts whose instances are out of rotation (NotReady: fabric.controller.host_reach)
+        self.hosts_out: set[str] = set()
 
     # -- opening and closing ------------------------------------------------------------------
 
@@ -265,7 +267,7 @@ class Rotation:
                 b.give([x] if (x := _forwarded(dep, inst, endpoint)) is not None else [])
                 continue
             keys.setdefault(role_name, []).append((role_name, endpoint, vm))
-            found = [_backend(dep, inst, endpoint) for inst in dep.by_role(role_name)]
+            found = [_backend(dep, inst, endpoint, self.hosts_out) for inst in dep.by_role(role_name)]
             b.give([x for x in found if x is not None])
         self._role_keys[dep.id] = keys
 
@@ -282,7 +284,7 @@ class Rotation:
         for key in keys.get(inst.role, ()):
             b = have.get(key)
             if b is not None:
-                b.give_one(inst.vm, _backend(dep, inst, key[1]))
+                b.give_one(inst.vm, _backend(dep, inst, key[1], self.hosts_out))
         for xep in dep.generations[inst.generation].role(inst.role).instance_input_endpoints:
             b = have.get((inst.role, xep.name, inst.vm))
             if b is not None:
@@ -402,9 +404,12 @@ class Rotation:
             self.refresh(dep)
 
 
-def _backend(dep: Deployment, inst: Instance, endpoint: str) -> Backend | None:
-    """An instance behind a load-balanced endpoint, or None while it has no place there."""
-    if dep.goal != "Running" or not inst.host_id or inst.held_out:
+def _backend(
+    dep: Deployment, inst: Instance, endpoint: str, hosts_out: Collection[str] = ()
+) -> Backend | None:
+    """An instance behind a load-balanced endpoint, or None while it has no place there (also
+    while its host is in ``hosts_out``, whatever its status or probe says)."""
+    if dep.goal != "Running" or not inst.host_id or inst.held_out or inst.host_id in hosts_out:
         return None
     gen = dep.generations[inst.generation]
     role = gen.role(inst.role)

@@ -83,6 +83,13 @@ class JoinedReport:
     agent: Ref
 
 
+@dataclass(frozen=True)
+class JoinedLinkLost:
+    """``fabric-hosts`` to the controller, in-process: a joined host's link to it dropped."""
+
+    host_id: str
+
+
 @register_error()
 class RemoteAccessOff(RuntimeError):
     """The VM runs no RemoteAccess agent (registered: the controller answers 409 for it)."""
