@@ -177,8 +177,8 @@ class FabricController(Actor):
         # it): that is not a failure to heal.
         return self.stop_requested
 
-    async def _on_host_dead(self, dead: list[Any]) -> None:
-        await lifecycle.on_host_dead(self.state, dead)
+    async def _on_host_dead(self, host: Any, why: str) -> None:
+        await lifecycle.on_host_dead(self.state, host, why)
 
     async def receive(self, message: Any) -> Any:
         """Host reports (tells) and fabric commands (asks), noting how long each holds the
