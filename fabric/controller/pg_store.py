@@ -52,7 +52,7 @@ from fabric.controller.store import (
 log = logging.getLogger("fabric.controller.store")
 
 #: Bump when a table changes; a database written by a newer fabric is refused.
-PG_SCHEMA_VERSION = 2
+PG_SCHEMA_VERSION = 3
 #: migrations take this transaction-scoped advisory lock (two replicas starting at once); it
 #: guards only the schema change, never leadership
 _MIGRATION_LOCK = 0x7265_6464_6F67  # "reddog"
@@ -277,6 +277,11 @@ def migrate(conn: Any) -> int:
     conn.execute(
         "CREATE TABLE IF NOT EXISTS fabric_replicas (name text PRIMARY KEY, api_url text NOT NULL, "
         "seen_at timestamptz NOT NULL)"
+    )
+    # version 3: what the leader's API last showed (fabric.replica.views), read by followers
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS fabric_views (key text PRIMARY KEY, body bytea NOT NULL, "
+        "written_at timestamptz NOT NULL)"
     )
     if version < PG_SCHEMA_VERSION:
         conn.execute("DELETE FROM fabric_schema")

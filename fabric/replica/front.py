@@ -4,10 +4,14 @@ While this replica leads, requests go to its own RDFE (mounted for the term). Ot
 request, reads and writes alike, is forwarded to the leader's address (kept in the replica
 table) with the client's own credentials (replicas of one fabric share the API token); the
 answer streams back as the leader gave it. With no leader (an election, or this replica still
-taking over) a request is answered 503 ServiceUnavailable with Retry-After and changes nothing.
+taking over) a change is answered 503 ServiceUnavailable with Retry-After and changes nothing.
 A forwarded request is never forwarded again (a replica that stopped leading answers 503).
-A follower reads one thing from the goal state itself: an operation a controller ran
-(``GET .../operations/{id}``), so a client polling its operation goes on through an election.
+A follower answers reads from the database itself when no leader answers them (none leads, the
+leader refuses connections, or its answer does not begin within 10 s): the read API
+(subscriptions, locations, hosted services, deployment slots) from the views the leader last
+wrote (fabric.replica.reads), and an operation a controller ran (``GET .../operations/{id}``)
+from the goal state, always; so `fabric status` and a client polling its operation go on
+through an election.
 
 A write whose forwarding broke after it was sent (the leader died answering it) answers 503
 too: the change either landed whole (one database transaction) or not at all; the message says
@@ -19,8 +23,9 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import Any, cast
 
 import anyio
@@ -30,6 +35,7 @@ import msgspec
 from fabric.controller.pg_store import Database, StoreUnavailable
 from fabric.frontend.api import ErrorBody, ErrorDetail, Operation
 from fabric.frontend.auth import token_matches
+from fabric.replica import reads
 from fabric.replica.registry import Leader, current_leader, replicas, stored_operation
 from roles.hosts.http import answer_lifespan
 
@@ -58,10 +64,14 @@ _HOP = frozenset(
 CONNECT_TIMEOUT = 2.0
 #: sending a request body to the leader (a package upload may be large)
 WRITE_TIMEOUT = 60.0
+#: a read the stored views can answer waits this long for the leader's answer to begin
+_READ_TIMEOUT = httpx.Timeout(connect=CONNECT_TIMEOUT, read=10.0, write=WRITE_TIMEOUT, pool=CONNECT_TIMEOUT)
 
 Scope = dict[str, Any]
 Receive = Callable[[], Any]
 Send = Callable[[dict[str, Any]], Any]
+#: answers a read from the stored views (fabric.replica.reads)
+Fallback = Callable[[], Awaitable[None]]
 
 
 class ReplicaView(msgspec.Struct, frozen=True, kw_only=True, rename="pascal"):
@@ -173,7 +183,10 @@ class ReplicaFront:
             return
         if scope["method"] == "GET" and await self._stored_operation(scope, send):
             return
-        await self._forward(scope, receive, send)
+        fallback: Fallback | None = None
+        if reads.serves(scope["method"], scope["path"]):  # when no leader answers: the stored views
+            fallback = partial(reads.answer, self.db, self.token, self.name, scope, send)
+        await self._forward(scope, receive, send, fallback)
 
     async def _stored_operation(self, scope: Scope, send: Send) -> bool:
         """Answer ``GET .../operations/{id}`` from the goal state when it is there (an operation
@@ -230,17 +243,18 @@ class ReplicaFront:
         body = msgspec.json.encode(ErrorBody(error=ErrorDetail(code="ServiceUnavailable", message=message)))
         await _answer(send, 503, body, [(b"retry-after", str(self.retry_after).encode())])
 
-    async def _forward(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _forward(self, scope: Scope, receive: Receive, send: Send, fallback: Fallback | None) -> None:
         headers = [(k, v) for k, v in scope.get("headers", []) if k.lower() not in _HOP]
         leader = self.leader
+        why = ""
         if any(k.lower() == FORWARDED_BY for k, _ in headers):
-            await self._refuse(send, f"replica {self.name} does not lead (any more); retry")
-            return
-        if leader is None:
-            await self._refuse(send, "no controller replica leads now (an election is under way); retry")
-            return
-        if leader.name == self.name:
-            await self._refuse(send, f"replica {self.name} is taking over as leader; retry")
+            why = f"replica {self.name} does not lead (any more); retry"
+        elif leader is None:
+            why = "no controller replica leads now (an election is under way); retry"
+        elif leader.name == self.name:
+            why = f"replica {self.name} is taking over as leader; retry"
+        if why or leader is None:
+            await (fallback() if fallback is not None else self._refuse(send, why))
             return
         path = scope.get("raw_path") or scope["path"].encode()
         query = scope.get("query_string", b"")
@@ -251,24 +265,27 @@ class ReplicaFront:
             k.lower() in (b"content-length", b"transfer-encoding") for k, _ in scope.get("headers", [])
         )
         content = _body(receive) if has_body else b""
-        request = self.client.build_request(method, url, headers=headers, content=content)
+        # a read that can be answered from the store does not wait long for a paused leader
+        timeout = None if fallback is None else _READ_TIMEOUT
+        request = self.client.build_request(method, url, headers=headers, content=content, timeout=timeout)
         try:
             response = await self.client.send(request, stream=True)
         except ClientGone:
             return
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            self.leader_changed()
-            await self._refuse(
-                send, f"the leader {leader.name} cannot be reached ({type(exc).__name__}); retry"
-            )
-            return
         except httpx.HTTPError as exc:
             self.leader_changed()
-            await self._refuse(
-                send,
-                f"the leader {leader.name} went away while answering ({type(exc).__name__}); a change it "
-                "was making landed whole or not at all: read it back before retrying",
-            )
+            if fallback is not None:
+                await fallback()  # the leader did not answer this read: the stored views do
+            elif isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)):
+                await self._refuse(
+                    send, f"the leader {leader.name} cannot be reached ({type(exc).__name__}); retry"
+                )
+            else:
+                await self._refuse(
+                    send,
+                    f"the leader {leader.name} went away while answering ({type(exc).__name__}); a change "
+                    "it was making landed whole or not at all: read it back before retrying",
+                )
             return
         try:
             out = [(k, v) for k, v in response.headers.raw if k.lower() not in _HOP]

@@ -32,12 +32,15 @@ from fabric.controller.pg_store import Database, StoreUnavailable, migrate, reda
 from fabric.frontend.auth import clear_api_url, new_token, read_token, write_api_url, write_token
 from fabric.replica.front import ReplicaFront
 from fabric.replica.registry import register
+from fabric.replica.views import publish
 from fabric.server import FabricBusy, ReplicaTerm, open_fabric
 from fabric.settings import Settings
 from roles.hosts.http import asgi_handler, serve_http, server_config, socket_url
 
 log = logging.getLogger("fabric.replica")
 
+#: a leader writes what its API shows (fabric.replica.views) at most this often
+VIEWS_INTERVAL = 1.0
 #: a replica name: it names a lock file and a row, and appears in logs
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 
@@ -137,7 +140,7 @@ async def serve_replica(
     store_url = with_application_name(store_url, name)
     try:
         token = await anyio.to_thread.run_sync(shared_token, state_dir)
-        db = Database(store_url, max_connections=3, name=f"replica-{name}")
+        db = Database(store_url, max_connections=4, name=f"replica-{name}")
         await db.open()
         try:
             await db.run(migrate, write=True)
@@ -218,11 +221,26 @@ async def _serve(
                         url=url, token=token, fence=elector.fence, on_fenced=elector.resign, mount=front.mount
                     )
                     try:
-                        async with open_fabric(
-                            state_dir, settings, store_url=store_url, listen=listen, replica=replica
+                        async with (
+                            open_fabric(
+                                state_dir, settings, store_url=store_url, listen=listen, replica=replica
+                            ) as fabric,
+                            anyio.create_task_group() as views,
                         ):
+                            # what the API shows, for the followers to answer reads from
+                            every = max(VIEWS_INTERVAL, settings.leader_renew_interval)
+                            views.start_soon(
+                                publish,
+                                db,
+                                fabric.ffe,
+                                lambda: front.app,
+                                elector.fence,
+                                elector.resign,
+                                every,
+                            )
                             on_change(f"replica {name} acting as leader (epoch {term.epoch})")
                             await first_of(term.ended.wait, stop.wait)
+                            views.cancel_scope.cancel()
                             why = term.lost or "asked to stop"
                             on_change(f"replica {name} stops leading: {why}; stopping its controller")
                     except Exception as exc:  # a takeover that failed: let another replica try

@@ -155,7 +155,9 @@ async def test_postgresql_refuses_a_schema_from_the_future(postgres: PostgresSer
     await store.aclose()
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("UPDATE fabric_schema SET version = 99")
-    with pytest.raises(StoreError, match=r"schema version 99, this fabric knows up to 2"):
+    from fabric.controller.pg_store import PG_SCHEMA_VERSION
+
+    with pytest.raises(StoreError, match=rf"schema version 99, this fabric knows up to {PG_SCHEMA_VERSION}:"):
         await open_goal_store(url, tmp_path, "east")
 
 

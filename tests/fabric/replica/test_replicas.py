@@ -38,16 +38,35 @@ async def test_leader_killed_the_other_leads_and_completes_what_was_acknowledged
             # A deploy through the follower (forwarded to the leader), acknowledged with a request
             # id; the leader is killed while the operation runs.
             started = await deploy_service(client, HELLO, None, wait=False)
+            view_row = f"deployment/{started.service}/production"  # what the leader's API shows
+
+            async def stored() -> bool:
+                return bool(await c.sql("SELECT 1 FROM fabric_views WHERE key = %s", view_row))
+
+            await eventually(stored, 30, "the leader's views of the deployment in the database")
             doomed = c.descendants(old)
             killed_at = anyio.current_time()
             old.process.send_signal(signal.SIGKILL)
             await old.process.wait()
-            # at once, before the lease expires: the follower cannot reach the leader, says so
-            # with a 503 and Retry-After, and changes nothing
+            # at once, before the lease expires: the follower answers reads from the database
+            # (what `fabric status` reads, with a new client), and refuses a change with a 503
+            # and Retry-After, changing nothing
+            async with c.client(new) as fresh:
+                [page] = await fresh.deployment_pages()
+            assert (page.deployment.service, page.total) == (started.service, 1), page
+            assert [i.id for i in page.deployment.instances] == ["HelloWorker_IN_0"], page
             async with httpx.AsyncClient(base_url=new.url, headers=auth(c)) as raw:
-                answer = await raw.get("/subscriptions")
-            assert answer.status_code == 503 and int(answer.headers["retry-after"]) >= 1, answer.text
-            # meanwhile the follower answers the operation's state from the goal state itself
+                answer = await raw.get(await client._services(), params={"embed-detail": "true"})
+                change = await raw.post(
+                    await client._slot(started.service, "production"),
+                    params={"comp": "status"},
+                    json={"Status": "Running"},
+                )
+            assert answer.status_code == 200 and answer.headers["x-fabric-answered-by"] == new.name
+            assert answer.headers["x-fabric-written-at"], answer.headers  # from the stored views
+            assert started.service in answer.text, answer.text
+            assert change.status_code == 503 and int(change.headers["retry-after"]) >= 1, change.text
+            # the follower answers the operation's state from the goal state itself
             op = await client.operation(started.request_id)
             assert op.status == "InProgress", op
 
