@@ -106,9 +106,12 @@ class Commands:
         dep: Deployment,
         work: Callable[[], Awaitable[str | None]],
         phase: DeploymentStatus | None = None,
+        request_id: str | None = None,
     ) -> OperationAccepted:
-        """Record the operation, mark the deployment busy, and run ``work`` in the background."""
-        request_id = await self.ops.begin(kind, f"{dep.service}/{dep.slot}")
+        """Record the operation (unless ``request_id`` names the one recorded with the change),
+        mark the deployment busy, and run ``work`` in the background."""
+        if request_id is None:
+            request_id = await self.ops.begin(kind, f"{dep.service}/{dep.slot}")
         dep.busy = request_id
         run = partial(self.ops.run, request_id, dep, work, phase=phase)
         self.spawn(partial(record_operation, self.state.events, self.ops, kind, request_id, dep, run))
@@ -148,13 +151,19 @@ class Commands:
         except BaseException:
             await anyio.to_thread.run_sync(shutil.rmtree, folder, True)
             raise
-        async with state.store.transaction() as tx:
-            for host in new_hosts:
-                tx.put(host)
-            tx.put(dep.current.record)
-            state.write_deployment(tx, dep)
-            for inst in dep.instances.values():
-                await state.write_instance(tx, inst)
+        try:
+            async with state.store.transaction() as tx:
+                for host in new_hosts:
+                    tx.put(host)
+                tx.put(dep.current.record)
+                state.write_deployment(tx, dep)
+                for inst in dep.instances.values():
+                    await state.write_instance(tx, inst)
+                request_id = self.ops.record(tx, "CreateDeployment", f"{dep.service}/{dep.slot}")
+        except BaseException:  # not stored: not created (its ports and files go)
+            await state.rotation.close(dep.id)
+            await anyio.to_thread.run_sync(shutil.rmtree, folder, True)
+            raise
         state.add(dep)
         log.info(
             "deployment %s (%s/%s) created with %d instances",
@@ -164,8 +173,12 @@ class Commands:
             len(dep.instances),
         )
         if not cmd.start:
-            return await self.accept("CreateDeployment", dep, _done("created suspended"))
-        return await self.accept("CreateDeployment", dep, lambda: self._start_new(dep), phase="Deploying")
+            return await self.accept(
+                "CreateDeployment", dep, _done("created suspended"), request_id=request_id
+            )
+        return await self.accept(
+            "CreateDeployment", dep, lambda: self._start_new(dep), phase="Deploying", request_id=request_id
+        )
 
     async def _build(self, cmd: CreateDeployment, dep_id: str, folder: Path) -> Deployment:
         config = await write_config_off_loop(folder, 1, cmd.configuration, cmd.configuration_name)
@@ -257,7 +270,7 @@ class Commands:
             return await self.accept("UpdateDeploymentStatus", dep, _done(f"already {cmd.status}"))
         with unchanged_on_failure(dep):
             dep.goal = cmd.status
-            await state.save_deployment(dep)
+            request_id = await self._save(dep, "UpdateDeploymentStatus")
         state.rotation.refresh(dep)
         insts = dep.ordered()
         if cmd.status == "Suspended":
@@ -267,13 +280,24 @@ class Commands:
                 await each_instance(insts, lambda i: lifecycle.stop(state, dep, i))
                 return f"stopped {len(insts)} instances"
 
-            return await self.accept("UpdateDeploymentStatus", dep, suspend, phase="SuspendedTransitioning")
+            return await self.accept(
+                "UpdateDeploymentStatus", dep, suspend, phase="SuspendedTransitioning", request_id=request_id
+            )
 
         async def run() -> str:
             await start_all(state, dep, insts)
             return f"started {len(insts)} instances"
 
-        return await self.accept("UpdateDeploymentStatus", dep, run, phase="RunningTransitioning")
+        return await self.accept(
+            "UpdateDeploymentStatus", dep, run, phase="RunningTransitioning", request_id=request_id
+        )
+
+    async def _save(self, dep: Deployment, kind: str) -> str:
+        """Store a deployment's goal with a new operation's record, in one transaction; returns
+        the operation's request id."""
+        async with self.state.store.transaction() as tx:
+            self.state.write_deployment(tx, dep)
+            return self.ops.record(tx, kind, f"{dep.service}/{dep.slot}")
 
     # -- one instance ------------------------------------------------------------------------------
 
@@ -317,14 +341,16 @@ class Commands:
         dep = state.get(cmd.service, cmd.slot)
         if dep.goal == "Deleting":
             raise conflict(f"deployment {dep.name} is already being deleted")
-        if dep.cancel_scope is not None:
-            dep.cancel_scope.cancel()
-        dep.busy = None
         with unchanged_on_failure(dep):
             dep.goal = "Deleting"
-            await state.save_deployment(dep)
+            request_id = await self._save(dep, "DeleteDeployment")
+        if dep.cancel_scope is not None:  # stored: what runs now is cancelled
+            dep.cancel_scope.cancel()
+        dep.busy = None
         state.rotation.refresh(dep)
-        return await self.accept("DeleteDeployment", dep, lambda: finish_delete(state, dep), phase="Deleting")
+        return await self.accept(
+            "DeleteDeployment", dep, lambda: finish_delete(state, dep), phase="Deleting", request_id=request_id
+        )
 
     # -- swap --------------------------------------------------------------------------------------
 

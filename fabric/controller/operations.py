@@ -1,7 +1,8 @@
 """Asynchronous operations: a request id, InProgress, then Succeeded or Failed with a code.
 
-A long command is checked and written to the store first; then its work runs in the
-background under ``Operations.run``, which records the outcome. The record lives in the
+A long command is checked, then written to the store with its InProgress record in one
+transaction (``Operations.record``); then its work runs in the background under
+``Operations.run``, which records the outcome. The record lives in the
 store, so GetOperation answers the same after a restart (an operation the restart cut short
 reads Failed).
 """
@@ -15,7 +16,7 @@ from collections.abc import Awaitable, Callable
 import anyio
 import msgspec
 
-from fabric.controller.goal_store import GoalStore
+from fabric.controller.goal_store import GoalStore, Writes
 from fabric.controller.messages import ControllerError, DeploymentStatus, OperationView
 from fabric.controller.model import Deployment
 from fabric.controller.store import OperationRecord
@@ -39,8 +40,15 @@ class Operations:
 
     async def begin(self, kind: str, target: str, description: str = "") -> str:
         """Record a new InProgress operation; returns its request id."""
+        async with self.store.transaction() as tx:
+            return self.record(tx, kind, target, description)
+
+    def record(self, tx: Writes, kind: str, target: str, description: str = "") -> str:
+        """Record a new InProgress operation in ``tx``, the transaction of the change it makes
+        (an acknowledged operation always has its change, and no change is without its record);
+        returns its request id."""
         request_id = uuid.uuid4().hex
-        await self.store.put(
+        tx.put(
             OperationRecord(
                 request_id=request_id, pool=self.pool, kind=kind, target=target, description=description
             )

@@ -21,7 +21,7 @@ from fabric.controller.generations import (
 from fabric.controller.messages import ChangeConfiguration, OperationAccepted
 from fabric.controller.model import Deployment, Generation, Instance, vm_name
 from fabric.controller.placement import PortAllocator, check_room, update_domain
-from fabric.controller.state import ControllerState
+from fabric.controller.state import ControllerState, instances_unchanged_on_failure, unchanged_on_failure
 from fabric.controller.store import GenerationRecord, UpgradeRecord
 from fabric.controller.upgrade import Upgrades, check_mode, domain_count, setting_changes
 from fabric.model.definition import RoleDefinition
@@ -66,29 +66,35 @@ class Reconfigure:
                 await state.rotation.open_instance(dep, inst)
             state.move_off_public_ports(added)
             new_hosts = self.commands.place(dep, added)
+            settings_changed = any(setting_changes(old, new, r.name) for r in new.definition.roles)
+            # One transaction: the new generation, the instances added and removed, and the
+            # operation's record; when it does not land, nothing of it stays in memory either.
+            with unchanged_on_failure(dep), instances_unchanged_on_failure(state, dep):
+                dep.generation = number
+                dep.upgrade = (
+                    UpgradeRecord(
+                        kind="config", mode=cmd.mode, generation=number, domain_count=domain_count(dep)
+                    )
+                    if settings_changed
+                    else None
+                )
+                async with state.store.transaction() as tx:
+                    for host in new_hosts:
+                        tx.put(host)
+                    tx.put(record)
+                    for inst in removed:
+                        state.remove_instance(dep, inst, tx)
+                    for inst in added:
+                        await state.add_instance(dep, inst, tx)
+                    state.write_deployment(tx, dep)
+                    target = f"{dep.service}/{dep.slot}"
+                    request_id = self.commands.ops.record(tx, "ChangeDeploymentConfiguration", target)
         except BaseException:
             dep.generations.pop(number, None)
             path.unlink(missing_ok=True)
             for inst in added:
                 await state.rotation.close_instance(dep.id, inst.vm)
             raise
-        settings_changed = any(setting_changes(old, new, r.name) for r in new.definition.roles)
-        dep.generations[number] = new
-        dep.generation = number
-        dep.upgrade = (
-            UpgradeRecord(kind="config", mode=cmd.mode, generation=number, domain_count=domain_count(dep))
-            if settings_changed
-            else None
-        )
-        async with state.store.transaction() as tx:
-            for host in new_hosts:
-                tx.put(host)
-            tx.put(record)
-            for inst in removed:
-                state.remove_instance(dep, inst, tx)
-            for inst in added:
-                await state.add_instance(dep, inst, tx)
-            state.write_deployment(tx, dep)
         state.rotation.refresh(dep)
 
         async def act() -> str:
@@ -102,7 +108,7 @@ class Reconfigure:
             return await self.upgrades.walk_or_wait(dep)
 
         return await self.commands.accept(
-            "ChangeDeploymentConfiguration", dep, act, phase="RunningTransitioning"
+            "ChangeDeploymentConfiguration", dep, act, phase="RunningTransitioning", request_id=request_id
         )
 
     async def _resize(

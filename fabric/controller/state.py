@@ -54,6 +54,23 @@ def unchanged_on_failure(dep: Deployment) -> Iterator[None]:
         raise
 
 
+@contextmanager
+def instances_unchanged_on_failure(state: ControllerState, dep: Deployment) -> Iterator[None]:
+    """Put a deployment's instances back as they were when the block raises (a resize whose
+    write did not land adds and removes none)."""
+    saved = dict(dep.instances)
+    try:
+        yield
+    except BaseException:
+        for vm in dep.instances.keys() - saved.keys():
+            state._by_vm.pop(vm, None)
+        dep.instances.clear()
+        dep.instances.update(saved)
+        for vm, inst in saved.items():
+            state._by_vm[vm] = (dep, inst)
+        raise
+
+
 def not_found(service: str, slot: str) -> ControllerError:
     """The error for a slot with no deployment."""
     return ControllerError(

@@ -135,23 +135,35 @@ class Upgrades:
             if pkg is not None:
                 await anyio.to_thread.run_sync(_rmtree, pkg)
             raise
-        with unchanged_on_failure(dep):
-            dep.generations[number] = new
-            dep.generation = number
-            if cmd.label:
-                dep.label = cmd.label
-            dep.upgrade = UpgradeRecord(
-                kind="package",
-                mode=cmd.mode,
-                generation=number,
-                role=cmd.role,
-                domain_count=domain_count(dep),
-            )
-            async with state.store.transaction() as tx:
-                tx.put(record)
-                state.write_deployment(tx, dep)
+        try:
+            with unchanged_on_failure(dep):
+                dep.generations[number] = new
+                dep.generation = number
+                if cmd.label:
+                    dep.label = cmd.label
+                dep.upgrade = UpgradeRecord(
+                    kind="package",
+                    mode=cmd.mode,
+                    generation=number,
+                    role=cmd.role,
+                    domain_count=domain_count(dep),
+                )
+                async with state.store.transaction() as tx:
+                    tx.put(record)
+                    state.write_deployment(tx, dep)
+                    target = f"{dep.service}/{dep.slot}"
+                    request_id = self.commands.ops.record(tx, "UpgradeDeployment", target)
+        except BaseException:  # not stored: its staged files go
+            path.unlink(missing_ok=True)
+            if pkg is not None:
+                await anyio.to_thread.run_sync(_rmtree, pkg)
+            raise
         return await self.commands.accept(
-            "UpgradeDeployment", dep, lambda: self.walk_or_wait(dep), phase="RunningTransitioning"
+            "UpgradeDeployment",
+            dep,
+            lambda: self.walk_or_wait(dep),
+            phase="RunningTransitioning",
+            request_id=request_id,
         )
 
     # -- walking ----------------------------------------------------------------------------------
