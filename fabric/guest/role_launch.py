@@ -14,6 +14,7 @@ from fabric.guest.disk import VmDisk
 from fabric.guest.messages import BootstrapConfig
 from fabric.guest.startup import environment_document, resolve_variables
 from fabric.model.definition import RoleDefinition
+from roles.hosts.http import SERVER_MODULES
 from roles.protocol import RoleEnvironmentData, RoleHostConfig, SiteInfo
 
 HostKind = Literal["worker", "iis", "hwc", "w3wp"]
@@ -170,6 +171,8 @@ async def start_template(config: BootstrapConfig, disk: VmDisk, kind: HostKind) 
         return None
     kinds: list[str] = [kind, "w3wp"] if kind == "iis" else [kind]
     preload = [host_target(k).partition(":")[0] for k in kinds]
+    if kind != "worker":
+        preload.extend(SERVER_MODULES)  # a web host serves its sites right after on_start
     # The seed this bootstrapper planted at its birth (a copy of the host's template, which
     # shares its pages with every VM of the host), else a template exec'd for this VM.
     adopted = None

@@ -109,6 +109,8 @@ def _import_file(source: Path) -> ModuleType:
 def _modules_of_other_sites(folder: Path) -> dict[str, ModuleType]:
     """Return the loaded modules whose file lies in a site folder other than `folder`."""
     found: dict[str, ModuleType] = {}
+    if not _site_folders - {folder}:
+        return found  # no other site: nothing to set aside (and no walk of every module)
     for name, module in list(sys.modules.items()):
         file = getattr(module, "__file__", None)
         if not file or name.startswith("_reddog_site_"):
