@@ -509,6 +509,16 @@ def store_size(state: Path) -> int:
     return sum(p.stat().st_size for p in state.glob("fabric.db*") if p.is_file())
 
 
+def checkpointed_size(state: Path) -> int:
+    """The store's size once its write-ahead log is moved into the database (no controller
+    has it open): what the goal state takes, without the log's leftovers."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(state / "fabric.db")) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return store_size(state)
+
+
 def cpu(proc: psutil.Process) -> float:
     t = proc.cpu_times()
     return t.user + t.system
@@ -572,7 +582,8 @@ async def run_size(system: Any, n: int, root: Path, args: Any) -> dict[str, floa
         out["placement"] = st.last_ready - start
         out["accepted"] = accepted
         out["hosts"] = st.hosts
-        out["store"] = store_size(state) / 1024  # KiB
+        out["store"] = store_size(state) / 1024  # KiB (with the log: replaced once checkpointed)
+        out["cpu_per_instance"] = 1000 * out["placement_cpu"] / (2 * n)  # ms
         print(
             f"  N={n}: placement {out['placement']:.2f} s (accepted in {accepted:.2f} s), "
             f"{st.hosts} hosts, store {out['store']:.0f} KiB; CPU meanwhile: controller "
@@ -599,9 +610,11 @@ async def run_size(system: Any, n: int, root: Path, args: Any) -> dict[str, floa
         c1, s1, w1 = cpu(ctl_proc), cpu(sim_proc), time.monotonic()
         out["cpu"] = 100 * (c1 - c0) / (w1 - w0)
         out["sim_cpu"] = 100 * (s1 - s0) / (w1 - w0)
+        # per heartbeat: the controller's CPU over the heartbeats it heard meanwhile (n per interval)
+        out["cpu_per_beat"] = 1e6 * (c1 - c0) / ((w1 - w0) * n / args.heartbeat)  # us
         print(
-            f"  N={n}: steady controller CPU {out['cpu']:.1f}% of a core "
-            f"(simulator {out['sim_cpu']:.1f}%), load {load()}",
+            f"  N={n}: steady controller CPU {out['cpu']:.1f}% of a core, {out['cpu_per_beat']:.0f} us "
+            f"a heartbeat (simulator {out['sim_cpu']:.1f}%), load {load()}",
             flush=True,
         )
 
@@ -634,6 +647,11 @@ async def run_size(system: Any, n: int, root: Path, args: Any) -> dict[str, floa
             sim_pid = st.pid
     finally:
         await kill_controller(ctl, sim_pid)
+    out["store"] = checkpointed_size(state) / 1024
+    out["store_per_instance"] = out["store"] * 1024 / (2 * n)
+    print(
+        f"  N={n}: store {out['store']:.0f} KiB checkpointed, {out['store_per_instance']:.0f} bytes an instance"
+    )
     return out
 
 
@@ -657,7 +675,9 @@ FIGURES = [
     ("raw", "raw baseline (s)", ""),
     ("ratio", "placement/raw", ""),
     ("cpu_ratio", "CPU placing/raw", ""),
+    ("cpu_per_instance", "ctl CPU/inst (ms)", ""),
     ("cpu", "steady CPU (% core)", "< 50%"),
+    ("cpu_per_beat", "CPU/heartbeat (us)", ""),
     ("heal", "heal (s)", ""),
     ("recovery", "recovery (s)", "< 10 s"),
     ("store", "store (KiB)", ""),
@@ -697,7 +717,7 @@ async def main(args: Any) -> None:
     print(
         f"{'k':>7} "
         + " ".join(f"{exponent(ns, [r[k] for r in results]):>20.2f}" for k, _, _ in FIGURES)
-        + "   (cost ~ N^k, least squares on log-log; 1 = linear)"
+        + "   (cost ~ N^k, least squares on log-log; 1 = linear, 0 for a figure per instance or heartbeat)"
     )
     print(
         "goal at N=10,000: "

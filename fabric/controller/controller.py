@@ -177,12 +177,19 @@ class FabricController(Actor):
         # it): that is not a failure to heal.
         return self.stop_requested
 
-    async def _on_host_dead(self, host: Any, why: str) -> None:
-        await lifecycle.on_host_dead(self.state, host, why)
+    async def _on_host_dead(self, dead: list[Any]) -> None:
+        await lifecycle.on_host_dead(self.state, dead)
 
     async def receive(self, message: Any) -> Any:
         """Host reports (tells) and fabric commands (asks), noting how long each holds the
         mailbox (heartbeats wait there meanwhile: the host watch must not blame the hosts)."""
+        if type(message) is HostHeartbeat:
+            # The common case, at once: a heartbeat that says nothing new (stamped on arrival).
+            state = self.state
+            if not state.hosts.heard(message.host_id, message.pid, stamp=False):
+                return None  # an unknown host, or one declared dead
+            if state.heartbeat_quiet(message.host_id, message.instances):
+                return None
         self._busy_since = anyio.current_time()
         try:
             with fail_fast():  # a request is refused (503) while the goal state cannot change

@@ -165,7 +165,8 @@ class HostPool:
         factory: builds one host.
         settings: timeouts and limits.
         state_dir: the fabric's state folder (hosts keep their logs under hosts/<id>).
-        on_dead: called once for a host declared dead (after its process was killed).
+        on_dead: called once for the hosts declared dead together, with why (after their
+            processes were killed): one call for a watch's whole batch.
         closing: whether the controller is stopping (hosts then stop on purpose, and slowly).
         busy_since: when the controller began the message it is handling (None when idle):
             while it handles one message, heartbeats wait in its mailbox unheard.
@@ -179,7 +180,7 @@ class HostPool:
         factory: HostFactory,
         settings: Settings,
         state_dir: Path,
-        on_dead: Callable[[Host, str], Awaitable[None]],
+        on_dead: Callable[[list[tuple[Host, str]]], Awaitable[None]],
         closing: Callable[[], bool] = lambda: False,
         busy_since: Callable[[], float | None] = lambda: None,
         backlogged: Callable[[], bool] = lambda: False,
@@ -423,29 +424,47 @@ class HostPool:
         return True
 
     def silent(self) -> list[Host]:
-        """Running hosts (and joined ones, heard or not) silent for host_failure_timeout."""
+        """Running hosts (and joined ones, heard or not) silent for host_failure_timeout, by
+        number (one pass over the hosts; only the silent ones are sorted)."""
         now = anyio.current_time()
         limit = self.settings.host_failure_timeout
-        return [h for h in self.live() if (h.ref is not None or h.joined) and now - h.last_seen > limit]
+        found = [
+            h
+            for h in self.hosts.values()
+            if h.alive and (h.ref is not None or h.joined) and now - h.last_seen > limit
+        ]
+        return sorted(found, key=lambda h: h.record.number)
 
     async def declare_dead(self, host: Host, why: str) -> None:
         """Mark the host dead, kill its process, and hand it to ``on_dead`` (once)."""
-        if not host.alive or self.closing():
+        await self.declare_all([(host, why)])
+
+    async def declare_all(self, dying: list[tuple[Host, str]]) -> None:
+        """``declare_dead`` for many hosts at once: one ``on_dead`` call for them all (at
+        10,000 hosts, moving each dead host's instances in a pass of its own, with a write
+        per instance, held the loop while more heartbeats went unread: hosts died in cascade)."""
+        if self.closing():
             return
-        host.alive = False
-        log.error("host %s is dead (%s); moving its instances", host.id, why)
-        ref = host.ref
-        if host.joined:
-            host.boot = ""  # when it comes back, it is heard as new (it stops what it no longer owns)
-        elif ref is not None:
-            pid = ref.pid
-            ref.request_stop()
-            if pid and pid != os.getpid():
-                # A hung host would sit through the whole stop ladder; its guests must not keep
-                # serving beside their replacements, so it goes at once (its guests die with it).
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-        await self.on_dead(host, why)
+        gone = []
+        for host, why in dying:
+            if not host.alive:
+                continue
+            host.alive = False
+            gone.append((host, why))
+            log.error("host %s is dead (%s); moving its instances", host.id, why)
+            ref = host.ref
+            if host.joined:
+                host.boot = ""  # when it comes back, it is heard as new (it stops what it no longer owns)
+            elif ref is not None:
+                pid = ref.pid
+                ref.request_stop()
+                if pid and pid != os.getpid():
+                    # A hung host would sit through the whole stop ladder; its guests must not keep
+                    # serving beside their replacements, so it goes at once (its guests die with it).
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+        if gone:
+            await self.on_dead(gone)
 
     async def _watch_exit(self, host: Host, ref: Ref) -> None:
         reason = await ref.join()
@@ -465,8 +484,9 @@ class HostPool:
         """Give every live host a fresh host_failure_timeout from now (the controller was deaf);
         ``why`` is logged (None: the same deafness goes on)."""
         now = anyio.current_time()
-        for host in self.live():
-            host.last_seen = max(host.last_seen, now)
+        for host in self.hosts.values():
+            if host.alive:
+                host.last_seen = max(host.last_seen, now)
         if why is not None:
             self.stalls += 1
             log.warning("%s; no host is blamed: each gets a fresh grace period", why)
@@ -490,13 +510,11 @@ class HostPool:
                     else "one message held its mailbox"
                 )
                 self.grace(None if was_deaf else f"the controller did not listen for {deaf:.1f} s ({what})")
-            else:
-                for host in self.silent():
-                    if self.deaf_for(0.0) or host not in self.silent():
-                        break  # a death sentence only while the controller listens
-                    await self.declare_dead(
-                        host, f"no heartbeat for {anyio.current_time() - host.last_seen:.1f} s"
-                    )
+            else:  # a death sentence only while the controller listens
+                now = anyio.current_time()
+                dying = [(h, f"no heartbeat for {now - h.last_seen:.1f} s") for h in self.silent()]
+                if dying:
+                    await self.declare_all(dying)
             was_deaf = bool(deaf)
             due = anyio.current_time() + period
 

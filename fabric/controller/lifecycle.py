@@ -226,30 +226,40 @@ async def wait_up(state: ControllerState, dep: Deployment, insts: list[Instance]
 # -- service healing ------------------------------------------------------------------------------
 
 
-async def on_host_dead(state: ControllerState, host: Host, why: str) -> None:
-    """A host died: its instances lose their host, and the healer places them again."""
-    await state.store.delete_host(host.id)
-    state.events.record("heal", f"host {host.id} failed ({why}); its instances move", host=host.id)
-    for dep, inst in state.instances():
-        if inst.host_id == host.id:
-            inst.host_id = ""
-            await state.save_instance(inst)
-            state.set_status(
-                dep, inst, "RoleStateUnknown", f"host {host.id} failed ({why}); moving it to another host"
-            )
+async def on_host_dead(state: ControllerState, dead: list[tuple[Host, str]]) -> None:
+    """Hosts died (``(host, why)``, declared together): their instances lose their host in one
+    pass over the instances and one transaction, and the healer places them again."""
+    why_of = {host.id: why for host, why in dead}
+    moved = [(dep, inst, inst.host_id) for dep, inst in state.instances() if inst.host_id in why_of]
+    for _, inst, _ in moved:
+        inst.host_id = ""
+    async with state.store.transaction() as tx:
+        for host_id in why_of:
+            tx.delete_host(host_id)
+        for _, inst, _ in moved:
+            await state.write_instance(tx, inst)
+    for host_id, why in why_of.items():
+        state.events.record("heal", f"host {host_id} failed ({why}); its instances move", host=host_id)
+    for dep, inst, host_id in moved:
+        why = why_of[host_id]
+        state.set_status(
+            dep, inst, "RoleStateUnknown", f"host {host_id} failed ({why}); moving it to another host"
+        )
     state.wake_healer()
 
 
 async def heal_once(state: ControllerState, spawn: Spawn) -> None:
-    """Place every instance that has no host; start those of running deployments.
+    """Place every instance that has no host (one plan and one transaction for them all);
+    start those of running deployments.
 
     ``spawn(func, *args)`` runs a start in the background (the actor's start_soon).
     """
-    for dep, inst in state.instances():
-        # (a store write below may yield: skip what another task removed or placed meanwhile)
-        if inst.host_id or dep.goal == "Deleting" or dep.instances.get(inst.vm) is not inst:
-            continue
-        planner = state.planner()
+    waiting = [(dep, inst) for dep, inst in state.instances() if not inst.host_id and dep.goal != "Deleting"]
+    if not waiting:
+        return
+    planner = state.planner()
+    placed = []
+    for dep, inst in waiting:
         try:
             slot = planner.place(
                 (dep.id, inst.role), cores_of(dep.generations[inst.generation].role(inst.role))
@@ -258,12 +268,18 @@ async def heal_once(state: ControllerState, spawn: Spawn) -> None:
             if "waiting for capacity" not in inst.detail:
                 state.set_status(dep, inst, "RoleStateUnknown", f"waiting for capacity: {exc.message}")
             continue
-        new_hosts = state.commit_hosts(planner)
+        placed.append((dep, inst, slot))
+    new_hosts = state.commit_hosts(planner)
+    for _, inst, slot in placed:
         inst.host_id, inst.fault_domain = slot.id, slot.fault_domain
-        async with state.store.transaction() as tx:
-            for host in new_hosts:
-                tx.put(host)
+    async with state.store.transaction() as tx:
+        for host in new_hosts:
+            tx.put(host)
+        for _, inst, _ in placed:
             await state.write_instance(tx, inst)
+    for dep, inst, slot in placed:
+        if dep.instances.get(inst.vm) is not inst:
+            continue  # removed while the write ran
         log.info("healing: %s %s goes to host %s", dep.name, inst.id, slot.id)
         state.events.record("heal", f"{inst.id} is placed on host {slot.id}", dep=dep, inst=inst)
         if dep.goal == "Running":

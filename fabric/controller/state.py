@@ -11,7 +11,7 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -315,6 +315,25 @@ class ControllerState:
             self._unsaved_wake = None
 
     # -- status --------------------------------------------------------------------------------
+
+    def heartbeat_quiet(self, host_id: str, instances: Mapping[str, InstanceStatus]) -> bool:
+        """Whether a host's heartbeat says nothing new (each VM it runs for this controller as
+        known, no role host start uncounted), noting its VMs as heard. No task switch and
+        O(the host's VMs): at 10,000 hosts the controller hears 4,000 heartbeats a second, and
+        handling each VM's status as a report of its own was most of its work while placing."""
+        now = anyio.current_time()
+        by_vm, heard = self._by_vm, self.vm_heard
+        quiet = True
+        for vm, st in instances.items():
+            found = by_vm.get(vm)
+            if found is None or found[1].host_id != host_id:
+                continue  # on_status ignores it too
+            inst = found[1]
+            heard[vm] = now
+            changed = st.status != inst.status or st.detail != inst.detail
+            if changed or (st.boot and (st.boot != inst.boot or st.starts > inst.boot_starts)):
+                quiet = False
+        return quiet
 
     async def on_status(self, host_id: str, vm: str, status: InstanceStatus) -> None:
         """A host reported an instance's status: record it and update rotation at once."""
