@@ -237,7 +237,7 @@ class JoinService:
             anyio.ClosedResourceError,
         ) as exc:
             log.warning(
-                "a connection to the join port from %s failed: %s", address, exc or type(exc).__name__
+                "a connection to the join port from %s failed: %s", address, str(exc) or type(exc).__name__
             )
         finally:
             await stream.aclose()
@@ -280,8 +280,12 @@ async def _ask(
         raise JoinRefused(f"the controller at {where} is not the one pinned: {exc.verify_message}") from None
     except TimeoutError:
         raise JoinRefused(f"the join port {where} did not answer within {JOIN_TIMEOUT:g} s") from None
-    except (OSError, ssl.SSLError, anyio.EndOfStream, anyio.BrokenResourceError) as exc:
-        raise JoinRefused(f"cannot reach the join port {where}: {exc or type(exc).__name__}") from None
+    except anyio.EndOfStream:
+        raise JoinRefused(
+            f"the join port {where} closed the connection without an answer (see the controller's log)"
+        ) from None
+    except (OSError, ssl.SSLError, anyio.BrokenResourceError) as exc:
+        raise JoinRefused(f"cannot reach the join port {where}: {str(exc) or type(exc).__name__}") from None
     except (ValueError, msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise JoinRefused(f"the join port {where} answered nonsense: {exc}") from None
 

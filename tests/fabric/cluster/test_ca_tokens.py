@@ -7,13 +7,23 @@ import hashlib
 import stat
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import anyio
 import pytest
 from cryptography import x509
 
-from fabric.cluster.ca import CAError, ClusterCA, check_hash_format, csr_for, new_key, verify_signed_by
-from fabric.cluster.join import renewal_delay
+from fabric.cluster.ca import (
+    CAError,
+    ClusterCA,
+    check_hash_format,
+    csr_for,
+    new_key,
+    verify_signed_by,
+    write_private,
+)
+from fabric.cluster.join import Join, JoinRefused, JoinService, join, renewal_delay, server_context
 from fabric.cluster.tokens import TOKEN, TokenRefused, TokenStore, parse_ttl
 
 
@@ -94,3 +104,44 @@ def test_ttls_and_renewal_points() -> None:
     delays = [renewal_delay(now, now + 1000) for _ in range(200)]
     assert all(700 - 1 <= d <= 900 for d in delays)
     assert max(delays) - min(delays) > 100  # jittered, not one instant for every host
+
+
+def test_files_written_at_once_from_two_threads_are_each_written_whole(tmp_path: Path) -> None:
+    # The controller writes the roster of joined hosts from its event loop (a host joined) and
+    # from a thread (each heartbeat interval): with one temporary name for both, one write's
+    # rename found the file the other had renamed already, and the join was cut off unanswered.
+    path = tmp_path / "cluster" / "hosts.json"
+    contents = [bytes([65 + n]) * 4096 for n in range(4)]
+
+    def write(n: int) -> None:
+        for _ in range(200):
+            write_private(path, contents[n])
+
+    with ThreadPoolExecutor(4) as pool:
+        for done in [pool.submit(write, n) for n in range(4)]:
+            done.result()
+    assert path.read_bytes() in contents
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert [p.name for p in path.parent.iterdir()] == ["hosts.json"]  # no temporary file left
+
+
+async def test_a_join_the_controller_fails_to_record_is_told_so_in_words(tmp_path: Path) -> None:
+    ca = ClusterCA.open(tmp_path / "cluster")
+    tokens = TokenStore(tmp_path / "cluster")
+    token, _ = tokens.create(ttl=60)
+
+    def unrecorded(joined: object) -> None:
+        raise OSError("the roster cannot be written")
+
+    service = JoinService(ca, tokens, host_port=1, lifetime=600, on_joined=unrecorded)
+    cert, key = ca.server_files("127.0.0.1")
+    async with anyio.create_task_group() as tg:
+        port = await tg.start(service.serve, "127.0.0.1", 0, server_context(cert, key, ca.cert_path))
+        request = Join(token=token, csr=csr_for(new_key(), "host-a").decode(), cores=1)
+        with pytest.raises(JoinRefused) as refused:
+            await join("127.0.0.1", port, ca.cert_pem, request)
+        tg.cancel_scope.cancel()
+    # It said nothing after "127.0.0.1:PORT: " before.
+    assert str(refused.value) == (
+        f"the join port 127.0.0.1:{port} closed the connection without an answer (see the controller's log)"
+    )
