@@ -30,8 +30,16 @@ logger = logging.getLogger("actors")
 
 #: How long a stopping actor may take to finish its current message and run on_stop.
 DEFAULT_STOP_TIMEOUT = 10.0
-#: Messages an actor handles back to back before it lets other tasks run.
+#: Messages an actor handles back to back before it lets other tasks run, if it has held the
+#: event loop for FAIRNESS_SLICE by then (on trio, which times each task step; on asyncio,
+#: after this many in any case).
 FAIRNESS_STREAK = 64
+#: Seconds: a run of queued messages shorter than this is not cut (a yield costs a scheduler
+#: round, and its neighbours wait no longer than this for their turn).
+FAIRNESS_SLICE = 0.001
+#: Messages of one type in a row an actor takes between two reads of the clock (for the stall
+#: detector, which names the type of message that held the loop).
+CLOCK_EVERY = 32
 
 
 class LocalCell:
@@ -78,6 +86,9 @@ class LocalCell:
         # The deliver methods are the hot path of every tell: bind them once.
         self.deliver = self._mailbox.put_envelope
         self.deliver_nowait = self._mailbox.put_envelope_nowait
+        #: tells from a network link's TELLS frame: as many as fit, at once (see Mailbox)
+        self.deliver_many_nowait = self._mailbox.put_many_nowait
+        self.wait_room = self._mailbox.wait_room
         self.timer = system.timer
 
     def on_arrival(self, hook: Callable[[Any], None] | None) -> None:
@@ -210,10 +221,11 @@ class LocalCell:
     async def _serve(self, actor: Actor) -> None:
         receive = actor.receive
         mailbox = self._mailbox
+        queued = mailbox.items  # (tested here as a deque: no method call per message)
         get_nowait = mailbox.get_nowait
         me = loop_calls().current_task()
         current: Reply | None = None
-        streak = 0
+        streak = unclocked = 0
         serving(me, self)
         try:
             with anyio.CancelScope() as scope:
@@ -221,32 +233,49 @@ class LocalCell:
                 while not self.stop_requested:
                     # Take what is already queued without a scheduler round trip, but yield
                     # every FAIRNESS_STREAK messages so a busy actor cannot starve its neighbours.
-                    if not mailbox:
+                    if not queued:
                         envelope = await self._next_envelope()
                         if envelope is None:
                             break
                         message, current = envelope
                         streak = 0
+                        unclocked = CLOCK_EVERY  # a new step: read the clock
                     else:
                         message, current = get_nowait()
                         streak += 1
-                        if streak >= FAIRNESS_STREAK:
+                        # (handling_at: when the message before began; no clock read more)
+                        if (
+                            streak >= FAIRNESS_STREAK
+                            and self.handling_at - stall_step.started > FAIRNESS_SLICE
+                        ):
                             streak = 0
                             self._give_back_link(me)
                             await anyio.lowlevel.checkpoint()
-                    reader = self.link.reader if self.link is not None else None
+                    link = self.link
+                    reader = link.reader if link is not None else None
                     self.current_reply = current
-                    now = perf_counter()
-                    if now - self.handling_at > STALL_THRESHOLD and self.handling_at >= stall_step.started:
-                        # The previous message began in this very step and held it that long.
-                        self.slow, self.slow_at = self.handling, now
-                    self.handling, self.handling_at = type(message), now
+                    # The clock (a fifth of a microsecond here) is read when the type changes
+                    # and every CLOCK_EVERY messages: those between are of the type it names.
+                    kind = type(message)
+                    unclocked += 1
+                    if kind is not self.handling or unclocked >= CLOCK_EVERY:
+                        unclocked = 0
+                        now = perf_counter()
+                        last = self.handling_at
+                        if now - last > STALL_THRESHOLD and last >= stall_step.started:
+                            # The messages since began in this very step and held it that long.
+                            self.slow, self.slow_at = self.handling, now
+                        self.handling, self.handling_at = kind, now
                     try:
-                        if reader is not None and reader.holder is me:
+                        if reader is not None and reader.holder is me and not queued:
                             # Holding the link: a handler that answers at once keeps it.
                             done, outcome = first_step(receive(message), reader, me)
                             value: Any = outcome if done else await outcome
                         else:
+                            if reader is not None and reader.holder is me:
+                                # More to handle: the link's reader task reads meanwhile (a
+                                # first step costs a StopIteration per message).
+                                reader.give_back()
                             value = await receive(message)
                     except Exception as exc:
                         if current is None:

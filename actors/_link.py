@@ -23,7 +23,7 @@ from ._errors import (
 )
 from ._loopcalls import loop_calls
 from ._mailbox import AwaitedReply, Reply, Signal, new_event
-from ._reader import Dispatch, LinkReader, LinkSocket
+from ._reader import Dispatch, DispatchTells, LinkReader, LinkSocket
 from ._wire import (
     HEADER_SIZE,
     MAX_FRAME_SIZE,
@@ -32,9 +32,11 @@ from ._wire import (
     Frame,
     Kind,
     append_frame,
+    batch_head,
     body_encoder,
     decode_value,
     encode_to,
+    pack_count,
     pack_size,
     tell_head,
     tell_heads,
@@ -197,6 +199,17 @@ class Outbox:
         self._drained: Signal = anyio.Event()
         self._wake: Signal | None = None
         self._delayed: Callable[[float, Callable[[], None]], None] | None = None
+        #: Tells to one actor (network links) that follow each other grow one TELLS frame up to
+        #: this many bytes (0: one frame per tell; see actors._wire).
+        self.batch_bytes = 0
+        # The TELLS frame at the end of the buffer that the next tell may join: its head (the
+        # key: one object per receiver and type), where it starts and stops (-1: sealed, none
+        # may join), and how many tells it has. Its length prefix and count are written when it
+        # is sealed: before the buffer is read (take, _flush_now) or another one begins.
+        self._batch_head = b""
+        self._batch_start = 0
+        self._batch_stop = -1
+        self._batch_count = 0
         #: A non-blocking send on the raw socket, set while a link runs: lets an ask or a reply
         #: leave at once instead of waking the writer task (a scheduler round trip per frame).
         self.direct_send: Callable[[bytes | bytearray], int] | None = None
@@ -221,27 +234,55 @@ class Outbox:
 
     def sender(self, to: str = "") -> Callable[[Any, Reply | None], Awaitable[None]]:
         """``deliver`` for one receiver (``to``: the actor's name on a network link), with a fast
-        path for a tell: its frame goes straight into the buffer, its head cached by type."""
+        path for a tell: its frame goes straight into the buffer, its head cached by type; on a
+        network link it joins the TELLS frame the last tell to the same actor began, while
+        nothing else came between (see actors._wire)."""
         heads = tell_heads(to)
         tail = encode_to(to)
         encode_into = body_encoder()
         deliver = self.deliver
         checkpoint_if_cancelled = self._checkpoint_if_cancelled
+        faults = self.faults
+        batch_bytes = self.batch_bytes if to else 0
+        batch_heads: dict[type, bytes] = {}  # the TELLS heads of this receiver, by type
 
         async def send(message: Any, reply: Reply | None) -> None:
-            if reply is not None or self.closed or self.faults.active:
+            if reply is not None or self.closed or faults.active:
                 return await deliver(message, reply, to)
             buffer = self.buffer
             start = len(buffer)
-            head = heads.get(type(message)) or tell_head(message, to)
-            buffer += head
-            try:
-                encode_into(message, buffer, start + len(head))
-            except BaseException:
-                del buffer[start:]
-                raise
-            buffer += tail
-            pack_size(buffer, start, len(buffer) - start - HEADER_SIZE)
+            if batch_bytes:
+                head = batch_heads.get(type(message)) or _new_batch_head(batch_heads, message, to)
+                if start == self._batch_stop and head is self._batch_head:
+                    try:
+                        encode_into(message, buffer, start)
+                    except BaseException:
+                        del buffer[start:]
+                        raise
+                    self._batch_stop = len(buffer)
+                    self._batch_count += 1
+                    if self._batch_stop - self._batch_start >= batch_bytes:
+                        self._seal()  # full: the next tell begins another
+                else:
+                    self._seal()
+                    buffer += head
+                    try:
+                        encode_into(message, buffer, start + len(head))
+                    except BaseException:
+                        del buffer[start:]
+                        raise
+                    self._batch_head, self._batch_start, self._batch_count = head, start, 1
+                    self._batch_stop = len(buffer)
+            else:
+                head = heads.get(type(message)) or tell_head(message, to)
+                buffer += head
+                try:
+                    encode_into(message, buffer, start + len(head))
+                except BaseException:
+                    del buffer[start:]
+                    raise
+                buffer += tail
+                pack_size(buffer, start, len(buffer) - start - HEADER_SIZE)
             if self._wake is not None:
                 self._wake.set()
             if len(buffer) >= FLUSH_BYTES:
@@ -250,6 +291,15 @@ class Outbox:
                 await checkpoint_if_cancelled()
 
         return send
+
+    def _seal(self) -> None:
+        """Write the length prefix and count of the TELLS frame tells were joining, if any:
+        none joins it from now on."""
+        if self._batch_stop >= 0:
+            buffer, start = self.buffer, self._batch_start
+            pack_size(buffer, start, self._batch_stop - start - HEADER_SIZE)
+            pack_count(buffer, start + len(self._batch_head) - 4, self._batch_count)
+            self._batch_stop = -1
 
     def deliver_nowait(self, message: Any, reply: Reply | None, to: str = "") -> None:
         """Queue a frame at once, or raise MailboxFull / ActorDead."""
@@ -292,6 +342,7 @@ class Outbox:
         """Write what is queued straight to the socket; only called while the writer is idle,
         so no partial write of the writer's can be interleaved with ours."""
         assert self._wake is not None
+        self._seal()  # (the buffer may be cut: no tell may grow a frame that left)
         if self.direct_send is not None:
             control, buffer = self.control_buffer, self.buffer
             if control and buffer:
@@ -384,6 +435,7 @@ class Outbox:
             self._wake = new_event()
             await self._wake.wait()
             self._wake = None
+        self._seal()  # its frames are on their way: none of them grows any more
         data = bytes(self.control_buffer + self.buffer) if self.control_buffer else bytes(self.buffer)
         self.control_buffer.clear()
         self.buffer.clear()
@@ -428,7 +480,13 @@ class Outbox:
         self._written_ask_id = self._queued_ask_id
         self.lose_written()
         self.buffer.clear()
+        self._batch_stop = -1
         self._drained.set()
+
+
+def _new_batch_head(heads: dict[type, bytes], message: Any, to: str) -> bytes:
+    head = heads[type(message)] = batch_head(message, to)
+    return head
 
 
 async def pump(
@@ -437,9 +495,11 @@ async def pump(
     on_frame: Dispatch,
     on_bad_frame: Callable[[BadFrame, Frame | None], None],
     max_frame_size: int = MAX_FRAME_SIZE,
+    on_tells: DispatchTells | None = None,
 ) -> None:
     """Run one link over a connected socket (or a TLS session over one, see actors._tls):
-    write the outbox, read frames into ``on_frame``; frames past ``max_frame_size`` are bad.
+    write the outbox, read frames into ``on_frame`` (TELLS frames into ``on_tells``: a
+    network link's; none on a process link); frames past ``max_frame_size`` are bad.
 
     Returns when the peer closes the connection (EOF) or it breaks. The socket is used raw
     and non-blocking (try first, wait for readiness only when it would block): each skipped
@@ -469,7 +529,7 @@ async def pump(
 
     async with anyio.create_task_group() as task_group:
         reader = LinkReader(
-            sock, on_frame, on_bad_frame, outbox.faults, task_group.start_soon, max_frame_size
+            sock, on_frame, on_bad_frame, outbox.faults, task_group.start_soon, max_frame_size, on_tells
         )
         outbox._delayed = send_later
         outbox.direct_send = sock.send

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -103,6 +104,8 @@ class AwaitedReply(Reply):
 
 Envelope = tuple[Any, Reply | None]
 
+_nones = itertools.repeat(None)  # the reply of every tell (zipped with the messages)
+
 
 class Mailbox:
     """A bounded FIFO of (message, reply) envelopes; the reply is None for a tell.
@@ -112,7 +115,7 @@ class Mailbox:
     one task (the actor's loop) ever takes from it.
     """
 
-    __slots__ = ("_items", "_room", "closed", "name", "on_arrival", "on_put", "size")
+    __slots__ = ("_items", "_room", "_room_at", "closed", "items", "name", "on_arrival", "on_put", "size")
 
     def __init__(self, name: str, size: int) -> None:
         if size < 1:
@@ -121,11 +124,14 @@ class Mailbox:
         self.size = size
         self.closed = False
         self._items: deque[Envelope] = deque()
+        #: the envelopes, oldest first, to look at (only put and get change it)
+        self.items = self._items
         #: called once when the next envelope arrives: wakes the actor waiting for it
         self.on_put: Callable[[], None] | None = None
         #: called with each message as it arrives, before it waits for room or its turn
         self.on_arrival: Callable[[Any], None] | None = None
         self._room: Signal | None = None
+        self._room_at = 0  # _room is set once no more than this many envelopes are left
 
     def __len__(self) -> int:
         return len(self._items)
@@ -141,12 +147,42 @@ class Mailbox:
             if self.on_arrival is not None:
                 self.on_arrival(message)  # it arrived now, though it waits for room
             while len(self._items) >= self.size and not self.closed:
-                if self._room is None:
-                    self._room = new_event()
-                await self._room.wait()
+                await self._wait_room(self.size - 1)
             self._append(message, reply)
             return
         self.put_envelope_nowait(message, reply)
+
+    def put_many_nowait(self, messages: list[Any], start: int) -> int:
+        """Add the tells ``messages[start:]``, as many as there is room for, in order; return
+        how many. Raises ActorDead once closed."""
+        if self.closed:
+            raise ActorDead(f"actor {self.name!r} is dead")
+        items = self._items
+        end = min(len(messages), start + self.size - len(items))
+        if end <= start:
+            return 0
+        if self.on_arrival is not None:
+            for message in messages[start:end]:
+                self.on_arrival(message)
+        batch = messages[start:end] if start or end < len(messages) else messages
+        items.extend(zip(batch, _nones))  # noqa: B905 (_nones never ends)
+        if self.on_put is not None:
+            on_put, self.on_put = self.on_put, None
+            on_put()
+        return end - start
+
+    async def wait_room(self) -> None:
+        """Wait until the mailbox is at most half full (or closed): room for many at once."""
+        while len(self._items) > self.size // 2 and not self.closed:
+            await self._wait_room(self.size // 2)
+
+    async def _wait_room(self, at: int) -> None:
+        """Wait until no more than ``at`` envelopes are left (or more room, or closed)."""
+        if self._room is None:
+            self._room, self._room_at = new_event(), at
+        else:
+            self._room_at = max(self._room_at, at)
+        await self._room.wait()
 
     def put_envelope_nowait(self, message: Any, reply: Reply | None) -> None:
         """Add a message or raise MailboxFull / ActorDead at once."""
@@ -183,7 +219,7 @@ class Mailbox:
             envelope = self._items.popleft()
         except IndexError:
             raise anyio.WouldBlock from None
-        if self._room is not None:
+        if self._room is not None and len(self._items) <= self._room_at:
             self._room.set()
             self._room = None
         return envelope

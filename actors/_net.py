@@ -24,7 +24,18 @@ from ._link import LIMIT_BYTES, LinkFaults, Outbox, WireReply, pump
 from ._mailbox import Reply
 from ._ref import Ref
 from ._tls import LinkRefused, TLSChannel
-from ._wire import HEADER_SIZE, BadFrame, Failure, Frame, Kind, append_frame, decode_frame, decode_value
+from ._wire import (
+    HEADER_SIZE,
+    BadFrame,
+    Batch,
+    Failure,
+    Frame,
+    Kind,
+    append_frame,
+    decode_frame,
+    decode_value,
+    decode_values,
+)
 
 if TYPE_CHECKING:
     from ._system import ActorSystem
@@ -32,7 +43,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger("actors.net")
 
 #: The version of the link protocol; a peer speaking another is refused in the hello.
-PROTOCOL_VERSION: Final = 1
+#: (2: tells travel in TELLS frames.)
+PROTOCOL_VERSION: Final = 2
+#: The largest TELLS frame a sender grows (see actors._wire), at most half the link's
+#: max_frame_size (the peer's is taken to be the same).
+BATCH_BYTES: Final = 64 * 1024
 #: A hello larger than this is refused: it carries a version and a name.
 HELLO_LIMIT: Final = 4096
 
@@ -117,6 +132,7 @@ class Peer:
         self.faults = LinkFaults()
         self.outbox = Outbox(node, self.faults)
         self.outbox.imports = False  # another machine names no module for us to import
+        self.outbox.batch_bytes = min(BATCH_BYTES, options.max_frame_size // 2)
         self.closed = anyio.Event()
         self._up = anyio.Event()
         self._channel: TLSChannel | None = None
@@ -177,7 +193,12 @@ class Peer:
                 if self.options.ping_interval:
                     task_group.start_soon(self._ping, channel)
                 await pump(
-                    channel, self.outbox, self._on_frame, self._on_bad_frame, self.options.max_frame_size
+                    channel,
+                    self.outbox,
+                    self._on_frame,
+                    self._on_bad_frame,
+                    self.options.max_frame_size,
+                    self._on_tells,
                 )
                 task_group.cancel_scope.cancel()
         except Exception:  # a bug: it ends this link, never the system that runs it
@@ -254,9 +275,55 @@ class Peer:
             raise BadFrame(f"unexpected frame kind {kind} on a network link")
         return None
 
+    def _on_tells(self, batch: Batch) -> Awaitable[None] | None:
+        """Deliver a TELLS frame's messages, in order, into the mailbox at once (what does not
+        fit waits for room, as a single tell would)."""
+        messages = decode_values(batch.type, batch.body, False)
+        target = self._registered(batch.to)
+        if target is None:
+            if batch.to not in self._unknown and len(self._unknown) < 100:
+                self._unknown.add(batch.to)  # once per name: a peer cannot flood the log
+                logger.warning("node %r told %r, which is not registered here", self.node, batch.to)
+            return None
+        cell = target._target
+        if cell.__class__ is not LocalCell:
+            for index, message in enumerate(messages):
+                try:
+                    cell.deliver_nowait(message, None)
+                except MailboxFull:
+                    return _deliver_each(target, messages, index)
+                except ActorDead:
+                    pass
+            return None
+        link = cell.link
+        if link is not self.outbox and (link is None or link.reader is None):
+            cell.link = self.outbox  # idle, it reads this link itself (see _on_frame)
+        try:
+            taken = cell.deliver_many_nowait(messages, 0)
+        except ActorDead:
+            return None
+        return None if taken == len(messages) else _deliver_rest(cell, messages, taken)
+
 
 _TELL: Final = int(Kind.TELL)
 _ASK: Final = int(Kind.ASK)
+
+
+async def _deliver_rest(cell: LocalCell, messages: list[Any], start: int) -> None:
+    """Deliver the rest of a TELLS frame's messages as room comes (the link waits meanwhile:
+    back pressure), as many at a time as fit."""
+    while start < len(messages):
+        await cell.wait_room()
+        try:
+            start += cell.deliver_many_nowait(messages, start)
+        except ActorDead:
+            return
+
+
+async def _deliver_each(target: Ref, messages: list[Any], start: int) -> None:
+    """Deliver a TELLS frame's messages one by one, to a target that is not a local actor."""
+    for message in messages[start:]:
+        await _deliver(target, message, None)
 
 
 async def _deliver(target: Ref, message: Any, reply: Reply | None) -> None:

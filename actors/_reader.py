@@ -24,7 +24,18 @@ import msgspec
 
 from ._loopcalls import loop_calls
 from ._mailbox import Signal, new_event
-from ._wire import MAX_FRAME_SIZE, BadFrame, Frame, FrameSplitter, Kind, decode_envelope
+from ._wire import (
+    MAX_FRAME_SIZE,
+    TELLS_TAG,
+    BadFrame,
+    Batch,
+    Frame,
+    FrameSplitter,
+    Kind,
+    decode_batch,
+    decode_envelope,
+    split_values,
+)
 
 if TYPE_CHECKING:
     from ._link import LinkFaults
@@ -41,12 +52,15 @@ MAX_QUEUED_BYTES: Final = 16 * 1024 * 1024
 #: Frames handled at once even while messages queue: none of them goes to a mailbox, and the
 #: order of an answer among the messages that reach other mailboxes does not matter.
 _UNQUEUED: Final = frozenset({int(Kind.REPLY), int(Kind.FAIL), int(Kind.PING), int(Kind.PONG)})
+_TELLS: Final = int(Kind.TELLS)
 
 T = TypeVar("T")
 
 #: Handles one frame; returns an awaitable only when handling it must wait (e.g. for room in a
 #: full mailbox), so the common case costs no coroutine.
 Dispatch = Callable[[Frame], Awaitable[None] | None]
+#: Handles a TELLS frame's tells at once (see actors._wire.Batch), as Dispatch a frame.
+DispatchTells = Callable[[Batch], Awaitable[None] | None]
 
 
 class LinkSocket(Protocol):
@@ -78,6 +92,7 @@ class LinkReader:
         faults: LinkFaults,
         start_soon: Callable[..., object],
         max_frame_size: int = MAX_FRAME_SIZE,
+        on_tells: DispatchTells | None = None,
     ) -> None:
         self._sock = sock
         # Readers wait on a descriptor of their own, so that waking one (notify_closing) cannot
@@ -85,6 +100,7 @@ class LinkReader:
         self._fd = os.dup(sock.fileno())
         self._dispatch = dispatch
         self._on_bad_frame = on_bad_frame
+        self._on_tells = on_tells
         self._faults = faults
         self._start_soon = start_soon
         self._calls = loop_calls()
@@ -99,7 +115,7 @@ class LinkReader:
         self._stalled: deque[Awaitable[None]] = deque()
         #: messages waiting for room (a delivery, or a frame read behind one), oldest first,
         #: with their sizes; a task of their own delivers them while the link is read on
-        self._queue: deque[tuple[Frame | Awaitable[None], int]] = deque()
+        self._queue: deque[tuple[Frame | Batch | Awaitable[None], int]] = deque()
         self._queued = 0  # their bytes
         self._draining = False  # whether that task runs (then every message queues)
         self._room: Signal | None = None  # set when the queue gets below MAX_QUEUED_BYTES
@@ -254,21 +270,28 @@ class LinkReader:
             for payload in self._frames:
                 frame: Frame | None = None
                 try:
-                    frame = decode(payload)
-                    if faults.active:
-                        delay = faults.decide("in")
-                        if delay is None:
+                    item: Frame | Batch
+                    if payload.startswith(TELLS_TAG):  # tells at once (see actors._wire)
+                        item = self._batch(payload)
+                        if faults.active:  # each tell meets the faults on its own
+                            self._faulty_tells(item)
                             continue
-                        if delay:
-                            self._start_soon(self._dispatch_later, delay, frame)
-                            continue
-                    if self._draining and frame.kind not in _UNQUEUED:
-                        self._queue.append((frame, len(payload)))  # behind the one waiting
+                    else:
+                        item = frame = decode(payload)
+                        if faults.active:
+                            delay = faults.decide("in")
+                            if delay is None:
+                                continue
+                            if delay:
+                                self._start_soon(self._dispatch_later, delay, frame)
+                                continue
+                    if self._draining and item.kind not in _UNQUEUED:
+                        self._queue.append((item, len(payload)))  # behind the one waiting
                         self._queued += len(payload)
                         if self._queued > MAX_QUEUED_BYTES:
                             return self._until_room()
                         continue
-                    pending = dispatch(frame)
+                    pending = dispatch(item) if isinstance(item, Frame) else self._tells(item)
                     if pending is not None:  # a full mailbox: delivered by a task of its own
                         self._queue.append((pending, 0))
                         self._draining = True
@@ -307,14 +330,14 @@ class LinkReader:
                 if self._room is not None and self._queued <= MAX_QUEUED_BYTES:
                     self._room.set()
                     self._room = None
-                if isinstance(item, Frame):
+                if isinstance(item, (Frame, Batch)):
                     try:
-                        pending = dispatch(item)
+                        pending = dispatch(item) if isinstance(item, Frame) else self._tells(item)
                     except msgspec.DecodeError as exc:
                         self._on_bad_frame(BadFrame(f"malformed frame: {exc}"), None)
                         continue
                     except BadFrame as exc:
-                        self._on_bad_frame(exc, item)
+                        self._on_bad_frame(exc, item if isinstance(item, Frame) else None)
                         continue
                     if pending is None:
                         continue
@@ -332,6 +355,37 @@ class LinkReader:
             if self._room is None:
                 self._room = new_event()
             await self._room.wait()
+
+    def _batch(self, payload: bytes) -> Batch:
+        """A TELLS frame's envelope; BadFrame on a link that takes none (a process link)."""
+        if self._on_tells is None:
+            raise BadFrame("a TELLS frame on a link that takes none")
+        return decode_batch(payload)
+
+    def _tells(self, batch: Batch) -> Awaitable[None] | None:
+        assert self._on_tells is not None  # (checked by _batch)
+        return self._on_tells(batch)
+
+    def _faulty_tells(self, batch: Batch) -> None:
+        """The tells of a TELLS frame, each dropped, delayed or dispatched as the fault hook
+        decides, as if each had come in a frame of its own (in order, unless delayed)."""
+        for body in split_values(batch.body):
+            frame = Frame(Kind.TELL, 0, batch.type, body, batch.to)
+            delay = self._faults.decide("in")
+            if delay is None:
+                continue
+            if delay:
+                self._start_soon(self._dispatch_later, delay, frame)
+                continue
+            if self._draining:  # behind the one waiting for room
+                self._queue.append((frame, len(body)))
+                self._queued += len(body)
+                continue
+            pending = self._dispatch(frame)
+            if pending is not None:  # a full mailbox: delivered by a task of its own
+                self._queue.append((pending, 0))
+                self._draining = True
+                self._start_soon(self._drain)
 
     async def _dispatch_later(self, delay: float, frame: Frame) -> None:
         await anyio.sleep(delay)

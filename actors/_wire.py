@@ -5,6 +5,11 @@ A frame is a 4-byte big-endian length followed by a msgpack array
 connection reaches every actor a node registered and ``to`` names the one a TELL or ASK is for.
 ``type`` names the message class (``"module:QualName"`` of a msgspec Struct) so the receiver can
 decode ``body`` into the same class without a registry; an empty ``type`` means plain msgpack data.
+
+On a network link, tells of one type to one actor that follow each other on the wire travel as
+one TELLS frame, ``[TELLS, 0, type, to, [body, ...]]`` (see Batch): the receiver decodes them in
+one call and puts them in the mailbox at once. The sender grows the last frame of its buffer in
+place while the next tell matches it (its body array has a fixed-size count, patched).
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ class Kind(IntEnum):
     CRASHED = 9
     #: the first frame each side of a network link sends (see actors._net.Hello)
     HELLO = 10
+    #: many tells of one type to one actor, in order (network links only; see Batch)
+    TELLS = 11
 
 
 class Frame(msgspec.Struct, array_like=True, frozen=True, gc=False):
@@ -54,6 +61,18 @@ class Frame(msgspec.Struct, array_like=True, frozen=True, gc=False):
     body: msgspec.Raw
     #: on a network link, the registered name of the actor a TELL or ASK goes to
     to: str = ""
+
+
+class Batch(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    """A decoded TELLS frame: the bodies of tells of one type to one actor, still raw (a msgpack
+    array, decoded at once by decode_values)."""
+
+    kind: int
+    id: int
+    type: str
+    #: the registered name of the actor they go to
+    to: str
+    body: msgspec.Raw
 
 
 class Failure(msgspec.Struct, frozen=True):
@@ -94,8 +113,12 @@ class BadFrame(Exception):
 
 _encoder = msgspec.msgpack.Encoder()
 _frame_decoder = msgspec.msgpack.Decoder(Frame)
+_batch_decoder = msgspec.msgpack.Decoder(Batch)
 _any_decoder: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder()
 _decoders: dict[str, msgspec.msgpack.Decoder[Any]] = {"": _any_decoder}
+#: decoders of a TELLS frame's body array, by type name
+_list_decoders: dict[str, msgspec.msgpack.Decoder[list[Any]]] = {"": msgspec.msgpack.Decoder(list)}
+_raws_decoder = msgspec.msgpack.Decoder(list[msgspec.Raw])
 _type_names: dict[type, str] = {}
 
 
@@ -139,6 +162,27 @@ def decode_value(name: str, body: msgspec.Raw | bytes | memoryview, imports: boo
         return decoder.decode(body)
     except msgspec.DecodeError as exc:
         raise BadFrame(f"cannot decode a {name or 'plain'} message: {exc}") from None
+
+
+def decode_values(name: str, bodies: msgspec.Raw | bytes, imports: bool = True) -> list[Any]:
+    """Decode a TELLS frame's body array (messages of the named type) in one call; raise
+    BadFrame if it cannot be. ``imports`` as for decode_value."""
+    decoder = _list_decoders.get(name)
+    if decoder is None:
+        kind = _decoder_for(name, imports).type
+        decoder = _list_decoders[name] = msgspec.msgpack.Decoder(list[kind])  # type: ignore[valid-type]
+    try:
+        return decoder.decode(bodies)
+    except msgspec.DecodeError as exc:
+        raise BadFrame(f"cannot decode {name or 'plain'} messages: {exc}") from None
+
+
+def split_values(bodies: msgspec.Raw | bytes) -> list[msgspec.Raw]:
+    """A TELLS frame's body array as one raw body per message (to handle them one by one)."""
+    try:
+        return _raws_decoder.decode(bodies)
+    except msgspec.DecodeError as exc:
+        raise BadFrame(f"malformed messages: {exc}") from None
 
 
 def encode_value(value: object) -> tuple[str, msgspec.Raw]:
@@ -188,6 +232,25 @@ def tell_head(body: object, to: str) -> bytes:
     head = bytes(HEADER_SIZE) + array + encode(Kind.TELL) + encode(0) + encode(type_name(body))
     tell_heads(to)[type(body)] = head
     return head
+
+
+#: the tag of a TELLS frame: its array header and kind, the first bytes of its payload
+TELLS_TAG: Final = b"\x95" + bytes([Kind.TELLS])
+#: the size of a TELLS frame's count (msgpack's array 32 header: 0xdd, then 4 bytes)
+pack_count = pack_size
+
+
+def batch_head(body: object, to: str) -> bytes:
+    """The first bytes of a TELLS frame to ``to`` whose first body is ``body``, up to its body
+    array's header (the length prefix and the count zeroed): the bodies follow."""
+    encode = _encoder.encode
+    return (
+        bytes(HEADER_SIZE) + TELLS_TAG + encode(0) + encode(type_name(body)) + encode(to) + b"\xdd" + bytes(4)
+    )
+
+
+#: decode a TELLS frame's envelope (its payload starts with TELLS_TAG), raising msgspec.DecodeError
+decode_batch = _batch_decoder.decode
 
 
 def body_encoder() -> Callable[[Any, bytearray, int], None]:

@@ -9,11 +9,12 @@ import sys
 from pathlib import Path
 
 import anyio
+import msgspec
 import pytest
 
 from actors import LinkOptions, LinkRefused, open_system
 from actors._connector import attempt, open_tcp
-from actors._net import Hello, read_hello, send_hello
+from actors._net import PROTOCOL_VERSION, Hello, read_hello, send_hello
 from actors._tls import TLSChannel
 from actors._wire import Kind, append_frame
 from tests.actors.tls_certs import CA
@@ -84,7 +85,7 @@ async def test_a_huge_frame_cuts_the_link_of_its_sender_only(
         tls = c.ca.client("huge")
         context = tls.context()
         channel, hello = await attempt(c.listener.address, context, tls, "huge", OPTIONS)
-        assert hello == Hello(1, "controller")
+        assert hello == Hello(PROTOCOL_VERSION, "controller")
         channel.send(b"\xff\xff\xff\xf0" + b"x" * 1000)  # a 4 GB length prefix
         with anyio.fail_after(10):
             while await channel.receive_some():
@@ -211,3 +212,35 @@ async def test_connections_past_the_handshake_bound_are_closed_at_once(
             with pytest.raises(BlockingIOError):
                 first.recv(1)  # the first one still waits for its handshake
     assert "1 links are being set up already: closing the one from 127.0.0.1" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("name", "bodies", "logged"),
+    [
+        ("", b"\xdd\x00\x00\x00\x05\xc1", "malformed frame"),  # not msgpack
+        (
+            "",
+            b"\xdd\xff\xff\xff\xff\x01",
+            "malformed frame: Input data was truncated",
+        ),  # a count past its end
+        ("actors._wire:Started", b"\xdd\x00\x00\x00\x01\x01", "cannot decode actors._wire:Started messages"),
+        ("tabnanny:Whatever", b"\xdd\x00\x00\x00\x01\x80", "its module is not imported on this node"),
+    ],
+)
+async def test_a_bad_tells_frame_cuts_the_link_of_its_sender_only(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, name: str, bodies: bytes, logged: str
+) -> None:
+    async with cluster(tmp_path) as c:
+        channel = await tls_session(c, "batcher")
+        await send_hello(channel, "batcher")
+        await read_hello(channel, "controller")
+        payload = b"\x95" + bytes([Kind.TELLS, 0]) + msgspec.msgpack.encode(name) + b"\xa4echo" + bodies
+        channel.send(len(payload).to_bytes(4, "big") + payload)
+        with anyio.fail_after(10):
+            while await channel.receive_some():
+                pass  # the controller hangs up
+        channel.close()
+        await c.still_works()
+    assert "node 'batcher' sent a bad frame" in caplog.text
+    assert logged in caplog.text
+    assert "tabnanny" not in sys.modules
