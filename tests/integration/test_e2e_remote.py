@@ -26,7 +26,7 @@ from fabric.client.errors import ApiRefused
 from fabric.client.shell import ShellRefused, open_shell
 from fabric.guest.plugin_agents.remote_exec import MAX_SESSIONS
 from tests.fabric.certs.cert_kit import leaf, make_ca, pem_file
-from tests.fabric.cluster.joined_kit import screen_until
+from tests.fabric.cluster.joined_kit import screen_until, until_foreground
 from tests.fabric.frontend.test_cli import FABRIC, cli
 from tests.integration.e2e_kit import SERVICES, Running, copy_service, running_fabric
 
@@ -140,7 +140,7 @@ async def test_a_shell_on_a_pseudo_terminal_resizes_takes_ctrl_c_and_exits_with_
             await shell.send_keys(b"stty size\n")
             await screen_until(shell, rb"40 100")
             await shell.send_keys(b"sleep 300; echo $((40+2))\n")
-            await anyio.sleep(0.5)  # the sleep has started (nothing to wait on from here)
+            await until_foreground(["sleep", "300"])
             started = anyio.current_time()
             await shell.send_keys(b"\x03")  # Ctrl-C: the sleep ends, the shell goes on
             await shell.send_keys(b"echo $((6*7+1))\n")
@@ -194,10 +194,11 @@ async def test_fabric_shell_carries_a_local_terminal(tmp_path: Path) -> None:
                 await until(rb"33 77")
                 fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 120, 0, 0))
                 process.send_signal(signal.SIGWINCH)  # what the terminal tells its foreground process
-                os.write(master, b"sleep 1; stty size\n")
+                # The new size is relayed on its own: the remote shell waits until it has it.
+                os.write(master, b'while [ "$(stty size)" = "33 77" ]; do sleep 0.1; done; stty size\n')
                 await until(rb"50 120")
                 os.write(master, b"sleep 300\n")
-                await anyio.sleep(0.5)
+                await until_foreground(["sleep", "300"])
                 os.write(master, b"\x03")  # Ctrl-C, raw: it interrupts the remote sleep, not fabric
                 os.write(master, b"echo $((6*7+1))\n")
                 await until(rb"43")

@@ -246,6 +246,30 @@ async def deploy_remote_shell(c: Cluster, tmp_path: Path) -> None:
     await c.all_ready(count=1)
 
 
+def in_foreground(argv: list[str]) -> int | None:
+    """A process this test started (at any depth) that runs ``argv`` and holds the foreground
+    of its terminal (a Ctrl-C typed now reaches it); its pid, or None."""
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if proc.cmdline() != argv:
+                continue
+            # /proc/PID/stat after the command's ")": state ppid pgrp session tty_nr tpgid ...
+            fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (psutil.Error, OSError):
+            continue
+        if int(fields[5]) == int(fields[2]):
+            return proc.pid
+    return None
+
+
+async def until_foreground(argv: list[str], seconds: float = 60) -> int:
+    """Wait until a shell has started ``argv`` and given it the terminal: a Ctrl-C sent earlier
+    reaches the shell alone (between its fork and the child taking the terminal), and the
+    command then runs to its end. Its pid."""
+    found: int = await poll(lambda: in_foreground(argv), seconds, f"{' '.join(argv)} in the foreground")
+    return found
+
+
 async def screen_until(shell: ShellSession, pattern: bytes, seconds: float = 20) -> re.Match[bytes]:
     """Read the remote screen until ``pattern`` (a regex) shows; its match."""
     shown = b""

@@ -7,11 +7,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import anyio
 import pytest
 
 from fabric.client.shell import open_shell
-from tests.fabric.cluster.joined_kit import cluster, deploy_remote_shell, one_joined_host, screen_until
+from tests.fabric.cluster.joined_kit import (
+    cluster,
+    deploy_remote_shell,
+    one_joined_host,
+    screen_until,
+    until_foreground,
+)
 from tests.netns import loopback_hosts
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
@@ -35,7 +40,7 @@ async def test_a_shell_in_an_instance_on_a_joined_host(tmp_path: Path) -> None:
                 cwd = (await screen_until(shell, rb"at=(/[^=\r\n]*)=", WAIT)).group(1).decode()
                 assert cwd.startswith(str(hosts[0].state_dir / "host" / "vms")), cwd
                 await shell.send_keys(b"sleep 300; echo $((40+2))\n")
-                await anyio.sleep(0.5)  # the sleep has started (nothing to wait on from here)
+                await until_foreground(["sleep", "300"])
                 await shell.send_keys(b"\x03")  # Ctrl-C: the sleep ends, the shell goes on
                 await shell.send_keys(b"echo $((6*7+1))\n")
                 await screen_until(shell, rb"43", WAIT)
