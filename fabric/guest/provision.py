@@ -23,7 +23,6 @@ from fabric.guest.messages import GuestConfig
 from fabric.model.definition import ServiceDefinition
 from fabric.model.xml import definition_to_xml
 from fabric.settings import Settings
-from roles.hosts.http import SERVER_MODULES
 from roles.protocol import RoleEnvironmentData
 
 Log = Callable[[str], None]
@@ -62,7 +61,6 @@ GUEST_TEMPLATE_PRELOAD = (
     "roles.hosts.iis",
     "roles.hosts.hwc",
     "roles.hosts.w3wp",
-    *SERVER_MODULES,
 )
 #: ``0`` turns the host's guest template off: VMs are forked from the host agent as before.
 GUEST_TEMPLATE_ENV = "REDDOG_GUEST_TEMPLATE"

@@ -172,7 +172,10 @@ async def start_template(config: BootstrapConfig, disk: VmDisk, kind: HostKind) 
     kinds: list[str] = [kind, "w3wp"] if kind == "iis" else [kind]
     preload = [host_target(k).partition(":")[0] for k in kinds]
     if kind != "worker":
-        preload.extend(SERVER_MODULES)  # a web host serves its sites right after on_start
+        # A web host serves its sites right after on_start: the server's modules are imported
+        # here, once per VM, and shared by every role host forked (not by a worker role's VMs:
+        # the host's guest template leaves them out, as they would grow every VM process).
+        preload.extend(SERVER_MODULES)
     # The seed this bootstrapper planted at its birth (a copy of the host's template, which
     # shares its pages with every VM of the host), else a template exec'd for this VM.
     adopted = None

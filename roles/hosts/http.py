@@ -26,9 +26,9 @@ if TYPE_CHECKING:
 
 # hypercorn is imported where it is used: the fabric's CLI imports the API's module (for its
 # client) and should not pay for a server it does not run.
-#: What serving imports of hypercorn's: a process template that will fork servers (a VM's
-#: role host template, the host's guest template) imports these first, so that a role host
-#: does not import them after its start (~60 ms, more on a loaded machine).
+#: What serving imports of hypercorn's: a process template that will fork servers (a web
+#: role's role host template) imports these first, so that a role host does not import them
+#: after its start (~60 ms, more on a loaded machine).
 SERVER_MODULES = ("hypercorn.config", "hypercorn.app_wrappers", "hypercorn.utils", "hypercorn.trio.run")
 
 logger = logging.getLogger(__name__)
