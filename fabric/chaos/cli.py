@@ -118,6 +118,7 @@ def replay(journal_file: Path, **opts: Any) -> None:
     run = Run(
         scenario=journal.scenario, scenario_file=journal.scenario_file, seed=journal.seed,
         duration=journal.duration, schedule=journal.schedule, topology=journal.topology,
+        control=journal.control,
     )  # fmt: skip
     if opts["journal"] is None or opts["journal"] == journal_file:
         opts["journal"] = journal_file.with_name(f"{journal_file.stem}.replay.json")

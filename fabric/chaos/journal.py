@@ -12,6 +12,7 @@ from pathlib import Path
 
 import msgspec
 
+from fabric.chaos.control import PlannedControl
 from fabric.chaos.report import Report
 from fabric.chaos.scenario import Scenario, ScenarioError
 from fabric.chaos.schedule import PlannedFault, Topology
@@ -29,6 +30,8 @@ class Journal(msgspec.Struct, frozen=True, kw_only=True):
     duration: float
     topology: Topology
     schedule: list[PlannedFault]
+    #: faults on the control plane, applied by the runner (fabric.chaos.control)
+    control: list[PlannedControl] = []
     report: Report | None = None
 
 

@@ -23,9 +23,11 @@ async def inject_all(
     progress: Callable[[str], None],
     outcomes: list[FaultOutcome],
     records: list[tuple[int, FaultRecord]],
+    ours: Callable[[FaultRecord], FaultRecord] = lambda record: record,
 ) -> None:
     """Inject each planned fault at ``m0`` plus its time (appending to ``outcomes`` and
-    ``records``); then wait out the method's ``length``."""
+    ``records``, each record through ``ours``: on the run's fabric clock); then wait out the
+    method's ``length``."""
     for planned in schedule:
         if planned.at >= length:
             break
@@ -33,7 +35,7 @@ async def inject_all(
         sent = anyio.current_time() - m0
         kind = str(type(planned.inject.fault).__struct_config__.tag)
         try:
-            record = await client.inject(planned.inject)
+            record = ours(await client.inject(planned.inject))
         except ClientError as exc:
             outcomes.append(FaultOutcome(
                 n=planned.n, label=planned.inject.label, kind=kind, planned_at=planned.at, applied_at=sent,

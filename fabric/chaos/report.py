@@ -43,6 +43,8 @@ class FaultOutcome(msgspec.Struct, frozen=True, kw_only=True):
     outcome: Literal["applied", "refused", "not run"]
     error: str = ""
     record: FaultRecord | None = None
+    #: what a fault the runner applied itself did (a control-plane fault has no record)
+    detail: str = ""
     detect: float | None = None
     leave_rotation: float | None = None
     recover: float | None = None
@@ -193,7 +195,7 @@ def render(report: Report) -> str:
             f"{h.name}" + (f" pid {h.pid}" if h.pid else "") for h in (f.record.hits if f.record else [])
         )
         out.append(
-            f"  {f.n:>3} {when} {f.label} -> {hit or '-'}: "
+            f"  {f.n:>3} {when} {f.label} -> {hit or f.detail or '-'}: "
             f"detect {_s(f.detect)}, leave {_s(f.leave_rotation)}, recover {_s(f.recover)}"
         )
     req = report.requests

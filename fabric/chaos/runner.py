@@ -19,10 +19,14 @@ import anyio.abc
 import anyio.to_thread
 import msgspec
 
+from fabric.chaos.control import PlannedControl, apply_all, plan_control
+from fabric.chaos.control import not_run as control_not_run
+from fabric.chaos.following import FollowingTransport
 from fabric.chaos.journal import Journal, write_journal
 from fabric.chaos.load import HttpLoad, stats
 from fabric.chaos.method import inject_all, not_run, roll_back, timed
 from fabric.chaos.probes import PhaseState, evaluate, ready_needed, skipped
+from fabric.chaos.replicas import running_replicas
 from fabric.chaos.report import (
     FaultOutcome,
     Leftover,
@@ -33,7 +37,7 @@ from fabric.chaos.report import (
 )
 from fabric.chaos.scenario import PHASES, Phase, Scenario, ScenarioError
 from fabric.chaos.schedule import PlannedFault, Topology, plan
-from fabric.client import AsyncFabricClient
+from fabric.client import AsyncFabricClient, ClientError
 from fabric.controller.chaos import tree
 from fabric.controller.chaos.messages import EndpointTargets, FaultRecord, TargetMap, WatchEvent
 
@@ -53,6 +57,8 @@ class Run:
     seed: int
     duration: float | None = None
     schedule: list[PlannedFault] | None = None
+    #: the control-plane faults to replay (None: planned from the seed)
+    control: list[PlannedControl] | None = None
     topology: Topology | None = None
     journal: Path | None = None
     #: the (hosted service, slot) to hit; default: the scenario's, or the only deployment
@@ -125,7 +131,10 @@ async def run_on(state_dir: Path, run: Run) -> Report:
         ClientError: the fabric cannot be reached.
     """
     started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    async with AsyncFabricClient(state_dir) as client:
+    # Controller replicas: the client follows them (any replica's address, through an election)
+    replicas = await anyio.to_thread.run_sync(running_replicas, state_dir)
+    transport = FollowingTransport(state_dir) if replicas else None
+    async with AsyncFabricClient(state_dir, transport=transport) as client:
         session = await _Session.prepare(client, run, state_dir)
         async with anyio.create_task_group() as tg:
             tg.start_soon(session.load.run)
@@ -151,8 +160,13 @@ class _Session:
     load: HttpLoad
     watch_id: str = ""
     cursor: int = 0
-    #: the fabric's clock minus ours
+    #: the fabric's clock minus ours (the first leader's: every time is kept on its clock)
     offset: float = 0.0
+    #: the clock of the leader watched now minus the first one's (a new leader after a failover)
+    shift: float = 0.0
+    #: control-plane faults (fabric.chaos.control) and their outcomes
+    control: list[PlannedControl] = field(default_factory=list)
+    control_outcomes: list[FaultOutcome] = field(default_factory=list)
     events: list[WatchEvent] = field(default_factory=list)
     outcomes: list[FaultOutcome] = field(default_factory=list)
     records: list[tuple[int, FaultRecord]] = field(default_factory=list)
@@ -175,9 +189,12 @@ class _Session:
             raise ScenarioError(f"the deployment is not Ready after {steady.recovery_timeout:g} s: {states}")
         topology = run.topology or Topology.of(_counts(targets))
         schedule = run.schedule if run.schedule is not None else plan(s, run.seed, topology, run.duration)
+        control = (
+            run.control if run.control is not None else plan_control(s, run.seed, len(schedule), run.duration)
+        )
         journal = Journal(
             scenario_file=run.scenario_file, scenario=s, seed=run.seed, duration=run.length,
-            topology=topology, schedule=schedule,
+            topology=topology, schedule=schedule, control=control,
         )  # fmt: skip
         if run.journal is not None:
             await anyio.to_thread.run_sync(write_journal, run.journal, journal)
@@ -192,19 +209,47 @@ class _Session:
                 f"no request to {endpoint.name} ({endpoint.host}:{endpoint.port}{s.load.path}) succeeded "
                 f"in {steady.recovery_timeout:g} s: check load.path, or the role's site"
             )
-        session = cls(client, run, state_dir, targets, journal, endpoint, load)
+        session = cls(client, run, state_dir, targets, journal, endpoint, load, control=control)
         batch = await client.watch(targets.service, targets.slot, lease=30.0)
         session.watch_id, session.cursor, session.events = batch.id, batch.next, list(batch.events)
         session.offset = batch.now - anyio.current_time()
         return session
 
     async def follow(self) -> None:
-        """Collect the watch's events as they come."""
+        """Collect the watch's events as they come (watching again on a new leader: a watch
+        lives in the controller that made it)."""
         while True:
             await anyio.sleep(POLL)
-            batch = await self.client.poll(self.watch_id, self.cursor)
-            self.events.extend(batch.events)
+            try:
+                batch = await self.client.poll(self.watch_id, self.cursor)
+            except ClientError as exc:
+                self.run.progress(f"the watch is gone ({exc}); watching again")
+                await self._watch_again()
+                continue
+            self.events.extend(self._ours(batch.events))
             self.cursor = batch.next
+
+    async def _watch_again(self) -> None:
+        while True:
+            try:
+                self.targets = await self.client.targets(self.targets.service, self.targets.slot)
+                batch = await self.client.watch(self.targets.service, self.targets.slot, lease=30.0)
+                break
+            except ClientError:
+                await anyio.sleep(POLL)
+        self.shift = batch.now - anyio.current_time() - self.offset
+        self.watch_id, self.cursor = batch.id, batch.next
+        self.events.extend(self._ours(batch.events))
+
+    def _ours(self, events: list[WatchEvent]) -> list[WatchEvent]:
+        """Events on the first leader's clock."""
+        if not self.shift:
+            return list(events)
+        return [msgspec.structs.replace(e, t=e.t - self.shift) for e in events]
+
+    def _record_ours(self, record: FaultRecord) -> FaultRecord:
+        """A fault record on the first leader's clock."""
+        return msgspec.structs.replace(record, at=record.at - self.shift) if self.shift else record
 
     async def look(self) -> None:
         """Remember every process of the fabric's tree, to find any left behind at the end."""
@@ -239,9 +284,15 @@ class _Session:
             m0 = anyio.current_time()
             with anyio.CancelScope() as method:
                 tg.start_soon(_cancel_on, run.interrupt, method)
-                await inject_all(
-                    self.client, schedule, m0, run.length, run.progress, self.outcomes, self.records
-                )
+                async with anyio.create_task_group() as control:
+                    control.start_soon(
+                        apply_all, self.state_dir, self.control, m0, run.length, run.progress,
+                        self.control_outcomes,
+                    )  # fmt: skip
+                    await inject_all(
+                        self.client, schedule, m0, run.length, run.progress, self.outcomes, self.records,
+                        self._record_ours,
+                    )  # fmt: skip
             self.window = (m0, anyio.current_time())
             if method.cancelled_caught:
                 self.status = "interrupted"
@@ -260,6 +311,8 @@ class _Session:
                     f"rollbacks cut after {ROLLBACK_TIMEOUT:g} s: the fabric did not answer"
                 )
             self.outcomes += [not_run(planned) for planned in schedule[len(self.outcomes) :]]
+            applied = {o.n for o in self.control_outcomes}
+            self.control_outcomes += [control_not_run(p) for p in self.control if p.n not in applied]
         run.progress("waiting for recovery")
         needed = ready_needed(steady.probes, len(self.targets.instances))
         _, self.recovery = await wait_ready(
@@ -269,8 +322,11 @@ class _Session:
 
     async def finish(self) -> None:
         """End the watch; judge the method's window on all its events."""
-        last = await self.client.stop_watch(self.watch_id, self.cursor)
-        self.events.extend(last.events)
+        try:
+            last = await self.client.stop_watch(self.watch_id, self.cursor)
+            self.events.extend(self._ours(last.events))
+        except ClientError as exc:  # its leader went away at the end
+            self.run.progress(f"the watch could not be read to its end: {exc}")
         if self.status != "aborted":
             m0, m1 = self.window
             fewest = _fewest_ready(self.events, m0 + self.offset, m1 + self.offset)
@@ -287,7 +343,8 @@ class _Session:
         """The report; the journal is written again with it."""
         run, s = self.run, self.run.scenario
         timings = outcome_timings(self.records, self.events)
-        outcomes = [timed(o, timings) for o in self.outcomes]
+        outcomes = [timed(o, timings) for o in self.outcomes] + self.control_outcomes
+        outcomes.sort(key=lambda o: (o.planned_at, o.n))
         notes = []
         if self.recovery is None and self.status == "completed":
             notes.append(

@@ -32,6 +32,7 @@ The README's "Scenarios" section (under "Chaos") lists every key.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -42,8 +43,15 @@ from fabric.settings import Settings
 
 Phase = Literal["before", "during", "after"]
 PHASES: tuple[Phase, ...] = ("before", "during", "after")
-FaultName = Literal["kill", "crash", "hang", "link", "partition", "toxic", "startup", "fill", "storm", "net"]
+FaultName = Literal[
+    "kill", "crash", "hang", "link", "partition", "toxic", "startup", "fill", "storm", "net",
+    "replica-kill", "replica-hang", "database-restart",
+]  # fmt: skip
 ProbeType = Literal["http-success-rate", "latency", "instances-ready"]
+
+
+#: a replica a control-plane fault names (fabric.replica.run.NAME_PATTERN)
+REPLICA = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 
 
 class ScenarioError(ValueError):
@@ -183,6 +191,13 @@ class StormParams(_Section, frozen=True, kw_only=True):
     interval: float = 0.0
 
 
+class DatabaseParams(_Section, frozen=True, kw_only=True):
+    """A database restart's commands (run by the runner, as `fabric chaos database` does)."""
+
+    stop_command: str = ""
+    start_command: str = ""
+
+
 class MethodEntry(_Section, frozen=True, kw_only=True):
     """One line of the method: a fault, where it lands, and when."""
 
@@ -212,6 +227,9 @@ class MethodEntry(_Section, frozen=True, kw_only=True):
     storage: str | None = None
     extra_mb: int = 1
     storm: StormParams = StormParams()
+    #: replica-kill, replica-hang: leader, follower, or a replica's name (fabric.chaos.control)
+    replica: str = "leader"
+    database: DatabaseParams = DatabaseParams()
 
 
 class Rollback(_Section, frozen=True, kw_only=True):
@@ -293,6 +311,10 @@ def _check(s: Scenario, file: str) -> None:
             _toxic(m.toxic, where)
         if m.fault == "net":
             net_fault_of(m, None, m.duration or s.duration, where)
+        if m.fault in ("replica-kill", "replica-hang") and not re.match(REPLICA, m.replica):
+            raise ScenarioError(f"{where}: replica must be leader, follower or a replica's name")
+        if m.fault == "database-restart" and not (m.database.stop_command and m.database.start_command):
+            raise ScenarioError(f'{where}: give database = {{ stop_command = "...", start_command = "..." }}')
 
 
 def _toxic(raw: dict[str, Any], where: str) -> Any:

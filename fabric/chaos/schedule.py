@@ -73,6 +73,8 @@ def plan(
     length = scenario.duration if duration is None else duration
     items: list[tuple[float, int, Inject]] = []
     for line, entry in enumerate(scenario.method, 1):
+        if entry.fault in ("replica-kill", "replica-hang", "database-restart"):
+            continue  # the runner applies these itself (fabric.chaos.control)
         rng = random.Random(f"reddog-chaos:{seed}:{line}")
         for at in _times(entry, length, rng, line):
             target = _target(scenario, entry, topology, rng, line)

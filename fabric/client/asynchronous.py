@@ -50,13 +50,20 @@ class AsyncFabricClient:
         state_dir: the fabric's state folder.
         timeout: seconds a single HTTP call may take.
         pool: the machine pool chaos calls go to (None: the fabric picks, by service).
+        transport: how requests travel (default: straight to the URL; a chaos run against
+            controller replicas follows them, fabric.chaos.following).
 
     Raises:
         NoFabricRunning: the state folder has no ``api`` or ``token`` file.
     """
 
     def __init__(
-        self, state_dir: str | os.PathLike[str], *, timeout: float = 120.0, pool: str | None = None
+        self,
+        state_dir: str | os.PathLike[str],
+        *,
+        timeout: float = 120.0,
+        pool: str | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.state_dir = Path(state_dir)
         url, token = read_api_url(self.state_dir), read_token(self.state_dir)
@@ -68,6 +75,7 @@ class AsyncFabricClient:
             base_url=url,
             headers={"authorization": f"Bearer {token}", "x-ms-version": API_VERSION},
             timeout=timeout,
+            transport=transport,
         )
         self._subscription: str | None = None
 

@@ -1,5 +1,5 @@
 """`fabric chaos replica kill|hang` and `fabric chaos database` against real replicas and a real
-PostgreSQL server."""
+PostgreSQL server, then a scenario whose step kills the leader (fabric.chaos.control)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,12 @@ from pathlib import Path
 import anyio
 import pytest
 
+from fabric.chaos.report import render
+from fabric.chaos.runner import Run, run_on
+from fabric.chaos.scenario import parse_scenario
+from fabric.client.deployments import deploy_service
 from tests.fabric.replica.replica_kit import FABRIC, cluster
+from tests.paths import EXAMPLES
 from tests.pg_server import PostgresServer
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
@@ -66,4 +71,60 @@ async def test_chaos_kills_and_hangs_replicas_and_restarts_the_database(
         )
         assert code == 0 and out.startswith("database stopped"), (out, err)
         # a leader acts again once the database is back (the fast profile's lease may have lapsed)
-        await c.leader(seconds=60)
+        leader = await c.leader(seconds=60)
+
+        # A scenario step kills the leader the runner's client talks to (<state>/api names it):
+        # the run follows the API to the other replica, watches again on the new leader, and
+        # reports the requests lost meanwhile.
+        async with c.client(leader) as client:
+            started = await deploy_service(client, EXAMPLES / "hwc-wsgi", None)
+        scenario = parse_scenario(SCENARIO)
+        report = await run_on(c.state, Run(scenario=scenario, scenario_file="replica.toml", seed=1))
+        print(render(report))
+        [kill] = report.faults
+        assert (kill.kind, kill.outcome) == ("replica-kill", "applied"), kill
+        assert kill.detail.startswith(f"replica {leader.name} (the leader, pid {leader.pid}) killed"), kill
+        assert report.status == "completed" and report.recovery is not None, render(report)
+        assert report.requests.failed > 0 and report.steady_state["after"].held, render(report)
+        assert min(f for _, f in report.availability) < 1.0 == report.availability[-1][1], report.availability
+        assert (await c.leader()).name != leader.name and started.service
+
+
+SCENARIO = """
+title = "the leader killed under load"
+duration = 4
+[steady_state]
+before = 1
+after = 1
+[[steady_state.probes]]
+type = "http-success-rate"
+tolerance = { min = 0.95 }
+phases = ["before", "after"]
+[[steady_state.probes]]
+type = "instances-ready"
+[[method]]
+fault = "replica-kill"
+replica = "leader"
+at = 0.5
+"""
+
+
+def test_control_plane_steps_are_planned_from_the_seed_and_checked() -> None:
+    from fabric.chaos.control import plan_control
+    from fabric.chaos.scenario import ScenarioError
+
+    text = (
+        'title = "t"\nduration = 10\n[[method]]\nfault = "replica-hang"\nreplica = "follower"\nrate = 0.5\n'
+    )
+    scenario = parse_scenario(text)
+    first = plan_control(scenario, 7, 3)
+    assert first == plan_control(scenario, 7, 3) != plan_control(scenario, 8, 3)
+    assert [p.n for p in first] == list(range(4, 4 + len(first))) and first
+    assert all(p.fault.replica == "follower" and p.fault.duration == pytest.approx(10 - p.at) for p in first)
+    for bad, said in (
+        ('fault = "database-restart"', "stop_command"),
+        ('fault = "replica-kill"\nreplica = "no/such"', "replica must be"),
+    ):
+        with pytest.raises(ScenarioError, match=said) as refused:
+            parse_scenario(f'title = "t"\n[[method]]\n{bad}\n')
+        assert len(str(refused.value).splitlines()) == 1
