@@ -34,6 +34,7 @@ import msgspec
 
 from actors import Actor, ActorDead, ProcessOptions, Ref, Request
 from fabric.certs.store import CertificateStore
+from fabric.controller.idle_clock import listened_until
 from fabric.controller.placement import HostSlot
 from fabric.controller.store import HostRecord
 from fabric.guest.messages import GuestConfig
@@ -198,6 +199,7 @@ class HostPool:
         s = settings
         self.watch_period = max(0.05, min(s.host_heartbeat_interval, s.host_failure_timeout / 4))
         self.stalls = 0
+        listened_until()  # from now on the controller's idle moments are noted
         self.hosts: dict[str, Host] = {}
         self.next_number = 1
         #: packages packed for joined hosts: (role code folder, site folders) -> (digest, tar)
@@ -424,14 +426,15 @@ class HostPool:
         return True
 
     def silent(self) -> list[Host]:
-        """Running hosts (and joined ones, heard or not) silent for host_failure_timeout, by
-        number (one pass over the hosts; only the silent ones are sorted)."""
-        now = anyio.current_time()
+        """Running hosts (and joined ones, heard or not) silent for host_failure_timeout up to
+        the last time the controller had read all it was sent (fabric.controller.idle_clock),
+        by number (one pass over the hosts; only the silent ones are sorted)."""
+        until = min(anyio.current_time(), listened_until())
         limit = self.settings.host_failure_timeout
         found = [
             h
             for h in self.hosts.values()
-            if h.alive and (h.ref is not None or h.joined) and now - h.last_seen > limit
+            if h.alive and (h.ref is not None or h.joined) and until - h.last_seen > limit
         ]
         return sorted(found, key=lambda h: h.record.number)
 

@@ -1,6 +1,8 @@
 """The controller does not blame hosts for its own stall: a blocked event loop, or one command
 holding the mailbox the heartbeats wait in, gives every host a fresh grace period; no host is
-declared dead and no instance moves (on the autojump clock)."""
+declared dead and no instance moves. Nor while it is saturated (always a task to run: its
+links read late), a silent host is declared dead only once the controller has read all it was
+sent (on the autojump clock)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import trio
 import trio.testing
 
@@ -35,12 +38,29 @@ class Stall:
     blocking: bool
 
 
+@dataclass(frozen=True)
+class Saturate:
+    """Keep the controller's loop busy for ``seconds`` (a task always ready to run), its
+    mailbox handled meanwhile: as a backlog of short messages on its links would."""
+
+    seconds: float
+
+
 class StallingController(FabricController):
     """A controller with one handler that stalls, as a slow call in a real handler would."""
 
     clock: trio.testing.MockClock
 
+    async def _spin(self, seconds: float) -> None:
+        end = anyio.current_time() + seconds
+        while anyio.current_time() < end:
+            self.clock.jump(0.25)  # time passes while it runs (the mock clock jumps only when idle)
+            await anyio.lowlevel.checkpoint()
+
     async def _dispatch(self, message: Any) -> Any:
+        if isinstance(message, Saturate):
+            self.start_soon(self._spin, message.seconds)
+            return None
         if isinstance(message, Stall):
             if message.blocking:
                 self.clock.jump(message.seconds)  # the loop runs nothing meanwhile
@@ -84,3 +104,31 @@ async def test_a_command_holding_the_mailbox_blames_no_host(
     service: ServiceFactory, world: World, state_dir: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
     await stall_then_check(service, world, state_dir, autojump_clock, blocking=False)
+
+
+async def test_a_saturated_controller_counts_silence_only_up_to_its_last_idle_moment(
+    service: ServiceFactory, world: World, state_dir: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    config = settings(host_failure_timeout=TIMEOUT, host_heartbeat_interval=5.0)
+
+    def build() -> FabricController:
+        controller = StallingController(state_dir, config, host_factory=world.factory())
+        controller.clock = autojump_clock
+        return controller
+
+    async with open_system() as system:
+        ref = await system.spawn(build, name="controller:local")
+        await create(ref, service(), timeout=None)
+        before = await wait_view(ref, all_ready)
+        victim = before.instances[0].host
+        world.silent.add(victim)  # its heartbeats stop (or wait unread in a link)
+        await ask(ref, Saturate(seconds=4 * TIMEOUT), timeout=None)
+        await anyio.sleep(3 * TIMEOUT)  # while the loop is busy (the spin jumps the clock)
+        saturated_until = anyio.current_time()
+        assert all(h.alive for h in world.hosts.values())  # not while the controller was saturated
+        moved = await wait_view(ref, lambda v: all(i.host != victim for i in v.instances))
+        # Once idle, the silent host is declared dead (the others heartbeat: they stay).
+        assert anyio.current_time() >= saturated_until
+        assert not world.hosts[victim].alive
+        assert sum(h.alive for h in world.hosts.values()) == len(world.hosts) - 1
+        assert {i.id for i in moved.instances} == {i.id for i in before.instances}
