@@ -243,14 +243,12 @@ class LocalCell:
                     else:
                         message, current = get_nowait()
                         streak += 1
-                        # (handling_at: when the message before began; no clock read more)
-                        if (
-                            streak >= FAIRNESS_STREAK
-                            and self.handling_at - stall_step.started > FAIRNESS_SLICE
-                        ):
+                        # (handling_at: when a recent message began; no clock read more)
+                        if streak >= FAIRNESS_STREAK:
                             streak = 0
-                            self._give_back_link(me)
-                            await anyio.lowlevel.checkpoint()
+                            if self.handling_at - stall_step.started > FAIRNESS_SLICE:
+                                self._give_back_link(me)
+                                await anyio.lowlevel.checkpoint()
                     link = self.link
                     reader = link.reader if link is not None else None
                     self.current_reply = current

@@ -259,9 +259,9 @@ class Outbox:
                     except BaseException:
                         del buffer[start:]
                         raise
-                    self._batch_stop = len(buffer)
+                    self._batch_stop = stop = len(buffer)
                     self._batch_count += 1
-                    if self._batch_stop - self._batch_start >= batch_bytes:
+                    if stop - self._batch_start >= batch_bytes:
                         self._seal()  # full: the next tell begins another
                 else:
                     self._seal()
@@ -285,6 +285,7 @@ class Outbox:
                 pack_size(buffer, start, len(buffer) - start - HEADER_SIZE)
             if self._wake is not None:
                 self._wake.set()
+                self._wake = None  # (woken: the next tells need not wake it again)
             if len(buffer) >= FLUSH_BYTES:
                 await self._wait_drained()
             else:
