@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -245,14 +245,55 @@ class VmProcess(msgspec.Struct, frozen=True, kw_only=True):
     place: str
 
 
+#: the longest a joined host keeps processes stopped by itself (a day)
+MAX_HANG = 86_400.0
+
+
 class SignalVm(Request[list[VmProcess]], frozen=True, tag=True, kw_only=True):
     """Chaos on a joined host: kill, crash (SIGABRT) or stop the VM's processes at ``place``, or
-    resume ``processes`` (pid, start time) stopped before; answers those reached (at most 64)."""
+    resume ``processes`` (pid, start time) stopped before; answers those reached (at most 64).
+
+    ``duration`` (stop, and hold: for ``processes`` again): the host resumes them by itself that
+    many seconds from now, whether or not the controller can still reach it (0: only when asked).
+    """
 
     instance_id: str
     place: Literal["vm", "bootstrapper", "role-host", "web-worker"] = "role-host"
-    action: Literal["kill", "crash", "stop", "resume"]
+    action: Literal["kill", "crash", "stop", "resume", "hold"]
     processes: list[tuple[int, float]] = []
+    duration: Annotated[float, msgspec.Meta(ge=0, le=MAX_HANG)] = 0.0
+
+
+class HostProcess(msgspec.Struct, frozen=True, kw_only=True):
+    """A process of a joined host's own tree (its pid on that machine; ``instance``: the VM name)."""
+
+    pid: int
+    ppid: int
+    pgid: int
+    name: str
+    started: float
+    place: str
+    instance: str = ""
+
+
+class ListProcesses(Request[list[HostProcess]], frozen=True, tag=True):
+    """Chaos targets on a joined host: its agent's process, then every process under it (at most
+    MAX_LISTED)."""
+
+
+#: the most processes one ListProcesses answer carries
+MAX_LISTED = 4096
+
+
+class SignalHost(Request[list[HostProcess]], frozen=True, tag=True, kw_only=True):
+    """Chaos on a joined host's own processes: its agent (``host-agent``: the `fabric host join`
+    process) or it and every process under it (``host``). Answered first, done half a second
+    later (the answer goes back on the link it stops). A stop lasts ``duration`` seconds and is
+    ended by the host itself (a process of its own session): a stopped agent cannot be reached."""
+
+    place: Literal["host", "host-agent"]
+    action: Literal["kill", "crash", "stop"]
+    duration: Annotated[float, msgspec.Meta(ge=0, le=MAX_HANG)] = 0.0
 
 
 #: the most bytes one relayed shell step carries either way, and open shells per joined host

@@ -34,11 +34,13 @@ from fabric.guest.plugin_agents._ready import socket_address
 from fabric.guest.plugin_agents.remote_exec import EXEC_SOCKET
 from fabric.guest.provision import disk_of
 from fabric.host.agent import HostAgent, UnknownInstance
+from fabric.host.hangs import Hangs, own_processes, signal_self
 from fabric.host.messages import (
     MAX_CHUNK,
     MAX_ENDPOINTS,
     MAX_EXEC_ANSWER,
     MAX_EXEC_REQUEST,
+    MAX_LISTED,
     MAX_LOG_READ,
     MAX_SIGNALLED,
     ApplyGuestEnvironment,
@@ -48,7 +50,9 @@ from fabric.host.messages import (
     HasPackage,
     HostConfig,
     HostHeartbeat,
+    HostProcess,
     InstanceStatusChanged,
+    ListProcesses,
     PackageChunk,
     PutCertificates,
     ReadGuestLog,
@@ -56,12 +60,13 @@ from fabric.host.messages import (
     RestartGuest,
     ShellChunk,
     ShellStep,
+    SignalHost,
     SignalVm,
     StartGuest,
     VmProcess,
 )
 from fabric.host.packages import INSTANCE, PackageCache, PackageError, reroot
-from fabric.host.processes import scan, signal_processes
+from fabric.host.processes import Proc, scan, signal_processes
 from fabric.host.shell_relay import ShellRelays
 
 #: the controller's actor that joined hosts report to (registered on its listening system)
@@ -93,6 +98,18 @@ class JoinedLinkLost:
 @register_error()
 class RemoteAccessOff(RuntimeError):
     """The VM runs no RemoteAccess agent (registered: the controller answers 409 for it)."""
+
+
+def _listed(p: Proc) -> HostProcess:
+    return HostProcess(
+        pid=p.pid,
+        ppid=p.ppid,
+        pgid=p.pgid,
+        name=p.name,
+        started=p.started,
+        place=p.place,
+        instance=p.instance,
+    )
 
 
 def port_free(address: str, port: int, protocol: str) -> bool:
@@ -132,6 +149,7 @@ class RemoteHostAgent(HostAgent):
         #: instance id -> the VM folder the controller named (its environment's paths start there)
         self.roots: dict[str, str] = {}
         self.shells = ShellRelays()
+        self.hangs = Hangs(self.start_soon, lambda line: self.log.write(line))
 
     async def receive(self, message: Any) -> Any:
         """The controller's asks, re-rooted; packages and ports."""
@@ -168,10 +186,22 @@ class RemoteHostAgent(HostAgent):
             case ShellStep():
                 self._answer_later(self._shell(message))
                 return None
+            case SignalVm(action="hold", processes=processes, duration=duration):
+                self.hangs.renew(processes, duration)  # chaos renews a hang with no end of its own
+                return []
             case SignalVm(instance_id=instance_id):
                 self._guest(instance_id)  # UnknownInstance for a VM this host does not run
-                self._answer_later(anyio.to_thread.run_sync(self._signal, message))
+                self._answer_later(self._signal_vm(message))
                 return None
+            case SignalHost(place=place, action=action, duration=duration):
+                if action == "stop" and not duration:
+                    raise ValueError("a joined host's own processes are stopped only for a duration")
+                procs = await anyio.to_thread.run_sync(own_processes, place == "host")
+                self.start_soon(signal_self, procs, action, duration)
+                return [_listed(p) for p in procs[:MAX_LISTED]]
+            case ListProcesses():
+                procs = await anyio.to_thread.run_sync(own_processes, True)
+                return [_listed(p) for p in procs[:MAX_LISTED]]
             case ReportKey(key=key):
                 if key != self.key:
                     self.key = key
@@ -287,11 +317,24 @@ class RemoteHostAgent(HostAgent):
             ) from None
 
     async def on_stop(self) -> None:
-        """Close the relayed shells, then stop as any host agent."""
+        """Resume what chaos holds stopped, close the relayed shells, then stop as any host agent."""
+        self.hangs.resume_all()
         await self.shells.aclose()
         await super().on_stop()
 
-    def _signal(self, request: SignalVm) -> list[VmProcess]:
+    async def _signal_vm(self, request: SignalVm) -> list[VmProcess]:
+        """Chaos on one of this host's VMs; a stop with a duration is resumed here at its end
+        (fabric.host.hangs), a resume on request is no longer."""
+        if request.action == "resume":
+            self.hangs.release(request.processes)
+        done = await anyio.to_thread.run_sync(self._signal, request)
+        if request.action == "stop":
+            self.hangs.hold(done, request.duration)
+        return [
+            VmProcess(pid=p.pid, pgid=p.pgid, name=p.name, started=p.started, place=p.place) for p in done
+        ]
+
+    def _signal(self, request: SignalVm) -> list[Proc]:
         """Chaos on one of this host's VMs, as the controller's machine does it to its own
         (fabric.host.processes); blocking (reads /proc)."""
         if len(request.processes) > MAX_SIGNALLED:
@@ -303,10 +346,8 @@ class RemoteHostAgent(HostAgent):
         else:
             place = request.place
             procs = [p for p in mine if p.place == place][:MAX_SIGNALLED]
-        done = signal_processes(procs, request.action)
-        return [
-            VmProcess(pid=p.pid, pgid=p.pgid, name=p.name, started=p.started, place=p.place) for p in done
-        ]
+        assert request.action != "hold"
+        return signal_processes(procs, request.action)
 
     def _keep_certificates(self, request: PutCertificates) -> int:
         """Keep the certificates in this host's store (sealed with its own key)."""

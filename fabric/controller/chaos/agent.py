@@ -19,7 +19,7 @@ from typing import Any
 import anyio
 
 from actors import Actor
-from fabric.controller.chaos import faults, targets
+from fabric.controller.chaos import faults, joined, targets
 from fabric.controller.chaos.messages import (
     FaultList,
     FaultRecord,
@@ -131,7 +131,8 @@ class ChaosAgent(Actor):
                 return FaultList(faults=[e.record() for e in [*self.active.values(), *finished]])
             case GetTargets(service=service, slot=slot):
                 dep = targets.deployment(state, service, slot)
-                return targets.target_map(state, dep, await self.world.scan())
+                procs = await joined.joined_processes(state, await self.world.scan())
+                return targets.target_map(state, dep, procs)
             case WatchStart():
                 dep = targets.deployment(state, message.service, message.slot)
                 watch = Watch(f"w{next(self._watch_ids)}", dep.service, dep.slot, max(1.0, message.lease))

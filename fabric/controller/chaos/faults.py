@@ -19,6 +19,7 @@ import contextlib
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -26,7 +27,7 @@ import anyio.to_thread
 import msgspec
 
 from actors import ActorError, AskTimeout, Ref
-from fabric.controller.chaos import targets
+from fabric.controller.chaos import joined, targets
 from fabric.controller.chaos.messages import (
     ConfigStorm,
     Crash,
@@ -138,12 +139,7 @@ async def _process_fault(world: World, fault: Kill | Crash | Hang) -> Applied:
     if t.place in ("host", "host-agent"):
         host = targets.host_id(state, dep, t)
         if state.hosts.hosts[host].joined:
-            raise targets.refuse(
-                f"host {host} is a joined host: chaos reaches its instances' processes, not its own "
-                "(stop its `fabric host join` there, or use `fabric chaos net`)",
-                "ConflictError",
-                409,
-            )
+            return await _joined_host_fault(world, fault, dep, host)
         procs = await world.scan()
         hit = procs.of_host(host) if t.place == "host" else [p for p in [procs.host_agent(host)] if p]
         instances = [i.id for i in dep.ordered() if i.host_id == host]
@@ -194,7 +190,10 @@ async def _joined_process_fault(world: World, fault: Kill | Crash | Hang, inst: 
         raise targets.refuse(
             f"{place} of {inst.id} is already hung by another fault; undo it first", "ConflictError", 409
         )
-    found = await _ask_joined(world, host, SignalVm(instance_id=inst.vm, place=vm_place, action=action))
+    # A stop is ended by the host itself too, should the controller no longer reach it.
+    seconds = joined.vm_stop_seconds(fault) if isinstance(fault, Hang) else 0.0
+    request = SignalVm(instance_id=inst.vm, place=vm_place, action=action, duration=seconds)
+    found = await _ask_joined(world, host, request)
     if not found:
         raise targets.refuse(
             f"no {place} process runs for instance {inst.id} ({inst.status}) now", "ConflictError", 409
@@ -218,7 +217,25 @@ async def _joined_process_fault(world: World, fault: Kill | Crash | Hang, inst: 
         text = ", ".join(f"{p.name} (pid {p.pid})" for p in back) or "nothing"
         return f"SIGCONT {text} on host {host}" + (f"; {gone} gone meanwhile" if gone else "")
 
-    return Applied(hits, [inst.id], undo=resume, detail=detail)
+    renew = None
+    if isinstance(fault, Hang) and not fault.duration:  # until undone: a lease, renewed meanwhile
+        renew = partial(joined.renew_forever, world.state, host, inst.vm, [(p.pid, p.started) for p in hit])
+    return Applied(hits, [inst.id], undo=resume, background=renew, detail=detail)
+
+
+async def _joined_host_fault(world: World, fault: Kill | Crash | Hang, dep: Deployment, host: str) -> Applied:
+    """The same fault on a joined host's own processes (fabric.controller.chaos.joined)."""
+    hits, instances, detail, seconds = await joined.host_fault(world.state, world.held, fault, dep, host)
+    if seconds is None:
+        return Applied(hits, instances, detail=detail)
+
+    async def ended() -> str:
+        world.held.discard(("process", f"{host}/host"))
+        return (
+            f"host {host} resumes its processes itself at the fault's end (a stopped host cannot be reached)"
+        )
+
+    return Applied(hits, instances, undo=ended, detail=detail)
 
 
 async def _ask_joined(world: World, host: str, request: SignalVm) -> list[VmProcess]:

@@ -19,7 +19,7 @@ from fabric.controller.chaos.messages import (
     Target,
     TargetMap,
 )
-from fabric.controller.chaos.tree import ProcessMap, view
+from fabric.controller.chaos.tree import Proc, ProcessMap, view
 from fabric.controller.messages import ControllerError
 from fabric.controller.model import Deployment, Instance
 from fabric.controller.state import ControllerState
@@ -130,6 +130,11 @@ def in_rotation(state: ControllerState, dep: Deployment, inst: Instance) -> bool
     return found
 
 
+def _host_pid(local: int | None, agent: Proc | None) -> int:
+    """A host agent's pid: a local one's process, a joined one's as its machine listed it."""
+    return local or (agent.pid if agent is not None else 0)
+
+
 def _example(dep: Deployment) -> str:
     first = next(iter(dep.ordered()), None)
     return first.id if first is not None else "Role_IN_0"
@@ -159,7 +164,7 @@ def target_map(state: ControllerState, dep: Deployment, procs: ProcessMap) -> Ta
     hosts = [
         HostTargets(
             id=h.id,
-            pid=(h.ref.pid or 0) if h.ref is not None else 0,
+            pid=_host_pid(h.ref.pid if h.ref is not None else None, procs.host_agent(h.id)),
             alive=h.alive,
             instances=[i.id for i in dep.ordered() if i.host_id == h.id],
         )
