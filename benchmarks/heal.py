@@ -9,18 +9,23 @@ a request is answered 200; the clock stops at that answer (that the answer came 
 host is checked after). Between rounds the role is left healthy for role_restart_reset, so every
 kill is a first crash (restarted at once, no backoff).
 
-Each step is timed from the previous one, from the logs each process writes (ms resolution) and
-two hooks in this process (the balancer's status update, nft's runs):
+Each step is timed from the one before, from the logs each process writes (ms resolution) and
+two hooks in this process (the balancer's status update, nft's runs). The way to the first
+answer:
 
-- death noticed: the bootstrapper logs the role host's exit (pidfd readable);
+- death noticed: the bootstrapper logs the role host's exit (its pidfd is readable);
 - role host up: the new process's first log line (template fork, actor runtime, the actor built);
 - on_start called: the role's code loaded;
 - ready (role host): on_start returned and the sites serve;
-- ready (bootstrapper), ready (host agent): the status on its way up;
-- in rotation: the balancer told the instance is Ready (clients waiting in user space go now);
-- first 200: the first answer through the balancer;
-- kernel rules: the kernel path's nft run after that update (new connections take the user-space
-  path meanwhile, so it is not on the way of the first answer).
+- first 200: the first answer through the balancer. The bootstrapper holds the site's listening
+  socket, so a connection the kernel path sent before the instance left rotation waits in its
+  backlog and is served as soon as the sites serve; one the user-space path holds waits for
+  "in rotation".
+
+Beside it, the status on its way up: ready at the bootstrapper, at the host agent, in rotation
+(the balancer told the instance is Ready: clients waiting in user space go at once), and the
+kernel rules (the kernel path's nft run after that update; new connections take the user-space
+path meanwhile).
 
 Baselines in the same run: a bare fork of this process (the floor of any fork-based start) and a
 bare interpreter importing the runtime (what an exec'd role host would pay first).
@@ -236,24 +241,30 @@ async def one_kill(client: httpx.AsyncClient, url: str, state: Path, hooks: Hook
     return times
 
 
-def report(rounds: list[dict[str, float]], fork: float, interpreter: float) -> None:
-    steps = [s for s, _, _ in LOG_STEPS] + ["in rotation", "first 200"]
-    print(f"{'step (each from the one before)':34s} median   (fastest-slowest)")
-    for i, step in enumerate(steps):
-        deltas = []
-        for r in rounds:
-            before = [r[s] for s in steps[:i] if s in r]
-            if step in r:
-                deltas.append(r[step] - (before[-1] if before else 0.0))
+#: the way to the first answer: the new role host serves the connections that waited in its
+#: listening socket's backlog (the bootstrapper holds it) as soon as its sites serve
+CRITICAL = ["death noticed", "role host up", "on_start called", "ready (role host)", "first 200"]
+#: the status on its way up, beside it (a client that came after the balancer took the instance
+#: out waits in user space for "in rotation")
+STATUS = ["ready (role host)", "ready (bootstrapper)", "ready (host agent)", "in rotation", "kernel rules"]
+
+
+def _steps(rounds: list[dict[str, float]], start: str, chain: list[str], title: str) -> None:
+    print(title)
+    for before, step in zip([start, *chain], chain, strict=False):
+        deltas = [
+            r[step] - r.get(before, 0.0) for r in rounds if step in r and (before == "kill" or before in r)
+        ]
         if deltas:
             print(
-                f"  {step:32s} {statistics.median(deltas) * 1000:6.1f} ms ({min(deltas) * 1000:.0f}-{max(deltas) * 1000:.0f})"
+                f"  {before + ' -> ' + step:42s} {statistics.median(deltas) * 1000:6.1f} ms median"
+                f" ({min(deltas) * 1000:.0f} to {max(deltas) * 1000:.0f})"
             )
-    kernel = [
-        r["kernel rules"] - r["in rotation"] for r in rounds if "kernel rules" in r and "in rotation" in r
-    ]
-    if kernel:
-        print(f"  {'(kernel rules, after in rotation)':32s} {statistics.median(kernel) * 1000:6.1f} ms")
+
+
+def report(rounds: list[dict[str, float]], fork: float, interpreter: float) -> None:
+    _steps(rounds, "kill", CRITICAL, "the way to the first answer, each step from the one before:")
+    _steps(rounds, STATUS[0], STATUS[1:], "the status beside it, each step from the one before:")
     heals = sorted(r["first 200"] for r in rounds)
     median = statistics.median(heals)
     print(
