@@ -7,7 +7,7 @@ import fcntl
 import os
 import signal
 import stat
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass
 from functools import partial
@@ -57,6 +57,8 @@ class ReplicaTerm:
     #: called when a write finds the lease lost (the replica stops leading at once)
     on_fenced: Callable[[str], None]
     mount: Callable[[Any], AbstractContextManager[None]]
+    #: RDFE's records for the term, kept in the database and fenced (fabric.replica.records)
+    records: Callable[[Path], Awaitable[Any]] | None = None
 
 
 def stop_budget(settings: Settings) -> float:
@@ -164,6 +166,8 @@ async def open_fabric(
                     metrics_public=settings.metrics_public,
                     max_package_bytes=settings.max_package_bytes,
                 )
+                if replica.records is not None:
+                    app.store = await replica.records(state_dir)
                 mounted = replica.mount(app)
             try:
                 with mounted:

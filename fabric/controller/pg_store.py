@@ -278,11 +278,13 @@ def migrate(conn: Any) -> int:
         "CREATE TABLE IF NOT EXISTS fabric_replicas (name text PRIMARY KEY, api_url text NOT NULL, "
         "seen_at timestamptz NOT NULL)"
     )
-    # version 3: what the leader's API last showed (fabric.replica.views), read by followers
-    conn.execute(
-        "CREATE TABLE IF NOT EXISTS fabric_views (key text PRIMARY KEY, body bytea NOT NULL, "
-        "written_at timestamptz NOT NULL)"
-    )
+    # version 3: what the leader's API last showed (fabric.replica.views), read by followers;
+    # RDFE's records of a replicated fabric (fabric.replica.records)
+    for extra, column in (("fabric_views", "key"), ("fabric_records", "name")):
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {extra} ({column} text PRIMARY KEY, body bytea NOT NULL, "
+            "written_at timestamptz NOT NULL)"
+        )
     if version < PG_SCHEMA_VERSION:
         conn.execute("DELETE FROM fabric_schema")
         conn.execute("INSERT INTO fabric_schema (version) VALUES (%s)", (PG_SCHEMA_VERSION,))

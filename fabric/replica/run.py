@@ -1,8 +1,9 @@
 """One controller replica's life: serve the API, campaign, lead a term, follow, again.
 
 ``fabric serve --store postgresql://... --replica NAME`` runs :func:`serve_replica`. Replicas of
-one fabric share its state folder (the API token, hosted services, packages: one machine, or
-a folder every replica mounts) and its database (the goal state, the lease, the replica table).
+one fabric share its state folder (the API token, packages, certificates: one machine, or a
+folder every replica mounts) and its database (the goal state, RDFE's records of subscriptions
+and hosted services, the lease, the replica table, the views followers read).
 Each holds ``replica-NAME.lock`` in the folder for its life, and a shared lock on
 ``fabric.lock`` (so a plain ``fabric serve`` cannot run there meanwhile).
 
@@ -31,6 +32,7 @@ from fabric.controller.leader import Elector
 from fabric.controller.pg_store import Database, StoreUnavailable, migrate, redact
 from fabric.frontend.auth import clear_api_url, new_token, read_token, write_api_url, write_token
 from fabric.replica.front import ReplicaFront
+from fabric.replica.records import open_records
 from fabric.replica.registry import register
 from fabric.replica.views import publish
 from fabric.server import FabricBusy, ReplicaTerm, open_fabric
@@ -218,7 +220,12 @@ async def _serve(
                     write_api_url(state_dir, url)  # a client of the folder finds the leader first
                     on_change(f"replica {name} leads (epoch {term.epoch}); taking over")
                     replica = ReplicaTerm(
-                        url=url, token=token, fence=elector.fence, on_fenced=elector.resign, mount=front.mount
+                        url=url,
+                        token=token,
+                        fence=elector.fence,
+                        on_fenced=elector.resign,
+                        mount=front.mount,
+                        records=partial(open_records, db, elector.fence, elector.resign),
                     )
                     try:
                         async with (

@@ -146,9 +146,11 @@ async def test_leader_paused_past_its_lease_writes_nothing_and_follows(
         os.kill(old.pid, signal.SIGSTOP)
         try:
             await c.leader(not_=old.name, seconds=LEASE + 30)
-            # A write reaches the paused leader's socket; it is read once the process resumes.
+            # Writes reach the paused leader's socket; they are read once the process resumes.
             token = read_token(c.state) or ""
             sock = raw_request(old.url, "POST", path, token, b'{"Status": "Running"}')
+            services = path.split("/hostedservices/")[0] + "/hostedservices"
+            ghost = raw_request(old.url, "POST", services, token, b'{"ServiceName": "ghost"}')
             before = await c.writes_by(old.name)
             offset = len(old.output())
         finally:
@@ -157,8 +159,14 @@ async def test_leader_paused_past_its_lease_writes_nothing_and_follows(
         # Fenced (503), forwarded to the new leader (202), or refused by the new leader while it
         # resumes the deployment's work (409): never a write of its own (the audit below).
         assert status in (202, 409, 503), status
+        # A hosted service it created is one the leader knows (forwarded: 201), or it was
+        # refused (503): RDFE's records are fenced too, never acknowledged and lost.
+        created = await anyio.to_thread.run_sync(read_status, ghost)
+        async with c.client(new) as client:
+            known = {h.service_name for h in await client.hosted_services(detail=False)}
+        assert created in (201, 503) and (created == 201) == ("ghost" in known), (created, known)
         await c.wait_output(old, rf"replica {old.name} follows", after=offset)
-        assert await c.writes_by(old.name) == before == 0
+        assert await c.writes_by(old.name) == before  # none once paused (some may land before)
         row = await c.lease()
         assert row is not None and row["holder"] == new.name and row["live"]
         async with c.client(old) as client:  # it forwards to the new leader now
