@@ -12,15 +12,20 @@ HostPool sees each host as a Ref whose asks travel the simulator's link (``HostP
 
 For each N (hosts) it measures:
 - placement: one deployment of 2N Large instances (4 cores: two per 8-core host) from the
-  CreateDeployment ask until the simulator has reported the last instance ReadyRole;
+  CreateDeployment ask until the simulator has reported the last instance ReadyRole, and the
+  controller's CPU meanwhile per instance placed (the figure that holds on a loaded machine);
 - steady CPU: the controller process's CPU (psutil cpu_times, user + system) over a window once
-  everything is Ready, in % of one core (the simulator's beside it);
+  everything is Ready, in % of one core and per heartbeat (the simulator's beside it);
 - heal: one host goes silent; the time until its two instances are ReadyRole on another host,
   less the detection delay the settings ask for (host_failure_timeout);
 - recovery: the controller process is SIGKILLed; the time until a fresh one on the same state
   folder answers ListDeployments with the deployment and all its instances;
-- store: the size of fabric.db and its write-ahead log after placement.
-Then the exponent k of each figure ~ N^k (least squares on log-log): 1 is linear.
+- store: the size of fabric.db once its write-ahead log is checkpointed (at the end);
+- raw baseline: once the controller is gone, a process without it (``RawPlacer``) makes the
+  same N hosts and 2N StartGuest asks to a simulator of its own, dropping the reports: the
+  placement's time and CPU beside it.
+Then the exponent k of each figure ~ N^k (least squares on log-log): 1 is linear (0 for a
+figure per instance or per heartbeat).
 Goal at N = 10,000: steady CPU < 50% of one core, placement < 10 s, recovery < 10 s.
 The load average is printed beside the figures (the machine may be shared).
 """
@@ -141,12 +146,18 @@ class Profile(Request[None], frozen=True, tag=True):
     path: str = ""
 
 
+class Template(Request[GuestConfig], frozen=True, tag=True):
+    """The GuestConfig of the deployment's first instance (for the raw baseline)."""
+
+
 class RawPlace(Request[float], frozen=True, tag=True):
-    """The raw baseline: the controller's process, without the controller's logic, spawns a
-    second simulator with ``n`` hosts and asks it to start ``2n`` guests (one StartGuest ask each,
-    with the deployment's own GuestConfig); answers the seconds until all report ReadyRole."""
+    """The raw baseline: a process without the controller's logic (``RawPlacer``) spawns a
+    simulator with ``n`` hosts and asks it to start ``2n`` guests (one StartGuest ask each,
+    with the deployment's own GuestConfig as ``template``); answers the seconds until all
+    report ReadyRole."""
 
     n: int
+    template: GuestConfig
 
 
 class SimAsk(Request[Any], frozen=True, tag=True):
@@ -418,9 +429,9 @@ class BenchController(FabricController):
                 self._profile.disable()
                 self._profile.dump_stats(message.path)
             return None
-        if isinstance(message, RawPlace):
-            self._answer_in_task(lambda: self._raw_place(message.n))
-            return None
+        if isinstance(message, Template):
+            dep = next(iter(self.state.deployments.values()))
+            return dep.guest_config(next(iter(dep.instances.values())), self.state_dir, self.settings)
         if isinstance(message, SimAsk):
             self._answer_in_task(lambda: self._sim_ask(message.message))
             return None
@@ -444,12 +455,29 @@ class BenchController(FabricController):
         sim = await self._simulator()
         return await sim.ask(message, timeout=600)  # a loaded simulator is slow
 
-    async def _raw_place(self, n: int) -> float:
-        """See RawPlace. The raw hosts' reports reach this controller, which drops them at once
-        (unknown hosts and VMs): the same messages over the same links, and nothing done."""
-        dep = next(iter(self.state.deployments.values()))
-        inst = next(iter(dep.instances.values()))
-        template = dep.guest_config(inst, self.state_dir, self.settings)
+
+class RawPlacer(Actor):
+    """The raw baseline's process: the same hosts, asks and reports as a placement, with no
+    controller (the reports are dropped as they come), run after the controller is gone."""
+
+    async def receive(self, message: Any) -> Any:
+        if isinstance(message, (HostHeartbeat, InstanceStatusChanged)):
+            return None  # the hosts' reports: dropped
+        if isinstance(message, RawPlace):
+            # From a task of its own: the mailbox goes on taking the reports meanwhile.
+            reply = self.defer_reply()
+
+            async def run() -> None:
+                try:
+                    reply.resolve(await self._raw_place(message.n, message.template))
+                except Exception as exc:
+                    reply.reject(exc)
+
+            self.start_soon(run)
+            return None
+        return await super().receive(message)
+
+    async def _raw_place(self, n: int, template: GuestConfig) -> float:
         start = time.time()
         sim = await self.spawn_process(
             "benchmarks.controller_scale:Simulator",
@@ -460,7 +488,7 @@ class BenchController(FabricController):
         try:
 
             async def host(i: int) -> None:
-                config = HostConfig(host_id=f"raw-host{i}", cores=8, state_dir="", settings=self.settings)
+                config = HostConfig(host_id=f"raw-host{i}", cores=8, state_dir="", settings=template.settings)
                 await sim.ask(AddHost(config), timeout=600)
                 for k in (0, 1):
                     guest = msgspec.structs.replace(template, instance_id=f"raw-vm{i}-{k}")
@@ -610,17 +638,7 @@ async def run_size(system: Any, n: int, root: Path, args: Any) -> dict[str, floa
             f"{out['placement_cpu']:.1f} s, simulator {out['placement_sim_cpu']:.1f} s; load {load()}",
             flush=True,
         )
-        raw_cpu0 = cpu(ctl_proc)
-        out["raw"] = await ask(ctl, RawPlace(n), timeout=args.timeout)
-        out["raw_cpu"] = cpu(ctl_proc) - raw_cpu0
-        out["ratio"] = out["placement"] / out["raw"]
-        out["cpu_ratio"] = out["placement_cpu"] / out["raw_cpu"]
-        print(
-            f"  N={n}: raw baseline {out['raw']:.2f} s, controller process CPU {out['raw_cpu']:.1f} s (the "
-            f"same hosts and StartGuest asks from the controller's process, reports dropped): placement "
-            f"{out['ratio']:.2f}x the baseline's time, {out['cpu_ratio']:.2f}x its CPU; load {load()}",
-            flush=True,
-        )
+        template: GuestConfig = await ask(ctl, Template(), timeout=600)
 
         # Steady state: every instance Ready, only heartbeats flow.
         await anyio.sleep(args.settle)
@@ -667,12 +685,40 @@ async def run_size(system: Any, n: int, root: Path, args: Any) -> dict[str, floa
             sim_pid = st.pid
     finally:
         await kill_controller(ctl, sim_pid)
+    await raw_baseline(system, n, template, args, out)
     out["store"] = checkpointed_size(state) / 1024
     out["store_per_instance"] = out["store"] * 1024 / (2 * n)
     print(
         f"  N={n}: store {out['store']:.0f} KiB checkpointed, {out['store_per_instance']:.0f} bytes an instance"
     )
     return out
+
+
+async def raw_baseline(system: Any, n: int, template: GuestConfig, args: Any, out: dict[str, float]) -> None:
+    """The same hosts, StartGuest asks and reports without the controller (``RawPlacer``), once
+    the controller and its simulator are gone: the placement's figures beside it."""
+    raw = await system.spawn_process(
+        "benchmarks.controller_scale:RawPlacer",
+        name=f"raw-{n}",
+        mailbox_size=100_000,
+        options=SIMULATOR_OPTIONS,
+    )
+    try:
+        proc = psutil.Process(raw.pid)
+        cpu0 = cpu(proc)
+        out["raw"] = await ask(raw, RawPlace(n, template), timeout=args.timeout)
+        out["raw_cpu"] = cpu(proc) - cpu0
+    finally:
+        with anyio.move_on_after(30):
+            await raw.stop()
+    out["ratio"] = out["placement"] / out["raw"]
+    out["cpu_ratio"] = out["placement_cpu"] / out["raw_cpu"]
+    print(
+        f"  N={n}: raw baseline {out['raw']:.2f} s, its process's CPU {out['raw_cpu']:.1f} s (the same "
+        f"hosts, StartGuest asks and reports, no controller): placement {out['ratio']:.2f}x the "
+        f"baseline's time, {out['cpu_ratio']:.2f}x its CPU; load {load()}",
+        flush=True,
+    )
 
 
 def load() -> str:
