@@ -81,6 +81,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     metrics_public: bool = False
     #: a joined host's certificate lasts this long; it renews at a random 70-90% of it
     host_certificate_lifetime: float = 7 * 86400.0
+    #: a package or certificate shipped to a joined host (and the controller's packed tar) is
+    #: removed once nothing uses it and it was not shipped or asked for this long
+    package_prune_after: float = 600.0
 
     @classmethod
     def fast(cls, **overrides: Any) -> Settings:

@@ -36,7 +36,7 @@ from fabric.controller.hosts import HostFactory, HostPool, JoinedReport, spawn_h
 from fabric.controller.instance_exec import ExecInInstance, answer_exec_later
 from fabric.controller.instance_logs import ReadInstanceLog, answer_later
 from fabric.controller.instance_shell import ShellInInstance, answer_shell_later
-from fabric.controller.joined import on_report
+from fabric.controller.joined import on_report, prune_forever
 from fabric.controller.messages import (
     ChangeConfiguration,
     ControllerError,
@@ -147,6 +147,7 @@ class FabricController(Actor):
         self.on_arrival(self._arrived)
         self.start_soon(hosts.watch)
         self.start_soon(host_reach.watch, self.state)  # joined hosts NotReady: out of rotation
+        self.start_soon(prune_forever, self.state)  # packed packages no deployment uses
         self.start_soon(lifecycle.heal_forever, self.state, self.start_soon)
         self.start_soon(self.state.flush_forever)
 

@@ -50,7 +50,7 @@ from fabric.host.messages import (
     RestartGuest,
     StartGuest,
 )
-from fabric.host.packages import pack
+from fabric.host.packages import pack, prune_tars
 from fabric.host.remote import JoinedReport as JoinedReport
 from fabric.settings import Settings
 from roles.protocol import RoleEnvironmentData
@@ -373,18 +373,17 @@ class HostPool:
                 self._packed[key] = packed
         digest, path = packed
         async with host.ship_lock:
-            if digest not in host.packages:
-                if not await ref.ask(HasPackage(digest), timeout=30.0):
-                    await self._send(host, ref, digest, path)
-                host.packages.add(digest)
+            # Asked each time: the host removes a package no VM of its uses (fabric.host.prune).
+            if not await ref.ask(HasPackage(digest), timeout=30.0):
+                await self._send(host, ref, digest, path)
             await self._certificates(host, ref, config.hosted_service, config.environment)
         return msgspec.structs.replace(message, package=digest)
 
     async def _certificates(self, host: Host, ref: Ref, service: str, env: RoleEnvironmentData) -> None:
         """The hosted service's certificates an environment names, in the joined host's own
-        store (its VMs install them from there); each sent once per host incarnation."""
-        wanted = sorted({c.thumbprint for c in env.certificates.values()})
-        missing = [t for t in wanted if f"{service}/{t}" not in host.packages]
+        store (its VMs install them from there); sent each time, since the host removes those
+        no VM of its uses (fabric.host.prune)."""
+        missing = sorted({c.thumbprint for c in env.certificates.values()})
         if not missing:
             return
         store = CertificateStore(self.state_dir)
@@ -400,7 +399,23 @@ class HostPool:
 
         copies = await anyio.to_thread.run_sync(read)
         await ref.ask(PutCertificates(service=service, certificates=copies), timeout=30.0)
-        host.packages.update(f"{service}/{t}" for t in missing)
+
+    async def prune_packed(self) -> list[str]:
+        """Remove the packed tars no deployment refers to any more (their role's folder is gone:
+        the deployment was deleted or upgraded past it) once unused for package_prune_after."""
+        async with self._packing:
+            packed = dict(self._packed)
+
+            def prune() -> tuple[dict[Any, tuple[str, Path]], list[str]]:
+                live = {k: v for k, v in packed.items() if Path(k[0]).is_dir()}
+                cache = self.state_dir / "cluster" / "packages"
+                grace = self.settings.package_prune_after
+                return live, prune_tars(cache, {d for d, _ in live.values()}, grace)
+
+            self._packed, removed = await anyio.to_thread.run_sync(prune)
+        if removed:
+            log.info("removed %d packed package(s) no deployment uses", len(removed))
+        return removed
 
     async def _send(self, host: Host, ref: Ref, digest: str, path: Path) -> None:
         total = (await anyio.Path(path).stat()).st_size

@@ -13,6 +13,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+import anyio
+
 from actors import ActorError, AskTimeout
 from fabric.controller import host_reach, lifecycle
 from fabric.controller.hosts import Host, HostUnavailable, JoinedReport
@@ -74,3 +76,14 @@ async def _start_again(state: ControllerState, dep: Deployment, inst: Instance) 
         await lifecycle.start(state, dep, inst)
     except ControllerError as exc:
         log.error("starting %s again on host %s: %s", inst.id, inst.host_id, exc.message)
+
+
+async def prune_forever(state: ControllerState) -> None:
+    """Remove the packed tars no deployment uses, for ever (while joined hosts are known)."""
+    while True:
+        await anyio.sleep(max(1.0, state.settings.package_prune_after / 2))
+        if any(h.joined for h in state.hosts.hosts.values()):
+            try:
+                await state.hosts.prune_packed()
+            except OSError as exc:
+                log.error("removing unused packed packages failed: %s", exc)

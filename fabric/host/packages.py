@@ -80,6 +80,8 @@ def pack(role_code_dir: str, site_dirs: dict[str, str], cache: Path) -> tuple[st
         part = path.with_name(f"{digest}.{uuid.uuid4().hex}.part")
         part.write_bytes(data)
         part.replace(path)
+    else:
+        os.utime(path)  # reused: not pruned as unused now (prune_tars)
     return digest, path
 
 
@@ -225,3 +227,23 @@ def reroot(config: GuestConfig, state_dir: Path, package: Path) -> GuestConfig:
         state_dir=str(state_dir),
         environment=msgspec.structs.replace(env, local_resources=resources, certificates=certificates),
     )
+
+
+def prune_tars(cache: Path, keep: set[str], older_than: float) -> list[str]:
+    """Remove the controller's packed tars (``cache/<digest>.tar``) no deployment refers to (not
+    in ``keep``) that were not packed or reused for ``older_than`` seconds. Returns their digests."""
+    if not cache.is_dir():
+        return []
+    now = time.time()
+    removed = []
+    for path in cache.iterdir():
+        digest = path.name.removesuffix(".tar")
+        if path.suffix != ".tar" or not DIGEST.fullmatch(digest) or digest in keep:
+            continue
+        try:
+            if now - path.stat().st_mtime > older_than:
+                path.unlink()
+                removed.append(digest)
+        except FileNotFoundError:
+            continue
+    return removed

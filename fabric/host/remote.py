@@ -67,6 +67,7 @@ from fabric.host.messages import (
 )
 from fabric.host.packages import INSTANCE, PackageCache, PackageError, reroot
 from fabric.host.processes import Proc, scan, signal_processes
+from fabric.host.prune import prune_certificates
 from fabric.host.shell_relay import ShellRelays
 
 #: the controller's actor that joined hosts report to (registered on its listening system)
@@ -149,6 +150,7 @@ class RemoteHostAgent(HostAgent):
         #: instance id -> the VM folder the controller named (its environment's paths start there)
         self.roots: dict[str, str] = {}
         self.shells = ShellRelays()
+        self._prune_due = False
         self.hangs = Hangs(self.start_soon, lambda line: self.log.write(line))
 
     async def receive(self, message: Any) -> Any:
@@ -165,14 +167,13 @@ class RemoteHostAgent(HostAgent):
                     msgspec.structs.replace(message, change=self._local_change(instance_id, change))
                 )
             case HasPackage(digest=digest):
-                return self.packages.has(digest)
+                return await anyio.to_thread.run_sync(self._wanted, digest)
             case PackageChunk(digest=digest, offset=offset, total=total, data=data):
                 if len(data) > MAX_CHUNK:
                     raise PackageError(f"a chunk of {len(data)} bytes is refused (at most {MAX_CHUNK})")
                 held = await anyio.to_thread.run_sync(self.packages.receive, digest, offset, total, data)
                 if held == total:
-                    in_use = {Path(g.config.role_code_dir).parent.name for g in self.guests.values()}
-                    await anyio.to_thread.run_sync(self.packages.prune, in_use | {digest})
+                    self._prune_soon()
                 return held
             case ChoosePorts():
                 return await anyio.to_thread.run_sync(self._choose, message)
@@ -315,6 +316,54 @@ class RemoteHostAgent(HostAgent):
                 "definition and set Microsoft.WindowsAzure.Plugins.RemoteAccess.Enabled to true "
                 "(or the instance is not running)"
             ) from None
+
+    async def _stop(self, instance_id: str, delete_disk: bool) -> None:
+        await super()._stop(instance_id, delete_disk)
+        self._prune_soon()  # its package and certificates may be used by no VM now
+
+    async def _apply(self, instance_id: str, change: ApplyEnvironment) -> Any:
+        try:
+            return await super()._apply(instance_id, change)
+        finally:
+            self._prune_soon()  # a certificate replaced (renewed) is used no more
+
+    def _wanted(self, digest: str) -> bool:
+        """Whether a package is here; one asked for is not pruned for a while (it is about to
+        boot a VM). Blocking."""
+        if not self.packages.has(digest):
+            return False
+        with contextlib.suppress(OSError):
+            os.utime(self.packages.path(digest))
+        return True
+
+    def _prune_soon(self) -> None:
+        """Prune now, and once more when what is kept only for being recent may be old enough."""
+        self.start_soon(self._prune, 0.0)
+        if not self._prune_due:
+            self._prune_due = True
+            self.start_soon(self._prune, self.settings.package_prune_after + 1.0)
+
+    async def _prune(self, after: float) -> None:
+        """Remove the packages and certificates no VM of this host uses (fabric.host.prune)."""
+        if after:
+            await anyio.sleep(after)
+            self._prune_due = False
+        guests = [g.config for g in self.guests.values()]
+        packages = {Path(c.role_code_dir).parent.name for c in guests}
+        certificates = {
+            (c.hosted_service.lower(), ref.thumbprint.upper())
+            for c in guests
+            for ref in c.environment.certificates.values()
+        }
+        grace = self.settings.package_prune_after
+
+        def prune() -> list[str]:
+            gone = self.packages.prune(packages, newest=0, older_than=grace)
+            return gone + prune_certificates(Path(self.config.state_dir), certificates, grace)
+
+        removed = await anyio.to_thread.run_sync(prune)
+        if removed:
+            self.log.write(f"removed what no VM here uses any more: {', '.join(r[:40] for r in removed)}")
 
     async def on_stop(self) -> None:
         """Resume what chaos holds stopped, close the relayed shells, then stop as any host agent."""
