@@ -360,7 +360,11 @@ class Commands:
         dep.busy = None
         state.rotation.refresh(dep)
         return await self.accept(
-            "DeleteDeployment", dep, lambda: finish_delete(state, dep), phase="Deleting", request_id=request_id
+            "DeleteDeployment",
+            dep,
+            lambda: finish_delete(state, dep),
+            phase="Deleting",
+            request_id=request_id,
         )
 
     # -- swap --------------------------------------------------------------------------------------
