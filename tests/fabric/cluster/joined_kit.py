@@ -145,6 +145,13 @@ class Cluster:
         await poll(lambda: self._have(names), seconds, f"hosts {sorted(names)} Ready")
 
     async def _have(self, names: set[str]) -> bool:
+        for host in self.hosts:
+            process = self.joins.get(host.name)
+            if host.name in names and process is not None and process.poll() is not None:
+                said = (host.state_dir / "join.log").read_text(errors="replace").strip().splitlines()
+                raise AssertionError(
+                    f"fabric host join on {host.name} ended ({process.returncode}): {said[-1:] or 'no log'}"
+                )
         return names <= await self.ready_hosts()
 
     async def deploy(self) -> DeploymentView:
