@@ -98,7 +98,10 @@ async def test_a_manual_upgrade_walked_domain_by_domain_keeps_the_site_answering
                 await fab.call(lambda c, d=domain: c.walk("hellowsgi", "production", d))
                 instances = await fab.all_ready("hellowsgi", 2)
                 assert {i.update_domain for i in instances} == {0, 1}
-            await anyio.sleep(0.5)  # let the load see the finished upgrade
+            # The load asks one request at a time: the second answer from now was asked after
+            # the upgrade finished.
+            finished = len(versions)
+            await fab.wait_until(lambda: len(versions) >= finished + 2, 30)
             tg.cancel_scope.cancel()
         total = outcomes["ok"] + outcomes["failed"]
         assert total > 20
