@@ -33,6 +33,8 @@ The load average is printed beside the figures (the machine may be shared).
 from __future__ import annotations
 
 import contextlib
+import heapq
+import itertools
 import math
 import os
 import random
@@ -193,6 +195,12 @@ class Simulator(Actor):
         self.ready = 0
         self.last_ready = 0.0
         self.heartbeats = 0
+        #: (due, tie, host, first): when each host beats next (one task beats them all)
+        self._beats: list[tuple[float, int, SimHost, bool]] = []
+        self._tie = itertools.count()
+
+    async def on_start(self) -> None:
+        self.start_soon(self._beat_forever)
 
     async def receive(self, message: Any) -> Any:
         match message:
@@ -207,7 +215,7 @@ class Simulator(Actor):
                 if old is not None:
                     old.alive = False
                 host = self.hosts[config.host_id] = SimHost(config)
-                self.start_soon(self._heartbeat, host)
+                heapq.heappush(self._beats, (anyio.current_time(), next(self._tie), host, True))
             case DropHost(host_id=host_id):
                 host = self.hosts.pop(host_id, None)
                 if host is not None:
@@ -304,15 +312,25 @@ class Simulator(Actor):
         host.last_beat = time.time()
         return HostHeartbeat(host_id=host.config.host_id, instances=dict(host.status), pid=0)
 
-    async def _heartbeat(self, host: SimHost) -> None:
-        interval = host.config.settings.host_heartbeat_interval
-        assert self.parent is not None
-        await self.parent.tell(self._heartbeat_message(host))
-        await anyio.sleep(self.random.uniform(0, interval))  # hosts do not beat in step
-        while host.alive:
-            await self.parent.tell(self._heartbeat_message(host))
-            self.heartbeats += 1
-            await anyio.sleep(interval)
+    async def _beat_forever(self) -> None:
+        """Heartbeat every live host at its own phase: the first beat as it is added, the next
+        at a random point of the interval (hosts do not beat in step), then every interval.
+        One task for all (a task per host cost the simulator a task switch per beat)."""
+        beats = self._beats
+        while True:
+            now = anyio.current_time()
+            while beats and beats[0][0] <= now:
+                _, _, host, first = heapq.heappop(beats)
+                if not host.alive:
+                    continue
+                assert self.parent is not None
+                await self.parent.tell(self._heartbeat_message(host))
+                self.heartbeats += 1
+                interval = host.config.settings.host_heartbeat_interval
+                later = self.random.uniform(0, interval) if first else interval
+                heapq.heappush(beats, (now + later, next(self._tie), host, False))
+            wait = beats[0][0] - anyio.current_time() if beats else 0.1
+            await anyio.sleep(min(0.1, max(0.005, wait)))
 
 
 # -- the controller's process -------------------------------------------------------------------
@@ -394,6 +412,8 @@ class BenchController(FabricController):
         self._proxies: dict[str, HostProxy] = {}
 
     async def _simulator(self) -> Ref:
+        if self._sim is not None:
+            return self._sim  # no lock once it runs (a host is made 10,000 times)
         if self._sim_lock is None:
             self._sim_lock = anyio.Lock()
         async with self._sim_lock:
