@@ -61,8 +61,9 @@ COUNTS = (
     else [10, 25, 50, 100]
 )
 KILLS = 5 if QUICK else 21
-#: Seconds over which the idle CPU of the whole fabric is measured.
-IDLE_WINDOW = 20.0
+#: Seconds over which the idle CPU of the whole fabric is measured: one diagnostics interval
+#: (the longest default period), four status checks, 24 heartbeats.
+IDLE_WINDOW = float(sys.argv[sys.argv.index("--idle-window") + 1]) if "--idle-window" in sys.argv else 60.0
 
 
 def with_count(example: str, count: int, tmp: Path) -> Path:
@@ -232,15 +233,34 @@ def _pss(procs: list[psutil.Process]) -> float:
     return total / 2**20
 
 
-def _cpu_seconds(procs: list[psutil.Process]) -> dict[int, float]:
+def _cpu_seconds(procs: list[psutil.Process]) -> dict[int, tuple[float, int]]:
+    """Each process's CPU seconds so far and its voluntary context switches (its wakeups: a
+    figure the machine's load does not change, unlike the CPU each wakeup costs).
+
+    The CPU is the scheduler's own count of the time each process ran (/proc/PID/schedstat, in
+    nanoseconds) where there is one: user and system times are counted in whole clock ticks,
+    which an idle process that runs a few hundred microseconds at a time hits only by chance.
+    """
     found = {}
     for proc in procs:
         try:
-            times = proc.cpu_times()
-            found[proc.pid] = times.user + times.system
+            with proc.oneshot():
+                times = proc.cpu_times()
+                found[proc.pid] = (
+                    _run_time(proc.pid, times.user + times.system),
+                    proc.num_ctx_switches().voluntary,
+                )
         except psutil.Error:
             continue
     return found
+
+
+def _run_time(pid: int, ticks: float) -> float:
+    try:
+        with open(f"/proc/{pid}/schedstat") as stat:
+            return int(stat.read().split()[0]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return ticks
 
 
 #: The kinds of a VM's processes, by the actor name on their command line.
@@ -254,7 +274,13 @@ def _kind(proc: psutil.Process) -> str:
     if "actors._template" in args:
         return "template"
     name = args[6] if len(args) > 6 else ""
+    if name.startswith("host:"):
+        return "host agent"
     return KINDS.get(name, "role host" if name.startswith("Wa") else "other")
+
+
+#: The kinds of process the idle CPU is split into, in the order printed.
+CPU_KINDS = ("fabric", "host agent", "vm", "bootstrapper", "template", "role host", "other")
 
 
 async def density_point(tmp: Path, count: int, measure_cpu: bool) -> dict[str, float]:
@@ -279,13 +305,63 @@ async def density_point(tmp: Path, count: int, measure_cpu: bool) -> dict[str, f
             of_kind = [p for p in vm_procs if _kind(p) == kind]
             figures[f"pss {kind}"] = await anyio.to_thread.run_sync(_pss, of_kind) / max(1, len(of_kind))
         if measure_cpu:
-            before = _cpu_seconds(procs)
+            kinds = {p.pid: "fabric" if p.pid == os.getpid() else _kind(p) for p in procs}
+            before = await anyio.to_thread.run_sync(_cpu_seconds, procs)
             began = time.perf_counter()
-            await anyio.sleep(IDLE_WINDOW)
-            after = _cpu_seconds(procs)
+            figures["bare_wakeup"] = await bare_wakeup(IDLE_WINDOW - 2)
+            await anyio.sleep(max(0.0, IDLE_WINDOW - (time.perf_counter() - began)))
+            after = await anyio.to_thread.run_sync(_cpu_seconds, procs)
             wall = time.perf_counter() - began
-            figures["idle_cpu"] = sum(after[p] - before[p] for p in after if p in before) / wall
+            for kind in (*CPU_KINDS, None):
+                pids = [p for p in after if p in before and (kind is None or kinds.get(p) == kind)]
+                key = "" if kind is None else f" {kind}"
+                figures[f"cpu{key}"] = sum(after[p][0] - before[p][0] for p in pids) / wall
+                figures[f"wakeups{key}"] = sum(after[p][1] - before[p][1] for p in pids) / wall
     return figures
+
+
+#: A bare trio process that echoes each byte it reads, and the driver that wakes it ``rate``
+#: times a second for ``seconds`` and prints its CPU seconds per wakeup and its wakeups.
+_ECHO = """
+import os, trio
+async def main():
+    while data := await trio.lowlevel.FdStream(os.dup(0)).receive_some(1):
+        os.write(1, data)
+trio.run(main)
+"""
+_DRIVE = """
+import subprocess, sys, time, psutil
+seconds, rate, echo = float(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+proc = subprocess.Popen([sys.executable, "-c", echo], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+def wake():
+    proc.stdin.write(b"x"); proc.stdin.flush(); proc.stdout.read(1)
+wake()
+child = psutil.Process(proc.pid)
+def cpu():
+    try:
+        with open(f"/proc/{proc.pid}/schedstat") as stat:
+            return int(stat.read().split()[0]) / 1e9
+    except OSError:
+        return sum(child.cpu_times()[:2])
+first, waked = cpu(), child.num_ctx_switches().voluntary
+end = time.monotonic() + seconds
+while time.monotonic() < end:
+    wake()
+    time.sleep(1 / rate)
+last, woken = cpu(), child.num_ctx_switches().voluntary
+proc.stdin.close(); proc.wait()
+wakeups = max(1, woken - waked)
+print((last - first) / wakeups, wakeups)
+"""
+
+
+async def bare_wakeup(seconds: float, rate: float = 20.0) -> float:
+    """CPU seconds per wakeup of a bare trio process woken ``rate`` times a second for
+    ``seconds`` by a byte it echoes back: what waking any idle process costs on this machine
+    at this moment (run beside the fabric's idle window, so both see the same load; in
+    processes of its own, so that none of it counts as the fabric's)."""
+    out = await anyio.run_process([sys.executable, "-c", _DRIVE, str(seconds), str(rate), _ECHO])
+    return float(out.stdout.split()[0])
 
 
 def bare_fork_memory() -> float:
@@ -344,8 +420,19 @@ async def density(tmp: Path, fork_uss: float) -> None:
             f"{f['instance_pss']:5.1f} MiB proportional per instance ({kinds}; "
             f"whole fabric {f['whole_pss']:5.1f} MiB per instance; goal < 30)"
         )
-        if "idle_cpu" in f:
-            line += f"   idle CPU of the whole fabric {f['idle_cpu'] * 100:5.1f}% of one core (goal < 10%)"
+        if "cpu" in f:
+            split = ", ".join(
+                f"{kind} {f[f'cpu {kind}'] * 100:.1f}% {f[f'wakeups {kind}']:.0f}/s"
+                for kind in CPU_KINDS
+                if f[f"wakeups {kind}"]
+            )
+            line += (
+                f"   idle CPU of the whole fabric over {IDLE_WINDOW:g} s {f['cpu'] * 100:5.1f}% of one core, "
+                f"{f['wakeups']:.0f} wakeups/s ({split}; goal < 10%); "
+                f"a bare trio process costs {f['bare_wakeup'] * 1e6:.0f} us a wakeup meanwhile: "
+                f"the fabric's wakeups at that cost {f['wakeups'] * f['bare_wakeup'] * 100:.1f}%, "
+                f"the fabric {f['cpu'] / max(1e-9, f['wakeups'] * f['bare_wakeup']):.1f}x that"
+            )
         print(f"{line}   [{load()}]", flush=True)
 
 

@@ -106,18 +106,8 @@ class GuestAgent(Actor):
     async def receive(self, message: Any) -> Any:
         """Heartbeats, status from the bootstrapper, and changes from the host."""
         match message:
-            case Heartbeat(seq=seq):
-                self.status_log.write(
-                    f"heartbeat {seq}: {self.status.status}"
-                    + (f" ({self.status.detail})" if self.status.detail else "")
-                )
-                return HeartbeatReply(
-                    seq=seq,
-                    instance_id=self.config.instance_id,
-                    status=self.status,
-                    agent_version=self.version,
-                    storage_over_quota=self.over_quota,
-                )
+            case Heartbeat():
+                return self.answer_heartbeat(message)
             case InstanceStatus():
                 await self._on_status(message)
                 return None
@@ -150,6 +140,21 @@ class GuestAgent(Actor):
                     await self.bootstrapper.tell(message)
                 return None
         return await super().receive(message)
+
+    def answer_heartbeat(self, heartbeat: Heartbeat) -> HeartbeatReply:
+        """The reply to one of the host's heartbeats (logged in WaAppAgent.log): the AppAgent
+        calls it as each heartbeat arrives, never waiting on this actor's mailbox."""
+        self.status_log.write(
+            f"heartbeat {heartbeat.seq}: {self.status.status}"
+            + (f" ({self.status.detail})" if self.status.detail else "")
+        )
+        return HeartbeatReply(
+            seq=heartbeat.seq,
+            instance_id=self.config.instance_id,
+            status=self.status,
+            agent_version=self.version,
+            storage_over_quota=self.over_quota,
+        )
 
     async def _on_status(self, status: InstanceStatus) -> None:
         previous = self.status
