@@ -113,7 +113,7 @@ async def test_the_controller_applies_a_partition_through_the_host_agent_and_und
         fault = network_fault(Target(host="far-1"), partition=True, duration="60s")
         applied = await net_fault(world, fault)
         assert "both ways" in applied.detail and applied.undo is not None
-        with anyio.fail_after(3):  # applied once its answer left
+        with anyio.fail_after(30):  # applied once its answer left (nft runs: slow on a loaded machine)
             while not agent.nft_tables():
                 await anyio.sleep(0.05)
         assert not await reachable(host.address, port)
@@ -204,6 +204,6 @@ async def test_a_fault_the_controller_cannot_clear_is_undone_by_the_host_at_its_
         hosts.cut = True
         said = await applied.undo()
         assert "not cleared from here" in said and "the host undoes it itself" in said
-        with anyio.fail_after(5):
+        with anyio.fail_after(30):
             while agent.nft_tables():
                 await anyio.sleep(0.05)
