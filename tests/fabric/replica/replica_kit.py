@@ -142,7 +142,10 @@ class Cluster:
                 row = await self.lease()
                 if row and row["live"] and row["holder"] != not_ and row["holder"] in self.replicas:
                     replica = self.replicas[row["holder"]]
-                    if f"acting as leader (epoch {row['epoch']})" in replica.output():
+                    text = replica.output()
+                    acting = text.rfind(f"acting as leader (epoch {row['epoch']})")
+                    # not one whose term ended while its lease row lives on (the database away)
+                    if acting >= 0 and f"replica {replica.name} stops leading" not in text[acting:]:
                         return replica
                 await anyio.sleep(0.05)
 

@@ -62,6 +62,22 @@ async def test_chaos_kills_and_hangs_replicas_and_restarts_the_database(
         third = await c.leader(not_=second.name)
         assert third.name == first.name
 
+        # A scenario step kills the leader the runner's client talks to (<state>/api names it):
+        # the run follows the API to the other replica, watches again on the new leader, and
+        # reports the requests lost meanwhile.
+        async with c.client(third) as client:
+            started = await deploy_service(client, EXAMPLES / "hwc-wsgi", None)
+        scenario = parse_scenario(SCENARIO)
+        report = await run_on(c.state, Run(scenario=scenario, scenario_file="replica.toml", seed=1))
+        print(render(report))
+        [kill] = report.faults
+        assert (kill.kind, kill.outcome) == ("replica-kill", "applied"), kill
+        assert kill.detail.startswith(f"replica {third.name} (the leader, pid {third.pid}) killed"), kill
+        assert report.status == "completed" and report.recovery is not None, render(report)
+        assert report.requests.failed > 0 and report.steady_state["after"].held, render(report)
+        assert min(f for _, f in report.availability) < 1.0 == report.availability[-1][1], report.availability
+        assert (await c.leader()).name != third.name and started.service
+
         stop = pg_command(postgres, "pg_ctl", "-D", str(postgres.data), "-m", "fast", "-w", "stop")
         start = pg_command(
             postgres, "pg_ctl", "-D", str(postgres.data), "-l", str(postgres.log), "-w", "start"
@@ -71,23 +87,7 @@ async def test_chaos_kills_and_hangs_replicas_and_restarts_the_database(
         )
         assert code == 0 and out.startswith("database stopped"), (out, err)
         # a leader acts again once the database is back (the fast profile's lease may have lapsed)
-        leader = await c.leader(seconds=60)
-
-        # A scenario step kills the leader the runner's client talks to (<state>/api names it):
-        # the run follows the API to the other replica, watches again on the new leader, and
-        # reports the requests lost meanwhile.
-        async with c.client(leader) as client:
-            started = await deploy_service(client, EXAMPLES / "hwc-wsgi", None)
-        scenario = parse_scenario(SCENARIO)
-        report = await run_on(c.state, Run(scenario=scenario, scenario_file="replica.toml", seed=1))
-        print(render(report))
-        [kill] = report.faults
-        assert (kill.kind, kill.outcome) == ("replica-kill", "applied"), kill
-        assert kill.detail.startswith(f"replica {leader.name} (the leader, pid {leader.pid}) killed"), kill
-        assert report.status == "completed" and report.recovery is not None, render(report)
-        assert report.requests.failed > 0 and report.steady_state["after"].held, render(report)
-        assert min(f for _, f in report.availability) < 1.0 == report.availability[-1][1], report.availability
-        assert (await c.leader()).name != leader.name and started.service
+        await c.leader(seconds=60)
 
 
 SCENARIO = """
