@@ -24,7 +24,7 @@ from fabric.host.processes import Proc, kill_processes, scan, signal_processes
 
 #: seconds between the answer to a SignalHost and its damage (the answer goes first)
 ANSWER_FIRST = 0.5
-Spawner = Callable[..., None]
+Spawner = Callable[..., object]
 
 
 @dataclass(eq=False)
