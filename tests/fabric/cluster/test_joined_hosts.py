@@ -30,7 +30,6 @@ from tests.fabric.cluster.joined_kit import (
     Cluster,
     answers,
     cluster,
-    deploy_remote_shell,
     one_joined_host,
     poll,
     vms_of,
@@ -237,19 +236,3 @@ async def test_an_uploaded_certificate_reaches_a_joined_host(tmp_path: Path) -> 
 
             assert await poll(answered, 60, "the TLS worker on h1 answering") == b"Echo_IN_0"
             assert (hosts[0].state_dir / "host" / "certificates").is_dir()
-
-
-async def test_exec_reaches_an_instance_on_a_joined_host(tmp_path: Path) -> None:
-    with loopback_hosts(1, tmp_path / "hosts") as hosts:
-        async with cluster(hosts, tmp_path) as c:
-            await one_joined_host(c)
-            await deploy_remote_shell(c, tmp_path)
-            script = 'pwd; echo "$RoleInstanceID"; echo oops >&2; exit 3'
-            done = await anyio.run_process(
-                [FABRIC, "exec", "Shell_IN_0", "--state-dir", str(c.state), "--", "sh", "-c", script],
-                check=False,
-            )
-            assert done.returncode == 3, done.stderr
-            cwd, instance = done.stdout.decode().split()
-            assert cwd.startswith(str(hosts[0].state_dir / "host" / "vms")) and cwd.endswith("/E/approot")
-            assert instance == "Shell_IN_0" and done.stderr == b"oops\n"
