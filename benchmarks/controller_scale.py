@@ -12,8 +12,9 @@ HostPool sees each host as a Ref whose asks travel the simulator's link (``HostP
 
 For each N (hosts) it measures:
 - placement: one deployment of 2N Large instances (4 cores: two per 8-core host) from the
-  CreateDeployment ask until the simulator has reported the last instance ReadyRole, and the
-  controller's CPU meanwhile per instance placed (the figure that holds on a loaded machine);
+  CreateDeployment ask until the controller knows every instance ReadyRole (the simulator's
+  last report, sent earlier, beside it), and the controller's CPU meanwhile per instance placed
+  (the figure that holds on a loaded machine);
 - steady CPU: the controller process's CPU (psutil cpu_times, user + system) over a window once
   everything is Ready, in % of one core and per heartbeat (the simulator's beside it);
 - heal: one host goes silent; the time until its two instances are ReadyRole on another host,
@@ -40,6 +41,7 @@ import os
 import random
 import shutil
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -146,6 +148,10 @@ class Profile(Request[None], frozen=True, tag=True):
     stats to ``path``."""
 
     path: str = ""
+
+
+class ReadyCount(Request[int], frozen=True, tag=True):
+    """How many instances the controller knows to be ReadyRole (its reports all handled)."""
 
 
 class Template(Request[GuestConfig], frozen=True, tag=True):
@@ -449,6 +455,8 @@ class BenchController(FabricController):
                 self._profile.disable()
                 self._profile.dump_stats(message.path)
             return None
+        if isinstance(message, ReadyCount):
+            return sum(1 for _, inst in self.state.instances() if inst.status == "ReadyRole")
         if isinstance(message, Template):
             dep = next(iter(self.state.deployments.values()))
             return dep.guest_config(next(iter(dep.instances.values())), self.state_dir, self.settings)
@@ -638,7 +646,11 @@ async def run_size(system: Any, n: int, root: Path, args: Any) -> dict[str, floa
                 st = await sim_stats(ctl)
                 if st.ready >= 2 * n:
                     break
-                await anyio.sleep(0.25)
+                await anyio.sleep(0.1)
+            # Placed once the controller knows it: its backlog of reports handled.
+            while await ask(ctl, ReadyCount(), timeout=args.timeout) < 2 * n:
+                await anyio.sleep(0.05)
+        placed = time.time()
         sim_pid = st.pid
         if args.profile:
             await ask(ctl, Profile(f"{args.profile}.{n}"), timeout=60)
@@ -647,13 +659,15 @@ async def run_size(system: Any, n: int, root: Path, args: Any) -> dict[str, floa
         # simulator's since it started (the first host was spun up).
         out["placement_cpu"] = cpu(ctl_proc) - ctl_cpu0
         out["placement_sim_cpu"] = cpu(psutil.Process(sim_pid))
-        out["placement"] = st.last_ready - start
+        out["placement"] = placed - start
+        out["sim_placement"] = st.last_ready - start
         out["accepted"] = accepted
         out["hosts"] = st.hosts
         out["store"] = store_size(state) / 1024  # KiB (with the log: replaced once checkpointed)
         out["cpu_per_instance"] = 1000 * out["placement_cpu"] / (2 * n)  # ms
         print(
-            f"  N={n}: placement {out['placement']:.2f} s (accepted in {accepted:.2f} s), "
+            f"  N={n}: placement {out['placement']:.2f} s (accepted in {accepted:.2f} s, the simulator's "
+            f"last ReadyRole at {out['sim_placement']:.2f} s), "
             f"{st.hosts} hosts, store {out['store']:.0f} KiB; CPU meanwhile: controller "
             f"{out['placement_cpu']:.1f} s, simulator {out['placement_sim_cpu']:.1f} s; load {load()}",
             flush=True,
@@ -663,18 +677,25 @@ async def run_size(system: Any, n: int, root: Path, args: Any) -> dict[str, floa
         # Steady state: every instance Ready, only heartbeats flow.
         await anyio.sleep(args.settle)
         sim_proc = psutil.Process(sim_pid)
+        spy = spy_on(ctl_proc.pid, f"{args.spy}.{n}", args.window) if args.spy else None
+        beats0 = (await sim_stats(ctl)).heartbeats
         c0, s0, w0 = cpu(ctl_proc), cpu(sim_proc), time.monotonic()
         await anyio.sleep(args.window)
         c1, s1, w1 = cpu(ctl_proc), cpu(sim_proc), time.monotonic()
+        beats = (await sim_stats(ctl)).heartbeats - beats0
         out["cpu"] = 100 * (c1 - c0) / (w1 - w0)
         out["sim_cpu"] = 100 * (s1 - s0) / (w1 - w0)
-        # per heartbeat: the controller's CPU over the heartbeats it heard meanwhile (n per interval)
-        out["cpu_per_beat"] = 1e6 * (c1 - c0) / ((w1 - w0) * n / args.heartbeat)  # us
+        # per heartbeat: the controller's CPU over the heartbeats the simulator sent meanwhile
+        out["cpu_per_beat"] = 1e6 * (c1 - c0) / max(1, beats)  # us
         print(
             f"  N={n}: steady controller CPU {out['cpu']:.1f}% of a core, {out['cpu_per_beat']:.0f} us "
-            f"a heartbeat (simulator {out['sim_cpu']:.1f}%), load {load()}",
+            f"a heartbeat ({beats / (w1 - w0):.0f} a second; simulator {out['sim_cpu']:.1f}%), load {load()}",
             flush=True,
         )
+        if spy is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                spy.wait(timeout=30)
+            print(f"  N={n}: py-spy of the steady controller in {args.spy}.{n}", flush=True)
 
         # Heal: a host goes silent; its instances come back Ready elsewhere.
         killed: Killed = await ask(ctl, SimAsk(KillHost()), timeout=900)
@@ -739,6 +760,18 @@ async def raw_baseline(system: Any, n: int, template: GuestConfig, args: Any, ou
         f"baseline's time, {out['cpu_ratio']:.2f}x its CPU; load {load()}",
         flush=True,
     )
+
+
+def spy_on(pid: int, path: str, seconds: float) -> subprocess.Popen[bytes] | None:
+    """--spy: py-spy (beside this interpreter, or on PATH) records ``pid`` for ``seconds``, as
+    collapsed stacks (one line a stack, its sample count last) in ``path``."""
+    exe = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
+    if exe is None:
+        print("  --spy: py-spy is not installed (pip install py-spy)", flush=True)
+        return None
+    command = [exe, "record", "--nonblocking", "--format", "raw", "-r", "50"]
+    command += ["-d", str(max(1, int(seconds))), "-p", str(pid), "-o", path]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def load() -> str:
@@ -828,6 +861,7 @@ def cli() -> None:
         default="",
         help="write a cProfile of the controller while placing to PROFILE.<N> (slower)",
     )
+    parser.add_argument("--spy", default="", help="py-spy the controller's steady window into SPY.<N>")
     parser.add_argument("--mailbox", type=int, default=100_000, help="the controller's mailbox size")
     parser.add_argument("--endpoint", action="store_true", help="the role has a TCP input endpoint")
     parser.add_argument("--heartbeat", type=float, default=2.5, help="host heartbeat interval (s)")
