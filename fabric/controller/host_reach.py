@@ -64,14 +64,20 @@ def heard(state: ControllerState, host: Host) -> None:
 
 async def watch(state: ControllerState) -> None:
     """Take out every joined host whose heartbeats are late, for ever (a background task)."""
+    joined: list[str] = []
+    counted = -1
     while True:
         period = late_after(state) / 2
         due = anyio.current_time() + period
         await anyio.sleep_until(due)
         if anyio.current_time() - due > period or state.hosts.deaf_for(0.0):
             continue  # the controller did not listen (a stalled loop, a held mailbox): no blame
+        pool = state.hosts.hosts
+        if len(pool) != counted:  # which hosts are joined, found again only when the pool changed size
+            counted, joined = len(pool), [h.id for h in pool.values() if h.joined]
         now = anyio.current_time()
         limit = late_after(state)
-        for host in list(state.hosts.hosts.values()):
-            if host.joined and host.alive and now - host.last_seen > limit:
+        for host_id in joined:
+            host = pool.get(host_id)
+            if host is not None and host.alive and now - host.last_seen > limit:
                 set_out(state, host, True, f"no heartbeat for {now - host.last_seen:.1f} s")
