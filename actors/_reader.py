@@ -52,7 +52,6 @@ MAX_QUEUED_BYTES: Final = 16 * 1024 * 1024
 #: Frames handled at once even while messages queue: none of them goes to a mailbox, and the
 #: order of an answer among the messages that reach other mailboxes does not matter.
 _UNQUEUED: Final = frozenset({int(Kind.REPLY), int(Kind.FAIL), int(Kind.PING), int(Kind.PONG)})
-_TELLS: Final = int(Kind.TELLS)
 
 T = TypeVar("T")
 

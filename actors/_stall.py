@@ -62,6 +62,8 @@ class _Step:
 step = _Step()
 #: The task serving each in-process actor, to name the actor and message behind a stall.
 _serving: dict[Any, LocalCell] = {}
+#: Those that stopped serving since the last step began (or the last asyncio tick).
+_stopped: dict[Any, LocalCell] = {}
 _installed: anyio.lowlevel.RunVar[bool] = anyio.lowlevel.RunVar("stall_detector", default=False)
 
 
@@ -82,12 +84,17 @@ def child_started(label: str) -> None:
     global process_label
     process_label = label
     _serving.clear()
+    _stopped.clear()
 
 
 def serving(task: Any, cell: LocalCell | None) -> None:
     """Register (or, with None, forget) the task that serves ``cell``'s mailbox."""
     if cell is None:
-        _serving.pop(task, None)
+        gone = _serving.pop(task, None)
+        if gone is not None:
+            # The step under way may have stalled in the actor's handler before it stopped
+            # (a stop read off the link in the same step): it is still named after the actor.
+            _stopped[task] = gone
     else:
         _serving[task] = cell
 
@@ -95,7 +102,7 @@ def serving(task: Any, cell: LocalCell | None) -> None:
 def _describe(task: Any, seconds: float, since: float) -> Stall:
     """Who held the loop from ``since`` (perf_counter) for ``seconds``: the message an actor's
     serving task was handling, or the task."""
-    cell = _serving.get(task)
+    cell = _serving.get(task) or _stopped.get(task)
     if cell is not None:
         # A step may handle several messages (those already queued): the one that took long,
         # else the last one taken.
@@ -173,6 +180,8 @@ def _trio_instrument(threshold: float, on_stall: Callable[[Stall], None]) -> Any
             at = clock()
             if at - now.started > threshold:
                 self._ended(at)
+            if _stopped:
+                _stopped.clear()
             now.started = at
             self.task = task
 
@@ -203,10 +212,10 @@ async def _tick(threshold: float, on_stall: Callable[[Stall], None]) -> None:
         if late > threshold:
             # The actor that took a message last before the loop came back held it, if any did.
             began = due - _TICK
-            recent = [
-                (cell.handling_at, task) for task, cell in _serving.items() if cell.handling_at >= began
-            ]
+            serving = [*_serving.items(), *_stopped.items()]
+            recent = [(cell.handling_at, task) for task, cell in serving if cell.handling_at >= began]
             if recent:
                 on_stall(_describe(max(recent, key=lambda r: r[0])[1], late, began))
             else:
                 on_stall(Stall(late, "a task step", None, None, process_label, os.getpid()))
+        _stopped.clear()

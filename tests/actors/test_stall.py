@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 
-from actors import STALL_LOG_ENV, open_system
+from actors import STALL_LOG_ENV, Actor, open_system
 from tests.actors.sample_actors import Add, Block, Get, Recorder
 
 
@@ -66,3 +68,24 @@ async def test_the_blocking_message_is_named_among_those_handled_in_the_same_ste
         assert (await ref.ask(Get(), timeout=10))["total"] == sum(range(20))
     stalls = [r.getMessage() for r in caplog.records if r.name == "actors.stall"]
     assert len(stalls) == 1 and "in actor busy handling Block" in stalls[0], stalls
+
+
+class BlockThenStop(Actor):
+    """Blocks the event loop, then stops itself in the same step."""
+
+    async def receive(self, message: Any) -> Any:
+        time.sleep(0.3)
+        self.stop()
+
+
+async def test_an_actor_that_stops_in_the_step_it_stalled_is_still_named(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="actors.stall")
+    async with open_system() as system:
+        ref = await system.spawn(BlockThenStop, name="quitter")
+        await ref.tell("block")
+        with anyio.fail_after(10):
+            await ref.join()
+    stalls = [r.getMessage() for r in caplog.records if r.name == "actors.stall"]
+    assert len(stalls) == 1 and "in actor quitter handling str" in stalls[0], stalls
