@@ -235,33 +235,19 @@ def _pss(procs: list[psutil.Process]) -> float:
 
 
 def _cpu_seconds(procs: list[psutil.Process]) -> dict[int, tuple[float, int]]:
-    """Each process's CPU seconds so far and its voluntary context switches (its wakeups: a
-    figure the machine's load does not change, unlike the CPU each wakeup costs).
-
-    The CPU is the scheduler's own count of the time each process ran (/proc/PID/schedstat, in
-    nanoseconds) where there is one: user and system times are counted in whole clock ticks,
-    which an idle process that runs a few hundred microseconds at a time hits only by chance.
-    """
+    """Each process's CPU seconds so far (all its threads, ended ones too: the kernel keeps
+    the scheduler's exact run time, shown in 10 ms units) and its event loop's wakeups (the
+    voluntary context switches of its main thread): a count the machine's load does not change,
+    unlike the CPU each wakeup costs."""
     found = {}
     for proc in procs:
         try:
             with proc.oneshot():
                 times = proc.cpu_times()
-                found[proc.pid] = (
-                    _run_time(proc.pid, times.user + times.system),
-                    proc.num_ctx_switches().voluntary,
-                )
+                found[proc.pid] = (times.user + times.system, proc.num_ctx_switches().voluntary)
         except psutil.Error:
             continue
     return found
-
-
-def _run_time(pid: int, ticks: float) -> float:
-    try:
-        with open(f"/proc/{pid}/schedstat") as stat:
-            return int(stat.read().split()[0]) / 1e9
-    except (OSError, ValueError, IndexError):
-        return ticks
 
 
 #: The kinds of a VM's processes, by the actor name on their command line.
@@ -339,11 +325,7 @@ def wake():
 wake()
 child = psutil.Process(proc.pid)
 def cpu():
-    try:
-        with open(f"/proc/{proc.pid}/schedstat") as stat:
-            return int(stat.read().split()[0]) / 1e9
-    except OSError:
-        return sum(child.cpu_times()[:2])
+    return sum(child.cpu_times()[:2])
 first, waked = cpu(), child.num_ctx_switches().voluntary
 end = time.monotonic() + seconds
 while time.monotonic() < end:

@@ -96,6 +96,8 @@ class GuestAgent(Actor):
         self.bootstrapper = await self.app_agent.ask(StartBootstrapper(config), timeout=120)
 
     async def _watch_storage(self) -> None:
+        if not self.config.role.local_storage:
+            return  # nothing to measure: no wakeup, no worker thread every diagnostics_interval
         while True:
             await anyio.sleep(self.config.settings.diagnostics_interval)
             over = await anyio.to_thread.run_sync(lambda: storage_over_quota(self.config))
