@@ -10,16 +10,18 @@ Every figure stands beside a raw baseline measured in the same run:
 - memory of one worker instance, all its processes together, against a bare interpreter: resident
   and proportional (forked processes share pages; the proportional size splits them fairly).
 
-    .venv/bin/python benchmarks/fabric.py --density [--counts 10,25,50,100]
+    .venv/bin/python benchmarks/fabric.py --density [--counts 10,25,50,100] [--idle-window 60]
 
 runs only the density series instead: hello-worker (ExtraSmall) deployed at each count with the
 default settings (Azure's intervals), the time to all Ready (also in bare interpreter starts per
 instance), proportional memory per instance (its VM's processes together, each kind of process
 apart, and the whole fabric divided by the count), and the idle CPU of the whole fabric once
-Ready (``--no-idle`` skips it). Baselines in the same run: a bare interpreter's start and
-proportional memory, a bare fork, and the private memory of a bare fork idling on trio (what
-any forked process costs). Each line carries the load average; the machine is shared, so run
-the 100-instance point sparingly.
+Ready (``--no-idle`` skips it): over one diagnostics interval, by kind of process, each with its
+event loops' wakeups (the count that holds whatever the load; the CPU a wakeup costs does not).
+Baselines in the same run: a bare interpreter's start and proportional memory, a bare fork, the
+private memory of a bare fork idling on trio (what any forked process costs), and the CPU a
+bare trio process spends per wakeup, measured during the idle window itself. Each line carries
+the load average; the machine is shared, so run the 100-instance point sparingly.
 """
 
 from __future__ import annotations
