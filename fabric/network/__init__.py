@@ -22,12 +22,15 @@ from ._instance import InstanceForwarder as InstanceForwarder
 from ._instance import open_instance_forwarder as open_instance_forwarder
 from ._model import Backend as Backend
 from ._model import BackendStats as BackendStats
+from ._model import EndpointProtocol as EndpointProtocol
 from ._model import EndpointSpec as EndpointSpec
 from ._model import LoadBalancerStats as LoadBalancerStats
 from ._model import ProbeSpec as ProbeSpec
 from .load_balancer import LoadBalancer as LoadBalancer
 from .load_balancer import open_load_balancer as open_load_balancer
 from .load_balancer import serve_load_balancer as serve_load_balancer
+from .load_balancer import share_ports as share_ports
+from .load_balancer import shared_listening as shared_listening
 from .load_balancer import synced as synced
 from .toxics import Bandwidth as Bandwidth
 from .toxics import Latency as Latency

@@ -5,8 +5,7 @@ from __future__ import annotations
 import errno
 import logging
 import socket
-from collections.abc import Awaitable, Callable
-from functools import partial
+from collections.abc import Awaitable, Callable, Collection
 from typing import TypeVar
 
 import anyio
@@ -52,13 +51,33 @@ async def _bind_first(
     )
 
 
-async def bind_tcp(name: str, host: str, port: int, *, attempts: int = PORT_ATTEMPTS) -> socket.socket:
+async def bind_tcp(
+    name: str,
+    host: str,
+    port: int,
+    *,
+    attempts: int = PORT_ATTEMPTS,
+    reuse_port: bool = False,
+    now: bool = True,
+    taken: Collection[int] = (),
+) -> socket.socket:
     """A listening socket on ``port`` or the first free port after it.
+
+    ``reuse_port`` and ``now``: as ``_sock.listen``; ``taken``: ports counted as taken
+    whatever a bind says (with SO_REUSEPORT a bind succeeds on a port this process shares).
 
     Raises:
         NoFreePortError: every port tried is taken.
     """
-    sock = await _bind_first(name, host, port, attempts, partial(_sock.listen, host))
+
+    async def open_one(candidate: int) -> socket.socket:
+        if candidate in taken:
+            raise OSError(errno.EADDRINUSE, f"port {candidate} is taken by another endpoint")
+        if reuse_port or not now:
+            return await _sock.listen(host, candidate, reuse_port=reuse_port, now=now)
+        return await _sock.listen(host, candidate)
+
+    sock = await _bind_first(name, host, port, attempts, open_one)
     _announce(name, host, port, sock.getsockname()[1])
     return sock
 

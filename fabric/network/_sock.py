@@ -32,15 +32,29 @@ async def resolve(host: str, port: int) -> tuple[socket.AddressFamily, tuple[str
     return family, (host, port)
 
 
-async def listen(host: str, port: int, backlog: int = 1024) -> socket.socket:
-    """A listening socket on host:port; raises OSError (EADDRINUSE when taken)."""
+#: the backlog of a listening socket (also when it starts listening later: start_listening)
+BACKLOG = 1024
+
+
+async def listen(
+    host: str, port: int, backlog: int = BACKLOG, *, reuse_port: bool = False, now: bool = True
+) -> socket.socket:
+    """A listening socket on host:port; raises OSError (EADDRINUSE when taken).
+
+    ``reuse_port``: SO_REUSEPORT, so other sockets of this user with it share the port (the
+    kernel spreads new connections over those listening); ``now=False`` binds only (the port
+    held, no connection taken until ``start_listening``).
+    """
     family, address = await resolve(host, port)
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         # Lets a restarted fabric rebind a port whose old connections are in TIME_WAIT.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(address)
-        sock.listen(backlog)
+        if now:
+            sock.listen(backlog)
         sock.setblocking(False)
     except BaseException:
         sock.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import itertools
 import logging
+import math
 import random
 import socket
 from collections.abc import Awaitable, Callable, Collection, Coroutine
@@ -67,31 +68,54 @@ class TcpBalancer:
         self._ids = itertools.count(1)
         #: awaited on each client connection accepted (the kernel path looks for refusals)
         self.accepted: Callable[[], Awaitable[None]] | None = None
+        #: whether the listener takes connections (a deferred one: once rotation has an instance)
+        self.listening = False
+        self._accepting = anyio.CancelScope()
 
     async def serve(
         self,
         listener: socket.socket,
         *,
+        defer: bool = False,
         task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Accept on ``listener`` until cancelled; every connection ends with it."""
+        """Accept on ``listener`` until cancelled; every connection ends with it.
+
+        ``defer``: ``listener`` is bound but not listening (SO_REUSEPORT: other balancers
+        share its port); it starts listening once an instance is in rotation, so no client
+        the kernel hands it waits for one while another balancer could serve it.
+        """
         try:
             async with anyio.create_task_group() as tg:
                 task_status.started()
-                while True:
-                    try:
-                        client = await _sock.accept(listener)
-                    except OSError as exc:
-                        if exc.errno not in _ACCEPT_TRANSIENT:
-                            raise
-                        log.warning("endpoint %s: accept failed (%s); retrying", self.name, exc)
-                        await anyio.sleep(0.1)
-                        continue
-                    tg.start_soon(self._handle, client)
-                    # A flood of connects must not starve the connections already open.
-                    await checkpoint()
+                with self._accepting:
+                    while defer and not self.pool.candidates:
+                        await self.pool.wait_for_candidates(math.inf)
+                    if defer:
+                        listener.listen(_sock.BACKLOG)
+                    self.listening = True
+                    while True:
+                        try:
+                            client = await _sock.accept(listener)
+                        except OSError as exc:
+                            if exc.errno not in _ACCEPT_TRANSIENT:
+                                raise
+                            log.warning("endpoint %s: accept failed (%s); retrying", self.name, exc)
+                            await anyio.sleep(0.1)
+                            continue
+                        tg.start_soon(self._handle, client)
+                        # A flood of connects must not starve the connections already open.
+                        await checkpoint()
+                self.listening = False
+                _sock.close(listener)  # the open connections go on to their end
         finally:
+            self.listening = False
             _sock.close(listener)
+
+    def stop_accepting(self) -> None:
+        """Close the listener: no new connection (the kernel gives them to the other listeners
+        of a shared port); the open ones go on."""
+        self._accepting.cancel()
 
     async def _handle(self, client: socket.socket) -> None:
         self.counters.connections += 1

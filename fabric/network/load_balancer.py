@@ -25,6 +25,27 @@ from .toxics import Toxic
 #: closing an unserved UDP socket on the way out: immediate; the bound keeps a stop from hanging
 SOCKET_CLOSE_TIMEOUT = 1.0
 
+#: share_ports(): this process's TCP balancers bind with SO_REUSEPORT and listen once in rotation
+_sharing = False
+#: the TCP balancers of this process opened while sharing, by address (a port is one endpoint's)
+_shared: dict[tuple[str, int], LoadBalancer] = {}
+
+
+def share_ports(on: bool = True) -> None:
+    """From now on this process's TCP balancers share their port (SO_REUSEPORT) with the
+    balancers other processes of this user open on it with ``reuse_port`` (a controller
+    replica's standby balancers, fabric.replica.balancer), and each starts listening only once
+    an instance is in its rotation (until then the kernel gives its port's connections to the
+    others). Two endpoints of this process never share a port."""
+    global _sharing
+    _sharing = on
+
+
+def shared_listening(host: str, port: int) -> bool:
+    """Whether a balancer of this process opened while sharing listens on (host, port)."""
+    lb = _shared.get((host, port))
+    return lb is not None and lb.listening
+
 
 class LoadBalancer:
     """A running endpoint balancer; get one from ``open_load_balancer``.
@@ -100,6 +121,17 @@ class LoadBalancer:
             UnknownBackendError: the instance is not in the pool.
         """
         self._pool.update(instance_id, ready=ready, busy=busy)
+
+    @property
+    def listening(self) -> bool:
+        """Whether it takes new TCP connections (UDP: always)."""
+        return not isinstance(self._engine, TcpBalancer) or self._engine.listening
+
+    def stop_listening(self) -> None:
+        """Take no new TCP connection (on a shared port the kernel gives them to the other
+        listeners); the open ones go on until they end or ``aclose``."""
+        if isinstance(self._engine, TcpBalancer):
+            self._engine.stop_accepting()
 
     def backends(self) -> list[Backend]:
         """The instances in the pool, in instance id order, with their last status."""
@@ -257,6 +289,7 @@ async def open_load_balancer(
     queue_timeout: float = QUEUE_TIMEOUT,
     udp_idle_timeout: float = 240.0,
     port_attempts: int = PORT_ATTEMPTS,
+    reuse_port: bool = False,
 ) -> AsyncIterator[LoadBalancer]:
     """Listen for ``spec`` on ``host`` and balance over ``backends`` until exit.
 
@@ -274,11 +307,13 @@ async def open_load_balancer(
             none is in it, before it is reset.
         udp_idle_timeout: seconds after which a quiet UDP client may change instance.
         port_attempts: how many ports from the public one are tried.
+        reuse_port: TCP only: share the port with other sockets of this user that set
+            SO_REUSEPORT (the kernel spreads new connections over those listening).
 
     Raises:
         NoFreePortError: no port in the range tried could be bound.
     """
-    bound = await _bind(spec, host, port_attempts)
+    bound = await _bind(spec, host, port_attempts, reuse_port)
     run = partial(
         _run,
         spec,
@@ -316,6 +351,7 @@ async def serve_load_balancer(
     udp_idle_timeout: float = 240.0,
     port_attempts: int = PORT_ATTEMPTS,
     keep_refused: bool = False,
+    reuse_port: bool = False,
     task_status: TaskStatus[LoadBalancer] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run a load balancer until cancelled or closed; ``task_status.started`` gets it.
@@ -325,7 +361,7 @@ async def serve_load_balancer(
     ``open_load_balancer``; ``keep_refused`` keeps an instance in rotation after a
     refused connect (for single-instance forwarding).
     """
-    bound = await _bind(spec, host, port_attempts)
+    bound = await _bind(spec, host, port_attempts, reuse_port)
     await _run(
         spec,
         bound,
@@ -340,11 +376,18 @@ async def serve_load_balancer(
     )
 
 
-async def _bind(spec: EndpointSpec, host: str, attempts: int) -> socket.socket | UDPSocket:
+async def _bind(
+    spec: EndpointSpec, host: str, attempts: int, reuse_port: bool = False
+) -> socket.socket | UDPSocket:
     # Bound before any task group exists, so a NoFreePortError reaches the caller bare.
     if spec.protocol == "udp":
         return await bind_udp(spec.name, host, spec.public_port, attempts=attempts)
-    return await bind_tcp(spec.name, host, spec.public_port, attempts=attempts)
+    if _sharing and not reuse_port:  # listens once in rotation (TcpBalancer.serve's defer)
+        taken = {port for (h, port) in _shared if h == host}
+        return await bind_tcp(
+            spec.name, host, spec.public_port, attempts=attempts, reuse_port=True, now=False, taken=taken
+        )
+    return await bind_tcp(spec.name, host, spec.public_port, attempts=attempts, reuse_port=reuse_port)
 
 
 async def _run(
@@ -367,6 +410,7 @@ async def _run(
     )
     closed = anyio.Event()
     engine: TcpBalancer | UdpBalancer
+    lb: LoadBalancer | None = None
     try:
         async with anyio.create_task_group() as tg:
             if isinstance(bound, socket.socket):
@@ -381,7 +425,14 @@ async def _run(
             else:
                 address = bound.extra(SocketAttribute.local_address)
                 engine = UdpBalancer(spec.name, pool, idle_timeout=udp_idle_timeout)
-            await tg.start(engine.serve, bound)
+            # bound but not listening: opened while sharing (see _bind)
+            shared = isinstance(bound, socket.socket) and not bound.getsockopt(
+                socket.SOL_SOCKET, socket.SO_ACCEPTCONN
+            )
+            if isinstance(engine, TcpBalancer):
+                await tg.start(partial(engine.serve, defer=shared), bound)
+            else:
+                await tg.start(engine.serve, bound)
             host, port = str(address[0]), int(address[1])
             path = None
             if isinstance(engine, TcpBalancer) and usable(host, kernel):
@@ -394,10 +445,14 @@ async def _run(
             elif isinstance(engine, TcpBalancer):
                 await sweep_once()
             lb = LoadBalancer(spec, (host, port), engine, tg, closed, path)
+            if shared:
+                _shared[(host, port)] = lb
             lb.set_backends(backends)
             await lb.synced()  # the first connection already takes the path it will keep
             task_status.started(lb)
     finally:
+        if lb is not None and _shared.get(lb.address) is lb:
+            del _shared[lb.address]
         # The engine closes its socket; this covers a cancel before it took it over.
         if isinstance(bound, socket.socket):
             _sock.close(bound)

@@ -31,6 +31,7 @@ from fabric.cluster.port import write_replica_listen
 from fabric.controller.leader import Elector
 from fabric.controller.pg_store import Database, StoreUnavailable, migrate, redact
 from fabric.frontend.auth import clear_api_url, new_token, read_token, write_api_url, write_token
+from fabric.replica.balancer import serve_standby
 from fabric.replica.front import ReplicaFront
 from fabric.replica.records import open_records
 from fabric.replica.registry import register
@@ -206,6 +207,9 @@ async def _serve(
         async with anyio.create_task_group() as tg:
             await tg.start(partial(serve_http, asgi_handler(front), sock, config))
             tg.start_soon(front.watch)
+            # every endpoint the leader shows, served here too: the site answers while nobody leads
+            every = max(VIEWS_INTERVAL, settings.leader_renew_interval)
+            await tg.start(serve_standby, db, lambda: elector.is_leader, every, on_change)
             await tg.start(elector.run)
             write_api_url(state_dir, url)
             on_change(f"replica {name} serving {url} (database {redact(store_url)}); following")
