@@ -12,6 +12,7 @@ how long it was not heard up to the last one; on asyncio, silence counts up to n
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -30,6 +31,19 @@ class IdleClock:
 
     def __init__(self) -> None:
         self.at = anyio.current_time()
+
+
+def clock() -> Callable[[], float]:
+    """anyio.current_time for the running event loop, without anyio's lookup of the backend at
+    each call (4 us against 1 on trio: a heartbeat read the clock twice)."""
+    try:
+        if sniffio.current_async_library() == "trio":
+            import trio
+
+            return trio.current_time
+    except sniffio.AsyncLibraryNotFoundError:
+        pass
+    return anyio.current_time
 
 
 def listened_until() -> float:

@@ -325,7 +325,7 @@ class ControllerState:
         known, no role host start uncounted), noting its VMs as heard. No task switch and
         O(the host's VMs): at 10,000 hosts the controller hears 4,000 heartbeats a second, and
         handling each VM's status as a report of its own was most of its work while placing."""
-        now = anyio.current_time()
+        now = self.hosts.now()
         by_vm, heard = self._by_vm, self.vm_heard
         quiet = True
         for vm, st in instances.items():
@@ -347,7 +347,7 @@ class ControllerState:
         dep, inst = found
         if inst.host_id != host_id:
             return  # from a host the instance has left (healed elsewhere)
-        self.vm_heard[vm] = anyio.current_time()
+        self.vm_heard[vm] = self.hosts.now()
         # A status the host made itself (no boot) says nothing of role host starts.
         restarted = bool(status.boot) and inst.count_starts(status.boot, status.starts)
         if restarted:
