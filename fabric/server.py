@@ -59,6 +59,8 @@ class ReplicaTerm:
     mount: Callable[[Any], AbstractContextManager[None]]
     #: RDFE's records for the term, kept in the database and fenced (fabric.replica.records)
     records: Callable[[Path], Awaitable[Any]] | None = None
+    #: every replica's host port, from the database (None: not known now), told to the hosts
+    host_ports: Callable[[], Awaitable[list[str] | None]] | None = None
 
 
 def stop_budget(settings: Settings) -> float:
@@ -142,8 +144,17 @@ async def open_fabric(
             if listen is not None:
                 from fabric.cluster.port import serve_cluster
 
+                others = None if replica is None else replica.host_ports
                 await tg.start(
-                    partial(serve_cluster, system, state_dir, settings, *listen, controller=controller)
+                    partial(
+                        serve_cluster,
+                        system,
+                        state_dir,
+                        settings,
+                        *listen,
+                        controller=controller,
+                        replicas=others,
+                    )
                 )
             mounted: AbstractContextManager[Any] = nullcontext()
             if replica is None:

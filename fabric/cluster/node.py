@@ -195,17 +195,20 @@ def join_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def split_address(address: str, default_port: int = 7443) -> tuple[str, int]:
-    """``HOST[:PORT]`` as (host, port).
+def split_address(address: str, default_port: int = 7443, *, zero: bool = False) -> tuple[str, int]:
+    """``HOST[:PORT]`` as (host, port); with ``zero``, port 0 too (a controller replica then
+    chooses a free pair).
 
     Raises:
-        ValueError: the port is not a number from 1 to 65534 (the join port is PORT + 1).
+        ValueError: the port is not a number from 1 (0 with ``zero``) to 65534 (the join port
+            is PORT + 1).
     """
     host, sep, port = address.rpartition(":")
     if not sep:
         host, port = address, str(default_port)
-    if not port.isdigit() or not 1 <= int(port) <= 65534:
-        raise ValueError(f"{address!r} is not ADDRESS:PORT with a port from 1 to 65534")
+    low = 0 if zero else 1
+    if not port.isdigit() or not low <= int(port) <= 65534:
+        raise ValueError(f"{address!r} is not ADDRESS:PORT with a port from {low} to 65534")
     return host.strip("[]"), int(port)
 
 

@@ -7,9 +7,10 @@ last answer's time is its heartbeat. A host's agent (fabric.host.remote) reports
 ``fabric-hosts`` (HostRelay), which hands its heartbeats and status changes to the controller. It is written to ``<state>/cluster/hosts.json`` (what
 ``GET /cluster/hosts`` reads), and ``<state>/cluster/listen`` names the host port.
 
-Each controller replica names its own host port in ``<state>/cluster/replicas/NAME``; the one
-that leads (and listens) sends every linked host the list (ControllerAddresses) when it links
-and when the list changes, so that a host whose link drops finds the next leader.
+Each controller replica names its own host port in the database's replica table
+(fabric.replica.registry); the one that leads (and listens) sends every linked host the list
+(ControllerAddresses) when it links and when the list changes, so that a host whose link drops
+finds the next leader.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import contextlib
 import logging
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
 
@@ -52,7 +54,6 @@ log = logging.getLogger("fabric.cluster")
 CLUSTER_DIR = "cluster"
 LISTEN_FILE = "listen"
 HOSTS_FILE = "hosts.json"
-REPLICAS_DIR = "replicas"
 
 
 def cluster_dir(state_dir: Path) -> Path:
@@ -93,36 +94,16 @@ def read_hosts(state_dir: Path) -> list[JoinedHostView]:
         return []
 
 
-def write_replica_listen(state_dir: Path, name: str, address: str) -> None:
-    """Name replica ``name``'s host port (``ADDRESS:PORT``) for the hosts (owner-only)."""
-    write_private(cluster_dir(state_dir) / REPLICAS_DIR / name, f"{address}\n".encode())
-
-
-def replica_addresses(state_dir: Path, own: str) -> list[str]:
-    """Every replica's host port, ``own`` first (at most MAX_CONTROLLERS)."""
-    found = [own]
-    try:
-        files = sorted((cluster_dir(state_dir) / REPLICAS_DIR).iterdir())
-    except FileNotFoundError:
-        files = []
-    for path in files:
-        if path.suffix == ".tmp":
-            continue
-        try:
-            address = path.read_text().strip()
-        except OSError:
-            continue
-        if address and address not in found and len(address) <= 300:
-            found.append(address)
-    return found[:MAX_CONTROLLERS]
+#: the other replicas' host ports, read again each heartbeat (None: not known now, keep the last)
+OtherReplicas = Callable[[], Awaitable[list[str] | None]]
 
 
 class Replicas:
     """Tells every linked host where the controller's replicas listen (ControllerAddresses)."""
 
-    def __init__(self, state_dir: Path, settings: Settings) -> None:
-        self.state_dir = state_dir
+    def __init__(self, settings: Settings, others: OtherReplicas | None = None) -> None:
         self.settings = settings
+        self.others = others
         self.own = ""
         self.addresses: list[str] = []
         self.peers: dict[str, Peer] = {}
@@ -130,7 +111,16 @@ class Replicas:
     async def start(self, host: str, port: int) -> None:
         """Know this replica's own host port, and read the others'."""
         self.own = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        self.addresses = await anyio.to_thread.run_sync(replica_addresses, self.state_dir, self.own)
+        self.addresses = await self._read()
+
+    async def _read(self) -> list[str]:
+        """Every replica's host port, this one's first (at most MAX_CONTROLLERS)."""
+        listed = None if self.others is None else await self.others()
+        if listed is None:
+            return self.addresses or [self.own]
+        found = [self.own]
+        found += [a for a in listed if a and a not in found and len(a) <= 300]
+        return found[:MAX_CONTROLLERS]
 
     def connected(self, peer: Peer) -> None:
         """A host linked: tell it now."""
@@ -145,7 +135,7 @@ class Replicas:
         """Read the list again each heartbeat interval; tell every linked host when it changed."""
         while True:
             await anyio.sleep(self.settings.host_heartbeat_interval)
-            found = await anyio.to_thread.run_sync(replica_addresses, self.state_dir, self.own)
+            found = await self._read()
             if found != self.addresses:
                 self.addresses = found
                 for peer in list(self.peers.values()):
@@ -313,17 +303,19 @@ async def serve_cluster(
     *,
     controller: Ref | None = None,
     options: LinkOptions | None = None,
+    replicas: OtherReplicas | None = None,
     task_status: anyio.abc.TaskStatus[Roster] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Open the host port on ``host:port`` and the join port on ``port + 1`` until cancelled;
-    with ``controller``, joined hosts' agents report to it (through ``fabric-hosts``).
+    with ``controller``, joined hosts' agents report to it (through ``fabric-hosts``); with
+    ``replicas``, the hosts learn the other controller replicas' host ports from it.
 
     Raises:
         OSError: a port cannot be opened.
     """
     folder = cluster_dir(state_dir)
-    replicas = Replicas(state_dir, settings)
-    await replicas.start(host, port)
+    told = Replicas(settings, replicas)
+    await told.start(host, port)
     ca = await anyio.to_thread.run_sync(ClusterCA.open, folder)
     cert, key = await anyio.to_thread.run_sync(ca.server_files, host)
     roster = Roster(folder, settings)
@@ -337,10 +329,10 @@ async def serve_cluster(
         name="controller",
         options=options
         or LinkOptions(ping_interval=settings.link_ping_interval, ping_timeout=settings.link_ping_timeout),
-        on_connect=partial(_linked, roster, replicas),
+        on_connect=partial(_linked, roster, told),
     )
     if listener.address[1] != port:  # port 0: the one the system chose
-        await replicas.start(host, listener.address[1])
+        await told.start(host, listener.address[1])
     if controller is not None:
         relay = await system.spawn(lambda: HostRelay(controller, listener, settings), name=REPORTS)
         system.register(REPORTS, relay)
@@ -350,7 +342,7 @@ async def serve_cluster(
             await tg.start(service.serve, host, port + 1, context)
             (folder / LISTEN_FILE).write_text(f"{host}:{listener.address[1]}\n")
             tg.start_soon(roster.watch)
-            tg.start_soon(replicas.watch)
+            tg.start_soon(told.watch)
             log.info("host port %s:%d, join port %d (CA %s)", host, listener.address[1], port + 1, ca.hash)
             task_status.started(roster)
     finally:

@@ -71,7 +71,8 @@ def _store_url(ctx: click.Context, param: click.Parameter, value: str | None) ->
 @click.option(
     "--listen",
     metavar="ADDRESS:PORT",
-    help="Open the host port here (mutual TLS) and the join port at PORT+1, for hosts on other machines.",
+    help="Open the host port here (mutual TLS) and the join port at PORT+1, for hosts on other machines "
+    "(a replica may say PORT 0: it holds a free pair from its start).",
 )
 @click.option(
     "--replica",
@@ -101,7 +102,7 @@ def serve(
 
     with user_errors(SettingsError, FabricBusy, StoreError, ValueError):
         settings = load_settings(settings_file, fast, metrics_public)
-        where = split_address(listen) if listen else None
+        where = split_address(listen, zero=replica is not None) if listen else None
         if replica is not None:
             store_url = _check_replica(replica, store_url)
             try:

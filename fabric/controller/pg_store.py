@@ -52,7 +52,7 @@ from fabric.controller.store import (
 log = logging.getLogger("fabric.controller.store")
 
 #: Bump when a table changes; a database written by a newer fabric is refused.
-PG_SCHEMA_VERSION = 3
+PG_SCHEMA_VERSION = 4
 #: migrations take this transaction-scoped advisory lock (two replicas starting at once); it
 #: guards only the schema change, never leadership
 _MIGRATION_LOCK = 0x7265_6464_6F67  # "reddog"
@@ -278,6 +278,11 @@ def migrate(conn: Any) -> int:
         "CREATE TABLE IF NOT EXISTS fabric_replicas (name text PRIMARY KEY, api_url text NOT NULL, "
         "seen_at timestamptz NOT NULL)"
     )
+    # version 4: each replica's host port (ADDRESS:PORT, "" without --listen), sent to the hosts
+    if version < 4:  # (ALTER TABLE locks the table even when the column is there)
+        conn.execute(
+            "ALTER TABLE fabric_replicas ADD COLUMN IF NOT EXISTS host_port text NOT NULL DEFAULT ''"
+        )
     # version 3: what the leader's API last showed (fabric.replica.views), read by followers;
     # RDFE's records of a replicated fabric (fabric.replica.records)
     for extra, column in (("fabric_views", "key"), ("fabric_records", "name")):

@@ -80,6 +80,8 @@ class ReplicaView(msgspec.Struct, frozen=True, kw_only=True, rename="pascal"):
     name: str
     url: str
     leader: bool
+    #: its host port (``--listen``), "" without one
+    host_port: str = ""
 
 
 class ReplicasView(msgspec.Struct, frozen=True, kw_only=True, rename="pascal"):
@@ -232,8 +234,10 @@ class ReplicaFront:
             leader=leader.name if leader else None,
             epoch=leader.epoch if leader else None,
             replicas=[
-                ReplicaView(name=n, url=u, leader=leader is not None and leader.name == n)
-                for n, u in known.items()
+                ReplicaView(
+                    name=n, url=r.url, leader=leader is not None and leader.name == n, host_port=r.host_port
+                )
+                for n, r in known.items()
             ],
             answered_by=self.name,
         )

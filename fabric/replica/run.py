@@ -15,6 +15,7 @@ replica follows again, forwarding requests to whoever leads.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -26,15 +27,23 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import anyio
 import anyio.abc
+import anyio.to_thread
 
-from fabric.cluster.port import write_replica_listen
 from fabric.controller.leader import Elector
 from fabric.controller.pg_store import Database, StoreUnavailable, migrate, redact
 from fabric.frontend.auth import clear_api_url, new_token, read_token, write_api_url, write_token
+from fabric.replica.addresses import (
+    host_port,
+    host_ports,
+    register_interval,
+    remove_files,
+    reserve_pair,
+    sweep,
+)
 from fabric.replica.balancer import serve_standby
 from fabric.replica.front import ReplicaFront
 from fabric.replica.records import open_records
-from fabric.replica.registry import register
+from fabric.replica.registry import register, unregister
 from fabric.replica.views import publish
 from fabric.server import FabricBusy, ReplicaTerm, open_fabric
 from fabric.settings import Settings
@@ -190,23 +199,28 @@ async def _serve(
         retry_after=max(1, round(settings.leader_renew_interval)),
     )
     config = server_config(graceful_timeout=2.0)
-    with socket.create_server(address, backlog=config.backlog) as sock:
+    reserved: list[socket.socket] = []
+    if listen is not None and listen[1] == 0:  # the pair it will listen on when it leads, held
+        port, reserved = await anyio.to_thread.run_sync(reserve_pair, listen[0])
+        listen = (listen[0], port)
+    own_port = host_port(*listen) if listen is not None else ""
+    with socket.create_server(address, backlog=config.backlog) as sock, contextlib.ExitStack() as held:
+        for kept in reserved:
+            held.enter_context(kept)
         url = socket_url(sock)
-        while True:
+        while True:  # the hosts learn every replica's host port from the leader, which reads it here
             try:
-                await register(db, name, url)
+                await register(db, name, url, own_port)
                 break
             except StoreUnavailable as exc:
                 log.warning("%s: waiting for the database to register: %s", name, exc)
                 await anyio.sleep(settings.leader_renew_interval)
-        if listen is not None:  # the hosts learn every replica's host port from the leader
-            host_port = f"[{listen[0]}]:{listen[1]}" if ":" in listen[0] else f"{listen[0]}:{listen[1]}"
-            await anyio.to_thread.run_sync(write_replica_listen, state_dir, name, host_port)
         own = state_dir / f"replica-{name}.lock"
         await anyio.Path(own).write_text(f"{os.getpid()}\n{url}\n")  # for fabric chaos replica
         async with anyio.create_task_group() as tg:
             await tg.start(partial(serve_http, asgi_handler(front), sock, config))
             tg.start_soon(front.watch)
+            tg.start_soon(_keep_registered, db, name, url, own_port, settings)
             # every endpoint the leader shows, served here too: the site answers while nobody leads
             every = max(VIEWS_INTERVAL, settings.leader_renew_interval)
             await tg.start(serve_standby, db, lambda: elector.is_leader, every, on_change)
@@ -230,6 +244,7 @@ async def _serve(
                         on_fenced=elector.resign,
                         mount=front.mount,
                         records=partial(open_records, db, elector.fence, elector.resign),
+                        host_ports=partial(host_ports, db),
                     )
                     try:
                         async with (
@@ -249,6 +264,9 @@ async def _serve(
                                 elector.resign,
                                 every,
                             )
+                            views.start_soon(
+                                sweep, db, state_dir, settings, elector.fence, elector.resign, on_change
+                            )
                             on_change(f"replica {name} acting as leader (epoch {term.epoch})")
                             await first_of(term.ended.wait, stop.wait)
                             views.cancel_scope.cancel()
@@ -259,6 +277,35 @@ async def _serve(
                         elector.resign(f"the fabric did not start: {type(exc).__name__}: {exc}")
                     front.leader_changed()
                     on_change(f"replica {name} follows")
+                await _retire(db, state_dir, name, own_port, on_change)
             finally:
                 clear_api_url(state_dir, url)
                 tg.cancel_scope.cancel()
+
+
+async def _keep_registered(db: Database, name: str, url: str, own_port: str, settings: Settings) -> None:
+    """Say this replica is still there every register_interval (back on the list if retired)."""
+    while True:
+        await anyio.sleep(register_interval(settings))
+        try:
+            await register(db, name, url, own_port)
+        except StoreUnavailable as exc:
+            log.debug("%s: cannot register now: %s", name, exc)
+
+
+async def _retire(
+    db: Database, state_dir: Path, name: str, own_port: str, on_change: Callable[[str], None]
+) -> None:
+    """A replica stopping: off the list, and its files out of the state folder."""
+    with anyio.move_on_after(5.0, shield=True):
+        try:
+            await unregister(db, name)
+        except StoreUnavailable as exc:  # the leader retires it once it has not been seen long enough
+            log.warning("%s: could not leave the replica list: %s", name, exc)
+        others = await host_ports(db)
+        await anyio.to_thread.run_sync(
+            partial(
+                remove_files, state_dir, name, own_port, [own_port] if others is None else others, own=True
+            )
+        )
+        on_change(f"replica {name} left the replica list")

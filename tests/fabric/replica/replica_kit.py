@@ -128,10 +128,10 @@ class Cluster:
         )
         return rows[0] if rows else None
 
-    async def two(self) -> tuple[Replica, Replica]:
-        """Start replicas a and b; the one that leads, then the other."""
-        await self.start("a")
-        await self.start("b")
+    async def two(self, *extra: str) -> tuple[Replica, Replica]:
+        """Start replicas a and b (``extra``: more options of both); the one that leads, then the other."""
+        await self.start("a", *extra)
+        await self.start("b", *extra)
         leader = await self.leader()
         return leader, self.replicas["b" if leader.name == "a" else "a"]
 

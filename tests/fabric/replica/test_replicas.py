@@ -16,6 +16,7 @@ import pytest
 
 from fabric.client.deployments import deploy_service
 from fabric.client.errors import ApiRefused
+from fabric.cluster.port import read_listen
 from fabric.frontend.auth import read_token
 from tests.fabric.replica.replica_kit import FABRIC, Cluster, alive, cluster, eventually
 from tests.paths import EXAMPLES
@@ -246,7 +247,7 @@ async def test_a_schema_from_the_future_is_refused(postgres: PostgresServer, tmp
     assert len(err.splitlines()) == 1 and "schema version 99" in err, err
 
 
-async def test_a_leader_stopped_gracefully_lets_the_lease_go(
+async def test_a_leader_stopped_gracefully_lets_the_lease_go_and_leaves_the_replica_list(
     postgres: PostgresServer, tmp_path: Path
 ) -> None:
     settings = tmp_path / "settings.toml"
@@ -254,10 +255,45 @@ async def test_a_leader_stopped_gracefully_lets_the_lease_go(
         "leader_lease_duration = 30.0\nleader_renew_interval = 1.0\nleader_renew_deadline = 20.0\n"
     )
     async with cluster(tmp_path, postgres, settings) as c:
-        old, _ = await c.two()
+        old, new = await c.two("--listen", "127.0.0.1:0")
+        listed = await c.sql("SELECT name, host_port FROM fabric_replicas ORDER BY name")
+        ports = {r["name"]: r["host_port"] for r in listed}
+        assert set(ports) == {"a", "b"} and len(set(ports.values())) == 2, ports
+        # The leader listens at the host port it listed; the follower holds the pair it listed.
+        assert read_listen(c.state) == ports[old.name]
+        for port in (int(ports[new.name].rpartition(":")[2]), int(ports[new.name].rpartition(":")[2]) + 1):
+            assert port != 1
+            with socket.socket() as sock, pytest.raises(OSError):
+                sock.bind(("127.0.0.1", port))
+        # Any replica answers the list from the database, host ports included.
+        token = read_token(c.state)
+        async with httpx.AsyncClient(headers={"authorization": f"Bearer {token}"}) as http:
+            view = (await http.get(new.url + "/replicas")).json()
+        assert {r["Name"]: r["HostPort"] for r in view["Replicas"]} == ports
+
+        # A replica not seen for long (a dead one: its row old, its lock file unlocked) is retired
+        # by the leader, its files with it.
+        await c.sql(
+            "INSERT INTO fabric_replicas (name, api_url, host_port, seen_at) "
+            "VALUES ('gone', 'http://127.0.0.9:1', '127.0.0.9:7443', now() - interval '1 day')"
+        )
+        ghost = c.state / "replica-gone.lock"
+        ghost.write_text("1\n")
+
+        async def retired() -> bool:
+            rows = await c.sql("SELECT name FROM fabric_replicas WHERE name = 'gone'")
+            return not rows and not ghost.exists()
+
+        await eventually(retired, 30, "the unseen replica retired")
+        assert (c.state / f"replica-{new.name}.lock").exists()  # a live one keeps its files
+
         stopped = anyio.current_time()
         await c.stop(old)  # SIGTERM: its fabric stops, then it releases the lease
         assert old.process.returncode == 0
         await c.leader(not_=old.name, seconds=15)
         # well before the 30 s lease could have expired
         assert anyio.current_time() - stopped < 15
+        # It left the list and took its files; the new leader listens at the port it had listed.
+        assert [r["name"] for r in await c.sql("SELECT name FROM fabric_replicas")] == [new.name]
+        assert not (c.state / f"replica-{old.name}.lock").exists()
+        assert read_listen(c.state) == ports[new.name]
