@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Coroutine
 from typing import Any
 
 from actors import Actor, ProcessOptions, Ref, Template
@@ -59,7 +60,9 @@ class AppAgent(Actor):
             case Heartbeat():
                 return self.answer(message)
             case ApplyEnvironment():
-                return await self.agent.ask(message, timeout=None)
+                # Answered from a task of its own: a role's changing handler may take up to
+                # status_check_timeout, and heartbeats must be answered meanwhile.
+                self._answer_later(self.agent.ask(message, timeout=None))
             case InstanceStatus() | RecycleRole():
                 await self.agent.tell(message)
             case GuestStatus():
@@ -102,6 +105,19 @@ class AppAgent(Actor):
             case _:
                 return await super().receive(message)
         return None
+
+    def _answer_later(self, work: Coroutine[Any, Any, Any]) -> None:
+        reply = self.defer_reply()
+
+        async def run() -> None:
+            try:
+                value = await work
+            except Exception as exc:
+                reply.reject(exc)
+            else:
+                reply.resolve(value)
+
+        self.start_soon(run)
 
     async def on_stop(self) -> None:
         """The VM stops: the bootstrapper and the agent stop first (they are our children)."""

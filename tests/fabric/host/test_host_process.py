@@ -4,6 +4,7 @@ real AppAgent with a stand-in guest agent (quick), and a real worker role (hello
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import statistics
 from collections.abc import AsyncIterator
@@ -30,6 +31,7 @@ from fabric.host.messages import (
 )
 from fabric.model import load_service
 from fabric.settings import Settings
+from roles import Change
 from tests.fabric.host.host_stand_ins import ControllerStandIn, SpawnHost, guest_config, host_config
 from tests.paths import EXAMPLES
 
@@ -252,6 +254,51 @@ async def test_a_real_worker_vm_reaches_ready_is_rebooted_and_stops_clean(tmp_pa
         await h.ref.ask(StopGuest(instance_id=iid))
         assert h.vm_pids() == []
         assert not _alive(status.instances[iid].role_pid)
+
+
+SLOW_CHANGE = """
+import anyio
+
+from roles import RoleEntryPoint, RoleEnvironment
+
+
+class HelloWorker(RoleEntryPoint):
+    async def on_start(self) -> bool:
+        RoleEnvironment.changing.subscribe(self.changing)
+        return True
+
+    async def run(self) -> None:
+        await anyio.sleep_forever()
+
+    async def changing(self, args) -> None:
+        await anyio.sleep(3)  # longer than the watchdog's 2.5 s
+"""
+
+
+async def test_heartbeats_are_answered_while_a_change_is_applied(tmp_path: Path) -> None:
+    # A role's changing handler may take up to status_check_timeout: the VM goes on answering
+    # heartbeats meanwhile, so the host neither loses sight of it nor restarts its guest OS.
+    folder = tmp_path / "slow-change"
+    shutil.copytree(EXAMPLES / "hello-worker", folder, ignore=shutil.ignore_patterns("tests"))
+    (folder / "HelloWorker" / "worker.py").write_text(SLOW_CHANGE)
+    settings = Settings.fast(
+        guest_heartbeat_timeout=2.5, host_heartbeat_interval=0.2, status_check_timeout=10.0
+    )
+    async with host_process(tmp_path, settings) as h:
+        config = guest_config_for(load_service(folder), "HelloWorker", 0, tmp_path, settings)
+        iid = config.instance_id
+        vm = await h.ref.ask(StartGuest(config))
+        await h.controller.wait_for("ReadyRole", 30, instance_id=iid)
+        mark = h.controller.mark()
+        change = ApplyEnvironment(
+            environment=config.environment, changes=[Change(kind="setting", name="Greeting")]
+        )
+        started = anyio.current_time()
+        assert await h.ref.ask(ApplyGuestEnvironment(instance_id=iid, change=change), timeout=20) == "applied"
+        assert anyio.current_time() - started >= 3.0  # the handler ran to its end
+        assert h.controller.seen(iid, since=mark) == []  # never RoleStateUnknown, never rebooted
+        assert h.vm_pids() == [vm]
+        await h.ref.ask(StopGuest(instance_id=iid))
 
 
 def _heap_start(pid: int) -> int:
