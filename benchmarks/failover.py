@@ -89,7 +89,8 @@ def load() -> str:
 
 
 class SiteLoad:
-    """GET the site every ``interval`` s; remembers (sent, ok) of each request."""
+    """GET the site every ``interval`` s, each on a new connection (a kept-alive one through the
+    kernel data path never meets a balancer again); remembers (sent, ok) of each request."""
 
     def __init__(self, url: str, interval: float = 0.05) -> None:
         self.url = url
@@ -97,7 +98,8 @@ class SiteLoad:
         self.results: list[tuple[float, bool]] = []
 
     async def run(self) -> None:
-        async with httpx.AsyncClient(timeout=1.0) as client:
+        limits = httpx.Limits(max_keepalive_connections=0)
+        async with httpx.AsyncClient(timeout=1.0, limits=limits) as client:
             while True:
                 sent = time.monotonic()
                 try:
@@ -194,21 +196,30 @@ async def failover(server: PostgresServer, root: Path, kills: int) -> list[dict[
     return rounds
 
 
-async def failover_joined(server: PostgresServer, root: Path, kills: int) -> list[dict[str, float]]:
+async def failover_joined(
+    server: PostgresServer, root: Path, kills: int, kernel: bool = True
+) -> list[dict[str, float]]:
     """As failover(), with three joined hosts (loopback aliases) running the instances: they
-    outlive the leader, and the new leader adopts them."""
+    outlive the leader, the new leader adopts them, and every replica's standby balancers
+    (fabric.replica.balancer) serve the site meanwhile. ``kernel=False``: REDDOG_LB_KERNEL=off
+    (the user-space path, as without root). The site's port is a free one (another fabric's
+    balancer on the definition's 8081 would answer for it)."""
+    from fabric.client.deployments import deploy_service
     from tests.fabric.cluster.joined_kit import Cluster as Joined
     from tests.fabric.cluster.joined_kit import vms_of
     from tests.fabric.replica.replica_kit import Cluster, eventually
+    from tests.fabric.replica.test_replica_balancer import spread_on
     from tests.integration.test_e2e_join import free_port_pair
     from tests.netns import loopback_hosts
 
     rounds: list[dict[str, float]] = []
+    before = os.environ.get("REDDOG_LB_KERNEL")
+    os.environ["REDDOG_LB_KERNEL"] = "on" if kernel else "off"  # the replicas inherit it
     with loopback_hosts(3, root / "hosts") as hosts:
         settings = root / "joined-settings.toml"
         settings.write_text("max_hosts = 0\n")
         listen = f"{hosts.gateway}:{free_port_pair(hosts.gateway)}"
-        c = Cluster(root / "joined", server, settings)
+        c = Cluster(root / f"joined-{'kernel' if kernel else 'user'}", server, settings)
         c.tmp.mkdir(parents=True)
         joined = Joined(state=c.state, hosts=hosts, settings=settings, listen=listen)
         try:
@@ -216,8 +227,10 @@ async def failover_joined(server: PostgresServer, root: Path, kills: int) -> lis
                 await c.start(name, "--listen", listen)
             await c.leader()
             await joined.join_all((0, 1, 0))
-            await joined.deploy()
-            view = await joined.all_ready()
+            async with joined.client() as client:
+                service = spread_on(free_port_pair("127.0.0.1"), c.tmp)
+                await deploy_service(client, service, None)
+            view = await joined.all_ready(count=3)
             endpoint = view.endpoints[0]
             site = SiteLoad(f"http://{endpoint.host}:{endpoint.port}/")
             async with anyio.create_task_group() as tg:
@@ -226,26 +239,35 @@ async def failover_joined(server: PostgresServer, root: Path, kills: int) -> lis
                     old = await c.leader()
                     running = {name: vms_of(p) for name, p in joined.joins.items()}
                     await eventually(partial(_site_up, site), 120, "the site up before the kill")
+                    survivor = c.replicas["b" if old.name == "a" else "a"]
+                    mark = len(survivor.output())
                     t0 = time.monotonic()
                     os.kill(old.pid, signal.SIGKILL)
                     await c.leader(not_=old.name, seconds=60)
                     t_acting = time.monotonic()
-                    t_site = await eventually(partial(_first_ok, site, t0), 180, "site answering")
-                    await joined.all_ready(120)
+                    await joined.all_ready(120, count=3)
+                    # the new leader's own balancer serves (its standby one handed over), and on
+                    with anyio.move_on_after(30):  # (a fabric without standby balancers: none)
+                        await c.wait_output(survivor, "the leader's own listens", after=mark)
+                    sent = len(site.results)
+                    await eventually(partial(_answered, site, sent + 40), 120, "40 answers after")
                     same = {name: vms_of(p) for name, p in joined.joins.items()} == running
-                    lost = sum(1 for s, ok in site.results if t0 <= s < t_site and not ok)
+                    failed = [s - t0 for s, ok in site.results if t0 <= s and not ok]
+                    asked = sum(1 for s, _ in site.results if t0 <= s)
                     rounds.append(
                         {
                             "acting": t_acting - t0,
-                            "site": t_site - t0,
-                            "lost": float(lost),
+                            "down": max(failed, default=0.0),
+                            "lost": float(len(failed)),
+                            "sent": float(asked),
                             "same": float(same),
                         }
                     )
                     print(
-                        f"  kill {k + 1} (joined hosts): acting {t_acting - t0:.2f} s, site {t_site - t0:.2f} s "
-                        f"after the kill; {lost} requests failed meanwhile; instances {'kept (same pids)' if same else 'RESTARTED'}; "
-                        f"load {load()}",
+                        f"  kill {k + 1} (joined hosts, {'kernel' if kernel else 'user-space'} path): acting "
+                        f"{t_acting - t0:.2f} s after the kill; {len(failed)} of {asked} requests failed "
+                        f"(sent at {', '.join(f'{x:+.2f}' for x in failed) or '-'} s); instances "
+                        f"{'kept (same pids)' if same else 'RESTARTED'}; load {load()}",
                         flush=True,
                     )
                     await c.stop(old)
@@ -255,7 +277,15 @@ async def failover_joined(server: PostgresServer, root: Path, kills: int) -> lis
             stop_all(joined.joins.values())
             for replica in c.replicas.values():
                 await c.stop(replica)
+            if before is None:
+                os.environ.pop("REDDOG_LB_KERNEL", None)
+            else:
+                os.environ["REDDOG_LB_KERNEL"] = before
     return rounds
+
+
+async def _answered(site: SiteLoad, n: int) -> bool:
+    return len(site.results) >= n and site.results[-1][1]
 
 
 async def _site_up(site: SiteLoad) -> bool:
@@ -489,8 +519,12 @@ async def main(args: Any) -> None:
     try:
         with PostgresServer.start(durable=True) as server:
             print("failover (leader SIGKILLed; times from the kill):", flush=True)
-            rounds = await failover(server, root, args.kills)
+            rounds = [] if args.joined_only else await failover(server, root, args.kills)
             joined = await failover_joined(server, root, args.kills)
+            user = await failover_joined(server, root, args.kills, kernel=False)
+            if args.joined_only:
+                _print_joined(joined, user)
+                return
             print("operations per second:", flush=True)
             stores = await store_figures(server, root, args.store_ops)
             raw = stores["raw psycopg upsert"]
@@ -514,14 +548,25 @@ async def main(args: Any) -> None:
     keys = ("lease", "acting", "api", "site", "lost")
     print("failover, median of", len(rounds), "kills:", ", ".join(f"{k} {_median([r[k] for r in rounds]):.2f}" for k in keys),
           f"(s after the kill; lost = requests; lease {LEASE:g} s is the floor)")  # fmt: skip
-    print("failover with joined hosts, median:", ", ".join(f"{k} {_median([r[k] for r in joined]):.2f}" for k in ("acting", "site", "lost")),
-          f"; instances kept in {sum(int(r['same']) for r in joined)} of {len(joined)} kills")  # fmt: skip
+    _print_joined(joined, user)
     print(
         f"takeover of {args.instances} instances: PostgreSQL (fenced, lease waited {pg['lease_wait']:.2f} s) "
         f"loaded {pg['loaded']:.2f} s, all ReadyRole {pg['running']:.2f} s after leading; "
         f"SQLite restart loaded {lite['loaded']:.2f} s, all ReadyRole {lite['running']:.2f} s after starting "
         f"({pg['loaded'] / lite['loaded']:.2f}x, {pg['running'] / lite['running']:.2f}x); load {load()}"
     )
+
+
+def _print_joined(kernel: list[dict[str, float]], user: list[dict[str, float]]) -> None:
+    for name, rounds in (("kernel path (as root)", kernel), ("user-space path", user)):
+        each = ", ".join(f"{r['lost']:.0f} of {r['sent']:.0f}" for r in rounds)
+        print(
+            f"failover with joined hosts, {name}, median of {len(rounds)} kills: acting "
+            f"{_median([r['acting'] for r in rounds]):.2f} s, requests lost "
+            f"{_median([r['lost'] for r in rounds]):.0f} (each kill: "
+            f"{each} at 20/s, a new connection "
+            f"each); instances kept in {sum(int(r['same']) for r in rounds)} of {len(rounds)} kills"
+        )
 
 
 def _median(values: list[float]) -> float:
@@ -538,6 +583,9 @@ def cli() -> None:
     parser.add_argument("--instances", type=int, default=1000)
     parser.add_argument("--api-ops", type=int, default=100)
     parser.add_argument("--store-ops", type=int, default=1000)
+    parser.add_argument(
+        "--joined-only", action="store_true", help="only the failovers with joined hosts (both data paths)"
+    )
     args = parser.parse_args()
     if args.quick:
         args.kills, args.instances, args.api_ops, args.store_ops = 1, 200, 30, 300

@@ -15,7 +15,8 @@ connections go on to their end) when its endpoint is gone or has nobody in rotat
 suspended deployment, or a new leader not yet told its instances' states: the other replicas
 serve meanwhile). While its replica leads, it keeps the last rotation it knew (the new leader's
 views read RoleStateUnknown until the hosts report) until the leader's own balancer on that
-address listens, then closes the same way; a leader opens none.
+address listens (or the views show the endpoint no more), then closes the same way; a leader
+opens none.
 """
 
 from __future__ import annotations
@@ -87,10 +88,20 @@ class Standby:
         self._given: dict[Address, list[Backend]] = {}
         self._refused: set[Address] = set()
 
-    async def follow(self, wanted: dict[Address, tuple[EndpointSpec, list[Backend]]]) -> None:
-        """Serve what the views show: open, update, close."""
-        for address in [a for a in self.open if not wanted.get(a, (None, []))[1]]:
-            self.retire(address)
+    async def step(
+        self, wanted: dict[Address, tuple[EndpointSpec, list[Backend]]] | None, leading: bool
+    ) -> None:
+        """Serve what the views show (``wanted``; None: unread). A follower opens, updates and
+        closes; a leader only closes: where its own balancer listens, and what the views no
+        longer show (its rotation stays the last one it knew as a follower)."""
+        for address in list(self.open):
+            if shared_listening(*address):
+                self._say(f"standby balancer on {address[0]}:{address[1]}: the leader's own listens; closing")
+                self.retire(address)
+            elif wanted is not None and (address not in wanted or (not leading and not wanted[address][1])):
+                self.retire(address)
+        if leading or wanted is None:
+            return
         for address, (spec, backends) in wanted.items():
             if not backends:
                 continue
@@ -100,12 +111,6 @@ class Standby:
             elif self._given[address] != backends:
                 lb.set_backends(backends)
                 self._given[address] = backends
-
-    def hand_over(self) -> None:
-        """The replica leads: close each balancer its own controller's now listens beside."""
-        for address in [a for a in self.open if shared_listening(*a)]:
-            self._say(f"standby balancer on {address[0]}:{address[1]}: the leader's own listens; closing")
-            self.retire(address)
 
     def retire(self, address: Address) -> None:
         """Stop taking connections on ``address``; close once the open ones end."""
@@ -162,13 +167,12 @@ async def serve_standby(
         standby = Standby(tg, say)
         task_status.started(standby)
         while True:
-            if leading():
-                standby.hand_over()
+            wanted = None
+            try:
+                rows = await read_rows(db, [], DEPLOYMENT)
+            except StoreUnavailable as exc:
+                log.debug("standby balancers keep their rotation: %s", exc)
             else:
-                try:
-                    rows = await read_rows(db, [], DEPLOYMENT)
-                except StoreUnavailable as exc:
-                    log.debug("standby balancers keep their rotation: %s", exc)
-                else:
-                    await standby.follow(rotations([view_of(r) for r in rows.values()]))
+                wanted = rotations([view_of(r) for r in rows.values()])
+            await standby.step(wanted, leading())
             await anyio.sleep(interval)
