@@ -6,16 +6,17 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
-from actors import Actor, ProcessOptions, Ref, Template
+from actors import Actor, ActorDead, ProcessOptions, Ref, Template
 from fabric.guest.agent import CurrentBootstrapper, GuestAgent, StartBootstrapper
 from fabric.guest.messages import (
     ApplyEnvironment,
     GuestConfig,
     GuestStatus,
     Heartbeat,
+    HeartbeatReply,
     InstanceStatus,
     RecycleRole,
     UpdateGuestAgent,
@@ -33,6 +34,7 @@ class AppAgent(Actor):
         self.agent: Ref | None = None
         self.agent_target = config.agent
         self.bootstrapper: Ref | None = None
+        self.answer: Callable[[Heartbeat], HeartbeatReply] | None = None
 
     async def on_start(self) -> None:
         """Open the logs and install the guest agent."""
@@ -48,8 +50,9 @@ class AppAgent(Actor):
         self.agent = await self.spawn(lambda: agent, name="GuestAgent")
         # The guest agent answers heartbeats, called here rather than asked through its
         # mailbox: the VM's one wakeup every guest_heartbeat_interval, without a task hop
-        # (a quarter of that wakeup's CPU).
+        # (a quarter of that wakeup's CPU). A guest agent that is gone answers none.
         self.answer = agent.answer_heartbeat
+        self.start_soon(self._forget_when_gone, self.agent, agent.answer_heartbeat)
         self.agent_target = target
         self.runtime_log.write(f"installed and started guest agent {target}")
 
@@ -58,6 +61,8 @@ class AppAgent(Actor):
         assert self.agent is not None
         match message:
             case Heartbeat():
+                if self.answer is None:
+                    raise ActorDead("the guest agent is gone: no heartbeat answered")
                 return self.answer(message)
             case ApplyEnvironment():
                 # Answered from a task of its own: a role's changing handler may take up to
@@ -105,6 +110,11 @@ class AppAgent(Actor):
             case _:
                 return await super().receive(message)
         return None
+
+    async def _forget_when_gone(self, agent: Ref, answer: Callable[[Heartbeat], HeartbeatReply]) -> None:
+        await agent.join()
+        if self.answer == answer:  # not replaced by a newer version meanwhile
+            self.answer = None
 
     def _answer_later(self, work: Coroutine[Any, Any, Any]) -> None:
         reply = self.defer_reply()

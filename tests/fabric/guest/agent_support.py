@@ -6,12 +6,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import anyio
 
 from actors import ActorSystem, Ref, open_system
 from fabric.guest.agent import GuestAgent
-from fabric.guest.messages import GuestConfig, GuestStatus
+from fabric.guest.messages import GuestConfig, GuestStatus, RecycleRole
 from fabric.guest.standalone import StatusWatcher, boot_vm, guest_config_for
 from fabric.model import load_service
 from fabric.settings import Settings
@@ -68,3 +69,12 @@ class GuestAgentV2(GuestAgent):
     """A newer guest agent version, for the in-place update test."""
 
     version = "2.0"
+
+
+class CrashingAgent(GuestAgent):
+    """A guest agent that crashes when told to recycle the role (a bug in the agent)."""
+
+    async def receive(self, message: Any) -> Any:
+        if isinstance(message, RecycleRole):
+            raise RuntimeError("the guest agent crashed")
+        return await super().receive(message)

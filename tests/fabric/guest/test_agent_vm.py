@@ -10,8 +10,9 @@ import anyio
 import psutil
 import pytest
 
+from actors import ActorDead, ActorError
 from fabric.guest.disk import VmDisk
-from fabric.guest.messages import Heartbeat, HeartbeatReply, UpdateGuestAgent
+from fabric.guest.messages import Heartbeat, HeartbeatReply, RecycleRole, UpdateGuestAgent
 from fabric.settings import Settings
 from tests.fabric.guest.agent_support import booted
 from tests.paths import EXAMPLES
@@ -66,6 +67,23 @@ async def test_guest_agent_update_keeps_the_role_running(tmp_path: Path) -> None
                     break
                 await anyio.sleep(0.05)
         assert after.status.role_pid == role_pid  # the same role host process: no restart
+
+
+async def test_a_vm_whose_guest_agent_crashed_answers_no_heartbeat(tmp_path: Path) -> None:
+    # The host's watchdog must see a dead guest agent as silence (RoleStateUnknown, then the
+    # guest OS restarted), not go on hearing the last status it knew.
+    agent = "tests.fabric.guest.agent_support:CrashingAgent"
+    async with booted("hello-worker", "HelloWorker", tmp_path, agent=agent) as vm:
+        await vm.wait_for("ReadyRole")
+        assert (await vm.ref.ask(Heartbeat(1))).status.status == "ReadyRole"
+        await vm.ref.tell(RecycleRole())
+        with anyio.fail_after(10):
+            while True:
+                try:
+                    await vm.ref.ask(Heartbeat(2))
+                except (ActorError, ActorDead):
+                    break
+                await anyio.sleep(0.05)
 
 
 async def test_local_storage_over_quota_is_reported(tmp_path: Path) -> None:
