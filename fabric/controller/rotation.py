@@ -357,6 +357,10 @@ class Rotation:
         b = self._by_deployment.get(dep_id, {}).get((role, endpoint, ""))
         return None if b is None else b.lb.address
 
+    def balancers(self) -> list[LoadBalancer]:
+        """Every load balancer open now (input endpoints and instance input forwarders)."""
+        return [b.lb for have in self._by_deployment.values() for b in have.values()]
+
     def balancer(self, dep_id: str, role: str, endpoint: str) -> LoadBalancer | None:
         """The load balancer of an input endpoint (for stats and toxics)."""
         b = self._by_deployment.get(dep_id, {}).get((role, endpoint, ""))

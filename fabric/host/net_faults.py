@@ -4,7 +4,9 @@ applied with nftables and tc, as Jepsen's nemeses do.
 - partition: an nftables table of our own drops every packet but loopback's, both ways;
 - loss N%: the same, dropping with ``numgen random mod 100 < N`` each way;
 - bandwidth: a ``tbf`` qdisc on the egress of each interface that is up (not loopback);
-- delay/jitter: a ``netem`` qdisc where the kernel has it (refused with the reason otherwise).
+- delay/jitter: a ``netem`` qdisc where the kernel has it (refused otherwise with NetemMissing:
+  the controller then delays the host's link and its instances' replies itself,
+  fabric.controller.chaos.net_delay).
 
 Each fault is undone by the host itself, never by the controller (a partition cuts the
 controller's link): by a timer in this process at its end, on ``clear``, when the host agent
@@ -79,6 +81,11 @@ Spawner = Callable[..., None]
 class NetFaultRefused(RuntimeError):
     """A network fault this host cannot apply (no tool, no netem, one already in force...);
     registered, so the controller tells the refusal apart from a bug."""
+
+
+@register_error()
+class NetemMissing(NetFaultRefused):
+    """A delay refused because this kernel has no netem (the controller delays it otherwise)."""
 
 
 @dataclass
@@ -314,7 +321,7 @@ async def _run(argv: list[str], stdin: str | None = None, *, need: str) -> str:
         why = done.stderr.decode(errors="replace").strip().splitlines()
         reason = why[0] if why else f"exit {done.returncode}"
         if argv[:2] == ["tc", "qdisc"] and "netem" in argv and "unknown" in reason.lower():
-            raise NetFaultRefused(
+            raise NetemMissing(
                 f"this kernel has no netem ({reason}); delay a host's link with "
                 "`fabric chaos link --delay`, or a load balancer's path with `fabric chaos toxic latency`"
             )

@@ -61,6 +61,8 @@ class TcpBalancer:
         self.counters = Counters()
         self.conns: set[Conn] = set()
         self.toxics: dict[str, Toxic] = {}
+        #: toxic id -> the instance addresses it acts on (a toxic absent here acts on all)
+        self.toxic_hosts: dict[str, frozenset[str]] = {}
         self._toxics_enabled = toxics
         self._pump: Pump = pump if toxics else pump_plain
         self._connect_timeout = connect_timeout
@@ -138,7 +140,7 @@ class TcpBalancer:
                     self.conns.add(conn)
                     if self.toxics:
                         for toxic_id, spec in self.toxics.items():
-                            _maybe_attach(conn, toxic_id, spec)
+                            self._maybe_attach(conn, toxic_id, spec)
                     tg.start_soon(self._pump, server, conn.down)
                     await self._pump(client, conn.up)
             finally:
@@ -189,16 +191,19 @@ class TcpBalancer:
             conn.abort()
         return len(doomed)
 
-    def add_toxic(self, spec: Toxic) -> str:
-        """Apply ``spec`` to open and future connections; returns its id."""
+    def add_toxic(self, spec: Toxic, hosts: Collection[str] = ()) -> str:
+        """Apply ``spec`` to open and future connections (only those to instances at ``hosts``,
+        when given); returns its id."""
         if not self._toxics_enabled:
             raise ToxicsUnsupportedError(
                 f"endpoint {self.name!r} was opened with toxics=False: reopen it with toxics=True"
             )
         toxic_id = f"{type(spec).__name__.lower()}_{spec.stream}_{next(self._ids)}"
         self.toxics[toxic_id] = spec
+        if hosts:
+            self.toxic_hosts[toxic_id] = frozenset(hosts)
         for conn in self.conns:
-            _maybe_attach(conn, toxic_id, spec)
+            self._maybe_attach(conn, toxic_id, spec)
         return toxic_id
 
     def remove_toxic(self, toxic_id: str) -> None:
@@ -207,6 +212,7 @@ class TcpBalancer:
             raise UnknownToxicError(
                 f"no toxic {toxic_id!r} on endpoint {self.name!r}: use an id from add_toxic"
             )
+        self.toxic_hosts.pop(toxic_id, None)
         for conn in self.conns:
             detach(conn.up, toxic_id)
             detach(conn.down, toxic_id)
@@ -215,6 +221,11 @@ class TcpBalancer:
         """Stop every toxic."""
         for toxic_id in list(self.toxics):
             self.remove_toxic(toxic_id)
+
+    def _maybe_attach(self, conn: Conn, toxic_id: str, spec: Toxic) -> None:
+        hosts = self.toxic_hosts.get(toxic_id)
+        if hosts is None or conn.entry.backend.host in hosts:
+            _maybe_attach(conn, toxic_id, spec)
 
 
 def _maybe_attach(conn: Conn, toxic_id: str, spec: Toxic) -> None:

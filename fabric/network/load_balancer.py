@@ -225,8 +225,9 @@ class LoadBalancer:
         if self._kernel is not None:
             await self._kernel.count()
 
-    def add_toxic(self, toxic: Toxic) -> str:
-        """Inject ``toxic`` into open and new connections; returns its id.
+    def add_toxic(self, toxic: Toxic, hosts: Collection[str] = ()) -> str:
+        """Inject ``toxic`` into open and new connections (only those to instances at the
+        addresses ``hosts``, when given: a network fault on one machine); returns its id.
 
         While a toxic is in force new connections take the user-space path, once the kernel's
         rules follow (a few ms: ``await synced()``); connections the kernel data path opened
@@ -235,7 +236,7 @@ class LoadBalancer:
         Raises:
             ToxicsUnsupportedError: a UDP endpoint, or one opened with toxics=False.
         """
-        toxic_id = self._tcp("add_toxic").add_toxic(toxic)
+        toxic_id = self._tcp("add_toxic").add_toxic(toxic, hosts)
         self._toxics_changed()
         return toxic_id
 

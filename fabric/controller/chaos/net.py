@@ -2,8 +2,9 @@
 
 The controller asks the host's agent for a fabric.host.net_faults.NetFault; the host applies it
 with nftables or tc and undoes it itself at its end (a partition cuts this controller's link,
-so an undo from here may never arrive). A local host shares the fabric's machine: a network
-fault there would cut the fabric itself off, so it is refused.
+so an undo from here may never arrive). A delay on a host whose kernel has no netem is done
+from here instead (fabric.controller.chaos.net_delay). A local host shares the fabric's
+machine: a network fault there would cut the fabric itself off, so it is refused.
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ from actors import ActorError, AskTimeout
 from fabric.controller.chaos import targets
 from fabric.controller.chaos.faults import Applied, World
 from fabric.controller.chaos.messages import Hit, NetworkFault
-from fabric.controller.hosts import HostUnavailable
+from fabric.controller.chaos.net_delay import delay_without_netem
+from fabric.controller.hosts import Host, HostUnavailable
 from fabric.controller.messages import ControllerError
 from fabric.controller.model import Deployment
 from fabric.controller.state import ControllerState
-from fabric.host.net_faults import NetFault, NetFaultApplied, NetFaultRefused
+from fabric.host.net_faults import NetemMissing, NetFault, NetFaultApplied, NetFaultRefused
 
 #: seconds a host has to apply a network fault (a few commands), and to clear one: shorter, as
 #: a host cut off by a partition cannot answer (it undoes the fault itself at its end), and the
@@ -97,7 +99,10 @@ async def net_fault(world: World, fault: NetworkFault) -> Applied:
             "ConflictError",
             409,
         )
-    answer = await _ask(state, host_id, request)
+    try:
+        answer = await _ask(state, host_id, request)
+    except NetemMissing:
+        return await _delay_here(world, fault, host, key, instances)
     world.held.add(key)
 
     async def clear() -> str:
@@ -110,6 +115,21 @@ async def net_fault(world: World, fault: NetworkFault) -> Applied:
 
     hit = Hit(what="link", name=f"network of {host_id}", host=host_id, detail=answer.detail)
     return Applied([hit], instances, undo=clear, detail=f"{host_id}: {answer.detail}")
+
+
+async def _delay_here(
+    world: World, fault: NetworkFault, host: Host, key: tuple[str, str], instances: list[str]
+) -> Applied:
+    """The delay a host without netem refused, on its link and load balancers instead."""
+    detail, undo = await delay_without_netem(world.state, world.held, host, fault.delay, fault.jitter)
+    world.held.add(key)
+
+    async def clear() -> str:
+        world.held.discard(key)
+        return f"{host.id}: {await undo()}"
+
+    hit = Hit(what="link", name=f"network of {host.id}", host=host.id, detail=detail)
+    return Applied([hit], instances, undo=clear, detail=f"{host.id}: {detail}")
 
 
 def _deployment_or_none(state: ControllerState, service: str | None, slot: str) -> Deployment | None:
@@ -132,5 +152,7 @@ async def _ask(
         refusal = exc.caused_by(NetFaultRefused)
         if refusal is None:
             raise  # a bug in the host agent, not a refusal
+        if isinstance(refusal, NetemMissing):
+            raise refusal from None  # the delay is done otherwise (_delay_here)
         raise targets.refuse(f"host {host_id}: {refusal}", "ConflictError", 409) from None
     return answer
