@@ -213,17 +213,20 @@ async def failover_joined(
     from tests.netns import loopback_hosts
 
     rounds: list[dict[str, float]] = []
+    started_at: dict[str, int] = {}  # where each replica's output of its last start begins
     before = os.environ.get("REDDOG_LB_KERNEL")
     os.environ["REDDOG_LB_KERNEL"] = "on" if kernel else "off"  # the replicas inherit it
-    with loopback_hosts(3, root / "hosts") as hosts:
+    path = "kernel" if kernel else "user"
+    with loopback_hosts(3, root / f"hosts-{path}") as hosts:  # hosts of their own: a fresh join
         settings = root / "joined-settings.toml"
         settings.write_text("max_hosts = 0\n")
         listen = f"{hosts.gateway}:{free_port_pair(hosts.gateway)}"
-        c = Cluster(root / f"joined-{'kernel' if kernel else 'user'}", server, settings)
+        c = Cluster(root / f"joined-{path}", server, settings)
         c.tmp.mkdir(parents=True)
         joined = Joined(state=c.state, hosts=hosts, settings=settings, listen=listen)
         try:
             for name in ("a", "b"):
+                started_at[name] = 0
                 await c.start(name, "--listen", listen)
             await c.leader()
             await joined.join_all((0, 1, 0))
@@ -240,6 +243,13 @@ async def failover_joined(
                     running = {name: vms_of(p) for name, p in joined.joins.items()}
                     await eventually(partial(_site_up, site), 120, "the site up before the kill")
                     survivor = c.replicas["b" if old.name == "a" else "a"]
+                    # it serves the site too once it has read the views since it started (a
+                    # fabric without standby balancers: it does not)
+                    with anyio.move_on_after(30):
+                        port = endpoint.port
+                        await c.wait_output(
+                            survivor, rf"standby balancer on \S+:{port}: ", after=started_at[survivor.name]
+                        )
                     mark = len(survivor.output())
                     t0 = time.monotonic()
                     os.kill(old.pid, signal.SIGKILL)
@@ -271,6 +281,7 @@ async def failover_joined(
                         flush=True,
                     )
                     await c.stop(old)
+                    started_at[old.name] = len(old.output())
                     await c.start(old.name, "--listen", listen)
                 tg.cancel_scope.cancel()
         finally:
