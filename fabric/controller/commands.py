@@ -8,7 +8,6 @@ background. Upgrades and configuration changes live in upgrade.py.
 from __future__ import annotations
 
 import logging
-import shutil
 import uuid
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -17,7 +16,7 @@ from pathlib import Path
 import anyio
 import anyio.to_thread
 
-from fabric.controller import lifecycle
+from fabric.controller import lifecycle, shared_folder
 from fabric.controller.events import record_operation
 from fabric.controller.generations import load_generation, stage_package, write_config_off_loop
 from fabric.controller.messages import (
@@ -149,7 +148,7 @@ class Commands:
             )
         dep_id = uuid.uuid4().hex
         folder = state.state_dir / "deployments" / dep_id
-        await anyio.to_thread.run_sync(lambda: folder.mkdir(parents=True))
+        await anyio.to_thread.run_sync(_make_folder, folder)
         try:
             dep = await self._build(cmd, dep_id, folder)
             await state.rotation.open(dep)
@@ -160,7 +159,7 @@ class Commands:
                 await state.rotation.close(dep.id)
                 raise
         except BaseException:
-            await anyio.to_thread.run_sync(shutil.rmtree, folder, True)
+            await anyio.to_thread.run_sync(shared_folder.remove, folder)
             raise
         try:
             async with state.store.transaction() as tx:
@@ -173,7 +172,7 @@ class Commands:
                 request_id = self.ops.record(tx, "CreateDeployment", f"{dep.service}/{dep.slot}")
         except BaseException:  # not stored: not created (its ports and files go)
             await state.rotation.close(dep.id)
-            await anyio.to_thread.run_sync(shutil.rmtree, folder, True)
+            await anyio.to_thread.run_sync(shared_folder.remove, folder)
             raise
         state.add(dep)
         log.info(
@@ -416,8 +415,13 @@ async def finish_delete(state: ControllerState, dep: Deployment) -> str:
 
     await each_instance(insts, wipe)
     await state.forget(dep)
-    await anyio.to_thread.run_sync(shutil.rmtree, dep.folder, True)
+    await anyio.to_thread.run_sync(shared_folder.remove, dep.folder)
     return f"deleted {dep.name} and its {len(insts)} instances"
+
+
+def _make_folder(folder: Path) -> None:
+    shared_folder.check("create the deployment folder")
+    folder.mkdir(parents=True)
 
 
 def _done(description: str) -> Callable[[], Awaitable[str]]:

@@ -7,11 +7,11 @@ state: the package a user uploaded may be gone by the time the fabric restarts.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import anyio.to_thread
 
+from fabric.controller import shared_folder
 from fabric.controller.goal_store import GoalStore
 from fabric.controller.messages import ControllerError
 from fabric.controller.model import Deployment, Generation
@@ -50,6 +50,7 @@ def config_path(folder: Path, number: int, configuration_name: str) -> Path:
 def write_config(folder: Path, number: int, configuration: bytes, configuration_name: str) -> Path:
     """Write a generation's configuration file; returns its path."""
     path = config_path(folder, number, configuration_name)
+    shared_folder.check("write the configuration")
     path.write_bytes(configuration)
     return path
 
@@ -59,6 +60,7 @@ def _stage(
 ) -> Path:
     source = Path(package_path)
     dest = folder / f"pkg{number}"
+    shared_folder.check("extract the package")
     if not source.exists():
         raise ControllerError("BadRequest", f"package {package_path} does not exist; upload the .cspkg again")
     try:
@@ -73,10 +75,10 @@ def _stage(
             read_package(source, config, max_instances=max_instances)
             extract_package(source, dest, max_instances=NO_LIMIT)  # its own configuration is not used
     except ModelError as exc:
-        shutil.rmtree(dest, ignore_errors=True)
+        shared_folder.remove(dest)
         raise model_error(f"package {source.name}", exc, config, config_name) from None
     except OSError as exc:
-        shutil.rmtree(dest, ignore_errors=True)
+        shared_folder.remove(dest)
         raise ControllerError("BadRequest", f"package {source.name} cannot be read: {exc}") from None
     return dest
 
@@ -104,6 +106,7 @@ async def stage_package(
 def _load(record: GenerationRecord, folder: Path, max_instances: int) -> Generation:
     config = config_path(folder, record.number, record.configuration_name)
     if not config.is_file():
+        shared_folder.check("write the configuration")
         folder.mkdir(parents=True, exist_ok=True)
         config.write_bytes(record.configuration)
     services: dict[str, Service] = {}
@@ -141,7 +144,7 @@ async def drop_unused(store: GoalStore, dep: Deployment) -> tuple[Path, set[str]
     for number in [n for n in dep.generations if n not in used]:
         gen = dep.generations.pop(number)
         await store.delete_generation(dep.id, number)
-        config_path(dep.folder, number, gen.record.configuration_name).unlink(missing_ok=True)
+        shared_folder.remove(config_path(dep.folder, number, gen.record.configuration_name))
     kept = {p for g in dep.generations.values() for p in [g.record.main, *g.record.packages.values()]}
     return dep.folder, kept
 
@@ -152,7 +155,7 @@ async def remove_unused_packages(folder: Path, kept: set[str]) -> None:
     def remove() -> None:
         for child in folder.glob("pkg*"):
             if child.is_dir() and str(child) not in kept:
-                shutil.rmtree(child, ignore_errors=True)
+                shared_folder.remove(child)
 
     await anyio.to_thread.run_sync(remove)
 

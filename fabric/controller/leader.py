@@ -28,6 +28,7 @@ Use::
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from functools import partial
@@ -123,6 +124,8 @@ class Elector:
         self._changed = anyio.Event()
         #: when the last successful acquisition or renewal was sent (anyio.current_time())
         self.renewed_at: float | None = None
+        #: acting is allowed until then (time.monotonic(), readable from any thread; see acting)
+        self._acting_until = 0.0
         #: renewals run in threads that may be abandoned when the deadline passes (a renewal
         #: that lands late only extends a lease nobody acts on)
         self._limiter = anyio.CapacityLimiter(4)
@@ -144,6 +147,13 @@ class Elector:
         leading, so a write made after losing the lease is refused by the database."""
         epoch = self.term.epoch if self.term is not None else 0
         return Fence(self.lease, self.holder, epoch)
+
+    def acting(self) -> bool:
+        """Leading, by this process's monotonic clock right now (safe from any thread): the
+        last successful renewal was sent less than renew_deadline ago and the term was not
+        resigned. Unlike is_leader, false the instant a pause took it past the deadline, before
+        the event loop has run again (fabric.controller.shared_folder)."""
+        return time.monotonic() < self._acting_until
 
     @property
     def is_leader(self) -> bool:
@@ -171,7 +181,7 @@ class Elector:
                 log.warning("%s: waiting for the database: %s", self.holder, exc)
                 await anyio.sleep(self.renew_interval)
         while True:
-            sent = anyio.current_time()
+            sent, sent_mono = anyio.current_time(), time.monotonic()
             try:
                 epoch = await self._sql(_ACQUIRE, lease=self.lease, holder=self.holder, secs=self.duration)
             except StoreUnavailable as exc:
@@ -180,12 +190,13 @@ class Elector:
             if epoch is None:
                 await anyio.sleep_until(sent + self.renew_interval)
                 continue
-            await self._lead(epoch, sent)
+            await self._lead(epoch, sent, sent_mono)
             await anyio.sleep(self.renew_interval)  # a replica that just stopped leading lets others try
 
-    async def _lead(self, epoch: int, sent: float) -> None:
+    async def _lead(self, epoch: int, sent: float, sent_mono: float) -> None:
         term = self.term = Term(epoch)
         self.renewed_at = sent
+        self._acting_until = sent_mono + self.renew_deadline
         self._last_epoch = epoch
         log.warning("%s leads %s (epoch %d)", self.holder, self.lease, epoch)
         self._notify()
@@ -196,7 +207,7 @@ class Elector:
                 term._scopes.append(deadline)  # resign() ends the renewals too
                 while True:
                     await anyio.sleep_until(sent + self.renew_interval)
-                    attempt = anyio.current_time()
+                    attempt, attempt_mono = anyio.current_time(), time.monotonic()
                     try:
                         renewed = await self._sql(
                             _RENEW, lease=self.lease, holder=self.holder, epoch=epoch, secs=self.duration
@@ -209,6 +220,7 @@ class Elector:
                         why = "the lease was taken over"
                         break
                     sent = self.renewed_at = attempt
+                    self._acting_until = attempt_mono + self.renew_deadline
                     deadline.deadline = sent + self.renew_deadline
         except BaseException:
             self._demote(term, "the elector stopped")
@@ -230,6 +242,7 @@ class Elector:
     def _demote(self, term: Term, why: str) -> None:
         if self.term is term:
             self.term = None
+            self._acting_until = 0.0
             log.warning("%s stops leading %s (epoch %d): %s", self.holder, self.lease, term.epoch, why)
             term._end(why)
             self._notify()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 
-from fabric.controller import lifecycle
+from fabric.controller import lifecycle, shared_folder
 from fabric.controller.commands import Commands, each_instance, ensure_idle, start_all
 from fabric.controller.generations import (
     drop_unused,
@@ -91,7 +91,7 @@ class Reconfigure:
                     request_id = self.commands.ops.record(tx, "ChangeDeploymentConfiguration", target)
         except BaseException:
             dep.generations.pop(number, None)
-            path.unlink(missing_ok=True)
+            shared_folder.remove(path)
             for inst in added:
                 await state.rotation.close_instance(dep.id, inst.vm)
             raise

@@ -16,7 +16,7 @@ from pathlib import Path
 import anyio
 import msgspec
 
-from fabric.controller import lifecycle
+from fabric.controller import lifecycle, shared_folder
 from fabric.controller.commands import Commands, each_instance, ensure_idle
 from fabric.controller.generations import (
     drop_unused,
@@ -131,7 +131,7 @@ class Upgrades:
                 )
             ensure_idle(dep)
         except BaseException:
-            path.unlink(missing_ok=True)
+            shared_folder.remove(path)
             if pkg is not None:
                 await anyio.to_thread.run_sync(_rmtree, pkg)
             raise
@@ -154,7 +154,7 @@ class Upgrades:
                     target = f"{dep.service}/{dep.slot}"
                     request_id = self.commands.ops.record(tx, "UpgradeDeployment", target)
         except BaseException:  # not stored: its staged files go
-            path.unlink(missing_ok=True)
+            shared_folder.remove(path)
             if pkg is not None:
                 await anyio.to_thread.run_sync(_rmtree, pkg)
             raise
@@ -302,6 +302,4 @@ def domain_count(dep: Deployment) -> int:
 
 
 def _rmtree(path: Path) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
+    shared_folder.remove(path)

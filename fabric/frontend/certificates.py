@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import anyio
@@ -22,6 +23,7 @@ from cryptography.hazmat.primitives import serialization
 
 from fabric.certs import CertificateError, CertificateStore, StoredCertificate, parse_thumbprint, parse_upload
 from fabric.certs.parse import MAX_PASSWORD_CHARS, MAX_UPLOAD_BYTES
+from fabric.controller import shared_folder
 from fabric.frontend._http import Request, Response
 from fabric.frontend.api import ApiError, bad_request, not_found
 from fabric.frontend.store import SubscriptionRecord
@@ -87,6 +89,25 @@ async def _run(function: Callable[..., T], *args: Any) -> T:
         raise bad_request(str(error), "InvalidCertificate") from None
 
 
+def forget_certificates(state_dir: str | Path, service: str) -> None:
+    """Remove a deleted hosted service's certificates (not once this fabric's term ended: the
+    next leader's service of that name may own them now)."""
+    if shared_folder.acting():
+        CertificateStore(state_dir).forget(service)
+
+
+def _changing(what: str, function: Callable[..., T]) -> Callable[..., T]:
+    """``function`` (it changes the store), run only while this fabric may write its state folder
+    (a controller replica whose term ended may not: fabric.controller.shared_folder)."""
+
+    def change(*args: Any) -> T:
+        if not shared_folder.acting():
+            raise ApiError(503, "ServiceUnavailable", shared_folder.refusal(what))
+        return function(*args)
+
+    return change
+
+
 async def route(rdfe: Rdfe, sub: SubscriptionRecord, service: str, rest: list[str], r: Request) -> Response:
     """Answer a request under ``.../hostedservices/{service}/certificates``."""
     hosted = rdfe.hosted(sub, service)
@@ -101,7 +122,7 @@ async def route(rdfe: Rdfe, sub: SubscriptionRecord, service: str, rest: list[st
             r.limit_body(MAX_ADD_BODY)
             body = await r.json(CertificateFile)
             parsed = await _run(parse_upload, body.data, body.certificate_format, body.password)
-            record = await _run(store.add, hosted.name, parsed)
+            record = await _run(_changing("add the certificate", store.add), hosted.name, parsed)
             return Response(201, certificate_view(url, record))
         case [name]:
             rdfe._allow(r, "GET", "DELETE")
@@ -114,7 +135,7 @@ async def route(rdfe: Rdfe, sub: SubscriptionRecord, service: str, rest: list[st
                 if found is None:
                     raise _missing(hosted.name, thumbprint)
                 return Response(200, certificate_view(url, found))
-            if not await _run(store.delete, hosted.name, thumbprint):
+            if not await _run(_changing("delete the certificate", store.delete), hosted.name, thumbprint):
                 raise _missing(hosted.name, thumbprint)
             return Response(200)
     raise not_found(f"no API at {r.path}; certificates are at {url}[/sha1-<thumbprint>]")

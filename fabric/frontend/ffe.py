@@ -22,7 +22,6 @@ import anyio
 import msgspec
 
 from actors import Actor, ActorDead, ActorError, AskTimeout, Ref, Request
-from fabric.certs import CertificateStore
 from fabric.controller.messages import (
     ChangeConfiguration,
     ControllerError,
@@ -35,7 +34,7 @@ from fabric.controller.messages import (
     UpgradeMode,
 )
 from fabric.frontend.api import ApiError
-from fabric.frontend.certificates import check_certificates
+from fabric.frontend.certificates import check_certificates, forget_certificates
 from fabric.frontend.staging import check_configuration, discard_packages, stage_package
 from fabric.model.validate import MAX_INSTANCES
 
@@ -211,7 +210,7 @@ class Ffe(Actor):
                 return [PoolInfo(name=p.name, location=p.location) for p in self.pools.values()]
             case ForgetService():
                 await anyio.to_thread.run_sync(discard_packages, self.state_dir, message.service)
-                await anyio.to_thread.run_sync(CertificateStore(self.state_dir).forget, message.service)
+                await anyio.to_thread.run_sync(forget_certificates, self.state_dir, message.service)
                 return None
         raise TypeError(f"FFE does not handle {type(message).__name__} messages")
 

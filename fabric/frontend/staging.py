@@ -14,6 +14,7 @@ from pathlib import Path
 
 import msgspec
 
+from fabric.controller import shared_folder
 from fabric.frontend.api import ApiError
 from fabric.model import ModelError, PackageError, Problem, read_package
 from fabric.model.service import parse_configuration
@@ -123,6 +124,8 @@ def stage_package(
         raise ApiError(
             400, "InvalidPackage", "the package is not a .cspkg (a zip file); build one with `fabric package`"
         )
+    if not shared_folder.acting():  # a controller replica whose term ended writes nothing here
+        raise ApiError(503, "ServiceUnavailable", shared_folder.refusal("stage the package"))
     folder = state_dir / PACKAGES_DIR / service
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{uuid.uuid4().hex}.cspkg"
@@ -161,10 +164,11 @@ def stage_package(
 
 def discard_package(path: str | None) -> None:
     """Remove one staged package (superseded by an upgrade, or its deployment deleted)."""
-    if path:
+    if path and shared_folder.acting():
         Path(path).unlink(missing_ok=True)
 
 
 def discard_packages(state_dir: Path, service: str) -> None:
     """Remove every staged package of a hosted service (it has been deleted)."""
-    shutil.rmtree(state_dir / PACKAGES_DIR / service, ignore_errors=True)
+    if shared_folder.acting():
+        shutil.rmtree(state_dir / PACKAGES_DIR / service, ignore_errors=True)

@@ -20,7 +20,7 @@ import fcntl
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -31,6 +31,7 @@ import anyio.to_thread
 
 from fabric.controller.leader import Elector
 from fabric.controller.pg_store import Database, StoreUnavailable, migrate, redact
+from fabric.controller.shared_folder import guarded
 from fabric.frontend.auth import clear_api_url, new_token, read_token, write_api_url, write_token
 from fabric.replica.addresses import (
     host_port,
@@ -248,6 +249,7 @@ async def _serve(
                     )
                     try:
                         async with (
+                            _guarded(elector),
                             open_fabric(
                                 state_dir, settings, store_url=store_url, listen=listen, replica=replica
                             ) as fabric,
@@ -309,3 +311,10 @@ async def _retire(
             )
         )
         on_change(f"replica {name} left the replica list")
+
+
+@contextlib.asynccontextmanager
+async def _guarded(elector: Elector) -> AsyncIterator[None]:
+    """The term's writes to the shared folder need the term to last (fabric.controller.shared_folder)."""
+    with guarded(elector.acting):
+        yield

@@ -36,16 +36,19 @@ async def test_leader_killed_the_other_leads_and_completes_what_was_acknowledged
         old, new = await c.two()
         async with c.client(new) as client:
             assert await client.subscription()  # the follower answers (forwarded)
-            # A deploy through the follower (forwarded to the leader), acknowledged with a request
-            # id; the leader is killed while the operation runs.
-            started = await deploy_service(client, HELLO, None, wait=False)
-            view_row = f"deployment/{started.service}/production"  # what the leader's API shows
+            # A deployment the leader shows (and wrote to its views in the database).
+            shown = await deploy_service(client, HELLO, None)
+            view_row = f"deployment/{shown.service}/production"
 
             async def stored() -> bool:
                 return bool(await c.sql("SELECT 1 FROM fabric_views WHERE key = %s", view_row))
 
             await eventually(stored, 30, "the leader's views of the deployment in the database")
             doomed = c.descendants(old)
+            # A deploy through the follower (forwarded to the leader), acknowledged with a request
+            # id; the leader is killed at once, while the operation runs (it starts a VM: far
+            # longer than the acknowledgement's way back).
+            started = await deploy_service(client, HELLO, None, slot="staging", wait=False)
             killed_at = anyio.current_time()
             old.process.send_signal(signal.SIGKILL)
             await old.process.wait()
@@ -53,19 +56,19 @@ async def test_leader_killed_the_other_leads_and_completes_what_was_acknowledged
             # (what `fabric status` reads, with a new client), and refuses a change with a 503
             # and Retry-After, changing nothing
             async with c.client(new) as fresh:
-                [page] = await fresh.deployment_pages()
-            assert (page.deployment.service, page.total) == (started.service, 1), page
+                [page] = [p for p in await fresh.deployment_pages() if p.deployment.slot == "production"]
+            assert (page.deployment.service, page.total) == (shown.service, 1), page
             assert [i.id for i in page.deployment.instances] == ["HelloWorker_IN_0"], page
             async with httpx.AsyncClient(base_url=new.url, headers=auth(c)) as raw:
                 answer = await raw.get(await client._services(), params={"embed-detail": "true"})
                 change = await raw.post(
-                    await client._slot(started.service, "production"),
+                    await client._slot(shown.service, "production"),
                     params={"comp": "status"},
                     json={"Status": "Running"},
                 )
             assert answer.status_code == 200 and answer.headers["x-fabric-answered-by"] == new.name
             assert answer.headers["x-fabric-written-at"], answer.headers  # from the stored views
-            assert started.service in answer.text, answer.text
+            assert shown.service in answer.text, answer.text
             assert change.status_code == 503 and int(change.headers["retry-after"]) >= 1, change.text
             # the follower answers the operation's state from the goal state itself
             op = await client.operation(started.request_id)
@@ -81,7 +84,7 @@ async def test_leader_killed_the_other_leads_and_completes_what_was_acknowledged
 
             async def answers() -> bool:
                 try:
-                    return bool(await client.deployment(started.service, "production"))
+                    return bool(await client.deployment(started.service, "staging"))
                 except ApiRefused as exc:
                     assert exc.status == 503, exc  # an election: 503 with Retry-After, nothing else
                     return False
@@ -91,10 +94,10 @@ async def test_leader_killed_the_other_leads_and_completes_what_was_acknowledged
             assert op.status == "Succeeded", op
 
             async def ready() -> bool:
-                view = await client.deployment(started.service, "production")
-                return [i.status for i in view.instances] == ["ReadyRole"]
+                views = [await client.deployment(shown.service, slot) for slot in ("production", "staging")]
+                return [i.status for v in views for i in v.instances] == ["ReadyRole"] * 2
 
-            await eventually(ready, 60, "the deployment's instance ReadyRole")
+            await eventually(ready, 60, "both deployments' instances ReadyRole")
         # the killed leader's hosts and VMs went with it
         await eventually(lambda: _none_alive(doomed), 30, "the killed leader's processes gone")
         print(f"leading {leading_after:.2f} s after the kill (lease {LEASE:g} s)")
