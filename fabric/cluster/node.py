@@ -23,7 +23,9 @@ import os
 import random
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -39,13 +41,14 @@ from actors import (
     ClientTLS,
     LinkOptions,
     Peer,
+    Ref,
     Request,
     open_system,
 )
 from fabric.cluster.ca import HOST_NAME, csr_for, key_pem, new_key, validity, verify_signed_by, write_private
 from fabric.cluster.join import Join, JoinRefused, fetch_ca, join, renew, renewal_delay
 from fabric.host.messages import GetHostSettings, HostConfig
-from fabric.host.remote import REPORTS, RemoteHostAgent
+from fabric.host.remote import REPORTS, ControllerSettings, RemoteHostAgent
 from fabric.settings import Settings
 
 log = logging.getLogger("fabric.cluster")
@@ -315,15 +318,31 @@ async def keep_renewed(identity: Identity, state: JoinState, place: Controllers 
 
 
 class JoinedHost(Actor):
-    """What the controller reaches on a joined host (registered as ``host``)."""
+    """What the controller reaches on a joined host (registered as ``host``).
 
-    def __init__(self, identity: Identity, state: JoinState, place: Controllers | None = None) -> None:
+    Args:
+        agent: the host agent, once it runs (settings the controller sends go on to it).
+    """
+
+    def __init__(
+        self,
+        identity: Identity,
+        state: JoinState,
+        place: Controllers | None = None,
+        agent: Callable[[], Ref | None] = lambda: None,
+    ) -> None:
         self.identity = identity
         self.state = state
         self.place = place or Controllers(state)
+        self.agent = agent
 
     async def receive(self, message: object) -> object:
         match message:
+            case ControllerSettings():
+                agent = self.agent()
+                if agent is not None:  # else it starts soon, asking for them (GetHostSettings)
+                    await agent.tell(message)
+                return None
             case ControllerAddresses():
                 await self.place.update(self.identity, message)
                 return None
@@ -380,7 +399,8 @@ async def run_host(
     options = options or LinkOptions()
     place = Controllers(state)
     async with open_system() as system:
-        system.register("host", await system.spawn(lambda: JoinedHost(identity, state, place), name="host"))
+        joined = partial(JoinedHost, identity, state, place, partial(system.registered, AGENT))
+        system.register("host", await system.spawn(joined, name="host"))
         async with anyio.create_task_group() as tg:
             tg.start_soon(keep_renewed, identity, state, place)
             failures = 0

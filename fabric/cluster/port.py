@@ -46,7 +46,7 @@ from fabric.cluster.join import HostJoined, JoinService, server_context
 from fabric.cluster.node import AGENT, MAX_CONTROLLERS, ControllerAddresses, GetHostInfo, HostInfo
 from fabric.cluster.tokens import TokenStore
 from fabric.host.messages import GetHostSettings, HostHeartbeat, InstanceStatusChanged, ReportKey
-from fabric.host.remote import REPORTS, JoinedLinkLost, JoinedReport
+from fabric.host.remote import REPORTS, ControllerSettings, JoinedLinkLost, JoinedReport
 from fabric.settings import Settings
 
 log = logging.getLogger("fabric.cluster")
@@ -123,9 +123,11 @@ class Replicas:
         return found[:MAX_CONTROLLERS]
 
     def connected(self, peer: Peer) -> None:
-        """A host linked: tell it now."""
+        """A host linked: tell it now, with the settings this controller runs with."""
         self.peers[peer.node] = peer
         self._tell(peer)
+        with contextlib.suppress(ActorDead, MailboxFull):
+            peer.ref("host").tell_nowait(ControllerSettings(self.settings))
 
     def _tell(self, peer: Peer) -> None:
         with contextlib.suppress(ActorDead, MailboxFull):
@@ -267,7 +269,8 @@ class HostRelay(Actor):
             case HostHeartbeat(host_id=name, key=key):
                 peer = self._linked(name)
                 if peer is not None and self._keyed(name, key, peer):
-                    await self.controller.tell(JoinedReport(heartbeat=message, agent=peer.ref(AGENT)))
+                    report = JoinedReport(heartbeat=message, agent=peer.ref(AGENT), at=anyio.current_time())
+                    await self.controller.tell(report)
                     return None
             case InstanceStatusChanged(host_id=name, key=key):
                 peer = self._linked(name)

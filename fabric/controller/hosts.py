@@ -57,6 +57,8 @@ from roles.protocol import RoleEnvironmentData
 
 log = logging.getLogger("fabric.controller")
 
+#: Timeouts of silence a saturated controller adds before it blames a host all the same
+SATURATED_GRACE = 2
 #: Builds a host for the controller (its parent) and returns its Ref once it runs.
 HostFactory = Callable[[Actor, HostConfig], Awaitable[Ref]]
 #: The answer type of a request to a host.
@@ -294,10 +296,13 @@ class HostPool:
 
     # -- joined hosts ------------------------------------------------------------------------------
 
-    def heard_joined(self, beat: HostHeartbeat, agent: Ref) -> tuple[Host, HostRecord | None, bool]:
+    def heard_joined(
+        self, beat: HostHeartbeat, agent: Ref, at: float | None = None
+    ) -> tuple[Host, HostRecord | None, bool]:
         """A joined host's heartbeat: learn the host (the first time), revive it (it was declared
-        dead), note it was heard. Returns the host, its record when it must be stored (new or
-        revived), and whether its agent is a new incarnation (started since last heard)."""
+        dead), note it was heard (``at``, when it was read off its link; else now). Returns the
+        host, its record when it must be stored (new or revived), and whether its agent is a new
+        incarnation (started since last heard)."""
         host = self.hosts.get(beat.host_id)
         record: HostRecord | None = None
         if host is None or not host.alive:
@@ -319,7 +324,9 @@ class HostPool:
             host.packages.clear()
         host.ref, host.boot, host.pid = agent, beat.boot, beat.pid
         host.address, host.memory_mb = beat.address, beat.memory_mb
-        host.last_seen, host.heard_at = anyio.current_time(), time.time()
+        now = self.now()
+        seen = now if at is None else min(at, now)
+        host.last_seen, host.heard_at = seen, time.time() - (now - seen)
         return host, record, fresh
 
     def pool_name(self) -> str:
@@ -444,9 +451,12 @@ class HostPool:
     def silent(self) -> list[Host]:
         """Running hosts (and joined ones, heard or not) silent for host_failure_timeout up to
         the last time the controller had read all it was sent (fabric.controller.idle_clock),
-        by number (one pass over the hosts; only the silent ones are sorted)."""
-        until = min(anyio.current_time(), listened_until())
+        by number (one pass over the hosts; only the silent ones are sorted). A controller busy
+        for ever (a load balancer in its process at full speed) still declares a host silent
+        for three timeouts."""
+        now = anyio.current_time()
         limit = self.settings.host_failure_timeout
+        until = min(now, max(listened_until(), now - SATURATED_GRACE * limit))
         found = [
             h
             for h in self.hosts.values()

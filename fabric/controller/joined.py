@@ -31,7 +31,7 @@ Spawn = Callable[..., None]
 async def on_report(state: ControllerState, report: JoinedReport, spawn: Spawn) -> None:
     """A joined host's heartbeat (relayed by fabric-hosts)."""
     beat = report.heartbeat
-    host, record, fresh = state.hosts.heard_joined(beat, report.agent)
+    host, record, fresh = state.hosts.heard_joined(beat, report.agent, report.at)
     if record is not None:
         try:
             async with state.store.transaction() as tx:

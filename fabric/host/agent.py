@@ -398,12 +398,11 @@ class HostAgent(Actor):
         )
 
     async def _heartbeat_controller(self) -> None:
-        """A HostHeartbeat every host_heartbeat_interval, the first at once."""
-        interval = self.settings.host_heartbeat_interval
+        """A HostHeartbeat every host_heartbeat_interval (as the settings say now), the first at once."""
         tick = anyio.current_time()
         while True:
             await self._tell_parent(self._host_status())
-            tick += interval
+            tick += self.settings.host_heartbeat_interval
             await anyio.sleep(max(0.0, tick - anyio.current_time()))
 
     async def _tell_parent(self, message: Any) -> None:

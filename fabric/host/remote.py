@@ -7,6 +7,8 @@ controller over the network link, with what a machine of its own needs besides.
 - Packages arrive in chunks (HasPackage, PackageChunk) and are kept by digest under its state
   folder; every GuestConfig is re-rooted there (fabric.host.packages).
 - It chooses its instances' local ports on the address it advertises (ChoosePorts).
+- It takes the controller's settings each time its link comes up (ControllerSettings), not
+  only at its start: a controller restarted with other settings, or another replica leading.
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ from fabric.host.packages import INSTANCE, PackageCache, PackageError, reroot
 from fabric.host.processes import Proc, scan, signal_processes
 from fabric.host.prune import prune_certificates
 from fabric.host.shell_relay import ShellRelays
+from fabric.settings import Settings
 
 #: the controller's actor that joined hosts report to (registered on its listening system)
 REPORTS = "fabric-hosts"
@@ -87,6 +90,9 @@ class JoinedReport:
 
     heartbeat: HostHeartbeat
     agent: Ref
+    #: anyio.current_time() when fabric-hosts read it off the link (None: when handled): the
+    #: host was heard then, however long the controller's mailbox held it
+    at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -94,6 +100,12 @@ class JoinedLinkLost:
     """``fabric-hosts`` to the controller, in-process: a joined host's link to it dropped."""
 
     host_id: str
+
+
+class ControllerSettings(msgspec.Struct, frozen=True, tag=True):
+    """The controller to a joined host, each time the host links: the settings it runs with."""
+
+    settings: Settings
 
 
 @register_error()
@@ -203,12 +215,29 @@ class RemoteHostAgent(HostAgent):
             case ListProcesses():
                 procs = await anyio.to_thread.run_sync(own_processes, True)
                 return [_listed(p) for p in procs[:MAX_LISTED]]
+            case ControllerSettings(settings=settings):
+                self._take_settings(settings)
+                return None
             case ReportKey(key=key):
                 if key != self.key:
                     self.key = key
                     await self._tell_parent(self._host_status())  # heard at once, not at the next beat
                 return None
         return await super().receive(message)
+
+    def _take_settings(self, settings: Settings) -> None:
+        """Run with the controller's settings from now on (a VM's heartbeat watchdog keeps those
+        it started with until it starts again); the host log says what changed."""
+        if settings == self.settings:
+            return
+        old, new = msgspec.structs.asdict(self.settings), msgspec.structs.asdict(settings)
+        changed = [f"{k} {old[k]!r} -> {new[k]!r}" for k in new if old.get(k) != new[k]]
+        self.settings = settings
+        self.config = msgspec.structs.replace(self.config, settings=settings)
+        if hasattr(self.launcher, "settings"):
+            self.launcher.settings = settings
+        self.packages.max_bytes = settings.max_package_bytes
+        self.log.write(f"the controller's settings, taken as the link came up: {', '.join(changed)}")
 
     def _local(self, config: GuestConfig, package: str) -> GuestConfig:
         """A GuestConfig as this host runs it (PackageError when the package is missing)."""
