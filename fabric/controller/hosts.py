@@ -57,6 +57,8 @@ from roles.protocol import RoleEnvironmentData
 
 log = logging.getLogger("fabric.controller")
 
+#: Timeouts of silence a saturated controller adds before it blames a host all the same
+SATURATED_GRACE = 2
 #: Builds a host for the controller (its parent) and returns its Ref once it runs.
 HostFactory = Callable[[Actor, HostConfig], Awaitable[Ref]]
 #: The answer type of a request to a host.
@@ -449,9 +451,12 @@ class HostPool:
     def silent(self) -> list[Host]:
         """Running hosts (and joined ones, heard or not) silent for host_failure_timeout up to
         the last time the controller had read all it was sent (fabric.controller.idle_clock),
-        by number (one pass over the hosts; only the silent ones are sorted)."""
-        until = min(anyio.current_time(), listened_until())
+        by number (one pass over the hosts; only the silent ones are sorted). A controller busy
+        for ever (a load balancer in its process at full speed) still declares a host silent
+        for three timeouts."""
+        now = anyio.current_time()
         limit = self.settings.host_failure_timeout
+        until = min(now, max(listened_until(), now - SATURATED_GRACE * limit))
         found = [
             h
             for h in self.hosts.values()

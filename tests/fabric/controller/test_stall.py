@@ -41,7 +41,8 @@ class Stall:
 @dataclass(frozen=True)
 class Saturate:
     """Keep the controller's loop busy for ``seconds`` (a task always ready to run), its
-    mailbox handled meanwhile: as a backlog of short messages on its links would."""
+    mailbox handled meanwhile: as a backlog of short messages on its links would (for less
+    than three failure timeouts: a host silent for that long is dead all the same)."""
 
     seconds: float
 
@@ -122,8 +123,8 @@ async def test_a_saturated_controller_counts_silence_only_up_to_its_last_idle_mo
         before = await wait_view(ref, all_ready)
         victim = before.instances[0].host
         world.silent.add(victim)  # its heartbeats stop (or wait unread in a link)
-        await ask(ref, Saturate(seconds=4 * TIMEOUT), timeout=None)
-        await anyio.sleep(3 * TIMEOUT)  # while the loop is busy (the spin jumps the clock)
+        await ask(ref, Saturate(seconds=2.5 * TIMEOUT), timeout=None)
+        await anyio.sleep(2 * TIMEOUT)  # while the loop is busy (the spin jumps the clock)
         saturated_until = anyio.current_time()
         assert all(h.alive for h in world.hosts.values())  # not while the controller was saturated
         moved = await wait_view(ref, lambda v: all(i.host != victim for i in v.instances))
@@ -132,3 +133,27 @@ async def test_a_saturated_controller_counts_silence_only_up_to_its_last_idle_mo
         assert not world.hosts[victim].alive
         assert sum(h.alive for h in world.hosts.values()) == len(world.hosts) - 1
         assert {i.id for i in moved.instances} == {i.id for i in before.instances}
+
+
+async def test_a_controller_saturated_for_ever_still_declares_a_silent_host_dead(
+    service: ServiceFactory, world: World, state_dir: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    config = settings(host_failure_timeout=TIMEOUT, host_heartbeat_interval=5.0)
+
+    def build() -> FabricController:
+        controller = StallingController(state_dir, config, host_factory=world.factory())
+        controller.clock = autojump_clock
+        return controller
+
+    async with open_system() as system:
+        ref = await system.spawn(build, name="controller:local")
+        await create(ref, service(), timeout=None)
+        before = await wait_view(ref, all_ready)
+        victim = before.instances[0].host
+        world.silent.add(victim)
+        silenced_at = anyio.current_time()
+        await ask(ref, Saturate(seconds=10 * TIMEOUT), timeout=None)
+        await wait_view(ref, lambda v: all(i.host != victim for i in v.instances))
+        # Declared while the loop is still busy: after three timeouts of silence, not ten.
+        assert 3 * TIMEOUT <= anyio.current_time() - silenced_at < 5 * TIMEOUT
+        assert not world.hosts[victim].alive
