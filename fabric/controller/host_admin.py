@@ -260,13 +260,23 @@ class HostAdmin:
         for dep in deps:
             ensure_idle(dep)
         self._check_room(host, moving)
-        await self._mark(host, True)
         domains = sorted({i.update_domain for _, i in moving})
-        request_id = await self.ops.begin(
-            "DrainHost",
-            f"host/{name}",
-            f"cordoned; {len(moving)} instance(s) in {len(domains)} update domain(s) to move",
-        )
+        # the cordon and the operation's record: one transaction (both land, or neither)
+        cordoned = host.record.cordoned_at != 0
+        record = host.record if cordoned else msgspec.structs.replace(host.record, cordoned_at=time.time())
+        async with self.state.store.transaction() as tx:
+            if not cordoned:
+                tx.put(record)
+            request_id = self.ops.record(
+                tx,
+                "DrainHost",
+                f"host/{name}",
+                f"cordoned; {len(moving)} instance(s) in {len(domains)} update domain(s) to move",
+            )
+        if not cordoned:
+            host.record = record
+            log.info("host %s is cordoned", host.id)
+            self.state.notify()
         for dep in deps:
             dep.busy = request_id
         self.draining[name] = request_id

@@ -1,6 +1,7 @@
 """A command's change and its operation's record are one transaction: the database failing at
 the record (a trigger raising admin_shutdown, as a server going down would) refuses the command
-with 503, and neither the store nor the controller's memory keeps any of its change."""
+with 503, and neither the store nor the controller's memory keeps any of its change (a host
+drain's cordon included)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import psycopg
 import pytest
 
 from fabric.controller import ask, wait_operation
+from fabric.controller.host_admin import DrainHost, HostPage, ListHosts
 from fabric.controller.messages import ChangeConfiguration, ControllerError, SetDeploymentStatus
 from tests.fabric.controller.controller_kit import (
     ServiceFactory,
@@ -71,6 +73,16 @@ async def test_a_command_whose_record_fails_changes_nothing(
                 before.status,
                 [i.id for i in before.instances],
             )
+        # a drain cordons its host with its operation's record: refused whole, not left cordoned
+        page: HostPage = await ask(ref, ListHosts(limit=500))
+        host = next(h.name for h in page.hosts if h.instance_count)
+        with pytest.raises(ControllerError) as refused:
+            await ask(ref, DrainHost(name=host))
+        assert refused.value.status == 503 and "nothing changed" in refused.value.message
+        page = await ask(ref, ListHosts(limit=500))
+        assert [h.name for h in page.hosts if h.cordoned] == []
+        with psycopg.connect(url) as conn:
+            assert conn.execute("SELECT count(*) FROM hosts WHERE cordoned_at != 0").fetchone() == (0,)
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("DROP TRIGGER test_fail ON operations")
         # the same change, once the database takes it: from the state before, as if never tried
