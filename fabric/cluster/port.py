@@ -45,6 +45,7 @@ from fabric.cluster.ca import ClusterCA, write_private
 from fabric.cluster.join import HostJoined, JoinService, server_context
 from fabric.cluster.node import AGENT, MAX_CONTROLLERS, ControllerAddresses, GetHostInfo, HostInfo
 from fabric.cluster.tokens import TokenStore
+from fabric.controller import shared_folder
 from fabric.host.messages import GetHostSettings, HostHeartbeat, InstanceStatusChanged, ReportKey
 from fabric.host.remote import REPORTS, ControllerSettings, JoinedLinkLost, JoinedReport
 from fabric.settings import Settings
@@ -224,7 +225,7 @@ class Roster:
     def save(self) -> None:
         """Write the roster (owner-only) when it changed."""
         data = msgspec.json.encode(sorted(self.hosts.values(), key=lambda h: h.name))
-        if data != self._saved:
+        if data != self._saved and shared_folder.acting():  # a replica's term ended: the next leader's
             write_private(self.path, data)
             self._saved = data
 
@@ -349,5 +350,6 @@ async def serve_cluster(
             log.info("host port %s:%d, join port %d (CA %s)", host, listener.address[1], port + 1, ca.hash)
             task_status.started(roster)
     finally:
-        (folder / LISTEN_FILE).unlink(missing_ok=True)
+        if shared_folder.acting():  # a replica's term ended: the file may name the next leader's port
+            (folder / LISTEN_FILE).unlink(missing_ok=True)
         await listener.aclose()

@@ -1,5 +1,5 @@
 """A controller replica writes to the shared state folder (packages, service certificates,
-deployment folders) only while its term lasts: a leader paused past its renew deadline writes and
+deployment folders, the joined hosts' roster) only while its term lasts: a leader paused past its renew deadline writes and
 removes nothing there once resumed, before its event loop has even noticed (real PostgreSQL)."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+from fabric.cluster.port import JoinedHostView, Roster
 from fabric.controller import shared_folder
 from fabric.controller.commands import _make_folder
 from fabric.controller.generations import config_path, write_config
@@ -19,6 +20,7 @@ from fabric.controller.pg_store import Database
 from fabric.frontend.api import ApiError
 from fabric.frontend.certificates import forget_certificates
 from fabric.frontend.staging import PACKAGES_DIR, stage_package
+from fabric.settings import Settings
 from tests.pg_server import PostgresServer
 
 pytestmark = pytest.mark.timeout(60)
@@ -52,6 +54,10 @@ async def test_a_leader_paused_past_its_deadline_leaves_the_shared_folder_alone(
                 (certificates / "sha1-AB.json").write_text("{}")
                 (deployment / "config0.cscfg").write_text("old")
                 shared_folder.remove(deployment / "config0.cscfg")
+                (state / "cluster").mkdir()
+                roster = Roster(state / "cluster", Settings.fast())
+                roster.save()
+                roster_text = (state / "cluster" / "hosts.json").read_text()
                 before = files(state)
                 assert "deployments/d1/config1.cscfg" in before
                 assert "deployments/d1/config0.cscfg" not in before
@@ -72,6 +78,18 @@ async def test_a_leader_paused_past_its_deadline_leaves_the_shared_folder_alone(
                 shared_folder.remove(config_path(deployment, 1, "c.cscfg"))
                 shared_folder.remove(deployment)
                 forget_certificates(state, "svc")
+                roster.hosts["h1"] = JoinedHostView(
+                    name="h1",
+                    address="",
+                    cores=1,
+                    memory_mb=1,
+                    fault_domain=0,
+                    connected=True,
+                    last_seen=1.0,
+                    cert_expires=1.0,
+                )
+                roster.save()
+                assert (state / "cluster" / "hosts.json").read_text() == roster_text
                 assert files(state) == before  # nothing written, nothing removed
                 assert not (state / PACKAGES_DIR / "svc").exists()
             tg.cancel_scope.cancel()
