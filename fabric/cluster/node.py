@@ -47,6 +47,7 @@ from actors import (
 )
 from fabric.cluster.ca import HOST_NAME, csr_for, key_pem, new_key, validity, verify_signed_by, write_private
 from fabric.cluster.join import Join, JoinRefused, fetch_ca, join, renew, renewal_delay
+from fabric.host import hangs, net_faults
 from fabric.host.messages import GetHostSettings, HostConfig
 from fabric.host.remote import REPORTS, ControllerSettings, RemoteHostAgent
 from fabric.settings import Settings
@@ -398,6 +399,9 @@ async def run_host(
     host's certificate, and renew it in time; until cancelled."""
     options = options or LinkOptions()
     place = Controllers(state)
+    # What a killed agent left (a partition would keep it from linking): undone before linking.
+    for line in await anyio.to_thread.run_sync(sweep_chaos, identity.folder, state.name):
+        log.warning("%s", line)
     async with open_system() as system:
         joined = partial(JoinedHost, identity, state, place, partial(system.registered, AGENT))
         system.register("host", await system.spawn(joined, name="host"))
@@ -426,6 +430,14 @@ async def run_host(
                 ready.set()
             await peer.closed.wait()
             tg.cancel_scope.cancel()
+
+
+def sweep_chaos(folder: Path, name: str) -> list[str]:
+    """Undo the chaos an agent of this host left when it did not stop cleanly (SIGKILL mid-fault):
+    its network faults (nft tables, qdiscs) and the VM processes it held stopped (blocking)."""
+    return net_faults.sweep(net_faults.ledger_path(folder, name)) + hangs.sweep(
+        hangs.ledger_path(folder, name)
+    )
 
 
 def controller_addresses(state: JoinState) -> list[tuple[str, int]]:

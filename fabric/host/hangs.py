@@ -4,11 +4,17 @@ stops), even when no controller can reach the host any more; the host's own proc
 and everything under it) are resumed by a backstop process of a session of its own, since the
 agent is stopped with them. Every resume touches a pid only while it is the same process.
 
+The VM processes held are written down in the host's folder (``chaos-hangs.json``): an agent
+killed while it held them (SIGKILL: no timer, no resume at its stop) resumes them when it starts
+again (``sweep``).
+
 Run as ``python -m fabric.host.hangs SECONDS PID:STARTED...``, it is that backstop.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -16,6 +22,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import anyio
 import anyio.to_thread
@@ -24,6 +31,8 @@ from fabric.host.processes import Proc, kill_processes, scan, signal_processes
 
 #: seconds between the answer to a SignalHost and its damage (the answer goes first)
 ANSWER_FIRST = 0.5
+#: the file, in the host's own folder, of the VM processes held stopped
+LEDGER = "chaos-hangs.json"
 Spawner = Callable[..., object]
 
 
@@ -44,10 +53,15 @@ class Hangs:
         log: writes one line to the host's log.
     """
 
-    def __init__(self, start_soon: Spawner, log: Callable[[str], None] = lambda line: None) -> None:
+    def __init__(
+        self, start_soon: Spawner, log: Callable[[str], None] = lambda line: None, ledger: Path | None = None
+    ) -> None:
         self.start_soon = start_soon
         self.log = log
         self.held: dict[frozenset[tuple[int, float]], _Held] = {}
+        #: where the processes held are written down (None: nowhere)
+        self.ledger = ledger
+        self._writing = anyio.Lock()
 
     def hold(self, procs: list[Proc], seconds: float) -> None:
         """Resume ``procs`` (stopped) ``seconds`` from now unless released first; holding the
@@ -62,6 +76,7 @@ class Hangs:
             return
         self.held[key] = held = _Held(procs, anyio.CancelScope(deadline=deadline))
         self.start_soon(self._timer, key, held)
+        self.start_soon(self._write)
 
     def renew(self, keys: list[tuple[int, float]], seconds: float) -> bool:
         """Move the end of the hang of exactly these processes; False when none is held."""
@@ -76,6 +91,7 @@ class Hangs:
         wanted = set(keys)
         for key in [k for k in self.held if k & wanted]:
             self.held.pop(key).scope.cancel()
+        self.start_soon(self._write)
 
     def resume_all(self) -> None:
         """Resume every held process now (the agent stops; blocking, brief)."""
@@ -83,6 +99,9 @@ class Hangs:
             held.scope.cancel()
             signal_processes(held.procs, "resume")
         self.held.clear()
+        if self.ledger is not None:
+            with contextlib.suppress(OSError):
+                self.ledger.unlink(missing_ok=True)
 
     async def _timer(self, key: frozenset[tuple[int, float]], held: _Held) -> None:
         with held.scope:
@@ -90,9 +109,53 @@ class Hangs:
                 await anyio.sleep_forever()
             if self.held.get(key) is held:
                 del self.held[key]
+            await self._write()
             resumed = await anyio.to_thread.run_sync(signal_processes, held.procs, "resume")
             names = ", ".join(f"{p.name} (pid {p.pid})" for p in resumed) or "nothing (gone)"
             self.log(f"chaos: a hang ended by this host at its end: SIGCONT {names}")
+
+    async def _write(self) -> None:
+        """Write down the processes held now (the file removed when none is)."""
+        if self.ledger is None:
+            return
+        async with self._writing:
+            held = [[p.pid, p.started] for h in self.held.values() for p in h.procs]
+            try:
+                await anyio.to_thread.run_sync(_write_ledger, self.ledger, held)
+            except OSError as exc:
+                self.log(f"chaos: the processes held not written down in {self.ledger}: {exc}")
+
+
+def _write_ledger(path: Path, held: list[list[float]]) -> None:
+    if not held:
+        path.unlink(missing_ok=True)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    temporary.write_text(json.dumps(held))
+    temporary.replace(path)
+
+
+def ledger_path(state_dir: str | Path, host_id: str) -> Path:
+    """The ledger of the VM processes host ``host_id`` holds stopped (its own folder)."""
+    return Path(state_dir) / "hosts" / host_id / LEDGER
+
+
+def sweep(path: Path) -> list[str]:
+    """Resume the processes an agent that did not stop cleanly held (each only while the same
+    process; blocking, brief); answers what was done, in a line."""
+    try:
+        held = json.loads(path.read_text())
+        procs = [Proc(int(pid), 0, 0, "", float(started)) for pid, started in held]
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError, TypeError) as exc:
+        path.unlink(missing_ok=True)
+        return [f"chaos: the processes held: {path} unreadable ({exc}); removed"]
+    resumed = signal_processes(procs, "resume")
+    path.unlink(missing_ok=True)
+    pids = ", ".join(str(p.pid) for p in resumed) or "none (gone)"
+    return [f"chaos: processes held stopped by an agent that did not stop, resumed: {pids}"]
 
 
 def own_processes(whole: bool) -> list[Proc]:

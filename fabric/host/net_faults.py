@@ -14,26 +14,36 @@ stops (the timer's task is cancelled and undoes it), and, should this process be
 backstop process in a session of its own that sleeps until the end and removes what is left.
 A partition is checked (``nft -c``), answered, and applied half a second later: it cuts the
 link its answer goes back on.
+
+Each fault in force is also written down in the host's folder (``chaos-net.json``: its undo
+commands and its backstop): a host agent killed mid-fault (SIGKILL, a crash) and started again
+undoes what it left at once (``sweep``), before it links, instead of waiting for the backstop.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import anyio
 import anyio.abc
+import anyio.to_thread
 import msgspec
+import psutil  # type: ignore[import-untyped]
 
 from actors import Request, register_error
+from fabric.host.processes import same_process
 
 #: our nftables tables are "inet reddog_nf_<id>"
 TABLE_PREFIX = "reddog_nf_"
@@ -48,6 +58,10 @@ ANSWER_FIRST = 0.5
 NetAction = Literal["partition", "loss", "bandwidth", "delay", "clear"]
 #: the most a network fault lasts (the host undoes it by itself at its end)
 MAX_SECONDS = 86_400.0
+#: the file, in the host's own folder, of the faults in force (swept at the next start)
+LEDGER = "chaos-net.json"
+#: the only commands a ledger's undo may run
+UNDO_TOOLS = ("nft", "tc")
 
 
 class NetFault(Request["NetFaultApplied"], frozen=True, tag=True, kw_only=True):
@@ -109,10 +123,15 @@ class NetFaults:
         log: writes one line to the host's log.
     """
 
-    def __init__(self, start_soon: Spawner, log: Callable[[str], None] = lambda line: None) -> None:
+    def __init__(
+        self, start_soon: Spawner, log: Callable[[str], None] = lambda line: None, ledger: Path | None = None
+    ) -> None:
         self.start_soon = start_soon
         self.log = log
         self.active: dict[str, _Active] = {}
+        #: where the faults in force are written down (None: nowhere)
+        self.ledger = ledger
+        self._writing = anyio.Lock()
 
     async def handle(self, fault: NetFault) -> NetFaultApplied:
         """Apply (or clear) one fault; answers what was done.
@@ -144,6 +163,7 @@ class NetFaults:
             lasting = fault.duration
         self.active[fault.id] = active
         active.backstop = await _backstop(lasting + BACKSTOP_GRACE, undo)
+        await self._write()
         self.log(f"network fault {fault.id}: {detail} for {fault.duration:g} s")
         self.start_soon(self._expire, active)
         return NetFaultApplied(id=fault.id, action=fault.action, detail=detail)
@@ -184,22 +204,106 @@ class NetFaults:
                         active.backstop.kill()
                     await active.backstop.aclose()
                 self.active.pop(active.fault.id, None)
+                await self._write()
                 active.done.set()
                 self.log(
                     f"network fault {active.fault.id} undone"
                     + (f" (left: {'; '.join(problems)})" if problems else "")
                 )
 
+    async def _write(self) -> None:
+        """Write down the faults in force now (the file removed when none is)."""
+        if self.ledger is None:
+            return
+        async with self._writing:
+            entries = {
+                a.fault.id: {"undo": a.undo, "backstop": a.backstop.pid if a.backstop else 0}
+                for a in self.active.values()
+            }
+            try:
+                await anyio.to_thread.run_sync(_write_ledger, self.ledger, entries)
+            except OSError as exc:
+                self.log(f"network faults not written down in {self.ledger}: {exc}")
+
+
+def _write_ledger(path: Path, entries: dict[str, Any]) -> None:
+    if not entries:
+        path.unlink(missing_ok=True)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for entry in entries.values():  # the backstop as (pid, start time): killed only if the same
+        pid, entry["backstop"] = entry["backstop"], None
+        if pid:
+            with contextlib.suppress(psutil.Error):
+                entry["backstop"] = [pid, psutil.Process(pid).create_time()]
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    temporary.write_text(json.dumps(entries))
+    temporary.replace(path)
+
+
+def ledger_path(state_dir: str | Path, host_id: str) -> Path:
+    """The ledger of the network faults of host ``host_id`` (its own folder)."""
+    return Path(state_dir) / "hosts" / host_id / LEDGER
+
+
+def sweep(path: Path) -> list[str]:
+    """Undo what a host agent that did not stop cleanly left in force (blocking: a few
+    commands); answers what was done, a line each. Its backstops are killed first."""
+    try:
+        entries = json.loads(path.read_text())
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError) as exc:
+        entries = {}
+        said = [f"network faults left: {path} unreadable ({exc}); removed"]
+    else:
+        said = []
+    for fault_id, entry in entries.items() if isinstance(entries, dict) else []:
+        try:
+            backstop = entry.get("backstop")
+            if backstop and same_process(int(backstop[0]), float(backstop[1])) is not None:
+                with contextlib.suppress(OSError):
+                    os.killpg(int(backstop[0]), signal.SIGKILL)  # its own session: sh and its sleep
+            undo = [[str(a) for a in argv] for argv in entry["undo"] if argv and argv[0] in UNDO_TOOLS]
+        except (AttributeError, KeyError, TypeError, ValueError, IndexError):
+            said.append(f"network fault {fault_id!s:.40}: a malformed entry, skipped")
+            continue
+        problems = _undo_now(undo)
+        said.append(
+            f"network fault {fault_id!s:.40} left in force by an agent that did not stop: undone"
+            + (f" (left: {'; '.join(problems)})" if problems else "")
+        )
+    path.unlink(missing_ok=True)
+    return said
+
+
+def _undo_now(commands: list[list[str]]) -> list[str]:
+    """_run_all, blocking (at a host's start, before its event loop has work)."""
+    problems = []
+    for argv in commands:
+        try:
+            done = subprocess.run(argv, capture_output=True, timeout=10, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            problems.append(f"{' '.join(argv)}: {exc}")
+            continue
+        err = done.stderr.decode(errors="replace").strip()
+        if done.returncode != 0 and "No such file" not in err and "Invalid handle" not in err:
+            problems.append(f"{' '.join(argv)}: {err.splitlines()[0] if err else done.returncode}")
+    return problems
+
 
 _per_owner: weakref.WeakKeyDictionary[Any, NetFaults] = weakref.WeakKeyDictionary()
 
 
 async def apply_net_fault(owner: Any, fault: NetFault) -> NetFaultApplied:
-    """Handle a NetFault for ``owner`` (a host agent: its start_soon and log are used)."""
+    """Handle a NetFault for ``owner`` (a host agent: its start_soon, log and config are used;
+    the faults in force are written down in its own folder)."""
     faults = _per_owner.get(owner)
     if faults is None:
         log = getattr(getattr(owner, "log", None), "write", lambda line: None)
-        faults = _per_owner[owner] = NetFaults(owner.start_soon, log)
+        config = getattr(owner, "config", None)
+        ledger = ledger_path(config.state_dir, config.host_id) if config is not None else None
+        faults = _per_owner[owner] = NetFaults(owner.start_soon, log, ledger)
     return await faults.handle(fault)
 
 

@@ -37,6 +37,7 @@ from fabric.guest.plugin_agents.remote_exec import EXEC_SOCKET
 from fabric.guest.provision import disk_of
 from fabric.host.agent import HostAgent, UnknownInstance
 from fabric.host.hangs import Hangs, own_processes, signal_self
+from fabric.host.hangs import ledger_path as hangs_ledger
 from fabric.host.messages import (
     MAX_CHUNK,
     MAX_ENDPOINTS,
@@ -163,7 +164,9 @@ class RemoteHostAgent(HostAgent):
         self.roots: dict[str, str] = {}
         self.shells = ShellRelays()
         self._prune_due = False
-        self.hangs = Hangs(self.start_soon, lambda line: self.log.write(line))
+        self.hangs = Hangs(
+            self.start_soon, lambda line: self.log.write(line), hangs_ledger(config.state_dir, config.host_id)
+        )
 
     async def receive(self, message: Any) -> Any:
         """The controller's asks, re-rooted; packages and ports."""
