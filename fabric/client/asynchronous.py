@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from urllib.parse import quote
 
 import anyio
@@ -19,20 +19,26 @@ import msgspec
 from fabric.client.errors import ClientError, NoFabricRunning, NotFound, refusal, unreachable
 from fabric.controller.chaos.messages import FaultList, FaultRecord, Inject, TargetMap, WatchBatch, WatchStart
 from fabric.controller.events import MAX_PAGE, EventPage
-from fabric.controller.instance_logs import InstanceLog
 from fabric.controller.messages import (
     DeploymentPage,
     DeploymentView,
+    InstanceLog,
     InstanceView,
+    OperationView,
     PublicEndpoint,
     Slot,
     UpgradeMode,
 )
 from fabric.frontend import api
-from fabric.frontend import certificates as cert_api
-from fabric.frontend import cluster_routes as cluster_api
-from fabric.frontend import remote as remote_api
 from fabric.frontend.auth import read_api_url, read_token
+
+if TYPE_CHECKING:
+    # These routes' bodies sit beside their handlers, which import the certificate store
+    # (cryptography), the controller's host admin and the guest's agents: each method below
+    # imports its module when called, so only `fabric cert|token|hosts|exec` pays for it.
+    from fabric.frontend import certificates as cert_api
+    from fabric.frontend import cluster_routes as cluster_api
+    from fabric.frontend import remote as remote_api
 
 T = TypeVar("T")
 
@@ -232,17 +238,23 @@ class AsyncFabricClient:
         password: str = "",
     ) -> cert_api.Certificate:
         """Add Service Certificate: a PFX, or a PEM certificate with its key."""
+        from fabric.frontend import certificates as cert_api  # see TYPE_CHECKING above
+
         body = cert_api.CertificateFile(data=data, certificate_format=certificate_format, password=password)
         path = f"{await self._services()}/{service}/certificates"
         return await self._call("POST", path, cert_api.Certificate, body)
 
     async def certificates(self, service: str) -> list[cert_api.Certificate]:
         """List Service Certificates."""
+        from fabric.frontend import certificates as cert_api  # see TYPE_CHECKING above
+
         path = f"{await self._services()}/{service}/certificates"
         return (await self._call("GET", path, cert_api.Certificates)).certificates
 
     async def certificate(self, service: str, thumbprint: str) -> cert_api.Certificate:
         """Get Service Certificate (``thumbprint``: hex, or sha1-<hex>)."""
+        from fabric.frontend import certificates as cert_api  # see TYPE_CHECKING above
+
         path = f"{await self._services()}/{service}/certificates/{_thumbprint_path(thumbprint)}"
         return await self._call("GET", path, cert_api.Certificate)
 
@@ -255,11 +267,15 @@ class AsyncFabricClient:
 
     async def create_token(self, ttl: float, description: str = "") -> cluster_api.NewToken:
         """A bootstrap token valid ``ttl`` seconds, with the join command's other parts."""
+        from fabric.frontend import cluster_routes as cluster_api  # see TYPE_CHECKING above
+
         body = cluster_api.CreateToken(ttl=ttl, description=description)
         return await self._call("POST", "/cluster/tokens", cluster_api.NewToken, body)
 
     async def tokens(self) -> list[cluster_api.TokenInfo]:
         """The bootstrap tokens not expired yet (never their secrets)."""
+        from fabric.frontend import cluster_routes as cluster_api  # see TYPE_CHECKING above
+
         return await self._call("GET", "/cluster/tokens", list[cluster_api.TokenInfo])
 
     async def delete_token(self, token_id: str) -> None:
@@ -268,6 +284,8 @@ class AsyncFabricClient:
 
     async def hosts(self, offset: int = 0, limit: int = 100, pool: str | None = None) -> cluster_api.HostPage:
         """A page of every host, local and joined (``limit`` up to 500)."""
+        from fabric.frontend import cluster_routes as cluster_api  # see TYPE_CHECKING above
+
         return await self._call(
             "GET", "/cluster/hosts", cluster_api.HostPage, offset=offset, limit=limit, pool=pool
         )
@@ -284,21 +302,23 @@ class AsyncFabricClient:
 
     async def cordon(self, name: str) -> cluster_api.HostView:
         """Place no new instance on host ``name`` (kept over restarts)."""
+        from fabric.frontend import cluster_routes as cluster_api  # see TYPE_CHECKING above
+
         return await self._call("POST", f"/cluster/hosts/{_segment(name)}/cordon", cluster_api.HostView)
 
     async def uncordon(self, name: str) -> cluster_api.HostView:
         """Let placement use host ``name`` again."""
+        from fabric.frontend import cluster_routes as cluster_api  # see TYPE_CHECKING above
+
         return await self._call("POST", f"/cluster/hosts/{_segment(name)}/uncordon", cluster_api.HostView)
 
     async def drain(self, name: str) -> str:
         """Cordon host ``name`` and move its instances away; returns the request id."""
         return await self._start("POST", f"/cluster/hosts/{_segment(name)}/drain")
 
-    async def host_operation(self, request_id: str) -> cluster_api.OperationView:
+    async def host_operation(self, request_id: str) -> OperationView:
         """A host operation's state, its progress in ``description``."""
-        return await self._call(
-            "GET", f"/cluster/operations/{_segment(request_id)}", cluster_api.OperationView
-        )
+        return await self._call("GET", f"/cluster/operations/{_segment(request_id)}", OperationView)
 
     # -- remote access -------------------------------------------------------------------------------
 
@@ -306,6 +326,8 @@ class AsyncFabricClient:
         self, service: str, slot: Slot, instance: str, command: list[str], *, timeout: float = 60.0
     ) -> remote_api.ExecResult:
         """Run ``command`` in ``instance`` as its role's account (RemoteAccess must be enabled)."""
+        from fabric.frontend import remote as remote_api  # see TYPE_CHECKING above
+
         body = remote_api.ExecRequest(command=command, timeout_seconds=timeout)
         path = f"{await self._slot(service, slot)}/roleinstances/{instance}/exec"
         resp = await self.request("POST", path, body=body, timeout=timeout + 30)

@@ -2,12 +2,43 @@
 
 from __future__ import annotations
 
-from fabric.controller.client import ask as ask
-from fabric.controller.client import wait_operation as wait_operation
-from fabric.controller.controller import FabricController as FabricController
-from fabric.controller.hosts import HostFactory as HostFactory
-from fabric.controller.hosts import spawn_host_process as spawn_host_process
-from fabric.controller.messages import ControllerError as ControllerError
-from fabric.controller.model import vm_name as vm_name
-from fabric.controller.store import Store as Store
-from fabric.controller.store import StoreError as StoreError
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Loaded on first use: importing a module of this package (its messages, say,
+# as the API client does) must not start the whole controller.
+_EXPORTS: dict[str, str] = {
+    "ask": "fabric.controller.client",
+    "wait_operation": "fabric.controller.client",
+    "FabricController": "fabric.controller.controller",
+    "HostFactory": "fabric.controller.hosts",
+    "spawn_host_process": "fabric.controller.hosts",
+    "ControllerError": "fabric.controller.messages",
+    "vm_name": "fabric.controller.model",
+    "Store": "fabric.controller.store",
+    "StoreError": "fabric.controller.store",
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from fabric.controller.client import ask as ask
+    from fabric.controller.client import wait_operation as wait_operation
+    from fabric.controller.controller import FabricController as FabricController
+    from fabric.controller.hosts import HostFactory as HostFactory
+    from fabric.controller.hosts import spawn_host_process as spawn_host_process
+    from fabric.controller.messages import ControllerError as ControllerError
+    from fabric.controller.model import vm_name as vm_name
+    from fabric.controller.store import Store as Store
+    from fabric.controller.store import StoreError as StoreError
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name from its module the first time it is used."""
+    try:
+        module = _EXPORTS[name]
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

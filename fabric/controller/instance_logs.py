@@ -3,26 +3,14 @@ controller asks the host for them over the link (a local host's are read from th
 
 from __future__ import annotations
 
-import msgspec
-
 from actors import Actor, ActorError, AskTimeout, Request
 from fabric.controller.instance_relay import answer_in_task, ask_host, joined_host
-from fabric.controller.messages import ControllerError, Slot
+from fabric.controller.messages import ControllerError, InstanceLog, Slot
 from fabric.controller.state import ControllerState
 from fabric.host.messages import MAX_LOG_READ, GuestLog, ReadGuestLog
 
 #: how long a host may take to read a log
 READ_TIMEOUT = 30.0
-
-
-class InstanceLog(msgspec.Struct, frozen=True, kw_only=True):
-    """An instance's logs on its joined host (see fabric.host.messages.GuestLog)."""
-
-    host: str
-    vm: str
-    logs: dict[str, int]
-    data: bytes = b""
-    size: int = 0
 
 
 class ReadInstanceLog(Request[InstanceLog], frozen=True, kw_only=True):

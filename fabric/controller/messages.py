@@ -218,3 +218,13 @@ class DeploymentPage(msgspec.Struct, frozen=True, kw_only=True):
     #: instances in the deployment, on every page
     total: int
     next_cursor: str = ""
+
+
+class InstanceLog(msgspec.Struct, frozen=True, kw_only=True):
+    """An instance's logs on its joined host (see fabric.host.messages.GuestLog)."""
+
+    host: str
+    vm: str
+    logs: dict[str, int]
+    data: bytes = b""
+    size: int = 0

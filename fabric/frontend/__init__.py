@@ -10,9 +10,37 @@ and clients find it through ``<state>/api`` and ``<state>/token`` (see ``client.
 
 from __future__ import annotations
 
-from fabric.frontend.api import ApiError as ApiError
-from fabric.frontend.ffe import Ffe as Ffe
-from fabric.frontend.ffe import Pool as Pool
-from fabric.frontend.rdfe import Rdfe as Rdfe
-from fabric.frontend.rdfe import serve_api as serve_api
-from fabric.frontend.store import StoreError as StoreError
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Loaded on first use: importing a module of this package (its API messages, say,
+# as the API client does) must not load RDFE, the portal and the metrics.
+_EXPORTS: dict[str, str] = {
+    "ApiError": "fabric.frontend.api",
+    "Ffe": "fabric.frontend.ffe",
+    "Pool": "fabric.frontend.ffe",
+    "Rdfe": "fabric.frontend.rdfe",
+    "serve_api": "fabric.frontend.rdfe",
+    "StoreError": "fabric.frontend.store",
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from fabric.frontend.api import ApiError as ApiError
+    from fabric.frontend.ffe import Ffe as Ffe
+    from fabric.frontend.ffe import Pool as Pool
+    from fabric.frontend.rdfe import Rdfe as Rdfe
+    from fabric.frontend.rdfe import serve_api as serve_api
+    from fabric.frontend.store import StoreError as StoreError
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name from its module the first time it is used."""
+    try:
+        module = _EXPORTS[name]
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from fabric.controller.instance_logs import InstanceLog, ReadInstanceLog
+from fabric.controller.instance_logs import ReadInstanceLog
+from fabric.controller.messages import InstanceLog
 from fabric.frontend._http import Request, Response
 from fabric.frontend.api import ApiError, not_found
 from fabric.frontend.ffe import Forward
