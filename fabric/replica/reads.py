@@ -103,8 +103,8 @@ async def _route(db: Database, r: Request) -> tuple[msgspec.Struct, str]:
             if limit is None and cursor:
                 raise bad_request("cursor goes with limit (a page of instances)")
             missing = not_found(f"hosted service {hosted.name} has no deployment in the {slot} slot")
-            if hosted.pool is None:
-                raise missing
+            # the row alone says whether it exists: RDFE records the pool only after the
+            # controller accepted the deployment, and the leader's views may hold both by then
             found = (await rows.read([deployment_key(hosted.name, slot)])).get(
                 deployment_key(hosted.name, slot)
             )

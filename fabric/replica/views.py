@@ -53,14 +53,14 @@ class Stored(msgspec.Struct, frozen=True):
 async def snapshot(ffe: Ref, rdfe: Any) -> dict[str, bytes]:
     """Every row as the leader's API would answer now (``rdfe``: its RDFE app, None: not yet)."""
     rows: dict[str, bytes] = {}
-    if rdfe is not None:
-        rows[SUBSCRIPTIONS] = msgspec.json.encode(rdfe.store.subscriptions)
     pools: list[PoolInfo] = await ffe.ask(ListPools(), timeout=LIST_TIMEOUT)
     rows[POOLS] = msgspec.json.encode(pools)
     every: dict[str, list[DeploymentView]] = await ffe.ask(ListAll(), timeout=LIST_TIMEOUT)
     for views in every.values():
         for view in views:
             rows[deployment_key(view.service, view.slot)] = msgspec.json.encode(view)
+    if rdfe is not None:  # after the deployments: a hosted service exists before its deployments
+        rows[SUBSCRIPTIONS] = msgspec.json.encode(rdfe.store.subscriptions)
     return rows
 
 
