@@ -20,6 +20,7 @@ import msgspec
 from fabric.chaos.cli import plan, replay, run
 from fabric.chaos.scenario import ScenarioError
 from fabric.client import AsyncFabricClient
+from fabric.commands import chaos_replicas
 from fabric.commands.client import state_dir_option, user_errors
 from fabric.controller.chaos.messages import (
     PLACES,
@@ -348,5 +349,5 @@ def rollback(fault_id: str | None, state_dir: Path) -> None:
         click.echo(f"{r.id} {r.label}: {r.state}: {r.detail}")
 
 
-for _command in (run, replay, plan):
-    chaos.add_command(_command)
+for _command in (run, replay, plan, chaos_replicas.replica, chaos_replicas.database):
+    chaos.add_command(_command)  # replica, database: the control plane's faults

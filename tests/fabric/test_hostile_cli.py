@@ -18,8 +18,12 @@ from fabric.cli import main
 def commands(
     group: click.Group = main, path: tuple[str, ...] = ()
 ) -> Iterator[tuple[tuple[str, ...], click.Command]]:
-    """Every command under ``group``, with the words that name it."""
-    for name, command in sorted(group.commands.items()):
+    """Every command under ``group``, with the words that name it (through list_commands and
+    get_command: the top group loads its commands on demand)."""
+    ctx = click.Context(group)
+    for name in sorted(group.list_commands(ctx)):
+        command = group.get_command(ctx, name)
+        assert command is not None, name
         yield (*path, name), command
         if isinstance(command, click.Group):
             yield from commands(command, (*path, name))
