@@ -13,6 +13,9 @@ JSON message:
 - ``Join`` (token, certificate request, cores, fault domain) -> ``Signed`` or ``Refused``.
 - ``Renew`` (a certificate request), on a connection that shows the host's current client
   certificate: signed for the name that certificate carries, and for no other.
+- ``HangState`` (a hang's id), on a connection that shows a host's certificate: whether a hang
+  of that host's own processes was undone before its end (its backstop, the one process of the
+  host still running, asks: fabric.cluster.hang_end).
 
 The host's key is made on the host and never leaves it: only its certificate request travels.
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import random
+import socket
 import ssl
 import time
 from collections.abc import Callable
@@ -65,6 +69,18 @@ class Renew(msgspec.Struct, frozen=True, tag=True, kw_only=True):
     csr: str
 
 
+class HangState(msgspec.Struct, frozen=True, tag=True, kw_only=True):
+    """A hung host's backstop: was hang ``id`` of this host undone?"""
+
+    id: str
+
+
+class HangAnswer(msgspec.Struct, frozen=True, tag=True, kw_only=True):
+    """Whether the hang was undone (the host is to resume now)."""
+
+    undone: bool
+
+
 class CAInfo(msgspec.Struct, frozen=True, tag=True, kw_only=True):
     """The CA certificate, PEM."""
 
@@ -86,11 +102,16 @@ class Refused(msgspec.Struct, frozen=True, tag=True, kw_only=True):
     reason: str
 
 
-Message = GetCA | Join | Renew | CAInfo | Signed | Refused
+Message = GetCA | Join | Renew | HangState | CAInfo | Signed | Refused | HangAnswer
 
 
 class JoinRefused(Exception):
     """The controller (or the pinned CA) refused the host; the message is one line."""
+
+
+class JoinUnreachable(JoinRefused):
+    """The join port did not answer (connection refused or reset, closed, timed out): it may
+    answer if asked again, unlike a refusal."""
 
 
 async def _send(stream: anyio.abc.ByteStream, message: Message) -> None:
@@ -143,6 +164,8 @@ class JoinService:
     host_port: int
     lifetime: float
     on_joined: Callable[[HostJoined], object] = lambda joined: None
+    #: whether a hang of a host's own processes, (host name, hang id), was undone
+    hang_undone: Callable[[str, str], bool] = lambda host, hang: False
 
     async def handle(self, request: Message, peer_cert: dict[str, Any] | None, address: str) -> Message:
         """The answer to one request."""
@@ -179,6 +202,11 @@ class JoinService:
                 return Signed(
                     name=name, cert=cert.decode(), ca=self.ca.cert_pem.decode(), host_port=self.host_port
                 )
+            case HangState(id=hang):
+                names = _names(peer_cert)
+                if not names:
+                    return Refused(reason="ask about a hang with the host's certificate")
+                return HangAnswer(undone=self.hang_undone(names[0], hang))
         return Refused(reason=f"the join port does not answer {type(request).__name__}")
 
     def _joined(
@@ -279,13 +307,18 @@ async def _ask(
     except ssl.SSLCertVerificationError as exc:
         raise JoinRefused(f"the controller at {where} is not the one pinned: {exc.verify_message}") from None
     except TimeoutError:
-        raise JoinRefused(f"the join port {where} did not answer within {JOIN_TIMEOUT:g} s") from None
+        raise JoinUnreachable(f"the join port {where} did not answer within {JOIN_TIMEOUT:g} s") from None
     except anyio.EndOfStream:
-        raise JoinRefused(
+        raise JoinUnreachable(
             f"the join port {where} closed the connection without an answer (see the controller's log)"
         ) from None
+    except socket.gaierror as exc:  # a name that does not resolve: asking again will not help
+        raise JoinRefused(f"cannot reach the join port {where}: {exc}") from None
     except (OSError, ssl.SSLError, anyio.BrokenResourceError) as exc:
-        raise JoinRefused(f"cannot reach the join port {where}: {str(exc) or type(exc).__name__}") from None
+        why = "the connection dropped" if isinstance(exc, anyio.BrokenResourceError) else exc
+        raise JoinUnreachable(
+            f"cannot reach the join port {where}: {str(why) or type(exc).__name__}"
+        ) from None
     except (ValueError, msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise JoinRefused(f"the join port {where} answered nonsense: {exc}") from None
 
@@ -347,6 +380,20 @@ async def renew(host: str, port: int, ca_pem: bytes, cert: Path, key: Path, csr:
     context.load_cert_chain(cert, key)
     answer = await _ask(host, port, context, Renew(csr=csr.decode()), host)
     return _signed(answer, host, port)
+
+
+async def hang_undone(host: str, port: int, ca_pem: bytes, cert: Path, hang: str) -> bool:
+    """Whether the controller undid hang ``hang`` of this host (asked with its certificate).
+
+    Raises:
+        JoinRefused: refused, or the controller unreachable.
+    """
+    context = _client_context(ca_pem)
+    context.load_cert_chain(cert, cert)
+    answer = await _ask(host, port, context, HangState(id=hang), host)
+    if not isinstance(answer, HangAnswer):
+        raise JoinRefused(f"the join port {host}:{port} did not answer about the hang: {answer}")
+    return answer.undone
 
 
 def _signed(answer: Message, host: str, port: int) -> Signed:

@@ -46,6 +46,7 @@ from fabric.cluster.join import HostJoined, JoinService, server_context
 from fabric.cluster.node import AGENT, MAX_CONTROLLERS, ControllerAddresses, GetHostInfo, HostInfo
 from fabric.cluster.tokens import TokenStore
 from fabric.controller import shared_folder
+from fabric.controller.chaos.joined import hang_undone
 from fabric.host.messages import GetHostSettings, HostHeartbeat, InstanceStatusChanged, ReportKey
 from fabric.host.remote import REPORTS, ControllerSettings, JoinedLinkLost, JoinedReport
 from fabric.settings import Settings
@@ -324,7 +325,9 @@ async def serve_cluster(
     cert, key = await anyio.to_thread.run_sync(ca.server_files, host)
     roster = Roster(folder, settings)
     tokens = TokenStore(folder)
-    service = JoinService(ca, tokens, port, settings.host_certificate_lifetime, roster.joined)
+    service = JoinService(
+        ca, tokens, port, settings.host_certificate_lifetime, roster.joined, hang_undone=hang_undone
+    )
     context = await anyio.to_thread.run_sync(server_context, cert, key, ca.cert_path)
     listener = await system.listen(
         host,

@@ -167,14 +167,21 @@ def own_processes(whole: bool) -> list[Proc]:
     return [agent, *(scan(os.getpid()).procs if whole else [])]
 
 
-async def signal_self(procs: list[Proc], action: str, seconds: float) -> None:
+async def signal_self(
+    procs: list[Proc], action: str, seconds: float, backstop: list[str] | None = None, hang: str = ""
+) -> None:
     """Do ``action`` to this host's own processes (this one first in ``procs``), a moment after
     the answer left: kill or crash them, or stop them for ``seconds`` with a backstop of its
-    own session that resumes them then."""
+    own session that resumes them then (``backstop``: its command, which is also given the
+    hang's id, and resumes them as soon as the hang is undone: fabric.cluster.hang_end)."""
     await anyio.sleep(ANSWER_FIRST)
     me, others = procs[0], procs[1:]
     if action == "stop":
-        argv = [sys.executable, "-m", "fabric.host.hangs", f"{seconds:.3f}"]
+        argv = (
+            [*backstop, f"{seconds:.3f}", hang]
+            if backstop
+            else [sys.executable, "-m", "fabric.host.hangs", f"{seconds:.3f}"]
+        )
         argv += [f"{p.pid}:{p.started!r}" for p in procs]
         # Not waited for: it outlives this process's stop and resumes it (then it is reaped by
         # the next subprocess this process starts, or by init).

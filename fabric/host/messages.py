@@ -294,6 +294,9 @@ class SignalHost(Request[list[HostProcess]], frozen=True, tag=True, kw_only=True
     place: Literal["host", "host-agent"]
     action: Literal["kill", "crash", "stop"]
     duration: Annotated[float, msgspec.Meta(ge=0, le=MAX_HANG)] = 0.0
+    #: a stop: its id, which the host's backstop asks the controller's join port about (an undo
+    #: before the end resumes the host then); "": it waits for the end
+    id: Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9]{0,32}$")] = ""
 
 
 #: the most bytes one relayed shell step carries either way, and open shells per joined host

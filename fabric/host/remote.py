@@ -68,7 +68,7 @@ from fabric.host.messages import (
     StartGuest,
     VmProcess,
 )
-from fabric.host.packages import INSTANCE, PackageCache, PackageError, reroot
+from fabric.host.packages import INSTANCE, PackageCache, PackageError, PackageMissing, reroot
 from fabric.host.processes import Proc, scan, signal_processes
 from fabric.host.prune import prune_certificates
 from fabric.host.shell_relay import ShellRelays
@@ -146,10 +146,21 @@ class RemoteHostAgent(HostAgent):
         address: the address its instances listen on (the controller and its load balancers
             connect there).
         memory_mb: the machine's memory.
+        hang_backstop: the command that resumes a hang of its own processes (see signal_self).
     """
 
-    def __init__(self, config: HostConfig, *, reports: Ref, address: str, memory_mb: int) -> None:
+    def __init__(
+        self,
+        config: HostConfig,
+        *,
+        reports: Ref,
+        address: str,
+        memory_mb: int,
+        hang_backstop: list[str] | None = None,
+    ) -> None:
         super().__init__(config)
+        #: the command of the backstop of a hang of its own processes (None: fabric.host.hangs's)
+        self.hang_backstop = hang_backstop
         self.reports = reports
         self.address = address
         self.memory_mb = memory_mb
@@ -209,11 +220,11 @@ class RemoteHostAgent(HostAgent):
                 self._guest(instance_id)  # UnknownInstance for a VM this host does not run
                 self._answer_later(self._signal_vm(message))
                 return None
-            case SignalHost(place=place, action=action, duration=duration):
+            case SignalHost(place=place, action=action, duration=duration, id=hang):
                 if action == "stop" and not duration:
                     raise ValueError("a joined host's own processes are stopped only for a duration")
                 procs = await anyio.to_thread.run_sync(own_processes, place == "host")
-                self.start_soon(signal_self, procs, action, duration)
+                self.start_soon(signal_self, procs, action, duration, self.hang_backstop, hang)
                 return [_listed(p) for p in procs[:MAX_LISTED]]
             case ListProcesses():
                 procs = await anyio.to_thread.run_sync(own_processes, True)
@@ -246,7 +257,7 @@ class RemoteHostAgent(HostAgent):
         """A GuestConfig as this host runs it (PackageError when the package is missing)."""
         folder = self.packages.path(package)
         if not folder.is_dir():
-            raise PackageError(f"package {package[:12]} is not on host {self.config.host_id}; ship it first")
+            raise PackageMissing(f"package {package[:12]} is not on host {self.config.host_id}; ship it first")
         local = reroot(config, Path(self.config.state_dir), folder)
         self.roots[config.instance_id] = config.vm_root
         return local

@@ -225,14 +225,18 @@ async def _joined_process_fault(world: World, fault: Kill | Crash | Hang, inst: 
 
 async def _joined_host_fault(world: World, fault: Kill | Crash | Hang, dep: Deployment, host: str) -> Applied:
     """The same fault on a joined host's own processes (fabric.controller.chaos.joined)."""
-    hits, instances, detail, seconds = await joined.host_fault(world.state, world.held, fault, dep, host)
+    hits, instances, detail, seconds, hang = await joined.host_fault(
+        world.state, world.held, fault, dep, host
+    )
     if seconds is None:
         return Applied(hits, instances, detail=detail)
 
     async def ended() -> str:
         world.held.discard(("process", f"{host}/host"))
+        joined.mark_undone(host, hang)
         return (
-            f"host {host} resumes its processes itself at the fault's end (a stopped host cannot be reached)"
+            f"host {host} resumes its processes itself: its backstop asks the join port every "
+            "half second (a stopped host cannot be reached over its link)"
         )
 
     return Applied(hits, instances, undo=ended, detail=detail)

@@ -3,7 +3,8 @@
 - ``kill``/``crash``/``hang`` of ``host-agent`` (the `fabric host join` process) or ``host`` (it
   and everything under it): the host's agent does it to itself (SignalHost), after its answer.
   A stopped agent cannot be reached to undo a hang, so such a hang needs a duration: the host
-  resumes itself at its end (a backstop process there, fabric.host.hangs).
+  resumes itself at its end, or when it is undone before: a backstop process there asks the
+  join port meanwhile whether it was (fabric.cluster.hang_end; ``hang_undone`` answers).
 - A hang of a VM's processes there is resumed by that host at its end even when the controller
   cannot reach it any more: the host is told the end (the fault's duration and a little more,
   so the controller's own undo normally comes first), or, for a hang until undone, a lease this
@@ -14,6 +15,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 from typing import Any, Literal, TypeVar
 
 import anyio
@@ -40,6 +42,22 @@ LEASE = 30.0
 GRACE = 1.0
 SIGNALS = {"kill": "SIGKILL", "crash": "SIGABRT", "stop": "SIGSTOP"}
 T = TypeVar("T")
+#: the most undone hangs remembered for their hosts' backstops (the oldest forgotten first)
+MAX_UNDONE = 1000
+#: hangs of joined hosts' own processes undone before their end: (host, hang id), oldest first
+_undone: dict[tuple[str, str], None] = {}
+
+
+def mark_undone(host: str, hang: str) -> None:
+    """Hang ``hang`` of ``host`` was undone: its backstop, asking, resumes the host."""
+    _undone[(host, hang)] = None
+    while len(_undone) > MAX_UNDONE:
+        del _undone[next(iter(_undone))]
+
+
+def hang_undone(host: str, hang: str) -> bool:
+    """Whether hang ``hang`` of ``host`` was undone (the join port answers a backstop)."""
+    return (host, hang) in _undone
 
 
 def vm_stop_seconds(fault: Hang) -> float:
@@ -80,9 +98,9 @@ async def ask_host(state: ControllerState, host: str, request: Request[Any], ans
 
 async def host_fault(
     state: ControllerState, held: set[tuple[str, str]], fault: Kill | Crash | Hang, dep: Deployment, host: str
-) -> tuple[list[Hit], list[str], str, float | None]:
+) -> tuple[list[Hit], list[str], str, float | None, str]:
     """Kill, crash or hang a joined host's own processes (its agent, or the whole host).
-    Returns the hits, the instances hit, the detail, and (a hang) how long it lasts.
+    Returns the hits, the instances hit, the detail, and (a hang) how long it lasts and its id.
 
     Raises:
         ControllerError: a hang without a duration, one in force already, or the host unreachable.
@@ -102,7 +120,8 @@ async def host_fault(
         if ("process", f"{host}/host") in held:
             raise targets.refuse(f"host {host} is already hung by another fault", "ConflictError", 409)
         seconds = fault.duration
-    request = SignalHost(place=place, action=action, duration=seconds or 0.0)
+    hang = secrets.token_hex(8) if seconds is not None else ""
+    request = SignalHost(place=place, action=action, duration=seconds or 0.0, id=hang)
     found = await ask_host(state, host, request, list[HostProcess])
     if seconds is not None:
         held.add(("process", f"{host}/host"))
@@ -125,8 +144,8 @@ async def host_fault(
     more = f" and {len(procs) - 1} process(es) under it" if len(procs) > 1 else ""
     detail = f"{SIGNALS[action]} {what}{more} on host {host}"
     if seconds is not None:
-        detail += f"; it resumes them itself in {seconds:g} s"
-    return hits, instances, detail, seconds
+        detail += f"; it resumes them itself in {seconds:g} s, or when undone"
+    return hits, instances, detail, seconds, hang
 
 
 async def joined_processes(state: ControllerState, procs: ProcessMap) -> ProcessMap:

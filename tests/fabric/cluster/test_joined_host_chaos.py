@@ -1,8 +1,8 @@
 """Chaos on a joined host's own processes, for real (a `fabric serve --listen` and a `fabric host
 join` on a loopback alias): `fabric chaos targets` lists that host's processes as it sees them;
 a hang of a VM's role host there ends at its end even while no controller runs (the host's own
-timer); a hang of the whole host ends by itself (a backstop of the host's); a kill of its agent
-kills the `fabric host join` process."""
+timer); a hang of the whole host ends when undone (a backstop of the host's asks the join port);
+a kill of its agent kills the `fabric host join` process."""
 
 from __future__ import annotations
 
@@ -89,12 +89,16 @@ async def test_chaos_on_a_joined_hosts_own_processes(tmp_path: Path) -> None:
             finally:
                 c.serve.send_signal(signal.SIGCONT)
 
-            # the whole host hung for 4 s: stopped, then resumed by h1 itself
+            # the whole host hung for 5 minutes: stopped, then resumed by h1 itself as soon as the
+            # hang is undone (its backstop asks the join port), long before its end
             await c.wait_hosts({"h1"})
-            record = await chaos(c, "hang", "--target", "host", "--host", "h1", "--duration", "4")
-            assert "it resumes them itself in 4 s" in str(record["detail"]), record
+            record = await chaos(c, "hang", "--target", "host", "--host", "h1", "--duration", "300")
+            assert "it resumes them itself in 300 s, or when undone" in str(record["detail"]), record
             await poll(lambda: stopped(join.pid) and stopped(worker), 20, "h1 stopped whole")
-            # (its VMs' watchdog may restart what was stopped that long: nothing stays stopped)
+            async with c.client() as client:
+                [undone] = await client.undo(str(record["id"]))
+            assert undone.state == "undone" and "its backstop asks the join port" in undone.detail, undone
+            # (its VMs' watchdog may restart what was stopped: nothing stays stopped)
             await poll(lambda: running(join.pid) and not any_stopped(join.pid), 30, "h1 resumed whole")
 
             # kill its agent: the `fabric host join` process goes
