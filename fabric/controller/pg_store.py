@@ -399,8 +399,13 @@ class PostgresStore(GoalStore):
             StoreUnavailable: no connection.
             StoreError: a schema from a newer fabric.
         """
+        # the schema is made or changed once, under the default deadline: a short write
+        # deadline is for the goal state's writes, not for a migration on a loaded server
         db = Database(
-            url, max_connections=max_connections, name=f"fabric-{pool}", write_deadline=write_deadline
+            url,
+            max_connections=max_connections,
+            name=f"fabric-{pool}",
+            write_deadline=max(write_deadline, WRITE_DEADLINE),
         )
         await db.open()
         try:
@@ -408,6 +413,7 @@ class PostgresStore(GoalStore):
         except BaseException:
             await db.aclose()
             raise
+        db.write_deadline = write_deadline
         return cls(db, pool, fence)
 
     @asynccontextmanager

@@ -161,6 +161,20 @@ async def test_postgresql_refuses_a_schema_from_the_future(postgres: PostgresSer
         await open_goal_store(url, tmp_path, "east")
 
 
+async def test_postgresql_migrates_under_the_default_deadline_whatever_the_write_deadline(
+    postgres: PostgresServer,
+) -> None:
+    from fabric.controller.pg_store import PostgresStore
+
+    # a write deadline shorter than any migration (a test's, or a tight lease's): the schema is
+    # still made, and the store's writes keep the short deadline
+    store = await PostgresStore.open(postgres.create_database(), "east", write_deadline=0.001)
+    try:
+        assert store.db.write_deadline == 0.001
+    finally:
+        await store.aclose()
+
+
 async def test_postgresql_migrates_an_older_table_by_adding_columns(
     postgres: PostgresServer, tmp_path: Path
 ) -> None:
