@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import random
+import socket
 import ssl
 import time
 from collections.abc import Callable
@@ -106,6 +107,11 @@ Message = GetCA | Join | Renew | HangState | CAInfo | Signed | Refused | HangAns
 
 class JoinRefused(Exception):
     """The controller (or the pinned CA) refused the host; the message is one line."""
+
+
+class JoinUnreachable(JoinRefused):
+    """The join port did not answer (connection refused or reset, closed, timed out): it may
+    answer if asked again, unlike a refusal."""
 
 
 async def _send(stream: anyio.abc.ByteStream, message: Message) -> None:
@@ -301,13 +307,18 @@ async def _ask(
     except ssl.SSLCertVerificationError as exc:
         raise JoinRefused(f"the controller at {where} is not the one pinned: {exc.verify_message}") from None
     except TimeoutError:
-        raise JoinRefused(f"the join port {where} did not answer within {JOIN_TIMEOUT:g} s") from None
+        raise JoinUnreachable(f"the join port {where} did not answer within {JOIN_TIMEOUT:g} s") from None
     except anyio.EndOfStream:
-        raise JoinRefused(
+        raise JoinUnreachable(
             f"the join port {where} closed the connection without an answer (see the controller's log)"
         ) from None
+    except socket.gaierror as exc:  # a name that does not resolve: asking again will not help
+        raise JoinRefused(f"cannot reach the join port {where}: {exc}") from None
     except (OSError, ssl.SSLError, anyio.BrokenResourceError) as exc:
-        raise JoinRefused(f"cannot reach the join port {where}: {str(exc) or type(exc).__name__}") from None
+        why = "the connection dropped" if isinstance(exc, anyio.BrokenResourceError) else exc
+        raise JoinUnreachable(
+            f"cannot reach the join port {where}: {str(why) or type(exc).__name__}"
+        ) from None
     except (ValueError, msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise JoinRefused(f"the join port {where} answered nonsense: {exc}") from None
 

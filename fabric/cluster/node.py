@@ -47,7 +47,8 @@ from actors import (
     open_system,
 )
 from fabric.cluster.ca import HOST_NAME, csr_for, key_pem, new_key, validity, verify_signed_by, write_private
-from fabric.cluster.join import Join, JoinRefused, fetch_ca, join, renew, renewal_delay
+from fabric.cluster.join import Join, JoinRefused, Signed, fetch_ca, join, renew, renewal_delay
+from fabric.cluster.join_retry import patiently
 from fabric.host import hangs, net_faults
 from fabric.host.messages import GetHostSettings, HostConfig
 from fabric.host.remote import REPORTS, ControllerSettings, RemoteHostAgent
@@ -227,8 +228,10 @@ async def ensure_joined(
     cores: int,
     fault_domain: int,
     advertise: str = "",
+    patience: float = 0.0,
 ) -> JoinState:
-    """A valid certificate in the state folder: the one there, or a new one bought with the token.
+    """A valid certificate in the state folder: the one there, or a new one bought with the token
+    (tried again for ``patience`` seconds while the join port does not answer).
 
     Raises:
         JoinRefused: no valid certificate and no token (or a refused one, or a wrong CA hash).
@@ -256,20 +259,20 @@ async def ensure_joined(
     if address is None:
         raise JoinRefused("give the controller's ADDRESS with the token")
     controller, port = split_address(address)
-    ca_pem = await fetch_ca(controller, port + 1, ca_hash)
     key = await anyio.to_thread.run_sync(identity.private_key)
-    signed = await join(
-        controller,
-        port + 1,
-        ca_pem,
-        Join(
-            token=token,
-            csr=csr_for(key, name).decode(),
-            cores=cores,
-            fault_domain=fault_domain,
-            memory_mb=memory_mb(),
-        ),
+    request = Join(
+        token=token,
+        csr=csr_for(key, name).decode(),
+        cores=cores,
+        fault_domain=fault_domain,
+        memory_mb=memory_mb(),
     )
+
+    async def attempt() -> Signed:
+        ca_pem = await fetch_ca(controller, port + 1, ca_hash)
+        return await join(controller, port + 1, ca_pem, request)
+
+    signed = await patiently(attempt, patience, log.warning)
     state = JoinState(
         name=signed.name,
         controller=controller,

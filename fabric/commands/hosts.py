@@ -101,6 +101,14 @@ def host() -> None:
     show_default=True,
     help="This host's state folder.",
 )
+@click.option(
+    "--retry-for",
+    type=click.FloatRange(0, 3600),
+    default=120.0,
+    show_default=True,
+    help="Seconds a first join tries again while the controller does not answer (connection"
+    " refused, reset or timed out), with backoff and jitter, saying so; a refusal ends it at once.",
+)
 def join(
     address: str | None,
     token_: str | None,
@@ -110,6 +118,7 @@ def join(
     cores: int | None,
     advertise: str | None,
     state_dir: Path,
+    retry_for: float,
 ) -> None:
     """Join the controller at ADDRESS (its --listen ADDRESS:PORT) and run as its host until Ctrl-C.
 
@@ -139,6 +148,7 @@ def join(
             cores=cores or os.cpu_count() or 1,
             fault_domain=fault_domain,
             advertise=check_address(advertise) if advertise else "",
+            patience=retry_for,
         )
         click.echo(
             f"host {state.name} joined {state.controller}:{state.host_port}; Ctrl-C stops it", err=True
