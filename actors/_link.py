@@ -434,8 +434,13 @@ class Outbox:
         """Wait for queued frames and take them all, control frames first."""
         while not (self.buffer or self.control_buffer):
             self._wake = new_event()
-            await self._wake.wait()
-            self._wake = None
+            try:
+                await self._wake.wait()
+            finally:
+                # (also when the writer is cancelled, its link ending: a wake left behind would
+                # tell the next link's producers that its writer is idle while it writes, and
+                # they would write into the middle of its frames)
+                self._wake = None
         self._seal()  # its frames are on their way: none of them grows any more
         data = bytes(self.control_buffer + self.buffer) if self.control_buffer else bytes(self.buffer)
         self.control_buffer.clear()

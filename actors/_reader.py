@@ -235,13 +235,18 @@ class LinkReader:
         if not chunk:
             self._end()
             return yielded
+        # The chunk's frames are the link's backlog before any yield: a holder that gives the
+        # reading back (a handler that waited) or is cancelled meanwhile leaves them to the next
+        # holder, which dispatches them first (before: dispatched out of turn, or lost).
+        self._frames = self._splitter.split(chunk)
+        self._more = True
         self._reads += 1
         if self._reads >= FAIRNESS_READS:
             self._reads = 0
             await anyio.lowlevel.checkpoint()
+            if self.holder is not self._calls.current_task():
+                return True
             yielded = True
-        self._frames = self._splitter.split(chunk)
-        self._more = True
         pending = self._dispatch_backlog(enough)
         if pending is not None:
             return await self._wait_for(pending, enough) or yielded
