@@ -22,6 +22,8 @@ from fabric.controller.events import MAX_PAGE, EventPage
 from fabric.controller.messages import (
     DeploymentPage,
     DeploymentView,
+    HostPage,
+    HostView,
     InstanceLog,
     InstanceView,
     OperationView,
@@ -34,8 +36,8 @@ from fabric.frontend.auth import read_api_url, read_token
 
 if TYPE_CHECKING:
     # These routes' bodies sit beside their handlers, which import the certificate store
-    # (cryptography), the controller's host admin and the guest's agents: each method below
-    # imports its module when called, so only `fabric cert|token|hosts|exec` pays for it.
+    # (cryptography), the cluster's CA and the guest's agents: each method below imports its
+    # module when called, so only `fabric cert|token|exec` pays for it.
     from fabric.frontend import certificates as cert_api
     from fabric.frontend import cluster_routes as cluster_api
     from fabric.frontend import remote as remote_api
@@ -282,17 +284,13 @@ class AsyncFabricClient:
         """Revoke a bootstrap token (by its id)."""
         await self.request("DELETE", f"/cluster/tokens/{token_id}")
 
-    async def hosts(self, offset: int = 0, limit: int = 100, pool: str | None = None) -> cluster_api.HostPage:
+    async def hosts(self, offset: int = 0, limit: int = 100, pool: str | None = None) -> HostPage:
         """A page of every host, local and joined (``limit`` up to 500)."""
-        from fabric.frontend import cluster_routes as cluster_api  # see TYPE_CHECKING above
+        return await self._call("GET", "/cluster/hosts", HostPage, offset=offset, limit=limit, pool=pool)
 
-        return await self._call(
-            "GET", "/cluster/hosts", cluster_api.HostPage, offset=offset, limit=limit, pool=pool
-        )
-
-    async def all_hosts(self, pool: str | None = None) -> list[cluster_api.HostView]:
+    async def all_hosts(self, pool: str | None = None) -> list[HostView]:
         """Every host, page by page."""
-        found: list[cluster_api.HostView] = []
+        found: list[HostView] = []
         offset: int | None = 0
         while offset is not None:
             page = await self.hosts(offset, 500, pool)
@@ -300,17 +298,13 @@ class AsyncFabricClient:
             offset = page.next_offset
         return found
 
-    async def cordon(self, name: str) -> cluster_api.HostView:
+    async def cordon(self, name: str) -> HostView:
         """Place no new instance on host ``name`` (kept over restarts)."""
-        from fabric.frontend import cluster_routes as cluster_api  # see TYPE_CHECKING above
+        return await self._call("POST", f"/cluster/hosts/{_segment(name)}/cordon", HostView)
 
-        return await self._call("POST", f"/cluster/hosts/{_segment(name)}/cordon", cluster_api.HostView)
-
-    async def uncordon(self, name: str) -> cluster_api.HostView:
+    async def uncordon(self, name: str) -> HostView:
         """Let placement use host ``name`` again."""
-        from fabric.frontend import cluster_routes as cluster_api  # see TYPE_CHECKING above
-
-        return await self._call("POST", f"/cluster/hosts/{_segment(name)}/uncordon", cluster_api.HostView)
+        return await self._call("POST", f"/cluster/hosts/{_segment(name)}/uncordon", HostView)
 
     async def drain(self, name: str) -> str:
         """Cordon host ``name`` and move its instances away; returns the request id."""

@@ -17,7 +17,6 @@ import logging
 import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
-from typing import Literal
 
 import anyio
 import msgspec
@@ -27,7 +26,7 @@ from fabric.cluster.node import memory_mb
 from fabric.controller import lifecycle
 from fabric.controller.commands import each_instance, ensure_idle
 from fabric.controller.hosts import Host
-from fabric.controller.messages import ControllerError, OperationAccepted
+from fabric.controller.messages import ControllerError, HostPage, HostState, HostView, OperationAccepted
 from fabric.controller.model import Deployment, Instance
 from fabric.controller.operations import Operations
 from fabric.controller.placement import LOCALHOST, Planner, cores_of
@@ -37,7 +36,6 @@ from fabric.model.vmsizes import UnknownVmSizeError, vm_size
 log = logging.getLogger("fabric.controller")
 
 Spawn = Callable[..., None]
-HostState = Literal["Ready", "NotReady", "Cordoned", "Dead"]
 
 #: hosts one ListHosts answers at most
 MAX_PAGE = 500
@@ -45,38 +43,6 @@ MAX_PAGE = 500
 MAX_LISTED = 64
 #: a host name's length at most (a certificate name, or <pool>-host<n>)
 MAX_NAME = 253
-
-
-class HostView(msgspec.Struct, frozen=True, kw_only=True):
-    """One host as `fabric hosts` shows it."""
-
-    name: str
-    pool: str
-    kind: Literal["local", "joined"]
-    address: str
-    cores: int
-    cores_used: int
-    memory_mb: int
-    memory_used_mb: int
-    fault_domain: int
-    #: seconds since it was last heard (None: its process does not run yet)
-    heartbeat_age: float | None
-    state: HostState
-    cordoned: bool
-    #: its process runs (local) or its link is up (joined)
-    connected: bool
-    pid: int
-    instance_count: int
-    #: the VMs placed there (the first MAX_LISTED)
-    instances: list[str]
-
-
-class HostPage(msgspec.Struct, frozen=True, kw_only=True):
-    """A page of hosts, by name; ``next_offset`` asks for the next (None: this was the last)."""
-
-    hosts: list[HostView]
-    total: int
-    next_offset: int | None = None
 
 
 class ListHosts(Request[HostPage], frozen=True, tag=True, kw_only=True):

@@ -228,3 +228,39 @@ class InstanceLog(msgspec.Struct, frozen=True, kw_only=True):
     logs: dict[str, int]
     data: bytes = b""
     size: int = 0
+
+
+#: a host as `fabric hosts` shows it (fabric.controller.host_admin)
+HostState = Literal["Ready", "NotReady", "Cordoned", "Dead"]
+
+
+class HostView(msgspec.Struct, frozen=True, kw_only=True):
+    """One host as `fabric hosts` shows it."""
+
+    name: str
+    pool: str
+    kind: Literal["local", "joined"]
+    address: str
+    cores: int
+    cores_used: int
+    memory_mb: int
+    memory_used_mb: int
+    fault_domain: int
+    #: seconds since it was last heard (None: its process does not run yet)
+    heartbeat_age: float | None
+    state: HostState
+    cordoned: bool
+    #: its process runs (local) or its link is up (joined)
+    connected: bool
+    pid: int
+    instance_count: int
+    #: the VMs placed there (the first fabric.controller.host_admin.MAX_LISTED)
+    instances: list[str]
+
+
+class HostPage(msgspec.Struct, frozen=True, kw_only=True):
+    """A page of hosts, by name; ``next_offset`` asks for the next (None: this was the last)."""
+
+    hosts: list[HostView]
+    total: int
+    next_offset: int | None = None

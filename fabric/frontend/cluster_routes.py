@@ -25,8 +25,8 @@ import msgspec
 from fabric.cluster.ca import ClusterCA
 from fabric.cluster.port import JoinedHostView, cluster_dir, read_listen
 from fabric.cluster.tokens import DEFAULT_TTL, MAX_TTL, NewToken, TokenInfo, TokenStore
-from fabric.controller.host_admin import MAX_PAGE, CordonHost, DrainHost, HostPage, HostView, ListHosts
-from fabric.controller.messages import GetOperation, OperationAccepted, OperationView
+from fabric.controller.host_admin import MAX_PAGE, CordonHost, DrainHost, ListHosts
+from fabric.controller.messages import GetOperation, HostPage, HostView, OperationAccepted, OperationView
 from fabric.frontend._http import Request, Response
 from fabric.frontend.api import ApiError, bad_request, not_found
 from fabric.frontend.ffe import Forward, ListPools, PoolInfo
