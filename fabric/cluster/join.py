@@ -22,6 +22,7 @@ The host's key is made on the host and never leaves it: only its certificate req
 
 from __future__ import annotations
 
+import inspect
 import logging
 import random
 import socket
@@ -182,7 +183,9 @@ class JoinService:
                     log.warning("refused a join from %s: %s", address, exc)
                     return Refused(reason=str(exc))
                 log.info("host %r joined from %s with token %s", name, address, record.id)
-                self._joined(name, request.cores, request.fault_domain, request.memory_mb, address, cert)
+                await self._joined(
+                    name, request.cores, request.fault_domain, request.memory_mb, address, cert
+                )
                 return Signed(
                     name=name, cert=cert.decode(), ca=self.ca.cert_pem.decode(), host_port=self.host_port
                 )
@@ -198,7 +201,7 @@ class JoinService:
                     log.warning("refused a renewal from %s: %r asked for %r", address, names[0], name)
                     return Refused(reason=f"a host may only renew its own name ({names[0]!r}), not {name!r}")
                 log.info("renewed the certificate of host %r", name)
-                self._joined(name, 0, 0, 0, address, cert)
+                await self._joined(name, 0, 0, 0, address, cert)
                 return Signed(
                     name=name, cert=cert.decode(), ca=self.ca.cert_pem.decode(), host_port=self.host_port
                 )
@@ -209,10 +212,10 @@ class JoinService:
                 return HangAnswer(undone=self.hang_undone(names[0], hang))
         return Refused(reason=f"the join port does not answer {type(request).__name__}")
 
-    def _joined(
+    async def _joined(
         self, name: str, cores: int, fault_domain: int, memory_mb: int, address: str, cert: bytes
     ) -> None:
-        self.on_joined(
+        recorded = self.on_joined(
             HostJoined(
                 name=name,
                 cores=cores,
@@ -223,6 +226,8 @@ class JoinService:
                 cert_expires=validity(cert)[1].timestamp(),
             )
         )
+        if inspect.isawaitable(recorded):  # written before the host hears it joined
+            await recorded
 
     async def serve(
         self,

@@ -159,9 +159,10 @@ class Roster:
         }
         self.peers: dict[str, Peer] = {}
         self._saved = b""
+        self._writes = anyio.CapacityLimiter(1)
 
-    def joined(self, joined: HostJoined) -> None:
-        """A host joined or renewed (from the join port)."""
+    async def joined(self, joined: HostJoined) -> None:
+        """A host joined or renewed (from the join port): recorded, and written (``store``)."""
         old = self.hosts.get(joined.name)
         self.hosts[joined.name] = JoinedHostView(
             name=joined.name,
@@ -174,7 +175,7 @@ class Roster:
             cert_expires=joined.cert_expires,
             pid=old.pid if old else 0,
         )
-        self.save()
+        await self.store()
 
     def connected(self, peer: Peer) -> None:
         """A host's link came up (the listener's on_connect)."""
@@ -187,7 +188,7 @@ class Roster:
             async with anyio.create_task_group() as tg:
                 for name, peer in list(self.peers.items()):
                     tg.start_soon(self._hear, name, peer, interval * 2)
-            await anyio.to_thread.run_sync(self.save)
+            await self.store()
             await anyio.sleep(interval)
 
     async def _hear(self, name: str, peer: Peer, timeout: float) -> None:
@@ -222,6 +223,12 @@ class Roster:
             cert_expires=info.cert_expires,
             pid=info.pid,
         )
+
+    async def store(self) -> None:
+        """``save`` in a worker thread, never in the event loop (it fsyncs), one at a time: each
+        takes the roster as it is when it runs (a list made under the GIL), so the last write
+        holds every update before it and none is written over by an older one."""
+        await anyio.to_thread.run_sync(self.save, limiter=self._writes)
 
     def save(self) -> None:
         """Write the roster (owner-only) when it changed."""
