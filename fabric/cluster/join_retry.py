@@ -40,6 +40,6 @@ async def patiently(attempt: Callable[[], Awaitable[T]], patience: float, say: C
                     raise
                 raise JoinUnreachable(f"{exc} (tried {tries} times in {patience:g} s)") from None
             wait = min(left, random.uniform(0.0, backoff))
-            say(f"{exc}; trying again in {wait:.1f} s (giving up in {left:.0f} s)")
+            say(f"{exc}; trying again in {wait:.1f} s (giving up in {left:.1f} s)")
             await anyio.sleep(wait)
             backoff, tries = min(LONGEST, backoff * 2), tries + 1
