@@ -32,7 +32,7 @@ import anyio
 import anyio.to_thread
 import msgspec
 
-from actors import Actor, ActorDead, ProcessOptions, Ref, Request
+from actors import Actor, ActorDead, ActorError, ProcessOptions, Ref, Request
 from fabric.certs.store import CertificateStore
 from fabric.controller.idle_clock import clock, listened_until
 from fabric.controller.placement import HostSlot
@@ -50,7 +50,7 @@ from fabric.host.messages import (
     RestartGuest,
     StartGuest,
 )
-from fabric.host.packages import pack, prune_tars
+from fabric.host.packages import PackageMissing, pack, prune_tars
 from fabric.host.remote import JoinedReport as JoinedReport
 from fabric.settings import Settings
 from roles.protocol import RoleEnvironmentData
@@ -115,7 +115,8 @@ class Host:
     boot: str = ""
     #: Unix time of its last heartbeat (0: not heard since this controller started)
     heard_at: float = 0.0
-    #: package digests the joined host holds, and the lock of shipping one
+    #: package digests the joined host holds as far as we know (shipped, or asked, since it was
+    #: heard anew; one it pruned since is refused with PackageMissing), and the lock of shipping one
     packages: set[str] = field(default_factory=set)
     ship_lock: anyio.Lock = field(default_factory=anyio.Lock)
     #: VMs it runs that it no longer owns, being stopped
@@ -285,9 +286,17 @@ class HostPool:
         ref = await self.ref(host_id)
         try:
             host = self.hosts[host_id]
-            if host.joined:
-                message = await self._shipped(host, ref, message)
-            return await ref.ask(message, timeout=timeout)
+            if not host.joined:
+                return await ref.ask(message, timeout=timeout)
+            shipped = await self._shipped(host, ref, message)
+            try:
+                return await ref.ask(shipped, timeout=timeout)
+            except ActorError as exc:
+                if exc.caused_by(PackageMissing) is None:
+                    raise
+                # It pruned the package since it was last shipped or asked for: again, asking.
+                host.packages.discard(getattr(shipped, "package", ""))
+                return await ref.ask(await self._shipped(host, ref, message), timeout=timeout)
         except ActorDead as exc:
             if self.hosts[host_id].joined:
                 # Its link dropped: what it runs is checked again when it is next heard.
@@ -380,10 +389,15 @@ class HostPool:
                 packed = await anyio.to_thread.run_sync(pack, config.role_code_dir, config.site_dirs, cache)
                 self._packed[key] = packed
         digest, path = packed
+        if digest in host.packages and not config.environment.certificates:
+            # Held by its agent since it was last heard anew: no round trip (a package it pruned
+            # since is refused with PackageMissing, and shipped again: see ask).
+            return msgspec.structs.replace(message, package=digest)
         async with host.ship_lock:
-            # Asked each time: the host removes a package no VM of its uses (fabric.host.prune).
-            if not await ref.ask(HasPackage(digest), timeout=30.0):
-                await self._send(host, ref, digest, path)
+            if digest not in host.packages:
+                if not await ref.ask(HasPackage(digest), timeout=30.0):
+                    await self._send(host, ref, digest, path)
+                host.packages.add(digest)
             await self._certificates(host, ref, config.hosted_service, config.environment)
         return msgspec.structs.replace(message, package=digest)
 

@@ -21,6 +21,7 @@ from pathlib import Path, PurePosixPath
 
 import msgspec
 
+from actors import register_error
 from fabric.guest.messages import GuestConfig
 
 #: a digest as the controller names a package
@@ -36,6 +37,12 @@ AGENT_PREFIX = "fabric.guest."
 
 class PackageError(ValueError):
     """A package or a GuestConfig a joined host refuses (the message says why)."""
+
+
+@register_error()
+class PackageMissing(PackageError):
+    """A start names a package the joined host does not hold (never shipped, or pruned since):
+    the controller ships it and asks again (registered: it crosses the link as itself)."""
 
 
 def site_keys(site_dirs: dict[str, str]) -> list[str]:

@@ -68,7 +68,7 @@ from fabric.host.messages import (
     StartGuest,
     VmProcess,
 )
-from fabric.host.packages import INSTANCE, PackageCache, PackageError, reroot
+from fabric.host.packages import INSTANCE, PackageCache, PackageError, PackageMissing, reroot
 from fabric.host.processes import Proc, scan, signal_processes
 from fabric.host.prune import prune_certificates
 from fabric.host.shell_relay import ShellRelays
@@ -257,7 +257,9 @@ class RemoteHostAgent(HostAgent):
         """A GuestConfig as this host runs it (PackageError when the package is missing)."""
         folder = self.packages.path(package)
         if not folder.is_dir():
-            raise PackageError(f"package {package[:12]} is not on host {self.config.host_id}; ship it first")
+            raise PackageMissing(
+                f"package {package[:12]} is not on host {self.config.host_id}; ship it first"
+            )
         local = reroot(config, Path(self.config.state_dir), folder)
         self.roots[config.instance_id] = config.vm_root
         return local

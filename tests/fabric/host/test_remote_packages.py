@@ -1,6 +1,7 @@
 """A joined host's packages and paths: a package is packed the same way every time (one digest),
 arrives in order or not at all, unpacks only files and folders under code/ and sites/, and a
-GuestConfig is re-rooted under the host's own folder, refusing any path that would leave it."""
+GuestConfig is re-rooted under the host's own folder, refusing any path that would leave it; the
+controller asks a host for a package once, not once per instance."""
 
 from __future__ import annotations
 
@@ -10,15 +11,23 @@ import os
 import tarfile
 import time
 from pathlib import Path
+from typing import Any, cast
 
+import anyio
 import msgspec
 import pytest
 
+from actors import Actor, open_system
+from fabric.controller.hosts import HostPool
 from fabric.guest.instance import build_guest_config
-from fabric.host.packages import PackageCache, PackageError, pack, reroot
+from fabric.guest.messages import GuestConfig
+from fabric.host.messages import HasPackage, HostHeartbeat, PackageChunk, StartGuest
+from fabric.host.packages import PackageCache, PackageError, PackageMissing, pack, reroot
 from fabric.model.service import load_service
 from fabric.settings import Settings
-from tests.paths import EXAMPLES
+from tests.paths import EXAMPLES, ROOT
+
+CLUSTER_SERVICES = ROOT / "tests" / "fabric" / "cluster" / "services"
 
 
 def test_packing_is_deterministic_and_shipping_checked(tmp_path: Path) -> None:
@@ -136,3 +145,65 @@ def test_old_packages_no_vm_uses_are_pruned(tmp_path: Path) -> None:
     fresh = f"{99:064x}"
     cache.path(fresh).mkdir()
     assert fresh not in cache.prune(set(), newest=0, older_than=600)  # it may be about to boot
+
+
+class _Agent(Actor):
+    """Stands in for a joined host's agent: holds packages as a PackageCache does, starts nothing."""
+
+    def __init__(self, cache: PackageCache) -> None:
+        self.cache = cache
+        self.asked = 0
+        self.started: list[str] = []
+
+    async def receive(self, message: Any) -> Any:
+        match message:
+            case HasPackage(digest=digest):
+                self.asked += 1
+                return self.cache.has(digest)
+            case PackageChunk(digest=digest, offset=offset, total=total, data=data):
+                return self.cache.receive(digest, offset, total, data)
+            case StartGuest(config=config, package=package):
+                if not self.cache.has(package):
+                    raise PackageMissing(f"package {package[:12]} is not here")
+                self.started.append(config.instance_id)
+                return 1
+        return None
+
+
+async def test_a_joined_host_is_asked_for_a_package_once_and_sent_it_again_when_pruned(
+    tmp_path: Path,
+) -> None:
+    """A deploy of many instances to a joined host costs one HasPackage round trip, not one per
+    instance; a package the host pruned since is shipped again on the start it refuses, and a
+    host heard as a new incarnation is asked again."""
+    service = load_service(CLUSTER_SERVICES / "spread")
+    settings = Settings.fast()
+
+    def config(n: int) -> GuestConfig:
+        return build_guest_config(
+            service, "Worker", n, deployment_id="d1", state_dir=tmp_path / "controller",
+            ports={}, topology={}, settings=settings, vm=f"spread.d1.Worker_IN_{n}",
+        )  # fmt: skip
+
+    async def nothing(_: list[Any]) -> None:
+        return None
+
+    async with open_system() as system:
+        cache = PackageCache(tmp_path / "host", max_bytes=1 << 20)
+        agent = _Agent(cache)
+        ref = await system.spawn(lambda: agent, name="agent")
+        pool = HostPool(cast(Actor, None), cast(Any, None), settings, tmp_path / "controller", nothing)
+        beat = HostHeartbeat(host_id="h1", instances={}, address="127.0.0.2", cores=4, boot="one")
+        pool.heard_joined(beat, ref)
+        async with anyio.create_task_group() as tg:
+            for n in range(4):
+                tg.start_soon(pool.ask, "h1", StartGuest(config(n)), 30.0)
+        assert sorted(agent.started) == [f"spread.d1.Worker_IN_{n}" for n in range(4)]
+        assert agent.asked == 1  # one round trip for the four (it was one per instance)
+        (digest,) = [p.name for p in cache.folder.iterdir()]
+        assert cache.prune(set(), newest=0, older_than=-1.0) == [digest]  # no VM used it
+        await pool.ask("h1", StartGuest(config(4)), 30.0)
+        assert agent.started[-1] == "spread.d1.Worker_IN_4" and cache.has(digest)  # shipped again
+        pool.heard_joined(msgspec.structs.replace(beat, boot="two"), ref)  # its agent restarted
+        await pool.ask("h1", StartGuest(config(5)), 30.0)
+        assert agent.asked == 3 and len(agent.started) == 6
