@@ -206,8 +206,8 @@ class FabricController(Actor):
     async def _dispatch(self, message: Any) -> Any:
         state = self.state
         match message:
-            case InstanceStatusChanged(host_id=host_id, instance_id=vm, status=status):
-                await state.on_status(host_id, vm, status)  # heard as it arrived (_arrived)
+            case InstanceStatusChanged(host_id=host_id, instance_id=vm, status=status, uid=uid):
+                await state.on_status(host_id, vm, status, uid)  # heard as it arrived (_arrived)
             case HostHeartbeat(host_id=host_id, instances=instances, pid=pid):
                 if state.hosts.heard(host_id, pid, stamp=False):
                     for vm, status in instances.items():

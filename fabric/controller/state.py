@@ -8,8 +8,6 @@ balancers in step and wakes whoever waits for an instance to come up.
 from __future__ import annotations
 
 import logging
-import os
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -25,7 +23,6 @@ from fabric.controller.model import Deployment, Instance, topology_changed
 from fabric.controller.placement import Planner, PortAllocator, cores_of
 from fabric.controller.rotation import Rotation
 from fabric.controller.store import HostRecord
-from fabric.guest.account import NoFreeAccount, allocate_uid, running_uids
 from fabric.guest.messages import InstanceStatus
 from fabric.model.status import RoleStatus
 from fabric.settings import Settings
@@ -38,8 +35,6 @@ BOOT_STEPS: frozenset[str] = frozenset(
 )
 #: how long start counts may wait to be stored together (seconds; stop stores what waits)
 FLUSH_INTERVAL = 0.5
-#: how long a read of the VM uids in use (the store's, and /proc's) serves new instances
-UID_SNAPSHOT_SECONDS = 1.0
 
 
 @contextmanager
@@ -107,11 +102,6 @@ class ControllerState:
         self._by_vm: dict[str, tuple[Deployment, Instance]] = {}
         #: set at the next change (made only while a task waits for one)
         self._changed: anyio.Event | None = None
-        #: VM accounts given by this controller (a transaction's are not in the store yet)
-        self._given_uids: set[int] = set()
-        #: the uids taken as last read (see _taken_uids), and when (time.monotonic())
-        self._uids_taken: set[int] | None = None
-        self._uids_read_at = 0.0
         #: instances whose role host start counts changed, stored together by flush_forever
         self._unsaved: dict[str, Instance] = {}
         self._unsaved_wake: anyio.Event | None = None
@@ -260,30 +250,11 @@ class ControllerState:
             self.write_deployment(tx, dep)
 
     async def write_instance(self, tx: Writes, inst: Instance) -> None:
-        """Write an instance's placement and generation into ``tx``; a new one gets its VM
-        account here, a uid no instance of any pool holds (kept in the store, so a restart
-        reuses it)."""
-        if not inst.uid and os.geteuid() == 0:
-            taken = await self._taken_uids()
-            try:
-                inst.uid = allocate_uid(taken)
-            except NoFreeAccount as exc:
-                raise ControllerError("ConflictError", str(exc), 409) from None
-            self._given_uids.add(inst.uid)
-            taken.add(inst.uid)
+        """Write an instance's placement, generation and VM account into ``tx``. The account
+        (a uid) is chosen by the host that runs the VM, on its machine (fabric.host.accounts),
+        and reported with its statuses (``on_status``); the stored one is proposed to the
+        next host, which keeps it when it is free there."""
         tx.put(inst.record())
-
-    async def _taken_uids(self) -> set[int]:
-        """The VM uids a new instance may not take: the store's (every pool's), those that
-        processes run as now, and those this controller gave. The store and /proc are read
-        at most once per UID_SNAPSHOT_SECONDS: a deployment of thousands of instances reads
-        them once, not once per instance (that was quadratic). The set returned is kept, and
-        the caller adds the uid it takes."""
-        now = time.monotonic()
-        if self._uids_taken is None or now - self._uids_read_at > UID_SNAPSHOT_SECONDS:
-            self._uids_taken = await self.store.vm_uids() | running_uids() | self._given_uids
-            self._uids_read_at = now
-        return self._uids_taken
 
     async def save_instance(self, inst: Instance) -> None:
         """Store an instance's placement and generation (see write_instance)."""
@@ -339,8 +310,9 @@ class ControllerState:
                 quiet = False
         return quiet
 
-    async def on_status(self, host_id: str, vm: str, status: InstanceStatus) -> None:
-        """A host reported an instance's status: record it and update rotation at once."""
+    async def on_status(self, host_id: str, vm: str, status: InstanceStatus, uid: int = 0) -> None:
+        """A host reported an instance's status (and the uid it runs as there): record it and
+        update rotation at once."""
         found = self._by_vm.get(vm)
         if found is None:
             return
@@ -348,6 +320,10 @@ class ControllerState:
         if inst.host_id != host_id:
             return  # from a host the instance has left (healed elsewhere)
         self.vm_heard[vm] = self.hosts.now()
+        if uid and uid != inst.uid:
+            log.info("%s %s: runs as uid %d on host %s", dep.name, inst.id, uid, host_id)
+            inst.uid = uid
+            self.save_soon(inst)
         # A status the host made itself (no boot) says nothing of role host starts.
         restarted = bool(status.boot) and inst.count_starts(status.boot, status.starts)
         if restarted:

@@ -17,9 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.to_thread
+import msgspec
 
 from actors import Actor, ActorDead, ActorError, ProcessExited, Ref, register_error
+from fabric.guest.account import NoFreeAccount
 from fabric.guest.messages import ApplyEnvironment, GuestConfig, HeartbeatReply, InstanceStatus
+from fabric.host.accounts import HostAccounts
 from fabric.host.guests import APP_AGENT, Guest, GuestBootError, ProcessLauncher, VmLauncher
 from fabric.host.link_faults import apply_guest_link
 from fabric.host.messages import (
@@ -74,6 +78,9 @@ class HostAgent(Actor):
         self.settings = config.settings
         self.launcher = launcher or ProcessLauncher(config.settings, vm_target)
         self.guests: dict[str, Guest] = {}
+        #: the uids its VMs hold on this machine (chosen here, as root); a VM's folder is
+        #: unique in the state folder, whichever host of the fabric runs it
+        self.accounts = HostAccounts(config.state_dir, config.uids)
 
     async def on_start(self) -> None:
         """Open the host log and start heartbeating the controller."""
@@ -125,6 +132,7 @@ class HostAgent(Actor):
         process groups ends with them."""
         for guest in list(self.guests.values()):
             await guest.end_account()
+            self.accounts.release(guest.instance_id)
         self.log.write(f"host agent {self.config.host_id} stopped")
         self.log.close()
 
@@ -135,7 +143,7 @@ class HostAgent(Actor):
         instance_id = config.instance_id
         existing = self.guests.get(instance_id)
         if existing is not None:
-            if existing.config == config:
+            if existing.config == msgspec.structs.replace(config, vm_uid=existing.config.vm_uid):
                 return existing.pid  # a retried request: it runs (or reboots) already
             raise GuestAlreadyRunning(
                 f"instance {instance_id} already runs on host {self.config.host_id}; "
@@ -147,13 +155,29 @@ class HostAgent(Actor):
             f"starting guest {instance_id} (role {config.role.name}, deployment {config.deployment_id})"
         )
         async with guest.lock:
-            await self._report(guest, "CreatingVM", f"creating the VM in {config.vm_root}")
             try:
+                guest.config = await self._with_account(config)
+                await self._report(guest, "CreatingVM", f"creating the VM in {config.vm_root}")
                 await self._boot(guest)
             except GuestBootError:
                 del self.guests[instance_id]
+                self.accounts.release(instance_id)
                 raise
         return guest.pid
+
+    async def _with_account(self, config: GuestConfig) -> GuestConfig:
+        """The config with the VM's account chosen here, as root, when the controller asks for
+        one (its uid is only a proposal: this machine's processes and VMs decide); None when
+        it asks for none or we are not root (no isolation)."""
+        if config.vm_uid is None or os.geteuid() != 0:
+            return msgspec.structs.replace(config, vm_uid=None) if config.vm_uid is not None else config
+        try:
+            uid = await anyio.to_thread.run_sync(self.accounts.choose, config.instance_id, config.vm_uid)
+        except NoFreeAccount as exc:
+            raise GuestBootError(str(exc)) from None
+        if uid != config.vm_uid:
+            self.log.write(f"{config.instance_id} runs as uid {uid}")
+        return msgspec.structs.replace(config, vm_uid=uid)
 
     async def _stop(self, instance_id: str, delete_disk: bool) -> None:
         """StoppingVM, a graceful stop (the role's OnStop runs inside the guest), StoppedVM.
@@ -179,6 +203,7 @@ class HostAgent(Actor):
                 await guest.wipe_disk()
                 self.log.write(f"deleted the disk of {instance_id} ({guest.config.vm_root})")
             del self.guests[instance_id]
+            self.accounts.release(instance_id)
             self.log.write(f"guest {instance_id} stopped")
 
     async def _restart(self, instance_id: str, reimage: bool, config: GuestConfig | None) -> int:
@@ -197,7 +222,8 @@ class HostAgent(Actor):
                 await guest.wipe_disk()
                 self.log.write(f"wiped the disk of {instance_id} ({guest.config.vm_root})")
             if config is not None:
-                guest.config = config
+                # it keeps its account
+                guest.config = msgspec.structs.replace(config, vm_uid=guest.config.vm_uid)
             guest.failures = 0
             try:
                 await self._boot(guest)
@@ -387,7 +413,12 @@ class HostAgent(Actor):
             f"{guest.instance_id}: {status.status}" + (f" ({status.detail})" if status.detail else "")
         )
         await self._tell_parent(
-            InstanceStatusChanged(host_id=self.config.host_id, instance_id=guest.instance_id, status=status)
+            InstanceStatusChanged(
+                host_id=self.config.host_id,
+                instance_id=guest.instance_id,
+                status=status,
+                uid=guest.config.vm_uid or 0,
+            )
         )
 
     def _host_status(self) -> HostHeartbeat:

@@ -21,6 +21,9 @@ class HostConfig(msgspec.Struct, frozen=True, kw_only=True):
     settings: Settings
     #: the fault domain the host sits in (its rack)
     fault_domain: int = 0
+    #: the first and last uid its VMs' accounts are drawn from (None: the whole VM range, see
+    #: fabric.guest.account); the host chooses among them (fabric.host.accounts)
+    uids: tuple[int, int] | None = None
 
 
 # -- controller -> host (asks) ------------------------------------------------------------------
@@ -107,6 +110,8 @@ class InstanceStatusChanged(msgspec.Struct, frozen=True, tag=True, kw_only=True)
     status: InstanceStatus
     #: a joined host: the key the controller gave it over its own link (see ReportKey)
     key: str = ""
+    #: the uid the host chose for the VM's account (0: none, the host is not root)
+    uid: int = 0
 
 
 class HostHeartbeat(msgspec.Struct, frozen=True, tag=True, kw_only=True):
