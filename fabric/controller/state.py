@@ -320,10 +320,14 @@ class ControllerState:
         if inst.host_id != host_id:
             return  # from a host the instance has left (healed elsewhere)
         self.vm_heard[vm] = self.hosts.now()
-        if uid and uid != inst.uid:
+        if uid and uid != inst.uid:  # once a VM start: stored at once (a restart proposes it)
             log.info("%s %s: runs as uid %d on host %s", dep.name, inst.id, uid, host_id)
-            inst.uid = uid
-            self.save_soon(inst)
+            old, inst.uid = inst.uid, uid
+            try:
+                await self.save_instance(inst)
+            except BaseException:
+                inst.uid = old  # the next report tries again
+                raise
         # A status the host made itself (no boot) says nothing of role host starts.
         restarted = bool(status.boot) and inst.count_starts(status.boot, status.starts)
         if restarted:
