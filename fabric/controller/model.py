@@ -28,6 +28,7 @@ from fabric.controller.store import (
     InstanceRecord,
     UpgradeRecord,
 )
+from fabric.guest.account import proposed_uid
 from fabric.guest.instance import build_guest_config, instance_endpoints, instance_id
 from fabric.guest.messages import GuestConfig
 from fabric.model.definition import RoleDefinition, ServiceDefinition
@@ -351,7 +352,7 @@ class Deployment:
             update_domain=inst.update_domain,
             fault_domain=inst.fault_domain,
             vm=inst.vm,
-            vm_uid=inst.uid or None,
+            vm_uid=inst.uid or proposed_uid(),
             hosted_service=self.service,
             address=inst.address or LOCALHOST,
         )

@@ -70,6 +70,14 @@ def default_uid() -> int | None:
     return allocate_uid(running_uids()) if os.geteuid() == 0 else None
 
 
+def proposed_uid() -> int | None:
+    """A uid for the controller to propose to a host that chooses for itself (see
+    fabric.host.accounts): any of the range when we are root, None (no account) when not. It
+    does not look at this machine's processes: the host checks its own, in a worker thread,
+    and a walk of /proc here would run on the controller's event loop for every new VM."""
+    return allocate_uid(set()) if os.geteuid() == 0 else None
+
+
 def code_roots() -> list[str]:
     """The folders the fabric's own packages are imported from (bound back for role hosts)."""
     return sorted({str(Path(p.__file__ or "").resolve().parents[1]) for p in (fabric, roles)})
