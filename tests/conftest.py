@@ -5,13 +5,26 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
+import tempfile
 from collections.abc import Iterator
 
 import psutil
 import pytest
 
 from actors import command_line
+
+#: The VM account locks (fabric.host.accounts) of this run, in a folder of its own removed at its
+#: end, so the suite leaves nothing in /run/reddog. Set before any fabric module reads it, and
+#: inherited by every fabric process the tests start.
+_ACCOUNTS = tempfile.mkdtemp(prefix="reddog-accounts-")
+os.environ.setdefault("REDDOG_ACCOUNTS_DIR", _ACCOUNTS)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The run's account locks go with it."""
+    shutil.rmtree(_ACCOUNTS, ignore_errors=True)
 
 
 @pytest.fixture(scope="module", params=["trio", "asyncio"])
