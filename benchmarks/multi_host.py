@@ -129,6 +129,10 @@ class Fabric:
             await poll(self._hosts_ready, 120, "hosts Ready")
 
     async def __aexit__(self, *exc: object) -> None:
+        with anyio.CancelScope(shield=True):  # also when the run is cancelled (SIGTERM)
+            await self._stop()
+
+    async def _stop(self) -> None:
         for proc in reversed(self.processes):
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -335,7 +339,27 @@ async def main() -> None:
     print(f"  every instance serves again  {healed:6.2f} s   (its instances placed on the other two)")
 
 
+async def run() -> None:
+    """``main``, cancelled by a SIGTERM (timeout, kill) so that every namespace and process of
+    the run still goes (a background job ignores SIGINT, and a signal handler that raises could
+    land where no finally runs)."""
+    terminated = False
+
+    async def on_sigterm(scope: anyio.CancelScope) -> None:
+        nonlocal terminated
+        with anyio.open_signal_receiver(signal.SIGTERM) as signals:
+            async for _ in signals:
+                terminated = True
+                scope.cancel()
+                return
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(on_sigterm, tg.cancel_scope)
+        await main()
+        tg.cancel_scope.cancel()
+    if terminated:
+        sys.exit("multi_host: stopped by SIGTERM (everything it made is removed)")
+
+
 if __name__ == "__main__":
-    # A SIGTERM (timeout, kill) ends the run as Ctrl-C does: every namespace and process goes.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    anyio.run(main, backend="trio")
+    anyio.run(run, backend="trio")
