@@ -88,10 +88,19 @@ async def test_joined_hosts_keep_their_instances_across_a_failover(
                             os.kill(pid, signal.SIGCONT)
                     await joined.wait_hosts({h.name for h in hosts}, 60)
                     view = await joined.all_ready(60)
-                    while load.ok == 0 or (
-                        load.failed and float(load.failed[-1].split()[0]) > time.monotonic() - 0.5
-                    ):
-                        await anyio.sleep(0.1)  # the site answers again through the new leader's balancer
+                    try:
+                        with anyio.fail_after(60):
+                            while load.ok == 0 or (
+                                load.failed and float(load.failed[-1].split()[0]) > time.monotonic() - 0.5
+                            ):
+                                await anyio.sleep(
+                                    0.1
+                                )  # the site answers again through the new leader's balancer
+                    except TimeoutError:
+                        raise AssertionError(
+                            f"the site did not answer steadily within 60 s: {load.ok} answered, "
+                            f"last failures {load.failed[-5:]}"
+                        ) from None
                     back = time.monotonic() - killed
                     tg.cancel_scope.cancel()
                 assert {i.id: i.host for i in view.instances} == placed  # nothing moved
