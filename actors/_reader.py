@@ -44,10 +44,11 @@ READ_SIZE: Final = 256 * 1024
 #: A reader yields after this many reads that did not have to wait: a peer that never lets it
 #: block must not starve the other tasks.
 FAIRNESS_READS: Final = 16
-#: While a message waits for room in a full mailbox, the messages read after it queue behind it
-#: (in order) and the link is read on, so that answers and pings behind them are not stuck: the
-#: actor whose mailbox is full may be waiting for one. Past this many bytes queued the link is
-#: no longer read until the queue drains (back pressure).
+#: While a message waits for room in a full mailbox, the messages read after it for the same
+#: actor queue behind it (in order) and the link is read on, so that answers, pings and the
+#: messages to other actors behind them are not stuck: the actor whose mailbox is full may be
+#: waiting for one of them (an answer, or an answer that needs one of those actors). Past this
+#: many bytes queued the link is no longer read until the queues drain (back pressure).
 MAX_QUEUED_BYTES: Final = 16 * 1024 * 1024
 #: Frames handled at once even while messages queue: none of them goes to a mailbox, and the
 #: order of an answer among the messages that reach other mailboxes does not matter.
@@ -112,11 +113,11 @@ class LinkReader:
         #: the waits borrowers left to the reader task, oldest first (a second borrower may stall
         #: before the reader task took the first: neither may be lost)
         self._stalled: deque[Awaitable[None]] = deque()
-        #: messages waiting for room (a delivery, or a frame read behind one), oldest first,
-        #: with their sizes; a task of their own delivers them while the link is read on
-        self._queue: deque[tuple[Frame | Batch | Awaitable[None], int]] = deque()
+        #: by the actor they go to (a network link's name; "" on a process link): messages
+        #: waiting for room (a delivery, or a frame read behind one), oldest first, with their
+        #: sizes; a task per actor delivers them while the link is read on
+        self._queues: dict[str, deque[tuple[Frame | Batch | Awaitable[None], int]]] = {}
         self._queued = 0  # their bytes
-        self._draining = False  # whether that task runs (then every message queues)
         self._room: Signal | None = None  # set when the queue gets below MAX_QUEUED_BYTES
         #: the task reading now (None: nobody yet; the reader task takes it when it runs)
         self.holder: Any = None
@@ -142,7 +143,7 @@ class LinkReader:
                 else:
                     self._handback = handback = new_event()
                     await handback.wait()
-            while self._draining:  # what the peer sent before it closed is delivered still
+            while self._queues:  # what the peer sent before it closed is delivered still
                 if self._room is None:
                     self._room = new_event()
                 await self._room.wait()
@@ -289,17 +290,16 @@ class LinkReader:
                             if delay:
                                 self._start_soon(self._dispatch_later, delay, frame)
                                 continue
-                    if self._draining and item.kind not in _UNQUEUED:
-                        self._queue.append((item, len(payload)))  # behind the one waiting
+                    queue = self._queues.get(item.to) if self._queues else None
+                    if queue is not None and item.kind not in _UNQUEUED:
+                        queue.append((item, len(payload)))  # behind the one waiting
                         self._queued += len(payload)
                         if self._queued > MAX_QUEUED_BYTES:
                             return self._until_room()
                         continue
                     pending = dispatch(item) if isinstance(item, Frame) else self._tells(item)
                     if pending is not None:  # a full mailbox: delivered by a task of its own
-                        self._queue.append((pending, 0))
-                        self._draining = True
-                        self._start_soon(self._drain)
+                        self._wait_room(item.to, pending)
                         continue
                 except msgspec.DecodeError as exc:
                     self._on_bad_frame(BadFrame(f"malformed frame: {exc}"), None)
@@ -323,10 +323,16 @@ class LinkReader:
             await next_wait
             next_wait = self._dispatch_backlog(enough)
 
-    async def _drain(self) -> None:
-        """Deliver the queued messages in order, each once its mailbox has room (the link's
-        end waits for them, as it waited for a delivery before reading on)."""
-        queue, dispatch = self._queue, self._dispatch
+    def _wait_room(self, to: str, pending: Awaitable[None]) -> None:
+        """A delivery to ``to`` must wait for room: a task of its own finishes it, and delivers
+        the messages read after it for ``to`` (the others are delivered at once meanwhile)."""
+        self._queues[to] = deque([(pending, 0)])
+        self._start_soon(self._drain, to)
+
+    async def _drain(self, to: str) -> None:
+        """Deliver the messages queued for ``to`` in order, each once its mailbox has room (the
+        link's end waits for them, as it waited for a delivery before reading on)."""
+        queue, dispatch = self._queues[to], self._dispatch
         try:
             while queue:
                 item, size = queue.popleft()
@@ -348,14 +354,14 @@ class LinkReader:
                     item = pending
                 await item
         finally:
-            self._draining = False
+            del self._queues[to]
             if self._room is not None:
                 self._room.set()
                 self._room = None
 
     async def _until_room(self) -> None:
         """Back pressure: wait until the queued messages are below MAX_QUEUED_BYTES."""
-        while self._draining and self._queued > MAX_QUEUED_BYTES:
+        while self._queues and self._queued > MAX_QUEUED_BYTES:
             if self._room is None:
                 self._room = new_event()
             await self._room.wait()
@@ -381,15 +387,14 @@ class LinkReader:
             if delay:
                 self._start_soon(self._dispatch_later, delay, frame)
                 continue
-            if self._draining:  # behind the one waiting for room
-                self._queue.append((frame, len(body)))
+            queue = self._queues.get(batch.to)
+            if queue is not None:  # behind the one waiting for room
+                queue.append((frame, len(body)))
                 self._queued += len(body)
                 continue
             pending = self._dispatch(frame)
             if pending is not None:  # a full mailbox: delivered by a task of its own
-                self._queue.append((pending, 0))
-                self._draining = True
-                self._start_soon(self._drain)
+                self._wait_room(batch.to, pending)
 
     async def _dispatch_later(self, delay: float, frame: Frame) -> None:
         await anyio.sleep(delay)
@@ -416,10 +421,11 @@ class LinkReader:
             stalled = self._stalled.popleft()
             if isinstance(stalled, Coroutine):
                 stalled.close()  # a delivery nobody will wait for now (its frame is lost with the link)
-        while self._queue:
-            item = self._queue.popleft()[0]
-            if isinstance(item, Coroutine):
-                item.close()
+        for queue in self._queues.values():
+            while queue:
+                item = queue.popleft()[0]
+                if isinstance(item, Coroutine):
+                    item.close()
         self._queued = 0
 
 
