@@ -149,6 +149,14 @@ class Started:
     title: str
 
 
+def default_name(hosted: str, slot: Slot, now: dt.datetime) -> str:
+    """A deployment's name when none is given: the hosted service and the time, and the slot
+    when it is staging (names are unique across a hosted service's two slots, and a script
+    deploying to both within one second must not be refused the second name)."""
+    stamp = now.strftime("%Y%m%d-%H%M%S")
+    return f"{hosted}-{stamp}" if slot == "production" else f"{hosted}-{slot}-{stamp}"
+
+
 async def deploy_service(
     client: AsyncFabricClient,
     source: Path,
@@ -174,7 +182,6 @@ async def deploy_service(
     """
     upload = await anyio.to_thread.run_sync(package_source, source, config_file)
     hosted = (service or hosted_name(upload.definition)).lower()
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
     if await client.hosted_service(hosted) is None:
         await client.create_hosted_service(
             hosted, label=upload.definition, location=location, affinity_group=affinity_group
@@ -182,7 +189,7 @@ async def deploy_service(
     elif replace and any((d.service, d.slot) == (hosted, slot) for d in await client.deployments()):
         await delete_and_wait(client, hosted, slot)
     request_id = await client.create_deployment(
-        hosted, slot, name=name or f"{hosted}-{stamp}", package=upload.package,
+        hosted, slot, name=name or default_name(hosted, slot, dt.datetime.now(dt.UTC)), package=upload.package,
         configuration=upload.configuration, configuration_name=upload.configuration_name,
         label=label or upload.definition, start=start,
     )  # fmt: skip

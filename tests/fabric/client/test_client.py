@@ -4,6 +4,7 @@ answers and errors."""
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import anyio
@@ -23,7 +24,7 @@ from fabric.client import (
     ServerError,
     Unauthorized,
 )
-from fabric.client.deployments import deploy_service, pick_service
+from fabric.client.deployments import default_name, deploy_service, pick_service
 from fabric.client.errors import refusal
 from tests.fabric.frontend.frontend_kit import FIXTURES, open_api
 
@@ -81,3 +82,11 @@ async def test_the_blocking_client_runs_calls_and_helpers_and_raises_the_same_er
                 )
 
         assert await anyio.to_thread.run_sync(use) == ("hello", "Running", "hello")
+
+
+def test_default_deployment_names_of_the_two_slots_differ_within_one_second() -> None:
+    # A script deploying to production, then at once to staging: the second was refused with
+    # "deployment name ... is taken" (names are unique across a hosted service's slots).
+    now = dt.datetime(2026, 12, 6, 7, 11, 43, tzinfo=dt.UTC)
+    names = {default_name("hello", slot, now) for slot in ("production", "staging")}
+    assert names == {"hello-20261206-071143", "hello-staging-20261206-071143"}
