@@ -22,6 +22,13 @@ _ACCOUNTS = tempfile.mkdtemp(prefix="reddog-accounts-")
 os.environ.setdefault("REDDOG_ACCOUNTS_DIR", _ACCOUNTS)
 
 
+# A suite started in the background by a shell without job control (`cmd &` in a script)
+# inherits SIGINT ignored, and so would every process it starts: the tests that stop a fabric
+# command with Ctrl-C, as a user does, would wait on a process that cannot hear it.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     """The run's account locks go with it."""
     shutil.rmtree(_ACCOUNTS, ignore_errors=True)
@@ -59,6 +66,7 @@ def no_processes_left_behind() -> Iterator[None]:
     for proc in left:
         with contextlib.suppress(ProcessLookupError):
             os.kill(proc.pid, signal.SIGKILL)
+    psutil.wait_procs(left, timeout=10)  # reaped: a zombie would fail the next tests' checks
     pytest.fail(f"processes left behind: {[(p.pid, _cmdline(p)) for p in left]}")
 
 
