@@ -21,6 +21,7 @@ FABRIC_LAYERS = {
     "settings": 0,
     "logs": 0,
     "bytecode": 0,
+    "lazy": 0,  # packages' public names loaded on first use
     "model": 0,
     "certs": 0,  # service certificates and their store: the front end, controller and guest read it
     "network": 0,

@@ -10,8 +10,9 @@ and clients find it through ``<state>/api`` and ``<state>/token`` (see ``client.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from fabric.lazy import lazy_exports
 
 # Loaded on first use: importing a module of this package (its API messages, say,
 # as the API client does) must not load RDFE, the portal and the metrics.
@@ -35,12 +36,4 @@ if TYPE_CHECKING:
     from fabric.frontend.store import StoreError as StoreError
 
 
-def __getattr__(name: str) -> Any:
-    """Import a public name from its module the first time it is used."""
-    try:
-        module = _EXPORTS[name]
-    except KeyError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(globals(), _EXPORTS)

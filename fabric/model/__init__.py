@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from fabric.lazy import lazy_exports
 
 # Loaded on first use: a VM process needs a few model types, not the XML, TOML and package
 # machinery behind the rest, and each process of a VM pays for what it imports.
@@ -147,12 +148,4 @@ if TYPE_CHECKING:
     from fabric.model.xml import definition_to_xml as definition_to_xml
 
 
-def __getattr__(name: str) -> Any:
-    """Import a public name from its module the first time it is used."""
-    try:
-        module = _EXPORTS[name]
-    except KeyError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(globals(), _EXPORTS)

@@ -12,8 +12,9 @@ Instance input endpoints: ``open_instance_forwarder(name, range(10000, 10010), b
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from fabric.lazy import lazy_exports
 
 # Loaded on first use: importing a module of this package (its toxics, say, as the
 # chaos API's messages do) must not load the load balancer and its probes.
@@ -77,12 +78,4 @@ if TYPE_CHECKING:
     from fabric.network.toxics import Toxic as Toxic
 
 
-def __getattr__(name: str) -> Any:
-    """Import a public name from its module the first time it is used."""
-    try:
-        module = _EXPORTS[name]
-    except KeyError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(globals(), _EXPORTS)
