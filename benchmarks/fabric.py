@@ -39,11 +39,13 @@ from pathlib import Path
 
 # benchmarks/actors.py is named after the package: keep this folder off the import path.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+sys.path.insert(0, str(Path(__file__).resolve().parent / "support"))
 
 import anyio  # noqa: E402
 import anyio.to_thread  # noqa: E402
 import httpx  # noqa: E402
 import psutil  # noqa: E402
+from bench_timing import bare_fork, load_average  # noqa: E402
 
 from actors import command_line  # noqa: E402
 from fabric.client import AsyncFabricClient  # noqa: E402
@@ -93,25 +95,6 @@ def bare_interpreters(n: int) -> float:
     for proc in procs:
         proc.wait()
     return time.perf_counter() - start
-
-
-def bare_fork(n: int = 200) -> float:
-    """Median seconds to fork this process (a fabric's worth of imports), let the child exit,
-    and reap it: the floor of any fork-based start."""
-    times = []
-    for _ in range(n):
-        start = time.perf_counter()
-        pid = os.fork()
-        if pid == 0:
-            os._exit(0)
-        os.waitpid(pid, 0)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def load() -> str:
-    one, five, fifteen = os.getloadavg()
-    return f"load {one:.2f} {five:.2f} {fifteen:.2f}"
 
 
 async def views(controller) -> list[DeploymentView]:  # type: ignore[no-untyped-def]
@@ -418,7 +401,7 @@ async def density(tmp: Path, fork_uss: float) -> None:
                 f"the fabric's wakeups at that cost {f['wakeups'] * f['bare_wakeup'] * 100:.1f}%, "
                 f"the fabric {f['cpu'] / max(1e-9, f['wakeups'] * f['bare_wakeup']):.1f}x that"
             )
-        print(f"{line}   [{load()}]", flush=True)
+        print(f"{line}   [{load_average()}]", flush=True)
 
 
 def bare_memory() -> tuple[float, float]:
@@ -434,7 +417,7 @@ def bare_memory() -> tuple[float, float]:
 
 async def main(fork_uss: float) -> None:
     settings = Settings.fast(role_restart_reset=0.5)
-    print(f"fabric benchmark ({os.cpu_count()} cores){' quick' if QUICK else ''}   [{load()}]")
+    print(f"fabric benchmark ({os.cpu_count()} cores){' quick' if QUICK else ''}   [{load_average()}]")
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         if DENSITY:
@@ -453,7 +436,7 @@ async def main(fork_uss: float) -> None:
             f"SIGKILLed role host to serving again through the load balancer: {statistics.median(heals) * 1000:6.0f} ms median"
             f" of {len(heals)} kills (fastest {heals[0] * 1000:.0f}, slowest {heals[-1] * 1000:.0f})"
             f"   (a bare interpreter: {floor1 * 1000:4.0f} ms, a bare fork: {fork * 1000:.2f} ms; goal < 100 ms)"
-            f"   [{load()}]"
+            f"   [{load_average()}]"
         )
         print(
             f"HTTP through the load balancer: {through:8.0f} req/s   directly: {straight:8.0f} req/s   ratio {through / straight:4.2f}x (goal >= 0.8x)"

@@ -21,8 +21,10 @@ from pathlib import Path
 
 # benchmarks/actors.py is named after the package: keep this folder off the import path.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+sys.path.insert(0, str(Path(__file__).resolve().parent / "support"))
 
 import anyio  # noqa: E402
+from bench_timing import bare_fork  # noqa: E402
 
 from actors import open_system  # noqa: E402
 from fabric.guest.messages import GuestStatus, Heartbeat  # noqa: E402
@@ -40,19 +42,6 @@ def python_floor() -> float:
     start = time.perf_counter()
     subprocess.run([sys.executable, "-c", "import anyio, trio, msgspec, actors, roles"], check=True)
     return time.perf_counter() - start
-
-
-def fork_floor(n: int = 200) -> float:
-    """Median seconds to fork this process, let the child exit and reap it."""
-    times = []
-    for _ in range(n):
-        start = time.perf_counter()
-        pid = os.fork()
-        if pid == 0:
-            os._exit(0)
-        os.waitpid(pid, 0)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 async def one_vm(state: Path, settings: Settings) -> tuple[float, list[float]]:
@@ -106,7 +95,7 @@ async def main() -> None:
             boots.append(boot)
             restarts.extend(again)
     floor = statistics.median(floors)
-    fork = fork_floor()
+    fork = bare_fork()
     one, five, fifteen = os.getloadavg()
     print(
         f"guest benchmark ({os.cpu_count()} cores, {RUNS} VMs, hello-worker)   [load {one:.2f} {five:.2f} {fifteen:.2f}]"

@@ -49,10 +49,12 @@ from typing import Any
 
 # benchmarks/actors.py is named after the package: keep this folder off the import path.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+sys.path.insert(0, str(Path(__file__).resolve().parent / "support"))
 
 import anyio  # noqa: E402
 import httpx  # noqa: E402
 import psutil  # noqa: E402
+from bench_timing import bare_fork, load_average  # noqa: E402
 
 from actors import command_line  # noqa: E402
 from fabric.client import AsyncFabricClient  # noqa: E402
@@ -86,24 +88,6 @@ def bare_interpreter(runs: int = 5) -> float:
         subprocess.run([sys.executable, "-c", "import anyio, trio, msgspec, actors"], check=True)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
-
-
-def bare_fork(n: int = 200) -> float:
-    """Median seconds to fork this process, let the child exit and reap it."""
-    times = []
-    for _ in range(n):
-        start = time.perf_counter()
-        pid = os.fork()
-        if pid == 0:
-            os._exit(0)
-        os.waitpid(pid, 0)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def load() -> str:
-    one, five, fifteen = os.getloadavg()
-    return f"load {one:.2f} {five:.2f} {fifteen:.2f}"
 
 
 def role_host_pids() -> list[int]:
@@ -273,13 +257,13 @@ def report(rounds: list[dict[str, float]], fork: float, interpreter: float) -> N
     )
     print(
         f"  raw baselines, same run: a bare fork {fork * 1000:.2f} ms, a bare interpreter {interpreter * 1000:.0f} ms"
-        f"   -> {median / interpreter:.2f}x an interpreter start, {median / fork:.0f}x a fork   [{load()}]"
+        f"   -> {median / interpreter:.2f}x an interpreter start, {median / fork:.0f}x a fork   [{load_average()}]"
     )
 
 
 async def main() -> None:
     settings = Settings.fast(role_restart_reset=0.5)
-    print(f"heal benchmark ({os.cpu_count()} cores, {KILLS} kills)   [{load()}]")
+    print(f"heal benchmark ({os.cpu_count()} cores, {KILLS} kills)   [{load_average()}]")
     interpreter = bare_interpreter()
     fork = bare_fork()
     with tempfile.TemporaryDirectory() as tmp:

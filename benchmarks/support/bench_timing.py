@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import statistics
 import struct
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -35,3 +37,23 @@ def send_frames(sock: socket.socket, items: Sequence[object]) -> float:
     sock.sendall(buffer)
     sock.recv(1)
     return time.perf_counter() - start
+
+
+def bare_fork(n: int = 200) -> float:
+    """Median seconds to fork this process, let the child exit and reap it: the floor of any
+    fork-based start (the raw baseline beside a template's fork)."""
+    times = []
+    for _ in range(n):
+        start = time.perf_counter()
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def load_average() -> str:
+    """The load averages, printed beside each figure (ratios hold on a loaded machine)."""
+    one, five, fifteen = os.getloadavg()
+    return f"load {one:.2f} {five:.2f} {fifteen:.2f}"
