@@ -51,18 +51,24 @@ class HeartbeatWatchdog:
 
         ``on_reply`` gets every reply that arrived in time; ``on_unknown`` is called once per
         silence, with its length so far, when ``unknown_after`` heartbeats in a row went
-        unanswered. The silence is counted from the last reply (or from the start).
+        unanswered. The silence is counted from the last reply (or from the start), and
+        from the host agent's own return when it was stopped or starved past an interval.
         """
         start = anyio.current_time()
         self.last_reply = start
         tick = start
         while True:
+            sent = anyio.current_time()
             reply = await self.beat()
             now = anyio.current_time()
             if reply is not None:
                 self.last_reply = now
                 self.missed = 0
                 await on_reply(reply)
+            elif self.stalled(now - sent - self.interval):
+                # The ask ran out while this process was not running: the reply may be sitting
+                # unread. Not the guest's silence: count afresh from now, and not as a miss.
+                self.last_reply = now
             else:
                 self.missed += 1
                 silent = now - self.last_reply
@@ -70,9 +76,23 @@ class HeartbeatWatchdog:
                     return silent
                 if self.missed == self.unknown_after:
                     await on_unknown(silent)
-            # A fixed cadence: a slow reply shortens the wait before the next heartbeat.
+            # A fixed cadence: a slow reply shortens the wait before the next heartbeat (and a
+            # beat that overran skips the ticks it missed rather than catching up in a burst).
             tick = self.next_tick(tick)
+            if self.stalled(anyio.current_time() - tick):
+                tick = self.next_tick(anyio.current_time())
             await anyio.sleep(max(0.0, tick - anyio.current_time()))
+            now = anyio.current_time()
+            if self.stalled(now - tick):
+                # Woken far past the tick: this process was stopped or starved, and heard no
+                # one meanwhile. The guest gets a full timeout from the heartbeat sent now.
+                self.last_reply = max(self.last_reply, now)
+
+    def stalled(self, late: float) -> bool:
+        """Whether this process came back ``late`` seconds after it meant to: more than one
+        interval means its own loop did not run (SIGSTOP, a starved machine), and a guest must
+        not be blamed for the silence the host agent could not hear."""
+        return late > self.interval
 
     def next_tick(self, tick: float) -> float:
         """The next heartbeat's time after ``tick``: the next multiple of the interval on the

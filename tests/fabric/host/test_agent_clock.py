@@ -3,6 +3,7 @@ full length (2.5 s heartbeats, the 10-minute watchdog, 5 s host heartbeats) in m
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from pathlib import Path
 import anyio
 import pytest
 import trio
+import trio.testing
 
 from actors import ActorError, Ref, open_system
 from fabric.guest.messages import ApplyEnvironment, GuestConfig
@@ -103,6 +105,33 @@ async def test_a_hung_guest_goes_unknown_then_is_restarted_after_ten_minutes(
         assert "watchdog: no heartbeat reply from Worker_IN_0" in log
         assert "restarting the guest OS" in log
         assert "its state is unknown" in log
+
+
+@pytest.mark.parametrize("paused_in", ["a heartbeat", "the wait for the next heartbeat"])
+async def test_a_host_agent_paused_past_the_timeout_does_not_restart_its_guest(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, paused_in: str
+) -> None:
+    # As after SIGSTOP/SIGCONT (or a starved loop): every deadline of the host agent passes at
+    # once, and its guest, paused too or catching up, is slow to answer again. The silence the
+    # host agent could not hear is not the guest's: no restart; a guest that then hangs for good
+    # is still restarted, ten minutes after its last reply.
+    async with host(tmp_path) as h:
+        await h.ref.ask(StartGuest(h.config))
+        await h.controller.wait_for("ReadyRole", 10)
+        guest = h.launcher.current
+        now, interval = anyio.current_time(), AZURE.guest_heartbeat_interval
+        tick = (math.floor(now / interval) + 1) * interval  # heartbeats go out on multiples
+        guest.muted = True
+        await anyio.sleep(tick - now + (0.1 if paused_in == "a heartbeat" else -0.1))
+        autojump_clock.jump(AZURE.guest_heartbeat_timeout + 60)
+        await anyio.sleep(30)  # twelve heartbeats unanswered after the pause
+        guest.muted = False
+        await anyio.sleep(3600)
+        assert h.launcher.current is guest and len(h.launcher.boots) == 1
+        assert h.controller.seen()[4:] == ["RoleStateUnknown", "ReadyRole"]
+        guest.muted = True
+        await h.controller.wait_for("StoppedVM", 700)
+        assert 600.0 <= h.controller.at("StoppedVM") - guest.last_answer < 602.5
 
 
 async def test_a_guest_answering_every_heartbeat_runs_for_hours(
