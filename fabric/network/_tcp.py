@@ -31,6 +31,30 @@ _ACCEPT_TRANSIENT = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 QUEUE_TIMEOUT = 5.0
 
 Pump = Callable[[socket.socket, Flow], Coroutine[Any, Any, None]]
+#: seconds between attempts to listen on a shared port another socket holds unshared
+LISTEN_RETRY = 1.0
+
+
+async def _listen_when_free(name: str, listener: socket.socket) -> None:
+    """Listen on a socket bound to a shared port (SO_REUSEPORT), once no other socket of the
+    machine listens there unshared (EADDRINUSE: bound after ours, it listened first). Retried,
+    not raised: the error took the whole controller down with it (its deployments hung)."""
+    warned = False
+    while True:
+        try:
+            listener.listen(_sock.BACKLOG)
+            return
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            if not warned:
+                log.warning(
+                    "endpoint %s: its port %s is taken; listening once it is free",
+                    name,
+                    listener.getsockname()[1],
+                )
+                warned = True
+        await anyio.sleep(LISTEN_RETRY)
 
 
 class Counters:
@@ -94,7 +118,7 @@ class TcpBalancer:
                     while defer and not self.pool.candidates:
                         await self.pool.wait_for_candidates(math.inf)
                     if defer:
-                        listener.listen(_sock.BACKLOG)
+                        await _listen_when_free(self.name, listener)
                     self.listening = True
                     while True:
                         try:

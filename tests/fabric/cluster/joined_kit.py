@@ -21,7 +21,7 @@ import psutil
 
 from actors import command_line
 from fabric.client import AsyncFabricClient
-from fabric.client.deployments import deploy_service
+from fabric.client.deployments import deploy_service, finish
 from fabric.client.errors import NoFabricRunning
 from fabric.client.shell import ShellSession
 from fabric.controller.messages import DeploymentView
@@ -154,9 +154,24 @@ class Cluster:
                 )
         return names <= await self.ready_hosts()
 
-    async def deploy(self) -> DeploymentView:
+    async def deploy(self, seconds: float = 120) -> DeploymentView:
+        """Deploy the spread service; fail naming what its instances show if its operation has
+        not ended within ``seconds``."""
         async with self.client() as client:
-            started = await deploy_service(client, SPREAD, None)
+            started = await deploy_service(client, SPREAD, None, wait=False)
+            try:
+                with anyio.fail_after(seconds):
+                    await finish(client, started.request_id, started.title)
+            except TimeoutError:
+                try:
+                    with anyio.fail_after(10):
+                        shown = await client.deployment(started.service, started.slot)
+                    statuses = str(
+                        sorted(f"{i.id} {i.status} on {i.host or '-'} {i.detail}" for i in shown.instances)
+                    )
+                except Exception as exc:  # the controller may be what is broken: say so
+                    statuses = f"no view of it ({type(exc).__name__}: {exc})"
+                raise AssertionError(f"not within {seconds:g} s: {started.title} ended; {statuses}") from None
             return await client.deployment(started.service, started.slot)
 
     async def view(self) -> DeploymentView:

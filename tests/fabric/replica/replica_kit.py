@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -211,17 +212,22 @@ def alive(pids: set[int]) -> set[int]:
     return out
 
 
-def stop_all(processes: Iterable[subprocess.Popen[bytes]]) -> None:
-    """SIGTERM each process, then wait for each (a minute at most, then SIGKILL)."""
+def stop_all(processes: Iterable[subprocess.Popen[bytes]], seconds: float = 60.0) -> None:
+    """SIGTERM each process (resumed if stopped), then wait for them all (``seconds`` in all,
+    not each: then SIGKILL)."""
     processes = list(processes)
     for process in processes:
-        process.send_signal(signal.SIGTERM)
+        if process.poll() is None:
+            with _gone():
+                os.kill(process.pid, signal.SIGCONT)
+            process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + seconds
     for process in processes:
         try:
-            process.wait(timeout=60)
-        except Exception:
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
             process.kill()
-            process.wait()
+            process.wait(timeout=10)
 
 
 @asynccontextmanager

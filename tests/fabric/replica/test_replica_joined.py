@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import anyio
@@ -26,6 +28,17 @@ pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 LEASE = 3.0
 #: the fast profile's (Settings.fast)
 HOST_FAILURE_TIMEOUT = 3.0
+
+
+@contextmanager
+def step(what: str, seconds: float) -> Iterator[None]:
+    """A step of the test with its own deadline: past it, fail naming the step (not pytest's
+    300 s timeout with no word of where)."""
+    try:
+        with anyio.fail_after(seconds):
+            yield
+    except TimeoutError:
+        raise AssertionError(f"not within {seconds:g} s: {what}") from None
 
 
 class Load:
@@ -58,14 +71,18 @@ async def test_joined_hosts_keep_their_instances_across_a_failover(
         settings.write_text("max_hosts = 0\n")  # only joined hosts run instances
         listen = f"{hosts.gateway}:{free_port_pair(hosts.gateway)}"  # every replica's host port
         async with cluster(tmp_path, postgres, settings) as c:
-            await c.start("a", "--listen", listen)
-            await c.start("b", "--listen", listen)
-            old = await c.leader()
+            with step("replicas a and b serving, one leading", 90):
+                await c.start("a", "--listen", listen)
+                await c.start("b", "--listen", listen)
+                old = await c.leader()
             joined = Joined(state=c.state, hosts=hosts, settings=settings, listen=listen)
             try:
-                await joined.join_all((0, 1, 0))
-                await joined.deploy()
-                view = await joined.all_ready()
+                with step("3 hosts joined and Ready", 90):
+                    await joined.join_all((0, 1, 0))
+                with step("the deploy operation ended", 90):
+                    await joined.deploy(80)
+                with step("6 instances ReadyRole", 90):
+                    view = await joined.all_ready(80)
                 placed = {i.id: i.host for i in view.instances}
                 running = {name: vms_of(p) for name, p in joined.joins.items()}
                 endpoint = view.endpoints[0]
@@ -81,13 +98,16 @@ async def test_joined_hosts_keep_their_instances_across_a_failover(
                     for pid in agents:
                         os.kill(pid, signal.SIGSTOP)
                     try:
-                        new = await c.leader(not_=old.name, seconds=LEASE + 30)
+                        with step(f"a replica other than {old.name} leading", LEASE + 35):
+                            new = await c.leader(not_=old.name, seconds=LEASE + 30)
                         await anyio.sleep(HOST_FAILURE_TIMEOUT + 2.0)
                     finally:
                         for pid in agents:
                             os.kill(pid, signal.SIGCONT)
-                    await joined.wait_hosts({h.name for h in hosts}, 60)
-                    view = await joined.all_ready(60)
+                    with step("the hosts Ready again after the failover", 70):
+                        await joined.wait_hosts({h.name for h in hosts}, 60)
+                    with step("6 instances ReadyRole after the failover", 70):
+                        view = await joined.all_ready(60)
                     try:
                         with anyio.fail_after(60):
                             while load.ok == 0 or (
