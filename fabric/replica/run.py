@@ -29,6 +29,7 @@ import anyio
 import anyio.abc
 import anyio.to_thread
 
+from actors import Ref
 from fabric.controller.leader import Elector
 from fabric.controller.pg_store import Database, StoreUnavailable, migrate, redact
 from fabric.controller.shared_folder import guarded
@@ -270,7 +271,14 @@ async def _serve(
                                 sweep, db, state_dir, settings, elector.fence, elector.resign, on_change
                             )
                             on_change(f"replica {name} acting as leader (epoch {term.epoch})")
-                            await first_of(term.ended.wait, stop.wait)
+
+                            async def controller_ended(controller: Ref = fabric.controller) -> None:
+                                # A leader whose controller crashed would hold the lease and
+                                # answer 503 for ever: let another replica (or a new term) lead.
+                                error = await controller.join()
+                                elector.resign(f"its controller ended ({type(error).__name__}: {error})")
+
+                            await first_of(term.ended.wait, stop.wait, controller_ended)
                             views.cancel_scope.cancel()
                             why = term.lost or "asked to stop"
                             on_change(f"replica {name} stops leading: {why}; stopping its controller")
