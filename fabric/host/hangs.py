@@ -27,6 +27,7 @@ from pathlib import Path
 import anyio
 import anyio.to_thread
 
+from fabric.host.ledger import host_ledger, write_ledger
 from fabric.host.processes import Proc, kill_processes, scan, signal_processes
 
 #: seconds between the answer to a SignalHost and its damage (the answer goes first)
@@ -121,24 +122,14 @@ class Hangs:
         async with self._writing:
             held = [[p.pid, p.started] for h in self.held.values() for p in h.procs]
             try:
-                await anyio.to_thread.run_sync(_write_ledger, self.ledger, held)
+                await anyio.to_thread.run_sync(write_ledger, self.ledger, held)
             except OSError as exc:
                 self.log(f"chaos: the processes held not written down in {self.ledger}: {exc}")
 
 
-def _write_ledger(path: Path, held: list[list[float]]) -> None:
-    if not held:
-        path.unlink(missing_ok=True)
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}")
-    temporary.write_text(json.dumps(held))
-    temporary.replace(path)
-
-
 def ledger_path(state_dir: str | Path, host_id: str) -> Path:
     """The ledger of the VM processes host ``host_id`` holds stopped (its own folder)."""
-    return Path(state_dir) / "hosts" / host_id / LEDGER
+    return host_ledger(state_dir, host_id, LEDGER)
 
 
 def sweep(path: Path) -> list[str]:

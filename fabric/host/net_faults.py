@@ -43,6 +43,7 @@ import msgspec
 import psutil  # type: ignore[import-untyped]
 
 from actors import Request, register_error
+from fabric.host.ledger import host_ledger, write_ledger
 from fabric.host.processes import same_process
 
 #: our nftables tables are "inet reddog_nf_<id>"
@@ -227,23 +228,17 @@ class NetFaults:
 
 
 def _write_ledger(path: Path, entries: dict[str, Any]) -> None:
-    if not entries:
-        path.unlink(missing_ok=True)
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
     for entry in entries.values():  # the backstop as (pid, start time): killed only if the same
         pid, entry["backstop"] = entry["backstop"], None
         if pid:
             with contextlib.suppress(psutil.Error):
                 entry["backstop"] = [pid, psutil.Process(pid).create_time()]
-    temporary = path.with_name(f".{path.name}.{os.getpid()}")
-    temporary.write_text(json.dumps(entries))
-    temporary.replace(path)
+    write_ledger(path, entries)
 
 
 def ledger_path(state_dir: str | Path, host_id: str) -> Path:
     """The ledger of the network faults of host ``host_id`` (its own folder)."""
-    return Path(state_dir) / "hosts" / host_id / LEDGER
+    return host_ledger(state_dir, host_id, LEDGER)
 
 
 def sweep(path: Path) -> list[str]:
