@@ -26,7 +26,7 @@ import anyio
 import anyio.to_thread
 import msgspec
 
-from actors import ActorError, AskTimeout, Ref
+from actors import Ref
 from fabric.controller.chaos import joined, targets
 from fabric.controller.chaos.messages import (
     ConfigStorm,
@@ -44,7 +44,6 @@ from fabric.controller.chaos.messages import (
 )
 from fabric.controller.chaos.tree import Proc, ProcessMap, scan
 from fabric.controller.client import ask
-from fabric.controller.hosts import HostUnavailable
 from fabric.controller.messages import InstanceAction
 from fabric.controller.model import Deployment, Instance
 from fabric.controller.state import ControllerState
@@ -57,8 +56,6 @@ from fabric.network import UnknownToxicError
 MAX_FILL_MB = 4096
 FILL_NAME = "chaos-fill.bin"
 
-#: how long a joined host may take to signal a VM's processes (or resume them)
-JOINED_TIMEOUT = 10.0
 SIGNALS = {"kill": "SIGKILL", "crash": "SIGABRT", "stop": "SIGSTOP"}
 
 Undo = Callable[[], Awaitable[str]]
@@ -244,19 +241,7 @@ async def _joined_host_fault(world: World, fault: Kill | Crash | Hang, dep: Depl
 
 async def _ask_joined(world: World, host: str, request: SignalVm) -> list[VmProcess]:
     """Ask a joined host's agent to signal (a refusal when it cannot be reached or answer)."""
-    try:
-        answer = await world.state.hosts.ask(host, request, JOINED_TIMEOUT)
-        return msgspec.convert(answer, list[VmProcess])  # decoded untyped off the link
-    except msgspec.ValidationError as exc:
-        raise targets.refuse(f"host {host} answered nonsense: {exc}", "ServiceUnavailable", 503) from None
-    except HostUnavailable as exc:
-        raise targets.refuse(f"host {host} cannot be reached now: {exc}", "ConflictError", 409) from None
-    except ActorError as exc:
-        raise targets.refuse(f"host {host}: {exc.message}", "ConflictError", 409) from None
-    except AskTimeout:
-        raise targets.refuse(
-            f"host {host} did not answer within {JOINED_TIMEOUT:g} s", "ServiceUnavailable", 503
-        ) from None
+    return await joined.ask_host(world.state, host, request, list[VmProcess])
 
 
 def _hit(p: Proc, ids: dict[str, str]) -> Hit:
