@@ -75,7 +75,10 @@ async def test_chaos_kills_and_hangs_replicas_and_restarts_the_database(
         assert kill.detail.startswith(f"replica {third.name} (the leader, pid {third.pid}) killed"), kill
         assert report.status == "completed" and report.recovery is not None, render(report)
         assert report.requests.failed > 0 and report.steady_state["after"].held, render(report)
-        assert min(f for _, f in report.availability) < 1.0 == report.availability[-1][1], report.availability
+        # The dip shows in the requests lost; the instances' availability is sampled by the runner
+        # through the API, which has no leader while the dip lasts (a new leader may have its
+        # instance back before the runner's first look): it must end whole.
+        assert report.availability[-1][1] == 1.0, report.availability
         assert (await c.leader()).name != third.name and started.service
 
         stop = pg_command(postgres, "pg_ctl", "-D", str(postgres.data), "-m", "fast", "-w", "stop")
