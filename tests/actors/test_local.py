@@ -183,12 +183,17 @@ async def test_a_deferred_reply_lets_the_actor_serve_other_asks_meanwhile() -> N
         ref = await system.spawn(Slowpoke, name="slow")
         async with anyio.create_task_group() as tg:
             results: list[str] = []
+            # Set just before the ask, which puts it in the mailbox before its first wait: once
+            # this task runs again, "slow" is ahead of what it asks next. (Not
+            # wait_all_tasks_blocked: on asyncio the stall detector's ticker can keep it waiting.)
+            asked = anyio.Event()
 
             async def slow() -> None:
+                asked.set()
                 results.append(await ref.ask("slow"))
 
             tg.start_soon(slow)
-            await anyio.wait_all_tasks_blocked()
+            await asked.wait()
             assert await ref.ask("other") == "quick"  # not stuck behind the slow one
             await ref.ask("release")
         assert results == ["slow done"]

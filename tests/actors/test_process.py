@@ -161,13 +161,15 @@ async def test_sigkilled_child_is_a_failure_and_pending_asks_fail() -> None:
         ref = await system.spawn_process("tests.actors.sample_actors:Recorder", name="rec")
         await ref.tell(Block(5))
         async with anyio.create_task_group() as tg:
+            asked = anyio.Event()  # set just before the ask, which is sent before its first wait
 
             async def asker() -> None:
+                asked.set()
                 with pytest.raises(ActorDead):
                     await ref.ask(Get())
 
             tg.start_soon(asker)
-            await anyio.wait_all_tasks_blocked()
+            await asked.wait()
             assert ref.pid is not None
             os.kill(ref.pid, signal.SIGKILL)
         reason = await ref.join()
