@@ -119,6 +119,21 @@ class Actor:
         self._cell.current_reply = None
         return reply
 
+    def answer_later(self, work: Coroutine[Any, Any, Any]) -> None:
+        """Answer the ask being handled with what ``work`` returns (or the exception it raises),
+        awaited in a background task while the actor goes on with its mailbox."""
+        reply = self.defer_reply()
+
+        async def run() -> None:
+            try:
+                value = await work
+            except Exception as exc:
+                reply.reject(exc)
+            else:
+                reply.resolve(value)
+
+        self.start_soon(run)
+
     def stop(self) -> None:
         """Stop this actor once the current message is handled (a normal exit)."""
         self._cell.request_stop(by_owner=False)

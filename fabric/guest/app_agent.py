@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import Any
 
 from actors import Actor, ActorDead, ProcessOptions, Ref, Template
@@ -67,7 +67,7 @@ class AppAgent(Actor):
             case ApplyEnvironment():
                 # Answered from a task of its own: a role's changing handler may take up to
                 # status_check_timeout, and heartbeats must be answered meanwhile.
-                self._answer_later(self.agent.ask(message, timeout=None))
+                self.answer_later(self.agent.ask(message, timeout=None))
             case InstanceStatus() | RecycleRole():
                 await self.agent.tell(message)
             case GuestStatus():
@@ -115,19 +115,6 @@ class AppAgent(Actor):
         await agent.join()
         if self.answer == answer:  # not replaced by a newer version meanwhile
             self.answer = None
-
-    def _answer_later(self, work: Coroutine[Any, Any, Any]) -> None:
-        reply = self.defer_reply()
-
-        async def run() -> None:
-            try:
-                value = await work
-            except Exception as exc:
-                reply.reject(exc)
-            else:
-                reply.resolve(value)
-
-        self.start_soon(run)
 
     async def on_stop(self) -> None:
         """The VM stops: the bootstrapper and the agent stop first (they are our children)."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Coroutine
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -97,13 +96,13 @@ class HostAgent(Actor):
         # free, so ten boots run side by side and a slow on_stop holds up nobody else.
         match message:
             case StartGuest(config=config):
-                self._answer_later(self._start(config))
+                self.answer_later(self._start(config))
             case StopGuest(instance_id=instance_id, delete_disk=delete_disk):
-                self._answer_later(self._stop(instance_id, delete_disk))
+                self.answer_later(self._stop(instance_id, delete_disk))
             case RestartGuest(instance_id=instance_id, reimage=reimage, config=config):
-                self._answer_later(self._restart(instance_id, reimage, config))
+                self.answer_later(self._restart(instance_id, reimage, config))
             case ApplyGuestEnvironment(instance_id=instance_id, change=change):
-                self._answer_later(self._apply(instance_id, change))
+                self.answer_later(self._apply(instance_id, change))
             case GetHostStatus():
                 return self._host_status()
             case GuestLinkFault():  # chaos: drop, delay or cut the link to one VM
@@ -113,19 +112,6 @@ class HostAgent(Actor):
             case _:
                 return await super().receive(message)
         return None
-
-    def _answer_later(self, work: Coroutine[Any, Any, Any]) -> None:
-        reply = self.defer_reply()
-
-        async def run() -> None:
-            try:
-                value = await work
-            except Exception as exc:
-                reply.reject(exc)
-            else:
-                reply.resolve(value)
-
-        self.start_soon(run)
 
     async def on_stop(self) -> None:
         """The VMs were stopped first (they are this actor's children); what escaped their

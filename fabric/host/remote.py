@@ -208,17 +208,17 @@ class RemoteHostAgent(HostAgent):
             case PutCertificates():
                 return await anyio.to_thread.run_sync(self._keep_certificates, message)
             case ExecInVm():
-                self._answer_later(self._exec(message))
+                self.answer_later(self._exec(message))
                 return None
             case ShellStep():
-                self._answer_later(self._shell(message))
+                self.answer_later(self._shell(message))
                 return None
             case SignalVm(action="hold", processes=processes, duration=duration):
                 self.hangs.renew(processes, duration)  # chaos renews a hang with no end of its own
                 return []
             case SignalVm(instance_id=instance_id):
                 self._guest(instance_id)  # UnknownInstance for a VM this host does not run
-                self._answer_later(self._signal_vm(message))
+                self.answer_later(self._signal_vm(message))
                 return None
             case SignalHost(place=place, action=action, duration=duration, id=hang):
                 if action == "stop" and not duration:

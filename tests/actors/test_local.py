@@ -203,5 +203,45 @@ async def test_a_deferred_reply_lets_the_actor_serve_other_asks_meanwhile() -> N
         assert await ref.ask(DeferOnTell()) == "first"
 
 
+async def test_an_answer_later_is_what_the_work_returns_or_raises_and_the_mailbox_goes_on() -> None:
+    class Later(Actor):
+        async def receive(self, message: Any) -> Any:
+            if message == "wait":
+                self.answer_later(self.waited())
+            elif message == "fail":
+                self.answer_later(self.failed())
+            elif message == "release":
+                self.release.set()
+            return "quick"
+
+        async def on_start(self) -> None:
+            self.release = anyio.Event()
+
+        async def waited(self) -> str:
+            await self.release.wait()
+            return "waited"
+
+        async def failed(self) -> str:
+            raise ActorError("ValueError", "no good")
+
+    async with open_system() as system:
+        ref = await system.spawn(Later, name="later")
+        results: list[str] = []
+        asked = anyio.Event()  # set just before the ask, which is delivered before its first wait
+        async with anyio.create_task_group() as tg:
+
+            async def wait() -> None:
+                asked.set()
+                results.append(await ref.ask("wait"))
+
+            tg.start_soon(wait)
+            await asked.wait()
+            assert await ref.ask("other") == "quick"  # the mailbox is not held meanwhile
+            await ref.ask("release")
+        assert results == ["waited"]
+        with pytest.raises(ActorError, match="no good"):
+            await ref.ask("fail")
+
+
 class DeferOnTell:
     """A message whose handler defers twice (the second call must fail)."""
