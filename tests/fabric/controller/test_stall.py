@@ -6,6 +6,8 @@ sent (on the autojump clock)."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,8 +17,9 @@ import anyio.lowlevel
 import trio
 import trio.testing
 
-from actors import open_system
+from actors import Ref, open_system
 from fabric.controller import FabricController, ask
+from fabric.controller.messages import DeploymentView
 from tests.fabric.controller.controller_kit import (
     ServiceFactory,
     all_ready,
@@ -107,14 +110,18 @@ async def test_a_command_holding_the_mailbox_blames_no_host(
     await stall_then_check(service, world, state_dir, autojump_clock, blocking=False)
 
 
-async def test_a_saturated_controller_counts_silence_only_up_to_its_last_idle_moment(
-    service: ServiceFactory, world: World, state_dir: Path, autojump_clock: trio.testing.MockClock
-) -> None:
+@asynccontextmanager
+async def silent_host(
+    service: ServiceFactory, world: World, state_dir: Path, clock: trio.testing.MockClock
+) -> AsyncIterator[tuple[Ref, DeploymentView, str]]:
+    """A controller that can be saturated, a deployment all Ready, and the host of its first
+    instance gone silent (its heartbeats stop, or wait unread in a link): the controller's
+    Ref, the view before, and that host."""
     config = settings(host_failure_timeout=TIMEOUT, host_heartbeat_interval=5.0)
 
     def build() -> FabricController:
         controller = StallingController(state_dir, config, host_factory=world.factory())
-        controller.clock = autojump_clock
+        controller.clock = clock
         return controller
 
     async with open_system() as system:
@@ -122,7 +129,14 @@ async def test_a_saturated_controller_counts_silence_only_up_to_its_last_idle_mo
         await create(ref, service(), timeout=None)
         before = await wait_view(ref, all_ready)
         victim = before.instances[0].host
-        world.silent.add(victim)  # its heartbeats stop (or wait unread in a link)
+        world.silent.add(victim)
+        yield ref, before, victim
+
+
+async def test_a_saturated_controller_counts_silence_only_up_to_its_last_idle_moment(
+    service: ServiceFactory, world: World, state_dir: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with silent_host(service, world, state_dir, autojump_clock) as (ref, before, victim):
         await ask(ref, Saturate(seconds=2.5 * TIMEOUT), timeout=None)
         await anyio.sleep(2 * TIMEOUT)  # while the loop is busy (the spin jumps the clock)
         saturated_until = anyio.current_time()
@@ -138,19 +152,7 @@ async def test_a_saturated_controller_counts_silence_only_up_to_its_last_idle_mo
 async def test_a_controller_saturated_for_ever_still_declares_a_silent_host_dead(
     service: ServiceFactory, world: World, state_dir: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
-    config = settings(host_failure_timeout=TIMEOUT, host_heartbeat_interval=5.0)
-
-    def build() -> FabricController:
-        controller = StallingController(state_dir, config, host_factory=world.factory())
-        controller.clock = autojump_clock
-        return controller
-
-    async with open_system() as system:
-        ref = await system.spawn(build, name="controller:local")
-        await create(ref, service(), timeout=None)
-        before = await wait_view(ref, all_ready)
-        victim = before.instances[0].host
-        world.silent.add(victim)
+    async with silent_host(service, world, state_dir, autojump_clock) as (ref, _, victim):
         silenced_at = anyio.current_time()
         await ask(ref, Saturate(seconds=10 * TIMEOUT), timeout=None)
         await wait_view(ref, lambda v: all(i.host != victim for i in v.instances))
