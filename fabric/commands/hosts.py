@@ -7,7 +7,9 @@ from __future__ import annotations
 import datetime
 import logging
 import time
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import anyio
 import click
@@ -138,6 +140,27 @@ def join(
         raise fail(f"--name {name!r} must be 1-63 lower-case letters, digits, dots or dashes")
     identity = Identity(state_dir.absolute())
 
+    if token_ is not None:
+        # A command line is readable by every process of this machine (ps, /proc/PID/cmdline),
+        # the limited roles of this host's VMs included: join with the token, then run on as
+        # this same process without it (exec), before any VM starts.
+        with user_errors(JoinRefused, CAError, ValueError):
+            anyio.run(
+                partial(
+                    joined,
+                    identity,
+                    address,
+                    token_,
+                    ca_hash,
+                    name,
+                    cores,
+                    fault_domain,
+                    advertise,
+                    retry_for,
+                )
+            )
+        _exec_without_token()
+
     async def main() -> None:
         state = await ensure_joined(
             identity,
@@ -162,6 +185,54 @@ def join(
 
     with user_errors(JoinRefused, CAError, ValueError):
         anyio.run(main, backend="trio")
+
+
+async def joined(
+    identity: Any,
+    address: str | None,
+    token: str,
+    ca_hash: str | None,
+    name: str,
+    cores: int | None,
+    fault_domain: int,
+    advertise: str | None,
+    retry_for: float,
+) -> None:
+    """Buy this host's certificate with ``token`` (or keep the valid one it has)."""
+    import os
+
+    from fabric.cluster.ca import check_hash_format
+    from fabric.cluster.node import check_address, ensure_joined
+
+    await ensure_joined(
+        identity,
+        address,
+        token=token,
+        ca_hash=check_hash_format(ca_hash) if ca_hash else None,
+        name=name,
+        cores=cores or os.cpu_count() or 1,
+        fault_domain=fault_domain,
+        advertise=check_address(advertise) if advertise else "",
+        patience=retry_for,
+    )
+
+
+def _exec_without_token() -> None:
+    """Run this command again, in this process, with ``--token`` left out of its command line."""
+    import os
+    import sys
+
+    words, skip = [], False
+    for word in sys.orig_argv[1:]:
+        if skip:
+            skip = False
+        elif word == "--token":
+            skip = True
+        elif not word.startswith("--token="):
+            words.append(word)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, *words])
 
 
 @host.command("cordon")
