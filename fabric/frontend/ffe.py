@@ -8,6 +8,8 @@ pool the hosted service lives in.
 
 FFE answers every request with the controller's answer, or raises ApiError for a request that
 must not go ahead (a registered error: its HTTP status and code survive any process boundary).
+A deploy or upgrade the controller does not answer in time is a Submitted without an answer:
+it may still be carried out, so its staged package stays until nothing can read it.
 """
 
 from __future__ import annotations
@@ -35,7 +37,12 @@ from fabric.controller.messages import (
 )
 from fabric.frontend.api import ApiError
 from fabric.frontend.certificates import check_certificates, forget_certificates
-from fabric.frontend.staging import check_configuration, discard_packages, stage_package
+from fabric.frontend.staging import (
+    check_configuration,
+    discard_packages,
+    discard_unreferenced,
+    stage_package,
+)
 from fabric.model.validate import MAX_INSTANCES
 
 logger = logging.getLogger("fabric.frontend.ffe")
@@ -124,15 +131,28 @@ class ForgetService(Request[None], frozen=True, kw_only=True):
     service: str
 
 
+class DiscardUnreferenced(Request[None], frozen=True, kw_only=True):
+    """Drop a hosted service's staged packages but ``keep`` (the paths RDFE's records name).
+
+    Ask it only once the service's pool has answered a command sent after every one whose
+    answer never came (its controller handles commands in order: none still reads them).
+    """
+
+    service: str
+    keep: list[str]
+
+
 # -- answers ---------------------------------------------------------------------------------------
 
 
 class Submitted(msgspec.Struct, frozen=True, kw_only=True):
-    """A deploy or upgrade went to ``pool``; ``answer`` is the controller's (an OperationAccepted)."""
+    """A deploy or upgrade went to ``pool``; ``answer`` is the controller's (an OperationAccepted),
+    None when it did not answer (``unknown`` says why): the command may still be carried out."""
 
     pool: str
     package_path: str
-    answer: OperationAccepted
+    answer: OperationAccepted | None
+    unknown: str = ""
 
 
 class PoolInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -208,6 +228,11 @@ class Ffe(Actor):
                 return await self._list_all()
             case ListPools():
                 return [PoolInfo(name=p.name, location=p.location) for p in self.pools.values()]
+            case DiscardUnreferenced():
+                await anyio.to_thread.run_sync(
+                    discard_unreferenced, self.state_dir, message.service, message.keep
+                )
+                return None
             case ForgetService():
                 await anyio.to_thread.run_sync(discard_packages, self.state_dir, message.service)
                 await anyio.to_thread.run_sync(forget_certificates, self.state_dir, message.service)
@@ -316,12 +341,29 @@ class Ffe(Actor):
                 command.configuration,
                 command.configuration_name,
             )
-            answer = await self._ask(pool.name, command)
         except BaseException:
-            # Refused: the staged package serves nothing (shielded: cancellation must not skip it).
-            with anyio.move_on_after(STAGED_UNLINK_TIMEOUT, shield=True):
-                await anyio.Path(path).unlink(missing_ok=True)
+            await _unstage(path)  # refused before the controller saw it
             raise
+        try:
+            answer = await pool.controller.ask(command, timeout=self.command_timeout)
+        except ActorError as exc:
+            # The controller answered (a refusal, or a bug): it is done with the staged package.
+            await _unstage(path)
+            refusal = exc.caused_by(ControllerError)
+            if refusal is None:
+                raise
+            raise ApiError(refusal.status, refusal.code, refusal.message) from exc
+        except (AskTimeout, ActorDead) as exc:
+            # No answer: the command may still be carried out, reading the staged package then,
+            # so it stays (swept once it is unreferenced: DiscardUnreferenced, at an answered
+            # change of the service or at startup).
+            why = (
+                f"the fabric controller of pool {pool.name!r} did not answer in {self.command_timeout:g} s"
+                if isinstance(exc, AskTimeout)
+                else f"the link to the fabric controller of pool {pool.name!r} was lost"
+            )
+            logger.warning("%s for %s: the outcome is unknown", why, type(command).__name__)
+            return Submitted(pool=pool.name, package_path=str(path), answer=None, unknown=why)
         return Submitted(pool=pool.name, package_path=str(path), answer=answer)
 
     async def _deploy(self, m: Deploy) -> Submitted:
@@ -372,3 +414,9 @@ class Ffe(Actor):
             label=m.label,
         )
         return await self._submit(pool, path, command)
+
+
+async def _unstage(path: Path) -> None:
+    """Remove a staged package no command will read (shielded: cancellation must not skip it)."""
+    with anyio.move_on_after(STAGED_UNLINK_TIMEOUT, shield=True):
+        await anyio.Path(path).unlink(missing_ok=True)

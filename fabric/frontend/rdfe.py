@@ -35,7 +35,8 @@ A signed-in portal page may call every route with its session cookie instead of 
 Bodies are JSON (see ``fabric.frontend.api``); a package or configuration travels in it base64. A long call answers 202 with ``x-ms-request-id``;
 ``GET .../operations/{id}`` then reads InProgress, Succeeded or Failed. A refused request
 answers 4xx with ``{"Error": {"Code", "Message"}}`` and changes nothing; a bug answers 500
-InternalError naming the request id its traceback is logged under.
+InternalError naming the request id its traceback is logged under; a deploy or upgrade whose
+controller did not answer in time answers 504 OperationOutcomeUnknown (GET the slot to see).
 """
 
 from __future__ import annotations
@@ -429,6 +430,7 @@ async def serve_api(
     import socket
 
     from fabric.frontend.auth import clear_api_url, new_token, write_api_url, write_token
+    from fabric.frontend.staging import discard_all_unreferenced
 
     state = Path(state_dir)
     await anyio.Path(state).mkdir(parents=True, exist_ok=True)
@@ -444,6 +446,14 @@ async def serve_api(
         max_package_bytes=max_package_bytes,
         metrics_public=metrics_public,
     )
+    # Packages staged for commands no controller answered, or by a fabric stopped between
+    # staging and recording: no command of this fabric can read them now.
+    keep = {
+        h.name: list(h.packages.values())
+        for s in rdfe.store.subscriptions
+        for h in s.hosted_services.values()
+    }
+    await anyio.to_thread.run_sync(discard_all_unreferenced, state, keep)
     app = asgi_handler(rdfe)
     config = server_config(graceful_timeout=GRACEFUL_TIMEOUT)
     trigger = None if shutdown_event is None else shutdown_event.wait

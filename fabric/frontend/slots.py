@@ -22,7 +22,7 @@ from fabric.controller.status_page import MAX_PAGE
 from fabric.frontend import api
 from fabric.frontend._http import Request, Response
 from fabric.frontend.api import ApiError, bad_request, conflict, not_found
-from fabric.frontend.ffe import ChangeConfig, Deploy, Forward, Submitted, Upgrade
+from fabric.frontend.ffe import ChangeConfig, Deploy, DiscardUnreferenced, Forward, Submitted, Upgrade
 from fabric.frontend.paging import cursor_of, limit_of
 from fabric.frontend.staging import discard_package
 from fabric.frontend.store import HostedServiceRecord, SubscriptionRecord
@@ -84,13 +84,20 @@ class SlotHandlers:
         old = hosted.packages.pop(name, None)
         if package is not None:
             hosted.packages[name] = package
-        # The fabric command was accepted: the records follow it even if the disk fails now.
+        await self._save_records()
+        if old is not None and old != package:
+            await anyio.to_thread.run_sync(discard_package, old)
+        # The pool answered, so it is done with every package staged before: those no record
+        # names (kept when a controller did not answer) go. Through FFE, which stages in order.
+        keep = list(hosted.packages.values())
+        await self.rdfe.ask_ffe(DiscardUnreferenced(service=hosted.name, keep=keep))
+
+    async def _save_records(self) -> None:
+        # The fabric command was sent: the records follow it even if the disk fails now.
         try:
             await anyio.to_thread.run_sync(self.rdfe.store.save)
         except OSError:
             logger.exception("could not save %s", self.rdfe.store.path)
-        if old is not None and old != package:
-            await anyio.to_thread.run_sync(discard_package, old)
 
     # -- deployment slots -------------------------------------------------------------------------
 
@@ -175,7 +182,10 @@ class SlotHandlers:
                 start=body.start_deployment,
             )
         )
-        hosted.pool = submitted.pool
+        hosted.pool = submitted.pool  # so that GET on the slot finds it, if it was created
+        if submitted.answer is None:
+            await self._save_records()
+            raise _unknown(submitted, f"deployment {body.name!r} may still be created", r.path)
         await self._save(hosted, body.name, submitted.package_path)
         return self.rdfe.accepted(sub, submitted.pool, submitted.answer)
 
@@ -239,6 +249,8 @@ class SlotHandlers:
                 label=body.label,
             )
         )
+        if submitted.answer is None:
+            raise _unknown(submitted, f"deployment {current.name!r} may still be upgraded", r.path)
         await self._save(hosted, current.name, submitted.package_path)
         return self.rdfe.accepted(sub, pool, submitted.answer)
 
@@ -263,3 +275,13 @@ class SlotHandlers:
                 now = repr(actual.name) if actual else "nothing"
                 raise bad_request(f"{field} {given!r} does not match the {slot} slot, which holds {now}")
         return await self._forward(sub, hosted, "production", SwapDeployments(service=hosted.name))
+
+
+def _unknown(submitted: Submitted, what: str, slot_path: str) -> ApiError:
+    """504: the controller did not answer a deploy or upgrade; it may still carry it out."""
+    return ApiError(
+        504,
+        "OperationOutcomeUnknown",
+        f"{submitted.unknown}: the outcome is unknown, {what}; GET {slot_path} "
+        "(`fabric status`) shows the deployment as it is before you try again",
+    )

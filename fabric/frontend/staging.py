@@ -172,3 +172,35 @@ def discard_packages(state_dir: Path, service: str) -> None:
     """Remove every staged package of a hosted service (it has been deleted)."""
     if shared_folder.acting():
         shutil.rmtree(state_dir / PACKAGES_DIR / service, ignore_errors=True)
+
+
+def discard_unreferenced(state_dir: Path, service: str, keep: list[str]) -> None:
+    """Remove a hosted service's staged packages but those in ``keep``: left by a command whose
+    answer never came (kept then: the controller may still read it), or by a fabric stopped
+    between staging and recording. Only when nothing may still read them (the caller knows)."""
+    if not shared_folder.acting():
+        return
+    wanted = {Path(p).name for p in keep}  # by name (a uuid): the records may spell the folder otherwise
+    try:
+        staged = list((state_dir / PACKAGES_DIR / service).glob("*.cspkg"))
+    except OSError:
+        return
+    for path in staged:
+        if path.name not in wanted:
+            path.unlink(missing_ok=True)
+
+
+def discard_all_unreferenced(state_dir: Path, keep: dict[str, list[str]]) -> None:
+    """At startup, before any request: :func:`discard_unreferenced` for every hosted service
+    (``keep``: service -> the packages its records name); a deleted service's folder goes."""
+    if not shared_folder.acting():
+        return
+    try:
+        folders = [p for p in (state_dir / PACKAGES_DIR).iterdir() if p.is_dir()]
+    except OSError:
+        return
+    for folder in folders:
+        if folder.name in keep:
+            discard_unreferenced(state_dir, folder.name, keep[folder.name])
+        else:
+            shutil.rmtree(folder, ignore_errors=True)

@@ -70,16 +70,25 @@ class Api:
 
 @asynccontextmanager
 async def open_api(
-    state: Path, *, auto_finish: bool = True, pools: Sequence[tuple[str, str]] = (("local", "Local"),)
+    state: Path,
+    *,
+    auto_finish: bool = True,
+    pools: Sequence[tuple[str, str]] = (("local", "Local"),),
+    command_timeout: float = 30.0,
 ) -> AsyncIterator[Api]:
-    """Serve the API for `state`; each pool (name, location) is run by a stand-in controller."""
+    """Serve the API for `state`; each pool (name, location) is run by a stand-in controller
+    (which FFE gives ``command_timeout`` seconds to answer a command)."""
     async with open_system() as system:
         standins: dict[str, tuple[StandInController, Ref]] = {}
         for name, _ in pools:
             instance = StandInController(auto_finish=auto_finish)
             standins[name] = (instance, await system.spawn(partial(lambda i: i, instance), name=f"fc-{name}"))
         ffe = await system.spawn(
-            lambda: Ffe([Pool(name, standins[name][1], location) for name, location in pools], state),
+            lambda: Ffe(
+                [Pool(name, standins[name][1], location) for name, location in pools],
+                state,
+                command_timeout=command_timeout,
+            ),
             name="ffe",
         )
         async with anyio.create_task_group() as tg:

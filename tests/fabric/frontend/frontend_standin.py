@@ -8,9 +8,11 @@ never got this far.
 
 from __future__ import annotations
 
+import os
 import uuid
 from typing import Any
 
+import anyio
 import msgspec
 
 from actors import Actor
@@ -55,6 +57,8 @@ class StandInController(Actor):
         self.deployments: dict[tuple[str, str], DeploymentView] = {}
         self.operations: dict[str, OperationView] = {}
         self.received: list[Any] = []
+        #: when set to an Event, deploys and upgrades wait for it (a controller slow to answer)
+        self.hold: anyio.Event | None = None
 
     def _accept(self) -> OperationAccepted:
         rid = uuid.uuid4().hex
@@ -86,6 +90,11 @@ class StandInController(Actor):
         """Answer one command."""
         if not isinstance(message, Finish):
             self.received.append(message)
+        if isinstance(message, CreateDeployment | UpgradeDeployment):
+            if self.hold is not None:
+                await self.hold.wait()
+            if not os.path.isfile(message.package_path):  # as the real controller refuses it
+                raise ControllerError("BadRequest", f"package {message.package_path} does not exist")
         match message:
             case Finish(request_id=rid):
                 failed = bool(message.error_code)

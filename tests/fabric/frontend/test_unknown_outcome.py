@@ -1,0 +1,78 @@
+"""A deploy or upgrade the controller did not answer in time: its outcome is unknown, so its
+staged package stays for the controller to read, the client gets a 504 that says how to check,
+and the package goes only once nothing can read it any more."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import anyio
+import pytest
+
+from fabric.controller.messages import CreateDeployment, UpgradeDeployment
+from tests.fabric.frontend.frontend_kit import Api, open_api
+from tests.fabric.frontend.test_api import error_of
+
+pytestmark = pytest.mark.timeout(60)
+
+#: FFE's wait for the stand-in controller: short, so that a held command times out quickly
+COMMAND_TIMEOUT = 0.5
+
+
+def staged(api: Api) -> set[str]:
+    """The names of the hello service's staged packages."""
+    folder = api.state / "packages" / "hello"
+    return {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+
+
+async def test_a_deploy_without_an_answer_keeps_its_package_for_the_controller(
+    tmp_path: Path, hello_package: bytes
+) -> None:
+    async with open_api(tmp_path / "state", command_timeout=COMMAND_TIMEOUT) as api:
+        await api.create_service()
+        api.controller.hold = hold = anyio.Event()
+        resp = await api.deploy(hello_package)
+        assert error_of(resp) == (504, "OperationOutcomeUnknown")
+        message = resp.json()["Error"]["Message"]
+        assert "did not answer" in message and f"GET {api.slot()}" in message
+        [command] = api.mutations()
+        assert isinstance(command, CreateDeployment)
+        package = Path(command.package_path)
+        assert package.is_file()
+
+        # The controller carries the deployment out after all, with its package.
+        hold.set()
+        view = await api.http.get(api.slot())  # the controller answers it after the deploy
+        assert view.status_code == 200 and view.json()["name"] == "d1"
+
+        # An upgrade the controller does not answer either: both packages stay.
+        api.controller.hold = hold = anyio.Event()
+        body = {"Package": base64.b64encode(hello_package).decode(), "Label": "v2"}
+        resp = await api.http.post(api.slot(), params={"comp": "upgrade"}, json=body)
+        assert error_of(resp) == (504, "OperationOutcomeUnknown")
+        upgrade = api.mutations()[-1]
+        assert isinstance(upgrade, UpgradeDeployment)
+        assert staged(api) == {package.name, Path(upgrade.package_path).name}
+        hold.set()
+        assert (await api.http.get(api.slot())).json()["label"] == "v2"
+
+        # Deleted: the controller answered, so it read every package it was sent; they go.
+        api.controller.hold = None
+        assert (await api.http.delete(api.slot())).status_code == 202
+        assert staged(api) == set()
+
+
+async def test_unreferenced_packages_go_at_startup(tmp_path: Path, hello_package: bytes) -> None:
+    state = tmp_path / "state"
+    async with open_api(state) as api:
+        await api.create_service()
+        assert (await api.deploy(hello_package)).status_code == 202
+        kept = staged(api)
+    # Left by a fabric stopped between staging and recording, or by a command never answered.
+    (state / "packages" / "hello" / "0123abcd.cspkg").write_bytes(b"PK")
+    (state / "packages" / "gone").mkdir()
+    (state / "packages" / "gone" / "4567cdef.cspkg").write_bytes(b"PK")
+    async with open_api(state) as api:
+        assert staged(api) == kept
+        assert not (state / "packages" / "gone").exists()
