@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import msgspec
 
@@ -49,9 +49,17 @@ def check_store_url(url: str) -> str:
     """Validate a ``--store`` PostgreSQL URL; returns it unchanged.
 
     Raises:
-        StoreUrlError: not ``postgresql://[USER[:PASSWORD]@]HOST[:PORT]/DB`` (one line, saying what to change).
+        StoreUrlError: not ``postgresql://[USER@]HOST[:PORT]/DB``, or a password in it (one line,
+            saying what to change).
     """
     parts = urlsplit(url)
+    if parts.password is not None or "password" in parse_qs(parts.query):
+        # A command line is readable by every process of the machine (ps), the VMs' roles too;
+        # checked first, so that no message below quotes the password.
+        raise StoreUrlError(
+            "a password in the URL of --store would be readable by every process of this machine "
+            "(ps): give it in PGPASSWORD or ~/.pgpass instead"
+        )
     if parts.scheme not in ("postgresql", "postgres"):
         raise StoreUrlError(f"--store {url!r}: expected postgresql://USER@HOST/DB")
     try:
