@@ -29,7 +29,7 @@ import socket
 import ssl
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,10 @@ log = logging.getLogger("fabric.cluster")
 MESSAGE_LIMIT = 64 * 1024
 #: a connection to the join port must finish within this
 JOIN_TIMEOUT = 10.0
+#: connections the join port serves at once (anyone may connect: it is before any credential);
+#: one past that is closed at once, so that a flood of silent connections holds at most this
+#: many descriptors of the controller's process, each for at most JOIN_TIMEOUT
+MAX_CONNECTIONS = 64
 
 
 class GetCA(msgspec.Struct, frozen=True, tag=True):
@@ -167,6 +171,9 @@ class JoinService:
     on_joined: Callable[[HostJoined], object] = lambda joined: None
     #: whether a hang of a host's own processes, (host name, hang id), was undone
     hang_undone: Callable[[str, str], bool] = lambda host, hang: False
+    #: the connections being served now, and when a refused one was last logged
+    open_connections: int = field(default=0, init=False)
+    _refusal_logged: float = field(default=-60.0, init=False)
 
     async def handle(self, request: Message, peer_cert: dict[str, Any] | None, address: str) -> Message:
         """The answer to one request."""
@@ -194,7 +201,7 @@ class JoinService:
                 if not names:
                     return Refused(reason="a renewal must show the host's current certificate")
                 try:
-                    name, cert = self.ca.sign_request(request.csr.encode(), self.lifetime)
+                    name, cert = self.ca.sign_request(request.csr.encode(), self.lifetime, renewal=True)
                 except CAError as exc:
                     return Refused(reason=str(exc))
                 if name not in names:
@@ -247,6 +254,23 @@ class JoinService:
 
     async def _connection(self, stream: anyio.abc.SocketStream, context: ssl.SSLContext) -> None:
         address = "{}:{}".format(*stream.extra(anyio.abc.SocketAttribute.remote_address)[:2])
+        if self.open_connections >= MAX_CONNECTIONS:
+            if time.monotonic() - self._refusal_logged >= 10.0:  # a flood is one line, not one each
+                self._refusal_logged = time.monotonic()
+                log.warning(
+                    "the join port serves %d connections already: closing the one from %s (and more)",
+                    self.open_connections,
+                    address,
+                )
+            await stream.aclose()
+            return
+        self.open_connections += 1
+        try:
+            await self._served(stream, context, address)
+        finally:
+            self.open_connections -= 1
+
+    async def _served(self, stream: anyio.abc.SocketStream, context: ssl.SSLContext, address: str) -> None:
         try:
             with anyio.fail_after(JOIN_TIMEOUT):
                 tls = await TLSStream.wrap(
