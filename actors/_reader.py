@@ -221,6 +221,12 @@ class LinkReader:
             finally:
                 if self.parked is me:  # (a task moved aside by borrow() must not clear it)
                     self.parked = None
+            if self.holder is not me:
+                # Woken by the data, not by borrow(), which came before this task ran (it still
+                # looked parked): the borrower may have read a chunk and left part of it as the
+                # backlog; a read here would put the next chunk over it (lost) and dispatch
+                # that out of turn. The caller looks again at why it reads.
+                return True
             self._reads = 0
             yielded = True
             try:

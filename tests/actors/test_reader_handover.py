@@ -5,6 +5,7 @@ cancelled (an asker that gave up) during that yield."""
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 from collections.abc import Iterator
 
@@ -26,16 +27,20 @@ def _chunk(numbers: range) -> bytes:
 
 
 class Scripted:
-    """A link socket whose reads return the given chunks, then would block (its descriptor, one
-    end of a socketpair, never becomes readable)."""
+    """A link socket whose reads return the given chunks (b"": that read would block), then
+    would block (its descriptor, one end of a socketpair, never becomes readable unless a test
+    writes to the other end)."""
 
     def __init__(self, chunks: list[bytes]) -> None:
         self._chunks: Iterator[bytes] = iter(chunks)
         self._pair = socket.socketpair()
+        self.exhausted = anyio.Event()  # a read found no chunk left
 
     def recv(self, size: int, /) -> bytes:
         chunk = next(self._chunks, None)
         if chunk is None:
+            self.exhausted.set()
+        if not chunk:
             raise BlockingIOError
         return chunk
 
@@ -125,5 +130,62 @@ async def test_an_asker_cancelled_at_the_fairness_yield_loses_no_frame() -> None
             task_group.cancel_scope.cancel()
         assert link.seen == list(range(10))
         assert link.strays == []
+    finally:
+        link.close()
+
+
+class _WakeThenStall:
+    """The reader task's first wait for the socket, as the event loop may run it: the socket
+    becomes readable and the task is woken, but other tasks run before it does (here, until
+    ``resume`` is set)."""
+
+    def __init__(self, reader: LinkReader, pair: tuple[socket.socket, socket.socket]) -> None:
+        self._wait_readable = reader._calls.wait_readable
+        self._pair = pair
+        self.waiting = anyio.Event()
+        self.woken = anyio.Event()
+        self.resume = anyio.Event()
+        self._first = True
+
+    async def wait_readable(self, fd: int) -> None:
+        if not self._first:
+            return await self._wait_readable(fd)
+        self._first = False
+        self.waiting.set()
+        await self._wait_readable(fd)
+        self._pair[0].recv(1)  # (the byte that woke it: the scripted reads stand for the data)
+        self.woken.set()
+        await self.resume.wait()
+
+
+async def test_a_reader_task_woken_after_an_actor_borrowed_the_reading_leaves_it_the_backlog() -> None:
+    """The link's reader task waits for the socket; data arrives and wakes it, but before it
+    runs an idle actor borrows the reading (the reader task still looks parked), reads a chunk,
+    fills its mailbox from it and hands the reading back with the rest of the chunk unread. The
+    reader task, running at last, must dispatch that rest before it reads on: it once read the
+    next chunk over it, and the rest was lost (the process-boundary back-pressure test lost two
+    64 KiB writes of tells that way, once in three loaded CI runs)."""
+    link = Recorded()
+    reader = link.reader
+    sock = link.sock
+    sock._chunks = iter([b"", *sock._chunks])  # (b"": would block) the reader task waits first
+    stall = _WakeThenStall(reader, sock._pair)
+    reader._calls = dataclasses.replace(reader._calls, wait_readable=stall.wait_readable)
+    try:
+        async with anyio.create_task_group() as task_group:
+            task_group.start_soon(reader.run)
+            with anyio.fail_after(10):
+                await stall.waiting.wait()
+                sock._pair[1].send(b"!")  # readable: the reader task is woken
+                await stall.woken.wait()
+            assert reader.borrow()  # the actor, idle: the reader task is parked, to all it can see
+            await reader.read_once(lambda: len(link.seen) >= 2)  # its mailbox holds two: full
+            reader.give_back()  # (it handles them; the reading goes back to the reader task)
+            stall.resume.set()
+            with anyio.fail_after(10):
+                await sock.exhausted.wait()  # every chunk read
+            task_group.cancel_scope.cancel()
+        assert link.seen == list(range(10))  # before: 2-4 were lost, read over by the reader task
+        assert link.strays == []  # before: 5-9 were dispatched by a task that did not hold it
     finally:
         link.close()
