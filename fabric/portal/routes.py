@@ -41,6 +41,9 @@ if TYPE_CHECKING:
 
 #: a sign-in form is a token and little else
 SIGNIN_MAX_BYTES: Final = 4096
+#: and arrives at once: anyone may send one (before any credential), and a form dribbled a byte
+#: at a time would hold its connection for as long as the sender liked
+SIGNIN_SECONDS = 10.0
 _STATIC: Final = {"app.js": "text/javascript; charset=utf-8", "app.css": "text/css; charset=utf-8"}
 _HTML: Final = "text/html; charset=utf-8"
 #: no inline script, no other origin, no framing: what an injected string could do is nothing
@@ -145,7 +148,14 @@ async def _form_field(r: Request, name: str) -> str:
     if not declared.isdigit() or int(declared) > SIGNIN_MAX_BYTES:
         raise ApiError(413, "RequestBodyTooLarge", f"a sign-in form is at most {SIGNIN_MAX_BYTES} bytes")
     r._max = min(r._max, SIGNIN_MAX_BYTES)  # a chunked body is cut at the same bound
-    body = (await r.body()).decode("utf-8", errors="replace")
+    try:
+        with anyio.fail_after(SIGNIN_SECONDS):
+            data = await r.body()
+    except TimeoutError:
+        raise ApiError(
+            408, "RequestTimeout", f"the sign-in form did not arrive within {SIGNIN_SECONDS:g} s"
+        ) from None
+    body = data.decode("utf-8", errors="replace")
     return dict(parse_qsl(body)).get(name, "")
 
 
