@@ -15,6 +15,7 @@ from pathlib import Path
 from fabric.client import ClientError, FabricClient, NoFabricRunning
 from fabric.client.deployments import find_instance
 from fabric.guest.log_files import ROLE_HOSTS as ROLE_HOSTS
+from fabric.guest.log_files import read_log
 from fabric.guest.log_files import vm_logs as vm_logs
 
 _CHUNK = 64 * 1024
@@ -133,9 +134,10 @@ def follow_log(
             if 0 <= size < offset:
                 offset, pending = 0, b""
             if size > offset:
-                with open(path, "rb") as f:
-                    f.seek(offset)
-                    data = f.read(_CHUNK)
+                try:
+                    data = read_log(path, offset, _CHUNK)[0]
+                except OSError as exc:  # gone, or swapped for a link by the VM's account
+                    raise ClientError(f"cannot read {path.name}: {exc.strerror or exc}") from None
                 offset += len(data)
                 pending += data
                 # Print whole lines only, so a line being written is not split in two.

@@ -30,7 +30,7 @@ import msgspec
 from actors import ActorDead, MailboxFull, Ref, register_error
 from fabric.certs.parse import parse_upload
 from fabric.certs.store import MAX_CERTIFICATES, CertificateStore
-from fabric.guest.log_files import vm_logs
+from fabric.guest.log_files import read_log, vm_logs
 from fabric.guest.messages import ApplyEnvironment, GuestConfig
 from fabric.guest.plugin_agents._ready import socket_address
 from fabric.guest.plugin_agents.remote_exec import EXEC_SOCKET
@@ -477,10 +477,7 @@ class RemoteHostAgent(HostAgent):
             raise UnknownInstance(
                 f"{request.instance_id} has no {request.which[:80]}.log yet; its logs: {have}"
             )
-        with found.open("rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            f.seek(request.offset if request.offset <= size else 0)
-            data = f.read(request.limit)
+        data, size = read_log(found, request.offset, request.limit)
         return GuestLog(logs=sizes, data=data, size=size)
 
     def _host_status(self) -> HostHeartbeat:

@@ -25,7 +25,7 @@ import psutil  # type: ignore[import-untyped]
 from fabric.frontend._http import Request, Response
 from fabric.frontend.api import bad_request, not_found
 from fabric.frontend.streams import KEEPALIVE_SECONDS, EventStream, Message, stream_slots
-from fabric.guest.log_files import vm_logs
+from fabric.guest.log_files import read_log, vm_logs
 
 if TYPE_CHECKING:
     from fabric.frontend.rdfe import Rdfe
@@ -157,9 +157,12 @@ def _last_samples(vm: Path) -> tuple[str, list[ProcessSample]]:
 async def tail(path: Path) -> AsyncIterator[Message | None]:
     """The last TAIL_LINES lines of a file, then each line appended; None when idle a while."""
     file = anyio.Path(path)
-    size = (await file.stat()).st_size
-    start = max(0, size - _READ)
-    data = await anyio.to_thread.run_sync(_read, path, start, size - start)
+    try:
+        size = (await file.stat()).st_size
+        start = max(0, size - _READ)
+        data = await anyio.to_thread.run_sync(_read, path, start, size - start)
+    except OSError:  # gone, or swapped for a link by the VM's account
+        return
     lines = data.decode("utf-8", errors="replace").splitlines()
     if start > 0:
         lines = lines[1:]  # the first one is cut
@@ -181,7 +184,10 @@ async def tail(path: Path) -> AsyncIterator[Message | None]:
                 yield None
             continue
         idle = 0.0
-        chunk = await anyio.to_thread.run_sync(_read, path, offset, min(now - offset, _READ))
+        try:
+            chunk = await anyio.to_thread.run_sync(_read, path, offset, min(now - offset, _READ))
+        except OSError:
+            return
         offset += len(chunk)
         *complete, partial = (partial + chunk).split(b"\n")
         for raw in complete:
@@ -192,6 +198,4 @@ async def tail(path: Path) -> AsyncIterator[Message | None]:
 
 
 def _read(path: Path, offset: int, count: int) -> bytes:
-    with path.open("rb") as f:
-        f.seek(offset)
-        return f.read(count)
+    return read_log(path, offset, count)[0]
