@@ -183,7 +183,10 @@ def prepare_local_storage(config: GuestConfig, disk: VmDisk, log: Log, *, clean:
     """Create each LocalStorage folder; empty those marked cleanOnRoleRecycle on a role start."""
     for storage in config.role.local_storage:
         folder = disk.local_resource(storage.name)
-        if clean and storage.clean_on_role_recycle and folder.exists():
+        # The fabric's own DiagnosticStore (a LocalStorage may name it to size it) holds root's
+        # logs, RemoteAccess's session log among them: never emptied by the role's definition.
+        ours = folder == disk.diagnostic_store
+        if clean and storage.clean_on_role_recycle and folder.exists() and not ours:
             shutil.rmtree(folder)
             log(f"cleaned LocalStorage {storage.name} (cleanOnRoleRecycle)")
         folder.mkdir(parents=True, exist_ok=True)
@@ -255,7 +258,14 @@ def grant_account(config: GuestConfig, disk: VmDisk, log: Log) -> None:
             "user, without isolation (the fabric does not run as root)"
         )
         return
-    writable = [disk.local_resource(s.name) for s in config.role.local_storage]
+    # A LocalStorage may be declared to size a folder of the fabric's own (Azure's
+    # DiagnosticStore): that one stays root's, as root's agents write their logs there (the
+    # account could swap them for links to any file of the machine).
+    writable = [
+        folder
+        for folder in (disk.local_resource(s.name) for s in config.role.local_storage)
+        if folder != disk.diagnostic_store
+    ]
     secure_vm(disk, config.vm_uid, [*writable, disk.role_temp, disk.iis_log_dir])
     grant_certificates(config, disk, config.vm_uid)
     log(
