@@ -289,12 +289,23 @@ class RoleHost:
             await anyio.sleep(s.status_check_interval)
             inc = self.current
             ref = inc.ref
-            if ref is None or inc.recycle is not None or inc.phase not in ("starting", "ready"):
+            if inc.recycle is not None or inc.phase not in ("starting", "ready"):
                 continue
             timeout = s.status_check_timeout
             if inc.unresponsive_since is not None:
                 left = inc.unresponsive_since + s.role_unresponsive_timeout - anyio.current_time()
                 timeout = max(0.01, min(timeout, left))
+            if ref is None:
+                # It reported (it runs: it may even be Ready) but its start handshake has not
+                # reached us, so there is no Ref to ask yet. A host that stops right after its
+                # report never completes it: give it a StatusCheck's time, as a running host
+                # gets to answer, instead of the whole start timeout.
+                if not inc.spawned.is_set():
+                    with anyio.move_on_after(timeout):
+                        await inc.spawned.wait()
+                    if not inc.spawned.is_set():
+                        self._unanswered(inc, f"did not complete its start within {timeout:g} s")
+                continue
             try:
                 result = await ref.ask(StatusCheck(), timeout=timeout)
             except AskTimeout:
@@ -316,17 +327,15 @@ class RoleHost:
             elif was_unresponsive:
                 self.set_status("StartingRole", "OnStart is running")
 
-    def _unanswered(self, inc: _Incarnation) -> None:
+    def _unanswered(self, inc: _Incarnation, what: str = "") -> None:
         s = self.settings
         if inc is not self.current or inc.recycle is not None:
             return
         now = anyio.current_time()
         if inc.unresponsive_since is None:
             inc.unresponsive_since = now
-            self.set_status(
-                "UnresponsiveRole",
-                f"{self.name} did not answer StatusCheck within {s.status_check_timeout:g} s",
-            )
+            what = what or f"did not answer StatusCheck within {s.status_check_timeout:g} s"
+            self.set_status("UnresponsiveRole", f"{self.name} {what}")
         elif now - inc.unresponsive_since >= s.role_unresponsive_timeout:
             self._kill(inc, f"unresponsive for {now - inc.unresponsive_since:.1f} s: recycling")
 

@@ -112,9 +112,9 @@ async def test_a_stopped_role_host_becomes_unresponsive_then_is_recycled(make_vm
     vm.write("worker.py", WORKER)
     async with boot(vm, vm.config()) as booted:
         first = await booted.wait_for("ReadyRole")
-        # A host may report ready before its start handshake reaches the bootstrapper, which
-        # checks only hosts it has started: stopped in between, it would fail its start (60 s
-        # later) rather than its StatusCheck. Stop it once started, as this test means to.
+        # A host may report ready before its start handshake reaches the bootstrapper: stopped
+        # in between, it would be unresponsive for its start, not for a StatusCheck (see
+        # test_hang_after_ready). Stop it once started, as this test means to.
         await booted.wait_for_log(f"started WaWorkerHost (pid {first.role_pid})")
         os.kill(first.role_pid, signal.SIGSTOP)
         mark = len(booted.seen)
