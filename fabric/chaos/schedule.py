@@ -35,6 +35,8 @@ from fabric.controller.chaos.messages import (
 
 #: a method line may plan at most this many faults (a rate of 1000/s over an hour is a typo)
 MAX_PER_LINE = 10_000
+#: and the whole schedule too: a scenario's lines add up (a thousand of them fit its 64 KiB)
+MAX_FAULTS = 10_000
 
 
 class Topology(msgspec.Struct, frozen=True, kw_only=True):
@@ -68,7 +70,8 @@ def plan(
     """The fault schedule of ``scenario`` for ``seed`` over ``duration`` (default: the scenario's).
 
     Raises:
-        ScenarioError: a method line names a role the topology lacks, or plans too many faults.
+        ScenarioError: a method line names a role the topology lacks, or plans too many faults
+            (more than MAX_PER_LINE, or more than MAX_FAULTS with the lines before it).
     """
     length = scenario.duration if duration is None else duration
     items: list[tuple[float, int, Inject]] = []
@@ -87,6 +90,11 @@ def plan(
             where = _where(entry, target)
             label = f"{entry.name} ({where})" if entry.name else f"{entry.fault} {where}"
             items.append((round(at, 6), line, Inject(fault=fault, label=label)))
+            if len(items) > MAX_FAULTS:
+                raise ScenarioError(
+                    f"the scenario plans more than {MAX_FAULTS} faults in all (method line {line} "
+                    "and those before it): lower their rates, or split it"
+                )
     items.sort(key=lambda item: (item[0], item[1]))
     return [
         PlannedFault(n=n, at=at, line=line, inject=inject) for n, (at, line, inject) in enumerate(items, 1)
