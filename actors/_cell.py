@@ -86,8 +86,11 @@ class LocalCell:
         # The deliver methods are the hot path of every tell: bind them once.
         self.deliver = self._mailbox.put_envelope
         self.deliver_nowait = self._mailbox.put_envelope_nowait
-        #: tells from a network link's TELLS frame: as many as fit, at once (see Mailbox)
-        self.deliver_many_nowait = self._mailbox.put_many_nowait
+        #: Ref.tell_many and tell_many_nowait (see Mailbox.put_many)
+        self.deliver_many = self._mailbox.put_many
+        self.deliver_many_nowait = self._mailbox.put_many_or_refuse
+        #: tells from a link's TELLS frame: as many as fit, at once (see Mailbox.put_many_nowait)
+        self.deliver_some_nowait = self._mailbox.put_many_nowait
         self.wait_room = self._mailbox.wait_room
         self.timer = system.timer
 

@@ -6,6 +6,7 @@ the INIT frame, serves it, and exits 0 after a requested stop or 1 after a crash
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import importlib
 import logging
@@ -35,7 +36,7 @@ from ._mailbox import Reply
 from ._ref import Ref
 from ._system import ActorSystem, open_system
 from ._timer import AskTimer
-from ._wire import BadFrame, Frame, Init, Kind, Started, decode_value
+from ._wire import BadFrame, Batch, Frame, Init, Kind, Started, decode_value, decode_values
 
 logger = logging.getLogger("actors.child")
 
@@ -143,6 +144,27 @@ class _Child:
             if reply is not None:
                 reply.reject(exc)
 
+    async def _deliver_many(self, messages: list[Any]) -> None:
+        """Deliver tells once the actor has started, as room comes (see Mailbox.put_many)."""
+        await self.ready.wait()
+        assert self.ref is not None
+        with contextlib.suppress(ActorDead):
+            await self.ref._target.deliver_many(messages)  # type: ignore[attr-defined]
+
+    def on_tells(self, batch: Batch) -> Awaitable[None] | None:
+        """Handle a TELLS frame from the parent (Ref.tell_many): its tells into the mailbox at
+        once, as far as they fit; return an awaitable that delivers the rest."""
+        messages = decode_values(batch.type, batch.body)
+        if self.ref is None:  # the actor is still starting
+            return self._deliver_many(messages)
+        cell = self.ref._target
+        assert isinstance(cell, LocalCell)
+        try:
+            taken = cell.deliver_some_nowait(messages, 0)
+        except ActorDead:
+            return None
+        return None if taken == len(messages) else self._deliver_many(messages[taken:])
+
     def stop(self) -> None:
         self.stop_requested = True
         if self.ref is not None:
@@ -200,6 +222,7 @@ async def _serve(fd: int) -> int:
                 outbox,
                 child.on_frame,
                 lambda exc, frame: report_bad_frame(outbox, exc, frame),
+                on_tells=child.on_tells,
             )
             # EOF: the parent is gone or dropped us; nobody is left to serve.
             child.parent.gone.set()

@@ -13,7 +13,16 @@ E = TypeVar("E", bound=BaseException)
 
 
 class MailboxFull(Exception):
-    """tell_nowait() found the mailbox full; use tell() to wait for room instead."""
+    """tell_nowait() found the mailbox full; use tell() to wait for room instead.
+
+    Attributes:
+        sent: from tell_many_nowait(), how many of the messages were queued (the first ones, in
+            order) before one found no room; the rest were not sent.
+    """
+
+    def __init__(self, *args: object, sent: int = 0) -> None:
+        super().__init__(*args)
+        self.sent = sent
 
 
 class AskTimeout(TimeoutError):

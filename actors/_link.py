@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
+from itertools import groupby
 from typing import Any, Final, Literal
 
 import anyio
@@ -40,6 +41,7 @@ from ._wire import (
     pack_size,
     tell_head,
     tell_heads,
+    tells_prefix,
 )
 
 logger = logging.getLogger("actors.link")
@@ -213,6 +215,12 @@ class Outbox:
         #: A non-blocking send on the raw socket, set while a link runs: lets an ask or a reply
         #: leave at once instead of waking the writer task (a scheduler round trip per frame).
         self.direct_send: Callable[[bytes | bytearray], int] | None = None
+        #: Whether the peer takes TELLS frames (see actors._wire): Ref.tell_many sends a run of
+        #: tells as one; without, a frame each.
+        self.tells_frames = False
+        self._tells_prefixes: dict[str, dict[type, bytes]] = {}  # by receiver, then type
+        self._tells_size: dict[type, float] = {}  # encoded bytes a message, by type, lately
+        self._encode_into = body_encoder()
         #: The reading end of the link while one runs: an asker may read its answer itself.
         self.reader: LinkReader | None = None
         #: Whether a frame may name a module to import for its type (not on a network link).
@@ -307,6 +315,93 @@ class Outbox:
         if len(self.buffer) >= LIMIT_BYTES:
             raise MailboxFull(f"link to actor {self.name!r} has {len(self.buffer)} bytes queued; use tell()")
         self._queue(message, reply, to)
+
+    async def deliver_many(self, messages: Iterable[Any], to: str = "") -> None:
+        """Queue TELLs of ``messages`` in order, as the same deliver calls would (each waiting
+        while the buffer is full): a run of one type goes as TELLS frames of up to 64 KiB, each
+        encoded in one call, where the peer takes them (see Ref.tell_many)."""
+        await self._checkpoint_if_cancelled()  # (a cancelled sender sends none of them)
+        if self.closed:
+            raise ActorDead(f"actor {self.name!r} is dead")
+        if self.faults.active or not self.tells_frames:
+            for message in messages:  # one frame each: the fault hook meets each on its own
+                await self.deliver(message, None, to)
+            return
+        for _ in self._tells_frames(messages, to):
+            if len(self.buffer) >= FLUSH_BYTES:
+                await self._wait_drained()
+
+    def deliver_many_nowait(self, messages: Iterable[Any], to: str = "") -> None:
+        """Queue TELLs of ``messages`` in order at once, as far as the buffer has room (checked
+        before each frame); raise MailboxFull (its ``sent``: how many went) when not all did,
+        ActorDead when the link is closed."""
+        if self.closed:
+            raise ActorDead(f"actor {self.name!r} is dead")
+        sent = 0
+        if self.faults.active or not self.tells_frames:
+            for message in messages:
+                try:
+                    self.deliver_nowait(message, None, to)
+                except MailboxFull as exc:
+                    exc.sent = sent
+                    raise
+                sent += 1
+            return
+        batch = messages if isinstance(messages, list) else list(messages)
+        frames = self._tells_frames(batch, to)
+        while sent < len(batch):
+            if len(self.buffer) >= LIMIT_BYTES:
+                raise MailboxFull(
+                    f"link to actor {self.name!r} has {len(self.buffer)} bytes queued: {sent} of "
+                    f"{len(batch)} messages were queued; use tell_many()",
+                    sent=sent,
+                )
+            sent += next(frames)
+
+    def _tells_frames(self, messages: Iterable[Any], to: str) -> Iterator[int]:
+        """Append ``messages`` to the buffer as TELLS frames, a frame a step (runs of one type,
+        each frame up to ``batch_bytes``, encoded in one call); yield how many each carried."""
+        batch = messages if isinstance(messages, list) else list(messages)
+        if not batch:
+            return
+        kinds = set(map(type, batch))
+        runs = [batch] if len(kinds) == 1 else [list(run) for _, run in groupby(batch, type)]
+        limit = self.batch_bytes or FLUSH_BYTES
+        encode_into = self._encode_into
+        for run in runs:
+            kind = type(run[0])
+            prefixes = self._tells_prefixes.get(to)
+            if prefixes is None:
+                prefixes = self._tells_prefixes[to] = {}
+            prefix = prefixes.get(kind)
+            if prefix is None:
+                prefix = prefixes[kind] = tells_prefix(run[0], to)
+            # Messages a frame: from the size of this type's last frame (a few, the first time).
+            each = self._tells_size.get(kind, limit / 8)
+            done = 0
+            while done < len(run):
+                count = max(1, min(len(run) - done, int(limit / each)))
+                part = run[done : done + count] if done or count < len(run) else run
+                buffer = self.buffer
+                start = len(buffer)
+                buffer += prefix
+                try:
+                    encode_into(part, buffer, start + len(prefix))
+                except BaseException:
+                    del buffer[start:]
+                    raise
+                size = len(buffer) - start
+                if size > 2 * limit and count > 1:  # larger messages than the last ones: halve
+                    del buffer[start:]
+                    each = size / (count // 2)
+                    continue
+                pack_size(buffer, start, size - HEADER_SIZE)
+                each = self._tells_size[kind] = max(1.0, (size - len(prefix)) / count)
+                done += count
+                if self._wake is not None:
+                    self._wake.set()
+                    self._wake = None  # (woken: the next frames need not wake it again)
+                yield count
 
     def _queue(self, message: Any, reply: Reply | None, to: str = "") -> None:
         if self.closed:

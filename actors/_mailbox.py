@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 import anyio
@@ -170,6 +170,34 @@ class Mailbox:
             on_put, self.on_put = self.on_put, None
             on_put()
         return end - start
+
+    async def put_many(self, messages: Iterable[Any]) -> None:
+        """Add tells in order, waiting for room as the same put_envelope calls would: as many as
+        fit at once; while the mailbox is full, the next one waits (once it arrived) until the
+        mailbox is half empty, then as many again. Raises ActorDead once closed."""
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        batch = messages if isinstance(messages, list) else list(messages)
+        start = self.put_many_nowait(batch, 0)
+        while start < len(batch):
+            if self.on_arrival is not None:
+                self.on_arrival(batch[start])  # it arrived now, though it waits for room
+            while len(self._items) >= self.size and not self.closed:
+                await self._wait_room(self.size // 2)
+            self._append(batch[start], None)
+            start += 1
+            start += self.put_many_nowait(batch, start)
+
+    def put_many_or_refuse(self, messages: Iterable[Any]) -> None:
+        """Add tells in order, as many as there is room for now; raise MailboxFull (its ``sent``:
+        how many were added) when that is not all of them, ActorDead once closed."""
+        batch = messages if isinstance(messages, list) else list(messages)
+        taken = self.put_many_nowait(batch, 0)
+        if taken < len(batch):
+            raise MailboxFull(
+                f"mailbox of actor {self.name!r} is full ({self.size} messages): {taken} of "
+                f"{len(batch)} messages were queued; use tell_many() to wait for room",
+                sent=taken,
+            )
 
     async def wait_room(self) -> None:
         """Wait until the mailbox is at most half full (or closed): room for many at once."""

@@ -99,6 +99,9 @@ class RemoteTarget:
         self.deliver = peer.outbox.sender(actor)
         #: queue a message now, or raise MailboxFull when the link's queue is full
         self.deliver_nowait = partial(peer.outbox.deliver_nowait, to=actor)
+        #: Ref.tell_many: a run of tells as TELLS frames
+        self.deliver_many = partial(peer.outbox.deliver_many, to=actor)
+        self.deliver_many_nowait = partial(peer.outbox.deliver_many_nowait, to=actor)
 
     def request_stop(self) -> None:
         """Another node's actors are not ours to stop."""
@@ -133,6 +136,7 @@ class Peer:
         self.outbox = Outbox(node, self.faults)
         self.outbox.imports = False  # another machine names no module for us to import
         self.outbox.batch_bytes = min(BATCH_BYTES, options.max_frame_size // 2)
+        self.outbox.tells_frames = True
         self.closed = anyio.Event()
         self._up = anyio.Event()
         self._channel: TLSChannel | None = None
@@ -299,7 +303,7 @@ class Peer:
         if link is not self.outbox and (link is None or link.reader is None):
             cell.link = self.outbox  # idle, it reads this link itself (see _on_frame)
         try:
-            taken = cell.deliver_many_nowait(messages, 0)
+            taken = cell.deliver_some_nowait(messages, 0)
         except ActorDead:
             return None
         return None if taken == len(messages) else _deliver_rest(cell, messages, taken)
@@ -315,7 +319,7 @@ async def _deliver_rest(cell: LocalCell, messages: list[Any], start: int) -> Non
     while start < len(messages):
         await cell.wait_room()
         try:
-            start += cell.deliver_many_nowait(messages, start)
+            start += cell.deliver_some_nowait(messages, start)
         except ActorDead:
             return
 

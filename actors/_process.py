@@ -73,6 +73,9 @@ class ProcessCell:
         self.outbox = Outbox(name, self.faults)
         self.deliver = self.outbox.sender()
         self.deliver_nowait = self.outbox.deliver_nowait
+        self.outbox.tells_frames = True  # (the child takes them: see actors._child)
+        self.deliver_many = self.outbox.deliver_many
+        self.deliver_many_nowait = self.outbox.deliver_many_nowait
         self.wait_reply = self.outbox.wait_reply
         self.timer = system.timer
         self.ref = Ref(self)

@@ -249,6 +249,13 @@ def batch_head(body: object, to: str) -> bytes:
     )
 
 
+def tells_prefix(body: object, to: str) -> bytes:
+    """The first bytes of a TELLS frame to ``to`` whose bodies are of ``body``'s type, up to
+    its body array (the length prefix zeroed): an encoded list of them follows, its own array
+    header included (see Ref.tell_many)."""
+    return batch_head(body, to)[:-5]
+
+
 #: decode a TELLS frame's envelope (its payload starts with TELLS_TAG), raising msgspec.DecodeError
 decode_batch = _batch_decoder.decode
 
