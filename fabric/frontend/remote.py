@@ -177,7 +177,9 @@ async def shell(rdfe: Rdfe, scope: Mapping[str, Any], receive: Any, send: Any, *
         return
     await send({"type": "websocket.accept"})
     query = dict(
-        part.split("=", 1) for part in scope.get("query_string", b"").decode().split("&") if "=" in part
+        part.split("=", 1)
+        for part in scope.get("query_string", b"").decode("utf-8", "replace").split("&")
+        if "=" in part
     )
 
     async def refuse(error: ApiError) -> None:
@@ -233,12 +235,12 @@ async def shell(rdfe: Rdfe, scope: Mapping[str, Any], receive: Any, send: Any, *
                     for start in range(0, len(data), MAX_FRAME):
                         await agent.send(frame(b"d", data[start : start + MAX_FRAME]))
                 elif message.get("text"):
-                    control = json.loads(message["text"])
-                    if "resize" in control:
-                        rows, cols = control["resize"]
-                        await agent.send(frame(b"r", f"{int(rows)} {int(cols)}".encode()))
-                    elif "signal" in control:
-                        await agent.send(frame(b"s", str(control["signal"])[:8].encode()))
+                    control = _control(message["text"])
+                    if control is None:  # a one-line refusal, as for a bad request
+                        await refuse(ApiError(400, "BadRequest", f"not a shell control message: {CONTROLS}"))
+                        tasks.cancel_scope.cancel()
+                        return
+                    await agent.send(control)
 
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(keys)
@@ -253,6 +255,29 @@ async def shell(rdfe: Rdfe, scope: Mapping[str, Any], receive: Any, send: Any, *
             with contextlib.suppress(Exception):
                 await send({"type": "websocket.close", "code": 1000})
             tasks.cancel_scope.cancel()
+
+
+#: what a text message of a shell may say
+CONTROLS = '{"resize": [ROWS, COLS]} or {"signal": "INT"|"TERM"|"HUP"|"QUIT"}'
+
+
+def _control(text: str) -> bytes | None:
+    """The agent's frame for a client's control message (sizes clamped); None when malformed."""
+    from fabric.guest.plugin_agents.remote_shell import MAX_ROWS_COLS, SIGNALS, frame
+
+    try:
+        control = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(control, dict):
+        return None
+    size, name = control.get("resize"), control.get("signal")
+    if isinstance(size, list) and len(size) == 2 and all(type(n) is int for n in size):
+        rows, cols = (max(1, min(n, MAX_ROWS_COLS)) for n in size)
+        return frame(b"r", f"{rows} {cols}".encode())
+    if isinstance(name, str) and name in SIGNALS:
+        return frame(b"s", name.encode())
+    return None
 
 
 def _size(text: str | None, default: int) -> int:
