@@ -14,7 +14,7 @@ from anyio.abc import TaskStatus
 from ._actor import Actor
 from ._errors import ActorDead, ActorError
 from ._loopcalls import loop_calls
-from ._mailbox import AwaitedReply, Envelope, Mailbox, Reply, handler_failure
+from ._mailbox import Asked, AwaitedReply, Mailbox, Reply, handler_failure
 from ._reader import first_step
 from ._ref import Ref
 from ._stall import STALL_THRESHOLD, serving
@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from ._system import ActorSystem
 
 logger = logging.getLogger("actors")
+
+_STOPPED: Any = object()  # what _next_entry returns when the actor is to stop
 
 #: How long a stopping actor may take to finish its current message and run on_stop.
 DEFAULT_STOP_TIMEOUT = 10.0
@@ -225,7 +227,8 @@ class LocalCell:
         receive = actor.receive
         mailbox = self._mailbox
         queued = mailbox.items  # (tested here as a deque: no method call per message)
-        get_nowait = mailbox.get_nowait
+        take_nowait = mailbox.take_nowait
+        popleft = queued.popleft
         me = loop_calls().current_task()
         current: Reply | None = None
         streak = unclocked = 0
@@ -237,14 +240,13 @@ class LocalCell:
                     # Take what is already queued without a scheduler round trip, but yield
                     # every FAIRNESS_STREAK messages so a busy actor cannot starve its neighbours.
                     if not queued:
-                        envelope = await self._next_envelope()
-                        if envelope is None:
+                        entry = await self._next_entry()
+                        if entry is _STOPPED:
                             break
-                        message, current = envelope
                         streak = 0
                         unclocked = CLOCK_EVERY  # a new step: read the clock
                     else:
-                        message, current = get_nowait()
+                        entry = take_nowait()
                         streak += 1
                         # (handling_at: when a recent message began; no clock read more)
                         if streak >= FAIRNESS_STREAK:
@@ -252,6 +254,11 @@ class LocalCell:
                             if self.handling_at - stall_step.started > FAIRNESS_SLICE:
                                 self._give_back_link(me)
                                 await anyio.lowlevel.checkpoint()
+                    if entry.__class__ is Asked:
+                        message, current = entry.message, entry.reply
+                    else:
+                        message = entry
+                    entry = None
                     link = self.link
                     reader = link.reader if link is not None else None
                     self.current_reply = current
@@ -261,12 +268,7 @@ class LocalCell:
                     unclocked += 1
                     if kind is not self.handling or unclocked >= CLOCK_EVERY:
                         unclocked = 0
-                        now = perf_counter()
-                        last = self.handling_at
-                        if now - last > STALL_THRESHOLD and last >= stall_step.started:
-                            # The messages since began in this very step and held it that long.
-                            self.slow, self.slow_at = self.handling, now
-                        self.handling, self.handling_at = kind, now
+                        self._clock(kind)
                     try:
                         if reader is not None and reader.holder is me and not queued:
                             # Holding the link: a handler that answers at once keeps it.
@@ -292,7 +294,32 @@ class LocalCell:
                             current.resolve(value)  # (None: the handler deferred its answer)
                     self.current_reply = current = None
                     # Nothing of the handled message stays alive while the actor waits.
-                    envelope = message = value = None
+                    message = value = None
+                    if not queued or queued[0].__class__ is Asked or self.stop_requested:
+                        continue
+                    # A run of tells is queued: each is handled as above, with only the steps a
+                    # tell needs (no reply; the link was given back already, for the run).
+                    handling = self.handling
+                    while True:
+                        message = popleft()
+                        if mailbox.room is not None and len(queued) <= mailbox.room_at:
+                            mailbox.wake_senders()
+                        streak += 1
+                        if streak >= FAIRNESS_STREAK:
+                            streak = 0
+                            if self.handling_at - stall_step.started > FAIRNESS_SLICE:
+                                self._give_back_link(me)
+                                await anyio.lowlevel.checkpoint()
+                        kind = type(message)
+                        unclocked += 1
+                        if kind is not handling or unclocked >= CLOCK_EVERY:
+                            unclocked = 0
+                            self._clock(kind)
+                            handling = kind
+                        await receive(message)  # (raising: the actor crashed)
+                        message = None
+                        if not queued or queued[0].__class__ is Asked or self.stop_requested:
+                            break
         finally:
             serving(me, None)
             self._idle = False
@@ -301,8 +328,17 @@ class LocalCell:
             if current is not None:
                 current.reject(ActorDead(f"actor {self.name!r} stopped while handling the message"))
 
-    async def _next_envelope(self) -> Envelope | None:
-        """Idle: wait for the next message; None when asked to stop meanwhile."""
+    def _clock(self, kind: type) -> None:
+        """A message of type ``kind`` begins now (for the stall detector, see CLOCK_EVERY)."""
+        now = perf_counter()
+        last = self.handling_at
+        if now - last > STALL_THRESHOLD and last >= stall_step.started:
+            # The messages since began in this very step and held it that long.
+            self.slow, self.slow_at = self.handling, now
+        self.handling, self.handling_at = kind, now
+
+    async def _next_entry(self) -> Any:
+        """Idle: wait for the next entry of the mailbox; _STOPPED when asked to stop meanwhile."""
         mailbox = self._mailbox
         reader = self.link.reader if self.link is not None else None
         if reader is not None and reader.borrow():
@@ -319,13 +355,13 @@ class LocalCell:
                 self._reading = None
                 mailbox.on_put = None
             if mailbox and not self.stop_requested:
-                return mailbox.get_nowait()  # keep the link while handling it (see _serve)
+                return mailbox.take_nowait()  # keep the link while handling it (see _serve)
             reader.give_back()
             if self.stop_requested:
-                return None
+                return _STOPPED
         self._idle = True
         try:
-            return await mailbox.get()
+            return await mailbox.take()
         finally:
             self._idle = False
 

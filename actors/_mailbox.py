@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
@@ -102,20 +101,26 @@ class AwaitedReply(Reply):
                 self.on_abandon()
 
 
-Envelope = tuple[Any, Reply | None]
+class Asked:
+    """An ask in a mailbox: the message and where its answer goes. A tell is its message
+    alone: a run of tells enters the mailbox without an object of ours each."""
 
-_nones = itertools.repeat(None)  # the reply of every tell (zipped with the messages)
+    __slots__ = ("message", "reply")
+
+    def __init__(self, message: Any, reply: Reply) -> None:
+        self.message = message
+        self.reply = reply
 
 
 class Mailbox:
-    """A bounded FIFO of (message, reply) envelopes; the reply is None for a tell.
+    """A bounded FIFO of entries: a tell's message, or an Asked for an ask.
 
     Hand-rolled rather than a memory object stream: an actor takes what is already queued
     without a scheduler round trip, and a sender only yields when the mailbox is full. Only
     one task (the actor's loop) ever takes from it.
     """
 
-    __slots__ = ("_items", "_room", "_room_at", "closed", "items", "name", "on_arrival", "on_put", "size")
+    __slots__ = ("_items", "closed", "items", "name", "on_arrival", "on_put", "room", "room_at", "size")
 
     def __init__(self, name: str, size: int) -> None:
         if size < 1:
@@ -123,15 +128,16 @@ class Mailbox:
         self.name = name
         self.size = size
         self.closed = False
-        self._items: deque[Envelope] = deque()
-        #: the envelopes, oldest first, to look at (only put and get change it)
+        self._items: deque[Any] = deque()
+        #: the entries, oldest first, to look at (only put and take change it)
         self.items = self._items
-        #: called once when the next envelope arrives: wakes the actor waiting for it
+        #: called once when the next entry arrives: wakes the actor waiting for it
         self.on_put: Callable[[], None] | None = None
         #: called with each message as it arrives, before it waits for room or its turn
         self.on_arrival: Callable[[Any], None] | None = None
-        self._room: Signal | None = None
-        self._room_at = 0  # _room is set once no more than this many envelopes are left
+        #: set (by whoever takes) once no more than ``room_at`` entries are left: senders wait on it
+        self.room: Signal | None = None
+        self.room_at = 0
 
     def __len__(self) -> int:
         return len(self._items)
@@ -148,7 +154,7 @@ class Mailbox:
                 self.on_arrival(message)  # it arrived now, though it waits for room
             while len(self._items) >= self.size and not self.closed:
                 await self._wait_room(self.size - 1)
-            self._append(message, reply)
+            self._append(message if reply is None else Asked(message, reply))
             return
         self.put_envelope_nowait(message, reply)
 
@@ -164,8 +170,7 @@ class Mailbox:
         if self.on_arrival is not None:
             for message in messages[start:end]:
                 self.on_arrival(message)
-        batch = messages[start:end] if start or end < len(messages) else messages
-        items.extend(zip(batch, _nones))  # noqa: B905 (_nones never ends)
+        items.extend(messages[start:end] if start or end < len(messages) else messages)
         if self.on_put is not None:
             on_put, self.on_put = self.on_put, None
             on_put()
@@ -183,7 +188,7 @@ class Mailbox:
                 self.on_arrival(batch[start])  # it arrived now, though it waits for room
             while len(self._items) >= self.size and not self.closed:
                 await self._wait_room(self.size // 2)
-            self._append(batch[start], None)
+            self._append(batch[start])
             start += 1
             start += self.put_many_nowait(batch, start)
 
@@ -205,12 +210,12 @@ class Mailbox:
             await self._wait_room(self.size // 2)
 
     async def _wait_room(self, at: int) -> None:
-        """Wait until no more than ``at`` envelopes are left (or more room, or closed)."""
-        if self._room is None:
-            self._room, self._room_at = new_event(), at
+        """Wait until no more than ``at`` entries are left (or more room, or closed)."""
+        if self.room is None:
+            self.room, self.room_at = new_event(), at
         else:
-            self._room_at = max(self._room_at, at)
-        await self._room.wait()
+            self.room_at = max(self.room_at, at)
+        await self.room.wait()
 
     def put_envelope_nowait(self, message: Any, reply: Reply | None) -> None:
         """Add a message or raise MailboxFull / ActorDead at once."""
@@ -223,44 +228,49 @@ class Mailbox:
             )
         if self.on_arrival is not None:
             self.on_arrival(message)
-        self._append(message, reply)
+        self._append(message if reply is None else Asked(message, reply))
 
-    def _append(self, message: Any, reply: Reply | None) -> None:
+    def _append(self, entry: Any) -> None:
         if self.closed:
             raise ActorDead(f"actor {self.name!r} is dead")
-        self._items.append((message, reply))
+        self._items.append(entry)
         if self.on_put is not None:
             on_put, self.on_put = self.on_put, None
             on_put()
 
-    async def get(self) -> Envelope:
-        """Take the oldest envelope, waiting for one."""
+    async def take(self) -> Any:
+        """Take the oldest entry (a tell's message, or an Asked), waiting for one."""
         while not self._items:
             getter = new_event()
             self.on_put = getter.set
             await getter.wait()
-        return self.get_nowait()
+        return self.take_nowait()
 
-    def get_nowait(self) -> Envelope:
-        """Take the oldest envelope now; raises anyio.WouldBlock when there is none."""
+    def take_nowait(self) -> Any:
+        """Take the oldest entry now; raises anyio.WouldBlock when there is none."""
         try:
-            envelope = self._items.popleft()
+            entry = self._items.popleft()
         except IndexError:
             raise anyio.WouldBlock from None
-        if self._room is not None and len(self._items) <= self._room_at:
-            self._room.set()
-            self._room = None
-        return envelope
+        if self.room is not None and len(self._items) <= self.room_at:
+            self.wake_senders()
+        return entry
+
+    def wake_senders(self) -> None:
+        """Wake the senders waiting for room (the taker found ``room_at`` entries or fewer)."""
+        if self.room is not None:
+            self.room.set()
+            self.room = None
 
     def close(self) -> None:
-        """Refuse new envelopes and fail every waiting ask with ActorDead."""
+        """Refuse new entries and fail every waiting ask with ActorDead."""
         self.closed = True
         while self._items:
-            _, reply = self._items.popleft()
-            if reply is not None:
-                reply.reject(ActorDead(f"actor {self.name!r} stopped before answering"))
-        if self._room is not None:
-            self._room.set()
+            entry = self._items.popleft()
+            if entry.__class__ is Asked:
+                entry.reply.reject(ActorDead(f"actor {self.name!r} stopped before answering"))
+        if self.room is not None:
+            self.room.set()
 
 
 class Signal(Protocol):

@@ -53,7 +53,7 @@ async def test_runs_of_messages_arrive_in_order_before_a_later_ask(kind: str, tm
             for round_ in range(4):
                 # Runs of one type (one frame each over a link) and of another, and types mixed.
                 batch: list[Any] = [Add(i) for i in range(round_ * 10_000, (round_ + 1) * 10_000)]
-                batch += [f"s{i}" for i in range(50)] + [Add(-1), "x", 7, Add(-2)]
+                batch += [f"s{i}" for i in range(50)] + [Add(-1), None, "x", 7, Add(-2)]
                 await ref.tell_many(batch)
                 expected += [m.amount if isinstance(m, Add) else m for m in batch]
                 state = await ref.ask(Get())  # handled after every message told before it
