@@ -26,6 +26,9 @@ from fabric.host.messages import StopGuest
 log = logging.getLogger("fabric.controller")
 
 Spawn = Callable[..., None]
+#: a host's stale VMs stopped at once: more wait for a later heartbeat (a host naming thousands
+#: of VMs it does not own would otherwise get a task, an ask and a timeline event for each)
+MAX_STALE_STOPS = 16
 
 
 async def on_report(state: ControllerState, report: JoinedReport, spawn: Spawn) -> None:
@@ -47,7 +50,7 @@ async def on_report(state: ControllerState, report: JoinedReport, spawn: Spawn) 
             if inst.address != host.address:  # known before it starts again (a controller restart)
                 inst.address = host.address
             await state.on_status(host.id, vm, status)
-        elif vm not in host.stopping:
+        elif vm not in host.stopping and len(host.stopping) < MAX_STALE_STOPS:
             host.stopping.add(vm)
             spawn(_stop_stale, state, host, vm)
     host_reach.heard(state, host)  # its instances back in rotation (after their statuses)
