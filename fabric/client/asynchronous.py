@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 from urllib.parse import quote
 
 import anyio
@@ -17,6 +17,7 @@ import httpx
 import msgspec
 
 from fabric.client.errors import ClientError, NoFabricRunning, NotFound, refusal, unreachable
+from fabric.cluster.tokens import CreateToken, NewToken, TokenInfo
 from fabric.controller.chaos.messages import FaultList, FaultRecord, Inject, TargetMap, WatchBatch, WatchStart
 from fabric.controller.events import MAX_PAGE, EventPage
 from fabric.controller.messages import (
@@ -33,14 +34,6 @@ from fabric.controller.messages import (
 )
 from fabric.frontend import api
 from fabric.frontend.auth import read_api_url, read_token
-
-if TYPE_CHECKING:
-    # These routes' bodies sit beside their handlers, which import the certificate store
-    # (cryptography), the cluster's CA and the guest's agents: each method below imports its
-    # module when called, so only `fabric cert|token|exec` pays for it.
-    from fabric.frontend import certificates as cert_api
-    from fabric.frontend import cluster_routes as cluster_api
-    from fabric.frontend import remote as remote_api
 
 T = TypeVar("T")
 
@@ -238,27 +231,25 @@ class AsyncFabricClient:
         *,
         certificate_format: Literal["pfx", "pem"] = "pfx",
         password: str = "",
-    ) -> cert_api.Certificate:
+    ) -> api.Certificate:
         """Add Service Certificate: a PFX, or a PEM certificate with its key."""
-        from fabric.frontend import certificates as cert_api  # see TYPE_CHECKING above
+        # The upload's body sits beside its handler, which loads the certificate store
+        # (cryptography): only `fabric cert add` pays for it, which parses the upload with it anyway.
+        from fabric.frontend import certificates as cert_api
 
         body = cert_api.CertificateFile(data=data, certificate_format=certificate_format, password=password)
         path = f"{await self._services()}/{service}/certificates"
-        return await self._call("POST", path, cert_api.Certificate, body)
+        return await self._call("POST", path, api.Certificate, body)
 
-    async def certificates(self, service: str) -> list[cert_api.Certificate]:
+    async def certificates(self, service: str) -> list[api.Certificate]:
         """List Service Certificates."""
-        from fabric.frontend import certificates as cert_api  # see TYPE_CHECKING above
-
         path = f"{await self._services()}/{service}/certificates"
-        return (await self._call("GET", path, cert_api.Certificates)).certificates
+        return (await self._call("GET", path, api.Certificates)).certificates
 
-    async def certificate(self, service: str, thumbprint: str) -> cert_api.Certificate:
+    async def certificate(self, service: str, thumbprint: str) -> api.Certificate:
         """Get Service Certificate (``thumbprint``: hex, or sha1-<hex>)."""
-        from fabric.frontend import certificates as cert_api  # see TYPE_CHECKING above
-
         path = f"{await self._services()}/{service}/certificates/{_thumbprint_path(thumbprint)}"
-        return await self._call("GET", path, cert_api.Certificate)
+        return await self._call("GET", path, api.Certificate)
 
     async def delete_certificate(self, service: str, thumbprint: str) -> None:
         """Delete Service Certificate."""
@@ -267,18 +258,14 @@ class AsyncFabricClient:
 
     # -- the cluster: bootstrap tokens and joined hosts (fabric.frontend.cluster_routes) ------------
 
-    async def create_token(self, ttl: float, description: str = "") -> cluster_api.NewToken:
+    async def create_token(self, ttl: float, description: str = "") -> NewToken:
         """A bootstrap token valid ``ttl`` seconds, with the join command's other parts."""
-        from fabric.frontend import cluster_routes as cluster_api  # see TYPE_CHECKING above
+        body = CreateToken(ttl=ttl, description=description)
+        return await self._call("POST", "/cluster/tokens", NewToken, body)
 
-        body = cluster_api.CreateToken(ttl=ttl, description=description)
-        return await self._call("POST", "/cluster/tokens", cluster_api.NewToken, body)
-
-    async def tokens(self) -> list[cluster_api.TokenInfo]:
+    async def tokens(self) -> list[TokenInfo]:
         """The bootstrap tokens not expired yet (never their secrets)."""
-        from fabric.frontend import cluster_routes as cluster_api  # see TYPE_CHECKING above
-
-        return await self._call("GET", "/cluster/tokens", list[cluster_api.TokenInfo])
+        return await self._call("GET", "/cluster/tokens", list[TokenInfo])
 
     async def delete_token(self, token_id: str) -> None:
         """Revoke a bootstrap token (by its id)."""
@@ -318,14 +305,12 @@ class AsyncFabricClient:
 
     async def exec(
         self, service: str, slot: Slot, instance: str, command: list[str], *, timeout: float = 60.0
-    ) -> remote_api.ExecResult:
+    ) -> api.ExecResult:
         """Run ``command`` in ``instance`` as its role's account (RemoteAccess must be enabled)."""
-        from fabric.frontend import remote as remote_api  # see TYPE_CHECKING above
-
-        body = remote_api.ExecRequest(command=command, timeout_seconds=timeout)
+        body = api.ExecRequest(command=command, timeout_seconds=timeout)
         path = f"{await self._slot(service, slot)}/roleinstances/{instance}/exec"
         resp = await self.request("POST", path, body=body, timeout=timeout + 30)
-        return msgspec.json.decode(resp.content, type=remote_api.ExecResult)
+        return msgspec.json.decode(resp.content, type=api.ExecResult)
 
     async def instance_log(
         self,

@@ -19,8 +19,6 @@ from pathlib import Path
 
 import msgspec
 
-from fabric.cluster.ca import write_private
-
 #: what a token looks like
 TOKEN = re.compile(r"^([a-z0-9]{6})\.([a-z0-9]{16})$")
 _ALPHABET = string.ascii_lowercase + string.digits
@@ -40,6 +38,13 @@ class TokenRecord(msgspec.Struct, frozen=True, kw_only=True):
     secret_sha256: str
     created: float
     expires: float
+    description: str = ""
+
+
+class CreateToken(msgspec.Struct, frozen=True, kw_only=True):
+    """The body of POST /cluster/tokens."""
+
+    ttl: float = DEFAULT_TTL
     description: str = ""
 
 
@@ -104,6 +109,10 @@ class TokenStore:
         return {r.id: r for r in records}
 
     def _write(self, records: dict[str, TokenRecord]) -> None:
+        # Here, not at the top: the CA module loads cryptography, which `fabric token` (the
+        # client, reading these views) must not pay for.
+        from fabric.cluster.ca import write_private
+
         write_private(self.path, msgspec.json.encode(sorted(records.values(), key=lambda r: r.created)))
 
     def create(self, ttl: float = DEFAULT_TTL, description: str = "") -> tuple[str, TokenRecord]:

@@ -1,23 +1,31 @@
 """``fabric cert``: a hosted service's certificates (Add, List, Delete Service Certificate), and
-a self-signed one for development."""
+a self-signed one for development.
+
+Reading an upload and making a certificate load cryptography (~0.1 s): only ``add`` and
+``create-self-signed`` import it, when they run; ``list`` and ``delete`` only talk to the API.
+"""
 
 from __future__ import annotations
 
 import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 import msgspec
 
-from fabric.certs import CertificateError, parse_upload, self_signed
-from fabric.certs.parse import MAX_UPLOAD_BYTES, CertificateFormat, detect_format
 from fabric.client import FabricClient
 from fabric.commands.client import fail, state_dir_option, user_errors
-from fabric.frontend.certificates import Certificate
+from fabric.frontend.api import Certificate
+
+if TYPE_CHECKING:
+    from fabric.certs.parse import CertificateFormat
 
 
 def _read_upload(file: Path) -> bytes:
     """The file's bytes, refused past MAX_UPLOAD_BYTES before it is read whole."""
+    from fabric.certs.parse import MAX_UPLOAD_BYTES
+
     try:
         with file.open("rb") as f:
             data = f.read(MAX_UPLOAD_BYTES + 1)
@@ -56,6 +64,8 @@ def cert() -> None:
 @state_dir_option
 def add(service: str, file: Path, password: str, state_dir: Path) -> None:
     """Upload FILE (a .pfx, or a PEM file with the certificate and its key) to SERVICE."""
+    from fabric.certs.parse import CertificateError, detect_format, parse_upload
+
     data = _read_upload(file)
     fmt = detect_format(data)
     with user_errors(CertificateError):
@@ -104,6 +114,8 @@ def create_self_signed(
     service: str, dns_names: tuple[str, ...], days: int, out: Path | None, state_dir: Path
 ) -> None:
     """Make a self-signed certificate for --dns and upload it to SERVICE (for development)."""
+    from fabric.certs.parse import CertificateError, self_signed
+
     with user_errors(CertificateError):
         made = self_signed(list(dns_names), days=days)
         pem = made.certificate_pem().encode() + made.key_pem()

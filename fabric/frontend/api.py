@@ -8,6 +8,7 @@ verbatim (snake_case): that is the stable view ``fabric status --json`` prints t
 
 from __future__ import annotations
 
+import datetime
 from typing import Annotated, Literal
 
 import msgspec
@@ -211,3 +212,51 @@ class Operation(_Out, frozen=True, kw_only=True):
     status: Literal["InProgress", "Succeeded", "Failed"]
     http_status_code: int
     error: ErrorDetail | None = None
+
+
+# -- service certificates (fabric.frontend.certificates) and remote commands (fabric.frontend.remote):
+# here, not beside their handlers, which load cryptography and the guest's agents --------------------
+
+
+class Certificate(_Out, frozen=True, kw_only=True):
+    """One service certificate: where it is, its thumbprint, and the certificate itself (DER)."""
+
+    certificate_url: str
+    thumbprint: str
+    thumbprint_algorithm: str
+    data: bytes
+    subject: str = ""
+    issuer: str = ""
+    dns_names: list[str] = []
+    not_before: datetime.datetime | None = None
+    not_after: datetime.datetime | None = None
+
+
+class Certificates(_Out, frozen=True, kw_only=True):
+    """GET .../certificates."""
+
+    certificates: list[Certificate]
+
+
+#: the most words a remote command may have
+MAX_EXEC_WORDS = 256
+#: the longest a remote command may run (seconds): the RemoteAccess agent's own limit
+#: (fabric.guest.plugin_agents.remote_exec.MAX_TIMEOUT, checked equal by a test)
+MAX_EXEC_TIMEOUT = 3600.0
+
+
+class ExecRequest(_Body, frozen=True, kw_only=True):
+    """The command (its words, as execvp takes them) and how long it may run (seconds)."""
+
+    command: Annotated[list[str], msgspec.Meta(min_length=1, max_length=MAX_EXEC_WORDS)]
+    timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=MAX_EXEC_TIMEOUT)] = 60.0
+
+
+class ExecResult(_Out, frozen=True, kw_only=True):
+    """How the command ended: its exit status (128+N when killed by signal N) and its output."""
+
+    exit_status: int
+    stdout: bytes = b""
+    stderr: bytes = b""
+    truncated: bool = False
+    timed_out: bool = False

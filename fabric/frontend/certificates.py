@@ -12,7 +12,6 @@ thumbprint the configuration names is uploaded to the hosted service and valid n
 
 from __future__ import annotations
 
-import datetime
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
@@ -25,7 +24,7 @@ from fabric.certs import CertificateError, CertificateStore, StoredCertificate, 
 from fabric.certs.parse import MAX_PASSWORD_CHARS, MAX_UPLOAD_BYTES
 from fabric.controller import shared_folder
 from fabric.frontend._http import Request, Response
-from fabric.frontend.api import ApiError, bad_request, not_found
+from fabric.frontend.api import ApiError, Certificate, Certificates, bad_request, not_found
 from fabric.frontend.store import SubscriptionRecord
 from fabric.model.service import parse_configuration
 
@@ -42,26 +41,6 @@ class CertificateFile(msgspec.Struct, frozen=True, kw_only=True, rename="pascal"
     data: Annotated[bytes, msgspec.Meta(max_length=MAX_UPLOAD_BYTES)]
     certificate_format: Literal["pfx", "pem"] = "pfx"
     password: Annotated[str, msgspec.Meta(max_length=MAX_PASSWORD_CHARS)] = ""
-
-
-class Certificate(msgspec.Struct, frozen=True, kw_only=True, rename="pascal"):
-    """One service certificate: where it is, its thumbprint, and the certificate itself (DER)."""
-
-    certificate_url: str
-    thumbprint: str
-    thumbprint_algorithm: str
-    data: bytes
-    subject: str = ""
-    issuer: str = ""
-    dns_names: list[str] = []
-    not_before: datetime.datetime | None = None
-    not_after: datetime.datetime | None = None
-
-
-class Certificates(msgspec.Struct, frozen=True, kw_only=True, rename="pascal"):
-    """GET .../certificates."""
-
-    certificates: list[Certificate]
 
 
 def certificate_view(url: str, record: StoredCertificate) -> Certificate:

@@ -20,11 +20,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import anyio.to_thread
-import msgspec
 
 from fabric.cluster.ca import ClusterCA
 from fabric.cluster.port import JoinedHostView, cluster_dir, read_listen
-from fabric.cluster.tokens import DEFAULT_TTL, MAX_TTL, NewToken, TokenInfo, TokenStore
+from fabric.cluster.tokens import MAX_TTL, CreateToken, NewToken, TokenInfo, TokenStore
 from fabric.controller.host_admin import MAX_PAGE, CordonHost, DrainHost, ListHosts
 from fabric.controller.messages import GetOperation, HostPage, HostView, OperationAccepted, OperationView
 from fabric.frontend._http import Request, Response
@@ -33,13 +32,6 @@ from fabric.frontend.ffe import Forward, ListPools, PoolInfo
 
 if TYPE_CHECKING:
     from fabric.frontend.rdfe import Rdfe
-
-
-class CreateToken(msgspec.Struct, frozen=True, kw_only=True):
-    """The body of POST /cluster/tokens."""
-
-    ttl: float = DEFAULT_TTL
-    description: str = ""
 
 
 def _create(rdfe: Rdfe, body: CreateToken) -> NewToken:

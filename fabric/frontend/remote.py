@@ -13,50 +13,32 @@ import contextlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
-import msgspec
 
 from fabric.controller.messages import DeploymentView, GetDeployment
 from fabric.frontend._http import Request, Response
-from fabric.frontend.api import ApiError, not_found
+from fabric.frontend.api import MAX_EXEC_WORDS, ApiError, ExecRequest, ExecResult, not_found
 from fabric.frontend.ffe import Forward
 from fabric.frontend.joined_exec import relay_exec
 from fabric.frontend.joined_shell import open_relayed
 from fabric.frontend.store import SubscriptionRecord
 from fabric.guest.disk import VmDisk
 from fabric.guest.plugin_agents._ready import socket_address
-from fabric.guest.plugin_agents.remote_exec import EXEC_SOCKET, MAX_OUTPUT, MAX_TIMEOUT
+from fabric.guest.plugin_agents.remote_exec import EXEC_SOCKET, MAX_OUTPUT
 
 if TYPE_CHECKING:
     from fabric.frontend.rdfe import Rdfe
 
 #: the most a command line may hold: its words, and their characters in all
-MAX_WORDS = 256
+MAX_WORDS = MAX_EXEC_WORDS
 MAX_COMMAND_CHARS = 64 * 1024
 #: past the command's own timeout, how long the agent may take to answer
 ANSWER_GRACE = 15.0
 #: the largest answer read from the agent (both streams base64, and the JSON around them)
 _MAX_ANSWER = 2 * (MAX_OUTPUT * 4 // 3 + 8) + 4096
-
-
-class ExecRequest(msgspec.Struct, frozen=True, kw_only=True, rename="pascal", forbid_unknown_fields=True):
-    """The command (its words, as execvp takes them) and how long it may run (seconds)."""
-
-    command: Annotated[list[str], msgspec.Meta(min_length=1, max_length=MAX_WORDS)]
-    timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=MAX_TIMEOUT)] = 60.0
-
-
-class ExecResult(msgspec.Struct, frozen=True, kw_only=True, rename="pascal"):
-    """How the command ended: its exit status (128+N when killed by signal N) and its output."""
-
-    exit_status: int
-    stdout: bytes = b""
-    stderr: bytes = b""
-    truncated: bool = False
-    timed_out: bool = False
 
 
 def owns(segments: list[str]) -> bool:
