@@ -208,6 +208,8 @@ async def run_session(vm: Vm, command: list[str], timeout: float) -> dict[str, A
 
 def _log(log: Path, line: str) -> None:
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
+    if not line.isprintable():  # a command's newline must not forge a line of the audit log
+        line = "".join(c if c.isprintable() else repr(c)[1:-1] for c in line)
     with log.open("a") as file:
         file.write(f"{stamp} {line}\n")
 
