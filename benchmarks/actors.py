@@ -34,12 +34,13 @@ sys.path.insert(0, str(HERE / "support"))
 from bench_actors_helpers import Count, Item, RawEcho, Sink  # noqa: E402
 from bench_timing import seconds_per_call, send_frames  # noqa: E402
 
-from actors import ProcessOptions, open_system  # noqa: E402
+from actors import ProcessOptions, Ref, open_system  # noqa: E402
 
 QUICK = "--quick" in sys.argv
 N_TELL = 50_000 if QUICK else 200_000
 N_ASK = 500 if QUICK else 2_000
 N_SPAWN = 5 if QUICK else 15
+MANY = 100  # messages a tell_many call
 OPTIONS = ProcessOptions(ping_interval=None)
 
 
@@ -68,25 +69,33 @@ async def raw_stream_throughput(n: int) -> float:
     return time.perf_counter() - start
 
 
-async def local_tell_throughput(n: int) -> float:
+async def tell_all(ref: Ref, items: list[Item], many: int) -> None:
+    """Tell the Items: a call each (``many`` 0), or ``many`` a tell_many call."""
+    if not many:
+        for item in items:
+            await ref.tell(item)
+        return
+    for batch in [items[i : i + many] for i in range(0, len(items), many)]:
+        await ref.tell_many(batch)
+
+
+async def local_tell_throughput(n: int, many: int = 0) -> float:
     items = [Item(i) for i in range(n)]
     async with open_system() as system:
         ref = await system.spawn(Sink, name="sink", mailbox_size=1000)
         start = time.perf_counter()
-        for item in items:
-            await ref.tell(item)
+        await tell_all(ref, items, many)
         assert await ref.ask(Count()) == n
         return time.perf_counter() - start
 
 
-async def process_tell_throughput(n: int) -> float:
+async def process_tell_throughput(n: int, many: int = 0) -> float:
     items = [Item(i) for i in range(n)]
     async with open_system() as system:
         ref = await system.spawn_process("bench_actors_helpers:Sink", name="sink", options=OPTIONS)
         await ref.ask(Count())
         start = time.perf_counter()
-        for item in items:
-            await ref.tell(item)
+        await tell_all(ref, items, many)
         assert await ref.ask(Count(), timeout=120) == n
         return time.perf_counter() - start
 
@@ -165,11 +174,19 @@ async def main() -> None:
     print(
         f"in-process tell:     {rate(N_TELL, local)}   raw memory stream {rate(N_TELL, raw)}   ratio {raw / local:4.2f}x (goal >= 0.8x)"
     )
+    local = await local_tell_throughput(N_TELL, MANY)
+    print(f"in-process tell_many ({MANY} a call): {rate(N_TELL, local)}   ratio {raw / local:4.2f}x")
     cross = await process_tell_throughput(N_TELL)
     pipe = raw_pipe_throughput(N_TELL)
     print(
         f"cross-process tell:  {rate(N_TELL, cross)}   vs in-process raw stream {raw / cross:4.2f}x (goal >= 0.8x);"
         f" raw msgpack pipe {rate(N_TELL, pipe)} ({pipe / cross:4.2f}x)"
+    )
+    cross = await process_tell_throughput(N_TELL, MANY)
+    pipe = raw_pipe_throughput(N_TELL)
+    print(
+        f"cross-process tell_many ({MANY} a call): {rate(N_TELL, cross)}   raw msgpack pipe"
+        f" {rate(N_TELL, pipe)} ({pipe / cross:4.2f}x)"
     )
     actor, raw_rtt = await ask_round_trips(N_ASK)
     print(
