@@ -7,6 +7,7 @@ import itertools
 import logging
 import math
 import random
+import resource
 import socket
 from collections.abc import Awaitable, Callable, Collection, Coroutine
 from typing import Any
@@ -29,6 +30,20 @@ _ACCEPT_TRANSIENT = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 
 #: Seconds a client may wait for an instance to enter rotation when none is in it.
 QUEUE_TIMEOUT = 5.0
+
+
+def _max_open() -> int:
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return 65536 if soft == resource.RLIM_INFINITY else max(64, soft // 4)
+
+
+#: user-space client connections every balancer of this process holds at once, each with two
+#: descriptors: past it a new client is reset at once, so that a flood through the balancers
+#: (a role of this machine can open connections to any endpoint) leaves the process half its
+#: descriptors for everything else (its API, links, stores, logs)
+MAX_OPEN = _max_open()
+_held = 0
+_said_full = -math.inf
 
 Pump = Callable[[socket.socket, Flow], Coroutine[Any, Any, None]]
 #: seconds between attempts to listen on a shared port another socket holds unshared
@@ -55,6 +70,11 @@ async def _listen_when_free(name: str, listener: socket.socket) -> None:
                 )
                 warned = True
         await anyio.sleep(LISTEN_RETRY)
+
+
+def _count(change: int) -> None:
+    global _held
+    _held += change
 
 
 class Counters:
@@ -129,6 +149,9 @@ class TcpBalancer:
                             log.warning("endpoint %s: accept failed (%s); retrying", self.name, exc)
                             await anyio.sleep(0.1)
                             continue
+                        if _held >= MAX_OPEN:
+                            self._refuse_over_bound(client)
+                            continue
                         tg.start_soon(self._handle, client)
                         # A flood of connects must not starve the connections already open.
                         await checkpoint()
@@ -138,6 +161,19 @@ class TcpBalancer:
             self.listening = False
             _sock.close(listener)
 
+    def _refuse_over_bound(self, client: socket.socket) -> None:
+        global _said_full
+        self.counters.rejected += 1
+        _sock.abort(client)
+        _sock.close(client)
+        if anyio.current_time() - _said_full >= 10.0:  # a flood is a line every 10 s, not one each
+            _said_full = anyio.current_time()
+            log.warning(
+                "endpoint %s: the balancers hold %d connections, the most they take: resetting new ones",
+                self.name,
+                _held,
+            )
+
     def stop_accepting(self) -> None:
         """Close the listener: no new connection (the kernel gives them to the other listeners
         of a shared port); the open ones go on."""
@@ -145,6 +181,13 @@ class TcpBalancer:
 
     async def _handle(self, client: socket.socket) -> None:
         self.counters.connections += 1
+        _count(1)  # counted here, not at accept: a task never started (asyncio) never ends either
+        try:
+            await self._balance(client)
+        finally:
+            _count(-1)
+
+    async def _balance(self, client: socket.socket) -> None:
         try:
             if self.accepted is not None:
                 await self.accepted()
