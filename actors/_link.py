@@ -387,6 +387,12 @@ class Outbox:
                 buffer += prefix
                 try:
                     encode_into(part, buffer, start + len(prefix))
+                except Exception:
+                    del buffer[start:]  # no half frame left behind: it would corrupt the stream
+                    if count == 1:
+                        raise
+                    each = limit  # one a frame, until the one that cannot be encoded: those
+                    continue  # before it go, as with the same tells in order
                 except BaseException:
                     del buffer[start:]
                     raise

@@ -161,6 +161,18 @@ async def test_the_nowait_form_on_a_full_link_says_how_many_went() -> None:
         peer.close()
 
 
+async def test_a_message_that_cannot_be_encoded_stops_the_batch_where_it_is() -> None:
+    async with open_system() as system:
+        peer = Peer(system, "far", LinkOptions())  # never linked: its frames stay queued
+        with pytest.raises(OverflowError):
+            await peer.ref("a").tell_many([Add(1), Add(2), Add(2**70), Add(3)])  # msgpack: no such int
+        await peer.ref("a").tell(Add(4))
+        payloads = FrameSplitter().feed(await peer.outbox.take())
+        received = [m for p in payloads for m in decode_values(decode_batch(p).type, decode_batch(p).body)]
+        assert received == [Add(1), Add(2), Add(4)]  # those before it went, whole; none after
+        peer.close()
+
+
 @pytest.mark.parametrize("direction", ["in", "out"])
 async def test_the_fault_hooks_drop_each_message_of_a_batch_on_its_own(
     direction: str, tmp_path: Path
