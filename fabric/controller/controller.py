@@ -49,6 +49,7 @@ from fabric.controller.messages import (
     InstanceAction,
     ListDeployments,
     SetDeploymentStatus,
+    SummarizeDeployments,
     SwapDeployments,
     UpgradeDeployment,
     WalkUpgradeDomain,
@@ -226,11 +227,10 @@ class FabricController(Actor):
                 return self.view(state.get(service, slot))
             case GetDeploymentPage(service=service, slot=slot, limit=limit, after=after):
                 return deployment_page(state.get(service, slot), state.rotation, limit, after)
-            case ListDeployments():
-                return [
-                    self.view(d)
-                    for d in sorted(state.deployments.values(), key=lambda d: (d.service, d.slot))
-                ]
+            case ListDeployments(service=service):
+                return [self.view(d) for d in self._listed(service)]
+            case SummarizeDeployments(service=service):  # no instance's view built
+                return [d.summary() for d in self._listed(service)]
             case GetOperation(request_id=request_id):
                 return await self.ops.view(request_id)
             case CreateDeployment():
@@ -262,6 +262,13 @@ class FabricController(Actor):
             case _:
                 return await super().receive(message)
         return None
+
+    def _listed(self, service: str | None) -> list[Deployment]:
+        """Every deployment (``service``'s only, when given: RDFE's names are lower case), by
+        service and slot."""
+        wanted = None if service is None else service.lower()
+        found = (d for d in self.state.deployments.values() if wanted in (None, d.service.lower()))
+        return sorted(found, key=lambda d: (d.service, d.slot))
 
     def view(self, dep: Deployment) -> DeploymentView:
         """A deployment's DeploymentView, public endpoints included."""

@@ -69,8 +69,17 @@ class GetDeploymentPage(Request["DeploymentPage"], frozen=True, tag=True, kw_onl
     after: str = ""
 
 
-class ListDeployments(Request["list[DeploymentView]"], frozen=True, tag=True):
-    """Answer every DeploymentView."""
+class ListDeployments(Request["list[DeploymentView]"], frozen=True, tag=True, kw_only=True):
+    """Answer every DeploymentView, by service and slot (``service``'s only, when given)."""
+
+    service: str | None = None
+
+
+class SummarizeDeployments(Request["list[DeploymentSummary]"], frozen=True, tag=True, kw_only=True):
+    """Answer every deployment's DeploymentSummary, by service and slot (``service``'s only, when
+    given): no instance's view is built, however many instances the deployments have."""
+
+    service: str | None = None
 
 
 class ChangeConfiguration(Request["OperationAccepted"], frozen=True, tag=True, kw_only=True):
@@ -208,6 +217,17 @@ class DeploymentView(msgspec.Struct, frozen=True, kw_only=True):
     roles: dict[str, int] = {}
     instances: list[InstanceView] = []
     endpoints: list[PublicEndpoint] = []
+
+
+class DeploymentSummary(msgspec.Struct, frozen=True, kw_only=True):
+    """A deployment without its instances: what a listing that does not show them needs."""
+
+    service: str
+    slot: Slot
+    name: str
+    status: DeploymentStatus
+    #: its instances, by role
+    roles: dict[str, int] = {}
 
 
 class DeploymentPage(msgspec.Struct, frozen=True, kw_only=True):

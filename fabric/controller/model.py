@@ -16,6 +16,7 @@ import anyio
 from fabric.controller.messages import (
     ControllerError,
     DeploymentStatus,
+    DeploymentSummary,
     DeploymentView,
     InstanceView,
     PublicEndpoint,
@@ -362,6 +363,16 @@ class Deployment:
         if self.goal == "Deleting":
             return "Deleting"
         return self.phase or self.goal
+
+    def summary(self) -> DeploymentSummary:
+        """The deployment without its instances' views (their counts by role)."""
+        roles = dict.fromkeys((r.name for r in self.current.definition.roles), 0)
+        for inst in self.instances.values():
+            if inst.role in roles:
+                roles[inst.role] += 1
+        return DeploymentSummary(
+            service=self.service, slot=self.slot, name=self.name, status=self.view_status(), roles=roles
+        )
 
     def view(
         self, endpoints: list[PublicEndpoint], instances: list[Instance] | None = None

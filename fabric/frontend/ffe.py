@@ -28,10 +28,12 @@ from fabric.controller.messages import (
     ChangeConfiguration,
     ControllerError,
     CreateDeployment,
+    DeploymentSummary,
     DeploymentView,
     ListDeployments,
     OperationAccepted,
     Slot,
+    SummarizeDeployments,
     UpgradeDeployment,
     UpgradeMode,
 )
@@ -52,6 +54,8 @@ DEFAULT_LOCATION = "Local"
 STAGED_UNLINK_TIMEOUT = 5.0
 #: The answer type of a fabric command.
 Answer = TypeVar("Answer")
+#: What a listing of deployments holds: their views, or their summaries.
+Listed = TypeVar("Listed", DeploymentView, DeploymentSummary)
 
 
 @dataclass(frozen=True)
@@ -117,8 +121,18 @@ class Forward(Request[Answer], Generic[Answer], frozen=True, kw_only=True):
     timeout: float | None = None
 
 
-class ListAll(Request["dict[str, list[DeploymentView]]"], frozen=True):
-    """Answer {pool name: [DeploymentView]} for every pool that answers."""
+class ListAll(Request["dict[str, list[DeploymentView]]"], frozen=True, kw_only=True):
+    """Answer {pool name: [DeploymentView]} for every pool that answers (the deployments of
+    hosted service ``service`` only, when given)."""
+
+    service: str | None = None
+
+
+class SummarizeAll(Request["dict[str, list[DeploymentSummary]]"], frozen=True, kw_only=True):
+    """Answer {pool name: [DeploymentSummary]} for every pool that answers (``service``'s only,
+    when given): for a listing that needs no instance."""
+
+    service: str | None = None
 
 
 class ListPools(Request["list[PoolInfo]"], frozen=True):
@@ -224,8 +238,10 @@ class Ffe(Actor):
                 return await self._ask(message.pool, command)
             case Forward():
                 return await self._ask(message.pool, message.command, message.timeout)
-            case ListAll():
-                return await self._list_all()
+            case ListAll(service=service):
+                return await self._list_all(ListDeployments(service=service))
+            case SummarizeAll(service=service):
+                return await self._list_all(SummarizeDeployments(service=service))
             case ListPools():
                 return [PoolInfo(name=p.name, location=p.location) for p in self.pools.values()]
             case DiscardUnreferenced():
@@ -273,11 +289,11 @@ class Ffe(Actor):
     async def _load(self, pool: Pool) -> int | None:
         """The instances a pool runs, or None when its controller does not answer."""
         try:
-            views = await pool.controller.ask(ListDeployments(), timeout=self.probe_timeout)
+            found = await pool.controller.ask(SummarizeDeployments(), timeout=self.probe_timeout)
         except (ActorError, ActorDead, AskTimeout) as exc:
             logger.warning("pool %s is not available: %s", pool.name, exc)
             return None
-        return sum(len(v.instances) for v in views)
+        return sum(sum(s.roles.values()) for s in found)
 
     async def _loads(self, pools: Sequence[Pool]) -> list[int | None]:
         loads: list[int | None] = [None] * len(pools)
@@ -312,13 +328,13 @@ class Ffe(Actor):
             raise ApiError(503, "ServiceUnavailable", "no machine pool is available now; try again shortly")
         return candidates[min(available)[1]]
 
-    async def _list_all(self) -> dict[str, list[DeploymentView]]:
+    async def _list_all(self, command: Request[list[Listed]]) -> dict[str, list[Listed]]:
         pools = list(self.pools.values())
-        out: dict[str, list[DeploymentView]] = {}
+        out: dict[str, list[Listed]] = {}
 
         async def collect(pool: Pool) -> None:
             try:
-                out[pool.name] = await pool.controller.ask(ListDeployments(), timeout=self.command_timeout)
+                out[pool.name] = await pool.controller.ask(command, timeout=self.command_timeout)
             except (ActorError, ActorDead, AskTimeout) as exc:
                 logger.warning("pool %s did not list its deployments: %s", pool.name, exc)
 

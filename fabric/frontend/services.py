@@ -7,11 +7,11 @@ from typing import TYPE_CHECKING
 import anyio
 import msgspec
 
-from fabric.controller.messages import DeploymentView
+from fabric.controller.messages import DeploymentSummary, DeploymentView
 from fabric.frontend import api
 from fabric.frontend._http import Request, Response
 from fabric.frontend.api import bad_request, conflict
-from fabric.frontend.ffe import ForgetService, ListAll, ListPools, PoolInfo
+from fabric.frontend.ffe import ForgetService, ListAll, ListPools, PoolInfo, SummarizeAll
 from fabric.frontend.store import HostedServiceRecord, SubscriptionRecord, now_text
 
 if TYPE_CHECKING:
@@ -69,14 +69,19 @@ class ServiceHandlers:
             ]
         )
 
-    async def deployments(self) -> dict[str, list[DeploymentView]]:
-        """Every deployment of every pool, by hosted service name."""
+    async def deployments(self, service: str | None = None) -> dict[str, list[DeploymentView]]:
+        """Every deployment of every pool (of ``service`` only, when given), by hosted service name."""
         by_service: dict[str, list[DeploymentView]] = {}
-        pools: dict[str, list[DeploymentView]] = await self.rdfe.ask_ffe(ListAll())
+        pools: dict[str, list[DeploymentView]] = await self.rdfe.ask_ffe(ListAll(service=service))
         for views in pools.values():
             for view in views:
                 by_service.setdefault(view.service.lower(), []).append(view)
         return by_service
+
+    async def _summaries(self, service: str) -> list[DeploymentSummary]:
+        """A hosted service's deployments in every pool, without their instances."""
+        pools: dict[str, list[DeploymentSummary]] = await self.rdfe.ask_ffe(SummarizeAll(service=service))
+        return [s for found in pools.values() for s in found]
 
     async def list_services(self, sub: SubscriptionRecord, r: Request) -> Response:
         """GET .../hostedservices[?embed-detail=true]."""
@@ -90,7 +95,7 @@ class ServiceHandlers:
     async def get_service(self, sub: SubscriptionRecord, name: str, r: Request) -> Response:
         """GET .../hostedservices/{service}[?embed-detail=true]."""
         record = self.rdfe.hosted(sub, name)
-        deployments = (await self.deployments()).get(record.name, []) if embed_detail(r) else None
+        deployments = (await self.deployments(record.name)).get(record.name, []) if embed_detail(r) else None
         return Response(200, hosted_view(record, deployments))
 
     async def create_service(self, sub: SubscriptionRecord, r: Request) -> Response:
@@ -142,7 +147,7 @@ class ServiceHandlers:
     async def delete_service(self, sub: SubscriptionRecord, name: str) -> Response:
         """DELETE .../hostedservices/{service}: only once it has no deployments (409 otherwise)."""
         record = self.rdfe.hosted(sub, name)
-        remaining = (await self.deployments()).get(record.name, [])
+        remaining = await self._summaries(record.name)
         if remaining:
             slots = ", ".join(d.slot for d in remaining)
             raise conflict(

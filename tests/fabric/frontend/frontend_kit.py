@@ -48,13 +48,15 @@ class Api:
 
     def mutations(self) -> list[Any]:
         """Commands that reached the controller, minus the read-only ones."""
-        from fabric.controller.messages import GetDeployment, GetOperation, ListDeployments
+        from fabric.controller.messages import (
+            GetDeployment,
+            GetOperation,
+            ListDeployments,
+            SummarizeDeployments,
+        )
 
-        return [
-            m
-            for m in self.controller.received
-            if not isinstance(m, GetDeployment | GetOperation | ListDeployments)
-        ]
+        reads = GetDeployment | GetOperation | ListDeployments | SummarizeDeployments
+        return [m for m in self.controller.received if not isinstance(m, reads)]
 
     async def create_service(self, name: str = "hello", **extra: Any) -> httpx.Response:
         """POST a hosted service."""

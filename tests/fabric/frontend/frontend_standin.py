@@ -22,6 +22,7 @@ from fabric.controller.messages import (
     CreateDeployment,
     DeleteDeployment,
     DeploymentPage,
+    DeploymentSummary,
     DeploymentView,
     GetDeployment,
     GetDeploymentPage,
@@ -33,6 +34,7 @@ from fabric.controller.messages import (
     OperationView,
     PublicEndpoint,
     SetDeploymentStatus,
+    SummarizeDeployments,
     SwapDeployments,
     UpgradeDeployment,
     WalkUpgradeDomain,
@@ -142,8 +144,16 @@ class StandInController(Actor):
                     total=len(ids),
                     next_cursor=chosen[-1].id if more else "",
                 )
-            case ListDeployments():
-                return list(self.deployments.values())
+            case ListDeployments(service=service):
+                return [v for v in self.deployments.values() if service in (None, v.service)]
+            case SummarizeDeployments(service=service):
+                return [
+                    DeploymentSummary(
+                        service=v.service, slot=v.slot, name=v.name, status=v.status, roles=v.roles
+                    )
+                    for v in self.deployments.values()
+                    if service in (None, v.service)
+                ]
             case ChangeConfiguration():
                 view = self._get(message.service, message.slot)
                 roles, instances = self._instances(message.configuration, message.configuration_name)
