@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import math
+import resource
 
 import anyio
 from anyio.abc import ConnectedUDPSocket, TaskGroup, TaskStatus, UDPSocket
@@ -13,6 +15,25 @@ from ._tcp import Counters
 log = logging.getLogger("fabric.network")
 
 _UDP_ERRORS = (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
+
+
+def _max_sessions() -> int:
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return 32768 if soft == resource.RLIM_INFINITY else max(32, soft // 8)
+
+
+#: client sessions every UDP balancer of this process keeps at once, each a socket of its own
+#: for up to the idle timeout: past it a new client's datagram is dropped, so that datagrams
+#: from many source ports (any role of this machine can send them) cannot take the process to
+#: its descriptor limit; the sessions kept go on
+MAX_SESSIONS = _max_sessions()
+_held = 0
+_said_full = -math.inf
+
+
+def _count(change: int) -> None:
+    global _held
+    _held += change
 
 
 class _Session:
@@ -64,6 +85,9 @@ class UdpBalancer:
                 self._drop(session)
                 session = None
             if session is None:
+                if _held >= MAX_SESSIONS:
+                    self._over_bound()
+                    return
                 session = await self._open(client, public, tg)
                 if session is None:
                     self.counters.rejected += 1
@@ -93,12 +117,25 @@ class UdpBalancer:
                 self.pool.abandoned(entry)
             session = _Session(client, entry, sock)
             self._sessions[client] = session
+            _count(1)
             self.counters.connections += 1
             entry.connections += 1
             entry.active += 1
             tg.start_soon(self._replies, session, public)
             return session
         return None
+
+    def _over_bound(self) -> None:
+        global _said_full
+        self.counters.rejected += 1
+        if anyio.current_time() - _said_full >= 10.0:  # a flood is a line every 10 s, not one each
+            _said_full = anyio.current_time()
+            log.warning(
+                "endpoint %s: the UDP balancers keep %d client sessions, the most they take: "
+                "dropping new clients' datagrams",
+                self.name,
+                _held,
+            )
 
     def _refused(self, session: _Session) -> None:
         self.counters.refused += 1
@@ -134,6 +171,7 @@ class UdpBalancer:
                         if anyio.current_time() >= session.last + self._idle_timeout:
                             return
         finally:
+            _count(-1)
             if self._sessions.get(session.client) is session:
                 del self._sessions[session.client]
             self.pool.closed(session.entry)
