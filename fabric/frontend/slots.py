@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import anyio
 
+from actors import ActorError
 from fabric.controller.messages import (
     DeleteDeployment,
     DeploymentView,
@@ -89,8 +90,12 @@ class SlotHandlers:
             await anyio.to_thread.run_sync(discard_package, old)
         # The pool answered, so it is done with every package staged before: those no record
         # names (kept when a controller did not answer) go. Through FFE, which stages in order.
+        # Best effort: the change is made, and a package left now goes at the next sweep.
         keep = list(hosted.packages.values())
-        await self.rdfe.ask_ffe(DiscardUnreferenced(service=hosted.name, keep=keep))
+        try:
+            await self.rdfe.ask_ffe(DiscardUnreferenced(service=hosted.name, keep=keep))
+        except (ApiError, ActorError) as exc:
+            logger.warning("staged packages of %s not swept: %s", hosted.name, exc)
 
     async def _save_records(self) -> None:
         # The fabric command was sent: the records follow it even if the disk fails now.

@@ -76,3 +76,16 @@ async def test_unreferenced_packages_go_at_startup(tmp_path: Path, hello_package
     async with open_api(state) as api:
         assert staged(api) == kept
         assert not (state / "packages" / "gone").exists()
+
+
+async def test_a_failed_sweep_does_not_fail_the_change(
+    api: Api, hello_package: bytes, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(*_: object) -> None:
+        raise OSError("the disk is gone")
+
+    monkeypatch.setattr("fabric.frontend.ffe.discard_unreferenced", broken)
+    await api.create_service()
+    assert (await api.deploy(hello_package)).status_code == 202  # made: the sweep is best effort
+    assert (await api.http.get(api.slot())).json()["name"] == "d1"
+    assert any("not swept" in r.getMessage() for r in caplog.records)
