@@ -170,14 +170,16 @@ async def failover(server: PostgresServer, root: Path, kills: int) -> list[dict[
 
                     t_api = await eventually(answers, 60, "API answering")
                     t_site = await eventually(partial(_first_ok, site, t0), 180, "site answering")
-                failed_until = sum(1 for s, ok in site.results if t0 <= s < t_site and not ok)
+                # the requests lost from the kill until the site and the new leader's API answer
+                t_end = max(t_site, t_api)
+                failed_until = sum(1 for s, ok in site.results if t0 <= s < t_end and not ok)
                 figures = {
                     "lease": t_lease - t0,
                     "acting": t_acting - t0,
                     "api": t_api - t0,
                     "site": t_site - t0,
                     "lost": float(failed_until),
-                    "sent": float(sum(1 for s, _ in site.results if t0 <= s < t_site)),
+                    "sent": float(sum(1 for s, _ in site.results if t0 <= s < t_end)),
                 }
                 rounds.append(figures)
                 print(

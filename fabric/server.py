@@ -61,6 +61,8 @@ class ReplicaTerm:
     records: Callable[[Path], Awaitable[Any]] | None = None
     #: every replica's host port, from the database (None: not known now), told to the hosts
     host_ports: Callable[[], Awaitable[list[str] | None]] | None = None
+    #: starts a local host detached, so that it outlives the replica (fabric.replica.local_hosts)
+    launch_host: Callable[[Any], Awaitable[None]] | None = None
 
 
 def stop_budget(settings: Settings) -> float:
@@ -122,7 +124,9 @@ async def open_fabric(
 
     state_dir, lock = lock_state_dir(state_dir) if replica is None else (state_dir, -1)  # held by the replica
     fenced: dict[str, Any] = (
-        {} if replica is None else {"fence": replica.fence, "on_fenced": replica.on_fenced}
+        {}
+        if replica is None
+        else {"fence": replica.fence, "on_fenced": replica.on_fenced, "host_launcher": replica.launch_host}
     )
     try:
         if store_url and replica is None:  # its problems now, as one line, before anything starts

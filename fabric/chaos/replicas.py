@@ -44,7 +44,7 @@ def running_replicas(state_dir: Path) -> dict[str, tuple[int, str]]:
                 fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
             except BlockingIOError:  # held: the replica runs (or is stopped)
                 lines = os.read(fd, 4096).decode(errors="replace").split()
-                if len(lines) == 2 and lines[0].isdigit():
+                if len(lines) >= 2 and lines[0].isdigit():  # then its host port (fabric.replica)
                     found[name] = (int(lines[0]), lines[1])
             else:
                 fcntl.flock(fd, fcntl.LOCK_UN)  # nobody holds it: a replica that stopped

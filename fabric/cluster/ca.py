@@ -226,8 +226,10 @@ class ClusterCA:
         )
         return cert.public_bytes(serialization.Encoding.PEM)
 
-    def sign_request(self, csr_pem: bytes, lifetime: float) -> tuple[str, bytes]:
+    def sign_request(self, csr_pem: bytes, lifetime: float, *, renewal: bool = False) -> tuple[str, bytes]:
         """Check a host's certificate request and sign it; returns (host name, certificate PEM).
+        A ``renewal`` (by a host showing its current certificate) may name a local host's id: a
+        replicated controller's local hosts link as joined ones (fabric.replica.local_hosts).
 
         Raises:
             CAError: not a PEM request, a bad signature, not ECDSA P-256, or a bad host name.
@@ -245,7 +247,7 @@ class ClusterCA:
         name = str(names[0].value) if names else ""
         if not HOST_NAME.match(name):
             raise CAError(f"host name {name!r} must be 1-63 lower-case letters, digits, dots or dashes")
-        if name == "controller" or _is_ip(name) or LOCAL_HOST_ID.match(name):
+        if name == "controller" or _is_ip(name) or (LOCAL_HOST_ID.match(name) and not renewal):
             # The controller's own names (its node name, its address, its local hosts' ids) are
             # never a joined host's.
             raise CAError(

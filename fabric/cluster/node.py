@@ -365,16 +365,18 @@ class JoinedHost(Actor):
 
 class Controllers:
     """Where this host finds the controller: every replica's host port, and the one it linked
-    to last (kept in join.json, owner-only, as the leader sends them)."""
+    to last (kept in join.json, owner-only, as the leader sends them); ``extra``: more found
+    elsewhere (a replica's local host reads them from the state folder it shares)."""
 
-    def __init__(self, state: JoinState) -> None:
+    def __init__(self, state: JoinState, extra: Callable[[], list[tuple[str, int]]] | None = None) -> None:
         self.state = state
         self.current = controller_addresses(state)[0]
+        self.extra = extra
 
     def addresses(self) -> list[tuple[str, int]]:
         """The replicas' host ports, the one linked last first."""
-        found = controller_addresses(self.state)
-        return [self.current] + [a for a in found if a != self.current]
+        found = controller_addresses(self.state) + (self.extra() if self.extra is not None else [])
+        return [self.current, *dict.fromkeys(a for a in found if a != self.current)]
 
     async def update(self, identity: Identity, message: ControllerAddresses) -> None:
         """Keep what the leader sent (at most MAX_CONTROLLERS well-formed addresses)."""
@@ -398,11 +400,13 @@ async def run_host(
     *,
     options: LinkOptions | None = None,
     ready: anyio.Event | None = None,
+    extra: Callable[[], list[tuple[str, int]]] | None = None,
 ) -> None:
     """Keep the link to the controller's host port up (a replica's, whichever leads), with this
-    host's certificate, and renew it in time; until cancelled."""
+    host's certificate, and renew it in time; until cancelled. ``extra``: more host ports to try
+    (see Controllers)."""
     options = options or LinkOptions()
-    place = Controllers(state)
+    place = Controllers(state, extra)
     # What a killed agent left (a partition would keep it from linking): undone before linking.
     for line in await anyio.to_thread.run_sync(sweep_chaos, identity.folder, state.name):
         log.warning("%s", line)

@@ -169,7 +169,7 @@ async def _serve_replica(
             )
         )
         await until_stop_signal()
-        say(f"replica {name} stopping (a leader stops every role instance gracefully)...")
+        say(f"replica {name} stopping (the last replica stops the local hosts' role instances gracefully)...")
         stop.set()
 
 

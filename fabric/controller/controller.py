@@ -32,7 +32,7 @@ from fabric.controller.configuration_view import GetConfiguration, configuration
 from fabric.controller.events import OpenEventLog
 from fabric.controller.goal_store import open_goal_store
 from fabric.controller.host_admin import CordonHost, DrainHost, HostAdmin, ListHosts
-from fabric.controller.hosts import HostFactory, HostPool, JoinedReport, spawn_host_process
+from fabric.controller.hosts import HostFactory, HostLauncher, HostPool, JoinedReport, spawn_host_process
 from fabric.controller.instance_exec import ExecInInstance, answer_exec_later
 from fabric.controller.instance_logs import ReadInstanceLog, answer_later
 from fabric.controller.instance_shell import ShellInInstance, answer_shell_later
@@ -86,6 +86,7 @@ class FabricController(Actor):
         fence: a replica's lease (``Elector.fence``): every write checks it, and the store waits
             out a database outage (fabric.controller.replica_store); None: a single controller.
         on_fenced: called with the reason when a write finds the lease lost.
+        host_launcher: starts local hosts detached, as joined hosts (a replica's; see HostPool).
     """
 
     def __init__(
@@ -97,6 +98,7 @@ class FabricController(Actor):
         store_url: str | None = None,
         fence: Callable[[], Any] | None = None,
         on_fenced: Callable[[str], None] | None = None,
+        host_launcher: HostLauncher | None = None,
     ) -> None:
         self.state_dir = Path(state_dir).resolve()
         self.fence = fence
@@ -104,6 +106,7 @@ class FabricController(Actor):
         self.settings = settings or Settings()
         self.pool = pool
         self.host_factory = host_factory or spawn_host_process
+        self.host_launcher = host_launcher
         self.store_url = store_url
         self._busy_since: float | None = None
 
@@ -128,6 +131,7 @@ class FabricController(Actor):
             closing=self._closing,
             busy_since=lambda: self._busy_since,
             backlogged=self.mailbox_full,
+            launcher=self.host_launcher,
         )
         self.state = ControllerState(
             state_dir=self.state_dir,

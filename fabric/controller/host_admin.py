@@ -156,7 +156,7 @@ class HostAdmin:
         return HostView(
             name=host.id,
             pool=host.record.pool,
-            kind="joined" if host.joined else "local",
+            kind="joined" if host.joined and not host.launched else "local",  # a replica's: local
             address=host.address if host.joined else LOCALHOST,
             cores=host.record.cores,
             cores_used=used,

@@ -61,6 +61,9 @@ log = logging.getLogger("fabric.controller")
 SATURATED_GRACE = 2
 #: Builds a host for the controller (its parent) and returns its Ref once it runs.
 HostFactory = Callable[[Actor, HostConfig], Awaitable[Ref]]
+#: Starts a local host that is not the controller's child (a replica's: fabric.replica.local_hosts);
+#: it links to the host port as a joined host does.
+HostLauncher = Callable[[HostConfig], Awaitable[None]]
 #: The answer type of a request to a host.
 Answer = TypeVar("Answer")
 
@@ -123,6 +126,12 @@ class Host:
     stopping: set[str] = field(default_factory=set)
     #: a joined host: the hosted service of each VM it was sent (whose certificates it needs)
     services: dict[str, str] = field(default_factory=dict)
+    #: a local host reached over a link as a joined one (started detached by a launcher)
+    linked: bool = False
+    #: set when it is heard over its link (a launched local host: it runs)
+    heard: anyio.Event = field(default_factory=anyio.Event)
+    #: a launched local host being started: not silent (a process starting on a loaded machine)
+    launching: bool = False
 
     @property
     def id(self) -> str:
@@ -131,13 +140,19 @@ class Host:
 
     @property
     def joined(self) -> bool:
-        """Whether it runs on another machine (``fabric host join``) rather than as our child."""
-        return is_joined(self.record)
+        """Whether it is reached over a link (``fabric host join``, or a replica's local host)
+        rather than as our child."""
+        return self.linked or is_joined(self.record)
+
+    @property
+    def launched(self) -> bool:
+        """A local host this controller starts detached when it needs it (a replica's)."""
+        return self.linked and not is_joined(self.record)
 
     @property
     def usable(self) -> bool:
         """Alive, and (a joined host) linked and heard: placement may use it."""
-        return self.alive and (not self.joined or self.ref is not None)
+        return self.alive and (not self.joined or self.ref is not None or self.launched)
 
 
 def is_joined(record: HostRecord) -> bool:
@@ -176,6 +191,8 @@ class HostPool:
             while it handles one message, heartbeats wait in its mailbox unheard.
         backlogged: whether the controller's mailbox is full: heartbeats then wait to enter it
             (in the links), not stamped yet.
+        launcher: starts local hosts detached (a replica's); they link as joined hosts do,
+            and every host of the pool is then reached over a link.
     """
 
     def __init__(
@@ -188,9 +205,11 @@ class HostPool:
         closing: Callable[[], bool] = lambda: False,
         busy_since: Callable[[], float | None] = lambda: None,
         backlogged: Callable[[], bool] = lambda: False,
+        launcher: HostLauncher | None = None,
     ) -> None:
         self.owner = owner
         self.factory = factory
+        self.launcher = launcher
         self.settings = settings
         self.state_dir = state_dir
         self.on_dead = on_dead
@@ -212,7 +231,7 @@ class HostPool:
 
     def add(self, record: HostRecord) -> Host:
         """Register a host (planned or recovered); it is spawned on first use."""
-        host = Host(record, last_seen=anyio.current_time())
+        host = Host(record, last_seen=anyio.current_time(), linked=self.launcher is not None)
         self.hosts[record.id] = host
         self.next_number = max(self.next_number, record.number + 1)
         return host
@@ -247,6 +266,8 @@ class HostPool:
         if host is None or not host.alive:
             raise HostUnavailable(f"host {host_id} is not available")
         if host.joined:
+            if host.ref is None and host.launched:
+                await self._launch(host)
             if host.ref is None:
                 raise HostUnavailable(f"joined host {host_id} has not linked to this controller yet")
             return host.ref
@@ -274,6 +295,39 @@ class HostPool:
             if not host.alive:
                 raise HostUnavailable(f"host {host.id} died")
             return host.ref
+
+    async def _launch(self, host: Host) -> None:
+        """Start a launched local host (unless it runs) and wait for it to link.
+
+        Raises:
+            HostStartFailed: it could not start, or did not link in time.
+        """
+        assert self.launcher is not None
+        config = HostConfig(
+            host_id=host.id,
+            cores=host.record.cores,
+            state_dir=str(self.state_dir),
+            settings=self.settings,
+            fault_domain=host.record.fault_domain,
+        )
+        where = self.state_dir / "hosts" / host.id / "host.out.log"
+        async with host.spawn_lock:
+            if host.ref is not None:
+                return
+            host.launching = True
+            try:
+                await self.launcher(config)
+                # Heard: its link is up (one that runs already links by itself, with backoff).
+                with anyio.move_on_after(max(30.0, self.settings.host_failure_timeout)):
+                    await host.heard.wait()
+            except Exception as exc:
+                log.error("host %s did not start: %s", host.id, exc)
+                raise HostStartFailed(f"host {host.id} did not start ({exc}); see {where}") from exc
+            finally:
+                host.launching = False
+                host.last_seen = max(host.last_seen, self.now())  # its silence counts from now
+            if host.ref is None:
+                raise HostStartFailed(f"host {host.id} did not link in time; see {where}")
 
     async def ask(self, host_id: str, message: Request[Answer], timeout: float) -> Answer:
         """Ask a host; a host that is gone raises HostUnavailable (its instances will heal).
@@ -332,6 +386,7 @@ class HostPool:
         if fresh:
             host.packages.clear()
         host.ref, host.boot, host.pid = agent, beat.boot, beat.pid
+        host.heard.set()
         host.address, host.memory_mb = beat.address, beat.memory_mb
         now = self.now()
         seen = now if at is None else min(at, now)
@@ -354,7 +409,7 @@ class HostPool:
         return [
             HostInfo(
                 id=h.id,
-                kind="joined" if h.joined else "local",
+                kind="joined" if h.joined and not h.launched else "local",
                 address=h.address if h.joined else "127.0.0.1",
                 cores=h.record.cores,
                 memory_mb=h.memory_mb,
@@ -474,7 +529,7 @@ class HostPool:
         found = [
             h
             for h in self.hosts.values()
-            if h.alive and (h.ref is not None or h.joined) and until - h.last_seen > limit
+            if h.alive and (h.ref is not None or h.joined) and not h.launching and until - h.last_seen > limit
         ]
         return sorted(found, key=lambda h: h.record.number)
 

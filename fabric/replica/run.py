@@ -7,10 +7,12 @@ and hosted services, the lease, the replica table, the views followers read).
 Each holds ``replica-NAME.lock`` in the folder for its life, and a shared lock on
 ``fabric.lock`` (so a plain ``fabric serve`` cannot run there meanwhile).
 
-While it leads, a replica runs the whole fabric (controller, FFE, load balancers, local hosts;
+While it leads, a replica runs the whole fabric (controller, FFE, load balancers;
 ``fabric.server.open_fabric``) with every write fenced by its lease; when the term ends (the
 lease not renewed in time, taken over, or a write fenced) the fabric is stopped, and the
-replica follows again, forwarding requests to whoever leads.
+replica follows again, forwarding requests to whoever leads. Local hosts are not a term's: the
+leader starts them detached on its machine and they follow whoever leads, as joined hosts do
+(fabric.replica.local_hosts); the last replica of the folder to stop stops them.
 """
 
 from __future__ import annotations
@@ -34,7 +36,10 @@ from fabric.controller.leader import Elector
 from fabric.controller.pg_store import Database, StoreUnavailable, migrate, redact
 from fabric.controller.shared_folder import guarded
 from fabric.frontend.auth import clear_api_url, new_token, read_token, write_api_url, write_token
+from fabric.host.messages import HostConfig
+from fabric.replica import local_hosts
 from fabric.replica.addresses import (
+    address_of,
     host_port,
     host_ports,
     register_interval,
@@ -47,7 +52,7 @@ from fabric.replica.front import ReplicaFront
 from fabric.replica.records import open_records
 from fabric.replica.registry import register, unregister
 from fabric.replica.views import publish
-from fabric.server import FabricBusy, ReplicaTerm, open_fabric
+from fabric.server import FabricBusy, ReplicaTerm, open_fabric, stop_budget
 from fabric.settings import Settings
 from roles.hosts.http import asgi_handler, serve_http, server_config, socket_url
 
@@ -152,8 +157,11 @@ async def serve_replica(
     """
     state_dir, locks = lock_replica(state_dir, name)
     store_url = with_application_name(store_url, name)
+    # the host port local hosts link to (they follow whoever leads): on loopback when not given
+    listen = listen or ("127.0.0.1", 0)
     try:
         token = await anyio.to_thread.run_sync(shared_token, state_dir)
+        await anyio.to_thread.run_sync(local_hosts.open_ca, state_dir)  # made once, before any term
         db = Database(store_url, max_connections=4, name=f"replica-{name}")
         await db.open()
         try:
@@ -173,6 +181,12 @@ async def serve_replica(
             )
         finally:
             await db.aclose()
+        if await anyio.to_thread.run_sync(local_hosts.last_out, locks[0]):
+            # No replica is left to lead: the local hosts would wait for one for ever.
+            with anyio.CancelScope(shield=True):
+                budget = stop_budget(settings) + 10.0
+                for line in await anyio.to_thread.run_sync(local_hosts.stop_all, state_dir, budget):
+                    on_change(line)
     finally:
         for fd in locks:
             os.close(fd)
@@ -218,7 +232,8 @@ async def _serve(
                 log.warning("%s: waiting for the database to register: %s", name, exc)
                 await anyio.sleep(settings.leader_renew_interval)
         own = state_dir / f"replica-{name}.lock"
-        await anyio.Path(own).write_text(f"{os.getpid()}\n{url}\n")  # for fabric chaos replica
+        # for fabric chaos replica, and its host port for the local hosts (fabric.replica.local_hosts)
+        await anyio.Path(own).write_text(f"{os.getpid()}\n{url}\n{own_port}\n")
         async with anyio.create_task_group() as tg:
             await tg.start(partial(serve_http, asgi_handler(front), sock, config))
             tg.start_soon(front.watch)
@@ -247,6 +262,7 @@ async def _serve(
                         mount=front.mount,
                         records=partial(open_records, db, elector.fence, elector.resign),
                         host_ports=partial(host_ports, db),
+                        launch_host=partial(_launch_local, state_dir, settings, db, own_port),
                     )
                     try:
                         async with (
@@ -291,6 +307,17 @@ async def _serve(
             finally:
                 clear_api_url(state_dir, url)
                 tg.cancel_scope.cancel()
+
+
+async def _launch_local(
+    state_dir: Path, settings: Settings, db: Database, own: str, config: HostConfig
+) -> None:
+    """Start a local host detached on this machine, linking to this replica's host port first,
+    then to the others listed (it follows whoever leads)."""
+    listed = await host_ports(db) or []
+    controllers = [own] + [p for p in listed if p != own]
+    lifetime = settings.host_certificate_lifetime
+    await local_hosts.start(state_dir, config, address_of(own), controllers[:16], lifetime)
 
 
 async def _keep_registered(db: Database, name: str, url: str, own_port: str, settings: Settings) -> None:

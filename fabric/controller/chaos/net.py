@@ -83,7 +83,8 @@ async def net_fault(world: World, fault: NetworkFault) -> Applied:
         raise targets.refuse(f"no live host {host_id!r}; the live hosts are {live}", "ResourceNotFound", 404)
     instances = [i.id for i in dep.ordered() if i.host_id == host_id] if dep else []
     # (Host.joined comes with joined hosts running a host agent; a pool without it has local ones.)
-    if not getattr(host, "joined", False):
+    # (A replica's local host is linked as a joined one, on the fabric's machine all the same.)
+    if not getattr(host, "joined", False) or getattr(host, "launched", False):
         raise targets.refuse(
             f"host {host_id} runs on the fabric's own machine: a network fault there would cut the "
             f"fabric itself off; use `fabric chaos partition --host {host_id}` or `fabric chaos link` "

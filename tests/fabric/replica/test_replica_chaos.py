@@ -74,10 +74,11 @@ async def test_chaos_kills_and_hangs_replicas_and_restarts_the_database(
         assert (kill.kind, kill.outcome) == ("replica-kill", "applied"), kill
         assert kill.detail.startswith(f"replica {third.name} (the leader, pid {third.pid}) killed"), kill
         assert report.status == "completed" and report.recovery is not None, render(report)
-        assert report.requests.failed > 0 and report.steady_state["after"].held, render(report)
-        # The dip shows in the requests lost; the instances' availability is sampled by the runner
-        # through the API, which has no leader while the dip lasts (a new leader may have its
-        # instance back before the runner's first look): it must end whole.
+        # The instance on the killed leader's local host outlives it (the host agent is not the
+        # replica's child): the standby balancers, then the new leader's, go on serving it, so
+        # few requests or none are lost. The instances' availability is sampled by the runner
+        # through the API, which has no leader for a while: it must end whole.
+        assert report.steady_state["after"].held, render(report)
         assert report.availability[-1][1] == 1.0, report.availability
         assert (await c.leader()).name != third.name and started.service
 

@@ -98,7 +98,8 @@ async def test_leader_killed_the_other_leads_and_completes_what_was_acknowledged
                 return [i.status for v in views for i in v.instances] == ["ReadyRole"] * 2
 
             await eventually(ready, 60, "both deployments' instances ReadyRole")
-        # the killed leader's hosts and VMs went with it
+        # the killed leader's own processes went with it (its local hosts are not among them:
+        # they outlive it, see test_replica_local_hosts)
         await eventually(lambda: _none_alive(doomed), 30, "the killed leader's processes gone")
         print(f"leading {leading_after:.2f} s after the kill (lease {LEASE:g} s)")
 
