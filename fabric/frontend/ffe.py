@@ -376,7 +376,7 @@ class Ffe(Actor):
             why = (
                 f"the fabric controller of pool {pool.name!r} did not answer in {self.command_timeout:g} s"
                 if isinstance(exc, AskTimeout)
-                else f"the link to the fabric controller of pool {pool.name!r} was lost"
+                else f"the fabric controller of pool {pool.name!r} is gone (stopped, or its link lost)"
             )
             logger.warning("%s for %s: the outcome is unknown", why, type(command).__name__)
             return Submitted(pool=pool.name, package_path=str(path), answer=None, unknown=why)

@@ -10,8 +10,11 @@ from pathlib import Path
 import anyio
 import pytest
 
+from actors import open_system
 from fabric.controller.messages import CreateDeployment, UpgradeDeployment
+from fabric.frontend.ffe import Ffe, Pool, Upgrade
 from tests.fabric.frontend.frontend_kit import Api, open_api
+from tests.fabric.frontend.frontend_standin import StandInController
 from tests.fabric.frontend.test_api import error_of
 
 pytestmark = pytest.mark.timeout(60)
@@ -89,3 +92,16 @@ async def test_a_failed_sweep_does_not_fail_the_change(
     assert (await api.deploy(hello_package)).status_code == 202  # made: the sweep is best effort
     assert (await api.http.get(api.slot())).json()["name"] == "d1"
     assert any("not swept" in r.getMessage() for r in caplog.records)
+
+
+async def test_an_upgrade_whose_controller_is_gone_keeps_its_package(
+    tmp_path: Path, hello_package: bytes
+) -> None:
+    async with open_system() as system:
+        controller = await system.spawn(StandInController, name="fc")
+        ffe = await system.spawn(lambda: Ffe([Pool("p1", controller)], tmp_path), name="ffe")
+        await controller.stop()  # gone: before or while it handled the command, FFE cannot tell
+        upgrade = Upgrade(pool="p1", service="hello", slot="production", package=hello_package)
+        submitted = await ffe.ask(upgrade)
+    assert submitted.answer is None and "is gone" in submitted.unknown
+    assert Path(submitted.package_path).is_file()  # kept: swept once nothing can read it
