@@ -185,6 +185,9 @@ class ProcessCell:
         ]
         if opts.run_as is not None:
             command.append(str(opts.run_as))
+            # Its code is another account's (a VM's role): the type names of its answers must
+            # not make this process import a module, as a node on the network's cannot.
+            self.outbox.imports = False
         env = dict(os.environ)
         env.update(opts.env or {})
         if opts.run_as is not None and opts.sandbox is not None:
