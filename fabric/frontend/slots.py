@@ -255,6 +255,10 @@ class SlotHandlers:
             )
         )
         if submitted.answer is None:
+            # Which package it runs is unknown now: a configuration is checked without one (the
+            # controller checks it whole) rather than against a definition it may not run.
+            hosted.packages.pop(current.name, None)
+            await self._save_records()
             raise _unknown(submitted, f"deployment {current.name!r} may still be upgraded", r.path)
         await self._save(hosted, current.name, submitted.package_path)
         return self.rdfe.accepted(sub, pool, submitted.answer)

@@ -5,6 +5,7 @@ and the package goes only once nothing can read it any more."""
 from __future__ import annotations
 
 import base64
+import json
 from pathlib import Path
 
 import anyio
@@ -64,6 +65,30 @@ async def test_a_deploy_without_an_answer_keeps_its_package_for_the_controller(
         api.controller.hold = None
         assert (await api.http.delete(api.slot())).status_code == 202
         assert staged(api) == set()
+
+
+def recorded_packages(api: Api) -> dict[str, str]:
+    """The package RDFE records for each deployment of hello (what a configuration is checked against)."""
+    records = json.loads((api.state / "rdfe.json").read_text())
+    [hosted] = [s["hosted_services"]["hello"] for s in records["subscriptions"].values()]
+    packages: dict[str, str] = hosted["packages"]
+    return packages
+
+
+async def test_after_an_upgrade_without_an_answer_no_package_is_assumed(
+    tmp_path: Path, hello_package: bytes
+) -> None:
+    async with open_api(tmp_path / "state", command_timeout=COMMAND_TIMEOUT) as api:
+        await api.create_service()
+        assert (await api.deploy(hello_package)).status_code == 202
+        assert set(recorded_packages(api)) == {"d1"}
+        api.controller.hold = anyio.Event()
+        body = {"Package": base64.b64encode(hello_package).decode()}
+        resp = await api.http.post(api.slot(), params={"comp": "upgrade"}, json=body)
+        assert error_of(resp) == (504, "OperationOutcomeUnknown")
+        # d1 runs the old package or the new one: a configuration is checked against neither.
+        assert recorded_packages(api) == {}
+        api.controller.hold.set()
 
 
 async def test_unreferenced_packages_go_at_startup(tmp_path: Path, hello_package: bytes) -> None:
