@@ -23,7 +23,8 @@ def cursor_key(cursor: str) -> tuple[str, int]:
         ControllerError: BadRequest for anything else.
     """
     role, mark, index = cursor.rpartition(_MARK)
-    if len(cursor) > MAX_CURSOR or not mark or not role or not index.isdigit() or len(index) > 9:
+    digits = index.isascii() and index.isdigit() and len(index) <= 9  # int() refuses other digits
+    if len(cursor) > MAX_CURSOR or not mark or not role or not digits:
         raise ControllerError(
             "BadRequest", "cursor must be the next_cursor of a previous page (an instance id, Role_IN_n)"
         )

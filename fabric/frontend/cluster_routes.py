@@ -96,7 +96,8 @@ def _number(r: Request, name: str, low: int, high: int, default: int = 0) -> int
     text = r.query.get(name)
     if text is None:
         return default
-    if not text.isdigit() or not low <= int(text) <= high:
+    # ASCII digits only: isdigit() takes others int() refuses (a 500), and no 10,000 of them
+    if not (text.isascii() and text.isdigit() and len(text) < 19) or not low <= int(text) <= high:
         raise bad_request(f"{name} must be a whole number from {low} to {high}")
     return int(text)
 

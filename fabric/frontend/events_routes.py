@@ -82,7 +82,7 @@ def query_of(r: Request, *, stream: bool = False) -> ListEvents:
     after = _number(r, "after", 0, 0, 2**62)
     if stream and "after" not in r.query:
         last = r.headers.get("last-event-id", "")
-        after = int(last) if last.isdigit() and len(last) < 19 else after
+        after = int(last) if last.isascii() and last.isdigit() and len(last) < 19 else after
     kind = r.query.get("kind")
     if kind is not None and kind not in EVENT_KINDS:
         raise ApiError(400, "InvalidQueryParameterValue", f"kind must be one of: {', '.join(EVENT_KINDS)}")
@@ -101,7 +101,7 @@ def _number(r: Request, name: str, default: int, low: int, high: int) -> int:
     text = r.query.get(name)
     if text is None:
         return default
-    if not (text.isdigit() and len(text) < 19 and low <= int(text) <= high):
+    if not (text.isascii() and text.isdigit() and len(text) < 19 and low <= int(text) <= high):
         raise ApiError(
             400, "InvalidQueryParameterValue", f"{name} must be a whole number from {low} to {high}"
         )

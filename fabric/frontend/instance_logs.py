@@ -22,7 +22,7 @@ def _number(r: Request, name: str, default: int, high: int) -> int:
     text = r.query.get(name)
     if text is None:
         return default
-    if not text.isdigit() or len(text) > 16 or not 0 <= int(text) <= high:
+    if not (text.isascii() and text.isdigit()) or len(text) > 16 or not 0 <= int(text) <= high:
         raise ApiError(400, "BadRequest", f"{name} must be a whole number from 0 to {high}")
     return int(text)
 

@@ -15,7 +15,7 @@ def limit_of(r: Request, high: int) -> int | None:
     text = r.query.get("limit")
     if text is None:
         return None
-    if not (text.isdigit() and len(text) < 10 and 1 <= int(text) <= high):
+    if not (text.isascii() and text.isdigit() and len(text) < 10 and 1 <= int(text) <= high):
         raise ApiError(400, "InvalidQueryParameterValue", f"limit must be a whole number from 1 to {high}")
     return int(text)
 
