@@ -188,7 +188,7 @@ class ProcessCell:
             # Its code is another account's (a VM's role): the type names of its answers must
             # not make this process import a module, as a node on the network's cannot.
             self.outbox.imports = False
-        env = dict(os.environ)
+        env = dict(os.environ) if opts.inherit_env else {}
         env.update(opts.env or {})
         if opts.run_as is not None and opts.sandbox is not None:
             env.update(opts.sandbox.as_environ())

@@ -40,6 +40,8 @@ class ProcessOptions:
     Attributes:
         log_path: file that receives the child's stdout and stderr (appended); None inherits ours.
         env: extra environment variables for the child (on top of ours).
+        inherit_env: False: the child's environment is ``env`` alone, none of ours (a child
+            that runs another party's code: what we were started with may hold secrets).
         cwd: working directory of the child.
         new_session: run the child in a new session and process group (a VM: kill it whole).
         run_as: run the child as this unprivileged user (needs root): it switches right after
@@ -61,6 +63,7 @@ class ProcessOptions:
 
     log_path: str | os.PathLike[str] | None = None
     env: Mapping[str, str] | None = None
+    inherit_env: bool = True
     cwd: str | os.PathLike[str] | None = None
     new_session: bool = False
     run_as: str | int | None = None

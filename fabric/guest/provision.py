@@ -33,6 +33,22 @@ def disk_of(config: GuestConfig) -> VmDisk:
     return VmDisk(Path(config.vm_root), config.deployment_id, config.role.name, config.instance_id)
 
 
+#: what a VM's processes take of the host agent's environment: the machine's basics and the
+#: fabric's own knobs, never the rest (the operator's PGPASSWORD, cloud keys...: the VM runs a
+#: tenant's code, which reads its own environment and memory)
+VM_ENVIRONMENT = frozenset({"PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TERM", "USER", "LOGNAME", "SHELL"})
+VM_ENVIRONMENT_PREFIXES = ("LC_", "PYTHON", "REDDOG_", "ACTORS_", "SSL_CERT_", "COVERAGE_", "COV_CORE_")
+
+
+def vm_environment() -> dict[str, str]:
+    """The environment a VM's processes start with: VM_ENVIRONMENT's part of ours."""
+    return {
+        name: value
+        for name, value in os.environ.items()
+        if name in VM_ENVIRONMENT or name.startswith(VM_ENVIRONMENT_PREFIXES)
+    }
+
+
 def guest_options(config: GuestConfig, settings: Settings) -> ProcessOptions:
     """How a VM's first process runs under a host agent.
 
@@ -46,6 +62,8 @@ def guest_options(config: GuestConfig, settings: Settings) -> ProcessOptions:
     disk.logs.mkdir(parents=True, exist_ok=True)
     return ProcessOptions(
         log_path=disk.logs / "Guest.out.log",
+        env=vm_environment(),
+        inherit_env=False,
         new_session=True,
         ping_interval=None,
         stop_timeout=settings.on_stop_timeout + 2 * settings.process_stop_timeout,
@@ -69,7 +87,7 @@ GUEST_TEMPLATE_ENV = "REDDOG_GUEST_TEMPLATE"
 async def start_guest_template() -> Template | None:
     """A host's guest template (``GuestTemplate``): an interpreter exec'd as root that imports
     the VM's code and the role hosts' and is given nothing else (no configuration, no setting,
-    no certificate: only the host agent's own environment). Each VM's first process is forked
+    no certificate: only the basics of the host agent's environment). Each VM's first process is forked
     from it, and plants a seed that becomes its bootstrapper, which plants one that becomes its
     role host template (actors/_zygote.py): so every process of every VM of the host shares
     the template's pages, and none execs an interpreter. None when templates cannot run here,
@@ -81,7 +99,12 @@ async def start_guest_template() -> Template | None:
         return None
     try:
         return await Template.start(
-            "GuestTemplate", run_as=os.geteuid(), sandbox=None, preload=GUEST_TEMPLATE_PRELOAD, seeds=True
+            "GuestTemplate",
+            run_as=os.geteuid(),
+            sandbox=None,
+            preload=GUEST_TEMPLATE_PRELOAD,
+            env=vm_environment(),  # every VM is cloned from it: none of the rest in its memory
+            seeds=True,
         )
     except OSError:
         return None
