@@ -6,9 +6,10 @@ The controller runs in its own process (``BenchController``: FabricController wi
 factory). Its hosts are stand-ins living in one simulator process, a child of the controller's
 process over a real process link: each speaks the host protocol of fabric.host.messages
 (StartGuest, StopGuest, RestartGuest, ApplyGuestEnvironment, GetHostStatus asked; HostHeartbeat
-every ``--heartbeat`` seconds, at a random phase per host, and InstanceStatusChanged told
-back), has 8 cores, and boots a guest through CreatingVM ... ReadyRole at once. The controller's
-HostPool sees each host as a Ref whose asks travel the simulator's link (``HostProxy``).
+every ``--heartbeat`` seconds, at a random phase per host, and its statuses told back as a host
+agent tells them: fabric.host.reports), has 8 cores, and boots a guest through CreatingVM ...
+ReadyRole at once. The controller's HostPool sees each host as a Ref whose asks travel the
+simulator's link (``HostProxy``).
 
 For each N (hosts) it measures:
 - placement: one deployment of 2N Large instances (4 cores: two per 8-core host) from the
@@ -40,6 +41,7 @@ import math
 import os
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -81,10 +83,13 @@ from fabric.host.messages import (  # noqa: E402
     HostConfig,
     HostHeartbeat,
     InstanceStatusChanged,
+    InstanceStatusesChanged,
     RestartGuest,
     StartGuest,
+    StatusChange,
     StopGuest,
 )
+from fabric.host.reports import StatusReports  # noqa: E402
 from fabric.model.package import build_package  # noqa: E402
 from fabric.settings import Settings  # noqa: E402
 
@@ -101,8 +106,10 @@ class ToHost(Request[Any], frozen=True, tag=True):
     message: HostRequest
 
 
-class AddHost(Request[None], frozen=True, tag=True):
-    """Build a stand-in host (the controller spins a host up)."""
+class AddHost(msgspec.Struct, frozen=True, tag=True):
+    """Build a stand-in host (the controller spins a host up). Told, not asked: the host's
+    requests follow it on the same link, in order, so they find it built (an ask's round trip
+    per host was the benchmark's cost, not the controller's)."""
 
     config: HostConfig
 
@@ -155,7 +162,8 @@ class DeadHosts(Request[int], frozen=True, tag=True):
 
 
 class ReadyCount(Request[int], frozen=True, tag=True):
-    """How many instances the controller knows to be ReadyRole (its reports all handled)."""
+    """How many instances the controller has known to be ReadyRole since first asked (its
+    reports all handled): placement's end."""
 
 
 class Template(Request[GuestConfig], frozen=True, tag=True):
@@ -184,10 +192,11 @@ class SimAsk(Request[Any], frozen=True, tag=True):
 class SimHost:
     """One stand-in host: guests and their statuses, heartbeating the controller."""
 
-    __slots__ = ("alive", "config", "guests", "incarnation", "last_beat", "status")
+    __slots__ = ("alive", "config", "guests", "incarnation", "last_beat", "reports", "status")
 
-    def __init__(self, config: HostConfig) -> None:
+    def __init__(self, config: HostConfig, reports: StatusReports) -> None:
         self.config = config
+        self.reports = reports
         self.guests: dict[str, GuestConfig] = {}
         self.status: dict[str, InstanceStatus] = {}
         self.incarnation: dict[str, int] = {}
@@ -224,7 +233,7 @@ class Simulator(Actor):
                 old = self.hosts.get(config.host_id)
                 if old is not None:
                     old.alive = False
-                host = self.hosts[config.host_id] = SimHost(config)
+                host = self.hosts[config.host_id] = SimHost(config, self._reports(config.host_id))
                 heapq.heappush(self._beats, (anyio.current_time(), next(self._tie), host, True))
             case DropHost(host_id=host_id):
                 host = self.hosts.pop(host_id, None)
@@ -253,6 +262,19 @@ class Simulator(Actor):
             case _:
                 return await super().receive(message)
         return None
+
+    def _reports(self, host_id: str) -> StatusReports:
+        """A host's status reports, as a host agent sends them (fabric.host.reports): the steps
+        of a boot held back a moment to go together; nothing once the host is dead."""
+
+        async def send(message: Any) -> None:
+            host = self.hosts.get(host_id)
+            if host is not None and host.alive and host.reports is reports:
+                assert self.parent is not None
+                await self.parent.tell(message)
+
+        reports = StatusReports(host_id, send, self.start_soon)
+        return reports
 
     def _not_ready(self, vm: str) -> None:
         if self.ready_at.pop(vm, None) is not None:
@@ -284,6 +306,7 @@ class Simulator(Actor):
                 result: EnvironmentApplied = "applied"
                 return result
             case GetHostStatus():
+                await host.reports.flush()
                 return self._heartbeat_message(host)
         raise RuntimeError(f"the simulator does not handle {type(request).__name__}")
 
@@ -306,6 +329,7 @@ class Simulator(Actor):
         starts = 1 if status in ("StartingRole", "ReadyRole", "BusyRole") else 0
         boot = f"{host.config.host_id}/{vm}#{host.incarnation.get(vm, 0)}"
         st = InstanceStatus(status=status, boot=boot, starts=starts, at=anyio.current_time())
+        was = host.status.get(vm)
         host.status[vm] = st
         if status == "ReadyRole":
             now = time.time()
@@ -315,8 +339,7 @@ class Simulator(Actor):
             self.last_ready = max(self.last_ready, now)
         else:
             self._not_ready(vm)
-        assert self.parent is not None
-        await self.parent.tell(InstanceStatusChanged(host_id=host.config.host_id, instance_id=vm, status=st))
+        await host.reports.report(StatusChange(instance_id=vm, status=st), was=was.status if was else "")
 
     def _heartbeat_message(self, host: SimHost) -> HostHeartbeat:
         host.last_beat = time.time()
@@ -334,6 +357,7 @@ class Simulator(Actor):
                 if not host.alive:
                     continue
                 assert self.parent is not None
+                await host.reports.flush()  # a heartbeat goes after the changes held, as a host's
                 await self.parent.tell(self._heartbeat_message(host))
                 self.heartbeats += 1
                 interval = host.config.settings.host_heartbeat_interval
@@ -420,6 +444,7 @@ class BenchController(FabricController):
         self._sim: Ref | None = None
         self._sim_lock: anyio.Lock | None = None
         self._proxies: dict[str, HostProxy] = {}
+        self._not_ready: dict[str, Any] | None = None  # ReadyCount: the instances not seen Ready
 
     async def _simulator(self) -> Ref:
         if self._sim is not None:
@@ -444,7 +469,7 @@ class BenchController(FabricController):
 
     async def _make_host(self, controller: Actor, config: HostConfig) -> Ref:
         sim = await self._simulator()
-        await sim.ask(AddHost(config), timeout=600)  # a loaded simulator may take long
+        await sim.tell(AddHost(config))
         proxy = self._proxies[config.host_id] = HostProxy(sim, config.host_id)
         return Ref(proxy)
 
@@ -462,7 +487,13 @@ class BenchController(FabricController):
         if isinstance(message, DeadHosts):
             return sum(1 for host in self.state.hosts.hosts.values() if not host.alive)
         if isinstance(message, ReadyCount):
-            return sum(1 for _, inst in self.state.instances() if inst.status == "ReadyRole")
+            # Polled every 50 ms while placing: look only at those not seen Ready yet (a count
+            # over all 20,000 instances at each poll was a tenth of the controller's CPU).
+            if self._not_ready is None:
+                self._not_ready = {inst.vm: inst for _, inst in self.state.instances()}
+            for vm in [vm for vm, inst in self._not_ready.items() if inst.status == "ReadyRole"]:
+                del self._not_ready[vm]
+            return len(self.state._by_vm) - len(self._not_ready)
         if isinstance(message, Template):
             dep = next(iter(self.state.deployments.values()))
             return dep.guest_config(next(iter(dep.instances.values())), self.state_dir, self.settings)
@@ -495,7 +526,7 @@ class RawPlacer(Actor):
     controller (the reports are dropped as they come), run after the controller is gone."""
 
     async def receive(self, message: Any) -> Any:
-        if isinstance(message, (HostHeartbeat, InstanceStatusChanged)):
+        if isinstance(message, (HostHeartbeat, InstanceStatusChanged, InstanceStatusesChanged)):
             return None  # the hosts' reports: dropped
         if isinstance(message, RawPlace):
             # From a task of its own: the mailbox goes on taking the reports meanwhile.
@@ -523,7 +554,7 @@ class RawPlacer(Actor):
 
             async def host(i: int) -> None:
                 config = HostConfig(host_id=f"raw-host{i}", cores=8, state_dir="", settings=template.settings)
-                await sim.ask(AddHost(config), timeout=600)
+                await sim.tell(AddHost(config))
                 for k in (0, 1):
                     guest = msgspec.structs.replace(template, instance_id=f"raw-vm{i}-{k}")
                     await sim.ask(ToHost(config.host_id, StartGuest(guest)), timeout=600)
@@ -643,6 +674,11 @@ async def run_size(system: Any, n: int, root: Path, args: Any) -> dict[str, floa
         # Placement: 2N instances until the simulator reports the last one Ready.
         if args.profile:
             await ask(ctl, Profile(), timeout=60)
+        place_spy = (
+            spy_on(ctl_proc.pid, f"{args.spy_placement}.{n}", 3600, 100, blocking=True)
+            if args.spy_placement
+            else None
+        )
         ctl_cpu0 = cpu(ctl_proc)
         start = time.time()
         await deploy_scale(ctl, cspkg, CONFIG.format(count=2 * n), args.timeout)
@@ -658,6 +694,11 @@ async def run_size(system: Any, n: int, root: Path, args: Any) -> dict[str, floa
                 await anyio.sleep(0.05)
         placed = time.time()
         sim_pid = st.pid
+        if place_spy is not None:
+            place_spy.send_signal(signal.SIGINT)  # py-spy writes what it recorded and ends
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                place_spy.wait(timeout=60)
+            print(f"  N={n}: py-spy of the placing controller in {args.spy_placement}.{n}", flush=True)
         out["dead_placing"] = await ask(ctl, DeadHosts(), timeout=args.timeout)
         if args.profile:
             await ask(ctl, Profile(f"{args.profile}.{n}"), timeout=60)
@@ -769,14 +810,16 @@ async def raw_baseline(system: Any, n: int, template: GuestConfig, args: Any, ou
     )
 
 
-def spy_on(pid: int, path: str, seconds: float) -> subprocess.Popen[bytes] | None:
+def spy_on(
+    pid: int, path: str, seconds: float, rate: int = 50, blocking: bool = False
+) -> subprocess.Popen[bytes] | None:
     """--spy: py-spy (beside this interpreter, or on PATH) records ``pid`` for ``seconds``, as
     collapsed stacks (one line a stack, its sample count last) in ``path``."""
     exe = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
     if exe is None:
         print("  --spy: py-spy is not installed (pip install py-spy)", flush=True)
         return None
-    command = [exe, "record", "--nonblocking", "--format", "raw", "-r", "50"]
+    command = [exe, "record", *([] if blocking else ["--nonblocking"]), "--format", "raw", "-r", str(rate)]
     command += ["-d", str(max(1, int(seconds))), "-p", str(pid), "-o", path]
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -830,7 +873,10 @@ async def main(args: Any) -> None:
     except BaseException:
         print(f"failed: the controllers' logs are in {root}", flush=True)
         raise
-    shutil.rmtree(root, ignore_errors=True)
+    if args.keep:
+        print(f"the controllers' logs and state are kept in {root}", flush=True)
+    else:
+        shutil.rmtree(root, ignore_errors=True)
     print()
     print(f"{'N':>7} " + " ".join(f"{label:>20}" for _, label, _ in FIGURES) + f" {'sim CPU':>8}")
     for r in results:
@@ -869,6 +915,10 @@ def cli() -> None:
         help="write a cProfile of the controller while placing to PROFILE.<N> (slower)",
     )
     parser.add_argument("--spy", default="", help="py-spy the controller's steady window into SPY.<N>")
+    parser.add_argument(
+        "--spy-placement", default="", help="py-spy the controller while placing into SPY_PLACEMENT.<N>"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the controllers' logs and state")
     parser.add_argument("--mailbox", type=int, default=100_000, help="the controller's mailbox size")
     parser.add_argument("--endpoint", action="store_true", help="the role has a TCP input endpoint")
     parser.add_argument("--heartbeat", type=float, default=2.5, help="host heartbeat interval (s)")

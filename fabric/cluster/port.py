@@ -47,7 +47,13 @@ from fabric.cluster.node import AGENT, MAX_CONTROLLERS, ControllerAddresses, Get
 from fabric.cluster.tokens import TokenStore
 from fabric.controller import shared_folder
 from fabric.controller.chaos.joined import hang_undone
-from fabric.host.messages import GetHostSettings, HostHeartbeat, InstanceStatusChanged, ReportKey
+from fabric.host.messages import (
+    GetHostSettings,
+    HostHeartbeat,
+    InstanceStatusChanged,
+    InstanceStatusesChanged,
+    ReportKey,
+)
 from fabric.host.remote import REPORTS, ControllerSettings, JoinedLinkLost, JoinedReport
 from fabric.settings import Settings
 
@@ -281,7 +287,9 @@ class HostRelay(Actor):
                     report = JoinedReport(heartbeat=message, agent=peer.ref(AGENT), at=anyio.current_time())
                     await self.controller.tell(report)
                     return None
-            case InstanceStatusChanged(host_id=name, key=key):
+            case (
+                InstanceStatusChanged(host_id=name, key=key) | InstanceStatusesChanged(host_id=name, key=key)
+            ):
                 peer = self._linked(name)
                 if peer is not None and self._keyed(name, key, peer):
                     await self.controller.tell(message)

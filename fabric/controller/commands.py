@@ -7,6 +7,7 @@ background. Upgrades and configuration changes live in upgrade.py.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -76,7 +77,21 @@ START_CONCURRENCY = 1000
 async def start_all(state: ControllerState, dep: Deployment, insts: list[Instance]) -> None:
     """Start instances concurrently (START_CONCURRENCY at once); raise the first failure once
     all were tried."""
-    await each_instance(insts, lambda inst: lifecycle.start(state, dep, inst), limit=START_CONCURRENCY)
+    await each_instance(
+        by_host_in_turn(insts), lambda inst: lifecycle.start(state, dep, inst), limit=START_CONCURRENCY
+    )
+
+
+def by_host_in_turn(insts: list[Instance]) -> list[Instance]:
+    """``insts`` ordered one per host in turn (the first of each host, then the second...): the
+    instances of one host start far apart, so only the first waits for the host to spin up (at
+    10,000 hosts, the second waiting on its host's spawn lock was a tenth of the start's CPU)."""
+    by_host: dict[str, list[Instance]] = {}
+    for inst in insts:
+        by_host.setdefault(inst.host_id, []).append(inst)
+    if len(by_host) < 2:
+        return insts
+    return [inst for turn in itertools.zip_longest(*by_host.values()) for inst in turn if inst is not None]
 
 
 async def each_instance(

@@ -20,9 +20,6 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-import anyio
-import anyio.to_thread
-
 from actors import Actor
 from fabric.controller import host_reach, lifecycle
 from fabric.controller.chaos.messages import ChaosCommand
@@ -64,13 +61,15 @@ from fabric.controller.rotation import Rotation
 from fabric.controller.state import ControllerState
 from fabric.controller.status_page import deployment_page
 from fabric.controller.upgrade import Upgrades
-from fabric.host.messages import HostHeartbeat, InstanceStatusChanged
+from fabric.host.messages import HostHeartbeat, InstanceStatusChanged, InstanceStatusesChanged
 from fabric.host.remote import JoinedLinkLost
 from fabric.settings import Settings
 
 log = logging.getLogger("fabric.controller")
 
 DATABASE = "fabric.db"
+#: what hosts tell the controller on their own (stamped as heard when they arrive)
+_REPORTS = (HostHeartbeat, InstanceStatusChanged, InstanceStatusesChanged)
 
 
 class FabricController(Actor):
@@ -173,7 +172,7 @@ class FabricController(Actor):
     def _arrived(self, message: Any) -> None:
         """Stamp a host's report as it enters the mailbox: heard on time, however long the
         backlog ahead of it (the host watch must not blame hosts for the controller's queue)."""
-        if isinstance(message, (HostHeartbeat, InstanceStatusChanged)):
+        if isinstance(message, _REPORTS):
             self.state.hosts.heard(message.host_id)
         elif isinstance(message, JoinedReport):  # a joined host's heartbeat (fabric-hosts)
             self.state.hosts.heard(message.heartbeat.host_id)
@@ -196,12 +195,12 @@ class FabricController(Actor):
                 return None  # an unknown host, or one declared dead
             if state.heartbeat_quiet(message.host_id, message.instances):
                 return None
-        self._busy_since = anyio.current_time()
+        self._busy_since = self.state.hosts.now()  # (anyio's clock looks its backend up each time)
         try:
             with fail_fast():  # a request is refused (503) while the goal state cannot change
                 return await self._dispatch(message)
         except ControllerError as exc:
-            if exc.status != 503 or not isinstance(message, (HostHeartbeat, InstanceStatusChanged)):
+            if exc.status != 503 or not isinstance(message, _REPORTS):
                 raise
             log.warning("a host's report is not recorded: %s", exc.message)  # the next one is
             return None
@@ -213,6 +212,9 @@ class FabricController(Actor):
         match message:
             case InstanceStatusChanged(host_id=host_id, instance_id=vm, status=status, uid=uid):
                 await state.on_status(host_id, vm, status, uid)  # heard as it arrived (_arrived)
+            case InstanceStatusesChanged(host_id=host_id, changes=changes):  # a boot's steps, together
+                for change in changes:
+                    await state.on_status(host_id, change.instance_id, change.status, change.uid)
             case HostHeartbeat(host_id=host_id, instances=instances, pid=pid):
                 if state.hosts.heard(host_id, pid, stamp=False):
                     for vm, status in instances.items():

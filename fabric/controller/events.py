@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Final, Literal
@@ -20,6 +21,7 @@ import anyio
 import msgspec
 
 from actors import Request
+from fabric.controller.idle_clock import clock
 
 if TYPE_CHECKING:
     from fabric.controller.model import Deployment, Instance
@@ -99,6 +101,9 @@ class EventLog:
     def __init__(self, kept: int = 10_000) -> None:
         self._events: deque[Event] = deque(maxlen=max(1, kept))
         self._seq = 0
+        self._second = -1
+        self._clock: Callable[[], float] | None = None
+        self._second_iso = ""
         #: set when an event is appended (made only while a reader waits for one)
         self._appended: anyio.Event | None = None
         #: events recorded since start, by kind (not bounded by the ring)
@@ -124,26 +129,31 @@ class EventLog:
     ) -> Event:
         """Append an event; ``dep`` and ``inst`` fill in service, slot, role, instance and host."""
         self._seq += 1
+        if self._clock is None:
+            self._clock = clock()  # (this log's event loop: the first record runs in it)
         where: dict[str, str] = {}
         if dep is not None:
             where.update(service=dep.service, slot=dep.slot, deployment=dep.name)
         if inst is not None:
             where.update(role=inst.role, instance=inst.id, host=inst.host_id)
         where.update(fields)
-        event = Event(
-            seq=self._seq,
-            at=dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
-            t=anyio.current_time(),
-            kind=kind,
-            message=message,
-            **where,
-        )
+        event = Event(seq=self._seq, at=self._now_iso(), t=self._clock(), kind=kind, message=message, **where)
         self._events.append(event)
         self.totals[kind] += 1
         if self._appended is not None:
             self._appended.set()
             self._appended = None
         return event
+
+    def _now_iso(self) -> str:
+        """The time now as ``datetime.isoformat(timespec="milliseconds")`` writes it in UTC,
+        its seconds formatted once a second (a status event per instance and step at scale)."""
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._second_iso = dt.datetime.fromtimestamp(second, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        return f"{self._second_iso}.{int((now - second) * 1000):03d}+00:00"
 
     def kept(self) -> list[Event]:
         """Every event kept, oldest first."""

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import contextvars
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import anyio
@@ -55,14 +55,22 @@ RETRY_AFTER = 2
 _fail_fast: contextvars.ContextVar[bool] = contextvars.ContextVar("fabric_store_fail_fast", default=False)
 
 
-@contextmanager
-def fail_fast(on: bool = True) -> Iterator[None]:
-    """Calls made inside (this task) are refused at once when the database is away."""
-    token = _fail_fast.set(on)
-    try:
-        yield
-    finally:
-        _fail_fast.reset(token)
+class fail_fast:  # used as a function: ``with fail_fast():``
+    """Calls made inside (this task) are refused at once when the database is away.
+
+    A class, not a @contextmanager: the controller enters it for every message it handles,
+    and a generator-based one cost as much as handling a quiet status report."""
+
+    __slots__ = ("_on", "_token")
+
+    def __init__(self, on: bool = True) -> None:
+        self._on = on
+
+    def __enter__(self) -> None:
+        self._token = _fail_fast.set(self._on)
+
+    def __exit__(self, *exc: object) -> None:
+        _fail_fast.reset(self._token)
 
 
 def unavailable(why: str) -> ControllerError:

@@ -1,7 +1,8 @@
 """The host agent (seed C): one process per host. It boots and stops the guest OS of each
 instance placed here, heartbeats every guest, restarts a guest OS that stays silent for
 guest_heartbeat_timeout (10 minutes by default, as the seed says), relays every status change
-up to the fabric controller at once, and heartbeats the controller with all of them.
+up to the fabric controller at once (the steps of a boot a moment later, together:
+fabric.host.reports), and heartbeats the controller with all of them.
 
 The controller spawns it as the process actor ``fabric.host.agent:HostAgent`` with one
 HostConfig, and asks it the messages of fabric.host.messages.
@@ -31,12 +32,13 @@ from fabric.host.messages import (
     GuestLinkFault,
     HostConfig,
     HostHeartbeat,
-    InstanceStatusChanged,
     RestartGuest,
     StartGuest,
+    StatusChange,
     StopGuest,
 )
 from fabric.host.net_faults import NetFault, apply_net_fault
+from fabric.host.reports import StatusReports
 from fabric.host.watchdog import HeartbeatWatchdog
 from fabric.logs import LogFile
 from fabric.model.status import RoleStatus
@@ -80,6 +82,8 @@ class HostAgent(Actor):
         #: the uids its VMs hold on this machine (chosen here, as root); a VM's folder is
         #: unique in the state folder, whichever host of the fabric runs it
         self.accounts = HostAccounts(config.state_dir, config.uids)
+        #: status changes on their way to the controller (a boot's steps go together)
+        self.statuses = StatusReports(config.host_id, self._tell_parent, self.start_soon)
 
     async def on_start(self) -> None:
         """Open the host log and start heartbeating the controller."""
@@ -104,6 +108,7 @@ class HostAgent(Actor):
             case ApplyGuestEnvironment(instance_id=instance_id, change=change):
                 self.answer_later(self._apply(instance_id, change))
             case GetHostStatus():
+                await self.statuses.flush()  # the answer is not ahead of the changes held back
                 return self._host_status()
             case GuestLinkFault():  # chaos: drop, delay or cut the link to one VM
                 return apply_guest_link(self.guests.get(message.instance_id), message)
@@ -394,18 +399,13 @@ class HostAgent(Actor):
         await self._tell_status(guest, InstanceStatus(status=status, detail=detail))
 
     async def _tell_status(self, guest: Guest, status: InstanceStatus) -> None:
-        guest.status = status
+        was, guest.status = guest.status.status, status
         self.log.write(
             f"{guest.instance_id}: {status.status}" + (f" ({status.detail})" if status.detail else "")
         )
-        await self._tell_parent(
-            InstanceStatusChanged(
-                host_id=self.config.host_id,
-                instance_id=guest.instance_id,
-                status=status,
-                uid=guest.config.vm_uid or 0,
-            )
-        )
+        # The steps of a boot may wait a moment to go with the next report (fabric.host.reports).
+        change = StatusChange(instance_id=guest.instance_id, status=status, uid=guest.config.vm_uid or 0)
+        await self.statuses.report(change, was=was)
 
     def _host_status(self) -> HostHeartbeat:
         return HostHeartbeat(
@@ -418,9 +418,15 @@ class HostAgent(Actor):
         """A HostHeartbeat every host_heartbeat_interval (as the settings say now), the first at once."""
         tick = anyio.current_time()
         while True:
-            await self._tell_parent(self._host_status())
+            await self._beat()
             tick += self.settings.host_heartbeat_interval
             await anyio.sleep(max(0.0, tick - anyio.current_time()))
+
+    async def _beat(self) -> None:
+        """Heartbeat the controller now, after the status changes held back (never ahead of
+        them: it carries every status as it is now)."""
+        await self.statuses.flush()
+        await self._tell_parent(self._host_status())
 
     async def _tell_parent(self, message: Any) -> None:
         parent: Ref | None = self.parent

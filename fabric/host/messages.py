@@ -114,6 +114,29 @@ class InstanceStatusChanged(msgspec.Struct, frozen=True, tag=True, kw_only=True)
     uid: int = 0
 
 
+#: status changes one InstanceStatusesChanged carries at most
+MAX_STATUS_BATCH = 1024
+
+
+class StatusChange(msgspec.Struct, frozen=True, kw_only=True):
+    """One change of an InstanceStatusesChanged (as an InstanceStatusChanged says it)."""
+
+    instance_id: str
+    status: InstanceStatus
+    uid: int = 0
+
+
+class InstanceStatusesChanged(msgspec.Struct, frozen=True, tag=True, kw_only=True):
+    """Several status changes of one host's instances, oldest first: the steps of a boot that
+    the host held back a moment to send together (fabric.host.reports). The controller takes
+    them one by one, as InstanceStatusChanged each."""
+
+    host_id: str
+    changes: Annotated[list[StatusChange], msgspec.Meta(max_length=MAX_STATUS_BATCH)]
+    #: a joined host: the key the controller gave it over its own link (see ReportKey)
+    key: str = ""
+
+
 class HostHeartbeat(msgspec.Struct, frozen=True, tag=True, kw_only=True):
     """Sent every host_heartbeat_interval: the host is alive, and every instance's status
     (so that silence, not only change, is noticed)."""

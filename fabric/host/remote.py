@@ -1,9 +1,10 @@
 """The host agent of a joined host (``fabric host join``): the same HostAgent, reached by the
 controller over the network link, with what a machine of its own needs besides.
 
-- Its pushes (InstanceStatusChanged, HostHeartbeat) go to the controller's ``fabric-hosts``
-  actor over the link, not to a parent; a heartbeat also describes the host (address, cores,
-  fault domain, memory, incarnation), which is how the controller learns of it.
+- Its pushes (InstanceStatusChanged, InstanceStatusesChanged, HostHeartbeat) go to the
+  controller's ``fabric-hosts`` actor over the link, not to a parent; a heartbeat also
+  describes the host (address, cores, fault domain, memory, incarnation), which is how the
+  controller learns of it.
 - Packages arrive in chunks (HasPackage, PackageChunk) and are kept by digest under its state
   folder; every GuestConfig is re-rooted there (fabric.host.packages).
 - It chooses its instances' local ports on the address it advertises (ChoosePorts).
@@ -55,6 +56,7 @@ from fabric.host.messages import (
     HostHeartbeat,
     HostProcess,
     InstanceStatusChanged,
+    InstanceStatusesChanged,
     ListProcesses,
     PackageChunk,
     PutCertificates,
@@ -235,7 +237,7 @@ class RemoteHostAgent(HostAgent):
             case ReportKey(key=key):
                 if key != self.key:
                     self.key = key
-                    await self._tell_parent(self._host_status())  # heard at once, not at the next beat
+                    await self._beat()  # heard at once, not at the next beat
                 return None
         return await super().receive(message)
 
@@ -493,7 +495,7 @@ class RemoteHostAgent(HostAgent):
     async def _tell_parent(self, message: Any) -> None:
         # Across the network: never wait for a link that is down (the next heartbeat carries
         # every status again).
-        if isinstance(message, (HostHeartbeat, InstanceStatusChanged)):
+        if isinstance(message, (HostHeartbeat, InstanceStatusChanged, InstanceStatusesChanged)):
             message = msgspec.structs.replace(message, key=self.key)
         with contextlib.suppress(ActorDead, MailboxFull):
             self.reports.tell_nowait(message)

@@ -8,7 +8,13 @@ from typing import Any, cast
 
 from fabric.cluster.port import HostRelay
 from fabric.guest.messages import InstanceStatus
-from fabric.host.messages import HostHeartbeat, InstanceStatusChanged, ReportKey
+from fabric.host.messages import (
+    HostHeartbeat,
+    InstanceStatusChanged,
+    InstanceStatusesChanged,
+    ReportKey,
+    StatusChange,
+)
 from fabric.host.remote import JoinedReport
 from fabric.settings import Settings
 
@@ -71,8 +77,14 @@ async def test_reports_need_the_key_given_over_the_hosts_own_link() -> None:
     assert len(controller.told) == 1
     await relay.receive(InstanceStatusChanged(host_id="h1", instance_id="x", status=status, key=sent.key))
     assert len(controller.told) == 2
+    # The same for the steps of a boot sent together.
+    steps = [StatusChange(instance_id="x", status=InstanceStatus(status="CreatingVM"))]
+    await relay.receive(InstanceStatusesChanged(host_id="h1", changes=steps, key=h2_key.key))
+    assert len(controller.told) == 2
+    await relay.receive(InstanceStatusesChanged(host_id="h1", changes=steps, key=sent.key))
+    assert len(controller.told) == 3 and isinstance(controller.told[-1], InstanceStatusesChanged)
 
     # A host whose link is down is not heard; anything but a report is dropped.
     await relay.receive(beat("gone", "k"))
     await relay.receive(ReportKey("x"))
-    assert len(controller.told) == 2
+    assert len(controller.told) == 3

@@ -21,7 +21,7 @@ from fabric.guest.messages import (
     HeartbeatReply,
     InstanceStatus,
 )
-from fabric.host.messages import HostConfig, HostHeartbeat, InstanceStatusChanged
+from fabric.host.messages import HostConfig, HostHeartbeat, InstanceStatusChanged, InstanceStatusesChanged
 from fabric.model.definition import RoleDefinition
 from fabric.settings import Settings
 from roles.protocol import InstanceInfo, RoleEnvironmentData
@@ -68,17 +68,27 @@ class SpawnHost(msgspec.Struct, frozen=True):
 
 
 class ControllerStandIn(Actor):
-    """The host agent's parent: records every status change and host heartbeat with its time."""
+    """The host agent's parent: records every status change and host heartbeat with its time
+    (the changes of an InstanceStatusesChanged one by one, at its arrival)."""
 
     def __init__(self) -> None:
         self.statuses: list[tuple[float, InstanceStatusChanged]] = []
         self.heartbeats: list[tuple[float, HostHeartbeat]] = []
+        #: the InstanceStatusesChanged among them (each of its changes is in ``statuses`` too)
+        self.batches: list[tuple[float, InstanceStatusesChanged]] = []
         self.changed = anyio.Event()
 
     async def receive(self, message: Any) -> Any:
         now = anyio.current_time()
         if isinstance(message, InstanceStatusChanged):
             self.statuses.append((now, message))
+        elif isinstance(message, InstanceStatusesChanged):  # a boot's steps, sent together
+            self.batches.append((now, message))
+            for c in message.changes:
+                one = InstanceStatusChanged(
+                    host_id=message.host_id, instance_id=c.instance_id, status=c.status, uid=c.uid
+                )
+                self.statuses.append((now, one))
         elif isinstance(message, HostHeartbeat):
             self.heartbeats.append((now, message))
         elif isinstance(message, SpawnHost):

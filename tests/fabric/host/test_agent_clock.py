@@ -29,6 +29,7 @@ from fabric.host.messages import (
     StartGuest,
     StopGuest,
 )
+from fabric.host.reports import HOLD_SECONDS
 from fabric.settings import Settings
 from tests.fabric.host.host_stand_ins import (
     ControllerStandIn,
@@ -36,6 +37,7 @@ from tests.fabric.host.host_stand_ins import (
     SpawnHost,
     guest_config,
     host_config,
+    replace,
 )
 
 pytestmark = pytest.mark.timeout(20)
@@ -251,6 +253,40 @@ async def test_host_heartbeats_the_controller_every_interval(
         assert len(beats) == 13
         assert beats[-1][1].instances["Worker_IN_0"].status == "ReadyRole"
         assert beats[-1][1].pid > 0
+
+
+async def test_the_steps_of_a_boot_go_together_and_the_rest_at_once(
+    tmp_path: Path, autojump_clock: trio.abc.Clock
+) -> None:
+    """A boot's steps (out of rotation all along) wait up to HOLD_SECONDS to go in one
+    InstanceStatusesChanged; ReadyRole, a step of an instance that was up, and the answer to
+    GetHostStatus are never behind them."""
+    async with host(tmp_path) as h:
+        asked = anyio.current_time()
+        await h.ref.ask(StartGuest(h.config))
+        await h.controller.wait_for("ReadyRole", 10)
+        assert h.controller.seen() == ["CreatingVM", "StartingVM", "StartingRole", "ReadyRole"]
+        [(sent, batch)] = h.controller.batches
+        assert [c.status.status for c in batch.changes] == ["CreatingVM", "StartingVM", "StartingRole"]
+        assert batch.host_id == "h1" and {c.instance_id for c in batch.changes} == {"Worker_IN_0"}
+        assert sent - asked == pytest.approx(HOLD_SECONDS, abs=0.01)
+        guest = h.launcher.current
+        assert h.controller.at("ReadyRole") == pytest.approx(guest.status.at, abs=0.001)
+
+        # The role recycles: leaving ReadyRole goes at once.
+        recycled = anyio.current_time()
+        await guest.set_status("StartingRole")
+        await h.controller.wait_for("StartingRole", 10, count=2)
+        assert h.controller.at("StartingRole", nth=1) - recycled < 0.001
+
+        # A second instance boots; a status asked for meanwhile comes after its held steps.
+        mark = h.controller.mark()
+        second = replace(h.config, instance_id="Worker_IN_1", vm_root=str(tmp_path / "vms" / "Worker_IN_1"))
+        await h.ref.ask(StartGuest(second))
+        status: HostHeartbeat = await h.ref.ask(GetHostStatus())
+        assert status.instances["Worker_IN_1"].status == "StartingRole"
+        await h.controller.wait_for("StartingRole", 0.01, instance_id="Worker_IN_1", since=mark)
+        assert h.controller.seen("Worker_IN_1", since=mark) == ["CreatingVM", "StartingVM", "StartingRole"]
 
 
 def test_the_same_restart_on_asyncio(tmp_path: Path) -> None:
