@@ -9,7 +9,8 @@ and the answer one JSON line: ``{"exit_status", "stdout", "stderr" (base64), "tr
 "timed_out"}``, or ``{"refused": "...", "status": 403|409}`` when remote access is not enabled
 for the role or its account has expired. The command runs as the role's account in the VM's
 sandbox (as a limited startup task does: fabric.guest.task_leader), in E/approot, with the
-role's TEMP and the RoleEnvironment variables (RoleRoot, RoleInstanceID, RoleName,
+fabric's interpreter first on PATH (``python`` is it), the role's TEMP and the RoleEnvironment
+variables (RoleRoot, RoleInstanceID, RoleName,
 RoleDeploymentID, and RoleEnvironmentFile: the instance's configuration document). Its whole
 process group is killed when it ends, so nothing it started outlives the session. Every session
 and refusal is logged in ``DiagnosticStore/RemoteAccess/Sessions.log``: when, who, the command
@@ -133,9 +134,11 @@ class Vm:
     python: str = sys.executable
 
     def environment(self) -> dict[str, str]:
-        """The session's environment: a plain PATH, the role's TEMP and RoleEnvironment."""
+        """The session's environment: PATH, the role's TEMP and RoleEnvironment."""
         env = {
-            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+            "PATH": _path_with(
+                os.path.dirname(self.python), os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin")
+            ),
             "LANG": os.environ.get("LANG", "C.UTF-8"),
             "HOME": str(self.disk.approot),
             "RoleRoot": str(self.disk.approot.parent),
@@ -148,6 +151,14 @@ class Vm:
         if self.uid is not None and self.state_dir:
             env.update(vm_sandbox(self.disk, self.state_dir).as_environ())
         return env
+
+
+def _path_with(folder: str, path: str) -> str:
+    """``path`` with ``folder`` first: ``python`` in a session is the fabric's interpreter (its
+    venv, with the packages the role runs with), as an activated venv makes it, not whatever
+    else the machine calls python (often nothing: Debian has only python3)."""
+    rest = [entry for entry in path.split(os.pathsep) if entry and entry != folder]
+    return os.pathsep.join([folder, *rest]) if folder else path
 
 
 class _Output:
