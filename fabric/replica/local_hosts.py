@@ -112,9 +112,14 @@ def launch(folder: Path) -> None:
         OSError: the launcher could not run, or failed.
     """
     log_file = folder / "host.out.log"
+    env = dict(os.environ)
+    # the code this replica runs, wherever it was imported from (as actors' children get it)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in [*sys.path, env.get("PYTHONPATH", "")] if p)
     with open(log_file, "ab", buffering=0) as out:
         launcher = subprocess.run(
             [sys.executable, "-m", "fabric.replica.local_hosts", str(folder)],
+            env=env,
+            cwd=folder,  # not the replica's: `python -m` puts its folder first on the path
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=out,
