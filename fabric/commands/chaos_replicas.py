@@ -34,7 +34,7 @@ def _run(fn: object, *args: object) -> None:
 @_WHICH
 @state_dir_option
 def kill(which: str, state_dir: Path) -> None:
-    """SIGKILL a replica (its local hosts and VMs go with it); another takes over."""
+    """SIGKILL a replica; another takes over (its local hosts and VMs run on: it adopts them)."""
     from fabric.chaos.replicas import kill_replica
 
     _run(kill_replica, state_dir, which)

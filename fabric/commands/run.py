@@ -187,6 +187,16 @@ async def _serve(
             f"fabric serving {fabric.url} (state folder {fabric.state_dir}); Ctrl-C stops it", err=True
         )
         click.echo(f"portal {fabric.url}/ (sign in with the token in {fabric.state_dir / 'token'})", err=True)
+        if listen is not None:  # what other machines must reach (README: Several machines)
+            from fabric.cluster.node import join_address
+
+            address, host_port = listen
+            click.echo(
+                f"host port {join_address(address, host_port)} (mutual TLS) and join port "
+                f"{join_address(address, host_port + 1)}: every host machine must reach both; "
+                "`fabric token create` prints the join command",
+                err=True,
+            )
         await until_stop_signal()
         click.echo("stopping every role instance gracefully...", err=True)
 

@@ -132,7 +132,9 @@ async def test_join_refusals_renewal_and_restarts(tmp_path: Path) -> None:
         str(state),
     ]
     async with running(serve) as controller:
-        await Output(controller).wait_for("fabric serving")
+        # It says which ports the host machines must reach (the README's Several machines).
+        ports = await Output(controller).wait_for("every host machine must reach both")
+        assert f"host port {address} (mutual TLS) and join port {CONTROLLER}:{port + 1}:" in ports
         made = await fabric("token", "create", "--ttl", "10m", "--state-dir", str(state))
         assert made.returncode == 0, made.stderr
         token = made.stdout.decode().strip()
