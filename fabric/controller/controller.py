@@ -140,6 +140,7 @@ class FabricController(Actor):
             hosts=hosts,
             rotation=rotation,
         )
+        await hosts.open_firewall()  # before any host starts
         self.ops = Operations(store, self.pool, self.state.notify)
         self.commands = Commands(self.state, self.ops, self.start_soon)
         self.upgrades = Upgrades(self.commands)
@@ -283,5 +284,6 @@ class FabricController(Actor):
 
     async def on_stop(self) -> None:
         """Hosts were stopped first (they are children); store what is pending, close the database."""
+        await self.state.hosts.close_firewall()
         await self.state.flush()
         await self.state.store.aclose()

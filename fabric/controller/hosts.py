@@ -52,6 +52,7 @@ from fabric.host.messages import (
 )
 from fabric.host.packages import PackageMissing, pack, prune_tars
 from fabric.host.remote import JoinedReport as JoinedReport
+from fabric.network import isolation
 from fabric.settings import Settings
 from roles.protocol import RoleEnvironmentData
 
@@ -228,6 +229,34 @@ class HostPool:
         #: packages packed for joined hosts: (role code folder, site folders) -> (digest, tar)
         self._packed: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[str, Path]] = {}
         self._packing = anyio.Lock()
+        #: the isolation table of this process its local hosts enter their VMs in ("": none)
+        self.firewall = ""
+
+    async def open_firewall(self) -> None:
+        """Make the isolation table our local host processes enter their VMs' ports in (see
+        fabric.network.isolation), or say once why VMs are not isolated."""
+        if self.factory is not spawn_host_process and self.launcher is None:
+            return  # stand-in hosts (tests)
+        why = isolation.unavailable()
+        if why is None and self.launcher is not None:
+            # A replica's local hosts outlive it: they would outlive its table.
+            why = "a replica's local hosts are not isolated (not done yet)"
+        if why is None:
+            try:
+                self.firewall = await isolation.open_table()
+            except OSError as exc:
+                why = str(exc)
+        if why:
+            log.warning("VMs are not isolated from each other on this machine's network: %s", why)
+        else:
+            log.info("VM ports are open to root and their deployment only (nft table inet %s)", self.firewall)
+
+    async def close_firewall(self) -> None:
+        """Delete the isolation table (its hosts stopped first)."""
+        name, self.firewall = self.firewall, ""
+        if name:
+            with anyio.CancelScope(shield=True), contextlib.suppress(OSError):
+                await isolation.close_table(name)
 
     def add(self, record: HostRecord) -> Host:
         """Register a host (planned or recovered); it is spawned on first use."""
@@ -281,6 +310,7 @@ class HostPool:
                     state_dir=str(self.state_dir),
                     settings=self.settings,
                     fault_domain=host.record.fault_domain,
+                    firewall=self.firewall,
                 )
                 try:
                     host.ref = await self.factory(self.owner, config)

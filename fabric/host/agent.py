@@ -42,6 +42,7 @@ from fabric.host.reports import StatusReports
 from fabric.host.watchdog import HeartbeatWatchdog
 from fabric.logs import LogFile
 from fabric.model.status import RoleStatus
+from fabric.network.isolation import VmFirewall, protocol_of
 
 
 @register_error()
@@ -82,6 +83,8 @@ class HostAgent(Actor):
         #: the uids its VMs hold on this machine (chosen here, as root); a VM's folder is
         #: unique in the state folder, whichever host of the fabric runs it
         self.accounts = HostAccounts(config.state_dir, config.uids)
+        #: its VMs' ports in the fabric's isolation table (None: not isolated)
+        self.firewall = VmFirewall(config.firewall) if config.firewall else None
         #: status changes on their way to the controller (a boot's steps go together)
         self.statuses = StatusReports(config.host_id, self._tell_parent, self.start_soon)
 
@@ -124,6 +127,7 @@ class HostAgent(Actor):
         for guest in list(self.guests.values()):
             await guest.end_account()
             self.accounts.release(guest.instance_id)
+            await self._unfirewall(guest.instance_id)
         self.log.write(f"host agent {self.config.host_id} stopped")
         self.log.close()
 
@@ -153,6 +157,7 @@ class HostAgent(Actor):
             except GuestBootError:
                 del self.guests[instance_id]
                 self.accounts.release(instance_id)
+                await self._unfirewall(instance_id)
                 raise
         return guest.pid
 
@@ -195,6 +200,7 @@ class HostAgent(Actor):
                 self.log.write(f"deleted the disk of {instance_id} ({guest.config.vm_root})")
             del self.guests[instance_id]
             self.accounts.release(instance_id)
+            await self._unfirewall(instance_id)
             self.log.write(f"guest {instance_id} stopped")
 
     async def _restart(self, instance_id: str, reimage: bool, config: GuestConfig | None) -> int:
@@ -247,6 +253,26 @@ class HostAgent(Actor):
                 f"host {self.config.host_id} runs no instance {instance_id!r}; start it with StartGuest first"
             ) from None
 
+    async def _firewall(self, config: GuestConfig) -> None:
+        """Its endpoint ports open to root and its deployment's accounts only, before it boots.
+
+        Raises:
+            GuestBootError: nft refused (the VM does not boot unprotected).
+        """
+        if self.firewall is None or config.vm_uid is None:
+            return
+        ports = [
+            (protocol_of(e.protocol), e.port) for e in config.environment.current_instance.endpoints.values()
+        ]
+        try:
+            await self.firewall.allow(config.instance_id, config.deployment_id, config.vm_uid, ports)
+        except OSError as exc:
+            raise GuestBootError(str(exc)) from None
+
+    async def _unfirewall(self, instance_id: str) -> None:
+        if self.firewall is not None:
+            await self.firewall.forget(instance_id)
+
     # -- one VM's life ----------------------------------------------------------------------------
 
     async def _boot(self, guest: Guest) -> None:
@@ -258,6 +284,7 @@ class HostAgent(Actor):
         await self._report(guest, "StartingVM", "booting the guest OS")
         generation = guest.generation
         try:
+            await self._firewall(guest.config)
             await guest.boot(self, partial(self._on_push, guest))
         except GuestBootError as exc:
             self.log.error(str(exc))

@@ -24,6 +24,8 @@ class HostConfig(msgspec.Struct, frozen=True, kw_only=True):
     #: the first and last uid its VMs' accounts are drawn from (None: the whole VM range, see
     #: fabric.guest.account); the host chooses among them (fabric.host.accounts)
     uids: tuple[int, int] | None = None
+    #: the fabric's isolation table its VMs' ports are entered in ("" none: fabric.network.isolation)
+    firewall: str = ""
 
 
 # -- controller -> host (asks) ------------------------------------------------------------------
