@@ -4,6 +4,7 @@ process tree rooted here. ``fabric serve`` runs it alone; ``fabric run`` runs it
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import signal
 import stat
@@ -20,6 +21,8 @@ import anyio.to_thread
 from actors import ActorSystem, Ref, open_system
 from fabric.bytecode import warm_bytecode
 from fabric.settings import Settings
+
+log = logging.getLogger("fabric.server")
 
 #: the signals that stop a fabric gracefully: Ctrl-C, `kill`, and the terminal closing (SIGHUP)
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -129,6 +132,13 @@ async def open_fabric(
         else {"fence": replica.fence, "on_fenced": replica.on_fenced, "host_launcher": replica.launch_host}
     )
     try:
+        if replica is None:
+            # Local hosts that replicas of this folder left running (the last one was killed):
+            # this fabric starts its own, so they go first (no replica runs: the lock is ours).
+            from fabric.replica.local_hosts import stop_all
+
+            for line in await anyio.to_thread.run_sync(stop_all, state_dir, stop_budget(settings)):
+                log.warning("%s (left by replicas of this folder)", line)
         if store_url and replica is None:  # its problems now, as one line, before anything starts
             from fabric.controller.goal_store import open_goal_store
 

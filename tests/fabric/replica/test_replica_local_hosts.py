@@ -1,12 +1,15 @@
 """Local hosts of replicated controllers: started by the leader on its machine, detached, they
 outlive it. The leader SIGKILLed: every instance keeps its processes, the site answers while
 nobody leads, and the new leader adopts them; a replica started again on the machine starts no
-second copy; the last replica stopped stops them all."""
+second copy; the last replica stopped stops them all, and a plain fabric on the folder stops
+those a killed last replica left."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -15,7 +18,7 @@ import psutil
 import pytest
 
 from fabric.client.deployments import deploy_service
-from tests.fabric.replica.replica_kit import Cluster, alive, cluster, eventually
+from tests.fabric.replica.replica_kit import FABRIC, Cluster, alive, cluster, eventually
 from tests.fabric.replica.test_replica_joined import Load, step
 from tests.paths import EXAMPLES
 from tests.pg_server import PostgresServer
@@ -74,9 +77,10 @@ async def test_local_hosts_outlive_a_killed_leader_and_stop_with_the_last_replic
             roles = role_processes(c)
             assert len(roles) == 2, roles
             endpoint = view.endpoints[0]
-            with step(f"{other.name}'s standby balancer serving the 2 instances", 30):
+            # (it opens with the instances the views show Ready then: one, or both)
+            with step(f"{other.name}'s standby balancer serving the site", 30):
                 await c.wait_output(
-                    other, rf"standby balancer on {endpoint.host}:{endpoint.port}: 2 instance"
+                    other, rf"standby balancer on {endpoint.host}:{endpoint.port}: \d+ instance"
                 )
             load = Load(f"http://{endpoint.host}:{endpoint.port}/")
             async with anyio.create_task_group() as tg:
@@ -114,9 +118,48 @@ async def test_local_hosts_outlive_a_killed_leader_and_stop_with_the_last_replic
         async with c.client(again) as current:
             with step("2 instances ReadyRole under the restarted replica", 60):
                 view = await eventually(ready, 55, "2 instances ReadyRole")
-        assert agents(c) == hosts and len(hosts) == 2, (agents(c), hosts)
+        assert set(agents(c)) == set(hosts) and len(hosts) == 2, (agents(c), hosts)
         assert role_processes(c) == roles and all(i.restarts == 0 for i in view.instances)
         every = set(hosts).union(*hosts.values())
     # the cluster's end stopped both replicas (SIGTERM): the last one stopped the local hosts
     assert not alive(every), sorted(alive(every))
     assert not agents(c)
+
+
+async def test_a_plain_fabric_stops_the_local_hosts_a_killed_last_replica_left(
+    postgres: PostgresServer, tmp_path: Path
+) -> None:
+    every: set[int] = set()
+    try:
+        async with cluster(tmp_path, postgres) as c:
+            only = await c.start("a")
+            await c.leader()
+            async with c.client(only) as client:
+                with step("the deployment running", 120):
+                    await deploy_service(client, EXAMPLES / "hello-worker", None)
+            hosts = agents(c)
+            every = set(hosts).union(*hosts.values())
+            assert len(hosts) == 1, hosts
+            only.process.send_signal(signal.SIGKILL)  # the last replica, killed: nobody stops them
+            await only.process.wait()
+            assert set(agents(c)) == set(hosts)  # they wait for a leader
+        out = tmp_path / "plain.log"
+        with out.open("wb") as log:
+            plain = await anyio.open_process(
+                [FABRIC, "serve", "--fast", "--state-dir", str(c.state)], stdout=log, stderr=subprocess.STDOUT
+            )
+        try:
+            with step("fabric serve on the folder serving", 60):
+                while "fabric serving" not in out.read_text():
+                    assert plain.returncode is None, out.read_text()
+                    await anyio.sleep(0.1)
+            # it stopped them before it started its own local hosts
+            assert not alive(every), (sorted(alive(every)), out.read_text())
+            assert "left by replicas of this folder" in out.read_text(), out.read_text()
+        finally:
+            plain.send_signal(signal.SIGTERM)
+            with anyio.fail_after(60):
+                await plain.wait()
+    finally:
+        for pid in alive(every):  # a failure above leaves nothing behind either
+            os.kill(pid, signal.SIGKILL)
