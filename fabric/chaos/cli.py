@@ -225,6 +225,7 @@ async def _main(run: Run, service_dir: Path | None, config: Path | None, state_d
 @click.option("--json", "as_json", is_flag=True, help="Print the schedule as JSON.")
 def plan(scenario_file: Path, seed: int, duration: float | None, topology: str | None, as_json: bool) -> None:
     """Print the fault schedule a scenario and seed give, without running anything."""
+    from fabric.chaos.control import plan_control
     from fabric.chaos.schedule import plan as make_plan
 
     try:
@@ -233,14 +234,21 @@ def plan(scenario_file: Path, seed: int, duration: float | None, topology: str |
         schedule = make_plan(scenario, seed, topo, duration)
     except ScenarioError as exc:
         raise _fail(str(exc)) from None
+    # The runner's own faults (replica-kill, ...), numbered after the controller's, as a run has them.
+    control = plan_control(scenario, seed, len(schedule), duration)
     if as_json:
-        click.echo(msgspec.json.encode(schedule).decode())
+        click.echo(msgspec.json.encode([*schedule, *control]).decode())
         return
-    click.echo(
-        f"{scenario.title}: seed {seed}, {len(schedule)} faults over {duration or scenario.duration:g} s"
-    )
+    total = len(schedule) + len(control)
+    click.echo(f"{scenario.title}: seed {seed}, {total} faults over {duration or scenario.duration:g} s")
     for item in schedule:
         click.echo(describe(item))
+    for planned in control:
+        lasting = planned.fault.duration
+        click.echo(
+            f"  {planned.n:>3}  t={planned.at:7.3f}  {planned.label}"
+            + (f"  ({lasting:.2f} s)" if lasting else "")
+        )
 
 
 def describe(item: PlannedFault) -> str:

@@ -170,3 +170,28 @@ def test_link_faults_carry_a_seed_of_their_own_drawn_from_the_run_seed() -> None
     assert seeds != [p.inject.fault.seed for p in other if isinstance(p.inject.fault, LinkFault)]
     unseeded = [msgspec.structs.replace(p.inject.fault, seed=None) for p in first]
     assert unseeded[0].drop == 0.3 and unseeded[0].target.instance in {"Worker_IN_0", "Worker_IN_1"}
+
+
+def test_plan_lists_the_control_plane_faults_a_run_would_apply(tmp_path: Path) -> None:
+    """`fabric chaos plan` shows a replica-kill line too, numbered after the controller's faults
+    as the run's journal numbers it (it used to leave such lines out)."""
+    path = tmp_path / "s.toml"
+    path.write_text(
+        'title = "both"\nduration = 6\n'
+        '[[method]]\nfault = "kill"\ntarget = "role-host"\nroles = ["Web"]\nevery = 2.0\n'
+        '[[method]]\nfault = "replica-kill"\nreplica = "leader"\nat = 3.0\n'
+        '[[method]]\nfault = "replica-hang"\nreplica = "follower"\nat = 1.0\nduration = 2\n'
+    )
+    args = ["chaos", "plan", str(path), "--seed", "5", "--topology", "Web=2"]
+    out = CliRunner().invoke(main, args)
+    assert out.exit_code == 0, out.output
+    lines = out.output.splitlines()
+    assert lines[0] == "both: seed 5, 5 faults over 6 s"
+    assert lines[4:] == [
+        "    4  t=  1.000  replica-hang replica follower  (2.00 s)",
+        "    5  t=  3.000  replica-kill replica leader",
+    ]
+    as_json = msgspec.json.decode(CliRunner().invoke(main, [*args, "--json"]).output)
+    assert [item["n"] for item in as_json] == [1, 2, 3, 4, 5] and as_json[4]["fault"][
+        "kind"
+    ] == "replica-kill"
