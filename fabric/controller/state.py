@@ -33,6 +33,10 @@ log = logging.getLogger("fabric.controller")
 BOOT_STEPS: frozenset[str] = frozenset(
     {"RoleStateUnknown", "CreatingVM", "StartingVM", "CreatingRole", "StartingRole"}
 )
+#: a deployment of more instances logs the end of a routine boot (ReadyRole right after a
+#: boot step) at debug level too: 20,000 such lines were the largest part of placing them
+#: (the event log keeps every status; a ReadyRole after anything else stays at info)
+QUIET_READY_ABOVE = 64
 #: how long start counts may wait to be stored together (seconds; stop stores what waits)
 FLUSH_INTERVAL = 0.5
 
@@ -357,8 +361,15 @@ class ControllerState:
         if was_rotating != status:
             # The steps of a boot are routine (debug; the event log keeps every status): at
             # scale they were a log line per instance and step, the controller's largest cost.
-            level = logging.DEBUG if status in BOOT_STEPS else logging.INFO
-            log.log(level, "%s %s: %s%s", dep.name, inst.id, status, f" ({detail})" if detail else "")
+            routine = status in BOOT_STEPS or (
+                status == "ReadyRole"
+                and was_rotating in BOOT_STEPS
+                and was_rotating != "RoleStateUnknown"
+                and len(dep.instances) > QUIET_READY_ABOVE
+            )
+            level = logging.DEBUG if routine else logging.INFO
+            if log.isEnabledFor(level):
+                log.log(level, "%s %s: %s%s", dep.name, inst.id, status, f" ({detail})" if detail else "")
             self.events.record(
                 "status",
                 f"{inst.id} is {status}" + (f" ({detail})" if detail else ""),

@@ -86,7 +86,9 @@ class HostAgent(Actor):
         #: its VMs' ports in the fabric's isolation table (None: not isolated)
         self.firewall = VmFirewall(config.firewall) if config.firewall else None
         #: status changes on their way to the controller (a boot's steps go together)
-        self.statuses = StatusReports(config.host_id, self._tell_parent, self.start_soon)
+        self.statuses = StatusReports(
+            config.host_id, self._tell_parent, lambda reports: self.start_soon(reports.flush_later)
+        )
 
     async def on_start(self) -> None:
         """Open the host log and start heartbeating the controller."""
