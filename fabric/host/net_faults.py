@@ -403,7 +403,8 @@ async def _devices() -> list[str]:
     return [
         link["ifname"]
         for link in json.loads(out or "[]")
-        if link.get("link_type") != "loopback" and "@" not in link.get("ifname", "")
+        # iproute2 prints {} for each link the "up" filter leaves out (an ifb device that is down)
+        if "ifname" in link and link.get("link_type") != "loopback" and "@" not in link["ifname"]
     ]
 
 
