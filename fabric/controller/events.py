@@ -21,7 +21,6 @@ import anyio
 import msgspec
 
 from actors import Request
-from fabric.controller.idle_clock import clock
 
 if TYPE_CHECKING:
     from fabric.controller.model import Deployment, Instance
@@ -130,7 +129,11 @@ class EventLog:
         """Append an event; ``dep`` and ``inst`` fill in service, slot, role, instance and host."""
         self._seq += 1
         if self._clock is None:
-            self._clock = clock()  # (this log's event loop: the first record runs in it)
+            # (this log's event loop: the first record runs in it; imported here, as the API
+            # client imports this module for its messages and must not load the controller's)
+            from fabric.controller.idle_clock import clock
+
+            self._clock = clock()
         where: dict[str, str] = {}
         if dep is not None:
             where.update(service=dep.service, slot=dep.slot, deployment=dep.name)
