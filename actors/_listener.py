@@ -7,7 +7,7 @@ import logging
 import socket
 import ssl
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
@@ -53,6 +53,9 @@ class Listener:
         self.on_connect = on_connect
         #: called with a node's Peer each time one of its links ends (it may be up again already)
         self.on_disconnect: Callable[[Peer], object] | None = None
+        #: called at each hello with the node's name, its certificate (as ssl's getpeercert()
+        #: gives it) and its address ("host:port"): a reason to refuse the link, or None
+        self.admit: Callable[[str, dict[str, Any], str], str | None] | None = None
         #: every node that connected (or that a Ref was made for), by name
         self.peers: dict[str, Peer] = {}
         #: the address it listens on (the port chosen, when asked for port 0)
@@ -179,6 +182,8 @@ class Listener:
             logger.warning("a link from %s failed during its handshake: %s", who, exc)
             return None
         reason = self._refusal(hello, channel)
+        if reason is None and self.admit is not None:
+            reason = self.admit(hello.node, channel.peer_certificate, who)
         if reason is not None:
             logger.warning("refused a link from %s: %s", who, reason)
             with contextlib.suppress(OSError):

@@ -258,6 +258,11 @@ class TLSChannel:
                 await anyio.wait_readable(self.sock)
 
     @property
+    def peer_certificate(self) -> dict[str, Any]:
+        """The peer's certificate as ssl's getpeercert() gives it (subject, serialNumber...)."""
+        return dict(self._ssl.getpeercert() or {})
+
+    @property
     def peer_names(self) -> list[str]:
         """The names the peer's certificate carries: its common name, then its DNS names."""
         cert: dict[str, Any] = dict(self._ssl.getpeercert() or {})

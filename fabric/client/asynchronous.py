@@ -297,6 +297,11 @@ class AsyncFabricClient:
         """Cordon host ``name`` and move its instances away; returns the request id."""
         return await self._start("POST", f"/cluster/hosts/{_segment(name)}/drain")
 
+    async def remove_host(self, name: str) -> None:
+        """Forget joined host ``name`` (it runs no instance: drain it first) and revoke its
+        certificate: its link is refused from now on; it may join again with a token."""
+        await self.request("DELETE", f"/cluster/hosts/{_segment(name)}")
+
     async def host_operation(self, request_id: str) -> OperationView:
         """A host operation's state, its progress in ``description``."""
         return await self._call("GET", f"/cluster/operations/{_segment(request_id)}", OperationView)

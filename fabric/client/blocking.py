@@ -94,6 +94,7 @@ class FabricClient:
     all_hosts = _blocking(AsyncFabricClient.all_hosts)
     cordon = _blocking(AsyncFabricClient.cordon)
     uncordon = _blocking(AsyncFabricClient.uncordon)
+    remove_host = _blocking(AsyncFabricClient.remove_host)
     drain = _blocking(AsyncFabricClient.drain)
     host_operation = _blocking(AsyncFabricClient.host_operation)
     deployment = _blocking(AsyncFabricClient.deployment)

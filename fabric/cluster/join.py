@@ -40,6 +40,7 @@ import msgspec
 from anyio.streams.tls import TLSAttribute, TLSStream
 
 from fabric.cluster.ca import CAError, ClusterCA, public_key_hash, validity
+from fabric.cluster.revocations import Revocations, peer_serial
 from fabric.cluster.tokens import TokenRefused, TokenStore
 
 log = logging.getLogger("fabric.cluster")
@@ -171,6 +172,10 @@ class JoinService:
     on_joined: Callable[[HostJoined], object] = lambda joined: None
     #: whether a hang of a host's own processes, (host name, hang id), was undone
     hang_undone: Callable[[str, str], bool] = lambda host, hang: False
+    #: the certificates signed, and those revoked (None: not kept)
+    revocations: Revocations | None = None
+    #: whether a joined host holds the name (a join may not take it over)
+    held: Callable[[str], bool] = lambda name: False
     #: the connections being served now, and when a refused one was last logged
     open_connections: int = field(default=0, init=False)
     _refusal_logged: float = field(default=-60.0, init=False)
@@ -189,6 +194,14 @@ class JoinService:
                 except (TokenRefused, CAError) as exc:
                     log.warning("refused a join from %s: %s", address, exc)
                     return Refused(reason=str(exc))
+                if self.held(name):
+                    log.warning(
+                        "refused a join from %s: host name %r is held by a joined host", address, name
+                    )
+                    return Refused(
+                        reason=f"host name {name!r} is held by a joined host; forget that host first "
+                        f"with `fabric host remove {name}` (it revokes its certificate), or join under another --name"
+                    )
                 log.info("host %r joined from %s with token %s", name, address, record.id)
                 await self._joined(
                     name, request.cores, request.fault_domain, request.memory_mb, address, cert
@@ -200,6 +213,10 @@ class JoinService:
                 names = _names(peer_cert)
                 if not names:
                     return Refused(reason="a renewal must show the host's current certificate")
+                if self._revoked(peer_cert, names[0]):
+                    return Refused(
+                        reason=f"the certificate of host {names[0]!r} was revoked (fabric host remove)"
+                    )
                 try:
                     name, cert = self.ca.sign_request(request.csr.encode(), self.lifetime, renewal=True)
                 except CAError as exc:
@@ -214,14 +231,21 @@ class JoinService:
                 )
             case HangState(id=hang):
                 names = _names(peer_cert)
-                if not names:
-                    return Refused(reason="ask about a hang with the host's certificate")
+                if not names or self._revoked(peer_cert, names[0]):
+                    return Refused(reason="ask about a hang with the host's (unrevoked) certificate")
                 return HangAnswer(undone=self.hang_undone(names[0], hang))
         return Refused(reason=f"the join port does not answer {type(request).__name__}")
+
+    def _revoked(self, peer_cert: dict[str, Any] | None, name: str) -> bool:
+        r = self.revocations
+        return r is not None and (r.is_revoked(peer_serial(peer_cert)) or r.removed(name))
 
     async def _joined(
         self, name: str, cores: int, fault_domain: int, memory_mb: int, address: str, cert: bytes
     ) -> None:
+        if self.revocations is not None:  # before the host has it: a removal then revokes it
+            expires = validity(cert)[1].timestamp()
+            await anyio.to_thread.run_sync(self.revocations.record, name, cert, expires)
         recorded = self.on_joined(
             HostJoined(
                 name=name,

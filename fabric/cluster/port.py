@@ -41,9 +41,11 @@ from actors import (
     Ref,
     ServerTLS,
 )
+from fabric.cluster.admission import Admission
 from fabric.cluster.ca import ClusterCA, write_private
 from fabric.cluster.join import HostJoined, JoinService, server_context
 from fabric.cluster.node import AGENT, MAX_CONTROLLERS, ControllerAddresses, GetHostInfo, HostInfo
+from fabric.cluster.revocations import Revocations
 from fabric.cluster.tokens import TokenStore
 from fabric.controller import shared_folder
 from fabric.controller.chaos.joined import hang_undone
@@ -166,6 +168,8 @@ class Roster:
         self.peers: dict[str, Peer] = {}
         self._saved = b""
         self._writes = anyio.CapacityLimiter(1)
+        #: the host port's hello check: removed hosts leave the roster, revoked links are cut
+        self.admission: Admission | None = None
 
     async def joined(self, joined: HostJoined) -> None:
         """A host joined or renewed (from the join port): recorded, and written (``store``)."""
@@ -191,11 +195,23 @@ class Roster:
         """Hear every linked host each heartbeat interval, and keep the file current."""
         interval = self.settings.host_heartbeat_interval
         while True:
+            self._forget_removed()
             async with anyio.create_task_group() as tg:
                 for name, peer in list(self.peers.items()):
                     tg.start_soon(self._hear, name, peer, interval * 2)
             await self.store()
             await anyio.sleep(interval)
+
+    def _forget_removed(self) -> None:
+        """Removed hosts (fabric host remove) leave the roster; a link they hold is cut."""
+        if self.admission is None:
+            return
+        for name in [n for n in self.hosts if self.admission.revocations.removed(n)]:
+            del self.hosts[name]
+        for name, peer in list(self.peers.items()):
+            if peer.connected and self.admission.revoked(name):
+                log.warning("cut the link of host %r: its certificate was revoked", name)
+                peer.cut()
 
     async def _hear(self, name: str, peer: Peer, timeout: float) -> None:
         old = self.hosts.get(name)
@@ -252,7 +268,9 @@ class HostRelay(Actor):
     Anything else a host sends here is dropped (a host may not command the controller).
     """
 
-    def __init__(self, controller: Ref, listener: Listener, settings: Settings) -> None:
+    def __init__(
+        self, controller: Ref, listener: Listener, settings: Settings, admission: Admission | None = None
+    ) -> None:
         self.controller = controller
         self.listener = listener
         self.settings = settings
@@ -260,6 +278,8 @@ class HostRelay(Actor):
         #: host name -> the key its reports carry; when each was last sent (at most once a second)
         self.keys: dict[str, str] = {}
         self._sent: dict[str, float] = {}
+        #: the host port's hello check: reports over a revoked link are dropped
+        self.admission = admission
 
     def _keyed(self, name: str, key: str, peer: Peer) -> bool:
         """Whether a report carries the host's key; if not, (re)send the key over its own link."""
@@ -275,6 +295,8 @@ class HostRelay(Actor):
 
     def _linked(self, name: str) -> Peer | None:
         peer = self.listener.peers.get(name)
+        if self.admission is not None and self.admission.revoked(name):
+            return None  # removed: heard no more, though its link is not cut yet
         return peer if peer is not None and peer.connected else None
 
     async def receive(self, message: object) -> object:
@@ -299,6 +321,12 @@ class HostRelay(Actor):
             self._warned.add(what)
             log.warning("fabric-hosts dropped a %s (not from a linked host, or not a report)", what)
         return None
+
+
+def _held(roster: Roster, revocations: Revocations, name: str) -> bool:
+    """Whether a joined host holds ``name``: its certificate is valid (not expired, not revoked)."""
+    host = roster.hosts.get(name)
+    return host is not None and host.cert_expires > time.time() and not revocations.removed(name)
 
 
 def _linked(roster: Roster, replicas: Replicas, peer: Peer) -> None:
@@ -340,8 +368,17 @@ async def serve_cluster(
     cert, key = await anyio.to_thread.run_sync(ca.server_files, host)
     roster = Roster(folder, settings)
     tokens = TokenStore(folder)
+    revocations = Revocations(folder)
+    admission = roster.admission = Admission(revocations)
     service = JoinService(
-        ca, tokens, port, settings.host_certificate_lifetime, roster.joined, hang_undone=hang_undone
+        ca,
+        tokens,
+        port,
+        settings.host_certificate_lifetime,
+        roster.joined,
+        hang_undone=hang_undone,
+        revocations=revocations,
+        held=partial(_held, roster, revocations),
     )
     context = await anyio.to_thread.run_sync(server_context, cert, key, ca.cert_path)
     listener = await system.listen(
@@ -353,10 +390,11 @@ async def serve_cluster(
         or LinkOptions(ping_interval=settings.link_ping_interval, ping_timeout=settings.link_ping_timeout),
         on_connect=partial(_linked, roster, told),
     )
+    listener.admit = admission.admit
     if listener.address[1] != port:  # port 0: the one the system chose
         await told.start(host, listener.address[1])
     if controller is not None:
-        relay = await system.spawn(lambda: HostRelay(controller, listener, settings), name=REPORTS)
+        relay = await system.spawn(lambda: HostRelay(controller, listener, settings, admission), name=REPORTS)
         system.register(REPORTS, relay)
         listener.on_disconnect = partial(_unlinked, controller)
     try:

@@ -1,5 +1,5 @@
 """``fabric token`` (bootstrap tokens), ``fabric host join`` (run a host agent on this machine
-that joins a controller over the network), ``fabric host cordon|uncordon|drain`` and
+that joins a controller over the network), ``fabric host cordon|uncordon|drain|remove`` and
 ``fabric hosts`` (every host, local and joined, and its state)."""
 
 from __future__ import annotations
@@ -253,6 +253,17 @@ def uncordon(name: str, state_dir: Path) -> None:
     with user_errors(), FabricClient(state_dir) as client:
         view = client.uncordon(name)
     click.echo(f"host {view.name} takes new instances again ({view.state})")
+
+
+@host.command("remove")
+@click.argument("name")
+@state_dir_option
+def remove(name: str, state_dir: Path) -> None:
+    """Forget joined host NAME and revoke its certificate (drain it first): its link is refused
+    from now on, and the name may join again with a token."""
+    with user_errors(), FabricClient(state_dir) as client:
+        client.remove_host(name)
+    click.echo(f"host {name} is removed; its certificate is revoked")
 
 
 @host.command("drain")

@@ -28,7 +28,7 @@ from fabric.controller.commands import Commands
 from fabric.controller.configuration_view import GetConfiguration, configuration_view
 from fabric.controller.events import OpenEventLog
 from fabric.controller.goal_store import open_goal_store
-from fabric.controller.host_admin import CordonHost, DrainHost, HostAdmin, ListHosts
+from fabric.controller.host_admin import CordonHost, DrainHost, HostAdmin, ListHosts, RemoveHost
 from fabric.controller.hosts import HostFactory, HostLauncher, HostPool, JoinedReport, spawn_host_process
 from fabric.controller.instance_exec import ExecInInstance, answer_exec_later
 from fabric.controller.instance_logs import ReadInstanceLog, answer_later
@@ -264,7 +264,7 @@ class FabricController(Actor):
                 return metrics_snapshot(state)
             case GetConfiguration():  # the portal's configuration form
                 return configuration_view(state, message)
-            case ListHosts() | CordonHost() | DrainHost():  # fabric hosts, fabric host cordon|uncordon|drain
+            case ListHosts() | CordonHost() | DrainHost() | RemoveHost():  # fabric hosts, fabric host ...
                 return await self.host_admin.handle(message)
             case _:
                 return await super().receive(message)

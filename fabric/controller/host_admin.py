@@ -65,6 +65,14 @@ class DrainHost(Request[OperationAccepted], frozen=True, tag=True, kw_only=True)
     name: str
 
 
+class RemoveHost(Request[None], frozen=True, tag=True, kw_only=True):
+    """Forget a joined host that runs no instance (`fabric host remove`; the cluster API revokes
+    its certificate first, so that it is not heard again); with ``check``, only whether it may."""
+
+    name: str
+    check: bool = False
+
+
 def _bad(message: str) -> ControllerError:
     return ControllerError("BadRequest", message, 400)
 
@@ -92,8 +100,8 @@ class HostAdmin:
         self._machine_mb = memory_mb()
 
     async def handle(
-        self, message: ListHosts | CordonHost | DrainHost
-    ) -> HostPage | HostView | OperationAccepted:
+        self, message: ListHosts | CordonHost | DrainHost | RemoveHost
+    ) -> HostPage | HostView | OperationAccepted | None:
         """Answer one host request.
 
         Raises:
@@ -107,6 +115,9 @@ class HostAdmin:
                 return await self.cordon(name, cordon)
             case DrainHost(name=name):
                 return await self.drain(name)
+            case RemoveHost(name=name, check=check):
+                await self.remove(name, check)
+                return None
         raise TypeError(f"not a host request: {type(message).__name__}")
 
     # -- views -----------------------------------------------------------------------------------
@@ -211,6 +222,36 @@ class HostAdmin:
         await self.state.store.put(record)
         host.record = record
         log.info("host %s is %s", host.id, "cordoned" if on else "uncordoned")
+        self.state.notify()
+
+    async def remove(self, name: str, check: bool = False) -> None:
+        """Forget a joined host with no instance placed on it (dead or alive), in the store first
+        (``check``: only whether it may be).
+
+        Raises:
+            ControllerError: 404 unknown, 409 a local host or one with instances (nothing changed).
+        """
+        if not name or len(name) > MAX_NAME:
+            raise _bad(f"a host name is 1 to {MAX_NAME} characters")
+        host = self.state.hosts.hosts.get(name)
+        if host is None:
+            raise ControllerError(
+                "ResourceNotFound", f"there is no host {name!r} in pool {self.state.pool}", 404
+            )
+        if host.launched or not host.joined:
+            raise _conflict(f"host {name} is a local host of the fabric: only a joined host is removed")
+        placed = sum(1 for _, i in self.state.instances() if i.host_id == name)
+        if placed or name in self.draining:
+            raise _conflict(
+                f"host {name} has {placed} instance(s) placed on it; move them first with `fabric host drain {name}`"
+            )
+        if check:
+            return
+        async with self.state.store.transaction() as tx:
+            tx.delete_host(name)
+        del self.state.hosts.hosts[name]
+        host.alive = False
+        log.info("host %s was removed", name)
         self.state.notify()
 
     # -- drain -----------------------------------------------------------------------------------

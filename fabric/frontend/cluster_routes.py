@@ -9,6 +9,7 @@ Routes (the same token as the rest of the API)::
     POST   /cluster/hosts/{name}/cordon          -> HostView (no new instance goes there)
     POST   /cluster/hosts/{name}/uncordon        -> HostView
     POST   /cluster/hosts/{name}/drain           -> 202, x-ms-request-id (cordon, move its instances)
+    DELETE /cluster/hosts/{name}                 forget a joined host (no instance on it), revoke its certificate
     GET    /cluster/operations/{request_id}      -> OperationView (a drain's progress)
 
 A host request goes to the pool named by ``pool`` (default: the first; a host name is looked
@@ -22,9 +23,10 @@ from typing import TYPE_CHECKING
 import anyio.to_thread
 
 from fabric.cluster.ca import ClusterCA
-from fabric.cluster.port import JoinedHostView, cluster_dir, read_listen
+from fabric.cluster.port import JoinedHostView, cluster_dir, read_hosts, read_listen
+from fabric.cluster.revocations import Revocations
 from fabric.cluster.tokens import MAX_TTL, CreateToken, NewToken, TokenInfo, TokenStore
-from fabric.controller.host_admin import MAX_PAGE, CordonHost, DrainHost, ListHosts
+from fabric.controller.host_admin import MAX_PAGE, CordonHost, DrainHost, ListHosts, RemoveHost
 from fabric.controller.messages import GetOperation, HostPage, HostView, OperationAccepted, OperationView
 from fabric.frontend._http import Request, Response
 from fabric.frontend.api import ApiError, bad_request, not_found
@@ -74,6 +76,9 @@ async def route(rdfe: Rdfe, r: Request, rest: list[str]) -> Response:
             return Response(
                 200, await rdfe.ask_ffe(Forward(pool=pool, command=ListHosts(offset=offset, limit=limit)))
             )
+        case ["hosts", name]:
+            rdfe._allow(r, "DELETE")
+            return await _remove(rdfe, await _pools(rdfe, r), name)
         case ["hosts", name, ("cordon" | "uncordon" | "drain") as action]:
             rdfe._allow(r, "POST")
             command: CordonHost | DrainHost = (
@@ -90,6 +95,28 @@ async def route(rdfe: Rdfe, r: Request, rest: list[str]) -> Response:
             found = await _in_pool_of(rdfe, await _pools(rdfe, r), GetOperation(request_id=request_id))
             return Response(200, found)
     raise not_found(f"no API at {r.path}; see fabric/frontend/cluster_routes.py")
+
+
+async def _remove(rdfe: Rdfe, pools: list[str], name: str) -> Response:
+    """Check the host may go (no instance placed: 409), revoke its certificates (from now on it
+    is neither linked nor heard), then forget it in its pool."""
+    known = []
+    for pool in pools:
+        try:
+            await rdfe.ask_ffe(Forward(pool=pool, command=RemoveHost(name=name, check=True)))
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+            continue
+        known.append(pool)
+    folder = cluster_dir(rdfe.state_dir)
+    joined = name in {h.name for h in await anyio.to_thread.run_sync(read_hosts, rdfe.state_dir)}
+    revoked = await anyio.to_thread.run_sync(Revocations(folder).revoke, name) if known or joined else 0
+    if not (known or joined or revoked):
+        raise not_found(f"there is no joined host {name!r}; see `fabric hosts`")
+    for pool in known:
+        await rdfe.ask_ffe(Forward(pool=pool, command=RemoveHost(name=name)))
+    return Response(200)
 
 
 def _number(r: Request, name: str, low: int, high: int, default: int = 0) -> int:

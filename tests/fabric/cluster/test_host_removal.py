@@ -1,0 +1,65 @@
+"""A joined host's name cannot be bought again with a bootstrap token while that host holds it,
+and `fabric host remove NAME` revokes its certificate: its link is cut and refused at every hello
+from then on, and the name may join again. Real `fabric serve --listen` and `fabric host join`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+import pytest
+
+from tests.integration.test_e2e_cli import Output
+from tests.integration.test_e2e_join import (
+    CONTROLLER,
+    FABRIC,
+    fabric,
+    free_port_pair,
+    joined_hosts,
+    linked,
+    refused,
+    running,
+    stop,
+    wait_connected,
+)
+
+pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
+
+
+async def test_a_held_name_is_refused_and_a_removed_host_is_cut_off(tmp_path: Path) -> None:
+    state = tmp_path / "controller"
+    port = free_port_pair(CONTROLLER)
+    address = f"{CONTROLLER}:{port}"
+    serve = [FABRIC, "serve", "--fast", "--listen", address, "--state-dir", str(state)]
+    async with running(serve) as controller:
+        await Output(controller).wait_for("fabric serving")
+        made = await fabric("token", "create", "--ttl", "10m", "--state-dir", str(state))
+        token, ca_hash = made.stdout.decode().strip(), made.stderr.decode().split()[-1]
+        first = [address, "--token", token, "--ca-hash", ca_hash, "--name", "h1", "--cores", "1"]
+        async with running([FABRIC, "host", "join", *first, "--state-dir", str(tmp_path / "a")]) as host:
+            await linked(host)
+            await wait_connected(state, "h1", host.pid)
+
+            # The token cannot buy h1's name for another machine while h1 holds it.
+            second = [*first[:-4], "--name", "h1", "--cores", "1", "--state-dir", str(tmp_path / "b")]
+            await refused(second, "fabric host remove h1")
+            assert not (tmp_path / "b" / "identity.pem").exists()
+
+            removed = await fabric("host", "remove", "h1", "--state-dir", str(state))
+            assert removed.returncode == 0, removed.stderr
+            assert b"revoked" in removed.stdout
+            # Its link is cut and refused at its hello from now on: not connected again.
+            output = Output(host)
+            await output.wait_for("was revoked", 30)
+            with anyio.fail_after(30):
+                while "h1" in await joined_hosts(state):
+                    await anyio.sleep(0.2)
+            await stop(host)
+        # The name is free: another machine joins under it with a token.
+        async with running([FABRIC, "host", "join", *second]) as other:
+            await linked(other)
+            await wait_connected(state, "h1", other.pid)
+            await stop(other)
+        gone = await fabric("host", "remove", "nosuch", "--state-dir", str(state))
+        assert gone.returncode == 2 and b"no joined host 'nosuch'" in gone.stderr, gone.stderr
+        await stop(controller)
