@@ -1,7 +1,8 @@
 """A replica's standby load balancers: the site answers while no leader does.
 
 The leader's balancers run in its process and die with it. So every replica also serves each
-load-balanced TCP endpoint the leader shows (``fabric_views``: the deployments' public endpoints
+load-balanced TCP endpoint and TCP instance input port (forwarded to its one instance) the
+leader shows (``fabric_views``: the deployments' public endpoints
 and their instances' addresses and states), on the same address with SO_REUSEPORT: the kernel
 spreads new connections over every listener of the port, and a dead process's listener is gone
 from the group at once. A standby balancer's rotation is the instances its view shows ReadyRole
@@ -55,7 +56,8 @@ TCP: dict[str, EndpointProtocol] = {"tcp": "tcp", "http": "http", "https": "http
 
 
 def rotations(views: list[DeploymentView]) -> dict[Address, tuple[EndpointSpec, list[Backend]]]:
-    """Every load-balanced TCP endpoint the views show, with the instances in its rotation."""
+    """Every load-balanced TCP endpoint the views show, with the instances in its rotation, and
+    every instance input port (TCP) with its one instance while it is in rotation."""
     out: dict[Address, tuple[EndpointSpec, list[Backend]]] = {}
     for view in views:
         for ep in view.endpoints:
@@ -63,13 +65,22 @@ def rotations(views: list[DeploymentView]) -> dict[Address, tuple[EndpointSpec, 
             if protocol is None:  # UDP: no connection to keep serving
                 continue
             members = [i for i in view.instances if i.role == ep.role and ep.name in i.endpoints]
-            if not members:  # an instance input endpoint ("name.instance"): not balanced here
-                continue
+            if not members:  # an instance input endpoint: "<endpoint>.<instance id>"
+                name, _, instance = ep.name.rpartition(".")
+                members = [
+                    i
+                    for i in view.instances
+                    if i.role == ep.role and i.id == instance and name in i.endpoints
+                ]
+                if not members:
+                    continue
+            else:
+                name = ep.name
             backends = []
             for inst in members:
-                if not in_rotation(inst.status) or ep.name in inst.refusing:
+                if not in_rotation(inst.status) or name in inst.refusing:
                     continue
-                host, _, port = inst.endpoints[ep.name].rpartition(":")
+                host, _, port = inst.endpoints[name].rpartition(":")
                 backends.append(Backend(instance_id=inst.id, host=host, port=int(port)))
             spec = EndpointSpec(
                 name=f"{view.service}/{ep.role}/{ep.name}", protocol=protocol, public_port=ep.port
