@@ -26,8 +26,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger("actors.net")
 
 
-async def open_tcp(host: str, port: int) -> socket.socket:
-    """A connected non-blocking TCP socket (Nagle off: frames leave at once).
+async def open_tcp(host: str, port: int, source: str = "") -> socket.socket:
+    """A connected non-blocking TCP socket (Nagle off: frames leave at once), from ``source``
+    (a local address; "" the system's choice).
 
     Raises:
         OSError: no address of ``host`` accepted the connection.
@@ -38,6 +39,8 @@ async def open_tcp(host: str, port: int) -> socket.socket:
         sock = socket.socket(family, kind, proto)
         try:
             sock.setblocking(False)
+            if source:
+                sock.bind((source, 0))
             try:
                 sock.connect(address)
             except BlockingIOError:
@@ -68,7 +71,7 @@ async def attempt(
     host, port = address
     where = f"{host}:{port}"
     with anyio.fail_after(options.handshake_timeout):
-        sock = await open_tcp(host, port)
+        sock = await open_tcp(host, port, options.source)
         channel = TLSChannel(sock, context, server_side=False, server_hostname=tls.server_name)
         try:
             try:

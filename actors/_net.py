@@ -74,6 +74,7 @@ class LinkOptions:
             failure up to ``reconnect_max``, each wait drawn at random from its upper half.
         reconnect_max: the longest wait between two attempts.
         max_handshakes: connections a listener sets up at once; more are closed at once.
+        source: the local address a connecting side's links leave from ("" the system's choice).
     """
 
     handshake_timeout: float = 10.0
@@ -83,6 +84,7 @@ class LinkOptions:
     reconnect_min: float = 0.1
     reconnect_max: float = 10.0
     max_handshakes: int = 64
+    source: str = ""
 
 
 class RemoteTarget:

@@ -25,7 +25,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -406,6 +406,9 @@ async def run_host(
     host's certificate, and renew it in time; until cancelled. ``extra``: more host ports to try
     (see Controllers)."""
     options = options or LinkOptions()
+    if state.address and not options.source:
+        # The controller takes the address its link comes from as the one the host advertises.
+        options = replace(options, source=state.address)
     place = Controllers(state, extra)
     # What a killed agent left (a partition would keep it from linking): undone before linking.
     for line in await anyio.to_thread.run_sync(sweep_chaos, identity.folder, state.name):

@@ -280,6 +280,8 @@ class HostRelay(Actor):
         self._sent: dict[str, float] = {}
         #: the host port's hello check: reports over a revoked link are dropped
         self.admission = admission
+        #: (host, address) pairs whose heartbeats were refused (logged once each)
+        self._refused: set[tuple[str, str]] = set()
 
     def _keyed(self, name: str, key: str, peer: Peer) -> bool:
         """Whether a report carries the host's key; if not, (re)send the key over its own link."""
@@ -293,6 +295,15 @@ class HostRelay(Actor):
                 peer.ref(AGENT).tell_nowait(ReportKey(mine))
         return False
 
+    def _refused_address(self, name: str, address: str) -> bool:
+        """Whether a host advertises an address its link does not come from (the load balancer
+        would send its endpoints' clients there: the controller machine's own loopback, say)."""
+        why = self.admission.address_refusal(name, address) if self.admission is not None else None
+        if why is not None and (name, address) not in self._refused and len(self._refused) < 1000:
+            self._refused.add((name, address))
+            log.warning("fabric-hosts refused the heartbeats of a host: %s", why)
+        return why is not None
+
     def _linked(self, name: str) -> Peer | None:
         peer = self.listener.peers.get(name)
         if self.admission is not None and self.admission.revoked(name):
@@ -305,6 +316,8 @@ class HostRelay(Actor):
                 return self.settings
             case HostHeartbeat(host_id=name, key=key):
                 peer = self._linked(name)
+                if peer is not None and self._refused_address(name, message.address):
+                    return None
                 if peer is not None and self._keyed(name, key, peer):
                     report = JoinedReport(heartbeat=message, agent=peer.ref(AGENT), at=anyio.current_time())
                     await self.controller.tell(report)
