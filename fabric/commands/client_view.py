@@ -39,7 +39,11 @@ def summary(view: DeploymentView) -> str:
     ready = counts.get("ReadyRole", 0)
     others = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()) if s not in _GOOD)
     text = f"{view.service}/{view.slot} {view.name}: {view.status}, {ready}/{len(view.instances)} instances ready"
-    return text + (f" ({others})" if others else "")
+    text += f" ({others})" if others else ""
+    if view.next_upgrade_domain >= 0:  # a Manual walk waits for the user: say what comes next
+        n = view.next_upgrade_domain
+        text += f"; manual upgrade: walk update domain {n} next (`fabric walk {n}`)"
+    return text
 
 
 def status_renderables(
