@@ -4,7 +4,9 @@ Nothing is counted at call sites for this: each scrape asks every pool's control
 MetricsSnapshot (fabric.controller.metrics) and a custom Collector turns those numbers into
 metric families, so a scrape always shows the controller's views as they are now.
 
-The token protects it like every route, unless the fabric runs with ``--metrics-public``.
+The token protects it like every route, unless the fabric runs with ``--metrics-public``: then
+anyone may scrape, and the text is rendered at most once a CACHE_SECONDS (later scrapes within
+it get the same text), so a flood of anonymous scrapes asks the controllers nothing more.
 
 Label cardinality stays bounded by what the fabric can hold: instance series number at most the
 instances placed (each takes a core of a bounded pool, and a snapshot carries at most
@@ -16,10 +18,14 @@ the controller's own dozen, endpoints are those of the deployed definitions, hos
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+from weakref import WeakKeyDictionary
 
+import anyio
 from prometheus_client.core import (
     CollectorRegistry,
     CounterMetricFamily,
@@ -32,6 +38,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_late
 from fabric.controller.events import DURATION_BUCKETS, EVENT_KINDS
 from fabric.controller.metrics import MetricsQuery, MetricsSnapshot
 from fabric.frontend._http import Request, Response
+from fabric.frontend.auth import token_matches
 from fabric.frontend.ffe import Forward, ListPools
 from fabric.frontend.streams import RawResponse
 from fabric.model.status import ALL_STATUSES
@@ -40,11 +47,40 @@ if TYPE_CHECKING:
     from fabric.frontend.rdfe import Rdfe
 
 
+#: with metrics_public, a rendered text serves every scrape for this many seconds
+CACHE_SECONDS = 1.0
+
+
+@dataclass
+class _Rendered:
+    """The last text rendered for one public RDFE, and when."""
+
+    lock: anyio.Lock = field(default_factory=anyio.Lock)
+    at: float = -math.inf
+    text: bytes = b""
+
+
+_rendered: WeakKeyDictionary[Rdfe, _Rendered] = WeakKeyDictionary()
+
+
 async def route(rdfe: Rdfe, r: Request) -> Response:
     """Answer ``GET /metrics``."""
     rdfe._allow(r, "GET")
+    if not rdfe.metrics_public or token_matches(rdfe._token, r.headers.get("authorization")):
+        # the token's holders see the views as they are now
+        return RawResponse(200, await render(rdfe), CONTENT_TYPE_PLAIN_0_0_4)
+    cache = _rendered.setdefault(rdfe, _Rendered())
+    async with cache.lock:  # one scrape renders; those arriving meanwhile take its text
+        if anyio.current_time() - cache.at >= CACHE_SECONDS:
+            cache.text = await render(rdfe)
+            cache.at = anyio.current_time()
+        return RawResponse(200, cache.text, CONTENT_TYPE_PLAIN_0_0_4)
+
+
+async def render(rdfe: Rdfe) -> bytes:
+    """The exposition text of every pool's views, now."""
     # 0.0.4, the text format every Prometheus reads (our names need none of 1.0.0's UTF-8).
-    return RawResponse(200, generate_latest(registry_of(await snapshots(rdfe))), CONTENT_TYPE_PLAIN_0_0_4)
+    return generate_latest(registry_of(await snapshots(rdfe)))
 
 
 async def snapshots(rdfe: Rdfe) -> list[MetricsSnapshot]:

@@ -431,6 +431,7 @@ async def serve_api(
 
     from fabric.frontend.auth import clear_api_url, new_token, write_api_url, write_token
     from fabric.frontend.staging import discard_all_unreferenced
+    from roles.hosts.http_bounded import ConnectionGate, default_limit
 
     state = Path(state_dir)
     await anyio.Path(state).mkdir(parents=True, exist_ok=True)
@@ -461,7 +462,9 @@ async def serve_api(
         url = socket_url(sock)
         try:
             async with anyio.create_task_group() as tg:
-                await tg.start(partial(serve_http, app, sock, config, shutdown_trigger=trigger))
+                # any process of the machine (a limited role too) may connect: a flood is bounded
+                gate = ConnectionGate(default_limit(), f"the API at {url}")
+                await tg.start(partial(serve_http, app, sock, config, shutdown_trigger=trigger, gate=gate))
                 write_api_url(state, url)
                 task_status.started(url)
         finally:

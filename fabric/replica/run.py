@@ -55,6 +55,7 @@ from fabric.replica.views import publish
 from fabric.server import FabricBusy, ReplicaTerm, open_fabric, stop_budget
 from fabric.settings import Settings
 from roles.hosts.http import asgi_handler, serve_http, server_config, socket_url
+from roles.hosts.http_bounded import ConnectionGate, default_limit
 
 log = logging.getLogger("fabric.replica")
 
@@ -235,7 +236,9 @@ async def _serve(
         # for fabric chaos replica, and its host port for the local hosts (fabric.replica.local_hosts)
         await anyio.Path(own).write_text(f"{os.getpid()}\n{url}\n{own_port}\n")
         async with anyio.create_task_group() as tg:
-            await tg.start(partial(serve_http, asgi_handler(front), sock, config))
+            # on the network with --listen: a flood of connections is bounded (roles.hosts.http_bounded)
+            gate = ConnectionGate(default_limit(), f"replica {name}'s API at {url}")
+            await tg.start(partial(serve_http, asgi_handler(front), sock, config, gate=gate))
             tg.start_soon(front.watch)
             tg.start_soon(_keep_registered, db, name, url, own_port, settings)
             # every endpoint the leader shows, served here too: the site answers while nobody leads

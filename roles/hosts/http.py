@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from hypercorn.config import Config
     from hypercorn.typing import AppWrapper, ASGIFramework
 
+    from roles.hosts.http_bounded import ConnectionGate
+
 # hypercorn is imported where it is used: the fabric's CLI imports the API's module (for its
 # client) and should not pay for a server it does not run.
 #: What serving imports of hypercorn's: a process template that will fork servers (a web
@@ -107,6 +109,7 @@ async def serve_http(
     *,
     shutdown_trigger: Callable[[], Awaitable[object]] | None = None,
     ssl_context: ssl.SSLContext | None = None,
+    gate: ConnectionGate | None = None,
     task_status: TaskStatus[str] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve `app` on the listening socket `sock` until `shutdown_trigger` returns or the caller
@@ -121,10 +124,14 @@ async def serve_http(
     shielded from the caller's cancellation (hypercorn's asyncio server breaks when cancelled)
     and bounded by graceful_timeout + CLOSE_GRACE, after which the server is cancelled.
     `sock` stays the caller's: hypercorn serves, and closes, a duplicate. With `ssl_context`,
-    every connection is TLS, wrapped with that context (the URL is then https://).
+    every connection is TLS, wrapped with that context (the URL is then https://). With `gate`
+    (trio only), at most ``gate.limit`` connections are held at once and one past that is closed
+    as soon as it is accepted (``roles.hosts.http_bounded``): for a server on the network.
     """
     from hypercorn.config import Sockets
 
+    if gate is not None and current_backend() != "trio":
+        raise ValueError("a bounded server (gate) runs on trio only")
     url = socket_url(sock, "https" if ssl_context is not None else "http")
     if ssl_context is not None:
         config = tls_config(config, ssl_context)
@@ -140,7 +147,14 @@ async def serve_http(
     async def run_server() -> None:
         try:
             with server_scope:
-                if current_backend() == "trio":
+                if gate is not None:
+                    from roles.hosts.http_bounded import serve_bounded
+
+                    async with anyio.create_task_group() as server:
+                        bounded = partial(serve_bounded, sockets=sockets, shutdown_trigger=stop.wait)
+                        await server.start(bounded, app, config, gate)
+                        accepting.set()
+                elif current_backend() == "trio":
                     from hypercorn.trio.run import worker_serve as trio_serve
 
                     async with anyio.create_task_group() as server:
