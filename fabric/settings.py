@@ -49,6 +49,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     web_worker_idle_timeout: float = 1200.0
     #: the Diagnostics plugin samples and copies logs this often
     diagnostics_interval: float = 60.0
+    #: a VM's log over this many bytes (a role's stdout, its role host's, its startup tasks',
+    #: W3SVC's: a limited role writes them) keeps its newest half, checked every few seconds
+    role_log_max_bytes: int = 64 * 1024 * 1024
     #: liveness pings on every process link
     link_ping_interval: float = 5.0
     link_ping_timeout: float = 15.0

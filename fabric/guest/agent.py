@@ -8,6 +8,7 @@ process: that way a new guest agent version can take over without restarting the
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -17,6 +18,7 @@ import msgspec
 from actors import Actor, Ref, Request
 from fabric.certs import CertificateError
 from fabric.guest.certificates import install_certificates
+from fabric.guest.log_caps import CHECK_EVERY, cap_vm_logs
 from fabric.guest.messages import (
     ApplyEnvironment,
     BootstrapConfig,
@@ -64,6 +66,7 @@ class GuestAgent(Actor):
         self.runtime_log.write(f"guest agent {type(self).__name__} {self.version} starting")
         self.start_soon(self._bring_up)
         self.start_soon(self._watch_storage)
+        self.start_soon(self._watch_logs)
 
     async def _bring_up(self) -> None:
         running = await self.app_agent.ask(CurrentBootstrapper())
@@ -104,6 +107,14 @@ class GuestAgent(Actor):
             for name in sorted(set(over) - set(self.over_quota)):
                 self.status_log.warning(f"LocalStorage {name} uses more than its sizeInMB")
             self.over_quota = over
+
+    async def _watch_logs(self) -> None:
+        """Keep each log of the VM under role_log_max_bytes (fabric.guest.log_caps)."""
+        settings, vm = self.config.settings, Path(self.config.vm_root)
+        while True:
+            await anyio.sleep(min(CHECK_EVERY, settings.diagnostics_interval))
+            for line in await anyio.to_thread.run_sync(cap_vm_logs, vm, settings.role_log_max_bytes):
+                self.runtime_log.warning(line)
 
     async def receive(self, message: Any) -> Any:
         """Heartbeats, status from the bootstrapper, and changes from the host."""
