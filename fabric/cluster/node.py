@@ -18,6 +18,7 @@ keep running meanwhile.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -52,6 +53,7 @@ from fabric.cluster.join_retry import patiently
 from fabric.host import hangs, net_faults
 from fabric.host.messages import GetHostSettings, HostConfig
 from fabric.host.remote import REPORTS, ControllerSettings, RemoteHostAgent
+from fabric.network import isolation
 from fabric.settings import Settings
 
 log = logging.getLogger("fabric.cluster")
@@ -401,10 +403,41 @@ async def run_host(
     options: LinkOptions | None = None,
     ready: anyio.Event | None = None,
     extra: Callable[[], list[tuple[str, int]]] | None = None,
+    isolate: bool = False,
 ) -> None:
     """Keep the link to the controller's host port up (a replica's, whichever leads), with this
     host's certificate, and renew it in time; until cancelled. ``extra``: more host ports to try
-    (see Controllers)."""
+    (see Controllers). ``isolate``: this process's isolation table holds its VMs' ports (see
+    fabric.network.isolation), deleted when it ends."""
+    firewall = await open_isolation() if isolate else ""
+    try:
+        await _run_host(identity, state, options, ready, extra, firewall)
+    finally:
+        if firewall:
+            with anyio.CancelScope(shield=True), contextlib.suppress(OSError):
+                await isolation.close_table(firewall)
+
+
+async def open_isolation() -> str:
+    """This process's isolation table, or "" with one log line saying why its VMs are not isolated."""
+    why = isolation.unavailable()
+    if why is None:
+        try:
+            return await isolation.open_table()
+        except OSError as exc:
+            why = str(exc)
+    log.warning("this host's VMs are not isolated from each other on its network: %s", why)
+    return ""
+
+
+async def _run_host(
+    identity: Identity,
+    state: JoinState,
+    options: LinkOptions | None,
+    ready: anyio.Event | None,
+    extra: Callable[[], list[tuple[str, int]]] | None,
+    firewall: str,
+) -> None:
     options = options or LinkOptions()
     if state.address and not options.source:
         # The controller takes the address its link comes from as the one the host advertises.
@@ -436,7 +469,7 @@ async def run_host(
                     wait = min(options.reconnect_max, options.reconnect_min * 2 ** min(failures, 20))
                     await anyio.sleep(random.uniform(wait / 2, wait))
             log.info("host %r linked to the controller at %s:%d", state.name, *place.current)
-            await start_agent(system, peer, identity, state)
+            await start_agent(system, peer, identity, state, firewall)
             if ready is not None:
                 ready.set()
             await peer.closed.wait()
@@ -476,7 +509,9 @@ async def controller_settings(peer: Peer) -> Settings:
         wait = min(2.0, wait * 2)
 
 
-async def start_agent(system: ActorSystem, peer: Peer, identity: Identity, state: JoinState) -> None:
+async def start_agent(
+    system: ActorSystem, peer: Peer, identity: Identity, state: JoinState, firewall: str = ""
+) -> None:
     """Run this host's agent (registered as ``agent``) with the controller's settings; its VMs
     run under the state folder, children of this process."""
     settings = await controller_settings(peer)
@@ -486,6 +521,7 @@ async def start_agent(system: ActorSystem, peer: Peer, identity: Identity, state
         state_dir=str(identity.folder),
         settings=settings,
         fault_domain=state.fault_domain,
+        firewall=firewall,
     )
     address = state.address or advertised_address(state.controller)
     agent = await system.spawn(

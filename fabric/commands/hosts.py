@@ -179,7 +179,7 @@ def join(
         from fabric.server import until_stop_signal
 
         async with anyio.create_task_group() as tg:
-            tg.start_soon(run_host, identity, state)
+            tg.start_soon(partial(run_host, identity, state, isolate=True))
             await until_stop_signal()
             tg.cancel_scope.cancel()
 

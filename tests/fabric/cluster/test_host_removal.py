@@ -4,6 +4,9 @@ from then on, and the name may join again. Real `fabric serve --listen` and `fab
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import anyio
@@ -25,6 +28,14 @@ from tests.integration.test_e2e_join import (
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 
+#: as root with nft, a joined host isolates its VMs in a table of its own (fabric.network.isolation)
+ISOLATING = os.geteuid() == 0 and shutil.which("nft") is not None
+
+
+def isolation_table(pid: int) -> bool:
+    out = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, check=True).stdout
+    return f"table inet reddog_fw_{pid}" in out.splitlines()
+
 
 async def test_a_held_name_is_refused_and_a_removed_host_is_cut_off(tmp_path: Path) -> None:
     state = tmp_path / "controller"
@@ -39,6 +50,7 @@ async def test_a_held_name_is_refused_and_a_removed_host_is_cut_off(tmp_path: Pa
         async with running([FABRIC, "host", "join", *first, "--state-dir", str(tmp_path / "a")]) as host:
             await linked(host)
             await wait_connected(state, "h1", host.pid)
+            assert not ISOLATING or isolation_table(host.pid)
 
             # The token cannot buy h1's name for another machine while h1 holds it.
             second = [*first[:-4], "--name", "h1", "--cores", "1", "--state-dir", str(tmp_path / "b")]
@@ -55,6 +67,7 @@ async def test_a_held_name_is_refused_and_a_removed_host_is_cut_off(tmp_path: Pa
                 while "h1" in await joined_hosts(state):
                     await anyio.sleep(0.2)
             await stop(host)
+        assert not ISOLATING or not isolation_table(host.pid)  # deleted as it stopped
         # The name is free: another machine joins under it with a token.
         async with running([FABRIC, "host", "join", *second]) as other:
             await linked(other)
