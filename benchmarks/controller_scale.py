@@ -66,7 +66,7 @@ import anyio.lowlevel  # noqa: E402
 import msgspec  # noqa: E402
 import psutil  # noqa: E402
 
-from actors import Actor, ActorDead, ProcessOptions, Ref, Request, open_system  # noqa: E402
+from actors import Actor, ActorDead, MailboxFull, ProcessOptions, Ref, Request, open_system  # noqa: E402
 from benchmarks.support.bench_scale import (  # noqa: E402
     deploy_scale,
     kill_controller,
@@ -278,10 +278,22 @@ class Simulator(Actor):
             host = self.hosts.get(host_id)
             if host is not None and host.alive and host.reports is reports:
                 assert self.parent is not None
-                await self.parent.tell(message)
+                await self._tell_controller(message)
 
         reports = StatusReports(host_id, send, self._arm)
         return reports
+
+    async def _tell_controller(self, message: Any) -> None:
+        """Tell the controller a host's report: at once while the link's buffer has room (as a
+        joined host agent does), waiting for room only when it is full. A tell that waits for
+        the buffer to drain can wait for ever on the actors of this session when an ask or a
+        reply sends that buffer straight to the socket meanwhile (see the README's note on the
+        controller at scale); the heartbeat task hung so, and every host was declared dead."""
+        assert self.parent is not None
+        try:
+            self.parent.tell_nowait(message)
+        except MailboxFull:
+            await self.parent.tell(message)
 
     def _not_ready(self, vm: str) -> None:
         if self.ready_at.pop(vm, None) is not None:
@@ -380,7 +392,7 @@ class Simulator(Actor):
                     continue
                 assert self.parent is not None
                 await host.reports.flush()  # a heartbeat goes after the changes held, as a host's
-                await self.parent.tell(self._heartbeat_message(host))
+                await self._tell_controller(self._heartbeat_message(host))
                 self.heartbeats += 1
                 interval = host.config.settings.host_heartbeat_interval
                 later = self.random.uniform(0, interval) if first else interval
