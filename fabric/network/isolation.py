@@ -143,6 +143,11 @@ class VmFirewall:
             if entry[2]:
                 keys = ", ".join(f"{proto} . {port} : goto {chain}" for proto, port in entry[2])
                 script.append(f"add element {t} ports {{ {keys} }}")
+            # A VM whose host died without forgetting it left its uid in its deployment's set:
+            # the uid may be another deployment's now.
+            for other in await self._sets_holding(uid):
+                if other != f"u{chain}":
+                    script.append(f"delete element {t} {other} {{ {uid} }}")
             try:
                 await _nft.run("\n".join(script) + "\n")
             except OSError:
@@ -176,6 +181,15 @@ class VmFirewall:
             # One of them is gone already (another VM took its port): the others one by one.
             for line in lines:
                 await self._try(line)
+
+    async def _sets_holding(self, uid: int) -> list[str]:
+        """The deployment sets of the table that hold ``uid``."""
+        found = []
+        for item in await _nft._list_json(["sets", "table", "inet", self.table]):
+            found_set = item.get("set") if isinstance(item, dict) else None
+            if isinstance(found_set, dict) and uid in (found_set.get("elem") or []):
+                found.append(str(found_set.get("name")))
+        return found
 
     async def _ports_of(self, chain: str) -> set[tuple[str, int]]:
         """The (protocol, port) keys of the map whose verdict is ``chain``."""

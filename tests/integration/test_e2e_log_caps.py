@@ -27,7 +27,7 @@ CONFIGURATION = """<?xml version="1.0" encoding="utf-8"?>
   <Role name="Loud"><Instances count="1" /></Role>
 </ServiceConfiguration>
 """
-#: 4 MB of numbered lines to stdout, a little at a time, then "done".
+#: 6.4 MB of numbered lines (16 bytes each) to stdout, a little at a time, then "done".
 ROLE = """
 import sys
 

@@ -64,6 +64,11 @@ async def test_a_dead_fabrics_table_goes_and_vms_come_and_go() -> None:
         await wall.forget("A_IN_0")
         assert sorted(ports(ours)) == ["tcp/20001", "tcp/20003"]  # B's port kept
         assert uids(ours, chain) == [61201]
+
+        # A host that died left A_IN_1's uid in dep-a's set; another host gives it to dep-b.
+        await isolation.VmFirewall(ours).allow("B_IN_1", "dep-b", 61201, [("tcp", 20004)])
+        assert uids(ours, chain) == []
+        assert uids(ours, ports(ours)["tcp/20004"]) == [61201, 61202]
     finally:
         await isolation.close_table(ours)
     assert ours not in tables()
