@@ -208,7 +208,7 @@ def test_a_bad_store_url_is_one_line_naming_the_form(url: str) -> None:
 
 
 def test_a_good_store_url_passes() -> None:
-    for url in ("postgresql://fabric@127.0.0.1:5432/fabric", "postgres://u:pw@db.example/x?sslmode=require"):
+    for url in ("postgresql://fabric@127.0.0.1:5432/fabric", "postgres://u@db.example/x?sslmode=require"):
         assert check_store_url(url) == url
 
 
