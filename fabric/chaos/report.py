@@ -30,6 +30,8 @@ class InstanceTiming(msgspec.Struct, frozen=True, kw_only=True):
     recover: float | None = None
     #: the statuses it went through until it recovered
     statuses: list[str] = []
+    #: in rotation when the fault struck (None: its role has no load-balanced endpoint, or unknown)
+    rotation: bool | None = None
 
 
 class FaultOutcome(msgspec.Struct, frozen=True, kw_only=True):
@@ -120,7 +122,12 @@ def instance_timing(
                 recover = e.t - at
                 break
     return InstanceTiming(
-        instance=instance, detect=detect, leave_rotation=leave, recover=recover, statuses=statuses
+        instance=instance,
+        detect=detect,
+        leave_rotation=leave,
+        recover=recover,
+        statuses=statuses,
+        rotation=base.rotation,
     )
 
 
@@ -153,6 +160,17 @@ def _s(value: float | None, unit: str = "s") -> str:
     if value is None:
         return "-"
     return f"{value:.3f}{unit}" if unit == "s" else f"{value}{unit}"
+
+
+def _leave(f: FaultOutcome) -> str:
+    """Time to leave rotation, or why there is none: "-" alone read as a rotation leave missed."""
+    if f.leave_rotation is not None or not f.instances:
+        return _s(f.leave_rotation)
+    if all(t.rotation is None for t in f.instances):
+        return "n/a (no load-balanced endpoint)"
+    if not any(t.rotation for t in f.instances):
+        return "- (already out of rotation)"
+    return "-"
 
 
 def _pct(value: float | None) -> str:
@@ -196,7 +214,7 @@ def render(report: Report) -> str:
         )
         out.append(
             f"  {f.n:>3} {when} {f.label} -> {hit or f.detail or '-'}: "
-            f"detect {_s(f.detect)}, leave {_s(f.leave_rotation)}, recover {_s(f.recover)}"
+            f"detect {_s(f.detect)}, leave {_leave(f)}, recover {_s(f.recover)}"
         )
     req = report.requests
     out += [

@@ -94,7 +94,11 @@ def _target(opts: dict[str, Any], place: str | None = None, endpoint: str | None
 
 
 def _inject(fault: Fault, opts: dict[str, Any]) -> None:
-    record = _call(opts["state_dir"], lambda client: client.inject(Inject(fault=fault)))
+    async def call(client: AsyncFabricClient) -> tuple[FaultRecord, list[str]]:
+        record = await client.inject(Inject(fault=fault))
+        return record, [] if opts["as_json"] else await _restarts(client, record)
+
+    record, restarts = _call(opts["state_dir"], call)
     if opts["as_json"]:
         click.echo(msgspec.json.encode(record).decode())
         return
@@ -105,6 +109,32 @@ def _inject(fault: Fault, opts: dict[str, Any]) -> None:
         + (f" [{hits}]" if hits else "")
         + lasting
     )
+    for line in restarts:
+        click.echo(line)
+
+
+#: how long a kill or crash of a role host waits for its instance's next status (the restart)
+RESTART_WAIT = 3.0
+
+
+async def _restarts(client: AsyncFabricClient, record: FaultRecord) -> list[str]:
+    """For each role host a kill or crash hit, its instance's first status after it (how the
+    bootstrapper restarts it: at once, or later when restarts back off), waited for briefly."""
+    pending = {h.instance for h in record.hits if h.detail == "role-host" and h.instance}
+    if record.kind not in ("kill", "crash") or not pending:
+        return []
+    lines: list[str] = []
+    with anyio.move_on_after(RESTART_WAIT):
+        for instance in sorted(pending):
+            after = 0
+            while True:
+                page = await client.events({"instance": instance, "kind": "status"}, after=after, wait=1.0)
+                after = page.next
+                found = next((e for e in page.events if e.t >= record.at and e.status != "ReadyRole"), None)
+                if found is not None:
+                    lines.append(f"  then {found.message}")
+                    break
+    return lines
 
 
 def _lasting(record: FaultRecord) -> str:

@@ -204,10 +204,14 @@ class RoleHost:
                 if failures >= s.role_cycling_after:
                     status = "CyclingRole" if ready_in_streak else "FailedStartingRole"
                 self.restarts += 1
+                why = (
+                    f" ({failures} failures in a row, each under role_restart_reset "
+                    f"{s.role_restart_reset:g} s after its start: restarts back off)"
+                    if failures > 1
+                    else " (1 failure in a row)"
+                )
                 self.set_status(
-                    status,
-                    f"{incarnation.failure}; restart {self.restarts} in {delay:.2f} s "
-                    f"({failures} failure{'s' if failures > 1 else ''} in a row)",
+                    status, f"{incarnation.failure}; restart {self.restarts} in {delay:.2f} s{why}"
                 )
                 await anyio.sleep(delay)
 

@@ -145,3 +145,34 @@ def test_report_json_shape_and_text() -> None:
     assert "detect 0.020s, leave 0.020s, recover 0.400s" in text
     assert "20 sent, 20 succeeded, 0 failed; availability 100.00%" in text
     assert "processes left behind: none" in text and text.endswith("hypothesis HELD\n")
+
+
+def test_the_text_says_why_a_fault_has_no_rotation_leave() -> None:
+    """ "leave -" read as a leave the watch missed; it says the role has no load-balanced
+    endpoint, or that the instance was already out of rotation when the fault struck."""
+    events = [
+        ev(0.0, "Worker_IN_0", "ReadyRole", rotation=None),
+        ev(0.0, "Web_IN_1", "ReadyRole"),
+        ev(1.0, "Web_IN_1", "StartingRole", rotation=False),
+        ev(1.01, "Worker_IN_0", "RestartingRole", rotation=None),
+        ev(1.05, "Worker_IN_0", "ReadyRole", rotation=None),
+        ev(1.2, "Web_IN_1", "RestartingRole", rotation=False),
+        ev(2.5, "Web_IN_1", "ReadyRole", rotation=True),
+    ]
+    records = [(1, record("f1", 1.0, "Worker_IN_0")), (2, record("f2", 1.1, "Web_IN_1"))]
+    timings = outcome_timings(records, events)
+    outcomes = []
+    for n, r in records:
+        per, detect, leave, recover = timings[n]
+        outcomes.append(FaultOutcome(
+            n=n, label=f"kill {n}", kind="kill", planned_at=0.0, outcome="applied", record=r,
+            instances=per, detect=detect, leave_rotation=leave, recover=recover,
+        ))  # fmt: skip
+    report = Report(
+        title="x", scenario="x.toml", seed=7, duration=2.0, started="2026-01-01T00:00:00+00:00",
+        status="completed", hypothesis="up", held=True, steady_state={}, faults=outcomes,
+        requests=stats([]),
+    )  # fmt: skip
+    text = render(report)
+    assert "leave n/a (no load-balanced endpoint), recover 0.050s" in text, text
+    assert "leave - (already out of rotation), recover 1.400s" in text, text
