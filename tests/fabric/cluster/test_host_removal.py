@@ -25,6 +25,7 @@ from tests.integration.test_e2e_join import (
     stop,
     wait_connected,
 )
+from tests.paths import EXAMPLES
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 
@@ -41,7 +42,10 @@ async def test_a_held_name_is_refused_and_a_removed_host_is_cut_off(tmp_path: Pa
     state = tmp_path / "controller"
     port = free_port_pair(CONTROLLER)
     address = f"{CONTROLLER}:{port}"
-    serve = [FABRIC, "serve", "--fast", "--listen", address, "--state-dir", str(state)]
+    settings = tmp_path / "settings.toml"
+    settings.write_text("max_hosts = 0\n")  # instances go to joined hosts only
+    serve = [FABRIC, "serve", "--fast", "--settings", str(settings), "--listen", address]
+    serve += ["--state-dir", str(state)]
     async with running(serve) as controller:
         await Output(controller).wait_for("fabric serving")
         made = await fabric("token", "create", "--ttl", "10m", "--state-dir", str(state))
@@ -56,6 +60,16 @@ async def test_a_held_name_is_refused_and_a_removed_host_is_cut_off(tmp_path: Pa
             second = [*first[:-4], "--name", "h1", "--cores", "1", "--state-dir", str(tmp_path / "b")]
             await refused(second, "fabric host remove h1")
             assert not (tmp_path / "b" / "identity.pem").exists()
+
+            # Not while an instance is placed there.
+            deployed = await fabric("deploy", str(EXAMPLES / "hello-worker"), "--state-dir", str(state))
+            assert deployed.returncode == 0, deployed.stderr
+            busy = await fabric("host", "remove", "h1", "--state-dir", str(state))
+            err = busy.stderr.decode().strip()
+            assert busy.returncode == 2 and len(err.splitlines()) == 1, err
+            assert "1 instance(s) placed on it; move them first with `fabric host drain h1`" in err
+            deleted = await fabric("delete", "--state-dir", str(state))
+            assert deleted.returncode == 0, deleted.stderr
 
             removed = await fabric("host", "remove", "h1", "--state-dir", str(state))
             assert removed.returncode == 0, removed.stderr
