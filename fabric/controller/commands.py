@@ -402,6 +402,9 @@ class Commands:
             try:
                 if len(deps) == 2:
                     await state.rotation.swap(deps[0], deps[1])
+                else:  # the empty slot keeps its address: the deployment takes the other's
+                    other = "staging" if deps[0].slot == "production" else "production"
+                    await state.rotation.change_slot(deps[0], other)
                 async with state.store.transaction() as tx:
                     for dep in deps:
                         dep.slot = "staging" if dep.slot == "production" else "production"

@@ -212,12 +212,20 @@ class Rotation:
         return opened
 
     async def _open_input(
-        self, dep: Deployment, role: RoleDefinition, ep: InputEndpoint, previous: PublicPortRecord | None
+        self,
+        dep: Deployment,
+        role: RoleDefinition,
+        ep: InputEndpoint,
+        previous: PublicPortRecord | None,
+        slot: str | None = None,
     ) -> Balancer:
+        # Staging's address is not production's: from the port after the one asked for, even
+        # while production is empty (a swap gives production's back to its deployment).
+        staging = (slot or dep.slot) == "staging" and 0 < ep.port < 65535
         spec = EndpointSpec(
             name=f"{dep.service}/{role.name}/{ep.name}",
             protocol=ep.protocol,
-            public_port=ep.port,
+            public_port=ep.port + 1 if staging else ep.port,
             probe=probe_spec(dep.current.definition, ep),
         )
         lb: LoadBalancer | None = None
@@ -406,6 +414,33 @@ class Rotation:
                         )
                     )
             self.refresh(dep)
+
+    async def change_slot(self, dep: Deployment, to: str) -> None:
+        """A VIP swap with the other slot empty: ``dep``'s load-balanced endpoints move to the
+        address of slot ``to`` (as each slot keeps its VIP in Azure), so the one it leaves
+        answers nothing. Each reopens before the old one closes: towards production on the port
+        the definition asks for, towards staging on the next free one after it.
+
+        Raises:
+            ControllerError: ConflictError when no port can be bound (nothing changed).
+        """
+        have = self._by_deployment.setdefault(dep.id, {})
+        keys = [k for k in have if not k[2]]
+        fresh: dict[Key, Balancer] = {}
+        try:
+            for key in keys:
+                role = dep.current.definition.role(key[0])
+                ep = next(e for e in role.input_endpoints if e.name == key[1])
+                fresh[key] = await self._open_input(dep, role, ep, None, slot=to)
+        except BaseException:
+            for b in fresh.values():
+                await b.lb.aclose()
+            raise
+        old = [have[k] for k in keys]
+        have.update(fresh)
+        self.refresh(dep)
+        for b in old:
+            await b.lb.aclose()
 
 
 def _backend(

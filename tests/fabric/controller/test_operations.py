@@ -184,6 +184,40 @@ async def test_swap_exchanges_the_public_ports(
             assert await answers(prod_port) == {"green Front_IN_0", "green Front_IN_1"}
 
 
+async def test_a_swap_with_an_empty_slot_moves_the_deployment_to_that_slots_address(
+    service: ServiceFactory, world: World, state_dir: Path
+) -> None:
+    """As in Azure, each slot keeps its address: the deployment swapped into an empty staging
+    answers on a staging port, production's answers nothing; swapped back, production's again."""
+    async with open_controller(state_dir, world) as ref:
+        await create(ref, service(), name="blue")
+        prod = await wait_view(ref, all_ready)
+        prod_port = prod.endpoints[0].port
+        blue = {
+            f"blue {i.id}": int(i.endpoints["Http"].split(":")[1])
+            for i in prod.instances
+            if i.role == "Front"
+        }
+        async with echo_servers(blue):
+            assert await answers(prod_port) == set(blue)
+            accepted = await ask(ref, SwapDeployments(service="demo"))
+            assert (await wait_operation(ref, accepted.request_id)).status == "Succeeded"
+            stage = await view(ref, "staging")
+            stage_port = stage.endpoints[0].port
+            assert stage.name == "blue" and stage_port != prod_port
+            assert stage.endpoints[0].requested_port == prod_port
+            assert await answers(stage_port) == set(blue)
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", prod_port))  # nothing holds production's port
+            assert await ask(ref, ListDeployments()) and (await view(ref, "staging")).slot == "staging"
+            accepted = await ask(ref, SwapDeployments(service="demo"))
+            assert (await wait_operation(ref, accepted.request_id)).status == "Succeeded"
+            back = await view(ref)
+            assert back.endpoints[0].port == prod_port and await answers(prod_port) == set(blue)
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", stage_port))
+
+
 async def test_a_swap_needs_matching_endpoints(
     service: ServiceFactory, world: World, state_dir: Path
 ) -> None:
