@@ -62,6 +62,9 @@ from fabric.settings import Settings
 log = logging.getLogger("fabric.cluster")
 
 CLUSTER_DIR = "cluster"
+#: seconds a linked host's reports may come without the key fabric-hosts sent it (at least 4
+#: heartbeat intervals) before it is warned of: its first ones, and all after a failover
+KEY_GRACE = 10.0
 LISTEN_FILE = "listen"
 HOSTS_FILE = "hosts.json"
 
@@ -282,13 +285,27 @@ class HostRelay(Actor):
         self.admission = admission
         #: (host, address) pairs whose heartbeats were refused (logged once each)
         self._refused: set[tuple[str, str]] = set()
+        #: since when each host's reports come without its key; hosts warned of for it
+        self._unkeyed_since: dict[str, float] = {}
+        self._unkeyed: set[str] = set()
 
     def _keyed(self, name: str, key: str, peer: Peer) -> bool:
-        """Whether a report carries the host's key; if not, (re)send the key over its own link."""
+        """Whether a report carries the host's key; if not, (re)send the key over its own link.
+
+        A host's first reports on a link carry no key, or the last leader's (this relay's keys
+        are new after a failover): expected until it has had the key a while, so only a debug
+        line; one still without it then is warned of, once."""
         mine = self.keys.setdefault(name, secrets.token_hex(16))
         if key and secrets.compare_digest(key, mine):
+            self._unkeyed_since.pop(name, None)
             return True
         now = time.monotonic()
+        since = self._unkeyed_since.setdefault(name, now)
+        if now - since < max(KEY_GRACE, 4 * self.settings.host_heartbeat_interval):
+            log.debug("fabric-hosts: a report of %r without its key yet (sent over its link)", name)
+        elif name not in self._unkeyed and len(self._unkeyed) < 1000:
+            self._unkeyed.add(name)
+            log.warning("fabric-hosts dropped the reports of host %r: not with the key it was given", name)
         if now - self._sent.get(name, -10.0) >= 1.0:
             self._sent[name] = now
             with contextlib.suppress(ActorDead, MailboxFull):
@@ -321,6 +338,7 @@ class HostRelay(Actor):
                 if peer is not None and self._keyed(name, key, peer):
                     report = JoinedReport(heartbeat=message, agent=peer.ref(AGENT), at=anyio.current_time())
                     await self.controller.tell(report)
+                if peer is not None:
                     return None
             case (
                 InstanceStatusChanged(host_id=name, key=key) | InstanceStatusesChanged(host_id=name, key=key)
@@ -328,6 +346,7 @@ class HostRelay(Actor):
                 peer = self._linked(name)
                 if peer is not None and self._keyed(name, key, peer):
                     await self.controller.tell(message)
+                if peer is not None:
                     return None
         what = type(message).__name__
         if what not in self._warned and len(self._warned) < 100:

@@ -3,10 +3,13 @@ and only with the key the relay gave it over its own link, so no host reports fo
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from fabric.cluster.port import HostRelay
+import pytest
+
+from fabric.cluster.port import KEY_GRACE, HostRelay
 from fabric.guest.messages import InstanceStatus
 from fabric.host.messages import (
     HostHeartbeat,
@@ -88,3 +91,28 @@ async def test_reports_need_the_key_given_over_the_hosts_own_link() -> None:
     await relay.receive(beat("gone", "k"))
     await relay.receive(ReportKey("x"))
     assert len(controller.told) == 3
+
+
+async def test_a_linked_host_without_its_key_yet_is_quiet_a_stray_host_is_not(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """After a failover every host reports with the last leader's key until the new one's
+    arrives: that is expected (a debug line), not a warning per host; a host that is not linked
+    stays visible, and so does a linked one still without its key after the grace."""
+    h1 = FakePeer()
+    relay = HostRelay(cast(Any, Inbox()), cast(Any, FakeListener({"h1": h1})), Settings.fast())
+    with caplog.at_level(logging.DEBUG, logger="fabric.cluster"):
+        await relay.receive(beat("h1", "the-last-leaders-key"))
+        await relay.receive(beat("h1"))
+        assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+        assert any("without its key yet" in r.getMessage() for r in caplog.records)
+
+        await relay.receive(beat("stray", "k"))
+        (stray,) = [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert "dropped a HostHeartbeat (not from a linked host" in stray.getMessage()
+
+        relay._unkeyed_since["h1"] -= KEY_GRACE + 1  # still no key after the grace
+        for _ in range(2):
+            await relay.receive(beat("h1", "still-wrong"))
+        warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert warned[1:] == ["fabric-hosts dropped the reports of host 'h1': not with the key it was given"]
