@@ -224,7 +224,9 @@ async def _serve(fd: int) -> int:
                 lambda exc, frame: report_bad_frame(outbox, exc, frame),
                 on_tells=child.on_tells,
             )
-            # EOF: the parent is gone or dropped us; nobody is left to serve.
+            # EOF: the parent is gone or dropped us; nobody is left to serve, nor to read what
+            # the actor tells or asks it (those waiting for room or answers: ActorDead).
+            outbox.close()
             child.parent.gone.set()
             child.stop()
 

@@ -448,8 +448,8 @@ class Outbox:
         if self.direct_send is not None:
             control, buffer = self.control_buffer, self.buffer
             if control and buffer:
-                control += buffer
-                buffer.clear()
+                control += buffer  # (one write, control frames first)
+                self._clear_buffer()
             data = control or buffer
             try:
                 sent = self.direct_send(data)
@@ -459,15 +459,17 @@ class Outbox:
                 sent = 0  # the writer will meet the same error and end the link
             if sent:
                 self._written_ask_id = self._queued_ask_id
-                if sent == len(data):
-                    data.clear()
-                    return
-                del data[:sent]
                 if data is buffer:
-                    # The rest of a frame cut short: it goes first (with the control frames,
-                    # which are written first), or a control frame would land in its middle.
-                    control += buffer
-                    buffer.clear()
+                    if sent < len(buffer):
+                        # The rest of a frame cut short: it goes first (with the control
+                        # frames, which are written first), or a control frame would land in
+                        # its middle.
+                        control += buffer[sent:]
+                    self._clear_buffer()
+                else:
+                    del control[:sent]
+                if not control:
+                    return
         self._wake.set()
 
     def send_ordered(self, kind: int, ident: int, body: Any) -> None:
@@ -522,6 +524,13 @@ class Outbox:
                     return
         await reply.wait()
 
+    def _clear_buffer(self) -> None:
+        """Empty the buffer (its frames taken for the socket, or lost with a closed outbox) and
+        let the senders waiting for room go on: the one place it is emptied, so that no way of
+        emptying it (the writer, a direct send, the end) can leave them waiting."""
+        self.buffer.clear()
+        self._drained.set()
+
     async def _wait_drained(self) -> None:
         if self._drained.is_set():
             self._drained = new_event()
@@ -545,9 +554,8 @@ class Outbox:
         self._seal()  # its frames are on their way: none of them grows any more
         data = bytes(self.control_buffer + self.buffer) if self.control_buffer else bytes(self.buffer)
         self.control_buffer.clear()
-        self.buffer.clear()
+        self._clear_buffer()
         self._written_ask_id = self._queued_ask_id
-        self._drained.set()
         return data
 
     def answer(self, frame: Frame, value: Any) -> None:
@@ -586,9 +594,8 @@ class Outbox:
         self.closed = True
         self._written_ask_id = self._queued_ask_id
         self.lose_written()
-        self.buffer.clear()
         self._batch_stop = -1
-        self._drained.set()
+        self._clear_buffer()  # (the senders waiting for room raise ActorDead)
 
 
 def _new_batch_head(heads: dict[type, bytes], message: Any, to: str) -> bytes:
