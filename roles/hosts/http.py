@@ -124,14 +124,13 @@ async def serve_http(
     shielded from the caller's cancellation (hypercorn's asyncio server breaks when cancelled)
     and bounded by graceful_timeout + CLOSE_GRACE, after which the server is cancelled.
     `sock` stays the caller's: hypercorn serves, and closes, a duplicate. With `ssl_context`,
-    every connection is TLS, wrapped with that context (the URL is then https://). With `gate`
-    (trio only), at most ``gate.limit`` connections are held at once and one past that is closed
-    as soon as it is accepted (``roles.hosts.http_bounded``): for a server on the network.
+    every connection is TLS, wrapped with that context (the URL is then https://). With `gate`,
+    at most ``gate.limit`` connections are held at once and one past that is closed as soon as
+    it is accepted (``roles.hosts.http_bounded``): for a server on the network. That is on trio
+    only (``fabric serve`` runs trio); on asyncio the gate is not applied.
     """
     from hypercorn.config import Sockets
 
-    if gate is not None and current_backend() != "trio":
-        raise ValueError("a bounded server (gate) runs on trio only")
     url = socket_url(sock, "https" if ssl_context is not None else "http")
     if ssl_context is not None:
         config = tls_config(config, ssl_context)
@@ -147,7 +146,7 @@ async def serve_http(
     async def run_server() -> None:
         try:
             with server_scope:
-                if gate is not None:
+                if gate is not None and current_backend() == "trio":
                     from roles.hosts.http_bounded import serve_bounded
 
                     async with anyio.create_task_group() as server:
