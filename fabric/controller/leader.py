@@ -178,7 +178,8 @@ class Elector:
                 await self.db.run(migrate, write=True)
                 break
             except StoreUnavailable as exc:
-                log.warning("%s: waiting for the database: %s", self.holder, exc)
+                level = logging.DEBUG if exc.reported else logging.WARNING  # pg_outage told it
+                log.log(level, "%s: waiting for the database: %s", self.holder, exc)
                 await anyio.sleep(self.renew_interval)
         while True:
             sent, sent_mono = anyio.current_time(), time.monotonic()
@@ -213,7 +214,8 @@ class Elector:
                             _RENEW, lease=self.lease, holder=self.holder, epoch=epoch, secs=self.duration
                         )
                     except StoreUnavailable as exc:
-                        log.warning("%s: renewal failed: %s", self.holder, exc)
+                        level = logging.DEBUG if exc.reported else logging.WARNING  # pg_outage told it
+                        log.log(level, "%s: renewal failed: %s", self.holder, exc)
                         sent = attempt  # try again after renew_interval (deadline unchanged)
                         continue
                     if renewed is None:

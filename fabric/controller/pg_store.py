@@ -32,6 +32,7 @@ import anyio.to_thread
 import msgspec
 
 from fabric.controller.goal_store import GoalStore, Writes
+from fabric.controller.pg_outage import first_line, watch_pool
 from fabric.controller.store import (
     _TABLES,
     DeploymentRecord,
@@ -71,7 +72,14 @@ R = TypeVar("R", bound=msgspec.Struct)
 
 class StoreUnavailable(StoreError):
     """The database did not answer (down, restarting, unreachable): nothing was written, or,
-    for a commit cut off mid-way, the write is in doubt and must be read back."""
+    for a commit cut off mid-way, the write is in doubt and must be read back.
+
+    ``reported``: the outage was logged already (pg_outage): a caller retrying says so at debug.
+    """
+
+    def __init__(self, message: str, *, reported: bool = False) -> None:
+        super().__init__(message)
+        self.reported = reported
 
 
 class Fenced(StoreError):
@@ -120,6 +128,7 @@ class Database:
         self.where = redact(url)
         self.limiter = anyio.CapacityLimiter(max_connections)
         self.write_deadline = write_deadline
+        self.outage = watch_pool(name, self.where)
         self.pool: Any = ConnectionPool(
             url,
             min_size=1,
@@ -171,11 +180,15 @@ class Database:
         try:
             with self.pool.connection() as conn:
                 if not transaction:  # one statement in autocommit: no BEGIN and COMMIT round trips
-                    return fn(conn, *args)
-                with conn.transaction():
-                    return fn(conn, *args)
+                    result = fn(conn, *args)
+                else:
+                    with conn.transaction():
+                        result = fn(conn, *args)
         except (psycopg.OperationalError, psycopg.InterfaceError, psycopg_pool.PoolTimeout) as exc:
-            raise StoreUnavailable(f"{self.where}: {_short(exc)}") from None
+            self.outage.failed(_short(exc))
+            raise StoreUnavailable(f"{self.where}: {_short(exc)}", reported=True) from None
+        self.outage.answered()
+        return result
 
     async def run(self, fn: Callable[..., T], *args: Any, write: bool = False) -> T:
         """``fn(connection, *args)`` in a worker thread: a write in one transaction, a read (one
@@ -204,9 +217,7 @@ class Database:
         return result[0]
 
 
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"
+_short = first_line
 
 
 # -- schema --------------------------------------------------------------------------------------

@@ -132,7 +132,8 @@ class ReplicaStore(GoalStore):
             except StoreUnavailable as exc:
                 if _fail_fast.get():
                     raise unavailable(str(exc)) from None
-                log.warning("goal state: %s; retrying in %.1f s", exc, delay)
+                level = logging.DEBUG if exc.reported else logging.WARNING  # pg_outage told it
+                log.log(level, "goal state: %s; retrying in %.1f s", exc, delay)
             self.waiting += 1
             try:
                 await anyio.sleep(delay)

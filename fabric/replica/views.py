@@ -97,7 +97,8 @@ async def publish(
                 on_fenced(str(exc))
                 return
             except StoreUnavailable as exc:
-                log.warning("views for the followers not written: %s", exc)
+                level = logging.DEBUG if exc.reported else logging.WARNING  # pg_outage told it
+                log.log(level, "views for the followers not written: %s", exc)
         await anyio.sleep(interval)
 
 

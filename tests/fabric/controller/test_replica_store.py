@@ -4,6 +4,8 @@ is refused with 503 and background work waits, then lands."""
 
 from __future__ import annotations
 
+import logging
+
 import anyio
 import anyio.to_thread
 import pytest
@@ -94,5 +96,49 @@ async def test_the_database_away_requests_refused_background_work_waits(postgres
                 await anyio.to_thread.run_sync(postgres.start_server)
         assert await store.operation("r0") is not None and await store.operation("r2") is not None
         assert await store.operation("r1") is None
+    finally:
+        await store.aclose()
+
+
+async def test_a_database_outage_is_one_line_when_it_starts_and_one_when_it_ends(
+    postgres: PostgresServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Not psycopg_pool's line per connection attempt (each with libpq's hint on a second line)
+    nor a line per retry of each caller."""
+
+    db = Database(postgres.create_database(), name="outage-test")
+    await db.open()
+    await db.run(migrate, write=True)
+    store = ReplicaStore(PostgresStore(db, "local"), lambda why: None)
+    try:
+        with caplog.at_level(logging.INFO):
+            await anyio.to_thread.run_sync(postgres.stop_server)
+            down = True
+            try:
+                landed = anyio.Event()
+
+                async def background() -> None:
+                    # fails once the pool's wait ends (it tries to connect meanwhile, several
+                    # times), then retries until the database is back
+                    await store.put(record(1))
+                    landed.set()
+
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(background)
+                    with anyio.fail_after(30):
+                        while store.waiting == 0:  # it failed, logged, and waits to retry
+                            await anyio.sleep(0.05)
+                    await anyio.to_thread.run_sync(postgres.start_server)
+                    down = False
+                    with anyio.fail_after(60):
+                        await landed.wait()
+            finally:
+                if down:
+                    await anyio.to_thread.run_sync(postgres.start_server)
+        lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(lines) == 2, lines
+        assert lines[0].startswith("database unreachable: postgresql://") and lines[0].endswith("; retrying")
+        assert lines[1].startswith("database back: postgresql://")
+        assert all("\n" not in line for line in lines)
     finally:
         await store.aclose()
