@@ -24,8 +24,8 @@ For each N (hosts) it measures:
   folder answers ListDeployments with the deployment and all its instances;
 - store: the size of fabric.db once its write-ahead log is checkpointed (at the end);
 - raw baseline: once the controller is gone, a process without it (``RawPlacer``) makes the
-  same N hosts and 2N StartGuest asks to a simulator of its own, dropping the reports: the
-  placement's time and CPU beside it.
+  same N hosts and N StartGuests asks (2 instances each, as the controller asks a local host)
+  to a simulator of its own, dropping the reports: the placement's time and CPU beside it.
 Then the exponent k of each figure ~ N^k (least squares on log-log): 1 is linear (0 for a
 figure per instance or per heartbeat).
 Goal at N = 10,000: steady CPU < 50% of one core, placement < 10 s, recovery < 10 s.
@@ -85,7 +85,10 @@ from fabric.host.messages import (  # noqa: E402
     InstanceStatusChanged,
     InstanceStatusesChanged,
     RestartGuest,
+    StartedGuests,
     StartGuest,
+    StartGuests,
+    StartOutcome,
     StatusChange,
     StopGuest,
 )
@@ -93,7 +96,15 @@ from fabric.host.reports import HOLD_SECONDS, StatusReports  # noqa: E402
 from fabric.model.package import build_package  # noqa: E402
 from fabric.settings import Settings  # noqa: E402
 
-HostRequest = StartGuest | StopGuest | RestartGuest | ApplyGuestEnvironment | GetHostStatus | GuestLinkFault
+HostRequest = (
+    StartGuest
+    | StartGuests
+    | StopGuest
+    | RestartGuest
+    | ApplyGuestEnvironment
+    | GetHostStatus
+    | GuestLinkFault
+)
 
 
 # -- messages between the controller's process and the simulator -------------------------------
@@ -172,7 +183,7 @@ class Template(Request[GuestConfig], frozen=True, tag=True):
 
 class RawPlace(Request[float], frozen=True, tag=True):
     """The raw baseline: a process without the controller's logic (``RawPlacer``) spawns a
-    simulator with ``n`` hosts and asks it to start ``2n`` guests (one StartGuest ask each,
+    simulator with ``n`` hosts and asks it to start ``2n`` guests (one StartGuests ask a host,
     with the deployment's own GuestConfig as ``template``); answers the seconds until all
     report ReadyRole."""
 
@@ -307,6 +318,13 @@ class Simulator(Actor):
                     host.guests[vm] = config
                     await self._boot(host, vm)
                 return 1
+            case StartGuests(configs=configs):
+                for config in configs:
+                    vm = config.instance_id
+                    if vm not in host.guests:
+                        host.guests[vm] = config
+                        await self._boot(host, vm)
+                return StartedGuests([StartOutcome(pid=1) for _ in configs])
             case StopGuest(instance_id=vm):
                 if vm in host.guests:
                     host.incarnation[vm] = host.incarnation.get(vm, 0) + 1
@@ -594,9 +612,9 @@ class RawPlacer(Actor):
             async def host(i: int) -> None:
                 config = HostConfig(host_id=f"raw-host{i}", cores=8, state_dir="", settings=template.settings)
                 await sim.tell(AddHost(config))
-                for k in (0, 1):
-                    guest = msgspec.structs.replace(template, instance_id=f"raw-vm{i}-{k}")
-                    await sim.ask(ToHost(config.host_id, StartGuest(guest)), timeout=600)
+                # As the controller starts a host's instances: one StartGuests for both.
+                guests = [msgspec.structs.replace(template, instance_id=f"raw-vm{i}-{k}") for k in (0, 1)]
+                await sim.ask(ToHost(config.host_id, StartGuests(guests)), timeout=600)
 
             async with anyio.create_task_group() as tg:
                 for i in range(n):

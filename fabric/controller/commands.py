@@ -35,6 +35,7 @@ from fabric.controller.operations import Operations
 from fabric.controller.placement import PortAllocator, check_room, cores_of, update_domain
 from fabric.controller.state import ControllerState, unchanged_on_failure
 from fabric.controller.store import GenerationRecord, HostRecord
+from fabric.host.messages import MAX_START_BATCH
 
 log = logging.getLogger("fabric.controller")
 
@@ -75,20 +76,50 @@ START_CONCURRENCY = 1000
 
 
 async def start_all(state: ControllerState, dep: Deployment, insts: list[Instance]) -> None:
-    """Start instances concurrently (START_CONCURRENCY at once); raise the first failure once
-    all were tried."""
-    await each_instance(
-        by_host_in_turn(insts), lambda inst: lifecycle.start(state, dep, inst), limit=START_CONCURRENCY
-    )
+    """Start instances concurrently (START_CONCURRENCY hosts at once); raise the first failure
+    once all were tried. A local host's instances go in one StartGuests (a round trip per host,
+    not per instance: at 10,000 hosts the asks were a seventh of the controller's CPU); a joined
+    host's one by one (each may need its package shipped first)."""
+    units: list[list[Instance]] = []
+    alone: list[Instance] = []
+    for host_id, group in _by_host(insts).items():
+        host = state.hosts.hosts.get(host_id)
+        if host is None or host.joined or len(group) == 1:
+            alone.extend(group)
+        else:
+            units.extend(group[at : at + MAX_START_BATCH] for at in range(0, len(group), MAX_START_BATCH))
+    units.extend([inst] for inst in by_host_in_turn(alone))
+    errors: list[ControllerError] = []
+    todo = iter(units)
+
+    async def worker() -> None:
+        for unit in todo:  # shared: each worker takes the next host's instances when it is free
+            if len(unit) > 1:
+                errors.extend(await lifecycle.start_together(state, dep, unit))
+                continue
+            try:
+                await lifecycle.start(state, dep, unit[0])
+            except ControllerError as exc:
+                errors.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(min(len(units), START_CONCURRENCY)):
+            tg.start_soon(worker)
+    _raise_first(errors)
+
+
+def _by_host(insts: list[Instance]) -> dict[str, list[Instance]]:
+    by_host: dict[str, list[Instance]] = {}
+    for inst in insts:
+        by_host.setdefault(inst.host_id, []).append(inst)
+    return by_host
 
 
 def by_host_in_turn(insts: list[Instance]) -> list[Instance]:
     """``insts`` ordered one per host in turn (the first of each host, then the second...): the
     instances of one host start far apart, so only the first waits for the host to spin up (at
     10,000 hosts, the second waiting on its host's spawn lock was a tenth of the start's CPU)."""
-    by_host: dict[str, list[Instance]] = {}
-    for inst in insts:
-        by_host.setdefault(inst.host_id, []).append(inst)
+    by_host = _by_host(insts)
     if len(by_host) < 2:
         return insts
     return [inst for turn in itertools.zip_longest(*by_host.values()) for inst in turn if inst is not None]
@@ -112,6 +143,11 @@ async def each_instance(
     async with anyio.create_task_group() as tg:
         for _ in range(min(len(insts), limit or len(insts))):
             tg.start_soon(worker)
+    _raise_first(errors)
+
+
+def _raise_first(errors: list[ControllerError]) -> None:
+    """Raise the first of ``errors`` (saying how many more), if any."""
     if errors:
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise ControllerError(errors[0].code, errors[0].message + more, errors[0].status)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 import anyio
 
@@ -23,7 +23,7 @@ from fabric.controller.placement import cores_of
 from fabric.controller.state import ControllerState
 from fabric.guest.messages import ApplyEnvironment
 from fabric.host.agent import UnknownInstance
-from fabric.host.messages import ApplyGuestEnvironment, RestartGuest, StartGuest, StopGuest
+from fabric.host.messages import ApplyGuestEnvironment, RestartGuest, StartGuest, StartGuests, StopGuest
 from roles.protocol import Change
 
 log = logging.getLogger("fabric.controller")
@@ -161,6 +161,45 @@ async def _start_locked(state: ControllerState, dep: Deployment, inst: Instance)
         return  # the healer starts it elsewhere
     except (ActorError, AskTimeout) as exc:
         raise _refused(inst, "starting", exc) from None
+
+
+async def start_together(
+    state: ControllerState, dep: Deployment, insts: list[Instance]
+) -> list[ControllerError]:
+    """``start`` for instances placed on one local host, with one StartGuests for them all (one
+    round trip instead of one each); returns the errors ``start`` would have raised, one per
+    instance that failed (the others boot all the same)."""
+    async with AsyncExitStack() as held:
+        for inst in sorted(insts, key=lambda i: i.vm):  # one order: no two starts deadlock
+            await held.enter_async_context(inst.lock)
+        host_id = insts[0].host_id
+        todo = [i for i in insts if i.host_id == host_id and dep.instances.get(i.vm) is i]
+        if not host_id or not todo:
+            return []
+        try:
+            for inst in todo:
+                state.set_status(dep, inst, "RoleStateUnknown", f"starting on host {host_id}")
+                await choose_ports(state, dep, inst, inst.generation)
+        except HostUnavailable:
+            return []
+        configs = [dep.guest_config(inst, state.state_dir, state.settings) for inst in todo]
+        try:
+            answer = await state.hosts.ask(host_id, StartGuests(configs), START_TIMEOUT)
+        except HostStartFailed as exc:
+            errors = []
+            for inst in todo:
+                state.set_status(dep, inst, "FailedStartingVM", str(exc))
+                errors.append(ControllerError("InternalError", f"starting {inst.id} failed: {exc}", 500))
+            return errors
+        except HostUnavailable:
+            return []  # the healer starts them elsewhere
+        except (ActorError, AskTimeout) as exc:
+            return [_refused(inst, "starting", exc) for inst in todo]
+        return [
+            _refused(inst, "starting", ActorError(outcome.error_type, outcome.error))
+            for inst, outcome in zip(todo, answer.outcomes, strict=True)
+            if outcome.error_type
+        ]
 
 
 def _unknown_to_host(exc: BaseException) -> bool:

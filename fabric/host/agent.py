@@ -33,7 +33,10 @@ from fabric.host.messages import (
     HostConfig,
     HostHeartbeat,
     RestartGuest,
+    StartedGuests,
     StartGuest,
+    StartGuests,
+    StartOutcome,
     StatusChange,
     StopGuest,
 )
@@ -106,6 +109,8 @@ class HostAgent(Actor):
         match message:
             case StartGuest(config=config):
                 self.answer_later(self._start(config))
+            case StartGuests(configs=configs):
+                self.answer_later(self._start_each(configs))
             case StopGuest(instance_id=instance_id, delete_disk=delete_disk):
                 self.answer_later(self._stop(instance_id, delete_disk))
             case RestartGuest(instance_id=instance_id, reimage=reimage, config=config):
@@ -134,6 +139,22 @@ class HostAgent(Actor):
         self.log.close()
 
     # -- the controller's requests -----------------------------------------------------------------
+
+    async def _start_each(self, configs: list[GuestConfig]) -> StartedGuests:
+        """StartGuests: each config booted side by side as its own StartGuest would be; an
+        outcome each (one failing does not fail the others)."""
+        outcomes = [StartOutcome()] * len(configs)
+
+        async def one(i: int, config: GuestConfig) -> None:
+            try:
+                outcomes[i] = StartOutcome(pid=await self._start(config))
+            except Exception as exc:
+                outcomes[i] = StartOutcome(error_type=type(exc).__qualname__, error=str(exc))
+
+        async with anyio.create_task_group() as tg:
+            for i, config in enumerate(configs):
+                tg.start_soon(one, i, config)
+        return StartedGuests(outcomes)
 
     async def _start(self, config: GuestConfig) -> int:
         """CreatingVM, StartingVM, boot; answer the VM's pid once its first process runs."""

@@ -40,6 +40,33 @@ class StartGuest(Request[int], frozen=True, tag=True):
     package: str = ""
 
 
+#: Most instances one StartGuests carries (a host holds at most one per core)
+MAX_START_BATCH = 256
+
+
+class StartOutcome(msgspec.Struct, frozen=True):
+    """One instance's answer in a StartGuests: its VM's pid, or why it did not boot."""
+
+    pid: int = 0
+    #: "" booted; else the error's type name and message, as an ask would have raised them
+    error_type: str = ""
+    error: str = ""
+
+
+class StartedGuests(msgspec.Struct, frozen=True, tag=True):
+    """The answer to a StartGuests: an outcome per config, in order."""
+
+    outcomes: list[StartOutcome]
+
+
+class StartGuests(Request[StartedGuests], frozen=True, tag=True):
+    """StartGuest for several instances of one host at once (one round trip for a deployment
+    step's instances there); answers an outcome per config, in order: one failing does not fail
+    the others. A host answers this for local hosts only (a joined host is asked per instance)."""
+
+    configs: Annotated[list[GuestConfig], msgspec.Meta(max_length=MAX_START_BATCH)]
+
+
 class StopGuest(Request[None], frozen=True, tag=True, kw_only=True):
     """Stop a VM gracefully (StoppingRole, on_stop, StoppingVM, StoppedVM); answers when it is
     gone. ``delete_disk`` removes its folder too."""

@@ -68,6 +68,7 @@ from fabric.host.messages import (
     SignalHost,
     SignalVm,
     StartGuest,
+    StartGuests,
     VmProcess,
 )
 from fabric.host.packages import INSTANCE, PackageCache, PackageError, PackageMissing, reroot
@@ -186,6 +187,8 @@ class RemoteHostAgent(HostAgent):
         match message:
             case StartGuest(config=config, package=package):
                 return await super().receive(StartGuest(self._local(config, package)))
+            case StartGuests():  # its configs name no package to re-root them in
+                raise ValueError("a joined host is asked StartGuest per instance, not StartGuests")
             case RestartGuest(config=GuestConfig() as config, package=package):
                 return await super().receive(
                     msgspec.structs.replace(message, config=self._local(config, package), package="")

@@ -18,6 +18,7 @@ from actors import Actor, Ref
 from fabric.controller.hosts import HostFactory
 from fabric.guest.messages import GuestConfig, InstanceStatus
 from fabric.host.agent import UnknownInstance
+from fabric.host.guests import GuestBootError
 from fabric.host.messages import (
     ApplyGuestEnvironment,
     GetHostStatus,
@@ -25,7 +26,10 @@ from fabric.host.messages import (
     HostHeartbeat,
     InstanceStatusChanged,
     RestartGuest,
+    StartedGuests,
     StartGuest,
+    StartGuests,
+    StartOutcome,
     StopGuest,
 )
 from fabric.model.status import RoleStatus
@@ -53,6 +57,10 @@ class World:
     applied: dict[str, list[Any]] = field(default_factory=dict)
     #: vm -> the config it last booted with
     booted: dict[str, GuestConfig] = field(default_factory=dict)
+    #: vm -> why its host refuses to boot it (StartGuest raises, as a host whose VM fails to)
+    refuse: dict[str, str] = field(default_factory=dict)
+    #: the VMs of each StartGuest or StartGuests ask, in order (one round trip each)
+    start_asks: list[list[str]] = field(default_factory=list)
 
     def factory(self) -> HostFactory:
         """The HostFactory that builds stand-ins in the controller's process."""
@@ -92,19 +100,34 @@ class StandInHost(Actor):
         """A stopped host runs nothing."""
         self.alive = False
 
+    async def _start(self, config: GuestConfig) -> int:
+        vm = config.instance_id
+        if vm in self.guests:
+            return 1
+        if vm in self.world.refuse:
+            raise GuestBootError(self.world.refuse[vm])
+        self.world.log.append(("start", vm, self.config.host_id, ""))
+        self.guests[vm] = config
+        self.world.booted[vm] = config
+        await self._boot(vm)
+        return 1
+
     async def receive(self, message: Any) -> Any:
         """The controller's asks."""
         host = self.config.host_id
         match message:
             case StartGuest(config=config):
-                vm = config.instance_id
-                if vm in self.guests:
-                    return 1
-                self.world.log.append(("start", vm, host, ""))
-                self.guests[vm] = config
-                self.world.booted[vm] = config
-                await self._boot(vm)
-                return 1
+                self.world.start_asks.append([config.instance_id])
+                return await self._start(config)
+            case StartGuests(configs=configs):
+                self.world.start_asks.append([c.instance_id for c in configs])
+                outcomes = []
+                for config in configs:
+                    try:
+                        outcomes.append(StartOutcome(pid=await self._start(config)))
+                    except GuestBootError as exc:
+                        outcomes.append(StartOutcome(error_type="GuestBootError", error=str(exc)))
+                return StartedGuests(outcomes)
             case StopGuest(instance_id=vm, delete_disk=delete):
                 self.world.log.append(("stop", vm, host, "delete" if delete else ""))
                 if vm in self.guests:

@@ -245,6 +245,29 @@ async def test_a_host_that_cannot_start_fails_the_operation_with_where_to_look(
         assert failed.status == "FailedStartingVM"
 
 
+async def test_a_hosts_instances_start_in_one_ask_and_one_refused_fails_alone(
+    service: ServiceFactory, world: World, state_dir: Path
+) -> None:
+    world.refuse["demo.demo-1.Front_IN_1"] = "its first process did not start"
+    async with open_controller(state_dir, world, settings(max_hosts=1)) as ref:
+        op = await create(ref, service())
+        assert op.status == "Failed" and op.error_code == "InternalError"
+        assert "starting Front_IN_1 failed: its first process did not start" in op.error_message
+        v = await wait_view(ref, lambda v: sum(i.status == "ReadyRole" for i in v.instances) == 2)
+        assert world.running() == {
+            "demo.demo-1.Front_IN_0": "local-host1",
+            "demo.demo-1.Back_IN_0": "local-host1",
+        }
+    # One host, one round trip for its three instances; the refused one did not take its
+    # siblings down with it.
+    assert [sorted(vms) for vms in world.start_asks] == [
+        ["demo.demo-1.Back_IN_0", "demo.demo-1.Front_IN_0", "demo.demo-1.Front_IN_1"]
+    ]
+    by_id = {i.id: i.status for i in v.instances}
+    assert by_id["Front_IN_0"] == by_id["Back_IN_0"] == "ReadyRole"
+    assert by_id["Front_IN_1"] != "ReadyRole"
+
+
 MANY_ENDPOINTS = """
 name = "Wide"
 

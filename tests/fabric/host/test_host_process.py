@@ -14,6 +14,7 @@ from itertools import pairwise
 from pathlib import Path
 
 import anyio
+import msgspec
 import psutil
 import pytest
 
@@ -27,6 +28,7 @@ from fabric.host.messages import (
     HostHeartbeat,
     RestartGuest,
     StartGuest,
+    StartGuests,
     StopGuest,
 )
 from fabric.model import load_service
@@ -131,6 +133,19 @@ async def test_a_host_process_boots_a_vm_relays_its_status_and_stops_it(tmp_path
         log = h.log.read_text()
         assert "starting guest Worker_IN_0" in log and f"guest Worker_IN_0 booted (pid {vm})" in log
         assert "guest Worker_IN_0 stopped" in log
+
+
+async def test_start_guests_boots_each_and_one_failing_does_not_fail_the_other(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    bad = msgspec.structs.replace(guest_config(tmp_path, FAST, index=1), vm_root=str(blocker / "Worker_IN_1"))
+    async with host_process(tmp_path) as h:
+        good, failed = (await h.ref.ask(StartGuests([h.config, bad]))).outcomes
+        assert good.pid in h.vm_pids() and not good.error_type
+        assert failed.pid == 0 and failed.error_type and "not-a-folder" in failed.error
+        await h.controller.wait_for("ReadyRole", 15)
+        status: HostHeartbeat = await h.ref.ask(GetHostStatus())
+        assert status.instances["Worker_IN_0"].status == "ReadyRole"
 
 
 async def test_a_sigstopped_guest_goes_unknown_and_is_restarted_by_the_watchdog(tmp_path: Path) -> None:
