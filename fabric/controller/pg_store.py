@@ -128,7 +128,7 @@ class Database:
         self.where = redact(url)
         self.limiter = anyio.CapacityLimiter(max_connections)
         self.write_deadline = write_deadline
-        self.outage = watch_pool(name, self.where)
+        self.outage = watch_pool(name, f"{self.where} (pool {name})")
         self.pool: Any = ConnectionPool(
             url,
             min_size=1,
