@@ -532,6 +532,8 @@ class Outbox:
         self._drained.set()
 
     async def _wait_drained(self) -> None:
+        if self.closed:  # (its _drained was set for good: a new one would never be)
+            raise ActorDead(f"actor {self.name!r} is dead")
         if self._drained.is_set():
             self._drained = new_event()
         await self._drained.wait()
