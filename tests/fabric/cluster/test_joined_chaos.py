@@ -96,12 +96,13 @@ async def test_kill_and_hang_a_role_host_on_a_joined_host(tmp_path: Path) -> Non
                     Inject(fault=Hang(target=Target(place="role-host", instance="Worker_IN_0")))
                 )
                 assert hang.state == "active" and [h.pid for h in hang.hits] == [worker.pid]
-                assert psutil.Process(worker.pid).status() == psutil.STATUS_STOPPED
+                # a signal takes effect when its target next runs: on a loaded machine, a moment later
+                await poll(lambda: stopped(worker.pid), 10, "the worker stopped by the hang")
                 [undone] = await client.undo(hang.id)
                 assert (
                     undone.state == "undone" and f"SIGCONT WaWorkerHost (pid {worker.pid})" in undone.detail
                 )
-                assert psutil.Process(worker.pid).status() != psutil.STATUS_STOPPED
+                await poll(lambda: not stopped(worker.pid), 10, "the worker running again after the undo")
 
                 # on the timeline, under the instance, as a local fault is
                 page = await client.events({"kind": "fault"})
@@ -113,3 +114,8 @@ async def test_kill_and_hang_a_role_host_on_a_joined_host(tmp_path: Path) -> Non
                     f"fault {record['id']} kill role-host@Hello_IN_0: {record['detail']}",
                 ) in messages, messages
                 assert [m for m in messages if m[0] == "Worker_IN_0" and m[2] == "undone"], messages
+
+
+def stopped(pid: int) -> bool:
+    """Whether the process is stopped (SIGSTOP taken effect)."""
+    return psutil.Process(pid).status() == psutil.STATUS_STOPPED
