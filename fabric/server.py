@@ -103,6 +103,7 @@ async def open_fabric(
     store_url: str | None = None,
     listen: tuple[str, int] | None = None,
     replica: ReplicaTerm | None = None,
+    api_tls: bool = False,
 ) -> AsyncIterator[Fabric]:
     """Run the fabric until the block ends; then stop every host, VM and role gracefully.
 
@@ -111,7 +112,8 @@ async def open_fabric(
     With ``listen`` (host, port) it opens the host port there and the join port at port + 1
     (fabric.cluster.port), where hosts on other machines join. With ``replica``, this is one
     term of a leading controller replica: its writes are fenced, and the API is mounted on the
-    replica's own server (see ReplicaTerm).
+    replica's own server (see ReplicaTerm). With ``api_tls`` the API serves HTTPS, its
+    certificate from the cluster CA (fabric.frontend.api_tls).
 
     Raises:
         FabricBusy: another fabric runs for this state folder.
@@ -180,6 +182,7 @@ async def open_fabric(
                         port=api_port,
                         metrics_public=settings.metrics_public,
                         max_package_bytes=settings.max_package_bytes,
+                        tls=api_tls,
                     )
                 )
             else:

@@ -19,6 +19,7 @@ import anyio.to_thread
 import httpx
 
 from fabric.chaos.replicas import running_replicas
+from fabric.client.tls import folder_verify
 
 log = logging.getLogger("fabric.chaos")
 
@@ -39,7 +40,7 @@ class FollowingTransport(httpx.AsyncBaseTransport):
     def __init__(self, state_dir: Path, patience: float = 60.0) -> None:
         self.state_dir = state_dir
         self.patience = patience
-        self.inner = httpx.AsyncHTTPTransport()
+        self.inner = httpx.AsyncHTTPTransport(verify=folder_verify(state_dir))  # https: the cluster CA
         #: the address last reached ("scheme://host:port"), None: pick again
         self.current: str | None = None
 

@@ -21,6 +21,7 @@ import anyio.to_thread
 import httpx
 import msgspec
 
+from fabric.client.tls import folder_verify
 from fabric.frontend.auth import read_token
 from fabric.replica.front import REPLICAS_PATH, ReplicasView
 
@@ -61,7 +62,8 @@ async def replica_view(state_dir: Path, urls: list[str]) -> ReplicasView:
     """
     headers = {"authorization": f"Bearer {read_token(state_dir) or ''}"}
     problems = []
-    async with httpx.AsyncClient(timeout=5.0, headers=headers) as client:
+    verify = folder_verify(state_dir)  # a replica's https: the cluster CA
+    async with httpx.AsyncClient(timeout=5.0, headers=headers, verify=verify) as client:
         for url in urls:
             try:
                 response = await client.get(url + REPLICAS_PATH)

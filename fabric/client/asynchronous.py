@@ -17,6 +17,7 @@ import httpx
 import msgspec
 
 from fabric.client.errors import ClientError, NoFabricRunning, NotFound, refusal, unreachable
+from fabric.client.tls import api_verify
 from fabric.cluster.tokens import CreateToken, NewToken, TokenInfo
 from fabric.controller.chaos.messages import FaultList, FaultRecord, Inject, TargetMap, WatchBatch, WatchStart
 from fabric.controller.events import MAX_PAGE, EventPage
@@ -74,6 +75,7 @@ class AsyncFabricClient:
         self.pool = pool
         self._http = httpx.AsyncClient(
             base_url=url,
+            verify=api_verify(self.state_dir, url),  # https: the pinned cluster CA alone
             headers={"authorization": f"Bearer {token}", "x-ms-version": API_VERSION},
             timeout=timeout,
             transport=transport,

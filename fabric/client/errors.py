@@ -87,6 +87,13 @@ def refusal(resp: httpx.Response, url: str, state_dir: Path) -> ApiRefused:
 
 def unreachable(exc: httpx.HTTPError, url: str, state_dir: Path) -> ClientError:
     """The exception for a call that got no answer from the fabric at ``url``."""
+    from fabric.client.tls import untrusted
+
+    if untrusted(exc):
+        return ClientError(
+            f"the fabric at {url} showed a certificate the CA pinned in {state_dir} did not sign "
+            "(or for another address): refused"
+        )
     if isinstance(exc, httpx.ConnectError):
         return NoFabricRunning(state_dir)
     if isinstance(exc, httpx.TimeoutException):

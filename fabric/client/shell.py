@@ -7,6 +7,7 @@ See fabric.frontend.remote.shell for the messages.
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from urllib.parse import urlsplit
@@ -26,6 +27,7 @@ from wsproto.events import (
 
 from fabric.client.asynchronous import AsyncFabricClient
 from fabric.client.errors import ClientError
+from fabric.client.tls import api_verify
 from fabric.controller.messages import Slot
 from fabric.frontend.auth import read_token
 
@@ -124,7 +126,14 @@ async def open_shell(
     token = read_token(client.state_dir) or ""
     path = f"{await client._services()}/{service}/deploymentslots/{slot}/roleinstances/{instance}/shell"
     target = f"{path}?rows={rows}&cols={cols}&term=xterm"
-    stream = await anyio.connect_tcp(url.hostname or "127.0.0.1", url.port or 80)
+    verify = api_verify(client.state_dir, client.url)  # https: TLS, the pinned CA alone
+    tls = verify if isinstance(verify, ssl.SSLContext) else None
+    host, port = url.hostname or "127.0.0.1", url.port or (443 if tls else 80)
+    stream: anyio.abc.ByteStream = (
+        await anyio.connect_tcp(host, port)
+        if tls is None
+        else await anyio.connect_tcp(host, port, ssl_context=tls)
+    )
     async with stream:
         ws = WSConnection(ConnectionType.CLIENT)
         request = Request(

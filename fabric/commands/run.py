@@ -80,6 +80,14 @@ def _store_url(ctx: click.Context, param: click.Parameter, value: str | None) ->
     help="Run as controller replica NAME (needs --store postgresql://...): one replica leads, the "
     "others forward requests to it and take over when it goes. Replicas share the state folder.",
 )
+@click.option(
+    "--https",
+    "https",
+    is_flag=True,
+    help="Serve the API over HTTPS, its certificate from the cluster CA (always, for a replica's "
+    "API on a --listen address that is not loopback). Clients trust <state>/cluster/ca.pem, or the "
+    "copy in their own state folder as ca.pem.",
+)
 @settings_options
 @metrics_public_option
 @state_dir_option
@@ -88,6 +96,7 @@ def serve(
     store_url: str | None,
     listen: str | None,
     replica: str | None,
+    https: bool,
     settings_file: Path | None,
     fast: bool,
     metrics_public: bool,
@@ -107,12 +116,20 @@ def serve(
             store_url = _check_replica(replica, store_url)
             try:
                 anyio.run(
-                    _serve_replica, state_dir, settings, port, store_url, replica, where, backend="trio"
+                    _serve_replica,
+                    state_dir,
+                    settings,
+                    port,
+                    store_url,
+                    replica,
+                    where,
+                    https,
+                    backend="trio",
                 )
             except BaseExceptionGroup as group:  # a refusal at start, from inside the task group
                 raise _only_error(group) from None
             return
-        anyio.run(_serve, state_dir, settings, port, store_url, where, backend="trio")
+        anyio.run(_serve, state_dir, settings, port, store_url, where, https, backend="trio")
 
 
 def _only_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
@@ -147,6 +164,7 @@ async def _serve_replica(
     store_url: str,
     name: str,
     listen: tuple[str, int] | None,
+    https: bool = False,
 ) -> None:
     from fabric.replica.run import serve_replica  # the whole fabric: only when it is to run
 
@@ -164,6 +182,7 @@ async def _serve_replica(
                 host=host,
                 port=port,
                 listen=listen,
+                https=https,
                 on_change=say,
                 stop=stop,
             )
@@ -179,10 +198,13 @@ async def _serve(
     port: int,
     store_url: str | None = None,
     listen: tuple[str, int] | None = None,
+    https: bool = False,
 ) -> None:
     from fabric.server import open_fabric  # the whole fabric: only when it is to run
 
-    async with open_fabric(state_dir, settings, api_port=port, store_url=store_url, listen=listen) as fabric:
+    async with open_fabric(
+        state_dir, settings, api_port=port, store_url=store_url, listen=listen, api_tls=https
+    ) as fabric:
         click.echo(
             f"fabric serving {fabric.url} (state folder {fabric.state_dir}); Ctrl-C stops it", err=True
         )

@@ -405,6 +405,7 @@ async def serve_api(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     max_package_bytes: int = DEFAULT_MAX_PACKAGE_BYTES,
     metrics_public: bool = False,
+    tls: bool = False,
     shutdown_event: anyio.Event | None = None,
     task_status: anyio.abc.TaskStatus[str] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -421,6 +422,7 @@ async def serve_api(
         host: the address to bind (loopback unless you mean to expose the fabric).
         port: the port; 0 picks a free one.
         metrics_public: serve ``GET /metrics`` without the token.
+        tls: serve HTTPS with a certificate for ``host`` from the cluster CA (fabric.frontend.api_tls).
         max_body_bytes, max_package_bytes: the request body limits (see ``Rdfe``).
 
     Raises:
@@ -458,13 +460,19 @@ async def serve_api(
     app = asgi_handler(rdfe)
     config = server_config(graceful_timeout=GRACEFUL_TIMEOUT)
     trigger = None if shutdown_event is None else shutdown_event.wait
+    context = None
+    if tls:
+        from fabric.frontend.api_tls import server_context
+
+        context = await anyio.to_thread.run_sync(server_context, state, host)
     with socket.create_server((host, port), backlog=config.backlog) as sock:
-        url = socket_url(sock)
+        url = socket_url(sock, "https" if tls else "http")
+        serve = partial(serve_http, ssl_context=context)
         try:
             async with anyio.create_task_group() as tg:
                 # any process of the machine (a limited role too) may connect: a flood is bounded
                 gate = ConnectionGate(default_limit(), f"the API at {url}")
-                await tg.start(partial(serve_http, app, sock, config, shutdown_trigger=trigger, gate=gate))
+                await tg.start(partial(serve, app, sock, config, shutdown_trigger=trigger, gate=gate))
                 write_api_url(state, url)
                 task_status.started(url)
         finally:

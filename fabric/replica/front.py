@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import re
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
@@ -108,6 +109,7 @@ class ReplicaFront:
         is_leader: whether this replica leads now (its lease renewed in time).
         refresh_interval: how often the leader's address is read again.
         retry_after: the Retry-After of a 503 (seconds).
+        verify: what a leader's https:// address is verified with (the cluster CA).
     """
 
     def __init__(
@@ -119,6 +121,7 @@ class ReplicaFront:
         *,
         refresh_interval: float = 2.0,
         retry_after: int = 1,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         self.name = name
         self.token = token
@@ -136,6 +139,7 @@ class ReplicaFront:
                 connect=CONNECT_TIMEOUT, read=None, write=WRITE_TIMEOUT, pool=CONNECT_TIMEOUT
             ),
             follow_redirects=False,
+            verify=verify,
         )
 
     @contextmanager

@@ -32,9 +32,11 @@ import anyio.abc
 import anyio.to_thread
 
 from actors import Ref
+from fabric.client.tls import ca_context
 from fabric.controller.leader import Elector
 from fabric.controller.pg_store import Database, StoreUnavailable, migrate, redact
 from fabric.controller.shared_folder import guarded
+from fabric.frontend.api_tls import server_context, wants_tls
 from fabric.frontend.auth import clear_api_url, new_token, read_token, write_api_url, write_token
 from fabric.host.messages import HostConfig
 from fabric.replica import local_hosts
@@ -145,12 +147,14 @@ async def serve_replica(
     host: str = "127.0.0.1",
     port: int = 0,
     listen: tuple[str, int] | None = None,
+    https: bool = False,
     on_change: Callable[[str], None] = lambda line: None,
     stop: anyio.Event | None = None,
     task_status: anyio.abc.TaskStatus[str] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run replica ``name`` until ``stop`` is set (then a leader stops its fabric gracefully and
-    lets the lease go) or it is cancelled; reports its API URL once it answers.
+    lets the lease go) or it is cancelled; reports its API URL once it answers. Its API serves
+    HTTPS (a certificate from the cluster CA) with ``https`` or when ``host`` is not loopback.
 
     Raises:
         FabricBusy: the folder is taken (see lock_replica).
@@ -176,6 +180,7 @@ async def serve_replica(
                 db,
                 (host, port),
                 listen,
+                wants_tls(host, https),
                 on_change,
                 stop or anyio.Event(),
                 task_status,
@@ -202,6 +207,7 @@ async def _serve(
     db: Database,
     address: tuple[str, int],
     listen: tuple[str, int] | None,
+    tls: bool,
     on_change: Callable[[str], None],
     stop: anyio.Event,
     task_status: anyio.abc.TaskStatus[str],
@@ -214,8 +220,10 @@ async def _serve(
         lambda: elector.is_leader,
         refresh_interval=settings.leader_renew_interval,
         retry_after=max(1, round(settings.leader_renew_interval)),
+        verify=ca_context(state_dir / "cluster" / "ca.pem"),  # a leader's https: the cluster CA
     )
     config = server_config(graceful_timeout=2.0)
+    context = await anyio.to_thread.run_sync(server_context, state_dir, address[0]) if tls else None
     reserved: list[socket.socket] = []
     if listen is not None and listen[1] == 0:  # the pair it will listen on when it leads, held
         port, reserved = await anyio.to_thread.run_sync(reserve_pair, listen[0])
@@ -224,7 +232,7 @@ async def _serve(
     with socket.create_server(address, backlog=config.backlog) as sock, contextlib.ExitStack() as held:
         for kept in reserved:
             held.enter_context(kept)
-        url = socket_url(sock)
+        url = socket_url(sock, "https" if tls else "http")
         while True:  # the hosts learn every replica's host port from the leader, which reads it here
             try:
                 await register(db, name, url, own_port)
@@ -238,7 +246,9 @@ async def _serve(
         async with anyio.create_task_group() as tg:
             # on the network with --listen: a flood of connections is bounded (roles.hosts.http_bounded)
             gate = ConnectionGate(default_limit(), f"replica {name}'s API at {url}")
-            await tg.start(partial(serve_http, asgi_handler(front), sock, config, gate=gate))
+            await tg.start(
+                partial(serve_http, asgi_handler(front), sock, config, ssl_context=context, gate=gate)
+            )
             tg.start_soon(front.watch)
             tg.start_soon(_keep_registered, db, name, url, own_port, settings)
             # every endpoint the leader shows, served here too: the site answers while nobody leads

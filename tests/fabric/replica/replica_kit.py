@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -85,7 +86,7 @@ class Cluster:
                 argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
             )
         replica = self.replicas[name] = Replica(name, process, log)
-        line = await self.wait_output(replica, rf"replica {name} serving (http://\S+)", after=offset)
+        line = await self.wait_output(replica, rf"replica {name} serving (https?://\S+)", after=offset)
         replica.url = line.group(1)
         return replica
 
@@ -108,6 +109,9 @@ class Cluster:
         folder.mkdir(exist_ok=True)
         write_api_url(folder, replica.url)
         write_token(folder, read_token(self.state) or "")
+        ca = self.state / "cluster" / "ca.pem"
+        if ca.exists():  # the CA a replica's https:// address is verified with (fabric.client.tls)
+            shutil.copy(ca, folder / "ca.pem")
         return AsyncFabricClient(folder, timeout=30.0)
 
     async def sql(self, query: str, *args: Any) -> list[dict[str, Any]]:
