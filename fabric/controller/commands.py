@@ -102,8 +102,10 @@ async def start_all(state: ControllerState, dep: Deployment, insts: list[Instanc
             except ControllerError as exc:
                 errors.append(exc)
 
+    # About START_CONCURRENCY instances in flight, however many a unit holds.
+    workers = min(len(units), max(1, START_CONCURRENCY * len(units) // max(1, len(insts))))
     async with anyio.create_task_group() as tg:
-        for _ in range(min(len(units), START_CONCURRENCY)):
+        for _ in range(workers):
             tg.start_soon(worker)
     _raise_first(errors)
 
