@@ -31,10 +31,15 @@ def on_joined_host(
 
 
 def list_remote(state_dir: Path, instance: str, where: tuple[str, Slot]) -> list[tuple[str, str, int]]:
-    """(short name, where, size) of every log of the instance's VM on its joined host."""
+    """(short name, where, size) of every log of the instance's VM on its joined host: each
+    file's own path there (an older host names none: the VM folder)."""
     with FabricClient(state_dir, timeout=30.0) as client:
         log = client.instance_log(where[0], where[1], instance)
-    return [(name, f"{log.host}:vms/{log.vm}", size) for name, size in sorted(log.logs.items())]
+    folder = f"{log.host}:vms/{log.vm}"
+    return [
+        (name, f"{folder}/{log.paths[name]}" if name in log.paths else folder, size)
+        for name, size in sorted(log.logs.items())
+    ]
 
 
 def follow_remote(

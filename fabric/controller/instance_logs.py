@@ -51,7 +51,7 @@ async def read_instance_log(state: ControllerState, request: ReadInstanceLog) ->
     except (ActorError, AskTimeout) as exc:
         message = exc.message if isinstance(exc, ActorError) else str(exc)
         raise ControllerError("ResourceNotFound", message, 404) from None
-    return InstanceLog(host=host_id, vm=inst.vm, logs=log.logs, data=log.data, size=log.size)
+    return InstanceLog(host=host_id, vm=inst.vm, logs=log.logs, data=log.data, size=log.size, paths=log.paths)
 
 
 def answer_later(actor: Actor, state: ControllerState, request: ReadInstanceLog) -> None:

@@ -248,6 +248,8 @@ class InstanceLog(msgspec.Struct, frozen=True, kw_only=True):
     logs: dict[str, int]
     data: bytes = b""
     size: int = 0
+    #: each log's path in the VM folder on its host (short name -> relative path)
+    paths: dict[str, str] = {}
 
 
 #: a host as `fabric hosts` shows it (fabric.controller.host_admin)

@@ -237,6 +237,8 @@ class GuestLog(msgspec.Struct, frozen=True, kw_only=True):
     data: bytes = b""
     #: the named log's size now (a size below the offset read: it started again)
     size: int = 0
+    #: each listed log's path in the VM folder (short name -> relative path; older hosts: none)
+    paths: dict[str, str] = {}
 
 
 class ReadGuestLog(Request[GuestLog], frozen=True, tag=True, kw_only=True):

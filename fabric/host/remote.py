@@ -474,8 +474,9 @@ class RemoteHostAgent(HostAgent):
         for name, path in logs.items():
             with contextlib.suppress(OSError):
                 sizes[name] = path.stat().st_size
+        paths = {name: str(logs[name].relative_to(vm)) for name in sizes}
         if not request.which:
-            return GuestLog(logs=sizes)
+            return GuestLog(logs=sizes, paths=paths)
         found = {n.lower(): p for n, p in logs.items()}.get(request.which.lower())
         if found is None:
             have = ", ".join(logs) or "none yet"
@@ -483,7 +484,7 @@ class RemoteHostAgent(HostAgent):
                 f"{request.instance_id} has no {request.which[:80]}.log yet; its logs: {have}"
             )
         data, size = read_log(found, request.offset, request.limit)
-        return GuestLog(logs=sizes, data=data, size=size)
+        return GuestLog(logs=sizes, data=data, size=size, paths=paths)
 
     def _host_status(self) -> HostHeartbeat:
         return msgspec.structs.replace(
