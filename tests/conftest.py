@@ -10,6 +10,7 @@ import signal
 import tempfile
 from collections.abc import Iterator
 
+import anyio
 import psutil
 import pytest
 
@@ -30,8 +31,14 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    """The run's account locks go with it."""
+    """The run's account locks go with it, and the firewall tables of the fabrics it killed."""
     shutil.rmtree(_ACCOUNTS, ignore_errors=True)
+    # A fabric deletes its VM isolation table when it stops; one the tests SIGKILLed leaves it
+    # until the next fabric starts: the suite leaves no firewall rule behind.
+    from fabric.network import isolation
+
+    if isolation.unavailable() is None:
+        anyio.run(isolation.sweep)
 
 
 @pytest.fixture(scope="module", params=["trio", "asyncio"])
