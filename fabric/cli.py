@@ -28,6 +28,7 @@ _COMMANDS = {
     "token": "fabric.commands.hosts:token",  # bootstrap tokens
     "host": "fabric.commands.hosts:host",  # `fabric host join|cordon|uncordon|drain`
     "hosts": "fabric.commands.hosts:hosts",  # every host and its state
+    "trust": "fabric.commands.trust:trust",  # pin the cluster CA for the API's HTTPS
     "deploy": "fabric.commands.client:deploy",
     "status": "fabric.commands.client:status",
     "config": "fabric.commands.client:config",

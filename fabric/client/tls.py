@@ -1,8 +1,9 @@
 """Which CA a client trusts for a fabric's API served over HTTPS (``fabric serve --https``, or
 a replica's API on the network): the cluster CA, pinned as a file in the client's state folder.
 
-``<state>/ca.pem`` (a client's own folder: copy the fabric's ``<state>/cluster/ca.pem`` there)
-or ``<state>/cluster/ca.pem`` (the fabric's own folder). Only that CA is trusted, never the
+``<state>/ca.pem`` (a client's own folder: ``fabric trust`` fetches it, checking its hash, or
+copy the fabric's ``<state>/cluster/ca.pem`` there) or ``<state>/cluster/ca.pem`` (the
+fabric's own folder). Only that CA is trusted, never the
 system's, and the certificate must name the address in the URL. Plain ``http://`` (loopback)
 needs none. Stdlib ssl only: the CLI does not load cryptography for this.
 """
@@ -47,7 +48,8 @@ def api_verify(state_dir: str | os.PathLike[str], url: str) -> ssl.SSLContext | 
     path = ca_file(state_dir)
     if path is None:
         raise ClientError(
-            f"the fabric at {url} serves HTTPS and no CA is pinned: copy the fabric's "
+            f"the fabric at {url} serves HTTPS and no CA is pinned: `fabric trust ADDRESS:PORT "
+            f"--ca-hash sha256:... --state-dir {state_dir}` (its --listen), or copy the fabric's "
             f"<state>/cluster/ca.pem to {Path(state_dir) / CA_FILE}"
         )
     try:

@@ -1,7 +1,8 @@
 """`fabric serve --https`: the API over TLS with a certificate from the cluster CA, for real
 processes; a client trusts that CA alone, pinned as a file in its state folder (the fabric's
-own folder has it in cluster/): without it, or with another CA, the CLI refuses in one line
-(exit 2) and sends nothing; with it, it works."""
+own folder has it in cluster/; `fabric trust ADDRESS:PORT --ca-hash` fetches it from the join
+port and checks its hash): without it, or with another CA, the CLI refuses in one line (exit 2)
+and sends nothing; with it, it works."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import anyio.to_thread
 import pytest
 
 from fabric.cluster.ca import ClusterCA
+from tests.integration.test_e2e_join import free_port_pair
 
 pytestmark = [pytest.mark.timeout(120)]
 
@@ -32,9 +34,10 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 async def test_the_api_over_https_is_trusted_only_with_the_pinned_ca(tmp_path: Path) -> None:
     state = tmp_path / "state"
     log = tmp_path / "serve.log"
+    listen = f"127.0.0.1:{free_port_pair('127.0.0.1')}"  # the join port (PORT+1) hands out the CA
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [FABRIC, "serve", "--https", "--fast", "--state-dir", str(state)],
+            [FABRIC, "serve", "--https", "--fast", "--listen", listen, "--state-dir", str(state)],
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -66,7 +69,21 @@ async def test_the_api_over_https_is_trusted_only_with_the_pinned_ca(tmp_path: P
         assert done.stderr.strip().count("\n") == 0, done.stderr
         assert "showed a certificate the CA pinned" in done.stderr
 
-        shutil.copy(state / "cluster" / "ca.pem", client / "ca.pem")
+        (client / "ca.pem").unlink()
+        wrong = "sha256:" + "0" * 64
+        done = await anyio.to_thread.run_sync(
+            _cli, "trust", listen, "--ca-hash", wrong, "--state-dir", str(client)
+        )
+        assert done.returncode == 2
+        assert done.stderr.strip().count("\n") == 0, done.stderr
+        assert f"not the pinned {wrong}" in done.stderr
+        assert not (client / "ca.pem").exists()
+        pin = ClusterCA.open(state / "cluster").hash
+        done = await anyio.to_thread.run_sync(
+            _cli, "trust", listen, "--ca-hash", pin, "--state-dir", str(client)
+        )
+        assert done.returncode == 0, done.stderr
+        assert (client / "ca.pem").read_bytes() == (state / "cluster" / "ca.pem").read_bytes()
         done = await anyio.to_thread.run_sync(_cli, "status", "--state-dir", str(client))
         assert done.returncode == 0, done.stderr
     finally:
