@@ -38,6 +38,8 @@ logger = logging.getLogger(__name__)
 #: Past the graceful drain of requests in flight (Config.graceful_timeout), how long the server
 #: may take to close its listener and run the lifespan shutdown before it is cancelled.
 CLOSE_GRACE = 5.0
+#: Seconds a client gets to finish its TLS handshake before its connection is closed.
+TLS_HANDSHAKE_SECONDS = 10.0
 
 
 def server_config(*, graceful_timeout: float) -> Config:
@@ -52,6 +54,9 @@ def server_config(*, graceful_timeout: float) -> Config:
     # through the program's logging setup, once.
     config.errorlog = logging.getLogger("hypercorn.error")
     config.include_server_header = False
+    # hypercorn waits 60 s for a TLS handshake: a client speaking plain HTTP to an HTTPS port, or
+    # one that says nothing, would hold a connection (and a slot of the server's cap) that long.
+    config.ssl_handshake_timeout = TLS_HANDSHAKE_SECONDS
     return config
 
 

@@ -113,3 +113,24 @@ async def test_a_stop_stuck_in_the_lifespan_is_cut_at_its_deadline(
     assert any(
         "did not stop within 0.6 s" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING
     )
+
+
+async def test_a_client_that_never_finishes_its_tls_handshake_is_cut_off(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    from fabric.frontend.api_tls import server_context
+
+    monkeypatch.setattr(http, "TLS_HANDSHAKE_SECONDS", 0.5)  # 10 s in use
+    context = await anyio.to_thread.run_sync(server_context, tmp_path, "127.0.0.1")
+    async with listening() as sock, anyio.create_task_group() as tg:
+        stop = anyio.Event()
+        config = server_config(graceful_timeout=1.0)
+        serve = partial(serve_http, ssl_context=context, shutdown_trigger=stop.wait)
+        await tg.start(serve, asgi_handler(slow_app), sock, config)
+        async with await anyio.connect_tcp("127.0.0.1", sock.getsockname()[1]) as plain:
+            # says nothing (a TLS client would send its hello)
+            with anyio.fail_after(20):  # hypercorn's own default held it 60 s
+                with pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError, ConnectionError)):
+                    while True:
+                        await plain.receive()
+        stop.set()
