@@ -841,8 +841,9 @@ async def run_size(system: Any, n: int, root: Path, args: Any) -> dict[str, floa
 
 
 async def raw_baseline(system: Any, n: int, template: GuestConfig, args: Any, out: dict[str, float]) -> None:
-    """The same hosts, StartGuest asks and reports without the controller (``RawPlacer``), once
-    the controller and its simulator are gone: the placement's figures beside it."""
+    """The same hosts, StartGuests asks (one a host) and reports without the controller
+    (``RawPlacer``), once the controller and its simulator are gone: the placement's figures
+    beside it."""
     raw = await system.spawn_process(
         "benchmarks.controller_scale:RawPlacer",
         name=f"raw-{n}",
@@ -861,7 +862,7 @@ async def raw_baseline(system: Any, n: int, template: GuestConfig, args: Any, ou
     out["cpu_ratio"] = out["placement_cpu"] / out["raw_cpu"]
     print(
         f"  N={n}: raw baseline {out['raw']:.2f} s, its process's CPU {out['raw_cpu']:.1f} s (the same "
-        f"hosts, StartGuest asks and reports, no controller): placement {out['ratio']:.2f}x the "
+        f"hosts, StartGuests asks and reports, no controller): placement {out['ratio']:.2f}x the "
         f"baseline's time, {out['cpu_ratio']:.2f}x its CPU; load {load()}",
         flush=True,
     )
