@@ -133,6 +133,11 @@ async def silent_host(
         yield ref, before, victim
 
 
+def moved_off(view: DeploymentView, host: str) -> bool:
+    """No instance of the deployment is on ``host`` any more."""
+    return all(i.host != host for i in view.instances)
+
+
 async def test_a_saturated_controller_counts_silence_only_up_to_its_last_idle_moment(
     service: ServiceFactory, world: World, state_dir: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
@@ -141,7 +146,8 @@ async def test_a_saturated_controller_counts_silence_only_up_to_its_last_idle_mo
         await anyio.sleep(2 * TIMEOUT)  # while the loop is busy (the spin jumps the clock)
         saturated_until = anyio.current_time()
         assert all(h.alive for h in world.hosts.values())  # not while the controller was saturated
-        moved = await wait_view(ref, lambda v: all(i.host != victim for i in v.instances))
+        # the instances placed elsewhere, and the dead host's actor stopped (a moment after)
+        moved = await wait_view(ref, lambda v: moved_off(v, victim) and not world.hosts[victim].alive)
         # Once idle, the silent host is declared dead (the others heartbeat: they stay).
         assert anyio.current_time() >= saturated_until
         assert not world.hosts[victim].alive
@@ -155,7 +161,7 @@ async def test_a_controller_saturated_for_ever_still_declares_a_silent_host_dead
     async with silent_host(service, world, state_dir, autojump_clock) as (ref, _, victim):
         silenced_at = anyio.current_time()
         await ask(ref, Saturate(seconds=10 * TIMEOUT), timeout=None)
-        await wait_view(ref, lambda v: all(i.host != victim for i in v.instances))
+        await wait_view(ref, lambda v: moved_off(v, victim) and not world.hosts[victim].alive)
         # Declared while the loop is still busy: after three timeouts of silence, not ten.
         assert 3 * TIMEOUT <= anyio.current_time() - silenced_at < 5 * TIMEOUT
         assert not world.hosts[victim].alive
