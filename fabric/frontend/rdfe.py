@@ -27,10 +27,10 @@ Routes (every one needs ``Authorization: Bearer <token>``, the token in ``<state
     GET    /events[?after=&limit=&wait=...], /events/stream              fabric.frontend.events_routes
     GET    /metrics      (Prometheus; without the token when metrics_public)   fabric.frontend.metrics_routes
     *      /cluster/tokens[/{id}], /cluster/hosts   bootstrap tokens, joined hosts   fabric.frontend.cluster_routes
-    GET    /, *  /portal/...   the portal: it signs in by itself (a session cookie) fabric.portal
+    GET    /, *  /portal/...   the portal: it signs in by itself (a session header) fabric.portal
 
-A signed-in portal page may call every route with its session cookie instead of the token
-(and its CSRF token on every change: ``X-CSRF-Token``).
+A signed-in portal page may call every route with its session in the ``X-Reddog-Session``
+header instead of the token (never with a cookie: fabric.portal.sessions says why).
 
 Bodies are JSON (see ``fabric.frontend.api``); a package or configuration travels in it base64. A long call answers 202 with ``x-ms-request-id``;
 ``GET .../operations/{id}`` then reads InProgress, Succeeded or Failed. A refused request
@@ -186,7 +186,7 @@ class Rdfe:
         if portal.owns(request.path):  # the portal signs its users in itself (fabric.portal)
             return await portal.route(self, request)
         public = self.metrics_public and request.path == "/metrics" and request.method == "GET"
-        signed_in = public or portal.session_allows(self, request)  # a portal page: cookie and CSRF
+        signed_in = public or portal.session_allows(self, request)  # a portal page: its session header
         if not signed_in and not token_matches(self._token, request.headers.get("authorization")):
             # Checked before the route and before reading the body: nothing is touched.
             raise ApiError(

@@ -1,8 +1,9 @@
-"""The portal's two HTML pages: sign-in, and the application shell its script fills in."""
+"""The portal's one HTML page: a sign-in form and the views its script fills in from the API.
+
+It holds no data and no secret: anyone may read it. The script shows the form until it has a
+session (in the tab's sessionStorage), then the views."""
 
 from __future__ import annotations
-
-from html import escape
 
 _HEAD = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
@@ -10,24 +11,6 @@ _HEAD = """<!doctype html>
 <title>{title}</title>
 <link rel="stylesheet" href="/portal/static/app.css">
 {extra}</head>"""
-
-
-def signin_page(error: str = "") -> str:
-    """The sign-in form (the API token, from the fabric's state folder)."""
-    message = f'<p class="error" id="signin-error" role="alert">{escape(error)}</p>' if error else ""
-    return (
-        _HEAD.format(title="Sign in · reddog portal", extra="")
-        + f"""<body class="signin">
-<main>
-<h1>reddog portal</h1>
-<form method="post" action="/portal/signin" id="signin">
-<label for="token">API token <small>(the file <code>token</code> in the fabric's state folder)</small></label>
-<input type="password" id="token" name="token" autocomplete="current-password" required autofocus>
-<button type="submit">Sign in</button>
-{message}
-</form>
-</main></body></html>"""
-    )
 
 
 _VIEWS = (
@@ -39,16 +22,25 @@ _VIEWS = (
 )
 
 
-def app_page(csrf: str) -> str:
-    """The signed-in page: a shell per view; /portal/static/app.js fills it from the API."""
+def portal_page() -> str:
+    """The page: the sign-in form, and a shell per view that /portal/static/app.js fills in."""
     nav = "".join(f'<a href="#{v}" data-view="{v}">{label}</a>' for v, label in _VIEWS)
     return (
         _HEAD.format(
             title="reddog portal",
-            extra=f'<meta name="csrf-token" content="{escape(csrf)}">\n'
-            '<script type="module" src="/portal/static/app.js"></script>\n',
+            extra='<script type="module" src="/portal/static/app.js"></script>\n',
         )
-        + f"""<body>
+        + f"""<body class="signin">
+<main id="signin-view">
+<h1>reddog portal</h1>
+<form method="post" action="/portal/signin" id="signin">
+<label for="token">API token <small>(the file <code>token</code> in the fabric's state folder)</small></label>
+<input type="password" id="token" name="token" autocomplete="current-password" required autofocus>
+<button type="submit">Sign in</button>
+<p class="error" id="signin-error" role="alert" hidden></p>
+</form>
+</main>
+<div id="app" hidden>
 <header>
 <h1>reddog</h1><nav>{nav}</nav>
 <span id="live" class="live">connecting…</span>
@@ -139,5 +131,6 @@ def app_page(csrf: str) -> str:
 <div id="scenario-report"></div>
 </section>
 </main>
+</div>
 </body></html>"""
     )

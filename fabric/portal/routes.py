@@ -1,8 +1,8 @@
 """The portal's own routes, served by RDFE at ``/`` of the API address (no second server).
 
-    GET  /                              the portal (signed in) or the sign-in page
-    POST /portal/signin                 form ``token=``: a session cookie, then back to /
-    POST /portal/signout                ends the session (needs the CSRF header)
+    GET  /                              the portal's page: a sign-in form and empty views (no data)
+    POST /portal/signin                 form ``token=``: ``{"session": secret}`` for the page's script
+    POST /portal/signout                ends the session
     GET  /portal/static/{app.js,app.css}
     GET  /portal/chaos/report[?service=S]   the live chaos report: two SVG charts (HTML fragment)
     GET  /portal/hosts                  hosts with heartbeat age and VMs (JSON)
@@ -11,7 +11,8 @@
     GET  /portal/instance, /portal/logs/stream   an instance's detail and live logs (fabric.portal.instance)
 
 Everything else the portal shows comes from the API itself (deployments, chaos, events), which
-takes a portal session (and its CSRF token on changes) in place of the bearer token.
+takes a portal session in its ``X-Reddog-Session`` header (fabric.portal.sessions) in place of the
+bearer token.
 """
 
 from __future__ import annotations
@@ -32,9 +33,9 @@ from fabric.frontend.events_routes import event_log
 from fabric.frontend.metrics_routes import snapshots
 from fabric.frontend.streams import RawResponse
 from fabric.portal import config_form, instance, scenarios
-from fabric.portal.pages import app_page, signin_page
+from fabric.portal.pages import portal_page
 from fabric.portal.report import live_report
-from fabric.portal.sessions import Sessions, session_cookie
+from fabric.portal.sessions import SESSION_SECONDS, Sessions
 
 if TYPE_CHECKING:
     from fabric.frontend.rdfe import Rdfe
@@ -75,8 +76,8 @@ def owns(path: str) -> bool:
 
 
 def session_allows(rdfe: Rdfe, r: Request) -> bool:
-    """Whether an API request is made by a signed-in portal page (with its CSRF token on changes)."""
-    return sessions_of(rdfe).allows(r.method, r.headers)
+    """Whether an API request is made by a signed-in portal page (its session in the header)."""
+    return sessions_of(rdfe).allows(r.headers)
 
 
 def _html(status: int, text: str, headers: dict[str, str] | None = None) -> RawResponse:
@@ -88,37 +89,41 @@ async def route(rdfe: Rdfe, r: Request) -> Response:
     sessions = sessions_of(rdfe)
     match r.segments:
         case []:
+            # The same page for everyone: what it shows comes from the API, with the session
+            # its script holds (a request that carries none gets no data).
             rdfe._allow(r, "GET")
-            session = sessions.find(r.headers)
-            return _html(200, app_page(session.csrf) if session else signin_page())
+            return _html(200, portal_page())
         case ["portal", "signin"]:
             rdfe._allow(r, "POST")
             token = await _form_field(r, "token")
             if not token_matches(rdfe._token, f"Bearer {token}"):
-                return _html(
+                raise ApiError(
                     401,
-                    signin_page(
-                        "That is not the token of this fabric: copy it from the file token in its state folder."
-                    ),
+                    "AuthenticationFailed",
+                    "That is not the token of this fabric: copy it from the file token in its state folder.",
                 )
+            # The secret goes to the page's script only (it keeps it in sessionStorage, per
+            # origin): never in a cookie, which the browser would send to every port of the host.
             session = sessions.open()
-            return _html(303, "", {"location": "/", "set-cookie": session_cookie(session)})
+            return Response(
+                200,
+                {"session": session.id, "expires_in": SESSION_SECONDS},
+                {**SECURITY_HEADERS},
+            )
         case ["portal", "static", name] if name in _STATIC:
             rdfe._allow(r, "GET")
             data = await anyio.to_thread.run_sync(_static, name)
             return RawResponse(200, data, _STATIC[name], {**SECURITY_HEADERS, "cache-control": "no-cache"})
-    # Everything below needs a session (a change: with its CSRF token), or the API token.
-    if not sessions.allows(r.method, r.headers) and not token_matches(
-        rdfe._token, r.headers.get("authorization")
-    ):
+    # Everything below needs a session (in its header), or the API token.
+    if not sessions.allows(r.headers) and not token_matches(rdfe._token, r.headers.get("authorization")):
         raise ApiError(401, "AuthenticationFailed", "sign in to the portal first (or send the API token)")
     match r.segments:
         case ["portal", "signout"]:
             rdfe._allow(r, "POST")
-            session = sessions.find(r.headers)
-            if session is not None:
-                sessions.close(session)
-            return _html(303, "", {"location": "/", "set-cookie": session_cookie(None)})
+            ended = sessions.find(r.headers)
+            if ended is not None:
+                sessions.close(ended)
+            return Response(200, {"signed_out": True})
         case ["portal", "chaos", "report"]:
             rdfe._allow(r, "GET")
             log = await event_log(rdfe, r)

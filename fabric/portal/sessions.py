@@ -1,15 +1,19 @@
-"""Portal sessions: signing in with the API token buys a session cookie and a CSRF token.
+"""Portal sessions: signing in with the API token buys a session secret, which the portal's page
+keeps in its tab's sessionStorage and sends in the ``X-Reddog-Session`` header on every request.
 
-The cookie is HttpOnly (no script reads it) and SameSite=Strict (no other site's page sends
-it); every change (POST, PUT, PATCH, DELETE) must also carry the session's CSRF token in the
-``X-CSRF-Token`` header, which only the portal's own page knows. Sessions live in memory (a
-restart of the fabric signs everyone out, as a new token does), expire after ``SESSION_SECONDS``
-and number at most ``MAX_SESSIONS`` (signing in past that ends the oldest).
+The authority is bound to the portal's origin (scheme, host and port): browsers keep
+sessionStorage per origin, and only the page's own script can put it in a header. A cookie
+would not be: browsers send cookies by host, whatever the port, so a role's site on the same
+machine (127.0.0.1:8080 behind the load balancer) would receive it and could replay it. No
+cookie is set and none is read. A cross-site page can neither read the secret nor send the
+header (a custom header needs a CORS preflight, which the API never allows), so no CSRF token is
+needed either. Sessions live in memory (a restart of the fabric signs everyone out, as a new
+token does), expire after ``SESSION_SECONDS`` and number at most ``MAX_SESSIONS`` (signing in
+past that ends the oldest).
 """
 
 from __future__ import annotations
 
-import hmac
 import secrets
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -17,19 +21,18 @@ from typing import Final
 
 import anyio
 
-COOKIE: Final = "reddog_session"
-CSRF_HEADER: Final = "x-csrf-token"
+HEADER: Final = "x-reddog-session"
 SESSION_SECONDS: Final = 12 * 3600
 MAX_SESSIONS: Final = 256
-_CHANGES: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+#: a session secret is 43 characters (token_urlsafe(32)); a longer header is not one
+_MAX_SECRET: Final = 64
 
 
 @dataclass(frozen=True)
 class Session:
-    """One signed-in browser."""
+    """One signed-in browser tab."""
 
     id: str
-    csrf: str
     expires: float
 
 
@@ -43,11 +46,7 @@ class Sessions:
         """A new session (the oldest ends when there are MAX_SESSIONS)."""
         while len(self._by_id) >= MAX_SESSIONS:
             self._by_id.popitem(last=False)
-        session = Session(
-            id=secrets.token_urlsafe(32),
-            csrf=secrets.token_urlsafe(32),
-            expires=anyio.current_time() + SESSION_SECONDS,
-        )
+        session = Session(id=secrets.token_urlsafe(32), expires=anyio.current_time() + SESSION_SECONDS)
         self._by_id[session.id] = session
         return session
 
@@ -56,9 +55,10 @@ class Sessions:
         self._by_id.pop(session.id, None)
 
     def find(self, headers: dict[str, str]) -> Session | None:
-        """The live session a request's cookie names, or None."""
-        sid = cookie_value(headers.get("cookie", ""), COOKIE)
-        if not sid:
+        """The live session a request's ``X-Reddog-Session`` header names, or None (a cookie
+        never counts)."""
+        sid = headers.get(HEADER, "")
+        if not sid or len(sid) > _MAX_SECRET:
             return None
         session = self._by_id.get(sid)
         if session is None:
@@ -68,27 +68,6 @@ class Sessions:
             return None
         return session
 
-    def allows(self, method: str, headers: dict[str, str]) -> bool:
-        """Whether a request may act as signed in: a live session, and its CSRF token on a change."""
-        session = self.find(headers)
-        if session is None:
-            return False
-        if method.upper() not in _CHANGES:
-            return True
-        return hmac.compare_digest(headers.get(CSRF_HEADER, "").encode(), session.csrf.encode())
-
-
-def cookie_value(header: str, name: str) -> str:
-    """The value of cookie ``name`` in a Cookie header ("" when absent)."""
-    for part in header.split(";"):
-        key, _, value = part.strip().partition("=")
-        if key == name:
-            return value
-    return ""
-
-
-def session_cookie(session: Session | None) -> str:
-    """The Set-Cookie value that starts ``session`` (None: that ends the cookie)."""
-    if session is None:
-        return f"{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"
-    return f"{COOKIE}={session.id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={SESSION_SECONDS}"
+    def allows(self, headers: dict[str, str]) -> bool:
+        """Whether a request may act as signed in: it names a live session in its header."""
+        return self.find(headers) is not None

@@ -1,9 +1,15 @@
 // The reddog portal: plain modern JavaScript, no library, no build step.
-// It reads the same API the CLI uses (the session cookie stands in for the token; every change
-// carries the CSRF token), and follows the fabric live through /events/stream (server-sent
-// events): a status event updates its row at once, then the views are read again once.
+// It reads the same API the CLI uses, and follows the fabric live through /events/stream
+// (server-sent events): a status event updates its row at once, then the views are read again once.
+//
+// Signing in buys a session secret, kept in this tab's sessionStorage and sent in a header on
+// every request (fetch only: EventSource cannot send a header). Never a cookie: a browser sends
+// cookies to every port of a host, so a role's site on this machine would get it; sessionStorage
+// and the header stay with this origin (scheme, host and port).
 
-const csrf = document.querySelector('meta[name="csrf-token"]').content;
+const SESSION_KEY = "reddog-session";
+const SESSION_HEADER = "x-reddog-session";
+let session = sessionStorage.getItem(SESSION_KEY);
 const $ = (selector) => document.querySelector(selector);
 const EVENT_KINDS = ["status", "heal", "upgrade", "config", "deployment", "fault"];
 const MAX_EVENT_ROWS = 500;
@@ -12,17 +18,24 @@ const state = { subscription: null, deployments: [], faults: [], view: "instance
 
 class ApiError extends Error {}
 
+// Every request of the page: the session in its header, no cookie (there is none to send).
+async function request(path, init = {}) {
+  const resp = await fetch(path, { ...init, credentials: "omit", headers: { ...init.headers, [SESSION_HEADER]: session } });
+  if (resp.status === 401) {
+    sessionStorage.removeItem(SESSION_KEY);
+    location.reload(); // the session ended: back to the sign-in form
+    throw new ApiError("signed out");
+  }
+  return resp;
+}
+
 async function api(method, path, body) {
-  const init = { method, credentials: "same-origin", headers: { "x-csrf-token": csrf } };
+  const init = { method, headers: {} };
   if (body !== undefined) {
     init.headers["content-type"] = "application/json";
     init.body = JSON.stringify(body);
   }
-  const resp = await fetch(path, init);
-  if (resp.status === 401) {
-    location.reload(); // the session ended: back to the sign-in page
-    throw new ApiError("signed out");
-  }
+  const resp = await request(path, init);
   const type = resp.headers.get("content-type") || "";
   const data = type.includes("json") ? await resp.json() : await resp.text();
   if (!resp.ok) {
@@ -392,15 +405,23 @@ async function loadInstance(vm) {
 }
 
 function followLog(vm, file) {
-  if (logStream) logStream.close();
+  if (logStream) logStream.abort();
+  logStream = null;
   const pre = $("#log");
   pre.textContent = "";
   if (!file) return;
-  logStream = new EventSource(`/portal/logs/stream?vm=${encodeURIComponent(vm)}&file=${encodeURIComponent(file)}`);
-  logStream.addEventListener("line", (message) => {
-    pre.append(`${JSON.parse(message.data)}\n`);
-    while (pre.textContent.length > 200000) pre.textContent = pre.textContent.slice(-150000);
-    pre.scrollTop = pre.scrollHeight;
+  const stream = (logStream = new AbortController());
+  const path = `/portal/logs/stream?vm=${encodeURIComponent(vm)}&file=${encodeURIComponent(file)}`;
+  (async () => {
+    const resp = await openStream(path, { signal: stream.signal });
+    await readEvents(resp, (kind, data) => {
+      if (kind !== "line") return;
+      pre.append(`${JSON.parse(data)}\n`);
+      while (pre.textContent.length > 200000) pre.textContent = pre.textContent.slice(-150000);
+      pre.scrollTop = pre.scrollHeight;
+    });
+  })().catch((error) => {
+    if (!stream.signal.aborted && !(error instanceof ApiError)) say(`log ${file}: ${error.message}`, true);
   });
 }
 
@@ -564,8 +585,48 @@ async function inject(event) {
   refreshTargets();
 }
 
+// Server-sent events read from a fetch() response (EventSource cannot send the session header):
+// each event's kind, data and id to onEvent; returns when the stream ends.
+async function readEvents(resp, onEvent) {
+  const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += value;
+    let cut;
+    while ((cut = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, cut);
+      buffer = buffer.slice(cut + 2);
+      let kind = "message";
+      let id = "";
+      const data = [];
+      for (const line of block.split("\n")) {
+        if (line.startsWith(":")) continue; // a comment: the stream's keepalive
+        const colon = line.indexOf(":");
+        const field = colon < 0 ? line : line.slice(0, colon);
+        const text = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
+        if (field === "event") kind = text;
+        else if (field === "data") data.push(text);
+        else if (field === "id") id = text;
+      }
+      if (data.length) onEvent(kind, data.join("\n"), id);
+    }
+  }
+}
+
+// A stream's response, or ApiError with the fabric's words.
+async function openStream(path, init = {}) {
+  const resp = await request(path, init);
+  if (!resp.ok) {
+    const data = await resp.json().catch(() => null);
+    throw new ApiError(data && data.Error ? data.Error.Message : `${resp.status} ${resp.statusText}`);
+  }
+  return resp;
+}
+
 // A scenario runs in the request that started it: its progress and report come back as
-// server-sent events on the POST's own response (read as a stream: EventSource only GETs).
+// server-sent events on the POST's own response.
 async function runScenario(event) {
   event.preventDefault();
   const text = new FormData(event.target).get("scenario");
@@ -577,35 +638,17 @@ async function runScenario(event) {
   const button = event.target.querySelector("button[type=submit]");
   button.disabled = true;
   try {
-    const resp = await fetch("/portal/chaos/scenario", {
+    const resp = await openStream("/portal/chaos/scenario", {
       method: "POST",
-      credentials: "same-origin",
-      headers: { "x-csrf-token": csrf, "content-type": "application/toml" },
+      headers: { "content-type": "application/toml" },
       body: text,
     });
-    if (!resp.ok) {
-      const data = await resp.json().catch(() => null);
-      throw new ApiError(data && data.Error ? data.Error.Message : `${resp.status} ${resp.statusText}`);
-    }
-    const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
-    let buffer = "";
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      buffer += value;
-      let cut;
-      while ((cut = buffer.indexOf("\n\n")) >= 0) {
-        const block = buffer.slice(0, cut);
-        buffer = buffer.slice(cut + 2);
-        const kind = (block.match(/^event: (.*)$/m) || [])[1];
-        const data = (block.match(/^data: (.*)$/m) || [])[1];
-        if (!kind || data === undefined) continue;
-        const payload = JSON.parse(data);
-        if (kind === "progress") progress.append(`${payload}\n`);
-        else if (kind === "failed") error.textContent = payload;
-        else if (kind === "report") showScenarioReport(payload);
-      }
-    }
+    await readEvents(resp, (kind, data) => {
+      const payload = JSON.parse(data);
+      if (kind === "progress") progress.append(`${payload}\n`);
+      else if (kind === "failed") error.textContent = payload;
+      else if (kind === "report") showScenarioReport(payload);
+    });
   } catch (failure) {
     error.textContent = failure.message;
   } finally {
@@ -628,7 +671,7 @@ function show(route) {
   const [view, arg] = route.split(/\/(.*)/s);
   state.view = view;
   if (view !== "instance" && logStream) {
-    logStream.close();
+    logStream.abort();
     logStream = null;
   }
   for (const section of document.querySelectorAll("main section")) section.hidden = section.dataset.view !== view;
@@ -642,8 +685,8 @@ function show(route) {
   }
 }
 
-function onEvent(message) {
-  const event = JSON.parse(message.data);
+function onEvent(data) {
+  const event = JSON.parse(data);
   lastSeq = Math.max(lastSeq, event.seq);
   addEvent(event);
   if (event.kind === "status") applyStatus(event);
@@ -656,23 +699,61 @@ function onEvent(message) {
   }
 }
 
-function follow() {
-  const stream = new EventSource(`/events/stream?tail=${MAX_EVENT_ROWS}`);
-  for (const kind of EVENT_KINDS) stream.addEventListener(kind, onEvent);
-  stream.addEventListener("open", () => {
-    $("#live").textContent = "live";
-    $("#live").classList.add("on");
-  });
-  stream.addEventListener("error", () => {
-    // The browser reconnects by itself, sending Last-Event-ID: nothing is missed.
-    $("#live").textContent = "reconnecting…";
-    $("#live").classList.remove("on");
-  });
+function live(on) {
+  $("#live").textContent = on ? "live" : "reconnecting…";
+  $("#live").classList.toggle("on", on);
+}
+
+// Follows /events/stream for as long as the page is open: from the last MAX_EVENT_ROWS events,
+// then, after a break, from the last event seen (nothing is missed, nothing shown twice).
+async function follow() {
+  let failures = 0;
+  for (;;) {
+    const began = Date.now();
+    try {
+      const resp = await openStream(lastSeq ? `/events/stream?after=${lastSeq}` : `/events/stream?tail=${MAX_EVENT_ROWS}`);
+      live(true);
+      await readEvents(resp, (kind, data) => {
+        if (EVENT_KINDS.includes(kind)) onEvent(data);
+      });
+    } catch (error) {
+      if (error instanceof ApiError && error.message === "signed out") return;
+    }
+    live(false);
+    // At once after a stream that ran a while; 1, 2, 4 s... (at most 10) while the fabric is away.
+    failures = Date.now() - began > 5000 ? 0 : failures + 1;
+    await new Promise((resolve) => setTimeout(resolve, failures ? Math.min(10000, 500 * 2 ** failures) : 0));
+  }
+}
+
+async function signIn(event) {
+  event.preventDefault();
+  const error = $("#signin-error");
+  error.hidden = true;
+  const resp = await fetch("/portal/signin", {
+    method: "POST",
+    credentials: "omit",
+    body: new URLSearchParams(new FormData(event.target)),
+  }).catch((failure) => ({ ok: false, status: 0, statusText: failure.message, json: async () => null }));
+  const data = await resp.json().catch(() => null);
+  if (!resp.ok || !data || !data.session) {
+    error.textContent = data && data.Error ? data.Error.Message : `${resp.status} ${resp.statusText}`;
+    error.hidden = false;
+    return;
+  }
+  $("#token").value = "";
+  session = data.session;
+  sessionStorage.setItem(SESSION_KEY, session);
+  await main();
 }
 
 async function main() {
+  document.body.classList.remove("signin");
+  $("#signin-view").hidden = true;
+  $("#app").hidden = false;
   $("#signout").addEventListener("click", async () => {
-    await fetch("/portal/signout", { method: "POST", headers: { "x-csrf-token": csrf }, credentials: "same-origin" });
+    await request("/portal/signout", { method: "POST" }).catch(() => null);
+    sessionStorage.removeItem(SESSION_KEY);
     location.assign("/");
   });
   $("#event-filter").addEventListener("input", refilterEvents);
@@ -695,4 +776,5 @@ async function main() {
   document.body.dataset.ready = "true";
 }
 
-main();
+if (session) main();
+else $("#signin").addEventListener("submit", signIn);

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +56,39 @@ def sign_in(page: Page, url: str, token: str) -> None:
     page.wait_for_selector("body[data-ready=true]", timeout=WAIT_MS)
 
 
+def role_site_sees(page: Page) -> dict[str, Any]:
+    """Open a site on another port of the portal's host (as a role's, behind the load balancer,
+    is) in a new tab of the signed-in browser: what it was sent, and what its page can read."""
+    seen: dict[str, Any] = {}
+
+    class Site(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.setdefault("cookie", self.headers.get("cookie"))
+            body = b"<!doctype html><title>a role</title><p>hello</p>"
+            self.send_response(200)
+            self.send_header("content-type", "text/html")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    host = page.url.split("//")[1].split(":")[0]
+    with ThreadingHTTPServer((host, 0), Site) as site:
+        thread = threading.Thread(target=site.serve_forever, daemon=True)
+        thread.start()
+        try:
+            tab = page.context.new_page()
+            tab.goto(f"http://{host}:{site.server_address[1]}/")
+            seen["storage"] = tab.evaluate("sessionStorage.length")
+            tab.close()
+        finally:
+            site.shutdown()
+            thread.join(10)
+    return seen
+
+
 def status_of(page: Page, instance: str) -> str:
     return str(page.inner_text(f'#instances tr[data-instance="{instance}"] td.status'))
 
@@ -78,18 +113,40 @@ def signin(page: Page, url: str, token: str) -> dict[str, Any]:
         "#instances tbody tr",
         "rows => rows.map(r => [r.dataset.instance, r.querySelector('td.status').textContent])",
     )
-    [cookie] = [c for c in page.context.cookies() if c["name"] == "reddog_session"]
+    cookies = page.context.cookies()
+    stored = page.evaluate("sessionStorage.getItem('reddog-session') !== null")
+    role_site = role_site_sees(page)
+    # A new tab of the portal is not signed in: the session is this tab's.
+    tab = page.context.new_page()
+    tab.goto(page.url)
+    tab.wait_for_selector("#signin #token")
+    new_tab = {"signin": tab.is_visible("#signin"), "app": tab.is_visible("#app")}
+    tab.close()
     page.click('nav a[data-view="hosts"]')
     until(page, "document.querySelectorAll('#hosts tbody tr').length > 0")
     until(page, "[...document.querySelectorAll('#hosts td.memory')].every(td => td.textContent !== '-')")
     hosts = page.eval_on_selector_all(
         "#hosts tbody tr", "rows => rows.map(r => [...r.children].map(td => td.textContent))"
     )
+    # Sign out: the tab forgets the secret and the fabric ends it.
+    secret = page.evaluate("sessionStorage.getItem('reddog-session')")
+    page.click("#signout")
+    page.wait_for_selector("#signin #token")
+    signed_out = {
+        "stored": page.evaluate("sessionStorage.length"),
+        "replayed": page.evaluate(
+            "s => fetch('/subscriptions', {headers: {'x-reddog-session': s}}).then(r => r.status)", secret
+        ),
+    }
     return {
         "hosts": hosts,
         "refused": refused,
         "rows": rows,
-        "cookie": {"httpOnly": cookie["httpOnly"], "sameSite": cookie["sameSite"]},
+        "cookies": cookies,
+        "stored": stored,
+        "role_site": role_site,
+        "new_tab": new_tab,
+        "signed_out": signed_out,
     }
 
 
@@ -154,7 +211,11 @@ def configure(page: Page, url: str, token: str) -> dict[str, Any]:
     """A bad instance count shows `fabric validate`'s message beside the field and changes
     nothing; a new Title is applied and the role's Changed shows in Web_IN_0's live log."""
     sign_in(page, url, token)
-    generation = "fetch('/portal/configuration?service=guestbook&slot=production').then(r => r.json()).then(f => f.generation)"
+    generation = (
+        "fetch('/portal/configuration?service=guestbook&slot=production', "
+        "{headers: {'x-reddog-session': sessionStorage.getItem('reddog-session')}})"
+        ".then(r => r.json()).then(f => f.generation)"
+    )
     before = page.evaluate(generation)
     page.click('nav a[data-view="services"]')
     page.click("article.deployment button.action-configure")
@@ -334,8 +395,9 @@ def latency(page: Page, url: str, token: str) -> dict[str, Any]:
         new MutationObserver((records) => {
           const now = Date.now();
           for (const r of records) for (const n of r.addedNodes) {
+            // the row from the record: a cell replaced again in the same task is detached by now
             if (n.nodeType === 1 && n.matches('td.status')) {
-              window.__dom.push([n.parentElement.dataset.instance, n.textContent, now]);
+              window.__dom.push([r.target.dataset.instance, n.textContent, now]);
             }
           }
         }).observe(document.querySelector('#instances tbody'), {subtree: true, childList: true});
@@ -364,7 +426,8 @@ def main() -> int:
     name, url, token, out = sys.argv[1:5]
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        # a context of its own (not browser.new_page's): a scenario may open a second tab in it
+        page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
         try:
             result = SCENARIOS[name](page, url, token)
         except Exception:

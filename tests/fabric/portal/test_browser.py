@@ -31,7 +31,12 @@ async def test_sign_in_shows_the_four_guestbook_instances_ready(portal: Portal, 
         ["Worker_IN_0", "ReadyRole"],
         ["Worker_IN_1", "ReadyRole"],
     ]
-    assert seen["cookie"] == {"httpOnly": True, "sameSite": "Strict"}
+    # The session is the tab's (sessionStorage), in no cookie: a role's site on another port of
+    # the same host (the browser sends it the host's cookies) gets nothing, nor does a new tab.
+    assert seen["cookies"] == [] and seen["stored"] is True
+    assert seen["role_site"] == {"cookie": None, "storage": 0}
+    assert seen["new_tab"] == {"signin": True, "app": False}
+    assert seen["signed_out"] == {"stored": 0, "replayed": 401}
     # Hosts: alive, cores taken by the instances on each, memory of its process tree, its VMs.
     assert len(seen["hosts"]) == 2
     for host, alive, _age, cores, memory, vms in seen["hosts"]:
