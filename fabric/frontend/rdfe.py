@@ -97,6 +97,9 @@ UPLOADS_DIR = "uploads"
 GRACEFUL_TIMEOUT = 2.0
 
 _MUTATING = frozenset({"POST", "PUT", "DELETE", "PATCH"})
+#: how long a refused body is read and dropped, at most, while its refusal is sent and the
+#: connection closes
+DISCARD_SECONDS = 10.0
 
 
 class Rdfe:
@@ -180,6 +183,13 @@ class Rdfe:
             # Answered before the body was read (401, 413, 404...): the rest of it is still on
             # the wire, so the connection must close rather than be reused for the next request.
             response.headers["connection"] = "close"
+            async with anyio.create_task_group() as tg:
+                # hypercorn hands the body over through a bounded queue and, once the response
+                # ends, puts http.disconnect in it: full of a body nobody reads, that put (and
+                # with it the close) waited until the client gave up sending (60 s for httpx).
+                tg.start_soon(discard_until_disconnect, receive)
+                await response.send(send, request_id)
+            return
         await response.send(send, request_id)
 
     async def _answer(self, request: Request, request_id: str) -> Response:
@@ -394,6 +404,14 @@ class Rdfe:
         if found is None:
             raise not_found(f"hosted service {name!r} does not exist in subscription {sub.id}")
         return found
+
+
+async def discard_until_disconnect(receive: Receive) -> None:
+    """Read and drop what the client still sends of a refused body until the server closes the
+    connection (at most DISCARD_SECONDS)."""
+    with anyio.move_on_after(DISCARD_SECONDS):
+        while (await receive())["type"] != "http.disconnect":
+            pass
 
 
 async def serve_api(

@@ -126,8 +126,10 @@ async def refused_without_growth(fabric: Served) -> None:
                 yield piece
 
         try:
-            response = await http.post(slot, content=chunks())
+            response = await http.post(slot, content=chunks(), timeout=20)
             assert response.status_code == 413, response.text
+        except httpx.TimeoutException:  # (it was held until the client gave up: 60 s)
+            raise AssertionError("a refused streamed upload held its connection open") from None
         except httpx.TransportError:
             pass  # the server answered 413 and closed while we were still sending
 
