@@ -128,11 +128,10 @@ def join(
     certificate in --state-dir is the host's identity, renewed before it expires. ADDRESS may be
     left out then.
     """
-    import os
 
-    from fabric.cluster.ca import HOST_NAME, CAError, check_hash_format
+    from fabric.cluster.ca import HOST_NAME, CAError
     from fabric.cluster.join import JoinRefused
-    from fabric.cluster.node import Identity, check_address, default_name, ensure_joined, run_host
+    from fabric.cluster.node import Identity, default_name, run_host
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     name = (name or default_name()).lower()
@@ -162,16 +161,8 @@ def join(
         _exec_without_token()
 
     async def main() -> None:
-        state = await ensure_joined(
-            identity,
-            address,
-            token=token_,
-            ca_hash=check_hash_format(ca_hash) if ca_hash else None,
-            name=name,
-            cores=cores or os.cpu_count() or 1,
-            fault_domain=fault_domain,
-            advertise=check_address(advertise) if advertise else "",
-            patience=retry_for,
+        state = await joined(
+            identity, address, token_, ca_hash, name, cores, fault_domain, advertise, retry_for
         )
         click.echo(
             f"host {state.name} joined {state.controller}:{state.host_port}; Ctrl-C stops it", err=True
@@ -190,21 +181,21 @@ def join(
 async def joined(
     identity: Any,
     address: str | None,
-    token: str,
+    token: str | None,
     ca_hash: str | None,
     name: str,
     cores: int | None,
     fault_domain: int,
     advertise: str | None,
     retry_for: float,
-) -> None:
-    """Buy this host's certificate with ``token`` (or keep the valid one it has)."""
+) -> Any:
+    """Buy this host's certificate with ``token`` (or keep the valid one it has); its JoinState."""
     import os
 
     from fabric.cluster.ca import check_hash_format
     from fabric.cluster.node import check_address, ensure_joined
 
-    await ensure_joined(
+    return await ensure_joined(
         identity,
         address,
         token=token,

@@ -306,14 +306,7 @@ class HostPool:
             return host.ref  # running: no lock to take (one ask per instance at scale)
         async with host.spawn_lock:
             if host.ref is None:
-                config = HostConfig(
-                    host_id=host.id,
-                    cores=host.record.cores,
-                    state_dir=str(self.state_dir),
-                    settings=self.settings,
-                    fault_domain=host.record.fault_domain,
-                    firewall=self.firewall,
-                )
+                config = self._host_config(host, firewall=self.firewall)
                 try:
                     host.ref = await self.factory(self.owner, config)
                 except Exception as exc:
@@ -331,6 +324,17 @@ class HostPool:
                 raise HostUnavailable(f"host {host.id} died")
             return host.ref
 
+    def _host_config(self, host: Host, *, firewall: str) -> HostConfig:
+        """What a host agent for ``host`` starts with (``firewall``: the isolation table, or "")."""
+        return HostConfig(
+            host_id=host.id,
+            cores=host.record.cores,
+            state_dir=str(self.state_dir),
+            settings=self.settings,
+            fault_domain=host.record.fault_domain,
+            firewall=firewall,
+        )
+
     async def _launch(self, host: Host) -> None:
         """Start a launched local host (unless it runs) and wait for it to link.
 
@@ -338,13 +342,7 @@ class HostPool:
             HostStartFailed: it could not start, or did not link in time.
         """
         assert self.launcher is not None
-        config = HostConfig(
-            host_id=host.id,
-            cores=host.record.cores,
-            state_dir=str(self.state_dir),
-            settings=self.settings,
-            fault_domain=host.record.fault_domain,
-        )
+        config = self._host_config(host, firewall="")  # a launched host outlives us: no table of ours
         where = self.state_dir / "hosts" / host.id / "host.out.log"
         async with host.spawn_lock:
             if host.ref is not None:
