@@ -75,6 +75,7 @@ async def test_refused_connect_is_retried_and_the_instance_leaves_rotation(farm)
         # The instance restarts and reports Ready: back in rotation.
         await a.start()
         lb.update("web_IN_0", ready=True)
+        await lb.synced()  # on the kernel data path: once its rules follow, a few ms later
         assert set(await farm.who(lb.address, 2)) == {"web_IN_0", "web_IN_1"}
 
 
