@@ -7,7 +7,6 @@ import itertools
 import logging
 import math
 import random
-import resource
 import socket
 from collections.abc import Awaitable, Callable, Collection, Coroutine
 from typing import Any
@@ -18,6 +17,7 @@ from anyio.lowlevel import checkpoint
 
 from . import _sock
 from ._conn import Conn, Flow, pump, pump_plain
+from ._descriptors import descriptor_share
 from ._errors import ToxicsUnsupportedError, UnknownToxicError
 from ._lane import attach, detach
 from ._pool import Entry, Pool
@@ -32,16 +32,11 @@ _ACCEPT_TRANSIENT = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 QUEUE_TIMEOUT = 5.0
 
 
-def _max_open() -> int:
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return 65536 if soft == resource.RLIM_INFINITY else max(64, soft // 4)
-
-
 #: user-space client connections every balancer of this process holds at once, each with two
 #: descriptors: past it a new client is reset at once, so that a flood through the balancers
 #: (a role of this machine can open connections to any endpoint) leaves the process half its
 #: descriptors for everything else (its API, links, stores, logs)
-MAX_OPEN = _max_open()
+MAX_OPEN = descriptor_share(4, floor=64, unlimited=65536)
 _held = 0
 _said_full = -math.inf
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 import math
-import resource
 
 import anyio
 from anyio.abc import ConnectedUDPSocket, TaskGroup, TaskStatus, UDPSocket
 
+from ._descriptors import descriptor_share
 from ._pool import Entry, Pool
 from ._tcp import Counters
 
@@ -17,16 +17,11 @@ log = logging.getLogger("fabric.network")
 _UDP_ERRORS = (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
 
 
-def _max_sessions() -> int:
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return 32768 if soft == resource.RLIM_INFINITY else max(32, soft // 8)
-
-
 #: client sessions every UDP balancer of this process keeps at once, each a socket of its own
 #: for up to the idle timeout: past it a new client's datagram is dropped, so that datagrams
 #: from many source ports (any role of this machine can send them) cannot take the process to
 #: its descriptor limit; the sessions kept go on
-MAX_SESSIONS = _max_sessions()
+MAX_SESSIONS = descriptor_share(8, floor=32, unlimited=32768)
 _held = 0
 _said_full = -math.inf
 
